@@ -1,0 +1,319 @@
+//! Building a pool: every setting, its default, and its validation.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::ConfigError;
+use crate::executor::Executor;
+use crate::observer::{Observer, ObserverSet};
+use crate::pool::Pool;
+use crate::queue::AgingSettings;
+use crate::retry::{Jitter, RetryBudget, RetryPolicy};
+use crate::runner::{Settings, Shared};
+
+/// Configures and builds a [`Pool`]. Every setter documents its default.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), pool_core::ConfigError> {
+/// use std::time::Duration;
+/// use pool_core::{Jitter, Pool};
+/// let pool = Pool::builder()
+///     .concurrency(64)
+///     .retries(5)
+///     .retry_delay(Duration::from_millis(100))
+///     .max_retry_delay(Duration::from_secs(5))
+///     .jitter(Jitter::Decorrelated)
+///     .timeout(Duration::from_secs(10))
+///     .build()?;
+/// assert_eq!(pool.concurrency(), 64);
+/// # Ok(()) }
+/// ```
+#[must_use = "a builder does nothing until .build()"]
+pub struct PoolBuilder {
+    concurrency: usize,
+    retries: u32,
+    retry: RetryPolicy,
+    timeout: Option<Duration>,
+    aging_interval: Duration,
+    max_aging_boost: f64,
+    aging_target_wait: Duration,
+    retry_budget: Option<RetryBudget>,
+    observers: Vec<Arc<dyn Observer>>,
+    executor: Option<Arc<dyn Executor>>,
+    seed: Option<u64>,
+}
+
+impl Default for PoolBuilder {
+    fn default() -> Self {
+        Self {
+            concurrency: 10,
+            retries: 3,
+            retry: RetryPolicy::default(),
+            timeout: Some(Duration::from_secs(30)),
+            aging_interval: Duration::from_millis(250),
+            max_aging_boost: 10.0,
+            aging_target_wait: Duration::from_secs(1),
+            retry_budget: Some(RetryBudget::default()),
+            observers: Vec::new(),
+            executor: None,
+            seed: None,
+        }
+    }
+}
+
+impl fmt::Debug for PoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field("concurrency", &self.concurrency)
+            .field("retries", &self.retries)
+            .field("retry", &self.retry)
+            .field("timeout", &self.timeout)
+            .field("aging_interval", &self.aging_interval)
+            .field("max_aging_boost", &self.max_aging_boost)
+            .field("aging_target_wait", &self.aging_target_wait)
+            .field("retry_budget", &self.retry_budget)
+            .field("observers", &self.observers.len())
+            .field("executor", &self.executor)
+            .finish()
+    }
+}
+
+impl PoolBuilder {
+    /// A builder with every default.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Most tasks running at once. Default 10. Must be at least 1; change it later with
+    /// [`Pool::set_concurrency`].
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+
+    /// Default number of retries per task (attempts = retries + 1). Default 3.
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// Delay before the first retry; later ones grow by the backoff factor. Default 1 s.
+    pub fn retry_delay(mut self, delay: Duration) -> Self {
+        self.retry.base_delay = delay;
+        self
+    }
+
+    /// Growth of the delay per attempt. Default 2.0. Must be finite and at least 1.
+    pub fn backoff_factor(mut self, factor: f64) -> Self {
+        self.retry.factor = factor;
+        self
+    }
+
+    /// Longest retry delay. Default 30 s. Must be at least the retry delay.
+    pub fn max_retry_delay(mut self, delay: Duration) -> Self {
+        self.retry.max_delay = delay;
+        self
+    }
+
+    /// Randomisation of retry delays. Default [`Jitter::Full`].
+    pub fn jitter(mut self, jitter: Jitter) -> Self {
+        self.retry.jitter = jitter;
+        self
+    }
+
+    /// Pressure thresholds on saturation `(queued + active) / concurrency`: at or above
+    /// `clamp`, retry delays are clamped to [`clamp_delay`](Self::pressure_clamp_delay); at or
+    /// above `skip`, retries are skipped and the error returned. Defaults 4 and 10.
+    pub fn pressure_thresholds(mut self, clamp: f64, skip: f64) -> Self {
+        self.retry.clamp_threshold = clamp;
+        self.retry.skip_threshold = skip;
+        self
+    }
+
+    /// The delay used when retries are clamped under pressure. Default 100 ms.
+    pub fn pressure_clamp_delay(mut self, delay: Duration) -> Self {
+        self.retry.clamp_delay = delay;
+        self
+    }
+
+    /// Default per-attempt timeout. Default 30 s. A timed-out attempt is dropped and counts as
+    /// a retryable failure.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// No default timeout.
+    pub fn no_timeout(mut self) -> Self {
+        self.timeout = None;
+        self
+    }
+
+    /// Wait that earns a queued task one priority point (at aging multiplier 1).
+    /// Default 250 ms.
+    pub fn aging_interval(mut self, interval: Duration) -> Self {
+        self.aging_interval = interval;
+        self
+    }
+
+    /// Most priority points aging can add. Default 10. `0` turns aging off (strict priority).
+    /// A task is never starved by tasks whose priority is at most its own plus this boost.
+    pub fn max_aging_boost(mut self, boost: f64) -> Self {
+        self.max_aging_boost = boost;
+        self
+    }
+
+    /// Queue wait the aging multiplier aims at: when tasks wait longer than this on average,
+    /// aging speeds up (multiplier down to 0.25); when shorter, it slows (up to 4).
+    /// Default 1 s.
+    pub fn aging_target_wait(mut self, target: Duration) -> Self {
+        self.aging_target_wait = target;
+        self
+    }
+
+    /// The retry budget. Default [`RetryBudget::default`] (on).
+    pub fn retry_budget(mut self, budget: RetryBudget) -> Self {
+        self.retry_budget = Some(budget);
+        self
+    }
+
+    /// Turns the retry budget off: retries are limited only by each task's retry count.
+    pub fn no_retry_budget(mut self) -> Self {
+        self.retry_budget = None;
+        self
+    }
+
+    /// Attaches an observer. Call it once per observer; all of them receive every event.
+    pub fn observer(mut self, observer: impl Observer) -> Self {
+        self.observers.push(Arc::new(observer));
+        self
+    }
+
+    /// Attaches an observer already behind an `Arc`.
+    pub fn observer_arc(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observers.push(observer);
+        self
+    }
+
+    /// Where tasks run and time comes from. Default: the tokio runtime `build` is called in
+    /// (feature `tokio`).
+    pub fn executor(mut self, executor: impl Executor) -> Self {
+        self.executor = Some(Arc::new(executor));
+        self
+    }
+
+    /// Seed for retry jitter, so a run can be repeated exactly. Default: random.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.concurrency == 0 {
+            return Err(ConfigError::ZeroConcurrency);
+        }
+        let retry = &self.retry;
+        if retry.max_delay < retry.base_delay {
+            return Err(ConfigError::MaxDelayBelowBase {
+                base: retry.base_delay,
+                max: retry.max_delay,
+            });
+        }
+        check_factor("backoff_factor", "[1, inf)", retry.factor, |f| f >= 1.0)?;
+        let (clamp, skip) = (retry.clamp_threshold, retry.skip_threshold);
+        if !(clamp.is_finite() && skip.is_finite() && clamp > 0.0 && clamp < skip) {
+            return Err(ConfigError::PressureThresholds { clamp, skip });
+        }
+        check_factor("max_aging_boost", "[0, inf)", self.max_aging_boost, |b| b >= 0.0)?;
+        for (field, duration) in [
+            ("aging_interval", self.aging_interval),
+            ("aging_target_wait", self.aging_target_wait),
+            ("timeout", self.timeout.unwrap_or(Duration::MAX)),
+        ] {
+            if duration.is_zero() {
+                return Err(ConfigError::ZeroDuration { field });
+            }
+        }
+        if let Some(budget) = &self.retry_budget {
+            check_factor("retry_budget.capacity", "(0, inf)", budget.capacity, |c| c > 0.0)?;
+            check_factor("retry_budget.retry_cost", "[0, inf)", budget.retry_cost, |c| c >= 0.0)?;
+            check_factor(
+                "retry_budget.timeout_retry_cost",
+                "[0, inf)",
+                budget.timeout_retry_cost,
+                |c| c >= 0.0,
+            )?;
+            check_factor(
+                "retry_budget.success_refill",
+                "[0, inf)",
+                budget.success_refill,
+                |c| c >= 0.0,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Checks every setting and builds the pool.
+    ///
+    /// Errors: [`ConfigError`] naming the first bad setting; [`ConfigError::NoExecutor`] if
+    /// no executor was given and this is not called inside a tokio runtime.
+    pub fn build(self) -> Result<Pool, ConfigError> {
+        self.validate()?;
+        let executor = match self.executor {
+            Some(executor) => executor,
+            None => default_executor()?,
+        };
+        let settings = Settings {
+            retries: self.retries,
+            timeout: self.timeout,
+            retry: self.retry,
+            aging_interval: self.aging_interval,
+            aging_target_wait: self.aging_target_wait,
+        };
+        let aging = AgingSettings {
+            interval: self.aging_interval,
+            max_boost: self.max_aging_boost,
+        };
+        let shared = Shared::new(
+            executor,
+            settings,
+            self.concurrency,
+            aging,
+            self.retry_budget,
+            ObserverSet::new(self.observers),
+            self.seed.unwrap_or_else(|| fastrand::u64(..)),
+        );
+        Ok(Pool::from_shared(Arc::new(shared)))
+    }
+}
+
+fn check_factor(
+    field: &'static str,
+    range: &'static str,
+    value: f64,
+    in_range: impl Fn(f64) -> bool,
+) -> Result<(), ConfigError> {
+    if value.is_finite() && in_range(value) {
+        Ok(())
+    } else {
+        Err(ConfigError::InvalidFactor {
+            field,
+            range,
+            value,
+        })
+    }
+}
+
+#[cfg(feature = "tokio")]
+fn default_executor() -> Result<Arc<dyn Executor>, ConfigError> {
+    crate::executor::TokioExecutor::try_current()
+        .map(|executor| Arc::new(executor) as Arc<dyn Executor>)
+        .ok_or(ConfigError::NoExecutor)
+}
+
+#[cfg(not(feature = "tokio"))]
+fn default_executor() -> Result<Arc<dyn Executor>, ConfigError> {
+    Err(ConfigError::NoExecutor)
+}

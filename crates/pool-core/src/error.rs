@@ -1,0 +1,175 @@
+//! Errors: what a task resolves with when it has no value, and what a bad configuration is.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Why a task resolved without a value.
+///
+/// Every enqueued task resolves exactly once, either with its value or with one of these.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError<E> {
+    /// The task's own error from its last attempt: not retryable, out of retries, or retries
+    /// were skipped because the pool was saturated.
+    #[error("task failed after {attempts} attempt(s): {error}")]
+    Failed {
+        /// The error of the last attempt.
+        error: E,
+        /// How many attempts ran.
+        attempts: u32,
+    },
+    /// The last attempt ran longer than the task's timeout (and no retry was left).
+    #[error("task timed out after {attempts} attempt(s) of at most {timeout:?} each")]
+    TimedOut {
+        /// The per-attempt timeout that was exceeded.
+        timeout: Duration,
+        /// How many attempts ran.
+        attempts: u32,
+    },
+    /// The pool was stopped before the task could finish (or it was enqueued after `stop`).
+    #[error("the pool was stopped before the task finished")]
+    Stopped,
+    /// The task's cancellation token fired.
+    #[error("the task was cancelled")]
+    Cancelled,
+    /// The task panicked; the pool caught the panic and kept running.
+    #[error("the task panicked: {0}")]
+    Panicked(PanicMessage),
+    /// The task would have been retried, but the pool's retry budget had no tokens left.
+    #[error("retry budget exhausted after {attempts} attempt(s); last failure: {last}")]
+    RetryBudgetExhausted {
+        /// What the last attempt ended with.
+        last: LastFailure<E>,
+        /// How many attempts ran.
+        attempts: u32,
+    },
+}
+
+impl<E> TaskError<E> {
+    /// A short, stable name of the variant (`"failed"`, `"timed_out"`, …) for metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TaskError::Failed { .. } => "failed",
+            TaskError::TimedOut { .. } => "timed_out",
+            TaskError::Stopped => "stopped",
+            TaskError::Cancelled => "cancelled",
+            TaskError::Panicked(_) => "panicked",
+            TaskError::RetryBudgetExhausted { .. } => "retry_budget_exhausted",
+        }
+    }
+
+    /// The task's own error, if the last attempt returned one.
+    pub fn task_error(&self) -> Option<&E> {
+        match self {
+            TaskError::Failed { error, .. } => Some(error),
+            TaskError::RetryBudgetExhausted {
+                last: LastFailure::Error(error),
+                ..
+            } => Some(error),
+            _ => None,
+        }
+    }
+
+    /// Consumes the error and returns the task's own error, if any.
+    pub fn into_task_error(self) -> Option<E> {
+        match self {
+            TaskError::Failed { error, .. } => Some(error),
+            TaskError::RetryBudgetExhausted {
+                last: LastFailure::Error(error),
+                ..
+            } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// What a task's last attempt ended with, when the retry budget stopped further retries.
+#[derive(Debug)]
+pub enum LastFailure<E> {
+    /// The task returned this error.
+    Error(E),
+    /// The attempt timed out.
+    TimedOut,
+}
+
+impl<E: fmt::Display> fmt::Display for LastFailure<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LastFailure::Error(error) => error.fmt(f),
+            LastFailure::TimedOut => f.write_str("timed out"),
+        }
+    }
+}
+
+/// The message a task panicked with (the payload if it was a string).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PanicMessage(pub String);
+
+impl PanicMessage {
+    pub(crate) fn from_payload(payload: &(dyn std::any::Any + Send)) -> Self {
+        let text = if let Some(s) = payload.downcast_ref::<&'static str>() {
+            (*s).to_owned()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "<non-string panic payload>".to_owned()
+        };
+        PanicMessage(text)
+    }
+}
+
+impl fmt::Display for PanicMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A setting that cannot work. Each variant names the field and what it must be.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Concurrency must be at least 1.
+    #[error("concurrency must be at least 1 (got 0)")]
+    ZeroConcurrency,
+    /// `max_retry_delay` is below `retry_delay`.
+    #[error("max_retry_delay ({max:?}) must be at least retry_delay ({base:?})")]
+    MaxDelayBelowBase {
+        /// The base delay.
+        base: Duration,
+        /// The maximum delay.
+        max: Duration,
+    },
+    /// A numeric factor is NaN, infinite, or out of its range.
+    #[error("{field} must be a finite number in {range} (got {value})")]
+    InvalidFactor {
+        /// The setting's name.
+        field: &'static str,
+        /// Its accepted range, e.g. `"(0, inf)"`.
+        range: &'static str,
+        /// The value given.
+        value: f64,
+    },
+    /// The pressure thresholds are out of order (`clamp` must be below `skip`) or not positive.
+    #[error(
+        "pressure thresholds must satisfy 0 < clamp_threshold < skip_threshold \
+         (got clamp {clamp}, skip {skip})"
+    )]
+    PressureThresholds {
+        /// The clamp threshold.
+        clamp: f64,
+        /// The skip threshold.
+        skip: f64,
+    },
+    /// A duration that must be positive is zero.
+    #[error("{field} must be greater than zero")]
+    ZeroDuration {
+        /// The setting's name.
+        field: &'static str,
+    },
+    /// The pool has no executor: build it inside a tokio runtime, or pass one with
+    /// [`PoolBuilder::executor`](crate::PoolBuilder::executor).
+    #[error(
+        "no executor: call PoolBuilder::executor(..), or build inside a tokio runtime \
+         with the `tokio` feature on"
+    )]
+    NoExecutor,
+}

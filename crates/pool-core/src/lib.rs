@@ -1,0 +1,80 @@
+//! # pool-core
+//!
+//! The runtime-agnostic heart of s3pool: a priority pool for async operations with a
+//! resizable concurrency limit, priority aging, retries (exponential backoff with jitter,
+//! pressure-aware, under a retry budget), per-attempt timeouts, cancellation,
+//! pause / resume / drain / stop, batches, and events for observers.
+//!
+//! Every enqueued task resolves exactly once: with its value, its final error, or a typed
+//! `Stopped` / `Cancelled` / `TimedOut` / `Panicked` / `RetryBudgetExhausted`.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), pool_core::ConfigError> {
+//! use std::time::Duration;
+//! use pool_core::{Pool, TaskOptions, Transient};
+//!
+//! let pool = Pool::builder()
+//!     .concurrency(8)
+//!     .retries(2)
+//!     .retry_delay(Duration::from_millis(10))
+//!     .build()?;
+//!
+//! let handles: Vec<_> = (0..100u64)
+//!     .map(|i| {
+//!         let priority = (i % 3) as i32;
+//!         pool.enqueue(
+//!             move || async move { Ok::<_, Transient<std::io::Error>>(i * 2) },
+//!             TaskOptions::new().priority(priority),
+//!         )
+//!     })
+//!     .collect();
+//! let mut sum = 0;
+//! for handle in handles {
+//!     sum += handle.await.expect("no failures");
+//! }
+//! assert_eq!(sum, 9_900);
+//! pool.drain().await;
+//! assert_eq!(pool.stats().processed, 100);
+//! # Ok(()) }
+//! ```
+//!
+//! ## Layout
+//! - [`PoolBuilder`]: settings and defaults; [`Pool`]: enqueue and control.
+//! - [`TaskOptions`], [`TaskHandle`], [`TaskError`]: one task's settings, future and errors.
+//! - [`Observer`], [`Event`]: the seam metrics and tuners plug into.
+//! - [`Executor`]: [`TokioExecutor`] (feature `tokio`, default), `SmolExecutor` (feature
+//!   `smol`) and [`SimExecutor`] (deterministic, virtual time).
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+
+mod batch;
+mod buffered;
+mod builder;
+mod error;
+pub mod executor;
+mod handle;
+mod job;
+mod observer;
+mod pool;
+mod queue;
+mod retry;
+mod runner;
+mod stats;
+mod task;
+
+pub use batch::{Batch, BatchError, BatchResult};
+pub use buffered::Buffered;
+pub use builder::PoolBuilder;
+pub use error::{ConfigError, LastFailure, PanicMessage, TaskError};
+#[cfg(feature = "smol")]
+pub use executor::SmolExecutor;
+#[cfg(feature = "tokio")]
+pub use executor::TokioExecutor;
+pub use executor::{BoxFuture, Deadlock, Executor, SimExecutor};
+pub use handle::TaskHandle;
+pub use observer::{AttemptResult, Event, Observer, Outcome, TaskInfo, TaskRecord};
+pub use pool::{Pool, PoolControl};
+pub use retry::{saturation, Jitter, PressureDecision, RetryBudget, RetryPolicy};
+pub use stats::Stats;
+pub use task::{ErrorClass, Metadata, Permanent, Retryable, TaskId, TaskOptions, Transient};
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,302 @@
+//! Retry arithmetic: backoff with jitter, the pressure rule, and the retry budget.
+//! Pure: the caller passes the random source and the pool's saturation.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// How the backoff delay is randomised, so that many tasks failing together do not retry
+/// together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Jitter {
+    /// No jitter: exactly `retry_delay · factor^(attempt-1)`, capped (the original's behaviour).
+    None,
+    /// Uniform in `[0, exponential delay]` ("full jitter"). The default: it spreads a burst of
+    /// failures the most.
+    #[default]
+    Full,
+    /// Uniform in `[exponential delay / 2, exponential delay]`: keeps at least half the wait.
+    Equal,
+    /// "Decorrelated jitter": uniform in `[retry_delay, previous delay · 3]`, capped.
+    Decorrelated,
+}
+
+/// What the pressure rule says about one retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PressureDecision {
+    /// Retry after the backoff delay.
+    Retry(Duration),
+    /// The pool is busy: retry, but after a short clamped delay so the retry does not add
+    /// latency to a queue that is already long.
+    Clamped(Duration),
+    /// The pool is saturated: do not retry; the error is returned at once.
+    Skip,
+}
+
+/// Backoff, jitter and pressure settings. Built by [`PoolBuilder`](crate::PoolBuilder).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Delay before the first retry (default 1 s).
+    pub base_delay: Duration,
+    /// Growth per attempt (default 2.0).
+    pub factor: f64,
+    /// No delay exceeds this (default 30 s).
+    pub max_delay: Duration,
+    /// Randomisation (default [`Jitter::Full`]).
+    pub jitter: Jitter,
+    /// Saturation at or above which delays are clamped (default 4).
+    pub clamp_threshold: f64,
+    /// Saturation at or above which retries are skipped (default 10).
+    pub skip_threshold: f64,
+    /// The clamped delay (default 100 ms).
+    pub clamp_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            base_delay: Duration::from_secs(1),
+            factor: 2.0,
+            max_delay: Duration::from_secs(30),
+            jitter: Jitter::Full,
+            clamp_threshold: 4.0,
+            skip_threshold: 10.0,
+            clamp_delay: Duration::from_millis(100),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The un-jittered delay after failed attempt number `attempt` (1-based):
+    /// `base · factor^(attempt-1)`, capped at `max_delay`.
+    pub fn exponential(&self, attempt: u32) -> Duration {
+        let exponent = attempt.saturating_sub(1).min(1_000) as i32;
+        let secs = self.base_delay.as_secs_f64() * self.factor.powi(exponent);
+        if !secs.is_finite() || secs >= self.max_delay.as_secs_f64() {
+            self.max_delay
+        } else {
+            Duration::from_secs_f64(secs)
+        }
+    }
+
+    /// The jittered delay after failed attempt `attempt`; `previous` is the last delay used
+    /// for this task (for decorrelated jitter; `None` on the first retry).
+    pub fn delay(&self, attempt: u32, previous: Option<Duration>, rng: &mut fastrand::Rng) -> Duration {
+        let exponential = self.exponential(attempt);
+        let uniform = |rng: &mut fastrand::Rng, low: Duration, high: Duration| {
+            if high <= low {
+                return high;
+            }
+            let span = (high - low).as_nanos().min(u128::from(u64::MAX)) as u64;
+            low + Duration::from_nanos(rng.u64(0..=span))
+        };
+        match self.jitter {
+            Jitter::None => exponential,
+            Jitter::Full => uniform(rng, Duration::ZERO, exponential),
+            Jitter::Equal => uniform(rng, exponential / 2, exponential),
+            Jitter::Decorrelated => {
+                let previous = previous.unwrap_or(self.base_delay);
+                let high = previous.saturating_mul(3).min(self.max_delay);
+                uniform(rng, self.base_delay.min(high), high)
+            }
+        }
+    }
+
+    /// Applies the pressure rule to a delay: `saturation = (queued + active) / max(1, limit)`.
+    pub fn under_pressure(&self, delay: Duration, saturation: f64) -> PressureDecision {
+        if saturation >= self.skip_threshold {
+            PressureDecision::Skip
+        } else if saturation >= self.clamp_threshold {
+            PressureDecision::Clamped(delay.min(self.clamp_delay))
+        } else {
+            PressureDecision::Retry(delay)
+        }
+    }
+}
+
+/// Saturation of a pool: `(queued + active) / max(1, concurrency)`.
+pub fn saturation(queued: usize, active: usize, concurrency: usize) -> f64 {
+    (queued + active) as f64 / concurrency.max(1) as f64
+}
+
+/// Token-bucket settings that keep a failing backend from turning into a retry storm:
+/// each retry costs tokens, each success refills a little. When a retry cannot pay, the task
+/// fails with [`TaskError::RetryBudgetExhausted`](crate::TaskError::RetryBudgetExhausted).
+///
+/// Defaults follow the AWS SDKs' standard retry quota: capacity 500, a retry costs 5 (a retry
+/// after a timeout 10), a success refills 1 — a burst of up to 100 retries, then at most one
+/// retry per five successes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryBudget {
+    /// Tokens when full (default 500).
+    pub capacity: f64,
+    /// Cost of a retry (default 5).
+    pub retry_cost: f64,
+    /// Cost of a retry after a timeout (default 10).
+    pub timeout_retry_cost: f64,
+    /// Tokens a success gives back (default 1).
+    pub success_refill: f64,
+}
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        Self {
+            capacity: 500.0,
+            retry_cost: 5.0,
+            timeout_retry_cost: 10.0,
+            success_refill: 1.0,
+        }
+    }
+}
+
+/// Tokens are kept in thousandths so the bucket is one atomic integer.
+const MILLI: f64 = 1_000.0;
+
+/// The live bucket. Lock-free: successes (the hot path) do one load when the bucket is full.
+#[derive(Debug)]
+pub(crate) struct BudgetBucket {
+    settings: RetryBudget,
+    milli_tokens: AtomicU64,
+    capacity_milli: u64,
+}
+
+impl BudgetBucket {
+    pub(crate) fn new(settings: RetryBudget) -> Self {
+        let capacity_milli = (settings.capacity * MILLI) as u64;
+        Self {
+            settings,
+            milli_tokens: AtomicU64::new(capacity_milli),
+            capacity_milli,
+        }
+    }
+
+    /// Takes the cost of one retry; false if the bucket cannot pay it.
+    pub(crate) fn try_withdraw(&self, after_timeout: bool) -> bool {
+        let cost = if after_timeout {
+            self.settings.timeout_retry_cost
+        } else {
+            self.settings.retry_cost
+        };
+        let cost = (cost * MILLI) as u64;
+        self.milli_tokens
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |tokens| {
+                tokens.checked_sub(cost)
+            })
+            .is_ok()
+    }
+
+    pub(crate) fn refill(&self) {
+        if self.milli_tokens.load(Ordering::Relaxed) >= self.capacity_milli {
+            return;
+        }
+        let refill = (self.settings.success_refill * MILLI) as u64;
+        let capacity = self.capacity_milli;
+        let _ = self
+            .milli_tokens
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |tokens| {
+                Some(tokens.saturating_add(refill).min(capacity))
+            });
+    }
+
+    pub(crate) fn tokens(&self) -> f64 {
+        self.milli_tokens.load(Ordering::Relaxed) as f64 / MILLI
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(jitter: Jitter) -> RetryPolicy {
+        RetryPolicy {
+            jitter,
+            ..RetryPolicy::default()
+        }
+    }
+
+    #[test]
+    fn exponential_doubles_from_the_base_and_caps() {
+        let p = policy(Jitter::None);
+        let mut rng = fastrand::Rng::with_seed(1);
+        let delays: Vec<_> = (1..=3).map(|a| p.delay(a, None, &mut rng)).collect();
+        assert_eq!(
+            delays,
+            vec![Duration::from_secs(1), Duration::from_secs(2), Duration::from_secs(4)]
+        );
+        assert_eq!(p.exponential(6), Duration::from_secs(30)); // 32 s capped
+        assert_eq!(p.exponential(u32::MAX), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn jitter_stays_within_its_bounds() {
+        let mut rng = fastrand::Rng::with_seed(42);
+        for attempt in 1..=8 {
+            let exp = policy(Jitter::None).exponential(attempt);
+            for _ in 0..500 {
+                let full = policy(Jitter::Full).delay(attempt, None, &mut rng);
+                assert!(full <= exp);
+                let equal = policy(Jitter::Equal).delay(attempt, None, &mut rng);
+                assert!(equal >= exp / 2 && equal <= exp);
+                let prev = Duration::from_millis(1_500);
+                let decorrelated = policy(Jitter::Decorrelated).delay(attempt, Some(prev), &mut rng);
+                assert!(decorrelated >= Duration::from_secs(1));
+                assert!(decorrelated <= Duration::from_millis(4_500));
+            }
+        }
+    }
+
+    #[test]
+    fn full_jitter_actually_spreads() {
+        let mut rng = fastrand::Rng::with_seed(3);
+        let p = policy(Jitter::Full);
+        let samples: Vec<_> = (0..1_000).map(|_| p.delay(3, None, &mut rng)).collect();
+        let low = samples.iter().filter(|d| **d < Duration::from_secs(2)).count();
+        // Uniform on [0, 4 s]: about half below 2 s.
+        assert!((400..=600).contains(&low), "{low} of 1000 below the midpoint");
+    }
+
+    #[test]
+    fn pressure_clamps_then_skips() {
+        let p = RetryPolicy::default();
+        let d = Duration::from_secs(4);
+        assert_eq!(p.under_pressure(d, 3.99), PressureDecision::Retry(d));
+        assert_eq!(
+            p.under_pressure(d, 4.0),
+            PressureDecision::Clamped(Duration::from_millis(100))
+        );
+        assert_eq!(
+            p.under_pressure(Duration::from_millis(10), 5.0),
+            PressureDecision::Clamped(Duration::from_millis(10))
+        );
+        assert_eq!(p.under_pressure(d, 10.0), PressureDecision::Skip);
+        assert_eq!(saturation(30, 10, 10), 4.0);
+        assert_eq!(saturation(5, 0, 0), 5.0);
+    }
+
+    #[test]
+    fn budget_pays_for_a_hundred_retries_then_refuses_until_refilled() {
+        let bucket = BudgetBucket::new(RetryBudget::default());
+        let paid = (0..1_000).take_while(|_| bucket.try_withdraw(false)).count();
+        assert_eq!(paid, 100);
+        assert!(!bucket.try_withdraw(false));
+        for _ in 0..5 {
+            bucket.refill();
+        }
+        assert!(bucket.try_withdraw(false));
+        assert!(!bucket.try_withdraw(false));
+        for _ in 0..10_000 {
+            bucket.refill();
+        }
+        assert_eq!(bucket.tokens(), 500.0);
+    }
+
+    #[test]
+    fn timeouts_cost_more() {
+        let bucket = BudgetBucket::new(RetryBudget {
+            capacity: 15.0,
+            ..RetryBudget::default()
+        });
+        assert!(bucket.try_withdraw(true));
+        assert!(bucket.try_withdraw(false));
+        assert!(!bucket.try_withdraw(false));
+    }
+}

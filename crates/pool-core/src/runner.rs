@@ -1,0 +1,705 @@
+//! The engine: shared state, dispatch, attempts, retries, and the stop path.
+//!
+//! Runners are spawned only when there is a free slot and a queued task; a runner keeps
+//! popping tasks until the queue is empty or the limit is reached, so a saturated pool spawns
+//! nothing per task. Every state change happens under one short lock; observers, result
+//! delivery and spawning happen after it is released.
+
+use std::future::poll_fn;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use futures_util::future::{select, Either};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::executor::{BoxFuture, Executor};
+use crate::job::{Job, Resolution};
+use crate::observer::{AttemptResult, Event, ObserverSet, Outcome, TaskRecord};
+use crate::queue::{AgingQueue, QueueKey};
+use crate::retry::{saturation, BudgetBucket, PressureDecision, RetryPolicy};
+use crate::stats::Stats;
+use crate::task::{ErrorClass, TaskId};
+
+/// Settings fixed at build time.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) retries: u32,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) aging_interval: Duration,
+    pub(crate) aging_target_wait: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    enqueued: u64,
+    processed: u64,
+    errors: u64,
+    retries: u64,
+    cancelled: u64,
+    stopped: u64,
+}
+
+impl Counters {
+    fn count(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Succeeded => self.processed += 1,
+            Outcome::Cancelled => self.cancelled += 1,
+            Outcome::Stopped => self.stopped += 1,
+            Outcome::Failed(_)
+            | Outcome::TimedOut
+            | Outcome::Panicked
+            | Outcome::RetryBudgetExhausted => self.errors += 1,
+        }
+    }
+}
+
+/// The multiplier of aging tracks queue wait against its target; re-scoring the queue is
+/// O(n), so the multiplier moves in half-octave steps and at most this often (in aging
+/// intervals).
+const RESCORE_EVERY_INTERVALS: u32 = 4;
+
+#[derive(Debug)]
+struct State {
+    queue: AgingQueue<Job>,
+    /// Queue keys of tasks that can be cancelled, so a handle can pull its task out early.
+    cancellable: std::collections::HashMap<TaskId, QueueKey>,
+    active: usize,
+    retrying: usize,
+    limit: usize,
+    paused: bool,
+    stopped: bool,
+    counters: Counters,
+    rng: fastrand::Rng,
+    queue_wait_ewma: Option<f64>,
+    aging_level: i32,
+    last_rescore: Instant,
+}
+
+impl State {
+    fn can_start(&self) -> bool {
+        !self.paused && !self.stopped && self.active < self.limit && !self.queue.is_empty()
+    }
+
+    fn is_idle(&self) -> bool {
+        self.queue.is_empty() && self.active == 0 && self.retrying == 0
+    }
+
+    /// Pops the next task and claims a slot for it.
+    fn take_next(&mut self, now: Instant) -> Option<Job> {
+        if !self.can_start() {
+            return None;
+        }
+        let popped = self.queue.pop(now)?;
+        let mut job = popped.job;
+        if job.core().cancellation.is_some() {
+            self.cancellable.remove(&job.core().id);
+        }
+        self.active += 1;
+        let wait = now.saturating_duration_since(popped.enqueued_at);
+        let core = job.core_mut();
+        core.queue_wait += wait;
+        core.in_flight_at_start = self.active;
+        self.observe_queue_wait(wait);
+        Some(job)
+    }
+
+    fn observe_queue_wait(&mut self, wait: Duration) {
+        let wait = wait.as_secs_f64();
+        let ewma = match self.queue_wait_ewma {
+            Some(ewma) => 0.95 * ewma + 0.05 * wait,
+            None => wait,
+        };
+        self.queue_wait_ewma = Some(ewma);
+    }
+
+    fn stats(&self) -> Stats {
+        Stats {
+            queued: self.queue.len(),
+            active: self.active,
+            retrying: self.retrying,
+            enqueued: self.counters.enqueued,
+            processed: self.counters.processed,
+            errors: self.counters.errors,
+            retries: self.counters.retries,
+            cancelled: self.counters.cancelled,
+            stopped_tasks: self.counters.stopped,
+            concurrency: self.limit,
+            paused: self.paused,
+            stopped: self.stopped,
+        }
+    }
+}
+
+/// Everything the pool, its runners, handles and observers share.
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    pub(crate) executor: Arc<dyn Executor>,
+    pub(crate) settings: Settings,
+    budget: Option<BudgetBucket>,
+    pub(crate) observers: ObserverSet,
+    /// Fires on stop: wakes tasks sleeping in backoff so they resolve `Stopped`.
+    stop_token: CancellationToken,
+    /// Fires on stop_now: running attempts are dropped.
+    stop_now_token: CancellationToken,
+    idle: Notify,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("stats", &self.stats())
+            .field("executor", &self.executor)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How one attempt ended, before the pool decides what follows.
+#[derive(Debug)]
+enum AttemptEnd {
+    Succeeded,
+    Failed(ErrorClass),
+    TimedOut,
+    Panicked(crate::error::PanicMessage),
+    Cancelled,
+    StoppedNow,
+}
+
+impl AttemptEnd {
+    fn result(&self) -> AttemptResult {
+        match self {
+            AttemptEnd::Succeeded => AttemptResult::Succeeded,
+            AttemptEnd::Failed(class) => AttemptResult::Failed(*class),
+            AttemptEnd::TimedOut => AttemptResult::TimedOut,
+            AttemptEnd::Panicked(_) => AttemptResult::Panicked,
+            AttemptEnd::Cancelled | AttemptEnd::StoppedNow => AttemptResult::Cancelled,
+        }
+    }
+}
+
+/// What to do with a task after an attempt.
+enum Next {
+    Resolve(Resolution),
+    Retry { delay: Duration, class: ErrorClass },
+}
+
+impl Shared {
+    pub(crate) fn new(
+        executor: Arc<dyn Executor>,
+        settings: Settings,
+        limit: usize,
+        aging: crate::queue::AgingSettings,
+        budget: Option<crate::retry::RetryBudget>,
+        observers: ObserverSet,
+        seed: u64,
+    ) -> Self {
+        let now = executor.now();
+        Self {
+            state: Mutex::new(State {
+                queue: AgingQueue::new(aging, now),
+                cancellable: Default::default(),
+                active: 0,
+                retrying: 0,
+                limit,
+                paused: false,
+                stopped: false,
+                counters: Counters::default(),
+                rng: fastrand::Rng::with_seed(seed),
+                queue_wait_ewma: None,
+                aging_level: 0,
+                last_rescore: now,
+            }),
+            executor,
+            settings,
+            budget: budget.map(BudgetBucket::new),
+            observers,
+            stop_token: CancellationToken::new(),
+            stop_now_token: CancellationToken::new(),
+            idle: Notify::new(),
+            next_id: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // User code never runs under this lock, so poisoning can only come from a bug in
+        // the pool itself; the counters are still consistent enough to keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn next_task_id(&self) -> TaskId {
+        TaskId(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        self.lock().stats()
+    }
+
+    pub(crate) fn budget_tokens(&self) -> Option<f64> {
+        self.budget.as_ref().map(BudgetBucket::tokens)
+    }
+
+    /// Adds a new task; starts it at once if a slot is free.
+    pub(crate) fn enqueue(self: &Arc<Self>, job: Job) {
+        let now = self.executor.now();
+        let info = self.observers.is_active().then(|| job.core().info());
+        let mut state = self.lock();
+        state.counters.enqueued += 1;
+        if state.stopped {
+            state.counters.stopped += 1;
+            drop(state);
+            self.finish(job, Resolution::Stopped, now);
+            return;
+        }
+        self.push_locked(&mut state, job, now);
+        let queued = state.queue.len();
+        let started = self.take_startable(&mut state, now);
+        drop(state);
+        if let Some(task) = info {
+            self.observers.emit(&Event::TaskQueued { task, queued });
+        }
+        self.spawn_runners(started);
+    }
+
+    fn push_locked(&self, state: &mut State, mut job: Job, now: Instant) {
+        job.core_mut().entered_queue_at = now;
+        let id = job.core().id;
+        let cancellable = job.core().cancellation.is_some();
+        let priority = job.core().priority;
+        let key = state.queue.push(job, priority, now);
+        if cancellable {
+            state.cancellable.insert(id, key);
+        }
+    }
+
+    /// Claims slots for as many queued tasks as the limit allows.
+    fn take_startable(&self, state: &mut State, now: Instant) -> Vec<Job> {
+        let mut started = Vec::new();
+        while let Some(job) = state.take_next(now) {
+            started.push(job);
+        }
+        if !started.is_empty() {
+            self.maybe_rescore(state, now);
+        }
+        started
+    }
+
+    /// Keeps the aging multiplier in step with queue wait vs its target (see SPEC: the
+    /// multiplier tracks the ratio; aging speeds up when waits run above target).
+    fn maybe_rescore(&self, state: &mut State, now: Instant) {
+        let Some(ewma) = state.queue_wait_ewma else {
+            return;
+        };
+        let target = self.settings.aging_target_wait.as_secs_f64();
+        let multiplier = (target / ewma.max(1e-9)).clamp(0.25, 4.0);
+        let level = (2.0 * multiplier.log2()).round() as i32;
+        if level == state.aging_level {
+            return;
+        }
+        let min_gap = self.settings.aging_interval * RESCORE_EVERY_INTERVALS;
+        if now.saturating_duration_since(state.last_rescore) < min_gap {
+            return;
+        }
+        state.aging_level = level;
+        state.last_rescore = now;
+        state.queue.set_multiplier(2f64.powf(f64::from(level) / 2.0), now);
+    }
+
+    fn spawn_runners(self: &Arc<Self>, jobs: Vec<Job>) {
+        for job in jobs {
+            let shared = Arc::clone(self);
+            self.executor.spawn(Box::pin(async move { shared.run(job).await }));
+        }
+    }
+
+    /// A runner: runs its task, then keeps taking queued tasks while it may.
+    async fn run(self: Arc<Self>, mut job: Job) {
+        loop {
+            let end = self.attempt(&mut job).await;
+            match self.after_attempt(job, end) {
+                Some(next) => job = next,
+                None => return,
+            }
+        }
+    }
+
+    /// Runs one attempt of `job`: the task's future raced against its timeout, its
+    /// cancellation token and `stop_now`. The timer and the cancellation waits are only set
+    /// up if the future does not finish on its first poll, which keeps quick tasks cheap.
+    async fn attempt(&self, job: &mut Job) -> AttemptEnd {
+        let started_at = self.executor.now();
+        {
+            let core = job.core_mut();
+            core.attempts += 1;
+            core.first_started_at.get_or_insert(started_at);
+        }
+        if self.observers.is_active() {
+            let core = job.core();
+            self.observers.emit(&Event::TaskStarted {
+                task: core.info(),
+                attempt: core.attempts,
+                queue_wait: started_at.saturating_duration_since(core.entered_queue_at),
+                in_flight: core.in_flight_at_start,
+                at: started_at,
+            });
+        }
+        let end = if job.core().is_cancelled() {
+            AttemptEnd::Cancelled
+        } else if self.stop_now_token.is_cancelled() {
+            AttemptEnd::StoppedNow
+        } else if let Err(panic) = catch_unwind(AssertUnwindSafe(|| job.start_attempt())) {
+            AttemptEnd::Panicked(crate::error::PanicMessage::from_payload(&*panic))
+        } else {
+            self.poll_attempt(job, started_at).await
+        };
+        if !matches!(end, AttemptEnd::Succeeded | AttemptEnd::Failed(_)) {
+            // Dropping a future can panic too; that must not take the runner down.
+            let _ = catch_unwind(AssertUnwindSafe(|| job.abandon_attempt()));
+        }
+        let latency = self.executor.now().saturating_duration_since(started_at);
+        let core = job.core_mut();
+        core.execution += latency;
+        core.last_attempt = latency;
+        end
+    }
+
+    async fn poll_attempt(&self, job: &mut Job, started_at: Instant) -> AttemptEnd {
+        let timeout = job.core().timeout;
+        let task_token = job.core().cancellation.clone();
+        let mut timer: Option<BoxFuture<()>> = None;
+        let mut stop_now: Option<BoxFuture<()>> = None;
+        let mut cancelled: Option<BoxFuture<()>> = None;
+        poll_fn(|cx| {
+            match catch_unwind(AssertUnwindSafe(|| job.poll_attempt(cx))) {
+                Err(panic) => {
+                    return Poll::Ready(AttemptEnd::Panicked(
+                        crate::error::PanicMessage::from_payload(&*panic),
+                    ))
+                }
+                Ok(Poll::Ready(None)) => return Poll::Ready(AttemptEnd::Succeeded),
+                Ok(Poll::Ready(Some(class))) => return Poll::Ready(AttemptEnd::Failed(class)),
+                Ok(Poll::Pending) => {}
+            }
+            if let Some(timeout) = timeout {
+                let timer = timer.get_or_insert_with(|| {
+                    let elapsed = self.executor.now().saturating_duration_since(started_at);
+                    self.executor.sleep(timeout.saturating_sub(elapsed))
+                });
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(AttemptEnd::TimedOut);
+                }
+            }
+            let stop_now = stop_now
+                .get_or_insert_with(|| Box::pin(self.stop_now_token.clone().cancelled_owned()));
+            if stop_now.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(AttemptEnd::StoppedNow);
+            }
+            if let Some(token) = &task_token {
+                let cancelled =
+                    cancelled.get_or_insert_with(|| Box::pin(token.clone().cancelled_owned()));
+                if cancelled.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(AttemptEnd::Cancelled);
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Decides what follows an attempt, frees its slot, and claims the next task for this
+    /// runner if one may start. All under one lock; the rest after it.
+    fn after_attempt(self: &Arc<Self>, mut job: Job, end: AttemptEnd) -> Option<Job> {
+        let now = self.executor.now();
+        let result = end.result();
+        let mut state = self.lock();
+        let in_flight = state.active;
+        let queued = state.queue.len();
+        let next = self.decide(&mut state, &mut job, end);
+        state.active -= 1;
+        let next_job = state.take_next(now);
+        if next_job.is_some() {
+            self.maybe_rescore(&mut state, now);
+        }
+        let extra = self.take_startable(&mut state, now);
+        let idle = state.is_idle();
+        drop(state);
+
+        if self.observers.is_active() {
+            let core = job.core();
+            self.observers.emit(&Event::AttemptFinished {
+                task: core.info(),
+                attempt: core.attempts,
+                latency: core.last_attempt,
+                result,
+                in_flight,
+                queued,
+                at: now,
+            });
+        }
+        match next {
+            Next::Resolve(resolution) => self.finish(job, resolution, now),
+            Next::Retry { delay, class } => self.schedule_retry(job, delay, class),
+        }
+        self.spawn_runners(extra);
+        if idle {
+            self.notify_idle();
+        }
+        next_job
+    }
+
+    fn decide(&self, state: &mut State, job: &mut Job, end: AttemptEnd) -> Next {
+        let (class, timed_out) = match end {
+            AttemptEnd::Succeeded => {
+                if let Some(budget) = &self.budget {
+                    budget.refill();
+                }
+                state.counters.processed += 1;
+                return Next::Resolve(Resolution::LastAttempt);
+            }
+            AttemptEnd::Panicked(message) => {
+                state.counters.errors += 1;
+                return Next::Resolve(Resolution::Panicked(message));
+            }
+            AttemptEnd::Cancelled => {
+                state.counters.cancelled += 1;
+                return Next::Resolve(Resolution::Cancelled);
+            }
+            AttemptEnd::StoppedNow => {
+                state.counters.stopped += 1;
+                return Next::Resolve(Resolution::Stopped);
+            }
+            AttemptEnd::Failed(class) => (class, false),
+            AttemptEnd::TimedOut => (ErrorClass::Retryable, true),
+        };
+        let give_up = if timed_out {
+            Resolution::TimedOut
+        } else {
+            Resolution::LastAttempt
+        };
+        let core = job.core();
+        if !class.is_retryable() || core.attempts > core.retries || state.stopped {
+            state.counters.errors += 1;
+            return Next::Resolve(give_up);
+        }
+        let saturation = saturation(state.queue.len(), state.active, state.limit);
+        let backoff = self
+            .settings
+            .retry
+            .delay(core.attempts, core.previous_delay, &mut state.rng);
+        let delay = match self.settings.retry.under_pressure(backoff, saturation) {
+            PressureDecision::Skip => {
+                state.counters.errors += 1;
+                return Next::Resolve(give_up);
+            }
+            PressureDecision::Retry(delay) | PressureDecision::Clamped(delay) => delay,
+        };
+        if let Some(budget) = &self.budget {
+            if !budget.try_withdraw(timed_out) {
+                state.counters.errors += 1;
+                return Next::Resolve(Resolution::BudgetExhausted { timed_out });
+            }
+        }
+        state.counters.retries += 1;
+        state.retrying += 1;
+        let core = job.core_mut();
+        core.previous_delay = Some(backoff);
+        core.retry_delay += delay;
+        Next::Retry { delay, class }
+    }
+
+    /// Sends the result to the handle and reports the task's whole timeline.
+    fn finish(&self, job: Job, resolution: Resolution, now: Instant) {
+        let record = self.observers.is_active().then(|| {
+            let core = job.core();
+            TaskRecord {
+                task: core.info(),
+                queued_at: core.queued_at,
+                first_started_at: core.first_started_at,
+                finished_at: now,
+                attempts: core.attempts,
+                queue_wait: core.queue_wait,
+                execution: core.execution,
+                retry_delay: core.retry_delay,
+                outcome: Outcome::Succeeded,
+            }
+        });
+        let outcome = job.resolve(resolution);
+        if let Some(record) = record {
+            self.observers
+                .emit(&Event::TaskFinished(TaskRecord { outcome, ..record }));
+        }
+    }
+
+    fn schedule_retry(self: &Arc<Self>, job: Job, delay: Duration, class: ErrorClass) {
+        if self.observers.is_active() {
+            let core = job.core();
+            self.observers.emit(&Event::TaskRetrying {
+                task: core.info(),
+                attempt: core.attempts,
+                delay,
+                class,
+            });
+        }
+        let shared = Arc::clone(self);
+        let sleep = self.executor.sleep(delay);
+        self.executor.spawn(Box::pin(async move {
+            let stopped = shared.stop_token.clone().cancelled_owned();
+            let cancelled = job.core().cancellation.clone();
+            let woke_by = match cancelled {
+                Some(token) => {
+                    let either = select(Box::pin(stopped), Box::pin(token.cancelled_owned()));
+                    match select(sleep, either).await {
+                        Either::Left(_) => None,
+                        Either::Right((Either::Left(_), _)) => Some(Resolution::Stopped),
+                        Either::Right((Either::Right(_), _)) => Some(Resolution::Cancelled),
+                    }
+                }
+                None => match select(sleep, Box::pin(stopped)).await {
+                    Either::Left(_) => None,
+                    Either::Right(_) => Some(Resolution::Stopped),
+                },
+            };
+            shared.requeue(job, woke_by);
+        }));
+    }
+
+    /// A task comes back from backoff: into the queue, or resolved if the pool stopped or
+    /// the task was cancelled meanwhile.
+    fn requeue(self: &Arc<Self>, job: Job, woke_by: Option<Resolution>) {
+        let now = self.executor.now();
+        let mut state = self.lock();
+        state.retrying -= 1;
+        let resolution = match woke_by {
+            Some(resolution) => Some(resolution),
+            None if state.stopped => Some(Resolution::Stopped),
+            None => None,
+        };
+        let (started, idle) = match resolution {
+            Some(resolution) => {
+                let outcome = match resolution {
+                    Resolution::Cancelled => Outcome::Cancelled,
+                    _ => Outcome::Stopped,
+                };
+                state.counters.count(outcome);
+                let idle = state.is_idle();
+                drop(state);
+                self.finish(job, resolution, now);
+                (Vec::new(), idle)
+            }
+            None => {
+                self.push_locked(&mut state, job, now);
+                let started = self.take_startable(&mut state, now);
+                (started, false)
+            }
+        };
+        self.spawn_runners(started);
+        if idle {
+            self.notify_idle();
+        }
+    }
+
+    /// Pulls a cancelled task out of the queue, if it is still there.
+    pub(crate) fn cancel_queued(&self, id: TaskId) {
+        let now = self.executor.now();
+        let mut state = self.lock();
+        let Some(key) = state.cancellable.remove(&id) else {
+            return;
+        };
+        let Some(job) = state.queue.remove(key) else {
+            return;
+        };
+        state.counters.cancelled += 1;
+        let idle = state.is_idle();
+        drop(state);
+        self.finish(job, Resolution::Cancelled, now);
+        if idle {
+            self.notify_idle();
+        }
+    }
+
+    fn notify_idle(&self) {
+        self.idle.notify_waiters();
+        self.observers.emit(&Event::Drained);
+    }
+
+    pub(crate) fn set_limit(self: &Arc<Self>, limit: usize) {
+        let now = self.executor.now();
+        let mut state = self.lock();
+        let from = state.limit;
+        state.limit = limit;
+        let started = self.take_startable(&mut state, now);
+        drop(state);
+        self.spawn_runners(started);
+        if from != limit {
+            tracing::debug!(target: "pool_core", from, to = limit, "concurrency changed");
+            self.observers
+                .emit(&Event::ConcurrencyChanged { from, to: limit });
+        }
+    }
+
+    pub(crate) fn limit(&self) -> usize {
+        self.lock().limit
+    }
+
+    pub(crate) fn set_paused(self: &Arc<Self>, paused: bool) {
+        let now = self.executor.now();
+        let mut state = self.lock();
+        if state.paused == paused || state.stopped {
+            return;
+        }
+        state.paused = paused;
+        let started = self.take_startable(&mut state, now);
+        drop(state);
+        self.spawn_runners(started);
+        if paused {
+            tracing::debug!(target: "pool_core", "pool paused");
+            self.observers.emit(&Event::Paused);
+        } else {
+            tracing::debug!(target: "pool_core", "pool resumed");
+            self.observers.emit(&Event::Resumed);
+        }
+    }
+
+    /// Stops the pool: queued tasks resolve `Stopped`, tasks in backoff too; running tasks
+    /// finish, or with `now` are dropped at their next poll.
+    pub(crate) fn stop(&self, cancel_running: bool) {
+        let now = self.executor.now();
+        let mut state = self.lock();
+        let first_stop = !state.stopped;
+        state.stopped = true;
+        let jobs = state.queue.drain_all();
+        state.cancellable.clear();
+        state.counters.stopped += jobs.len() as u64;
+        let idle = state.is_idle();
+        drop(state);
+        self.stop_token.cancel();
+        if cancel_running {
+            self.stop_now_token.cancel();
+        }
+        for job in jobs {
+            self.finish(job, Resolution::Stopped, now);
+        }
+        if first_stop {
+            tracing::debug!(target: "pool_core", cancel_running, "pool stopped");
+            self.observers.emit(&Event::Stopped);
+        }
+        if idle {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Waits until nothing is queued, running, or in backoff.
+    pub(crate) async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.lock().is_idle() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! What a caller says about one task: identity, options, metadata, and how its errors classify.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+/// A task's id, unique within its pool, assigned in enqueue order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct TaskId(pub u64);
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "task-{}", self.0)
+    }
+}
+
+/// User labels carried from `enqueue` into events, metrics and task records.
+///
+/// Cheap to clone (one `Arc`).
+///
+/// ```
+/// use pool_core::Metadata;
+/// let meta = Metadata::new().with("op", "put").with("key", "photos/1.jpg");
+/// assert_eq!(meta.get("op"), Some("put"));
+/// ```
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Metadata {
+    // `None` when empty, so tasks without labels cost no allocation.
+    labels: Option<Arc<Vec<(String, String)>>>,
+}
+
+impl Metadata {
+    /// No labels.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) a label.
+    pub fn with(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let key = key.into();
+        let value = value.into();
+        let labels = Arc::make_mut(self.labels.get_or_insert_with(Default::default));
+        match labels.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => labels.push((key, value)),
+        }
+        self
+    }
+
+    /// The value of a label.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// All labels, in insertion order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.labels
+            .iter()
+            .flat_map(|labels| labels.iter())
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// True if there are no labels.
+    pub fn is_empty(&self) -> bool {
+        self.labels.as_ref().is_none_or(|labels| labels.is_empty())
+    }
+}
+
+impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Metadata {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        iter.into_iter()
+            .fold(Metadata::new(), |meta, (k, v)| meta.with(k, v))
+    }
+}
+
+impl fmt::Debug for Metadata {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for Metadata {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for Metadata {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let map = std::collections::BTreeMap::<String, String>::deserialize(deserializer)?;
+        Ok(map.into_iter().collect())
+    }
+}
+
+/// Per-task settings. Unset fields take the pool's defaults (see [`PoolBuilder`](crate::PoolBuilder)).
+///
+/// ```
+/// use std::time::Duration;
+/// use pool_core::TaskOptions;
+/// let opts = TaskOptions::new().priority(5).retries(1).timeout(Duration::from_secs(2));
+/// # let _ = opts;
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct TaskOptions {
+    pub(crate) priority: i32,
+    pub(crate) retries: Option<u32>,
+    pub(crate) timeout: Option<Option<Duration>>,
+    pub(crate) metadata: Metadata,
+    pub(crate) cancellation: Option<CancellationToken>,
+}
+
+impl TaskOptions {
+    /// Defaults: priority 0, the pool's retries and timeout, no metadata, no cancellation.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Higher runs first. Default 0. Equal priorities run in enqueue order.
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// How many times a failed attempt may be retried (so at most `retries + 1` attempts).
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = Some(retries);
+        self
+    }
+
+    /// Per-attempt timeout for this task.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(Some(timeout));
+        self
+    }
+
+    /// No timeout for this task, whatever the pool's default.
+    pub fn no_timeout(mut self) -> Self {
+        self.timeout = Some(None);
+        self
+    }
+
+    /// Labels carried into events and metrics.
+    pub fn metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Cancelling this token resolves the task with [`TaskError::Cancelled`](crate::TaskError):
+    /// a queued task leaves the queue, a running attempt is dropped.
+    pub fn cancellation(mut self, token: CancellationToken) -> Self {
+        self.cancellation = Some(token);
+        self
+    }
+}
+
+/// How a failed attempt classifies: whether it may be retried, and whether it is a sign
+/// that the backend is throttling (which an adaptive tuner treats as a strong signal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum ErrorClass {
+    /// Transient: retry with backoff (e.g. a 500 or a dropped connection).
+    Retryable,
+    /// The backend said "slow down" (e.g. S3's 503 SlowDown, HTTP 429). Retryable.
+    Throttled,
+    /// Permanent: retrying cannot help (e.g. 404, 403). Fails at once.
+    Fatal,
+}
+
+impl ErrorClass {
+    /// True for [`Retryable`](Self::Retryable) and [`Throttled`](Self::Throttled).
+    pub fn is_retryable(self) -> bool {
+        !matches!(self, ErrorClass::Fatal)
+    }
+}
+
+/// "The error type says whether it is retryable": implement this for your error type to use
+/// [`Pool::enqueue`](crate::Pool::enqueue). For types you don't own, pass a closure to
+/// [`Pool::enqueue_with`](crate::Pool::enqueue_with) instead.
+pub trait Retryable {
+    /// How this error classifies.
+    fn error_class(&self) -> ErrorClass;
+}
+
+impl Retryable for std::io::Error {
+    fn error_class(&self) -> ErrorClass {
+        use std::io::ErrorKind::*;
+        match self.kind() {
+            TimedOut | Interrupted | WouldBlock | ConnectionReset | ConnectionAborted
+            | ConnectionRefused | BrokenPipe | UnexpectedEof | NotConnected => {
+                ErrorClass::Retryable
+            }
+            _ => ErrorClass::Fatal,
+        }
+    }
+}
+
+impl Retryable for std::convert::Infallible {
+    fn error_class(&self) -> ErrorClass {
+        match *self {}
+    }
+}
+
+/// Wraps any error to mark it retryable (transient).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Transient<E>(pub E);
+
+impl<E> Retryable for Transient<E> {
+    fn error_class(&self) -> ErrorClass {
+        ErrorClass::Retryable
+    }
+}
+
+/// Wraps any error to mark it permanent (never retried).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Permanent<E>(pub E);
+
+impl<E> Retryable for Permanent<E> {
+    fn error_class(&self) -> ErrorClass {
+        ErrorClass::Fatal
+    }
+}

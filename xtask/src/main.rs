@@ -1,0 +1,5 @@
+//! `cargo xtask <command>`: project automation.
+
+fn main() {
+    println!("xtask: no commands yet");
+}
