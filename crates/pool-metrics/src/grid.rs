@@ -1,0 +1,58 @@
+//! Time cut into numbered, equal slices from a fixed origin: the one piece of clock arithmetic
+//! every window shares. Pure: it never reads a clock.
+
+use std::time::{Duration, Instant};
+
+/// Slice `k` covers `[origin + k·width, origin + (k+1)·width)`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TimeGrid {
+    origin: Instant,
+    width_nanos: u128,
+}
+
+impl TimeGrid {
+    /// `window` cut into `slices` equal parts (the config checks each is at least 1 µs).
+    pub(crate) fn split(origin: Instant, window: Duration, slices: usize) -> Self {
+        let width = window.as_nanos() / (slices.max(1) as u128);
+        Self {
+            origin,
+            width_nanos: width.max(1),
+        }
+    }
+
+    /// The slice holding `at`; instants before the origin fall in slice 0.
+    pub(crate) fn index(&self, at: Instant) -> u64 {
+        let offset = at.saturating_duration_since(self.origin).as_nanos();
+        u64::try_from(offset / self.width_nanos).unwrap_or(u64::MAX)
+    }
+
+    /// Where slice `index` starts.
+    pub(crate) fn start_of(&self, index: u64) -> Instant {
+        let offset = self.width_nanos.saturating_mul(u128::from(index));
+        let offset = Duration::from_nanos(u64::try_from(offset).unwrap_or(u64::MAX));
+        self.origin.checked_add(offset).unwrap_or(self.origin)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_and_start_agree() {
+        let origin = Instant::now();
+        let grid = TimeGrid::split(origin, Duration::from_secs(5), 10);
+        assert_eq!(grid.index(origin), 0);
+        assert_eq!(grid.index(origin + Duration::from_millis(499)), 0);
+        assert_eq!(grid.index(origin + Duration::from_millis(500)), 1);
+        assert_eq!(grid.index(origin + Duration::from_millis(2_750)), 5);
+        assert_eq!(grid.start_of(5), origin + Duration::from_millis(2_500));
+    }
+
+    #[test]
+    fn before_origin_is_slice_zero() {
+        let origin = Instant::now() + Duration::from_secs(5);
+        let grid = TimeGrid::split(origin, Duration::from_secs(10), 20);
+        assert_eq!(grid.index(origin - Duration::from_secs(1)), 0);
+    }
+}

@@ -1,0 +1,142 @@
+//! Time-sliced history of finished tasks: counts and latency histograms per slice, so that
+//! `aggregate(since)` and the percentiles cover recent traffic only.
+//!
+//! Like tower's rotating histogram, but with `n` slices instead of two: a query merges the
+//! slices it overlaps, and a slice older than the history is dropped whole.
+
+use std::collections::VecDeque;
+use std::ops::RangeInclusive;
+
+use crate::latency::{HistogramTemplate, Latencies};
+use crate::record::TaskMetrics;
+use crate::tally::Tally;
+
+/// Everything that finished during slice `index` of the history's [`TimeGrid`](crate::grid::TimeGrid).
+#[derive(Debug, Clone)]
+pub(crate) struct Slice {
+    pub(crate) index: u64,
+    pub(crate) tally: Tally,
+    pub(crate) latencies: Latencies,
+}
+
+impl Slice {
+    pub(crate) fn new(index: u64, template: &HistogramTemplate) -> Self {
+        Self {
+            index,
+            tally: Tally::default(),
+            latencies: Latencies::new(template),
+        }
+    }
+
+    pub(crate) fn record(&mut self, task: &TaskMetrics) {
+        self.tally.add_task(task);
+        self.latencies.record(task);
+    }
+
+    pub(crate) fn merge(&mut self, other: &Slice) {
+        self.tally.merge(&other.tally);
+        self.latencies.merge(&other.latencies);
+    }
+}
+
+/// Slices that shards have finished with, in ascending index order, at most `keep` of them
+/// counting back from the newest.
+#[derive(Debug)]
+pub(crate) struct History {
+    keep: u64,
+    slices: VecDeque<Slice>,
+}
+
+impl History {
+    pub(crate) fn new(keep: usize) -> Self {
+        Self {
+            keep: keep as u64,
+            slices: VecDeque::with_capacity(keep + 1),
+        }
+    }
+
+    /// Adds a shard's slice, merging it with the one of the same index if there is one.
+    pub(crate) fn absorb(&mut self, slice: Slice) {
+        match self.slices.binary_search_by_key(&slice.index, |s| s.index) {
+            Ok(at) => self.slices[at].merge(&slice),
+            Err(at) => self.slices.insert(at, slice),
+        }
+        let newest = self.slices.back().map_or(0, |s| s.index);
+        while self
+            .slices
+            .front()
+            .is_some_and(|oldest| oldest.index + self.keep <= newest)
+        {
+            self.slices.pop_front();
+        }
+    }
+
+    /// Merges every kept slice whose index is in `range` into `into`; returns the lowest index
+    /// merged.
+    pub(crate) fn merge_into(&self, range: &RangeInclusive<u64>, into: &mut Slice) -> Option<u64> {
+        let mut lowest = None;
+        for slice in self.slices.iter().filter(|s| range.contains(&s.index)) {
+            into.merge(slice);
+            lowest = Some(lowest.map_or(slice.index, |low: u64| low.min(slice.index)));
+        }
+        lowest
+    }
+
+    #[cfg(test)]
+    pub(crate) fn indices(&self) -> Vec<u64> {
+        self.slices.iter().map(|s| s.index).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use pool_core::{Metadata, Outcome, TaskId};
+
+    use super::*;
+
+    fn task(execution_ms: u64) -> TaskMetrics {
+        TaskMetrics {
+            id: TaskId(0),
+            priority: 0,
+            metadata: Metadata::new(),
+            outcome: Outcome::Succeeded,
+            attempts: 1,
+            queue_wait: Duration::ZERO,
+            execution: Duration::from_millis(execution_ms),
+            retry_delay: Duration::ZERO,
+            total: Duration::from_millis(execution_ms),
+            rss_bytes: None,
+            sequence: 0,
+        }
+    }
+
+    fn slice(index: u64, tasks: u64, template: &HistogramTemplate) -> Slice {
+        let mut slice = Slice::new(index, template);
+        for _ in 0..tasks {
+            slice.record(&task(index + 1));
+        }
+        slice
+    }
+
+    #[test]
+    fn keeps_only_the_newest_slices_and_merges_equal_indices() {
+        let template = HistogramTemplate::new(3).unwrap();
+        let mut history = History::new(3);
+        for index in [0, 1, 2, 2, 3, 5] {
+            history.absorb(slice(index, 1, &template));
+        }
+        // keep 3 counting back from 5: slices 3, 4 (absent) and 5.
+        assert_eq!(history.indices(), vec![3, 5]);
+        history.absorb(slice(4, 2, &template));
+        history.absorb(slice(5, 1, &template));
+        assert_eq!(history.indices(), vec![3, 4, 5]);
+
+        let mut sum = Slice::new(0, &template);
+        assert_eq!(history.merge_into(&(4..=5), &mut sum), Some(4));
+        assert_eq!(sum.tally.finished, 4);
+        let slowest = sum.latencies.execution.max();
+        assert!(sum.latencies.execution.equivalent(slowest, 6_000), "{slowest}");
+    }
+}

@@ -1,0 +1,483 @@
+//! [`Metrics`]: the collector handle, attached to a pool as an observer.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use pool_core::{Event, Observer, PoolControl, TaskId, TaskRecord};
+
+use crate::config::MetricsConfig;
+use crate::error::ConfigError;
+use crate::grid::TimeGrid;
+use crate::history::{History, Slice};
+use crate::latency::{HistogramTemplate, LatencySummary};
+use crate::memory::{MemoryProbe, MemorySampler};
+use crate::prometheus::PrometheusFormat;
+use crate::recent::{RecentSummary, RecentTask};
+use crate::record::TaskMetrics;
+use crate::rolling::WindowCounts;
+use crate::shard::{Placement, Shards};
+use crate::snapshot::{
+    Aggregate, ConcurrencySnapshot, LiveStats, RollingRates, Snapshot, TimeSpent,
+};
+use crate::store::keep_from;
+use crate::tally::{ratio, Tally};
+
+/// Collects a pool's metrics. Attach it as an observer; it is a cheap handle (one `Arc`), so
+/// keep a clone to read it.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use pool_core::{Pool, TaskOptions};
+/// use pool_metrics::{Metrics, MetricsConfig};
+///
+/// let metrics = Metrics::new(MetricsConfig::default())?;
+/// let pool = Pool::builder().observer(metrics.clone()).build()?;
+/// let answer = pool.enqueue(|| async { Ok::<_, std::io::Error>(42) }, TaskOptions::new());
+/// assert_eq!(answer.await?, 42);
+///
+/// let stats = metrics.stats();
+/// assert_eq!((stats.finished, stats.errors), (1, 0));
+/// println!("{}", metrics.prometheus());
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Time comes from the pool's clock (virtual under tokio's paused time), through event
+/// timestamps and [`PoolControl::now`]; the `*_at` methods take `now` explicitly.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: MetricsConfig,
+    template: HistogramTemplate,
+    /// Where the time grids start: the pool's clock at attach, or the first instant seen.
+    origin: OnceLock<Instant>,
+    control: OnceLock<PoolControl>,
+    shards: Shards,
+    history: Mutex<History>,
+    /// Sequence numbers handed out so far (= tasks recorded).
+    issued: AtomicU64,
+    memory: MemorySampler,
+    /// Latest in-flight count seen in events (used when no pool is attached).
+    in_flight: AtomicUsize,
+    /// Latest limit seen in `ConcurrencyChanged` (0: unknown).
+    limit: AtomicUsize,
+    tuner: Mutex<Option<serde_json::Value>>,
+}
+
+impl Metrics {
+    /// A collector with these settings. The memory probe is [`ProcessRss`](crate::ProcessRss)
+    /// (with feature `process-memory`, on by default; without it memory is not sampled).
+    pub fn new(config: MetricsConfig) -> Result<Self, ConfigError> {
+        Self::build(config, default_probe())
+    }
+
+    /// A collector that reads memory from `probe` instead of the process's RSS.
+    pub fn with_memory_probe(
+        config: MetricsConfig,
+        probe: impl MemoryProbe,
+    ) -> Result<Self, ConfigError> {
+        Self::build(config, Some(Arc::new(probe)))
+    }
+
+    fn build(
+        config: MetricsConfig,
+        probe: Option<Arc<dyn MemoryProbe>>,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let inner = Inner {
+            template: HistogramTemplate::new(config.significant_digits)?,
+            origin: OnceLock::new(),
+            control: OnceLock::new(),
+            shards: Shards::new(
+                config.shard_count(),
+                config.rolling_buckets,
+                config.recent_capacity,
+            ),
+            history: Mutex::new(History::new(config.history_slices)),
+            issued: AtomicU64::new(0),
+            memory: MemorySampler::new(config.memory, probe),
+            in_flight: AtomicUsize::new(0),
+            limit: AtomicUsize::new(0),
+            tuner: Mutex::new(None),
+            config,
+        };
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &MetricsConfig {
+        &self.inner.config
+    }
+
+    /// The pool's clock if attached, else the system clock.
+    pub fn now(&self) -> Instant {
+        self.inner
+            .control
+            .get()
+            .map_or_else(Instant::now, PoolControl::now)
+    }
+
+    /// Records one finished task (what the observer does on `Event::TaskFinished`). Public for
+    /// feeding records from elsewhere, e.g. a replay.
+    pub fn record(&self, record: &TaskRecord) {
+        self.inner.record(record);
+    }
+
+    /// Live counters, now.
+    pub fn stats(&self) -> LiveStats {
+        self.stats_at(self.now())
+    }
+
+    /// Live counters as of `now` (rolling window ending at `now`).
+    pub fn stats_at(&self, now: Instant) -> LiveStats {
+        self.inner.stats_at(now)
+    }
+
+    /// Counts, averages and percentiles of the tasks that finished since `since` (rounded down
+    /// to a history slice, and no further back than the configured history).
+    pub fn aggregate(&self, since: Instant) -> Aggregate {
+        self.aggregate_at(since, self.now())
+    }
+
+    /// [`aggregate`](Self::aggregate) over `[since, now]`.
+    pub fn aggregate_at(&self, since: Instant, now: Instant) -> Aggregate {
+        self.inner.aggregate_at(Some(since), now)
+    }
+
+    /// [`aggregate`](Self::aggregate) over the whole history.
+    pub fn aggregate_all(&self) -> Aggregate {
+        self.inner.aggregate_at(None, self.now())
+    }
+
+    /// Live counters and the whole-history aggregate.
+    pub fn snapshot(&self) -> Snapshot {
+        self.snapshot_at(self.now())
+    }
+
+    /// [`snapshot`](Self::snapshot) as of `now`.
+    pub fn snapshot_at(&self, now: Instant) -> Snapshot {
+        Snapshot {
+            live: self.inner.stats_at(now),
+            history: self.inner.aggregate_at(None, now),
+        }
+    }
+
+    /// The snapshot in the Prometheus text format, with the default names (`s3pool_…`).
+    pub fn prometheus(&self) -> String {
+        PrometheusFormat::default().render(&self.snapshot())
+    }
+
+    /// The stored record of a task, if it is among the last
+    /// [`task_store_capacity`](MetricsConfig::task_store_capacity) to finish.
+    pub fn task_metrics(&self, id: TaskId) -> Option<TaskMetrics> {
+        let floor = self.inner.store_floor();
+        let mut found: Option<TaskMetrics> = None;
+        self.inner.shards.for_each(|shard| {
+            if let Some(task) = shard.store.get(id, floor) {
+                // With an id seen twice (two pools on one collector), the latest wins.
+                if found.as_ref().is_none_or(|f| f.sequence < task.sequence) {
+                    found = Some(task.clone());
+                }
+            }
+        });
+        found
+    }
+
+    /// Every stored record, oldest first.
+    pub fn tasks(&self) -> Vec<TaskMetrics> {
+        let floor = self.inner.store_floor();
+        let mut tasks = Vec::new();
+        self.inner
+            .shards
+            .for_each(|shard| tasks.extend(shard.store.records(floor).cloned()));
+        tasks.sort_unstable_by_key(|t| t.sequence);
+        tasks
+    }
+
+    /// The recent ring: the latest [`recent_capacity`](MetricsConfig::recent_capacity) tasks,
+    /// oldest first.
+    pub fn recent_tasks(&self) -> Vec<RecentTask> {
+        self.inner.recent_tasks()
+    }
+
+    /// Publishes a tuner's state into every later snapshot (`None` clears it).
+    pub fn set_tuner_state(&self, state: Option<serde_json::Value>) {
+        *self
+            .inner
+            .tuner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = state;
+    }
+
+    /// The state last published with [`set_tuner_state`](Self::set_tuner_state).
+    pub fn tuner_state(&self) -> Option<serde_json::Value> {
+        self.inner.tuner()
+    }
+}
+
+impl Default for Metrics {
+    /// A collector with [`MetricsConfig::default`].
+    fn default() -> Self {
+        Self::new(MetricsConfig::default())
+            .expect("MetricsConfig::default() is valid (pinned by a unit test)")
+    }
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics")
+            .field("config", &self.inner.config)
+            .field("recorded", &self.inner.issued.load(Ordering::Relaxed))
+            .field("attached", &self.inner.control.get().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Observer for Metrics {
+    fn on_attach(&self, pool: PoolControl) {
+        let now = pool.now();
+        self.inner.origin.get_or_init(|| now);
+        if let Some(limit) = std::num::NonZeroUsize::new(pool.concurrency()) {
+            self.inner.limit.store(limit.get(), Ordering::Relaxed);
+        }
+        // A collector attached to a second pool keeps reading the first one's clock.
+        let _ = self.inner.control.set(pool);
+    }
+
+    fn on_event(&self, event: &Event) {
+        match event {
+            Event::TaskFinished(record) => self.inner.record(record),
+            Event::ConcurrencyChanged { to, .. } => {
+                self.inner.limit.store(*to, Ordering::Relaxed);
+            }
+            // With a pool attached its stats are read instead: nothing to do per event.
+            Event::TaskStarted { in_flight, .. } if self.inner.control.get().is_none() => {
+                self.inner.in_flight.store(*in_flight, Ordering::Relaxed);
+            }
+            Event::AttemptFinished { in_flight, .. } if self.inner.control.get().is_none() => {
+                let after = in_flight.saturating_sub(1);
+                self.inner.in_flight.store(after, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Inner {
+    fn origin(&self, seen: Instant) -> Instant {
+        *self.origin.get_or_init(|| seen)
+    }
+
+    fn history_grid(&self, origin: Instant) -> TimeGrid {
+        TimeGrid::split(origin, self.config.history, self.config.history_slices)
+    }
+
+    fn rolling_grid(&self, origin: Instant) -> TimeGrid {
+        TimeGrid::split(
+            origin,
+            self.config.rolling_window,
+            self.config.rolling_buckets,
+        )
+    }
+
+    fn store_floor(&self) -> u64 {
+        keep_from(
+            self.issued.load(Ordering::Acquire),
+            self.config.task_store_capacity,
+        )
+    }
+
+    fn tuner(&self) -> Option<serde_json::Value> {
+        self.tuner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The hot path: one atomic increment and one uncontended lock; the shared history lock
+    /// only when this thread's shard moves to a new slice (once per slice length).
+    fn record(&self, record: &TaskRecord) {
+        let at = record.finished_at;
+        let origin = self.origin(at);
+        let rss_bytes = self.memory.on_task(at, origin);
+        let sequence = self.issued.fetch_add(1, Ordering::AcqRel);
+        let task = TaskMetrics::from_record(record, sequence, rss_bytes);
+        let place = Placement {
+            slice: self.history_grid(origin).index(at),
+            bucket: self.rolling_grid(origin).index(at),
+            keep_from: keep_from(sequence + 1, self.config.task_store_capacity),
+        };
+        let closed = self
+            .shards
+            .lock_for_this_thread()
+            .record(task, place, &self.template);
+        if let Some(closed) = closed {
+            self.history
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .absorb(closed);
+        }
+    }
+
+    fn concurrency(&self, executing_nanos: u128, span: Duration) -> ConcurrencySnapshot {
+        let pool = self.control.get();
+        let in_flight = pool
+            .and_then(PoolControl::stats)
+            .map_or_else(|| self.in_flight.load(Ordering::Relaxed), |s| s.active);
+        let limit = match pool.map(PoolControl::concurrency) {
+            Some(limit) if limit > 0 => Some(limit),
+            _ => Some(self.limit.load(Ordering::Relaxed)).filter(|&l| l > 0),
+        };
+        let average_in_flight = if span.is_zero() {
+            0.0
+        } else {
+            executing_nanos as f64 / span.as_nanos() as f64
+        };
+        ConcurrencySnapshot {
+            in_flight,
+            limit,
+            average_in_flight,
+            utilisation: limit.map(|limit| average_in_flight / limit as f64),
+        }
+    }
+
+    fn stats_at(&self, now: Instant) -> LiveStats {
+        let origin = self.origin(now);
+        self.memory.on_read(now, origin);
+        let grid = self.rolling_grid(origin);
+        let newest_bucket = grid.index(now);
+        let mut lifetime = Tally::default();
+        let mut window = WindowCounts::default();
+        self.shards.for_each(|shard| {
+            lifetime.merge(&shard.lifetime);
+            shard.rolling.sum_into(newest_bucket, &mut window);
+        });
+        let oldest_bucket = newest_bucket.saturating_sub(self.config.rolling_buckets as u64 - 1);
+        let window_span = now.saturating_duration_since(grid.start_of(oldest_bucket));
+        let recent = self.recent_tasks();
+        LiveStats {
+            observed_secs: now.saturating_duration_since(origin).as_secs_f64(),
+            finished: lifetime.finished,
+            succeeded: lifetime.succeeded(),
+            errors: lifetime.errors(),
+            error_rate: lifetime.error_rate(),
+            attempts: lifetime.attempts,
+            retries: lifetime.retries,
+            avg_retries: lifetime.avg_retries(),
+            errors_by_kind: lifetime.errors_by_kind(),
+            failures_by_class: lifetime.failures_by_class(),
+            time_spent: TimeSpent {
+                queue_wait_secs: nanos_to_secs(lifetime.queue_wait_nanos),
+                execution_secs: nanos_to_secs(lifetime.execution_nanos),
+                retry_delay_secs: nanos_to_secs(lifetime.retry_delay_nanos),
+                total_secs: nanos_to_secs(lifetime.total_nanos),
+            },
+            rolling: RollingRates {
+                window_secs: window_span.as_secs_f64(),
+                finished: window.finished,
+                succeeded: window.succeeded,
+                ops_per_sec: per_sec(window.finished, window_span),
+                success_rate: ratio(window.succeeded, window.finished),
+            },
+            recent: RecentSummary::of(&recent),
+            concurrency: self.concurrency(window.execution_nanos, window_span),
+            memory: self.memory.snapshot(None, now),
+            tuner: self.tuner(),
+        }
+    }
+
+    fn aggregate_at(&self, since: Option<Instant>, now: Instant) -> Aggregate {
+        let origin = self.origin(now);
+        self.memory.on_read(now, origin);
+        let grid = self.history_grid(origin);
+        let newest = grid.index(now);
+        let horizon = newest.saturating_sub(self.config.history_slices as u64 - 1);
+        let requested = since.map_or(horizon, |since| grid.index(since));
+        let range = requested.max(horizon)..=newest;
+        let mut merged = Slice::new(*range.start(), &self.template);
+        if since.is_none_or(|since| since <= now) {
+            self.history
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .merge_into(&range, &mut merged);
+            self.shards.for_each(|shard| {
+                if let Some(open) = shard.current.as_ref().filter(|s| range.contains(&s.index)) {
+                    merged.merge(open);
+                }
+            });
+        }
+        let start = grid.start_of(*range.start()).min(now);
+        let span = now.saturating_duration_since(start);
+        let tally = &merged.tally;
+        let latencies = &merged.latencies;
+        Aggregate {
+            window_secs: span.as_secs_f64(),
+            count: tally.finished,
+            succeeded: tally.succeeded(),
+            errors: tally.errors(),
+            error_rate: tally.error_rate(),
+            attempts: tally.attempts,
+            retries: tally.retries,
+            avg_retries: tally.avg_retries(),
+            errors_by_kind: tally.errors_by_kind(),
+            failures_by_class: tally.failures_by_class(),
+            throughput_ops_per_sec: per_sec(tally.finished, span),
+            queue_wait: LatencySummary::from_histogram(
+                &latencies.queue_wait,
+                tally.mean_micros(tally.queue_wait_nanos),
+            ),
+            execution: LatencySummary::from_histogram(
+                &latencies.execution,
+                tally.mean_micros(tally.execution_nanos),
+            ),
+            total: LatencySummary::from_histogram(
+                &latencies.total,
+                tally.mean_micros(tally.total_nanos),
+            ),
+            avg_retry_delay_us: tally.mean_micros(tally.retry_delay_nanos),
+            concurrency: self.concurrency(tally.execution_nanos, span),
+            memory: self.memory.snapshot(Some(start), now),
+            tuner: self.tuner(),
+        }
+    }
+
+    fn recent_tasks(&self) -> Vec<RecentTask> {
+        let mut tasks = Vec::new();
+        self.shards
+            .for_each(|shard| tasks.extend(shard.recent.tasks().copied()));
+        tasks.sort_unstable_by_key(|t| t.sequence);
+        let excess = tasks.len().saturating_sub(self.config.recent_capacity);
+        tasks.drain(..excess);
+        tasks
+    }
+}
+
+#[cfg(feature = "process-memory")]
+fn default_probe() -> Option<Arc<dyn MemoryProbe>> {
+    Some(Arc::new(crate::memory::ProcessRss::new()))
+}
+
+#[cfg(not(feature = "process-memory"))]
+fn default_probe() -> Option<Arc<dyn MemoryProbe>> {
+    None
+}
+
+fn nanos_to_secs(nanos: u128) -> f64 {
+    nanos as f64 / 1e9
+}
+
+fn per_sec(count: u64, span: Duration) -> f64 {
+    if span.is_zero() {
+        0.0
+    } else {
+        count as f64 / span.as_secs_f64()
+    }
+}

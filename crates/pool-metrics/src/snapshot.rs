@@ -1,0 +1,145 @@
+//! What a collector reports: plain, serialisable structs.
+//!
+//! Durations are integers or floats with their unit in the field name (`_us`, `_secs`), so the
+//! JSON reads without a schema.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::latency::LatencySummary;
+use crate::memory::MemorySnapshot;
+use crate::recent::RecentSummary;
+
+/// Live counters, from [`Metrics::stats`](crate::Metrics::stats). Cheap: no histogram merging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveStats {
+    /// Seconds since the collector's clock origin (attach, or its first event).
+    pub observed_secs: f64,
+    /// Tasks that resolved, whatever the outcome.
+    pub finished: u64,
+    /// Tasks that resolved with their value.
+    pub succeeded: u64,
+    /// Tasks that resolved without one.
+    pub errors: u64,
+    /// `errors / finished` (0 when nothing finished).
+    pub error_rate: f64,
+    /// Attempts run by finished tasks.
+    pub attempts: u64,
+    /// Attempts after the first, over finished tasks.
+    pub retries: u64,
+    /// `retries / finished` (0 when nothing finished).
+    pub avg_retries: f64,
+    /// Non-successful outcomes by [`Outcome::kind`](pool_core::Outcome::kind).
+    pub errors_by_kind: BTreeMap<String, u64>,
+    /// `failed` outcomes by error class (`retryable`, `throttled`, `fatal`).
+    pub failures_by_class: BTreeMap<String, u64>,
+    /// Time summed over finished tasks.
+    pub time_spent: TimeSpent,
+    /// Throughput and success rate over the rolling window.
+    pub rolling: RollingRates,
+    /// Averages over the latest tasks (the recent ring).
+    pub recent: RecentSummary,
+    /// How busy the pool is.
+    pub concurrency: ConcurrencySnapshot,
+    /// Process memory.
+    pub memory: MemorySnapshot,
+    /// Whatever a tuner published with [`Metrics::set_tuner_state`](crate::Metrics::set_tuner_state).
+    pub tuner: Option<serde_json::Value>,
+}
+
+/// Time summed over finished tasks, in seconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TimeSpent {
+    /// Waiting in the queue.
+    pub queue_wait_secs: f64,
+    /// Running.
+    pub execution_secs: f64,
+    /// In retry backoff.
+    pub retry_delay_secs: f64,
+    /// From enqueue to resolution.
+    pub total_secs: f64,
+}
+
+/// Throughput and success rate over the rolling window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RollingRates {
+    /// The span actually covered: the window slides by whole buckets, so this is between
+    /// `(buckets - 1) / buckets` and all of the configured window (less right after start).
+    pub window_secs: f64,
+    /// Tasks that finished in it.
+    pub finished: u64,
+    /// Of which succeeded.
+    pub succeeded: u64,
+    /// `finished / window_secs`.
+    pub ops_per_sec: f64,
+    /// `succeeded / finished`; `None` when nothing finished.
+    pub success_rate: Option<f64>,
+}
+
+/// How busy the pool is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConcurrencySnapshot {
+    /// Tasks running now (from the pool when attached, else from the latest event).
+    pub in_flight: usize,
+    /// The concurrency limit, once known (attach, or a `ConcurrencyChanged` event).
+    pub limit: Option<usize>,
+    /// Average tasks running over the period: execution time finished in it divided by its
+    /// length (Little's law).
+    pub average_in_flight: f64,
+    /// `average_in_flight / limit`.
+    pub utilisation: Option<f64>,
+}
+
+/// Figures over a period, from [`Metrics::aggregate`](crate::Metrics::aggregate): counts,
+/// averages and HDR percentiles.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Aggregate {
+    /// The span covered, in seconds: from the start of the oldest history slice merged (the
+    /// history has a slice resolution and a horizon) to now.
+    pub window_secs: f64,
+    /// Tasks that finished in it.
+    pub count: u64,
+    /// Of which succeeded.
+    pub succeeded: u64,
+    /// Of which did not.
+    pub errors: u64,
+    /// `errors / count` (0 when nothing finished).
+    pub error_rate: f64,
+    /// Attempts run by those tasks.
+    pub attempts: u64,
+    /// Attempts after the first.
+    pub retries: u64,
+    /// `retries / count` (0 when nothing finished).
+    pub avg_retries: f64,
+    /// Non-successful outcomes by [`Outcome::kind`](pool_core::Outcome::kind).
+    pub errors_by_kind: BTreeMap<String, u64>,
+    /// `failed` outcomes by error class.
+    pub failures_by_class: BTreeMap<String, u64>,
+    /// `count / window_secs`.
+    pub throughput_ops_per_sec: f64,
+    /// Time waiting in the queue.
+    pub queue_wait: LatencySummary,
+    /// Time running.
+    pub execution: LatencySummary,
+    /// From enqueue to resolution.
+    pub total: LatencySummary,
+    /// Mean time in retry backoff per task, µs.
+    pub avg_retry_delay_us: f64,
+    /// How busy the pool was.
+    pub concurrency: ConcurrencySnapshot,
+    /// Process memory over the period.
+    pub memory: MemorySnapshot,
+    /// Whatever a tuner published.
+    pub tuner: Option<serde_json::Value>,
+}
+
+/// Live counters and the aggregate over the whole history, taken together: what
+/// [`Metrics::snapshot`](crate::Metrics::snapshot) returns and the Prometheus exposition shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Live counters.
+    pub live: LiveStats,
+    /// The whole history (percentiles of recent traffic).
+    pub history: Aggregate,
+}

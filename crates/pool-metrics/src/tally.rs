@@ -1,0 +1,158 @@
+//! Mergeable counts and duration sums of finished tasks.
+
+use std::collections::BTreeMap;
+
+use pool_core::{ErrorClass, Outcome};
+
+use crate::record::TaskMetrics;
+
+/// Every [`Outcome::kind`], in the order of [`outcome_slot`].
+pub(crate) const OUTCOME_KINDS: [&str; 7] = [
+    "succeeded",
+    "failed",
+    "timed_out",
+    "panicked",
+    "cancelled",
+    "stopped",
+    "retry_budget_exhausted",
+];
+
+/// Every failure class, in the order of [`class_slot`].
+pub(crate) const ERROR_CLASSES: [&str; 3] = ["retryable", "throttled", "fatal"];
+
+fn outcome_slot(outcome: Outcome) -> usize {
+    match outcome {
+        Outcome::Succeeded => 0,
+        Outcome::Failed(_) => 1,
+        Outcome::TimedOut => 2,
+        Outcome::Panicked => 3,
+        Outcome::Cancelled => 4,
+        Outcome::Stopped => 5,
+        Outcome::RetryBudgetExhausted => 6,
+    }
+}
+
+fn class_slot(class: ErrorClass) -> usize {
+    match class {
+        ErrorClass::Retryable => 0,
+        ErrorClass::Throttled => 1,
+        ErrorClass::Fatal => 2,
+    }
+}
+
+/// Counts and sums over a set of finished tasks. Sums are in nanoseconds (`u128`: no overflow).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Tally {
+    pub(crate) finished: u64,
+    pub(crate) by_outcome: [u64; OUTCOME_KINDS.len()],
+    pub(crate) failed_by_class: [u64; ERROR_CLASSES.len()],
+    pub(crate) attempts: u64,
+    pub(crate) retries: u64,
+    pub(crate) queue_wait_nanos: u128,
+    pub(crate) execution_nanos: u128,
+    pub(crate) retry_delay_nanos: u128,
+    pub(crate) total_nanos: u128,
+}
+
+impl Tally {
+    pub(crate) fn add_task(&mut self, task: &TaskMetrics) {
+        self.finished += 1;
+        self.by_outcome[outcome_slot(task.outcome)] += 1;
+        if let Outcome::Failed(class) = task.outcome {
+            self.failed_by_class[class_slot(class)] += 1;
+        }
+        self.attempts += u64::from(task.attempts);
+        self.retries += u64::from(task.retries());
+        self.queue_wait_nanos += task.queue_wait.as_nanos();
+        self.execution_nanos += task.execution.as_nanos();
+        self.retry_delay_nanos += task.retry_delay.as_nanos();
+        self.total_nanos += task.total.as_nanos();
+    }
+
+    pub(crate) fn merge(&mut self, other: &Tally) {
+        self.finished += other.finished;
+        for (mine, theirs) in self.by_outcome.iter_mut().zip(other.by_outcome) {
+            *mine += theirs;
+        }
+        for (mine, theirs) in self.failed_by_class.iter_mut().zip(other.failed_by_class) {
+            *mine += theirs;
+        }
+        self.attempts += other.attempts;
+        self.retries += other.retries;
+        self.queue_wait_nanos += other.queue_wait_nanos;
+        self.execution_nanos += other.execution_nanos;
+        self.retry_delay_nanos += other.retry_delay_nanos;
+        self.total_nanos += other.total_nanos;
+    }
+
+    pub(crate) fn succeeded(&self) -> u64 {
+        self.by_outcome[0]
+    }
+
+    pub(crate) fn errors(&self) -> u64 {
+        self.finished - self.succeeded()
+    }
+
+    /// Errors over finished tasks; 0 when nothing finished.
+    pub(crate) fn error_rate(&self) -> f64 {
+        ratio(self.errors(), self.finished).unwrap_or(0.0)
+    }
+
+    /// Retries per finished task; 0 when nothing finished.
+    pub(crate) fn avg_retries(&self) -> f64 {
+        ratio(self.retries, self.finished).unwrap_or(0.0)
+    }
+
+    /// Every outcome other than success that occurred, by [`Outcome::kind`].
+    pub(crate) fn errors_by_kind(&self) -> BTreeMap<String, u64> {
+        non_zero(&OUTCOME_KINDS[1..], &self.by_outcome[1..])
+    }
+
+    /// Failed tasks by the class of their last error.
+    pub(crate) fn failures_by_class(&self) -> BTreeMap<String, u64> {
+        non_zero(&ERROR_CLASSES, &self.failed_by_class)
+    }
+
+    /// Mean of a nanosecond sum over finished tasks, in microseconds.
+    pub(crate) fn mean_micros(&self, sum_nanos: u128) -> f64 {
+        if self.finished == 0 {
+            return 0.0;
+        }
+        sum_nanos as f64 / self.finished as f64 / 1_000.0
+    }
+}
+
+fn non_zero(names: &[&str], counts: &[u64]) -> BTreeMap<String, u64> {
+    names
+        .iter()
+        .zip(counts)
+        .filter(|(_, &count)| count > 0)
+        .map(|(name, &count)| ((*name).to_owned(), count))
+        .collect()
+}
+
+/// `part / whole`, or `None` when `whole` is 0.
+pub(crate) fn ratio(part: u64, whole: u64) -> Option<f64> {
+    (whole > 0).then(|| part as f64 / whole as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_kinds_match_pool_core_names() {
+        let outcomes = [
+            Outcome::Succeeded,
+            Outcome::Failed(ErrorClass::Fatal),
+            Outcome::TimedOut,
+            Outcome::Panicked,
+            Outcome::Cancelled,
+            Outcome::Stopped,
+            Outcome::RetryBudgetExhausted,
+        ];
+        for outcome in outcomes {
+            assert_eq!(OUTCOME_KINDS[outcome_slot(outcome)], outcome.kind());
+        }
+    }
+}
