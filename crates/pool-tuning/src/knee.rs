@@ -1,0 +1,516 @@
+//! A tuner that finds the backend's knee: the most requests in flight before they start to
+//! queue (latency grows) or to be refused (throttling, timeouts).
+//!
+//! Family: AIMD with a gradient-sized cut, after Vector's adaptive request concurrency (one
+//! decision per RTT-scale window, back-pressure beats latency), Netflix's Gradient2/Vegas
+//! (compare the RTT with a no-load baseline) and CUBIC (climb fast back to the last safe level,
+//! hold there, then probe slowly and accelerate). Its own additions:
+//!
+//! - **Cuts sized by Little's law.** The knee is estimated as the best recent success rate
+//!   times the baseline RTT (the bandwidth-delay product); a cut goes straight there instead
+//!   of a fixed ratio, so it neither overshoots nor needs several rounds.
+//! - **Telling a slow backend from a queue.** In a queue, cutting the limit shortens the RTT
+//!   in proportion; when the backend itself slowed, it does not. If a latency cut leaves the
+//!   RTT where it was, the baseline moves to the new RTT and the cut is undone.
+//! - **Clean windows.** A window only counts attempts that started after the last change, so
+//!   every decision measures the limit it is about.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::bounds::Bounds;
+use crate::error::{check_range, ConfigError};
+use crate::sample::{AttemptOutcome, Sample};
+use crate::tuner::{Adjustment, Reason, Tuner};
+
+/// Settings of [`KneeTuner`]. Build with [`KneeConfig::builder`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KneeConfig {
+    bounds: Bounds,
+    latency_tolerance: f64,
+    gentlest_cut: f64,
+    deepest_cut: f64,
+    hold_windows: u32,
+    min_samples: usize,
+    min_window: Duration,
+    memory_target: Option<f64>,
+    rate_history: usize,
+}
+
+impl Default for KneeConfig {
+    fn default() -> Self {
+        KneeConfigBuilder::default()
+            .build()
+            .expect("the defaults are valid")
+    }
+}
+
+impl KneeConfig {
+    /// Starts from the defaults (see each setter of [`KneeConfigBuilder`]).
+    pub fn builder() -> KneeConfigBuilder {
+        KneeConfigBuilder::default()
+    }
+
+    /// The limit's range.
+    pub fn bounds(&self) -> Bounds {
+        self.bounds
+    }
+}
+
+/// Builder of [`KneeConfig`]; [`build`](KneeConfigBuilder::build) checks every value.
+#[derive(Debug, Clone, Copy)]
+pub struct KneeConfigBuilder {
+    min: usize,
+    max: usize,
+    latency_tolerance: f64,
+    gentlest_cut: f64,
+    deepest_cut: f64,
+    hold_windows: u32,
+    min_samples: usize,
+    min_window: Duration,
+    memory_target: Option<f64>,
+    rate_history: usize,
+}
+
+impl Default for KneeConfigBuilder {
+    fn default() -> Self {
+        Self {
+            min: 1,
+            max: 1_000,
+            latency_tolerance: 0.15,
+            gentlest_cut: 0.9,
+            deepest_cut: 0.5,
+            hold_windows: 24,
+            min_samples: 8,
+            min_window: Duration::from_millis(5),
+            memory_target: Some(0.9),
+            rate_history: 16,
+        }
+    }
+}
+
+impl KneeConfigBuilder {
+    /// Lowest limit. Default 1; must be at least 1.
+    pub fn min(mut self, min: usize) -> Self {
+        self.min = min;
+        self
+    }
+
+    /// Highest limit. Default 1,000; must be at least `min`.
+    pub fn max(mut self, max: usize) -> Self {
+        self.max = max;
+        self
+    }
+
+    /// How far the RTT may rise above its no-load baseline before it counts as queueing:
+    /// 0.15 means 15 %. Default 0.15; must be in (0, 10]. Lower finds the knee more exactly
+    /// but reacts to noise.
+    pub fn latency_tolerance(mut self, tolerance: f64) -> Self {
+        self.latency_tolerance = tolerance;
+        self
+    }
+
+    /// The smallest cut, as the factor the limit is multiplied by (0.9 = −10 %). Default 0.9;
+    /// must be in (0, 1) and at least `deepest_cut`.
+    pub fn gentlest_cut(mut self, factor: f64) -> Self {
+        self.gentlest_cut = factor;
+        self
+    }
+
+    /// The largest single cut (0.5 = at most halve). Default 0.5; must be in (0, 1).
+    pub fn deepest_cut(mut self, factor: f64) -> Self {
+        self.deepest_cut = factor;
+        self
+    }
+
+    /// Clean windows to stay at the last safe level before probing above it. Default 24
+    /// (about 1 s at 20 ms RTT). Higher: fewer overshoots, slower to notice added capacity.
+    pub fn hold_windows(mut self, windows: u32) -> Self {
+        self.hold_windows = windows;
+        self
+    }
+
+    /// Successful attempts a window needs before it decides. Default 8; at least 1.
+    pub fn min_samples(mut self, samples: usize) -> Self {
+        self.min_samples = samples;
+        self
+    }
+
+    /// Shortest window, whatever the RTT. Default 5 ms; must be positive.
+    pub fn min_window(mut self, window: Duration) -> Self {
+        self.min_window = window;
+        self
+    }
+
+    /// Memory share above which the limit is cut like under throttling, or `None` to ignore
+    /// memory. Default `Some(0.9)`: only near exhaustion, since other processes' memory is
+    /// not this pool's to fix. Must be in (0, 1].
+    pub fn memory_target(mut self, target: Option<f64>) -> Self {
+        self.memory_target = target;
+        self
+    }
+
+    /// Windows the best success rate is remembered for. Default 16; at least 1.
+    pub fn rate_history(mut self, windows: usize) -> Self {
+        self.rate_history = windows;
+        self
+    }
+
+    /// Checks the values.
+    pub fn build(self) -> Result<KneeConfig, ConfigError> {
+        let bounds = Bounds::new(self.min, self.max)?;
+        let latency_tolerance = check_range(
+            "latency_tolerance",
+            self.latency_tolerance,
+            0.0,
+            10.0,
+            true,
+            "(0, 10]",
+        )?;
+        let deepest_cut = check_range("deepest_cut", self.deepest_cut, 0.0, 1.0, true, "(0, 1)")
+            .and_then(|f| open_below_one("deepest_cut", f, "(0, 1)"))?;
+        let gentlest_cut = check_range(
+            "gentlest_cut",
+            self.gentlest_cut,
+            deepest_cut,
+            1.0,
+            false,
+            "[deepest_cut, 1)",
+        )
+        .and_then(|f| open_below_one("gentlest_cut", f, "[deepest_cut, 1)"))?;
+        let memory_target = match self.memory_target {
+            Some(target) => Some(check_range(
+                "memory_target",
+                target,
+                0.0,
+                1.0,
+                true,
+                "(0, 1]",
+            )?),
+            None => None,
+        };
+        if self.min_window.is_zero() {
+            return Err(ConfigError::ZeroDuration {
+                field: "min_window",
+            });
+        }
+        if self.min_samples == 0 {
+            return Err(ConfigError::ZeroCount {
+                field: "min_samples",
+            });
+        }
+        if self.rate_history == 0 {
+            return Err(ConfigError::ZeroCount {
+                field: "rate_history",
+            });
+        }
+        Ok(KneeConfig {
+            bounds,
+            latency_tolerance,
+            gentlest_cut,
+            deepest_cut,
+            hold_windows: self.hold_windows,
+            min_samples: self.min_samples,
+            min_window: self.min_window,
+            memory_target,
+            rate_history: self.rate_history,
+        })
+    }
+}
+
+fn open_below_one(field: &'static str, value: f64, range: &'static str) -> Result<f64, ConfigError> {
+    if value < 1.0 {
+        Ok(value)
+    } else {
+        Err(ConfigError::InvalidNumber {
+            field,
+            range,
+            value,
+        })
+    }
+}
+
+/// Finds and tracks the backend's knee; see the [module docs](self) for the algorithm.
+///
+/// Per window (at least two smoothed RTTs and `min_samples` successes, counting only attempts
+/// started after the last change):
+///
+/// - a throttled or timed-out attempt cuts **at once**, to the estimated knee but at least
+///   to `gentlest_cut` × limit, and caps the climb-back just below the failing level;
+/// - memory above `memory_target` cuts to `gentlest_cut` × limit;
+/// - an RTT above (1 + `latency_tolerance`) × baseline cuts to the estimated knee (between
+///   `deepest_cut` and `gentlest_cut` × limit) — or, if the previous cut did not shorten the
+///   RTT, moves the baseline and undoes that cut;
+/// - otherwise, if the limit was in use: climb halfway back to the last safe level; once
+///   there, hold `hold_windows` windows, then probe +1, +2, +4 … (at most +1/8 per window).
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use pool_tuning::{AttemptOutcome, KneeConfig, KneeTuner, Sample, Tuner};
+/// let mut tuner = KneeTuner::new(KneeConfig::default(), 40);
+/// let now = Instant::now();
+/// let throttled = Sample::new(now, Duration::from_millis(5), AttemptOutcome::Throttled).in_flight(40);
+/// let cut = tuner.observe(&throttled, now).expect("throttling cuts at once");
+/// assert_eq!((cut.from, cut.to), (40, 36));
+/// ```
+#[derive(Debug, Clone)]
+pub struct KneeTuner {
+    config: KneeConfig,
+    limit: usize,
+    /// The last level believed safe; climbs stop here until a hold has passed.
+    ceiling: Option<usize>,
+    clean_windows_at_ceiling: u32,
+    growth_step: usize,
+    /// Lowest window-mean RTT since the last rebase, in seconds.
+    baseline_rtt: Option<f64>,
+    smoothed_rtt: Option<f64>,
+    recent_success_rates: VecDeque<f64>,
+    last_latency_cut: Option<LatencyCut>,
+    window: Window,
+}
+
+/// A cut made for RTT growth, remembered to check that it worked.
+#[derive(Debug, Clone, Copy)]
+struct LatencyCut {
+    rtt_before: f64,
+    limit_before: usize,
+}
+
+/// What the current window has seen.
+#[derive(Debug, Clone, Copy, Default)]
+struct Window {
+    started: Option<Instant>,
+    successes: usize,
+    rtt_sum: f64,
+    max_in_flight: usize,
+    saw_queue: bool,
+    /// Successes finishing in the window, whenever they started: the success rate.
+    completed: usize,
+    memory_sum: f64,
+    memory_samples: usize,
+}
+
+impl KneeTuner {
+    /// Starts at `initial`, clamped to the bounds.
+    pub fn new(config: KneeConfig, initial: usize) -> Self {
+        Self {
+            limit: config.bounds.clamp(initial),
+            config,
+            ceiling: None,
+            clean_windows_at_ceiling: 0,
+            growth_step: 1,
+            baseline_rtt: None,
+            smoothed_rtt: None,
+            recent_success_rates: VecDeque::new(),
+            last_latency_cut: None,
+            window: Window::default(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &KneeConfig {
+        &self.config
+    }
+
+    /// The no-load RTT the tuner compares with, once it has one.
+    pub fn baseline_rtt(&self) -> Option<Duration> {
+        self.baseline_rtt.map(Duration::from_secs_f64)
+    }
+
+    /// The estimated knee: best recent success rate × baseline RTT (requests in flight).
+    pub fn estimated_knee(&self) -> Option<f64> {
+        let best_rate = self
+            .recent_success_rates
+            .iter()
+            .copied()
+            .fold(None, |best: Option<f64>, rate| Some(best.map_or(rate, |b| b.max(rate))))?;
+        Some(best_rate * self.baseline_rtt?)
+    }
+
+    fn restart_window(&mut self, now: Instant) {
+        self.window = Window {
+            started: Some(now),
+            ..Window::default()
+        };
+    }
+
+    fn set_limit(&mut self, to: usize, reason: Reason, now: Instant) -> Option<Adjustment> {
+        let to = self.config.bounds.clamp(to);
+        let adjustment = Adjustment::between(self.limit, to, reason);
+        self.limit = to;
+        self.restart_window(now);
+        adjustment
+    }
+
+    /// Cut for back-pressure (throttling, timeouts, memory): towards the knee estimate if one
+    /// is known, by at least the gentlest cut, and never climb back to the failing level.
+    fn cut_for_overload(&mut self, reason: Reason, now: Instant) -> Option<Adjustment> {
+        let limit = self.limit as f64;
+        let gentle = limit * self.config.gentlest_cut;
+        let target = match (reason, self.estimated_knee()) {
+            (Reason::MemoryPressure, _) | (_, None) => gentle,
+            (_, Some(knee)) => knee.min(gentle),
+        }
+        .max(limit * self.config.deepest_cut);
+        let to = self.config.bounds.clamp_f64(target);
+        let below_failing = self.limit.saturating_sub(1).max(to);
+        let safe = match (reason, self.estimated_knee()) {
+            (Reason::MemoryPressure, _) | (_, None) => to,
+            (_, Some(knee)) => (knee.floor() as usize).clamp(to, below_failing),
+        };
+        self.ceiling = Some(safe);
+        self.clean_windows_at_ceiling = 0;
+        self.growth_step = 1;
+        self.last_latency_cut = None;
+        self.set_limit(to, reason, now)
+    }
+
+    fn cut_for_rtt_growth(&mut self, rtt: f64, now: Instant) -> Option<Adjustment> {
+        let limit = self.limit as f64;
+        let factor = self
+            .estimated_knee()
+            .map_or(self.config.gentlest_cut, |knee| knee / limit)
+            .clamp(self.config.deepest_cut, self.config.gentlest_cut);
+        let to = self.config.bounds.clamp_f64(limit * factor);
+        self.ceiling = Some(to);
+        self.clean_windows_at_ceiling = 0;
+        self.growth_step = 1;
+        self.last_latency_cut = Some(LatencyCut {
+            rtt_before: rtt,
+            limit_before: self.limit,
+        });
+        self.set_limit(to, Reason::RttGrowth, now)
+    }
+
+    fn grow(&mut self, now: Instant) -> Option<Adjustment> {
+        let limit = self.limit;
+        match self.ceiling {
+            Some(ceiling) if limit < ceiling => {
+                let to = (limit + ((ceiling - limit) / 2).max(1)).min(ceiling);
+                self.set_limit(to, Reason::Recovering, now)
+            }
+            Some(_) => {
+                self.clean_windows_at_ceiling += 1;
+                if self.clean_windows_at_ceiling < self.config.hold_windows {
+                    self.restart_window(now);
+                    return None;
+                }
+                self.ceiling = None;
+                self.growth_step = 1;
+                self.set_limit(limit + 1, Reason::Probing, now)
+            }
+            None => {
+                let to = limit + self.growth_step;
+                self.growth_step = (self.growth_step * 2).min((to / 8).max(1));
+                self.set_limit(to, Reason::Probing, now)
+            }
+        }
+    }
+
+    fn window_is_complete(&self, now: Instant) -> bool {
+        let window = &self.window;
+        let Some(started) = window.started else {
+            return false;
+        };
+        if window.successes < self.config.min_samples {
+            return false;
+        }
+        let rtt = self
+            .smoothed_rtt
+            .unwrap_or(window.rtt_sum / window.successes as f64);
+        let span = Duration::from_secs_f64(2.0 * rtt).max(self.config.min_window);
+        now.saturating_duration_since(started) >= span
+    }
+
+    fn close_window(&mut self, now: Instant) -> Option<Adjustment> {
+        let window = self.window;
+        let started = window.started.unwrap_or(now);
+        let rtt = window.rtt_sum / window.successes as f64;
+        let span = now.saturating_duration_since(started).as_secs_f64();
+        if span > 0.0 {
+            if self.recent_success_rates.len() == self.config.rate_history {
+                self.recent_success_rates.pop_front();
+            }
+            self.recent_success_rates
+                .push_back(window.completed as f64 / span);
+        }
+        let baseline = self.baseline_rtt.map_or(rtt, |b| b.min(rtt));
+        self.baseline_rtt = Some(baseline);
+        self.smoothed_rtt = Some(self.smoothed_rtt.map_or(rtt, |s| 0.75 * s + 0.25 * rtt));
+
+        let memory = (window.memory_samples > 0)
+            .then(|| window.memory_sum / window.memory_samples as f64);
+        if let (Some(target), Some(memory)) = (self.config.memory_target, memory) {
+            if memory > target {
+                return self.cut_for_overload(Reason::MemoryPressure, now);
+            }
+        }
+
+        if rtt > baseline * (1.0 + self.config.latency_tolerance) {
+            if let Some(cut) = self.last_latency_cut.take() {
+                // Queueing: RTT shrinks with the limit. A slower backend: it stays put.
+                // Decide at the midpoint between the two expectations.
+                let shrink = self.limit as f64 / cut.limit_before as f64;
+                if rtt > cut.rtt_before * (1.0 + shrink) / 2.0 {
+                    self.baseline_rtt = Some(rtt);
+                    self.recent_success_rates.clear();
+                    self.ceiling = None;
+                    self.growth_step = 1;
+                    return self.set_limit(cut.limit_before, Reason::Rebased, now);
+                }
+            }
+            return self.cut_for_rtt_growth(rtt, now);
+        }
+
+        self.last_latency_cut = None;
+        let limit_in_use = window.saw_queue || window.max_in_flight >= self.limit;
+        if limit_in_use {
+            self.grow(now)
+        } else {
+            self.restart_window(now);
+            None
+        }
+    }
+}
+
+impl Tuner for KneeTuner {
+    fn limit(&self) -> usize {
+        self.limit
+    }
+
+    fn observe(&mut self, sample: &Sample, now: Instant) -> Option<Adjustment> {
+        let started = *self.window.started.get_or_insert(sample.started_at());
+        if sample.outcome == AttemptOutcome::Succeeded && sample.finished_at >= started {
+            self.window.completed += 1;
+        }
+        if sample.started_at() < started {
+            // It ran under an older limit; that limit has already been judged.
+            return None;
+        }
+        match sample.outcome {
+            AttemptOutcome::Throttled => return self.cut_for_overload(Reason::Throttled, now),
+            AttemptOutcome::TimedOut => return self.cut_for_overload(Reason::TimedOut, now),
+            // A failure says nothing about load, and its latency is not a service time.
+            AttemptOutcome::Failed => return None,
+            AttemptOutcome::Succeeded => {}
+        }
+        let window = &mut self.window;
+        window.successes += 1;
+        window.rtt_sum += sample.latency.as_secs_f64();
+        window.max_in_flight = window.max_in_flight.max(sample.in_flight);
+        window.saw_queue |= sample.queued > 0;
+        if let Some(memory) = sample.memory_fraction.filter(|m| m.is_finite()) {
+            window.memory_sum += memory;
+            window.memory_samples += 1;
+        }
+        if self.window_is_complete(now) {
+            self.close_window(now)
+        } else {
+            None
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "knee"
+    }
+}

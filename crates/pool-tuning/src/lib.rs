@@ -1,0 +1,51 @@
+//! Adaptive concurrency for s3pool: pick the number of requests in flight from what the
+//! backend reports, so a pool gets close to the best throughput without being throttled.
+//!
+//! - [`Tuner`]: the abstraction — samples and an explicit clock in, a limit out, no I/O.
+//! - [`RuleTuner`]: the original s3db.js engine (5 s interval, −20 % / −10 % / +20 % / −5 %).
+//! - [`KneeTuner`]: finds the backend's knee from RTT growth, throttling and timeouts within
+//!   an RTT-scale window, and follows capacity that moves.
+//! - [`FixedTuner`]: never moves; the baseline to beat.
+//! - [`sim`] (feature `sim`): a discrete-event simulator of a backend with a knee and a rate
+//!   cap, with TOML scenarios, to measure tuners in virtual time.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use pool_tuning::{AttemptOutcome, KneeConfig, KneeTuner, Sample, Tuner};
+//!
+//! let config = KneeConfig::builder().min(2).max(200).build()?;
+//! let mut tuner = KneeTuner::new(config, 10);
+//! let mut now = Instant::now();
+//! // A backend answering in 20 ms whatever the load: the tuner keeps growing.
+//! for _ in 0..200 {
+//!     now += Duration::from_millis(4);
+//!     let sample = Sample::new(now, Duration::from_millis(20), AttemptOutcome::Succeeded)
+//!         .in_flight(tuner.limit());
+//!     tuner.observe(&sample, now);
+//! }
+//! assert!(tuner.limit() > 10);
+//! # Ok::<(), pool_tuning::ConfigError>(())
+//! ```
+
+mod bounds;
+mod error;
+mod fixed;
+mod knee;
+mod memory;
+mod rule;
+mod sample;
+mod tuner;
+
+#[cfg(feature = "sim")]
+pub mod sim;
+
+pub use bounds::Bounds;
+pub use error::ConfigError;
+pub use fixed::FixedTuner;
+pub use knee::{KneeConfig, KneeConfigBuilder, KneeTuner};
+#[cfg(feature = "system-memory")]
+pub use memory::SystemMemory;
+pub use memory::{suggest_initial_concurrency, MemoryProbe, MemorySnapshot};
+pub use rule::{RuleConfig, RuleConfigBuilder, RuleTuner};
+pub use sample::{AttemptOutcome, Sample};
+pub use tuner::{Adjustment, Reason, Tuner};
