@@ -137,6 +137,9 @@ mod tests {
         assert_eq!(history.merge_into(&(4..=5), &mut sum), Some(4));
         assert_eq!(sum.tally.finished, 4);
         let slowest = sum.latencies.execution.max();
-        assert!(sum.latencies.execution.equivalent(slowest, 6_000), "{slowest}");
+        assert!(
+            sum.latencies.execution.equivalent(slowest, 6_000),
+            "{slowest}"
+        );
     }
 }

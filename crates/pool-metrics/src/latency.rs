@@ -91,8 +91,12 @@ pub struct LatencySummary {
 
 impl LatencySummary {
     /// The quantiles reported, with the Prometheus label value of each.
-    pub const QUANTILES: [(&'static str, f64); 4] =
-        [("0.5", 0.5), ("0.95", 0.95), ("0.99", 0.99), ("0.999", 0.999)];
+    pub const QUANTILES: [(&'static str, f64); 4] = [
+        ("0.5", 0.5),
+        ("0.95", 0.95),
+        ("0.99", 0.99),
+        ("0.999", 0.999),
+    ];
 
     pub(crate) fn from_histogram(histogram: &Histogram<u64>, mean_us: f64) -> Self {
         if histogram.is_empty() {

@@ -65,7 +65,9 @@ impl Default for ProcessRss {
 #[cfg(feature = "process-memory")]
 impl fmt::Debug for ProcessRss {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ProcessRss").field("pid", &self.pid).finish()
+        f.debug_struct("ProcessRss")
+            .field("pid", &self.pid)
+            .finish()
     }
 }
 
@@ -244,7 +246,10 @@ mod tests {
         let sampler = MemorySampler::new(MemoryMode::Light, Some(probe));
         let origin = Instant::now();
         for ms in 0..100 {
-            assert_eq!(sampler.on_task(origin + Duration::from_millis(ms), origin), None);
+            assert_eq!(
+                sampler.on_task(origin + Duration::from_millis(ms), origin),
+                None
+            );
         }
         assert_eq!(reads.load(Ordering::Relaxed), 0);
         assert_eq!(sampler.snapshot(None, origin).rss_bytes, None);

@@ -66,13 +66,25 @@ impl PrometheusFormat {
         let live = &snapshot.live;
         let history = &snapshot.history;
 
-        out.family("tasks_finished_total", "counter", "Tasks that resolved, by outcome.");
+        out.family(
+            "tasks_finished_total",
+            "counter",
+            "Tasks that resolved, by outcome.",
+        );
         let succeeded = [live.succeeded];
-        let by_kind = OUTCOME_KINDS.iter().skip(1).map(|kind| {
-            live.errors_by_kind.get(*kind).copied().unwrap_or(0)
-        });
-        for (kind, count) in OUTCOME_KINDS.iter().zip(succeeded.into_iter().chain(by_kind)) {
-            out.sample("tasks_finished_total", Some(("outcome", kind)), count as f64);
+        let by_kind = OUTCOME_KINDS
+            .iter()
+            .skip(1)
+            .map(|kind| live.errors_by_kind.get(*kind).copied().unwrap_or(0));
+        for (kind, count) in OUTCOME_KINDS
+            .iter()
+            .zip(succeeded.into_iter().chain(by_kind))
+        {
+            out.sample(
+                "tasks_finished_total",
+                Some(("outcome", kind)),
+                count as f64,
+            );
         }
         out.family(
             "task_failures_total",
@@ -83,15 +95,27 @@ impl PrometheusFormat {
             let count = live.failures_by_class.get(class).copied().unwrap_or(0);
             out.sample("task_failures_total", Some(("class", class)), count as f64);
         }
-        out.counter("task_attempts_total", "Attempts run by finished tasks.", live.attempts as f64);
-        out.counter("task_retries_total", "Attempts after the first, by finished tasks.", live.retries as f64);
+        out.counter(
+            "task_attempts_total",
+            "Attempts run by finished tasks.",
+            live.attempts as f64,
+        );
+        out.counter(
+            "task_retries_total",
+            "Attempts after the first, by finished tasks.",
+            live.retries as f64,
+        );
         out.counter(
             "task_retry_delay_seconds_total",
             "Time finished tasks spent in retry backoff.",
             live.time_spent.retry_delay_secs,
         );
 
-        out.gauge("tasks_in_flight", "Tasks running now.", Some(live.concurrency.in_flight as f64));
+        out.gauge(
+            "tasks_in_flight",
+            "Tasks running now.",
+            Some(live.concurrency.in_flight as f64),
+        );
         out.gauge(
             "concurrency_limit",
             "The pool's concurrency limit.",
@@ -129,18 +153,40 @@ impl PrometheusFormat {
         );
 
         let summaries = [
-            ("queue_wait_seconds", "Time tasks waited in the queue.", &history.queue_wait, live.time_spent.queue_wait_secs),
-            ("execution_seconds", "Time tasks ran, over all attempts.", &history.execution, live.time_spent.execution_secs),
-            ("task_duration_seconds", "Time from enqueue to resolution.", &history.total, live.time_spent.total_secs),
+            (
+                "queue_wait_seconds",
+                "Time tasks waited in the queue.",
+                &history.queue_wait,
+                live.time_spent.queue_wait_secs,
+            ),
+            (
+                "execution_seconds",
+                "Time tasks ran, over all attempts.",
+                &history.execution,
+                live.time_spent.execution_secs,
+            ),
+            (
+                "task_duration_seconds",
+                "Time from enqueue to resolution.",
+                &history.total,
+                live.time_spent.total_secs,
+            ),
         ];
         for (name, help, summary, sum) in summaries {
             out.summary(name, help, summary, sum, live.finished);
         }
 
         if let Some(serde_json::Value::Object(fields)) = &live.tuner {
-            let numbers: Vec<_> = fields.iter().filter_map(|(k, v)| Some((k, v.as_f64()?))).collect();
+            let numbers: Vec<_> = fields
+                .iter()
+                .filter_map(|(k, v)| Some((k, v.as_f64()?)))
+                .collect();
             if !numbers.is_empty() {
-                out.family("tuner_state", "gauge", "Numeric fields of the tuner's published state.");
+                out.family(
+                    "tuner_state",
+                    "gauge",
+                    "Numeric fields of the tuner's published state.",
+                );
                 for (field, value) in numbers {
                     out.sample("tuner_state", Some(("field", field)), value);
                 }
@@ -196,9 +242,18 @@ impl Exposition<'_> {
         }
     }
 
-    fn summary(&mut self, name: &str, help: &str, summary: &LatencySummary, sum_secs: f64, count: u64) {
+    fn summary(
+        &mut self,
+        name: &str,
+        help: &str,
+        summary: &LatencySummary,
+        sum_secs: f64,
+        count: u64,
+    ) {
         self.family(name, "summary", help);
-        let quantiles = LatencySummary::QUANTILES.iter().zip(summary.quantile_values());
+        let quantiles = LatencySummary::QUANTILES
+            .iter()
+            .zip(summary.quantile_values());
         for ((label, _), micros) in quantiles {
             self.sample(name, Some(("quantile", label)), micros as f64 / 1e6);
         }
@@ -270,7 +325,11 @@ mod tests {
         for bad in ["__reserved", "a:b", "1a", ""] {
             assert!(format.clone().label(bad, "x").is_err(), "{bad:?}");
         }
-        assert!(format.label("pool", "a").unwrap().label("pool", "b").is_err());
+        assert!(format
+            .label("pool", "a")
+            .unwrap()
+            .label("pool", "b")
+            .is_err());
     }
 
     #[test]

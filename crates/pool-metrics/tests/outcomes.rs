@@ -1,0 +1,146 @@
+//! Error rate, errors by kind and retry counts from a scripted mix of outcomes, through a real
+//! pool on paused time.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pool_core::{CancellationToken, ErrorClass, Jitter, Pool, TaskOptions};
+use pool_metrics::{MemoryMode, Metrics, MetricsConfig};
+use support::{ms, Scripted};
+
+/// What a scripted task does on each attempt.
+#[derive(Debug, Clone, Copy)]
+enum Script {
+    Succeed,
+    /// Fail with this class on the first `n` attempts, then succeed.
+    FailFirst(u32, ErrorClass),
+    /// Fail with this class on every attempt.
+    AlwaysFail(ErrorClass),
+    /// Sleep past the pool's 1 s timeout on every attempt.
+    Hang,
+    Panic,
+}
+
+fn enqueue(
+    pool: &Pool,
+    script: Script,
+    options: TaskOptions,
+) -> pool_core::TaskHandle<(), Scripted> {
+    let attempts = Arc::new(AtomicU32::new(0));
+    pool.enqueue(
+        move || {
+            let attempt = attempts.fetch_add(1, Ordering::Relaxed) + 1;
+            async move {
+                tokio::time::sleep(ms(10)).await;
+                match script {
+                    Script::Succeed => Ok(()),
+                    Script::FailFirst(n, class) if attempt <= n => Err(Scripted(class)),
+                    Script::FailFirst(..) => Ok(()),
+                    Script::AlwaysFail(class) => Err(Scripted(class)),
+                    Script::Hang => {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        Ok(())
+                    }
+                    Script::Panic => panic!("scripted panic"),
+                }
+            }
+        },
+        options,
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scripted_mix_gives_exact_rates_kinds_and_retries() {
+    let metrics = Metrics::new(MetricsConfig::default().memory(MemoryMode::Light)).unwrap();
+    let pool = Pool::builder()
+        .concurrency(32)
+        .retries(2)
+        .retry_delay(ms(100))
+        .jitter(Jitter::None)
+        .timeout(Duration::from_secs(1))
+        .no_pressure_rule()
+        .no_retry_budget()
+        .observer(metrics.clone())
+        .build()
+        .unwrap();
+
+    use ErrorClass::{Fatal, Retryable, Throttled};
+    let scripts = [
+        (5, Script::Succeed),                 // 5 × 1 attempt
+        (3, Script::AlwaysFail(Fatal)),       // 3 × 1 attempt, not retried
+        (2, Script::FailFirst(1, Retryable)), // 2 × 2 attempts, then succeed
+        (2, Script::AlwaysFail(Retryable)),   // 2 × 3 attempts
+        (1, Script::AlwaysFail(Throttled)),   // 1 × 3 attempts
+    ];
+    let mut handles = Vec::new();
+    for (count, script) in scripts {
+        for _ in 0..count {
+            handles.push(enqueue(&pool, script, TaskOptions::new()));
+        }
+    }
+    // One timeout (no retry), one panic, one cancelled while running.
+    handles.push(enqueue(&pool, Script::Hang, TaskOptions::new().retries(0)));
+    handles.push(enqueue(&pool, Script::Panic, TaskOptions::new().retries(0)));
+    let token = CancellationToken::new();
+    handles.push(enqueue(
+        &pool,
+        Script::Hang,
+        TaskOptions::new().cancellation(token.clone()),
+    ));
+    tokio::time::sleep(ms(5)).await;
+    token.cancel();
+
+    let mut kinds_seen = BTreeMap::<&str, u64>::new();
+    for handle in handles {
+        if let Err(error) = handle.await {
+            *kinds_seen.entry(error.kind()).or_default() += 1;
+        }
+    }
+
+    let stats = metrics.stats();
+    assert_eq!(stats.finished, 16);
+    assert_eq!((stats.succeeded, stats.errors), (7, 9));
+    assert_eq!(stats.error_rate, 9.0 / 16.0);
+    let by_kind = |pairs: &[(&str, u64)]| -> BTreeMap<String, u64> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+    };
+    assert_eq!(
+        stats.errors_by_kind,
+        by_kind(&[
+            ("cancelled", 1),
+            ("failed", 6),
+            ("panicked", 1),
+            ("timed_out", 1)
+        ])
+    );
+    // The handles agree with the collector.
+    let seen: BTreeMap<String, u64> = kinds_seen
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    assert_eq!(seen, stats.errors_by_kind);
+    assert_eq!(
+        stats.failures_by_class,
+        by_kind(&[("fatal", 3), ("retryable", 2), ("throttled", 1)])
+    );
+    // Retries: 2 × 1 + 2 × 2 + 1 × 2.
+    assert_eq!(stats.retries, 8);
+    assert_eq!(stats.avg_retries, 0.5);
+    assert_eq!(stats.retries, pool.stats().retries);
+    assert_eq!(stats.succeeded, pool.stats().processed);
+
+    let aggregate = metrics.aggregate_all();
+    assert_eq!(
+        (aggregate.count, aggregate.errors, aggregate.retries),
+        (16, 9, 8)
+    );
+    assert_eq!(aggregate.errors_by_kind, stats.errors_by_kind);
+    // Backoff without jitter: 100 ms before a 2nd attempt, 200 ms before a 3rd.
+    // 2 × 100 + 3 × (100 + 200) = 1,100 ms over 16 tasks.
+    assert_eq!(aggregate.avg_retry_delay_us, 1_100_000.0 / 16.0);
+    assert_eq!(stats.time_spent.retry_delay_secs, 1.1);
+}
