@@ -27,6 +27,9 @@ struct Args {
     /// Run every scenario in `--dir` with knee, rule and fixed:10, and print a table.
     #[arg(long, conflicts_with = "scenario")]
     all: bool,
+    /// Also print every change of the limit (time, from, to, reason).
+    #[arg(long, conflicts_with = "all")]
+    trace: bool,
     /// Where `--all` looks for scenarios.
     #[arg(long, default_value_os_t = scenario_dir())]
     dir: PathBuf,
@@ -44,9 +47,19 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if !args.all {
-        let path = args.scenario.expect("clap requires --scenario without --all");
+        let path = args
+            .scenario
+            .expect("clap requires --scenario without --all");
         let scenario = Scenario::load(&path)?;
         let report = simulate(&scenario, &args.tuner)?;
+        if args.trace {
+            for (at_s, change) in &report.trace {
+                println!(
+                    "{at_s:8.3} s  {:>4} -> {:<4} {}",
+                    change.from, change.to, change.reason
+                );
+            }
+        }
         if args.json {
             println!("{}", serde_json::to_string(&report)?);
         } else {

@@ -218,7 +218,11 @@ impl KneeConfigBuilder {
     }
 }
 
-fn open_below_one(field: &'static str, value: f64, range: &'static str) -> Result<f64, ConfigError> {
+fn open_below_one(
+    field: &'static str,
+    value: f64,
+    range: &'static str,
+) -> Result<f64, ConfigError> {
     if value < 1.0 {
         Ok(value)
     } else {
@@ -265,16 +269,25 @@ pub struct KneeTuner {
     baseline_rtt: Option<f64>,
     smoothed_rtt: Option<f64>,
     recent_success_rates: VecDeque<f64>,
-    last_latency_cut: Option<LatencyCut>,
+    /// Where the current run of RTT-growth cuts started, to check that cutting helps.
+    latency_cuts_from: Option<LatencyCut>,
+    /// Set while a window measures the no-load RTT: the limit to return to afterwards.
+    rtt_probe_return_to: Option<usize>,
+    /// The limit of the last window that was in use and showed no overload.
+    last_clean_limit: Option<usize>,
     window: Window,
 }
 
-/// A cut made for RTT growth, remembered to check that it worked.
+/// The RTT and limit before a run of RTT-growth cuts.
 #[derive(Debug, Clone, Copy)]
 struct LatencyCut {
     rtt_before: f64,
     limit_before: usize,
 }
+
+/// A run of RTT-growth cuts must have shrunk the limit at least this much before the RTT's
+/// response tells queueing from a slower backend.
+const INFORMATIVE_SHRINK: f64 = 0.9;
 
 /// What the current window has seen.
 #[derive(Debug, Clone, Copy, Default)]
@@ -302,7 +315,9 @@ impl KneeTuner {
             baseline_rtt: None,
             smoothed_rtt: None,
             recent_success_rates: VecDeque::new(),
-            last_latency_cut: None,
+            latency_cuts_from: None,
+            rtt_probe_return_to: None,
+            last_clean_limit: None,
             window: Window::default(),
         }
     }
@@ -323,7 +338,9 @@ impl KneeTuner {
             .recent_success_rates
             .iter()
             .copied()
-            .fold(None, |best: Option<f64>, rate| Some(best.map_or(rate, |b| b.max(rate))))?;
+            .fold(None, |best: Option<f64>, rate| {
+                Some(best.map_or(rate, |b| b.max(rate)))
+            })?;
         Some(best_rate * self.baseline_rtt?)
     }
 
@@ -361,25 +378,38 @@ impl KneeTuner {
         self.ceiling = Some(safe);
         self.clean_windows_at_ceiling = 0;
         self.growth_step = 1;
-        self.last_latency_cut = None;
+        self.latency_cuts_from = None;
         self.set_limit(to, reason, now)
     }
 
-    fn cut_for_rtt_growth(&mut self, rtt: f64, now: Instant) -> Option<Adjustment> {
+    fn cut_for_rtt_growth(&mut self, first_of_run: bool, now: Instant) -> Option<Adjustment> {
         let limit = self.limit as f64;
-        let factor = self
-            .estimated_knee()
-            .map_or(self.config.gentlest_cut, |knee| knee / limit)
-            .clamp(self.config.deepest_cut, self.config.gentlest_cut);
+        // The knee estimate is biased low under noise (a minimum RTT times a rate); a level
+        // just seen clean is direct evidence, so the first cut of a run stops there. Later
+        // cuts of the same run have shown that level was not enough.
+        let clean = self.last_clean_limit.filter(|_| first_of_run);
+        let evidence = match (self.estimated_knee(), clean) {
+            (Some(knee), Some(clean)) => Some(knee.max(clean as f64)),
+            (knee, clean) => knee.or(clean.map(|c| c as f64)),
+        };
+        // Queueing that a clean level just below explains needs only a small step back.
+        let gentlest = ((limit - 1.0) / limit).max(self.config.deepest_cut);
+        let factor = evidence
+            .map_or(self.config.gentlest_cut, |level| level / limit)
+            .clamp(self.config.deepest_cut, gentlest);
         let to = self.config.bounds.clamp_f64(limit * factor);
         self.ceiling = Some(to);
         self.clean_windows_at_ceiling = 0;
         self.growth_step = 1;
-        self.last_latency_cut = Some(LatencyCut {
-            rtt_before: rtt,
-            limit_before: self.limit,
-        });
         self.set_limit(to, Reason::RttGrowth, now)
+    }
+
+    /// One window at a quarter fewer requests to read the no-load RTT, then back to
+    /// `return_to`.
+    fn probe_rtt(&mut self, return_to: usize, reason: Reason, now: Instant) -> Option<Adjustment> {
+        self.rtt_probe_return_to = Some(return_to);
+        let to = (self.limit * 3).div_ceil(4);
+        self.set_limit(to, reason, now)
     }
 
     fn grow(&mut self, now: Instant) -> Option<Adjustment> {
@@ -434,12 +464,25 @@ impl KneeTuner {
             self.recent_success_rates
                 .push_back(window.completed as f64 / span);
         }
-        let baseline = self.baseline_rtt.map_or(rtt, |b| b.min(rtt));
+        let previous_baseline = self.baseline_rtt;
+        let baseline = previous_baseline.map_or(rtt, |b| b.min(rtt));
         self.baseline_rtt = Some(baseline);
         self.smoothed_rtt = Some(self.smoothed_rtt.map_or(rtt, |s| 0.75 * s + 0.25 * rtt));
 
-        let memory = (window.memory_samples > 0)
-            .then(|| window.memory_sum / window.memory_samples as f64);
+        if let Some(return_to) = self.rtt_probe_return_to.take() {
+            // The probe window only measured the baseline (taken above); resume.
+            return self.set_limit(return_to, Reason::Recovering, now);
+        }
+        let got_faster =
+            previous_baseline.is_some_and(|b| rtt * (1.0 + self.config.latency_tolerance) < b);
+        if got_faster && self.last_clean_limit.is_some() {
+            // The backend got faster, and this RTT may still hide a queue: measure it with
+            // fewer requests in flight before trusting it.
+            return self.probe_rtt(self.limit, Reason::MeasuringRtt, now);
+        }
+
+        let memory =
+            (window.memory_samples > 0).then(|| window.memory_sum / window.memory_samples as f64);
         if let (Some(target), Some(memory)) = (self.config.memory_target, memory) {
             if memory > target {
                 return self.cut_for_overload(Reason::MemoryPressure, now);
@@ -447,24 +490,40 @@ impl KneeTuner {
         }
 
         if rtt > baseline * (1.0 + self.config.latency_tolerance) {
-            if let Some(cut) = self.last_latency_cut.take() {
-                // Queueing: RTT shrinks with the limit. A slower backend: it stays put.
-                // Decide at the midpoint between the two expectations.
-                let shrink = self.limit as f64 / cut.limit_before as f64;
-                if rtt > cut.rtt_before * (1.0 + shrink) / 2.0 {
+            let here = LatencyCut {
+                rtt_before: rtt,
+                limit_before: self.limit,
+            };
+            let Some(run) = self.latency_cuts_from else {
+                self.latency_cuts_from = Some(here);
+                return self.cut_for_rtt_growth(true, now);
+            };
+            // Queueing: RTT shrinks in proportion to the limit. A slower backend: it stays
+            // put. Judge only once the run has cut enough to tell, at the midpoint between
+            // the two expectations.
+            let shrink = self.limit as f64 / run.limit_before as f64;
+            if shrink <= INFORMATIVE_SHRINK {
+                if rtt > run.rtt_before * (1.0 + shrink) / 2.0 {
                     self.baseline_rtt = Some(rtt);
                     self.recent_success_rates.clear();
+                    self.last_clean_limit = None;
+                    self.latency_cuts_from = None;
                     self.ceiling = None;
                     self.growth_step = 1;
-                    return self.set_limit(cut.limit_before, Reason::Rebased, now);
+                    // This RTT may include some queueing: confirm the new baseline below the
+                    // knee, then return to where the run of cuts started.
+                    return self.probe_rtt(run.limit_before, Reason::Rebased, now);
                 }
+                // Queueing confirmed: judge the next cuts against this point.
+                self.latency_cuts_from = Some(here);
             }
-            return self.cut_for_rtt_growth(rtt, now);
+            return self.cut_for_rtt_growth(false, now);
         }
 
-        self.last_latency_cut = None;
+        self.latency_cuts_from = None;
         let limit_in_use = window.saw_queue || window.max_in_flight >= self.limit;
         if limit_in_use {
+            self.last_clean_limit = Some(self.limit);
             self.grow(now)
         } else {
             self.restart_window(now);
@@ -512,5 +571,222 @@ impl Tuner for KneeTuner {
 
     fn name(&self) -> &'static str {
         "knee"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Drives a tuner with a closed loop against `rtt_for(limit)`: `limit` attempts per RTT,
+    /// each started after the previous window, for `windows` windows.
+    struct Loop {
+        tuner: KneeTuner,
+        now: Instant,
+    }
+
+    impl Loop {
+        fn new(config: KneeConfig, initial: usize) -> Self {
+            Self {
+                tuner: KneeTuner::new(config, initial),
+                now: Instant::now(),
+            }
+        }
+
+        /// One RTT's worth of successes at the current limit; returns the adjustments.
+        fn round(&mut self, rtt: Duration) -> Vec<Adjustment> {
+            let limit = self.tuner.limit();
+            let mut adjustments = Vec::new();
+            for i in 0..limit {
+                // Spread completions over the RTT so windows see a steady stream.
+                let at = self.now + rtt + rtt * i as u32 / limit as u32;
+                let sample = Sample::new(at, rtt, AttemptOutcome::Succeeded)
+                    .in_flight(limit)
+                    .queued(10);
+                adjustments.extend(self.tuner.observe(&sample, at));
+            }
+            self.now += rtt;
+            adjustments
+        }
+
+        fn run(&mut self, rounds: usize, rtt_for: impl Fn(usize) -> Duration) -> Vec<Adjustment> {
+            (0..rounds)
+                .flat_map(|_| {
+                    let rtt = rtt_for(self.tuner.limit());
+                    self.round(rtt)
+                })
+                .collect()
+        }
+    }
+
+    /// A queue past `knee`: latency grows in proportion to the excess.
+    fn knee_at(knee: usize, base: Duration) -> impl Fn(usize) -> Duration {
+        move |limit| base * (limit.max(knee) as u32) / knee as u32
+    }
+
+    #[test]
+    fn grows_while_the_rtt_stays_flat() {
+        let mut sim = Loop::new(KneeConfig::default(), 10);
+        sim.run(60, |_| MS * 20);
+        assert!(sim.tuner.limit() > 100, "limit {}", sim.tuner.limit());
+    }
+
+    #[test]
+    fn settles_near_the_knee_when_rtt_grows_past_it() {
+        let mut sim = Loop::new(KneeConfig::default(), 10);
+        sim.run(400, knee_at(64, MS * 20));
+        let limit = sim.tuner.limit();
+        assert!((60..=80).contains(&limit), "limit {limit}");
+        let cuts = sim.run(200, knee_at(64, MS * 20));
+        assert!(cuts.iter().any(|a| a.reason == Reason::RttGrowth));
+        assert!(cuts.iter().all(|a| a.to >= 56), "{cuts:?}");
+    }
+
+    #[test]
+    fn throttling_cuts_at_once_and_caps_the_climb_back() {
+        let mut sim = Loop::new(KneeConfig::default(), 50);
+        let now = sim.now;
+        let throttled = Sample::new(now, MS * 5, AttemptOutcome::Throttled).in_flight(50);
+        let cut = sim.tuner.observe(&throttled, now).unwrap();
+        assert_eq!((cut.from, cut.to, cut.reason), (50, 45, Reason::Throttled));
+        // A second 503 from an attempt started before the cut is not counted twice.
+        let late = Sample::new(now + MS, MS * 5, AttemptOutcome::Throttled);
+        assert_eq!(sim.tuner.observe(&late, now + MS), None);
+        // Clean windows climb back to the ceiling and hold there.
+        sim.run(10, |_| MS * 20);
+        assert_eq!(sim.tuner.limit(), 45);
+    }
+
+    #[test]
+    fn timeouts_cut_like_throttling() {
+        let mut tuner = KneeTuner::new(KneeConfig::default(), 20);
+        let now = Instant::now();
+        let timed_out = Sample::new(now, MS * 2_000, AttemptOutcome::TimedOut);
+        let cut = tuner.observe(&timed_out, now).unwrap();
+        assert_eq!((cut.to, cut.reason), (18, Reason::TimedOut));
+    }
+
+    #[test]
+    fn plain_failures_do_not_move_the_limit() {
+        let mut tuner = KneeTuner::new(KneeConfig::default(), 20);
+        let now = Instant::now();
+        for i in 0..100 {
+            let at = now + MS * i;
+            let failed = Sample::new(at, MS, AttemptOutcome::Failed).in_flight(20);
+            assert_eq!(tuner.observe(&failed, at), None);
+        }
+    }
+
+    #[test]
+    fn does_not_grow_when_the_limit_is_not_in_use() {
+        let mut tuner = KneeTuner::new(KneeConfig::default(), 20);
+        let start = Instant::now();
+        for i in 0..1_000u32 {
+            let at = start + MS * i;
+            let idle = Sample::new(at, MS * 20, AttemptOutcome::Succeeded).in_flight(3);
+            assert_eq!(tuner.observe(&idle, at), None);
+        }
+        assert_eq!(tuner.limit(), 20);
+    }
+
+    #[test]
+    fn a_slower_backend_moves_the_baseline_instead_of_starving() {
+        let mut sim = Loop::new(KneeConfig::default(), 10);
+        sim.run(300, knee_at(64, MS * 20));
+        let before = sim.tuner.limit();
+        // The backend slows 2x at every load: cutting does not help.
+        let adjustments = sim.run(300, knee_at(64, MS * 40));
+        assert!(adjustments.iter().any(|a| a.reason == Reason::Rebased));
+        let after = sim.tuner.limit();
+        assert!(after + 8 >= before, "before {before}, after {after}");
+        assert_eq!(sim.tuner.baseline_rtt().map(|b| b >= MS * 39), Some(true));
+    }
+
+    #[test]
+    fn memory_above_the_guard_cuts() {
+        let config = KneeConfig::builder()
+            .memory_target(Some(0.8))
+            .build()
+            .unwrap();
+        let mut tuner = KneeTuner::new(config, 40);
+        let start = Instant::now();
+        let cut = (0..200u32).find_map(|i| {
+            let at = start + MS * i;
+            let sample = Sample::new(at, MS * 10, AttemptOutcome::Succeeded)
+                .in_flight(40)
+                .memory_fraction(0.85);
+            tuner.observe(&sample, at)
+        });
+        let cut = cut.expect("memory pressure cuts");
+        assert_eq!((cut.to, cut.reason), (36, Reason::MemoryPressure));
+    }
+
+    #[test]
+    fn never_leaves_its_bounds() {
+        let config = KneeConfig::builder().min(8).max(16).build().unwrap();
+        let mut sim = Loop::new(config, 1);
+        assert_eq!(sim.tuner.limit(), 8);
+        sim.run(200, |_| MS * 20);
+        assert_eq!(sim.tuner.limit(), 16);
+        let now = sim.now;
+        for i in 0..50 {
+            let at = now + MS * (i * 100);
+            let throttled = Sample::new(at, MS, AttemptOutcome::Throttled);
+            sim.tuner.observe(&throttled, at);
+        }
+        assert_eq!(sim.tuner.limit(), 8);
+    }
+
+    #[test]
+    fn bad_settings_are_typed_errors() {
+        assert_eq!(
+            KneeConfig::builder().min(10).max(5).build(),
+            Err(ConfigError::MinAboveMax { min: 10, max: 5 })
+        );
+        assert_eq!(
+            KneeConfig::builder().min(0).build(),
+            Err(ConfigError::ZeroMin)
+        );
+        for tolerance in [f64::NAN, -0.1, 0.0, f64::INFINITY] {
+            assert!(matches!(
+                KneeConfig::builder().latency_tolerance(tolerance).build(),
+                Err(ConfigError::InvalidNumber {
+                    field: "latency_tolerance",
+                    ..
+                })
+            ));
+        }
+        assert!(matches!(
+            KneeConfig::builder().gentlest_cut(1.0).build(),
+            Err(ConfigError::InvalidNumber {
+                field: "gentlest_cut",
+                ..
+            })
+        ));
+        assert!(matches!(
+            KneeConfig::builder()
+                .gentlest_cut(0.4)
+                .deepest_cut(0.5)
+                .build(),
+            Err(ConfigError::InvalidNumber {
+                field: "gentlest_cut",
+                ..
+            })
+        ));
+        assert!(matches!(
+            KneeConfig::builder().memory_target(Some(1.5)).build(),
+            Err(ConfigError::InvalidNumber {
+                field: "memory_target",
+                ..
+            })
+        ));
+        assert_eq!(
+            KneeConfig::builder().min_window(Duration::ZERO).build(),
+            Err(ConfigError::ZeroDuration {
+                field: "min_window"
+            })
+        );
     }
 }

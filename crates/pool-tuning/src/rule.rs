@@ -231,7 +231,10 @@ impl RuleTuner {
         } else if latency < target * 0.5 && avg_memory < config.target_memory_fraction * 0.8 {
             (percent_ceil(limit, 20) as i64, Reason::GoodPerformance)
         } else if latency > target * 1.2 {
-            (-(percent_ceil(limit, 5) as i64), Reason::SlightLatencyIncrease)
+            (
+                -(percent_ceil(limit, 5) as i64),
+                Reason::SlightLatencyIncrease,
+            )
         } else {
             return None;
         };
@@ -342,8 +345,14 @@ mod tests {
 
     #[test]
     fn latency_above_one_point_two_target_cuts_five_percent() {
-        assert_eq!(decide(50, 241, 0.1), Some((47, Reason::SlightLatencyIncrease)));
-        assert_eq!(decide(50, 300, 0.1), Some((47, Reason::SlightLatencyIncrease)));
+        assert_eq!(
+            decide(50, 241, 0.1),
+            Some((47, Reason::SlightLatencyIncrease))
+        );
+        assert_eq!(
+            decide(50, 300, 0.1),
+            Some((47, Reason::SlightLatencyIncrease))
+        );
     }
 
     #[test]
@@ -380,10 +389,16 @@ mod tests {
         // The interval restarted at the 5 s check that had too few samples.
         assert_eq!(tuner.observe(&fast(at), at), None);
         let at = start + MS * 10_250;
-        let grown = tuner.observe(&fast(at), at).expect("second interval adjusts");
+        let grown = tuner
+            .observe(&fast(at), at)
+            .expect("second interval adjusts");
         assert_eq!((grown.from, grown.to), (20, 24));
         let at = start + MS * 10_300;
-        assert_eq!(tuner.observe(&fast(at), at), None, "not before the next interval");
+        assert_eq!(
+            tuner.observe(&fast(at), at),
+            None,
+            "not before the next interval"
+        );
     }
 
     #[test]
@@ -412,10 +427,18 @@ mod tests {
             RuleConfig::builder().min(10).max(5).build(),
             Err(ConfigError::MinAboveMax { min: 10, max: 5 })
         );
-        assert_eq!(RuleConfig::builder().min(0).build(), Err(ConfigError::ZeroMin));
+        assert_eq!(
+            RuleConfig::builder().min(0).build(),
+            Err(ConfigError::ZeroMin)
+        );
         assert!(matches!(
-            RuleConfig::builder().target_memory_fraction(f64::NAN).build(),
-            Err(ConfigError::InvalidNumber { field: "target_memory_fraction", .. })
+            RuleConfig::builder()
+                .target_memory_fraction(f64::NAN)
+                .build(),
+            Err(ConfigError::InvalidNumber {
+                field: "target_memory_fraction",
+                ..
+            })
         ));
         assert!(matches!(
             RuleConfig::builder().target_memory_fraction(-0.5).build(),
@@ -423,7 +446,9 @@ mod tests {
         ));
         assert_eq!(
             RuleConfig::builder().target_latency(Duration::ZERO).build(),
-            Err(ConfigError::ZeroDuration { field: "target_latency" })
+            Err(ConfigError::ZeroDuration {
+                field: "target_latency"
+            })
         );
     }
 }

@@ -81,8 +81,11 @@ pub enum Reason {
     /// Round-trip time grew past the no-load baseline: requests are queueing.
     RttGrowth,
     /// Cutting the limit did not shorten the RTT: the backend itself slowed, so the baseline
-    /// moved and the cut was undone.
+    /// moved; one window at fewer requests confirms it, then the cut is undone.
     Rebased,
+    /// The RTT fell below the baseline (the backend got faster): one window at fewer
+    /// requests reads the new no-load RTT.
+    MeasuringRtt,
     /// Climbing back towards the last level known to be safe.
     Recovering,
     /// Probing above the last safe level, or growing with no known ceiling.
@@ -100,6 +103,7 @@ impl fmt::Display for Reason {
             Reason::TimedOut => "timed out",
             Reason::RttGrowth => "rtt growth",
             Reason::Rebased => "backend slowed, baseline moved",
+            Reason::MeasuringRtt => "measuring no-load rtt",
             Reason::Recovering => "recovering",
             Reason::Probing => "probing",
         })

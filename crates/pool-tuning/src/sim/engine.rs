@@ -8,7 +8,7 @@ use super::report::{PhaseReport, SimReport};
 use super::scenario::{Scenario, ScenarioError, ServerChange};
 use super::server::{Response, SimServer};
 use super::tuner_spec::TunerSpec;
-use crate::{AttemptOutcome, Sample, Tuner};
+use crate::{Adjustment, AttemptOutcome, Sample, Tuner};
 
 const NANOS_PER_S: f64 = 1e9;
 /// How often time-driven tuners get a `tick` with no sample.
@@ -67,7 +67,7 @@ struct Run {
     successes: u64,
     throttled: u64,
     timed_out: u64,
-    adjustments: usize,
+    adjustments: Vec<(f64, Adjustment)>,
     success_latencies_us: Vec<u32>,
     successes_per_bucket: Vec<u32>,
     limit_time_integral: f64,
@@ -100,7 +100,7 @@ impl Run {
             successes: 0,
             throttled: 0,
             timed_out: 0,
-            adjustments: 0,
+            adjustments: Vec::new(),
             success_latencies_us: Vec::new(),
             successes_per_bucket: vec![0; buckets],
             limit_time_integral: 0.0,
@@ -147,8 +147,9 @@ impl Run {
                 next_tick_ns += TICK_NS;
                 tuner.tick(self.instant(next_ns))
             };
-            if adjustment.is_some() {
-                self.adjustments += 1;
+            if let Some(adjustment) = adjustment {
+                self.adjustments
+                    .push((self.now_ns as f64 / NANOS_PER_S, adjustment));
             }
             self.limit = tuner.limit();
             self.start_attempts();
@@ -274,7 +275,8 @@ impl Run {
             final_concurrency: final_limit,
             mean_concurrency: self.limit_time_integral / duration_s,
             p99_latency_ms: percentile_ms(&self.success_latencies_us, 0.99),
-            adjustments: self.adjustments,
+            adjustments: self.adjustments.len(),
+            trace: self.adjustments.clone(),
             peak_memory_fraction: self.peak_memory,
             final_memory_fraction: self.server.memory_fraction(self.in_flight_attempts.len()),
             phases,
@@ -286,12 +288,10 @@ impl Run {
     fn converged_after_s(&self, scenario: &Scenario, first_phase_end_s: f64) -> Option<f64> {
         let bucket_s = BUCKET_NS as f64 / NANOS_PER_S;
         let full_buckets = (first_phase_end_s / bucket_s).floor() as usize;
-        let capacity = scenario
-            .server
-            .capacity_ops_per_s(self.max_concurrency)
-            * bucket_s;
+        let capacity = scenario.server.capacity_ops_per_s(self.max_concurrency) * bucket_s;
         let converged = |count: &u32| f64::from(*count) >= CONVERGED_UTILIZATION * capacity;
-        let buckets = &self.successes_per_bucket[..full_buckets.min(self.successes_per_bucket.len())];
+        let buckets =
+            &self.successes_per_bucket[..full_buckets.min(self.successes_per_bucket.len())];
         if !buckets.last().is_some_and(converged) {
             return None;
         }

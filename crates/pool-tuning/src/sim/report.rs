@@ -5,6 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::tuner_spec::TunerSpec;
+use crate::Adjustment;
 
 /// The outcome of one simulated run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -42,6 +43,9 @@ pub struct SimReport {
     pub final_memory_fraction: f64,
     /// The same figures between server changes.
     pub phases: Vec<PhaseReport>,
+    /// Every change of the limit: (seconds from start, change). Not serialized.
+    #[serde(skip)]
+    pub trace: Vec<(f64, Adjustment)>,
 }
 
 /// Throughput between two server changes.

@@ -160,7 +160,10 @@ impl ServerParams {
             if value.is_finite() && value > 0.0 {
                 Ok(())
             } else {
-                Err(invalid(field, &format!("must be a positive number (got {value})")))
+                Err(invalid(
+                    field,
+                    &format!("must be a positive number (got {value})"),
+                ))
             }
         };
         positive("base_latency_ms", self.base_latency_ms)?;
@@ -339,16 +342,20 @@ impl Scenario {
         server.validate(&self.name)?;
         for change in &self.changes {
             if !(change.at_s.is_finite() && change.at_s >= 0.0) {
-                return Err(invalid("changes.at_s", format!("must be ≥ 0 (got {})", change.at_s)));
+                return Err(invalid(
+                    "changes.at_s",
+                    format!("must be ≥ 0 (got {})", change.at_s),
+                ));
             }
             server.apply(change);
             server.validate(&self.name)?;
         }
         for (tuner, metric, [low, high]) in &self.expectations {
-            if !(low <= high) {
+            let ordered = low.is_finite() && high.is_finite() && low <= high;
+            if !ordered {
                 return Err(invalid(
                     "expect",
-                    format!("{tuner}.{metric}: range [{low}, {high}] is empty"),
+                    format!("{tuner}.{metric}: range [{low}, {high}] is empty or not finite"),
                 ));
             }
         }
@@ -473,7 +480,13 @@ mod tests {
         );
         assert!(matches!(bad_tuner, Err(ScenarioError::UnknownTuner(_))));
         let negative = Scenario::from_toml_str("name = \"t\"\nduration_s = -1.0\n");
-        assert!(matches!(negative, Err(ScenarioError::Invalid { field: "duration_s", .. })));
+        assert!(matches!(
+            negative,
+            Err(ScenarioError::Invalid {
+                field: "duration_s",
+                ..
+            })
+        ));
         let crossed = Scenario::from_toml_str(
             "name = \"t\"\nduration_s = 1.0\n[client]\nmin_concurrency = 9\nmax_concurrency = 3\n",
         );
@@ -484,6 +497,12 @@ mod tests {
         let empty_range = Scenario::from_toml_str(
             "name = \"t\"\nduration_s = 1.0\n[expect.knee]\nutilization = [1.0, 0.5]\n",
         );
-        assert!(matches!(empty_range, Err(ScenarioError::Invalid { field: "expect", .. })));
+        assert!(matches!(
+            empty_range,
+            Err(ScenarioError::Invalid {
+                field: "expect",
+                ..
+            })
+        ));
     }
 }
