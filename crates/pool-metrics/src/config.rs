@@ -2,16 +2,13 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::ConfigError;
 
 /// When the collector reads the process's resident memory (RSS).
 ///
 /// Reading RSS is a system call (a `/proc` read on Linux), so it is never done per task except
 /// in [`Full`](Self::Full) mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemoryMode {
     /// Sample after every finished task and store the value in its [`TaskMetrics`](crate::TaskMetrics).
     /// For diagnosis: costs a system call per task and serialises workers on the sampler.

@@ -91,8 +91,10 @@ impl MemoryProbe for ProcessRss {
 /// Memory figures in a snapshot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemorySnapshot {
-    /// The sampling mode.
-    pub mode: MemoryMode,
+    /// The sampling mode: `"full"`, `"balanced"` or `"light"` ([`MemoryMode::name`]).
+    pub mode: String,
+    /// The minimum time between samples in `balanced` mode, in seconds.
+    pub interval_secs: Option<f64>,
     /// The latest sample, in bytes (`None` in `Light` mode or before the first sample).
     pub rss_bytes: Option<u64>,
     /// Latest sample minus the one at the start of the period (the first sample ever for
@@ -207,8 +209,13 @@ impl MemorySampler {
                 .copied()
                 .or(samples.first.filter(|first| first.at <= since)),
         };
+        let interval = match self.mode {
+            MemoryMode::Balanced { interval } => Some(interval.as_secs_f64()),
+            MemoryMode::Full | MemoryMode::Light => None,
+        };
         MemorySnapshot {
-            mode: self.mode,
+            mode: self.mode.name().to_owned(),
+            interval_secs: interval,
             rss_bytes: end.map(|s| s.bytes),
             delta_bytes: start
                 .zip(end)

@@ -117,12 +117,19 @@ impl Metrics {
         &self.inner.config
     }
 
-    /// The pool's clock if attached, else the system clock.
+    /// The pool's clock while the pool it is attached to lives. Otherwise the system clock,
+    /// but never earlier than the latest task recorded (after a pool on virtual time is
+    /// dropped, its events may be ahead of the system clock).
     pub fn now(&self) -> Instant {
-        self.inner
-            .control
-            .get()
-            .map_or_else(Instant::now, PoolControl::now)
+        match self.inner.control.get() {
+            Some(pool) if pool.is_alive() => pool.now(),
+            _ => {
+                let system = Instant::now();
+                self.inner
+                    .latest_finish()
+                    .map_or(system, |latest| latest.max(system))
+            }
+        }
     }
 
     /// Records one finished task (what the observer does on `Event::TaskFinished`). Public for
@@ -295,6 +302,13 @@ impl Inner {
         )
     }
 
+    fn latest_finish(&self) -> Option<Instant> {
+        let mut latest = None;
+        self.shards
+            .for_each(|shard| latest = latest.max(shard.latest_finish));
+        latest
+    }
+
     fn tuner(&self) -> Option<serde_json::Value> {
         self.tuner
             .lock()
@@ -318,7 +332,7 @@ impl Inner {
         let closed = self
             .shards
             .lock_for_this_thread()
-            .record(task, place, &self.template);
+            .record(task, at, place, &self.template);
         if let Some(closed) = closed {
             self.history
                 .lock()

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
+use std::time::Instant;
 
 use crate::history::Slice;
 use crate::latency::HistogramTemplate;
@@ -27,6 +28,8 @@ pub(crate) struct Placement {
 #[derive(Debug)]
 pub(crate) struct Shard {
     pub(crate) lifetime: Tally,
+    /// The latest finishing time recorded here.
+    pub(crate) latest_finish: Option<Instant>,
     /// The history slice being filled; handed to the shared history when time moves on.
     pub(crate) current: Option<Slice>,
     pub(crate) rolling: RollingWindow,
@@ -38,6 +41,7 @@ impl Shard {
     fn new(rolling_buckets: usize, recent_capacity: usize) -> Self {
         Self {
             lifetime: Tally::default(),
+            latest_finish: None,
             current: None,
             rolling: RollingWindow::new(rolling_buckets),
             recent: RecentRing::new(recent_capacity),
@@ -49,10 +53,12 @@ impl Shard {
     pub(crate) fn record(
         &mut self,
         task: TaskMetrics,
+        finished_at: Instant,
         place: Placement,
         template: &HistogramTemplate,
     ) -> Option<Slice> {
         self.lifetime.add_task(&task);
+        self.latest_finish = self.latest_finish.max(Some(finished_at));
         self.rolling
             .record(place.bucket, task.succeeded(), task.execution.as_nanos());
         self.recent.push(RecentTask::from(&task));

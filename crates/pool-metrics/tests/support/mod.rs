@@ -118,3 +118,38 @@ impl pool_core::Retryable for Scripted {
         self.0
     }
 }
+
+/// A collector fed a small mix of synthetic outcomes, with a fake memory probe and a tuner
+/// state, so that every field of a snapshot has something in it.
+pub(crate) fn busy_metrics() -> (Metrics, Instant) {
+    use pool_metrics::{MemoryMode, MetricsConfig};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let reads = AtomicU64::new(0);
+    let probe = move || Some(100_000_000 + reads.fetch_add(1, Ordering::Relaxed) * 4_096);
+    let config = MetricsConfig::default().memory(MemoryMode::Full);
+    let metrics = Metrics::with_memory_probe(config, probe).unwrap();
+    let t0 = Instant::now();
+    metrics.aggregate_at(t0, t0); // fixes the clock origin at t0
+    let outcomes = [
+        Outcome::Succeeded,
+        Outcome::Failed(ErrorClass::Throttled),
+        Outcome::Succeeded,
+        Outcome::TimedOut,
+        Outcome::Failed(ErrorClass::Fatal),
+    ];
+    for id in 0..50u64 {
+        Finished::new(id, t0 + ms(id * 100))
+            .queue_wait(us(id * 37))
+            .execution(ms(5 + id % 7))
+            .attempts(1 + (id % 3) as u32)
+            .outcome(outcomes[id as usize % outcomes.len()])
+            .send_to(&metrics);
+    }
+    metrics.set_tuner_state(Some(serde_json::json!({
+        "algorithm": "gradient",
+        "limit": 24,
+        "rtt_no_load_ms": 12.5,
+    })));
+    (metrics, t0 + Duration::from_secs(6))
+}

@@ -1,0 +1,143 @@
+//! What attaching `Metrics` costs a busy pool: 100,000 no-op tasks at concurrency 200 on a
+//! two-worker tokio runtime, without observers, with an observer that ignores every event
+//! (what pool-core pays to build events), and with `Metrics` in `Light` mode.
+//!
+//! `cargo bench -p pool-metrics --bench pool_overhead`
+//!
+//! After the criterion groups it prints the medians of interleaved runs and their ratios.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use pool_core::{Event, Observer, Pool, PoolBuilder, TaskOptions};
+use pool_metrics::{MemoryMode, Metrics, MetricsConfig};
+
+const TASKS: u64 = 100_000;
+const CONCURRENCY: usize = 200;
+
+/// Receives events and does nothing: isolates the cost of emitting them.
+#[derive(Debug)]
+struct IgnoreEvents;
+
+impl Observer for IgnoreEvents {
+    fn on_event(&self, event: &Event) {
+        black_box(event);
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Variant {
+    NoObserver,
+    IgnoringObserver,
+    MetricsLight,
+}
+
+impl Variant {
+    const ALL: [Variant; 3] = [
+        Variant::NoObserver,
+        Variant::IgnoringObserver,
+        Variant::MetricsLight,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Variant::NoObserver => "no_observer",
+            Variant::IgnoringObserver => "ignoring_observer",
+            Variant::MetricsLight => "metrics_light",
+        }
+    }
+
+    fn attach(self, builder: PoolBuilder) -> PoolBuilder {
+        match self {
+            Variant::NoObserver => builder,
+            Variant::IgnoringObserver => builder.observer(IgnoreEvents),
+            Variant::MetricsLight => {
+                let config = MetricsConfig::default().memory(MemoryMode::Light);
+                builder.observer(Metrics::new(config).expect("valid config"))
+            }
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// Enqueues every task, then awaits every handle.
+async fn run(variant: Variant) {
+    let pool = variant
+        .attach(Pool::builder().concurrency(CONCURRENCY))
+        .build()
+        .expect("valid pool config");
+    let handles: Vec<_> = (0..TASKS)
+        .map(|i| {
+            pool.enqueue(
+                move || async move { Ok::<_, std::io::Error>(i) },
+                TaskOptions::new(),
+            )
+        })
+        .collect();
+    for handle in handles {
+        black_box(handle.await.expect("no-op tasks succeed"));
+    }
+}
+
+fn bench_variants(c: &mut Criterion, runtime: &tokio::runtime::Runtime) {
+    let mut group = c.benchmark_group("pool_100k_noop_c200");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(10));
+    for variant in Variant::ALL {
+        group.bench_function(variant.name(), |b| {
+            b.iter(|| runtime.block_on(run(variant)))
+        });
+    }
+    group.finish();
+}
+
+/// Interleaves the variants round by round (so drift in machine load hits all alike) and
+/// prints each median and its ratio to the baseline.
+fn print_ratios(runtime: &tokio::runtime::Runtime, rounds: usize) {
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); Variant::ALL.len()];
+    for _ in 0..rounds {
+        for (slot, variant) in Variant::ALL.into_iter().enumerate() {
+            let start = Instant::now();
+            runtime.block_on(run(variant));
+            times[slot].push(start.elapsed());
+        }
+    }
+    let medians: Vec<Duration> = times
+        .iter_mut()
+        .map(|runs| {
+            runs.sort_unstable();
+            runs[runs.len() / 2]
+        })
+        .collect();
+    println!(
+        "\nmedian of {rounds} interleaved runs, {TASKS} no-op tasks at concurrency {CONCURRENCY}:"
+    );
+    for (variant, median) in Variant::ALL.iter().zip(&medians) {
+        let ratio = median.as_secs_f64() / medians[0].as_secs_f64();
+        let per_task = median.as_nanos() as f64 / TASKS as f64;
+        println!(
+            "  {:<18} {:>9.2} ms  {:>6.0} ns/task  x{ratio:.3}",
+            variant.name(),
+            median.as_secs_f64() * 1e3,
+            per_task
+        );
+    }
+}
+
+fn main() {
+    let runtime = runtime();
+    let mut criterion = Criterion::default().configure_from_args();
+    bench_variants(&mut criterion, &runtime);
+    criterion.final_summary();
+    // `cargo test --benches` / `cargo bench -- --test` only checks that the bench runs.
+    let smoke_test = std::env::args().any(|arg| arg == "--test");
+    print_ratios(&runtime, if smoke_test { 1 } else { 15 });
+}

@@ -1,0 +1,114 @@
+//! Recording from many threads at once loses no counts.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use pool_core::{Outcome, Pool, TaskOptions};
+use pool_metrics::{MemoryMode, Metrics, MetricsConfig};
+use support::{us, Finished, Scripted};
+
+const THREADS: u64 = 8;
+const PER_THREAD: u64 = 5_000;
+
+#[test]
+fn many_threads_recording_at_once_lose_no_counts() {
+    // Fewer shards than threads, so threads collide and fall back to other shards.
+    let config = MetricsConfig::default().memory(MemoryMode::Light).shards(2);
+    let metrics = Metrics::new(config).unwrap();
+    let now = Instant::now();
+    metrics.aggregate_at(now, now); // fixes the clock origin
+    let reading = AtomicBool::new(true);
+    std::thread::scope(|scope| {
+        // A reader merging shards all along.
+        scope.spawn(|| {
+            while reading.load(Ordering::Relaxed) {
+                let stats = metrics.stats_at(now);
+                assert!(stats.finished <= THREADS * PER_THREAD);
+            }
+        });
+        let writers: Vec<_> = (0..THREADS)
+            .map(|thread| {
+                let metrics = &metrics;
+                scope.spawn(move || {
+                    for i in 0..PER_THREAD {
+                        let id = thread * PER_THREAD + i;
+                        let outcome = if id.is_multiple_of(10) {
+                            Outcome::TimedOut
+                        } else {
+                            Outcome::Succeeded
+                        };
+                        Finished::new(id, now)
+                            .execution(us(id % 1_000))
+                            .attempts(1 + (id % 2) as u32)
+                            .outcome(outcome)
+                            .send_to(metrics);
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        reading.store(false, Ordering::Relaxed);
+    });
+
+    let total = THREADS * PER_THREAD;
+    let stats = metrics.stats_at(now);
+    assert_eq!(stats.finished, total);
+    assert_eq!(stats.errors, total / 10);
+    assert_eq!(stats.retries, total / 2);
+    let execution_us: u64 = (0..total).map(|id| id % 1_000).sum();
+    assert_eq!(stats.time_spent.execution_secs, execution_us as f64 / 1e6);
+    assert_eq!(stats.rolling.finished, total);
+
+    let aggregate = metrics.aggregate_at(now, now);
+    assert_eq!((aggregate.count, aggregate.execution.count), (total, total));
+
+    // The store holds exactly the last 1,000 sequence numbers, the ring the last 256.
+    let stored: Vec<u64> = metrics.tasks().iter().map(|t| t.sequence).collect();
+    assert_eq!(stored, (total - 1_000..total).collect::<Vec<_>>());
+    let recent: Vec<u64> = metrics.recent_tasks().iter().map(|t| t.sequence).collect();
+    assert_eq!(recent, (total - 256..total).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_multi_threaded_pool_loses_no_counts() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_time()
+        .build()
+        .unwrap();
+    let metrics = Metrics::new(MetricsConfig::default().memory(MemoryMode::Light)).unwrap();
+    let pool_stats = runtime.block_on(async {
+        let pool = Pool::builder()
+            .concurrency(64)
+            .observer(metrics.clone())
+            .build()
+            .unwrap();
+        let handles: Vec<_> = (0..5_000u64)
+            .map(|i| {
+                pool.enqueue(
+                    move || async move {
+                        if i.is_multiple_of(100) {
+                            tokio::time::sleep(Duration::from_micros(50)).await;
+                        }
+                        Ok::<_, Scripted>(i)
+                    },
+                    TaskOptions::new(),
+                )
+            })
+            .collect();
+        for handle in handles {
+            handle.await.unwrap();
+        }
+        pool.drain().await;
+        pool.stats()
+    });
+    let stats = metrics.stats();
+    assert_eq!(stats.finished, 5_000);
+    assert_eq!(stats.succeeded, pool_stats.processed);
+    assert_eq!(metrics.aggregate_all().count, 5_000);
+    assert_eq!(metrics.tasks().len(), 1_000);
+}
