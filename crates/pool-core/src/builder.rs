@@ -132,6 +132,15 @@ impl PoolBuilder {
         self
     }
 
+    /// Turns the pressure rule off: retries follow the backoff however long the queue is.
+    /// Useful for bulk jobs that enqueue far more tasks than the concurrency, where a long
+    /// queue is the plan rather than a sign of overload.
+    pub fn no_pressure_rule(mut self) -> Self {
+        self.retry.clamp_threshold = f64::MAX / 2.0;
+        self.retry.skip_threshold = f64::MAX;
+        self
+    }
+
     /// The delay used when retries are clamped under pressure. Default 100 ms.
     pub fn pressure_clamp_delay(mut self, delay: Duration) -> Self {
         self.retry.clamp_delay = delay;
@@ -204,6 +213,12 @@ impl PoolBuilder {
         self
     }
 
+    /// Like [`executor`](Self::executor), for an executor already behind an `Arc`.
+    pub fn executor_arc(mut self, executor: Arc<dyn Executor>) -> Self {
+        self.executor = Some(executor);
+        self
+    }
+
     /// Seed for retry jitter, so a run can be repeated exactly. Default: random.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
@@ -226,7 +241,9 @@ impl PoolBuilder {
         if !(clamp.is_finite() && skip.is_finite() && clamp > 0.0 && clamp < skip) {
             return Err(ConfigError::PressureThresholds { clamp, skip });
         }
-        check_factor("max_aging_boost", "[0, inf)", self.max_aging_boost, |b| b >= 0.0)?;
+        check_factor("max_aging_boost", "[0, inf)", self.max_aging_boost, |b| {
+            b >= 0.0
+        })?;
         for (field, duration) in [
             ("aging_interval", self.aging_interval),
             ("aging_target_wait", self.aging_target_wait),
@@ -237,8 +254,15 @@ impl PoolBuilder {
             }
         }
         if let Some(budget) = &self.retry_budget {
-            check_factor("retry_budget.capacity", "(0, inf)", budget.capacity, |c| c > 0.0)?;
-            check_factor("retry_budget.retry_cost", "[0, inf)", budget.retry_cost, |c| c >= 0.0)?;
+            check_factor("retry_budget.capacity", "(0, inf)", budget.capacity, |c| {
+                c > 0.0
+            })?;
+            check_factor(
+                "retry_budget.retry_cost",
+                "[0, inf)",
+                budget.retry_cost,
+                |c| c >= 0.0,
+            )?;
             check_factor(
                 "retry_budget.timeout_retry_cost",
                 "[0, inf)",
@@ -269,7 +293,6 @@ impl PoolBuilder {
             retries: self.retries,
             timeout: self.timeout,
             retry: self.retry,
-            aging_interval: self.aging_interval,
             aging_target_wait: self.aging_target_wait,
         };
         let aging = AgingSettings {

@@ -26,6 +26,8 @@ pub(crate) struct TaskCore {
     /// When the task last entered the queue (first enqueue or after a backoff).
     pub(crate) entered_queue_at: Instant,
     pub(crate) first_started_at: Option<Instant>,
+    /// When the current attempt started (set when the task is popped).
+    pub(crate) attempt_started_at: Instant,
     pub(crate) queue_wait: Duration,
     pub(crate) execution: Duration,
     pub(crate) retry_delay: Duration,
@@ -62,7 +64,9 @@ pub(crate) enum Resolution {
     Cancelled,
     Panicked(PanicMessage),
     /// The retry budget refused a retry; `timed_out` says what the last attempt ended with.
-    BudgetExhausted { timed_out: bool },
+    BudgetExhausted {
+        timed_out: bool,
+    },
 }
 
 /// A task whose output and error types are hidden behind this trait.
@@ -83,7 +87,9 @@ pub(crate) type Job = Box<dyn ErasedTask>;
 
 impl std::fmt::Debug for dyn ErasedTask {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Task").field("core", self.core()).finish_non_exhaustive()
+        f.debug_struct("Task")
+            .field("core", self.core())
+            .finish_non_exhaustive()
     }
 }
 
@@ -171,7 +177,10 @@ where
                 Some(Ok(value)) => (Ok(value), Outcome::Succeeded),
                 Some(Err(error)) => {
                     let class = (this.classify)(&error);
-                    (Err(TaskError::Failed { error, attempts }), Outcome::Failed(class))
+                    (
+                        Err(TaskError::Failed { error, attempts }),
+                        Outcome::Failed(class),
+                    )
                 }
                 // Resolving without an attempt result is a pool bug; never leave the
                 // handle hanging because of it.

@@ -227,7 +227,8 @@ impl ObserverSet {
 
     /// Whether events need to be built at all: someone listens, or `tracing` wants them.
     pub(crate) fn is_active(&self) -> bool {
-        !self.slots.is_empty() || tracing::enabled!(target: "pool_core::events", tracing::Level::TRACE)
+        !self.slots.is_empty()
+            || tracing::enabled!(target: "pool_core::events", tracing::Level::TRACE)
     }
 
     pub(crate) fn attach(&self, control: &PoolControl) {

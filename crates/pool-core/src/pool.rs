@@ -135,6 +135,7 @@ impl Pool {
             queued_at: now,
             entered_queue_at: now,
             first_started_at: None,
+            attempt_started_at: now,
             queue_wait: Duration::ZERO,
             execution: Duration::ZERO,
             retry_delay: Duration::ZERO,

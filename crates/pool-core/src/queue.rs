@@ -6,24 +6,21 @@
 //! effective = base + min(max_boost, waited / (aging_interval * multiplier))
 //! ```
 //!
-//! Below the cap, the order of two tasks does not depend on `t` (the `t` term is common to
-//! both), so uncapped tasks sit in a heap keyed by `base - enqueued_at / (interval * m)`.
-//! All tasks reach the cap after the same wait, so they reach it in enqueue order: a FIFO of
-//! uncapped tasks tells which ones cross it, and they move to a second heap keyed by
-//! `base + max_boost`. Push and pop are O(log n); removals are lazy (stale heap entries are
-//! skipped and compacted away when they outnumber live ones). Only a change of the multiplier
-//! re-scores everything, O(n), and the pool rate-limits those.
+//! Tasks of one base priority age at the same rate, so among them the oldest always has the
+//! highest effective priority: each priority level is a FIFO. A pop compares only the heads
+//! of the levels, with the formula evaluated at `now` and the current multiplier, so aging is
+//! exact, a multiplier change costs nothing, push is O(log L) and pop O(L), where L is the
+//! number of distinct priorities waiting (usually a handful) — never O(n) in queued tasks.
+//! Removal (cancellation) finds the task by binary search on its sequence number and leaves a
+//! tombstone that pops skip.
 
-use std::cmp::Ordering;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
-
-use slab::Slab;
 
 /// Where a queued task lives, so it can be removed (cancelled) before it is popped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct QueueKey {
-    slot: usize,
+    priority: i32,
     seq: u64,
 }
 
@@ -35,38 +32,26 @@ pub(crate) struct Popped<J> {
 }
 
 #[derive(Debug)]
-struct Entry<J> {
-    job: J,
-    priority: i32,
+struct Slot<J> {
     seq: u64,
     enqueued_at: Instant,
-    capped: bool,
+    /// `None` once removed (a tombstone).
+    job: Option<J>,
 }
 
-/// Heap key of an uncapped task: higher score first, then lower sequence (FIFO).
-#[derive(Debug, Clone, Copy)]
-struct Scored {
-    score: f64,
-    seq: u64,
-    slot: usize,
+#[derive(Debug)]
+struct Level<J> {
+    slots: VecDeque<Slot<J>>,
+    live: usize,
 }
 
-impl PartialEq for Scored {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Scored {}
-impl PartialOrd for Scored {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Scored {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.score
-            .total_cmp(&other.score)
-            .then_with(|| other.seq.cmp(&self.seq))
+impl<J> Level<J> {
+    /// The oldest live slot, dropping tombstones in front of it.
+    fn head(&mut self) -> Option<&Slot<J>> {
+        while self.slots.front().is_some_and(|slot| slot.job.is_none()) {
+            self.slots.pop_front();
+        }
+        self.slots.front()
     }
 }
 
@@ -81,46 +66,30 @@ pub(crate) struct AgingSettings {
 
 #[derive(Debug)]
 pub(crate) struct AgingQueue<J> {
-    entries: Slab<Entry<J>>,
-    uncapped: BinaryHeap<Scored>,
-    capped: BinaryHeap<Scored>,
-    /// Uncapped tasks in enqueue order (may hold stale entries).
-    order: VecDeque<(u64, usize)>,
-    live_uncapped: usize,
+    levels: BTreeMap<i32, Level<J>>,
+    len: usize,
     next_seq: u64,
-    epoch: Instant,
     aging: AgingSettings,
     multiplier: f64,
 }
 
-/// Stale heap entries are compacted once they exceed the live ones by this margin.
-const COMPACT_SLACK: usize = 1024;
-
 impl<J> AgingQueue<J> {
-    pub(crate) fn new(aging: AgingSettings, epoch: Instant) -> Self {
+    pub(crate) fn new(aging: AgingSettings) -> Self {
         Self {
-            entries: Slab::new(),
-            uncapped: BinaryHeap::new(),
-            capped: BinaryHeap::new(),
-            order: VecDeque::new(),
-            live_uncapped: 0,
+            levels: BTreeMap::new(),
+            len: 0,
             next_seq: 0,
-            epoch,
             aging,
             multiplier: 1.0,
         }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    fn aging_on(&self) -> bool {
-        self.aging.max_boost > 0.0
+        self.len == 0
     }
 
     /// Seconds of wait per priority point.
@@ -128,214 +97,112 @@ impl<J> AgingQueue<J> {
         self.aging.interval.as_secs_f64() * self.multiplier
     }
 
-    fn cap_wait(&self) -> Duration {
-        Duration::from_secs_f64(self.aging.max_boost * self.step_secs())
-    }
-
-    fn uncapped_score(&self, priority: i32, enqueued_at: Instant) -> f64 {
-        let since_epoch = enqueued_at.saturating_duration_since(self.epoch).as_secs_f64();
-        f64::from(priority) - since_epoch / self.step_secs()
-    }
-
-    fn capped_score(&self, priority: i32) -> f64 {
-        f64::from(priority) + self.aging.max_boost
+    #[cfg(test)]
+    fn effective(&self, priority: i32, enqueued_at: Instant, now: Instant) -> f64 {
+        effective(
+            priority,
+            enqueued_at,
+            now,
+            self.step_secs(),
+            self.aging.max_boost,
+        )
     }
 
     pub(crate) fn push(&mut self, job: J, priority: i32, now: Instant) -> QueueKey {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let capped = !self.aging_on();
-        let slot = self.entries.insert(Entry {
-            job,
-            priority,
+        let level = self.levels.entry(priority).or_insert_with(|| Level {
+            slots: VecDeque::new(),
+            live: 0,
+        });
+        level.slots.push_back(Slot {
             seq,
             enqueued_at: now,
-            capped,
+            job: Some(job),
         });
-        if capped {
-            let score = self.capped_score(priority);
-            self.capped.push(Scored { score, seq, slot });
-        } else {
-            let score = self.uncapped_score(priority, now);
-            self.uncapped.push(Scored { score, seq, slot });
-            self.order.push_back((seq, slot));
-            self.live_uncapped += 1;
-        }
-        QueueKey { slot, seq }
+        level.live += 1;
+        self.len += 1;
+        QueueKey { priority, seq }
     }
 
-    fn is_live(&self, seq: u64, slot: usize, capped: bool) -> bool {
-        self.entries
-            .get(slot)
-            .is_some_and(|e| e.seq == seq && e.capped == capped)
-    }
-
-    /// Moves tasks whose wait reached the cap into the capped heap.
-    fn promote_capped(&mut self, now: Instant) {
-        if !self.aging_on() {
-            return;
-        }
-        let cap_wait = self.cap_wait();
-        while let Some(&(seq, slot)) = self.order.front() {
-            if !self.is_live(seq, slot, false) {
-                self.order.pop_front();
-                continue;
-            }
-            let entry = &self.entries[slot];
-            if now.saturating_duration_since(entry.enqueued_at) < cap_wait {
-                break;
-            }
-            let score = self.capped_score(entry.priority);
-            self.entries[slot].capped = true;
-            self.live_uncapped -= 1;
-            self.capped.push(Scored { score, seq, slot });
-            self.order.pop_front();
-        }
-    }
-
-    fn top(heap: &mut BinaryHeap<Scored>, entries: &Slab<Entry<J>>, capped: bool) -> Option<Scored> {
-        while let Some(&top) = heap.peek() {
-            let live = entries
-                .get(top.slot)
-                .is_some_and(|e| e.seq == top.seq && e.capped == capped);
-            if live {
-                return Some(top);
-            }
-            heap.pop();
-        }
-        None
-    }
-
-    /// Removes and returns the task with the highest effective priority at `now`.
+    /// Removes and returns the task with the highest effective priority at `now`
+    /// (the earliest enqueued among equals).
     pub(crate) fn pop(&mut self, now: Instant) -> Option<Popped<J>> {
-        self.promote_capped(now);
-        let uncapped = Self::top(&mut self.uncapped, &self.entries, false);
-        let capped = Self::top(&mut self.capped, &self.entries, true);
-        let elapsed = now.saturating_duration_since(self.epoch).as_secs_f64();
-        let pick_uncapped = match (uncapped, capped) {
-            (None, None) => return None,
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (Some(u), Some(c)) => {
-                let effective = u.score + elapsed / self.step_secs();
-                match effective.total_cmp(&c.score) {
-                    Ordering::Greater => true,
-                    Ordering::Less => false,
-                    Ordering::Equal => u.seq < c.seq,
+        let (step, max_boost) = (self.step_secs(), self.aging.max_boost);
+        let mut best: Option<(i32, f64, u64)> = None;
+        for (&priority, level) in self.levels.iter_mut() {
+            let Some(head) = level.head() else {
+                continue;
+            };
+            let seq = head.seq;
+            let effective = effective(priority, head.enqueued_at, now, step, max_boost);
+            let better = match best {
+                None => true,
+                Some((_, best_effective, best_seq)) => {
+                    effective > best_effective || (effective == best_effective && seq < best_seq)
                 }
+            };
+            if better {
+                best = Some((priority, effective, seq));
             }
-        };
-        let chosen = if pick_uncapped {
-            self.uncapped.pop()
-        } else {
-            self.capped.pop()
-        }?;
-        let entry = self.entries.remove(chosen.slot);
-        if !entry.capped {
-            self.live_uncapped -= 1;
         }
-        self.compact();
+        let (priority, _, _) = best?;
+        let level = self.levels.get_mut(&priority)?;
+        let slot = level.slots.pop_front()?;
+        level.live -= 1;
+        if level.live == 0 {
+            self.levels.remove(&priority);
+        }
+        self.len -= 1;
         Some(Popped {
-            job: entry.job,
-            enqueued_at: entry.enqueued_at,
+            job: slot.job?,
+            enqueued_at: slot.enqueued_at,
         })
     }
 
     /// Removes a task that is still queued (e.g. cancelled). `None` if it already left.
     pub(crate) fn remove(&mut self, key: QueueKey) -> Option<J> {
-        let live = self
-            .entries
-            .get(key.slot)
-            .is_some_and(|e| e.seq == key.seq);
-        if !live {
-            return None;
+        let level = self.levels.get_mut(&key.priority)?;
+        let index = level
+            .slots
+            .binary_search_by_key(&key.seq, |slot| slot.seq)
+            .ok()?;
+        let job = level.slots[index].job.take()?;
+        level.live -= 1;
+        if level.live == 0 {
+            self.levels.remove(&key.priority);
         }
-        let entry = self.entries.remove(key.slot);
-        if !entry.capped {
-            self.live_uncapped -= 1;
-        }
-        self.compact();
-        Some(entry.job)
+        self.len -= 1;
+        Some(job)
     }
 
     /// Removes every task, in no particular order.
     pub(crate) fn drain_all(&mut self) -> Vec<J> {
-        self.uncapped.clear();
-        self.capped.clear();
-        self.order.clear();
-        self.live_uncapped = 0;
-        self.entries.drain().map(|e| e.job).collect()
+        self.len = 0;
+        std::mem::take(&mut self.levels)
+            .into_values()
+            .flat_map(|level| level.slots)
+            .filter_map(|slot| slot.job)
+            .collect()
     }
 
-    fn compact(&mut self) {
-        let live_capped = self.entries.len() - self.live_uncapped;
-        if self.uncapped.len() > 2 * self.live_uncapped + COMPACT_SLACK {
-            let entries = &self.entries;
-            self.uncapped
-                .retain(|s| entries.get(s.slot).is_some_and(|e| e.seq == s.seq && !e.capped));
-        }
-        if self.capped.len() > 2 * live_capped + COMPACT_SLACK {
-            let entries = &self.entries;
-            self.capped
-                .retain(|s| entries.get(s.slot).is_some_and(|e| e.seq == s.seq && e.capped));
-        }
-        if self.order.len() > 2 * self.live_uncapped + COMPACT_SLACK {
-            let entries = &self.entries;
-            self.order
-                .retain(|&(seq, slot)| entries.get(slot).is_some_and(|e| e.seq == seq && !e.capped));
+    /// Changes the aging multiplier; it applies from the next pop.
+    pub(crate) fn set_multiplier(&mut self, multiplier: f64) {
+        if multiplier.is_finite() && multiplier > 0.0 {
+            self.multiplier = multiplier;
         }
     }
+}
 
-    /// Changes the aging multiplier and re-scores every queued task: O(n), so callers should
-    /// rate-limit it. A task's capped state is recomputed, since the cap wait scales with `m`.
-    pub(crate) fn set_multiplier(&mut self, multiplier: f64, now: Instant) {
-        if multiplier == self.multiplier || !multiplier.is_finite() || multiplier <= 0.0 {
-            return;
-        }
-        self.multiplier = multiplier;
-        if !self.aging_on() {
-            return;
-        }
-        let cap_wait = self.cap_wait();
-        self.uncapped.clear();
-        self.capped.clear();
-        self.order.clear();
-        self.live_uncapped = 0;
-        let mut order = Vec::new();
-        for (slot, entry) in self.entries.iter_mut() {
-            let capped = now.saturating_duration_since(entry.enqueued_at) >= cap_wait;
-            entry.capped = capped;
-            if !capped {
-                order.push((entry.seq, slot));
-            }
-        }
-        order.sort_unstable();
-        let mut uncapped = Vec::with_capacity(order.len());
-        let mut capped = Vec::with_capacity(self.entries.len() - order.len());
-        for (slot, entry) in self.entries.iter() {
-            let (heap, score) = if entry.capped {
-                (&mut capped, self.capped_score(entry.priority))
-            } else {
-                (&mut uncapped, self.uncapped_score(entry.priority, entry.enqueued_at))
-            };
-            heap.push(Scored {
-                score,
-                seq: entry.seq,
-                slot,
-            });
-        }
-        self.live_uncapped = order.len();
-        self.order = order.into();
-        self.uncapped = BinaryHeap::from(uncapped);
-        self.capped = BinaryHeap::from(capped);
-    }
-
-    /// Effective priority a task with these properties has at `now` (for tests and docs).
-    #[cfg(test)]
-    fn effective(&self, priority: i32, enqueued_at: Instant, now: Instant) -> f64 {
+/// `base + min(max_boost, waited / step)`; `max_boost == 0` is strict priority.
+fn effective(priority: i32, enqueued_at: Instant, now: Instant, step: f64, max_boost: f64) -> f64 {
+    let boost = if max_boost > 0.0 {
         let waited = now.saturating_duration_since(enqueued_at).as_secs_f64();
-        f64::from(priority) + (waited / self.step_secs()).min(self.aging.max_boost)
-    }
+        (waited / step).min(max_boost)
+    } else {
+        0.0
+    };
+    f64::from(priority) + boost
 }
 
 #[cfg(test)]
@@ -348,7 +215,7 @@ mod tests {
             interval: Duration::from_millis(250),
             max_boost,
         };
-        (AgingQueue::new(aging, epoch), epoch)
+        (AgingQueue::new(aging), epoch)
     }
 
     fn ms(n: u64) -> Duration {
@@ -439,7 +306,7 @@ mod tests {
         let now = t0 + ms(500);
         // multiplier 1: task 1 has 2 points, task 2 has 2 + 0.4 => task 2 first.
         // multiplier 0.25: task 1 has 8 points, task 2 has 2 + 1.6 => task 1 first.
-        q.set_multiplier(0.25, now);
+        q.set_multiplier(0.25);
         assert_eq!(pop_all(&mut q, now), vec![1, 2]);
     }
 
@@ -476,19 +343,17 @@ mod tests {
     }
 
     #[test]
-    fn stale_entries_are_compacted() {
+    fn tombstones_do_not_accumulate() {
         let (mut q, t0) = queue(1.0);
-        // Low-priority tasks cross the cap and leave via the capped heap, leaving stale
-        // entries in the uncapped heap; they must not accumulate without bound.
-        for round in 0..50u64 {
-            let now = t0 + ms(round * 1_000);
-            for i in 0..100 {
-                q.push(i, 0, now);
-            }
-            let later = now + ms(900);
-            while q.pop(later).is_some() {}
+        let keys: Vec<_> = (0..1_000).map(|i| q.push(i, i as i32 % 3, t0)).collect();
+        for key in keys.iter().skip(1) {
+            assert!(q.remove(*key).is_some());
         }
-        assert!(q.uncapped.len() <= 2 * q.live_uncapped + COMPACT_SLACK);
-        assert!(q.order.len() <= 2 * q.live_uncapped + COMPACT_SLACK);
+        assert_eq!(q.len(), 1);
+        assert_eq!(pop_all(&mut q, t0), vec![0]);
+        assert!(
+            q.levels.is_empty(),
+            "emptied levels are dropped with their tombstones"
+        );
     }
 }

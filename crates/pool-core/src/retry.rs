@@ -80,7 +80,12 @@ impl RetryPolicy {
 
     /// The jittered delay after failed attempt `attempt`; `previous` is the last delay used
     /// for this task (for decorrelated jitter; `None` on the first retry).
-    pub fn delay(&self, attempt: u32, previous: Option<Duration>, rng: &mut fastrand::Rng) -> Duration {
+    pub fn delay(
+        &self,
+        attempt: u32,
+        previous: Option<Duration>,
+        rng: &mut fastrand::Rng,
+    ) -> Duration {
         let exponential = self.exponential(attempt);
         let uniform = |rng: &mut fastrand::Rng, low: Duration, high: Duration| {
             if high <= low {
@@ -220,7 +225,11 @@ mod tests {
         let delays: Vec<_> = (1..=3).map(|a| p.delay(a, None, &mut rng)).collect();
         assert_eq!(
             delays,
-            vec![Duration::from_secs(1), Duration::from_secs(2), Duration::from_secs(4)]
+            vec![
+                Duration::from_secs(1),
+                Duration::from_secs(2),
+                Duration::from_secs(4)
+            ]
         );
         assert_eq!(p.exponential(6), Duration::from_secs(30)); // 32 s capped
         assert_eq!(p.exponential(u32::MAX), Duration::from_secs(30));
@@ -237,7 +246,8 @@ mod tests {
                 let equal = policy(Jitter::Equal).delay(attempt, None, &mut rng);
                 assert!(equal >= exp / 2 && equal <= exp);
                 let prev = Duration::from_millis(1_500);
-                let decorrelated = policy(Jitter::Decorrelated).delay(attempt, Some(prev), &mut rng);
+                let decorrelated =
+                    policy(Jitter::Decorrelated).delay(attempt, Some(prev), &mut rng);
                 assert!(decorrelated >= Duration::from_secs(1));
                 assert!(decorrelated <= Duration::from_millis(4_500));
             }
@@ -249,9 +259,15 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(3);
         let p = policy(Jitter::Full);
         let samples: Vec<_> = (0..1_000).map(|_| p.delay(3, None, &mut rng)).collect();
-        let low = samples.iter().filter(|d| **d < Duration::from_secs(2)).count();
+        let low = samples
+            .iter()
+            .filter(|d| **d < Duration::from_secs(2))
+            .count();
         // Uniform on [0, 4 s]: about half below 2 s.
-        assert!((400..=600).contains(&low), "{low} of 1000 below the midpoint");
+        assert!(
+            (400..=600).contains(&low),
+            "{low} of 1000 below the midpoint"
+        );
     }
 
     #[test]
@@ -275,7 +291,9 @@ mod tests {
     #[test]
     fn budget_pays_for_a_hundred_retries_then_refuses_until_refilled() {
         let bucket = BudgetBucket::new(RetryBudget::default());
-        let paid = (0..1_000).take_while(|_| bucket.try_withdraw(false)).count();
+        let paid = (0..1_000)
+            .take_while(|_| bucket.try_withdraw(false))
+            .count();
         assert_eq!(paid, 100);
         assert!(!bucket.try_withdraw(false));
         for _ in 0..5 {

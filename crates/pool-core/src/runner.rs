@@ -30,7 +30,6 @@ pub(crate) struct Settings {
     pub(crate) retries: u32,
     pub(crate) timeout: Option<Duration>,
     pub(crate) retry: RetryPolicy,
-    pub(crate) aging_interval: Duration,
     pub(crate) aging_target_wait: Duration,
 }
 
@@ -58,11 +57,6 @@ impl Counters {
     }
 }
 
-/// The multiplier of aging tracks queue wait against its target; re-scoring the queue is
-/// O(n), so the multiplier moves in half-octave steps and at most this often (in aging
-/// intervals).
-const RESCORE_EVERY_INTERVALS: u32 = 4;
-
 #[derive(Debug)]
 struct State {
     queue: AgingQueue<Job>,
@@ -76,8 +70,6 @@ struct State {
     counters: Counters,
     rng: fastrand::Rng,
     queue_wait_ewma: Option<f64>,
-    aging_level: i32,
-    last_rescore: Instant,
 }
 
 impl State {
@@ -90,7 +82,7 @@ impl State {
     }
 
     /// Pops the next task and claims a slot for it.
-    fn take_next(&mut self, now: Instant) -> Option<Job> {
+    fn take_next(&mut self, now: Instant, aging_target_wait: Duration) -> Option<Job> {
         if !self.can_start() {
             return None;
         }
@@ -104,17 +96,23 @@ impl State {
         let core = job.core_mut();
         core.queue_wait += wait;
         core.in_flight_at_start = self.active;
-        self.observe_queue_wait(wait);
+        core.attempt_started_at = now;
+        self.observe_queue_wait(wait, aging_target_wait);
         Some(job)
     }
 
-    fn observe_queue_wait(&mut self, wait: Duration) {
+    /// Keeps the aging multiplier in step with queue wait against its target: the
+    /// multiplier is `target / average wait`, clamped to [0.25, 4], so aging speeds up when
+    /// tasks wait longer than the target and slows down when they don't.
+    fn observe_queue_wait(&mut self, wait: Duration, target: Duration) {
         let wait = wait.as_secs_f64();
         let ewma = match self.queue_wait_ewma {
             Some(ewma) => 0.95 * ewma + 0.05 * wait,
             None => wait,
         };
         self.queue_wait_ewma = Some(ewma);
+        let multiplier = (target.as_secs_f64() / ewma.max(1e-9)).clamp(0.25, 4.0);
+        self.queue.set_multiplier(multiplier);
     }
 
     fn stats(&self) -> Stats {
@@ -198,10 +196,9 @@ impl Shared {
         observers: ObserverSet,
         seed: u64,
     ) -> Self {
-        let now = executor.now();
         Self {
             state: Mutex::new(State {
-                queue: AgingQueue::new(aging, now),
+                queue: AgingQueue::new(aging),
                 cancellable: Default::default(),
                 active: 0,
                 retrying: 0,
@@ -211,8 +208,6 @@ impl Shared {
                 counters: Counters::default(),
                 rng: fastrand::Rng::with_seed(seed),
                 queue_wait_ewma: None,
-                aging_level: 0,
-                last_rescore: now,
             }),
             executor,
             settings,
@@ -279,48 +274,25 @@ impl Shared {
     /// Claims slots for as many queued tasks as the limit allows.
     fn take_startable(&self, state: &mut State, now: Instant) -> Vec<Job> {
         let mut started = Vec::new();
-        while let Some(job) = state.take_next(now) {
+        while let Some(job) = state.take_next(now, self.settings.aging_target_wait) {
             started.push(job);
         }
-        if !started.is_empty() {
-            self.maybe_rescore(state, now);
-        }
         started
-    }
-
-    /// Keeps the aging multiplier in step with queue wait vs its target (see SPEC: the
-    /// multiplier tracks the ratio; aging speeds up when waits run above target).
-    fn maybe_rescore(&self, state: &mut State, now: Instant) {
-        let Some(ewma) = state.queue_wait_ewma else {
-            return;
-        };
-        let target = self.settings.aging_target_wait.as_secs_f64();
-        let multiplier = (target / ewma.max(1e-9)).clamp(0.25, 4.0);
-        let level = (2.0 * multiplier.log2()).round() as i32;
-        if level == state.aging_level {
-            return;
-        }
-        let min_gap = self.settings.aging_interval * RESCORE_EVERY_INTERVALS;
-        if now.saturating_duration_since(state.last_rescore) < min_gap {
-            return;
-        }
-        state.aging_level = level;
-        state.last_rescore = now;
-        state.queue.set_multiplier(2f64.powf(f64::from(level) / 2.0), now);
     }
 
     fn spawn_runners(self: &Arc<Self>, jobs: Vec<Job>) {
         for job in jobs {
             let shared = Arc::clone(self);
-            self.executor.spawn(Box::pin(async move { shared.run(job).await }));
+            self.executor
+                .spawn(Box::pin(async move { shared.run(job).await }));
         }
     }
 
     /// A runner: runs its task, then keeps taking queued tasks while it may.
     async fn run(self: Arc<Self>, mut job: Job) {
         loop {
-            let end = self.attempt(&mut job).await;
-            match self.after_attempt(job, end) {
+            let (end, finished_at) = self.attempt(&mut job).await;
+            match self.after_attempt(job, end, finished_at) {
                 Some(next) => job = next,
                 None => return,
             }
@@ -330,8 +302,9 @@ impl Shared {
     /// Runs one attempt of `job`: the task's future raced against its timeout, its
     /// cancellation token and `stop_now`. The timer and the cancellation waits are only set
     /// up if the future does not finish on its first poll, which keeps quick tasks cheap.
-    async fn attempt(&self, job: &mut Job) -> AttemptEnd {
-        let started_at = self.executor.now();
+    async fn attempt(&self, job: &mut Job) -> (AttemptEnd, Instant) {
+        // Set when the task was popped: the attempt starts right away.
+        let started_at = job.core().attempt_started_at;
         {
             let core = job.core_mut();
             core.attempts += 1;
@@ -360,11 +333,12 @@ impl Shared {
             // Dropping a future can panic too; that must not take the runner down.
             let _ = catch_unwind(AssertUnwindSafe(|| job.abandon_attempt()));
         }
-        let latency = self.executor.now().saturating_duration_since(started_at);
+        let finished_at = self.executor.now();
+        let latency = finished_at.saturating_duration_since(started_at);
         let core = job.core_mut();
         core.execution += latency;
         core.last_attempt = latency;
-        end
+        (end, finished_at)
     }
 
     async fn poll_attempt(&self, job: &mut Job, started_at: Instant) -> AttemptEnd {
@@ -412,18 +386,14 @@ impl Shared {
 
     /// Decides what follows an attempt, frees its slot, and claims the next task for this
     /// runner if one may start. All under one lock; the rest after it.
-    fn after_attempt(self: &Arc<Self>, mut job: Job, end: AttemptEnd) -> Option<Job> {
-        let now = self.executor.now();
+    fn after_attempt(self: &Arc<Self>, mut job: Job, end: AttemptEnd, now: Instant) -> Option<Job> {
         let result = end.result();
         let mut state = self.lock();
         let in_flight = state.active;
         let queued = state.queue.len();
         let next = self.decide(&mut state, &mut job, end);
         state.active -= 1;
-        let next_job = state.take_next(now);
-        if next_job.is_some() {
-            self.maybe_rescore(&mut state, now);
-        }
+        let next_job = state.take_next(now, self.settings.aging_target_wait);
         let extra = self.take_startable(&mut state, now);
         let idle = state.is_idle();
         drop(state);

@@ -175,7 +175,9 @@ impl SimExecutor {
             state.now = state.now.max(deadline);
             let now = state.now;
             let later = state.timers.split_off(&(now, u64::MAX));
-            std::mem::replace(&mut state.timers, later).into_values().collect()
+            std::mem::replace(&mut state.timers, later)
+                .into_values()
+                .collect()
         };
         due.into_iter().for_each(Waker::wake);
         true
@@ -188,7 +190,9 @@ impl SimExecutor {
             state.now += duration;
             let now = state.now;
             let later = state.timers.split_off(&(now, u64::MAX));
-            std::mem::replace(&mut state.timers, later).into_values().collect()
+            std::mem::replace(&mut state.timers, later)
+                .into_values()
+                .collect()
         };
         due.into_iter().for_each(Waker::wake);
     }
