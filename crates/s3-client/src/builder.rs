@@ -1,0 +1,245 @@
+//! [`S3ClientBuilder`]: a store, a pool (own, shared or none), a group, multipart settings.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::ObjectStore;
+use pool_core::{ConfigError, Observer, Pool, PoolBuilder};
+
+use crate::client::S3Client;
+use crate::config::{ConnectionError, StoreConfig};
+use crate::dispatch::Dispatcher;
+use crate::group::PoolGroup;
+use crate::multipart::{MultipartSettings, MIN_PART_SIZE};
+
+/// Why an [`S3Client`] could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The connection string or store configuration is bad.
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+    /// A pool setting is bad (or there is no tokio runtime to run it on).
+    #[error("pool: {0}")]
+    Pool(#[from] ConfigError),
+    /// A client setting is bad.
+    #[error("{field}: {reason}")]
+    Setting {
+        /// The setting's name.
+        field: &'static str,
+        /// What it must be.
+        reason: String,
+    },
+}
+
+enum PoolChoice {
+    Own,
+    Shared(Pool),
+    Disabled,
+}
+
+/// Builds an [`S3Client`].
+///
+/// Defaults (those of the original s3db.js client): a pool of its own, enabled, with
+/// concurrency 10, 3 retries, a 1 s retry delay doubling per attempt (with jitter, at most
+/// 30 s) and a 30 s per-attempt timeout; no group; bodies of 16 MiB or more uploaded as
+/// multipart in 8 MiB parts, 4 at a time.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use std::time::Duration;
+/// use object_store::memory::InMemory;
+/// use s3_client::S3Client;
+/// let client = S3Client::builder(InMemory::new())
+///     .concurrency(32)
+///     .retries(5)
+///     .timeout(Duration::from_secs(10))
+///     .build()
+///     .unwrap();
+/// assert_eq!(client.stats().unwrap().concurrency, 32);
+/// # }
+/// ```
+pub struct S3ClientBuilder {
+    store: Arc<dyn ObjectStore>,
+    pool: PoolChoice,
+    pool_builder: PoolBuilder,
+    /// A setting of the client's own pool was given (an error with a shared or no pool).
+    pool_configured: bool,
+    group: Option<PoolGroup>,
+    multipart: MultipartSettings,
+}
+
+impl fmt::Debug for S3ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pool = match &self.pool {
+            PoolChoice::Own => format!("own({:?})", self.pool_builder),
+            PoolChoice::Shared(_) => "shared".to_owned(),
+            PoolChoice::Disabled => "disabled".to_owned(),
+        };
+        f.debug_struct("S3ClientBuilder")
+            .field("store", &self.store.to_string())
+            .field("pool", &pool)
+            .field("group", &self.group)
+            .field("multipart", &self.multipart)
+            .finish()
+    }
+}
+
+impl S3ClientBuilder {
+    pub(crate) fn new(store: Arc<dyn ObjectStore>) -> Self {
+        S3ClientBuilder {
+            store,
+            pool: PoolChoice::Own,
+            pool_builder: Pool::builder()
+                .concurrency(10)
+                .retries(3)
+                .retry_delay(Duration::from_secs(1))
+                .timeout(Duration::from_secs(30)),
+            pool_configured: false,
+            group: None,
+            multipart: MultipartSettings::default(),
+        }
+    }
+
+    /// A builder for the store a connection string names (see [`StoreConfig`]).
+    pub fn from_url(url: &str) -> Result<Self, ConnectionError> {
+        Ok(Self::new(StoreConfig::parse(url)?.build()?))
+    }
+
+    fn own_pool(mut self, change: impl FnOnce(PoolBuilder) -> PoolBuilder) -> Self {
+        self.pool_builder = change(self.pool_builder);
+        self.pool_configured = true;
+        self
+    }
+
+    /// Requests in flight at once. Default 10.
+    pub fn concurrency(self, concurrency: usize) -> Self {
+        self.own_pool(|b| b.concurrency(concurrency))
+    }
+
+    /// Retries per call after the first attempt. Default 3.
+    pub fn retries(self, retries: u32) -> Self {
+        self.own_pool(|b| b.retries(retries))
+    }
+
+    /// First retry delay (doubling per attempt). Default 1 s.
+    pub fn retry_delay(self, delay: Duration) -> Self {
+        self.own_pool(|b| b.retry_delay(delay))
+    }
+
+    /// Per-attempt timeout. Default 30 s.
+    pub fn timeout(self, timeout: Duration) -> Self {
+        self.own_pool(|b| b.timeout(timeout))
+    }
+
+    /// Attaches an observer to the client's pool (e.g. pool-metrics' collector or
+    /// pool-tuning's tuner).
+    pub fn observer(self, observer: impl Observer) -> Self {
+        self.own_pool(|b| b.observer(observer))
+    }
+
+    /// Any other setting of the client's own pool: `builder.configure_pool(|pool| pool.jitter(..))`.
+    pub fn configure_pool(self, change: impl FnOnce(PoolBuilder) -> PoolBuilder) -> Self {
+        self.own_pool(change)
+    }
+
+    /// Uses `pool` instead of a pool of its own: clients given clones of one pool share its
+    /// queue, limit, retries and stats.
+    pub fn shared_pool(mut self, pool: Pool) -> Self {
+        self.pool = PoolChoice::Shared(pool);
+        self
+    }
+
+    /// No pool: every call goes straight to the store, once, without a limit, retries or
+    /// timeout (raise [`S3Config::store_retries`](crate::S3Config) for object_store's own
+    /// retries then). Batches still run through a pass-through pool with no limit.
+    pub fn without_pool(mut self) -> Self {
+        self.pool = PoolChoice::Disabled;
+        self
+    }
+
+    /// Counts this client's requests against a [`PoolGroup`] cap.
+    pub fn group(mut self, group: PoolGroup) -> Self {
+        self.group = Some(group);
+        self
+    }
+
+    /// Bodies of at least `bytes` go multipart. Default 16 MiB.
+    pub fn multipart_threshold(mut self, bytes: usize) -> Self {
+        self.multipart.threshold = bytes;
+        self
+    }
+
+    /// Size of each part but the last. Default 8 MiB; at least 5 MiB (S3's minimum).
+    pub fn part_size(mut self, bytes: usize) -> Self {
+        self.multipart.part_size = bytes;
+        self
+    }
+
+    /// Parts uploaded at once within one multipart upload. Default 4.
+    pub fn part_concurrency(mut self, parts: usize) -> Self {
+        self.multipart.part_concurrency = parts;
+        self
+    }
+
+    /// Checks the settings and builds the client. Call it inside a tokio runtime (the
+    /// pool runs on it).
+    pub fn build(self) -> Result<S3Client, BuildError> {
+        let multipart = self.multipart;
+        if multipart.part_size < MIN_PART_SIZE {
+            return Err(BuildError::Setting {
+                field: "part_size",
+                reason: format!(
+                    "must be at least {MIN_PART_SIZE} bytes (S3's minimum part), got {}",
+                    multipart.part_size
+                ),
+            });
+        }
+        if multipart.part_concurrency == 0 {
+            return Err(BuildError::Setting {
+                field: "part_concurrency",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        if multipart.threshold < multipart.part_size {
+            return Err(BuildError::Setting {
+                field: "multipart_threshold",
+                reason: format!(
+                    "must be at least part_size ({}), got {}",
+                    multipart.part_size, multipart.threshold
+                ),
+            });
+        }
+        if self.pool_configured && !matches!(self.pool, PoolChoice::Own) {
+            return Err(BuildError::Setting {
+                field: "pool",
+                reason: "pool settings (concurrency, retries, …) apply to the client's own \
+                         pool; they cannot be combined with shared_pool or without_pool"
+                    .to_owned(),
+            });
+        }
+        let (pool, batch_pool) = match self.pool {
+            PoolChoice::Own => {
+                let pool = self.pool_builder.build()?;
+                (Some(pool.clone()), pool)
+            }
+            PoolChoice::Shared(pool) => (Some(pool.clone()), pool),
+            PoolChoice::Disabled => (None, pass_through_pool()?),
+        };
+        let dispatcher = Dispatcher::new(pool, self.group);
+        Ok(S3Client::from_parts(self.store, dispatcher, batch_pool, multipart))
+    }
+}
+
+/// The pool batches use when the client has none: no practical limit, no retries, no
+/// timeout, so a batch behaves like all calls made at once.
+fn pass_through_pool() -> Result<Pool, ConfigError> {
+    Pool::builder()
+        .concurrency(1 << 20)
+        .retries(0)
+        .no_timeout()
+        .no_retry_budget()
+        .build()
+}

@@ -1,0 +1,486 @@
+//! [`S3Client`]: every object-store operation through a pool.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt};
+use object_store::path::Path;
+use object_store::{
+    ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions,
+    PutPayload, PutResult,
+};
+use pool_core::{Batch, ConfigError, Pool, Stats, TaskOptions};
+
+use crate::builder::{BuildError, S3ClientBuilder};
+use crate::call::Call;
+use crate::classify::classify;
+use crate::dispatch::{attempt, Attempt, Dispatcher};
+use crate::error::{ClientError, Operation};
+use crate::listing::pooled_list;
+use crate::multipart::{self, MultipartSettings};
+use crate::options::CallOptions;
+use crate::pooled_store::PooledStore;
+
+/// Paths per bulk-delete request (S3's DeleteObjects maximum).
+const DELETE_CHUNK: usize = 1000;
+
+/// An object-store client whose every call goes through an s3pool [`Pool`]: bounded
+/// concurrency, priorities, retries with backoff for throttling and transient errors
+/// (classified by [`classify`](crate::classify)), per-attempt timeouts, stats and events.
+///
+/// Works over any `object_store::ObjectStore`: `AmazonS3` (S3, MinIO, other S3-compatible
+/// servers), `InMemory`, `LocalFileSystem`, or a wrapper such as
+/// [`ChaosStore`](crate::ChaosStore). Cheap to clone; clones share the pool.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use object_store::path::Path;
+/// use s3_client::S3Client;
+/// let client = S3Client::from_url("memory://").unwrap();
+/// let path = Path::from("photos/ü-1.jpg");
+/// client.put(&path, vec![7u8; 1024]).await.unwrap();
+/// assert_eq!(client.head(&path).await.unwrap().size, 1024);
+/// assert_eq!(client.get_range(&path, 0..2).await.unwrap(), vec![7u8, 7]);
+/// assert_eq!(client.stats().unwrap().processed, 3);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct S3Client {
+    inner: Arc<ClientInner>,
+}
+
+struct ClientInner {
+    store: Arc<dyn ObjectStore>,
+    dispatcher: Dispatcher,
+    /// The client's pool, or a pass-through one when the pool is disabled.
+    batch_pool: Pool,
+    multipart: MultipartSettings,
+}
+
+/// A control call on a client that has no pool.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// The client was built `without_pool`.
+    #[error("this client has no pool (built without_pool)")]
+    PoolDisabled,
+    /// The pool refused the setting.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+impl S3Client {
+    /// A builder over `store` with the defaults listed on [`S3ClientBuilder`].
+    pub fn builder(store: impl ObjectStore) -> S3ClientBuilder {
+        S3ClientBuilder::new(Arc::new(store))
+    }
+
+    /// [`S3Client::builder`] for a store that is already shared.
+    pub fn builder_arc(store: Arc<dyn ObjectStore>) -> S3ClientBuilder {
+        S3ClientBuilder::new(store)
+    }
+
+    /// A client with default settings for the store a connection string names (see
+    /// [`StoreConfig`](crate::StoreConfig)).
+    pub fn from_url(url: &str) -> Result<S3Client, BuildError> {
+        S3ClientBuilder::from_url(url)?.build()
+    }
+
+    pub(crate) fn from_parts(
+        store: Arc<dyn ObjectStore>,
+        dispatcher: Dispatcher,
+        batch_pool: Pool,
+        multipart: MultipartSettings,
+    ) -> Self {
+        S3Client {
+            inner: Arc::new(ClientInner {
+                store,
+                dispatcher,
+                batch_pool,
+                multipart,
+            }),
+        }
+    }
+
+    /// The underlying store (calls on it skip the pool).
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner.store
+    }
+
+    /// The client's pool; `None` when built `without_pool`.
+    pub fn pool(&self) -> Option<&Pool> {
+        self.inner.dispatcher.pool()
+    }
+
+    /// This client as an `ObjectStore` whose calls go through the same pool and group.
+    pub fn as_object_store(&self) -> PooledStore<Arc<dyn ObjectStore>> {
+        PooledStore::from_dispatcher(
+            Arc::new(Arc::clone(&self.inner.store)),
+            self.inner.dispatcher.clone(),
+        )
+    }
+
+    fn call<T: Send + 'static>(
+        &self,
+        operation: Operation,
+        key: String,
+        run: Attempt<T>,
+    ) -> Call<T> {
+        let dispatcher = self.inner.dispatcher.clone();
+        Call::new(move |options| {
+            Box::pin(async move {
+                let result = dispatcher
+                    .run(operation.as_str(), &key, &options, run)
+                    .await;
+                result.map_err(|error| ClientError::new(operation, key, error))
+            })
+        })
+    }
+
+    /// Uploads `payload` to `path`, as a multipart upload when it is at least the multipart
+    /// threshold (16 MiB by default).
+    pub fn put(&self, path: &Path, payload: impl Into<PutPayload>) -> Call<PutResult> {
+        self.put_opts(path, payload, PutOptions::default())
+    }
+
+    /// [`put`](Self::put) with object_store's options (conditional mode, tags, attributes).
+    /// Conditional puts (`PutMode::Create` / `Update`) always use a single request.
+    pub fn put_opts(
+        &self,
+        path: &Path,
+        payload: impl Into<PutPayload>,
+        options: PutOptions,
+    ) -> Call<PutResult> {
+        let (operation, run) = self.put_attempt(path.clone(), payload.into(), options);
+        self.call(operation, path.to_string(), run)
+    }
+
+    fn put_attempt(
+        &self,
+        path: Path,
+        payload: PutPayload,
+        options: PutOptions,
+    ) -> (Operation, Attempt<PutResult>) {
+        let store = Arc::clone(&self.inner.store);
+        let settings = self.inner.multipart;
+        let large = payload.content_length() >= settings.threshold;
+        if large && matches!(options.mode, PutMode::Overwrite) {
+            let body = Bytes::from(payload);
+            let multipart_options = PutMultipartOptions {
+                tags: options.tags,
+                attributes: options.attributes,
+                extensions: options.extensions,
+            };
+            let run = attempt(move || {
+                multipart::upload(
+                    Arc::clone(&store),
+                    path.clone(),
+                    body.clone(),
+                    multipart_options.clone(),
+                    settings,
+                )
+            });
+            return (Operation::PutMultipart, run);
+        }
+        let run = attempt(move || {
+            let (store, path) = (Arc::clone(&store), path.clone());
+            let (payload, options) = (payload.clone(), options.clone());
+            async move { store.put_opts(&path, payload, options).await }
+        });
+        (Operation::Put, run)
+    }
+
+    /// Downloads a whole object. The body is read inside the attempt, so a connection lost
+    /// mid-body is retried like any other transient error.
+    pub fn get(&self, path: &Path) -> Call<Bytes> {
+        self.call(Operation::Get, path.to_string(), self.get_attempt(path.clone()))
+    }
+
+    fn get_attempt(&self, path: Path) -> Attempt<Bytes> {
+        let store = Arc::clone(&self.inner.store);
+        attempt(move || {
+            let (store, path) = (Arc::clone(&store), path.clone());
+            async move { store.get(&path).await?.bytes().await }
+        })
+    }
+
+    /// Downloads the bytes `range` of an object.
+    pub fn get_range(&self, path: &Path, range: Range<u64>) -> Call<Bytes> {
+        let store = Arc::clone(&self.inner.store);
+        let location = path.clone();
+        let run = attempt(move || {
+            let (store, path, range) = (Arc::clone(&store), location.clone(), range.clone());
+            async move { store.get_range(&path, range).await }
+        });
+        self.call(Operation::Get, path.to_string(), run)
+    }
+
+    /// An object's metadata.
+    pub fn head(&self, path: &Path) -> Call<ObjectMeta> {
+        let store = Arc::clone(&self.inner.store);
+        let location = path.clone();
+        let run = attempt(move || {
+            let (store, path) = (Arc::clone(&store), location.clone());
+            async move { store.head(&path).await }
+        });
+        self.call(Operation::Head, path.to_string(), run)
+    }
+
+    /// Deletes an object.
+    pub fn delete(&self, path: &Path) -> Call<()> {
+        let store = Arc::clone(&self.inner.store);
+        let location = path.clone();
+        let run = attempt(move || {
+            let (store, path) = (Arc::clone(&store), location.clone());
+            async move { store.delete(&path).await }
+        });
+        self.call(Operation::Delete, path.to_string(), run)
+    }
+
+    /// Server-side copy, overwriting `to`.
+    pub fn copy(&self, from: &Path, to: &Path) -> Call<()> {
+        self.copy_with(from, to, false)
+    }
+
+    /// Server-side copy that fails with `AlreadyExists` if `to` exists (where the store
+    /// supports it).
+    pub fn copy_if_not_exists(&self, from: &Path, to: &Path) -> Call<()> {
+        self.copy_with(from, to, true)
+    }
+
+    fn copy_with(&self, from: &Path, to: &Path, if_not_exists: bool) -> Call<()> {
+        let store = Arc::clone(&self.inner.store);
+        let (source, target) = (from.clone(), to.clone());
+        let run = attempt(move || {
+            let (store, from, to) = (Arc::clone(&store), source.clone(), target.clone());
+            async move {
+                if if_not_exists {
+                    store.copy_if_not_exists(&from, &to).await
+                } else {
+                    store.copy(&from, &to).await
+                }
+            }
+        });
+        self.call(Operation::Copy, to.to_string(), run)
+    }
+
+    /// Deletes many objects: bulk requests of up to 1,000 paths (S3's DeleteObjects), each
+    /// one pool task, run concurrently. A retry deletes only the paths still left; a path
+    /// that is already gone counts as deleted. Returns the paths deleted; fails with the
+    /// first chunk that could not be deleted.
+    pub fn delete_many(&self, paths: impl IntoIterator<Item = Path>) -> Call<Vec<Path>> {
+        let paths: Vec<Path> = paths.into_iter().collect();
+        let store = Arc::clone(&self.inner.store);
+        let dispatcher = self.inner.dispatcher.clone();
+        Call::new(move |options| {
+            Box::pin(async move {
+                let chunks = paths.chunks(DELETE_CHUNK).map(|chunk| {
+                    let key = chunk_key(chunk);
+                    let run = delete_chunk_attempt(Arc::clone(&store), chunk.to_vec());
+                    let (dispatcher, options) = (dispatcher.clone(), options.clone());
+                    async move {
+                        dispatcher
+                            .run(Operation::DeleteMany.as_str(), &key, &options, run)
+                            .await
+                            .map_err(|error| ClientError::new(Operation::DeleteMany, key, error))
+                    }
+                });
+                let results = futures::future::join_all(chunks).await;
+                let mut deleted = Vec::with_capacity(paths.len());
+                for result in results {
+                    deleted.extend(result?);
+                }
+                Ok(deleted)
+            })
+        })
+    }
+
+    /// Streams the objects under `prefix` (all objects for `None`), through the pool (see
+    /// [`S3Client::list_with`]).
+    pub fn list(
+        &self,
+        prefix: Option<&Path>,
+    ) -> BoxStream<'static, Result<ObjectMeta, ClientError>> {
+        self.list_with(prefix, CallOptions::default())
+    }
+
+    /// [`list`](Self::list) with per-call options. The listing is one pool task holding one
+    /// slot while its pages are fetched one after another; it has no timeout unless
+    /// `options` sets one (the consumer sets the pace). A failed listing is retried from
+    /// the start without repeating entries already yielded.
+    pub fn list_with(
+        &self,
+        prefix: Option<&Path>,
+        options: CallOptions,
+    ) -> BoxStream<'static, Result<ObjectMeta, ClientError>> {
+        let key = prefix.map(|p| p.to_string()).unwrap_or_default();
+        pooled_list(
+            Arc::clone(&self.inner.store),
+            self.inner.dispatcher.clone(),
+            prefix.cloned(),
+            options,
+        )
+        .map(move |entry| entry.map_err(|error| ClientError::new(Operation::List, key.clone(), error)))
+        .boxed()
+    }
+
+    /// Uploads many objects as one pool batch (`Pool::add_batch`): results in input order,
+    /// failures with their index, and per-item callbacks
+    /// (`.on_item_complete(|index, result| ..)`, `.on_item_error(|index, error| ..)`).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use object_store::{memory::InMemory, path::Path};
+    /// use s3_client::S3Client;
+    /// let client = S3Client::builder(InMemory::new()).build().unwrap();
+    /// let items = (0..3).map(|i| (Path::from(format!("k{i}")), format!("v{i}").into()));
+    /// let batch = client.put_batch(items, Default::default()).await;
+    /// assert!(batch.all_succeeded());
+    /// assert_eq!(batch.results.len(), 3);
+    /// # }
+    /// ```
+    pub fn put_batch(
+        &self,
+        items: impl IntoIterator<Item = (Path, PutPayload)>,
+        options: CallOptions,
+    ) -> Batch<PutResult, object_store::Error> {
+        let attempts: Vec<_> = items
+            .into_iter()
+            .map(|(path, payload)| {
+                let (_, run) = self.put_attempt(path, payload, PutOptions::default());
+                self.inner.dispatcher.guarded(run)
+            })
+            .collect();
+        self.batch(attempts, options.task_options(Operation::Put.as_str(), ""))
+    }
+
+    /// Downloads many objects as one pool batch (see [`S3Client::put_batch`]).
+    pub fn get_batch(
+        &self,
+        paths: impl IntoIterator<Item = Path>,
+        options: CallOptions,
+    ) -> Batch<Bytes, object_store::Error> {
+        let attempts: Vec<_> = paths
+            .into_iter()
+            .map(|path| self.inner.dispatcher.guarded(self.get_attempt(path)))
+            .collect();
+        self.batch(attempts, options.task_options(Operation::Get.as_str(), ""))
+    }
+
+    fn batch<T: Send + 'static>(
+        &self,
+        attempts: Vec<Attempt<T>>,
+        options: TaskOptions,
+    ) -> Batch<T, object_store::Error> {
+        self.inner
+            .batch_pool
+            .add_batch_with(attempts, options, classify)
+    }
+
+    /// The pool's counters (queued, active, processed, errors, retries, …); `None` without
+    /// a pool.
+    pub fn stats(&self) -> Option<Stats> {
+        self.pool().map(Pool::stats)
+    }
+
+    /// Running calls finish; no queued call starts until [`resume`](Self::resume).
+    pub fn pause(&self) {
+        if let Some(pool) = self.pool() {
+            pool.pause();
+        }
+    }
+
+    /// Lets queued calls start again.
+    pub fn resume(&self) {
+        if let Some(pool) = self.pool() {
+            pool.resume();
+        }
+    }
+
+    /// Waits until no call is queued, running or waiting to retry.
+    pub async fn drain(&self) {
+        if let Some(pool) = self.pool() {
+            pool.drain().await;
+        }
+    }
+
+    /// Queued calls fail with `Stopped`, running ones finish; later calls fail with
+    /// `Stopped`. With a shared pool this stops it for every client sharing it.
+    pub async fn stop(&self) {
+        if let Some(pool) = self.pool() {
+            pool.stop().await;
+        }
+    }
+
+    /// Changes the concurrency limit at once.
+    pub fn set_concurrency(&self, concurrency: usize) -> Result<(), ControlError> {
+        let pool = self.pool().ok_or(ControlError::PoolDisabled)?;
+        Ok(pool.set_concurrency(concurrency)?)
+    }
+}
+
+impl fmt::Debug for S3Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Client")
+            .field("store", &self.inner.store.to_string())
+            .field("pool", &self.inner.dispatcher)
+            .field("multipart", &self.inner.multipart)
+            .finish()
+    }
+}
+
+fn chunk_key(chunk: &[Path]) -> String {
+    match chunk {
+        [] => String::new(),
+        [only] => only.to_string(),
+        [first, ..] => format!("{first} (+{} more)", chunk.len() - 1),
+    }
+}
+
+/// One bulk delete of the paths still left in a chunk.
+fn delete_chunk_attempt(store: Arc<dyn ObjectStore>, paths: Vec<Path>) -> Attempt<Vec<Path>> {
+    let remaining = Arc::new(Mutex::new(paths));
+    let deleted = Arc::new(Mutex::new(Vec::new()));
+    attempt(move || {
+        let (store, remaining, deleted) =
+            (Arc::clone(&store), Arc::clone(&remaining), Arc::clone(&deleted));
+        async move {
+            let batch: Vec<Path> = lock(&remaining).clone();
+            let locations = stream::iter(batch.into_iter().map(Ok)).boxed();
+            let results: Vec<_> = store.delete_stream(locations).collect().await;
+            let mut first_error = None;
+            for result in results {
+                let gone = match result {
+                    Ok(path) => path.to_string(),
+                    // Deleting what is not there is success (S3's semantics).
+                    Err(object_store::Error::NotFound { path, .. }) => path,
+                    Err(error) => {
+                        first_error.get_or_insert(error);
+                        continue;
+                    }
+                };
+                let mut remaining = lock(&remaining);
+                // A store may name the missing object by its file path: match the suffix.
+                let index = remaining
+                    .iter()
+                    .position(|p| p.as_ref() == gone)
+                    .or_else(|| remaining.iter().position(|p| gone.ends_with(p.as_ref())));
+                if let Some(index) = index {
+                    lock(&deleted).push(remaining.swap_remove(index));
+                }
+            }
+            match first_error {
+                Some(error) => Err(error),
+                None => Ok(std::mem::take(&mut *lock(&deleted))),
+            }
+        }
+    })
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,122 @@
+//! Listings through the pool: one task drives the store's listing and forwards each entry.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use futures::future::{self, BoxFuture, Either};
+use futures::stream::{self, BoxStream, StreamExt};
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore};
+use pool_core::TaskError;
+use tokio::sync::mpsc;
+
+use crate::dispatch::{attempt, Dispatcher};
+use crate::options::CallOptions;
+
+/// Entries buffered between the listing task and the consumer (about one S3 page).
+const CHANNEL_CAPACITY: usize = 1000;
+
+/// Streams `prefix`'s objects through the dispatcher.
+///
+/// The listing is one pool task: it holds one slot while it runs (pages are fetched one
+/// after another, so that is one request in flight) and has no timeout unless the call sets
+/// one, because the consumer sets its pace. A failed listing is retried from the start,
+/// skipping the entries already sent (so it works for stores that list in no order).
+pub(crate) fn pooled_list<S: ObjectStore + ?Sized>(
+    store: Arc<S>,
+    dispatcher: Dispatcher,
+    prefix: Option<Path>,
+    options: CallOptions,
+) -> BoxStream<'static, Result<ObjectMeta, TaskError<object_store::Error>>> {
+    let options = match options.timeout {
+        Some(_) => options,
+        None => options.no_timeout(),
+    };
+    let prefix_key = prefix.as_ref().map(|p| p.to_string()).unwrap_or_default();
+    let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+    let sent = Arc::new(Mutex::new(HashSet::<Path>::new()));
+    let list_attempt = move || {
+        let store = Arc::clone(&store);
+        let prefix = prefix.clone();
+        let sender = sender.clone();
+        let sent = Arc::clone(&sent);
+        async move {
+            let mut entries = store.list(prefix.as_ref());
+            while let Some(entry) = entries.next().await {
+                let entry = entry?;
+                let fresh = sent
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(entry.location.clone());
+                if fresh && sender.send(entry).await.is_err() {
+                    // The consumer dropped the stream: stop listing, quietly.
+                    return Ok(());
+                }
+            }
+            Ok(())
+        }
+    };
+    let key = prefix_key.clone();
+    let finished: BoxFuture<'static, ListOutcome> =
+        Box::pin(async move { dispatcher.run("list", &key, &options, attempt(list_attempt)).await });
+    let state = ListState {
+        receiver,
+        finished: Some(finished),
+        error: None,
+    };
+    stream::unfold(state, next_entry).boxed()
+}
+
+type ListOutcome = Result<(), TaskError<object_store::Error>>;
+
+struct ListState {
+    receiver: mpsc::Receiver<ObjectMeta>,
+    /// The listing task's result; `None` once it has resolved.
+    finished: Option<BoxFuture<'static, ListOutcome>>,
+    /// The task's error, yielded after the last entry.
+    error: Option<TaskError<object_store::Error>>,
+}
+
+enum Step {
+    Entry(ObjectMeta),
+    ChannelClosed,
+    Finished(ListOutcome),
+}
+
+/// Yields entries while the task runs; once it has resolved, the entries still buffered,
+/// then its error if it failed. Never waits on the channel alone, so the stream ends even
+/// if the pool keeps the task's closure (and its sender) alive.
+async fn next_entry(
+    mut state: ListState,
+) -> Option<(Result<ObjectMeta, TaskError<object_store::Error>>, ListState)> {
+    loop {
+        let Some(finished) = state.finished.as_mut() else {
+            return match state.receiver.try_recv() {
+                Ok(entry) => Some((Ok(entry), state)),
+                Err(_) => state.error.take().map(|error| (Err(error), state)),
+            };
+        };
+        let step = {
+            let received = std::pin::pin!(state.receiver.recv());
+            match future::select(received, finished).await {
+                Either::Left((Some(entry), _)) => Step::Entry(entry),
+                Either::Left((None, _)) => Step::ChannelClosed,
+                Either::Right((outcome, _)) => Step::Finished(outcome),
+            }
+        };
+        match step {
+            Step::Entry(entry) => return Some((Ok(entry), state)),
+            Step::ChannelClosed => {
+                let outcome = match state.finished.take() {
+                    Some(finished) => finished.await,
+                    None => Ok(()),
+                };
+                state.error = outcome.err();
+            }
+            Step::Finished(outcome) => {
+                state.finished = None;
+                state.error = outcome.err();
+            }
+        }
+    }
+}

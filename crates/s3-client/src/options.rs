@@ -1,0 +1,110 @@
+//! [`CallOptions`]: what one call says about itself (priority, retries, timeout, labels,
+//! whether to skip the pool).
+
+use std::time::Duration;
+
+use pool_core::{CancellationToken, Metadata, TaskOptions};
+
+/// Per-call settings. Unset fields take the client's pool defaults.
+///
+/// With [`S3Client`](crate::S3Client) set them on the call itself
+/// (`client.get(&path).priority(5).await`); with [`PooledStore`](crate::PooledStore) put a
+/// `CallOptions` in the `extensions` of `PutOptions`, `GetOptions`, `CopyOptions` or
+/// `PutMultipartOptions`.
+///
+/// ```
+/// use std::time::Duration;
+/// use pool_core::Metadata;
+/// use s3_client::CallOptions;
+/// let urgent = CallOptions::new()
+///     .priority(10)
+///     .retries(5)
+///     .timeout(Duration::from_secs(5))
+///     .metadata(Metadata::new().with("tenant", "acme"));
+/// # let _ = urgent;
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    pub(crate) priority: i32,
+    pub(crate) retries: Option<u32>,
+    pub(crate) timeout: Option<Option<Duration>>,
+    pub(crate) metadata: Metadata,
+    pub(crate) bypass_pool: bool,
+    pub(crate) cancellation: Option<CancellationToken>,
+}
+
+impl CallOptions {
+    /// Defaults: priority 0, the pool's retries and timeout, no labels, through the pool.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Higher runs first. Default 0.
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Retries after the first attempt. Default: the pool's (3).
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = Some(retries);
+        self
+    }
+
+    /// Per-attempt timeout. Default: the pool's (30 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(Some(timeout));
+        self
+    }
+
+    /// No timeout for this call.
+    pub fn no_timeout(mut self) -> Self {
+        self.timeout = Some(None);
+        self
+    }
+
+    /// Labels carried into the pool's events and metrics. The client adds `op` (the
+    /// operation) and `key` (the path) unless given here.
+    pub fn metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Cancelling the token resolves the call with `Cancelled`.
+    pub fn cancellation(mut self, token: CancellationToken) -> Self {
+        self.cancellation = Some(token);
+        self
+    }
+
+    /// Calls the store directly: no queue, no concurrency limit, no pool retries or timeout
+    /// (a [`PoolGroup`](crate::PoolGroup) cap still applies).
+    pub fn bypass_pool(mut self) -> Self {
+        self.bypass_pool = true;
+        self
+    }
+
+    pub(crate) fn task_options(&self, operation: &'static str, key: &str) -> TaskOptions {
+        let mut metadata = self.metadata.clone();
+        if metadata.get("op").is_none() {
+            metadata = metadata.with("op", operation);
+        }
+        if metadata.get("key").is_none() {
+            metadata = metadata.with("key", key);
+        }
+        let mut options = TaskOptions::new()
+            .priority(self.priority)
+            .metadata(metadata);
+        if let Some(retries) = self.retries {
+            options = options.retries(retries);
+        }
+        match self.timeout {
+            Some(Some(timeout)) => options = options.timeout(timeout),
+            Some(None) => options = options.no_timeout(),
+            None => {}
+        }
+        if let Some(token) = &self.cancellation {
+            options = options.cancellation(token.clone());
+        }
+        options
+    }
+}

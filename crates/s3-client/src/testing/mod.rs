@@ -1,0 +1,8 @@
+//! Test support (feature `testing`): an in-process S3 server that can be told to throttle.
+//!
+//! Public so that other crates' tests and benches (pool-bench, task-manager) can start the
+//! same server: `s3-client = { workspace = true, features = ["testing"] }`.
+
+mod server;
+
+pub use server::{InjectedResponse, S3TestServer, ServerFaults};

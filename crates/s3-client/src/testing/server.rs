@@ -1,0 +1,345 @@
+//! [`S3TestServer`]: s3s-fs serving a temporary directory as S3 over loopback HTTP, behind a
+//! switch that answers `503 SlowDown` (or 429 / 500) on demand.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use object_store::ObjectStore;
+use s3s::auth::SimpleAuth;
+use s3s::service::{S3Service, S3ServiceBuilder};
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::config::{ConnectionError, S3Config, StoreConfig};
+use crate::secret::Credentials;
+
+const ACCESS_KEY: &str = "s3pool-test-access-key";
+const SECRET_KEY: &str = "s3pool-test-secret-key-0123456789";
+const BUCKET: &str = "s3pool-test";
+const REGION: &str = "us-east-1";
+
+/// An error response the server's fault switch sends instead of passing a request to S3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InjectedResponse {
+    /// `503 Service Unavailable` with S3 code `SlowDown`: what S3 sends when throttling.
+    SlowDown,
+    /// `429 Too Many Requests` with code `SlowDown`: what GCS and some S3-compatible servers
+    /// send when throttling (and what object_store itself does not treat specially).
+    TooManyRequests,
+    /// `500 Internal Server Error` with code `InternalError`.
+    InternalError,
+}
+
+impl InjectedResponse {
+    fn status(self) -> StatusCode {
+        match self {
+            InjectedResponse::SlowDown => StatusCode::SERVICE_UNAVAILABLE,
+            InjectedResponse::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            InjectedResponse::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code_and_message(self) -> (&'static str, &'static str) {
+        match self {
+            InjectedResponse::SlowDown | InjectedResponse::TooManyRequests => {
+                ("SlowDown", "Please reduce your request rate.")
+            }
+            InjectedResponse::InternalError => {
+                ("InternalError", "We encountered an internal error. Please try again.")
+            }
+        }
+    }
+
+    fn xml(self) -> String {
+        let (code, message) = self.code_and_message();
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
+             <Message>{message}</Message><RequestId>s3pool-test</RequestId></Error>"
+        )
+    }
+}
+
+/// The fault switch of an [`S3TestServer`], and its request counters.
+///
+/// Faults apply in this order: first the `fail_next` budget, then the always-on switch, then
+/// the seeded probability.
+#[derive(Debug)]
+pub struct ServerFaults {
+    requests: AtomicU64,
+    injected: AtomicU64,
+    plan: Mutex<FaultPlan>,
+}
+
+#[derive(Debug)]
+struct FaultPlan {
+    fail_next: u64,
+    next_response: InjectedResponse,
+    always: Option<InjectedResponse>,
+    probability: f64,
+    probable_response: InjectedResponse,
+    rng: fastrand::Rng,
+}
+
+impl ServerFaults {
+    fn new() -> Self {
+        ServerFaults {
+            requests: AtomicU64::new(0),
+            injected: AtomicU64::new(0),
+            plan: Mutex::new(FaultPlan {
+                fail_next: 0,
+                next_response: InjectedResponse::SlowDown,
+                always: None,
+                probability: 0.0,
+                probable_response: InjectedResponse::SlowDown,
+                rng: fastrand::Rng::with_seed(0),
+            }),
+        }
+    }
+
+    fn plan(&self) -> std::sync::MutexGuard<'_, FaultPlan> {
+        self.plan.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Answers the next `count` requests with `response`.
+    pub fn fail_next(&self, count: u64, response: InjectedResponse) {
+        let mut plan = self.plan();
+        plan.fail_next = count;
+        plan.next_response = response;
+    }
+
+    /// Answers every request with `503 SlowDown` while `on`.
+    pub fn set_throttling(&self, on: bool) {
+        self.plan().always = on.then_some(InjectedResponse::SlowDown);
+    }
+
+    /// Answers every request with `response` until called with `None`.
+    pub fn set_always(&self, response: Option<InjectedResponse>) {
+        self.plan().always = response;
+    }
+
+    /// Answers each request with `response` with `probability` (seeded with `seed`).
+    pub fn set_probability(&self, probability: f64, response: InjectedResponse, seed: u64) {
+        let mut plan = self.plan();
+        plan.probability = probability.clamp(0.0, 1.0);
+        plan.probable_response = response;
+        plan.rng = fastrand::Rng::with_seed(seed);
+    }
+
+    /// Turns every fault off.
+    pub fn clear(&self) {
+        let mut plan = self.plan();
+        plan.fail_next = 0;
+        plan.always = None;
+        plan.probability = 0.0;
+    }
+
+    /// Requests received so far (including the ones answered with a fault).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Requests answered with an injected fault so far.
+    pub fn injected(&self) -> u64 {
+        self.injected.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request and decides whether to fault it.
+    fn on_request(&self) -> Option<InjectedResponse> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut plan = self.plan();
+        let response = if plan.fail_next > 0 {
+            plan.fail_next -= 1;
+            Some(plan.next_response)
+        } else if let Some(response) = plan.always {
+            Some(response)
+        } else if plan.probability > 0.0 && plan.rng.f64() < plan.probability {
+            Some(plan.probable_response)
+        } else {
+            None
+        };
+        if response.is_some() {
+            self.injected.fetch_add(1, Ordering::Relaxed);
+        }
+        response
+    }
+}
+
+/// A real S3-compatible HTTP server on `127.0.0.1:<random port>`, in-process: s3s-fs serves a
+/// temporary directory (one bucket, [`S3TestServer::bucket`]) with SigV4 authentication,
+/// and a switch in front of it ([`S3TestServer::faults`]) can answer `503 SlowDown`, 429 or
+/// 500 instead. It runs on the tokio runtime that started it and stops (connections
+/// included) when dropped; the directory is deleted then.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use object_store::{path::Path, ObjectStoreExt};
+/// use s3_client::testing::{InjectedResponse, S3TestServer};
+///
+/// let server = S3TestServer::start().await.unwrap();
+/// let store = server.store().unwrap();
+/// store.put(&Path::from("hello"), "world".into()).await.unwrap();
+///
+/// server.faults().fail_next(1, InjectedResponse::SlowDown);
+/// let err = store.get(&Path::from("hello")).await.unwrap_err();
+/// assert_eq!(s3_client::http_status(&err), Some(503));
+/// let body = store.get(&Path::from("hello")).await.unwrap().bytes().await.unwrap();
+/// assert_eq!(&body[..], b"world");
+/// # }
+/// ```
+pub struct S3TestServer {
+    addr: SocketAddr,
+    faults: Arc<ServerFaults>,
+    root: tempfile::TempDir,
+    accept_loop: JoinHandle<()>,
+}
+
+impl S3TestServer {
+    /// Starts the server on the current tokio runtime (panics outside one, like
+    /// `tokio::spawn`).
+    pub async fn start() -> io::Result<Self> {
+        let root = tempfile::tempdir()?;
+        std::fs::create_dir(root.path().join(BUCKET))?;
+        let file_system = s3s_fs::FileSystem::new(root.path()).map_err(|e| io::Error::other(format!("{e:?}")))?;
+        let mut builder = S3ServiceBuilder::new(file_system);
+        // Without an auth provider s3s answers every signed request with 501.
+        builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        let s3 = builder.build();
+
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let faults = Arc::new(ServerFaults::new());
+        let accept_loop = tokio::spawn(accept_loop(listener, s3, Arc::clone(&faults)));
+        tracing::debug!(%addr, "S3 test server started");
+        Ok(S3TestServer {
+            addr,
+            faults,
+            root,
+            accept_loop,
+        })
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The one bucket the server has.
+    pub fn bucket(&self) -> &'static str {
+        BUCKET
+    }
+
+    /// The credentials the server accepts.
+    pub fn credentials(&self) -> Credentials {
+        Credentials::new(ACCESS_KEY, SECRET_KEY)
+    }
+
+    /// S3 settings for this server: its endpoint, bucket and credentials, path-style,
+    /// plain HTTP, no retries inside object_store.
+    pub fn s3_config(&self) -> S3Config {
+        S3Config::new(BUCKET)
+            .with_endpoint(self.endpoint())
+            .with_region(REGION)
+            .with_credentials(self.credentials())
+    }
+
+    /// [`S3TestServer::s3_config`] as a [`StoreConfig`].
+    pub fn store_config(&self) -> StoreConfig {
+        StoreConfig::s3(self.s3_config())
+    }
+
+    /// `http://<key>:<secret>@127.0.0.1:<port>/<bucket>`: a connection string for this server.
+    pub fn connection_string(&self) -> String {
+        format!("http://{ACCESS_KEY}:{SECRET_KEY}@{}/{BUCKET}", self.addr)
+    }
+
+    /// A real object_store `AmazonS3` client for this server.
+    pub fn store(&self) -> Result<Arc<dyn ObjectStore>, ConnectionError> {
+        self.store_config().build()
+    }
+
+    /// The fault switch and request counters.
+    pub fn faults(&self) -> &ServerFaults {
+        &self.faults
+    }
+
+    /// The directory served (the bucket is a subdirectory).
+    pub fn root(&self) -> &std::path::Path {
+        self.root.path()
+    }
+}
+
+impl fmt::Debug for S3TestServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3TestServer")
+            .field("addr", &self.addr)
+            .field("bucket", &BUCKET)
+            .field("root", &self.root.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for S3TestServer {
+    fn drop(&mut self) {
+        // Aborting the accept loop drops its JoinSet, which aborts every connection.
+        self.accept_loop.abort();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, s3: S3Service, faults: Arc<ServerFaults>) {
+    let http = ConnBuilder::new(TokioExecutor::new());
+    let mut connections = JoinSet::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        let socket = match listener.accept().await {
+            Ok((socket, _)) => socket,
+            Err(error) => {
+                tracing::warn!(%error, "S3 test server: accept failed");
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        let s3 = s3.clone();
+        let faults = Arc::clone(&faults);
+        let service = service_fn(move |request| handle(request, s3.clone(), Arc::clone(&faults)));
+        let connection = http
+            .serve_connection(TokioIo::new(socket), service)
+            .into_owned();
+        connections.spawn(async move {
+            let _ = connection.await;
+        });
+    }
+}
+
+async fn handle(
+    request: Request<Incoming>,
+    s3: S3Service,
+    faults: Arc<ServerFaults>,
+) -> Result<Response<s3s::Body>, s3s::HttpError> {
+    let Some(fault) = faults.on_request() else {
+        return s3.call(request.map(s3s::Body::from)).await;
+    };
+    // Read the request body first, as a real server does, so the client sees the response
+    // rather than a connection closed mid-upload.
+    let _ = request.into_body().collect().await;
+    Response::builder()
+        .status(fault.status())
+        .header("content-type", "application/xml")
+        .body(s3s::Body::from(fault.xml()))
+        .map_err(|e| s3s::HttpError::new(Box::new(e)))
+}
