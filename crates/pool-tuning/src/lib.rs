@@ -6,6 +6,8 @@
 //! - [`KneeTuner`]: finds the backend's knee from RTT growth, throttling and timeouts within
 //!   an RTT-scale window, and follows capacity that moves.
 //! - [`FixedTuner`]: never moves; the baseline to beat.
+//! - [`TuningObserver`]: drives any tuner from a `pool_core::Pool`'s events;
+//!   [`AutoConcurrency`] adds `.auto_concurrency(config)` to the pool builder.
 //! - [`sim`] (feature `sim`): a discrete-event simulator of a backend with a knee and a rate
 //!   cap, with TOML scenarios, to measure tuners in virtual time.
 //!
@@ -27,7 +29,9 @@
 //! # Ok::<(), pool_tuning::ConfigError>(())
 //! ```
 
+mod auto;
 mod bounds;
+mod driver;
 mod error;
 mod fixed;
 mod knee;
@@ -39,7 +43,9 @@ mod tuner;
 #[cfg(feature = "sim")]
 pub mod sim;
 
+pub use auto::{AutoConcurrency, FALLBACK_INITIAL_CONCURRENCY, MEMORY_REFRESH};
 pub use bounds::Bounds;
+pub use driver::TuningObserver;
 pub use error::ConfigError;
 pub use fixed::FixedTuner;
 pub use knee::{KneeConfig, KneeConfigBuilder, KneeTuner};

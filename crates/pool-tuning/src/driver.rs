@@ -1,0 +1,183 @@
+//! The pool side: an observer that feeds a pool's attempts to a tuner and applies its limit.
+
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use pool_core::{AttemptResult, ErrorClass, Event, Observer, PoolControl};
+
+use crate::memory::MemoryProbe;
+use crate::sample::{AttemptOutcome, Sample};
+use crate::tuner::Tuner;
+
+/// Drives a [`Tuner`] from a pool's events: every [`Event::AttemptFinished`] becomes a
+/// [`Sample`] (latency, outcome, in flight, queued, memory), and each change the tuner decides
+/// is applied with [`PoolControl::set_concurrency`].
+///
+/// Attach it with [`PoolBuilder::observer`](pool_core::PoolBuilder::observer); on attach it
+/// sets the pool to the tuner's current limit. Throttling is recognised from
+/// [`ErrorClass::Throttled`], so classify "503 SlowDown" / 429 errors that way. Cancelled
+/// attempts are ignored: they say nothing about the backend.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use pool_core::Pool;
+/// use pool_tuning::{KneeConfig, KneeTuner, TuningObserver};
+///
+/// let tuner = KneeTuner::new(KneeConfig::builder().min(2).max(64).build()?, 8);
+/// let pool = Pool::builder().observer(TuningObserver::new(tuner)).build()?;
+/// assert_eq!(pool.concurrency(), 8);
+/// # Ok(()) }
+/// ```
+pub struct TuningObserver<T> {
+    tuner: Mutex<T>,
+    /// The tuner's latest decision, readable without the lock.
+    decided: AtomicUsize,
+    control: OnceLock<PoolControl>,
+    memory: Option<MemorySampler>,
+}
+
+impl<T: Tuner> TuningObserver<T> {
+    /// Drives `tuner`; no memory samples.
+    pub fn new(tuner: T) -> Self {
+        Self {
+            decided: AtomicUsize::new(tuner.limit()),
+            tuner: Mutex::new(tuner),
+            control: OnceLock::new(),
+            memory: None,
+        }
+    }
+
+    /// Adds the share of memory in use to every sample, read from `probe` at most once per
+    /// `refresh` (of the pool's clock).
+    pub fn with_memory(mut self, probe: impl MemoryProbe, refresh: Duration) -> Self {
+        self.memory = Some(MemorySampler {
+            probe: Box::new(probe),
+            refresh,
+            last: Mutex::new(None),
+        });
+        self
+    }
+
+    /// The limit the tuner last decided.
+    pub fn limit(&self) -> usize {
+        self.decided.load(Ordering::Acquire)
+    }
+
+    /// Reads the tuner's state (e.g. a [`KneeTuner`](crate::KneeTuner)'s baseline).
+    pub fn inspect<R>(&self, read: impl FnOnce(&T) -> R) -> R {
+        read(&self.lock_tuner())
+    }
+
+    fn lock_tuner(&self) -> MutexGuard<'_, T> {
+        // A panic elsewhere while holding the lock leaves a tuner that is still consistent
+        // enough to keep deciding; the pool mutes a panicking observer anyway.
+        self.tuner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Pushes the latest decision to the pool. Two workers may decide at once; re-reading
+    /// after the write makes the last write the latest decision.
+    fn apply(&self, control: &PoolControl) {
+        loop {
+            let wanted = self.decided.load(Ordering::Acquire);
+            if control.concurrency() != wanted {
+                // Only 0 is refused, and tuners never go below their min of at least 1.
+                let _ = control.set_concurrency(wanted);
+            }
+            if self.decided.load(Ordering::Acquire) == wanted {
+                return;
+            }
+        }
+    }
+}
+
+fn outcome_of(result: AttemptResult) -> Option<AttemptOutcome> {
+    Some(match result {
+        AttemptResult::Succeeded => AttemptOutcome::Succeeded,
+        AttemptResult::Failed(ErrorClass::Throttled) => AttemptOutcome::Throttled,
+        AttemptResult::Failed(_) | AttemptResult::Panicked => AttemptOutcome::Failed,
+        AttemptResult::TimedOut => AttemptOutcome::TimedOut,
+        AttemptResult::Cancelled => return None,
+    })
+}
+
+impl<T: Tuner + 'static> Observer for TuningObserver<T> {
+    fn on_attach(&self, pool: PoolControl) {
+        self.apply(&pool);
+        let _ = self.control.set(pool);
+    }
+
+    fn on_event(&self, event: &Event) {
+        let &Event::AttemptFinished {
+            latency,
+            result,
+            in_flight,
+            queued,
+            at,
+            ..
+        } = event
+        else {
+            return;
+        };
+        let Some(outcome) = outcome_of(result) else {
+            return;
+        };
+        let mut sample = Sample::new(at, latency, outcome)
+            .in_flight(in_flight)
+            .queued(queued);
+        sample.memory_fraction = self.memory.as_ref().and_then(|m| m.fraction(at));
+        let adjustment = {
+            let mut tuner = self.lock_tuner();
+            let adjustment = tuner.observe(&sample, at);
+            self.decided.store(tuner.limit(), Ordering::Release);
+            adjustment
+        };
+        if let Some(adjustment) = adjustment {
+            tracing::debug!(
+                from = adjustment.from,
+                to = adjustment.to,
+                reason = %adjustment.reason,
+                "pool-tuning: concurrency adjusted"
+            );
+            if let Some(control) = self.control.get() {
+                self.apply(control);
+            }
+        }
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for TuningObserver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TuningObserver")
+            .field("tuner", &self.tuner)
+            .field("decided", &self.decided)
+            .field("memory", &self.memory)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads memory at most once per `refresh`, caching the figure in between.
+#[derive(Debug)]
+struct MemorySampler {
+    probe: Box<dyn MemoryProbe>,
+    refresh: Duration,
+    last: Mutex<Option<(Instant, Option<f64>)>>,
+}
+
+impl MemorySampler {
+    fn fraction(&self, now: Instant) -> Option<f64> {
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        match *last {
+            Some((read_at, fraction)) if now.saturating_duration_since(read_at) < self.refresh => {
+                fraction
+            }
+            _ => {
+                let fraction = self.probe.snapshot().map(|s| s.used_fraction());
+                *last = Some((now, fraction));
+                fraction
+            }
+        }
+    }
+}
