@@ -1,19 +1,4 @@
-//! A tuner that finds the backend's knee: the most requests in flight before they start to
-//! queue (latency grows) or to be refused (throttling, timeouts).
-//!
-//! Family: AIMD with a gradient-sized cut, after Vector's adaptive request concurrency (one
-//! decision per RTT-scale window, back-pressure beats latency), Netflix's Gradient2/Vegas
-//! (compare the RTT with a no-load baseline) and CUBIC (climb fast back to the last safe level,
-//! hold there, then probe slowly and accelerate). Its own additions:
-//!
-//! - **Cuts sized by Little's law.** The knee is estimated as the best recent success rate
-//!   times the baseline RTT (the bandwidth-delay product); a cut goes straight there instead
-//!   of a fixed ratio, so it neither overshoots nor needs several rounds.
-//! - **Telling a slow backend from a queue.** In a queue, cutting the limit shortens the RTT
-//!   in proportion; when the backend itself slowed, it does not. If a latency cut leaves the
-//!   RTT where it was, the baseline moves to the new RTT and the cut is undone.
-//! - **Clean windows.** A window only counts attempts that started after the last change, so
-//!   every decision measures the limit it is about.
+//! The knee-finding tuner: the most requests in flight before they queue or are refused.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -110,8 +95,9 @@ impl KneeConfigBuilder {
         self
     }
 
-    /// The smallest cut, as the factor the limit is multiplied by (0.9 = −10 %). Default 0.9;
-    /// must be in (0, 1) and at least `deepest_cut`.
+    /// The smallest cut for throttling, timeouts and memory pressure, as the factor the limit
+    /// is multiplied by (0.9 = −10 %). Default 0.9; must be in (0, 1) and at least
+    /// `deepest_cut`. (RTT growth may cut less: it has finer evidence.)
     pub fn gentlest_cut(mut self, factor: f64) -> Self {
         self.gentlest_cut = factor;
         self
@@ -234,7 +220,24 @@ fn open_below_one(
     }
 }
 
-/// Finds and tracks the backend's knee; see the [module docs](self) for the algorithm.
+/// Finds and tracks the backend's knee: the most requests in flight before they start to
+/// queue (latency grows) or to be refused (throttling, timeouts).
+///
+/// Family: AIMD with a gradient-sized cut, after Vector's adaptive request concurrency (one
+/// decision per RTT-scale window, back-pressure beats latency), Netflix's Gradient2/Vegas
+/// (compare the RTT with a no-load baseline) and CUBIC (climb fast back to the last safe
+/// level, hold there, then probe slowly and accelerate). Its own additions:
+///
+/// - **Cuts sized by Little's law.** The knee is estimated as the best recent success rate
+///   times the baseline RTT (the bandwidth-delay product); a cut goes straight there instead
+///   of a fixed ratio, so it neither overshoots nor needs several rounds.
+/// - **Telling a slow backend from a queue.** In a queue, cutting the limit shortens the RTT
+///   in proportion; when the backend itself slowed, it does not. If a run of cuts (at least
+///   −10 %) leaves the RTT where it was, the baseline moves and the cuts are undone. When the
+///   RTT falls below the baseline (the backend got faster), one window at ¾ of the limit
+///   reads the new no-load RTT, so a standing queue is not mistaken for the baseline.
+/// - **Clean windows.** A window only counts attempts that started after the last change, so
+///   every decision measures the limit it is about.
 ///
 /// Per window (at least two smoothed RTTs and `min_samples` successes, counting only attempts
 /// started after the last change):
@@ -242,9 +245,10 @@ fn open_below_one(
 /// - a throttled or timed-out attempt cuts **at once**, to the estimated knee but at least
 ///   to `gentlest_cut` × limit, and caps the climb-back just below the failing level;
 /// - memory above `memory_target` cuts to `gentlest_cut` × limit;
-/// - an RTT above (1 + `latency_tolerance`) × baseline cuts to the estimated knee (between
-///   `deepest_cut` and `gentlest_cut` × limit) — or, if the previous cut did not shorten the
-///   RTT, moves the baseline and undoes that cut;
+/// - an RTT above (1 + `latency_tolerance`) × baseline cuts towards the estimated knee (at
+///   most to `deepest_cut` × limit, at least by one); the first cut of a run stops at the
+///   last level seen clean. Once a run has cut 10 %, an RTT that did not shrink with it moves
+///   the baseline instead, and the limit returns to where the run started;
 /// - otherwise, if the limit was in use: climb halfway back to the last safe level; once
 ///   there, hold `hold_windows` windows, then probe +1, +2, +4 … (at most +1/8 per window).
 ///
