@@ -71,7 +71,7 @@ impl InjectedResponse {
 
 /// The fault switch of an [`S3TestServer`], and its request counters.
 ///
-/// Faults apply in this order: first the `fail_next` budget, then the always-on switch, then
+/// Faults apply in this order: first the `fail_next` / `fail_after` budget, then the always-on switch, then
 /// the seeded probability.
 #[derive(Debug)]
 pub struct ServerFaults {
@@ -82,6 +82,7 @@ pub struct ServerFaults {
 
 #[derive(Debug)]
 struct FaultPlan {
+    pass_first: u64,
     fail_next: u64,
     next_response: InjectedResponse,
     always: Option<InjectedResponse>,
@@ -96,6 +97,7 @@ impl ServerFaults {
             requests: AtomicU64::new(0),
             injected: AtomicU64::new(0),
             plan: Mutex::new(FaultPlan {
+                pass_first: 0,
                 fail_next: 0,
                 next_response: InjectedResponse::SlowDown,
                 always: None,
@@ -112,7 +114,14 @@ impl ServerFaults {
 
     /// Answers the next `count` requests with `response`.
     pub fn fail_next(&self, count: u64, response: InjectedResponse) {
+        self.fail_after(0, count, response);
+    }
+
+    /// Lets the next `pass` requests through, then answers `count` with `response`: e.g.
+    /// `fail_after(2, 1, ..)` fails the first part of a multipart upload.
+    pub fn fail_after(&self, pass: u64, count: u64, response: InjectedResponse) {
         let mut plan = self.plan();
+        plan.pass_first = pass;
         plan.fail_next = count;
         plan.next_response = response;
     }
@@ -138,6 +147,7 @@ impl ServerFaults {
     /// Turns every fault off.
     pub fn clear(&self) {
         let mut plan = self.plan();
+        plan.pass_first = 0;
         plan.fail_next = 0;
         plan.always = None;
         plan.probability = 0.0;
@@ -157,7 +167,10 @@ impl ServerFaults {
     fn on_request(&self) -> Option<InjectedResponse> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let mut plan = self.plan();
-        let response = if plan.fail_next > 0 {
+        let response = if plan.pass_first > 0 && plan.fail_next > 0 {
+            plan.pass_first -= 1;
+            None
+        } else if plan.fail_next > 0 {
             plan.fail_next -= 1;
             Some(plan.next_response)
         } else if let Some(response) = plan.always {
