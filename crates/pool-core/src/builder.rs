@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::admission::Admission;
 use crate::error::ConfigError;
 use crate::executor::Executor;
 use crate::observer::{Observer, ObserverSet};
@@ -41,6 +42,7 @@ pub struct PoolBuilder {
     aging_target_wait: Duration,
     retry_budget: Option<RetryBudget>,
     observers: Vec<Arc<dyn Observer>>,
+    admission: Vec<Arc<dyn Admission>>,
     executor: Option<Arc<dyn Executor>>,
     seed: Option<u64>,
 }
@@ -57,6 +59,7 @@ impl Default for PoolBuilder {
             aging_target_wait: Duration::from_secs(1),
             retry_budget: Some(RetryBudget::default()),
             observers: Vec::new(),
+            admission: Vec::new(),
             executor: None,
             seed: None,
         }
@@ -75,6 +78,7 @@ impl fmt::Debug for PoolBuilder {
             .field("aging_target_wait", &self.aging_target_wait)
             .field("retry_budget", &self.retry_budget)
             .field("observers", &self.observers.len())
+            .field("admission", &self.admission)
             .field("executor", &self.executor)
             .finish()
     }
@@ -206,6 +210,19 @@ impl PoolBuilder {
         self
     }
 
+    /// Adds an admission policy (rate limit, circuit breaker, global permits): asked before
+    /// every attempt, in the order added. None by default.
+    pub fn admission(mut self, policy: impl Admission) -> Self {
+        self.admission.push(Arc::new(policy));
+        self
+    }
+
+    /// Like [`admission`](Self::admission), for a policy already behind an `Arc`.
+    pub fn admission_arc(mut self, policy: Arc<dyn Admission>) -> Self {
+        self.admission.push(policy);
+        self
+    }
+
     /// Where tasks run and time comes from. Default: the tokio runtime `build` is called in
     /// (feature `tokio`).
     pub fn executor(mut self, executor: impl Executor) -> Self {
@@ -306,6 +323,7 @@ impl PoolBuilder {
             aging,
             self.retry_budget,
             ObserverSet::new(self.observers),
+            self.admission,
             self.seed.unwrap_or_else(|| fastrand::u64(..)),
         );
         Ok(Pool::from_shared(Arc::new(shared)))

@@ -34,6 +34,9 @@ pub enum TaskError<E> {
     /// The task panicked; the pool caught the panic and kept running.
     #[error("the task panicked: {0}")]
     Panicked(PanicMessage),
+    /// An admission policy refused the task (circuit open, rate limit, permits unavailable).
+    #[error("task rejected: {0}")]
+    Rejected(crate::admission::Rejection),
     /// The task would have been retried, but the pool's retry budget had no tokens left.
     #[error("retry budget exhausted after {attempts} attempt(s); last failure: {last}")]
     RetryBudgetExhausted {
@@ -53,6 +56,7 @@ impl<E> TaskError<E> {
             TaskError::Stopped => "stopped",
             TaskError::Cancelled => "cancelled",
             TaskError::Panicked(_) => "panicked",
+            TaskError::Rejected(_) => "rejected",
             TaskError::RetryBudgetExhausted { .. } => "retry_budget_exhausted",
         }
     }

@@ -63,6 +63,7 @@ pub(crate) enum Resolution {
     Stopped,
     Cancelled,
     Panicked(PanicMessage),
+    Rejected(crate::admission::Rejection),
     /// The retry budget refused a retry; `timed_out` says what the last attempt ended with.
     BudgetExhausted {
         timed_out: bool,
@@ -193,6 +194,9 @@ where
             Resolution::Stopped => (Err(TaskError::Stopped), Outcome::Stopped),
             Resolution::Cancelled => (Err(TaskError::Cancelled), Outcome::Cancelled),
             Resolution::Panicked(message) => (Err(TaskError::Panicked(message)), Outcome::Panicked),
+            Resolution::Rejected(rejection) => {
+                (Err(TaskError::Rejected(rejection)), Outcome::Rejected)
+            }
             Resolution::BudgetExhausted { timed_out } => {
                 let last = match this.last {
                     Some(Err(error)) if !timed_out => LastFailure::Error(error),

@@ -47,6 +47,7 @@
 //!   `smol`) and [`SimExecutor`] (deterministic, virtual time).
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+pub mod admission;
 mod batch;
 mod buffered;
 mod builder;
@@ -62,6 +63,7 @@ mod runner;
 mod stats;
 mod task;
 
+pub use admission::{Admission, AdmissionPermit, Rejection, RejectionKind};
 pub use batch::{Batch, BatchError, BatchResult};
 pub use buffered::Buffered;
 pub use builder::PoolBuilder;

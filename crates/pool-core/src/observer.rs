@@ -50,6 +50,8 @@ pub enum AttemptResult {
     Panicked,
     /// The attempt was dropped by cancellation or `stop_now`.
     Cancelled,
+    /// An admission policy refused it; the attempt never ran.
+    Rejected,
 }
 
 /// How a task ended, for metrics.
@@ -71,6 +73,8 @@ pub enum Outcome {
     Stopped,
     /// Resolved with `RetryBudgetExhausted`.
     RetryBudgetExhausted,
+    /// Resolved with `Rejected` by an admission policy.
+    Rejected,
 }
 
 impl Outcome {
@@ -84,6 +88,7 @@ impl Outcome {
             Outcome::Cancelled => "cancelled",
             Outcome::Stopped => "stopped",
             Outcome::RetryBudgetExhausted => "retry_budget_exhausted",
+            Outcome::Rejected => "rejected",
         }
     }
 

@@ -16,9 +16,10 @@ use futures_util::future::{select, Either};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::{Admission, AdmissionPermit};
 use crate::executor::{BoxFuture, Executor};
 use crate::job::{Job, Resolution};
-use crate::observer::{AttemptResult, Event, ObserverSet, Outcome, TaskRecord};
+use crate::observer::{AttemptResult, Event, ObserverSet, Outcome, TaskInfo, TaskRecord};
 use crate::queue::{AgingQueue, QueueKey};
 use crate::retry::{saturation, BudgetBucket, PressureDecision, RetryPolicy};
 use crate::stats::Stats;
@@ -52,6 +53,7 @@ impl Counters {
             Outcome::Failed(_)
             | Outcome::TimedOut
             | Outcome::Panicked
+            | Outcome::Rejected
             | Outcome::RetryBudgetExhausted => self.errors += 1,
         }
     }
@@ -140,6 +142,7 @@ pub(crate) struct Shared {
     pub(crate) settings: Settings,
     budget: Option<BudgetBucket>,
     pub(crate) observers: ObserverSet,
+    admission: Vec<Arc<dyn Admission>>,
     /// Fires on stop: wakes tasks sleeping in backoff so they resolve `Stopped`.
     stop_token: CancellationToken,
     /// Fires on stop_now: running attempts are dropped.
@@ -166,6 +169,7 @@ enum AttemptEnd {
     Panicked(crate::error::PanicMessage),
     Cancelled,
     StoppedNow,
+    Rejected(crate::admission::Rejection),
 }
 
 impl AttemptEnd {
@@ -176,6 +180,7 @@ impl AttemptEnd {
             AttemptEnd::TimedOut => AttemptResult::TimedOut,
             AttemptEnd::Panicked(_) => AttemptResult::Panicked,
             AttemptEnd::Cancelled | AttemptEnd::StoppedNow => AttemptResult::Cancelled,
+            AttemptEnd::Rejected(_) => AttemptResult::Rejected,
         }
     }
 }
@@ -194,6 +199,7 @@ impl Shared {
         aging: crate::queue::AgingSettings,
         budget: Option<crate::retry::RetryBudget>,
         observers: ObserverSet,
+        admission: Vec<Arc<dyn Admission>>,
         seed: u64,
     ) -> Self {
         Self {
@@ -213,6 +219,7 @@ impl Shared {
             settings,
             budget: budget.map(BudgetBucket::new),
             observers,
+            admission,
             stop_token: CancellationToken::new(),
             stop_now_token: CancellationToken::new(),
             idle: Notify::new(),
@@ -303,7 +310,19 @@ impl Shared {
     /// cancellation token and `stop_now`. The timer and the cancellation waits are only set
     /// up if the future does not finish on its first poll, which keeps quick tasks cheap.
     async fn attempt(&self, job: &mut Job) -> (AttemptEnd, Instant) {
-        // Set when the task was popped: the attempt starts right away.
+        let mut permits = Vec::new();
+        if !self.admission.is_empty() {
+            let (info, token) = (job.core().info(), job.core().cancellation.clone());
+            match self.admit(info, token).await {
+                Ok(granted) => {
+                    permits = granted;
+                    // Waiting for admission is not part of the attempt's latency.
+                    job.core_mut().attempt_started_at = self.executor.now();
+                }
+                Err(end) => return (end, self.executor.now()),
+            }
+        }
+        // Set when the task was popped (or admitted): the attempt starts right away.
         let started_at = job.core().attempt_started_at;
         {
             let core = job.core_mut();
@@ -334,11 +353,39 @@ impl Shared {
             let _ = catch_unwind(AssertUnwindSafe(|| job.abandon_attempt()));
         }
         let finished_at = self.executor.now();
+        drop(permits);
         let latency = finished_at.saturating_duration_since(started_at);
         let core = job.core_mut();
         core.execution += latency;
         core.last_attempt = latency;
         (end, finished_at)
+    }
+
+    /// Asks every admission policy in turn, interruptible by `stop_now` and the task's token.
+    async fn admit(
+        &self,
+        info: TaskInfo,
+        task_token: Option<CancellationToken>,
+    ) -> Result<Vec<AdmissionPermit>, AttemptEnd> {
+        let mut permits = Vec::with_capacity(self.admission.len());
+        for policy in &self.admission {
+            let acquire = policy.acquire(&info);
+            let interrupted = {
+                let stop_now = Box::pin(self.stop_now_token.clone().cancelled_owned());
+                let cancelled: BoxFuture<()> = match &task_token {
+                    Some(token) => Box::pin(token.clone().cancelled_owned()),
+                    None => Box::pin(std::future::pending()),
+                };
+                select(stop_now, cancelled)
+            };
+            match select(acquire, interrupted).await {
+                Either::Left((Ok(permit), _)) => permits.push(permit),
+                Either::Left((Err(rejection), _)) => return Err(AttemptEnd::Rejected(rejection)),
+                Either::Right((Either::Left(_), _)) => return Err(AttemptEnd::StoppedNow),
+                Either::Right((Either::Right(_), _)) => return Err(AttemptEnd::Cancelled),
+            }
+        }
+        Ok(permits)
     }
 
     async fn poll_attempt(&self, job: &mut Job, started_at: Instant) -> AttemptEnd {
@@ -441,6 +488,10 @@ impl Shared {
             AttemptEnd::StoppedNow => {
                 state.counters.stopped += 1;
                 return Next::Resolve(Resolution::Stopped);
+            }
+            AttemptEnd::Rejected(rejection) => {
+                state.counters.errors += 1;
+                return Next::Resolve(Resolution::Rejected(rejection));
             }
             AttemptEnd::Failed(class) => (class, false),
             AttemptEnd::TimedOut => (ErrorClass::Retryable, true),

@@ -69,6 +69,9 @@ on_every_executor!(
     a_panicking_observer_is_muted_and_the_pool_keeps_running,
     growing_the_limit_starts_queued_tasks_at_once,
     stats_add_up_after_a_mixed_run,
+    an_admission_permit_bounds_attempts_below_the_local_limit,
+    a_rejecting_admission_policy_fails_tasks_fast_with_rejected,
+    stop_now_interrupts_a_task_waiting_for_admission,
 );
 
 async fn the_limit_is_never_exceeded_even_while_it_changes(env: Env) {
@@ -862,4 +865,131 @@ async fn stats_add_up_after_a_mixed_run(env: Env) {
         stats.retries, 40,
         "retryable and timed-out tasks retried once each"
     );
+}
+
+/// An admission policy like a global limit: a semaphore shared by "several pools".
+#[derive(Debug, Clone)]
+struct SharedPermits(Arc<tokio::sync::Semaphore>);
+
+impl pool_core::Admission for SharedPermits {
+    fn acquire(
+        &self,
+        _task: &pool_core::TaskInfo,
+    ) -> pool_core::BoxFuture<Result<pool_core::AdmissionPermit, pool_core::Rejection>> {
+        let semaphore = self.0.clone();
+        Box::pin(async move {
+            let permit = semaphore.acquire_owned().await.map_err(|_| {
+                pool_core::Rejection::new(pool_core::RejectionKind::Unavailable, "closed")
+            })?;
+            Ok(pool_core::AdmissionPermit::holding(permit))
+        })
+    }
+}
+
+async fn an_admission_permit_bounds_attempts_below_the_local_limit(env: Env) {
+    let permits = SharedPermits(Arc::new(tokio::sync::Semaphore::new(3)));
+    let in_flight = InFlight::default();
+    let pools: Vec<_> = (0..2)
+        .map(|_| {
+            env.builder()
+                .concurrency(4)
+                .admission(permits.clone())
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let handles: Vec<_> = (0..40u32)
+        .map(|i| {
+            let (env, in_flight) = (env.clone(), in_flight.clone());
+            pools[i as usize % 2].enqueue(
+                move || {
+                    let (env, in_flight) = (env.clone(), in_flight.clone());
+                    async move {
+                        let _guard = in_flight.enter();
+                        env.sleep(ms(10)).await;
+                        Ok::<_, Oops>(i)
+                    }
+                },
+                TaskOptions::new(),
+            )
+        })
+        .collect();
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    assert_eq!(
+        in_flight.max(),
+        3,
+        "2 pools x 4 slots, but only 3 shared permits"
+    );
+    assert_eq!(
+        permits.0.available_permits(),
+        3,
+        "every permit was released"
+    );
+}
+
+async fn a_rejecting_admission_policy_fails_tasks_fast_with_rejected(env: Env) {
+    #[derive(Debug)]
+    struct Open;
+    impl pool_core::Admission for Open {
+        fn acquire(
+            &self,
+            _task: &pool_core::TaskInfo,
+        ) -> pool_core::BoxFuture<Result<pool_core::AdmissionPermit, pool_core::Rejection>>
+        {
+            Box::pin(async {
+                Err(pool_core::Rejection::new(
+                    pool_core::RejectionKind::CircuitOpen,
+                    "backend down",
+                )
+                .retry_after(ms(500)))
+            })
+        }
+    }
+    let recorder = Recorder::default();
+    let pool = env
+        .builder()
+        .admission(Open)
+        .observer(recorder.clone())
+        .build()
+        .unwrap();
+    let ran = Arc::new(AtomicU32::new(0));
+    let ran2 = ran.clone();
+    let result = pool
+        .enqueue(
+            move || {
+                ran2.fetch_add(1, Ordering::SeqCst);
+                async { Ok::<_, Oops>(()) }
+            },
+            TaskOptions::new().retries(3),
+        )
+        .await;
+    match result {
+        Err(TaskError::Rejected(rejection)) => {
+            assert_eq!(rejection.kind, pool_core::RejectionKind::CircuitOpen);
+            assert_eq!(rejection.retry_after, Some(ms(500)));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+    assert_eq!(pool.stats().errors, 1);
+    let events = recorder.events.lock().unwrap();
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::TaskFinished(r) if r.outcome == Outcome::Rejected)));
+}
+
+async fn stop_now_interrupts_a_task_waiting_for_admission(env: Env) {
+    let permits = SharedPermits(Arc::new(tokio::sync::Semaphore::new(0)));
+    let pool = env.builder().admission(permits).build().unwrap();
+    let handle = pool.enqueue(|| async { Ok::<_, Oops>(()) }, TaskOptions::new());
+    env.sleep(ms(10)).await;
+    assert_eq!(
+        pool.stats().active,
+        1,
+        "waiting for admission holds the slot"
+    );
+    pool.stop_now();
+    assert!(matches!(handle.await, Err(TaskError::Stopped)));
 }
