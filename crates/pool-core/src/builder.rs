@@ -311,17 +311,16 @@ impl PoolBuilder {
             timeout: self.timeout,
             retry: self.retry,
             aging_target_wait: self.aging_target_wait,
-        };
-        let aging = AgingSettings {
-            interval: self.aging_interval,
-            max_boost: self.max_aging_boost,
+            initial_limit: self.concurrency,
+            aging: AgingSettings {
+                interval: self.aging_interval,
+                max_boost: self.max_aging_boost,
+            },
+            budget: self.retry_budget,
         };
         let shared = Shared::new(
             executor,
             settings,
-            self.concurrency,
-            aging,
-            self.retry_budget,
             ObserverSet::new(self.observers),
             self.admission,
             self.seed.unwrap_or_else(|| fastrand::u64(..)),

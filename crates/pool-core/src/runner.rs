@@ -32,6 +32,9 @@ pub(crate) struct Settings {
     pub(crate) timeout: Option<Duration>,
     pub(crate) retry: RetryPolicy,
     pub(crate) aging_target_wait: Duration,
+    pub(crate) initial_limit: usize,
+    pub(crate) aging: crate::queue::AgingSettings,
+    pub(crate) budget: Option<crate::retry::RetryBudget>,
 }
 
 #[derive(Debug, Default)]
@@ -195,20 +198,17 @@ impl Shared {
     pub(crate) fn new(
         executor: Arc<dyn Executor>,
         settings: Settings,
-        limit: usize,
-        aging: crate::queue::AgingSettings,
-        budget: Option<crate::retry::RetryBudget>,
         observers: ObserverSet,
         admission: Vec<Arc<dyn Admission>>,
         seed: u64,
     ) -> Self {
         Self {
             state: Mutex::new(State {
-                queue: AgingQueue::new(aging),
+                queue: AgingQueue::new(settings.aging),
                 cancellable: Default::default(),
                 active: 0,
                 retrying: 0,
-                limit,
+                limit: settings.initial_limit,
                 paused: false,
                 stopped: false,
                 counters: Counters::default(),
@@ -216,8 +216,8 @@ impl Shared {
                 queue_wait_ewma: None,
             }),
             executor,
+            budget: settings.budget.map(BudgetBucket::new),
             settings,
-            budget: budget.map(BudgetBucket::new),
             observers,
             admission,
             stop_token: CancellationToken::new(),
