@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TimeGrid {
     origin: Instant,
-    width_nanos: u128,
+    /// u64 (584 years) rather than u128: a 128-bit division per event is measurably slower.
+    width_nanos: u64,
 }
 
 impl TimeGrid {
@@ -16,20 +17,19 @@ impl TimeGrid {
         let width = window.as_nanos() / (slices.max(1) as u128);
         Self {
             origin,
-            width_nanos: width.max(1),
+            width_nanos: u64::try_from(width).unwrap_or(u64::MAX).max(1),
         }
     }
 
     /// The slice holding `at`; instants before the origin fall in slice 0.
     pub(crate) fn index(&self, at: Instant) -> u64 {
         let offset = at.saturating_duration_since(self.origin).as_nanos();
-        u64::try_from(offset / self.width_nanos).unwrap_or(u64::MAX)
+        u64::try_from(offset).unwrap_or(u64::MAX) / self.width_nanos
     }
 
     /// Where slice `index` starts.
     pub(crate) fn start_of(&self, index: u64) -> Instant {
-        let offset = self.width_nanos.saturating_mul(u128::from(index));
-        let offset = Duration::from_nanos(u64::try_from(offset).unwrap_or(u64::MAX));
+        let offset = Duration::from_nanos(self.width_nanos.saturating_mul(index));
         self.origin.checked_add(offset).unwrap_or(self.origin)
     }
 }

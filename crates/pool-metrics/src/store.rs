@@ -3,8 +3,11 @@
 //! Each shard keeps its own part. A record stays while its sequence number is among the last
 //! `capacity` handed out (a global counter), so eviction is first-in-first-out across shards
 //! even though no lock spans them.
+//!
+//! A shard's part is a plain queue in sequence order, with no index by id: recording is a push
+//! and a pop, and the rare lookup scans at most `capacity` records.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use pool_core::TaskId;
 
@@ -15,39 +18,34 @@ pub(crate) fn keep_from(issued: u64, capacity: usize) -> u64 {
     issued.saturating_sub(capacity as u64)
 }
 
-/// One shard's records, in the order they were stored.
+/// One shard's records, oldest first.
 #[derive(Debug, Default)]
 pub(crate) struct StoreShard {
-    order: VecDeque<(u64, TaskId)>,
-    by_id: HashMap<TaskId, TaskMetrics>,
+    records: VecDeque<TaskMetrics>,
 }
 
 impl StoreShard {
     /// Evicts what fell out of the store, then keeps `task` unless it is already out.
     pub(crate) fn insert(&mut self, task: TaskMetrics, keep_from: u64) {
-        while let Some(&(sequence, id)) = self.order.front() {
-            if sequence >= keep_from {
-                break;
-            }
-            self.order.pop_front();
-            // The id may have been reused by a later record (two pools on one collector).
-            if self.by_id.get(&id).is_some_and(|t| t.sequence == sequence) {
-                self.by_id.remove(&id);
-            }
+        while self
+            .records
+            .front()
+            .is_some_and(|oldest| oldest.sequence < keep_from)
+        {
+            self.records.pop_front();
         }
-        if task.sequence < keep_from {
-            return;
+        if task.sequence >= keep_from {
+            self.records.push_back(task);
         }
-        self.order.push_back((task.sequence, task.id));
-        self.by_id.insert(task.id, task);
     }
 
+    /// The latest record of `id` still kept (an id can repeat when two pools share a collector).
     pub(crate) fn get(&self, id: TaskId, keep_from: u64) -> Option<&TaskMetrics> {
-        self.by_id.get(&id).filter(|t| t.sequence >= keep_from)
+        self.records(keep_from).rev().find(|t| t.id == id)
     }
 
-    pub(crate) fn records(&self, keep_from: u64) -> impl Iterator<Item = &TaskMetrics> {
-        self.by_id.values().filter(move |t| t.sequence >= keep_from)
+    pub(crate) fn records(&self, keep_from: u64) -> impl DoubleEndedIterator<Item = &TaskMetrics> {
+        self.records.iter().filter(move |t| t.sequence >= keep_from)
     }
 }
 

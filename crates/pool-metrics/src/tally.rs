@@ -7,7 +7,7 @@ use pool_core::{ErrorClass, Outcome};
 use crate::record::TaskMetrics;
 
 /// Every [`Outcome::kind`], in the order of [`outcome_slot`].
-pub(crate) const OUTCOME_KINDS: [&str; 7] = [
+pub(crate) const OUTCOME_KINDS: [&str; 8] = [
     "succeeded",
     "failed",
     "timed_out",
@@ -15,6 +15,7 @@ pub(crate) const OUTCOME_KINDS: [&str; 7] = [
     "cancelled",
     "stopped",
     "retry_budget_exhausted",
+    "rejected",
 ];
 
 /// Every failure class, in the order of [`class_slot`].
@@ -29,6 +30,7 @@ fn outcome_slot(outcome: Outcome) -> usize {
         Outcome::Cancelled => 4,
         Outcome::Stopped => 5,
         Outcome::RetryBudgetExhausted => 6,
+        Outcome::Rejected => 7,
     }
 }
 
@@ -150,6 +152,7 @@ mod tests {
             Outcome::Cancelled,
             Outcome::Stopped,
             Outcome::RetryBudgetExhausted,
+            Outcome::Rejected,
         ];
         for outcome in outcomes {
             assert_eq!(OUTCOME_KINDS[outcome_slot(outcome)], outcome.kind());
