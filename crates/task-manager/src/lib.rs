@@ -1,0 +1,58 @@
+//! # task-manager
+//!
+//! Bulk processing over an s3pool [`Pool`](pool_core::Pool): "do this to a million keys, at
+//! most N at a time, tell me what failed", with memory bounded by the concurrency rather
+//! than by the number of items.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), pool_core::ConfigError> {
+//! use futures::StreamExt;
+//! use pool_core::Transient;
+//! use task_manager::TaskManager;
+//!
+//! let manager = TaskManager::builder().concurrency(16).retries(2).build()?;
+//!
+//! // A million keys would work the same: they are pulled as slots free up.
+//! let keys = (0..1_000).map(|i| format!("photos/{i:06}.jpg"));
+//! let mut results = manager
+//!     .process_iterable(keys, |key: String| async move {
+//!         Ok::<_, Transient<std::io::Error>>(key.len()) // e.g. a HEAD request
+//!     })
+//!     .on_progress(|p| {
+//!         if p.done % 250 == 0 {
+//!             println!("{p}");
+//!         }
+//!     });
+//! let mut bytes = 0;
+//! while let Some(item) = results.next().await {
+//!     match item.result {
+//!         Ok(len) => bytes += len,
+//!         Err(error) => eprintln!("item {} failed: {error}", item.index),
+//!     }
+//! }
+//! assert_eq!(bytes, 17_000);
+//! # Ok(()) }
+//! ```
+//!
+//! ## Layout
+//! - [`TaskManagerBuilder`]: the pool's settings and the manager's defaults.
+//! - [`TaskManager`]: `process`, `process_corresponding`, `process_iterable`,
+//!   `process_stream`, `enqueue`, `pause` / `resume` / `drain` / `stop` / `destroy`, `stats`.
+//! - [`Run`]: one run's options (fail-fast, callbacks, progress, priority) and its output:
+//!   a [`Stream`](futures::Stream) of [`ItemResult`]s, or an awaited
+//!   [`BatchResult`](pool_core::BatchResult) / `Vec<Result<..>>`.
+//! - [`Progress`]: done / total / failed / rate for a progress bar.
+//! - [`ManagerStats`]: the pool's counters plus items across runs.
+
+mod builder;
+mod manager;
+mod progress;
+mod run;
+mod stats;
+
+pub use builder::{TaskManagerBuilder, DEFAULT_LOOKAHEAD};
+pub use manager::TaskManager;
+pub use progress::Progress;
+pub use run::{Collected, InOrder, ItemResult, Run, StopReason, Streamed};
+pub use stats::ManagerStats;

@@ -1,0 +1,343 @@
+//! The manager: runs over lists, iterators and streams, single tasks, lifecycle and stats.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::stream::{self, Stream, StreamExt};
+use pool_core::{
+    CancellationToken, ConfigError, Pool, PoolControl, Retryable, TaskHandle, TaskOptions,
+};
+
+use crate::builder::TaskManagerBuilder;
+use crate::run::{Collected, InOrder, Input, Run, RunSettings, Streamed, Submit};
+use crate::stats::{ItemCounters, ManagerStats};
+
+/// Bulk processing over a [`Pool`] it owns: "do this to a million keys, at most N at a time,
+/// tell me what failed".
+///
+/// - [`process`](Self::process): a list in, every value and every error (with its index) out.
+/// - [`process_corresponding`](Self::process_corresponding): one `Result` per item, in input
+///   order.
+/// - [`process_iterable`](Self::process_iterable) / [`process_stream`](Self::process_stream):
+///   a lazily pulled input, possibly endless, and a [`Stream`] of results as they finish, with
+///   memory bounded by the concurrency.
+/// - [`enqueue`](Self::enqueue): a single task.
+///
+/// Each `process*` call returns a [`Run`]: set its options (fail-fast, callbacks, progress,
+/// priority), then await it or poll it as a stream. The processor `f` is called once per
+/// attempt with a clone of the item, so a failed attempt can be retried; wrap large items
+/// in an `Arc`. Its error type says whether an error is worth a retry ([`Retryable`]; wrap
+/// foreign errors in [`Transient`](pool_core::Transient) or
+/// [`Permanent`](pool_core::Permanent)).
+///
+/// Cloning is cheap; clones share the pool. Events reach the observers given to the
+/// [builder](TaskManagerBuilder::observer).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), pool_core::ConfigError> {
+/// use pool_core::{Permanent, TaskError};
+/// use task_manager::TaskManager;
+///
+/// let manager = TaskManager::builder().concurrency(4).retries(0).build()?;
+/// let report = manager
+///     .process(1..=10u32, |n| async move {
+///         if n % 4 == 0 { Err(Permanent(format!("{n} is unlucky"))) } else { Ok(n * n) }
+///     })
+///     .await;
+/// assert_eq!(report.results[2], Some(9));
+/// let failed: Vec<usize> = report.errors.iter().map(|e| e.index).collect();
+/// assert_eq!(failed, [3, 7]);
+/// assert!(matches!(&report.errors[0].error, TaskError::Failed { error, .. } if error.0 == "4 is unlucky"));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct TaskManager {
+    pool: Pool,
+    task_options: TaskOptions,
+    lookahead: usize,
+    /// Fires on `stop`/`destroy`: every run stops pulling input.
+    stop: CancellationToken,
+    counters: Arc<ItemCounters>,
+}
+
+impl TaskManager {
+    /// A builder with documented defaults.
+    pub fn builder() -> TaskManagerBuilder {
+        TaskManagerBuilder::new()
+    }
+
+    pub(crate) fn from_parts(pool: Pool, priority: i32, lookahead: usize) -> Self {
+        Self {
+            pool,
+            task_options: TaskOptions::new().priority(priority),
+            lookahead,
+            stop: CancellationToken::new(),
+            counters: Arc::default(),
+        }
+    }
+
+    /// Runs `f` on every item, at most `concurrency` at a time. Await the [`Run`] for a
+    /// [`BatchResult`](pool_core::BatchResult): `results[i]` is item `i`'s value (`None` if it
+    /// failed) and `errors` the failures with their index, ascending.
+    ///
+    /// Every item is accounted for exactly once, even when the run ends early: items never
+    /// started resolve with `Cancelled` (fail-fast) or `Stopped` (stop).
+    pub fn process<I, F, Fut, T, E>(&self, items: I, f: F) -> Run<T, E, Collected>
+    where
+        I: IntoIterator,
+        I::IntoIter: Send + 'static,
+        I::Item: Clone + Send + 'static,
+        F: Fn(I::Item) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Retryable + Send + 'static,
+    {
+        self.run_over_iter(items, f, true)
+    }
+
+    /// Like [`process`](Self::process), but the [`Run`] awaits to one `Result` per item, in
+    /// input order, whatever order the items finished in.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), pool_core::ConfigError> {
+    /// use std::time::Duration;
+    /// use task_manager::TaskManager;
+    /// let manager = TaskManager::builder().concurrency(3).build()?;
+    /// let lengths = manager
+    ///     .process_corresponding(vec!["a", "bbb", "cc"], |s: &str| async move {
+    ///         // The longest finishes first.
+    ///         tokio::time::sleep(Duration::from_millis(10 / s.len() as u64)).await;
+    ///         Ok::<_, std::io::Error>(s.len())
+    ///     })
+    ///     .await;
+    /// let lengths: Vec<usize> = lengths.into_iter().map(Result::unwrap).collect();
+    /// assert_eq!(lengths, [1, 3, 2]);
+    /// # Ok(()) }
+    /// ```
+    pub fn process_corresponding<I, F, Fut, T, E>(&self, items: I, f: F) -> Run<T, E, InOrder>
+    where
+        I: IntoIterator,
+        I::IntoIter: Send + 'static,
+        I::Item: Clone + Send + 'static,
+        F: Fn(I::Item) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Retryable + Send + 'static,
+    {
+        self.run_over_iter(items, f, true)
+    }
+
+    /// Runs `f` on the items of an iterator, pulled only as room frees up, and yields each
+    /// [`ItemResult`](crate::ItemResult) as it finishes. The iterator may be endless: at most
+    /// `concurrency + lookahead` items are pulled ahead of the consumer, so memory stays
+    /// O(concurrency), and a slow consumer slows the pulling.
+    ///
+    /// Dropping the stream, fail-fast or a stop leaves the rest of the iterator unpulled.
+    /// [`collect_results`](Run::collect_results) collects a finite one.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), pool_core::ConfigError> {
+    /// use futures::StreamExt;
+    /// use task_manager::TaskManager;
+    /// let manager = TaskManager::builder().concurrency(8).build()?;
+    /// // An endless input: only what the consumer takes (plus a window) is ever pulled.
+    /// let mut results = manager.process_iterable(0u64.., |n| async move {
+    ///     Ok::<_, std::io::Error>(n * 2)
+    /// });
+    /// let mut sum = 0;
+    /// for _ in 0..100 {
+    ///     sum += results.next().await.unwrap().result.unwrap();
+    /// }
+    /// assert_eq!(sum, 9_900);
+    /// assert!(results.pulled() <= 100 + 8 + task_manager::DEFAULT_LOOKAHEAD);
+    /// # Ok(()) }
+    /// ```
+    pub fn process_iterable<I, F, Fut, T, E>(&self, items: I, f: F) -> Run<T, E, Streamed>
+    where
+        I: IntoIterator,
+        I::IntoIter: Send + 'static,
+        I::Item: Clone + Send + 'static,
+        F: Fn(I::Item) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Retryable + Send + 'static,
+    {
+        self.run_over_iter(items, f, false)
+    }
+
+    /// [`process_iterable`](Self::process_iterable) for an async input (a paginated listing,
+    /// a channel): pulled only as room frees up, results yielded as they finish.
+    pub fn process_stream<S, F, Fut, T, E>(&self, items: S, f: F) -> Run<T, E, Streamed>
+    where
+        S: Stream + Send + 'static,
+        S::Item: Clone + Send + 'static,
+        F: Fn(S::Item) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Retryable + Send + 'static,
+    {
+        let total = exact_len(items.size_hint());
+        self.run(items, total, f, false)
+    }
+
+    fn run_over_iter<I, F, Fut, T, E, M>(
+        &self,
+        items: I,
+        f: F,
+        account_unpulled: bool,
+    ) -> Run<T, E, M>
+    where
+        I: IntoIterator,
+        I::IntoIter: Send + 'static,
+        I::Item: Clone + Send + 'static,
+        F: Fn(I::Item) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Retryable + Send + 'static,
+    {
+        let items = items.into_iter();
+        let total = exact_len(items.size_hint());
+        self.run(stream::iter(items), total, f, account_unpulled)
+    }
+
+    fn run<S, F, Fut, T, E, M>(
+        &self,
+        items: S,
+        total: Option<u64>,
+        f: F,
+        account_unpulled: bool,
+    ) -> Run<T, E, M>
+    where
+        S: Stream + Send + 'static,
+        S::Item: Clone + Send + 'static,
+        F: Fn(S::Item) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Retryable + Send + 'static,
+    {
+        let processor = Arc::new(f);
+        let input: Input<T, E> = Box::pin(items.map(move |item| -> Submit<T, E> {
+            let processor = Arc::clone(&processor);
+            Box::new(move |pool: &Pool, options: TaskOptions| {
+                // One call per attempt, each with its own copy of the item.
+                pool.enqueue(move || processor(item.clone()), options)
+            })
+        }));
+        Run::new(
+            self.pool.clone(),
+            input,
+            total,
+            account_unpulled,
+            self.run_settings(),
+        )
+    }
+
+    fn run_settings(&self) -> RunSettings {
+        RunSettings {
+            lookahead: self.lookahead,
+            task_options: self.task_options.clone(),
+            manager_stop: self.stop.clone(),
+            counters: Arc::clone(&self.counters),
+        }
+    }
+
+    /// Queues a single task with the manager's defaults. The handle resolves exactly once;
+    /// dropping it lets the task run detached.
+    pub fn enqueue<F, Fut, T, E>(&self, task: F) -> TaskHandle<T, E>
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Retryable + Send + 'static,
+    {
+        self.pool.enqueue(task, self.task_options.clone())
+    }
+
+    /// Queues a single task with its own options (priority, retries, timeout, metadata,
+    /// cancellation).
+    pub fn enqueue_with_options<F, Fut, T, E>(
+        &self,
+        task: F,
+        options: TaskOptions,
+    ) -> TaskHandle<T, E>
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Retryable + Send + 'static,
+    {
+        self.pool.enqueue(task, options)
+    }
+
+    /// Running tasks finish; none start until [`resume`](Self::resume). Runs keep pulling
+    /// until their window is full, then wait.
+    pub fn pause(&self) {
+        self.pool.pause();
+    }
+
+    /// Starts queued tasks again.
+    pub fn resume(&self) {
+        self.pool.resume();
+    }
+
+    /// Waits until every task handed to the pool so far has resolved. Runs are driven by
+    /// whoever polls them, so this does not wait for items a run has not pulled yet.
+    pub async fn drain(&self) {
+        self.pool.drain().await;
+    }
+
+    /// Stops for good: runs stop pulling input, queued tasks resolve with `Stopped`, and
+    /// this waits for running tasks to finish. Later enqueues resolve with `Stopped` at once.
+    pub async fn stop(&self) {
+        self.stop.cancel();
+        self.pool.stop().await;
+    }
+
+    /// Like [`stop`](Self::stop), but running tasks are cancelled too (dropped at their
+    /// next poll, resolving with `Stopped`). When this returns, no task of the manager is
+    /// running and none will start.
+    pub async fn destroy(&self) {
+        self.stop.cancel();
+        self.pool.stop_now();
+        self.pool.stop().await;
+    }
+
+    /// Whether [`stop`](Self::stop) or [`destroy`](Self::destroy) has been called.
+    pub fn is_stopped(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+
+    /// The pool's counters plus items across all runs.
+    pub fn stats(&self) -> ManagerStats {
+        self.counters.snapshot(self.pool.stats())
+    }
+
+    /// The concurrency limit.
+    pub fn concurrency(&self) -> usize {
+        self.pool.concurrency()
+    }
+
+    /// Changes the concurrency limit now; running runs widen or narrow their window to match.
+    pub fn set_concurrency(&self, concurrency: usize) -> Result<(), ConfigError> {
+        self.pool.set_concurrency(concurrency)
+    }
+
+    /// A weak handle to the pool, e.g. for a tuner.
+    pub fn control(&self) -> PoolControl {
+        self.pool.control()
+    }
+
+    /// The pool itself, for what the manager does not wrap (custom error classifiers with
+    /// [`Pool::enqueue_with`], batches).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+}
+
+/// The exact length a `size_hint` promises, if it promises one.
+fn exact_len((lower, upper): (usize, Option<usize>)) -> Option<u64> {
+    (upper == Some(lower)).then_some(lower as u64)
+}

@@ -1,0 +1,72 @@
+//! Counters of a manager: its pool's, plus items across all runs.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use pool_core::Stats;
+
+use crate::progress::ItemOutcome;
+
+/// What [`TaskManager::stats`](crate::TaskManager::stats) returns.
+///
+/// `pool` counts tasks (one per item handed to the pool, plus single `enqueue`s); the `items_*`
+/// fields count items of runs (`process*`), including items that were never handed to the
+/// pool because a run ended early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ManagerStats {
+    /// The pool's counters and state.
+    pub pool: Stats,
+    /// Runs being polled now (started and not yet finished or dropped).
+    pub active_runs: usize,
+    /// Items taken from the inputs of runs.
+    pub items_pulled: u64,
+    /// Items resolved with their value.
+    pub items_succeeded: u64,
+    /// Items resolved with their own failure (error, timeout, panic, exhausted retry budget).
+    pub items_failed: u64,
+    /// Items resolved as cancelled or stopped.
+    pub items_skipped: u64,
+}
+
+/// The manager-wide item counters every run updates.
+#[derive(Debug, Default)]
+pub(crate) struct ItemCounters {
+    active_runs: AtomicUsize,
+    pulled: AtomicU64,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    skipped: AtomicU64,
+}
+
+impl ItemCounters {
+    pub(crate) fn run_started(&self) {
+        self.active_runs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn run_ended(&self) {
+        self.active_runs.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn pulled(&self) {
+        self.pulled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn resolved(&self, outcome: ItemOutcome) {
+        let counter = match outcome {
+            ItemOutcome::Succeeded => &self.succeeded,
+            ItemOutcome::Failed => &self.failed,
+            ItemOutcome::Skipped => &self.skipped,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self, pool: Stats) -> ManagerStats {
+        ManagerStats {
+            pool,
+            active_runs: self.active_runs.load(Ordering::Relaxed),
+            items_pulled: self.pulled.load(Ordering::Relaxed),
+            items_succeeded: self.succeeded.load(Ordering::Relaxed),
+            items_failed: self.failed.load(Ordering::Relaxed),
+            items_skipped: self.skipped.load(Ordering::Relaxed),
+        }
+    }
+}
