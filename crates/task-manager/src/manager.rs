@@ -147,11 +147,11 @@ impl TaskManager {
     /// let mut results = manager.process_iterable(0u64.., |n| async move {
     ///     Ok::<_, std::io::Error>(n * 2)
     /// });
-    /// let mut sum = 0;
     /// for _ in 0..100 {
-    ///     sum += results.next().await.unwrap().result.unwrap();
+    ///     // Results come in completion order; `index` says which item each one is.
+    ///     let item = results.next().await.unwrap();
+    ///     assert_eq!(item.result.unwrap(), item.index as u64 * 2);
     /// }
-    /// assert_eq!(sum, 9_900);
     /// assert!(results.pulled() <= 100 + 8 + task_manager::DEFAULT_LOOKAHEAD);
     /// # Ok(()) }
     /// ```
