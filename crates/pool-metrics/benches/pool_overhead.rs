@@ -4,7 +4,9 @@
 //!
 //! `cargo bench -p pool-metrics --bench pool_overhead`
 //!
-//! After the criterion groups it prints the medians of interleaved runs and their ratios.
+//! After the criterion groups it prints the medians of interleaved runs and their ratios, in
+//! wall time and in CPU time of the whole process (Linux: summed over its threads, from
+//! `/proc/self/task/*/schedstat`), which other load on a shared machine disturbs less.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -99,36 +101,54 @@ fn bench_variants(c: &mut Criterion, runtime: &tokio::runtime::Runtime) {
     group.finish();
 }
 
+/// CPU time used so far by every thread of this process, if the platform tells.
+fn process_cpu_time() -> Option<Duration> {
+    let mut nanos = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        nanos += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(nanos))
+}
+
+fn median(runs: &mut [Duration]) -> Duration {
+    runs.sort_unstable();
+    runs[runs.len() / 2]
+}
+
 /// Interleaves the variants round by round (so drift in machine load hits all alike) and
-/// prints each median and its ratio to the baseline.
+/// prints each median and its ratio to the baseline, in wall time and in CPU time.
 fn print_ratios(runtime: &tokio::runtime::Runtime, rounds: usize) {
-    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); Variant::ALL.len()];
+    let mut wall: Vec<Vec<Duration>> = vec![Vec::new(); Variant::ALL.len()];
+    let mut cpu: Vec<Vec<Duration>> = vec![Vec::new(); Variant::ALL.len()];
     for _ in 0..rounds {
         for (slot, variant) in Variant::ALL.into_iter().enumerate() {
+            let cpu_before = process_cpu_time();
             let start = Instant::now();
             runtime.block_on(run(variant));
-            times[slot].push(start.elapsed());
+            wall[slot].push(start.elapsed());
+            if let Some((before, after)) = cpu_before.zip(process_cpu_time()) {
+                cpu[slot].push(after.saturating_sub(before));
+            }
         }
     }
-    let medians: Vec<Duration> = times
-        .iter_mut()
-        .map(|runs| {
-            runs.sort_unstable();
-            runs[runs.len() / 2]
-        })
-        .collect();
     println!(
-        "\nmedian of {rounds} interleaved runs, {TASKS} no-op tasks at concurrency {CONCURRENCY}:"
+        "\nmedians of {rounds} interleaved runs, {TASKS} no-op tasks, concurrency {CONCURRENCY}:"
     );
-    for (variant, median) in Variant::ALL.iter().zip(&medians) {
-        let ratio = median.as_secs_f64() / medians[0].as_secs_f64();
-        let per_task = median.as_nanos() as f64 / TASKS as f64;
-        println!(
-            "  {:<18} {:>9.2} ms  {:>6.0} ns/task  x{ratio:.3}",
-            variant.name(),
-            median.as_secs_f64() * 1e3,
-            per_task
-        );
+    for (clock, runs) in [("wall", &mut wall), ("cpu", &mut cpu)] {
+        if runs.iter().any(|r| r.is_empty()) {
+            continue;
+        }
+        let medians: Vec<Duration> = runs.iter_mut().map(|r| median(r)).collect();
+        for (variant, value) in Variant::ALL.into_iter().zip(&medians) {
+            println!(
+                "  {clock:<5} {:<18} {:>9.2} ms  {:>6.0} ns/task  x{:.3}",
+                variant.name(),
+                value.as_secs_f64() * 1e3,
+                value.as_nanos() as f64 / TASKS as f64,
+                value.as_secs_f64() / medians[0].as_secs_f64()
+            );
+        }
     }
 }
 
