@@ -18,7 +18,8 @@ use crate::tuner::Tuner;
 /// Attach it with [`PoolBuilder::observer`](pool_core::PoolBuilder::observer); on attach it
 /// sets the pool to the tuner's current limit. Throttling is recognised from
 /// [`ErrorClass::Throttled`], so classify "503 SlowDown" / 429 errors that way. Cancelled
-/// attempts are ignored: they say nothing about the backend.
+/// and rejected (by an admission policy) attempts are ignored: they say nothing about the
+/// backend.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -99,7 +100,8 @@ fn outcome_of(result: AttemptResult) -> Option<AttemptOutcome> {
         AttemptResult::Failed(ErrorClass::Throttled) => AttemptOutcome::Throttled,
         AttemptResult::Failed(_) | AttemptResult::Panicked => AttemptOutcome::Failed,
         AttemptResult::TimedOut => AttemptOutcome::TimedOut,
-        AttemptResult::Cancelled => return None,
+        // Neither ran to an answer from the backend: no signal about its load.
+        AttemptResult::Cancelled | AttemptResult::Rejected => return None,
     })
 }
 

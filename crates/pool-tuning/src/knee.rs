@@ -20,6 +20,7 @@ pub struct KneeConfig {
     min_window: Duration,
     memory_target: Option<f64>,
     rate_history: usize,
+    baseline_refresh: Duration,
 }
 
 impl Default for KneeConfig {
@@ -55,6 +56,7 @@ pub struct KneeConfigBuilder {
     min_window: Duration,
     memory_target: Option<f64>,
     rate_history: usize,
+    baseline_refresh: Duration,
 }
 
 impl Default for KneeConfigBuilder {
@@ -66,10 +68,11 @@ impl Default for KneeConfigBuilder {
             gentlest_cut: 0.9,
             deepest_cut: 0.5,
             hold_windows: 24,
-            min_samples: 8,
+            min_samples: 16,
             min_window: Duration::from_millis(5),
             memory_target: Some(0.9),
             rate_history: 16,
+            baseline_refresh: Duration::from_secs(10),
         }
     }
 }
@@ -116,7 +119,8 @@ impl KneeConfigBuilder {
         self
     }
 
-    /// Successful attempts a window needs before it decides. Default 8; at least 1.
+    /// Successful attempts a window needs before it decides. Default 16; at least 1. More
+    /// means less noise per decision and slower decisions at low concurrency.
     pub fn min_samples(mut self, samples: usize) -> Self {
         self.min_samples = samples;
         self
@@ -139,6 +143,14 @@ impl KneeConfigBuilder {
     /// Windows the best success rate is remembered for. Default 16; at least 1.
     pub fn rate_history(mut self, windows: usize) -> Self {
         self.rate_history = windows;
+        self
+    }
+
+    /// How often one window at ¾ of the limit re-measures the no-load RTT (like BBR's
+    /// ProbeRTT), so neither noise nor a standing queue skews the baseline for long.
+    /// Default 10 s; must be positive. Costs about one window in 250 at a 20 ms RTT.
+    pub fn baseline_refresh(mut self, every: Duration) -> Self {
+        self.baseline_refresh = every;
         self
     }
 
@@ -180,6 +192,11 @@ impl KneeConfigBuilder {
                 field: "min_window",
             });
         }
+        if self.baseline_refresh.is_zero() {
+            return Err(ConfigError::ZeroDuration {
+                field: "baseline_refresh",
+            });
+        }
         if self.min_samples == 0 {
             return Err(ConfigError::ZeroCount {
                 field: "min_samples",
@@ -200,6 +217,7 @@ impl KneeConfigBuilder {
             min_window: self.min_window,
             memory_target,
             rate_history: self.rate_history,
+            baseline_refresh: self.baseline_refresh,
         })
     }
 }
@@ -275,6 +293,8 @@ pub struct KneeTuner {
     recent_success_rates: VecDeque<f64>,
     /// Where the current run of RTT-growth cuts started, to check that cutting helps.
     latency_cuts_from: Option<LatencyCut>,
+    /// When a probe window last measured the baseline.
+    baseline_measured_at: Option<Instant>,
     /// Set while a window measures the no-load RTT: the limit to return to afterwards.
     rtt_probe_return_to: Option<usize>,
     /// The limit of the last window that was in use and showed no overload.
@@ -299,6 +319,7 @@ struct Window {
     started: Option<Instant>,
     successes: usize,
     rtt_sum: f64,
+    rtt_square_sum: f64,
     max_in_flight: usize,
     saw_queue: bool,
     /// Successes finishing in the window, whenever they started: the success rate.
@@ -320,6 +341,7 @@ impl KneeTuner {
             smoothed_rtt: None,
             recent_success_rates: VecDeque::new(),
             latency_cuts_from: None,
+            baseline_measured_at: None,
             rtt_probe_return_to: None,
             last_clean_limit: None,
             window: Window::default(),
@@ -374,11 +396,21 @@ impl KneeTuner {
         }
         .max(limit * self.config.deepest_cut);
         let to = self.config.bounds.clamp_f64(target);
+        // Climb back to the best evidence of a safe level, never to the failing one: the
+        // knee estimate lags behind a limit that just grew, a level seen clean does not.
         let below_failing = self.limit.saturating_sub(1).max(to);
-        let safe = match (reason, self.estimated_knee()) {
+        let evidence = self
+            .estimated_knee()
+            .map(|knee| knee.floor() as usize)
+            .max(self.last_clean_limit);
+        let mut safe = match (reason, evidence) {
             (Reason::MemoryPressure, _) | (_, None) => to,
-            (_, Some(knee)) => (knee.floor() as usize).clamp(to, below_failing),
+            (_, Some(level)) => level.clamp(to, below_failing),
         };
+        if let Some(previous) = self.ceiling {
+            // Overloaded again before a hold completed: the old safe level was not safe.
+            safe = safe.min(previous.saturating_sub(1)).max(to);
+        }
         self.ceiling = Some(safe);
         self.clean_windows_at_ceiling = 0;
         self.growth_step = 1;
@@ -459,7 +491,11 @@ impl KneeTuner {
     fn close_window(&mut self, now: Instant) -> Option<Adjustment> {
         let window = self.window;
         let started = window.started.unwrap_or(now);
-        let rtt = window.rtt_sum / window.successes as f64;
+        let samples = window.successes as f64;
+        let rtt = window.rtt_sum / samples;
+        // Standard error of the mean RTT: how far noise alone can move it.
+        let variance = (window.rtt_square_sum / samples - rtt * rtt).max(0.0);
+        let noise = 2.0 * (variance / samples).sqrt();
         let span = now.saturating_duration_since(started).as_secs_f64();
         if span > 0.0 {
             if self.recent_success_rates.len() == self.config.rate_history {
@@ -474,14 +510,22 @@ impl KneeTuner {
         self.smoothed_rtt = Some(self.smoothed_rtt.map_or(rtt, |s| 0.75 * s + 0.25 * rtt));
 
         if let Some(return_to) = self.rtt_probe_return_to.take() {
-            // The probe window only measured the baseline (taken above); resume.
+            // A probe window at fewer requests: its RTT is the no-load RTT, replacing a
+            // minimum that noise only ever drags down.
+            self.baseline_rtt = Some(rtt);
+            self.baseline_measured_at = Some(now);
             return self.set_limit(return_to, Reason::Recovering, now);
         }
-        let got_faster =
-            previous_baseline.is_some_and(|b| rtt * (1.0 + self.config.latency_tolerance) < b);
-        if got_faster && self.last_clean_limit.is_some() {
-            // The backend got faster, and this RTT may still hide a queue: measure it with
-            // fewer requests in flight before trusting it.
+        let measured_at = *self.baseline_measured_at.get_or_insert(now);
+        let tolerance = 1.0 + self.config.latency_tolerance;
+        let got_faster = previous_baseline.is_some_and(|b| rtt * tolerance + noise < b);
+        let steady = self.latency_cuts_from.is_none() && self.last_clean_limit.is_some();
+        if steady
+            && (got_faster
+                || now.saturating_duration_since(measured_at) >= self.config.baseline_refresh)
+        {
+            // The backend got faster (this RTT may still hide a queue), or the baseline is
+            // due a refresh: measure it with fewer requests in flight.
             return self.probe_rtt(self.limit, Reason::MeasuringRtt, now);
         }
 
@@ -493,7 +537,7 @@ impl KneeTuner {
             }
         }
 
-        if rtt > baseline * (1.0 + self.config.latency_tolerance) {
+        if rtt > baseline * tolerance + noise {
             let here = LatencyCut {
                 rtt_before: rtt,
                 limit_before: self.limit,
@@ -559,7 +603,9 @@ impl Tuner for KneeTuner {
         }
         let window = &mut self.window;
         window.successes += 1;
-        window.rtt_sum += sample.latency.as_secs_f64();
+        let latency = sample.latency.as_secs_f64();
+        window.rtt_sum += latency;
+        window.rtt_square_sum += latency * latency;
         window.max_in_flight = window.max_in_flight.max(sample.in_flight);
         window.saw_queue |= sample.queued > 0;
         if let Some(memory) = sample.memory_fraction.filter(|m| m.is_finite()) {
@@ -645,7 +691,26 @@ mod tests {
         assert!((60..=80).contains(&limit), "limit {limit}");
         let cuts = sim.run(200, knee_at(64, MS * 20));
         assert!(cuts.iter().any(|a| a.reason == Reason::RttGrowth));
-        assert!(cuts.iter().all(|a| a.to >= 56), "{cuts:?}");
+        let rtt_cuts = cuts.iter().filter(|a| a.reason == Reason::RttGrowth);
+        assert!(rtt_cuts.clone().all(|a| a.to >= 56), "{cuts:?}");
+    }
+
+    #[test]
+    fn baseline_is_measured_again_below_the_limit_every_refresh() {
+        let config = KneeConfig::builder()
+            .baseline_refresh(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let mut sim = Loop::new(config, 10);
+        // 10 s of a backend with its knee at 64.
+        let adjustments = sim.run(500, knee_at(64, MS * 20));
+        let probes: Vec<_> = adjustments
+            .iter()
+            .filter(|a| a.reason == Reason::MeasuringRtt)
+            .collect();
+        assert!((3..=5).contains(&probes.len()), "{probes:?}");
+        // Each probe runs at three quarters of the limit and is followed by a return.
+        assert!(probes.iter().all(|p| p.to == (p.from * 3).div_ceil(4)));
     }
 
     #[test]
