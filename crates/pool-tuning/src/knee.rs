@@ -360,13 +360,7 @@ impl KneeTuner {
 
     /// The estimated knee: best recent success rate × baseline RTT (requests in flight).
     pub fn estimated_knee(&self) -> Option<f64> {
-        let best_rate = self
-            .recent_success_rates
-            .iter()
-            .copied()
-            .fold(None, |best: Option<f64>, rate| {
-                Some(best.map_or(rate, |b| b.max(rate)))
-            })?;
+        let best_rate = self.recent_success_rates.iter().copied().reduce(f64::max)?;
         Some(best_rate * self.baseline_rtt?)
     }
 
@@ -415,6 +409,8 @@ impl KneeTuner {
         self.clean_windows_at_ceiling = 0;
         self.growth_step = 1;
         self.latency_cuts_from = None;
+        // Overload beats an RTT probe in progress: do not jump back when it ends.
+        self.rtt_probe_return_to = None;
         self.set_limit(to, reason, now)
     }
 
@@ -726,6 +722,31 @@ mod tests {
         // Clean windows climb back to the ceiling and hold there.
         sim.run(10, |_| MS * 20);
         assert_eq!(sim.tuner.limit(), 45);
+    }
+
+    #[test]
+    fn throttling_during_an_rtt_probe_is_not_undone_when_the_probe_ends() {
+        let config = KneeConfig::builder()
+            .baseline_refresh(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let mut sim = Loop::new(config, 40);
+        // Flat RTT until the first refresh probe starts.
+        let probe = (0..200)
+            .flat_map(|_| sim.round(MS * 20))
+            .find(|a| a.reason == Reason::MeasuringRtt)
+            .expect("a refresh probe within 4 s");
+        let now = sim.now + MS;
+        let throttled = Sample::new(now, MS, AttemptOutcome::Throttled).in_flight(probe.to);
+        let cut = sim.tuner.observe(&throttled, now).unwrap();
+        assert_eq!(cut.reason, Reason::Throttled);
+        let after = sim.run(4, |_| MS * 20);
+        assert!(
+            after
+                .iter()
+                .all(|a| a.to <= cut.to + (probe.from - cut.to) / 2 + 1),
+            "jumped back: {after:?}"
+        );
     }
 
     #[test]
