@@ -47,6 +47,13 @@ use crate::tally::{ratio, Tally};
 ///
 /// Time comes from the pool's clock (virtual under tokio's paused time), through event
 /// timestamps and [`PoolControl::now`]; the `*_at` methods take `now` explicitly.
+///
+/// Reads merge the per-thread shards one at a time, so a snapshot taken while tasks finish
+/// may include some of those tasks and not others; once they have finished, every read counts
+/// every one of them.
+///
+/// One collector is meant for one pool: it takes its clock from the first pool it is attached
+/// to.
 #[derive(Clone)]
 pub struct Metrics {
     inner: Arc<Inner>,
