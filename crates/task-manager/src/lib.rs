@@ -42,16 +42,20 @@
 //! - [`Run`]: one run's options (fail-fast, callbacks, progress, priority) and its output:
 //!   a [`Stream`](futures::Stream) of [`ItemResult`]s, or an awaited
 //!   [`BatchResult`](pool_core::BatchResult) / `Vec<Result<..>>`.
+//! - [`Classified`]: the same with a custom error classifier
+//!   ([`TaskManager::classify_errors`]).
 //! - [`Progress`]: done / total / failed / rate for a progress bar.
 //! - [`ManagerStats`]: the pool's counters plus items across runs.
 
 mod builder;
+mod classified;
 mod manager;
 mod progress;
 mod run;
 mod stats;
 
 pub use builder::{TaskManagerBuilder, DEFAULT_LOOKAHEAD};
+pub use classified::Classified;
 pub use manager::TaskManager;
 pub use progress::Progress;
 pub use run::{Collected, InOrder, ItemResult, Run, StopReason, Streamed};

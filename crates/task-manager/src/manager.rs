@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use futures::stream::{self, Stream, StreamExt};
 use pool_core::{
-    CancellationToken, ConfigError, Pool, PoolControl, Retryable, TaskHandle, TaskOptions,
+    CancellationToken, ConfigError, ErrorClass, Pool, PoolControl, Retryable, TaskHandle,
+    TaskOptions,
 };
 
 use crate::builder::TaskManagerBuilder;
+use crate::classified::Classified;
 use crate::run::{Collected, InOrder, Input, Run, RunSettings, Streamed, Submit};
 use crate::stats::{ItemCounters, ManagerStats};
 
@@ -93,7 +95,7 @@ impl TaskManager {
         T: Send + 'static,
         E: Retryable + Send + 'static,
     {
-        self.run_over_iter(items, f, true)
+        self.run_over_iter(items, f, E::error_class, true)
     }
 
     /// Like [`process`](Self::process), but the [`Run`] awaits to one `Result` per item, in
@@ -126,7 +128,7 @@ impl TaskManager {
         T: Send + 'static,
         E: Retryable + Send + 'static,
     {
-        self.run_over_iter(items, f, true)
+        self.run_over_iter(items, f, E::error_class, true)
     }
 
     /// Runs `f` on the items of an iterator, pulled only as room frees up, and yields each
@@ -165,7 +167,7 @@ impl TaskManager {
         T: Send + 'static,
         E: Retryable + Send + 'static,
     {
-        self.run_over_iter(items, f, false)
+        self.run_over_iter(items, f, E::error_class, false)
     }
 
     /// [`process_iterable`](Self::process_iterable) for an async input (a paginated listing,
@@ -180,13 +182,14 @@ impl TaskManager {
         E: Retryable + Send + 'static,
     {
         let total = exact_len(items.size_hint());
-        self.run(items, total, f, false)
+        self.run(items, total, f, E::error_class, false)
     }
 
-    fn run_over_iter<I, F, Fut, T, E, M>(
+    pub(crate) fn run_over_iter<I, F, Fut, T, E, C, M>(
         &self,
         items: I,
         f: F,
+        classify: C,
         account_unpulled: bool,
     ) -> Run<T, E, M>
     where
@@ -196,18 +199,20 @@ impl TaskManager {
         F: Fn(I::Item) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
-        E: Retryable + Send + 'static,
+        E: Send + 'static,
+        C: Fn(&E) -> ErrorClass + Clone + Send + Sync + 'static,
     {
         let items = items.into_iter();
         let total = exact_len(items.size_hint());
-        self.run(stream::iter(items), total, f, account_unpulled)
+        self.run(stream::iter(items), total, f, classify, account_unpulled)
     }
 
-    fn run<S, F, Fut, T, E, M>(
+    pub(crate) fn run<S, F, Fut, T, E, C, M>(
         &self,
         items: S,
         total: Option<u64>,
         f: F,
+        classify: C,
         account_unpulled: bool,
     ) -> Run<T, E, M>
     where
@@ -216,14 +221,16 @@ impl TaskManager {
         F: Fn(S::Item) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
-        E: Retryable + Send + 'static,
+        E: Send + 'static,
+        C: Fn(&E) -> ErrorClass + Clone + Send + Sync + 'static,
     {
         let processor = Arc::new(f);
         let input: Input<T, E> = Box::pin(items.map(move |item| -> Submit<T, E> {
             let processor = Arc::clone(&processor);
+            let classify = classify.clone();
             Box::new(move |pool: &Pool, options: TaskOptions| {
                 // One call per attempt, each with its own copy of the item.
-                pool.enqueue(move || processor(item.clone()), options)
+                pool.enqueue_with(move || processor(item.clone()), options, classify)
             })
         }));
         Run::new(
@@ -242,6 +249,38 @@ impl TaskManager {
             manager_stop: self.stop.clone(),
             counters: Arc::clone(&self.counters),
         }
+    }
+
+    pub(crate) fn default_task_options(&self) -> TaskOptions {
+        self.task_options.clone()
+    }
+
+    /// The same runs and single tasks for an error type that does not implement
+    /// [`Retryable`] (say, a foreign crate's): `classify` says which errors are worth a retry.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), pool_core::ConfigError> {
+    /// use pool_core::ErrorClass;
+    /// use task_manager::TaskManager;
+    /// let manager = TaskManager::builder().retries(1).build()?;
+    /// let statuses = manager
+    ///     .classify_errors(|status: &u16| {
+    ///         if *status >= 500 { ErrorClass::Retryable } else { ErrorClass::Fatal }
+    ///     })
+    ///     .process_corresponding([200u16, 404], |status| async move {
+    ///         if status == 200 { Ok("found") } else { Err(status) }
+    ///     })
+    ///     .await;
+    /// assert!(statuses[0].is_ok());
+    /// assert_eq!(statuses[1].as_ref().unwrap_err().task_error(), Some(&404));
+    /// # Ok(()) }
+    /// ```
+    pub fn classify_errors<E, C>(&self, classify: C) -> Classified<'_, C>
+    where
+        C: Fn(&E) -> ErrorClass + Clone + Send + Sync + 'static,
+    {
+        Classified::new(self, classify)
     }
 
     /// Queues a single task with the manager's defaults. The handle resolves exactly once;
@@ -338,6 +377,6 @@ impl TaskManager {
 }
 
 /// The exact length a `size_hint` promises, if it promises one.
-fn exact_len((lower, upper): (usize, Option<usize>)) -> Option<u64> {
+pub(crate) fn exact_len((lower, upper): (usize, Option<usize>)) -> Option<u64> {
     (upper == Some(lower)).then_some(lower as u64)
 }

@@ -519,3 +519,74 @@ async fn an_empty_input_finishes_at_once() {
     assert!(ordered.is_empty());
     assert_eq!(manager.stats().active_runs, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn events_reach_the_observers_given_to_the_builder() {
+    use pool_core::{Event, Observer, Outcome};
+
+    #[derive(Clone, Default)]
+    struct Outcomes(Arc<Mutex<Vec<Outcome>>>);
+    impl Observer for Outcomes {
+        fn on_event(&self, event: &Event) {
+            if let Event::TaskFinished(record) = event {
+                self.0.lock().unwrap().push(record.outcome);
+            }
+        }
+    }
+
+    let outcomes = Outcomes::default();
+    let manager = TaskManager::builder()
+        .concurrency(3)
+        .retries(0)
+        .observer(outcomes.clone())
+        .build()
+        .unwrap();
+    manager
+        .process(0..30u32, |n| async move {
+            sleep(Duration::from_millis(1)).await;
+            if n % 10 == 0 {
+                Err(Permanent(n))
+            } else {
+                Ok(n)
+            }
+        })
+        .await;
+    let outcomes = outcomes.0.lock().unwrap();
+    assert_eq!(outcomes.len(), 30);
+    assert_eq!(outcomes.iter().filter(|o| o.is_success()).count(), 27);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_custom_classifier_decides_which_errors_are_retried() {
+    let manager = TaskManager::builder()
+        .concurrency(2)
+        .retries(3)
+        .retry_delay(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    let attempts = CallCounts::new(2);
+    let counter = attempts.clone();
+    // Status codes: 503 is worth retrying, 404 is not.
+    let results = manager
+        .classify_errors(|status: &u16| {
+            if *status >= 500 {
+                pool_core::ErrorClass::Throttled
+            } else {
+                pool_core::ErrorClass::Fatal
+            }
+        })
+        .process_corresponding([(0usize, 503u16), (1, 404)], move |(index, status)| {
+            counter.hit(index);
+            async move { Err::<(), u16>(status) }
+        })
+        .await;
+    assert_eq!(attempts.counts(), [4, 1]);
+    assert!(matches!(
+        results[0],
+        Err(TaskError::Failed { attempts: 4, .. })
+    ));
+    assert!(matches!(
+        results[1],
+        Err(TaskError::Failed { attempts: 1, .. })
+    ));
+}
