@@ -215,3 +215,19 @@ async fn memory_is_read_at_most_once_per_refresh() {
         "{reads} reads in {elapsed} s"
     );
 }
+
+#[cfg(feature = "system-memory")]
+#[tokio::test(start_paused = true)]
+async fn auto_concurrency_starts_from_this_machines_memory() {
+    use pool_tuning::{suggest_initial_concurrency, SystemMemory};
+    let config = KneeConfig::builder().min(1).max(1_000).build().unwrap();
+    let expected = SystemMemory::new()
+        .and_then(|memory| memory.snapshot())
+        .map_or(FALLBACK_INITIAL_CONCURRENCY, |snapshot| {
+            suggest_initial_concurrency(snapshot, config.bounds())
+        });
+    let pool = Pool::builder().auto_concurrency(config).build().unwrap();
+    assert_eq!(pool.concurrency(), expected);
+    // The original's table tops out at 50, halved.
+    assert!((1..=25).contains(&pool.concurrency()));
+}
