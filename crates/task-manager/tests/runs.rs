@@ -590,3 +590,41 @@ async fn a_custom_classifier_decides_which_errors_are_retried() {
         Err(TaskError::Failed { attempts: 1, .. })
     ));
 }
+
+#[tokio::test(start_paused = true)]
+async fn stop_ends_a_run_that_waits_on_its_input() {
+    let manager = manager(2, 1);
+    let input = stream::iter(0..3u32).chain(stream::pending());
+    let mut results =
+        manager.process_stream(input, |n| async move { Ok::<_, Permanent<String>>(n) });
+    for _ in 0..3 {
+        results.next().await.unwrap().result.unwrap();
+    }
+    let stopper = manager.clone();
+    tokio::spawn(async move {
+        sleep(Duration::from_secs(10)).await;
+        stopper.stop().await;
+    });
+    assert!(results.next().await.is_none());
+    assert_eq!(results.stop_reason(), Some(StopReason::Stopped));
+    assert_eq!(manager.stats().active_runs, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn progress_knows_the_total_of_an_exact_size_input() {
+    let manager = manager(2, 1);
+    let mut listed =
+        manager.process_iterable(
+            vec![1u8, 2, 3],
+            |n| async move { Ok::<_, Permanent<String>>(n) },
+        );
+    assert_eq!(listed.progress().total, Some(3));
+    while listed.next().await.is_some() {}
+    assert_eq!(listed.progress().done, 3);
+
+    let filtered = manager.process_iterable((0..10u8).filter(|n| n % 2 == 0), |n| async move {
+        Ok::<_, Permanent<String>>(n)
+    });
+    assert_eq!(filtered.progress().total, None);
+    assert_eq!(filtered.total(5).progress().total, Some(5));
+}
