@@ -56,12 +56,15 @@ pub mod executor;
 mod handle;
 mod job;
 mod observer;
+pub mod policy;
 mod pool;
 mod queue;
 mod retry;
 mod runner;
 mod stats;
 mod task;
+#[cfg(feature = "tower")]
+pub mod tower;
 
 pub use admission::{Admission, AdmissionPermit, Rejection, RejectionKind};
 pub use batch::{Batch, BatchError, BatchResult};
@@ -75,6 +78,7 @@ pub use executor::TokioExecutor;
 pub use executor::{BoxFuture, Deadlock, Executor, SimExecutor};
 pub use handle::TaskHandle;
 pub use observer::{AttemptResult, Event, Observer, Outcome, TaskInfo, TaskRecord};
+pub use policy::{PolicyExt, SingleFlight};
 pub use pool::{Pool, PoolControl};
 pub use retry::{saturation, Jitter, PressureDecision, RetryBudget, RetryPolicy};
 pub use stats::Stats;

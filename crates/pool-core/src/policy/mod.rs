@@ -1,0 +1,81 @@
+//! Protection policies: optional parts that plug into a pool's admission and observer seams.
+//!
+//! - [`CircuitBreaker`] (feature `circuit-breaker`): fails fast while a backend keeps failing,
+//!   probes it after a cool-down.
+//! - [`RateLimiter`] and [`KeyedRateLimiter`] (feature `rate-limit`, on `governor`'s GCRA):
+//!   operations per second with a burst, globally or per key (e.g. per S3 prefix), optionally
+//!   adaptive ([`Aimd`]): back off on throttling, recover gradually.
+//! - [`SingleFlight`]: identical concurrent operations share one execution.
+//!
+//! Policies that are both an [`Admission`] and an [`Observer`] (they decide before an attempt
+//! and learn from its outcome) attach in one call with [`PolicyExt::with_policy`]. All of them
+//! take their time from the pool's [`Executor`](crate::Executor), so they run on virtual time
+//! in tests.
+
+#[cfg(feature = "rate-limit")]
+mod aimd;
+#[cfg(feature = "circuit-breaker")]
+mod circuit_breaker;
+#[cfg(feature = "rate-limit")]
+mod clock;
+#[cfg(feature = "rate-limit")]
+mod keyed_rate_limit;
+#[cfg(feature = "rate-limit")]
+mod rate_limit;
+#[cfg(feature = "rate-limit")]
+mod s3_prefix;
+mod single_flight;
+
+#[cfg(feature = "rate-limit")]
+pub use aimd::Aimd;
+#[cfg(feature = "circuit-breaker")]
+pub use circuit_breaker::{
+    default_verdict, CallVerdict, CircuitBreaker, CircuitBreakerConfig, CircuitSnapshot,
+    CircuitState, Transition, WhenOpen,
+};
+#[cfg(feature = "rate-limit")]
+pub use clock::ExecutorClock;
+#[cfg(feature = "rate-limit")]
+pub use keyed_rate_limit::{KeyedRateLimiter, KeyedRateLimiterBuilder};
+#[cfg(feature = "rate-limit")]
+pub use rate_limit::{RateLimit, RateLimiter, RateLimiterBuilder};
+#[cfg(feature = "rate-limit")]
+pub use s3_prefix::{
+    key_prefix, s3_prefix_key, S3PrefixKey, S3RequestClass, S3_READS_PER_PREFIX,
+    S3_WRITES_PER_PREFIX,
+};
+pub use single_flight::{Flight, FlightRole, SharedResult, SingleFlight, SingleFlightStats};
+
+use crate::admission::Admission;
+use crate::builder::PoolBuilder;
+use crate::observer::Observer;
+
+/// Attaches a policy that is both an [`Admission`] and an [`Observer`] to a
+/// [`PoolBuilder`] in one call (a policy attached only as admission never learns outcomes).
+///
+/// ```
+/// # #[cfg(feature = "circuit-breaker")] {
+/// use std::sync::Arc;
+/// use pool_core::policy::{CircuitBreaker, CircuitBreakerConfig, PolicyExt};
+/// use pool_core::{Executor, Pool, SimExecutor};
+/// let executor: Arc<dyn Executor> = Arc::new(SimExecutor::new());
+/// let breaker = CircuitBreaker::new(CircuitBreakerConfig::new(), executor.clone()).unwrap();
+/// let pool = Pool::builder().executor_arc(executor).with_policy(&breaker).build().unwrap();
+/// # let _ = pool; }
+/// ```
+pub trait PolicyExt: Sized {
+    /// Adds `policy` as an admission policy and as an observer (it is cloned; clones share
+    /// state).
+    fn with_policy<P>(self, policy: &P) -> Self
+    where
+        P: Admission + Observer + Clone;
+}
+
+impl PolicyExt for PoolBuilder {
+    fn with_policy<P>(self, policy: &P) -> Self
+    where
+        P: Admission + Observer + Clone,
+    {
+        self.admission(policy.clone()).observer(policy.clone())
+    }
+}

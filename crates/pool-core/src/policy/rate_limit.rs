@@ -1,0 +1,199 @@
+//! A rate limit (operations per second with a burst) as a pool admission policy that waits.
+//!
+//! Built on `governor`'s GCRA, timed by the pool's executor ([`ExecutorClock`]), so a
+//! simulated minute takes microseconds in tests. See [`KeyedRateLimiter`] for one limit per
+//! key (e.g. per S3 prefix) and [`Aimd`] for limits that back off on throttling.
+
+use std::fmt;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::Quota;
+
+use super::aimd::Aimd;
+use super::keyed_rate_limit::{KeyedRateLimiter, KeyedRateLimiterBuilder};
+#[cfg(doc)]
+use super::ExecutorClock;
+use crate::admission::{Admission, AdmissionPermit, Rejection};
+use crate::error::ConfigError;
+use crate::executor::{BoxFuture, Executor};
+use crate::observer::{Event, Observer, TaskInfo};
+use crate::pool::PoolControl;
+
+/// A sustained rate and a burst: `per_second` operations per second on average, and up to
+/// `burst` at once after a quiet spell.
+///
+/// ```
+/// use pool_core::policy::RateLimit;
+/// let limit = RateLimit::new(100.0, 10).unwrap();
+/// assert_eq!((limit.per_second(), limit.burst()), (100.0, 10));
+/// assert!(RateLimit::new(0.0, 10).is_err());
+/// assert!(RateLimit::new(100.0, 0).is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    per_second: f64,
+    burst: NonZeroU32,
+}
+
+impl RateLimit {
+    /// `per_second` must be a positive finite number (fractions allowed: 0.5 is one every
+    /// 2 s); `burst` at least 1.
+    pub fn new(per_second: f64, burst: u32) -> Result<Self, ConfigError> {
+        let invalid_rate = ConfigError::InvalidFactor {
+            field: "rate_limit.per_second",
+            range: "(0, 1e9]",
+            value: per_second,
+        };
+        if !(per_second.is_finite() && per_second > 0.0 && per_second <= 1e9) {
+            return Err(invalid_rate);
+        }
+        let burst = NonZeroU32::new(burst).ok_or(ConfigError::InvalidFactor {
+            field: "rate_limit.burst",
+            range: "[1, 2^32)",
+            value: 0.0,
+        })?;
+        let limit = Self { per_second, burst };
+        limit
+            .quota_at(per_second)
+            .map(|_| limit)
+            .ok_or(invalid_rate)
+    }
+
+    /// Operations per second, on average.
+    pub fn per_second(&self) -> f64 {
+        self.per_second
+    }
+
+    /// Operations allowed at once after a quiet spell.
+    pub fn burst(&self) -> u32 {
+        self.burst.get()
+    }
+
+    /// The GCRA quota at `rate` (at most this limit's rate), its burst scaled alike.
+    pub(crate) fn quota_at(&self, rate: f64) -> Option<Quota> {
+        let share = (rate / self.per_second).clamp(0.0, 1.0);
+        let burst = ((f64::from(self.burst.get()) * share).round() as u32).max(1);
+        let period = Duration::try_from_secs_f64(1.0 / rate).ok()?;
+        Some(Quota::with_period(period)?.allow_burst(NonZeroU32::new(burst)?))
+    }
+}
+
+/// One rate limit for every task of a pool: an [`Admission`] policy that makes attempts wait
+/// (on the pool's executor) until the limit allows them. With [`RateLimiterBuilder::adaptive`]
+/// it is also an [`Observer`] that backs off on throttled attempts.
+///
+/// Waiting attempts hold their pool slot. Cheap to clone: clones share one limit.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use pool_core::policy::{RateLimit, RateLimiter};
+/// use pool_core::{Executor, Pool, SimExecutor, TaskOptions, Transient};
+///
+/// let sim = SimExecutor::new();
+/// let executor: Arc<dyn Executor> = Arc::new(sim.clone());
+/// let limiter = RateLimiter::new(RateLimit::new(10.0, 1).unwrap(), executor.clone());
+/// let pool = Pool::builder().executor_arc(executor).admission(limiter).build().unwrap();
+/// let start = sim.now();
+/// sim.block_on(async {
+///     let handles: Vec<_> = (0..21)
+///         .map(|_| pool.enqueue(|| async { Ok::<_, Transient<&str>>(()) }, TaskOptions::new()))
+///         .collect();
+///     for handle in handles {
+///         handle.await.unwrap();
+///     }
+/// });
+/// // 21 operations at 10/s: the first at once, the last 2 s later.
+/// assert_eq!(sim.now() - start, Duration::from_secs(2));
+/// ```
+#[derive(Clone)]
+pub struct RateLimiter {
+    keyed: KeyedRateLimiter<()>,
+}
+
+impl fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("current_rate", &self.current_rate())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RateLimiter {
+    /// A fixed limit timed by `executor` (use the pool's executor); waits as long as needed.
+    pub fn new(limit: RateLimit, executor: Arc<dyn Executor>) -> Self {
+        Self {
+            keyed: KeyedRateLimiter::builder(
+                executor,
+                |_: &TaskInfo| Some(()),
+                move |_: &()| limit,
+            )
+            .build_unchecked(),
+        }
+    }
+
+    /// A limiter with more settings (adaptive back-off, longest wait).
+    pub fn builder(limit: RateLimit, executor: Arc<dyn Executor>) -> RateLimiterBuilder {
+        RateLimiterBuilder {
+            keyed: KeyedRateLimiter::builder(
+                executor,
+                |_: &TaskInfo| Some(()),
+                move |_: &()| limit,
+            ),
+        }
+    }
+
+    /// The rate in force now (below the configured one while backing off).
+    pub fn current_rate(&self) -> f64 {
+        self.keyed.current_rate(&()).unwrap_or(f64::NAN)
+    }
+}
+
+impl Admission for RateLimiter {
+    fn acquire(&self, task: &TaskInfo) -> BoxFuture<Result<AdmissionPermit, Rejection>> {
+        self.keyed.acquire(task)
+    }
+}
+
+impl Observer for RateLimiter {
+    fn on_attach(&self, pool: PoolControl) {
+        self.keyed.on_attach(pool);
+    }
+
+    fn on_event(&self, event: &Event) {
+        self.keyed.on_event(event);
+    }
+}
+
+/// Settings of a [`RateLimiter`] beyond its limit.
+#[derive(Debug)]
+#[must_use = "a builder does nothing until .build()"]
+pub struct RateLimiterBuilder {
+    keyed: KeyedRateLimiterBuilder<()>,
+}
+
+impl RateLimiterBuilder {
+    /// Backs off on throttled attempts and recovers while there are none (attach the limiter
+    /// as an observer too, e.g. with [`PolicyExt::with_policy`](super::PolicyExt::with_policy)).
+    /// Default: fixed rate.
+    pub fn adaptive(mut self, aimd: Aimd) -> Self {
+        self.keyed = self.keyed.adaptive(aimd);
+        self
+    }
+
+    /// Rejects (with [`RejectionKind::RateLimited`](crate::RejectionKind::RateLimited)) an
+    /// attempt that would wait longer than this in total. Default: waits as long as needed.
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.keyed = self.keyed.max_wait(max_wait);
+        self
+    }
+
+    /// Checks the settings and builds the limiter.
+    pub fn build(self) -> Result<RateLimiter, ConfigError> {
+        Ok(RateLimiter {
+            keyed: self.keyed.build()?,
+        })
+    }
+}
