@@ -1,0 +1,427 @@
+//! The background agent of one limit in one process: the only code that talks to Redis for
+//! permits.
+//!
+//! Waiting tasks queue here, first come first served; releases and requests are batched, so
+//! one script call releases everything that ended since the last call and asks for as many
+//! leases as there are waiters. One more script call every third of the lease TTL renews all
+//! leases this process holds. While tasks wait and nothing was granted, the agent retries on
+//! a wake-up from the limit's pub/sub channel (room appeared, limit changed) or after an
+//! exponential backoff with jitter, whichever comes first: it never polls in a tight loop.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use redis::aio::ConnectionManager;
+use redis::RedisError;
+use tokio::sync::mpsc::{UnboundedReceiver, WeakUnboundedSender};
+use tokio::sync::{oneshot, Notify};
+use tokio::time::{sleep_until, Instant, MissedTickBehavior};
+
+use crate::backoff::Backoff;
+use crate::error::PermitError;
+use crate::event::{EventSink, FailMode, PermitEvent};
+use crate::lease::Lease;
+use crate::redact::RedisUrl;
+use crate::scripts::Scripts;
+
+/// What handles and leases ask of the agent.
+#[derive(Debug)]
+pub(crate) enum Request {
+    /// A task wants a permit.
+    Acquire(oneshot::Sender<Result<Lease, PermitError>>),
+    /// A lease was dropped.
+    Release(u64),
+    /// Answer once every release received so far has been sent to Redis.
+    Flush(oneshot::Sender<()>),
+}
+
+/// What the agent publishes about itself, read by [`RedisPermits::status`](crate::RedisPermits::status).
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    pub(crate) held: AtomicUsize,
+    pub(crate) waiting: AtomicUsize,
+    pub(crate) unavailable: AtomicBool,
+    /// Last limit seen in Redis (0: none seen yet).
+    pub(crate) limit: AtomicU64,
+    /// Leases held by all processes at the last script call.
+    pub(crate) held_globally: AtomicU64,
+}
+
+/// How the agent behaves; see the builder for what each means.
+#[derive(Debug, Clone)]
+pub(crate) struct AgentSettings {
+    pub(crate) fail_mode: FailMode,
+    pub(crate) lease_ttl: Duration,
+    pub(crate) min_backoff: Duration,
+    pub(crate) max_backoff: Duration,
+    pub(crate) max_probe_interval: Duration,
+}
+
+/// Whether Redis answers, and since when it does not.
+#[derive(Debug, Clone, Copy)]
+enum Link {
+    Up,
+    Down { since: Instant },
+}
+
+#[derive(Debug)]
+pub(crate) struct Agent {
+    scripts: Scripts,
+    conn: ConnectionManager,
+    url: RedisUrl,
+    settings: AgentSettings,
+    events: EventSink,
+    shared: Arc<Shared>,
+    requests: UnboundedReceiver<Request>,
+    /// For the leases it grants; weak, so the channel closes when every handle and lease is gone.
+    releases_to: WeakUnboundedSender<Request>,
+    wake: Arc<Notify>,
+    waiters: VecDeque<oneshot::Sender<Result<Lease, PermitError>>>,
+    flushes: Vec<oneshot::Sender<()>>,
+    held: BTreeSet<u64>,
+    releases: Vec<u64>,
+    next_seq: u64,
+    link: Link,
+    backoff: Backoff,
+    probe_backoff: Backoff,
+    retry_at: Option<Instant>,
+    try_now: bool,
+    renew_due: bool,
+}
+
+impl Agent {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        scripts: Scripts,
+        conn: ConnectionManager,
+        url: RedisUrl,
+        settings: AgentSettings,
+        events: EventSink,
+        shared: Arc<Shared>,
+        requests: UnboundedReceiver<Request>,
+        releases_to: WeakUnboundedSender<Request>,
+    ) -> Self {
+        Self {
+            backoff: Backoff::new(settings.min_backoff, settings.max_backoff),
+            probe_backoff: Backoff::new(settings.max_backoff, settings.max_probe_interval),
+            scripts,
+            conn,
+            url,
+            settings,
+            events,
+            shared,
+            requests,
+            releases_to,
+            wake: Arc::new(Notify::new()),
+            waiters: VecDeque::new(),
+            flushes: Vec::new(),
+            held: BTreeSet::new(),
+            releases: Vec::new(),
+            next_seq: 1,
+            link: Link::Up,
+            retry_at: None,
+            try_now: false,
+            renew_due: false,
+        }
+    }
+
+    /// Runs until every handle and lease is gone, then releases what is left and stops.
+    pub(crate) async fn run(mut self, client: redis::Client) {
+        let subscriber = tokio::spawn(subscribe(
+            client,
+            self.scripts.keys().channel.clone(),
+            Arc::clone(&self.wake),
+            self.url.clone(),
+        ));
+        let mut renew = tokio::time::interval(self.settings.lease_ttl / 3);
+        renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        renew.tick().await;
+        let mut open = true;
+        loop {
+            if open {
+                let retry_at = self.retry_at;
+                tokio::select! {
+                    request = self.requests.recv() => match request {
+                        Some(request) => self.accept(request),
+                        None => open = false,
+                    },
+                    _ = self.wake.notified() => self.try_now = true,
+                    _ = renew.tick() => self.renew_due = true,
+                    _ = sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
+                        self.retry_at = None;
+                        self.try_now = true;
+                    }
+                }
+                while let Ok(request) = self.requests.try_recv() {
+                    self.accept(request);
+                }
+            }
+            if !open && (self.releases.is_empty() || matches!(self.link, Link::Down { .. })) {
+                // Every handle and lease is gone and nothing is left to send (or Redis is
+                // down, and the leases will expire on their own).
+                break;
+            }
+            self.step().await;
+        }
+        subscriber.abort();
+    }
+
+    fn accept(&mut self, request: Request) {
+        match request {
+            Request::Acquire(reply) => {
+                if let Link::Down { .. } = self.link {
+                    let answer = self.unavailable_answer(&self.unavailable_error(None));
+                    let _ = reply.send(answer);
+                } else {
+                    self.waiters.push_back(reply);
+                    self.try_now = true;
+                }
+            }
+            Request::Release(seq) => {
+                // A lease lost at renewal is no longer counted: nothing to release.
+                if self.held.remove(&seq) {
+                    self.releases.push(seq);
+                }
+            }
+            Request::Flush(reply) => {
+                self.flushes.push(reply);
+                self.try_now = true;
+            }
+        }
+        self.publish_counts();
+    }
+
+    async fn step(&mut self) {
+        if let Link::Down { since } = self.link {
+            if !std::mem::take(&mut self.try_now) {
+                return;
+            }
+            // The probe is a real exchange: it also sends pending releases.
+            // (A failed probe schedules the next one.)
+            if self.exchange().await {
+                self.recovered(since);
+            }
+            self.answer_flushes();
+            return;
+        }
+        self.waiters.retain(|reply| !reply.is_closed());
+        if std::mem::take(&mut self.renew_due) && !self.held.is_empty() {
+            self.renew().await;
+        }
+        let wants = !self.waiters.is_empty() && self.try_now;
+        if matches!(self.link, Link::Up) && (wants || !self.releases.is_empty()) {
+            self.try_now = false;
+            self.exchange().await;
+        }
+        self.answer_flushes();
+        self.publish_counts();
+    }
+
+    /// One script call: send releases, ask for a lease per waiter. False if Redis failed.
+    async fn exchange(&mut self) -> bool {
+        let want = self.waiters.len() as u64;
+        let first = self.next_seq;
+        let released = std::mem::take(&mut self.releases);
+        let mut result = self
+            .scripts
+            .exchange(&mut self.conn, &released, want, first)
+            .await;
+        if matches!(&result, Err(e) if worth_one_retry(e)) {
+            result = self
+                .scripts
+                .exchange(&mut self.conn, &released, want, first)
+                .await;
+        }
+        let exchanged = match result {
+            Ok(exchanged) => exchanged,
+            Err(error) => {
+                self.releases = released;
+                self.lost_redis(&error);
+                return false;
+            }
+        };
+        self.shared.limit.store(exchanged.limit, Ordering::Relaxed);
+        self.shared
+            .held_globally
+            .store(exchanged.held, Ordering::Relaxed);
+        self.next_seq += exchanged.granted;
+        for seq in first..first + exchanged.granted {
+            self.held.insert(seq);
+            let Some(releases_to) = self.releases_to.upgrade() else {
+                break;
+            };
+            let lease = Lease::counted(seq, releases_to);
+            match self.waiters.pop_front() {
+                // A waiter that gave up drops the lease, which queues its release.
+                Some(reply) => drop(reply.send(Ok(lease))),
+                None => drop(lease),
+            }
+        }
+        if self.waiters.is_empty() {
+            self.backoff.reset();
+            self.retry_at = None;
+        } else {
+            self.retry_at = Some(Instant::now() + self.backoff.next_delay());
+        }
+        true
+    }
+
+    async fn renew(&mut self) {
+        let held: Vec<u64> = self.held.iter().copied().collect();
+        let mut result = self.scripts.renew(&mut self.conn, &held).await;
+        if matches!(&result, Err(e) if worth_one_retry(e)) {
+            result = self.scripts.renew(&mut self.conn, &held).await;
+        }
+        match result {
+            Ok(renewed) => {
+                self.shared.limit.store(renewed.limit, Ordering::Relaxed);
+                self.shared
+                    .held_globally
+                    .store(renewed.held, Ordering::Relaxed);
+                if renewed.restored > 0 {
+                    tracing::info!(
+                        limit = %self.scripts.keys().name,
+                        count = renewed.restored,
+                        "global permits: leases missing in Redis were taken back"
+                    );
+                    self.events.emit(&PermitEvent::LeasesRestored {
+                        count: renewed.restored as usize,
+                    });
+                }
+                if !renewed.lost.is_empty() {
+                    for seq in &renewed.lost {
+                        self.held.remove(seq);
+                    }
+                    tracing::warn!(
+                        limit = %self.scripts.keys().name,
+                        count = renewed.lost.len(),
+                        "global permits: leases expired in Redis and the limit is full; \
+                         their tasks keep running uncounted"
+                    );
+                    self.events.emit(&PermitEvent::LeasesLost {
+                        count: renewed.lost.len(),
+                    });
+                }
+            }
+            Err(error) => self.lost_redis(&error),
+        }
+    }
+
+    fn unavailable_error(&self, error: Option<&RedisError>) -> PermitError {
+        PermitError::Unavailable {
+            url: self.url.to_string(),
+            message: match error {
+                Some(error) => self.url.scrub(&error.to_string()),
+                None => "not answering since an earlier failure".to_owned(),
+            },
+        }
+    }
+
+    fn unavailable_answer(&self, error: &PermitError) -> Result<Lease, PermitError> {
+        match self.settings.fail_mode {
+            FailMode::Open => Ok(Lease::unaccounted()),
+            FailMode::Closed => Err(error.clone()),
+        }
+    }
+
+    /// Redis failed: answer every waiter as the fail mode says and start probing.
+    fn lost_redis(&mut self, error: &RedisError) {
+        let error = self.unavailable_error(Some(error));
+        if let Link::Up = self.link {
+            self.link = Link::Down {
+                since: Instant::now(),
+            };
+            self.shared.unavailable.store(true, Ordering::Relaxed);
+            tracing::warn!(
+                limit = %self.scripts.keys().name,
+                error = %error,
+                mode = ?self.settings.fail_mode,
+                "global permits: Redis unavailable; {}",
+                match self.settings.fail_mode {
+                    FailMode::Open => "tasks run under the local limit only",
+                    FailMode::Closed => "tasks are refused",
+                }
+            );
+            self.events.emit(&PermitEvent::Unavailable {
+                error: error.clone(),
+                mode: self.settings.fail_mode,
+            });
+        }
+        for reply in self.waiters.drain(..) {
+            let _ = reply.send(match self.settings.fail_mode {
+                FailMode::Open => Ok(Lease::unaccounted()),
+                FailMode::Closed => Err(error.clone()),
+            });
+        }
+        self.backoff.reset();
+        self.retry_at = Some(Instant::now() + self.probe_backoff.next_delay());
+        self.publish_counts();
+    }
+
+    fn recovered(&mut self, since: Instant) {
+        self.link = Link::Up;
+        self.shared.unavailable.store(false, Ordering::Relaxed);
+        self.probe_backoff.reset();
+        let after = since.elapsed();
+        tracing::info!(
+            limit = %self.scripts.keys().name,
+            after_ms = after.as_millis() as u64,
+            "global permits: Redis available again"
+        );
+        self.events.emit(&PermitEvent::Recovered { after });
+        // Leases may be gone if Redis restarted without its data: check them now.
+        self.renew_due = true;
+        self.try_now = true;
+    }
+
+    fn answer_flushes(&mut self) {
+        if self.releases.is_empty() || matches!(self.link, Link::Down { .. }) {
+            for reply in self.flushes.drain(..) {
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn publish_counts(&self) {
+        self.shared.held.store(self.held.len(), Ordering::Relaxed);
+        self.shared
+            .waiting
+            .store(self.waiters.len(), Ordering::Relaxed);
+    }
+}
+
+/// A dropped connection is worth one immediate retry: the connection manager reconnects.
+fn worth_one_retry(error: &RedisError) -> bool {
+    error.is_connection_dropped() || error.is_io_error()
+}
+
+/// Forwards every message on the limit's channel as a wake-up; resubscribes after losses.
+async fn subscribe(client: redis::Client, channel: String, wake: Arc<Notify>, url: RedisUrl) {
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+    loop {
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
+                Ok(()) => {
+                    backoff.reset();
+                    // Room may have appeared while we were not listening.
+                    wake.notify_one();
+                    let mut messages = pubsub.into_on_message();
+                    while messages.next().await.is_some() {
+                        wake.notify_one();
+                    }
+                    tracing::debug!(%channel, "global permits: subscription lost");
+                }
+                Err(error) => {
+                    tracing::debug!(%channel, error = %url.scrub(&error.to_string()), "global permits: subscribe failed");
+                }
+            },
+            Err(error) => {
+                tracing::debug!(%channel, error = %url.scrub(&error.to_string()), "global permits: pub/sub connection failed");
+            }
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}

@@ -1,0 +1,41 @@
+//! # pool-redis
+//!
+//! One concurrency limit shared by many processes and machines: global permits for s3pool
+//! pools, leased on Redis.
+//!
+//! A [`RedisPermits`] is a pool's admission policy (`PoolBuilder::admission`): every attempt
+//! holds its local slot (the pool's own limit) *and* one global permit. Permits are leases
+//! in a Redis sorted set scored by expiry, taken and given back by Lua scripts (each step is
+//! atomic), renewed while their task runs and reclaimed at the latest one lease TTL after a
+//! holder dies. Waiting is first come first served within a process and fair-share across
+//! processes, woken by pub/sub with a capped exponential backoff as a fallback. The limit is
+//! a Redis key: [`RedisPermits::set_limit`] applies to every process at once. When Redis
+//! cannot be reached, [`FailMode`] decides: refuse tasks, or run them under the local limit
+//! alone; both emit a [`PermitEvent`] and a warning. Passwords never appear in `Debug`,
+//! `Display`, errors or logs ([`RedisUrl`]).
+//!
+//! All keys of a limit share the hash tag `{name}`, so they live on one Redis Cluster slot;
+//! see the crate README for Cluster and managed Redis.
+//!
+//! ## Layout
+//! - [`RedisPermits`], [`RedisPermitsBuilder`]: the handle and its settings.
+//! - [`Lease`]: one held permit. [`PermitStatus`]: what this process knows.
+//! - [`FailMode`], [`PermitEvent`], [`PermitError`]: failure handling.
+
+mod agent;
+mod backoff;
+mod builder;
+mod error;
+mod event;
+mod keys;
+mod lease;
+mod permits;
+mod redact;
+mod scripts;
+
+pub use builder::RedisPermitsBuilder;
+pub use error::PermitError;
+pub use event::{FailMode, PermitEvent};
+pub use lease::Lease;
+pub use permits::{PermitStatus, RedisPermits};
+pub use redact::RedisUrl;

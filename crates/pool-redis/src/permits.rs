@@ -1,0 +1,206 @@
+//! The handle to a global limit, and its place in a pool: an admission policy.
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pool_core::{Admission, AdmissionPermit, BoxFuture, Rejection, TaskInfo};
+use redis::aio::ConnectionManager;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::agent::{Request, Shared};
+use crate::builder::RedisPermitsBuilder;
+use crate::error::PermitError;
+use crate::event::FailMode;
+use crate::lease::Lease;
+use crate::redact::RedisUrl;
+use crate::scripts::Scripts;
+
+/// A concurrency limit shared by every process that uses the same Redis and limit name.
+///
+/// Cheap to clone (clones share one background agent and one connection). As a pool's
+/// [`Admission`] policy, each attempt holds one global permit besides its local slot:
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use pool_core::{Pool, TaskOptions, Transient};
+/// use pool_redis::{FailMode, RedisPermits};
+///
+/// let permits = RedisPermits::builder("redis://127.0.0.1:6379", "s3-uploads", 100)
+///     .fail_mode(FailMode::Open)
+///     .connect()
+///     .await?;
+/// let pool = Pool::builder()
+///     .concurrency(32) // this process's own limit
+///     .admission(permits.clone()) // and one permit of the shared 100 per running task
+///     .build()?;
+/// let answer = pool
+///     .enqueue(|| async { Ok::<_, Transient<std::io::Error>>(42) }, TaskOptions::new())
+///     .await?;
+/// assert_eq!(answer, 42);
+/// permits.set_limit(50).await?; // every process now shares 50
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisPermits {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) url: RedisUrl,
+    pub(crate) scripts: Scripts,
+    pub(crate) conn: ConnectionManager,
+    pub(crate) requests: mpsc::UnboundedSender<Request>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) fail_mode: FailMode,
+    pub(crate) lease_ttl: Duration,
+    pub(crate) default_limit: u64,
+}
+
+/// A snapshot of what this process's agent knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PermitStatus {
+    /// Counted leases this process holds now.
+    pub held: usize,
+    /// Requests of this process waiting for a lease.
+    pub waiting: usize,
+    /// Whether Redis answered the last call.
+    pub available: bool,
+    /// The limit seen at the last call (`None` before the first).
+    pub limit: Option<u64>,
+    /// Leases held by all processes at the last call.
+    pub held_globally: u64,
+}
+
+impl RedisPermits {
+    /// Settings for the limit `name` on the Redis at `url`. `limit` is stored if the limit has
+    /// no value in Redis yet (and again if Redis lost it); change it with
+    /// [`set_limit`](Self::set_limit).
+    pub fn builder(url: impl Into<RedisUrl>, name: &str, limit: u64) -> RedisPermitsBuilder {
+        RedisPermitsBuilder::new(url.into(), name, limit)
+    }
+
+    pub(crate) fn from_inner(inner: Inner) -> Self {
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Waits for a global permit. Cancel-safe: a lease granted after the caller gave up is
+    /// released at once.
+    ///
+    /// # Errors
+    /// [`PermitError::Unavailable`] while Redis cannot be reached under [`FailMode::Closed`]
+    /// (under [`FailMode::Open`] an uncounted lease is returned instead);
+    /// [`PermitError::Closed`] if the agent stopped with its runtime.
+    pub async fn lease(&self) -> Result<Lease, PermitError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .requests
+            .send(Request::Acquire(reply))
+            .map_err(|_| PermitError::Closed)?;
+        answer.await.map_err(|_| PermitError::Closed)?
+    }
+
+    /// Sets the limit for every process; waiting processes are woken to use new room. Tasks
+    /// already running keep their permits when the limit shrinks: no new ones are granted
+    /// until fewer than `limit` are held.
+    ///
+    /// # Errors
+    /// [`PermitError::InvalidSetting`] for 0, [`PermitError::Unavailable`] if Redis fails.
+    pub async fn set_limit(&self, limit: u64) -> Result<(), PermitError> {
+        if limit == 0 {
+            return Err(PermitError::InvalidSetting(
+                "limit must be at least 1".into(),
+            ));
+        }
+        let mut conn = self.inner.conn.clone();
+        self.inner
+            .scripts
+            .set_limit(&mut conn, limit)
+            .await
+            .map_err(|e| self.unavailable(&e))?;
+        tracing::info!(limit = %self.name(), value = limit, "global permits: limit set");
+        Ok(())
+    }
+
+    /// The limit in force, read from Redis.
+    ///
+    /// # Errors
+    /// [`PermitError::Unavailable`] if Redis fails.
+    pub async fn limit(&self) -> Result<u64, PermitError> {
+        let mut conn = self.inner.conn.clone();
+        let value: Option<u64> = redis::cmd("GET")
+            .arg(&self.inner.scripts.keys().limit)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.unavailable(&e))?;
+        Ok(value.unwrap_or(self.inner.default_limit))
+    }
+
+    /// Resolves once every lease dropped so far has been released in Redis (or Redis is
+    /// down). Useful before a process exits, so others need not wait for the TTL.
+    pub async fn flush(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.inner.requests.send(Request::Flush(reply)).is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    /// What this process's agent knows now.
+    pub fn status(&self) -> PermitStatus {
+        let shared = &self.inner.shared;
+        let limit = shared.limit.load(Ordering::Relaxed);
+        PermitStatus {
+            held: shared.held.load(Ordering::Relaxed),
+            waiting: shared.waiting.load(Ordering::Relaxed),
+            available: !shared.unavailable.load(Ordering::Relaxed),
+            limit: (limit > 0).then_some(limit),
+            held_globally: shared.held_globally.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The limit's name.
+    pub fn name(&self) -> &str {
+        &self.inner.scripts.keys().name
+    }
+
+    /// The Redis key of the sorted set of leases (for monitoring: `ZCARD` is the number of
+    /// permits held by all processes, expired ones aside).
+    pub fn holders_key(&self) -> &str {
+        &self.inner.scripts.keys().holders
+    }
+
+    fn unavailable(&self, error: &redis::RedisError) -> PermitError {
+        PermitError::Unavailable {
+            url: self.inner.url.to_string(),
+            message: self.inner.url.scrub(&error.to_string()),
+        }
+    }
+}
+
+impl Admission for RedisPermits {
+    fn acquire(&self, _task: &TaskInfo) -> BoxFuture<Result<AdmissionPermit, Rejection>> {
+        let permits = self.clone();
+        Box::pin(async move {
+            match permits.lease().await {
+                Ok(lease) => Ok(AdmissionPermit::holding(lease)),
+                Err(error) => Err(error.to_rejection()),
+            }
+        })
+    }
+}
+
+impl fmt::Debug for RedisPermits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisPermits")
+            .field("name", &self.name())
+            .field("url", &self.inner.url)
+            .field("fail_mode", &self.inner.fail_mode)
+            .field("lease_ttl", &self.inner.lease_ttl)
+            .field("status", &self.status())
+            .finish()
+    }
+}
