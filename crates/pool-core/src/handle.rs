@@ -22,7 +22,8 @@ use crate::task::TaskId;
 pub struct TaskHandle<T, E> {
     id: TaskId,
     result: oneshot::Receiver<Result<T, TaskError<E>>>,
-    cancel: Option<CancelWatch>,
+    // Boxed: most tasks have no token, and a handle should stay small.
+    cancel: Option<Box<CancelWatch>>,
 }
 
 struct CancelWatch {
@@ -37,10 +38,12 @@ impl<T, E> TaskHandle<T, E> {
         result: oneshot::Receiver<Result<T, TaskError<E>>>,
         cancel: Option<(tokio_util::sync::CancellationToken, Weak<Shared>)>,
     ) -> Self {
-        let cancel = cancel.map(|(token, shared)| CancelWatch {
-            cancelled: Box::pin(token.cancelled_owned()),
-            shared,
-            fired: false,
+        let cancel = cancel.map(|(token, shared)| {
+            Box::new(CancelWatch {
+                cancelled: Box::pin(token.cancelled_owned()),
+                shared,
+                fired: false,
+            })
         });
         Self { id, result, cancel }
     }

@@ -94,30 +94,29 @@ impl std::fmt::Debug for dyn ErasedTask {
     }
 }
 
-type Classifier<E> = Box<dyn Fn(&E) -> ErrorClass + Send + Sync>;
-
 /// The concrete task: the closure that makes attempts, the attempt in flight, the last
 /// result, and the channel to the handle.
-pub(crate) struct TaskCell<F, Fut, T, E>
+pub(crate) struct TaskCell<F, Fut, T, E, C>
 where
     Fut: Future<Output = Result<T, E>>,
 {
     pub(crate) core: TaskCore,
     make_attempt: F,
-    classify: Classifier<E>,
+    /// Generic, not boxed: the usual classifier (`E::error_class`) takes no space at all.
+    classify: C,
     in_flight: Option<Pin<Box<Fut>>>,
     last: Option<Result<T, E>>,
     result_tx: oneshot::Sender<Result<T, TaskError<E>>>,
 }
 
-impl<F, Fut, T, E> TaskCell<F, Fut, T, E>
+impl<F, Fut, T, E, C> TaskCell<F, Fut, T, E, C>
 where
     Fut: Future<Output = Result<T, E>>,
 {
     pub(crate) fn new(
         core: TaskCore,
         make_attempt: F,
-        classify: Classifier<E>,
+        classify: C,
         result_tx: oneshot::Sender<Result<T, TaskError<E>>>,
     ) -> Self {
         Self {
@@ -131,12 +130,13 @@ where
     }
 }
 
-impl<F, Fut, T, E> ErasedTask for TaskCell<F, Fut, T, E>
+impl<F, Fut, T, E, C> ErasedTask for TaskCell<F, Fut, T, E, C>
 where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = Result<T, E>> + Send + 'static,
     T: Send + 'static,
     E: Send + 'static,
+    C: Fn(&E) -> ErrorClass + Send + Sync + 'static,
 {
     fn core(&self) -> &TaskCore {
         &self.core

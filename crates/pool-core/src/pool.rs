@@ -143,7 +143,7 @@ impl Pool {
             last_attempt: Duration::ZERO,
             in_flight_at_start: 0,
         };
-        let cell = TaskCell::new(core, task, Box::new(classify), result_tx);
+        let cell = TaskCell::new(core, task, classify, result_tx);
         shared.enqueue(Box::new(cell));
         TaskHandle::new(id, result_rx, cancel)
     }

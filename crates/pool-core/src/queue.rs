@@ -11,10 +11,12 @@
 //! of the levels, with the formula evaluated at `now` and the current multiplier, so aging is
 //! exact, a multiplier change costs nothing, push is O(log L) and pop O(L), where L is the
 //! number of distinct priorities waiting (usually a handful) — never O(n) in queued tasks.
+//! Levels are kept (with their buffers) after they empty, so a queue that keeps draining and
+//! refilling allocates nothing; a few empty levels are allowed before they are swept.
 //! Removal (cancellation) finds the task by binary search on its sequence number and leaves a
 //! tombstone that pops skip.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// Where a queued task lives, so it can be removed (cancelled) before it is popped.
@@ -64,9 +66,13 @@ pub(crate) struct AgingSettings {
     pub(crate) max_boost: f64,
 }
 
+/// Empty levels tolerated before they are swept out of the scan.
+const MAX_EMPTY_LEVELS: usize = 8;
+
 #[derive(Debug)]
 pub(crate) struct AgingQueue<J> {
-    levels: BTreeMap<i32, Level<J>>,
+    /// Sorted by priority; may contain up to `MAX_EMPTY_LEVELS` empty levels.
+    levels: Vec<(i32, Level<J>)>,
     len: usize,
     next_seq: u64,
     aging: AgingSettings,
@@ -76,7 +82,7 @@ pub(crate) struct AgingQueue<J> {
 impl<J> AgingQueue<J> {
     pub(crate) fn new(aging: AgingSettings) -> Self {
         Self {
-            levels: BTreeMap::new(),
+            levels: Vec::new(),
             len: 0,
             next_seq: 0,
             aging,
@@ -111,10 +117,18 @@ impl<J> AgingQueue<J> {
     pub(crate) fn push(&mut self, job: J, priority: i32, now: Instant) -> QueueKey {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let level = self.levels.entry(priority).or_insert_with(|| Level {
-            slots: VecDeque::new(),
-            live: 0,
-        });
+        let index = match self.levels.binary_search_by_key(&priority, |(p, _)| *p) {
+            Ok(index) => index,
+            Err(index) => {
+                let level = Level {
+                    slots: VecDeque::new(),
+                    live: 0,
+                };
+                self.levels.insert(index, (priority, level));
+                index
+            }
+        };
+        let level = &mut self.levels[index].1;
         level.slots.push_back(Slot {
             seq,
             enqueued_at: now,
@@ -128,14 +142,19 @@ impl<J> AgingQueue<J> {
     /// Removes and returns the task with the highest effective priority at `now`
     /// (the earliest enqueued among equals).
     pub(crate) fn pop(&mut self, now: Instant) -> Option<Popped<J>> {
+        if let [(_, level)] = self.levels.as_mut_slice() {
+            // One priority level: the oldest task is the answer; no aging arithmetic.
+            level.head()?;
+            return self.pop_level(0);
+        }
         let (step, max_boost) = (self.step_secs(), self.aging.max_boost);
-        let mut best: Option<(i32, f64, u64)> = None;
-        for (&priority, level) in self.levels.iter_mut() {
+        let mut best: Option<(usize, f64, u64)> = None;
+        for (index, (priority, level)) in self.levels.iter_mut().enumerate() {
             let Some(head) = level.head() else {
                 continue;
             };
             let seq = head.seq;
-            let effective = effective(priority, head.enqueued_at, now, step, max_boost);
+            let effective = effective(*priority, head.enqueued_at, now, step, max_boost);
             let better = match best {
                 None => true,
                 Some((_, best_effective, best_seq)) => {
@@ -143,15 +162,20 @@ impl<J> AgingQueue<J> {
                 }
             };
             if better {
-                best = Some((priority, effective, seq));
+                best = Some((index, effective, seq));
             }
         }
-        let (priority, _, _) = best?;
-        let level = self.levels.get_mut(&priority)?;
+        let (index, _, _) = best?;
+        self.pop_level(index)
+    }
+
+    fn pop_level(&mut self, index: usize) -> Option<Popped<J>> {
+        let level = &mut self.levels[index].1;
         let slot = level.slots.pop_front()?;
         level.live -= 1;
         if level.live == 0 {
-            self.levels.remove(&priority);
+            level.slots.clear();
+            self.sweep_empty_levels();
         }
         self.len -= 1;
         Some(Popped {
@@ -162,7 +186,11 @@ impl<J> AgingQueue<J> {
 
     /// Removes a task that is still queued (e.g. cancelled). `None` if it already left.
     pub(crate) fn remove(&mut self, key: QueueKey) -> Option<J> {
-        let level = self.levels.get_mut(&key.priority)?;
+        let at = self
+            .levels
+            .binary_search_by_key(&key.priority, |(p, _)| *p)
+            .ok()?;
+        let level = &mut self.levels[at].1;
         let index = level
             .slots
             .binary_search_by_key(&key.seq, |slot| slot.seq)
@@ -170,18 +198,27 @@ impl<J> AgingQueue<J> {
         let job = level.slots[index].job.take()?;
         level.live -= 1;
         if level.live == 0 {
-            self.levels.remove(&key.priority);
+            level.slots.clear();
+            self.sweep_empty_levels();
         }
         self.len -= 1;
         Some(job)
+    }
+
+    /// Drops empty levels once there are more than a few, so pops never scan many.
+    fn sweep_empty_levels(&mut self) {
+        let empty = self.levels.iter().filter(|(_, l)| l.live == 0).count();
+        if empty > MAX_EMPTY_LEVELS {
+            self.levels.retain(|(_, level)| level.live > 0);
+        }
     }
 
     /// Removes every task, in no particular order.
     pub(crate) fn drain_all(&mut self) -> Vec<J> {
         self.len = 0;
         std::mem::take(&mut self.levels)
-            .into_values()
-            .flat_map(|level| level.slots)
+            .into_iter()
+            .flat_map(|(_, level)| level.slots)
             .filter_map(|slot| slot.job)
             .collect()
     }
@@ -352,8 +389,8 @@ mod tests {
         assert_eq!(q.len(), 1);
         assert_eq!(pop_all(&mut q, t0), vec![0]);
         assert!(
-            q.levels.is_empty(),
-            "emptied levels are dropped with their tombstones"
+            q.levels.iter().all(|(_, level)| level.slots.is_empty()),
+            "emptied levels hold no tombstones"
         );
     }
 }

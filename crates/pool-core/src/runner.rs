@@ -259,7 +259,8 @@ impl Shared {
         }
         self.push_locked(&mut state, job, now);
         let queued = state.queue.len();
-        let started = self.take_startable(&mut state, now);
+        // If a slot is free the queue held nothing else, so at most this one task starts.
+        let started = state.take_next(now, self.settings.aging_target_wait);
         drop(state);
         if let Some(task) = info {
             self.observers.emit(&Event::TaskQueued { task, queued });
@@ -287,7 +288,7 @@ impl Shared {
         started
     }
 
-    fn spawn_runners(self: &Arc<Self>, jobs: Vec<Job>) {
+    fn spawn_runners(self: &Arc<Self>, jobs: impl IntoIterator<Item = Job>) {
         for job in jobs {
             let shared = Arc::clone(self);
             self.executor
@@ -609,11 +610,11 @@ impl Shared {
                 let idle = state.is_idle();
                 drop(state);
                 self.finish(job, resolution, now);
-                (Vec::new(), idle)
+                (None, idle)
             }
             None => {
                 self.push_locked(&mut state, job, now);
-                let started = self.take_startable(&mut state, now);
+                let started = state.take_next(now, self.settings.aging_target_wait);
                 (started, false)
             }
         };
