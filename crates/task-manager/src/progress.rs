@@ -11,6 +11,7 @@ use pool_core::TaskError;
 /// `done == succeeded + failed + skipped`. Times come from the pool's clock, so under paused
 /// or simulated time the rate is in virtual seconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct Progress {
     /// Items resolved, whatever the outcome.
     pub done: u64,

@@ -42,6 +42,7 @@ pub struct ItemResult<T, E> {
 
 /// Why a run stopped taking items before its input ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StopReason {
     /// Fail-fast: the item at `index` failed, so the rest were cancelled.
     FailFast {
@@ -204,6 +205,9 @@ impl<T, E, M> Run<T, E, M> {
     }
 
     /// Called with the run's [`Progress`] after each item resolves; feed it to a progress bar.
+    ///
+    /// Callbacks run inline in whoever polls the run, so keep them quick (a progress bar's
+    /// `set_position` is; a network call is not).
     pub fn on_progress(mut self, callback: impl FnMut(&Progress) + Send + 'static) -> Self {
         self.progress.set_callback(Box::new(callback));
         self

@@ -12,6 +12,7 @@ use crate::progress::ItemOutcome;
 /// fields count items of runs (`process*`), including items that were never handed to the
 /// pool because a run ended early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct ManagerStats {
     /// The pool's counters and state.
     pub pool: Stats,
