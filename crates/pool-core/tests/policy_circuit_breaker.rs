@@ -105,7 +105,10 @@ fn opens_after_the_failure_rate_then_fails_fast_without_calling_the_backend() {
     let s = setup(small_config());
     s.sim.block_on(async {
         for _ in 0..10 {
-            assert!(matches!(s.call(Backend::Down).await, Err(TaskError::Failed { .. })));
+            assert!(matches!(
+                s.call(Backend::Down).await,
+                Err(TaskError::Failed { .. })
+            ));
         }
         assert_eq!(s.breaker.state(), CircuitState::Open);
         let refused = s.call(Backend::Down).await;
@@ -118,7 +121,11 @@ fn opens_after_the_failure_rate_then_fails_fast_without_calling_the_backend() {
             other => panic!("expected a CircuitOpen rejection, got {other:?}"),
         }
     });
-    assert_eq!(s.calls.load(Ordering::Relaxed), 10, "the refused call never ran");
+    assert_eq!(
+        s.calls.load(Ordering::Relaxed),
+        10,
+        "the refused call never ran"
+    );
     let snapshot = s.breaker.snapshot();
     assert_eq!((snapshot.opened, snapshot.rejected), (1, 1));
     assert_eq!(s.states(), vec![(CircuitState::Closed, CircuitState::Open)]);
@@ -185,7 +192,10 @@ fn a_failing_probe_opens_the_circuit_for_another_cool_down() {
         }
         s.sim.sleep(Duration::from_secs(5)).await;
         assert_eq!(s.breaker.state(), CircuitState::HalfOpen);
-        assert!(matches!(s.call(Backend::Down).await, Err(TaskError::Failed { .. })));
+        assert!(matches!(
+            s.call(Backend::Down).await,
+            Err(TaskError::Failed { .. })
+        ));
         assert_eq!(s.breaker.state(), CircuitState::Open);
         s.sim.sleep(Duration::from_secs(4)).await;
         assert_eq!(s.breaker.state(), CircuitState::Open, "a fresh cool-down");
@@ -206,7 +216,8 @@ fn in_wait_mode_calls_wait_for_the_circuit_instead_of_failing() {
         s.down.store(false, Ordering::Relaxed);
         let waiting: Vec<_> = (0..6).map(|_| s.call(Backend::Down)).collect();
         for call in waiting {
-            call.await.expect("every waiting call runs once the circuit lets it");
+            call.await
+                .expect("every waiting call runs once the circuit lets it");
         }
         assert!(s.sim.now() - opened_at >= Duration::from_secs(5));
     });

@@ -37,6 +37,12 @@ type LimitFn<K> = Box<dyn Fn(&K) -> RateLimit + Send + Sync>;
 /// first seen. Keys idle for [`forget_idle_after`](KeyedRateLimiterBuilder::forget_idle_after)
 /// (and not backing off) are dropped, so memory follows the keys in use.
 ///
+/// Attempts waiting on one key take turns in arrival order (the pool's priority order), and
+/// each token wakes one of them. A waiting attempt holds its pool slot, so a key far over its
+/// rate can fill the slots with waiters and hold up other keys' tasks: give the pool more
+/// concurrency than the hot keys' waiters, or bound waits with
+/// [`max_wait`](KeyedRateLimiterBuilder::max_wait).
+///
 /// Cheap to clone: clones share the limits.
 ///
 /// ```
@@ -111,10 +117,14 @@ struct Cells<K> {
     next_sweep: Instant,
 }
 
+/// Attempts waiting for one key take turns through this fair (FIFO) lock.
+type WaitQueue = tokio::sync::Mutex<()>;
+
 /// One key's limit: its GCRA cell, rebuilt when its adaptive rate changes.
 struct RateCell {
     limit: RateLimit,
     gcra: Arc<GcraCell>,
+    waiters: Arc<WaitQueue>,
     aimd: Option<AimdRate>,
     last_used: Instant,
 }
@@ -128,6 +138,7 @@ impl RateCell {
                 quota.expect("RateLimit::new checked the quota"),
                 clock.clone(),
             )),
+            waiters: Arc::new(WaitQueue::new(())),
             aimd: aimd.map(|aimd| AimdRate::new(aimd, limit.per_second(), now)),
             last_used: now,
         }
@@ -215,7 +226,8 @@ impl<K> KeyedShared<K> {
 }
 
 impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedShared<K> {
-    fn gcra_for(&self, key: &K, now: Instant) -> Arc<GcraCell> {
+    /// The key's GCRA cell and its queue of waiters (created on first use).
+    fn cell_for(&self, key: &K, now: Instant) -> (Arc<GcraCell>, Arc<WaitQueue>) {
         let mut cells = self.lock();
         if now >= cells.next_sweep {
             let idle_after = self.forget_idle_after;
@@ -224,37 +236,36 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedShared<K> {
             });
             cells.next_sweep = now + idle_after;
         }
-        if let Some(cell) = cells.by_key.get_mut(key) {
-            return cell.gcra(&self.clock, now);
-        }
-        let mut cell = RateCell::new((self.limit_of)(key), self.aimd, &self.clock, now);
-        let gcra = cell.gcra(&self.clock, now);
-        cells.by_key.insert(key.clone(), cell);
-        gcra
+        let cell = cells
+            .by_key
+            .entry(key.clone())
+            .or_insert_with(|| RateCell::new((self.limit_of)(key), self.aimd, &self.clock, now));
+        (cell.gcra(&self.clock, now), Arc::clone(&cell.waiters))
     }
 
     async fn acquire(self: Arc<Self>, key: K) -> Result<AdmissionPermit, Rejection> {
-        let mut waited = Duration::ZERO;
+        let arrived = self.clock.now();
+        let (_, waiters) = self.cell_for(&key, arrived);
+        // One waiter per key watches the clock; the others queue behind it in arrival order
+        // (which is the pool's priority order), so each token wakes one task, not all.
+        let _turn = waiters.lock_owned().await;
         loop {
             let now = self.clock.now();
-            let wait = match self.gcra_for(&key, now).check() {
+            let wait = match self.cell_for(&key, now).0.check() {
                 Ok(()) => return Ok(AdmissionPermit::empty()),
                 Err(not_until) => not_until.wait_time_from(now),
             };
             // GCRA never asks for a zero wait after a refusal; the floor guards a busy loop.
             let wait = wait.max(Duration::from_nanos(1));
+            let waited = now.saturating_duration_since(arrived);
             if self.max_wait.is_some_and(|max| waited + wait > max) {
                 return Err(Rejection::new(
                     RejectionKind::RateLimited,
-                    format!(
-                        "the rate limit would make this attempt wait {:?} more",
-                        wait
-                    ),
+                    format!("the rate limit would make this attempt wait {wait:?} more"),
                 )
                 .retry_after(wait));
             }
             self.clock.executor().sleep(wait).await;
-            waited += wait;
         }
     }
 }

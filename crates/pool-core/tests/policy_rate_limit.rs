@@ -1,0 +1,267 @@
+//! Rate limits on a real pool, on virtual time: accuracy over a simulated minute, AIMD
+//! back-off and recovery, per-key isolation, bounded waits.
+#![cfg(feature = "rate-limit")]
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pool_core::policy::{
+    s3_prefix_key, Aimd, KeyedRateLimiter, PolicyExt, RateLimit, RateLimiter, S3PrefixKey,
+    S3RequestClass,
+};
+use pool_core::{
+    ErrorClass, Event, Executor, Metadata, Observer, Pool, RejectionKind, SimExecutor, TaskError,
+    TaskHandle, TaskOptions,
+};
+
+/// Records when each attempt started, and with which labels.
+#[derive(Default)]
+struct Starts(Mutex<Vec<(Instant, Metadata)>>);
+
+impl Observer for Starts {
+    fn on_event(&self, event: &Event) {
+        if let Event::TaskStarted { task, at, .. } = event {
+            self.0.lock().unwrap().push((*at, task.metadata.clone()));
+        }
+    }
+}
+
+impl Starts {
+    /// Starts in `[from, from + len)`, optionally only those labelled `label = value`.
+    fn count(&self, from: Instant, len: Duration, label: Option<(&str, &str)>) -> usize {
+        let starts = self.0.lock().unwrap();
+        starts
+            .iter()
+            .filter(|(at, _)| *at >= from && *at < from + len)
+            .filter(|(_, meta)| label.is_none_or(|(k, v)| meta.get(k) == Some(v)))
+            .count()
+    }
+}
+
+fn sim_pool(sim: &SimExecutor, starts: &Arc<Starts>) -> pool_core::PoolBuilder {
+    Pool::builder()
+        .executor_arc(Arc::new(sim.clone()))
+        .concurrency(16)
+        .retries(0)
+        .no_pressure_rule()
+        .seed(3)
+        .observer_arc(starts.clone())
+}
+
+fn quick(pool: &Pool, meta: Metadata) -> TaskHandle<(), &'static str> {
+    pool.enqueue_with(
+        || async { Ok(()) },
+        TaskOptions::new().metadata(meta),
+        |_: &&str| ErrorClass::Retryable,
+    )
+}
+
+#[test]
+fn a_simulated_minute_admits_the_rate_plus_the_burst_within_one_percent() {
+    let sim = SimExecutor::new();
+    let executor: Arc<dyn Executor> = Arc::new(sim.clone());
+    let starts = Arc::new(Starts::default());
+    let limiter = RateLimiter::new(RateLimit::new(100.0, 10).unwrap(), executor.clone());
+    let pool = sim_pool(&sim, &starts).admission(limiter).build().unwrap();
+    let start = sim.now();
+    let minute = Duration::from_secs(60);
+    // More work than a minute allows, all queued at once.
+    let handles: Vec<_> = (0..8_000).map(|_| quick(&pool, Metadata::new())).collect();
+    sim.block_on(executor.sleep(minute));
+    let admitted = starts.count(start, minute, None);
+    let expected = 100.0 * 60.0 + 10.0;
+    let error = (admitted as f64 - expected).abs() / expected;
+    assert!(
+        error <= 0.01,
+        "admitted {admitted} in a simulated minute, expected {expected} within 1 %"
+    );
+    // No second held more than the rate plus the burst.
+    for second in 0..60 {
+        let in_second = starts.count(
+            start + Duration::from_secs(second),
+            Duration::from_secs(1),
+            None,
+        );
+        assert!(in_second <= 110, "second {second}: {in_second} starts");
+    }
+    pool.stop_now();
+    drop(handles);
+}
+
+#[test]
+fn an_attempt_that_would_wait_too_long_is_rejected_with_a_hint() {
+    let sim = SimExecutor::new();
+    let executor: Arc<dyn Executor> = Arc::new(sim.clone());
+    let starts = Arc::new(Starts::default());
+    let limiter = RateLimiter::builder(RateLimit::new(1.0, 1).unwrap(), executor)
+        .max_wait(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let pool = sim_pool(&sim, &starts).admission(limiter).build().unwrap();
+    sim.block_on(async {
+        let first = quick(&pool, Metadata::new());
+        let second = quick(&pool, Metadata::new());
+        first.await.expect("the burst admits the first");
+        match second.await {
+            Err(TaskError::Rejected(rejection)) => {
+                assert_eq!(rejection.kind, RejectionKind::RateLimited);
+                assert_eq!(rejection.retry_after, Some(Duration::from_secs(1)));
+            }
+            other => panic!("expected RateLimited, got {other:?}"),
+        }
+    });
+}
+
+/// A backend that answers "slow down" to every call until `until`.
+fn throttled_until(
+    pool: &Pool,
+    sim: &SimExecutor,
+    until: Instant,
+    meta: Metadata,
+) -> TaskHandle<(), &'static str> {
+    let sim = sim.clone();
+    pool.enqueue_with(
+        move || {
+            let throttled = sim.now() < until;
+            async move {
+                if throttled {
+                    Err("503 SlowDown")
+                } else {
+                    Ok(())
+                }
+            }
+        },
+        TaskOptions::new().metadata(meta),
+        |_: &&str| ErrorClass::Throttled,
+    )
+}
+
+#[test]
+fn throttling_halves_the_rate_and_it_recovers_additively() {
+    let sim = SimExecutor::new();
+    let executor: Arc<dyn Executor> = Arc::new(sim.clone());
+    let starts = Arc::new(Starts::default());
+    let limiter = RateLimiter::builder(RateLimit::new(100.0, 10).unwrap(), executor.clone())
+        .adaptive(Aimd::new())
+        .build()
+        .unwrap();
+    let pool = sim_pool(&sim, &starts)
+        .with_policy(&limiter)
+        .build()
+        .unwrap();
+    let start = sim.now();
+    let throttling = Duration::from_millis(2_500);
+    let handles: Vec<_> = (0..6_000)
+        .map(|_| throttled_until(&pool, &sim, start + throttling, Metadata::new()))
+        .collect();
+    // Read half-way between whole seconds, away from the instants the rate steps at.
+    let mut rates = Vec::new();
+    sim.block_on(async {
+        executor.sleep(Duration::from_millis(500)).await;
+        for _ in 0..24 {
+            rates.push(limiter.current_rate());
+            executor.sleep(Duration::from_secs(1)).await;
+        }
+    });
+    assert_eq!(rates[0], 50.0, "halved on the first 503: {rates:?}");
+    let lowest = rates.iter().copied().fold(f64::MAX, f64::min);
+    assert!(
+        lowest <= 20.0,
+        "halved once per second while throttled: {rates:?}"
+    );
+    // From 3.5 s on (throttling ended at 2.5 s) the rate only climbs, 5/s each second.
+    for pair in rates[3..].windows(2) {
+        let expected = (pair[0] + 5.0).min(100.0);
+        assert_eq!(pair[1], expected, "additive recovery: {rates:?}");
+    }
+    assert_eq!(limiter.current_rate(), 100.0, "recovered: {rates:?}");
+    // The pool's throughput followed the rate: slow while backing off, full once recovered.
+    let slow = starts.count(start + Duration::from_secs(3), Duration::from_secs(1), None);
+    let full = starts.count(
+        start + Duration::from_secs(23),
+        Duration::from_secs(1),
+        None,
+    );
+    let slow_rate = rates[3];
+    assert!(
+        (slow as f64 - slow_rate).abs() <= 6.0,
+        "{slow} starts in second 4 at {slow_rate}/s"
+    );
+    assert!((99..=101).contains(&full), "{full} starts in second 24");
+    pool.stop_now();
+    drop(handles);
+}
+
+#[test]
+fn a_throttled_prefix_slows_down_alone() {
+    let sim = SimExecutor::new();
+    let executor: Arc<dyn Executor> = Arc::new(sim.clone());
+    let starts = Arc::new(Starts::default());
+    let limiter = KeyedRateLimiter::builder(
+        executor.clone(),
+        |task: &pool_core::TaskInfo| s3_prefix_key(task, 1),
+        |_: &S3PrefixKey| RateLimit::new(50.0, 5).unwrap(),
+    )
+    .adaptive(Aimd::new())
+    .build()
+    .unwrap();
+    // Waiting attempts hold their slots: enough slots that the hot prefix's waiters cannot
+    // crowd out the calm one (see KeyedRateLimiter's docs).
+    let pool = sim_pool(&sim, &starts)
+        .concurrency(1_000)
+        .with_policy(&limiter)
+        .build()
+        .unwrap();
+    let start = sim.now();
+    let hot = || Metadata::new().with("op", "put").with("key", "hot/a.bin");
+    let calm = || Metadata::new().with("op", "put").with("key", "calm/b.bin");
+    let mut handles = Vec::new();
+    for _ in 0..400 {
+        handles.push(throttled_until(
+            &pool,
+            &sim,
+            start + Duration::from_secs(60),
+            hot(),
+        ));
+        handles.push(quick(&pool, calm()));
+    }
+    sim.block_on(executor.sleep(Duration::from_secs(5)));
+    let key = |prefix: &str| S3PrefixKey {
+        prefix: prefix.to_owned(),
+        class: S3RequestClass::Write,
+    };
+    assert_eq!(limiter.current_rate(&key("calm/")), Some(50.0));
+    let hot_rate = limiter.current_rate(&key("hot/")).unwrap();
+    assert!(hot_rate <= 5.0, "hot prefix at {hot_rate}/s");
+    assert_eq!(limiter.keys(), 2);
+    let calm_starts = starts.count(start, Duration::from_secs(5), Some(("key", "calm/b.bin")));
+    let hot_starts = starts.count(start, Duration::from_secs(5), Some(("key", "hot/a.bin")));
+    assert!(
+        (250..=256).contains(&calm_starts),
+        "calm prefix: {calm_starts} starts in 5 s"
+    );
+    assert!(hot_starts < 100, "hot prefix: {hot_starts} starts in 5 s");
+    pool.stop_now();
+    drop(handles);
+}
+
+#[test]
+fn tasks_without_a_key_are_not_limited() {
+    let sim = SimExecutor::new();
+    let executor: Arc<dyn Executor> = Arc::new(sim.clone());
+    let starts = Arc::new(Starts::default());
+    let limiter = KeyedRateLimiter::s3_prefixes(executor, 1).build().unwrap();
+    let pool = sim_pool(&sim, &starts)
+        .with_policy(&limiter)
+        .build()
+        .unwrap();
+    let start = sim.now();
+    sim.block_on(async {
+        let handles: Vec<_> = (0..1_000).map(|_| quick(&pool, Metadata::new())).collect();
+        for handle in handles {
+            handle.await.unwrap();
+        }
+    });
+    assert_eq!(sim.now(), start, "no waiting at all");
+    assert_eq!(limiter.keys(), 0);
+}
