@@ -89,7 +89,8 @@ fn redact(raw: &str) -> (String, Vec<String>) {
                         shown.push(':');
                     }
                 }
-                // `redis://password@host` is read by some clients as a bare password.
+                // A lone `redis://word@host` is a user name to this driver but a password
+                // to some other clients: mask it, a hidden user name costs little.
                 None if !userinfo.is_empty() => {
                     secrets.push(userinfo.to_owned());
                     shown.push_str(MASK);
@@ -179,7 +180,7 @@ mod tests {
 
     #[test]
     fn urls_without_secrets_are_shown_as_they_are() {
-        for plain in ["redis://127.0.0.1:6379", "redis://user@host/0", "redis://:@h"] {
+        for plain in ["redis://127.0.0.1:6379", "redis://user:@host/0", "redis://:@h"] {
             assert_eq!(RedisUrl::new(plain).to_string(), plain);
         }
     }

@@ -1,0 +1,353 @@
+//! One process against a real redis-server: waiting, cancellation, renewal, limit changes,
+//! Redis restarts under both fail modes, and credentials that never show.
+
+mod support;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pool_core::{Pool, RejectionKind, TaskError, TaskOptions, Transient};
+use pool_redis::{FailMode, PermitError, PermitEvent, RedisPermits};
+use support::{live_leases, plain_connection, redis_now_ms, wait_until, RedisServer};
+
+const TTL: Duration = Duration::from_millis(600);
+
+async fn permits(server: &RedisServer, name: &str, limit: u64) -> RedisPermits {
+    RedisPermits::builder(server.url(), name, limit)
+        .lease_ttl(TTL)
+        .io_timeout(Duration::from_millis(200))
+        .connect()
+        .await
+        .expect("connect")
+}
+
+fn sleeper(
+    ms: u64,
+    running: Arc<AtomicU64>,
+    highest: Arc<AtomicU64>,
+) -> impl FnMut() -> futures::future::BoxFuture<'static, Result<(), Transient<std::io::Error>>> {
+    move || {
+        let (running, highest) = (Arc::clone(&running), Arc::clone(&highest));
+        Box::pin(async move {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            highest.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            running.fetch_sub(1, Ordering::SeqCst);
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agents_share_one_limit() {
+    let server = RedisServer::start();
+    let (running, highest) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut handles = Vec::new();
+    let mut pools = Vec::new();
+    for _ in 0..2 {
+        // Two handles of their own = two agents, as in two processes.
+        let pool = Pool::builder()
+            .concurrency(5)
+            .retries(0)
+            .admission(permits(&server, "shared", 3).await)
+            .build()
+            .expect("pool");
+        for _ in 0..30 {
+            handles.push(pool.enqueue(
+                sleeper(5, Arc::clone(&running), Arc::clone(&highest)),
+                TaskOptions::new(),
+            ));
+        }
+        pools.push(pool);
+    }
+    for handle in handles {
+        handle.await.expect("task");
+    }
+    assert_eq!(highest.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_gets_the_permit_that_is_released() {
+    let server = RedisServer::start();
+    let permits = permits(&server, "handover", 1).await;
+    let mut conn = plain_connection(&server.url()).await;
+    let first = permits.lease().await.expect("first");
+    assert!(first.is_counted());
+    let waiter = tokio::spawn({
+        let permits = permits.clone();
+        async move { permits.lease().await }
+    });
+    wait_until("the second request waits", Duration::from_secs(5), || {
+        let permits = permits.clone();
+        async move { permits.status().waiting == 1 }
+    })
+    .await;
+    assert_eq!(live_leases(&mut conn, permits.holders_key()).await, 1);
+    assert!(!waiter.is_finished());
+    drop(first);
+    let second = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the waiter is served")
+        .expect("join")
+        .expect("lease");
+    assert_eq!(live_leases(&mut conn, permits.holders_key()).await, 1);
+    drop(second);
+    permits.flush().await;
+    assert_eq!(live_leases(&mut conn, permits.holders_key()).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_that_gives_up_leaks_no_permit() {
+    let server = RedisServer::start();
+    let permits = permits(&server, "give-up", 1).await;
+    let mut conn = plain_connection(&server.url()).await;
+    let first = permits.lease().await.expect("first");
+    let gave_up = tokio::time::timeout(Duration::from_millis(50), permits.lease()).await;
+    assert!(gave_up.is_err(), "the limit is 1: the second request must wait");
+    drop(first);
+    let third = tokio::time::timeout(Duration::from_secs(5), permits.lease())
+        .await
+        .expect("the released permit is not kept by the request that gave up")
+        .expect("lease");
+    permits.flush().await;
+    assert_eq!(live_leases(&mut conn, permits.holders_key()).await, 1);
+    assert_eq!(permits.status().held, 1);
+    drop(third);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_leases_are_renewed_past_their_ttl() {
+    let server = RedisServer::start();
+    let permits = permits(&server, "renewed", 2).await;
+    let mut conn = plain_connection(&server.url()).await;
+    let lease = permits.lease().await.expect("lease");
+    let started = redis_now_ms(&mut conn).await;
+    // Four TTLs later the lease is still live: renewals ran.
+    wait_until("four lease TTLs pass", Duration::from_secs(10), || {
+        let mut conn = conn.clone();
+        async move { redis_now_ms(&mut conn).await > started + 4 * TTL.as_millis() as u64 }
+    })
+    .await;
+    assert_eq!(live_leases(&mut conn, permits.holders_key()).await, 1);
+    drop(lease);
+    permits.flush().await;
+    assert_eq!(live_leases(&mut conn, permits.holders_key()).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_are_validated_and_read_back() {
+    let server = RedisServer::start();
+    let permits = permits(&server, "settings", 3).await;
+    assert_eq!(permits.limit().await.expect("read"), 3);
+    assert!(matches!(
+        permits.set_limit(0).await,
+        Err(PermitError::InvalidSetting(_))
+    ));
+    permits.set_limit(7).await.expect("set");
+    // A second process keeps the limit in force instead of its own default.
+    let other = RedisPermits::builder(server.url(), "settings", 3)
+        .connect()
+        .await
+        .expect("connect");
+    assert_eq!(other.limit().await.expect("read"), 7);
+    assert!(matches!(
+        RedisPermits::builder(server.url(), "bad name", 3).connect().await,
+        Err(PermitError::InvalidName { .. })
+    ));
+}
+
+/// Runs `tasks` 10 ms tasks on a fresh pool and returns every result (none may hang).
+async fn run_batch(pool: &Pool, tasks: usize) -> Vec<Result<(), TaskError<Transient<std::io::Error>>>> {
+    let (running, highest) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            pool.enqueue(
+                sleeper(10, Arc::clone(&running), Arc::clone(&highest)),
+                TaskOptions::new(),
+            )
+        })
+        .collect();
+    let mut results = Vec::new();
+    for handle in handles {
+        let result = tokio::time::timeout(Duration::from_secs(30), handle)
+            .await
+            .expect("every task resolves");
+        results.push(result);
+    }
+    results
+}
+
+fn recorder() -> (Arc<Mutex<Vec<PermitEvent>>>, impl Fn(&PermitEvent) + Send + Sync) {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&events);
+    (events, move |event: &PermitEvent| {
+        sink.lock().unwrap().push(event.clone())
+    })
+}
+
+/// Stops Redis while `tasks` run, restarts it, and returns what the tasks and events were.
+async fn restart_mid_run(
+    mode: FailMode,
+) -> (
+    Vec<Result<(), TaskError<Transient<std::io::Error>>>>,
+    Vec<PermitEvent>,
+    Vec<Result<(), TaskError<Transient<std::io::Error>>>>,
+) {
+    let mut server = RedisServer::start();
+    let (events, on_event) = recorder();
+    let permits = RedisPermits::builder(server.url(), "restart", 2)
+        .lease_ttl(TTL)
+        .io_timeout(Duration::from_millis(200))
+        .fail_mode(mode)
+        .on_event(on_event)
+        .connect()
+        .await
+        .expect("connect");
+    let pool = Pool::builder()
+        .concurrency(4)
+        .retries(0)
+        .admission(permits.clone())
+        .build()
+        .expect("pool");
+    assert!(run_batch(&pool, 10).await.iter().all(Result::is_ok));
+
+    let (running, highest) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let handles: Vec<_> = (0..40)
+        .map(|_| {
+            pool.enqueue(
+                sleeper(10, Arc::clone(&running), Arc::clone(&highest)),
+                TaskOptions::new(),
+            )
+        })
+        .collect();
+    wait_until("some tasks ran", Duration::from_secs(10), || {
+        let processed = pool.stats().processed;
+        async move { processed >= 14 }
+    })
+    .await;
+    server.stop();
+    let mut during = Vec::new();
+    for handle in handles {
+        let result = tokio::time::timeout(Duration::from_secs(30), handle)
+            .await
+            .expect("every task resolves while Redis is down");
+        during.push(result);
+    }
+    server.restart();
+    wait_until("the agent sees Redis again", Duration::from_secs(10), || {
+        let permits = permits.clone();
+        async move { permits.status().available }
+    })
+    .await;
+    let after = run_batch(&pool, 10).await;
+    let events = events.lock().unwrap().clone();
+    (during, events, after)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_closed_refuses_tasks_while_redis_is_down_and_loses_none() {
+    let (during, events, after) = restart_mid_run(FailMode::Closed).await;
+    let ok = during.iter().filter(|r| r.is_ok()).count();
+    let refused = during
+        .iter()
+        .filter(|r| {
+            matches!(r, Err(TaskError::Rejected(rejection))
+                if rejection.kind == RejectionKind::Unavailable)
+        })
+        .count();
+    assert_eq!(ok + refused, during.len(), "only successes and refusals: {during:?}");
+    assert!(ok >= 4 && refused >= 1, "ok {ok}, refused {refused}");
+    assert!(after.iter().all(Result::is_ok), "{after:?}");
+    assert!(matches!(
+        events.first(),
+        Some(PermitEvent::Unavailable { mode: FailMode::Closed, .. })
+    ));
+    assert!(events.iter().any(|e| matches!(e, PermitEvent::Recovered { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_open_runs_every_task_while_redis_is_down() {
+    let (during, events, after) = restart_mid_run(FailMode::Open).await;
+    assert!(during.iter().all(Result::is_ok), "{during:?}");
+    assert!(after.iter().all(Result::is_ok), "{after:?}");
+    assert!(matches!(
+        events.first(),
+        Some(PermitEvent::Unavailable { mode: FailMode::Open, .. })
+    ));
+    assert!(events.iter().any(|e| matches!(e, PermitEvent::Recovered { .. })));
+}
+
+/// A `Write` into a shared buffer, for a captured tracing subscriber.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn the_password_never_shows() {
+    const PASSWORD: &str = "s3cr3t-Pa55word";
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    // One thread: the agent's logs go to the subscriber set above.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut shown = Vec::new();
+    runtime.block_on(async {
+        let mut server = RedisServer::start_with_password(PASSWORD);
+        assert!(server.url().contains(PASSWORD));
+        let (events, on_event) = recorder();
+        let permits = RedisPermits::builder(server.url(), "secret", 2)
+            .lease_ttl(TTL)
+            .io_timeout(Duration::from_millis(200))
+            .on_event(on_event)
+            .connect()
+            .await
+            .expect("connect with the password");
+        let lease = permits.lease().await.expect("lease");
+        shown.push(format!("{permits:?}"));
+        server.stop();
+        drop(lease);
+        let refused = permits.lease().await.expect_err("Redis is down");
+        shown.push(format!("{refused} / {refused:?}"));
+        shown.push(format!("{:?}", refused.to_rejection()));
+        shown.push(format!("{:?}", events.lock().unwrap()));
+        server.restart();
+        let wrong = server.url().replace(PASSWORD, "wrong-one");
+        let denied = RedisPermits::builder(wrong.as_str(), "secret", 2)
+            .connect()
+            .await
+            .expect_err("wrong password");
+        shown.push(format!("{denied} / {denied:?}"));
+        let bad = format!("redis://:{PASSWORD}@127.0.0.1:notaport");
+        let invalid = RedisPermits::builder(bad.as_str(), "secret", 2)
+            .connect()
+            .await
+            .expect_err("bad port");
+        shown.push(format!("{invalid} / {invalid:?}"));
+        shown.push(format!("{:?}", RedisPermits::builder(server.url(), "secret", 2)));
+    });
+    drop(runtime);
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("unavailable"), "the failure was logged: {logs}");
+    for text in shown.iter().chain(std::iter::once(&logs)) {
+        assert!(!text.contains(PASSWORD), "password shown in: {text}");
+    }
+    assert!(shown.iter().all(|text| text.contains("***")), "{shown:#?}");
+}
