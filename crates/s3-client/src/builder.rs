@@ -229,7 +229,9 @@ impl S3ClientBuilder {
             PoolChoice::Disabled => (None, pass_through_pool()?),
         };
         let dispatcher = Dispatcher::new(pool, self.group);
-        Ok(S3Client::from_parts(self.store, dispatcher, batch_pool, multipart))
+        Ok(S3Client::from_parts(
+            self.store, dispatcher, batch_pool, multipart,
+        ))
     }
 }
 

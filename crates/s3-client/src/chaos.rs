@@ -17,8 +17,7 @@ use futures::stream::{self, BoxStream, StreamExt};
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    ObjectStoreExt,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, UploadPart,
+    ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult, UploadPart,
 };
 use pool_core::ErrorClass;
 
@@ -347,7 +346,10 @@ impl ChaosState {
     fn draw(self: &Arc<Self>, operation: &'static str, path: &str, multipart: bool) -> Injection {
         let config = &self.config;
         let (delay, roll) = {
-            let mut rng = self.rng.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut rng = self
+                .rng
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             let delay = (rng.f64() < config.latency_probability).then(|| {
                 let span = config.latency.end.saturating_sub(config.latency.start);
                 config.latency.start + span.mul_f64(rng.f64())
@@ -402,7 +404,11 @@ impl Injection {
             None => Ok(false),
             Some(FaultKind::ConnectionReset) => Ok(true),
             Some(FaultKind::Panic) => {
-                panic!("ChaosStore: injected panic on {} {}", self.operation, self.path)
+                // `testing::quiet_injected_panics` recognises this prefix.
+                panic!(
+                    "ChaosStore: injected panic on {} {}",
+                    self.operation, self.path
+                )
             }
             Some(FaultKind::Hang) => {
                 match self.state.config.hang_for {

@@ -200,7 +200,9 @@ mod tests {
             (405, ErrorClass::Fatal),
         ];
         for (status, class) in cases {
-            let err = generic(&format!("Server returned non-2xx status code: {status} X: "));
+            let err = generic(&format!(
+                "Server returned non-2xx status code: {status} X: "
+            ));
             assert_eq!(classify(&err), class, "status {status}");
         }
     }
@@ -231,11 +233,26 @@ mod tests {
     #[test]
     fn permanent_variants_are_fatal() {
         let errors = [
-            object_store::Error::NotFound { path: "k".into(), source: "x".into() },
-            object_store::Error::AlreadyExists { path: "k".into(), source: "x".into() },
-            object_store::Error::Precondition { path: "k".into(), source: "x".into() },
-            object_store::Error::NotModified { path: "k".into(), source: "x".into() },
-            object_store::Error::PermissionDenied { path: "k".into(), source: "x".into() },
+            object_store::Error::NotFound {
+                path: "k".into(),
+                source: "x".into(),
+            },
+            object_store::Error::AlreadyExists {
+                path: "k".into(),
+                source: "x".into(),
+            },
+            object_store::Error::Precondition {
+                path: "k".into(),
+                source: "x".into(),
+            },
+            object_store::Error::NotModified {
+                path: "k".into(),
+                source: "x".into(),
+            },
+            object_store::Error::PermissionDenied {
+                path: "k".into(),
+                source: "x".into(),
+            },
         ];
         for err in errors {
             assert_eq!(classify(&err), ErrorClass::Fatal, "{err}");
@@ -244,6 +261,9 @@ mod tests {
 
     #[test]
     fn unreadable_generic_errors_are_retryable() {
-        assert_eq!(classify(&generic("connection closed")), ErrorClass::Retryable);
+        assert_eq!(
+            classify(&generic("connection closed")),
+            ErrorClass::Retryable
+        );
     }
 }

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
 use object_store::path::Path;
 use object_store::{
-    ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions,
-    PutPayload, PutResult,
+    ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload,
+    PutResult,
 };
 use pool_core::{Batch, ConfigError, Pool, Stats, TaskOptions};
 
@@ -196,7 +196,11 @@ impl S3Client {
     /// Downloads a whole object. The body is read inside the attempt, so a connection lost
     /// mid-body is retried like any other transient error.
     pub fn get(&self, path: &Path) -> Call<Bytes> {
-        self.call(Operation::Get, path.to_string(), self.get_attempt(path.clone()))
+        self.call(
+            Operation::Get,
+            path.to_string(),
+            self.get_attempt(path.clone()),
+        )
     }
 
     fn get_attempt(&self, path: Path) -> Attempt<Bytes> {
@@ -323,7 +327,9 @@ impl S3Client {
             prefix.cloned(),
             options,
         )
-        .map(move |entry| entry.map_err(|error| ClientError::new(Operation::List, key.clone(), error)))
+        .map(move |entry| {
+            entry.map_err(|error| ClientError::new(Operation::List, key.clone(), error))
+        })
         .boxed()
     }
 
@@ -446,8 +452,11 @@ fn delete_chunk_attempt(store: Arc<dyn ObjectStore>, paths: Vec<Path>) -> Attemp
     let remaining = Arc::new(Mutex::new(paths));
     let deleted = Arc::new(Mutex::new(Vec::new()));
     attempt(move || {
-        let (store, remaining, deleted) =
-            (Arc::clone(&store), Arc::clone(&remaining), Arc::clone(&deleted));
+        let (store, remaining, deleted) = (
+            Arc::clone(&store),
+            Arc::clone(&remaining),
+            Arc::clone(&deleted),
+        );
         async move {
             let batch: Vec<Path> = lock(&remaining).clone();
             let locations = stream::iter(batch.into_iter().map(Ok)).boxed();
@@ -482,5 +491,7 @@ fn delete_chunk_attempt(store: Arc<dyn ObjectStore>, paths: Vec<Path>) -> Attemp
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

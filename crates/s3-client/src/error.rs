@@ -109,7 +109,10 @@ impl ClientError {
 
     /// True if the object does not exist.
     pub fn is_not_found(&self) -> bool {
-        matches!(self.store_error(), Some(object_store::Error::NotFound { .. }))
+        matches!(
+            self.store_error(),
+            Some(object_store::Error::NotFound { .. })
+        )
     }
 }
 

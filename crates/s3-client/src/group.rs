@@ -76,10 +76,7 @@ impl PoolGroup {
     }
 
     pub(crate) async fn acquire(&self) -> GroupPermit {
-        let permit = Arc::clone(&self.inner.permits)
-            .acquire_owned()
-            .await
-            .ok();
+        let permit = Arc::clone(&self.inner.permits).acquire_owned().await.ok();
         let now = self.inner.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         self.inner.peak_in_flight.fetch_max(now, Ordering::Relaxed);
         GroupPermit {

@@ -57,8 +57,11 @@ pub(crate) fn pooled_list<S: ObjectStore + ?Sized>(
         }
     };
     let key = prefix_key.clone();
-    let finished: BoxFuture<'static, ListOutcome> =
-        Box::pin(async move { dispatcher.run("list", &key, &options, attempt(list_attempt)).await });
+    let finished: BoxFuture<'static, ListOutcome> = Box::pin(async move {
+        dispatcher
+            .run("list", &key, &options, attempt(list_attempt))
+            .await
+    });
     let state = ListState {
         receiver,
         finished: Some(finished),
@@ -88,7 +91,10 @@ enum Step {
 /// if the pool keeps the task's closure (and its sender) alive.
 async fn next_entry(
     mut state: ListState,
-) -> Option<(Result<ObjectMeta, TaskError<object_store::Error>>, ListState)> {
+) -> Option<(
+    Result<ObjectMeta, TaskError<object_store::Error>>,
+    ListState,
+)> {
     loop {
         let Some(finished) = state.finished.as_mut() else {
             return match state.receiver.try_recv() {

@@ -37,7 +37,10 @@ struct Tally {
     failed: usize,
 }
 
-type PutOutcome = (usize, Result<object_store::PutResult, s3_client::ClientError>);
+type PutOutcome = (
+    usize,
+    Result<object_store::PutResult, s3_client::ClientError>,
+);
 
 /// Puts `count` objects through `client`, with twice its concurrency outstanding (a deeper
 /// queue would trip the pool's pressure rule, which skips retries at saturation ≥ 10).
@@ -63,12 +66,22 @@ async fn verify(results: Vec<PutOutcome>, truth: &dyn ObjectStore) -> Tally {
         match result {
             Ok(_) => {
                 tally.written += 1;
-                let stored = truth.get(&path_of(index)).await.unwrap().bytes().await.unwrap();
+                let stored = truth
+                    .get(&path_of(index))
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap();
                 assert_eq!(stored, body_of(index), "object {index} differs");
             }
             Err(error) => {
                 tally.failed += 1;
-                assert_eq!(error.path(), path_of(index).as_ref(), "failure names its key");
+                assert_eq!(
+                    error.path(),
+                    path_of(index).as_ref(),
+                    "failure names its key"
+                );
                 let attempts = match error.task_error() {
                     TaskError::Failed { attempts, .. }
                     | TaskError::TimedOut { attempts, .. }
@@ -94,6 +107,7 @@ fn chaotic_config(seed: u64) -> ChaosConfig {
 }
 
 async fn chaos_over_memory(count: usize) {
+    s3_client::testing::quiet_injected_panics();
     let chaos = Arc::new(ChaosStore::new(InMemory::new(), chaotic_config(2024)).unwrap());
     let recorder = ClassRecorder::default();
     let client = S3Client::builder_arc(chaos.clone())
@@ -117,8 +131,14 @@ async fn chaos_over_memory(count: usize) {
     assert!(stats.in_balance(), "{stats:?}");
     assert_eq!((stats.queued, stats.active, stats.retrying), (0, 0, 0));
     assert!(recorder.snapshot(|r| r.max_attempt) <= RETRIES + 1);
-    assert!(faults.slow_downs > 0 && faults.hangs > 0 && faults.panics > 0, "{faults:?}");
-    assert!(stats.retries > 0 && stats.retries <= faults.faults(), "{stats:?} {faults:?}");
+    assert!(
+        faults.slow_downs > 0 && faults.hangs > 0 && faults.panics > 0,
+        "{faults:?}"
+    );
+    assert!(
+        stats.retries > 0 && stats.retries <= faults.faults(),
+        "{stats:?} {faults:?}"
+    );
     // With 3 retries almost every object gets through.
     assert!(tally.written * 100 >= count * 99, "{tally:?}");
 }
@@ -136,6 +156,7 @@ async fn hundred_thousand_puts_under_chaos() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_reported_write_is_readable_under_chaos_over_real_http() {
+    s3_client::testing::quiet_injected_panics();
     let server = S3TestServer::start().await.unwrap();
     let config = ChaosConfig::new(77)
         .connection_reset(0.02)
@@ -151,13 +172,19 @@ async fn every_reported_write_is_readable_under_chaos_over_real_http() {
         .timeout(Duration::from_millis(500))
         .build()
         .unwrap();
-    server.faults().set_probability(0.05, InjectedResponse::SlowDown, 5);
+    server
+        .faults()
+        .set_probability(0.05, InjectedResponse::SlowDown, 5);
 
     let results = put_all(&client, 300).await;
     server.faults().clear();
     let tally = verify(results, truth.as_ref()).await;
 
-    println!("300 puts over HTTP: {tally:?}, {:?}, server 503s {}", chaos.stats(), server.faults().injected());
+    println!(
+        "300 puts over HTTP: {tally:?}, {:?}, server 503s {}",
+        chaos.stats(),
+        server.faults().injected()
+    );
     assert!(server.faults().injected() > 0);
     assert!(client.stats().unwrap().in_balance());
     assert!(tally.written >= 290, "{tally:?}");
@@ -189,7 +216,10 @@ async fn an_aborted_part_fails_a_pooled_multipart_upload() {
     let mut writer = WriteMultipart::new_with_chunk_size(upload, 5 * 1024 * 1024);
     writer.put(support::random_bytes(1, 6 * 1024 * 1024));
     let err = writer.finish().await.unwrap_err();
-    assert!(err.to_string().contains("multipart upload aborted"), "{err}");
+    assert!(
+        err.to_string().contains("multipart upload aborted"),
+        "{err}"
+    );
     assert!(store.inner().stats().multipart_aborts >= 1);
 }
 
@@ -225,24 +255,54 @@ fn fault_kind(error: &object_store::Error) -> FaultKind {
 
 #[tokio::test(start_paused = true)]
 async fn connection_resets_happen_after_the_write_took_effect() {
-    let store = ChaosStore::new(InMemory::new(), ChaosConfig::new(4).connection_reset(1.0)).unwrap();
-    let err = store.put(&Path::from("r"), "kept".into()).await.unwrap_err();
+    let store =
+        ChaosStore::new(InMemory::new(), ChaosConfig::new(4).connection_reset(1.0)).unwrap();
+    let err = store
+        .put(&Path::from("r"), "kept".into())
+        .await
+        .unwrap_err();
     assert_eq!(fault_kind(&err), FaultKind::ConnectionReset);
     assert_eq!(s3_client::classify(&err), pool_core::ErrorClass::Retryable);
-    let kept = store.inner().get(&Path::from("r")).await.unwrap().bytes().await.unwrap();
+    let kept = store
+        .inner()
+        .get(&Path::from("r"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     assert_eq!(&kept[..], b"kept");
 }
 
 #[test]
 fn bad_chaos_settings_are_refused() {
     let err = ChaosStore::new(InMemory::new(), ChaosConfig::new(0).slow_down(1.5)).unwrap_err();
-    assert!(matches!(err, ChaosConfigError::Probability { field: "slow_down", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            ChaosConfigError::Probability {
+                field: "slow_down",
+                ..
+            }
+        ),
+        "{err}"
+    );
     let err = ChaosStore::new(InMemory::new(), ChaosConfig::new(0).hang(f64::NAN)).unwrap_err();
     assert!(err.to_string().contains("hang"), "{err}");
-    let err = ChaosStore::new(InMemory::new(), ChaosConfig::new(0).slow_down(0.6).panic(0.6))
-        .unwrap_err();
-    assert!(matches!(err, ChaosConfigError::TotalAboveOne { .. }), "{err}");
+    let err = ChaosStore::new(
+        InMemory::new(),
+        ChaosConfig::new(0).slow_down(0.6).panic(0.6),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, ChaosConfigError::TotalAboveOne { .. }),
+        "{err}"
+    );
     let empty = Duration::from_millis(5)..Duration::from_millis(1);
-    let err = ChaosStore::new(InMemory::new(), ChaosConfig::new(0).latency(0.5, empty)).unwrap_err();
-    assert!(matches!(err, ChaosConfigError::LatencyRange { .. }), "{err}");
+    let err =
+        ChaosStore::new(InMemory::new(), ChaosConfig::new(0).latency(0.5, empty)).unwrap_err();
+    assert!(
+        matches!(err, ChaosConfigError::LatencyRange { .. }),
+        "{err}"
+    );
 }

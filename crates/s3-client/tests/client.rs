@@ -64,7 +64,9 @@ async fn per_call_options_and_labels_reach_the_pool() {
     let labels = recorder.snapshot(|r| r.labels.clone());
     for expected in [("tenant", "acme"), ("op", "put"), ("key", "labelled")] {
         assert!(
-            labels.iter().any(|(k, v)| (k.as_str(), v.as_str()) == expected),
+            labels
+                .iter()
+                .any(|(k, v)| (k.as_str(), v.as_str()) == expected),
             "{expected:?} missing from {labels:?}"
         );
     }
@@ -121,14 +123,26 @@ async fn stop_fails_later_calls_with_stopped() {
 
 #[tokio::test(start_paused = true)]
 async fn a_client_without_pool_calls_the_store_directly() {
-    let client = S3Client::builder(InMemory::new()).without_pool().build().unwrap();
+    let client = S3Client::builder(InMemory::new())
+        .without_pool()
+        .build()
+        .unwrap();
     assert!(client.stats().is_none());
-    assert!(matches!(client.set_concurrency(3), Err(ControlError::PoolDisabled)));
+    assert!(matches!(
+        client.set_concurrency(3),
+        Err(ControlError::PoolDisabled)
+    ));
     client.put(&Path::from("direct"), "v").await.unwrap();
     let err = client.get(&Path::from("absent")).await.unwrap_err();
-    assert!(matches!(err.task_error(), TaskError::Failed { attempts: 1, .. }));
+    assert!(matches!(
+        err.task_error(),
+        TaskError::Failed { attempts: 1, .. }
+    ));
     let batch = client
-        .put_batch((0..5).map(|i| (Path::from(format!("b/{i}")), "x".into())), CallOptions::new())
+        .put_batch(
+            (0..5).map(|i| (Path::from(format!("b/{i}")), "x".into())),
+            CallOptions::new(),
+        )
         .await;
     assert!(batch.all_succeeded());
 }
@@ -167,9 +181,14 @@ async fn batches_keep_input_order_and_call_back_per_item() {
 #[tokio::test(start_paused = true)]
 async fn delete_many_removes_every_path_in_chunks() {
     let client = memory_client();
-    let paths: Vec<Path> = (0..2_345).map(|i| Path::from(format!("del/{i:05}"))).collect();
+    let paths: Vec<Path> = (0..2_345)
+        .map(|i| Path::from(format!("del/{i:05}")))
+        .collect();
     let batch = client
-        .put_batch(paths.iter().map(|p| (p.clone(), "x".into())), CallOptions::new())
+        .put_batch(
+            paths.iter().map(|p| (p.clone(), "x".into())),
+            CallOptions::new(),
+        )
         .await;
     assert!(batch.all_succeeded());
     let processed_before = client.stats().unwrap().processed;
@@ -178,10 +197,17 @@ async fn delete_many_removes_every_path_in_chunks() {
 
     deleted.sort();
     assert_eq!(deleted, paths);
-    assert_eq!(client.stats().unwrap().processed - processed_before, 3, "3 chunks of ≤ 1000");
+    assert_eq!(
+        client.stats().unwrap().processed - processed_before,
+        3,
+        "3 chunks of ≤ 1000"
+    );
     assert_eq!(client.list(Some(&Path::from("del"))).count().await, 0);
     // Deleting what is gone is success.
-    assert_eq!(client.delete_many(paths[..3].to_vec()).await.unwrap().len(), 3);
+    assert_eq!(
+        client.delete_many(paths[..3].to_vec()).await.unwrap().len(),
+        3
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -221,9 +247,16 @@ async fn listing_retries_after_a_failure_without_repeating_entries() {
         .build()
         .unwrap();
     for i in 0..50 {
-        client.put(&Path::from(format!("l/{i:02}")), "x").await.unwrap();
+        client
+            .put(&Path::from(format!("l/{i:02}")), "x")
+            .await
+            .unwrap();
     }
-    let listed: Vec<_> = client.list(Some(&Path::from("l"))).try_collect().await.unwrap();
+    let listed: Vec<_> = client
+        .list(Some(&Path::from("l")))
+        .try_collect()
+        .await
+        .unwrap();
     assert_eq!(listed.len(), 50);
     assert!(chaos.stats().internal_errors > 0);
 }
@@ -231,8 +264,14 @@ async fn listing_retries_after_a_failure_without_repeating_entries() {
 #[tokio::test(start_paused = true)]
 async fn clients_with_a_shared_pool_share_its_limit_and_stats() {
     let pool = Pool::builder().concurrency(3).build().unwrap();
-    let a = S3Client::builder(InMemory::new()).shared_pool(pool.clone()).build().unwrap();
-    let b = S3Client::builder(InMemory::new()).shared_pool(pool.clone()).build().unwrap();
+    let a = S3Client::builder(InMemory::new())
+        .shared_pool(pool.clone())
+        .build()
+        .unwrap();
+    let b = S3Client::builder(InMemory::new())
+        .shared_pool(pool.clone())
+        .build()
+        .unwrap();
     a.put(&Path::from("x"), "1").await.unwrap();
     b.put(&Path::from("y"), "2").await.unwrap();
     assert_eq!(pool.stats().processed, 2);
@@ -260,17 +299,33 @@ async fn a_group_caps_in_flight_requests_across_clients() {
     for result in futures::future::join_all(calls).await {
         result.unwrap();
     }
-    assert_eq!(group.peak_in_flight(), 4, "the cap is reached and never exceeded");
+    assert_eq!(
+        group.peak_in_flight(),
+        4,
+        "the cap is reached and never exceeded"
+    );
     assert_eq!(group.in_flight(), 0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn bad_builder_settings_are_typed_errors_naming_the_field() {
-    let err = S3Client::builder(InMemory::new()).concurrency(0).build().unwrap_err();
-    assert!(matches!(err, BuildError::Pool(ConfigError::ZeroConcurrency)), "{err}");
-    let err = S3Client::builder(InMemory::new()).part_size(1024).build().unwrap_err();
+    let err = S3Client::builder(InMemory::new())
+        .concurrency(0)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(err, BuildError::Pool(ConfigError::ZeroConcurrency)),
+        "{err}"
+    );
+    let err = S3Client::builder(InMemory::new())
+        .part_size(1024)
+        .build()
+        .unwrap_err();
     assert!(err.to_string().starts_with("part_size"), "{err}");
-    let err = S3Client::builder(InMemory::new()).part_concurrency(0).build().unwrap_err();
+    let err = S3Client::builder(InMemory::new())
+        .part_concurrency(0)
+        .build()
+        .unwrap_err();
     assert!(err.to_string().starts_with("part_concurrency"), "{err}");
     let err = S3Client::builder(InMemory::new())
         .retries(2)
@@ -282,4 +337,3 @@ async fn bad_builder_settings_are_typed_errors_naming_the_field() {
     let err = S3Client::from_url("s3://Bad_Bucket").unwrap_err();
     assert!(err.to_string().contains("bucket `Bad_Bucket`"), "{err}");
 }
-

@@ -39,14 +39,18 @@ async fn pooled_store_over_in_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_client_over_local_files() {
     let dir = tempfile::tempdir().unwrap();
-    let client = client_over(Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap()));
+    let client = client_over(Arc::new(
+        LocalFileSystem::new_with_prefix(dir.path()).unwrap(),
+    ));
     run_all(&client, "suite").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooled_store_over_local_files() {
     let dir = tempfile::tempdir().unwrap();
-    let subject = pooled(Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap()));
+    let subject = pooled(Arc::new(
+        LocalFileSystem::new_with_prefix(dir.path()).unwrap(),
+    ));
     run_all(&subject, "suite").await;
 }
 
@@ -67,9 +71,13 @@ async fn pooled_store_over_real_s3_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_client_from_a_connection_string_reaches_the_server() {
     let server = S3TestServer::start().await.unwrap();
-    let client = S3Client::from_url(&format!("{}/under/prefix", server.connection_string())).unwrap();
+    let client =
+        S3Client::from_url(&format!("{}/under/prefix", server.connection_string())).unwrap();
     run_all(&client, "suite").await;
     // The prefix is real: the objects live under it in the served directory.
-    let on_disk = server.root().join(server.bucket()).join("under/prefix/suite/rt/round-trip.bin");
+    let on_disk = server
+        .root()
+        .join(server.bucket())
+        .join("under/prefix/suite/rt/round-trip.bin");
     assert!(on_disk.exists(), "{}", on_disk.display());
 }

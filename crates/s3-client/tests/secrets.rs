@@ -64,7 +64,9 @@ async fn credentials_never_reach_debug_display_errors_or_logs() {
     let config = StoreConfig::parse(&url).unwrap();
     printed.push(format!("{config} {config:?} {:#?}", config.backend));
     tracing::info!(?config, %config, "parsed");
-    let client = S3Client::builder_arc(config.build().unwrap()).build().unwrap();
+    let client = S3Client::builder_arc(config.build().unwrap())
+        .build()
+        .unwrap();
     printed.push(format!("{client:?}"));
 
     // Errors built from strings that carry secrets.
@@ -96,7 +98,10 @@ async fn credentials_never_reach_debug_display_errors_or_logs() {
     printed.push(format!("{err} {err:?}"));
 
     let all = format!("{}\n{}", printed.join("\n"), capture.text());
-    assert!(all.contains("refused") && all.contains("put failed"), "capture works");
+    assert!(
+        all.contains("refused") && all.contains("put failed"),
+        "capture works"
+    );
     assert_no_secret(&all, &[ACCESS_KEY, SECRET_KEY, SESSION_TOKEN]);
 }
 

@@ -35,7 +35,11 @@ async fn slow_down_is_retried_until_the_put_succeeds() {
     client.put(&path, "payload").await.unwrap();
 
     assert_eq!(server.faults().injected(), 2);
-    assert_eq!(server.faults().requests(), 3, "object_store must not retry by itself");
+    assert_eq!(
+        server.faults().requests(),
+        3,
+        "object_store must not retry by itself"
+    );
     let classes = recorder.snapshot(|r| r.retries.clone());
     assert_eq!(classes, vec![ErrorClass::Throttled, ErrorClass::Throttled]);
     assert_eq!(client.stats().unwrap().retries, 2);
@@ -48,9 +52,13 @@ async fn too_many_requests_is_throttled_and_internal_error_is_retryable() {
     let recorder = ClassRecorder::default();
     let client = client(&server, &recorder, 3);
 
-    server.faults().fail_next(1, InjectedResponse::TooManyRequests);
+    server
+        .faults()
+        .fail_next(1, InjectedResponse::TooManyRequests);
     client.put(&Path::from("a"), "1").await.unwrap();
-    server.faults().fail_next(1, InjectedResponse::InternalError);
+    server
+        .faults()
+        .fail_next(1, InjectedResponse::InternalError);
     client.put(&Path::from("b"), "2").await.unwrap();
 
     let classes = recorder.snapshot(|r| r.failed_attempts.clone());
@@ -67,12 +75,22 @@ async fn throttling_past_the_retries_fails_with_the_last_503() {
     let err = client.get(&Path::from("anything")).await.unwrap_err();
 
     assert_eq!(err.class(), Some(ErrorClass::Throttled), "{err}");
-    assert_eq!(s3_client::http_status(err.store_error().unwrap()), Some(503));
-    assert!(matches!(err.task_error(), TaskError::Failed { attempts: 3, .. }), "{err}");
+    assert_eq!(
+        s3_client::http_status(err.store_error().unwrap()),
+        Some(503)
+    );
+    assert!(
+        matches!(err.task_error(), TaskError::Failed { attempts: 3, .. }),
+        "{err}"
+    );
     assert_eq!(err.path(), "anything");
     assert_eq!(server.faults().requests(), 3);
     server.faults().set_throttling(false);
-    assert!(client.get(&Path::from("anything")).await.unwrap_err().is_not_found());
+    assert!(client
+        .get(&Path::from("anything"))
+        .await
+        .unwrap_err()
+        .is_not_found());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,9 +102,15 @@ async fn not_found_fails_at_once_without_retries() {
     let err = client.head(&Path::from("missing")).await.unwrap_err();
 
     assert!(err.is_not_found(), "{err}");
-    assert!(matches!(err.task_error(), TaskError::Failed { attempts: 1, .. }));
+    assert!(matches!(
+        err.task_error(),
+        TaskError::Failed { attempts: 1, .. }
+    ));
     assert_eq!(server.faults().requests(), 1);
-    assert_eq!(recorder.snapshot(|r| r.failed_attempts.clone()), vec![ErrorClass::Fatal]);
+    assert_eq!(
+        recorder.snapshot(|r| r.failed_attempts.clone()),
+        vec![ErrorClass::Fatal]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,10 +159,21 @@ async fn a_multipart_upload_retried_after_slow_down_is_byte_identical() {
     client.put(&path, body.clone()).await.unwrap();
 
     assert_eq!(server.faults().injected(), 1);
-    assert_eq!(client.stats().unwrap().retries, 1, "the whole upload is retried once");
-    assert_eq!(recorder.snapshot(|r| r.retries.clone()), vec![ErrorClass::Throttled]);
+    assert_eq!(
+        client.stats().unwrap().retries,
+        1,
+        "the whole upload is retried once"
+    );
+    assert_eq!(
+        recorder.snapshot(|r| r.retries.clone()),
+        vec![ErrorClass::Throttled]
+    );
     assert!(client.get(&path).await.unwrap() == body);
     // Every request of the failed attempt and of the retry reached the server:
     // 2 × (create + 3 parts + complete/abort) at least.
-    assert!(server.faults().requests() >= 10, "{}", server.faults().requests());
+    assert!(
+        server.faults().requests() >= 10,
+        "{}",
+        server.faults().requests()
+    );
 }

@@ -12,7 +12,9 @@ pub enum ConnectionError {
         reason: String,
     },
     /// The scheme is none of `s3`, `http`, `https`, `memory`, `file`.
-    #[error("unknown scheme `{scheme}` in connection string (expected s3, http, https, memory or file)")]
+    #[error(
+        "unknown scheme `{scheme}` in connection string (expected s3, http, https, memory or file)"
+    )]
     UnknownScheme {
         /// The scheme given.
         scheme: String,

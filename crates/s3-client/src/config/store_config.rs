@@ -577,7 +577,10 @@ mod tests {
 
     #[test]
     fn memory_and_file() {
-        assert_eq!(StoreConfig::parse("memory://").unwrap(), StoreConfig::memory());
+        assert_eq!(
+            StoreConfig::parse("memory://").unwrap(),
+            StoreConfig::memory()
+        );
         let config = StoreConfig::parse("file:///tmp/data%20dir").unwrap();
         assert_eq!(config, StoreConfig::file("/tmp/data dir"));
     }
@@ -600,7 +603,10 @@ mod tests {
             ("s3://ab", "bucket `ab` is invalid"),
             ("s3://bkt?colour=red", "unknown parameter `colour`"),
             ("s3://bkt?allow_http=maybe", "parameter `allow_http`"),
-            ("s3://bkt?access_key_id=AK", "`secret_access_key` is missing"),
+            (
+                "s3://bkt?access_key_id=AK",
+                "`secret_access_key` is missing",
+            ),
         ];
         for (input, expected) in cases {
             let err = StoreConfig::parse(input).unwrap_err().to_string();
@@ -610,8 +616,13 @@ mod tests {
 
     #[test]
     fn missing_file_root_fails_at_build() {
-        let err = StoreConfig::file("/definitely/not/here").build().unwrap_err();
-        assert!(matches!(err, ConnectionError::InvalidFileRoot { .. }), "{err}");
+        let err = StoreConfig::file("/definitely/not/here")
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(err, ConnectionError::InvalidFileRoot { .. }),
+            "{err}"
+        );
     }
 
     #[test]

@@ -54,9 +54,10 @@ impl InjectedResponse {
             InjectedResponse::SlowDown | InjectedResponse::TooManyRequests => {
                 ("SlowDown", "Please reduce your request rate.")
             }
-            InjectedResponse::InternalError => {
-                ("InternalError", "We encountered an internal error. Please try again.")
-            }
+            InjectedResponse::InternalError => (
+                "InternalError",
+                "We encountered an internal error. Please try again.",
+            ),
         }
     }
 
@@ -223,7 +224,8 @@ impl S3TestServer {
     pub async fn start() -> io::Result<Self> {
         let root = tempfile::tempdir()?;
         std::fs::create_dir(root.path().join(BUCKET))?;
-        let file_system = s3s_fs::FileSystem::new(root.path()).map_err(|e| io::Error::other(format!("{e:?}")))?;
+        let file_system =
+            s3s_fs::FileSystem::new(root.path()).map_err(|e| io::Error::other(format!("{e:?}")))?;
         let mut builder = S3ServiceBuilder::new(file_system);
         // Without an auth provider s3s answers every signed request with 501.
         builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));

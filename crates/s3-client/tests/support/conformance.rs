@@ -42,22 +42,33 @@ fn store_error(error: s3_client::ClientError) -> object_store::Error {
 
 impl Subject for S3Client {
     async fn put(&self, path: &Path, body: Bytes) -> Outcome<()> {
-        S3Client::put(self, path, body).await.map(drop).map_err(store_error)
+        S3Client::put(self, path, body)
+            .await
+            .map(drop)
+            .map_err(store_error)
     }
     async fn put_if_absent(&self, path: &Path, body: Bytes) -> Outcome<()> {
         let options = PutOptions::from(PutMode::Create);
-        self.put_opts(path, body, options).await.map(drop).map_err(store_error)
+        self.put_opts(path, body, options)
+            .await
+            .map(drop)
+            .map_err(store_error)
     }
     async fn put_large(&self, path: &Path, body: Bytes) -> Outcome<()> {
         // Above the default 16 MiB threshold: the client goes multipart by itself.
         assert!(body.len() >= 16 * 1024 * 1024);
-        S3Client::put(self, path, body).await.map(drop).map_err(store_error)
+        S3Client::put(self, path, body)
+            .await
+            .map(drop)
+            .map_err(store_error)
     }
     async fn get(&self, path: &Path) -> Outcome<Bytes> {
         S3Client::get(self, path).await.map_err(store_error)
     }
     async fn get_range(&self, path: &Path, range: Range<u64>) -> Outcome<Bytes> {
-        S3Client::get_range(self, path, range).await.map_err(store_error)
+        S3Client::get_range(self, path, range)
+            .await
+            .map_err(store_error)
     }
     async fn head(&self, path: &Path) -> Outcome<ObjectMeta> {
         S3Client::head(self, path).await.map_err(store_error)
@@ -127,8 +138,14 @@ pub async fn round_trip_is_byte_identical(subject: &impl Subject, prefix: &str) 
 
 pub async fn overwrite_replaces_the_body(subject: &impl Subject, prefix: &str) {
     let path = key(prefix, "overwrite");
-    subject.put(&path, Bytes::from_static(b"first")).await.unwrap();
-    subject.put(&path, Bytes::from_static(b"second")).await.unwrap();
+    subject
+        .put(&path, Bytes::from_static(b"first"))
+        .await
+        .unwrap();
+    subject
+        .put(&path, Bytes::from_static(b"second"))
+        .await
+        .unwrap();
     assert_eq!(&subject.get(&path).await.unwrap()[..], b"second");
 }
 
@@ -136,8 +153,14 @@ pub async fn range_reads_return_the_slice(subject: &impl Subject, prefix: &str) 
     let path = key(prefix, "range.bin");
     let body = random_bytes(2, 10_000);
     subject.put(&path, body.clone()).await.unwrap();
-    assert_eq!(subject.get_range(&path, 100..1_100).await.unwrap(), body.slice(100..1_100));
-    assert_eq!(subject.get_range(&path, 9_990..10_000).await.unwrap(), body.slice(9_990..));
+    assert_eq!(
+        subject.get_range(&path, 100..1_100).await.unwrap(),
+        body.slice(100..1_100)
+    );
+    assert_eq!(
+        subject.get_range(&path, 9_990..10_000).await.unwrap(),
+        body.slice(9_990..)
+    );
 }
 
 pub async fn empty_body_round_trips(subject: &impl Subject, prefix: &str) {
@@ -148,7 +171,12 @@ pub async fn empty_body_round_trips(subject: &impl Subject, prefix: &str) {
 }
 
 pub async fn non_ascii_keys_round_trip(subject: &impl Subject, prefix: &str) {
-    let names = ["ünïcödé.txt", "日本語/ファイル", "ключ с пробелами", "emoji-😀"];
+    let names = [
+        "ünïcödé.txt",
+        "日本語/ファイル",
+        "ключ с пробелами",
+        "emoji-😀",
+    ];
     for (i, name) in names.iter().enumerate() {
         let path = key(prefix, name);
         let body = random_bytes(10 + i as u64, 100);
@@ -168,7 +196,10 @@ pub async fn non_ascii_keys_round_trip(subject: &impl Subject, prefix: &str) {
 
 pub async fn list_returns_exactly_the_prefix(subject: &impl Subject, prefix: &str) {
     for name in ["a/1", "a/2", "a/deep/3", "b/4"] {
-        subject.put(&key(prefix, name), Bytes::from_static(b"x")).await.unwrap();
+        subject
+            .put(&key(prefix, name), Bytes::from_static(b"x"))
+            .await
+            .unwrap();
     }
     let mut listed: Vec<String> = subject
         .list(&key(prefix, "a"))
@@ -197,7 +228,10 @@ pub async fn copy_duplicates_the_object(subject: &impl Subject, prefix: &str) {
 
 pub async fn delete_removes_the_object(subject: &impl Subject, prefix: &str) {
     let path = key(prefix, "to-delete");
-    subject.put(&path, Bytes::from_static(b"bye")).await.unwrap();
+    subject
+        .put(&path, Bytes::from_static(b"bye"))
+        .await
+        .unwrap();
     subject.delete(&path).await.unwrap();
     let err = subject.head(&path).await.unwrap_err();
     assert!(matches!(err, object_store::Error::NotFound { .. }), "{err}");
@@ -206,20 +240,32 @@ pub async fn delete_removes_the_object(subject: &impl Subject, prefix: &str) {
 pub async fn missing_objects_are_not_found(subject: &impl Subject, prefix: &str) {
     let path = key(prefix, "never-written");
     let err = subject.get(&path).await.unwrap_err();
-    assert!(matches!(err, object_store::Error::NotFound { .. }), "get: {err}");
+    assert!(
+        matches!(err, object_store::Error::NotFound { .. }),
+        "get: {err}"
+    );
     assert_eq!(s3_client::classify(&err), pool_core::ErrorClass::Fatal);
     let err = subject.head(&path).await.unwrap_err();
-    assert!(matches!(err, object_store::Error::NotFound { .. }), "head: {err}");
+    assert!(
+        matches!(err, object_store::Error::NotFound { .. }),
+        "head: {err}"
+    );
 }
 
 pub async fn create_if_absent_refuses_an_existing_object(subject: &impl Subject, prefix: &str) {
     let path = key(prefix, "create-once");
-    subject.put_if_absent(&path, Bytes::from_static(b"1")).await.unwrap();
+    subject
+        .put_if_absent(&path, Bytes::from_static(b"1"))
+        .await
+        .unwrap();
     let err = subject
         .put_if_absent(&path, Bytes::from_static(b"2"))
         .await
         .unwrap_err();
-    assert!(matches!(err, object_store::Error::AlreadyExists { .. }), "{err}");
+    assert!(
+        matches!(err, object_store::Error::AlreadyExists { .. }),
+        "{err}"
+    );
     assert_eq!(s3_client::classify(&err), pool_core::ErrorClass::Fatal);
     assert_eq!(&subject.get(&path).await.unwrap()[..], b"1");
 }

@@ -47,11 +47,12 @@ impl Observer for ClassRecorder {
                 }
             }
             Event::TaskRetrying { class, .. } => recorded.retries.push(*class),
-            Event::TaskStarted { task, .. } => {
-                if recorded.labels.len() < 16 {
-                    let labels = task.metadata.iter().map(|(k, v)| (k.to_owned(), v.to_owned()));
-                    recorded.labels.extend(labels);
-                }
+            Event::TaskStarted { task, .. } if recorded.labels.len() < 16 => {
+                let labels = task
+                    .metadata
+                    .iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()));
+                recorded.labels.extend(labels);
             }
             _ => {}
         }
