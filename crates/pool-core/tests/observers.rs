@@ -1,0 +1,117 @@
+//! Observers that are slow must not stall the pool; events also reach `tracing`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+
+use pool_core::{Buffered, Event, Observer, Pool, SimExecutor, TaskOptions, Transient};
+
+/// Blocks on its first event until released, like an observer writing to a stalled sink.
+struct Stalled {
+    release: Mutex<mpsc::Receiver<()>>,
+    seen: Arc<AtomicUsize>,
+}
+
+impl Observer for Stalled {
+    fn on_event(&self, _event: &Event) {
+        if self.seen.fetch_add(1, Ordering::SeqCst) == 0 {
+            let _ = self.release.lock().unwrap().recv();
+        }
+    }
+}
+
+#[test]
+fn a_stalled_buffered_observer_does_not_stall_the_pool() {
+    let (release, wait) = mpsc::channel();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let buffered = Buffered::new(
+        Stalled {
+            release: Mutex::new(wait),
+            seen: seen.clone(),
+        },
+        8,
+    );
+    let sim = SimExecutor::new();
+    let pool = Pool::builder()
+        .executor(sim.clone())
+        .observer(buffered.clone())
+        .build()
+        .unwrap();
+    let done = sim.block_on(async {
+        let handles: Vec<_> = (0..100u32)
+            .map(|i| {
+                pool.enqueue(
+                    move || async move { Ok::<_, Transient<&str>>(i) },
+                    TaskOptions::new(),
+                )
+            })
+            .collect();
+        let mut done = 0;
+        for handle in handles {
+            handle.await.unwrap();
+            done += 1;
+        }
+        done
+    });
+    assert_eq!(
+        done, 100,
+        "every task finished while the observer was stuck"
+    );
+    assert!(
+        buffered.dropped() > 0,
+        "events beyond the buffer were dropped, not waited for"
+    );
+    release.send(()).unwrap();
+    drop(pool);
+    // The observer saw at most the first event plus what fit in the buffer.
+    assert!(seen.load(Ordering::SeqCst) <= 1 + 8 + 1);
+}
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[test]
+fn events_reach_tracing_at_trace_level() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .finish();
+    let sim = SimExecutor::new();
+    tracing::subscriber::with_default(subscriber, || {
+        let pool = Pool::builder().executor(sim.clone()).build().unwrap();
+        sim.block_on(async {
+            pool.enqueue(|| async { Ok::<_, Transient<&str>>(1) }, TaskOptions::new())
+                .await
+                .unwrap();
+            pool.set_concurrency(3).unwrap();
+        });
+    });
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    for needle in [
+        "TaskQueued",
+        "TaskStarted",
+        "AttemptFinished",
+        "TaskFinished",
+        "concurrency changed",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+}
