@@ -72,6 +72,7 @@ on_every_executor!(
     an_admission_permit_bounds_attempts_below_the_local_limit,
     a_rejecting_admission_policy_fails_tasks_fast_with_rejected,
     stop_now_interrupts_a_task_waiting_for_admission,
+    stopping_a_hundred_thousand_queued_tasks_resolves_all_and_leaks_nothing,
 );
 
 async fn the_limit_is_never_exceeded_even_while_it_changes(env: Env) {
@@ -992,4 +993,75 @@ async fn stop_now_interrupts_a_task_waiting_for_admission(env: Env) {
     );
     pool.stop_now();
     assert!(matches!(handle.await, Err(TaskError::Stopped)));
+}
+
+/// Counts live values: closures and futures of tasks hold one each.
+#[derive(Debug)]
+struct Live(Arc<AtomicUsize>);
+
+impl Live {
+    fn new(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Live(counter.clone())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn stopping_a_hundred_thousand_queued_tasks_resolves_all_and_leaks_nothing(env: Env) {
+    let live = Arc::new(AtomicUsize::new(0));
+    let pool = env
+        .builder()
+        .concurrency(8)
+        .retry_delay(ms(50))
+        .build()
+        .unwrap();
+    let handles: Vec<_> = (0..100_000u32)
+        .map(|i| {
+            let (env, closure_guard, live) = (env.clone(), Live::new(&live), live.clone());
+            pool.enqueue(
+                move || {
+                    let _ = &closure_guard;
+                    let (env, future_guard) = (env.clone(), Live::new(&live));
+                    async move {
+                        let _guard = future_guard;
+                        env.sleep(ms(u64::from(1 + i % 20))).await;
+                        if i % 3 == 0 {
+                            Err(Oops(ErrorClass::Retryable))
+                        } else {
+                            Ok(i)
+                        }
+                    }
+                },
+                TaskOptions::new(),
+            )
+        })
+        .collect();
+    env.sleep(ms(100)).await;
+    drop(pool);
+    let (mut ok, mut stopped, mut failed) = (0, 0, 0);
+    for handle in handles {
+        match handle.await {
+            Ok(_) => ok += 1,
+            Err(TaskError::Stopped) => stopped += 1,
+            Err(TaskError::Failed { .. }) => failed += 1,
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(ok + stopped + failed, 100_000);
+    assert!(
+        stopped > 99_000,
+        "queued and backing-off tasks stopped: {stopped}"
+    );
+    assert!(ok > 0, "tasks that were running finished: {ok}");
+    env.settle().await;
+    assert_eq!(
+        live.load(Ordering::SeqCst),
+        0,
+        "no closure or future outlives its task"
+    );
 }
