@@ -1,4 +1,11 @@
 //! `cargo xtask test`: the one command that runs every test.
+//!
+//! Before the suite it provisions what the suite needs from the system: `redis-server` (the
+//! pool-redis tests start their own on a loopback port). On Debian-like systems, as root or
+//! with password-less sudo, it installs Debian's package; otherwise it stops and says how.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use clap::Args;
 
@@ -13,6 +20,7 @@ pub(crate) struct TestArgs {
 }
 
 pub(crate) fn run(args: &TestArgs) -> Result<(), String> {
+    ensure_redis_server()?;
     let mut workspace = vec!["test", "--workspace"];
     if !args.rest.is_empty() {
         workspace.push("--");
@@ -29,4 +37,142 @@ pub(crate) fn run(args: &TestArgs) -> Result<(), String> {
         "--test",
         "smol",
     ])
+}
+
+/// What to tell people who must install `redis-server` themselves.
+const INSTALL_HINT: &str = "install it and run `cargo xtask test` again: \
+     Debian/Ubuntu `sudo apt-get install redis-server`, Fedora `sudo dnf install redis`, \
+     macOS `brew install redis` (the tests start their own server; no service is needed)";
+
+/// Makes sure `redis-server` is on PATH, installing Debian's package when allowed.
+fn ensure_redis_server() -> Result<(), String> {
+    if find_on_path("redis-server").is_some() {
+        return Ok(());
+    }
+    if !Path::new("/etc/debian_version").exists() || find_on_path("apt-get").is_none() {
+        return Err(format!(
+            "redis-server is not on PATH and this is not a Debian-like system; {INSTALL_HINT}"
+        ));
+    }
+    let privilege = if is_root() {
+        Privilege::Root
+    } else if find_on_path("sudo").is_some() && succeeds(Command::new("sudo").args(["-n", "true"])) {
+        Privilege::Sudo
+    } else {
+        return Err(format!(
+            "redis-server is not on PATH and installing it needs root (or password-less sudo); \
+             {INSTALL_HINT}"
+        ));
+    };
+    eprintln!("xtask: redis-server is missing; installing Debian's redis-server package");
+    if !has_install_candidate("redis-server") {
+        apt_get(privilege, &["update"])?;
+    }
+    apt_get(
+        privilege,
+        &["install", "-y", "--no-install-recommends", "redis-server"],
+    )?;
+    stop_system_service(privilege);
+    if find_on_path("redis-server").is_none() {
+        return Err(format!(
+            "installed redis-server, but it is still not on PATH; {INSTALL_HINT}"
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Privilege {
+    Root,
+    Sudo,
+}
+
+impl Privilege {
+    /// `program args…` run as root, non-interactively.
+    fn command(self, program: &str, args: &[&str]) -> Command {
+        let mut command = match self {
+            Privilege::Root => Command::new(program),
+            Privilege::Sudo => {
+                let mut sudo = Command::new("sudo");
+                // sudo resets the environment: pass the one variable apt needs through env(1).
+                sudo.args(["-n", "env", "DEBIAN_FRONTEND=noninteractive", program]);
+                sudo
+            }
+        };
+        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        command
+    }
+}
+
+fn apt_get(privilege: Privilege, args: &[&str]) -> Result<(), String> {
+    eprintln!("xtask: running apt-get {}", args.join(" "));
+    let status = privilege
+        .command("apt-get", args)
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| format!("could not start apt-get: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`apt-get {}` failed ({status}); {INSTALL_HINT}",
+            args.join(" ")
+        ))
+    }
+}
+
+/// The package starts a system Redis on port 6379 where services run; the tests start their
+/// own, so stop it and keep it from starting at boot (best effort: containers have none).
+fn stop_system_service(privilege: Privilege) {
+    let quiet = |mut command: Command| {
+        let _ = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    };
+    if Path::new("/run/systemd/system").exists() {
+        quiet(privilege.command("systemctl", &["disable", "--now", "redis-server"]));
+    } else if find_on_path("service").is_some() {
+        quiet(privilege.command("service", &["redis-server", "stop"]));
+    }
+}
+
+/// True if apt already knows a version of `package` (no `apt-get update` needed).
+fn has_install_candidate(package: &str) -> bool {
+    Command::new("apt-cache")
+        .args(["policy", package])
+        .stderr(Stdio::null())
+        .output()
+        .map(|output| {
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .filter_map(|line| line.trim().strip_prefix("Candidate:"))
+                .any(|candidate| candidate.trim() != "(none)")
+        })
+        .unwrap_or(false)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn succeeds(command: &mut Command) -> bool {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
 }
