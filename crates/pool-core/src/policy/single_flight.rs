@@ -31,6 +31,8 @@ use crate::task::{ErrorClass, Retryable, TaskOptions};
 pub type SharedResult<T, E> = Result<T, Arc<TaskError<E>>>;
 
 type Execution<T, E> = Shared<BoxFuture<SharedResult<T, E>>>;
+/// How the table refers to a running execution: weakly, so callers alone keep it alive.
+type ExecutionRef<T, E> = WeakShared<BoxFuture<SharedResult<T, E>>>;
 
 /// How a caller got its result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,7 +121,8 @@ struct FlightTable<K, T, E> {
 
 struct Entries<K, T, E> {
     next_generation: u64,
-    running: HashMap<K, (u64, WeakShared<BoxFuture<SharedResult<T, E>>>)>,
+    /// Key -> (generation, execution).
+    running: HashMap<K, (u64, ExecutionRef<T, E>)>,
     cached: HashMap<K, (Instant, SharedResult<T, E>)>,
     next_sweep: Option<Instant>,
 }
