@@ -1,4 +1,4 @@
-//! A tower [`Layer`](::tower::Layer) and [`Service`](::tower::Service) that run requests
+//! A tower [`Layer`] and [`Service`] that run requests
 //! through a [`Pool`], so s3pool's priority queue, concurrency limit, admission policies and
 //! observers sit inside a tower / axum / tonic stack.
 //!

@@ -10,18 +10,21 @@ use pool_core::policy::{
     S3RequestClass,
 };
 use pool_core::{
-    ErrorClass, Event, Executor, Metadata, Observer, Pool, RejectionKind, SimExecutor, TaskError,
-    TaskHandle, TaskOptions,
+    Admission, AdmissionPermit, BoxFuture, ErrorClass, Event, Executor, Metadata, Observer, Pool,
+    Rejection, RejectionKind, SimExecutor, TaskError, TaskHandle, TaskId, TaskInfo, TaskOptions,
 };
 
 /// Records when each attempt started, and with which labels.
 #[derive(Default)]
-struct Starts(Mutex<Vec<(Instant, Metadata)>>);
+struct Starts(Mutex<Vec<(Instant, Metadata, TaskId)>>);
 
 impl Observer for Starts {
     fn on_event(&self, event: &Event) {
         if let Event::TaskStarted { task, at, .. } = event {
-            self.0.lock().unwrap().push((*at, task.metadata.clone()));
+            self.0
+                .lock()
+                .unwrap()
+                .push((*at, task.metadata.clone(), task.id));
         }
     }
 }
@@ -32,8 +35,8 @@ impl Starts {
         let starts = self.0.lock().unwrap();
         starts
             .iter()
-            .filter(|(at, _)| *at >= from && *at < from + len)
-            .filter(|(_, meta)| label.is_none_or(|(k, v)| meta.get(k) == Some(v)))
+            .filter(|(at, ..)| *at >= from && *at < from + len)
+            .filter(|(_, meta, _)| label.is_none_or(|(k, v)| meta.get(k) == Some(v)))
             .count()
     }
 }
@@ -199,7 +202,7 @@ fn a_throttled_prefix_slows_down_alone() {
     let starts = Arc::new(Starts::default());
     let limiter = KeyedRateLimiter::builder(
         executor.clone(),
-        |task: &pool_core::TaskInfo| s3_prefix_key(task, 1),
+        |task: &TaskInfo| s3_prefix_key(task, 1),
         |_: &S3PrefixKey| RateLimit::new(50.0, 5).unwrap(),
     )
     .adaptive(Aimd::new())
@@ -264,4 +267,51 @@ fn tasks_without_a_key_are_not_limited() {
     });
     assert_eq!(sim.now(), start, "no waiting at all");
     assert_eq!(limiter.keys(), 0);
+}
+
+/// Records the order attempts reach the limiter it wraps.
+#[derive(Debug)]
+struct ArrivalOrder<A> {
+    inner: A,
+    arrivals: Arc<Mutex<Vec<pool_core::TaskId>>>,
+}
+
+impl<A: Admission> Admission for ArrivalOrder<A> {
+    fn acquire(&self, task: &TaskInfo) -> BoxFuture<Result<AdmissionPermit, Rejection>> {
+        self.arrivals.lock().unwrap().push(task.id);
+        self.inner.acquire(task)
+    }
+}
+
+#[test]
+fn waiting_attempts_are_admitted_in_arrival_order_one_per_token() {
+    let sim = SimExecutor::with_seed(11);
+    let executor: Arc<dyn Executor> = Arc::new(sim.clone());
+    let starts = Arc::new(Starts::default());
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    let limiter = ArrivalOrder {
+        inner: RateLimiter::new(RateLimit::new(10.0, 1).unwrap(), executor),
+        arrivals: arrivals.clone(),
+    };
+    let pool = sim_pool(&sim, &starts)
+        .concurrency(64)
+        .admission(limiter)
+        .build()
+        .unwrap();
+    let ids = sim.block_on(async {
+        let handles: Vec<_> = (0..30).map(|_| quick(&pool, Metadata::new())).collect();
+        let ids: Vec<_> = handles.iter().map(|h| h.id()).collect();
+        for handle in handles {
+            handle.await.unwrap();
+        }
+        ids
+    });
+    let arrivals = arrivals.lock().unwrap().clone();
+    let starts = starts.0.lock().unwrap();
+    let started: Vec<_> = starts.iter().map(|(_, _, id)| *id).collect();
+    assert_eq!(arrivals.len(), ids.len());
+    assert_eq!(started, arrivals, "admitted in the order they arrived");
+    for pair in starts.windows(2) {
+        assert_eq!(pair[1].0 - pair[0].0, Duration::from_millis(100));
+    }
 }

@@ -1,17 +1,5 @@
-//! A circuit breaker: stops calling a backend that keeps failing, probes it after a cool-down,
-//! and lets traffic through again once the probes succeed.
-//!
-//! ```text
-//!            failure rate >= threshold           cool-down elapsed
-//!  Closed ─────────────────────────────► Open ─────────────────────► HalfOpen
-//!    ▲      (over at least minimum_calls)  ▲                            │
-//!    │                                     └──── a probe fails ─────────┤
-//!    └────────────────── every probe succeeds ─────────────────────────┘
-//! ```
-//!
-//! One [`CircuitBreaker`] is both an [`Admission`] policy (asked before every attempt) and an
-//! [`Observer`] (it learns each attempt's outcome from [`Event::AttemptFinished`]). Attach it as
-//! both, most simply with [`PolicyExt::with_policy`](super::PolicyExt::with_policy).
+//! The circuit breaker: a state machine over a sliding window of outcomes (pure, explicit
+//! `now`), and the handle that makes it an admission policy and an observer.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -258,8 +246,26 @@ pub struct CircuitSnapshot {
     pub rejected: u64,
 }
 
-/// Opens after too many failures, fails fast (or waits) while open, probes after a
-/// cool-down. See the [module docs](self) for the states.
+/// Stops calling a backend that keeps failing, probes it after a cool-down, and lets
+/// traffic through again once the probes succeed.
+///
+/// ```text
+///            failure rate >= threshold           cool-down elapsed
+///  Closed ─────────────────────────────► Open ─────────────────────► HalfOpen
+///    ▲      (over at least minimum_calls)  ▲                            │
+///    │                                     └──── a probe fails ─────────┤
+///    └────────────────── every probe succeeds ─────────────────────────┘
+/// ```
+///
+/// It is both an [`Admission`] policy (asked before every attempt) and an [`Observer`] (it
+/// learns each attempt's outcome from [`Event::AttemptFinished`]): attach it as both, most
+/// simply with [`PolicyExt::with_policy`](super::PolicyExt::with_policy). While open, attempts
+/// resolve with [`TaskError::Rejected`](crate::TaskError::Rejected) of kind
+/// [`RejectionKind::CircuitOpen`] (or wait: [`WhenOpen::Wait`]). Which outcomes are failures
+/// is configurable ([`CircuitBreakerConfig::classify`], default [`default_verdict`]).
+///
+/// State changes are traced, given to [`CircuitBreakerConfig::on_transition`] listeners, and
+/// counted in [`snapshot`](Self::snapshot) for metrics.
 ///
 /// Cheap to clone: clones share one circuit. Timing uses the given executor's clock (and the
 /// `at` of events), so it runs on virtual time in tests. Probes are recognised by task id;

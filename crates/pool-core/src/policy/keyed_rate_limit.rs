@@ -37,8 +37,8 @@ type LimitFn<K> = Box<dyn Fn(&K) -> RateLimit + Send + Sync>;
 /// first seen. Keys idle for [`forget_idle_after`](KeyedRateLimiterBuilder::forget_idle_after)
 /// (and not backing off) are dropped, so memory follows the keys in use.
 ///
-/// Attempts waiting on one key take turns in arrival order (the pool's priority order), and
-/// each token wakes one of them. A waiting attempt holds its pool slot, so a key far over its
+/// Attempts waiting on one key take turns in the order they reached the limiter, and each
+/// token wakes one of them. A waiting attempt holds its pool slot, so a key far over its
 /// rate can fill the slots with waiters and hold up other keys' tasks: give the pool more
 /// concurrency than the hot keys' waiters, or bound waits with
 /// [`max_wait`](KeyedRateLimiterBuilder::max_wait).
@@ -246,8 +246,8 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedShared<K> {
     async fn acquire(self: Arc<Self>, key: K) -> Result<AdmissionPermit, Rejection> {
         let arrived = self.clock.now();
         let (_, waiters) = self.cell_for(&key, arrived);
-        // One waiter per key watches the clock; the others queue behind it in arrival order
-        // (which is the pool's priority order), so each token wakes one task, not all.
+        // One waiter per key watches the clock; the others queue behind it in arrival order,
+        // so each token wakes one task, not all of them.
         let _turn = waiters.lock_owned().await;
         loop {
             let now = self.clock.now();

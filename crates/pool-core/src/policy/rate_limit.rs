@@ -111,6 +111,7 @@ impl RateLimit {
 #[derive(Clone)]
 pub struct RateLimiter {
     keyed: KeyedRateLimiter<()>,
+    limit: RateLimit,
 }
 
 impl fmt::Debug for RateLimiter {
@@ -131,12 +132,14 @@ impl RateLimiter {
                 move |_: &()| limit,
             )
             .build_unchecked(),
+            limit,
         }
     }
 
     /// A limiter with more settings (adaptive back-off, longest wait).
     pub fn builder(limit: RateLimit, executor: Arc<dyn Executor>) -> RateLimiterBuilder {
         RateLimiterBuilder {
+            limit,
             keyed: KeyedRateLimiter::builder(
                 executor,
                 |_: &TaskInfo| Some(()),
@@ -147,7 +150,15 @@ impl RateLimiter {
 
     /// The rate in force now (below the configured one while backing off).
     pub fn current_rate(&self) -> f64 {
-        self.keyed.current_rate(&()).unwrap_or(f64::NAN)
+        // Before the first attempt there is no cell yet: the configured rate is in force.
+        self.keyed
+            .current_rate(&())
+            .unwrap_or(self.limit.per_second())
+    }
+
+    /// The configured limit.
+    pub fn limit(&self) -> RateLimit {
+        self.limit
     }
 }
 
@@ -172,6 +183,7 @@ impl Observer for RateLimiter {
 #[must_use = "a builder does nothing until .build()"]
 pub struct RateLimiterBuilder {
     keyed: KeyedRateLimiterBuilder<()>,
+    limit: RateLimit,
 }
 
 impl RateLimiterBuilder {
@@ -194,6 +206,7 @@ impl RateLimiterBuilder {
     pub fn build(self) -> Result<RateLimiter, ConfigError> {
         Ok(RateLimiter {
             keyed: self.keyed.build()?,
+            limit: self.limit,
         })
     }
 }

@@ -1,13 +1,5 @@
-//! Single-flight: identical concurrent operations share one execution through the pool.
-//!
-//! The first caller of a key (the leader) enqueues the task; callers of the same key while it
-//! runs (followers) join it instead of enqueueing their own, and every caller gets the result
-//! (values cloned, errors shared in an [`Arc`]). Optionally the result is kept for a short
-//! time-to-live, measured on the pool's clock, and served to later callers without running.
-//!
-//! The shared execution belongs to no caller in particular: a leader that is dropped or whose
-//! cancellation token fires leaves, and the execution keeps running for the others. Only when
-//! every caller has gone is the pool task cancelled.
+//! Single-flight: a table of running executions by key (weak references, so callers alone
+//! keep an execution alive) and an optional TTL cache of results.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -56,7 +48,17 @@ pub struct SingleFlightStats {
     pub cache_hits: u64,
 }
 
-/// Deduplicates concurrent operations by key. See the [module docs](self).
+/// Identical concurrent operations share one execution through the pool.
+///
+/// The first caller of a key (the leader) enqueues the task; callers of the same key while it
+/// runs (followers) join it instead of enqueueing their own, and every caller gets the result
+/// (values cloned, errors shared in an [`Arc`]). With [`with_ttl`](Self::with_ttl) the result
+/// is also kept for a short time, measured on the pool's clock, and served to later callers
+/// without running.
+///
+/// The shared execution belongs to no caller in particular: a leader that is dropped or whose
+/// cancellation token fires leaves, and the execution keeps running for the others. Only when
+/// every caller has gone is the pool task cancelled.
 ///
 /// Cheap to clone: clones share the table of running operations.
 ///
