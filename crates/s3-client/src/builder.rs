@@ -220,15 +220,18 @@ impl S3ClientBuilder {
                     .to_owned(),
             });
         }
-        let (pool, batch_pool) = match self.pool {
-            PoolChoice::Own => {
-                let pool = self.pool_builder.build()?;
-                (Some(pool.clone()), pool)
+        let (dispatcher, batch_pool) = match (self.pool, self.group) {
+            (PoolChoice::Own, Some(group)) => {
+                let pool = self.pool_builder.admission(group.clone()).build()?;
+                (Dispatcher::with_admitting_pool(pool.clone(), group), pool)
             }
-            PoolChoice::Shared(pool) => (Some(pool.clone()), pool),
-            PoolChoice::Disabled => (None, pass_through_pool()?),
+            (PoolChoice::Own, None) => {
+                let pool = self.pool_builder.build()?;
+                (Dispatcher::new(Some(pool.clone()), None), pool)
+            }
+            (PoolChoice::Shared(pool), group) => (Dispatcher::new(Some(pool.clone()), group), pool),
+            (PoolChoice::Disabled, group) => (Dispatcher::new(None, group), pass_through_pool()?),
         };
-        let dispatcher = Dispatcher::new(pool, self.group);
         Ok(S3Client::from_parts(
             self.store, dispatcher, batch_pool, multipart,
         ))

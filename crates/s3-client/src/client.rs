@@ -358,7 +358,7 @@ impl S3Client {
             .into_iter()
             .map(|(path, payload)| {
                 let (_, run) = self.put_attempt(path, payload, PutOptions::default());
-                self.inner.dispatcher.guarded(run)
+                self.inner.dispatcher.guarded(run, true)
             })
             .collect();
         self.batch(attempts, options.task_options(Operation::Put.as_str(), ""))
@@ -372,7 +372,7 @@ impl S3Client {
     ) -> Batch<Bytes, object_store::Error> {
         let attempts: Vec<_> = paths
             .into_iter()
-            .map(|path| self.inner.dispatcher.guarded(self.get_attempt(path)))
+            .map(|path| self.inner.dispatcher.guarded(self.get_attempt(path), true))
             .collect();
         self.batch(attempts, options.task_options(Operation::Get.as_str(), ""))
     }

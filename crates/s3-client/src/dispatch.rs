@@ -13,22 +13,46 @@ use crate::options::CallOptions;
 pub(crate) struct Dispatcher {
     pool: Option<Pool>,
     group: Option<PoolGroup>,
+    /// The group is the pool's admission policy: calls through the pool are already capped.
+    pool_admits_group: bool,
 }
 
 impl Dispatcher {
+    /// A dispatcher whose pool (if any) does not know the group.
     pub(crate) fn new(pool: Option<Pool>, group: Option<PoolGroup>) -> Self {
-        Dispatcher { pool, group }
+        Dispatcher {
+            pool,
+            group,
+            pool_admits_group: false,
+        }
+    }
+
+    /// A dispatcher whose pool was built with the group as its admission policy.
+    pub(crate) fn with_admitting_pool(pool: Pool, group: PoolGroup) -> Self {
+        Dispatcher {
+            pool: Some(pool),
+            group: Some(group),
+            pool_admits_group: true,
+        }
     }
 
     pub(crate) fn pool(&self) -> Option<&Pool> {
         self.pool.as_ref()
     }
 
-    /// Wraps an attempt so that it holds a group permit (if any) while it runs.
-    pub(crate) fn guarded<T: Send + 'static>(&self, mut attempt: Attempt<T>) -> Attempt<T> {
+    /// Wraps an attempt so that it holds a group permit while it runs, unless there is no
+    /// group or the pool it runs through already admits it (`through_pool`).
+    pub(crate) fn guarded<T: Send + 'static>(
+        &self,
+        mut attempt: Attempt<T>,
+        through_pool: bool,
+    ) -> Attempt<T> {
         let Some(group) = self.group.clone() else {
             return attempt;
         };
+        if through_pool && self.pool_admits_group {
+            return attempt;
+        }
         Box::new(move || {
             let call = attempt();
             let group = group.clone();
@@ -50,13 +74,13 @@ impl Dispatcher {
         options: &CallOptions,
         attempt: Attempt<T>,
     ) -> Result<T, TaskError<object_store::Error>> {
-        let mut guarded = self.guarded(attempt);
         match &self.pool {
             Some(pool) if !options.bypass_pool => {
+                let guarded = self.guarded(attempt, true);
                 pool.enqueue_with(guarded, options.task_options(operation, key), classify)
                     .await
             }
-            _ => guarded()
+            _ => self.guarded(attempt, false)()
                 .await
                 .map_err(|error| TaskError::Failed { error, attempts: 1 }),
         }

@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use pool_core::{Admission, AdmissionPermit, BoxFuture, Rejection, TaskInfo};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Caps the requests in flight across every client (and [`PooledStore`](crate::PooledStore))
@@ -13,6 +14,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// Each attempt takes a group permit after its pool lets it start, and holds it for the
 /// store call. Waiting for a permit counts toward the attempt's timeout. Cheap to clone;
 /// clones share the cap.
+///
+/// A client with a pool of its own installs the group as that pool's
+/// [`Admission`] policy; calls that bypass the pool, clients without a pool and clients on a
+/// shared pool take the permit around the store call instead. Any other pool can join the
+/// group the same way: `Pool::builder().admission(group.clone())`.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -83,6 +89,13 @@ impl PoolGroup {
             _permit: permit,
             group: Arc::clone(&self.inner),
         }
+    }
+}
+
+impl Admission for PoolGroup {
+    fn acquire(&self, _task: &TaskInfo) -> BoxFuture<Result<AdmissionPermit, Rejection>> {
+        let group = self.clone();
+        Box::pin(async move { Ok(AdmissionPermit::holding(group.acquire().await)) })
     }
 }
 

@@ -11,10 +11,11 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use pool_core::{ConfigError, Metadata, Pool, TaskError};
 use s3_client::{
-    BuildError, CallOptions, ChaosConfig, ChaosStore, ControlError, PoolGroup, S3Client,
+    BuildError, CallOptions, ChaosConfig, ChaosStore, ControlError, PoolGroup, PooledStore,
+    S3Client,
 };
 use support::ClassRecorder;
 
@@ -305,6 +306,38 @@ async fn a_group_caps_in_flight_requests_across_clients() {
         "the cap is reached and never exceeded"
     );
     assert_eq!(group.in_flight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_group_also_caps_bypassing_calls_and_other_pools() {
+    let group = PoolGroup::new(3).unwrap();
+    let client = S3Client::builder_arc(slow_store())
+        .concurrency(10)
+        .group(group.clone())
+        .build()
+        .unwrap();
+    let other_pool = Pool::builder()
+        .concurrency(10)
+        .admission(group.clone())
+        .build()
+        .unwrap();
+    let other = &PooledStore::new(slow_store(), other_pool);
+
+    let pooled = (0..10).map(|i| client.put(&Path::from(format!("p/{i}")), "x").into_future());
+    let bypassing = (0..10).map(|i| {
+        client
+            .put(&Path::from(format!("b/{i}")), "x")
+            .bypass_pool()
+            .into_future()
+    });
+    let pooled_calls = futures::future::join_all(pooled.chain(bypassing));
+    let other_calls = futures::future::join_all(
+        (0..10).map(|i| async move { other.put(&Path::from(format!("o/{i}")), "x".into()).await }),
+    );
+    let (results, other_results) = tokio::join!(pooled_calls, other_calls);
+    assert!(results.iter().all(Result::is_ok));
+    assert!(other_results.iter().all(Result::is_ok));
+    assert_eq!(group.peak_in_flight(), 3);
 }
 
 #[tokio::test(start_paused = true)]
