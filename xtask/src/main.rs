@@ -2,11 +2,17 @@
 //!
 //! - `cargo xtask test`: provisions what the test suite needs, then runs every test of the
 //!   workspace (the README's test command, and what CI runs).
+//! - `cargo xtask bench-matrix`: the 108-case matrix (join_all vs a shared pool vs separate
+//!   pools), results in `target/bench-matrix/` (`--quick` for a seconds-long subset).
+//! - `cargo xtask bench-overhead`: s3pool beside the bare tokio / futures / tower idioms,
+//!   results in `target/bench-overhead/results.json`.
 
 use std::process::{Command, ExitCode};
 
 use clap::{Parser, Subcommand};
 
+mod bench_matrix;
+mod bench_overhead;
 mod test;
 
 #[derive(Debug, Parser)]
@@ -20,12 +26,18 @@ struct Cli {
 enum Task {
     /// Run the whole test suite (provisioning what it needs first).
     Test(test::TestArgs),
+    /// Run the 108-case matrix and write results and charts (`-- --help` for options).
+    BenchMatrix(bench_matrix::BenchArgs),
+    /// Compare s3pool's overhead with the bare idioms (`-- --help` for options).
+    BenchOverhead(bench_matrix::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Task::Test(args) => test::run(&args),
+        Task::BenchMatrix(args) => bench_matrix::run(&args),
+        Task::BenchOverhead(args) => bench_overhead::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -56,7 +56,8 @@ fn ensure_redis_server() -> Result<(), String> {
     }
     let privilege = if is_root() {
         Privilege::Root
-    } else if find_on_path("sudo").is_some() && succeeds(Command::new("sudo").args(["-n", "true"])) {
+    } else if find_on_path("sudo").is_some() && succeeds(Command::new("sudo").args(["-n", "true"]))
+    {
         Privilege::Sudo
     } else {
         return Err(format!(

@@ -1,0 +1,57 @@
+//! Benchmarks of s3pool.
+//!
+//! - **The 108-case matrix** (`cargo xtask bench-matrix`): the original s3db.js benchmark
+//!   in Rust. Three [`Engine`]s — `join-all`, one `shared-pool`, `separate-pools` — run
+//!   1,000 / 5,000 / 10,000 operations of 1,000 / 2,000 / 5,000 positions at concurrency
+//!   10 / 50 / 100 / 200 through `s3-client` against an in-memory `object_store`. Each
+//!   operation builds and serialises its payload ([`build_payload`]), PUTs it and DELETEs
+//!   it. Each case runs in a fresh process ([`measure_case`]) so its peak RSS is its own;
+//!   [`run_matrix`] orchestrates, [`MatrixReport`] and [`write_charts`] write JSON, CSV,
+//!   Markdown and SVG.
+//! - **Overhead** (`cargo xtask bench-overhead`): s3pool beside tokio `Semaphore` + spawn,
+//!   `buffer_unordered` and `tower::limit::ConcurrencyLimit` ([`Peer`]) on no-op and
+//!   latency-bound workloads, and the memory of a queued task ([`run_overhead`]).
+//!
+//! ```
+//! # fn main() -> Result<(), pool_bench::BenchError> {
+//! use pool_bench::{measure_case, Backend, Case, Engine, Repetitions};
+//!
+//! let case = Case { engine: Engine::SharedPool, operations: 200, payload_positions: 100, concurrency: 10 };
+//! let measured = measure_case(&case, &Backend::Memory, Repetitions { warmup: 0, timed: 2 })?;
+//! assert_eq!(measured.durations_ms.len(), 2);
+//! # Ok(()) }
+//! ```
+
+mod backend;
+mod case;
+mod chart;
+mod engine;
+mod error;
+mod machine;
+mod matrix;
+mod measure;
+mod memory;
+mod overhead;
+mod payload;
+mod report;
+mod stats;
+
+pub use backend::Backend;
+pub use case::{
+    filter_cases, full_matrix, matrix, quick_matrix, Case, Engine, CONCURRENCY, OPERATIONS,
+    PAYLOAD_POSITIONS,
+};
+pub use chart::{write_charts, Metric};
+pub use engine::{run_case, split_concurrency, SEPARATE_POOLS};
+pub use error::BenchError;
+pub use machine::{MachineInfo, Versions};
+pub use matrix::{measure_in_child, run_matrix, MatrixOptions};
+pub use measure::{measure_case, worker_threads, CaseMeasurement, Repetitions};
+pub use memory::{current_rss_bytes, peak_rss_bytes, MIB};
+pub use overhead::{
+    measure_queued_bytes, queued_bytes_in_child, run_overhead, LatencyResult, OverheadOptions,
+    OverheadReport, Peer, QueuedMemory, ORIGINAL_NOOP_OPS_PER_SEC,
+};
+pub use payload::{build_payload, BYTES_PER_POSITION};
+pub use report::{CaseResult, MatrixReport, HEADLINE, POOLED_PEAK_GOAL_MB};
+pub use stats::Summary;

@@ -1,0 +1,248 @@
+//! `pool-bench`: the benchmark binary behind `cargo xtask bench-matrix` and
+//! `cargo xtask bench-overhead`. Run `pool-bench --help`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use pool_bench::{
+    filter_cases, full_matrix, matrix, measure_case, measure_queued_bytes, queued_bytes_in_child,
+    quick_matrix, run_matrix, run_overhead, Backend, BenchError, Case, Engine, MatrixOptions,
+    OverheadOptions, Repetitions, CONCURRENCY, OPERATIONS, PAYLOAD_POSITIONS,
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pool-bench",
+    about = "s3pool benchmarks: the 108-case matrix and pool overhead"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the matrix (each case in a fresh child process) and write results and charts.
+    Matrix(MatrixArgs),
+    /// Measure one case in this process and print it as one JSON line (used by `matrix`).
+    Case(CaseArgs),
+    /// No-op and latency-bound workloads beside the bare idioms; writes results.json.
+    Overhead(OverheadArgs),
+    /// Memory of no-op tasks queued on a paused pool, as one JSON line (used by `overhead`).
+    QueuedBytes(QueuedArgs),
+}
+
+#[derive(Debug, Args)]
+struct MatrixArgs {
+    /// A small subset (1,000 ops × 1,000 positions at C=10 and C=200, every engine; 1 warm-up
+    /// and 3 timed runs unless --reps/--warmup say otherwise): seconds.
+    #[arg(long)]
+    quick: bool,
+    /// Keep cases whose name contains any of these (e.g. `10000ops/1000pos/c200`,
+    /// `shared-pool/`); names look like `shared-pool/10000ops/1000pos/c200`.
+    #[arg(long, value_delimiter = ',')]
+    cases: Vec<String>,
+    /// Engines to run: join-all, shared-pool, separate-pools.
+    #[arg(long, value_delimiter = ',')]
+    engines: Vec<Engine>,
+    /// Operation counts (default 1000,5000,10000).
+    #[arg(long, value_delimiter = ',')]
+    operations: Vec<usize>,
+    /// Payload sizes in positions of 8 bytes (default 1000,2000,5000).
+    #[arg(long, value_delimiter = ',')]
+    positions: Vec<usize>,
+    /// Concurrency levels (default 10,50,100,200).
+    #[arg(long, value_delimiter = ',')]
+    concurrency: Vec<usize>,
+    /// Timed runs per case (default 5; 3 with --quick).
+    #[arg(long)]
+    reps: Option<usize>,
+    /// Untimed warm-up runs per case (default 1).
+    #[arg(long)]
+    warmup: Option<usize>,
+    /// memory (default), s3-loopback (s3-client's in-process S3 server), or a connection
+    /// string such as s3://bucket or http://key:secret@127.0.0.1:9000/bucket.
+    #[arg(long, default_value = "memory")]
+    backend: Backend,
+    /// Output directory.
+    #[arg(long, default_value = "target/bench-matrix")]
+    out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct CaseArgs {
+    #[arg(long)]
+    engine: Engine,
+    #[arg(long)]
+    operations: usize,
+    #[arg(long)]
+    positions: usize,
+    #[arg(long)]
+    concurrency: usize,
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    #[arg(long, default_value = "memory")]
+    backend: Backend,
+}
+
+#[derive(Debug, Args)]
+struct OverheadArgs {
+    /// 100,000 no-op tasks and 3 rounds instead of 1,000,000 and 5.
+    #[arg(long)]
+    quick: bool,
+    /// No-op tasks per run (and tasks queued for the memory figure).
+    #[arg(long)]
+    tasks: Option<usize>,
+    /// Interleaved rounds.
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Output directory.
+    #[arg(long, default_value = "target/bench-overhead")]
+    out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct QueuedArgs {
+    #[arg(long, default_value_t = 1_000_000)]
+    tasks: usize,
+    #[arg(long, default_value_t = 200)]
+    concurrency: usize,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("pool-bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), BenchError> {
+    match command {
+        Command::Matrix(args) => matrix_command(args),
+        Command::Case(args) => {
+            let case = Case {
+                engine: args.engine,
+                operations: args.operations,
+                payload_positions: args.positions,
+                concurrency: args.concurrency,
+            };
+            let repetitions = Repetitions {
+                warmup: args.warmup,
+                timed: args.reps,
+            };
+            let measurement = measure_case(&case, &args.backend, repetitions)?;
+            println!("{}", serde_json::to_string(&measurement)?);
+            Ok(())
+        }
+        Command::Overhead(args) => overhead_command(args),
+        Command::QueuedBytes(args) => {
+            let queued = measure_queued_bytes(args.tasks, args.concurrency)?;
+            println!("{}", serde_json::to_string(&queued)?);
+            Ok(())
+        }
+    }
+}
+
+fn or_default<T: Copy>(chosen: Vec<T>, default: &[T]) -> Vec<T> {
+    if chosen.is_empty() {
+        default.to_vec()
+    } else {
+        chosen
+    }
+}
+
+fn matrix_command(args: MatrixArgs) -> Result<(), BenchError> {
+    let dimensions_given = !(args.engines.is_empty()
+        && args.operations.is_empty()
+        && args.positions.is_empty()
+        && args.concurrency.is_empty());
+    let base = if args.quick && !dimensions_given {
+        quick_matrix()
+    } else if dimensions_given {
+        matrix(
+            &or_default(args.engines, &Engine::ALL),
+            &or_default(args.operations, &OPERATIONS),
+            &or_default(args.positions, &PAYLOAD_POSITIONS),
+            &or_default(args.concurrency, &CONCURRENCY),
+        )
+    } else {
+        full_matrix()
+    };
+    let cases = filter_cases(base, &args.cases);
+    for case in &cases {
+        case.validate()?;
+    }
+    let repetitions = Repetitions {
+        warmup: args.warmup.unwrap_or(1),
+        timed: args.reps.unwrap_or(if args.quick { 3 } else { 5 }),
+    };
+    if repetitions.timed == 0 {
+        return Err(BenchError::ZeroSize { field: "reps" });
+    }
+    let case_binary = this_binary()?;
+    eprintln!(
+        "pool-bench: {} cases, backend {}, {} warm-up + {} timed runs each, one process per case",
+        cases.len(),
+        args.backend,
+        repetitions.warmup,
+        repetitions.timed
+    );
+    let report = run_matrix(&MatrixOptions {
+        cases,
+        backend: args.backend,
+        repetitions,
+        out_dir: args.out.clone(),
+        case_binary,
+    })?;
+    print!("{}", report.summary());
+    println!(
+        "Wrote {0}/results.json, results.csv, results.md, throughput.svg, peak_memory.svg",
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn overhead_command(args: OverheadArgs) -> Result<(), BenchError> {
+    let mut options = if args.quick {
+        OverheadOptions::quick()
+    } else {
+        OverheadOptions::default()
+    };
+    if let Some(tasks) = args.tasks {
+        options.noop_tasks = tasks;
+        options.queued_tasks = tasks;
+    }
+    if let Some(rounds) = args.rounds {
+        options.rounds = rounds;
+    }
+    let binary = this_binary()?;
+    eprintln!(
+        "pool-bench: overhead, {} no-op tasks and {} × {:?} latency-bound tasks at C={}, {} rounds",
+        options.noop_tasks,
+        options.latency_tasks,
+        options.latency,
+        options.concurrency,
+        options.rounds
+    );
+    // First, in a fresh process: memory freed by the runs below would hide the cost.
+    let queued = queued_bytes_in_child(&binary, options.queued_tasks, options.concurrency)?;
+    let report = run_overhead(&options, queued)?;
+    let path = report.write(&args.out)?;
+    print!("{}", report.summary());
+    println!("Wrote {}", path.display());
+    Ok(())
+}
+
+/// This binary: child processes run it again with another subcommand.
+fn this_binary() -> Result<PathBuf, BenchError> {
+    std::env::current_exe().map_err(|source| BenchError::Io {
+        path: "current executable".to_owned(),
+        source,
+    })
+}

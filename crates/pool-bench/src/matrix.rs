@@ -1,0 +1,195 @@
+//! [`run_matrix`]: every case in a fresh child process, with a progress bar, then the
+//! tables and charts.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::backend::Backend;
+use crate::case::Case;
+use crate::chart::write_charts;
+use crate::error::BenchError;
+use crate::machine::{MachineInfo, Versions};
+use crate::measure::{worker_threads, CaseMeasurement, Repetitions};
+use crate::report::{CaseResult, MatrixReport};
+
+/// What [`run_matrix`] runs and where it writes.
+#[derive(Debug, Clone)]
+pub struct MatrixOptions {
+    /// The cases, in order.
+    pub cases: Vec<Case>,
+    /// Where the objects go.
+    pub backend: Backend,
+    /// Warm-up and timed runs per case.
+    pub repetitions: Repetitions,
+    /// Directory for `results.{json,csv,md}` and the SVG charts.
+    pub out_dir: PathBuf,
+    /// The binary that measures one case (`<binary> case …`); normally this one.
+    pub case_binary: PathBuf,
+}
+
+/// Runs every case in its own child process (`case_binary case …`), shows progress, writes
+/// the results and charts into `out_dir`, and returns the report.
+pub fn run_matrix(options: &MatrixOptions) -> Result<MatrixReport, BenchError> {
+    if options.cases.is_empty() {
+        return Err(BenchError::NoCases);
+    }
+    let started = Instant::now();
+    let loopback = LoopbackServer::start_if(&options.backend)?;
+    let child_backend = loopback
+        .as_ref()
+        .map(|server| server.connection_string.clone())
+        .unwrap_or_else(|| backend_argument(&options.backend));
+
+    let reps = options.repetitions;
+    let weight = |case: &Case| (case.operations * (reps.warmup + reps.timed)) as u64;
+    let progress = ProgressBar::with_draw_target(
+        Some(options.cases.iter().map(weight).sum()),
+        ProgressDrawTarget::stderr(),
+    );
+    progress.set_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:32}] {percent:>3}% ETA {eta_precise}  {msg}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    let verbose_log = !std::io::stderr().is_terminal();
+
+    let mut cases = Vec::with_capacity(options.cases.len());
+    for (number, case) in options.cases.iter().enumerate() {
+        progress.set_message(format!("[{}/{}] {case}", number + 1, options.cases.len()));
+        let measurement = measure_in_child(&options.case_binary, case, &child_backend, reps)?;
+        let result =
+            CaseResult::from_measurement(&measurement).ok_or_else(|| BenchError::Child {
+                case: case.name(),
+                reason: "no timed run".to_owned(),
+            })?;
+        if verbose_log {
+            eprintln!(
+                "[{}/{}] {case}: {:.1} ms median, {:.0} ops/s, {:.1} MB peak",
+                number + 1,
+                options.cases.len(),
+                result.duration_ms_median,
+                result.ops_per_sec_median,
+                result.peak_rss_mb.unwrap_or(f64::NAN)
+            );
+        }
+        cases.push(result);
+        progress.inc(weight(case));
+    }
+    progress.finish_and_clear();
+
+    let report = MatrixReport {
+        machine: MachineInfo::detect(),
+        versions: Versions::detect(),
+        backend: options.backend.label(),
+        repetitions: reps,
+        worker_threads: worker_threads(),
+        total_seconds: started.elapsed().as_secs_f64(),
+        cases,
+    };
+    report.write_tables(&options.out_dir)?;
+    write_charts(&report, &options.out_dir)?;
+    Ok(report)
+}
+
+/// The `--backend` argument that makes a child open the same backend.
+fn backend_argument(backend: &Backend) -> String {
+    match backend {
+        Backend::Memory => "memory".to_owned(),
+        Backend::S3Loopback => "s3-loopback".to_owned(),
+        Backend::Url(url) => url.clone(),
+    }
+}
+
+/// Runs `binary case …` and reads the one JSON line it prints.
+pub fn measure_in_child(
+    binary: &std::path::Path,
+    case: &Case,
+    backend: &str,
+    repetitions: Repetitions,
+) -> Result<CaseMeasurement, BenchError> {
+    let child_error = |reason: String| BenchError::Child {
+        case: case.name(),
+        reason,
+    };
+    let output = Command::new(binary)
+        .args(["case", "--engine", case.engine.name()])
+        .args(["--operations", &case.operations.to_string()])
+        .args(["--positions", &case.payload_positions.to_string()])
+        .args(["--concurrency", &case.concurrency.to_string()])
+        .args(["--warmup", &repetitions.warmup.to_string()])
+        .args(["--reps", &repetitions.timed.to_string()])
+        .args(["--backend", backend])
+        .output()
+        .map_err(|error| child_error(format!("could not start {}: {error}", binary.display())))?;
+    if !output.status.success() {
+        return Err(child_error(format!(
+            "{}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|line| line.starts_with('{'))
+        .ok_or_else(|| child_error(format!("no result line in its output: {stdout}")))?;
+    Ok(serde_json::from_str(line)?)
+}
+
+/// The in-process S3 server, kept in this (orchestrating) process so that its memory does
+/// not count in the cases' peak RSS.
+struct LoopbackServer {
+    connection_string: String,
+    #[cfg(feature = "s3-loopback")]
+    server: Option<s3_client::testing::S3TestServer>,
+    #[cfg(feature = "s3-loopback")]
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+#[cfg(feature = "s3-loopback")]
+impl Drop for LoopbackServer {
+    fn drop(&mut self) {
+        drop(self.server.take());
+        // Idle keep-alive connections of the last cases must not hold the exit up.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+        }
+    }
+}
+
+impl LoopbackServer {
+    #[cfg(feature = "s3-loopback")]
+    fn start_if(backend: &Backend) -> Result<Option<Self>, BenchError> {
+        if *backend != Backend::S3Loopback {
+            return Ok(None);
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(worker_threads())
+            .enable_all()
+            .build()
+            .map_err(|error| BenchError::Setup(format!("tokio runtime: {error}")))?;
+        let server = runtime
+            .block_on(s3_client::testing::S3TestServer::start())
+            .map_err(|error| BenchError::Backend(format!("S3 test server: {error}")))?;
+        Ok(Some(LoopbackServer {
+            connection_string: server.connection_string(),
+            server: Some(server),
+            runtime: Some(runtime),
+        }))
+    }
+
+    #[cfg(not(feature = "s3-loopback"))]
+    fn start_if(backend: &Backend) -> Result<Option<Self>, BenchError> {
+        match backend {
+            Backend::S3Loopback => Err(BenchError::LoopbackUnavailable),
+            _ => Ok(None),
+        }
+    }
+}
