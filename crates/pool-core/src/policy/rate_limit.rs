@@ -1,8 +1,4 @@
-//! A rate limit (operations per second with a burst) as a pool admission policy that waits.
-//!
-//! Built on `governor`'s GCRA, timed by the pool's executor ([`ExecutorClock`]), so a
-//! simulated minute takes microseconds in tests. See [`KeyedRateLimiter`] for one limit per
-//! key (e.g. per S3 prefix) and [`Aimd`] for limits that back off on throttling.
+//! A rate limit (operations per second with a burst) and the single-key limiter built on it.
 
 use std::fmt;
 use std::num::NonZeroU32;
@@ -13,8 +9,6 @@ use governor::Quota;
 
 use super::aimd::Aimd;
 use super::keyed_rate_limit::{KeyedRateLimiter, KeyedRateLimiterBuilder};
-#[cfg(doc)]
-use super::ExecutorClock;
 use crate::admission::{Admission, AdmissionPermit, Rejection};
 use crate::error::ConfigError;
 use crate::executor::{BoxFuture, Executor};
@@ -84,7 +78,11 @@ impl RateLimit {
 /// (on the pool's executor) until the limit allows them. With [`RateLimiterBuilder::adaptive`]
 /// it is also an [`Observer`] that backs off on throttled attempts.
 ///
-/// Waiting attempts hold their pool slot. Cheap to clone: clones share one limit.
+/// Built on `governor`'s GCRA, timed by the pool's executor through
+/// [`ExecutorClock`](super::ExecutorClock), so a simulated minute takes microseconds in tests.
+/// Waiting attempts take turns (one wakes per token) and hold their pool slot while they wait.
+/// For one limit per key (per S3 prefix, per tenant) see
+/// [`KeyedRateLimiter`](super::KeyedRateLimiter). Cheap to clone: clones share one limit.
 ///
 /// ```
 /// use std::sync::Arc;

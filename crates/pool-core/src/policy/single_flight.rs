@@ -260,6 +260,8 @@ where
             .take()
             .map(|token| Box::pin(token.cancelled_owned()));
         let now = self.pool.now();
+        // Held across `enqueue` so two callers cannot both lead (enqueue never calls back
+        // into this table: completion runs when a caller polls).
         let mut entries = self.table.lock();
         if let Some((expires, result)) = entries.cached.get(&key) {
             if *expires > now {
