@@ -8,86 +8,12 @@
 //! wall time and in CPU time of the whole process (Linux: summed over its threads, from
 //! `/proc/self/task/*/schedstat`), which other load on a shared machine disturbs less.
 
-use std::hint::black_box;
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{run, runtime, Variant, CONCURRENCY, TASKS};
 use criterion::Criterion;
-use pool_core::{Event, Observer, Pool, PoolBuilder, TaskOptions};
-use pool_metrics::{MemoryMode, Metrics, MetricsConfig};
-
-const TASKS: u64 = 100_000;
-const CONCURRENCY: usize = 200;
-
-/// Receives events and does nothing: isolates the cost of emitting them.
-#[derive(Debug)]
-struct IgnoreEvents;
-
-impl Observer for IgnoreEvents {
-    fn on_event(&self, event: &Event) {
-        black_box(event);
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Variant {
-    NoObserver,
-    IgnoringObserver,
-    MetricsLight,
-}
-
-impl Variant {
-    const ALL: [Variant; 3] = [
-        Variant::NoObserver,
-        Variant::IgnoringObserver,
-        Variant::MetricsLight,
-    ];
-
-    fn name(self) -> &'static str {
-        match self {
-            Variant::NoObserver => "no_observer",
-            Variant::IgnoringObserver => "ignoring_observer",
-            Variant::MetricsLight => "metrics_light",
-        }
-    }
-
-    fn attach(self, builder: PoolBuilder) -> PoolBuilder {
-        match self {
-            Variant::NoObserver => builder,
-            Variant::IgnoringObserver => builder.observer(IgnoreEvents),
-            Variant::MetricsLight => {
-                let config = MetricsConfig::default().memory(MemoryMode::Light);
-                builder.observer(Metrics::new(config).expect("valid config"))
-            }
-        }
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_time()
-        .build()
-        .expect("a tokio runtime")
-}
-
-/// Enqueues every task, then awaits every handle.
-async fn run(variant: Variant) {
-    let pool = variant
-        .attach(Pool::builder().concurrency(CONCURRENCY))
-        .build()
-        .expect("valid pool config");
-    let handles: Vec<_> = (0..TASKS)
-        .map(|i| {
-            pool.enqueue(
-                move || async move { Ok::<_, std::io::Error>(i) },
-                TaskOptions::new(),
-            )
-        })
-        .collect();
-    for handle in handles {
-        black_box(handle.await.expect("no-op tasks succeed"));
-    }
-}
 
 fn bench_variants(c: &mut Criterion, runtime: &tokio::runtime::Runtime) {
     let mut group = c.benchmark_group("pool_100k_noop_c200");

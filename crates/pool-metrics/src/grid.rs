@@ -23,8 +23,13 @@ impl TimeGrid {
 
     /// The slice holding `at`; instants before the origin fall in slice 0.
     pub(crate) fn index(&self, at: Instant) -> u64 {
-        let offset = at.saturating_duration_since(self.origin).as_nanos();
-        u64::try_from(offset).unwrap_or(u64::MAX) / self.width_nanos
+        self.index_of_offset(offset_nanos(self.origin, at))
+    }
+
+    /// The slice holding the instant `offset` nanoseconds after the origin (for callers that
+    /// place one instant on several grids of the same origin).
+    pub(crate) fn index_of_offset(&self, offset: u64) -> u64 {
+        offset / self.width_nanos
     }
 
     /// Where slice `index` starts.
@@ -32,6 +37,11 @@ impl TimeGrid {
         let offset = Duration::from_nanos(self.width_nanos.saturating_mul(index));
         self.origin.checked_add(offset).unwrap_or(self.origin)
     }
+}
+
+/// Nanoseconds from `origin` to `at` (0 if `at` is earlier).
+pub(crate) fn offset_nanos(origin: Instant, at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use pool_core::{Event, Observer, PoolControl, TaskId, TaskRecord};
 
 use crate::config::MetricsConfig;
 use crate::error::ConfigError;
-use crate::grid::TimeGrid;
+use crate::grid::{offset_nanos, TimeGrid};
 use crate::history::{History, Slice};
 use crate::latency::{HistogramTemplate, LatencySummary};
 use crate::memory::{MemoryProbe, MemorySampler};
@@ -331,9 +331,10 @@ impl Inner {
         let rss_bytes = self.memory.on_task(at, origin);
         let sequence = self.issued.fetch_add(1, Ordering::AcqRel);
         let task = TaskMetrics::from_record(record, sequence, rss_bytes);
+        let offset = offset_nanos(origin, at);
         let place = Placement {
-            slice: self.history_grid(origin).index(at),
-            bucket: self.rolling_grid(origin).index(at),
+            slice: self.history_grid(origin).index_of_offset(offset),
+            bucket: self.rolling_grid(origin).index_of_offset(offset),
             keep_from: keep_from(sequence + 1, self.config.task_store_capacity),
         };
         let closed = self

@@ -1,0 +1,87 @@
+//! The pool-overhead workload, shared by the `pool_overhead` bench and the `noop_pool`
+//! example (a single run, for profilers and instruction counters).
+
+#![allow(dead_code)] // each includer uses a different subset
+
+use std::hint::black_box;
+
+use pool_core::{Event, Observer, Pool, PoolBuilder, TaskOptions};
+use pool_metrics::{MemoryMode, Metrics, MetricsConfig};
+
+pub(crate) const TASKS: u64 = 100_000;
+pub(crate) const CONCURRENCY: usize = 200;
+
+/// Receives events and does nothing: isolates the cost of emitting them.
+#[derive(Debug)]
+struct IgnoreEvents;
+
+impl Observer for IgnoreEvents {
+    fn on_event(&self, event: &Event) {
+        black_box(event);
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Variant {
+    NoObserver,
+    IgnoringObserver,
+    MetricsLight,
+}
+
+impl Variant {
+    pub(crate) const ALL: [Variant; 3] = [
+        Variant::NoObserver,
+        Variant::IgnoringObserver,
+        Variant::MetricsLight,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Variant::NoObserver => "no_observer",
+            Variant::IgnoringObserver => "ignoring_observer",
+            Variant::MetricsLight => "metrics_light",
+        }
+    }
+
+    pub(crate) fn from_name(name: &str) -> Option<Variant> {
+        Variant::ALL.into_iter().find(|v| v.name() == name)
+    }
+
+    fn attach(self, builder: PoolBuilder) -> PoolBuilder {
+        match self {
+            Variant::NoObserver => builder,
+            Variant::IgnoringObserver => builder.observer(IgnoreEvents),
+            Variant::MetricsLight => {
+                let config = MetricsConfig::default().memory(MemoryMode::Light);
+                builder.observer(Metrics::new(config).expect("valid config"))
+            }
+        }
+    }
+}
+
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// Enqueues every task, then awaits every handle.
+pub(crate) async fn run(variant: Variant) {
+    let pool = variant
+        .attach(Pool::builder().concurrency(CONCURRENCY))
+        .build()
+        .expect("valid pool config");
+    let handles: Vec<_> = (0..TASKS)
+        .map(|i| {
+            pool.enqueue(
+                move || async move { Ok::<_, std::io::Error>(i) },
+                TaskOptions::new(),
+            )
+        })
+        .collect();
+    for handle in handles {
+        black_box(handle.await.expect("no-op tasks succeed"));
+    }
+}
