@@ -2,7 +2,7 @@
 //!
 //! The pool spawns its runners and sleeps (retry backoff, timeouts) only through
 //! [`Executor`], so it runs on tokio ([`TokioExecutor`], feature `tokio`, default), on
-//! async-executor with async-io timers ([`SmolExecutor`], feature `smol`), or on
+//! async-executor with async-io timers (`SmolExecutor`, feature `smol`), or on
 //! [`SimExecutor`]: a deterministic single-threaded executor with a virtual clock, for tests.
 
 use std::fmt;

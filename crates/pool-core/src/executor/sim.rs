@@ -144,11 +144,13 @@ impl SimExecutor {
             let next = {
                 let mut state = self.inner.lock();
                 let len = state.ready.len();
-                let index = match state.rng.as_mut() {
-                    Some(rng) if len > 1 => rng.usize(0..len),
-                    _ => 0,
-                };
-                state.ready.swap_remove_back(index)
+                match state.rng.as_mut() {
+                    Some(rng) if len > 1 => {
+                        let index = rng.usize(0..len);
+                        state.ready.swap_remove_back(index)
+                    }
+                    _ => state.ready.pop_front(),
+                }
             };
             if let Some(runnable) = next {
                 runnable.run();
@@ -289,6 +291,19 @@ mod tests {
         sim.block_on(async move { clock.sleep(Duration::from_secs(5)).await });
         assert_eq!(done.load(Ordering::SeqCst), 3);
         assert_eq!(sim.now() - start, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn without_a_seed_tasks_run_in_spawn_order() {
+        let sim = SimExecutor::new();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        for i in 0..5 {
+            let order = order.clone();
+            sim.spawn(Box::pin(async move { order.lock().unwrap().push(i) }));
+        }
+        let clock = sim.clone();
+        sim.block_on(async move { clock.sleep(Duration::from_millis(1)).await });
+        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3, 4]);
     }
 
     #[test]
