@@ -88,6 +88,8 @@ pub(crate) struct Agent {
     backoff: Backoff,
     probe_backoff: Backoff,
     retry_at: Option<Instant>,
+    /// Set by the last exchange: ending leases may go straight to the next local waiter.
+    may_hand_over: bool,
     try_now: bool,
     renew_due: bool,
 }
@@ -123,6 +125,7 @@ impl Agent {
             next_seq: 1,
             link: Link::Up,
             retry_at: None,
+            may_hand_over: false,
             try_now: false,
             renew_due: false,
         }
@@ -148,7 +151,11 @@ impl Agent {
                         Some(request) => self.accept(request),
                         None => open = false,
                     },
-                    _ = self.wake.notified() => self.try_now = true,
+                    _ = self.wake.notified() => {
+                        // Room elsewhere or a new limit: check the share before handing over.
+                        self.try_now = true;
+                        self.may_hand_over = false;
+                    }
                     _ = renew.tick() => self.renew_due = true,
                     _ = sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
                         self.retry_at = None;
@@ -182,7 +189,8 @@ impl Agent {
             }
             Request::Release(seq) => {
                 // A lease lost at renewal is no longer counted: nothing to release.
-                if self.held.remove(&seq) {
+                if self.held.contains(&seq) && !self.hand_over(seq) {
+                    self.held.remove(&seq);
                     self.releases.push(seq);
                 }
             }
@@ -192,6 +200,30 @@ impl Agent {
             }
         }
         self.publish_counts();
+    }
+
+    /// Passes the ending lease `seq` to the next waiter, if this agent may keep its leases
+    /// (within the limit and its fair share, as of its last exchange). Saves a round trip
+    /// per task while this process is busy.
+    fn hand_over(&mut self, seq: u64) -> bool {
+        if !self.may_hand_over || !matches!(self.link, Link::Up) {
+            return false;
+        }
+        let Some(releases_to) = self.releases_to.upgrade() else {
+            return false;
+        };
+        let mut lease = Lease::counted(seq, releases_to);
+        while let Some(reply) = self.waiters.pop_front() {
+            match reply.send(Ok(lease)) {
+                Ok(()) => return true,
+                // That waiter gave up; try the next one with the same lease.
+                Err(Ok(returned)) => lease = returned,
+                Err(Err(_)) => return false,
+            }
+        }
+        // Nobody waits: the caller releases it, so this handle must not queue it again.
+        lease.disarm();
+        false
     }
 
     async fn step(&mut self) {
@@ -247,6 +279,7 @@ impl Agent {
         self.shared
             .held_globally
             .store(exchanged.held, Ordering::Relaxed);
+        self.may_hand_over = exchanged.keep;
         self.next_seq += exchanged.granted;
         for seq in first..first + exchanged.granted {
             self.held.insert(seq);
@@ -330,6 +363,7 @@ impl Agent {
     /// Redis failed: answer every waiter as the fail mode says and start probing.
     fn lost_redis(&mut self, error: &RedisError) {
         let error = self.unavailable_error(Some(error));
+        self.may_hand_over = false;
         if let Link::Up = self.link {
             self.link = Link::Down {
                 since: Instant::now(),

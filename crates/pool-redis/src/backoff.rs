@@ -45,7 +45,10 @@ mod tests {
         let mut ceiling = min;
         for _ in 0..10 {
             let delay = backoff.next_delay();
-            assert!(delay >= ceiling / 2 && delay <= ceiling, "{delay:?} vs {ceiling:?}");
+            assert!(
+                delay >= ceiling / 2 && delay <= ceiling,
+                "{delay:?} vs {ceiling:?}"
+            );
             ceiling = (ceiling * 2).min(max);
         }
         assert_eq!(ceiling, max);

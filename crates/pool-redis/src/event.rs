@@ -49,7 +49,9 @@ pub enum PermitEvent {
 
 /// A callback for [`PermitEvent`]s, called on the agent's task: keep it quick.
 #[derive(Clone)]
-pub(crate) struct EventSink(Option<Arc<dyn Fn(&PermitEvent) + Send + Sync>>);
+pub(crate) struct EventSink(Option<Arc<Callback>>);
+
+type Callback = dyn Fn(&PermitEvent) + Send + Sync;
 
 impl EventSink {
     pub(crate) fn none() -> Self {
@@ -69,6 +71,10 @@ impl EventSink {
 
 impl fmt::Debug for EventSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_some() { "EventSink(set)" } else { "EventSink(none)" })
+        f.write_str(if self.0.is_some() {
+            "EventSink(set)"
+        } else {
+            "EventSink(none)"
+        })
     }
 }

@@ -39,6 +39,11 @@ impl Lease {
         }
     }
 
+    /// Forgets the permit without releasing it (its holder releases it another way).
+    pub(crate) fn disarm(mut self) {
+        self.kind = LeaseKind::Unaccounted;
+    }
+
     /// Whether this permit is counted in Redis (false if it was granted fail-open while Redis
     /// was unreachable).
     pub fn is_counted(&self) -> bool {

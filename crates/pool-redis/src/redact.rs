@@ -22,7 +22,11 @@ impl RedisUrl {
     pub fn new(url: impl Into<String>) -> Self {
         let raw = url.into();
         let (shown, secrets) = redact(&raw);
-        Self { raw, shown, secrets }
+        Self {
+            raw,
+            shown,
+            secrets,
+        }
     }
 
     /// The URL as given, for the driver only.
@@ -180,7 +184,11 @@ mod tests {
 
     #[test]
     fn urls_without_secrets_are_shown_as_they_are() {
-        for plain in ["redis://127.0.0.1:6379", "redis://user:@host/0", "redis://:@h"] {
+        for plain in [
+            "redis://127.0.0.1:6379",
+            "redis://user:@host/0",
+            "redis://:@h",
+        ] {
             assert_eq!(RedisUrl::new(plain).to_string(), plain);
         }
     }

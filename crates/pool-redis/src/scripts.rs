@@ -9,6 +9,9 @@
 //! Fair share: while other agents wait, an agent is granted at most an equal share of what the
 //! agents that are not waiting leave, so a busy process cannot starve a newcomer; room is
 //! always granted to someone while anyone waits (the share is never below what is left).
+//! An agent within its share may pass a lease that ends to its next waiter itself (the lease
+//! stays counted and renewed); it learns at its next call, at most one backoff later, when
+//! that is no longer so (another agent waits, or the limit was lowered: which also wakes it).
 
 use redis::aio::ConnectionManager;
 use redis::{RedisResult, Script};
@@ -41,7 +44,9 @@ end
 "#;
 
 /// Releases this agent's leases ARGV[7..] (sequence numbers), then grants up to ARGV[5]
-/// new leases numbered from ARGV[6]. Returns `{granted, limit, held}`.
+/// new leases numbered from ARGV[6]. Returns `{granted, limit, held, keep}`; `keep` is 1 if
+/// the agent is within the limit and its fair share, so it may pass a lease that ends to
+/// another of its own waiters without a round trip.
 const EXCHANGE: &str = r#"
 local want, first = tonumber(ARGV[5]), tonumber(ARGV[6])
 local released = 0
@@ -50,26 +55,26 @@ for i = 7, #ARGV do
 end
 if released > 0 then count_down(agent, released) end
 local held = redis.call('ZCARD', holders)
+local mine = tonumber(redis.call('HGET', agents, agent) or '0')
+local others, held_by_waiters = 0, mine
+for _, other in ipairs(redis.call('ZRANGE', waiting, 0, -1)) do
+  if other ~= agent then
+    others = others + 1
+    held_by_waiters = held_by_waiters + tonumber(redis.call('HGET', agents, other) or '0')
+  end
+end
+local share = limit
+if others > 0 then
+  share = math.ceil((limit - (held - held_by_waiters)) / (others + 1))
+end
 local grant = 0
 if want > 0 and held < limit then
-  grant = math.min(want, limit - held)
-  local mine = tonumber(redis.call('HGET', agents, agent) or '0')
-  local others, held_by_waiters = 0, mine
-  for _, other in ipairs(redis.call('ZRANGE', waiting, 0, -1)) do
-    if other ~= agent then
-      others = others + 1
-      held_by_waiters = held_by_waiters + tonumber(redis.call('HGET', agents, other) or '0')
-    end
-  end
-  if others > 0 then
-    local share = math.ceil((limit - (held - held_by_waiters)) / (others + 1))
-    grant = math.max(0, math.min(grant, share - mine))
-  end
+  grant = math.max(0, math.min(want, limit - held, share - mine))
   for i = 0, grant - 1 do
     redis.call('ZADD', holders, now + ttl, agent .. ':' .. (first + i))
   end
   if grant > 0 then redis.call('HINCRBY', agents, agent, grant) end
-  held = held + grant
+  held, mine = held + grant, mine + grant
 end
 local still_waiting = 0
 if grant < want then
@@ -82,7 +87,9 @@ if (released > 0 or #expired > 0) and held < limit
     and redis.call('ZCARD', waiting) > still_waiting then
   redis.call('PUBLISH', channel, 'room')
 end
-return {grant, limit, held}
+local keep = 0
+if held <= limit and mine <= share then keep = 1 end
+return {grant, limit, held, keep}
 "#;
 
 /// Extends this agent's leases ARGV[5..] to a full TTL; a lease that is gone is taken back
@@ -124,6 +131,8 @@ pub(crate) struct Exchanged {
     pub(crate) limit: u64,
     /// Leases held by everyone after the exchange.
     pub(crate) held: u64,
+    /// Whether the agent may hand an ending lease straight to its next waiter.
+    pub(crate) keep: bool,
 }
 
 /// What a renewal returned.
@@ -189,11 +198,13 @@ impl Scripts {
     ) -> RedisResult<Exchanged> {
         let mut invocation = self.invocation(&self.exchange);
         invocation.arg(want).arg(first).arg(released);
-        let (granted, limit, held): (u64, u64, u64) = invocation.invoke_async(conn).await?;
+        let (granted, limit, held, keep): (u64, u64, u64, u8) =
+            invocation.invoke_async(conn).await?;
         Ok(Exchanged {
             granted,
             limit,
             held,
+            keep: keep == 1,
         })
     }
 

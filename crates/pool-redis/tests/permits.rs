@@ -104,7 +104,10 @@ async fn a_waiter_that_gives_up_leaks_no_permit() {
     let mut conn = plain_connection(&server.url()).await;
     let first = permits.lease().await.expect("first");
     let gave_up = tokio::time::timeout(Duration::from_millis(50), permits.lease()).await;
-    assert!(gave_up.is_err(), "the limit is 1: the second request must wait");
+    assert!(
+        gave_up.is_err(),
+        "the limit is 1: the second request must wait"
+    );
     drop(first);
     let third = tokio::time::timeout(Duration::from_secs(5), permits.lease())
         .await
@@ -152,13 +155,18 @@ async fn limits_are_validated_and_read_back() {
         .expect("connect");
     assert_eq!(other.limit().await.expect("read"), 7);
     assert!(matches!(
-        RedisPermits::builder(server.url(), "bad name", 3).connect().await,
+        RedisPermits::builder(server.url(), "bad name", 3)
+            .connect()
+            .await,
         Err(PermitError::InvalidName { .. })
     ));
 }
 
 /// Runs `tasks` 10 ms tasks on a fresh pool and returns every result (none may hang).
-async fn run_batch(pool: &Pool, tasks: usize) -> Vec<Result<(), TaskError<Transient<std::io::Error>>>> {
+async fn run_batch(
+    pool: &Pool,
+    tasks: usize,
+) -> Vec<Result<(), TaskError<Transient<std::io::Error>>>> {
     let (running, highest) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let handles: Vec<_> = (0..tasks)
         .map(|_| {
@@ -178,7 +186,10 @@ async fn run_batch(pool: &Pool, tasks: usize) -> Vec<Result<(), TaskError<Transi
     results
 }
 
-fn recorder() -> (Arc<Mutex<Vec<PermitEvent>>>, impl Fn(&PermitEvent) + Send + Sync) {
+fn recorder() -> (
+    Arc<Mutex<Vec<PermitEvent>>>,
+    impl Fn(&PermitEvent) + Send + Sync,
+) {
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&events);
     (events, move |event: &PermitEvent| {
@@ -235,10 +246,14 @@ async fn restart_mid_run(
         during.push(result);
     }
     server.restart();
-    wait_until("the agent sees Redis again", Duration::from_secs(10), || {
-        let permits = permits.clone();
-        async move { permits.status().available }
-    })
+    wait_until(
+        "the agent sees Redis again",
+        Duration::from_secs(10),
+        || {
+            let permits = permits.clone();
+            async move { permits.status().available }
+        },
+    )
     .await;
     let after = run_batch(&pool, 10).await;
     let events = events.lock().unwrap().clone();
@@ -256,14 +271,23 @@ async fn fail_closed_refuses_tasks_while_redis_is_down_and_loses_none() {
                 if rejection.kind == RejectionKind::Unavailable)
         })
         .count();
-    assert_eq!(ok + refused, during.len(), "only successes and refusals: {during:?}");
+    assert_eq!(
+        ok + refused,
+        during.len(),
+        "only successes and refusals: {during:?}"
+    );
     assert!(ok >= 4 && refused >= 1, "ok {ok}, refused {refused}");
     assert!(after.iter().all(Result::is_ok), "{after:?}");
     assert!(matches!(
         events.first(),
-        Some(PermitEvent::Unavailable { mode: FailMode::Closed, .. })
+        Some(PermitEvent::Unavailable {
+            mode: FailMode::Closed,
+            ..
+        })
     ));
-    assert!(events.iter().any(|e| matches!(e, PermitEvent::Recovered { .. })));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, PermitEvent::Recovered { .. })));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,9 +297,14 @@ async fn fail_open_runs_every_task_while_redis_is_down() {
     assert!(after.iter().all(Result::is_ok), "{after:?}");
     assert!(matches!(
         events.first(),
-        Some(PermitEvent::Unavailable { mode: FailMode::Open, .. })
+        Some(PermitEvent::Unavailable {
+            mode: FailMode::Open,
+            ..
+        })
     ));
-    assert!(events.iter().any(|e| matches!(e, PermitEvent::Recovered { .. })));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, PermitEvent::Recovered { .. })));
 }
 
 /// A `Write` into a shared buffer, for a captured tracing subscriber.
@@ -341,13 +370,80 @@ fn the_password_never_shows() {
             .await
             .expect_err("bad port");
         shown.push(format!("{invalid} / {invalid:?}"));
-        shown.push(format!("{:?}", RedisPermits::builder(server.url(), "secret", 2)));
+        shown.push(format!(
+            "{:?}",
+            RedisPermits::builder(server.url(), "secret", 2)
+        ));
     });
     drop(runtime);
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("unavailable"), "the failure was logged: {logs}");
+    assert!(
+        logs.contains("unavailable"),
+        "the failure was logged: {logs}"
+    );
     for text in shown.iter().chain(std::iter::once(&logs)) {
         assert!(!text.contains(PASSWORD), "password shown in: {text}");
     }
     assert!(shown.iter().all(|text| text.contains("***")), "{shown:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomer_gets_its_fair_share_from_a_busy_process() {
+    let server = RedisServer::start();
+    let busy = Pool::builder()
+        .concurrency(10)
+        .retries(0)
+        .no_pressure_rule()
+        .admission(permits(&server, "fair", 4).await)
+        .build()
+        .expect("pool");
+    let (busy_running, busy_highest) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let busy_handles: Vec<_> = (0..600)
+        .map(|_| {
+            busy.enqueue(
+                sleeper(5, Arc::clone(&busy_running), Arc::clone(&busy_highest)),
+                TaskOptions::new(),
+            )
+        })
+        .collect();
+    wait_until(
+        "the busy process holds every permit",
+        Duration::from_secs(10),
+        || {
+            let highest = busy_highest.load(Ordering::SeqCst);
+            async move { highest == 4 }
+        },
+    )
+    .await;
+
+    let newcomer = Pool::builder()
+        .concurrency(10)
+        .retries(0)
+        .admission(permits(&server, "fair", 4).await)
+        .build()
+        .expect("pool");
+    let (running, highest) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let handles: Vec<_> = (0..40)
+        .map(|_| {
+            newcomer.enqueue(
+                sleeper(5, Arc::clone(&running), Arc::clone(&highest)),
+                TaskOptions::new(),
+            )
+        })
+        .collect();
+    for handle in handles {
+        handle.await.expect("newcomer task");
+    }
+    // Served while the busy process still had work queued: it was not starved.
+    assert!(
+        busy.stats().queued > 0,
+        "the busy process ran out of work first"
+    );
+    assert!(
+        highest.load(Ordering::SeqCst) >= 2,
+        "at least an equal share of 4 between 2"
+    );
+    for handle in busy_handles {
+        handle.await.expect("busy task");
+    }
 }

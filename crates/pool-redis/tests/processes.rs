@@ -80,10 +80,14 @@ async fn killing_a_holder_frees_its_permits_within_the_lease_ttl() {
     let holders = "s3pool:{killed-holder}:holders";
     let mut child = config.spawn();
     let mut conn = plain_connection(&server.url()).await;
-    wait_until("the worker holds every permit", Duration::from_secs(20), || {
-        let mut conn = conn.clone();
-        async move { live_leases(&mut conn, holders).await == LIMIT }
-    })
+    wait_until(
+        "the worker holds every permit",
+        Duration::from_secs(20),
+        || {
+            let mut conn = conn.clone();
+            async move { live_leases(&mut conn, holders).await == LIMIT }
+        },
+    )
     .await;
 
     let killed_at = redis_now_ms(&mut conn).await;

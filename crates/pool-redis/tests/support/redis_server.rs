@@ -59,7 +59,16 @@ impl RedisServer {
         self.stop();
         let port = self.port.to_string();
         let mut command = Command::new(&self.binary);
-        command.args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        command.args([
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]);
         if let Some(password) = &self.password {
             command.args(["--requirepass", password]);
         }
@@ -80,7 +89,10 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server on port {} did not answer within 10 s", self.port);
+        panic!(
+            "redis-server on port {} did not answer within 10 s",
+            self.port
+        );
     }
 
     /// True if the server answers PING (any reply, including NOAUTH, counts as alive).

@@ -70,7 +70,13 @@ impl WorkerConfig {
     /// Starts a worker process (this test binary, running only `worker_process`).
     pub fn spawn(&self) -> Child {
         Command::new(std::env::current_exe().expect("test binary path"))
-            .args(["--exact", "worker_process", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "worker_process",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(ENV, self.encode())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
