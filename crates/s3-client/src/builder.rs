@@ -7,7 +7,7 @@ use std::time::Duration;
 use object_store::ObjectStore;
 use pool_core::{ConfigError, Observer, Pool, PoolBuilder};
 
-use crate::client::S3Client;
+use crate::client::{ClientInner, S3Client};
 use crate::config::{ConnectionError, StoreConfig};
 use crate::dispatch::Dispatcher;
 use crate::group::PoolGroup;
@@ -69,6 +69,8 @@ pub struct S3ClientBuilder {
     pool_configured: bool,
     group: Option<PoolGroup>,
     multipart: MultipartSettings,
+    #[cfg(feature = "metrics")]
+    metrics: Option<pool_metrics::Metrics>,
 }
 
 impl fmt::Debug for S3ClientBuilder {
@@ -100,6 +102,8 @@ impl S3ClientBuilder {
             pool_configured: false,
             group: None,
             multipart: MultipartSettings::default(),
+            #[cfg(feature = "metrics")]
+            metrics: None,
         }
     }
 
@@ -138,6 +142,24 @@ impl S3ClientBuilder {
     /// pool-tuning's tuner).
     pub fn observer(self, observer: impl Observer) -> Self {
         self.own_pool(|b| b.observer(observer))
+    }
+
+    /// Records the client's calls in `metrics` (pool-metrics: percentiles of queue wait and
+    /// execution, throughput, error rates, Prometheus text); read them back with
+    /// `S3Client::metrics`. Feature `metrics`.
+    #[cfg(feature = "metrics")]
+    pub fn metrics(mut self, metrics: pool_metrics::Metrics) -> Self {
+        self.metrics = Some(metrics.clone());
+        self.own_pool(|b| b.observer(metrics))
+    }
+
+    /// Lets pool-tuning's knee-finding tuner set the concurrency from latency and
+    /// throttling (503 SlowDown arrives as `ErrorClass::Throttled`), starting from a
+    /// suggestion based on this machine's memory. Feature `tuning`.
+    #[cfg(feature = "tuning")]
+    pub fn auto_concurrency(self, config: pool_tuning::KneeConfig) -> Self {
+        use pool_tuning::AutoConcurrency;
+        self.own_pool(|b| b.auto_concurrency(config))
     }
 
     /// Any other setting of the client's own pool: `builder.configure_pool(|pool| pool.jitter(..))`.
@@ -232,9 +254,14 @@ impl S3ClientBuilder {
             (PoolChoice::Shared(pool), group) => (Dispatcher::new(Some(pool.clone()), group), pool),
             (PoolChoice::Disabled, group) => (Dispatcher::new(None, group), pass_through_pool()?),
         };
-        Ok(S3Client::from_parts(
-            self.store, dispatcher, batch_pool, multipart,
-        ))
+        Ok(S3Client::from_inner(ClientInner {
+            store: self.store,
+            dispatcher,
+            batch_pool,
+            multipart,
+            #[cfg(feature = "metrics")]
+            metrics: self.metrics,
+        }))
     }
 }
 

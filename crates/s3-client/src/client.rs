@@ -52,12 +52,15 @@ pub struct S3Client {
     inner: Arc<ClientInner>,
 }
 
-struct ClientInner {
-    store: Arc<dyn ObjectStore>,
-    dispatcher: Dispatcher,
+/// What a client is made of; built by [`S3ClientBuilder`].
+pub(crate) struct ClientInner {
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) dispatcher: Dispatcher,
     /// The client's pool, or a pass-through one when the pool is disabled.
-    batch_pool: Pool,
-    multipart: MultipartSettings,
+    pub(crate) batch_pool: Pool,
+    pub(crate) multipart: MultipartSettings,
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: Option<pool_metrics::Metrics>,
 }
 
 /// A control call on a client that has no pool.
@@ -89,20 +92,16 @@ impl S3Client {
         S3ClientBuilder::from_url(url)?.build()
     }
 
-    pub(crate) fn from_parts(
-        store: Arc<dyn ObjectStore>,
-        dispatcher: Dispatcher,
-        batch_pool: Pool,
-        multipart: MultipartSettings,
-    ) -> Self {
+    pub(crate) fn from_inner(inner: ClientInner) -> Self {
         S3Client {
-            inner: Arc::new(ClientInner {
-                store,
-                dispatcher,
-                batch_pool,
-                multipart,
-            }),
+            inner: Arc::new(inner),
         }
+    }
+
+    /// The metrics given to [`S3ClientBuilder::metrics`]. Feature `metrics`.
+    #[cfg(feature = "metrics")]
+    pub fn metrics(&self) -> Option<&pool_metrics::Metrics> {
+        self.inner.metrics.as_ref()
     }
 
     /// The underlying store (calls on it skip the pool).
