@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::ops::RangeInclusive;
 
 use crate::latency::{HistogramTemplate, Latencies};
-use crate::record::TaskMetrics;
+use crate::record::FinishedTask;
 use crate::tally::Tally;
 
 /// Everything that finished during slice `index` of the history's [`TimeGrid`](crate::grid::TimeGrid).
@@ -28,7 +28,7 @@ impl Slice {
         }
     }
 
-    pub(crate) fn record(&mut self, task: &TaskMetrics) {
+    pub(crate) fn record(&mut self, task: &FinishedTask) {
         self.tally.add_task(task);
         self.latencies.record(task);
     }
@@ -92,30 +92,16 @@ impl History {
 mod tests {
     use std::time::Duration;
 
-    use pool_core::{Metadata, Outcome, TaskId};
-
     use super::*;
-
-    fn task(execution_ms: u64) -> TaskMetrics {
-        TaskMetrics {
-            id: TaskId(0),
-            priority: 0,
-            metadata: Metadata::new(),
-            outcome: Outcome::Succeeded,
-            attempts: 1,
-            queue_wait: Duration::ZERO,
-            execution: Duration::from_millis(execution_ms),
-            retry_delay: Duration::ZERO,
-            total: Duration::from_millis(execution_ms),
-            rss_bytes: None,
-            sequence: 0,
-        }
-    }
 
     fn slice(index: u64, tasks: u64, template: &HistogramTemplate) -> Slice {
         let mut slice = Slice::new(index, template);
         for _ in 0..tasks {
-            slice.record(&task(index + 1));
+            slice.record(&FinishedTask::example(
+                0,
+                0,
+                Duration::from_millis(index + 1),
+            ));
         }
         slice
     }

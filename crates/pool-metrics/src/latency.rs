@@ -1,12 +1,10 @@
 //! HDR histograms of the three latencies a task has: queue wait, execution and total.
 
-use std::time::Duration;
-
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
-use crate::record::TaskMetrics;
+use crate::record::FinishedTask;
 
 /// An empty, auto-resizing histogram that every other one is cloned from, so that building one
 /// on the hot path cannot fail (the precision was checked once, up front).
@@ -42,10 +40,10 @@ impl Latencies {
         }
     }
 
-    pub(crate) fn record(&mut self, task: &TaskMetrics) {
-        record(&mut self.queue_wait, task.queue_wait);
-        record(&mut self.execution, task.execution);
-        record(&mut self.total, task.total);
+    pub(crate) fn record(&mut self, task: &FinishedTask) {
+        record_nanos(&mut self.queue_wait, task.queue_wait_nanos);
+        record_nanos(&mut self.execution, task.execution_nanos);
+        record_nanos(&mut self.total, task.total_nanos);
     }
 
     pub(crate) fn merge(&mut self, other: &Latencies) {
@@ -60,8 +58,8 @@ impl Latencies {
 /// Records in microseconds, growing the histogram as needed (`saturating_record` would clamp
 /// to the current range instead of growing); only a value past the largest a histogram can
 /// grow to (about 146,000 years) is clamped.
-pub(crate) fn record(histogram: &mut Histogram<u64>, duration: Duration) {
-    let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+fn record_nanos(histogram: &mut Histogram<u64>, nanos: u64) {
+    let micros = nanos / 1_000;
     if histogram.record(micros).is_err() {
         histogram.saturating_record(micros);
     }
@@ -130,7 +128,7 @@ mod tests {
         let mut histogram = template.empty();
         // 1..=10_000 µs once each: the q-quantile is q·10_000.
         for value in 1..=10_000 {
-            record(&mut histogram, Duration::from_micros(value));
+            record_nanos(&mut histogram, value * 1_000);
         }
         let summary = LatencySummary::from_histogram(&histogram, 5_000.5);
         let within = |got: u64, want: u64| {

@@ -15,7 +15,7 @@ use crate::latency::{HistogramTemplate, LatencySummary};
 use crate::memory::{MemoryProbe, MemorySampler};
 use crate::prometheus::PrometheusFormat;
 use crate::recent::{RecentSummary, RecentTask};
-use crate::record::TaskMetrics;
+use crate::record::{FinishedTask, TaskMetrics};
 use crate::rolling::WindowCounts;
 use crate::shard::{Placement, Shards};
 use crate::snapshot::{
@@ -198,7 +198,7 @@ impl Metrics {
             if let Some(task) = shard.store.get(id, floor) {
                 // With an id seen twice (two pools on one collector), the latest wins.
                 if found.as_ref().is_none_or(|f| f.sequence < task.sequence) {
-                    found = Some(task.clone());
+                    found = Some(task.to_metrics());
                 }
             }
         });
@@ -209,9 +209,9 @@ impl Metrics {
     pub fn tasks(&self) -> Vec<TaskMetrics> {
         let floor = self.inner.store_floor();
         let mut tasks = Vec::new();
-        self.inner
-            .shards
-            .for_each(|shard| tasks.extend(shard.store.records(floor).cloned()));
+        self.inner.shards.for_each(|shard| {
+            tasks.extend(shard.store.records(floor).map(FinishedTask::to_metrics))
+        });
         tasks.sort_unstable_by_key(|t| t.sequence);
         tasks
     }
@@ -330,7 +330,7 @@ impl Inner {
         let origin = self.origin(at);
         let rss_bytes = self.memory.on_task(at, origin);
         let sequence = self.issued.fetch_add(1, Ordering::AcqRel);
-        let task = TaskMetrics::from_record(record, sequence, rss_bytes);
+        let task = FinishedTask::from_record(record, sequence, rss_bytes);
         let offset = offset_nanos(origin, at);
         let place = Placement {
             slice: self.history_grid(origin).index_of_offset(offset),

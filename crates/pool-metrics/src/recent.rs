@@ -6,7 +6,7 @@ use std::time::Duration;
 use pool_core::Outcome;
 use serde::{Deserialize, Serialize};
 
-use crate::record::TaskMetrics;
+use crate::record::FinishedTask;
 use crate::tally::ratio;
 
 /// A finished task as the recent ring keeps it: timings and outcome, no labels.
@@ -26,13 +26,13 @@ pub struct RecentTask {
     pub outcome: Outcome,
 }
 
-impl From<&TaskMetrics> for RecentTask {
-    fn from(task: &TaskMetrics) -> Self {
+impl RecentTask {
+    pub(crate) fn of(task: &FinishedTask) -> Self {
         Self {
             sequence: task.sequence,
-            queue_wait: task.queue_wait,
-            execution: task.execution,
-            total: task.total,
+            queue_wait: Duration::from_nanos(task.queue_wait_nanos),
+            execution: Duration::from_nanos(task.execution_nanos),
+            total: Duration::from_nanos(task.total_nanos),
             attempts: task.attempts,
             outcome: task.outcome,
         }

@@ -37,19 +37,7 @@ pub struct TaskMetrics {
 impl TaskMetrics {
     /// Copies what an observer gets with [`Event::TaskFinished`](pool_core::Event::TaskFinished).
     pub fn from_record(record: &TaskRecord, sequence: u64, rss_bytes: Option<u64>) -> Self {
-        Self {
-            id: record.task.id,
-            priority: record.task.priority,
-            metadata: record.task.metadata.clone(),
-            outcome: record.outcome,
-            attempts: record.attempts,
-            queue_wait: record.queue_wait,
-            execution: record.execution,
-            retry_delay: record.retry_delay,
-            total: record.total(),
-            rss_bytes,
-            sequence,
-        }
+        FinishedTask::from_record(record, sequence, rss_bytes).to_metrics()
     }
 
     /// Attempts after the first.
@@ -61,4 +49,88 @@ impl TaskMetrics {
     pub fn succeeded(&self) -> bool {
         self.outcome.is_success()
     }
+}
+
+/// The compact form recorded on the hot path: durations as nanoseconds (converted once), and
+/// no metadata handle for a task without labels (so no reference count to touch and no
+/// allocation kept alive for it).
+#[derive(Debug, Clone)]
+pub(crate) struct FinishedTask {
+    pub(crate) id: TaskId,
+    pub(crate) sequence: u64,
+    pub(crate) priority: i32,
+    pub(crate) attempts: u32,
+    pub(crate) outcome: Outcome,
+    pub(crate) metadata: Option<Metadata>,
+    pub(crate) queue_wait_nanos: u64,
+    pub(crate) execution_nanos: u64,
+    pub(crate) retry_delay_nanos: u64,
+    pub(crate) total_nanos: u64,
+    pub(crate) rss_bytes: Option<u64>,
+}
+
+impl FinishedTask {
+    pub(crate) fn from_record(record: &TaskRecord, sequence: u64, rss_bytes: Option<u64>) -> Self {
+        let metadata = &record.task.metadata;
+        Self {
+            id: record.task.id,
+            sequence,
+            priority: record.task.priority,
+            attempts: record.attempts,
+            outcome: record.outcome,
+            metadata: (!metadata.is_empty()).then(|| metadata.clone()),
+            queue_wait_nanos: nanos(record.queue_wait),
+            execution_nanos: nanos(record.execution),
+            retry_delay_nanos: nanos(record.retry_delay),
+            total_nanos: nanos(record.total()),
+            rss_bytes,
+        }
+    }
+
+    pub(crate) fn to_metrics(&self) -> TaskMetrics {
+        TaskMetrics {
+            id: self.id,
+            priority: self.priority,
+            metadata: self.metadata.clone().unwrap_or_default(),
+            outcome: self.outcome,
+            attempts: self.attempts,
+            queue_wait: Duration::from_nanos(self.queue_wait_nanos),
+            execution: Duration::from_nanos(self.execution_nanos),
+            retry_delay: Duration::from_nanos(self.retry_delay_nanos),
+            total: Duration::from_nanos(self.total_nanos),
+            rss_bytes: self.rss_bytes,
+            sequence: self.sequence,
+        }
+    }
+
+    pub(crate) fn retries(&self) -> u32 {
+        self.attempts.saturating_sub(1)
+    }
+
+    pub(crate) fn succeeded(&self) -> bool {
+        self.outcome.is_success()
+    }
+
+    /// A succeeded single-attempt task that ran `execution`, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn example(id: u64, sequence: u64, execution: Duration) -> Self {
+        Self {
+            id: TaskId(id),
+            sequence,
+            priority: 0,
+            attempts: 1,
+            outcome: Outcome::Succeeded,
+            metadata: None,
+            queue_wait_nanos: 0,
+            execution_nanos: nanos(execution),
+            retry_delay_nanos: 0,
+            total_nanos: nanos(execution),
+            rss_bytes: None,
+        }
+    }
+}
+
+/// Nanoseconds, saturating at 584 years.
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }

@@ -42,7 +42,7 @@ impl RollingWindow {
     }
 
     /// Counts a task that finished in bucket `index`.
-    pub(crate) fn record(&mut self, index: u64, succeeded: bool, execution_nanos: u128) {
+    pub(crate) fn record(&mut self, index: u64, succeeded: bool, execution_nanos: u64) {
         let slot = (index % self.len()) as usize;
         let bucket = &mut self.buckets[slot];
         if bucket.index != index {
@@ -57,7 +57,7 @@ impl RollingWindow {
         }
         bucket.counts.finished += 1;
         bucket.counts.succeeded += u64::from(succeeded);
-        bucket.counts.execution_nanos += execution_nanos;
+        bucket.counts.execution_nanos += u128::from(execution_nanos);
     }
 
     /// Adds the counts of the window ending with bucket `newest` (the `n` buckets up to and

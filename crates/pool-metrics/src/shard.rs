@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::history::Slice;
 use crate::latency::HistogramTemplate;
 use crate::recent::{RecentRing, RecentTask};
-use crate::record::TaskMetrics;
+use crate::record::FinishedTask;
 use crate::rolling::RollingWindow;
 use crate::store::StoreShard;
 use crate::tally::Tally;
@@ -52,7 +52,7 @@ impl Shard {
     /// Records a finished task; returns the history slice it closed, if it opened a new one.
     pub(crate) fn record(
         &mut self,
-        task: TaskMetrics,
+        task: FinishedTask,
         finished_at: Instant,
         place: Placement,
         template: &HistogramTemplate,
@@ -60,8 +60,8 @@ impl Shard {
         self.lifetime.add_task(&task);
         self.latest_finish = self.latest_finish.max(Some(finished_at));
         self.rolling
-            .record(place.bucket, task.succeeded(), task.execution.as_nanos());
-        self.recent.push(RecentTask::from(&task));
+            .record(place.bucket, task.succeeded(), task.execution_nanos);
+        self.recent.push(RecentTask::of(&task));
         let closed = match &mut self.current {
             // A task stamped a little in the past (another thread got here first) joins the
             // open slice rather than reopening a closed one.

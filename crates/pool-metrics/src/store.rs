@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 
 use pool_core::TaskId;
 
-use crate::record::TaskMetrics;
+use crate::record::FinishedTask;
 
 /// The lowest sequence number still kept once `issued` numbers have been handed out.
 pub(crate) fn keep_from(issued: u64, capacity: usize) -> u64 {
@@ -21,12 +21,12 @@ pub(crate) fn keep_from(issued: u64, capacity: usize) -> u64 {
 /// One shard's records, oldest first.
 #[derive(Debug, Default)]
 pub(crate) struct StoreShard {
-    records: VecDeque<TaskMetrics>,
+    records: VecDeque<FinishedTask>,
 }
 
 impl StoreShard {
     /// Evicts what fell out of the store, then keeps `task` unless it is already out.
-    pub(crate) fn insert(&mut self, task: TaskMetrics, keep_from: u64) {
+    pub(crate) fn insert(&mut self, task: FinishedTask, keep_from: u64) {
         while self
             .records
             .front()
@@ -40,11 +40,11 @@ impl StoreShard {
     }
 
     /// The latest record of `id` still kept (an id can repeat when two pools share a collector).
-    pub(crate) fn get(&self, id: TaskId, keep_from: u64) -> Option<&TaskMetrics> {
+    pub(crate) fn get(&self, id: TaskId, keep_from: u64) -> Option<&FinishedTask> {
         self.records(keep_from).rev().find(|t| t.id == id)
     }
 
-    pub(crate) fn records(&self, keep_from: u64) -> impl DoubleEndedIterator<Item = &TaskMetrics> {
+    pub(crate) fn records(&self, keep_from: u64) -> impl DoubleEndedIterator<Item = &FinishedTask> {
         self.records.iter().filter(move |t| t.sequence >= keep_from)
     }
 }
@@ -53,24 +53,10 @@ impl StoreShard {
 mod tests {
     use std::time::Duration;
 
-    use pool_core::{Metadata, Outcome};
-
     use super::*;
 
-    fn task(id: u64, sequence: u64) -> TaskMetrics {
-        TaskMetrics {
-            id: TaskId(id),
-            priority: 0,
-            metadata: Metadata::new(),
-            outcome: Outcome::Succeeded,
-            attempts: 1,
-            queue_wait: Duration::ZERO,
-            execution: Duration::ZERO,
-            retry_delay: Duration::ZERO,
-            total: Duration::ZERO,
-            rss_bytes: None,
-            sequence,
-        }
+    fn task(id: u64, sequence: u64) -> FinishedTask {
+        FinishedTask::example(id, sequence, Duration::ZERO)
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use pool_core::{ErrorClass, Outcome};
 
-use crate::record::TaskMetrics;
+use crate::record::FinishedTask;
 
 /// Every [`Outcome::kind`], in the order of [`outcome_slot`].
 pub(crate) const OUTCOME_KINDS: [&str; 8] = [
@@ -57,7 +57,7 @@ pub(crate) struct Tally {
 }
 
 impl Tally {
-    pub(crate) fn add_task(&mut self, task: &TaskMetrics) {
+    pub(crate) fn add_task(&mut self, task: &FinishedTask) {
         self.finished += 1;
         self.by_outcome[outcome_slot(task.outcome)] += 1;
         if let Outcome::Failed(class) = task.outcome {
@@ -65,10 +65,10 @@ impl Tally {
         }
         self.attempts += u64::from(task.attempts);
         self.retries += u64::from(task.retries());
-        self.queue_wait_nanos += task.queue_wait.as_nanos();
-        self.execution_nanos += task.execution.as_nanos();
-        self.retry_delay_nanos += task.retry_delay.as_nanos();
-        self.total_nanos += task.total.as_nanos();
+        self.queue_wait_nanos += u128::from(task.queue_wait_nanos);
+        self.execution_nanos += u128::from(task.execution_nanos);
+        self.retry_delay_nanos += u128::from(task.retry_delay_nanos);
+        self.total_nanos += u128::from(task.total_nanos);
     }
 
     pub(crate) fn merge(&mut self, other: &Tally) {
