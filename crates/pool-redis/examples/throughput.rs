@@ -115,6 +115,28 @@ async fn worker(url: &str, settings: &Settings) -> Result<(), Box<dyn std::error
     Ok(())
 }
 
+/// Script calls (EVALSHA + EVAL) the server has run so far, from `INFO commandstats`.
+async fn script_calls(
+    conn: &mut redis::aio::MultiplexedConnection,
+) -> Result<u64, Box<dyn std::error::Error>> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await?;
+    Ok(info
+        .lines()
+        .filter(|line| line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:"))
+        .filter_map(|line| {
+            line.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum())
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -187,13 +209,14 @@ async fn parent(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         }
         children.push((child, lines));
     }
+    let mut conn = redis::Client::open(url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let calls_before = script_calls(&mut conn).await?;
     for (child, _) in &mut children {
         writeln!(child.stdin.as_mut().expect("piped"), "GO")?;
     }
     // Sample the lease set while they run: it must never exceed the limit.
-    let mut conn = redis::Client::open(url.as_str())?
-        .get_multiplexed_async_connection()
-        .await?;
     let (mut highest, mut samples) = (0u64, 0u64);
     let sampling_until = tokio::time::Instant::now() + window;
     while tokio::time::Instant::now() < sampling_until {
@@ -216,6 +239,7 @@ async fn parent(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         child.wait()?;
     }
     let total: u64 = per_process.iter().sum();
+    let calls = script_calls(&mut conn).await? - calls_before;
     let global_rate = total as f64 / window.as_secs_f64();
     println!(
         "{} processes x local {}, global limit {:>4}:     {global_rate:>9.0} tasks/s  ({:.1} % of one process)",
@@ -225,6 +249,11 @@ async fn parent(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         100.0 * global_rate / baseline_rate
     );
     println!("tasks per process (fairness): {per_process:?}");
+    println!(
+        "script calls to Redis: {calls} ({:.0}/s, {:.3} per task)",
+        calls as f64 / window.as_secs_f64(),
+        calls as f64 / total.max(1) as f64
+    );
     println!(
         "leases held (Redis ZCARD, {samples} samples): highest {highest} (limit {})",
         settings.limit

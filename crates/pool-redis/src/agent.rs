@@ -184,7 +184,11 @@ impl Agent {
                     let _ = reply.send(answer);
                 } else {
                     self.waiters.push_back(reply);
-                    self.try_now = true;
+                    // While earlier waiters wait for room (a retry is scheduled), asking
+                    // again now would be futile: the new one queues behind them.
+                    if self.retry_at.is_none() {
+                        self.try_now = true;
+                    }
                 }
             }
             Request::Release(seq) => {
