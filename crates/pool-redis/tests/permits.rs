@@ -447,3 +447,58 @@ async fn a_newcomer_gets_its_fair_share_from_a_busy_process() {
         handle.await.expect("busy task");
     }
 }
+
+/// Script calls the server has run so far.
+async fn script_calls(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .expect("INFO");
+    info.lines()
+        .filter(|line| line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:"))
+        .filter_map(|line| {
+            line.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_does_not_poll_redis_hard() {
+    let server = RedisServer::start();
+    let holder = permits(&server, "patient", 1).await;
+    let waiter = permits(&server, "patient", 1).await;
+    let mut conn = plain_connection(&server.url()).await;
+    let lease = holder.lease().await.expect("lease");
+    let waiting = tokio::spawn({
+        let waiter = waiter.clone();
+        async move { waiter.lease().await }
+    });
+    wait_until("the second agent waits", Duration::from_secs(5), || {
+        let waiter = waiter.clone();
+        async move { waiter.status().waiting == 1 }
+    })
+    .await;
+    let before = script_calls(&mut conn).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let calls = script_calls(&mut conn).await - before;
+    eprintln!("{calls} script calls in 1 s of waiting");
+    // Backoff capped at 50 ms: about 20 tries a second, plus the holder's renewals (TTL/3).
+    // A slower machine makes fewer calls, never more.
+    assert!(
+        (3..=60).contains(&calls),
+        "{calls} script calls in 1 s of waiting"
+    );
+    drop(lease);
+    let served = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the waiter is served")
+        .expect("join")
+        .expect("lease");
+    assert!(served.is_counted());
+}
