@@ -502,3 +502,43 @@ async fn waiting_does_not_poll_redis_hard() {
         .expect("lease");
     assert!(served.is_counted());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_held_across_a_redis_restart_is_counted_again() {
+    let mut server = RedisServer::start();
+    let (events, on_event) = recorder();
+    let permits = RedisPermits::builder(server.url(), "survivor", 2)
+        .lease_ttl(TTL)
+        .io_timeout(Duration::from_millis(200))
+        .on_event(on_event)
+        .connect()
+        .await
+        .expect("connect");
+    let lease = permits.lease().await.expect("lease");
+    server.restart(); // empty: no persistence
+    let mut conn = plain_connection(&server.url()).await;
+    wait_until(
+        "the running lease is back in Redis",
+        Duration::from_secs(10),
+        || {
+            let (mut conn, holders) = (conn.clone(), permits.holders_key().to_owned());
+            async move { live_leases(&mut conn, &holders).await == 1 }
+        },
+    )
+    .await;
+    // The limit key, lost with the data, is back with the configured value.
+    let stored: Option<u64> = redis::cmd("GET")
+        .arg("s3pool:{survivor}:limit")
+        .query_async(&mut conn)
+        .await
+        .expect("GET");
+    assert_eq!(stored, Some(2));
+    let events = events.lock().unwrap().clone();
+    assert!(
+        events.contains(&PermitEvent::LeasesRestored { count: 1 }),
+        "{events:?}"
+    );
+    drop(lease);
+    permits.flush().await;
+    assert_eq!(live_leases(&mut conn, permits.holders_key()).await, 0);
+}
