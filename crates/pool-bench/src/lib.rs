@@ -53,5 +53,5 @@ pub use overhead::{
     OverheadReport, Peer, QueuedMemory, ORIGINAL_NOOP_OPS_PER_SEC,
 };
 pub use payload::{build_payload, BYTES_PER_POSITION};
-pub use report::{CaseResult, MatrixReport, HEADLINE, POOLED_PEAK_GOAL_MB};
+pub use report::{CaseResult, FailedCase, MatrixReport, HEADLINE, POOLED_PEAK_GOAL_MB};
 pub use stats::Summary;

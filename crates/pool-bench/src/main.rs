@@ -205,7 +205,13 @@ fn matrix_command(args: MatrixArgs) -> Result<(), BenchError> {
         "Wrote {0}/results.json, results.csv, results.md, throughput.svg, peak_memory.svg",
         args.out.display()
     );
-    Ok(())
+    match report.failed_cases.len() {
+        0 => Ok(()),
+        failed => Err(BenchError::Child {
+            case: format!("{failed} of {} cases", failed + report.cases.len()),
+            reason: "failed (see above and results.md)".to_owned(),
+        }),
+    }
 }
 
 fn overhead_command(args: OverheadArgs) -> Result<(), BenchError> {
@@ -223,10 +229,10 @@ fn overhead_command(args: OverheadArgs) -> Result<(), BenchError> {
     }
     let binary = this_binary()?;
     eprintln!(
-        "pool-bench: overhead, {} no-op tasks and {} × {:?} latency-bound tasks at C={}, {} rounds",
+        "pool-bench: overhead, {} no-op tasks and {} × {} ms latency-bound tasks at C={}, {} rounds",
         options.noop_tasks,
         options.latency_tasks,
-        options.latency,
+        options.latency_ms,
         options.concurrency,
         options.rounds
     );

@@ -14,7 +14,7 @@ use crate::chart::write_charts;
 use crate::error::BenchError;
 use crate::machine::{MachineInfo, Versions};
 use crate::measure::{worker_threads, CaseMeasurement, Repetitions};
-use crate::report::{CaseResult, MatrixReport};
+use crate::report::{CaseResult, FailedCase, MatrixReport};
 
 /// What [`run_matrix`] runs and where it writes.
 #[derive(Debug, Clone)]
@@ -32,7 +32,8 @@ pub struct MatrixOptions {
 }
 
 /// Runs every case in its own child process (`case_binary case …`), shows progress, writes
-/// the results and charts into `out_dir`, and returns the report.
+/// the results and charts into `out_dir`, and returns the report. A case whose process
+/// fails is listed in [`MatrixReport::failed_cases`] and the matrix goes on.
 pub fn run_matrix(options: &MatrixOptions) -> Result<MatrixReport, BenchError> {
     if options.cases.is_empty() {
         return Err(BenchError::NoCases);
@@ -60,9 +61,30 @@ pub fn run_matrix(options: &MatrixOptions) -> Result<MatrixReport, BenchError> {
     let verbose_log = !std::io::stderr().is_terminal();
 
     let mut cases = Vec::with_capacity(options.cases.len());
+    let mut failed_cases = Vec::new();
     for (number, case) in options.cases.iter().enumerate() {
         progress.set_message(format!("[{}/{}] {case}", number + 1, options.cases.len()));
-        let measurement = measure_in_child(&options.case_binary, case, &child_backend, reps)?;
+        let measurement = match measure_in_child(&options.case_binary, case, &child_backend, reps) {
+            Ok(measurement) => measurement,
+            // A case the backend could not take (e.g. errors under 10,000 requests at once)
+            // is a result too: report it and go on.
+            Err(BenchError::Child { reason, .. }) => {
+                progress.suspend(|| {
+                    eprintln!(
+                        "[{}/{}] {case}: FAILED: {reason}",
+                        number + 1,
+                        options.cases.len()
+                    )
+                });
+                failed_cases.push(FailedCase {
+                    name: case.name(),
+                    error: reason,
+                });
+                progress.inc(weight(case));
+                continue;
+            }
+            Err(other) => return Err(other),
+        };
         let result =
             CaseResult::from_measurement(&measurement).ok_or_else(|| BenchError::Child {
                 case: case.name(),
@@ -91,6 +113,7 @@ pub fn run_matrix(options: &MatrixOptions) -> Result<MatrixReport, BenchError> {
         worker_threads: worker_threads(),
         total_seconds: started.elapsed().as_secs_f64(),
         cases,
+        failed_cases,
     };
     report.write_tables(&options.out_dir)?;
     write_charts(&report, &options.out_dir)?;

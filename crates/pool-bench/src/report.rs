@@ -92,6 +92,15 @@ impl CaseResult {
     }
 }
 
+/// A case whose process failed (e.g. the store answered errors): reported, not measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailedCase {
+    /// The case's name.
+    pub name: String,
+    /// What went wrong.
+    pub error: String,
+}
+
 /// A whole matrix run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MatrixReport {
@@ -107,8 +116,11 @@ pub struct MatrixReport {
     pub worker_threads: usize,
     /// Wall-clock seconds of the whole matrix, child processes included.
     pub total_seconds: f64,
-    /// One entry per case, in matrix order.
+    /// One entry per measured case, in matrix order.
     pub cases: Vec<CaseResult>,
+    /// Cases that failed, with the reason.
+    #[serde(default)]
+    pub failed_cases: Vec<FailedCase>,
 }
 
 impl MatrixReport {
@@ -266,8 +278,9 @@ impl MatrixReport {
             }
             out.push('\n');
         }
-        out.push_str("## Summary\n\n");
+        out.push_str("## Summary\n\n```text\n");
         out.push_str(&self.summary());
+        out.push_str("```\n");
         out
     }
 
@@ -276,7 +289,7 @@ impl MatrixReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "Matrix: {} cases in {:.0} s.",
+            "Matrix: {} cases in {:.1} s.",
             self.cases.len(),
             self.total_seconds
         );
@@ -306,6 +319,9 @@ impl MatrixReport {
                     case.peak_rss_mb.unwrap_or(f64::NAN),
                 );
             }
+        }
+        for failed in &self.failed_cases {
+            let _ = writeln!(out, "FAILED {}: {}", failed.name, failed.error);
         }
         if let Some(case) = self.max_pooled_peak() {
             let peak = case.peak_rss_mb.unwrap_or(f64::NAN);
@@ -361,6 +377,10 @@ mod tests {
             worker_threads: 2,
             total_seconds: 1.0,
             cases,
+            failed_cases: vec![FailedCase {
+                name: "join-all/10000ops/1000pos/c200".into(),
+                error: "3 of 10000 operations failed".into(),
+            }],
         }
     }
 
@@ -401,6 +421,9 @@ mod tests {
         assert_eq!(report.headline().len(), 3);
         assert_eq!(report.max_pooled_peak().unwrap().peak_rss_mb, Some(210.0));
         assert!(report.summary().contains("misses the 64 MB goal"));
+        assert!(report
+            .summary()
+            .contains("FAILED join-all/10000ops/1000pos/c200: 3 of 10000"));
     }
 
     #[test]

@@ -32,8 +32,8 @@ pub struct OverheadOptions {
     pub noop_tasks: usize,
     /// Latency-bound tasks per run. Default 2,000.
     pub latency_tasks: usize,
-    /// How long each latency-bound task sleeps. Default 10 ms.
-    pub latency: Duration,
+    /// How long each latency-bound task sleeps, ms. Default 10.
+    pub latency_ms: u64,
     /// The limit of every engine. Default 200.
     pub concurrency: usize,
     /// Interleaved rounds (each engine once per round); medians are reported. Default 5.
@@ -47,7 +47,7 @@ impl Default for OverheadOptions {
         OverheadOptions {
             noop_tasks: 1_000_000,
             latency_tasks: 2_000,
-            latency: Duration::from_millis(10),
+            latency_ms: 10,
             concurrency: 200,
             rounds: 5,
             queued_tasks: 1_000_000,
@@ -216,7 +216,7 @@ pub fn run_overhead(
 /// inside the tasks).
 async fn latency_round(peer: Peer, options: &OverheadOptions) -> Result<(f64, f64), BenchError> {
     let service_nanos = Arc::new(AtomicU64::new(0));
-    let sleep = options.latency;
+    let sleep = Duration::from_millis(options.latency_ms);
     let work = {
         let service_nanos = Arc::clone(&service_nanos);
         move || {
@@ -303,7 +303,7 @@ impl OverheadReport {
             out,
             "Latency-bound: {} tasks of {} ms at C={} (efficiency = achieved / (C / mean service)):",
             self.options.latency_tasks,
-            self.options.latency.as_millis(),
+            self.options.latency_ms,
             self.options.concurrency
         );
         for (name, result) in &self.latency {
@@ -355,5 +355,68 @@ impl OverheadReport {
             self.queued.handle_bytes
         );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_has_every_peer_and_ratios_from_the_medians() {
+        let options = OverheadOptions {
+            noop_tasks: 2_000,
+            latency_tasks: 40,
+            latency_ms: 1,
+            concurrency: 8,
+            rounds: 1,
+            queued_tasks: 10,
+        };
+        let queued = QueuedMemory {
+            tasks: 10,
+            rss_before_bytes: 0,
+            rss_queued_bytes: 1_000,
+            bytes_per_queued_task: 100.0,
+            handle_bytes: 24,
+            completed_after_resume: 10,
+        };
+        let report = run_overhead(&options, queued).unwrap();
+        let names: Vec<&str> = Peer::ALL.iter().map(|peer| peer.name()).collect();
+        assert_eq!(
+            report
+                .noop_ops_per_sec
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .len(),
+            5
+        );
+        for name in &names {
+            assert!(report.noop_ops_per_sec[*name] > 0.0, "{name}");
+            let latency = &report.latency[*name];
+            // A task sleeps at least its 1 ms, and no limiter beats Little's law by much.
+            assert!(latency.mean_service_ms >= 1.0, "{name}: {latency:?}");
+            assert!(latency.littles_law_efficiency > 0.0, "{name}: {latency:?}");
+        }
+        let expected =
+            report.noop_ops_per_sec["s3pool"] / report.noop_ops_per_sec["semaphore-spawn"];
+        assert_eq!(report.ratio_vs_semaphore_spawn["s3pool"], expected);
+        assert_eq!(report.bytes_per_queued_task, 100.0);
+        assert!(report
+            .summary()
+            .contains("bytes_per_queued_task <= 128: 100.0 (met"));
+    }
+
+    #[test]
+    fn zero_rounds_is_an_error() {
+        let options = OverheadOptions {
+            rounds: 0,
+            ..OverheadOptions::quick()
+        };
+        let queued = measure_queued_bytes(10, 2).unwrap();
+        assert!(matches!(
+            run_overhead(&options, queued),
+            Err(BenchError::ZeroSize { field: "rounds" })
+        ));
     }
 }
