@@ -16,7 +16,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use redis::aio::ConnectionManager;
 use redis::RedisError;
-use tokio::sync::mpsc::{UnboundedReceiver, WeakUnboundedSender};
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender, WeakUnboundedSender};
 use tokio::sync::{oneshot, Notify};
 use tokio::time::{sleep_until, Instant, MissedTickBehavior};
 
@@ -95,7 +95,8 @@ pub(crate) struct Agent {
 }
 
 impl Agent {
-    #[allow(clippy::too_many_arguments)]
+    /// The agent, and the sender its handles use; the agent stops once that sender and every
+    /// clone of it (handles, leases) are gone.
     pub(crate) fn new(
         scripts: Scripts,
         conn: ConnectionManager,
@@ -103,10 +104,10 @@ impl Agent {
         settings: AgentSettings,
         events: EventSink,
         shared: Arc<Shared>,
-        requests: UnboundedReceiver<Request>,
-        releases_to: WeakUnboundedSender<Request>,
-    ) -> Self {
-        Self {
+    ) -> (Self, UnboundedSender<Request>) {
+        let (sender, requests) = mpsc::unbounded_channel();
+        let releases_to = sender.downgrade();
+        let agent = Self {
             backoff: Backoff::new(settings.min_backoff, settings.max_backoff),
             probe_backoff: Backoff::new(settings.max_backoff, settings.max_probe_interval),
             scripts,
@@ -128,7 +129,8 @@ impl Agent {
             may_hand_over: false,
             try_now: false,
             renew_due: false,
-        }
+        };
+        (agent, sender)
     }
 
     /// Runs until every handle and lease is gone, then releases what is left and stops.

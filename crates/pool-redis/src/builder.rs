@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::mpsc;
 
 use crate::agent::{Agent, AgentSettings, Shared};
 use crate::error::PermitError;
@@ -144,7 +143,6 @@ impl RedisPermitsBuilder {
         let ttl_ms = u64::try_from(self.lease_ttl.as_millis()).unwrap_or(u64::MAX);
         let scripts = Scripts::new(keys, agent_id, self.limit, ttl_ms);
         let shared = Arc::new(Shared::default());
-        let (requests, receiver) = mpsc::unbounded_channel();
         let settings = AgentSettings {
             fail_mode: self.fail_mode,
             lease_ttl: self.lease_ttl,
@@ -152,15 +150,13 @@ impl RedisPermitsBuilder {
             max_backoff: self.max_backoff,
             max_probe_interval: Duration::from_secs(1).max(self.max_backoff),
         };
-        let agent = Agent::new(
+        let (agent, requests) = Agent::new(
             scripts.clone(),
             conn.clone(),
             url.clone(),
             settings,
             self.events,
             Arc::clone(&shared),
-            receiver,
-            requests.downgrade(),
         );
         tokio::spawn(agent.run(client));
         Ok(RedisPermits::from_inner(Inner {

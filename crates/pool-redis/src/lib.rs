@@ -3,8 +3,9 @@
 //! One concurrency limit shared by many processes and machines: global permits for s3pool
 //! pools, leased on Redis.
 //!
-//! A [`RedisPermits`] is a pool's admission policy (`PoolBuilder::admission`): every attempt
-//! holds its local slot (the pool's own limit) *and* one global permit. Permits are leases
+//! A [`RedisPermits`] is a pool's admission policy (`PoolBuilder::admission`, pool-core's
+//! seam for where permits come from besides the pool's own local limit): every attempt holds
+//! its local slot *and* one global permit. Permits are leases
 //! in a Redis sorted set scored by expiry, taken and given back by Lua scripts (each step is
 //! atomic), renewed while their task runs and reclaimed at the latest one lease TTL after a
 //! holder dies. Waiting is first come first served within a process and fair-share across
