@@ -2,11 +2,10 @@
 
 mod support;
 
-use std::process::Child;
 use std::time::Duration;
 
 use pool_redis::RedisPermits;
-use support::worker::{report_of, run_worker, WorkerConfig};
+use support::worker::{run_worker, Worker, WorkerConfig};
 use support::{live_leases, plain_connection, redis_now_ms, wait_until, RedisServer};
 
 /// Entry point of the worker processes; does nothing when run by hand.
@@ -35,10 +34,8 @@ fn config(server: &RedisServer, name: &str, limit: u64) -> WorkerConfig {
     }
 }
 
-fn all_exited(children: &mut [Child]) -> bool {
-    children
-        .iter_mut()
-        .all(|child| matches!(child.try_wait(), Ok(Some(_))))
+fn all_exited(workers: &mut [Worker]) -> bool {
+    workers.iter_mut().all(Worker::exited)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,7 +44,7 @@ async fn processes_never_exceed_the_global_limit() {
     const LIMIT: u64 = 4;
     let config = config(&server, "three-processes", LIMIT);
     let holders = "s3pool:{three-processes}:holders";
-    let mut children: Vec<Child> = (0..3).map(|_| config.spawn()).collect();
+    let mut children: Vec<Worker> = (0..3).map(|_| config.spawn()).collect();
     let mut conn = plain_connection(&server.url()).await;
     let mut highest_sample = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -58,7 +55,7 @@ async fn processes_never_exceed_the_global_limit() {
         highest_sample = highest_sample.max(held);
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let reports: Vec<_> = children.into_iter().map(report_of).collect();
+    let reports: Vec<_> = children.into_iter().map(Worker::report).collect();
     let highest_running = reports.iter().map(|r| r.max_running).max().unwrap();
     for report in &reports {
         assert_eq!((report.ok, report.failed), (40, 0), "{report:?}");
@@ -91,8 +88,7 @@ async fn killing_a_holder_frees_its_permits_within_the_lease_ttl() {
     .await;
 
     let killed_at = redis_now_ms(&mut conn).await;
-    child.kill().expect("kill the worker");
-    child.wait().expect("reap the worker");
+    child.kill();
     // Every lease expires at most one TTL after the kill: that is what the scripts purge by.
     let leases: Vec<(String, u64)> = redis::cmd("ZRANGE")
         .arg(holders)
@@ -151,7 +147,7 @@ async fn a_limit_change_reaches_every_process() {
     config.tasks = 150;
     config.task_ms = 10;
     let holders = "s3pool:{changing}:holders";
-    let mut children: Vec<Child> = (0..2).map(|_| config.spawn()).collect();
+    let mut children: Vec<Worker> = (0..2).map(|_| config.spawn()).collect();
     let control = RedisPermits::builder(server.url(), "changing", 2)
         .lease_ttl(Duration::from_millis(1_000))
         .io_timeout(Duration::from_millis(250))
@@ -195,7 +191,7 @@ async fn a_limit_change_reaches_every_process() {
         assert!(tokio::time::Instant::now() < deadline, "workers hang");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    for report in children.into_iter().map(report_of) {
+    for report in children.into_iter().map(Worker::report) {
         assert_eq!((report.ok, report.failed), (150, 0), "{report:?}");
     }
 }

@@ -68,8 +68,8 @@ impl WorkerConfig {
     }
 
     /// Starts a worker process (this test binary, running only `worker_process`).
-    pub fn spawn(&self) -> Child {
-        Command::new(std::env::current_exe().expect("test binary path"))
+    pub fn spawn(&self) -> Worker {
+        let child = Command::new(std::env::current_exe().expect("test binary path"))
             .args([
                 "--exact",
                 "worker_process",
@@ -81,7 +81,8 @@ impl WorkerConfig {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("start a worker process")
+            .expect("start a worker process");
+        Worker(Some(child))
     }
 
     /// The key of the counter of running tasks, incremented by each task while it runs.
@@ -155,8 +156,39 @@ pub async fn run_worker(config: WorkerConfig) {
     );
 }
 
-/// Waits for a worker and parses its report.
-pub fn report_of(child: Child) -> WorkerReport {
+/// A worker process; killed if dropped before it reported (e.g. when a test fails).
+#[derive(Debug)]
+pub struct Worker(Option<Child>);
+
+impl Worker {
+    /// Whether it has exited.
+    pub fn exited(&mut self) -> bool {
+        self.0
+            .as_mut()
+            .is_none_or(|child| matches!(child.try_wait(), Ok(Some(_))))
+    }
+
+    /// Kills it (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits for it and parses its report.
+    pub fn report(mut self) -> WorkerReport {
+        report_of(self.0.take().expect("a worker reports once"))
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn report_of(child: Child) -> WorkerReport {
     let output = child.wait_with_output().expect("wait for the worker");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "worker failed: {stdout}");
