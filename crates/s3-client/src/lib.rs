@@ -14,6 +14,9 @@
 //!   (`S3Config::store_retries` = 0) so the pool's retry policy is the only one in charge.
 //! - [`ChaosStore`]: seeded fault injection around any store, for tests and benches.
 //! - `testing` (feature): an in-process S3 server with a 503 switch.
+//! - `BucketAdmin` (feature `aws-sdk`): bucket creation and deletion on aws-sdk-s3.
+//! - Features `metrics` and `tuning`: pool-metrics and pool-tuning's adaptive concurrency
+//!   on the client's pool.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -31,6 +34,8 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "aws-sdk")]
+mod admin;
 mod builder;
 mod call;
 mod chaos;
@@ -48,6 +53,8 @@ mod secret;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+#[cfg(feature = "aws-sdk")]
+pub use admin::{AdminError, BucketAdmin};
 pub use builder::{BuildError, S3ClientBuilder};
 pub use call::Call;
 pub use chaos::{ChaosConfig, ChaosConfigError, ChaosStats, ChaosStore, FaultKind, InjectedFault};
