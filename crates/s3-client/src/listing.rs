@@ -21,7 +21,8 @@ const CHANNEL_CAPACITY: usize = 1000;
 /// The listing is one pool task: it holds one slot while it runs (pages are fetched one
 /// after another, so that is one request in flight) and has no timeout unless the call sets
 /// one, because the consumer sets its pace. A failed listing is retried from the start,
-/// skipping the entries already sent (so it works for stores that list in no order).
+/// skipping the entries already sent (so it works for stores that list in no order); for
+/// that it remembers every path it has yielded, so its memory grows with the listing.
 pub(crate) fn pooled_list<S: ObjectStore + ?Sized>(
     store: Arc<S>,
     dispatcher: Dispatcher,
@@ -32,7 +33,7 @@ pub(crate) fn pooled_list<S: ObjectStore + ?Sized>(
         Some(_) => options,
         None => options.no_timeout(),
     };
-    let prefix_key = prefix.as_ref().map(|p| p.to_string()).unwrap_or_default();
+    let key = prefix.as_ref().map(|p| p.to_string()).unwrap_or_default();
     let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
     let sent = Arc::new(Mutex::new(HashSet::<Path>::new()));
     let list_attempt = move || {
@@ -56,7 +57,6 @@ pub(crate) fn pooled_list<S: ObjectStore + ?Sized>(
             Ok(())
         }
     };
-    let key = prefix_key.clone();
     let finished: BoxFuture<'static, ListOutcome> = Box::pin(async move {
         dispatcher
             .run("list", &key, &options, attempt(list_attempt))

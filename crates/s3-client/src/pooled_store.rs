@@ -34,7 +34,8 @@ const DELETE_CHUNK: usize = 1000;
 ///   [`PoolFailure`](crate::PoolFailure) source.
 /// - `get` resolves when the response starts; its body streams outside the pool.
 /// - A listing is one pool task (see [`S3Client::list_with`](crate::S3Client::list_with)).
-/// - Bulk deletes go in pool tasks of up to 1,000 paths.
+/// - Bulk deletes go in pool tasks of up to 1,000 paths (as many as are ready); a chunk
+///   whose retries run out yields one error for the whole chunk.
 /// - A multipart upload's parts are one pool task each, without retries (a part's request
 ///   cannot be rebuilt once handed over); creation and completion retry as usual.
 ///
@@ -185,7 +186,7 @@ impl<S: ObjectStore> ObjectStore for PooledStore<S> {
         let store = Arc::clone(&self.inner);
         let dispatcher = self.dispatcher.clone();
         locations
-            .chunks(DELETE_CHUNK)
+            .ready_chunks(DELETE_CHUNK)
             .then(move |chunk| {
                 let (store, dispatcher) = (Arc::clone(&store), dispatcher.clone());
                 async move {

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::ops::Range;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
     ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart,
@@ -31,6 +31,8 @@ pub trait Subject {
     async fn delete(&self, path: &Path) -> Outcome<()>;
     async fn copy(&self, from: &Path, to: &Path) -> Outcome<()>;
     async fn list(&self, prefix: &Path) -> Outcome<Vec<ObjectMeta>>;
+    /// Deletes every path in bulk; returns how many were reported deleted.
+    async fn delete_many(&self, paths: Vec<Path>) -> Outcome<usize>;
 }
 
 fn store_error(error: s3_client::ClientError) -> object_store::Error {
@@ -85,6 +87,12 @@ impl Subject for S3Client {
             .try_collect()
             .await
     }
+    async fn delete_many(&self, paths: Vec<Path>) -> Outcome<usize> {
+        S3Client::delete_many(self, paths)
+            .await
+            .map(|deleted| deleted.len())
+            .map_err(store_error)
+    }
 }
 
 /// Any `ObjectStore`, through object_store's own API.
@@ -121,6 +129,11 @@ impl<S: ObjectStore> Subject for Store<S> {
     }
     async fn list(&self, prefix: &Path) -> Outcome<Vec<ObjectMeta>> {
         self.0.list(Some(prefix)).try_collect().await
+    }
+    async fn delete_many(&self, paths: Vec<Path>) -> Outcome<usize> {
+        let locations = futures::stream::iter(paths.into_iter().map(Ok)).boxed();
+        let deleted: Vec<Path> = self.0.delete_stream(locations).try_collect().await?;
+        Ok(deleted.len())
     }
 }
 
@@ -237,6 +250,24 @@ pub async fn delete_removes_the_object(subject: &impl Subject, prefix: &str) {
     assert!(matches!(err, object_store::Error::NotFound { .. }), "{err}");
 }
 
+pub async fn bulk_delete_removes_every_path(subject: &impl Subject, prefix: &str) {
+    let paths: Vec<Path> = (0..25)
+        .map(|i| key(prefix, &format!("bulk-{i:02}")))
+        .collect();
+    for path in &paths {
+        subject.put(path, Bytes::from_static(b"x")).await.unwrap();
+    }
+    assert_eq!(
+        subject.delete_many(paths.clone()).await.unwrap(),
+        paths.len()
+    );
+    assert!(subject
+        .list(&Path::parse(prefix).unwrap())
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 pub async fn missing_objects_are_not_found(subject: &impl Subject, prefix: &str) {
     let path = key(prefix, "never-written");
     let err = subject.get(&path).await.unwrap_err();
@@ -294,6 +325,7 @@ pub async fn run_all(subject: &impl Subject, prefix: &str) {
     list_returns_exactly_the_prefix(subject, &format!("{prefix}/list")).await;
     copy_duplicates_the_object(subject, &format!("{prefix}/copy")).await;
     delete_removes_the_object(subject, &format!("{prefix}/delete")).await;
+    bulk_delete_removes_every_path(subject, &format!("{prefix}/bulk")).await;
     missing_objects_are_not_found(subject, &format!("{prefix}/missing")).await;
     create_if_absent_refuses_an_existing_object(subject, &format!("{prefix}/create")).await;
     large_bodies_upload_as_multipart(subject, &format!("{prefix}/large")).await;
