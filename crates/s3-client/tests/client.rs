@@ -48,6 +48,47 @@ async fn every_call_is_a_pool_task_unless_it_bypasses_the_pool() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_client_as_an_object_store_shares_its_pool() {
+    let client = memory_client();
+    let store = client.as_object_store();
+    store
+        .put(&Path::from("via-store"), "v".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        &client.get(&Path::from("via-store")).await.unwrap()[..],
+        b"v"
+    );
+    assert_eq!(client.stats().unwrap().processed, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn pooled_store_reads_call_options_from_extensions() {
+    let chaos = ChaosStore::new(InMemory::new(), ChaosConfig::new(5).slow_down(1.0)).unwrap();
+    let pool = Pool::builder().retries(3).build().unwrap();
+    let store = PooledStore::new(chaos, pool.clone());
+
+    let mut no_retries = object_store::PutOptions::default();
+    no_retries.extensions.insert(CallOptions::new().retries(0));
+    let err = store
+        .put_opts(&Path::from("a"), "v".into(), no_retries)
+        .await
+        .unwrap_err();
+    assert_eq!(s3_client::http_status(&err), Some(503));
+    assert_eq!(store.inner().stats().calls, 1);
+    assert_eq!(pool.stats().retries, 0);
+
+    let mut bypass = object_store::PutOptions::default();
+    bypass.extensions.insert(CallOptions::new().bypass_pool());
+    let _ = store.put_opts(&Path::from("b"), "v".into(), bypass).await;
+    assert_eq!(
+        pool.stats().enqueued,
+        1,
+        "the bypassing call skipped the pool"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn per_call_options_and_labels_reach_the_pool() {
     let recorder = ClassRecorder::default();
     let client = S3Client::builder(InMemory::new())
