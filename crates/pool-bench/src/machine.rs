@@ -15,6 +15,9 @@ pub struct MachineInfo {
     pub cpu_model: Option<String>,
     /// Total memory in MiB (`/proc/meminfo`), if known.
     pub total_memory_mb: Option<f64>,
+    /// 1, 5 and 15-minute load averages (`/proc/loadavg`) when the run started: on a shared
+    /// machine, a load above the core count means the figures are disturbed.
+    pub load_average: Option<[f64; 3]>,
 }
 
 impl MachineInfo {
@@ -40,7 +43,16 @@ impl MachineInfo {
                     .ok()?;
                 Some((kib / 1024.0).round())
             });
+        let load_average = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|text| {
+                let mut fields = text
+                    .split_whitespace()
+                    .map(|field| field.parse::<f64>().ok());
+                Some([fields.next()??, fields.next()??, fields.next()??])
+            });
         MachineInfo {
+            load_average,
             os: std::env::consts::OS.to_owned(),
             arch: std::env::consts::ARCH.to_owned(),
             cpus: crate::measure::worker_threads(),

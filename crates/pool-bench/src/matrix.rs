@@ -39,11 +39,8 @@ pub fn run_matrix(options: &MatrixOptions) -> Result<MatrixReport, BenchError> {
         return Err(BenchError::NoCases);
     }
     let started = Instant::now();
-    let loopback = LoopbackServer::start_if(&options.backend)?;
-    let child_backend = loopback
-        .as_ref()
-        .map(|server| server.connection_string.clone())
-        .unwrap_or_else(|| backend_argument(&options.backend));
+    let machine = MachineInfo::detect();
+    let mut loopback = LoopbackServer::start_if(&options.backend)?;
 
     let reps = options.repetitions;
     let weight = |case: &Case| (case.operations * (reps.warmup + reps.timed)) as u64;
@@ -64,6 +61,10 @@ pub fn run_matrix(options: &MatrixOptions) -> Result<MatrixReport, BenchError> {
     let mut failed_cases = Vec::new();
     for (number, case) in options.cases.iter().enumerate() {
         progress.set_message(format!("[{}/{}] {case}", number + 1, options.cases.len()));
+        let child_backend = match loopback.as_mut() {
+            Some(server) => server.restart()?,
+            None => backend_argument(&options.backend),
+        };
         let measurement = match measure_in_child(&options.case_binary, case, &child_backend, reps) {
             Ok(measurement) => measurement,
             // A case the backend could not take (e.g. errors under 10,000 requests at once)
@@ -106,7 +107,7 @@ pub fn run_matrix(options: &MatrixOptions) -> Result<MatrixReport, BenchError> {
     progress.finish_and_clear();
 
     let report = MatrixReport {
-        machine: MachineInfo::detect(),
+        machine,
         versions: Versions::detect(),
         backend: options.backend.label(),
         repetitions: reps,
@@ -167,9 +168,10 @@ pub fn measure_in_child(
 }
 
 /// The in-process S3 server, kept in this (orchestrating) process so that its memory does
-/// not count in the cases' peak RSS.
+/// not count in the cases' peak RSS. A fresh server (and directory) per case: s3s-fs keeps
+/// two metadata files per object it ever stored, even after a DELETE, and a directory that
+/// grows case after case would slow the later cases down.
 struct LoopbackServer {
-    connection_string: String,
     #[cfg(feature = "s3-loopback")]
     server: Option<s3_client::testing::S3TestServer>,
     #[cfg(feature = "s3-loopback")]
@@ -177,18 +179,7 @@ struct LoopbackServer {
 }
 
 #[cfg(feature = "s3-loopback")]
-impl Drop for LoopbackServer {
-    fn drop(&mut self) {
-        drop(self.server.take());
-        // Idle keep-alive connections of the last cases must not hold the exit up.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-        }
-    }
-}
-
 impl LoopbackServer {
-    #[cfg(feature = "s3-loopback")]
     fn start_if(backend: &Backend) -> Result<Option<Self>, BenchError> {
         if *backend != Backend::S3Loopback {
             return Ok(None);
@@ -198,21 +189,47 @@ impl LoopbackServer {
             .enable_all()
             .build()
             .map_err(|error| BenchError::Setup(format!("tokio runtime: {error}")))?;
-        let server = runtime
-            .block_on(s3_client::testing::S3TestServer::start())
-            .map_err(|error| BenchError::Backend(format!("S3 test server: {error}")))?;
         Ok(Some(LoopbackServer {
-            connection_string: server.connection_string(),
-            server: Some(server),
+            server: None,
             runtime: Some(runtime),
         }))
     }
 
-    #[cfg(not(feature = "s3-loopback"))]
+    /// Stops the previous server (removing its directory) and starts a new one; returns its
+    /// connection string.
+    fn restart(&mut self) -> Result<String, BenchError> {
+        drop(self.server.take());
+        let runtime = self.runtime.as_ref().expect("the runtime lives until drop");
+        let server = runtime
+            .block_on(s3_client::testing::S3TestServer::start())
+            .map_err(|error| BenchError::Backend(format!("S3 test server: {error}")))?;
+        let connection_string = server.connection_string();
+        self.server = Some(server);
+        Ok(connection_string)
+    }
+}
+
+#[cfg(feature = "s3-loopback")]
+impl Drop for LoopbackServer {
+    fn drop(&mut self) {
+        drop(self.server.take());
+        // Idle keep-alive connections of the last case must not hold the exit up.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+        }
+    }
+}
+
+#[cfg(not(feature = "s3-loopback"))]
+impl LoopbackServer {
     fn start_if(backend: &Backend) -> Result<Option<Self>, BenchError> {
         match backend {
             Backend::S3Loopback => Err(BenchError::LoopbackUnavailable),
             _ => Ok(None),
         }
+    }
+
+    fn restart(&mut self) -> Result<String, BenchError> {
+        Err(BenchError::LoopbackUnavailable)
     }
 }

@@ -293,6 +293,13 @@ impl MatrixReport {
             self.cases.len(),
             self.total_seconds
         );
+        if let Some([one, five, fifteen]) = self.machine.load_average {
+            let _ = writeln!(
+                out,
+                "Load average at start: {one:.2} {five:.2} {fifteen:.2} ({} cpus)",
+                self.machine.cpus
+            );
+        }
         out.push_str("Best throughput per engine (median run):\n");
         for case in self.best_per_engine() {
             let _ = writeln!(

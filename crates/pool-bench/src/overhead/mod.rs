@@ -119,6 +119,7 @@ pub fn run_overhead(
     if options.rounds == 0 {
         return Err(BenchError::ZeroSize { field: "rounds" });
     }
+    let machine = MachineInfo::detect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(worker_threads())
         .enable_all()
@@ -194,7 +195,7 @@ pub fn run_overhead(
         })
         .collect();
     Ok(OverheadReport {
-        machine: MachineInfo::detect(),
+        machine,
         versions: Versions::detect(),
         options: options.clone(),
         worker_threads: worker_threads(),
