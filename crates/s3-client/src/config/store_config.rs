@@ -387,10 +387,20 @@ fn apply_query(url: &Url, config: &mut S3Config) -> Result<(), ConnectionError> 
         match name.as_ref() {
             "region" => config.region = Some(value),
             "endpoint" => {
-                Url::parse(&value).map_err(|e| ConnectionError::InvalidParameter {
-                    name: "endpoint",
-                    reason: e.to_string(),
-                })?;
+                let endpoint =
+                    Url::parse(&value).map_err(|e| ConnectionError::InvalidParameter {
+                        name: "endpoint",
+                        reason: e.to_string(),
+                    })?;
+                // Keeps secrets out of the endpoint, which is printed and logged.
+                if !endpoint.username().is_empty() || endpoint.password().is_some() {
+                    return Err(ConnectionError::InvalidParameter {
+                        name: "endpoint",
+                        reason: "must not hold credentials; use access_key_id and \
+                                 secret_access_key"
+                            .to_owned(),
+                    });
+                }
                 *config = config.clone().with_endpoint(value);
             }
             "access_key_id" => access_key = Some(value),
@@ -593,7 +603,7 @@ mod tests {
 
     #[test]
     fn each_bad_field_gets_its_own_error() {
-        let cases: [(&str, &str); 10] = [
+        let cases: [(&str, &str); 11] = [
             ("s3:///x", "bucket is empty"),
             ("http://localhost:9000/", "bucket is empty"),
             ("not a url", "not a valid URL"),
@@ -607,6 +617,7 @@ mod tests {
                 "s3://bkt?access_key_id=AK",
                 "`secret_access_key` is missing",
             ),
+            ("s3://bkt?endpoint=http://u:p@h:1", "parameter `endpoint`"),
         ];
         for (input, expected) in cases {
             let err = StoreConfig::parse(input).unwrap_err().to_string();
