@@ -285,7 +285,7 @@ impl fmt::Display for StoreConfig {
                     Some(endpoint) => write!(
                         f,
                         "{}/{}{slash_prefix}{prefix}",
-                        endpoint.trim_end_matches('/'),
+                        without_userinfo(endpoint).trim_end_matches('/'),
                         s3.bucket
                     )?,
                     None => write!(f, "s3://{}{slash_prefix}{prefix}", s3.bucket)?,
@@ -296,6 +296,19 @@ impl fmt::Display for StoreConfig {
                 Ok(())
             }
         }
+    }
+}
+
+/// An endpoint fit for printing: any `user:password@` removed.
+fn without_userinfo(endpoint: &str) -> String {
+    match Url::parse(endpoint) {
+        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+            // Both setters only fail for URLs that cannot have credentials at all.
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.to_string()
+        }
+        _ => endpoint.to_owned(),
     }
 }
 
@@ -623,6 +636,13 @@ mod tests {
             let err = StoreConfig::parse(input).unwrap_err().to_string();
             assert!(err.contains(expected), "{input}: {err}");
         }
+    }
+
+    #[test]
+    fn display_never_prints_endpoint_credentials() {
+        let config = S3Config::new("bkt").with_endpoint("http://user:hunter2@minio:9000");
+        let printed = StoreConfig::s3(config).to_string();
+        assert_eq!(printed, "http://minio:9000/bkt");
     }
 
     #[test]
