@@ -22,11 +22,10 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use object_store::path::Path;
-//! use s3_client::S3Client;
+//! use s3_client::S3ClientBuilder;
 //!
-//! let client = S3Client::builder_arc("memory://".parse::<s3_client::StoreConfig>()?.build()?)
-//!     .concurrency(32)
-//!     .build()?;
+//! // Or "s3://bucket/prefix?region=eu-west-1", "http://key:secret@127.0.0.1:9000/bucket", …
+//! let client = S3ClientBuilder::from_url("memory://")?.concurrency(32).build()?;
 //! client.put(&Path::from("a/1"), "one").await?;
 //! client.put(&Path::from("a/2"), "two").priority(10).await?;
 //! let body = client.get(&Path::from("a/2")).await?;
