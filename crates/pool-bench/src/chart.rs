@@ -29,8 +29,16 @@ impl Metric {
 
     fn title(self) -> &'static str {
         match self {
-            Metric::Throughput => "Throughput (median ops/s, higher is better)",
-            Metric::PeakMemory => "Peak RSS per case process (MB, lower is better)",
+            Metric::Throughput => "Throughput, median ops/s (higher is better)",
+            Metric::PeakMemory => "Peak RSS of each case's process, MB (lower is better)",
+        }
+    }
+
+    fn axis_label(self, value: f64) -> String {
+        match self {
+            Metric::Throughput if value >= 1e6 => format!("{:.1}M", value / 1e6),
+            Metric::Throughput if value >= 1e3 => format!("{:.0}k", value / 1e3),
+            _ => format!("{value:.0}"),
         }
     }
 
@@ -113,7 +121,9 @@ impl Workloads {
             self.payloads.get(index / self.concurrency.len()),
             self.concurrency.get(index % self.concurrency.len()),
         ) {
-            (Some(positions), Some(concurrency)) => format!("{positions}·C{concurrency}"),
+            (Some(positions), Some(concurrency)) => {
+                format!("{}·C{concurrency}", short_count(*positions))
+            }
             _ => String::new(),
         }
     }
@@ -128,16 +138,20 @@ fn draw(report: &MatrixReport, metric: Metric, path: &Path) -> Result<(), Box<dy
         .iter()
         .filter_map(|case| metric.value(case))
         .fold(0.0, f64::max)
-        * 1.1;
+        * 1.35;
     let y_max = if y_max > 0.0 { y_max } else { 1.0 };
     let workloads = Workloads::of(&report.cases);
     let slots = workloads.slots().max(1) as f64;
 
-    let root = SVGBackend::new(path, (420 * operation_counts.len().max(1) as u32, 460))
+    let root = SVGBackend::new(path, (560 * operation_counts.len().max(1) as u32, 420))
         .into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(
-        &format!("{} — backend {}", metric.title(), report.backend),
+        &format!(
+            "{} — backend {}; x: payload (k positions) · concurrency",
+            metric.title(),
+            report.backend
+        ),
         ("sans-serif", 18),
     )?;
     let panels = root.split_evenly((1, operation_counts.len().max(1)));
@@ -145,20 +159,17 @@ fn draw(report: &MatrixReport, metric: Metric, path: &Path) -> Result<(), Box<dy
         let mut chart = ChartBuilder::on(panel)
             .caption(format!("{operations} operations"), ("sans-serif", 14))
             .margin(8)
-            .x_label_area_size(48)
-            .y_label_area_size(64)
+            .x_label_area_size(28)
+            .y_label_area_size(56)
             .build_cartesian_2d(-0.5..slots - 0.5, 0.0..y_max)?;
         chart
             .configure_mesh()
+            .disable_x_mesh()
+            .light_line_style(WHITE)
             .x_labels(slots as usize)
             .x_label_formatter(&|x| workloads.label(*x))
-            .x_label_style(
-                ("sans-serif", 10)
-                    .into_font()
-                    .transform(FontTransform::Rotate90),
-            )
-            .x_desc("payload positions · concurrency")
-            .y_label_formatter(&|y| format!("{y:.0}"))
+            .x_label_style(("sans-serif", 10))
+            .y_label_formatter(&|y| metric.axis_label(*y))
             .draw()?;
         for engine in Engine::ALL {
             let mut points: Vec<(f64, f64)> = report
@@ -184,12 +195,22 @@ fn draw(report: &MatrixReport, metric: Metric, path: &Path) -> Result<(), Box<dy
         }
         chart
             .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.6))
             .border_style(BLACK)
             .draw()?;
     }
     root.present()?;
     Ok(())
+}
+
+/// `5000` → `5k`, `64` → `64`: axis labels short enough to stand upright.
+fn short_count(count: usize) -> String {
+    if count >= 1000 && count.is_multiple_of(1000) {
+        format!("{}k", count / 1000)
+    } else {
+        count.to_string()
+    }
 }
 
 #[cfg(test)]
@@ -203,9 +224,10 @@ mod tests {
             concurrency: vec![10, 50, 100, 200],
         };
         assert_eq!(workloads.slots(), 12);
-        assert_eq!(workloads.label(0.0), "1000·C10");
-        assert_eq!(workloads.label(7.0), "2000·C200");
-        assert_eq!(workloads.label(11.0), "5000·C200");
+        assert_eq!(workloads.label(0.0), "1k·C10");
+        assert_eq!(workloads.label(7.0), "2k·C200");
+        assert_eq!(workloads.label(11.0), "5k·C200");
+        assert_eq!(short_count(1_500), "1500");
         assert_eq!(workloads.label(12.0), "");
         assert_eq!(workloads.label(0.5), "");
     }

@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use pool_bench::{
     filter_cases, full_matrix, matrix, measure_case, measure_queued_bytes, queued_bytes_in_child,
-    quick_matrix, run_matrix, run_overhead, Backend, BenchError, Case, Engine, MatrixOptions,
-    OverheadOptions, Repetitions, CONCURRENCY, OPERATIONS, PAYLOAD_POSITIONS,
+    quick_matrix, run_matrix, run_overhead, write_charts, Backend, BenchError, Case, Engine,
+    MatrixOptions, MatrixReport, OverheadOptions, Repetitions, CONCURRENCY, OPERATIONS,
+    PAYLOAD_POSITIONS,
 };
 
 #[derive(Debug, Parser)]
@@ -31,6 +32,15 @@ enum Command {
     Overhead(OverheadArgs),
     /// Memory of no-op tasks queued on a paused pool, as one JSON line (used by `overhead`).
     QueuedBytes(QueuedArgs),
+    /// Rewrite results.csv, results.md and the charts from a directory's results.json.
+    Render(RenderArgs),
+}
+
+#[derive(Debug, Args)]
+struct RenderArgs {
+    /// The directory holding results.json (written by `matrix`).
+    #[arg(default_value = "target/bench-matrix")]
+    dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -141,6 +151,18 @@ fn run(command: Command) -> Result<(), BenchError> {
             Ok(())
         }
         Command::Overhead(args) => overhead_command(args),
+        Command::Render(args) => {
+            let path = args.dir.join("results.json");
+            let json = std::fs::read_to_string(&path).map_err(|source| BenchError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let report: MatrixReport = serde_json::from_str(&json)?;
+            report.write_tables(&args.dir)?;
+            write_charts(&report, &args.dir)?;
+            print!("{}", report.summary());
+            Ok(())
+        }
         Command::QueuedBytes(args) => {
             let queued = measure_queued_bytes(args.tasks, args.concurrency)?;
             println!("{}", serde_json::to_string(&queued)?);
