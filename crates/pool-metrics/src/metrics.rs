@@ -304,7 +304,7 @@ impl Inner {
 
     fn store_floor(&self) -> u64 {
         keep_from(
-            self.issued.load(Ordering::Acquire),
+            self.issued.load(Ordering::Relaxed),
             self.config.task_store_capacity,
         )
     }
@@ -329,7 +329,8 @@ impl Inner {
         let at = record.finished_at;
         let origin = self.origin(at);
         let rss_bytes = self.memory.on_task(at, origin);
-        let sequence = self.issued.fetch_add(1, Ordering::AcqRel);
+        // A plain counter: it numbers tasks and publishes no other data, so Relaxed.
+        let sequence = self.issued.fetch_add(1, Ordering::Relaxed);
         let task = FinishedTask::from_record(record, sequence, rss_bytes);
         let offset = offset_nanos(origin, at);
         let place = Placement {
