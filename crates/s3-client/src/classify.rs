@@ -26,6 +26,17 @@ const THROTTLE_CODES: [&str; 6] = [
     "ServiceUnavailable",
 ];
 
+/// How object_store's HTTP layer starts the message of a failed request.
+const HTTP_REQUEST_FAILED: &str = "Error performing ";
+
+/// object_store's messages for a range the object cannot satisfy (its `InvalidGetRange`,
+/// which is not public).
+const INVALID_RANGE: [&str; 3] = [
+    "Wanted range starting at",
+    "Range started at",
+    "is larger than system memory limit",
+];
+
 /// S3 error codes for transient failures that a retry can fix.
 const TRANSIENT_CODES: [&str; 4] = [
     "InternalError",
@@ -40,8 +51,9 @@ const TRANSIENT_CODES: [&str; 4] = [
 /// |---|---|
 /// | 503 SlowDown, 429, throttling codes (`SlowDown`, `Throttling`, …) | [`ErrorClass::Throttled`] |
 /// | 500, 502, 504, 408, `InternalError`/`RequestTimeout` bodies, timeouts, connection errors | [`ErrorClass::Retryable`] |
-/// | `NotFound`, `AlreadyExists`, `Precondition`, `NotModified`, `PermissionDenied` (403), `Unauthenticated` (401), other 4xx, invalid paths, unsupported operations | [`ErrorClass::Fatal`] |
-/// | any other `Generic` error whose cause cannot be read | [`ErrorClass::Retryable`] |
+/// | `NotFound`, `AlreadyExists`, `Precondition`, `NotModified`, `PermissionDenied` (403), `Unauthenticated` (401), other 4xx, invalid ranges, invalid paths, unsupported operations | [`ErrorClass::Fatal`] |
+/// | any other failed HTTP request (`"Error performing …"`) whose cause cannot be read | [`ErrorClass::Retryable`] |
+/// | any other `Generic` error (a local store's logic error, e.g. an unknown upload id) | [`ErrorClass::Fatal`] |
 ///
 /// ```
 /// use object_store::Error;
@@ -93,6 +105,7 @@ pub fn http_status(error: &object_store::Error) -> Option<u16> {
 }
 
 fn classify_source(source: &(dyn StdError + Send + Sync + 'static)) -> ErrorClass {
+    let mut http_request = false;
     let mut current: Option<&(dyn StdError + 'static)> = Some(source);
     while let Some(err) = current {
         if let Some(fault) = err.downcast_ref::<InjectedFault>() {
@@ -107,12 +120,20 @@ fn classify_source(source: &(dyn StdError + Send + Sync + 'static)) -> ErrorClas
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
             return io.error_class();
         }
-        if let Some(class) = classify_text(&err.to_string()) {
+        let text = err.to_string();
+        if let Some(class) = classify_text(&text) {
             return class;
         }
+        http_request |= text.starts_with(HTTP_REQUEST_FAILED);
         current = err.source();
     }
-    ErrorClass::Retryable
+    // A request that failed in a way we cannot read is worth another try; a local store's
+    // own error (InMemory, LocalFileSystem) is a logic error that a retry repeats.
+    if http_request {
+        ErrorClass::Retryable
+    } else {
+        ErrorClass::Fatal
+    }
 }
 
 fn classify_transport(kind: HttpErrorKind) -> ErrorClass {
@@ -131,6 +152,9 @@ fn classify_transport(kind: HttpErrorKind) -> ErrorClass {
 /// Reads a response's status and S3 error code from an error message of object_store's
 /// request layer. `None` when the text is not such a message.
 fn classify_text(text: &str) -> Option<ErrorClass> {
+    if INVALID_RANGE.iter().any(|marker| text.contains(marker)) {
+        return Some(ErrorClass::Fatal);
+    }
     if let Some(code) = s3_error_code(text) {
         if THROTTLE_CODES.contains(&code) {
             return Some(ErrorClass::Throttled);
@@ -260,10 +284,15 @@ mod tests {
     }
 
     #[test]
-    fn unreadable_generic_errors_are_retryable() {
-        assert_eq!(
-            classify(&generic("connection closed")),
-            ErrorClass::Retryable
-        );
+    fn unreadable_http_failures_retry_and_local_logic_errors_do_not() {
+        let http = generic("Error performing GET http://h/b/k in 2ms - connection closed");
+        assert_eq!(classify(&http), ErrorClass::Retryable);
+        assert_eq!(classify(&generic("upload id not found")), ErrorClass::Fatal);
+    }
+
+    #[test]
+    fn unsatisfiable_ranges_are_fatal() {
+        let err = generic("Wanted range starting at 100, but object was only 10 bytes long");
+        assert_eq!(classify(&err), ErrorClass::Fatal);
     }
 }

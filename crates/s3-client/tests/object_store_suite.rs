@@ -29,6 +29,9 @@ async fn pooled_in_memory_passes_object_stores_suite() {
     put_get_attributes(&store).await;
     let stats = store.pool().unwrap().stats();
     assert!(stats.processed > 100 && stats.in_balance(), "{stats:?}");
+    // Every error the suite provokes (missing objects, bad ranges, failed preconditions) is
+    // permanent: none may be retried.
+    assert_eq!(stats.retries, 0, "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
