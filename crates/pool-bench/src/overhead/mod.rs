@@ -95,8 +95,11 @@ pub struct OverheadReport {
     pub noop_ops_per_sec: BTreeMap<String, f64>,
     /// Median, min and max no-op throughput per engine over the rounds.
     pub noop_ops_per_sec_range: BTreeMap<String, Summary>,
-    /// s3pool's (and s3pool-metrics') no-op throughput over semaphore-spawn's.
+    /// s3pool's (and s3pool-metrics') median no-op throughput over semaphore-spawn's.
     pub ratio_vs_semaphore_spawn: BTreeMap<String, f64>,
+    /// The same ratio from each engine's best round: on a shared machine, load only ever
+    /// slows a round down, so best-of-rounds is the steadier comparison.
+    pub ratio_vs_semaphore_spawn_best_round: BTreeMap<String, f64>,
     /// s3pool's no-op throughput over the original TasksPool's 84,000 tasks/s.
     pub ratio_vs_original: f64,
     /// Latency-bound efficiency per engine (see [`LatencyResult`]).
@@ -173,6 +176,20 @@ pub fn run_overhead(
             )
         })
         .collect();
+    let best_of = |peer: Peer| {
+        noop_ops_per_sec_range
+            .get(peer.name())
+            .map_or(f64::NAN, |range| range.max)
+    };
+    let ratio_vs_semaphore_spawn_best_round = [Peer::S3pool, Peer::S3poolMetrics]
+        .into_iter()
+        .map(|peer| {
+            (
+                peer.name().to_owned(),
+                best_of(peer) / best_of(Peer::SemaphoreSpawn),
+            )
+        })
+        .collect();
     let latency: BTreeMap<String, LatencyResult> = latency
         .into_iter()
         .filter_map(|(peer, samples)| {
@@ -203,6 +220,7 @@ pub fn run_overhead(
         noop_ops_per_sec,
         noop_ops_per_sec_range,
         ratio_vs_semaphore_spawn,
+        ratio_vs_semaphore_spawn_best_round,
         littles_law_efficiency: latency
             .iter()
             .map(|(name, result)| (name.clone(), result.littles_law_efficiency))
@@ -330,12 +348,21 @@ impl OverheadReport {
             .get("s3pool")
             .copied()
             .unwrap_or(f64::NAN);
+        let best = |name: &str| {
+            self.ratio_vs_semaphore_spawn_best_round
+                .get(name)
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
         out.push_str("Goals (issue 8):\n");
         let _ = writeln!(
             out,
-            "  ratio_vs_semaphore_spawn >= 1.0: s3pool {ratio:.2} ({}), with metrics {ratio_metrics:.2} ({})",
+            "  ratio_vs_semaphore_spawn >= 1.0: s3pool {ratio:.2} ({}), with metrics {ratio_metrics:.2} ({}); \
+             best rounds: {:.2} / {:.2}",
             check(ratio >= 1.0),
-            check(ratio_metrics >= 1.0)
+            check(ratio_metrics >= 1.0),
+            best("s3pool"),
+            best("s3pool-metrics"),
         );
         let _ = writeln!(
             out,
@@ -402,6 +429,9 @@ mod tests {
         let expected =
             report.noop_ops_per_sec["s3pool"] / report.noop_ops_per_sec["semaphore-spawn"];
         assert_eq!(report.ratio_vs_semaphore_spawn["s3pool"], expected);
+        let best = report.noop_ops_per_sec_range["s3pool"].max
+            / report.noop_ops_per_sec_range["semaphore-spawn"].max;
+        assert_eq!(report.ratio_vs_semaphore_spawn_best_round["s3pool"], best);
         assert_eq!(report.bytes_per_queued_task, 100.0);
         assert!(report
             .summary()
