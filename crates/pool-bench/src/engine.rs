@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use futures::StreamExt;
+use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::ObjectStore;
 use pool_core::{ErrorClass, Pool, TaskError, TaskHandle, TaskOptions};
@@ -42,16 +42,24 @@ pub fn split_concurrency(total: usize, pools: usize) -> Vec<usize> {
         .collect()
 }
 
-/// Runs every operation of `case` once against `store` and returns the wall-clock time
-/// from the first operation created to the last one finished. Clients and pools are built
-/// before the clock starts. `run` keeps the keys of repetitions apart.
+/// One run of a case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaseRun {
+    /// Wall-clock time from the first operation created to the last one finished.
+    pub elapsed: Duration,
+    /// Operations the pools retried (0 for join-all, which does not retry).
+    pub retries: u64,
+}
+
+/// Runs every operation of `case` once against `store`. Clients and pools are built before
+/// the clock starts. `run` keeps the keys of repetitions apart.
 ///
-/// Fails if any operation failed or an object was left behind.
+/// Fails if any operation failed (after the pools' retries) or an object was left behind.
 pub async fn run_case(
     case: &Case,
     store: Arc<dyn ObjectStore>,
     run: usize,
-) -> Result<Duration, BenchError> {
+) -> Result<CaseRun, BenchError> {
     case.validate()?;
     let prefix = format!("pool-bench/{}/{run}", case.engine);
     let results = match case.engine {
@@ -65,13 +73,11 @@ pub async fn run_case(
                 put_then_delete(client.clone(), &prefix, index, case.payload_positions)
             });
             let results = join_all(operations).await;
-            (
-                start.elapsed(),
-                results
-                    .into_iter()
-                    .map(|r| r.map_err(|e| e.to_string()))
-                    .collect(),
-            )
+            let outcomes = results
+                .into_iter()
+                .map(|r| r.map_err(|e| e.to_string()))
+                .collect();
+            (start.elapsed(), outcomes, 0)
         }
         Engine::SharedPool => {
             let pool = bulk_pool(case.concurrency)?;
@@ -95,13 +101,33 @@ pub async fn run_case(
             run_pooled(&clients, case, &prefix).await
         }
     };
-    let (elapsed, outcomes): (Duration, Vec<Result<(), String>>) = results;
+    let (elapsed, outcomes, retries): (Duration, Vec<Result<(), String>>, u64) = results;
     check_outcomes(&outcomes)?;
-    let leftovers = store.list(Some(&Path::from(prefix))).count().await;
+    let leftovers = count_objects(store.as_ref(), &Path::from(prefix)).await?;
     if leftovers > 0 {
         return Err(BenchError::Leftovers(leftovers));
     }
-    Ok(elapsed)
+    Ok(CaseRun { elapsed, retries })
+}
+
+/// Listings tried before a failing store fails the case.
+const LIST_ATTEMPTS: usize = 5;
+
+/// Objects under `prefix`; a listing that fails midway is tried again (a flaky store must
+/// not pass for an empty one, nor fail a case whose operations all succeeded).
+async fn count_objects(store: &dyn ObjectStore, prefix: &Path) -> Result<usize, BenchError> {
+    let mut last_error = None;
+    for _ in 0..LIST_ATTEMPTS {
+        let listing: Result<Vec<_>, _> = store.list(Some(prefix)).try_collect().await;
+        match listing {
+            Ok(objects) => return Ok(objects.len()),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(BenchError::Backend(format!(
+        "listing {prefix} failed {LIST_ATTEMPTS} times; last: {}",
+        last_error.map_or_else(String::new, |error| error.to_string())
+    )))
 }
 
 /// Pool settings for bulk work: the pressure rule (skip retries when the queue is 10×
@@ -128,12 +154,13 @@ fn setup_error(error: s3_client::BuildError) -> BenchError {
     BenchError::Setup(error.to_string())
 }
 
-/// Enqueues every operation up front, round-robin over `clients`' pools, then awaits them.
+/// Enqueues every operation up front, round-robin over `clients`' pools, then awaits them;
+/// returns the time, the outcomes and the pools' retries.
 async fn run_pooled(
     clients: &[S3Client],
     case: &Case,
     prefix: &str,
-) -> (Duration, Vec<Result<(), String>>) {
+) -> (Duration, Vec<Result<(), String>>, u64) {
     let start = Instant::now();
     let handles: Vec<TaskHandle<(), ClientError>> = (0..case.operations)
         .map(|index| {
@@ -158,7 +185,14 @@ async fn run_pooled(
                 .map_err(|error: TaskError<ClientError>| error.to_string()),
         );
     }
-    (start.elapsed(), outcomes)
+    let elapsed = start.elapsed();
+    // Each pool once: the separate-pools clients have one each, shared-pool has one client.
+    let retries = clients
+        .iter()
+        .filter_map(S3Client::stats)
+        .map(|stats| stats.retries)
+        .sum();
+    (elapsed, outcomes, retries)
 }
 
 fn classify_operation_error(error: &ClientError) -> ErrorClass {
@@ -195,6 +229,7 @@ fn check_outcomes(outcomes: &[Result<(), String>]) -> Result<(), BenchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::StreamExt;
     use object_store::memory::InMemory;
     use s3_client::{ChaosConfig, ChaosStore};
 

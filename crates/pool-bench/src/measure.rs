@@ -36,6 +36,9 @@ pub struct CaseMeasurement {
     pub case: Case,
     /// Wall-clock milliseconds of each timed run.
     pub durations_ms: Vec<f64>,
+    /// Operations the pools retried, over the timed runs.
+    #[serde(default)]
+    pub retries: u64,
     /// Peak RSS of the process over the warm-up and every run (`VmHWM`), in bytes.
     pub peak_rss_bytes: Option<u64>,
     /// RSS once the runtime and store were ready, before the first operation, in bytes.
@@ -68,20 +71,23 @@ pub fn measure_case(
         .map_err(|error| BenchError::Setup(format!("tokio runtime: {error}")))?;
     let store = backend.open()?;
     let baseline_rss_bytes = current_rss_bytes();
-    let durations_ms = runtime.block_on(async {
+    let (durations_ms, retries) = runtime.block_on(async {
         for run in 0..repetitions.warmup {
             run_case(case, store.clone(), run).await?;
         }
         let mut durations_ms = Vec::with_capacity(repetitions.timed);
+        let mut retries = 0;
         for run in 0..repetitions.timed {
-            let elapsed = run_case(case, store.clone(), repetitions.warmup + run).await?;
-            durations_ms.push(elapsed.as_secs_f64() * 1e3);
+            let measured = run_case(case, store.clone(), repetitions.warmup + run).await?;
+            durations_ms.push(measured.elapsed.as_secs_f64() * 1e3);
+            retries += measured.retries;
         }
-        Ok::<_, BenchError>(durations_ms)
+        Ok::<_, BenchError>((durations_ms, retries))
     })?;
     Ok(CaseMeasurement {
         case: *case,
         durations_ms,
+        retries,
         peak_rss_bytes: peak_rss_bytes(),
         baseline_rss_bytes,
         worker_threads: workers,

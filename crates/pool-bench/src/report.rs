@@ -54,6 +54,9 @@ pub struct CaseResult {
     pub ops_per_sec_max: f64,
     /// Peak RSS of the case's own process, MiB.
     pub peak_rss_mb: Option<f64>,
+    /// Operations the pools retried, over all timed runs.
+    #[serde(default)]
+    pub retries: u64,
     /// RSS of that process before its first operation, MiB.
     pub baseline_rss_mb: Option<f64>,
 }
@@ -85,6 +88,7 @@ impl CaseResult {
             ops_per_sec_min: ops_per_sec(durations.max),
             ops_per_sec_max: ops_per_sec(durations.min),
             peak_rss_mb: measurement.peak_rss_bytes.map(|bytes| bytes as f64 / MIB),
+            retries: measurement.retries,
             baseline_rss_mb: measurement
                 .baseline_rss_bytes
                 .map(|bytes| bytes as f64 / MIB),
@@ -177,12 +181,12 @@ impl MatrixReport {
         let mut out = String::from(
             "engine,operations,payload_positions,payload_bytes,concurrency,reps,\
              duration_ms_median,duration_ms_min,duration_ms_max,ops_per_sec_median,\
-             ops_per_sec_min,ops_per_sec_max,peak_rss_mb\n",
+             ops_per_sec_min,ops_per_sec_max,peak_rss_mb,retries\n",
         );
         for case in &self.cases {
             let _ = writeln!(
                 out,
-                "{},{},{},{},{},{},{:.3},{:.3},{:.3},{:.0},{:.0},{:.0},{}",
+                "{},{},{},{},{},{},{:.3},{:.3},{:.3},{:.0},{:.0},{:.0},{},{}",
                 case.engine,
                 case.operations,
                 case.payload_positions,
@@ -198,6 +202,7 @@ impl MatrixReport {
                 case.peak_rss_mb
                     .map(|mb| format!("{mb:.1}"))
                     .unwrap_or_default(),
+                case.retries,
             );
         }
         out
@@ -363,6 +368,7 @@ mod tests {
                 CaseResult::from_measurement(&CaseMeasurement {
                     case: *case,
                     durations_ms: durations(case),
+                    retries: 0,
                     peak_rss_bytes: Some((case.concurrency as u64 + 10) << 20),
                     baseline_rss_bytes: Some(8 << 20),
                     worker_threads: 2,
@@ -401,6 +407,7 @@ mod tests {
                 concurrency: 10,
             },
             durations_ms: vec![250.0, 100.0, 125.0],
+            retries: 4,
             peak_rss_bytes: Some(32 << 20),
             baseline_rss_bytes: None,
             worker_threads: 2,
@@ -414,6 +421,7 @@ mod tests {
         assert_eq!(result.peak_rss_mb, Some(32.0));
         assert_eq!(result.pool_limits, vec![3, 3, 2, 2]);
         assert_eq!(result.payload_bytes, 8_000);
+        assert_eq!(result.retries, 4);
     }
 
     #[test]
