@@ -236,6 +236,18 @@ impl PoolBuilder {
         self
     }
 
+    /// The executor this builder will build with, resolving the default (the current tokio
+    /// runtime) now. Policies that need the pool's clock (rate limiters, circuit breakers)
+    /// take it from here, so they and the pool share one clock.
+    pub fn resolved_executor(&mut self) -> Result<Arc<dyn Executor>, ConfigError> {
+        let executor = match &self.executor {
+            Some(executor) => executor.clone(),
+            None => default_executor()?,
+        };
+        self.executor = Some(executor.clone());
+        Ok(executor)
+    }
+
     /// Seed for retry jitter, so a run can be repeated exactly. Default: random.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);

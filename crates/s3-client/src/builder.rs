@@ -71,6 +71,8 @@ pub struct S3ClientBuilder {
     multipart: MultipartSettings,
     #[cfg(feature = "metrics")]
     metrics: Option<pool_metrics::Metrics>,
+    #[cfg(feature = "protection")]
+    protection: crate::protection::ProtectionSettings,
 }
 
 impl fmt::Debug for S3ClientBuilder {
@@ -104,6 +106,8 @@ impl S3ClientBuilder {
             multipart: MultipartSettings::default(),
             #[cfg(feature = "metrics")]
             metrics: None,
+            #[cfg(feature = "protection")]
+            protection: Default::default(),
         }
     }
 
@@ -160,6 +164,33 @@ impl S3ClientBuilder {
     pub fn auto_concurrency(self, config: pool_tuning::KneeConfig) -> Self {
         use pool_tuning::AutoConcurrency;
         self.own_pool(|b| b.auto_concurrency(config))
+    }
+
+    /// Keeps every S3 prefix under S3's published request rates — 3,500 PUT/COPY/POST/DELETE
+    /// and 5,500 GET/HEAD per second — before requests are sent, alongside the concurrency
+    /// limit. A prefix is the first `depth` `/`-separated segments of the key; when a prefix is
+    /// throttled (503 SlowDown) anyway, its rate halves and then climbs back additively.
+    /// Feature `protection`; applies to the client's own pool.
+    ///
+    /// A call waiting for its prefix's turn holds its pool slot, so a prefix far over its
+    /// rate can fill the slots and delay other prefixes' calls: give the pool more
+    /// concurrency than the hot prefixes' waiters (the limiter, not the concurrency, is then
+    /// what paces them).
+    #[cfg(feature = "protection")]
+    pub fn prefix_rate_limits(mut self, depth: usize) -> Self {
+        self.protection.prefix_depth = Some(depth);
+        self.pool_configured = true;
+        self
+    }
+
+    /// A circuit breaker for this client's backend: while the failure rate stays above the
+    /// threshold, calls fail fast with `Rejected(CircuitOpen)`; after a cool-down a few probe
+    /// calls decide whether to close it. Feature `protection`; applies to the client's own pool.
+    #[cfg(feature = "protection")]
+    pub fn circuit_breaker(mut self, config: pool_core::policy::CircuitBreakerConfig) -> Self {
+        self.protection.breaker = Some(config);
+        self.pool_configured = true;
+        self
     }
 
     /// Any other setting of the client's own pool: `builder.configure_pool(|pool| pool.jitter(..))`.
@@ -242,13 +273,17 @@ impl S3ClientBuilder {
                     .to_owned(),
             });
         }
+        #[cfg(feature = "protection")]
+        let (pool_builder, protection) = self.protection.attach(self.pool_builder)?;
+        #[cfg(not(feature = "protection"))]
+        let pool_builder = self.pool_builder;
         let (dispatcher, batch_pool) = match (self.pool, self.group) {
             (PoolChoice::Own, Some(group)) => {
-                let pool = self.pool_builder.admission(group.clone()).build()?;
+                let pool = pool_builder.admission(group.clone()).build()?;
                 (Dispatcher::with_admitting_pool(pool.clone(), group), pool)
             }
             (PoolChoice::Own, None) => {
-                let pool = self.pool_builder.build()?;
+                let pool = pool_builder.build()?;
                 (Dispatcher::new(Some(pool.clone()), None), pool)
             }
             (PoolChoice::Shared(pool), group) => (Dispatcher::new(Some(pool.clone()), group), pool),
@@ -261,6 +296,8 @@ impl S3ClientBuilder {
             multipart,
             #[cfg(feature = "metrics")]
             metrics: self.metrics,
+            #[cfg(feature = "protection")]
+            protection,
         }))
     }
 }

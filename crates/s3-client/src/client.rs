@@ -61,6 +61,8 @@ pub(crate) struct ClientInner {
     pub(crate) multipart: MultipartSettings,
     #[cfg(feature = "metrics")]
     pub(crate) metrics: Option<pool_metrics::Metrics>,
+    #[cfg(feature = "protection")]
+    pub(crate) protection: crate::protection::Protection,
 }
 
 /// A control call on a client that has no pool.
@@ -102,6 +104,26 @@ impl S3Client {
     #[cfg(feature = "metrics")]
     pub fn metrics(&self) -> Option<&pool_metrics::Metrics> {
         self.inner.metrics.as_ref()
+    }
+
+    /// The per-prefix rate limiter given by [`S3ClientBuilder::prefix_rate_limits`]: read a
+    /// prefix's current rate with `current_rate(&key)`. Feature `protection`.
+    ///
+    /// [`S3ClientBuilder::prefix_rate_limits`]: crate::S3ClientBuilder::prefix_rate_limits
+    #[cfg(feature = "protection")]
+    pub fn prefix_rate_limits(
+        &self,
+    ) -> Option<&pool_core::policy::KeyedRateLimiter<pool_core::policy::S3PrefixKey>> {
+        self.inner.protection.prefix_limits.as_ref()
+    }
+
+    /// The circuit breaker given by [`S3ClientBuilder::circuit_breaker`]: its state and
+    /// counts. Feature `protection`.
+    ///
+    /// [`S3ClientBuilder::circuit_breaker`]: crate::S3ClientBuilder::circuit_breaker
+    #[cfg(feature = "protection")]
+    pub fn circuit_breaker(&self) -> Option<&pool_core::policy::CircuitBreaker> {
+        self.inner.protection.breaker.as_ref()
     }
 
     /// The underlying store (calls on it skip the pool).

@@ -48,6 +48,8 @@ mod listing;
 mod multipart;
 mod options;
 mod pooled_store;
+#[cfg(feature = "protection")]
+mod protection;
 mod secret;
 #[cfg(feature = "testing")]
 pub mod testing;
