@@ -26,9 +26,9 @@ struct Cli {
 enum Task {
     /// Run the whole test suite (provisioning what it needs first).
     Test(test::TestArgs),
-    /// Run the 108-case matrix and write results and charts (`-- --help` for options).
+    /// Run the 108-case matrix and write results and charts (`--help` lists its options).
     BenchMatrix(bench_matrix::BenchArgs),
-    /// Compare s3pool's overhead with the bare idioms (`-- --help` for options).
+    /// Compare s3pool's overhead with the bare idioms (`--help` lists its options).
     BenchOverhead(bench_matrix::BenchArgs),
 }
 
