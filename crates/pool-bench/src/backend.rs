@@ -3,10 +3,11 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use object_store::memory::InMemory;
 use object_store::ObjectStore;
-use s3_client::StoreConfig;
+use s3_client::{ChaosConfig, ChaosStore, StoreConfig};
 
 use crate::error::BenchError;
 
@@ -15,6 +16,10 @@ use crate::error::BenchError;
 pub enum Backend {
     /// object_store's `InMemory`: a fresh, empty store per run.
     Memory,
+    /// `InMemory` behind s3-client's `ChaosStore` adding this delay to every call
+    /// (`memory-latency=1ms`): requests really pend, as over a network, so `join_all` has
+    /// every operation in flight, deterministically and without a server.
+    MemoryLatency(Duration),
     /// s3-client's in-process S3 server (s3s over loopback HTTP), started by the
     /// orchestrating process; cases reach it as a connection string. Needs feature
     /// `s3-loopback` (on by default).
@@ -30,6 +35,12 @@ impl Backend {
     pub fn open(&self) -> Result<Arc<dyn ObjectStore>, BenchError> {
         match self {
             Backend::Memory => Ok(Arc::new(InMemory::new())),
+            Backend::MemoryLatency(delay) => {
+                let config = ChaosConfig::new(0).latency(1.0, *delay..*delay);
+                let store = ChaosStore::new(InMemory::new(), config)
+                    .map_err(|error| BenchError::Backend(error.to_string()))?;
+                Ok(Arc::new(store))
+            }
             Backend::Url(url) => StoreConfig::parse(url)
                 .and_then(|config| config.build())
                 .map_err(|error| BenchError::Backend(error.to_string())),
@@ -44,6 +55,7 @@ impl Backend {
     pub fn label(&self) -> String {
         match self {
             Backend::Memory => "memory".to_owned(),
+            Backend::MemoryLatency(delay) => format!("memory-latency={}us", delay.as_micros()),
             Backend::S3Loopback => "s3-loopback".to_owned(),
             Backend::Url(url) => StoreConfig::parse(url)
                 .map(|config| config.to_string())
@@ -66,12 +78,29 @@ impl FromStr for Backend {
             "memory" => Ok(Backend::Memory),
             "s3-loopback" if cfg!(feature = "s3-loopback") => Ok(Backend::S3Loopback),
             "s3-loopback" => Err(BenchError::LoopbackUnavailable),
+            latency if latency.starts_with("memory-latency=") => {
+                parse_delay(&latency["memory-latency=".len()..])
+                    .map(Backend::MemoryLatency)
+                    .ok_or_else(|| BenchError::UnknownBackend(latency.to_owned()))
+            }
             url if url.contains("://") => {
                 StoreConfig::parse(url).map_err(|error| BenchError::Backend(error.to_string()))?;
                 Ok(Backend::Url(url.to_owned()))
             }
             other => Err(BenchError::UnknownBackend(other.to_owned())),
         }
+    }
+}
+
+/// `1ms`, `500us` → a duration.
+fn parse_delay(text: &str) -> Option<Duration> {
+    if let Some(ms) = text.strip_suffix("ms") {
+        ms.parse().ok().map(Duration::from_millis)
+    } else {
+        text.strip_suffix("us")?
+            .parse()
+            .ok()
+            .map(Duration::from_micros)
     }
 }
 
@@ -93,6 +122,14 @@ mod tests {
         assert!(matches!(
             "s3://".parse::<Backend>(),
             Err(BenchError::Backend(_))
+        ));
+        let latency = "memory-latency=2ms".parse::<Backend>().unwrap();
+        assert_eq!(latency, Backend::MemoryLatency(Duration::from_millis(2)));
+        assert_eq!(latency.label(), "memory-latency=2000us");
+        assert_eq!(latency.label().parse::<Backend>().unwrap(), latency);
+        assert!(matches!(
+            "memory-latency=2s".parse::<Backend>(),
+            Err(BenchError::UnknownBackend(_))
         ));
     }
 }

@@ -9,8 +9,9 @@ pub enum BenchError {
     /// An engine name that is not `join-all`, `shared-pool` or `separate-pools`.
     #[error("unknown engine `{0}` (expected join-all, shared-pool or separate-pools)")]
     UnknownEngine(String),
-    /// A backend that is not `memory`, `s3-loopback` or a connection string.
-    #[error("unknown backend `{0}` (expected memory, s3-loopback or a connection string such as s3://bucket)")]
+    /// A backend that is not `memory`, `memory-latency=<n>ms|us`, `s3-loopback` or a
+    /// connection string.
+    #[error("unknown backend `{0}` (expected memory, memory-latency=<n>ms, s3-loopback or a connection string such as s3://bucket)")]
     UnknownBackend(String),
     /// `s3-loopback` was asked for but this binary was built without feature `s3-loopback`.
     #[error("backend s3-loopback needs pool-bench's feature `s3-loopback`")]

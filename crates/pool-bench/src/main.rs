@@ -71,7 +71,8 @@ struct MatrixArgs {
     /// Untimed warm-up runs per case (default 1).
     #[arg(long)]
     warmup: Option<usize>,
-    /// memory (default), s3-loopback (s3-client's in-process S3 server), or a connection
+    /// memory (default), memory-latency=<n>ms (every store call delayed: requests pend as
+    /// over a network), s3-loopback (s3-client's in-process S3 server), or a connection
     /// string such as s3://bucket or http://key:secret@127.0.0.1:9000/bucket.
     #[arg(long, default_value = "memory")]
     backend: Backend,

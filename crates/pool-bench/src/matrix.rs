@@ -124,7 +124,7 @@ pub fn run_matrix(options: &MatrixOptions) -> Result<MatrixReport, BenchError> {
 /// The `--backend` argument that makes a child open the same backend.
 fn backend_argument(backend: &Backend) -> String {
     match backend {
-        Backend::Memory => "memory".to_owned(),
+        Backend::Memory | Backend::MemoryLatency(_) => backend.label(),
         Backend::S3Loopback => "s3-loopback".to_owned(),
         Backend::Url(url) => url.clone(),
     }
