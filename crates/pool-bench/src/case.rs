@@ -16,8 +16,9 @@ pub enum Engine {
     JoinAll,
     /// One s3pool pool with limit C runs every operation.
     SharedPool,
-    /// The work split round-robin across [`SEPARATE_POOLS`](crate::SEPARATE_POOLS)
-    /// clients, each with a pool of its own; their limits add up to C.
+    /// The work split across [`SEPARATE_POOLS`](crate::SEPARATE_POOLS) clients, each with a
+    /// pool of its own; their limits add up to C and each gets work in proportion to its
+    /// limit ([`deal_by_limit`](crate::deal_by_limit)).
     SeparatePools,
 }
 

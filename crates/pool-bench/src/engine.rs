@@ -154,17 +154,44 @@ fn setup_error(error: s3_client::BuildError) -> BenchError {
     BenchError::Setup(error.to_string())
 }
 
-/// Enqueues every operation up front, round-robin over `clients`' pools, then awaits them;
-/// returns the time, the outcomes and the pools' retries.
+/// Which pool each operation goes to: a repeating deal in which pool `i` appears
+/// `limits[i]` times, so every pool gets work in proportion to its limit and all finish
+/// together (an even split would leave the pools of limit 3 idle while those of limit 2
+/// still work).
+///
+/// ```
+/// assert_eq!(pool_bench::deal_by_limit(&[3, 3, 2, 2]), vec![0, 1, 2, 3, 0, 1, 2, 3, 0, 1]);
+/// ```
+pub fn deal_by_limit(limits: &[usize]) -> Vec<usize> {
+    let rounds = limits.iter().copied().max().unwrap_or(0);
+    (0..rounds)
+        .flat_map(|round| {
+            limits
+                .iter()
+                .enumerate()
+                .filter(move |(_, &limit)| round < limit)
+                .map(|(pool, _)| pool)
+        })
+        .collect()
+}
+
+/// Enqueues every operation up front, dealt over `clients`' pools in proportion to their
+/// limits ([`deal_by_limit`]), then awaits them; returns the time, the outcomes and the
+/// pools' retries.
 async fn run_pooled(
     clients: &[S3Client],
     case: &Case,
     prefix: &str,
 ) -> (Duration, Vec<Result<(), String>>, u64) {
+    let limits: Vec<usize> = clients
+        .iter()
+        .map(|client| client.pool().map_or(1, Pool::concurrency))
+        .collect();
+    let deal = deal_by_limit(&limits);
     let start = Instant::now();
     let handles: Vec<TaskHandle<(), ClientError>> = (0..case.operations)
         .map(|index| {
-            let client = clients[index % clients.len()].clone();
+            let client = clients[deal[index % deal.len()]].clone();
             let pool = client
                 .pool()
                 .expect("pooled engines build clients with a pool")
@@ -301,6 +328,19 @@ mod tests {
             ),
             "{outcome:?}"
         );
+    }
+
+    #[test]
+    fn work_is_dealt_in_proportion_to_the_limits() {
+        for total in 1..=300 {
+            let limits = split_concurrency(total, SEPARATE_POOLS);
+            let deal = deal_by_limit(&limits);
+            assert_eq!(deal.len(), total);
+            for (pool, &limit) in limits.iter().enumerate() {
+                assert_eq!(deal.iter().filter(|&&p| p == pool).count(), limit);
+            }
+        }
+        assert!(deal_by_limit(&[]).is_empty());
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub use case::{
     PAYLOAD_POSITIONS,
 };
 pub use chart::{write_charts, Metric};
-pub use engine::{run_case, split_concurrency, CaseRun, SEPARATE_POOLS};
+pub use engine::{deal_by_limit, run_case, split_concurrency, CaseRun, SEPARATE_POOLS};
 pub use error::BenchError;
 pub use machine::{MachineInfo, Versions};
 pub use matrix::{measure_in_child, run_matrix, MatrixOptions};
