@@ -54,14 +54,29 @@ impl RecentRing {
         }
     }
 
+    /// Keeps the `capacity` highest sequence numbers seen, in order. Sequence numbers are taken
+    /// before the shard's lock, so a task can arrive just after a later one: it goes in its
+    /// place (almost always the end) rather than evicting a later task.
     pub(crate) fn push(&mut self, task: RecentTask) {
         if self.capacity == 0 {
             return;
         }
         if self.tasks.len() == self.capacity {
+            if self
+                .tasks
+                .front()
+                .is_some_and(|oldest| task.sequence < oldest.sequence)
+            {
+                return;
+            }
             self.tasks.pop_front();
         }
-        self.tasks.push_back(task);
+        let place = self
+            .tasks
+            .iter()
+            .rposition(|kept| kept.sequence < task.sequence)
+            .map_or(0, |before| before + 1);
+        self.tasks.insert(place, task);
     }
 
     pub(crate) fn tasks(&self) -> impl Iterator<Item = &RecentTask> {
@@ -137,6 +152,16 @@ mod tests {
         }
         let kept: Vec<u64> = ring.tasks().map(|t| t.sequence).collect();
         assert_eq!(kept, vec![2, 3, 4]);
+    }
+
+    #[test]
+    fn a_late_arrival_takes_its_place_by_sequence() {
+        let mut ring = RecentRing::new(3);
+        for sequence in [1, 2, 4, 5, 3, 0] {
+            ring.push(recent(sequence, 1, Outcome::Succeeded));
+        }
+        let kept: Vec<u64> = ring.tasks().map(|t| t.sequence).collect();
+        assert_eq!(kept, vec![3, 4, 5]);
     }
 
     #[test]
