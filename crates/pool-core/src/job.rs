@@ -80,8 +80,10 @@ pub(crate) trait ErasedTask: Send {
     fn poll_attempt(&mut self, cx: &mut Context<'_>) -> Poll<Option<ErrorClass>>;
     /// Drops the running attempt (timed out, cancelled, or it panicked).
     fn abandon_attempt(&mut self);
-    /// Sends the result to the task's handle and says which outcome it was.
-    fn resolve(self: Box<Self>, resolution: Resolution) -> Outcome;
+    /// Which outcome `resolution` will be, without resolving (observers hear of it first).
+    fn outcome(&self, resolution: &Resolution) -> Outcome;
+    /// Sends the result to the task's handle.
+    fn resolve(self: Box<Self>, resolution: Resolution);
 }
 
 pub(crate) type Job = Box<dyn ErasedTask>;
@@ -169,47 +171,48 @@ where
         self.in_flight = None;
     }
 
-    fn resolve(self: Box<Self>, resolution: Resolution) -> Outcome {
+    fn outcome(&self, resolution: &Resolution) -> Outcome {
+        match resolution {
+            Resolution::LastAttempt => match &self.last {
+                Some(Ok(_)) => Outcome::Succeeded,
+                Some(Err(error)) => Outcome::Failed((self.classify)(error)),
+                None => Outcome::Stopped,
+            },
+            Resolution::TimedOut => Outcome::TimedOut,
+            Resolution::Stopped => Outcome::Stopped,
+            Resolution::Cancelled => Outcome::Cancelled,
+            Resolution::Panicked(_) => Outcome::Panicked,
+            Resolution::Rejected(_) => Outcome::Rejected,
+            Resolution::BudgetExhausted { .. } => Outcome::RetryBudgetExhausted,
+        }
+    }
+
+    fn resolve(self: Box<Self>, resolution: Resolution) {
         let this = *self;
         let attempts = this.core.attempts;
         let timeout = this.core.timeout.unwrap_or_default();
-        let (result, outcome) = match resolution {
+        let result = match resolution {
             Resolution::LastAttempt => match this.last {
-                Some(Ok(value)) => (Ok(value), Outcome::Succeeded),
-                Some(Err(error)) => {
-                    let class = (this.classify)(&error);
-                    (
-                        Err(TaskError::Failed { error, attempts }),
-                        Outcome::Failed(class),
-                    )
-                }
+                Some(Ok(value)) => Ok(value),
+                Some(Err(error)) => Err(TaskError::Failed { error, attempts }),
                 // Resolving without an attempt result is a pool bug; never leave the
                 // handle hanging because of it.
-                None => (Err(TaskError::Stopped), Outcome::Stopped),
+                None => Err(TaskError::Stopped),
             },
-            Resolution::TimedOut => (
-                Err(TaskError::TimedOut { timeout, attempts }),
-                Outcome::TimedOut,
-            ),
-            Resolution::Stopped => (Err(TaskError::Stopped), Outcome::Stopped),
-            Resolution::Cancelled => (Err(TaskError::Cancelled), Outcome::Cancelled),
-            Resolution::Panicked(message) => (Err(TaskError::Panicked(message)), Outcome::Panicked),
-            Resolution::Rejected(rejection) => {
-                (Err(TaskError::Rejected(rejection)), Outcome::Rejected)
-            }
+            Resolution::TimedOut => Err(TaskError::TimedOut { timeout, attempts }),
+            Resolution::Stopped => Err(TaskError::Stopped),
+            Resolution::Cancelled => Err(TaskError::Cancelled),
+            Resolution::Panicked(message) => Err(TaskError::Panicked(message)),
+            Resolution::Rejected(rejection) => Err(TaskError::Rejected(rejection)),
             Resolution::BudgetExhausted { timed_out } => {
                 let last = match this.last {
                     Some(Err(error)) if !timed_out => LastFailure::Error(error),
                     _ => LastFailure::TimedOut,
                 };
-                (
-                    Err(TaskError::RetryBudgetExhausted { last, attempts }),
-                    Outcome::RetryBudgetExhausted,
-                )
+                Err(TaskError::RetryBudgetExhausted { last, attempts })
             }
         };
         // The handle may have been dropped: the caller does not want the result.
         let _ = this.result_tx.send(result);
-        outcome
     }
 }

@@ -533,11 +533,12 @@ impl Shared {
         Next::Retry { delay, class }
     }
 
-    /// Sends the result to the handle and reports the task's whole timeline.
+    /// Reports the task's whole timeline, then sends the result to the handle: whoever
+    /// awaits the handle and then reads an observer (metrics) finds the task there.
     fn finish(&self, job: Job, resolution: Resolution, now: Instant) {
-        let record = self.observers.is_active().then(|| {
+        if self.observers.is_active() {
             let core = job.core();
-            TaskRecord {
+            self.observers.emit(&Event::TaskFinished(TaskRecord {
                 task: core.info(),
                 queued_at: core.queued_at,
                 first_started_at: core.first_started_at,
@@ -546,14 +547,10 @@ impl Shared {
                 queue_wait: core.queue_wait,
                 execution: core.execution,
                 retry_delay: core.retry_delay,
-                outcome: Outcome::Succeeded,
-            }
-        });
-        let outcome = job.resolve(resolution);
-        if let Some(record) = record {
-            self.observers
-                .emit(&Event::TaskFinished(TaskRecord { outcome, ..record }));
+                outcome: job.outcome(&resolution),
+            }));
         }
+        job.resolve(resolution);
     }
 
     fn schedule_retry(self: &Arc<Self>, job: Job, delay: Duration, class: ErrorClass) {

@@ -115,3 +115,48 @@ fn events_reach_tracing_at_trace_level() {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }
 }
+
+/// Collects the ids of finished tasks.
+#[derive(Clone, Default)]
+struct FinishedIds(Arc<Mutex<std::collections::HashSet<pool_core::TaskId>>>);
+
+impl Observer for FinishedIds {
+    fn on_event(&self, event: &Event) {
+        if let Event::TaskFinished(record) = event {
+            self.0.lock().unwrap().insert(record.task.id);
+        }
+    }
+}
+
+#[test]
+fn observers_hear_of_a_finished_task_before_its_handle_resolves() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let finished = FinishedIds::default();
+        let pool = Pool::builder()
+            .concurrency(16)
+            .observer(finished.clone())
+            .build()
+            .unwrap();
+        let handles: Vec<_> = (0..2_000u32)
+            .map(|i| {
+                pool.enqueue(
+                    move || async move { Ok::<_, Transient<&str>>(i) },
+                    TaskOptions::new(),
+                )
+            })
+            .collect();
+        for handle in handles {
+            let id = handle.id();
+            handle.await.unwrap();
+            assert!(
+                finished.0.lock().unwrap().contains(&id),
+                "{id} resolved before its TaskFinished event"
+            );
+        }
+    });
+}
