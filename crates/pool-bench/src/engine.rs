@@ -16,7 +16,7 @@ use futures::future::join_all;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::ObjectStore;
-use pool_core::{ErrorClass, Pool, TaskError, TaskHandle, TaskOptions};
+use pool_core::{ErrorClass, Pool, PoolBuilder, TaskError, TaskHandle, TaskOptions};
 use s3_client::{ClientError, S3Client};
 
 use crate::case::{Case, Engine};
@@ -93,7 +93,7 @@ pub async fn run_case(
                 .map(|share| {
                     S3Client::builder_arc(Arc::clone(&store))
                         .concurrency(share)
-                        .configure_pool(PoolBuilderExt::bulk)
+                        .configure_pool(bulk_settings)
                         .build()
                         .map_err(setup_error)
                 })
@@ -132,20 +132,12 @@ async fn count_objects(store: &dyn ObjectStore, prefix: &Path) -> Result<usize, 
 
 /// Pool settings for bulk work: the pressure rule (skip retries when the queue is 10×
 /// the limit, as in the original) is off, since every case queues far more than C.
-trait PoolBuilderExt {
-    fn bulk(self) -> Self;
-}
-
-impl PoolBuilderExt for pool_core::PoolBuilder {
-    fn bulk(self) -> Self {
-        self.no_pressure_rule()
-    }
+fn bulk_settings(builder: PoolBuilder) -> PoolBuilder {
+    builder.no_pressure_rule()
 }
 
 fn bulk_pool(concurrency: usize) -> Result<Pool, BenchError> {
-    Pool::builder()
-        .concurrency(concurrency)
-        .bulk()
+    bulk_settings(Pool::builder().concurrency(concurrency))
         .build()
         .map_err(|error| BenchError::Setup(error.to_string()))
 }
