@@ -6,6 +6,8 @@
 //!   pools), results in `target/bench-matrix/` (`--quick` for a seconds-long subset).
 //! - `cargo xtask bench-overhead`: s3pool beside the bare tokio / futures / tower idioms,
 //!   results in `target/bench-overhead/results.json`.
+//! - `cargo xtask soak`: ten minutes of mixed load through the chaos store with the adaptive
+//!   tuner on; prints the RSS slope and fails on any failure that was not injected.
 
 use std::process::{Command, ExitCode};
 
@@ -13,6 +15,7 @@ use clap::{Parser, Subcommand};
 
 mod bench_matrix;
 mod bench_overhead;
+mod soak;
 mod test;
 
 #[derive(Debug, Parser)]
@@ -30,6 +33,8 @@ enum Task {
     BenchMatrix(bench_matrix::BenchArgs),
     /// Compare s3pool's overhead with the bare idioms (`--help` lists its options).
     BenchOverhead(bench_matrix::BenchArgs),
+    /// Soak: mixed load through the chaos store with the tuner on (default 10 minutes).
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +43,7 @@ fn main() -> ExitCode {
         Task::Test(args) => test::run(&args),
         Task::BenchMatrix(args) => bench_matrix::run(&args),
         Task::BenchOverhead(args) => bench_overhead::run(&args),
+        Task::Soak(args) => soak::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
