@@ -169,27 +169,31 @@ impl SimExecutor {
 
     /// Moves the clock to the earliest deadline and wakes every timer due by then.
     fn advance_to_next_timer(&self) -> bool {
-        let due: Vec<Waker> = {
-            let mut state = self.inner.lock();
-            let Some((&(deadline, _), _)) = state.timers.first_key_value() else {
-                return false;
-            };
-            state.now = state.now.max(deadline);
-            let now = state.now;
-            let later = state.timers.split_off(&(now, u64::MAX));
-            std::mem::replace(&mut state.timers, later)
-                .into_values()
-                .collect()
-        };
-        due.into_iter().for_each(Waker::wake);
-        true
+        let next = self
+            .inner
+            .lock()
+            .timers
+            .first_key_value()
+            .map(|(&(at, _), _)| at);
+        match next {
+            Some(deadline) => {
+                self.move_clock(|now| now.max(deadline));
+                true
+            }
+            None => false,
+        }
     }
 
     /// Moves the virtual clock forward by `duration` at once, waking due timers.
     pub fn advance(&self, duration: Duration) {
+        self.move_clock(|now| now + duration);
+    }
+
+    /// Sets the clock and wakes every timer due by then (outside the lock).
+    fn move_clock(&self, to: impl FnOnce(Instant) -> Instant) {
         let due: Vec<Waker> = {
             let mut state = self.inner.lock();
-            state.now += duration;
+            state.now = to(state.now);
             let now = state.now;
             let later = state.timers.split_off(&(now, u64::MAX));
             std::mem::replace(&mut state.timers, later)
