@@ -4,12 +4,12 @@
 mod support;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use pool_core::{Pool, RejectionKind, TaskError, TaskOptions, Transient};
 use pool_redis::{FailMode, PermitError, PermitEvent, RedisPermits};
-use support::{live_leases, plain_connection, redis_now_ms, wait_until, RedisServer};
+use support::{live_leases, plain_connection, recorder, redis_now_ms, wait_until, RedisServer};
 
 const TTL: Duration = Duration::from_millis(600);
 
@@ -186,17 +186,6 @@ async fn run_batch(
     results
 }
 
-fn recorder() -> (
-    Arc<Mutex<Vec<PermitEvent>>>,
-    impl Fn(&PermitEvent) + Send + Sync,
-) {
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&events);
-    (events, move |event: &PermitEvent| {
-        sink.lock().unwrap().push(event.clone())
-    })
-}
-
 /// Stops Redis while `tasks` run, restarts it, and returns what the tasks and events were.
 async fn restart_mid_run(
     mode: FailMode,
@@ -308,85 +297,6 @@ async fn fail_open_runs_every_task_while_redis_is_down() {
 }
 
 /// A `Write` into a shared buffer, for a captured tracing subscriber.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-#[test]
-fn the_password_never_shows() {
-    const PASSWORD: &str = "s3cr3t-Pa55word";
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    // One thread: the agent's logs go to the subscriber set above.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut shown = Vec::new();
-    runtime.block_on(async {
-        let mut server = RedisServer::start_with_password(PASSWORD);
-        assert!(server.url().contains(PASSWORD));
-        let (events, on_event) = recorder();
-        let permits = RedisPermits::builder(server.url(), "secret", 2)
-            .lease_ttl(TTL)
-            .io_timeout(Duration::from_millis(200))
-            .on_event(on_event)
-            .connect()
-            .await
-            .expect("connect with the password");
-        let lease = permits.lease().await.expect("lease");
-        shown.push(format!("{permits:?}"));
-        server.stop();
-        drop(lease);
-        let refused = permits.lease().await.expect_err("Redis is down");
-        shown.push(format!("{refused} / {refused:?}"));
-        shown.push(format!("{:?}", refused.to_rejection()));
-        shown.push(format!("{:?}", events.lock().unwrap()));
-        server.restart();
-        let wrong = server.url().replace(PASSWORD, "wrong-one");
-        let denied = RedisPermits::builder(wrong.as_str(), "secret", 2)
-            .connect()
-            .await
-            .expect_err("wrong password");
-        shown.push(format!("{denied} / {denied:?}"));
-        let bad = format!("redis://:{PASSWORD}@127.0.0.1:notaport");
-        let invalid = RedisPermits::builder(bad.as_str(), "secret", 2)
-            .connect()
-            .await
-            .expect_err("bad port");
-        shown.push(format!("{invalid} / {invalid:?}"));
-        shown.push(format!(
-            "{:?}",
-            RedisPermits::builder(server.url(), "secret", 2)
-        ));
-    });
-    drop(runtime);
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert!(
-        logs.contains("unavailable"),
-        "the failure was logged: {logs}"
-    );
-    for text in shown.iter().chain(std::iter::once(&logs)) {
-        assert!(!text.contains(PASSWORD), "password shown in: {text}");
-    }
-    assert!(shown.iter().all(|text| text.contains("***")), "{shown:#?}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newcomer_gets_its_fair_share_from_a_busy_process() {
     let server = RedisServer::start();

@@ -52,3 +52,15 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Records a permit agent's events for later inspection.
+pub fn recorder() -> (
+    std::sync::Arc<std::sync::Mutex<Vec<pool_redis::PermitEvent>>>,
+    impl Fn(&pool_redis::PermitEvent) + Send + Sync,
+) {
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&events);
+    (events, move |event: &pool_redis::PermitEvent| {
+        sink.lock().unwrap().push(event.clone())
+    })
+}
