@@ -55,4 +55,3 @@ fn events_reach_tracing_at_trace_level() {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }
 }
-
