@@ -69,6 +69,8 @@ struct State {
     cancellable: std::collections::HashMap<TaskId, QueueKey>,
     active: usize,
     retrying: usize,
+    /// Runners parked waiting for work (they hold no slot).
+    idle_runners: usize,
     limit: usize,
     paused: bool,
     stopped: bool,
@@ -151,6 +153,8 @@ pub(crate) struct Shared {
     /// Fires on stop_now: running attempts are dropped.
     stop_now_token: CancellationToken,
     idle: Notify,
+    /// Wakes one parked runner when work arrives (cheaper than spawning a new one).
+    work_ready: Notify,
     next_id: AtomicU64,
 }
 
@@ -208,6 +212,7 @@ impl Shared {
                 cancellable: Default::default(),
                 active: 0,
                 retrying: 0,
+                idle_runners: 0,
                 limit: settings.initial_limit,
                 paused: false,
                 stopped: false,
@@ -223,6 +228,7 @@ impl Shared {
             stop_token: CancellationToken::new(),
             stop_now_token: CancellationToken::new(),
             idle: Notify::new(),
+            work_ready: Notify::new(),
             next_id: AtomicU64::new(0),
         }
     }
@@ -259,9 +265,19 @@ impl Shared {
         }
         self.push_locked(&mut state, job, now);
         let queued = state.queue.len();
-        // If a slot is free the queue held nothing else, so at most this one task starts.
-        let started = state.take_next(now, self.settings.aging_target_wait);
+        // If a slot is free the queue held nothing else, so at most this one task starts:
+        // on a parked runner if there is one, else on a new one.
+        let wake_parked = state.can_start() && state.idle_runners > 0;
+        let started = if wake_parked {
+            state.idle_runners -= 1;
+            None
+        } else {
+            state.take_next(now, self.settings.aging_target_wait)
+        };
         drop(state);
+        if wake_parked {
+            self.work_ready.notify_one();
+        }
         if let Some(task) = info {
             self.observers.emit(&Event::TaskQueued { task, queued });
         }
@@ -300,10 +316,40 @@ impl Shared {
     async fn run(self: Arc<Self>, mut job: Job) {
         loop {
             let (end, finished_at) = self.attempt(&mut job).await;
-            match self.after_attempt(job, end, finished_at) {
-                Some(next) => job = next,
-                None => return,
+            job = match self.after_attempt(job, end, finished_at) {
+                Some(next) => next,
+                None => match self.wait_for_work().await {
+                    Some(next) => next,
+                    None => return,
+                },
+            };
+        }
+    }
+
+    /// Parks a runner that found no work until an enqueue wakes it, so a pool whose queue
+    /// keeps running dry does not spawn a runner per task. At most `limit` runners park; the
+    /// others end, and all of them end when the pool stops.
+    async fn wait_for_work(&self) -> Option<Job> {
+        loop {
+            let notified = self.work_ready.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the check below, so a wake-up between them is not lost.
+            notified.as_mut().enable();
+            {
+                let now = self.executor.now();
+                let mut state = self.lock();
+                if state.stopped {
+                    return None;
+                }
+                if let Some(job) = state.take_next(now, self.settings.aging_target_wait) {
+                    return Some(job);
+                }
+                if state.idle_runners >= state.limit {
+                    return None;
+                }
+                state.idle_runners += 1;
             }
+            notified.await;
         }
     }
 
@@ -692,10 +738,12 @@ impl Shared {
         state.stopped = true;
         let jobs = state.queue.drain_all();
         state.cancellable.clear();
+        state.idle_runners = 0;
         state.counters.stopped += jobs.len() as u64;
         let idle = state.is_idle();
         drop(state);
         self.stop_token.cancel();
+        self.work_ready.notify_waiters();
         if cancel_running {
             self.stop_now_token.cancel();
         }
