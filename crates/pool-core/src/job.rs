@@ -1,133 +1,359 @@
-//! A queued task with its types erased, so one pool runs tasks of any output and error type.
+//! A task as the pool and its handle share it: one allocation holds the closure that makes
+//! attempts, the last attempt's result, and the slot the handle reads.
+//!
+//! Everything a plain task does not need (labels, a token, per-task retries or timeout, the
+//! timeline of a retried task, the detail of an unusual ending) lives in one lazily allocated
+//! [`Cold`] box, so a queued no-op task is a single 80-byte block (see the size test below).
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use crate::admission::Rejection;
 use crate::error::{LastFailure, PanicMessage, TaskError};
 use crate::observer::{Outcome, TaskInfo};
-use crate::task::{ErrorClass, Metadata, TaskId};
-
-/// What every task carries, whatever its types: identity, settings, and its timeline.
-#[derive(Debug)]
-pub(crate) struct TaskCore {
-    pub(crate) id: TaskId,
-    pub(crate) priority: i32,
-    pub(crate) metadata: Metadata,
-    pub(crate) retries: u32,
-    pub(crate) timeout: Option<Duration>,
-    pub(crate) cancellation: Option<CancellationToken>,
-    pub(crate) attempts: u32,
-    pub(crate) queued_at: Instant,
-    /// When the task last entered the queue (first enqueue or after a backoff).
-    pub(crate) entered_queue_at: Instant,
-    pub(crate) first_started_at: Option<Instant>,
-    /// When the current attempt started (set when the task is popped).
-    pub(crate) attempt_started_at: Instant,
-    pub(crate) queue_wait: Duration,
-    pub(crate) execution: Duration,
-    pub(crate) retry_delay: Duration,
-    pub(crate) previous_delay: Option<Duration>,
-    /// How long the last attempt ran.
-    pub(crate) last_attempt: Duration,
-    /// Tasks running when the current attempt started, this one included.
-    pub(crate) in_flight_at_start: usize,
-}
-
-impl TaskCore {
-    pub(crate) fn info(&self) -> TaskInfo {
-        TaskInfo {
-            id: self.id,
-            priority: self.priority,
-            metadata: self.metadata.clone(),
-        }
-    }
-
-    pub(crate) fn is_cancelled(&self) -> bool {
-        self.cancellation
-            .as_ref()
-            .is_some_and(CancellationToken::is_cancelled)
-    }
-}
+use crate::runner::Shared;
+use crate::task::{ErrorClass, Metadata, TaskId, TaskOptions};
 
 /// How a task is resolved.
 #[derive(Debug)]
 pub(crate) enum Resolution {
     /// With the value of its last attempt, or its error (both kept inside the task).
     LastAttempt,
-    TimedOut,
+    TimedOut {
+        timeout: Duration,
+    },
     Stopped,
     Cancelled,
     Panicked(PanicMessage),
-    Rejected(crate::admission::Rejection),
+    Rejected(Rejection),
     /// The retry budget refused a retry; `timed_out` says what the last attempt ended with.
     BudgetExhausted {
         timed_out: bool,
     },
 }
 
-/// A task whose output and error types are hidden behind this trait.
-pub(crate) trait ErasedTask: Send {
-    fn core(&self) -> &TaskCore;
-    fn core_mut(&mut self) -> &mut TaskCore;
-    /// Creates the future of the next attempt (calls the task's closure).
-    fn start_attempt(&mut self);
-    /// Polls the running attempt. `Ready(None)` is success, `Ready(Some(class))` a failure.
-    fn poll_attempt(&mut self, cx: &mut Context<'_>) -> Poll<Option<ErrorClass>>;
-    /// Drops the running attempt (timed out, cancelled, or it panicked).
-    fn abandon_attempt(&mut self);
-    /// Which outcome `resolution` will be, without resolving (observers hear of it first).
-    fn outcome(&self, resolution: &Resolution) -> Outcome;
-    /// Sends the result to the task's handle.
-    fn resolve(self: Box<Self>, resolution: Resolution);
+/// The timeline of the attempts a retried task has made so far (a task that runs once
+/// never needs one: the runner knows its single stint).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeline {
+    pub(crate) queued_at: Instant,
+    pub(crate) first_started_at: Option<Instant>,
+    pub(crate) queue_wait: Duration,
+    pub(crate) execution: Duration,
+    pub(crate) retry_delay: Duration,
+    pub(crate) previous_delay: Option<Duration>,
 }
 
-pub(crate) type Job = Box<dyn ErasedTask>;
+/// The future of one attempt; its output is how the attempt classifies (`None`: success).
+/// The attempt's value or error is kept in the task.
+pub(crate) type AttemptFuture = Pin<Box<dyn Future<Output = Option<ErrorClass>> + Send>>;
+
+/// What starting an attempt gave.
+pub(crate) enum Start {
+    /// The task's token had fired: the closure was not called.
+    Cancelled,
+    /// The pool was stopped with `stop_now`: the closure was not called.
+    StoppedNow,
+    /// The closure was called.
+    Running {
+        future: AttemptFuture,
+        /// The task's per-attempt timeout (its own or the pool's).
+        timeout: Option<Duration>,
+        cancellation: Option<CancellationToken>,
+    },
+}
+
+/// A task with its closure, output and error types hidden, as the pool holds it.
+pub(crate) trait ErasedTask: Send + Sync {
+    fn id(&self) -> TaskId;
+    fn priority(&self) -> i32;
+    /// Attempts started so far.
+    fn attempts(&self) -> u32;
+    /// Counts a new attempt and returns its number (1 for the first).
+    fn begin_attempt(&self) -> u32;
+    fn info(&self) -> TaskInfo;
+    fn cancellation(&self) -> Option<CancellationToken>;
+    fn retries(&self, pool_default: u32) -> u32;
+    /// Calls the closure for the next attempt, unless the task's token or `stop_now` has
+    /// fired (checked in that order).
+    fn start_attempt(
+        self: Arc<Self>,
+        pool_timeout: Option<Duration>,
+        stop_now: &CancellationToken,
+    ) -> Start;
+    fn timeline(&self) -> Option<Timeline>;
+    fn set_timeline(&self, timeline: Timeline);
+    /// Which outcome `resolution` will be, without resolving (observers hear of it first).
+    fn outcome(&self, resolution: &Resolution) -> Outcome;
+    /// Settles the task and wakes its handle. A second call changes nothing.
+    fn resolve(&self, resolution: Resolution);
+}
+
+/// The pool's reference to a queued task.
+pub(crate) type TaskRef = Arc<dyn ErasedTask>;
+
+/// A task taken out of the queue. Whoever holds it must resolve it: dropping it unresolved
+/// (a runtime shut down under a running task) resolves the handle with `Stopped`, so a
+/// caller is never left waiting.
+pub(crate) struct Job {
+    task: Option<TaskRef>,
+}
+
+impl Job {
+    pub(crate) fn new(task: TaskRef) -> Self {
+        Self { task: Some(task) }
+    }
+
+    pub(crate) fn task(&self) -> &TaskRef {
+        self.task
+            .as_ref()
+            .expect("a job holds its task until it is resolved or queued")
+    }
+
+    /// Back into the queue: the queue is drained (and every task resolved) when the pool stops.
+    pub(crate) fn into_ref(mut self) -> TaskRef {
+        self.task
+            .take()
+            .expect("a job holds its task until it is resolved or queued")
+    }
+
+    pub(crate) fn resolve(mut self, resolution: Resolution) {
+        if let Some(task) = self.task.take() {
+            task.resolve(resolution);
+        }
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.resolve(Resolution::Stopped);
+        }
+    }
+}
 
 impl std::fmt::Debug for dyn ErasedTask {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Task")
-            .field("core", self.core())
+            .field("id", &self.id())
+            .field("priority", &self.priority())
+            .field("attempts", &self.attempts())
             .finish_non_exhaustive()
     }
 }
 
-/// The concrete task: the closure that makes attempts, the attempt in flight, the last
-/// result, and the channel to the handle.
-pub(crate) struct TaskCell<F, Fut, T, E, C>
-where
-    Fut: Future<Output = Result<T, E>>,
-{
-    pub(crate) core: TaskCore,
-    make_attempt: F,
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut debug = f.debug_struct("Job");
+        if let Some(task) = &self.task {
+            debug
+                .field("id", &task.id())
+                .field("attempts", &task.attempts());
+        }
+        debug.finish_non_exhaustive()
+    }
+}
+
+/// The handle's view of a task: its types known, its closure hidden.
+pub(crate) trait ResultSlot<T, E>: Send + Sync {
+    fn id(&self) -> TaskId;
+    fn poll_result(&self, cx: &mut Context<'_>) -> Poll<Result<T, TaskError<E>>>;
+    fn try_result(&self) -> Option<Result<T, TaskError<E>>>;
+}
+
+/// How a settled task ended; with the last result and [`Cold::detail`] it makes the handle's
+/// value. One byte, so the task's phase fits in the waker's space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    LastAttempt,
+    TimedOut,
+    Stopped,
+    Cancelled,
+    Panicked,
+    Rejected,
+    BudgetExhausted {
+        timed_out: bool,
+    },
+    /// The handle has taken the result.
+    Taken,
+}
+
+enum Phase<F> {
+    /// Not resolved yet: the closure, and the waker of whoever awaits the handle (a no-op
+    /// waker until someone does).
+    Waiting {
+        make_attempt: F,
+        waker: Waker,
+    },
+    Settled(Settled),
+}
+
+/// Payloads of the rare endings.
+#[derive(Debug)]
+enum Detail {
+    TimedOut(Duration),
+    Panicked(PanicMessage),
+    Rejected(Rejection),
+}
+
+/// Lets a handle pull its task out of the queue as soon as the task's token fires.
+struct CancelWatch {
+    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+    shared: Weak<Shared>,
+    fired: bool,
+}
+
+/// What most tasks never need, allocated only for those that do.
+#[derive(Default)]
+struct Cold {
+    metadata: Metadata,
+    cancellation: Option<CancellationToken>,
+    retries: Option<u32>,
+    timeout: Option<Option<Duration>>,
+    timeline: Option<Timeline>,
+    detail: Option<Detail>,
+    watch: Option<CancelWatch>,
+}
+
+struct Body<F, T, E> {
+    phase: Phase<F>,
+    last: Option<Result<T, E>>,
+    cold: Option<Box<Cold>>,
+}
+
+impl<F, T, E> Body<F, T, E> {
+    fn cold(&self) -> Option<&Cold> {
+        self.cold.as_deref()
+    }
+
+    fn cold_mut(&mut self) -> &mut Cold {
+        self.cold.get_or_insert_with(Default::default)
+    }
+}
+
+/// The concrete task.
+pub(crate) struct TaskCell<F, Fut, T, E, C> {
+    id: TaskId,
+    priority: i32,
+    attempts: AtomicU32,
     /// Generic, not boxed: the usual classifier (`E::error_class`) takes no space at all.
     classify: C,
-    in_flight: Option<Pin<Box<Fut>>>,
-    last: Option<Result<T, E>>,
-    result_tx: oneshot::Sender<Result<T, TaskError<E>>>,
+    body: Mutex<Body<F, T, E>>,
+    _attempt: PhantomData<fn() -> Fut>,
+}
+
+impl<F, Fut, T, E, C> TaskCell<F, Fut, T, E, C> {
+    /// A task with `options`; `shared` lets its handle react to the options' token.
+    pub(crate) fn new(
+        id: TaskId,
+        options: TaskOptions,
+        make_attempt: F,
+        classify: C,
+        shared: Weak<Shared>,
+    ) -> Self {
+        let TaskOptions {
+            priority,
+            retries,
+            timeout,
+            metadata,
+            cancellation,
+        } = options;
+        let plain =
+            retries.is_none() && timeout.is_none() && metadata.is_empty() && cancellation.is_none();
+        let cold = (!plain).then(|| {
+            let watch = cancellation.as_ref().map(|token| CancelWatch {
+                cancelled: Box::pin(token.clone().cancelled_owned()),
+                shared,
+                fired: false,
+            });
+            Box::new(Cold {
+                metadata,
+                cancellation,
+                retries,
+                timeout,
+                watch,
+                ..Cold::default()
+            })
+        });
+        Self {
+            id,
+            priority,
+            attempts: AtomicU32::new(0),
+            classify,
+            body: Mutex::new(Body {
+                phase: Phase::Waiting {
+                    make_attempt,
+                    waker: Waker::noop().clone(),
+                },
+                last: None,
+                cold,
+            }),
+            _attempt: PhantomData,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Body<F, T, E>> {
+        // A closure that panicked while called under this lock leaves nothing half-written
+        // that matters here: the task resolves `Panicked` either way.
+        self.body.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl<F, Fut, T, E, C> TaskCell<F, Fut, T, E, C>
 where
-    Fut: Future<Output = Result<T, E>>,
+    C: Fn(&E) -> ErrorClass,
 {
-    pub(crate) fn new(
-        core: TaskCore,
-        make_attempt: F,
-        classify: C,
-        result_tx: oneshot::Sender<Result<T, TaskError<E>>>,
-    ) -> Self {
-        Self {
-            core,
-            make_attempt,
-            classify,
-            in_flight: None,
-            last: None,
-            result_tx,
+    /// Keeps an attempt's result and says how it classifies.
+    fn record(&self, result: Result<T, E>) -> Option<ErrorClass> {
+        let class = result.as_ref().err().map(&self.classify);
+        self.lock().last = Some(result);
+        class
+    }
+
+    /// The handle's value, leaving the task `Taken`.
+    fn take_result(&self, body: &mut Body<F, T, E>, settled: Settled) -> Result<T, TaskError<E>> {
+        body.phase = Phase::Settled(Settled::Taken);
+        let attempts = self.attempts.load(Ordering::Acquire);
+        let detail = body.cold.as_mut().and_then(|cold| cold.detail.take());
+        let last = body.last.take();
+        match (settled, detail) {
+            (Settled::LastAttempt, _) => match last {
+                Some(Ok(value)) => Ok(value),
+                Some(Err(error)) => Err(TaskError::Failed { error, attempts }),
+                // Resolving without an attempt result is a pool bug; never leave the
+                // handle hanging because of it.
+                None => Err(TaskError::Stopped),
+            },
+            (Settled::TimedOut, detail) => Err(TaskError::TimedOut {
+                timeout: match detail {
+                    Some(Detail::TimedOut(timeout)) => timeout,
+                    _ => Duration::ZERO,
+                },
+                attempts,
+            }),
+            (Settled::Panicked, Some(Detail::Panicked(message))) => {
+                Err(TaskError::Panicked(message))
+            }
+            (Settled::Rejected, Some(Detail::Rejected(rejection))) => {
+                Err(TaskError::Rejected(rejection))
+            }
+            (Settled::BudgetExhausted { timed_out }, _) => {
+                let last = match last {
+                    Some(Err(error)) if !timed_out => LastFailure::Error(error),
+                    _ => LastFailure::TimedOut,
+                };
+                Err(TaskError::RetryBudgetExhausted { last, attempts })
+            }
+            (Settled::Cancelled, _) => Err(TaskError::Cancelled),
+            // Stopped; a second take (polled after completion); a detail that went missing.
+            _ => Err(TaskError::Stopped),
         }
     }
 }
@@ -140,45 +366,101 @@ where
     E: Send + 'static,
     C: Fn(&E) -> ErrorClass + Send + Sync + 'static,
 {
-    fn core(&self) -> &TaskCore {
-        &self.core
+    fn id(&self) -> TaskId {
+        self.id
     }
 
-    fn core_mut(&mut self) -> &mut TaskCore {
-        &mut self.core
+    fn priority(&self) -> i32 {
+        self.priority
     }
 
-    fn start_attempt(&mut self) {
-        self.last = None;
-        self.in_flight = Some(Box::pin((self.make_attempt)()));
+    fn attempts(&self) -> u32 {
+        self.attempts.load(Ordering::Acquire)
     }
 
-    fn poll_attempt(&mut self, cx: &mut Context<'_>) -> Poll<Option<ErrorClass>> {
-        let Some(future) = self.in_flight.as_mut() else {
-            return Poll::Ready(Some(ErrorClass::Fatal));
+    fn begin_attempt(&self) -> u32 {
+        self.attempts
+            .fetch_add(1, Ordering::AcqRel)
+            .saturating_add(1)
+    }
+
+    fn info(&self) -> TaskInfo {
+        TaskInfo {
+            id: self.id,
+            priority: self.priority,
+            metadata: self
+                .lock()
+                .cold()
+                .map(|cold| cold.metadata.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn cancellation(&self) -> Option<CancellationToken> {
+        self.lock().cold()?.cancellation.clone()
+    }
+
+    fn retries(&self, pool_default: u32) -> u32 {
+        self.lock()
+            .cold()
+            .and_then(|cold| cold.retries)
+            .unwrap_or(pool_default)
+    }
+
+    fn start_attempt(
+        self: Arc<Self>,
+        pool_timeout: Option<Duration>,
+        stop_now: &CancellationToken,
+    ) -> Start {
+        let (future, timeout, cancellation) = {
+            let mut body = self.lock();
+            let (timeout, cancellation) = match body.cold() {
+                Some(cold) => (
+                    cold.timeout.unwrap_or(pool_timeout),
+                    cold.cancellation.clone(),
+                ),
+                None => (pool_timeout, None),
+            };
+            if cancellation
+                .as_ref()
+                .is_some_and(CancellationToken::is_cancelled)
+            {
+                return Start::Cancelled;
+            }
+            if stop_now.is_cancelled() {
+                return Start::StoppedNow;
+            }
+            body.last = None;
+            let Phase::Waiting { make_attempt, .. } = &mut body.phase else {
+                // Already resolved (stopped meanwhile): nothing to run.
+                return Start::Cancelled;
+            };
+            (make_attempt(), timeout, cancellation)
         };
-        let result = std::task::ready!(future.as_mut().poll(cx));
-        self.in_flight = None;
-        let class = match &result {
-            Ok(_) => None,
-            Err(error) => Some((self.classify)(error)),
-        };
-        self.last = Some(result);
-        Poll::Ready(class)
+        let task = self;
+        Start::Running {
+            future: Box::pin(async move { task.record(future.await) }),
+            timeout,
+            cancellation,
+        }
     }
 
-    fn abandon_attempt(&mut self) {
-        self.in_flight = None;
+    fn timeline(&self) -> Option<Timeline> {
+        self.lock().cold()?.timeline
+    }
+
+    fn set_timeline(&self, timeline: Timeline) {
+        self.lock().cold_mut().timeline = Some(timeline);
     }
 
     fn outcome(&self, resolution: &Resolution) -> Outcome {
         match resolution {
-            Resolution::LastAttempt => match &self.last {
+            Resolution::LastAttempt => match &self.lock().last {
                 Some(Ok(_)) => Outcome::Succeeded,
                 Some(Err(error)) => Outcome::Failed((self.classify)(error)),
                 None => Outcome::Stopped,
             },
-            Resolution::TimedOut => Outcome::TimedOut,
+            Resolution::TimedOut { .. } => Outcome::TimedOut,
             Resolution::Stopped => Outcome::Stopped,
             Resolution::Cancelled => Outcome::Cancelled,
             Resolution::Panicked(_) => Outcome::Panicked,
@@ -187,32 +469,118 @@ where
         }
     }
 
-    fn resolve(self: Box<Self>, resolution: Resolution) {
-        let this = *self;
-        let attempts = this.core.attempts;
-        let timeout = this.core.timeout.unwrap_or_default();
-        let result = match resolution {
-            Resolution::LastAttempt => match this.last {
-                Some(Ok(value)) => Ok(value),
-                Some(Err(error)) => Err(TaskError::Failed { error, attempts }),
-                // Resolving without an attempt result is a pool bug; never leave the
-                // handle hanging because of it.
-                None => Err(TaskError::Stopped),
-            },
-            Resolution::TimedOut => Err(TaskError::TimedOut { timeout, attempts }),
-            Resolution::Stopped => Err(TaskError::Stopped),
-            Resolution::Cancelled => Err(TaskError::Cancelled),
-            Resolution::Panicked(message) => Err(TaskError::Panicked(message)),
-            Resolution::Rejected(rejection) => Err(TaskError::Rejected(rejection)),
+    fn resolve(&self, resolution: Resolution) {
+        let (settled, detail) = match resolution {
+            Resolution::LastAttempt => (Settled::LastAttempt, None),
+            Resolution::TimedOut { timeout } => {
+                (Settled::TimedOut, Some(Detail::TimedOut(timeout)))
+            }
+            Resolution::Stopped => (Settled::Stopped, None),
+            Resolution::Cancelled => (Settled::Cancelled, None),
+            Resolution::Panicked(message) => (Settled::Panicked, Some(Detail::Panicked(message))),
+            Resolution::Rejected(rejection) => {
+                (Settled::Rejected, Some(Detail::Rejected(rejection)))
+            }
             Resolution::BudgetExhausted { timed_out } => {
-                let last = match this.last {
-                    Some(Err(error)) if !timed_out => LastFailure::Error(error),
-                    _ => LastFailure::TimedOut,
-                };
-                Err(TaskError::RetryBudgetExhausted { last, attempts })
+                (Settled::BudgetExhausted { timed_out }, None)
             }
         };
-        // The handle may have been dropped: the caller does not want the result.
-        let _ = this.result_tx.send(result);
+        let waiting = {
+            let mut body = self.lock();
+            if !matches!(body.phase, Phase::Waiting { .. }) {
+                return;
+            }
+            if let Some(detail) = detail {
+                body.cold_mut().detail = Some(detail);
+            }
+            std::mem::replace(&mut body.phase, Phase::Settled(settled))
+        };
+        // The closure (and what it captured) is dropped outside the lock.
+        if let Phase::Waiting {
+            make_attempt,
+            waker,
+        } = waiting
+        {
+            drop(make_attempt);
+            waker.wake();
+        }
+    }
+}
+
+impl<F, Fut, T, E, C> ResultSlot<T, E> for TaskCell<F, Fut, T, E, C>
+where
+    F: Send,
+    T: Send,
+    E: Send,
+    C: Fn(&E) -> ErrorClass + Send + Sync,
+{
+    fn id(&self) -> TaskId {
+        self.id
+    }
+
+    fn poll_result(&self, cx: &mut Context<'_>) -> Poll<Result<T, TaskError<E>>> {
+        let mut body = self.lock();
+        let Body { phase, cold, .. } = &mut *body;
+        let waiting = matches!(phase, Phase::Waiting { .. });
+        if let Some(watch) = cold.as_mut().and_then(|cold| cold.watch.as_mut()) {
+            if waiting && !watch.fired && watch.cancelled.as_mut().poll(cx).is_ready() {
+                watch.fired = true;
+                if let Some(shared) = watch.shared.upgrade() {
+                    drop(body);
+                    // Resolves the task with `Cancelled` if it is still queued; a running
+                    // attempt sees the token itself. Needs the task's lock: released above.
+                    shared.cancel_queued(self.id);
+                    body = self.lock();
+                }
+            }
+        }
+        match &mut body.phase {
+            Phase::Waiting { waker, .. } => {
+                if !waker.will_wake(cx.waker()) {
+                    waker.clone_from(cx.waker());
+                }
+                Poll::Pending
+            }
+            Phase::Settled(settled) => {
+                let settled = *settled;
+                Poll::Ready(self.take_result(&mut body, settled))
+            }
+        }
+    }
+
+    fn try_result(&self) -> Option<Result<T, TaskError<E>>> {
+        let mut body = self.lock();
+        match body.phase {
+            Phase::Waiting { .. } => None,
+            Phase::Settled(settled) => Some(self.take_result(&mut body, settled)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+
+    fn cell_size<F, Fut, C>(_: &F, _: &C) -> usize
+    where
+        F: FnMut() -> Fut,
+    {
+        std::mem::size_of::<TaskCell<F, Fut, (), Infallible, C>>()
+    }
+
+    /// The layout the memory goal (≤ 128 bytes per queued task) rests on: a waiting task's
+    /// phase shares the waker's space, and a no-op cell with `Arc`'s two counters is a
+    /// 72-byte request (an 80-byte malloc chunk).
+    #[test]
+    fn a_plain_task_is_small() {
+        assert_eq!(
+            std::mem::size_of::<Phase<()>>(),
+            std::mem::size_of::<Waker>()
+        );
+        let make = || std::future::ready(Ok::<(), Infallible>(()));
+        let classify = |_: &Infallible| ErrorClass::Fatal;
+        let cell = cell_size(&make, &classify);
+        assert!(cell + 16 <= 72, "a no-op task cell is {cell} bytes");
     }
 }

@@ -3,14 +3,12 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
-
-use tokio::sync::oneshot;
+use std::time::Instant;
 
 use crate::builder::PoolBuilder;
 use crate::error::ConfigError;
 use crate::handle::TaskHandle;
-use crate::job::{TaskCell, TaskCore};
+use crate::job::{TaskCell, TaskRef};
 use crate::runner::Shared;
 use crate::stats::Stats;
 use crate::task::{ErrorClass, Retryable, TaskOptions};
@@ -118,34 +116,16 @@ impl Pool {
     {
         let shared = self.shared();
         let id = shared.next_task_id();
-        let (result_tx, result_rx) = oneshot::channel();
-        let cancel = options
-            .cancellation
-            .clone()
-            .map(|token| (token, Arc::downgrade(shared)));
-        let now = shared.executor.now();
-        let core = TaskCore {
+        let cancellable = options.cancellation.is_some();
+        let task = Arc::new(TaskCell::new(
             id,
-            priority: options.priority,
-            metadata: options.metadata,
-            retries: options.retries.unwrap_or(shared.settings.retries),
-            timeout: options.timeout.unwrap_or(shared.settings.timeout),
-            cancellation: options.cancellation,
-            attempts: 0,
-            queued_at: now,
-            entered_queue_at: now,
-            first_started_at: None,
-            attempt_started_at: now,
-            queue_wait: Duration::ZERO,
-            execution: Duration::ZERO,
-            retry_delay: Duration::ZERO,
-            previous_delay: None,
-            last_attempt: Duration::ZERO,
-            in_flight_at_start: 0,
-        };
-        let cell = TaskCell::new(core, task, classify, result_tx);
-        shared.enqueue(Box::new(cell));
-        TaskHandle::new(id, result_rx, cancel)
+            options,
+            task,
+            classify,
+            Arc::downgrade(shared),
+        ));
+        shared.enqueue(Arc::clone(&task) as TaskRef, cancellable);
+        TaskHandle::new(task)
     }
 
     /// Changes the concurrency limit at once. Growing starts queued tasks now; shrinking

@@ -13,8 +13,12 @@
 //! number of distinct priorities waiting (usually a handful) — never O(n) in queued tasks.
 //! Levels are kept (with their buffers) after they empty, so a queue that keeps draining and
 //! refilling allocates nothing; a few empty levels are allowed before they are swept.
-//! Removal (cancellation) finds the task by binary search on its sequence number and leaves a
-//! tombstone that pops skip.
+//! Removal (cancellation) finds the task by its position in its level (levels number their
+//! slots consecutively) and leaves a tombstone that pops skip.
+//!
+//! A slot is 24 bytes: the task reference and when it entered the queue, in nanoseconds since
+//! the queue's epoch. Among heads with equal effective priority the one that entered earlier
+//! wins, then the higher base priority.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -23,6 +27,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct QueueKey {
     priority: i32,
+    /// Which incarnation of the level (a level swept away and made again is a new one).
+    generation: u64,
     seq: u64,
 }
 
@@ -35,8 +41,8 @@ pub(crate) struct Popped<J> {
 
 #[derive(Debug)]
 struct Slot<J> {
-    seq: u64,
-    enqueued_at: Instant,
+    /// Nanoseconds since the queue's epoch.
+    enqueued_at: u64,
     /// `None` once removed (a tombstone).
     job: Option<J>,
 }
@@ -45,6 +51,9 @@ struct Slot<J> {
 struct Level<J> {
     slots: VecDeque<Slot<J>>,
     live: usize,
+    generation: u64,
+    /// Sequence number the next push gets; the front slot's is `next_seq - slots.len()`.
+    next_seq: u64,
 }
 
 impl<J> Level<J> {
@@ -54,6 +63,13 @@ impl<J> Level<J> {
             self.slots.pop_front();
         }
         self.slots.front()
+    }
+
+    fn index_of(&self, seq: u64) -> Option<usize> {
+        let front = self.next_seq - self.slots.len() as u64;
+        (front..self.next_seq)
+            .contains(&seq)
+            .then(|| (seq - front) as usize)
     }
 }
 
@@ -74,17 +90,20 @@ pub(crate) struct AgingQueue<J> {
     /// Sorted by priority; may contain up to `MAX_EMPTY_LEVELS` empty levels.
     levels: Vec<(i32, Level<J>)>,
     len: usize,
-    next_seq: u64,
+    next_generation: u64,
+    epoch: Instant,
     aging: AgingSettings,
     multiplier: f64,
 }
 
 impl<J> AgingQueue<J> {
-    pub(crate) fn new(aging: AgingSettings) -> Self {
+    /// An empty queue; times are kept relative to `epoch` (earlier times count as `epoch`).
+    pub(crate) fn new(aging: AgingSettings, epoch: Instant) -> Self {
         Self {
             levels: Vec::new(),
             len: 0,
-            next_seq: 0,
+            next_generation: 0,
+            epoch,
             aging,
             multiplier: 1.0,
         }
@@ -98,6 +117,14 @@ impl<J> AgingQueue<J> {
         self.len == 0
     }
 
+    fn ticks(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn instant(&self, ticks: u64) -> Instant {
+        self.epoch + Duration::from_nanos(ticks)
+    }
+
     /// Seconds of wait per priority point.
     fn step_secs(&self) -> f64 {
         self.aging.interval.as_secs_f64() * self.multiplier
@@ -107,36 +134,43 @@ impl<J> AgingQueue<J> {
     fn effective(&self, priority: i32, enqueued_at: Instant, now: Instant) -> f64 {
         effective(
             priority,
-            enqueued_at,
-            now,
+            self.ticks(enqueued_at),
+            self.ticks(now),
             self.step_secs(),
             self.aging.max_boost,
         )
     }
 
     pub(crate) fn push(&mut self, job: J, priority: i32, now: Instant) -> QueueKey {
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        let enqueued_at = self.ticks(now);
         let index = match self.levels.binary_search_by_key(&priority, |(p, _)| *p) {
             Ok(index) => index,
             Err(index) => {
                 let level = Level {
                     slots: VecDeque::new(),
                     live: 0,
+                    generation: self.next_generation,
+                    next_seq: 0,
                 };
+                self.next_generation += 1;
                 self.levels.insert(index, (priority, level));
                 index
             }
         };
         let level = &mut self.levels[index].1;
+        let seq = level.next_seq;
+        level.next_seq += 1;
         level.slots.push_back(Slot {
-            seq,
-            enqueued_at: now,
+            enqueued_at,
             job: Some(job),
         });
         level.live += 1;
         self.len += 1;
-        QueueKey { priority, seq }
+        QueueKey {
+            priority,
+            generation: level.generation,
+            seq,
+        }
     }
 
     /// Removes and returns the task with the highest effective priority at `now`
@@ -147,22 +181,25 @@ impl<J> AgingQueue<J> {
             level.head()?;
             return self.pop_level(0);
         }
+        let now = self.ticks(now);
         let (step, max_boost) = (self.step_secs(), self.aging.max_boost);
+        // (index, effective, enqueued_at); levels are scanned from the highest priority,
+        // so on a full tie the higher base priority stays best.
         let mut best: Option<(usize, f64, u64)> = None;
-        for (index, (priority, level)) in self.levels.iter_mut().enumerate() {
+        for (index, (priority, level)) in self.levels.iter_mut().enumerate().rev() {
             let Some(head) = level.head() else {
                 continue;
             };
-            let seq = head.seq;
-            let effective = effective(*priority, head.enqueued_at, now, step, max_boost);
+            let at = head.enqueued_at;
+            let effective = effective(*priority, at, now, step, max_boost);
             let better = match best {
                 None => true,
-                Some((_, best_effective, best_seq)) => {
-                    effective > best_effective || (effective == best_effective && seq < best_seq)
+                Some((_, best_effective, best_at)) => {
+                    effective > best_effective || (effective == best_effective && at < best_at)
                 }
             };
             if better {
-                best = Some((index, effective, seq));
+                best = Some((index, effective, at));
             }
         }
         let (index, _, _) = best?;
@@ -180,29 +217,34 @@ impl<J> AgingQueue<J> {
         self.len -= 1;
         Some(Popped {
             job: slot.job?,
-            enqueued_at: slot.enqueued_at,
+            enqueued_at: self.instant(slot.enqueued_at),
         })
     }
 
     /// Removes a task that is still queued (e.g. cancelled). `None` if it already left.
-    pub(crate) fn remove(&mut self, key: QueueKey) -> Option<J> {
+    pub(crate) fn remove(&mut self, key: QueueKey) -> Option<Popped<J>> {
         let at = self
             .levels
             .binary_search_by_key(&key.priority, |(p, _)| *p)
             .ok()?;
         let level = &mut self.levels[at].1;
-        let index = level
-            .slots
-            .binary_search_by_key(&key.seq, |slot| slot.seq)
-            .ok()?;
-        let job = level.slots[index].job.take()?;
+        if level.generation != key.generation {
+            return None;
+        }
+        let index = level.index_of(key.seq)?;
+        let slot = &mut level.slots[index];
+        let job = slot.job.take()?;
+        let enqueued_at = slot.enqueued_at;
         level.live -= 1;
         if level.live == 0 {
             level.slots.clear();
             self.sweep_empty_levels();
         }
         self.len -= 1;
-        Some(job)
+        Some(Popped {
+            job,
+            enqueued_at: self.instant(enqueued_at),
+        })
     }
 
     /// Drops empty levels once there are more than a few, so pops never scan many.
@@ -214,12 +256,18 @@ impl<J> AgingQueue<J> {
     }
 
     /// Removes every task, in no particular order.
-    pub(crate) fn drain_all(&mut self) -> Vec<J> {
+    pub(crate) fn drain_all(&mut self) -> Vec<Popped<J>> {
         self.len = 0;
+        let epoch = self.epoch;
         std::mem::take(&mut self.levels)
             .into_iter()
             .flat_map(|(_, level)| level.slots)
-            .filter_map(|slot| slot.job)
+            .filter_map(|slot| {
+                Some(Popped {
+                    job: slot.job?,
+                    enqueued_at: epoch + Duration::from_nanos(slot.enqueued_at),
+                })
+            })
             .collect()
     }
 
@@ -231,10 +279,11 @@ impl<J> AgingQueue<J> {
     }
 }
 
-/// `base + min(max_boost, waited / step)`; `max_boost == 0` is strict priority.
-fn effective(priority: i32, enqueued_at: Instant, now: Instant, step: f64, max_boost: f64) -> f64 {
+/// `base + min(max_boost, waited / step)`; `max_boost == 0` is strict priority. Times in
+/// nanoseconds.
+fn effective(priority: i32, enqueued_at: u64, now: u64, step: f64, max_boost: f64) -> f64 {
     let boost = if max_boost > 0.0 {
-        let waited = now.saturating_duration_since(enqueued_at).as_secs_f64();
+        let waited = now.saturating_sub(enqueued_at) as f64 / 1e9;
         (waited / step).min(max_boost)
     } else {
         0.0
@@ -252,7 +301,7 @@ mod tests {
             interval: Duration::from_millis(250),
             max_boost,
         };
-        (AgingQueue::new(aging), epoch)
+        (AgingQueue::new(aging, epoch), epoch)
     }
 
     fn ms(n: u64) -> Duration {
@@ -318,8 +367,8 @@ mod tests {
         let (mut q, t0) = queue(10.0);
         let a = q.push(1, 0, t0);
         q.push(2, 0, t0);
-        assert_eq!(q.remove(a), Some(1));
-        assert_eq!(q.remove(a), None);
+        assert_eq!(q.remove(a).map(|p| p.job), Some(1));
+        assert!(q.remove(a).is_none());
         assert_eq!(q.len(), 1);
         assert_eq!(pop_all(&mut q, t0), vec![2]);
         assert!(q.is_empty());
@@ -331,8 +380,29 @@ mod tests {
         let a = q.push(1, 0, t0);
         q.remove(a);
         let b = q.push(2, 0, t0);
-        assert_eq!(q.remove(a), None, "old key must not remove the new task");
-        assert_eq!(q.remove(b), Some(2));
+        assert!(
+            q.remove(a).is_none(),
+            "old key must not remove the new task"
+        );
+        assert_eq!(q.remove(b).map(|p| p.job), Some(2));
+    }
+
+    #[test]
+    fn a_key_of_a_swept_level_does_not_remove_from_its_successor() {
+        let (mut q, t0) = queue(10.0);
+        let old = q.push(1, 0, t0);
+        assert_eq!(pop_all(&mut q, t0), vec![1]);
+        // Empty more levels than are kept, so level 0 is swept away, then made again.
+        for p in 1..=(MAX_EMPTY_LEVELS as i32 + 1) {
+            q.push(100, p, t0);
+        }
+        pop_all(&mut q, t0);
+        let new = q.push(2, 0, t0);
+        assert!(
+            q.remove(old).is_none(),
+            "a key of the old level must not remove"
+        );
+        assert_eq!(q.remove(new).map(|p| p.job), Some(2));
     }
 
     #[test]
@@ -364,6 +434,8 @@ mod tests {
                     .max_by(|(_, a), (_, b)| {
                         q.effective(a.1, a.2, now)
                             .total_cmp(&q.effective(b.1, b.2, now))
+                            .then(b.2.cmp(&a.2))
+                            .then(a.1.cmp(&b.1))
                             .then(b.3.cmp(&a.3))
                     })
                     .map(|(i, _)| i)

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::{Admission, AdmissionPermit};
 use crate::executor::{BoxFuture, Executor};
-use crate::job::{Job, Resolution};
+use crate::job::{Job, Resolution, Start, TaskRef, Timeline};
 use crate::observer::{AttemptResult, Event, ObserverSet, Outcome, TaskInfo, TaskRecord};
 use crate::queue::{AgingQueue, QueueKey};
 use crate::retry::{saturation, BudgetBucket, PressureDecision, RetryPolicy};
@@ -64,7 +64,7 @@ impl Counters {
 
 #[derive(Debug)]
 struct State {
-    queue: AgingQueue<Job>,
+    queue: AgingQueue<TaskRef>,
     /// Queue keys of tasks that can be cancelled, so a handle can pull its task out early.
     cancellable: std::collections::HashMap<TaskId, QueueKey>,
     active: usize,
@@ -89,23 +89,26 @@ impl State {
     }
 
     /// Pops the next task and claims a slot for it.
-    fn take_next(&mut self, now: Instant, aging_target_wait: Duration) -> Option<Job> {
+    fn take_next(&mut self, now: Instant, aging_target_wait: Duration) -> Option<(Job, Stint)> {
         if !self.can_start() {
             return None;
         }
         let popped = self.queue.pop(now)?;
-        let mut job = popped.job;
-        if job.core().cancellation.is_some() {
-            self.cancellable.remove(&job.core().id);
+        if !self.cancellable.is_empty() {
+            self.cancellable.remove(&popped.job.id());
         }
         self.active += 1;
         let wait = now.saturating_duration_since(popped.enqueued_at);
-        let core = job.core_mut();
-        core.queue_wait += wait;
-        core.in_flight_at_start = self.active;
-        core.attempt_started_at = now;
         self.observe_queue_wait(wait, aging_target_wait);
-        Some(job)
+        let stint = Stint {
+            entered_at: popped.enqueued_at,
+            popped_at: Some(now),
+            started_at: now,
+            ran: false,
+            in_flight: self.active,
+            latency: Duration::ZERO,
+        };
+        Some((Job::new(popped.job), stint))
     }
 
     /// Keeps the aging multiplier in step with queue wait against its target: the
@@ -172,7 +175,8 @@ impl std::fmt::Debug for Shared {
 enum AttemptEnd {
     Succeeded,
     Failed(ErrorClass),
-    TimedOut,
+    /// The attempt ran past this timeout.
+    TimedOut(Duration),
     Panicked(crate::error::PanicMessage),
     Cancelled,
     StoppedNow,
@@ -184,7 +188,7 @@ impl AttemptEnd {
         match self {
             AttemptEnd::Succeeded => AttemptResult::Succeeded,
             AttemptEnd::Failed(class) => AttemptResult::Failed(*class),
-            AttemptEnd::TimedOut => AttemptResult::TimedOut,
+            AttemptEnd::TimedOut(_) => AttemptResult::TimedOut,
             AttemptEnd::Panicked(_) => AttemptResult::Panicked,
             AttemptEnd::Cancelled | AttemptEnd::StoppedNow => AttemptResult::Cancelled,
             AttemptEnd::Rejected(_) => AttemptResult::Rejected,
@@ -195,7 +199,64 @@ impl AttemptEnd {
 /// What to do with a task after an attempt.
 enum Next {
     Resolve(Resolution),
-    Retry { delay: Duration, class: ErrorClass },
+    Retry {
+        /// The delay after the pressure rule.
+        delay: Duration,
+        /// The backoff before it (what decorrelated jitter grows from).
+        backoff: Duration,
+        class: ErrorClass,
+    },
+}
+
+/// One stay of a task in the queue and the attempt that followed: what the runner knows of a
+/// task without asking it. A task that runs once needs nothing more for its record; a
+/// retried one folds its stints into its [`Timeline`].
+#[derive(Debug, Clone, Copy)]
+struct Stint {
+    entered_at: Instant,
+    /// When it left the queue; `None` if it never did (stopped or cancelled while queued).
+    popped_at: Option<Instant>,
+    /// When the attempt started (after admission).
+    started_at: Instant,
+    /// Whether an attempt started (admission may refuse it).
+    ran: bool,
+    /// Tasks running when it left the queue, this one included.
+    in_flight: usize,
+    latency: Duration,
+}
+
+impl Stint {
+    /// A stay that ended without leaving the queue.
+    fn waiting(entered_at: Instant) -> Self {
+        Stint {
+            entered_at,
+            popped_at: None,
+            started_at: entered_at,
+            ran: false,
+            in_flight: 0,
+            latency: Duration::ZERO,
+        }
+    }
+
+    /// `timeline` (a task's earlier stints, if it has any) with this stint added.
+    fn fold_into(&self, timeline: Option<Timeline>) -> Timeline {
+        let mut timeline = timeline.unwrap_or(Timeline {
+            queued_at: self.entered_at,
+            first_started_at: None,
+            queue_wait: Duration::ZERO,
+            execution: Duration::ZERO,
+            retry_delay: Duration::ZERO,
+            previous_delay: None,
+        });
+        if let Some(popped_at) = self.popped_at {
+            timeline.queue_wait += popped_at.saturating_duration_since(self.entered_at);
+        }
+        if self.ran {
+            timeline.first_started_at.get_or_insert(self.started_at);
+        }
+        timeline.execution += self.latency;
+        timeline
+    }
 }
 
 impl Shared {
@@ -208,7 +269,7 @@ impl Shared {
     ) -> Self {
         Self {
             state: Mutex::new(State {
-                queue: AgingQueue::new(settings.aging),
+                queue: AgingQueue::new(settings.aging, executor.now()),
                 cancellable: Default::default(),
                 active: 0,
                 retrying: 0,
@@ -251,19 +312,24 @@ impl Shared {
         self.budget.as_ref().map(BudgetBucket::tokens)
     }
 
-    /// Adds a new task; starts it at once if a slot is free.
-    pub(crate) fn enqueue(self: &Arc<Self>, job: Job) {
+    /// Adds a new task; starts it at once if a slot is free. `cancellable`: it has a token.
+    pub(crate) fn enqueue(self: &Arc<Self>, task: TaskRef, cancellable: bool) {
         let now = self.executor.now();
-        let info = self.observers.is_active().then(|| job.core().info());
+        let info = self.observers.is_active().then(|| task.info());
         let mut state = self.lock();
         state.counters.enqueued += 1;
         if state.stopped {
             state.counters.stopped += 1;
             drop(state);
-            self.finish(job, Resolution::Stopped, now);
+            self.finish(
+                Job::new(task),
+                Resolution::Stopped,
+                now,
+                Stint::waiting(now),
+            );
             return;
         }
-        self.push_locked(&mut state, job, now);
+        self.push_locked(&mut state, task, cancellable, now);
         let queued = state.queue.len();
         // If a slot is free the queue held nothing else, so at most this one task starts:
         // on a parked runner if there is one, else on a new one.
@@ -284,19 +350,17 @@ impl Shared {
         self.spawn_runners(started);
     }
 
-    fn push_locked(&self, state: &mut State, mut job: Job, now: Instant) {
-        job.core_mut().entered_queue_at = now;
-        let id = job.core().id;
-        let cancellable = job.core().cancellation.is_some();
-        let priority = job.core().priority;
-        let key = state.queue.push(job, priority, now);
+    fn push_locked(&self, state: &mut State, task: TaskRef, cancellable: bool, now: Instant) {
+        let id = task.id();
+        let priority = task.priority();
+        let key = state.queue.push(task, priority, now);
         if cancellable {
             state.cancellable.insert(id, key);
         }
     }
 
     /// Claims slots for as many queued tasks as the limit allows.
-    fn take_startable(&self, state: &mut State, now: Instant) -> Vec<Job> {
+    fn take_startable(&self, state: &mut State, now: Instant) -> Vec<(Job, Stint)> {
         let mut started = Vec::new();
         while let Some(job) = state.take_next(now, self.settings.aging_target_wait) {
             started.push(job);
@@ -304,19 +368,19 @@ impl Shared {
         started
     }
 
-    fn spawn_runners(self: &Arc<Self>, jobs: impl IntoIterator<Item = Job>) {
-        for job in jobs {
+    fn spawn_runners(self: &Arc<Self>, jobs: impl IntoIterator<Item = (Job, Stint)>) {
+        for (job, stint) in jobs {
             let shared = Arc::clone(self);
             self.executor
-                .spawn(Box::pin(async move { shared.run(job).await }));
+                .spawn(Box::pin(async move { shared.run(job, stint).await }));
         }
     }
 
     /// A runner: runs its task, then keeps taking queued tasks while it may.
-    async fn run(self: Arc<Self>, mut job: Job) {
+    async fn run(self: Arc<Self>, mut job: Job, mut stint: Stint) {
         loop {
-            let (end, finished_at) = self.attempt(&mut job).await;
-            job = match self.after_attempt(job, end, finished_at) {
+            let (end, finished_at) = self.attempt(&job, &mut stint).await;
+            (job, stint) = match self.after_attempt(job, end, finished_at, stint) {
                 Some(next) => next,
                 None => match self.wait_for_work().await {
                     Some(next) => next,
@@ -329,7 +393,7 @@ impl Shared {
     /// Parks a runner that found no work until an enqueue wakes it, so a pool whose queue
     /// keeps running dry does not spawn a runner per task. At most `limit` runners park; the
     /// others end, and all of them end when the pool stops.
-    async fn wait_for_work(&self) -> Option<Job> {
+    async fn wait_for_work(&self) -> Option<(Job, Stint)> {
         loop {
             let notified = self.work_ready.notified();
             let mut notified = std::pin::pin!(notified);
@@ -356,55 +420,56 @@ impl Shared {
     /// Runs one attempt of `job`: the task's future raced against its timeout, its
     /// cancellation token and `stop_now`. The timer and the cancellation waits are only set
     /// up if the future does not finish on its first poll, which keeps quick tasks cheap.
-    async fn attempt(&self, job: &mut Job) -> (AttemptEnd, Instant) {
+    async fn attempt(&self, job: &Job, stint: &mut Stint) -> (AttemptEnd, Instant) {
+        let task = job.task();
         let mut permits = Vec::new();
         if !self.admission.is_empty() {
-            let (info, token) = (job.core().info(), job.core().cancellation.clone());
-            match self.admit(info, token).await {
+            match self.admit(task.info(), task.cancellation()).await {
                 Ok(granted) => {
                     permits = granted;
                     // Waiting for admission is not part of the attempt's latency.
-                    job.core_mut().attempt_started_at = self.executor.now();
+                    stint.started_at = self.executor.now();
                 }
                 Err(end) => return (end, self.executor.now()),
             }
         }
         // Set when the task was popped (or admitted): the attempt starts right away.
-        let started_at = job.core().attempt_started_at;
-        {
-            let core = job.core_mut();
-            core.attempts += 1;
-            core.first_started_at.get_or_insert(started_at);
-        }
+        let started_at = stint.started_at;
+        stint.ran = true;
+        let attempt = task.begin_attempt();
         if self.observers.is_active() {
-            let core = job.core();
             self.observers.emit(&Event::TaskStarted {
-                task: core.info(),
-                attempt: core.attempts,
-                queue_wait: started_at.saturating_duration_since(core.entered_queue_at),
-                in_flight: core.in_flight_at_start,
+                task: task.info(),
+                attempt,
+                queue_wait: started_at.saturating_duration_since(stint.entered_at),
+                in_flight: stint.in_flight,
                 at: started_at,
             });
         }
-        let end = if job.core().is_cancelled() {
-            AttemptEnd::Cancelled
-        } else if self.stop_now_token.is_cancelled() {
-            AttemptEnd::StoppedNow
-        } else if let Err(panic) = catch_unwind(AssertUnwindSafe(|| job.start_attempt())) {
-            AttemptEnd::Panicked(crate::error::PanicMessage::from_payload(&*panic))
-        } else {
-            self.poll_attempt(job, started_at).await
+        let start = catch_unwind(AssertUnwindSafe(|| {
+            Arc::clone(task).start_attempt(self.settings.timeout, &self.stop_now_token)
+        }));
+        let end = match start {
+            Err(panic) => AttemptEnd::Panicked(crate::error::PanicMessage::from_payload(&*panic)),
+            Ok(Start::Cancelled) => AttemptEnd::Cancelled,
+            Ok(Start::StoppedNow) => AttemptEnd::StoppedNow,
+            Ok(Start::Running {
+                future,
+                timeout,
+                cancellation,
+            }) => {
+                let mut future = Some(future);
+                let end = self
+                    .poll_attempt(&mut future, timeout, cancellation, started_at)
+                    .await;
+                // Dropping a future can panic too; that must not take the runner down.
+                let _ = catch_unwind(AssertUnwindSafe(|| drop(future.take())));
+                end
+            }
         };
-        if !matches!(end, AttemptEnd::Succeeded | AttemptEnd::Failed(_)) {
-            // Dropping a future can panic too; that must not take the runner down.
-            let _ = catch_unwind(AssertUnwindSafe(|| job.abandon_attempt()));
-        }
         let finished_at = self.executor.now();
         drop(permits);
-        let latency = finished_at.saturating_duration_since(started_at);
-        let core = job.core_mut();
-        core.execution += latency;
-        core.last_attempt = latency;
+        stint.latency = finished_at.saturating_duration_since(started_at);
         (end, finished_at)
     }
 
@@ -435,14 +500,21 @@ impl Shared {
         Ok(permits)
     }
 
-    async fn poll_attempt(&self, job: &mut Job, started_at: Instant) -> AttemptEnd {
-        let timeout = job.core().timeout;
-        let task_token = job.core().cancellation.clone();
+    async fn poll_attempt(
+        &self,
+        future: &mut Option<crate::job::AttemptFuture>,
+        timeout: Option<Duration>,
+        task_token: Option<CancellationToken>,
+        started_at: Instant,
+    ) -> AttemptEnd {
         let mut timer: Option<BoxFuture<()>> = None;
         let mut stop_now: Option<BoxFuture<()>> = None;
         let mut cancelled: Option<BoxFuture<()>> = None;
         poll_fn(|cx| {
-            match catch_unwind(AssertUnwindSafe(|| job.poll_attempt(cx))) {
+            let Some(attempt) = future.as_mut() else {
+                return Poll::Ready(AttemptEnd::Failed(ErrorClass::Fatal));
+            };
+            match catch_unwind(AssertUnwindSafe(|| attempt.as_mut().poll(cx))) {
                 Err(panic) => {
                     return Poll::Ready(AttemptEnd::Panicked(
                         crate::error::PanicMessage::from_payload(&*panic),
@@ -458,7 +530,7 @@ impl Shared {
                     self.executor.sleep(timeout.saturating_sub(elapsed))
                 });
                 if timer.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(AttemptEnd::TimedOut);
+                    return Poll::Ready(AttemptEnd::TimedOut(timeout));
                 }
             }
             let stop_now = stop_now
@@ -480,12 +552,18 @@ impl Shared {
 
     /// Decides what follows an attempt, frees its slot, and claims the next task for this
     /// runner if one may start. All under one lock; the rest after it.
-    fn after_attempt(self: &Arc<Self>, mut job: Job, end: AttemptEnd, now: Instant) -> Option<Job> {
+    fn after_attempt(
+        self: &Arc<Self>,
+        job: Job,
+        end: AttemptEnd,
+        now: Instant,
+        stint: Stint,
+    ) -> Option<(Job, Stint)> {
         let result = end.result();
         let mut state = self.lock();
         let in_flight = state.active;
         let queued = state.queue.len();
-        let next = self.decide(&mut state, &mut job, end);
+        let next = self.decide(&mut state, &job, end);
         state.active -= 1;
         let next_job = state.take_next(now, self.settings.aging_target_wait);
         let extra = self.take_startable(&mut state, now);
@@ -493,11 +571,11 @@ impl Shared {
         drop(state);
 
         if self.observers.is_active() {
-            let core = job.core();
+            let task = job.task();
             self.observers.emit(&Event::AttemptFinished {
-                task: core.info(),
-                attempt: core.attempts,
-                latency: core.last_attempt,
+                task: task.info(),
+                attempt: task.attempts(),
+                latency: stint.latency,
                 result,
                 in_flight,
                 queued,
@@ -505,8 +583,12 @@ impl Shared {
             });
         }
         match next {
-            Next::Resolve(resolution) => self.finish(job, resolution, now),
-            Next::Retry { delay, class } => self.schedule_retry(job, delay, class),
+            Next::Resolve(resolution) => self.finish(job, resolution, now, stint),
+            Next::Retry {
+                delay,
+                backoff,
+                class,
+            } => self.schedule_retry(job, delay, backoff, class, stint),
         }
         self.spawn_runners(extra);
         if idle {
@@ -515,8 +597,10 @@ impl Shared {
         next_job
     }
 
-    fn decide(&self, state: &mut State, job: &mut Job, end: AttemptEnd) -> Next {
-        let (class, timed_out) = match end {
+    /// Runs under the pool's lock; may lock the task (the runner's own, so nobody else holds
+    /// it: the lock order is always pool, then task).
+    fn decide(&self, state: &mut State, job: &Job, end: AttemptEnd) -> Next {
+        let (class, give_up) = match end {
             AttemptEnd::Succeeded => {
                 if let Some(budget) = &self.budget {
                     budget.refill();
@@ -540,24 +624,25 @@ impl Shared {
                 state.counters.errors += 1;
                 return Next::Resolve(Resolution::Rejected(rejection));
             }
-            AttemptEnd::Failed(class) => (class, false),
-            AttemptEnd::TimedOut => (ErrorClass::Retryable, true),
+            AttemptEnd::Failed(class) => (class, Resolution::LastAttempt),
+            AttemptEnd::TimedOut(timeout) => {
+                (ErrorClass::Retryable, Resolution::TimedOut { timeout })
+            }
         };
-        let give_up = if timed_out {
-            Resolution::TimedOut
-        } else {
-            Resolution::LastAttempt
-        };
-        let core = job.core();
-        if !class.is_retryable() || core.attempts > core.retries || state.stopped {
+        let timed_out = matches!(give_up, Resolution::TimedOut { .. });
+        let task = job.task();
+        let attempts = task.attempts();
+        if !class.is_retryable() || attempts > task.retries(self.settings.retries) || state.stopped
+        {
             state.counters.errors += 1;
             return Next::Resolve(give_up);
         }
         let saturation = saturation(state.queue.len(), state.active, state.limit);
+        let previous = task.timeline().and_then(|timeline| timeline.previous_delay);
         let backoff = self
             .settings
             .retry
-            .delay(core.attempts, core.previous_delay, &mut state.rng);
+            .delay(attempts, previous, &mut state.rng);
         let delay = match self.settings.retry.under_pressure(backoff, saturation) {
             PressureDecision::Skip => {
                 state.counters.errors += 1;
@@ -573,47 +658,60 @@ impl Shared {
         }
         state.counters.retries += 1;
         state.retrying += 1;
-        let core = job.core_mut();
-        core.previous_delay = Some(backoff);
-        core.retry_delay += delay;
-        Next::Retry { delay, class }
+        Next::Retry {
+            delay,
+            backoff,
+            class,
+        }
     }
 
-    /// Reports the task's whole timeline, then sends the result to the handle: whoever
-    /// awaits the handle and then reads an observer (metrics) finds the task there.
-    fn finish(&self, job: Job, resolution: Resolution, now: Instant) {
+    /// Reports the task's whole timeline, then resolves its handle: whoever awaits the
+    /// handle and then reads an observer (metrics) finds the task there.
+    fn finish(&self, job: Job, resolution: Resolution, now: Instant, stint: Stint) {
         if self.observers.is_active() {
-            let core = job.core();
+            let task = job.task();
+            let timeline = stint.fold_into(task.timeline());
             self.observers.emit(&Event::TaskFinished(TaskRecord {
-                task: core.info(),
-                queued_at: core.queued_at,
-                first_started_at: core.first_started_at,
+                task: task.info(),
+                queued_at: timeline.queued_at,
+                first_started_at: timeline.first_started_at,
                 finished_at: now,
-                attempts: core.attempts,
-                queue_wait: core.queue_wait,
-                execution: core.execution,
-                retry_delay: core.retry_delay,
-                outcome: job.outcome(&resolution),
+                attempts: task.attempts(),
+                queue_wait: timeline.queue_wait,
+                execution: timeline.execution,
+                retry_delay: timeline.retry_delay,
+                outcome: task.outcome(&resolution),
             }));
         }
         job.resolve(resolution);
     }
 
-    fn schedule_retry(self: &Arc<Self>, job: Job, delay: Duration, class: ErrorClass) {
+    fn schedule_retry(
+        self: &Arc<Self>,
+        job: Job,
+        delay: Duration,
+        backoff: Duration,
+        class: ErrorClass,
+        stint: Stint,
+    ) {
+        let task = job.task();
+        let mut timeline = stint.fold_into(task.timeline());
+        timeline.retry_delay += delay;
+        timeline.previous_delay = Some(backoff);
+        task.set_timeline(timeline);
         if self.observers.is_active() {
-            let core = job.core();
             self.observers.emit(&Event::TaskRetrying {
-                task: core.info(),
-                attempt: core.attempts,
+                task: task.info(),
+                attempt: task.attempts(),
                 delay,
                 class,
             });
         }
+        let cancelled = task.cancellation();
         let shared = Arc::clone(self);
         let sleep = self.executor.sleep(delay);
         self.executor.spawn(Box::pin(async move {
             let stopped = shared.stop_token.clone().cancelled_owned();
-            let cancelled = job.core().cancellation.clone();
             let woke_by = match cancelled {
                 Some(token) => {
                     let either = select(Box::pin(stopped), Box::pin(token.cancelled_owned()));
@@ -636,6 +734,7 @@ impl Shared {
     /// the task was cancelled meanwhile.
     fn requeue(self: &Arc<Self>, job: Job, woke_by: Option<Resolution>) {
         let now = self.executor.now();
+        let cancellable = woke_by.is_none() && job.task().cancellation().is_some();
         let mut state = self.lock();
         state.retrying -= 1;
         let resolution = match woke_by {
@@ -652,11 +751,11 @@ impl Shared {
                 state.counters.count(outcome);
                 let idle = state.is_idle();
                 drop(state);
-                self.finish(job, resolution, now);
+                self.finish(job, resolution, now, Stint::waiting(now));
                 (None, idle)
             }
             None => {
-                self.push_locked(&mut state, job, now);
+                self.push_locked(&mut state, job.into_ref(), cancellable, now);
                 let started = state.take_next(now, self.settings.aging_target_wait);
                 (started, false)
             }
@@ -674,13 +773,14 @@ impl Shared {
         let Some(key) = state.cancellable.remove(&id) else {
             return;
         };
-        let Some(job) = state.queue.remove(key) else {
+        let Some(popped) = state.queue.remove(key) else {
             return;
         };
         state.counters.cancelled += 1;
         let idle = state.is_idle();
         drop(state);
-        self.finish(job, Resolution::Cancelled, now);
+        let stint = Stint::waiting(popped.enqueued_at);
+        self.finish(Job::new(popped.job), Resolution::Cancelled, now, stint);
         if idle {
             self.notify_idle();
         }
@@ -747,8 +847,9 @@ impl Shared {
         if cancel_running {
             self.stop_now_token.cancel();
         }
-        for job in jobs {
-            self.finish(job, Resolution::Stopped, now);
+        for popped in jobs {
+            let stint = Stint::waiting(popped.enqueued_at);
+            self.finish(Job::new(popped.job), Resolution::Stopped, now, stint);
         }
         if first_stop {
             tracing::debug!(target: "pool_core", cancel_running, "pool stopped");
