@@ -81,13 +81,9 @@ pub(crate) trait ErasedTask: Send + Sync {
     fn info(&self) -> TaskInfo;
     fn cancellation(&self) -> Option<CancellationToken>;
     fn retries(&self, pool_default: u32) -> u32;
-    /// Calls the closure for the next attempt, unless the task's token or `stop_now` has
-    /// fired (checked in that order).
-    fn start_attempt(
-        self: Arc<Self>,
-        pool_timeout: Option<Duration>,
-        stop_now: &CancellationToken,
-    ) -> Start;
+    /// Calls the closure for the next attempt, unless the task's token has fired or the
+    /// pool was stopped with `stop_now` (checked in that order).
+    fn start_attempt(self: Arc<Self>, pool_timeout: Option<Duration>, stopped_now: bool) -> Start;
     fn timeline(&self) -> Option<Timeline>;
     fn set_timeline(&self, timeline: Timeline);
     /// Which outcome `resolution` will be, without resolving (observers hear of it first).
@@ -407,11 +403,7 @@ where
             .unwrap_or(pool_default)
     }
 
-    fn start_attempt(
-        self: Arc<Self>,
-        pool_timeout: Option<Duration>,
-        stop_now: &CancellationToken,
-    ) -> Start {
+    fn start_attempt(self: Arc<Self>, pool_timeout: Option<Duration>, stopped_now: bool) -> Start {
         let (future, timeout, cancellation) = {
             let mut body = self.lock();
             let (timeout, cancellation) = match body.cold() {
@@ -427,7 +419,7 @@ where
             {
                 return Start::Cancelled;
             }
-            if stop_now.is_cancelled() {
+            if stopped_now {
                 return Start::StoppedNow;
             }
             body.last = None;

@@ -7,7 +7,7 @@
 
 use std::future::poll_fn;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -155,6 +155,9 @@ pub(crate) struct Shared {
     stop_token: CancellationToken,
     /// Fires on stop_now: running attempts are dropped.
     stop_now_token: CancellationToken,
+    /// Mirrors `stop_now_token` for the check before every attempt (a token's own check
+    /// takes a lock).
+    stopped_now: AtomicBool,
     idle: Notify,
     /// Wakes one parked runner when work arrives (cheaper than spawning a new one).
     work_ready: Notify,
@@ -288,6 +291,7 @@ impl Shared {
             admission,
             stop_token: CancellationToken::new(),
             stop_now_token: CancellationToken::new(),
+            stopped_now: AtomicBool::new(false),
             idle: Notify::new(),
             work_ready: Notify::new(),
             next_id: AtomicU64::new(0),
@@ -447,7 +451,8 @@ impl Shared {
             });
         }
         let start = catch_unwind(AssertUnwindSafe(|| {
-            Arc::clone(task).start_attempt(self.settings.timeout, &self.stop_now_token)
+            let stopped_now = self.stopped_now.load(Ordering::Acquire);
+            Arc::clone(task).start_attempt(self.settings.timeout, stopped_now)
         }));
         let end = match start {
             Err(panic) => AttemptEnd::Panicked(crate::error::PanicMessage::from_payload(&*panic)),
@@ -845,6 +850,7 @@ impl Shared {
         self.stop_token.cancel();
         self.work_ready.notify_waiters();
         if cancel_running {
+            self.stopped_now.store(true, Ordering::Release);
             self.stop_now_token.cancel();
         }
         for popped in jobs {
