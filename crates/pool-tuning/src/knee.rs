@@ -21,6 +21,7 @@ pub struct KneeConfig {
     memory_target: Option<f64>,
     rate_history: usize,
     baseline_refresh: Duration,
+    max_background_overload: f64,
 }
 
 impl Default for KneeConfig {
@@ -57,6 +58,7 @@ pub struct KneeConfigBuilder {
     memory_target: Option<f64>,
     rate_history: usize,
     baseline_refresh: Duration,
+    max_background_overload: f64,
 }
 
 impl Default for KneeConfigBuilder {
@@ -73,6 +75,7 @@ impl Default for KneeConfigBuilder {
             memory_target: Some(0.9),
             rate_history: 16,
             baseline_refresh: Duration::from_secs(10),
+            max_background_overload: 0.05,
         }
     }
 }
@@ -154,6 +157,20 @@ impl KneeConfigBuilder {
         self
     }
 
+    /// The largest share of attempts throttled or timed out that the tuner may learn to treat
+    /// as background noise, not caused by load. Default 0.05; 0 turns the learning off (every
+    /// throttle cuts, as before). Must be in [0, 0.5].
+    ///
+    /// Learned when a run of cuts has shrunk the limit by a quarter and the share of
+    /// throttled attempts did not fall with it (load-dependent throttling, like a rate cap,
+    /// falls or stops). From then on a window cuts only when its share is well above twice
+    /// the background; the background only decays afterwards (towards what clean windows
+    /// show), and when it reaches zero every throttle cuts again.
+    pub fn max_background_overload(mut self, share: f64) -> Self {
+        self.max_background_overload = share;
+        self
+    }
+
     /// Checks the values.
     pub fn build(self) -> Result<KneeConfig, ConfigError> {
         let bounds = Bounds::new(self.min, self.max)?;
@@ -187,6 +204,14 @@ impl KneeConfigBuilder {
             )?),
             None => None,
         };
+        let max_background_overload = check_range(
+            "max_background_overload",
+            self.max_background_overload,
+            0.0,
+            0.5,
+            false,
+            "[0, 0.5]",
+        )?;
         if self.min_window.is_zero() {
             return Err(ConfigError::ZeroDuration {
                 field: "min_window",
@@ -218,6 +243,7 @@ impl KneeConfigBuilder {
             memory_target,
             rate_history: self.rate_history,
             baseline_refresh: self.baseline_refresh,
+            max_background_overload,
         })
     }
 }
@@ -299,8 +325,65 @@ pub struct KneeTuner {
     rtt_probe_return_to: Option<usize>,
     /// The limit of the last window that was in use and showed no overload.
     last_clean_limit: Option<usize>,
+    /// Share of attempts throttled or timed out whatever the limit, once learned (0: none).
+    background_overload: f64,
+    /// Smoothed overload share of windows while a background is known; the background
+    /// follows it down.
+    overload_share_ewma: f64,
+    /// A run of overload cuts in progress, to learn whether cutting helps.
+    overload_run: Option<OverloadRun>,
     window: Window,
 }
+
+/// Attempts and how many of them were throttled or timed out.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    attempts: usize,
+    overloads: usize,
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.attempts += other.attempts;
+        self.overloads += other.overloads;
+    }
+
+    fn share(&self) -> f64 {
+        if self.attempts == 0 {
+            0.0
+        } else {
+            self.overloads as f64 / self.attempts as f64
+        }
+    }
+}
+
+/// Overload cuts close together: the limit before them, and the overload share seen while
+/// the limit was still above ¾ of it (`early`) and after it had been cut below (`late`).
+/// Load-dependent overload falls with the limit; background overload does not.
+#[derive(Debug, Clone, Copy)]
+struct OverloadRun {
+    limit_before: usize,
+    early: Tally,
+    late: Tally,
+    /// Attempts since the last overload, all clean.
+    clean_attempts: usize,
+}
+
+impl OverloadRun {
+    /// Over once no overload came for three times the attempts per overload seen so far
+    /// (and at least a few windows' worth): what cutting was meant to achieve.
+    fn is_over(&self, min_samples: usize) -> bool {
+        let mut seen = self.early;
+        seen.add(self.late);
+        let per_overload = seen.attempts / seen.overloads.max(1);
+        self.clean_attempts >= (3 * per_overload).max(RUN_ENDS_AFTER_CLEAN_WINDOWS * min_samples)
+    }
+}
+
+/// The limit must be below this share of where a run started for its share to count as late.
+const LATE_SHRINK: f64 = 0.75;
+/// At least this many windows' worth of clean attempts end a run of overload cuts.
+const RUN_ENDS_AFTER_CLEAN_WINDOWS: usize = 4;
 
 /// The RTT and limit before a run of RTT-growth cuts.
 #[derive(Debug, Clone, Copy)]
@@ -322,6 +405,8 @@ struct Window {
     rtt_square_sum: f64,
     max_in_flight: usize,
     saw_queue: bool,
+    /// Throttled or timed-out attempts.
+    overloads: usize,
     /// Successes finishing in the window, whenever they started: the success rate.
     completed: usize,
     memory_sum: f64,
@@ -344,6 +429,9 @@ impl KneeTuner {
             baseline_measured_at: None,
             rtt_probe_return_to: None,
             last_clean_limit: None,
+            background_overload: 0.0,
+            overload_share_ewma: 0.0,
+            overload_run: None,
             window: Window::default(),
         }
     }
@@ -356,6 +444,12 @@ impl KneeTuner {
     /// The no-load RTT the tuner compares with, once it has one.
     pub fn baseline_rtt(&self) -> Option<Duration> {
         self.baseline_rtt.map(Duration::from_secs_f64)
+    }
+
+    /// The share of attempts throttled or timed out that the tuner has learned not to cut
+    /// for (0 until it has seen cuts fail to reduce it).
+    pub fn background_overload(&self) -> f64 {
+        self.background_overload
     }
 
     /// The estimated knee: best recent success rate × baseline RTT (requests in flight).
@@ -412,6 +506,101 @@ impl KneeTuner {
         // Overload beats an RTT probe in progress: do not jump back when it ends.
         self.rtt_probe_return_to = None;
         self.set_limit(to, reason, now)
+    }
+
+    fn window_tally(&self) -> Tally {
+        Tally {
+            attempts: self.window.successes + self.window.overloads,
+            overloads: self.window.overloads,
+        }
+    }
+
+    /// A throttled or timed-out attempt. Cuts at once, unless a background share is known:
+    /// then only a window well above it cuts. While no background is known, each cut adds to
+    /// the run that may teach one.
+    fn on_overload(&mut self, reason: Reason, now: Instant) -> Option<Adjustment> {
+        self.window.overloads += 1;
+        let window = self.window_tally();
+        if self.background_overload > 0.0 {
+            // Twice the background, plus a few attempts of slack for small windows.
+            let expected = self.background_overload * window.attempts as f64;
+            if window.overloads as f64 > 2.0 * expected + 3.0 {
+                return self.cut_for_overload(reason, now);
+            }
+            return None;
+        }
+        if self.config.max_background_overload > 0.0 {
+            self.count_in_run(window, true);
+            if let Some(share) = self.learned_background() {
+                let run = self.overload_run.take();
+                self.background_overload = share;
+                self.overload_share_ewma = share;
+                // Back to where the cuts started, halfway per window, then hold and probe.
+                self.ceiling = run.map(|run| run.limit_before);
+                self.clean_windows_at_ceiling = 0;
+                self.growth_step = 1;
+                self.restart_window(now);
+                return None;
+            }
+        }
+        self.cut_for_overload(reason, now)
+    }
+
+    /// Adds a window to the run of overload cuts (starting one at an overload).
+    fn count_in_run(&mut self, window: Tally, overloaded: bool) {
+        let limit = self.limit;
+        let run = match (self.overload_run.as_mut(), overloaded) {
+            (Some(run), _) => run,
+            (None, true) => self.overload_run.insert(OverloadRun {
+                limit_before: limit,
+                early: Tally::default(),
+                late: Tally::default(),
+                clean_attempts: 0,
+            }),
+            (None, false) => return,
+        };
+        if (limit as f64) < LATE_SHRINK * run.limit_before as f64 {
+            run.late.add(window);
+        } else {
+            run.early.add(window);
+        }
+        if overloaded {
+            run.clean_attempts = 0;
+        } else {
+            run.clean_attempts += window.attempts;
+            if run.is_over(self.config.min_samples) {
+                self.overload_run = None;
+            }
+        }
+    }
+
+    /// The run's overload share, if cutting by a quarter did not lower it (by half, where
+    /// the first quarter gave enough to compare) and it is small enough to be background
+    /// noise.
+    fn learned_background(&self) -> Option<f64> {
+        let run = self.overload_run.as_ref()?;
+        let evidence = 4 * self.config.min_samples;
+        if run.late.attempts < evidence || run.late.overloads < 3 {
+            return None;
+        }
+        let late = run.late.share();
+        let fell = run.early.attempts >= evidence && late < 0.5 * run.early.share();
+        (late <= self.config.max_background_overload && !fell).then_some(late)
+    }
+
+    /// A window that closed without overload cuts: part of a run, and what the background
+    /// decays towards.
+    fn count_clean_window(&mut self) {
+        let window = self.window_tally();
+        self.count_in_run(window, false);
+        if self.background_overload > 0.0 {
+            self.overload_share_ewma = 0.95 * self.overload_share_ewma + 0.05 * window.share();
+            // Only clear evidence lowers it (noise alone would ratchet a plain minimum down).
+            self.background_overload = self.background_overload.min(2.0 * self.overload_share_ewma);
+            if self.background_overload < 1e-4 {
+                self.background_overload = 0.0;
+            }
+        }
     }
 
     fn cut_for_rtt_growth(&mut self, first_of_run: bool, now: Instant) -> Option<Adjustment> {
@@ -485,6 +674,7 @@ impl KneeTuner {
     }
 
     fn close_window(&mut self, now: Instant) -> Option<Adjustment> {
+        self.count_clean_window();
         let window = self.window;
         let started = window.started.unwrap_or(now);
         let samples = window.successes as f64;
@@ -591,8 +781,8 @@ impl Tuner for KneeTuner {
             return None;
         }
         match sample.outcome {
-            AttemptOutcome::Throttled => return self.cut_for_overload(Reason::Throttled, now),
-            AttemptOutcome::TimedOut => return self.cut_for_overload(Reason::TimedOut, now),
+            AttemptOutcome::Throttled => return self.on_overload(Reason::Throttled, now),
+            AttemptOutcome::TimedOut => return self.on_overload(Reason::TimedOut, now),
             // A failure says nothing about load, and its latency is not a service time.
             AttemptOutcome::Failed => return None,
             AttemptOutcome::Succeeded => {}
@@ -665,6 +855,71 @@ mod tests {
                 })
                 .collect()
         }
+    }
+
+    /// One RTT at the current limit where every `every`-th attempt overall is throttled,
+    /// whatever the limit (`counter` carries the count across rounds).
+    fn round_with_background(sim: &mut Loop, every: usize, counter: &mut usize) {
+        let limit = sim.tuner.limit();
+        let rtt = knee_at(64, MS * 20)(limit);
+        for i in 0..limit {
+            let at = sim.now + rtt + rtt * i as u32 / limit as u32;
+            *counter += 1;
+            let outcome = if counter.is_multiple_of(every) {
+                AttemptOutcome::Throttled
+            } else {
+                AttemptOutcome::Succeeded
+            };
+            let sample = Sample::new(at, rtt, outcome).in_flight(limit).queued(10);
+            sim.tuner.observe(&sample, at);
+        }
+        sim.now += rtt;
+    }
+
+    #[test]
+    fn throttling_that_cutting_does_not_reduce_is_learned_as_background() {
+        let mut learning = Loop::new(KneeConfig::default(), 64);
+        let off = KneeConfig::builder()
+            .max_background_overload(0.0)
+            .build()
+            .unwrap();
+        let mut cutting = Loop::new(off, 64);
+        let (mut a, mut b) = (0, 0);
+        for _ in 0..3_000 {
+            round_with_background(&mut learning, 100, &mut a);
+            round_with_background(&mut cutting, 100, &mut b);
+        }
+        let background = learning.tuner.background_overload();
+        assert!(
+            (0.005..=0.02).contains(&background),
+            "background {background}"
+        );
+        assert!(
+            learning.tuner.limit() >= 48,
+            "limit {}",
+            learning.tuner.limit()
+        );
+        // Without the learning every throttle cuts: the limit collapses.
+        assert_eq!(cutting.tuner.background_overload(), 0.0);
+        assert!(
+            cutting.tuner.limit() <= 8,
+            "limit {}",
+            cutting.tuner.limit()
+        );
+    }
+
+    #[test]
+    fn a_known_background_still_cuts_for_throttling_well_above_it() {
+        let mut sim = Loop::new(KneeConfig::default(), 64);
+        let mut counter = 0;
+        for _ in 0..3_000 {
+            round_with_background(&mut sim, 100, &mut counter);
+        }
+        assert!(sim.tuner.background_overload() > 0.0);
+        let before = sim.tuner.limit();
+        // Now a third of every window is refused.
+        round_with_background(&mut sim, 3, &mut counter);
+        assert!(sim.tuner.limit() < before, "limit stayed at {before}");
     }
 
     /// A queue past `knee`: latency grows in proportion to the excess.

@@ -63,6 +63,38 @@ fn knee_tuner_meets_its_goals_and_beats_rule_and_fixed_ten_on_throughput_scenari
     }
 }
 
+/// Throttling that does not depend on load (1 % of requests, whatever the limit) must not
+/// drag the knee tuner to its minimum, nor blind it to a real cap that comes later.
+#[test]
+fn knee_tuner_learns_background_throttling_and_still_follows_a_cap() {
+    let find = |name: &str| {
+        shipped()
+            .into_iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("{name} ships"))
+    };
+    let background = find("background-throttling");
+    let knee = simulate(&background, &TunerSpec::Knee).unwrap();
+    let fixed = simulate(&background, &TunerSpec::Fixed(10)).unwrap();
+    assert!(knee.utilization >= 0.9, "utilization {}", knee.utilization);
+    assert!(knee.utilization > fixed.utilization);
+    assert!(
+        knee.throttled_fraction <= 0.02,
+        "throttled {}",
+        knee.throttled_fraction
+    );
+
+    let then_cap = find("background-then-cap");
+    let knee = simulate(&then_cap, &TunerSpec::Knee).unwrap();
+    let last = knee.phases.last().expect("two phases");
+    assert!(last.utilization >= 0.9, "last phase {}", last.utilization);
+    assert!(
+        (34..=50).contains(&knee.final_concurrency),
+        "final {}",
+        knee.final_concurrency
+    );
+}
+
 #[test]
 fn rule_engine_backs_off_under_memory_pressure() {
     let scenario = shipped()

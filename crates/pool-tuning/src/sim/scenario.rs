@@ -93,6 +93,9 @@ pub struct ServerParams {
     pub burst_s: f64,
     /// How fast a throttled answer comes back, in ms. Default 5.
     pub throttle_latency_ms: f64,
+    /// Share of requests answered "503 SlowDown" whatever the load (a busy neighbour, a hot
+    /// partition being split). Default 0.
+    pub random_throttle_fraction: f64,
     /// Memory share in use with nothing in flight. Default 0.3.
     pub memory_base: f64,
     /// Memory share each request in flight adds. Default 0.
@@ -110,6 +113,7 @@ impl Default for ServerParams {
             rate_cap_per_s: None,
             burst_s: 0.01,
             throttle_latency_ms: 5.0,
+            random_throttle_fraction: 0.0,
             memory_base: 0.3,
             memory_per_request: 0.0,
         }
@@ -130,7 +134,9 @@ impl ServerParams {
         let best = (1..=max_in_flight.max(1))
             .map(|n| n as f64 / self.mean_latency_s(n))
             .fold(0.0, f64::max);
+        // Randomly throttled requests take a slot only briefly but never succeed.
         self.rate_cap_per_s.map_or(best, |cap| best.min(cap))
+            * (1.0 - self.random_throttle_fraction)
     }
 
     pub(crate) fn apply(&mut self, change: &ServerChange) {
@@ -144,6 +150,10 @@ impl ServerParams {
         set(&mut self.jitter, change.jitter);
         set(&mut self.memory_base, change.memory_base);
         set(&mut self.memory_per_request, change.memory_per_request);
+        set(
+            &mut self.random_throttle_fraction,
+            change.random_throttle_fraction,
+        );
         if let Some(cap) = change.rate_cap_per_s {
             // 0 in a change file means "remove the cap".
             self.rate_cap_per_s = (cap > 0.0).then_some(cap);
@@ -180,6 +190,11 @@ impl ServerParams {
         if let Some(cap) = self.rate_cap_per_s {
             positive("rate_cap_per_s", cap)?;
         }
+        if !(self.random_throttle_fraction.is_finite()
+            && (0.0..1.0).contains(&self.random_throttle_fraction))
+        {
+            return Err(invalid("random_throttle_fraction", "must be in [0, 1)"));
+        }
         for (field, value) in [
             ("memory_base", self.memory_base),
             ("memory_per_request", self.memory_per_request),
@@ -210,6 +225,8 @@ pub struct ServerChange {
     pub memory_base: Option<f64>,
     /// New memory share per request in flight.
     pub memory_per_request: Option<f64>,
+    /// New share of requests throttled whatever the load.
+    pub random_throttle_fraction: Option<f64>,
 }
 
 /// Tuner settings a scenario may override (the rest come from [`ClientParams`] and defaults).

@@ -68,6 +68,12 @@ impl SimServer {
 
     /// A request arrives at `now_s` with `in_flight` requests in flight (itself included).
     pub fn admit(&mut self, now_s: f64, in_flight: usize) -> Response {
+        let random = self.params.random_throttle_fraction;
+        // Drawn only when set, so scenarios without it keep their random sequence.
+        if random > 0.0 && self.rng.f64() < random {
+            let latency_s = self.jittered(self.params.throttle_latency_ms / 1_000.0);
+            return Response::Throttled { latency_s };
+        }
         if let Some(cap) = self.params.rate_cap_per_s {
             let elapsed = (now_s - self.refilled_at_s).max(0.0);
             self.tokens = (self.tokens + elapsed * cap).min(self.burst());
