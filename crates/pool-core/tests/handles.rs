@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use pool_core::{Pool, TaskError, TaskOptions};
+use pool_core::{Pool, TaskError, TaskHandle, TaskOptions};
 
 fn current_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -15,6 +15,20 @@ fn current_thread() -> tokio::runtime::Runtime {
         .start_paused(true)
         .build()
         .expect("a tokio runtime")
+}
+
+/// Every handle is already resolved (polling once answers, so a regression fails instead
+/// of hanging) and with `Stopped`.
+fn assert_all_stopped<T: std::fmt::Debug, E: std::fmt::Debug>(
+    handles: impl IntoIterator<Item = TaskHandle<T, E>>,
+) {
+    for handle in handles {
+        let result = handle.now_or_never();
+        assert!(
+            matches!(result, Some(Err(TaskError::Stopped))),
+            "{result:?}"
+        );
+    }
 }
 
 /// Shutting a runtime down drops the pool's runners in the middle of their tasks; the
@@ -42,23 +56,10 @@ fn a_runtime_shut_down_under_running_tasks_resolves_their_handles() {
     });
     drop(runtime);
     let mut handles = handles.into_iter();
-    // Already resolved: polling once must give the answer (no hanging if it were not).
-    let running: Vec<_> = handles.by_ref().take(2).map(|h| h.now_or_never()).collect();
-    assert!(
-        running
-            .iter()
-            .all(|r| matches!(r, Some(Err(TaskError::Stopped)))),
-        "{running:?}"
-    );
+    assert_all_stopped(handles.by_ref().take(2));
     // The queued ones are still the pool's: dropping it stops them.
     drop(pool);
-    for handle in handles {
-        let result = handle.now_or_never();
-        assert!(
-            matches!(result, Some(Err(TaskError::Stopped))),
-            "{result:?}"
-        );
-    }
+    assert_all_stopped(handles);
 }
 
 #[test]
@@ -79,13 +80,7 @@ fn queued_handles_resolve_when_the_pool_goes_away_without_a_runtime() {
     });
     drop(runtime);
     drop(pool);
-    for handle in handles {
-        let result = handle.now_or_never();
-        assert!(
-            matches!(result, Some(Err(TaskError::Stopped))),
-            "{result:?}"
-        );
-    }
+    assert_all_stopped(handles);
 }
 
 #[test]
