@@ -86,8 +86,9 @@ pub(crate) trait ErasedTask: Send + Sync {
     fn start_attempt(self: Arc<Self>, pool_timeout: Option<Duration>, stopped_now: bool) -> Start;
     fn timeline(&self) -> Option<Timeline>;
     fn set_timeline(&self, timeline: Timeline);
-    /// Which outcome `resolution` will be, without resolving (observers hear of it first).
-    fn outcome(&self, resolution: &Resolution) -> Outcome;
+    /// Which outcome `resolution` will be, without resolving (observers hear of it first),
+    /// and the timeline of earlier attempts if the task was retried. One lock for both.
+    fn outcome_and_timeline(&self, resolution: &Resolution) -> (Outcome, Option<Timeline>);
     /// Settles the task and wakes its handle. A second call changes nothing.
     fn resolve(&self, resolution: Resolution);
 }
@@ -445,9 +446,11 @@ where
         self.lock().cold_mut().timeline = Some(timeline);
     }
 
-    fn outcome(&self, resolution: &Resolution) -> Outcome {
-        match resolution {
-            Resolution::LastAttempt => match &self.lock().last {
+    fn outcome_and_timeline(&self, resolution: &Resolution) -> (Outcome, Option<Timeline>) {
+        let body = self.lock();
+        let timeline = body.cold().and_then(|cold| cold.timeline);
+        let outcome = match resolution {
+            Resolution::LastAttempt => match &body.last {
                 Some(Ok(_)) => Outcome::Succeeded,
                 Some(Err(error)) => Outcome::Failed((self.classify)(error)),
                 None => Outcome::Stopped,
@@ -458,7 +461,8 @@ where
             Resolution::Panicked(_) => Outcome::Panicked,
             Resolution::Rejected(_) => Outcome::Rejected,
             Resolution::BudgetExhausted { .. } => Outcome::RetryBudgetExhausted,
-        }
+        };
+        (outcome, timeline)
     }
 
     fn resolve(&self, resolution: Resolution) {

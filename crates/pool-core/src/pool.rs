@@ -9,6 +9,7 @@ use crate::builder::PoolBuilder;
 use crate::error::ConfigError;
 use crate::handle::TaskHandle;
 use crate::job::{TaskCell, TaskRef};
+use crate::observer::TaskInfo;
 use crate::runner::Shared;
 use crate::stats::Stats;
 use crate::task::{ErrorClass, Retryable, TaskOptions};
@@ -117,6 +118,11 @@ impl Pool {
         let shared = self.shared();
         let id = shared.next_task_id();
         let cancellable = options.cancellation.is_some();
+        let info = shared.observers.is_active().then(|| TaskInfo {
+            id,
+            priority: options.priority,
+            metadata: options.metadata.clone(),
+        });
         let task = Arc::new(TaskCell::new(
             id,
             options,
@@ -124,7 +130,7 @@ impl Pool {
             classify,
             Arc::downgrade(shared),
         ));
-        shared.enqueue(Arc::clone(&task) as TaskRef, cancellable);
+        shared.enqueue(Arc::clone(&task) as TaskRef, cancellable, info);
         TaskHandle::new(task)
     }
 

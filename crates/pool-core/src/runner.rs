@@ -317,9 +317,15 @@ impl Shared {
     }
 
     /// Adds a new task; starts it at once if a slot is free. `cancellable`: it has a token.
-    pub(crate) fn enqueue(self: &Arc<Self>, task: TaskRef, cancellable: bool) {
+    /// `info` is the task's identity if observers listen (built by the caller, which has it
+    /// at hand without asking the task).
+    pub(crate) fn enqueue(
+        self: &Arc<Self>,
+        task: TaskRef,
+        cancellable: bool,
+        info: Option<TaskInfo>,
+    ) {
         let now = self.executor.now();
-        let info = self.observers.is_active().then(|| task.info());
         let mut state = self.lock();
         state.counters.enqueued += 1;
         if state.stopped {
@@ -330,6 +336,7 @@ impl Shared {
                 Resolution::Stopped,
                 now,
                 Stint::waiting(now),
+                info,
             );
             return;
         }
@@ -383,8 +390,10 @@ impl Shared {
     /// A runner: runs its task, then keeps taking queued tasks while it may.
     async fn run(self: Arc<Self>, mut job: Job, mut stint: Stint) {
         loop {
-            let (end, finished_at) = self.attempt(&job, &mut stint).await;
-            (job, stint) = match self.after_attempt(job, end, finished_at, stint) {
+            // Asked once per stint and reused by every event of it.
+            let info = self.observers.is_active().then(|| job.task().info());
+            let (end, finished_at) = self.attempt(&job, &mut stint, info.as_ref()).await;
+            (job, stint) = match self.after_attempt(job, end, finished_at, stint, info) {
                 Some(next) => next,
                 None => match self.wait_for_work().await {
                     Some(next) => next,
@@ -424,11 +433,17 @@ impl Shared {
     /// Runs one attempt of `job`: the task's future raced against its timeout, its
     /// cancellation token and `stop_now`. The timer and the cancellation waits are only set
     /// up if the future does not finish on its first poll, which keeps quick tasks cheap.
-    async fn attempt(&self, job: &Job, stint: &mut Stint) -> (AttemptEnd, Instant) {
+    async fn attempt(
+        &self,
+        job: &Job,
+        stint: &mut Stint,
+        info: Option<&TaskInfo>,
+    ) -> (AttemptEnd, Instant) {
         let task = job.task();
         let mut permits = Vec::new();
         if !self.admission.is_empty() {
-            match self.admit(task.info(), task.cancellation()).await {
+            let admit_info = info.cloned().unwrap_or_else(|| task.info());
+            match self.admit(admit_info, task.cancellation()).await {
                 Ok(granted) => {
                     permits = granted;
                     // Waiting for admission is not part of the attempt's latency.
@@ -441,9 +456,9 @@ impl Shared {
         let started_at = stint.started_at;
         stint.ran = true;
         let attempt = task.begin_attempt();
-        if self.observers.is_active() {
+        if let Some(info) = info {
             self.observers.emit(&Event::TaskStarted {
-                task: task.info(),
+                task: info.clone(),
                 attempt,
                 queue_wait: started_at.saturating_duration_since(stint.entered_at),
                 in_flight: stint.in_flight,
@@ -563,6 +578,7 @@ impl Shared {
         end: AttemptEnd,
         now: Instant,
         stint: Stint,
+        info: Option<TaskInfo>,
     ) -> Option<(Job, Stint)> {
         let result = end.result();
         let mut state = self.lock();
@@ -575,11 +591,10 @@ impl Shared {
         let idle = state.is_idle();
         drop(state);
 
-        if self.observers.is_active() {
-            let task = job.task();
+        if let Some(info) = &info {
             self.observers.emit(&Event::AttemptFinished {
-                task: task.info(),
-                attempt: task.attempts(),
+                task: info.clone(),
+                attempt: job.task().attempts(),
                 latency: stint.latency,
                 result,
                 in_flight,
@@ -588,12 +603,12 @@ impl Shared {
             });
         }
         match next {
-            Next::Resolve(resolution) => self.finish(job, resolution, now, stint),
+            Next::Resolve(resolution) => self.finish(job, resolution, now, stint, info),
             Next::Retry {
                 delay,
                 backoff,
                 class,
-            } => self.schedule_retry(job, delay, backoff, class, stint),
+            } => self.schedule_retry(job, delay, backoff, class, stint, info),
         }
         self.spawn_runners(extra);
         if idle {
@@ -672,12 +687,21 @@ impl Shared {
 
     /// Reports the task's whole timeline, then resolves its handle: whoever awaits the
     /// handle and then reads an observer (metrics) finds the task there.
-    fn finish(&self, job: Job, resolution: Resolution, now: Instant, stint: Stint) {
+    /// `info`: the task's identity if the caller has it already (else asked here, if needed).
+    fn finish(
+        &self,
+        job: Job,
+        resolution: Resolution,
+        now: Instant,
+        stint: Stint,
+        info: Option<TaskInfo>,
+    ) {
         if self.observers.is_active() {
             let task = job.task();
-            let timeline = stint.fold_into(task.timeline());
+            let (outcome, timeline) = task.outcome_and_timeline(&resolution);
+            let timeline = stint.fold_into(timeline);
             self.observers.emit(&Event::TaskFinished(TaskRecord {
-                task: task.info(),
+                task: info.unwrap_or_else(|| task.info()),
                 queued_at: timeline.queued_at,
                 first_started_at: timeline.first_started_at,
                 finished_at: now,
@@ -685,7 +709,7 @@ impl Shared {
                 queue_wait: timeline.queue_wait,
                 execution: timeline.execution,
                 retry_delay: timeline.retry_delay,
-                outcome: task.outcome(&resolution),
+                outcome,
             }));
         }
         job.resolve(resolution);
@@ -698,6 +722,7 @@ impl Shared {
         backoff: Duration,
         class: ErrorClass,
         stint: Stint,
+        info: Option<TaskInfo>,
     ) {
         let task = job.task();
         let mut timeline = stint.fold_into(task.timeline());
@@ -706,7 +731,7 @@ impl Shared {
         task.set_timeline(timeline);
         if self.observers.is_active() {
             self.observers.emit(&Event::TaskRetrying {
-                task: task.info(),
+                task: info.unwrap_or_else(|| task.info()),
                 attempt: task.attempts(),
                 delay,
                 class,
@@ -756,7 +781,7 @@ impl Shared {
                 state.counters.count(outcome);
                 let idle = state.is_idle();
                 drop(state);
-                self.finish(job, resolution, now, Stint::waiting(now));
+                self.finish(job, resolution, now, Stint::waiting(now), None);
                 (None, idle)
             }
             None => {
@@ -785,7 +810,13 @@ impl Shared {
         let idle = state.is_idle();
         drop(state);
         let stint = Stint::waiting(popped.enqueued_at);
-        self.finish(Job::new(popped.job), Resolution::Cancelled, now, stint);
+        self.finish(
+            Job::new(popped.job),
+            Resolution::Cancelled,
+            now,
+            stint,
+            None,
+        );
         if idle {
             self.notify_idle();
         }
@@ -855,7 +886,7 @@ impl Shared {
         }
         for popped in jobs {
             let stint = Stint::waiting(popped.enqueued_at);
-            self.finish(Job::new(popped.job), Resolution::Stopped, now, stint);
+            self.finish(Job::new(popped.job), Resolution::Stopped, now, stint, None);
         }
         if first_stop {
             tracing::debug!(target: "pool_core", cancel_running, "pool stopped");
