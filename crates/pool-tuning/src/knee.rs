@@ -282,12 +282,20 @@ fn open_below_one(
 ///   reads the new no-load RTT, so a standing queue is not mistaken for the baseline.
 /// - **Clean windows.** A window only counts attempts that started after the last change, so
 ///   every decision measures the limit it is about.
+/// - **Noise-proof baseline.** The baseline is the lowest upper bound (mean + 2 standard
+///   errors) of a window's RTT: the lowest mean sits below the true no-load RTT by a few
+///   standard errors and makes ordinary noise look like queueing. For the same reason a run
+///   of cuts counts as queueing only if the RTT fell significantly.
+/// - **Background overload.** Throttling that cutting does not reduce (a share of at most
+///   `max_background_overload`) is learned and no longer cut for; see
+///   [`KneeConfigBuilder::max_background_overload`].
 ///
 /// Per window (at least two smoothed RTTs and `min_samples` successes, counting only attempts
 /// started after the last change):
 ///
 /// - a throttled or timed-out attempt cuts **at once**, to the estimated knee but at least
-///   to `gentlest_cut` × limit, and caps the climb-back just below the failing level;
+///   to `gentlest_cut` × limit, and caps the climb-back just below the failing level (once a
+///   background share is known: only a window with more than twice that share);
 /// - memory above `memory_target` cuts to `gentlest_cut` × limit;
 /// - an RTT above (1 + `latency_tolerance`) × baseline cuts towards the estimated knee (at
 ///   most to `deepest_cut` × limit, at least by one); the first cut of a run stops at the
@@ -691,14 +699,18 @@ impl KneeTuner {
                 .push_back(window.completed as f64 / span);
         }
         let previous_baseline = self.baseline_rtt;
-        let baseline = previous_baseline.map_or(rtt, |b| b.min(rtt));
+        // The minimum of noisy window means sits below the true no-load RTT by a few
+        // standard errors, and would make ordinary noise look like queueing; the minimum of
+        // their upper bounds does not.
+        let candidate = rtt + noise;
+        let baseline = previous_baseline.map_or(candidate, |b| b.min(candidate));
         self.baseline_rtt = Some(baseline);
         self.smoothed_rtt = Some(self.smoothed_rtt.map_or(rtt, |s| 0.75 * s + 0.25 * rtt));
 
         if let Some(return_to) = self.rtt_probe_return_to.take() {
             // A probe window at fewer requests: its RTT is the no-load RTT, replacing a
             // minimum that noise only ever drags down.
-            self.baseline_rtt = Some(rtt);
+            self.baseline_rtt = Some(candidate);
             self.baseline_measured_at = Some(now);
             return self.set_limit(return_to, Reason::Recovering, now);
         }
@@ -737,8 +749,8 @@ impl KneeTuner {
             // the two expectations.
             let shrink = self.limit as f64 / run.limit_before as f64;
             if shrink <= INFORMATIVE_SHRINK {
-                if rtt > run.rtt_before * (1.0 + shrink) / 2.0 {
-                    self.baseline_rtt = Some(rtt);
+                if rtt + noise > run.rtt_before * (1.0 + shrink) / 2.0 {
+                    self.baseline_rtt = Some(candidate);
                     self.recent_success_rates.clear();
                     self.last_clean_limit = None;
                     self.latency_cuts_from = None;
@@ -920,6 +932,48 @@ mod tests {
         // Now a third of every window is refused.
         round_with_background(&mut sim, 3, &mut counter);
         assert!(sim.tuner.limit() < before, "limit stayed at {before}");
+    }
+
+    /// Latency that does not depend on load but varies a lot (uniform 1–8 ms, like the
+    /// soak's chaos store): the minimum of noisy window means must not become a baseline
+    /// that ordinary noise exceeds, or the tuner cuts for queueing that is not there.
+    #[test]
+    fn heavy_latency_noise_alone_does_not_drag_the_limit_down() {
+        // Few requests in flight: windows of about `min_samples`, where noise is largest.
+        let config = KneeConfig::builder().max(16).build().unwrap();
+        let mut tuner = KneeTuner::new(config, 16);
+        let mut now = Instant::now();
+        // A small deterministic generator (no RNG dependency outside the `sim` feature).
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut cuts = 0;
+        let mut limit_sum = 0;
+        for _ in 0..2_000 {
+            let limit = tuner.limit();
+            limit_sum += limit;
+            for _ in 0..limit {
+                let micros = 1_000 + next() % 7_000;
+                let latency = Duration::from_micros(micros);
+                now += Duration::from_micros(4_500 / limit as u64);
+                let sample = Sample::new(now, latency, AttemptOutcome::Succeeded)
+                    .in_flight(limit)
+                    .queued(10);
+                if let Some(adjustment) = tuner.observe(&sample, now) {
+                    cuts += usize::from(adjustment.reason == Reason::RttGrowth);
+                }
+            }
+        }
+        // Before the baseline became the lowest upper bound and a rebase needed a significant
+        // shrink: 121 cuts, 12.2 on average; with only the first change the limit fell to 1.
+        let average = limit_sum as f64 / 2_000.0;
+        assert!(cuts <= 60, "{cuts} cuts for queueing that is not there");
+        assert!(average >= 13.0, "average limit {average}");
+        assert!(tuner.limit() >= 12, "limit {}", tuner.limit());
     }
 
     /// A queue past `knee`: latency grows in proportion to the excess.
