@@ -247,13 +247,14 @@ pub(crate) struct TaskCell<F, Fut, T, E, C> {
 }
 
 impl<F, Fut, T, E, C> TaskCell<F, Fut, T, E, C> {
-    /// A task with `options`; `shared` lets its handle react to the options' token.
+    /// A task with `options`; `shared` lets its handle react to the options' token (only a
+    /// task with a token keeps a reference to it).
     pub(crate) fn new(
         id: TaskId,
         options: TaskOptions,
         make_attempt: F,
         classify: C,
-        shared: Weak<Shared>,
+        shared: &Arc<Shared>,
     ) -> Self {
         let TaskOptions {
             priority,
@@ -267,7 +268,7 @@ impl<F, Fut, T, E, C> TaskCell<F, Fut, T, E, C> {
         let cold = (!plain).then(|| {
             let watch = cancellation.as_ref().map(|token| CancelWatch {
                 cancelled: Box::pin(token.clone().cancelled_owned()),
-                shared,
+                shared: Arc::downgrade(shared),
                 fired: false,
             });
             Box::new(Cold {

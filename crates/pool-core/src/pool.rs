@@ -123,13 +123,7 @@ impl Pool {
             priority: options.priority,
             metadata: options.metadata.clone(),
         });
-        let task = Arc::new(TaskCell::new(
-            id,
-            options,
-            task,
-            classify,
-            Arc::downgrade(shared),
-        ));
+        let task = Arc::new(TaskCell::new(id, options, task, classify, shared));
         shared.enqueue(Arc::clone(&task) as TaskRef, cancellable, info);
         TaskHandle::new(task)
     }
