@@ -59,3 +59,27 @@ pub(crate) fn check_range(
         })
     }
 }
+
+/// Checks that a duration setting is not zero.
+pub(crate) fn check_positive_duration(
+    field: &'static str,
+    value: std::time::Duration,
+) -> Result<std::time::Duration, ConfigError> {
+    if value.is_zero() {
+        Err(ConfigError::ZeroDuration { field })
+    } else {
+        Ok(value)
+    }
+}
+
+/// Checks that a count setting is at least 1.
+pub(crate) fn check_positive_count(
+    field: &'static str,
+    value: usize,
+) -> Result<usize, ConfigError> {
+    if value == 0 {
+        Err(ConfigError::ZeroCount { field })
+    } else {
+        Ok(value)
+    }
+}

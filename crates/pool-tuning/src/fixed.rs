@@ -20,9 +20,7 @@ pub struct FixedTuner {
 impl FixedTuner {
     /// `limit` must be at least 1.
     pub fn new(limit: usize) -> Result<Self, crate::ConfigError> {
-        if limit == 0 {
-            return Err(crate::ConfigError::ZeroCount { field: "limit" });
-        }
+        let limit = crate::error::check_positive_count("limit", limit)?;
         Ok(Self { limit })
     }
 }

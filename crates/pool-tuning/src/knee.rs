@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::bounds::Bounds;
-use crate::error::{check_range, ConfigError};
+use crate::error::{check_positive_count, check_positive_duration, check_range, ConfigError};
 use crate::sample::{AttemptOutcome, Sample};
 use crate::tuner::{Adjustment, Reason, Tuner};
 
@@ -212,26 +212,10 @@ impl KneeConfigBuilder {
             false,
             "[0, 0.5]",
         )?;
-        if self.min_window.is_zero() {
-            return Err(ConfigError::ZeroDuration {
-                field: "min_window",
-            });
-        }
-        if self.baseline_refresh.is_zero() {
-            return Err(ConfigError::ZeroDuration {
-                field: "baseline_refresh",
-            });
-        }
-        if self.min_samples == 0 {
-            return Err(ConfigError::ZeroCount {
-                field: "min_samples",
-            });
-        }
-        if self.rate_history == 0 {
-            return Err(ConfigError::ZeroCount {
-                field: "rate_history",
-            });
-        }
+        check_positive_duration("min_window", self.min_window)?;
+        check_positive_duration("baseline_refresh", self.baseline_refresh)?;
+        check_positive_count("min_samples", self.min_samples)?;
+        check_positive_count("rate_history", self.rate_history)?;
         Ok(KneeConfig {
             bounds,
             latency_tolerance,

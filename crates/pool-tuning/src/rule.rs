@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::bounds::Bounds;
-use crate::error::{check_range, ConfigError};
+use crate::error::{check_positive_count, check_positive_duration, check_range, ConfigError};
 use crate::memory::{suggest_initial_concurrency, MemorySnapshot};
 use crate::sample::Sample;
 use crate::tuner::{Adjustment, Reason, Tuner};
@@ -128,21 +128,9 @@ impl RuleConfigBuilder {
     /// Checks the values.
     pub fn build(self) -> Result<RuleConfig, ConfigError> {
         let bounds = Bounds::new(self.min, self.max)?;
-        if self.target_latency.is_zero() {
-            return Err(ConfigError::ZeroDuration {
-                field: "target_latency",
-            });
-        }
-        if self.adjustment_interval.is_zero() {
-            return Err(ConfigError::ZeroDuration {
-                field: "adjustment_interval",
-            });
-        }
-        if self.sample_window == 0 {
-            return Err(ConfigError::ZeroCount {
-                field: "sample_window",
-            });
-        }
+        check_positive_duration("target_latency", self.target_latency)?;
+        check_positive_duration("adjustment_interval", self.adjustment_interval)?;
+        check_positive_count("sample_window", self.sample_window)?;
         let target_memory_fraction = check_range(
             "target_memory_fraction",
             self.target_memory_fraction,
