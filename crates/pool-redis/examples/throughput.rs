@@ -8,7 +8,7 @@
 //!     --limit 100 --task-ms 5 --seconds 5
 //! ```
 
-#[path = "../tests/support/redis_server.rs"]
+#[path = "../tests/suite/support/redis_server.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod redis_server;
 

@@ -2,6 +2,7 @@
 //! output, and tracing's process-wide callsite state is best not shared with tests running
 //! beside it.
 
+#[path = "suite/support/mod.rs"]
 mod support;
 
 use std::sync::{Arc, Mutex};

@@ -6,7 +6,7 @@
 //! `object_store::client::HttpError` (transport failure), or a `std::io::Error` classify by
 //! their kind; otherwise the status code and S3 error code are read from the error text
 //! (`"... status code: 503 ...<Code>SlowDown</Code>"`). The tests in
-//! `tests/classification.rs` pin that format against the real `AmazonS3` client.
+//! `tests/suite/throttling.rs` pin that format against the real `AmazonS3` client.
 
 use std::error::Error as StdError;
 

@@ -1,7 +1,7 @@
 //! The collector against a naive model: every event kept in a list, windows computed by
 //! brute force. Random finishing times and outcomes, explicit clock.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

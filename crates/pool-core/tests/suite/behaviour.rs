@@ -1,7 +1,7 @@
 //! The behaviour suite: every test runs on tokio (paused time) and on the virtual-time
 //! `SimExecutor`.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -2,7 +2,7 @@
 //! answers 503 SlowDown / 429 / 500, the real `AmazonS3` client sees it, and the pool
 //! classifies, retries and reports it.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! One process against a real redis-server: waiting, cancellation, renewal, limit changes,
 //! Redis restarts under both fail modes, and credentials that never show.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

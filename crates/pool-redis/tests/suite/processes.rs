@@ -1,6 +1,6 @@
 //! Several OS processes share one global limit on a real redis-server.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

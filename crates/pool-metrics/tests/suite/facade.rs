@@ -1,7 +1,7 @@
 //! Publishing to the `metrics` facade (feature `metrics-facade`).
 #![cfg(feature = "metrics-facade")]
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

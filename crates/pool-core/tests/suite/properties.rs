@@ -1,10 +1,8 @@
 //! Property tests: random mixes of tasks and control calls on the deterministic executor, with
 //! a random schedule (seeded), checking the pool's promises on every step.
 //!
-//! The default run checks a few hundred cases; `cargo test -p pool-core --test properties --
-//! --ignored` runs 10,000.
-
-mod support;
+//! The default run checks a few hundred cases; `cargo test -p pool-core --test suite
+//! properties -- --ignored` runs 10,000.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};

@@ -1,6 +1,6 @@
 //! Rolling window and history expiry, on tokio's paused (virtual) clock and on explicit instants.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! byte-identical, every failure names its key, nothing is left pending, retries stay in
 //! budget — on InMemory (virtual time) and on the real loopback S3 server.
 
-mod support;
+use crate::support;
 
 use std::future::IntoFuture;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! Snapshots and task records survive a JSON round trip unchanged.
 
-mod support;
+use crate::support;
 
 use pool_metrics::{Aggregate, LiveStats, Snapshot, TaskMetrics};
 use serde::de::DeserializeOwned;

@@ -1,6 +1,6 @@
 //! Recording from many threads at once loses no counts.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

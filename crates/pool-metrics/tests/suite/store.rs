@@ -1,6 +1,6 @@
 //! The bounded per-task store: lookup by id, first-in-first-out eviction in finishing order.
 
-mod support;
+use crate::support;
 
 use pool_core::{Metadata, Pool, TaskId, TaskOptions};
 use pool_metrics::{MemoryMode, Metrics, MetricsConfig};

@@ -1,7 +1,7 @@
 //! Error rate, errors by kind and retry counts from a scripted mix of outcomes, through a real
 //! pool on paused time.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,6 +1,6 @@
 //! A worker process: one pool sharing a global limit, configured through the environment.
 //!
-//! The tests start workers by running their own test binary with `--exact worker_process
+//! The tests start workers by running their own test binary with `--exact processes::worker_process
 //! --ignored`; the entry test does nothing unless `POOL_REDIS_WORKER` is set.
 
 use std::process::{Child, Command, Stdio};
@@ -72,7 +72,7 @@ impl WorkerConfig {
         let child = Command::new(std::env::current_exe().expect("test binary path"))
             .args([
                 "--exact",
-                "worker_process",
+                "processes::worker_process",
                 "--ignored",
                 "--nocapture",
                 "--test-threads=1",

@@ -1,6 +1,6 @@
 //! Memory sampling per mode, through a real pool on paused time, with a counting probe.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! The shared conformance suite over InMemory, LocalFileSystem and the real loopback S3
 //! server, through `S3Client` and through `PooledStore`.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

@@ -1,6 +1,6 @@
 //! The Prometheus exposition: accepted by a parser, and line by line by a strict grammar.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeSet, HashMap};
 

@@ -1,6 +1,6 @@
 //! Percentiles against known distributions, within HDR precision (3 significant digits).
 
-mod support;
+use crate::support;
 
 use std::time::Instant;
 

@@ -1,7 +1,7 @@
 //! S3Client behaviour over InMemory, on virtual time: pool defaults, per-call options,
 //! control, batches, delete-many, listing, shared pools and group caps.
 
-mod support;
+use crate::support;
 
 use std::future::IntoFuture;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,0 +1,16 @@
+//! pool-core's integration tests in one binary (one link instead of one per file). `tracing_events`
+//! stays alone: it needs tracing's process-wide state to itself.
+
+#[macro_use]
+mod support;
+
+mod behaviour;
+mod config;
+mod handles;
+mod observers;
+mod policy_circuit_breaker;
+mod policy_rate_limit;
+mod policy_single_flight;
+mod properties;
+mod smol;
+mod tower;

@@ -1,0 +1,14 @@
+//! pool-metrics' integration tests in one binary (one link instead of one per file).
+
+mod support;
+
+mod concurrent;
+mod facade;
+mod memory;
+mod model;
+mod outcomes;
+mod percentiles;
+mod prometheus_text;
+mod serde_roundtrip;
+mod store;
+mod windows;

@@ -1,0 +1,7 @@
+//! pool-redis' integration tests in one binary. `redaction` stays alone: it asserts on captured
+//! tracing output.
+
+mod support;
+
+mod permits;
+mod processes;

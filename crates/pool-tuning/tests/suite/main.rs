@@ -1,0 +1,6 @@
+//! pool-tuning's integration tests in one binary.
+
+mod bounds;
+mod pool_driver;
+#[cfg(feature = "sim")]
+mod scenarios;

@@ -1,0 +1,16 @@
+//! s3-client's integration tests in one binary. `secrets` stays alone: it captures tracing output
+//! at TRACE.
+
+mod support;
+
+#[cfg(all(feature = "metrics", feature = "tuning"))]
+mod attachments;
+#[cfg(all(feature = "aws-sdk", feature = "testing"))]
+mod bucket_admin;
+mod chaos;
+mod client;
+mod conformance;
+mod object_store_suite;
+mod parse_fuzz;
+mod protection;
+mod throttling;

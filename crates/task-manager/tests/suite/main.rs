@@ -1,0 +1,4 @@
+//! task-manager's integration tests in one binary.
+
+mod runs;
+mod sim;
