@@ -6,6 +6,11 @@
 //! slot and before each attempt; it may admit at once, make the attempt wait, or reject the
 //! task. The permit it returns is held until the attempt ends, then dropped (which is where a
 //! global permit is released).
+//!
+//! A wait in [`Admission::acquire`] holds the task's slot. A policy that knows *when* a task
+//! may go (a rate limit) says so first, in [`Admission::precheck`]: the pool then gives the
+//! slot back and parks the task, holding no slot, until that moment — so a key far over its
+//! rate cannot fill the pool with waiters and hold up everyone else.
 
 use std::any::Any;
 use std::fmt;
@@ -23,6 +28,27 @@ pub trait Admission: Send + Sync + fmt::Debug + 'static {
     /// While this waits, the task holds its slot; the pool's `stop_now` and the task's
     /// cancellation token interrupt the wait.
     fn acquire(&self, task: &TaskInfo) -> BoxFuture<Result<AdmissionPermit, Rejection>>;
+
+    /// Asked before [`acquire`](Self::acquire), each time the task takes a slot. With
+    /// [`Precheck::ParkUntil`] the pool gives the slot back and parks the task until then (it
+    /// counts in [`Stats::deferred`](crate::Stats::deferred)); the policy should set that
+    /// moment aside for the task, so that `acquire` admits it at once when it comes back.
+    /// Default: [`Precheck::Proceed`].
+    fn precheck(&self, task: &TaskInfo) -> Precheck {
+        let _ = task;
+        Precheck::Proceed
+    }
+}
+
+/// What [`Admission::precheck`] says of a task about to take a slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precheck {
+    /// Go on to [`Admission::acquire`].
+    Proceed,
+    /// Give the slot back and queue the task again at this moment.
+    ParkUntil(std::time::Instant),
+    /// Resolve the task with [`TaskError::Rejected`](crate::TaskError::Rejected).
+    Reject(Rejection),
 }
 
 /// Held while an attempt runs; dropping it releases whatever the policy granted.

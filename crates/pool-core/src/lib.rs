@@ -66,7 +66,7 @@ mod task;
 #[cfg(feature = "tower")]
 pub mod tower;
 
-pub use admission::{Admission, AdmissionPermit, Rejection, RejectionKind};
+pub use admission::{Admission, AdmissionPermit, Precheck, Rejection, RejectionKind};
 pub use batch::{Batch, BatchError, BatchResult};
 pub use buffered::Buffered;
 pub use builder::PoolBuilder;

@@ -181,6 +181,16 @@ pub enum Event {
         /// Class of the failure.
         class: ErrorClass,
     },
+    /// An admission policy's precheck parked the task: it gave its slot back and queues
+    /// again at `until` (see [`Admission::precheck`](crate::Admission::precheck)).
+    TaskDeferred {
+        /// The task.
+        task: TaskInfo,
+        /// When it queues again.
+        until: Instant,
+        /// How long from now that is.
+        delay: Duration,
+    },
     /// A task resolved, with its whole timing.
     TaskFinished(TaskRecord),
     /// `pause()` took effect.
@@ -189,7 +199,7 @@ pub enum Event {
     Resumed,
     /// `stop()` or `stop_now()` took effect.
     Stopped,
-    /// The queue became empty with nothing running or waiting to retry.
+    /// The queue became empty with nothing running, waiting to retry or deferred.
     Drained,
     /// The concurrency limit changed.
     ConcurrencyChanged {

@@ -16,7 +16,7 @@ use futures_util::future::{select, Either};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::admission::{Admission, AdmissionPermit};
+use crate::admission::{Admission, AdmissionPermit, Precheck};
 use crate::executor::{BoxFuture, Executor};
 use crate::job::{Job, Resolution, Start, TaskRef, Timeline};
 use crate::observer::{AttemptResult, Event, ObserverSet, Outcome, TaskInfo, TaskRecord};
@@ -69,6 +69,8 @@ struct State {
     cancellable: std::collections::HashMap<TaskId, QueueKey>,
     active: usize,
     retrying: usize,
+    /// Tasks parked by an admission policy's precheck, holding no slot.
+    deferred: usize,
     /// Runners parked waiting for work (they hold no slot).
     idle_runners: usize,
     limit: usize,
@@ -85,7 +87,7 @@ impl State {
     }
 
     fn is_idle(&self) -> bool {
-        self.queue.is_empty() && self.active == 0 && self.retrying == 0
+        self.queue.is_empty() && self.active == 0 && self.retrying == 0 && self.deferred == 0
     }
 
     /// Pops the next task and claims a slot for it.
@@ -130,6 +132,7 @@ impl State {
             queued: self.queue.len(),
             active: self.active,
             retrying: self.retrying,
+            deferred: self.deferred,
             enqueued: self.counters.enqueued,
             processed: self.counters.processed,
             errors: self.counters.errors,
@@ -184,19 +187,32 @@ enum AttemptEnd {
     Cancelled,
     StoppedNow,
     Rejected(crate::admission::Rejection),
+    /// An admission policy's precheck parks the task until then; no attempt ran.
+    Deferred(Instant),
 }
 
 impl AttemptEnd {
-    fn result(&self) -> AttemptResult {
-        match self {
+    /// How the attempt ended, for observers; `None` if no attempt was made.
+    fn result(&self) -> Option<AttemptResult> {
+        Some(match self {
             AttemptEnd::Succeeded => AttemptResult::Succeeded,
             AttemptEnd::Failed(class) => AttemptResult::Failed(*class),
             AttemptEnd::TimedOut(_) => AttemptResult::TimedOut,
             AttemptEnd::Panicked(_) => AttemptResult::Panicked,
             AttemptEnd::Cancelled | AttemptEnd::StoppedNow => AttemptResult::Cancelled,
             AttemptEnd::Rejected(_) => AttemptResult::Rejected,
-        }
+            AttemptEnd::Deferred(_) => return None,
+        })
     }
+}
+
+/// Why a task is out of the queue without a slot, waiting to come back.
+#[derive(Debug, Clone, Copy)]
+enum Parked {
+    /// In retry backoff.
+    Retrying,
+    /// Until an admission policy's moment for it.
+    Deferred,
 }
 
 /// What to do with a task after an attempt.
@@ -208,6 +224,10 @@ enum Next {
         /// The backoff before it (what decorrelated jitter grows from).
         backoff: Duration,
         class: ErrorClass,
+    },
+    /// Park the task, holding no slot, until an admission policy's moment for it.
+    Park {
+        until: Instant,
     },
 }
 
@@ -276,6 +296,7 @@ impl Shared {
                 cancellable: Default::default(),
                 active: 0,
                 retrying: 0,
+                deferred: 0,
                 idle_runners: 0,
                 limit: settings.initial_limit,
                 paused: false,
@@ -443,6 +464,9 @@ impl Shared {
         let mut permits = Vec::new();
         if !self.admission.is_empty() {
             let admit_info = info.cloned().unwrap_or_else(|| task.info());
+            if let Some(end) = self.precheck(&admit_info) {
+                return (end, self.executor.now());
+            }
             match self.admit(admit_info, task.cancellation()).await {
                 Ok(granted) => {
                     permits = granted;
@@ -491,6 +515,21 @@ impl Shared {
         drop(permits);
         stint.latency = finished_at.saturating_duration_since(started_at);
         (end, finished_at)
+    }
+
+    /// Asks every admission policy's precheck in turn: the first that parks or rejects the
+    /// task decides (moments set aside by policies before it stay set aside: the task comes
+    /// back and takes them).
+    fn precheck(&self, info: &TaskInfo) -> Option<AttemptEnd> {
+        let now = self.executor.now();
+        self.admission
+            .iter()
+            .find_map(|policy| match policy.precheck(info) {
+                Precheck::Proceed => None,
+                Precheck::ParkUntil(until) if until <= now => None,
+                Precheck::ParkUntil(until) => Some(AttemptEnd::Deferred(until)),
+                Precheck::Reject(rejection) => Some(AttemptEnd::Rejected(rejection)),
+            })
     }
 
     /// Asks every admission policy in turn, interruptible by `stop_now` and the task's token.
@@ -591,7 +630,7 @@ impl Shared {
         let idle = state.is_idle();
         drop(state);
 
-        if let Some(info) = &info {
+        if let (Some(info), Some(result)) = (&info, result) {
             self.observers.emit(&Event::AttemptFinished {
                 task: info.clone(),
                 attempt: job.task().attempts(),
@@ -609,6 +648,7 @@ impl Shared {
                 backoff,
                 class,
             } => self.schedule_retry(job, delay, backoff, class, stint, info),
+            Next::Park { until } => self.park(job, until, now, stint, info),
         }
         self.spawn_runners(extra);
         if idle {
@@ -643,6 +683,14 @@ impl Shared {
             AttemptEnd::Rejected(rejection) => {
                 state.counters.errors += 1;
                 return Next::Resolve(Resolution::Rejected(rejection));
+            }
+            AttemptEnd::Deferred(until) => {
+                if state.stopped {
+                    state.counters.stopped += 1;
+                    return Next::Resolve(Resolution::Stopped);
+                }
+                state.deferred += 1;
+                return Next::Park { until };
             }
             AttemptEnd::Failed(class) => (class, Resolution::LastAttempt),
             AttemptEnd::TimedOut(timeout) => {
@@ -737,7 +785,38 @@ impl Shared {
                 class,
             });
         }
-        let cancelled = task.cancellation();
+        self.requeue_after(job, delay, Parked::Retrying);
+    }
+
+    /// Parks a task that an admission policy deferred: it waits, holding no slot, until
+    /// `until`, then queues again. The parked time counts as queue wait in its record.
+    fn park(
+        self: &Arc<Self>,
+        job: Job,
+        until: Instant,
+        now: Instant,
+        stint: Stint,
+        info: Option<TaskInfo>,
+    ) {
+        let task = job.task();
+        let delay = until.saturating_duration_since(now);
+        let mut timeline = stint.fold_into(task.timeline());
+        timeline.queue_wait += delay;
+        task.set_timeline(timeline);
+        if self.observers.is_active() {
+            self.observers.emit(&Event::TaskDeferred {
+                task: info.unwrap_or_else(|| task.info()),
+                until,
+                delay,
+            });
+        }
+        self.requeue_after(job, delay, Parked::Deferred);
+    }
+
+    /// Queues `job` again after `delay`, or resolves it if the pool stops or the task is
+    /// cancelled first.
+    fn requeue_after(self: &Arc<Self>, job: Job, delay: Duration, parked: Parked) {
+        let cancelled = job.task().cancellation();
         let shared = Arc::clone(self);
         let sleep = self.executor.sleep(delay);
         self.executor.spawn(Box::pin(async move {
@@ -756,17 +835,20 @@ impl Shared {
                     Either::Right(_) => Some(Resolution::Stopped),
                 },
             };
-            shared.requeue(job, woke_by);
+            shared.requeue(job, woke_by, parked);
         }));
     }
 
-    /// A task comes back from backoff: into the queue, or resolved if the pool stopped or
-    /// the task was cancelled meanwhile.
-    fn requeue(self: &Arc<Self>, job: Job, woke_by: Option<Resolution>) {
+    /// A task comes back from backoff or deferral: into the queue, or resolved if the pool
+    /// stopped or the task was cancelled meanwhile.
+    fn requeue(self: &Arc<Self>, job: Job, woke_by: Option<Resolution>, parked: Parked) {
         let now = self.executor.now();
         let cancellable = woke_by.is_none() && job.task().cancellation().is_some();
         let mut state = self.lock();
-        state.retrying -= 1;
+        match parked {
+            Parked::Retrying => state.retrying -= 1,
+            Parked::Deferred => state.deferred -= 1,
+        }
         let resolution = match woke_by {
             Some(resolution) => Some(resolution),
             None if state.stopped => Some(Resolution::Stopped),

@@ -3,8 +3,9 @@
 /// What [`Pool::stats`](crate::Pool::stats) returns.
 ///
 /// Every task enqueued is, at any moment, in exactly one of: `queued`, `active`, `retrying`,
-/// or resolved as one of `processed`, `errors`, `cancelled`, `stopped_tasks`. So
-/// `enqueued == queued + active + retrying + processed + errors + cancelled + stopped_tasks`
+/// `deferred`, or resolved as one of `processed`, `errors`, `cancelled`, `stopped_tasks`. So
+/// `enqueued == queued + active + retrying + deferred + processed + errors + cancelled +
+/// stopped_tasks`
 /// whenever the pool is quiescent (see [`Stats::in_balance`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -15,6 +16,10 @@ pub struct Stats {
     pub active: usize,
     /// Tasks waiting out a retry backoff (neither queued nor running).
     pub retrying: usize,
+    /// Tasks parked by an admission policy until a moment it set aside for them (a rate
+    /// limit's turn), holding no slot; see [`Admission::precheck`](crate::Admission::precheck).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub deferred: usize,
     /// Tasks ever enqueued.
     pub enqueued: u64,
     /// Tasks resolved with their value.
@@ -43,7 +48,7 @@ impl Stats {
 
     /// True if every enqueued task is accounted for exactly once.
     pub fn in_balance(&self) -> bool {
-        let pending = (self.queued + self.active + self.retrying) as u64;
+        let pending = (self.queued + self.active + self.retrying + self.deferred) as u64;
         self.enqueued == self.resolved() + pending
     }
 }

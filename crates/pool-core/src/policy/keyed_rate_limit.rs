@@ -1,6 +1,7 @@
 //! One rate limit per key: per S3 prefix, per tenant, per endpoint — whatever a key function
-//! reads from a task's labels. Each key has its own GCRA cell and, if adaptive, its own AIMD
-//! rate, so a throttled prefix slows down alone.
+//! reads from a task's labels. Each key has its own GCRA schedule and, if adaptive, its own
+//! AIMD rate, so a throttled prefix slows down alone. Each task is booked its moment; in a
+//! pool, a task whose moment has not come is parked without a slot until then.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -9,22 +10,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use governor::clock::Clock;
-use governor::middleware::NoOpMiddleware;
-use governor::state::{InMemoryState, NotKeyed};
-
 use super::aimd::{Aimd, AimdRate};
-use super::clock::ExecutorClock;
+use super::bookings::Bookings;
+use super::gcra::{Pace, Schedule};
 use super::rate_limit::RateLimit;
-use crate::admission::{Admission, AdmissionPermit, Rejection, RejectionKind};
+use crate::admission::{Admission, AdmissionPermit, Precheck, Rejection, RejectionKind};
 use crate::error::ConfigError;
 use crate::executor::{BoxFuture, Executor};
 use crate::observer::{AttemptResult, Event, Observer, TaskInfo};
 use crate::pool::PoolControl;
 use crate::task::ErrorClass;
 
-type GcraCell =
-    governor::RateLimiter<NotKeyed, InMemoryState, ExecutorClock, NoOpMiddleware<Instant>>;
 type KeyFn<K> = Box<dyn Fn(&TaskInfo) -> Option<K> + Send + Sync>;
 type LimitFn<K> = Box<dyn Fn(&K) -> RateLimit + Send + Sync>;
 
@@ -37,11 +33,13 @@ type LimitFn<K> = Box<dyn Fn(&K) -> RateLimit + Send + Sync>;
 /// first seen. Keys idle for [`forget_idle_after`](KeyedRateLimiterBuilder::forget_idle_after)
 /// (and not backing off) are dropped, so memory follows the keys in use.
 ///
-/// Attempts waiting on one key take turns in the order they reached the limiter, and each
-/// token wakes one of them. A waiting attempt holds its pool slot, so a key far over its
-/// rate can fill the slots with waiters and hold up other keys' tasks: give the pool more
-/// concurrency than the hot keys' waiters, or bound waits with
-/// [`max_wait`](KeyedRateLimiterBuilder::max_wait).
+/// Each task is booked the earliest moment its key's limit allows, in the order tasks reach
+/// the limiter. In a pool, a task whose moment is later gives its slot back and is parked
+/// until then ([`Admission::precheck`]): a key far over its rate holds no slots, and other
+/// keys' tasks run meanwhile. (Called outside a pool, [`Admission::acquire`] waits for the
+/// moment.) A moment booked for a task that is cancelled while parked goes unused.
+/// When an adaptive key is throttled, moments already booked are dropped and their tasks
+/// booked again at the lower rate when they come back.
 ///
 /// Cheap to clone: clones share the limits.
 ///
@@ -92,8 +90,10 @@ impl<K> Clone for KeyedRateLimiter<K> {
 
 impl<K> fmt::Debug for KeyedRateLimiter<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cells = self.shared.lock();
         f.debug_struct("KeyedRateLimiter")
-            .field("keys", &self.shared.lock().by_key.len())
+            .field("keys", &cells.by_key.len())
+            .field("booked", &cells.booked())
             .field("aimd", &self.shared.aimd)
             .field("max_wait", &self.shared.max_wait)
             .finish_non_exhaustive()
@@ -101,7 +101,7 @@ impl<K> fmt::Debug for KeyedRateLimiter<K> {
 }
 
 struct KeyedShared<K> {
-    clock: ExecutorClock,
+    executor: Arc<dyn Executor>,
     key_of: KeyFn<K>,
     limit_of: LimitFn<K>,
     aimd: Option<Aimd>,
@@ -117,28 +117,28 @@ struct Cells<K> {
     next_sweep: Instant,
 }
 
-/// Attempts waiting for one key take turns through this fair (FIFO) lock.
-type WaitQueue = tokio::sync::Mutex<()>;
+impl<K> Cells<K> {
+    fn booked(&self) -> usize {
+        self.by_key.values().map(|cell| cell.booked.len()).sum()
+    }
+}
 
-/// One key's limit: its GCRA cell, rebuilt when its adaptive rate changes.
+/// One key's limit: its schedule, its adaptive rate, and the moments booked for tasks that
+/// have not taken them yet.
 struct RateCell {
     limit: RateLimit,
-    gcra: Arc<GcraCell>,
-    waiters: Arc<WaitQueue>,
+    schedule: Schedule,
+    booked: Bookings,
     aimd: Option<AimdRate>,
     last_used: Instant,
 }
 
 impl RateCell {
-    fn new(limit: RateLimit, aimd: Option<Aimd>, clock: &ExecutorClock, now: Instant) -> Self {
-        let quota = limit.quota_at(limit.per_second());
+    fn new(limit: RateLimit, aimd: Option<Aimd>, now: Instant) -> Self {
         Self {
             limit,
-            gcra: Arc::new(GcraCell::direct_with_clock(
-                quota.expect("RateLimit::new checked the quota"),
-                clock.clone(),
-            )),
-            waiters: Arc::new(WaitQueue::new(())),
+            schedule: Schedule::default(),
+            booked: Bookings::default(),
             aimd: aimd.map(|aimd| AimdRate::new(aimd, limit.per_second(), now)),
             last_used: now,
         }
@@ -150,35 +150,65 @@ impl RateCell {
             .map_or(self.limit.per_second(), AimdRate::current)
     }
 
-    fn rebuild(&mut self, clock: &ExecutorClock) {
-        // The rate stays within (0, the checked limit], so the quota exists; if rounding ever
-        // said otherwise, keeping the old cell is the safe choice.
-        if let Some(quota) = self.limit.quota_at(self.current_rate()) {
-            self.gcra = Arc::new(GcraCell::direct_with_clock(quota, clock.clone()));
-        }
+    fn pace(&self) -> Pace {
+        // The rate stays within (0, the checked limit], so the pace exists; if rounding ever
+        // said otherwise, the configured limit's pace (checked by `RateLimit::new`) is used.
+        self.limit
+            .pace_at(self.current_rate())
+            .or_else(|| self.limit.pace_at(self.limit.per_second()))
+            .expect("RateLimit::new checked the pace")
     }
 
-    fn gcra(&mut self, clock: &ExecutorClock, now: Instant) -> Arc<GcraCell> {
+    /// The task's booked moment: the one it holds, one taken over from a task of lower
+    /// priority, or a new one. `Err(moment)` if a new one would be later than `latest`
+    /// (nothing is booked then).
+    fn book(
+        &mut self,
+        task: &TaskInfo,
+        now: Instant,
+        latest: Option<Instant>,
+    ) -> Result<Instant, Instant> {
         self.last_used = now;
-        if self.aimd.as_mut().is_some_and(|rate| rate.recover(now)) {
-            self.rebuild(clock);
+        if let Some(rate) = self.aimd.as_mut() {
+            rate.recover(now);
         }
-        Arc::clone(&self.gcra)
+        if let Some(at) = self.booked.get(task.id) {
+            return Ok(at);
+        }
+        let at = match self.booked.take_over(task.priority, now, latest) {
+            Some(at) => at,
+            None => {
+                let pace = self.pace();
+                let at = self.schedule.earliest(now, pace);
+                if latest.is_some_and(|latest| at > latest) {
+                    return Err(at);
+                }
+                self.schedule.book(now, pace)
+            }
+        };
+        self.booked.insert(task.id, task.priority, at);
+        Ok(at)
     }
 
-    fn throttled(&mut self, clock: &ExecutorClock, now: Instant) {
+    fn throttled(&mut self, now: Instant) {
         if self.aimd.as_mut().is_some_and(|rate| rate.throttled(now)) {
             tracing::debug!(
                 target: "pool_core::rate_limit",
                 rate = self.current_rate(),
                 "throttled: rate lowered"
             );
-            self.rebuild(clock);
+            // Moments booked at the old rate are too close together: tasks holding them
+            // book again, at the new rate, when they come back.
+            self.booked.clear();
+            self.schedule.restart(now, self.pace());
         }
     }
 
-    fn is_backing_off(&self) -> bool {
+    /// Whether the key must be kept: backing off, or moments booked ahead.
+    fn is_in_use(&self, now: Instant, idle_after: Duration) -> bool {
         self.aimd.as_ref().is_some_and(|rate| !rate.is_at_ceiling())
+            || self.schedule.is_booked_after(now)
+            || now.saturating_duration_since(self.last_used) < idle_after
     }
 }
 
@@ -203,11 +233,11 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedRateLimiter<K> {
     /// The rate in force for `key` now; `None` if the key has not been seen (or was
     /// forgotten).
     pub fn current_rate(&self, key: &K) -> Option<f64> {
-        let now = self.shared.clock.now();
+        let now = self.shared.executor.now();
         let mut cells = self.shared.lock();
         let cell = cells.by_key.get_mut(key)?;
-        if cell.aimd.as_mut().is_some_and(|rate| rate.recover(now)) {
-            cell.rebuild(&self.shared.clock);
+        if let Some(rate) = cell.aimd.as_mut() {
+            rate.recover(now);
         }
         Some(cell.current_rate())
     }
@@ -226,56 +256,60 @@ impl<K> KeyedShared<K> {
 }
 
 impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedShared<K> {
-    /// The key's GCRA cell and its queue of waiters (created on first use).
-    fn cell_for(&self, key: &K, now: Instant) -> (Arc<GcraCell>, Arc<WaitQueue>) {
+    /// The task's moment under `key`'s limit: the one booked for it, or a new one. A moment
+    /// further than `max_wait` away is not booked: the task is rejected.
+    fn book(&self, task: &TaskInfo, key: &K) -> Result<(Instant, Instant), Rejection> {
+        let now = self.executor.now();
+        let latest = self.max_wait.map(|max| now + max);
         let mut cells = self.lock();
         if now >= cells.next_sweep {
             let idle_after = self.forget_idle_after;
             cells.by_key.retain(|_, cell| {
-                cell.is_backing_off() || now.saturating_duration_since(cell.last_used) < idle_after
+                // Moments long past belong to tasks that never came back (cancelled).
+                if let Some(cutoff) = now.checked_sub(idle_after) {
+                    cell.booked.forget_before(cutoff);
+                }
+                cell.is_in_use(now, idle_after)
             });
             cells.next_sweep = now + idle_after;
         }
         let cell = cells
             .by_key
             .entry(key.clone())
-            .or_insert_with(|| RateCell::new((self.limit_of)(key), self.aimd, &self.clock, now));
-        (cell.gcra(&self.clock, now), Arc::clone(&cell.waiters))
-    }
-
-    async fn acquire(self: Arc<Self>, key: K) -> Result<AdmissionPermit, Rejection> {
-        let arrived = self.clock.now();
-        let (_, waiters) = self.cell_for(&key, arrived);
-        // One waiter per key watches the clock; the others queue behind it in arrival order,
-        // so each token wakes one task, not all of them.
-        let _turn = waiters.lock_owned().await;
-        loop {
-            let now = self.clock.now();
-            let wait = match self.cell_for(&key, now).0.check() {
-                Ok(()) => return Ok(AdmissionPermit::empty()),
-                Err(not_until) => not_until.wait_time_from(now),
-            };
-            // GCRA never asks for a zero wait after a refusal; the floor guards a busy loop.
-            let wait = wait.max(Duration::from_nanos(1));
-            let waited = now.saturating_duration_since(arrived);
-            if self.max_wait.is_some_and(|max| waited + wait > max) {
-                return Err(Rejection::new(
+            .or_insert_with(|| RateCell::new((self.limit_of)(key), self.aimd, now));
+        match cell.book(task, now, latest) {
+            Ok(at) => Ok((at, now)),
+            Err(at) => {
+                let wait = at - now;
+                Err(Rejection::new(
                     RejectionKind::RateLimited,
-                    format!("the rate limit would make this attempt wait {wait:?} more"),
+                    format!("the rate limit would make this attempt wait {wait:?}"),
                 )
-                .retry_after(wait));
+                .retry_after(wait))
             }
-            self.clock.executor().sleep(wait).await;
         }
     }
-}
 
-impl<K: Hash + Eq + Clone + Send + Sync + 'static> Admission for KeyedRateLimiter<K> {
-    fn acquire(&self, task: &TaskInfo) -> BoxFuture<Result<AdmissionPermit, Rejection>> {
-        let shared = &self.shared;
-        if shared.aimd.is_some()
-            && !shared.observed.load(Ordering::Relaxed)
-            && !shared.warned_unobserved.swap(true, Ordering::Relaxed)
+    /// Takes the task's moment (booking one if it has none) and waits for it.
+    async fn acquire(
+        self: Arc<Self>,
+        task: TaskInfo,
+        key: K,
+    ) -> Result<AdmissionPermit, Rejection> {
+        let (at, now) = self.book(&task, &key)?;
+        if let Some(cell) = self.lock().by_key.get_mut(&key) {
+            cell.booked.remove(task.id);
+        }
+        if at > now {
+            self.executor.sleep(at - now).await;
+        }
+        Ok(AdmissionPermit::empty())
+    }
+
+    fn warn_if_unobserved(&self) {
+        if self.aimd.is_some()
+            && !self.observed.load(Ordering::Relaxed)
+            && !self.warned_unobserved.swap(true, Ordering::Relaxed)
         {
             tracing::warn!(
                 target: "pool_core::rate_limit",
@@ -283,9 +317,28 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Admission for KeyedRateLimite
                  never sees throttling (attach it with PolicyExt::with_policy)"
             );
         }
+    }
+}
+
+impl<K: Hash + Eq + Clone + Send + Sync + 'static> Admission for KeyedRateLimiter<K> {
+    fn acquire(&self, task: &TaskInfo) -> BoxFuture<Result<AdmissionPermit, Rejection>> {
+        let shared = &self.shared;
+        shared.warn_if_unobserved();
         match (shared.key_of)(task) {
-            Some(key) => Box::pin(Arc::clone(shared).acquire(key)),
+            Some(key) => Box::pin(Arc::clone(shared).acquire(task.clone(), key)),
             None => Box::pin(std::future::ready(Ok(AdmissionPermit::empty()))),
+        }
+    }
+
+    fn precheck(&self, task: &TaskInfo) -> Precheck {
+        let shared = &self.shared;
+        let Some(key) = (shared.key_of)(task) else {
+            return Precheck::Proceed;
+        };
+        match shared.book(task, &key) {
+            Ok((at, now)) if at > now => Precheck::ParkUntil(at),
+            Ok(_) => Precheck::Proceed,
+            Err(rejection) => Precheck::Reject(rejection),
         }
     }
 }
@@ -313,7 +366,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Observer for KeyedRateLimiter
             return;
         };
         if let Some(cell) = shared.lock().by_key.get_mut(&key) {
-            cell.throttled(&shared.clock, *at);
+            cell.throttled(*at);
         }
     }
 }
@@ -348,8 +401,8 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedRateLimiterBuilder<K> {
         self
     }
 
-    /// Rejects (with [`RejectionKind::RateLimited`]) an attempt that would wait longer than
-    /// this in total. Default: waits as long as needed.
+    /// Rejects (with [`RejectionKind::RateLimited`]) an attempt whose turn is further away
+    /// than this. Default: waits as long as needed.
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
         self.max_wait = Some(max_wait);
         self
@@ -376,10 +429,10 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedRateLimiterBuilder<K> {
 
     /// Builds without checks: for settings known valid (no AIMD, default idle time).
     pub(crate) fn build_unchecked(self) -> KeyedRateLimiter<K> {
-        let clock = ExecutorClock::new(self.executor);
-        let now = clock.now();
+        let now = self.executor.now();
         KeyedRateLimiter {
             shared: Arc::new(KeyedShared {
+                executor: self.executor,
                 key_of: self.key_of,
                 limit_of: self.limit_of,
                 aimd: self.aimd,
@@ -389,7 +442,6 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedRateLimiterBuilder<K> {
                     by_key: HashMap::new(),
                     next_sweep: now + self.forget_idle_after,
                 }),
-                clock,
                 observed: AtomicBool::new(false),
                 warned_unobserved: AtomicBool::new(false),
             }),

@@ -2,9 +2,11 @@
 //!
 //! - [`CircuitBreaker`] (feature `circuit-breaker`): fails fast while a backend keeps failing,
 //!   probes it after a cool-down.
-//! - [`RateLimiter`] and [`KeyedRateLimiter`] (feature `rate-limit`, on `governor`'s GCRA):
-//!   operations per second with a burst, globally or per key (e.g. per S3 prefix), optionally
-//!   adaptive ([`Aimd`]): back off on throttling, recover gradually.
+//! - [`RateLimiter`] and [`KeyedRateLimiter`] (feature `rate-limit`): operations per second
+//!   with a burst, globally or per key (e.g. per S3 prefix), optionally adaptive ([`Aimd`]):
+//!   back off on throttling, recover gradually. A GCRA that books each task its moment, so a
+//!   task that must wait is parked without a pool slot ([`ExecutorClock`] puts `governor`'s
+//!   own limiters on a pool's clock too).
 //! - [`SingleFlight`]: identical concurrent operations share one execution.
 //!
 //! Policies that are both an [`Admission`] and an [`Observer`] (they decide before an attempt
@@ -14,10 +16,14 @@
 
 #[cfg(feature = "rate-limit")]
 mod aimd;
+#[cfg(feature = "rate-limit")]
+mod bookings;
 #[cfg(feature = "circuit-breaker")]
 mod circuit_breaker;
 #[cfg(feature = "rate-limit")]
 mod clock;
+#[cfg(feature = "rate-limit")]
+mod gcra;
 #[cfg(feature = "rate-limit")]
 mod keyed_rate_limit;
 #[cfg(feature = "rate-limit")]

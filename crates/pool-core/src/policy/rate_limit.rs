@@ -5,11 +5,10 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use governor::Quota;
-
 use super::aimd::Aimd;
+use super::gcra::Pace;
 use super::keyed_rate_limit::{KeyedRateLimiter, KeyedRateLimiterBuilder};
-use crate::admission::{Admission, AdmissionPermit, Rejection};
+use crate::admission::{Admission, AdmissionPermit, Precheck, Rejection};
 use crate::error::ConfigError;
 use crate::executor::{BoxFuture, Executor};
 use crate::observer::{Event, Observer, TaskInfo};
@@ -49,10 +48,7 @@ impl RateLimit {
             value: 0.0,
         })?;
         let limit = Self { per_second, burst };
-        limit
-            .quota_at(per_second)
-            .map(|_| limit)
-            .ok_or(invalid_rate)
+        limit.pace_at(per_second).map(|_| limit).ok_or(invalid_rate)
     }
 
     /// Operations per second, on average.
@@ -65,12 +61,13 @@ impl RateLimit {
         self.burst.get()
     }
 
-    /// The GCRA quota at `rate` (at most this limit's rate), its burst scaled alike.
-    pub(crate) fn quota_at(&self, rate: f64) -> Option<Quota> {
+    /// The GCRA pace at `rate` (at most this limit's rate), its burst scaled alike; `None`
+    /// if the interval is not a positive duration.
+    pub(crate) fn pace_at(&self, rate: f64) -> Option<Pace> {
         let share = (rate / self.per_second).clamp(0.0, 1.0);
         let burst = ((f64::from(self.burst.get()) * share).round() as u32).max(1);
-        let period = Duration::try_from_secs_f64(1.0 / rate).ok()?;
-        Some(Quota::with_period(period)?.allow_burst(NonZeroU32::new(burst)?))
+        let interval = Duration::try_from_secs_f64(1.0 / rate).ok()?;
+        (!interval.is_zero()).then_some(Pace { interval, burst })
     }
 }
 
@@ -78,9 +75,10 @@ impl RateLimit {
 /// (on the pool's executor) until the limit allows them. With [`RateLimiterBuilder::adaptive`]
 /// it is also an [`Observer`] that backs off on throttled attempts.
 ///
-/// Built on `governor`'s GCRA, timed by the pool's executor through
-/// [`ExecutorClock`](super::ExecutorClock), so a simulated minute takes microseconds in tests.
-/// Waiting attempts take turns (one wakes per token) and hold their pool slot while they wait.
+/// A GCRA that books each task its moment, timed by the pool's executor, so a simulated
+/// minute takes microseconds in tests. In a pool a task whose moment has not come gives its
+/// slot back and is parked until then ([`Admission::precheck`]); tasks go in the order they
+/// reached the limiter.
 /// For one limit per key (per S3 prefix, per tenant) see
 /// [`KeyedRateLimiter`](super::KeyedRateLimiter). Cheap to clone: clones share one limit.
 ///
@@ -164,6 +162,10 @@ impl Admission for RateLimiter {
     fn acquire(&self, task: &TaskInfo) -> BoxFuture<Result<AdmissionPermit, Rejection>> {
         self.keyed.acquire(task)
     }
+
+    fn precheck(&self, task: &TaskInfo) -> Precheck {
+        self.keyed.precheck(task)
+    }
 }
 
 impl Observer for RateLimiter {
@@ -194,7 +196,7 @@ impl RateLimiterBuilder {
     }
 
     /// Rejects (with [`RejectionKind::RateLimited`](crate::RejectionKind::RateLimited)) an
-    /// attempt that would wait longer than this in total. Default: waits as long as needed.
+    /// attempt whose turn is further away than this. Default: waits as long as needed.
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
         self.keyed = self.keyed.max_wait(max_wait);
         self

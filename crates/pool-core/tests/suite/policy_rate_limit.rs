@@ -315,3 +315,230 @@ fn waiting_attempts_are_admitted_in_arrival_order_one_per_token() {
         assert_eq!(pair[1].0 - pair[0].0, Duration::from_millis(100));
     }
 }
+
+/// A 10 ms task labelled `tenant = tenant` (or unlabelled: not limited).
+fn ten_ms(
+    pool: &Pool,
+    executor: &Arc<dyn Executor>,
+    tenant: Option<&str>,
+    options: TaskOptions,
+) -> TaskHandle<(), &'static str> {
+    let executor = executor.clone();
+    let meta = tenant.map_or_else(Metadata::new, |t| Metadata::new().with("tenant", t));
+    pool.enqueue_with(
+        move || {
+            let sleep = executor.sleep(Duration::from_millis(10));
+            async move {
+                sleep.await;
+                Ok(())
+            }
+        },
+        options.metadata(meta),
+        |_: &&str| ErrorClass::Retryable,
+    )
+}
+
+fn per_tenant(executor: &Arc<dyn Executor>, per_second: f64) -> KeyedRateLimiter<String> {
+    KeyedRateLimiter::builder(
+        executor.clone(),
+        |task: &TaskInfo| task.metadata.get("tenant").map(str::to_owned),
+        move |_: &String| RateLimit::new(per_second, 1).unwrap(),
+    )
+    .build()
+    .unwrap()
+}
+
+/// A limiter seen only through `acquire` (what a policy without a precheck offers): its
+/// waits hold the task's slot.
+#[derive(Debug)]
+struct AcquireOnly(KeyedRateLimiter<String>);
+
+impl Admission for AcquireOnly {
+    fn acquire(&self, task: &TaskInfo) -> BoxFuture<Result<AdmissionPermit, Rejection>> {
+        self.0.acquire(task)
+    }
+}
+
+/// 20 tasks of a tenant limited to 1/s queued before 20 unlimited ones, on 4 slots: when the
+/// unlimited tasks are all done, and the pool's counts half a second in.
+fn hot_tenant_then_others(
+    sim: &SimExecutor,
+    executor: &Arc<dyn Executor>,
+    pool: &Pool,
+) -> (Duration, pool_core::Stats) {
+    let start = sim.now();
+    let hot: Vec<_> = (0..20)
+        .map(|_| ten_ms(pool, executor, Some("hot"), TaskOptions::new()))
+        .collect();
+    let others: Vec<_> = (0..20)
+        .map(|_| ten_ms(pool, executor, None, TaskOptions::new()))
+        .collect();
+    let (others_done, half_way) = sim.block_on(async {
+        let others_done = async {
+            for handle in others {
+                handle.await.unwrap();
+            }
+            sim.now() - start
+        };
+        let half_way = async {
+            executor.sleep(Duration::from_millis(500)).await;
+            pool.stats()
+        };
+        let both = futures::join!(others_done, half_way);
+        for handle in hot {
+            handle.await.unwrap();
+        }
+        both
+    });
+    assert_eq!(
+        sim.now() - start,
+        Duration::from_millis(19_010),
+        "1/s, the first at once"
+    );
+    assert!(pool.stats().in_balance());
+    (others_done, half_way)
+}
+
+#[test]
+fn a_key_over_its_rate_holds_no_slots_while_it_waits() {
+    let sim = SimExecutor::new();
+    let executor: Arc<dyn Executor> = Arc::new(sim.clone());
+    let starts = Arc::new(Starts::default());
+    let limiter = per_tenant(&executor, 1.0);
+    let pool = sim_pool(&sim, &starts)
+        .concurrency(4)
+        .admission(limiter.clone())
+        .build()
+        .unwrap();
+    let (others_done, half_way) = hot_tenant_then_others(&sim, &executor, &pool);
+    // 20 × 10 ms on 4 slots, one of them running the hot tenant's first task for the first
+    // 10 ms: 3 + 4 + 4 + 4 + 4 + 1 in 60 ms. Nothing waits on the hot tenant.
+    assert_eq!(others_done, Duration::from_millis(60));
+    assert_eq!(
+        (half_way.active, half_way.deferred),
+        (0, 19),
+        "{half_way:?}"
+    );
+    // The hot tenant's tasks went one a second, on the second.
+    let starts = starts.0.lock().unwrap();
+    let hot_starts: Vec<Duration> = starts
+        .iter()
+        .filter(|(_, meta, _)| meta.get("tenant") == Some("hot"))
+        .map(|(at, ..)| *at - starts[0].0)
+        .collect();
+    assert_eq!(
+        hot_starts,
+        (0..20).map(Duration::from_secs).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn the_same_load_through_acquire_alone_holds_the_others_up() {
+    // The contrast that shows what the precheck buys: waits in `acquire` keep their slots.
+    let sim = SimExecutor::new();
+    let executor: Arc<dyn Executor> = Arc::new(sim.clone());
+    let starts = Arc::new(Starts::default());
+    let pool = sim_pool(&sim, &starts)
+        .concurrency(4)
+        .admission(AcquireOnly(per_tenant(&executor, 1.0)))
+        .build()
+        .unwrap();
+    let (others_done, half_way) = hot_tenant_then_others(&sim, &executor, &pool);
+    assert!(others_done >= Duration::from_secs(3), "{others_done:?}");
+    assert_eq!((half_way.active, half_way.deferred), (4, 0), "{half_way:?}");
+}
+
+#[test]
+fn a_later_task_of_higher_priority_takes_a_parked_task_s_turn() {
+    let sim = SimExecutor::new();
+    let executor: Arc<dyn Executor> = Arc::new(sim.clone());
+    let starts = Arc::new(Starts::default());
+    let pool = sim_pool(&sim, &starts)
+        .concurrency(2)
+        .admission(per_tenant(&executor, 1.0))
+        .build()
+        .unwrap();
+    let start = sim.now();
+    let low: Vec<_> = (0..10)
+        .map(|_| ten_ms(&pool, &executor, Some("t"), TaskOptions::new()))
+        .collect();
+    let (urgent_started, low_ids) = sim.block_on(async {
+        executor.sleep(Duration::from_millis(100)).await;
+        assert_eq!(pool.stats().deferred, 9, "all but the first parked");
+        let urgent = ten_ms(&pool, &executor, Some("t"), TaskOptions::new().priority(10));
+        let urgent_id = urgent.id();
+        urgent.await.unwrap();
+        let low_ids: Vec<_> = low.iter().map(TaskHandle::id).collect();
+        for handle in low {
+            handle.await.unwrap();
+        }
+        let starts = starts.0.lock().unwrap();
+        let urgent_started = starts.iter().find(|(.., id)| *id == urgent_id).unwrap().0;
+        (urgent_started - start, low_ids)
+    });
+    assert_eq!(
+        urgent_started,
+        Duration::from_secs(1),
+        "the next turn, not the 11th"
+    );
+    // Every low-priority task still ran, one a second, the one pushed back last.
+    let order: Vec<TaskId> = starts
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(.., id)| *id)
+        .collect();
+    assert_eq!(order.len(), 11);
+    assert_eq!(order[0], low_ids[0]);
+    assert_eq!(order[2..10], low_ids[2..10]);
+    assert_eq!(order[10], low_ids[1]);
+    assert_eq!(sim.now() - start, Duration::from_millis(10_010));
+}
+
+#[test]
+fn parked_tasks_resolve_when_cancelled_or_stopped() {
+    let sim = SimExecutor::new();
+    let executor: Arc<dyn Executor> = Arc::new(sim.clone());
+    let starts = Arc::new(Starts::default());
+    let pool = sim_pool(&sim, &starts)
+        .concurrency(2)
+        .admission(per_tenant(&executor, 1.0))
+        .build()
+        .unwrap();
+    let start = sim.now();
+    let token = pool_core::CancellationToken::new();
+    let first = ten_ms(&pool, &executor, Some("t"), TaskOptions::new());
+    let cancelled = ten_ms(
+        &pool,
+        &executor,
+        Some("t"),
+        TaskOptions::new().cancellation(token.clone()),
+    );
+    let rest: Vec<_> = (0..5)
+        .map(|_| ten_ms(&pool, &executor, Some("t"), TaskOptions::new()))
+        .collect();
+    sim.block_on(async {
+        executor.sleep(Duration::from_millis(100)).await;
+        assert_eq!(pool.stats().deferred, 6);
+        token.cancel();
+        assert!(matches!(cancelled.await, Err(TaskError::Cancelled)));
+        assert_eq!(
+            sim.now() - start,
+            Duration::from_millis(100),
+            "at once, not at its turn"
+        );
+        first.await.unwrap();
+        pool.stop().await;
+    });
+    for handle in rest {
+        assert!(matches!(sim.block_on(handle), Err(TaskError::Stopped)));
+    }
+    let stats = pool.stats();
+    assert_eq!(stats.deferred, 0);
+    assert_eq!(
+        (stats.processed, stats.cancelled, stats.stopped_tasks),
+        (1, 1, 5)
+    );
+    assert!(stats.in_balance(), "{stats:?}");
+}
