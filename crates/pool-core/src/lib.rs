@@ -56,6 +56,7 @@ pub mod executor;
 mod handle;
 mod job;
 mod observer;
+mod parked;
 pub mod policy;
 mod pool;
 mod queue;

@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::{Admission, AdmissionPermit, Precheck};
 use crate::executor::{BoxFuture, Executor};
 use crate::job::{Job, Resolution, Start, TaskRef, Timeline};
-use crate::observer::{AttemptResult, Event, ObserverSet, Outcome, TaskInfo, TaskRecord};
+use crate::observer::{AttemptResult, Event, ObserverSet, TaskInfo, TaskRecord};
+use crate::parked::{ParkKey, Parked, ParkedSet};
 use crate::queue::{AgingQueue, QueueKey};
 use crate::retry::{saturation, BudgetBucket, PressureDecision, RetryPolicy};
 use crate::stats::Stats;
@@ -47,26 +48,15 @@ struct Counters {
     stopped: u64,
 }
 
-impl Counters {
-    fn count(&mut self, outcome: Outcome) {
-        match outcome {
-            Outcome::Succeeded => self.processed += 1,
-            Outcome::Cancelled => self.cancelled += 1,
-            Outcome::Stopped => self.stopped += 1,
-            Outcome::Failed(_)
-            | Outcome::TimedOut
-            | Outcome::Panicked
-            | Outcome::Rejected
-            | Outcome::RetryBudgetExhausted => self.errors += 1,
-        }
-    }
-}
-
 #[derive(Debug)]
 struct State {
     queue: AgingQueue<TaskRef>,
     /// Queue keys of tasks that can be cancelled, so a handle can pull its task out early.
-    cancellable: std::collections::HashMap<TaskId, QueueKey>,
+    cancellable: std::collections::HashMap<TaskId, Place>,
+    /// Tasks in retry backoff or deferred by admission, in the order they are due.
+    parked: ParkedSet,
+    /// The moment the pool's timer sleeps until; `None` when no timer runs (nothing parked).
+    timer: Option<Instant>,
     active: usize,
     retrying: usize,
     /// Tasks parked by an admission policy's precheck, holding no slot.
@@ -154,8 +144,8 @@ pub(crate) struct Shared {
     budget: Option<BudgetBucket>,
     pub(crate) observers: ObserverSet,
     admission: Vec<Arc<dyn Admission>>,
-    /// Fires on stop: wakes tasks sleeping in backoff so they resolve `Stopped`.
-    stop_token: CancellationToken,
+    /// Wakes the timer when a task is parked until earlier than it sleeps, or on stop.
+    timer_wake: Notify,
     /// Fires on stop_now: running attempts are dropped.
     stop_now_token: CancellationToken,
     /// Mirrors `stop_now_token` for the check before every attempt (a token's own check
@@ -206,13 +196,11 @@ impl AttemptEnd {
     }
 }
 
-/// Why a task is out of the queue without a slot, waiting to come back.
+/// Where a task that can be cancelled waits.
 #[derive(Debug, Clone, Copy)]
-enum Parked {
-    /// In retry backoff.
-    Retrying,
-    /// Until an admission policy's moment for it.
-    Deferred,
+enum Place {
+    Queued(QueueKey),
+    Parked(ParkKey),
 }
 
 /// What to do with a task after an attempt.
@@ -294,6 +282,8 @@ impl Shared {
             state: Mutex::new(State {
                 queue: AgingQueue::new(settings.aging, executor.now()),
                 cancellable: Default::default(),
+                parked: ParkedSet::default(),
+                timer: None,
                 active: 0,
                 retrying: 0,
                 deferred: 0,
@@ -310,7 +300,7 @@ impl Shared {
             settings,
             observers,
             admission,
-            stop_token: CancellationToken::new(),
+            timer_wake: Notify::new(),
             stop_now_token: CancellationToken::new(),
             stopped_now: AtomicBool::new(false),
             idle: Notify::new(),
@@ -387,7 +377,7 @@ impl Shared {
         let priority = task.priority();
         let key = state.queue.push(task, priority, now);
         if cancellable {
-            state.cancellable.insert(id, key);
+            state.cancellable.insert(id, Place::Queued(key));
         }
     }
 
@@ -785,7 +775,8 @@ impl Shared {
                 class,
             });
         }
-        self.requeue_after(job, delay, Parked::Retrying);
+        let until = self.executor.now() + delay;
+        self.park_until(job, until, Parked::Retrying);
     }
 
     /// Parks a task that an admission policy deferred: it waits, holding no slot, until
@@ -800,81 +791,93 @@ impl Shared {
     ) {
         let task = job.task();
         let delay = until.saturating_duration_since(now);
-        let mut timeline = stint.fold_into(task.timeline());
-        timeline.queue_wait += delay;
-        task.set_timeline(timeline);
+        // The timeline only feeds observers' task records; without observers a parked task
+        // keeps none (it would cost a cold box, 240 bytes, per parked task).
         if self.observers.is_active() {
+            let mut timeline = stint.fold_into(task.timeline());
+            timeline.queue_wait += delay;
+            task.set_timeline(timeline);
             self.observers.emit(&Event::TaskDeferred {
                 task: info.unwrap_or_else(|| task.info()),
                 until,
                 delay,
             });
         }
-        self.requeue_after(job, delay, Parked::Deferred);
+        self.park_until(job, until, Parked::Deferred);
     }
 
-    /// Queues `job` again after `delay`, or resolves it if the pool stops or the task is
-    /// cancelled first.
-    fn requeue_after(self: &Arc<Self>, job: Job, delay: Duration, parked: Parked) {
-        let cancelled = job.task().cancellation();
-        let shared = Arc::clone(self);
-        let sleep = self.executor.sleep(delay);
-        self.executor.spawn(Box::pin(async move {
-            let stopped = shared.stop_token.clone().cancelled_owned();
-            let woke_by = match cancelled {
-                Some(token) => {
-                    let either = select(Box::pin(stopped), Box::pin(token.cancelled_owned()));
-                    match select(sleep, either).await {
-                        Either::Left(_) => None,
-                        Either::Right((Either::Left(_), _)) => Some(Resolution::Stopped),
-                        Either::Right((Either::Right(_), _)) => Some(Resolution::Cancelled),
-                    }
-                }
-                None => match select(sleep, Box::pin(stopped)).await {
-                    Either::Left(_) => None,
-                    Either::Right(_) => Some(Resolution::Stopped),
-                },
-            };
-            shared.requeue(job, woke_by, parked);
-        }));
-    }
-
-    /// A task comes back from backoff or deferral: into the queue, or resolved if the pool
-    /// stopped or the task was cancelled meanwhile.
-    fn requeue(self: &Arc<Self>, job: Job, woke_by: Option<Resolution>, parked: Parked) {
-        let now = self.executor.now();
-        let cancellable = woke_by.is_none() && job.task().cancellation().is_some();
+    /// Parks `job` until `until` (its retry or deferral is counted already), or resolves it
+    /// `Stopped` if the pool stopped meanwhile. Starts the timer, or wakes it if it sleeps
+    /// past `until`.
+    fn park_until(self: &Arc<Self>, job: Job, until: Instant, parked: Parked) {
         let mut state = self.lock();
-        match parked {
-            Parked::Retrying => state.retrying -= 1,
-            Parked::Deferred => state.deferred -= 1,
+        if state.stopped {
+            match parked {
+                Parked::Retrying => state.retrying -= 1,
+                Parked::Deferred => state.deferred -= 1,
+            }
+            state.counters.stopped += 1;
+            let idle = state.is_idle();
+            drop(state);
+            let now = self.executor.now();
+            self.finish(job, Resolution::Stopped, now, Stint::waiting(now), None);
+            if idle {
+                self.notify_idle();
+            }
+            return;
         }
-        let resolution = match woke_by {
-            Some(resolution) => Some(resolution),
-            None if state.stopped => Some(Resolution::Stopped),
-            None => None,
-        };
-        let (started, idle) = match resolution {
-            Some(resolution) => {
-                let outcome = match resolution {
-                    Resolution::Cancelled => Outcome::Cancelled,
-                    _ => Outcome::Stopped,
-                };
-                state.counters.count(outcome);
-                let idle = state.is_idle();
-                drop(state);
-                self.finish(job, resolution, now, Stint::waiting(now), None);
-                (None, idle)
-            }
+        let cancellable = job.task().cancellation().is_some();
+        let id = job.task().id();
+        let key = state.parked.insert(job.into_ref(), parked, until);
+        if cancellable {
+            state.cancellable.insert(id, Place::Parked(key));
+        }
+        match state.timer {
             None => {
-                self.push_locked(&mut state, job.into_ref(), cancellable, now);
-                let started = state.take_next(now, self.settings.aging_target_wait);
-                (started, false)
+                state.timer = Some(until);
+                drop(state);
+                let shared = Arc::clone(self);
+                self.executor
+                    .spawn(Box::pin(async move { shared.run_timer().await }));
             }
-        };
-        self.spawn_runners(started);
-        if idle {
-            self.notify_idle();
+            Some(armed) if until < armed => {
+                state.timer = Some(until);
+                drop(state);
+                self.timer_wake.notify_one();
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// The pool's timer: queues parked tasks as they fall due, sleeping until the next one;
+    /// ends when nothing is parked (a new park starts it again).
+    async fn run_timer(self: Arc<Self>) {
+        loop {
+            let notified = self.timer_wake.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the state is read, so a wake-up in between is not lost.
+            notified.as_mut().enable();
+            let now = self.executor.now();
+            let (started, next) = {
+                let mut state = self.lock();
+                while let Some((task, parked)) = state.parked.pop_due(now) {
+                    match parked {
+                        Parked::Retrying => state.retrying -= 1,
+                        Parked::Deferred => state.deferred -= 1,
+                    }
+                    let cancellable = task.cancellation().is_some();
+                    self.push_locked(&mut state, task, cancellable, now);
+                }
+                let started = self.take_startable(&mut state, now);
+                state.timer = state.parked.next_due();
+                (started, state.timer)
+            };
+            self.spawn_runners(started);
+            let Some(next) = next else {
+                return;
+            };
+            let sleep = self.executor.sleep(next.saturating_duration_since(now));
+            select(sleep, notified).await;
         }
     }
 
@@ -882,23 +885,29 @@ impl Shared {
     pub(crate) fn cancel_queued(&self, id: TaskId) {
         let now = self.executor.now();
         let mut state = self.lock();
-        let Some(key) = state.cancellable.remove(&id) else {
-            return;
-        };
-        let Some(popped) = state.queue.remove(key) else {
-            return;
+        let (task, stint) = match state.cancellable.remove(&id) {
+            None => return,
+            Some(Place::Queued(key)) => {
+                let Some(popped) = state.queue.remove(key) else {
+                    return;
+                };
+                (popped.job, Stint::waiting(popped.enqueued_at))
+            }
+            Some(Place::Parked(key)) => {
+                let Some((task, parked)) = state.parked.remove(key) else {
+                    return;
+                };
+                match parked {
+                    Parked::Retrying => state.retrying -= 1,
+                    Parked::Deferred => state.deferred -= 1,
+                }
+                (task, Stint::waiting(now))
+            }
         };
         state.counters.cancelled += 1;
         let idle = state.is_idle();
         drop(state);
-        let stint = Stint::waiting(popped.enqueued_at);
-        self.finish(
-            Job::new(popped.job),
-            Resolution::Cancelled,
-            now,
-            stint,
-            None,
-        );
+        self.finish(Job::new(task), Resolution::Cancelled, now, stint, None);
         if idle {
             self.notify_idle();
         }
@@ -955,12 +964,15 @@ impl Shared {
         let first_stop = !state.stopped;
         state.stopped = true;
         let jobs = state.queue.drain_all();
+        let parked = state.parked.drain_all();
         state.cancellable.clear();
         state.idle_runners = 0;
-        state.counters.stopped += jobs.len() as u64;
+        state.retrying = 0;
+        state.deferred = 0;
+        state.counters.stopped += (jobs.len() + parked.len()) as u64;
         let idle = state.is_idle();
         drop(state);
-        self.stop_token.cancel();
+        self.timer_wake.notify_one();
         self.work_ready.notify_waiters();
         if cancel_running {
             self.stopped_now.store(true, Ordering::Release);
@@ -969,6 +981,15 @@ impl Shared {
         for popped in jobs {
             let stint = Stint::waiting(popped.enqueued_at);
             self.finish(Job::new(popped.job), Resolution::Stopped, now, stint, None);
+        }
+        for (task, _) in parked {
+            self.finish(
+                Job::new(task),
+                Resolution::Stopped,
+                now,
+                Stint::waiting(now),
+                None,
+            );
         }
         if first_stop {
             tracing::debug!(target: "pool_core", cancel_running, "pool stopped");

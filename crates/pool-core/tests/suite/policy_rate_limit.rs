@@ -542,3 +542,62 @@ fn parked_tasks_resolve_when_cancelled_or_stopped() {
     );
     assert!(stats.in_balance(), "{stats:?}");
 }
+
+/// Records deferrals and finished tasks.
+#[derive(Default)]
+struct Deferrals {
+    deferred: Mutex<Vec<(TaskId, Duration)>>,
+    finished: Mutex<Vec<(TaskId, Duration, Duration)>>,
+}
+
+impl Observer for Deferrals {
+    fn on_event(&self, event: &Event) {
+        match event {
+            Event::TaskDeferred { task, delay, .. } => {
+                self.deferred.lock().unwrap().push((task.id, *delay));
+            }
+            Event::TaskFinished(record) => self.finished.lock().unwrap().push((
+                record.task.id,
+                record.queue_wait,
+                record.execution,
+            )),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn a_deferral_is_an_event_and_its_parked_time_counts_as_queue_wait() {
+    let sim = SimExecutor::new();
+    let executor: Arc<dyn Executor> = Arc::new(sim.clone());
+    let starts = Arc::new(Starts::default());
+    let seen = Arc::new(Deferrals::default());
+    let pool = sim_pool(&sim, &starts)
+        .concurrency(2)
+        .admission(per_tenant(&executor, 2.0))
+        .observer_arc(seen.clone())
+        .build()
+        .unwrap();
+    let handles: Vec<_> = (0..3)
+        .map(|_| ten_ms(&pool, &executor, Some("t"), TaskOptions::new()))
+        .collect();
+    let ids: Vec<_> = handles.iter().map(TaskHandle::id).collect();
+    sim.block_on(async {
+        for handle in handles {
+            handle.await.unwrap();
+        }
+    });
+    let ms = Duration::from_millis;
+    assert_eq!(
+        *seen.deferred.lock().unwrap(),
+        [(ids[1], ms(500)), (ids[2], ms(1_000))]
+    );
+    let mut finished = seen.finished.lock().unwrap().clone();
+    finished.sort();
+    let expected: Vec<_> = [0, 500, 1_000]
+        .into_iter()
+        .zip(&ids)
+        .map(|(wait, id)| (*id, ms(wait), ms(10)))
+        .collect();
+    assert_eq!(finished, expected);
+}
