@@ -172,10 +172,9 @@ impl S3ClientBuilder {
     /// throttled (503 SlowDown) anyway, its rate halves and then climbs back additively.
     /// Feature `protection`; applies to the client's own pool.
     ///
-    /// A call waiting for its prefix's turn holds its pool slot, so a prefix far over its
-    /// rate can fill the slots and delay other prefixes' calls: give the pool more
-    /// concurrency than the hot prefixes' waiters (the limiter, not the concurrency, is then
-    /// what paces them).
+    /// A call whose prefix is over its rate is booked its turn and parked until then without
+    /// a pool slot, so a hot prefix does not hold up calls to other prefixes; a call of
+    /// higher priority takes over the turn of a parked one of lower priority.
     #[cfg(feature = "protection")]
     pub fn prefix_rate_limits(mut self, depth: usize) -> Self {
         self.protection.prefix_depth = Some(depth);

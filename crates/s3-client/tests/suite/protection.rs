@@ -22,7 +22,7 @@ fn write_key(prefix: &str) -> S3PrefixKey {
 #[tokio::test(start_paused = true)]
 async fn each_prefix_stays_under_s3s_write_rate() {
     let client = S3Client::builder(InMemory::new())
-        .concurrency(1_000)
+        .concurrency(100)
         .prefix_rate_limits(1)
         .build()
         .unwrap();
@@ -61,11 +61,10 @@ async fn each_prefix_stays_under_s3s_write_rate() {
         hot_done <= Duration::from_millis(2_100),
         "hot prefix took {hot_done:?}"
     );
-    // The cold prefix has a budget of its own, so it never waits longer than the hot one.
-    // (It does wait behind hot tasks that hold pool slots while they wait for their turn;
-    // see `S3ClientBuilder::prefix_rate_limits`.)
+    // The cold prefix has a budget of its own, and hot calls waiting for their turn hold no
+    // pool slots: its 1,000 writes need (1,000 - 350) / 3,500 s = 0.19 s, on 100 slots.
     assert!(
-        cold_done <= hot_done,
+        cold_done <= Duration::from_millis(200),
         "cold {cold_done:?}, hot {hot_done:?}"
     );
     let limits = client.prefix_rate_limits().expect("attached");
