@@ -346,6 +346,33 @@ fn per_tenant(executor: &Arc<dyn Executor>, per_second: f64) -> KeyedRateLimiter
     .unwrap()
 }
 
+/// A simulated clock, its executor and a start recorder, for the tenant tests.
+struct Bench {
+    sim: SimExecutor,
+    executor: Arc<dyn Executor>,
+    starts: Arc<Starts>,
+}
+
+impl Bench {
+    fn new() -> Self {
+        let sim = SimExecutor::new();
+        Self {
+            executor: Arc::new(sim.clone()),
+            sim,
+            starts: Arc::new(Starts::default()),
+        }
+    }
+
+    /// A pool of `concurrency` slots with `admission`.
+    fn pool(&self, concurrency: usize, admission: impl Admission) -> Pool {
+        sim_pool(&self.sim, &self.starts)
+            .concurrency(concurrency)
+            .admission(admission)
+            .build()
+            .unwrap()
+    }
+}
+
 /// A limiter seen only through `acquire` (what a policy without a precheck offers): its
 /// waits hold the task's slot.
 #[derive(Debug)]
@@ -399,16 +426,11 @@ fn hot_tenant_then_others(
 
 #[test]
 fn a_key_over_its_rate_holds_no_slots_while_it_waits() {
-    let sim = SimExecutor::new();
-    let executor: Arc<dyn Executor> = Arc::new(sim.clone());
-    let starts = Arc::new(Starts::default());
-    let limiter = per_tenant(&executor, 1.0);
-    let pool = sim_pool(&sim, &starts)
-        .concurrency(4)
-        .admission(limiter.clone())
-        .build()
-        .unwrap();
-    let (others_done, half_way) = hot_tenant_then_others(&sim, &executor, &pool);
+    let bench = Bench::new();
+    let (sim, executor, starts) = (&bench.sim, &bench.executor, &bench.starts);
+    let limiter = per_tenant(executor, 1.0);
+    let pool = bench.pool(4, limiter.clone());
+    let (others_done, half_way) = hot_tenant_then_others(sim, executor, &pool);
     // 20 × 10 ms on 4 slots, one of them running the hot tenant's first task for the first
     // 10 ms: 3 + 4 + 4 + 4 + 4 + 1 in 60 ms. Nothing waits on the hot tenant.
     assert_eq!(others_done, Duration::from_millis(60));
@@ -433,37 +455,27 @@ fn a_key_over_its_rate_holds_no_slots_while_it_waits() {
 #[test]
 fn the_same_load_through_acquire_alone_holds_the_others_up() {
     // The contrast that shows what the precheck buys: waits in `acquire` keep their slots.
-    let sim = SimExecutor::new();
-    let executor: Arc<dyn Executor> = Arc::new(sim.clone());
-    let starts = Arc::new(Starts::default());
-    let pool = sim_pool(&sim, &starts)
-        .concurrency(4)
-        .admission(AcquireOnly(per_tenant(&executor, 1.0)))
-        .build()
-        .unwrap();
-    let (others_done, half_way) = hot_tenant_then_others(&sim, &executor, &pool);
+    let bench = Bench::new();
+    let (sim, executor) = (&bench.sim, &bench.executor);
+    let pool = bench.pool(4, AcquireOnly(per_tenant(executor, 1.0)));
+    let (others_done, half_way) = hot_tenant_then_others(sim, executor, &pool);
     assert!(others_done >= Duration::from_secs(3), "{others_done:?}");
     assert_eq!((half_way.active, half_way.deferred), (4, 0), "{half_way:?}");
 }
 
 #[test]
 fn a_later_task_of_higher_priority_takes_a_parked_task_s_turn() {
-    let sim = SimExecutor::new();
-    let executor: Arc<dyn Executor> = Arc::new(sim.clone());
-    let starts = Arc::new(Starts::default());
-    let pool = sim_pool(&sim, &starts)
-        .concurrency(2)
-        .admission(per_tenant(&executor, 1.0))
-        .build()
-        .unwrap();
+    let bench = Bench::new();
+    let (sim, executor, starts) = (&bench.sim, &bench.executor, &bench.starts);
+    let pool = bench.pool(2, per_tenant(executor, 1.0));
     let start = sim.now();
     let low: Vec<_> = (0..10)
-        .map(|_| ten_ms(&pool, &executor, Some("t"), TaskOptions::new()))
+        .map(|_| ten_ms(&pool, executor, Some("t"), TaskOptions::new()))
         .collect();
     let (urgent_started, low_ids) = sim.block_on(async {
         executor.sleep(Duration::from_millis(100)).await;
         assert_eq!(pool.stats().deferred, 9, "all but the first parked");
-        let urgent = ten_ms(&pool, &executor, Some("t"), TaskOptions::new().priority(10));
+        let urgent = ten_ms(&pool, executor, Some("t"), TaskOptions::new().priority(10));
         let urgent_id = urgent.id();
         urgent.await.unwrap();
         let low_ids: Vec<_> = low.iter().map(TaskHandle::id).collect();
@@ -496,25 +508,20 @@ fn a_later_task_of_higher_priority_takes_a_parked_task_s_turn() {
 
 #[test]
 fn parked_tasks_resolve_when_cancelled_or_stopped() {
-    let sim = SimExecutor::new();
-    let executor: Arc<dyn Executor> = Arc::new(sim.clone());
-    let starts = Arc::new(Starts::default());
-    let pool = sim_pool(&sim, &starts)
-        .concurrency(2)
-        .admission(per_tenant(&executor, 1.0))
-        .build()
-        .unwrap();
+    let bench = Bench::new();
+    let (sim, executor) = (&bench.sim, &bench.executor);
+    let pool = bench.pool(2, per_tenant(executor, 1.0));
     let start = sim.now();
     let token = pool_core::CancellationToken::new();
-    let first = ten_ms(&pool, &executor, Some("t"), TaskOptions::new());
+    let first = ten_ms(&pool, executor, Some("t"), TaskOptions::new());
     let cancelled = ten_ms(
         &pool,
-        &executor,
+        executor,
         Some("t"),
         TaskOptions::new().cancellation(token.clone()),
     );
     let rest: Vec<_> = (0..5)
-        .map(|_| ten_ms(&pool, &executor, Some("t"), TaskOptions::new()))
+        .map(|_| ten_ms(&pool, executor, Some("t"), TaskOptions::new()))
         .collect();
     sim.block_on(async {
         executor.sleep(Duration::from_millis(100)).await;
