@@ -37,6 +37,7 @@ impl Snapshot {
         }
         metrics::counter!(name("task_attempts_total")).absolute(live.attempts);
         metrics::counter!(name("task_retries_total")).absolute(live.retries);
+        metrics::counter!(name("task_deferrals_total")).absolute(live.deferrals);
 
         metrics::gauge!(name("tasks_in_flight")).set(live.concurrency.in_flight as f64);
         if let Some(limit) = live.concurrency.limit {

@@ -74,6 +74,8 @@ struct Inner {
     in_flight: AtomicUsize,
     /// Latest limit seen in `ConcurrencyChanged` (0: unknown).
     limit: AtomicUsize,
+    /// `Event::TaskDeferred` seen.
+    deferrals: AtomicU64,
     tuner: Mutex<Option<serde_json::Value>>,
 }
 
@@ -111,6 +113,7 @@ impl Metrics {
             memory: MemorySampler::new(config.memory, probe),
             in_flight: AtomicUsize::new(0),
             limit: AtomicUsize::new(0),
+            deferrals: AtomicU64::new(0),
             tuner: Mutex::new(None),
             config,
         };
@@ -272,6 +275,9 @@ impl Observer for Metrics {
             Event::ConcurrencyChanged { to, .. } => {
                 self.inner.limit.store(*to, Ordering::Relaxed);
             }
+            Event::TaskDeferred { .. } => {
+                self.inner.deferrals.fetch_add(1, Ordering::Relaxed);
+            }
             // With a pool attached its stats are read instead: nothing to do per event.
             Event::TaskStarted { in_flight, .. } if self.inner.control.get().is_none() => {
                 self.inner.in_flight.store(*in_flight, Ordering::Relaxed);
@@ -395,6 +401,7 @@ impl Inner {
             attempts: lifetime.attempts,
             retries: lifetime.retries,
             avg_retries: lifetime.avg_retries(),
+            deferrals: self.deferrals.load(Ordering::Relaxed),
             errors_by_kind: lifetime.errors_by_kind(),
             failures_by_class: lifetime.failures_by_class(),
             time_spent: TimeSpent {

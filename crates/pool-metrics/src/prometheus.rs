@@ -106,6 +106,11 @@ impl PrometheusFormat {
             live.retries as f64,
         );
         out.counter(
+            "task_deferrals_total",
+            "Times a rate limit parked a task until its turn, holding no slot.",
+            live.deferrals as f64,
+        );
+        out.counter(
             "task_retry_delay_seconds_total",
             "Time finished tasks spent in retry backoff.",
             live.time_spent.retry_delay_secs,

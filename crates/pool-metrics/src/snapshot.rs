@@ -30,6 +30,10 @@ pub struct LiveStats {
     pub retries: u64,
     /// `retries / finished` (0 when nothing finished).
     pub avg_retries: f64,
+    /// Times an admission policy parked a task until its turn (a rate limit's), holding no
+    /// slot ([`Event::TaskDeferred`](pool_core::Event::TaskDeferred)); counted as they happen.
+    #[serde(default)]
+    pub deferrals: u64,
     /// Non-successful outcomes by [`Outcome::kind`](pool_core::Outcome::kind).
     pub errors_by_kind: BTreeMap<String, u64>,
     /// `failed` outcomes by error class (`retryable`, `throttled`, `fatal`).

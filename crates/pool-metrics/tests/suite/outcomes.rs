@@ -144,3 +144,26 @@ async fn a_scripted_mix_gives_exact_rates_kinds_and_retries() {
     assert_eq!(aggregate.avg_retry_delay_us, 1_100_000.0 / 16.0);
     assert_eq!(stats.time_spent.retry_delay_secs, 1.1);
 }
+
+#[test]
+fn deferrals_are_counted_as_they_happen_and_exported() {
+    use pool_core::{Event, Metadata, Observer, TaskId, TaskInfo};
+    let metrics = Metrics::new(MetricsConfig::new().memory(MemoryMode::Light)).unwrap();
+    let now = std::time::Instant::now();
+    for id in 0..3 {
+        metrics.on_event(&Event::TaskDeferred {
+            task: TaskInfo {
+                id: TaskId(id),
+                priority: 0,
+                metadata: Metadata::new(),
+            },
+            until: now + ms(100),
+            delay: ms(100),
+        });
+    }
+    assert_eq!(metrics.stats_at(now).deferrals, 3);
+    let text = pool_metrics::PrometheusFormat::new("s3pool")
+        .unwrap()
+        .render(&metrics.snapshot_at(now));
+    assert!(text.contains("s3pool_task_deferrals_total 3"), "{text}");
+}
