@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::select;
 use tokio::sync::Notify;
 
-use crate::admission::{Admission, AdmissionPermit, Rejection, RejectionKind};
+use crate::admission::{Admission, AdmissionPermit, Precheck, Rejection, RejectionKind};
 use crate::error::ConfigError;
 use crate::executor::{BoxFuture, Executor};
 use crate::observer::{AttemptResult, Event, Observer, TaskInfo};
@@ -69,8 +69,10 @@ pub enum WhenOpen {
     /// kind [`RejectionKind::CircuitOpen`]. Default.
     #[default]
     FailFast,
-    /// Hold the task (and its slot) until the circuit lets it through. The task's
-    /// cancellation token and `stop_now` still interrupt the wait.
+    /// Wait until the circuit lets the task through. While the circuit is open (its
+    /// cool-down has a known end) the task is parked without its slot until then; while it
+    /// is half-open with every probe taken, the task waits holding its slot (the probes
+    /// decide soon). The task's cancellation token and `stop_now` still interrupt the wait.
     Wait,
 }
 
@@ -487,6 +489,18 @@ impl Admission for CircuitBreaker {
     fn acquire(&self, task: &TaskInfo) -> BoxFuture<Result<AdmissionPermit, Rejection>> {
         Box::pin(Arc::clone(&self.shared).acquire(task.id))
     }
+
+    /// In [`WhenOpen::Wait`] mode, parks the task until an open circuit's cool-down ends.
+    fn precheck(&self, _task: &TaskInfo) -> Precheck {
+        if self.shared.when_open != WhenOpen::Wait {
+            return Precheck::Proceed;
+        }
+        let now = self.shared.executor.now();
+        match self.shared.lock().open_until(now) {
+            Some(until) => Precheck::ParkUntil(until),
+            None => Precheck::Proceed,
+        }
+    }
 }
 
 impl Observer for CircuitBreaker {
@@ -587,6 +601,14 @@ impl Machine {
                 now,
                 None,
             )),
+            _ => None,
+        }
+    }
+
+    /// When an open circuit's cool-down ends, if it is open at `now`.
+    fn open_until(&self, now: Instant) -> Option<Instant> {
+        match self.phase {
+            Phase::Open { until } if until > now => Some(until),
             _ => None,
         }
     }

@@ -215,6 +215,13 @@ fn in_wait_mode_calls_wait_for_the_circuit_instead_of_failing() {
         let opened_at = s.sim.now();
         s.down.store(false, Ordering::Relaxed);
         let waiting: Vec<_> = (0..6).map(|_| s.call(Backend::Down)).collect();
+        s.sim.sleep(Duration::from_millis(100)).await;
+        let stats = s.pool.stats();
+        assert_eq!(
+            (stats.deferred, stats.active),
+            (6, 0),
+            "parked without slots while the circuit is open: {stats:?}"
+        );
         for call in waiting {
             call.await
                 .expect("every waiting call runs once the circuit lets it");
