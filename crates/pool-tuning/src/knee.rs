@@ -396,7 +396,6 @@ struct Window {
     rtt_sum: f64,
     rtt_square_sum: f64,
     max_in_flight: usize,
-    saw_queue: bool,
     /// Throttled or timed-out attempts.
     overloads: usize,
     /// Successes finishing in the window, whenever they started: the success rate.
@@ -751,7 +750,11 @@ impl KneeTuner {
         }
 
         self.latency_cuts_from = None;
-        let limit_in_use = window.saw_queue || window.max_in_flight >= self.limit;
+        // Only full slots show the limit binds. A non-empty queue does not: its tasks may be
+        // on their way to free slots (a runner woken for them), and with the limit above the
+        // offered load growing it would only raise a limit nothing uses (the soak saw 256
+        // calls outstanding drive the limit to its maximum of 1,000 that way).
+        let limit_in_use = window.max_in_flight >= self.limit;
         if limit_in_use {
             self.last_clean_limit = Some(self.limit);
             self.grow(now)
@@ -789,7 +792,6 @@ impl Tuner for KneeTuner {
         window.rtt_sum += latency;
         window.rtt_square_sum += latency * latency;
         window.max_in_flight = window.max_in_flight.max(sample.in_flight);
-        window.saw_queue |= sample.queued > 0;
         if let Some(memory) = sample.memory_fraction.filter(|m| m.is_finite()) {
             window.memory_sum += memory;
             window.memory_samples += 1;
@@ -1072,6 +1074,22 @@ mod tests {
             assert_eq!(tuner.observe(&idle, at), None);
         }
         assert_eq!(tuner.limit(), 20);
+    }
+
+    #[test]
+    fn a_queue_beside_free_slots_is_not_a_reason_to_grow() {
+        // Tasks queued while slots are free are on their way to a runner: the limit does not
+        // bind. (Growing on them took the soak's limit to its maximum with 256 calls.)
+        let mut tuner = KneeTuner::new(KneeConfig::default(), 300);
+        let start = Instant::now();
+        for i in 0..1_000u32 {
+            let at = start + MS * i;
+            let sample = Sample::new(at, MS * 20, AttemptOutcome::Succeeded)
+                .in_flight(256)
+                .queued(4);
+            assert_eq!(tuner.observe(&sample, at), None);
+        }
+        assert_eq!(tuner.limit(), 300);
     }
 
     #[test]
