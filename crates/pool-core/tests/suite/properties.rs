@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pool_core::{
-    CancellationToken, ErrorClass, Event, Executor, Observer, Pool, Retryable, SimExecutor,
-    TaskError, TaskOptions,
+    Admission, AdmissionPermit, BoxFuture, CancellationToken, ErrorClass, Event, Executor,
+    Observer, Pool, Precheck, Rejection, Retryable, SimExecutor, TaskError, TaskId, TaskInfo,
+    TaskOptions,
 };
 use proptest::prelude::*;
 
@@ -113,6 +114,37 @@ impl Invariants {
     }
 }
 
+/// An admission policy that parks some attempts (by task id) for 0–60 ms before letting
+/// them through, so deferral runs beside retries, cancellation, pause and stop.
+#[derive(Debug)]
+struct Deferring {
+    executor: SimExecutor,
+    granted: Mutex<BTreeMap<TaskId, std::time::Instant>>,
+}
+
+impl Admission for Deferring {
+    fn acquire(&self, _task: &TaskInfo) -> BoxFuture<Result<AdmissionPermit, Rejection>> {
+        Box::pin(std::future::ready(Ok(AdmissionPermit::empty())))
+    }
+
+    fn precheck(&self, task: &TaskInfo) -> Precheck {
+        let now = self.executor.now();
+        let mut granted = self.granted.lock().unwrap();
+        match granted.get(&task.id) {
+            Some(until) if *until > now => Precheck::ParkUntil(*until),
+            Some(_) => {
+                granted.remove(&task.id);
+                Precheck::Proceed
+            }
+            None => {
+                let until = now + Duration::from_millis(task.id.0 % 3 * 30);
+                granted.insert(task.id, until);
+                Precheck::ParkUntil(until)
+            }
+        }
+    }
+}
+
 struct Tracked {
     handle: pool_core::TaskHandle<u32, Scripted>,
     attempts: Arc<AtomicU32>,
@@ -133,11 +165,23 @@ fn quiet_scripted_panics() {
     });
 }
 
-fn run_case(ops: Vec<Op>, seed: u64, initial_concurrency: usize) -> Result<(), TestCaseError> {
+fn run_case(
+    ops: Vec<Op>,
+    seed: u64,
+    initial_concurrency: usize,
+    defer: bool,
+) -> Result<(), TestCaseError> {
     quiet_scripted_panics();
     let sim = SimExecutor::with_seed(seed);
     let invariants = Arc::new(Invariants::default());
-    let pool = Pool::builder()
+    let mut builder = Pool::builder();
+    if defer {
+        builder = builder.admission(Deferring {
+            executor: sim.clone(),
+            granted: Mutex::default(),
+        });
+    }
+    let pool = builder
         .executor(sim.clone())
         .concurrency(initial_concurrency)
         .retry_delay(Duration::from_millis(20))
@@ -329,16 +373,21 @@ impl StopEither for Pool {
     }
 }
 
-fn cases() -> impl Strategy<Value = (Vec<Op>, u64, usize)> {
-    (prop::collection::vec(op(), 1..60), any::<u64>(), 1usize..6)
+fn cases() -> impl Strategy<Value = (Vec<Op>, u64, usize, bool)> {
+    (
+        prop::collection::vec(op(), 1..60),
+        any::<u64>(),
+        1usize..6,
+        any::<bool>(),
+    )
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
 
     #[test]
-    fn every_task_resolves_once_within_limits((ops, seed, concurrency) in cases()) {
-        run_case(ops, seed, concurrency)?;
+    fn every_task_resolves_once_within_limits((ops, seed, concurrency, defer) in cases()) {
+        run_case(ops, seed, concurrency, defer)?;
     }
 }
 
@@ -347,8 +396,8 @@ proptest! {
 
     #[test]
     #[ignore = "nightly: 10,000 cases; run with --ignored"]
-    fn every_task_resolves_once_within_limits_10k((ops, seed, concurrency) in cases()) {
-        run_case(ops, seed, concurrency)?;
+    fn every_task_resolves_once_within_limits_10k((ops, seed, concurrency, defer) in cases()) {
+        run_case(ops, seed, concurrency, defer)?;
     }
 }
 
