@@ -42,6 +42,7 @@ pub trait Admission: Send + Sync + fmt::Debug + 'static {
 
 /// What [`Admission::precheck`] says of a task about to take a slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Precheck {
     /// Go on to [`Admission::acquire`].
     Proceed,
