@@ -43,6 +43,8 @@
 //! - [`PoolBuilder`]: settings and defaults; [`Pool`]: enqueue and control.
 //! - [`TaskOptions`], [`TaskHandle`], [`TaskError`]: one task's settings, future and errors.
 //! - [`Observer`], [`Event`]: the seam metrics and tuners plug into.
+//! - [`Admission`]: what an attempt must obtain besides a slot (a rate limit's turn, a closed
+//!   circuit, a global permit); [`policy`] has the shipped ones.
 //! - [`Executor`]: [`TokioExecutor`] (feature `tokio`, default), `SmolExecutor` (feature
 //!   `smol`) and [`SimExecutor`] (deterministic, virtual time).
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]

@@ -76,6 +76,14 @@ impl State {
         !self.paused && !self.stopped && self.active < self.limit && !self.queue.is_empty()
     }
 
+    /// A parked task leaves the parked set: it no longer counts as retrying or deferred.
+    fn unpark(&mut self, parked: Parked) {
+        match parked {
+            Parked::Retrying => self.retrying -= 1,
+            Parked::Deferred => self.deferred -= 1,
+        }
+    }
+
     fn is_idle(&self) -> bool {
         self.queue.is_empty() && self.active == 0 && self.retrying == 0 && self.deferred == 0
     }
@@ -812,10 +820,7 @@ impl Shared {
     fn park_until(self: &Arc<Self>, job: Job, until: Instant, parked: Parked) {
         let mut state = self.lock();
         if state.stopped {
-            match parked {
-                Parked::Retrying => state.retrying -= 1,
-                Parked::Deferred => state.deferred -= 1,
-            }
+            state.unpark(parked);
             state.counters.stopped += 1;
             let idle = state.is_idle();
             drop(state);
@@ -861,10 +866,7 @@ impl Shared {
             let (started, next) = {
                 let mut state = self.lock();
                 while let Some((task, parked)) = state.parked.pop_due(now) {
-                    match parked {
-                        Parked::Retrying => state.retrying -= 1,
-                        Parked::Deferred => state.deferred -= 1,
-                    }
+                    state.unpark(parked);
                     let cancellable = task.cancellation().is_some();
                     self.push_locked(&mut state, task, cancellable, now);
                 }
@@ -897,10 +899,7 @@ impl Shared {
                 let Some((task, parked)) = state.parked.remove(key) else {
                     return;
                 };
-                match parked {
-                    Parked::Retrying => state.retrying -= 1,
-                    Parked::Deferred => state.deferred -= 1,
-                }
+                state.unpark(parked);
                 (task, Stint::waiting(now))
             }
         };
