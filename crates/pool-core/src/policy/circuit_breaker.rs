@@ -460,11 +460,7 @@ impl BreakerShared {
             if self.when_open == WhenOpen::FailFast {
                 self.rejected.fetch_add(1, Ordering::Relaxed);
                 let rejection = match wait {
-                    Some(after) => Rejection::new(
-                        RejectionKind::CircuitOpen,
-                        "the circuit is open after too many failures",
-                    )
-                    .retry_after(after),
+                    Some(after) => open_rejection(after),
                     None => Rejection::new(
                         RejectionKind::CircuitOpen,
                         "the circuit is half-open and every probe call is taken",
@@ -485,20 +481,39 @@ impl BreakerShared {
     }
 }
 
+/// The refusal of a call while the circuit is open, with the rest of the cool-down.
+fn open_rejection(retry_after: Duration) -> Rejection {
+    Rejection::new(
+        RejectionKind::CircuitOpen,
+        "the circuit is open after too many failures",
+    )
+    .retry_after(retry_after)
+}
+
 impl Admission for CircuitBreaker {
     fn acquire(&self, task: &TaskInfo) -> BoxFuture<Result<AdmissionPermit, Rejection>> {
         Box::pin(Arc::clone(&self.shared).acquire(task.id))
     }
 
-    /// In [`WhenOpen::Wait`] mode, parks the task until an open circuit's cool-down ends.
+    /// While the circuit is open: rejects the task at once ([`WhenOpen::FailFast`], before
+    /// any later policy books anything for it) or parks it until the cool-down ends
+    /// ([`WhenOpen::Wait`]).
     fn precheck(&self, _task: &TaskInfo) -> Precheck {
-        if self.shared.when_open != WhenOpen::Wait {
-            return Precheck::Proceed;
-        }
-        let now = self.shared.executor.now();
-        match self.shared.lock().open_until(now) {
-            Some(until) => Precheck::ParkUntil(until),
-            None => Precheck::Proceed,
+        let shared = &self.shared;
+        let now = shared.executor.now();
+        let (open_until, transition) = {
+            let mut machine = shared.lock();
+            let transition = machine.expire_open(now);
+            (machine.open_until(now), transition)
+        };
+        shared.announce(transition);
+        match (open_until, shared.when_open) {
+            (None, _) => Precheck::Proceed,
+            (Some(until), WhenOpen::Wait) => Precheck::ParkUntil(until),
+            (Some(until), WhenOpen::FailFast) => {
+                shared.rejected.fetch_add(1, Ordering::Relaxed);
+                Precheck::Reject(open_rejection(until - now))
+            }
         }
     }
 }

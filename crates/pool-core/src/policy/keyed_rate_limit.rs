@@ -159,34 +159,45 @@ impl RateCell {
             .expect("RateLimit::new checked the pace")
     }
 
-    /// The task's booked moment: the one it holds, one taken over from a task of lower
-    /// priority, or a new one. `Err(moment)` if a new one would be later than `latest`
-    /// (nothing is booked then).
-    fn book(
+    /// The task's moment: the one booked for it, or now if the limit allows, or a new one
+    /// (taken over from a task of lower priority, or the next free). `take`: the task goes
+    /// now (from `acquire`): its booking is used up and a new moment is not stored. Without
+    /// `take` (a precheck) only a moment in the future is booked: a task that may go now
+    /// books nothing, so a task refused later by another policy leaves nothing behind.
+    /// `Err(moment)` if a new moment would be later than `latest` (nothing is booked then).
+    fn moment(
         &mut self,
         task: &TaskInfo,
         now: Instant,
         latest: Option<Instant>,
+        take: bool,
     ) -> Result<Instant, Instant> {
         self.last_used = now;
         if let Some(rate) = self.aimd.as_mut() {
             rate.recover(now);
         }
         if let Some(at) = self.booked.get(task.id) {
+            if take {
+                self.booked.remove(task.id);
+            }
             return Ok(at);
+        }
+        let pace = self.pace();
+        let earliest = self.schedule.earliest(now, pace);
+        if earliest <= now {
+            if take {
+                self.schedule.book(now, pace);
+            }
+            return Ok(now);
         }
         let at = match self.booked.take_over(task.priority, now, latest) {
             Some(at) => at,
-            None => {
-                let pace = self.pace();
-                let at = self.schedule.earliest(now, pace);
-                if latest.is_some_and(|latest| at > latest) {
-                    return Err(at);
-                }
-                self.schedule.book(now, pace)
-            }
+            None if latest.is_some_and(|latest| earliest > latest) => return Err(earliest),
+            None => self.schedule.book(now, pace),
         };
-        self.booked.insert(task.id, task.priority, at);
+        if !take {
+            self.booked.insert(task.id, task.priority, at);
+        }
         Ok(at)
     }
 
@@ -246,6 +257,12 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedRateLimiter<K> {
     pub fn keys(&self) -> usize {
         self.shared.lock().by_key.len()
     }
+
+    /// Moments booked ahead for tasks that are parked until then (or were, and have not
+    /// come back yet).
+    pub fn booked(&self) -> usize {
+        self.shared.lock().booked()
+    }
 }
 
 impl<K> KeyedShared<K> {
@@ -258,7 +275,12 @@ impl<K> KeyedShared<K> {
 impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedShared<K> {
     /// The task's moment under `key`'s limit: the one booked for it, or a new one. A moment
     /// further than `max_wait` away is not booked: the task is rejected.
-    fn book(&self, task: &TaskInfo, key: &K) -> Result<(Instant, Instant), Rejection> {
+    fn moment(
+        &self,
+        task: &TaskInfo,
+        key: &K,
+        take: bool,
+    ) -> Result<(Instant, Instant), Rejection> {
         let now = self.executor.now();
         let latest = self.max_wait.map(|max| now + max);
         let mut cells = self.lock();
@@ -277,7 +299,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedShared<K> {
             .by_key
             .entry(key.clone())
             .or_insert_with(|| RateCell::new((self.limit_of)(key), self.aimd, now));
-        match cell.book(task, now, latest) {
+        match cell.moment(task, now, latest, take) {
             Ok(at) => Ok((at, now)),
             Err(at) => {
                 let wait = at - now;
@@ -290,16 +312,13 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedShared<K> {
         }
     }
 
-    /// Takes the task's moment (booking one if it has none) and waits for it.
+    /// Takes the task's moment (its booking, or a new one) and waits for it.
     async fn acquire(
         self: Arc<Self>,
         task: TaskInfo,
         key: K,
     ) -> Result<AdmissionPermit, Rejection> {
-        let (at, now) = self.book(&task, &key)?;
-        if let Some(cell) = self.lock().by_key.get_mut(&key) {
-            cell.booked.remove(task.id);
-        }
+        let (at, now) = self.moment(&task, &key, true)?;
         if at > now {
             self.executor.sleep(at - now).await;
         }
@@ -335,7 +354,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Admission for KeyedRateLimite
         let Some(key) = (shared.key_of)(task) else {
             return Precheck::Proceed;
         };
-        match shared.book(task, &key) {
+        match shared.moment(task, &key, false) {
             Ok((at, now)) if at > now => Precheck::ParkUntil(at),
             Ok(_) => Precheck::Proceed,
             Err(rejection) => Precheck::Reject(rejection),

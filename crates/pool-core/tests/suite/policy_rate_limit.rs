@@ -606,3 +606,44 @@ fn a_deferral_is_an_event_and_its_parked_time_counts_as_queue_wait() {
         .collect();
     assert_eq!(finished, expected);
 }
+
+/// Refuses every attempt.
+#[derive(Debug)]
+struct RefuseAll;
+
+impl Admission for RefuseAll {
+    fn acquire(&self, _task: &TaskInfo) -> BoxFuture<Result<AdmissionPermit, Rejection>> {
+        Box::pin(std::future::ready(Err(Rejection::new(
+            RejectionKind::Other("refused"),
+            "refused",
+        ))))
+    }
+}
+
+#[test]
+fn tasks_that_may_go_at_once_book_nothing_another_policy_could_strand() {
+    // RefuseAll is asked before the limiter can take the task's turn: a turn booked in the
+    // precheck would stay behind for every refused task.
+    let bench = Bench::new();
+    let limiter = KeyedRateLimiter::builder(
+        bench.executor.clone(),
+        |task: &TaskInfo| task.metadata.get("tenant").map(str::to_owned),
+        |_: &String| RateLimit::new(1_000.0, 100).unwrap(),
+    )
+    .build()
+    .unwrap();
+    let pool = sim_pool(&bench.sim, &bench.starts)
+        .admission(RefuseAll)
+        .admission(limiter.clone())
+        .build()
+        .unwrap();
+    let handles: Vec<_> = (0..50)
+        .map(|_| ten_ms(&pool, &bench.executor, Some("t"), TaskOptions::new()))
+        .collect();
+    bench.sim.block_on(async {
+        for handle in handles {
+            assert!(matches!(handle.await, Err(TaskError::Rejected(_))));
+        }
+    });
+    assert_eq!(limiter.booked(), 0);
+}
