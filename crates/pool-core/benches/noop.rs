@@ -1,5 +1,6 @@
 //! One million no-op tasks at concurrency 200: s3pool beside the bare idioms it replaces,
-//! in the same run. Run with `cargo bench -p pool-core --bench noop`.
+//! in the same run. Run with `cargo bench -p pool-core --bench noop` (add `--features
+//! rate-limit` for the admission path through a rate limiter).
 #![allow(missing_docs)]
 
 use std::convert::Infallible;
@@ -63,6 +64,28 @@ fn noop(c: &mut Criterion) {
                 let _guard = runtime.enter();
                 Pool::builder()
                     .concurrency(CONCURRENCY)
+                    .build()
+                    .expect("valid")
+            },
+            |pool| runtime.block_on(s3pool(&pool)),
+            BatchSize::PerIteration,
+        )
+    });
+    // The admission path: a rate limit far above the offered load (every task checks it,
+    // none waits). `--features rate-limit`.
+    #[cfg(feature = "rate-limit")]
+    group.bench_function("s3pool_rate_limited", |b| {
+        use pool_core::policy::{RateLimit, RateLimiter};
+        b.iter_batched(
+            || {
+                let _guard = runtime.enter();
+                let executor: Arc<dyn pool_core::Executor> =
+                    Arc::new(pool_core::TokioExecutor::current());
+                let limit = RateLimit::new(1e9, 1_000_000).expect("valid");
+                Pool::builder()
+                    .executor_arc(executor.clone())
+                    .concurrency(CONCURRENCY)
+                    .admission(RateLimiter::new(limit, executor))
                     .build()
                     .expect("valid")
             },
