@@ -13,6 +13,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_util::future::{select, Either};
+use futures_util::FutureExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -538,7 +539,15 @@ impl Shared {
     ) -> Result<Vec<AdmissionPermit>, AttemptEnd> {
         let mut permits = Vec::with_capacity(self.admission.len());
         for policy in &self.admission {
-            let acquire = policy.acquire(&info);
+            let mut acquire = policy.acquire(&info);
+            // Most admissions are immediate: try once before setting up the interruptions.
+            if let Some(admitted) = (&mut acquire).now_or_never() {
+                match admitted {
+                    Ok(permit) => permits.push(permit),
+                    Err(rejection) => return Err(AttemptEnd::Rejected(rejection)),
+                }
+                continue;
+            }
             let interrupted = {
                 let stop_now = Box::pin(self.stop_now_token.clone().cancelled_owned());
                 let cancelled: BoxFuture<()> = match &task_token {
