@@ -33,6 +33,8 @@ pub trait Admission: Send + Sync + fmt::Debug + 'static {
     /// [`Precheck::ParkUntil`] the pool gives the slot back and parks the task until then (it
     /// counts in [`Stats::deferred`](crate::Stats::deferred)); the policy should set that
     /// moment aside for the task, so that `acquire` admits it at once when it comes back.
+    /// Policies are asked in the order they were added; the first that parks or rejects
+    /// decides. It runs on the pool's worker: it must be quick and must not block.
     /// Default: [`Precheck::Proceed`].
     fn precheck(&self, task: &TaskInfo) -> Precheck {
         let _ = task;

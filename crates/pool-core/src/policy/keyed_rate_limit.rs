@@ -33,11 +33,13 @@ type LimitFn<K> = Box<dyn Fn(&K) -> RateLimit + Send + Sync>;
 /// first seen. Keys idle for [`forget_idle_after`](KeyedRateLimiterBuilder::forget_idle_after)
 /// (and not backing off) are dropped, so memory follows the keys in use.
 ///
-/// Each task is booked the earliest moment its key's limit allows, in the order tasks reach
-/// the limiter. In a pool, a task whose moment is later gives its slot back and is parked
-/// until then ([`Admission::precheck`]): a key far over its rate holds no slots, and other
-/// keys' tasks run meanwhile. (Called outside a pool, [`Admission::acquire`] waits for the
-/// moment.) A moment booked for a task that is cancelled while parked goes unused.
+/// Each task that cannot go at once is booked the earliest moment its key's limit allows, in
+/// the order tasks reach the limiter; a later task of higher priority takes over the earliest
+/// moment booked for one of lower priority, which books again when it comes back. In a pool,
+/// a task whose moment is later gives its slot back and is parked until then
+/// ([`Admission::precheck`]): a key far over its rate holds no slots, and other keys' tasks
+/// run meanwhile. (Called outside a pool, [`Admission::acquire`] waits for the moment.) A
+/// moment booked for a task that is cancelled while parked goes unused.
 /// When an adaptive key is throttled, moments already booked are dropped and their tasks
 /// booked again at the lower rate when they come back.
 ///
