@@ -40,6 +40,11 @@ impl Snapshot {
         metrics::counter!(name("task_deferrals_total")).absolute(live.deferrals);
 
         metrics::gauge!(name("tasks_in_flight")).set(live.concurrency.in_flight as f64);
+        if let Some(waiting) = live.concurrency.waiting {
+            metrics::gauge!(name("tasks_queued")).set(waiting.queued as f64);
+            metrics::gauge!(name("tasks_retrying")).set(waiting.retrying as f64);
+            metrics::gauge!(name("tasks_deferred")).set(waiting.deferred as f64);
+        }
         if let Some(limit) = live.concurrency.limit {
             metrics::gauge!(name("concurrency_limit")).set(limit as f64);
         }

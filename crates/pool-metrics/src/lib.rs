@@ -70,4 +70,6 @@ pub use metrics::Metrics;
 pub use prometheus::PrometheusFormat;
 pub use recent::{RecentSummary, RecentTask};
 pub use record::TaskMetrics;
-pub use snapshot::{Aggregate, ConcurrencySnapshot, LiveStats, RollingRates, Snapshot, TimeSpent};
+pub use snapshot::{
+    Aggregate, ConcurrencySnapshot, LiveStats, RollingRates, Snapshot, TimeSpent, WaitingTasks,
+};

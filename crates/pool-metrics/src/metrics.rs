@@ -19,7 +19,7 @@ use crate::record::{FinishedTask, TaskMetrics};
 use crate::rolling::WindowCounts;
 use crate::shard::{Placement, Shards};
 use crate::snapshot::{
-    Aggregate, ConcurrencySnapshot, LiveStats, RollingRates, Snapshot, TimeSpent,
+    Aggregate, ConcurrencySnapshot, LiveStats, RollingRates, Snapshot, TimeSpent, WaitingTasks,
 };
 use crate::store::keep_from;
 use crate::tally::{ratio, Tally};
@@ -358,9 +358,13 @@ impl Inner {
 
     fn concurrency(&self, executing_nanos: u128, span: Duration) -> ConcurrencySnapshot {
         let pool = self.control.get();
-        let in_flight = pool
-            .and_then(PoolControl::stats)
-            .map_or_else(|| self.in_flight.load(Ordering::Relaxed), |s| s.active);
+        let stats = pool.and_then(PoolControl::stats);
+        let in_flight = stats.map_or_else(|| self.in_flight.load(Ordering::Relaxed), |s| s.active);
+        let waiting = stats.map(|s| WaitingTasks {
+            queued: s.queued,
+            retrying: s.retrying,
+            deferred: s.deferred,
+        });
         let limit = match pool.map(PoolControl::concurrency) {
             Some(limit) if limit > 0 => Some(limit),
             _ => Some(self.limit.load(Ordering::Relaxed)).filter(|&l| l > 0),
@@ -375,6 +379,7 @@ impl Inner {
             limit,
             average_in_flight,
             utilisation: limit.map(|limit| average_in_flight / limit as f64),
+            waiting,
         }
     }
 

@@ -121,6 +121,22 @@ impl PrometheusFormat {
             "Tasks running now.",
             Some(live.concurrency.in_flight as f64),
         );
+        let waiting = live.concurrency.waiting;
+        out.gauge(
+            "tasks_queued",
+            "Tasks in the queue, waiting for a slot.",
+            waiting.map(|w| w.queued as f64),
+        );
+        out.gauge(
+            "tasks_retrying",
+            "Tasks in retry backoff.",
+            waiting.map(|w| w.retrying as f64),
+        );
+        out.gauge(
+            "tasks_deferred",
+            "Tasks parked by an admission policy until their turn, holding no slot.",
+            waiting.map(|w| w.deferred as f64),
+        );
         out.gauge(
             "concurrency_limit",
             "The pool's concurrency limit.",

@@ -93,6 +93,21 @@ pub struct ConcurrencySnapshot {
     pub average_in_flight: f64,
     /// `average_in_flight / limit`.
     pub utilisation: Option<f64>,
+    /// Where the pool's waiting tasks are now: queued, in retry backoff, or parked by an
+    /// admission policy until their turn. `None` unless a pool is attached.
+    #[serde(default)]
+    pub waiting: Option<WaitingTasks>,
+}
+
+/// Tasks waiting in an attached pool, read from its [`Stats`](pool_core::Stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitingTasks {
+    /// In the queue, waiting for a slot.
+    pub queued: usize,
+    /// In retry backoff.
+    pub retrying: usize,
+    /// Parked by an admission policy (a rate limit) until their turn, holding no slot.
+    pub deferred: usize,
 }
 
 /// Figures over a period, from [`Metrics::aggregate`](crate::Metrics::aggregate): counts,

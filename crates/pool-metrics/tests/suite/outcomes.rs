@@ -167,3 +167,58 @@ fn deferrals_are_counted_as_they_happen_and_exported() {
         .render(&metrics.snapshot_at(now));
     assert!(text.contains("s3pool_task_deferrals_total 3"), "{text}");
 }
+
+/// Parks every task's first try for a second (what a rate limit over its rate does).
+#[derive(Debug, Default)]
+struct ParkOnce(std::sync::Mutex<std::collections::BTreeSet<pool_core::TaskId>>);
+
+impl pool_core::Admission for ParkOnce {
+    fn acquire(
+        &self,
+        _task: &pool_core::TaskInfo,
+    ) -> pool_core::BoxFuture<Result<pool_core::AdmissionPermit, pool_core::Rejection>> {
+        Box::pin(std::future::ready(Ok(pool_core::AdmissionPermit::empty())))
+    }
+
+    fn precheck(&self, task: &pool_core::TaskInfo) -> pool_core::Precheck {
+        if self.0.lock().unwrap().insert(task.id) {
+            pool_core::Precheck::ParkUntil(tokio::time::Instant::now().into_std() + ms(1_000))
+        } else {
+            pool_core::Precheck::Proceed
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn parked_queued_and_retrying_tasks_are_gauges_of_an_attached_pool() {
+    let metrics = Metrics::new(MetricsConfig::new().memory(MemoryMode::Light)).unwrap();
+    let pool = Pool::builder()
+        .concurrency(1)
+        .admission(ParkOnce::default())
+        .observer(metrics.clone())
+        .build()
+        .unwrap();
+    let handles: Vec<_> = (0..5)
+        .map(|_| pool.enqueue(|| async { Ok::<_, Scripted>(()) }, TaskOptions::new()))
+        .collect();
+    tokio::time::sleep(ms(10)).await;
+    let waiting = metrics
+        .stats()
+        .concurrency
+        .waiting
+        .expect("a pool is attached");
+    assert_eq!(
+        (waiting.queued, waiting.retrying, waiting.deferred),
+        (0, 0, 5)
+    );
+    let text = pool_metrics::PrometheusFormat::new("s3pool")
+        .unwrap()
+        .render(&metrics.snapshot());
+    assert!(text.contains("s3pool_tasks_deferred 5"), "{text}");
+    assert!(text.contains("s3pool_task_deferrals_total 5"), "{text}");
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    let waiting = metrics.stats().concurrency.waiting.unwrap();
+    assert_eq!(waiting.deferred, 0);
+}
