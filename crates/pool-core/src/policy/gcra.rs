@@ -30,18 +30,22 @@ impl Pace {
 }
 
 impl Schedule {
+    /// The theoretical arrival time as seen at `now`: a TAT in the past is now.
+    fn tat_at(&self, now: Instant) -> Instant {
+        self.tat.map_or(now, |tat| tat.max(now))
+    }
+
     /// The earliest moment, at or after `now`, that a booking made now would get.
     pub(crate) fn earliest(&self, now: Instant, pace: Pace) -> Instant {
-        let tat = self.tat.map_or(now, |tat| tat.max(now));
-        tat.checked_sub(pace.tolerance())
+        self.tat_at(now)
+            .checked_sub(pace.tolerance())
             .map_or(now, |moment| moment.max(now))
     }
 
     /// Books the earliest moment (see [`earliest`](Self::earliest)) and returns it.
     pub(crate) fn book(&mut self, now: Instant, pace: Pace) -> Instant {
         let moment = self.earliest(now, pace);
-        let tat = self.tat.map_or(now, |tat| tat.max(now));
-        self.tat = Some(tat + pace.interval);
+        self.tat = Some(self.tat_at(now) + pace.interval);
         moment
     }
 
