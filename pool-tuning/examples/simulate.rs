@@ -1,7 +1,7 @@
 //! Runs tuners against simulated backends in virtual time.
 //!
 //! ```text
-//! cargo run -p pool-tuning --release --example simulate -- --scenario crates/pool-tuning/scenarios/knee-64.toml --tuner knee --json
+//! cargo run -p pool-tuning --release --example simulate -- --scenario pool-tuning/scenarios/knee-64.toml --tuner knee --json
 //! cargo run -p pool-tuning --release --example simulate -- --all
 //! ```
 

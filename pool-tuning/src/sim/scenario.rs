@@ -415,7 +415,7 @@ impl Scenario {
     }
 }
 
-/// The scenarios shipped with this crate (`crates/pool-tuning/scenarios`).
+/// The scenarios shipped with this crate (`pool-tuning/scenarios`).
 pub fn scenario_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios"))
 }
