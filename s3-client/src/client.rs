@@ -141,6 +141,7 @@ impl S3Client {
         PooledStore::from_dispatcher(
             Arc::new(Arc::clone(&self.inner.store)),
             self.inner.dispatcher.clone(),
+            None,
         )
     }
 
@@ -346,6 +347,7 @@ impl S3Client {
             Arc::clone(&self.inner.store),
             self.inner.dispatcher.clone(),
             prefix.cloned(),
+            None,
             options,
         )
         .map(move |entry| {

@@ -16,7 +16,7 @@ use crate::options::CallOptions;
 /// Entries buffered between the listing task and the consumer (about one S3 page).
 const CHANNEL_CAPACITY: usize = 1000;
 
-/// Streams `prefix`'s objects through the dispatcher.
+/// Streams `prefix`'s objects (those after `offset`, when given) through the dispatcher.
 ///
 /// The listing is one pool task: it holds one slot while it runs (pages are fetched one
 /// after another, so that is one request in flight) and has no timeout unless the call sets
@@ -27,6 +27,7 @@ pub(crate) fn pooled_list<S: ObjectStore + ?Sized>(
     store: Arc<S>,
     dispatcher: Dispatcher,
     prefix: Option<Path>,
+    offset: Option<Path>,
     options: CallOptions,
 ) -> BoxStream<'static, Result<ObjectMeta, TaskError<object_store::Error>>> {
     let options = match options.timeout {
@@ -38,11 +39,15 @@ pub(crate) fn pooled_list<S: ObjectStore + ?Sized>(
     let sent = Arc::new(Mutex::new(HashSet::<Path>::new()));
     let list_attempt = move || {
         let store = Arc::clone(&store);
-        let prefix = prefix.clone();
+        let (prefix, offset) = (prefix.clone(), offset.clone());
         let sender = sender.clone();
         let sent = Arc::clone(&sent);
         async move {
-            let mut entries = store.list(prefix.as_ref());
+            // The store's own `list_with_offset` (S3 sends it as start-after).
+            let mut entries = match &offset {
+                Some(offset) => store.list_with_offset(prefix.as_ref(), offset),
+                None => store.list(prefix.as_ref()),
+            };
             while let Some(entry) = entries.next().await {
                 let entry = entry?;
                 let fresh = sent

@@ -1,16 +1,19 @@
 //! [`PooledStore`]: any `ObjectStore`, with every call routed through a pool.
 
 use std::fmt;
+use std::future::Future;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use object_store::list::{PaginatedListOptions, PaginatedListResult, PaginatedListStore};
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, UploadPart,
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartId, MultipartUpload, ObjectMeta,
+    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, UploadPart,
 };
 use pool_core::Pool;
 
@@ -27,8 +30,13 @@ const DELETE_CHUNK: usize = 1000;
 /// code written against object_store gets the pool's limit, priorities, retries, timeouts
 /// and events by wrapping its store in one line.
 ///
+/// Every method of `ObjectStore` is forwarded as a pool task (none falls back to a default
+/// that would lose what the inner store does better: `list_with_offset` keeps S3's
+/// server-side start-after, `rename_opts` keeps a local store's real rename). When the inner
+/// store is also a `MultipartStore` or a `PaginatedListStore`, so is the `PooledStore`.
+///
 /// - Per-call [`CallOptions`] are read from the `extensions` of `PutOptions`, `GetOptions`,
-///   `CopyOptions` and `PutMultipartOptions`.
+///   `CopyOptions`, `RenameOptions` and `PutMultipartOptions`.
 /// - Errors are the inner store's own errors after the pool's retries; a timeout, stop,
 ///   cancellation or panic comes back as `Error::Generic` with a
 ///   [`PoolFailure`](crate::PoolFailure) source.
@@ -36,8 +44,11 @@ const DELETE_CHUNK: usize = 1000;
 /// - A listing is one pool task (see [`S3Client::list_with`](crate::S3Client::list_with)).
 /// - Bulk deletes go in pool tasks of up to 1,000 paths (as many as are ready); a chunk
 ///   whose retries run out yields one error for the whole chunk.
-/// - A multipart upload's parts are one pool task each, without retries (a part's request
-///   cannot be rebuilt once handed over); creation and completion retry as usual.
+/// - A multipart upload's parts are one pool task each. Built with
+///   [`retrying_parts`](PooledStore::retrying_parts) (the inner store is a
+///   `MultipartStore`), a failed part is sent again on its own, with the pool's retries;
+///   otherwise a part has no retries (a part handed to object_store's `MultipartUpload`
+///   cannot be sent again). Creation and completion retry as usual.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -54,21 +65,35 @@ const DELETE_CHUNK: usize = 1000;
 pub struct PooledStore<S> {
     inner: Arc<S>,
     dispatcher: Dispatcher,
+    /// The inner store's multipart API, when known: parts are then retried one by one.
+    parts: Option<Arc<dyn MultipartStore>>,
 }
 
 impl<S: ObjectStore> PooledStore<S> {
     /// Routes `inner`'s calls through `pool`.
     pub fn new(inner: S, pool: Pool) -> Self {
-        Self::from_dispatcher(Arc::new(inner), Dispatcher::new(Some(pool), None))
+        Self::from_dispatcher(Arc::new(inner), Dispatcher::new(Some(pool), None), None)
     }
 
     /// Routes `inner`'s calls through `pool`, and counts them against `group`.
     pub fn with_group(inner: S, pool: Pool, group: PoolGroup) -> Self {
-        Self::from_dispatcher(Arc::new(inner), Dispatcher::new(Some(pool), Some(group)))
+        Self::from_dispatcher(
+            Arc::new(inner),
+            Dispatcher::new(Some(pool), Some(group)),
+            None,
+        )
     }
 
-    pub(crate) fn from_dispatcher(inner: Arc<S>, dispatcher: Dispatcher) -> Self {
-        PooledStore { inner, dispatcher }
+    pub(crate) fn from_dispatcher(
+        inner: Arc<S>,
+        dispatcher: Dispatcher,
+        parts: Option<Arc<dyn MultipartStore>>,
+    ) -> Self {
+        PooledStore {
+            inner,
+            dispatcher,
+            parts,
+        }
     }
 
     /// The wrapped store.
@@ -80,12 +105,47 @@ impl<S: ObjectStore> PooledStore<S> {
     pub fn pool(&self) -> Option<&Pool> {
         self.dispatcher.pool()
     }
+
+    /// One call of the inner store as a pool task: `call` runs once per attempt.
+    fn task<T, F, Fut>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        options: &CallOptions,
+        mut call: F,
+    ) -> impl Future<Output = object_store::Result<T>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnMut(Arc<S>) -> Fut + Send + 'static,
+        Fut: Future<Output = object_store::Result<T>> + Send + 'static,
+    {
+        let store = Arc::clone(&self.inner);
+        let run = attempt(move || call(Arc::clone(&store)));
+        let (dispatcher, key, options) = (self.dispatcher.clone(), key.to_owned(), options.clone());
+        async move {
+            dispatcher
+                .run(operation, &key, &options, run)
+                .await
+                .map_err(into_store_error)
+        }
+    }
+}
+
+impl<S: ObjectStore + MultipartStore> PooledStore<S> {
+    /// Multipart uploads made with `put_multipart` go through the inner store's
+    /// `MultipartStore` API, so that each part is a pool task with the pool's retries: a
+    /// failed part is sent again, alone.
+    pub fn retrying_parts(mut self) -> Self {
+        self.parts = Some(Arc::clone(&self.inner) as Arc<dyn MultipartStore>);
+        self
+    }
 }
 
 impl<S> fmt::Debug for PooledStore<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PooledStore")
             .field("dispatcher", &self.dispatcher)
+            .field("retrying_parts", &self.parts.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -100,7 +160,12 @@ fn call_options(extensions: &object_store::Extensions) -> CallOptions {
     extensions.get::<CallOptions>().cloned().unwrap_or_default()
 }
 
+fn prefix_key(prefix: Option<&Path>) -> String {
+    prefix.map(|p| p.to_string()).unwrap_or_default()
+}
+
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl<S: ObjectStore> ObjectStore for PooledStore<S> {
     async fn put_opts(
         &self,
@@ -109,16 +174,12 @@ impl<S: ObjectStore> ObjectStore for PooledStore<S> {
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
         let options = call_options(&opts.extensions);
-        let (store, path) = (Arc::clone(&self.inner), location.clone());
-        let run = attempt(move || {
-            let (store, path) = (Arc::clone(&store), path.clone());
-            let (payload, opts) = (payload.clone(), opts.clone());
+        let path = location.clone();
+        self.task("put", location.as_ref(), &options, move |store| {
+            let (path, payload, opts) = (path.clone(), payload.clone(), opts.clone());
             async move { store.put_opts(&path, payload, opts).await }
-        });
-        self.dispatcher
-            .run("put", location.as_ref(), &options, run)
-            .await
-            .map_err(into_store_error)
+        })
+        .await
     }
 
     async fn put_multipart_opts(
@@ -127,16 +188,34 @@ impl<S: ObjectStore> ObjectStore for PooledStore<S> {
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
         let options = call_options(&opts.extensions);
-        let (store, path) = (Arc::clone(&self.inner), location.clone());
-        let run = attempt(move || {
-            let (store, path, opts) = (Arc::clone(&store), path.clone(), opts.clone());
-            async move { store.put_multipart_opts(&path, opts).await }
-        });
+        let path = location.clone();
+        if let Some(parts) = &self.parts {
+            let store = Arc::clone(parts);
+            let create = attempt(move || {
+                let (store, path, opts) = (Arc::clone(&store), path.clone(), opts.clone());
+                async move { store.create_multipart_opts(&path, opts).await }
+            });
+            let id = self
+                .dispatcher
+                .run("put_multipart", location.as_ref(), &options, create)
+                .await
+                .map_err(into_store_error)?;
+            return Ok(Box::new(RetryingUpload {
+                store: Arc::clone(parts),
+                dispatcher: self.dispatcher.clone(),
+                path: location.clone(),
+                id,
+                options,
+                next_part: 0,
+                parts: Arc::new(Mutex::new(Vec::new())),
+            }));
+        }
         let upload = self
-            .dispatcher
-            .run("put_multipart", location.as_ref(), &options, run)
-            .await
-            .map_err(into_store_error)?;
+            .task("put_multipart", location.as_ref(), &options, move |store| {
+                let (path, opts) = (path.clone(), opts.clone());
+                async move { store.put_multipart_opts(&path, opts).await }
+            })
+            .await?;
         Ok(Box::new(PooledUpload {
             upload: Arc::new(tokio::sync::Mutex::new(upload)),
             dispatcher: self.dispatcher.clone(),
@@ -152,15 +231,12 @@ impl<S: ObjectStore> ObjectStore for PooledStore<S> {
     ) -> object_store::Result<GetResult> {
         let call = call_options(&options.extensions);
         let operation = if options.head { "head" } else { "get" };
-        let (store, path) = (Arc::clone(&self.inner), location.clone());
-        let run = attempt(move || {
-            let (store, path, options) = (Arc::clone(&store), path.clone(), options.clone());
+        let path = location.clone();
+        self.task(operation, location.as_ref(), &call, move |store| {
+            let (path, options) = (path.clone(), options.clone());
             async move { store.get_opts(&path, options).await }
-        });
-        self.dispatcher
-            .run(operation, location.as_ref(), &call, run)
-            .await
-            .map_err(into_store_error)
+        })
+        .await
     }
 
     async fn get_ranges(
@@ -168,15 +244,13 @@ impl<S: ObjectStore> ObjectStore for PooledStore<S> {
         location: &Path,
         ranges: &[Range<u64>],
     ) -> object_store::Result<Vec<Bytes>> {
-        let (store, path, ranges) = (Arc::clone(&self.inner), location.clone(), ranges.to_vec());
-        let run = attempt(move || {
-            let (store, path, ranges) = (Arc::clone(&store), path.clone(), ranges.clone());
+        let (path, ranges) = (location.clone(), ranges.to_vec());
+        let options = CallOptions::default();
+        self.task("get", location.as_ref(), &options, move |store| {
+            let (path, ranges) = (path.clone(), ranges.clone());
             async move { store.get_ranges(&path, &ranges).await }
-        });
-        self.dispatcher
-            .run("get", location.as_ref(), &CallOptions::default(), run)
-            .await
-            .map_err(into_store_error)
+        })
+        .await
     }
 
     fn delete_stream(
@@ -231,6 +305,23 @@ impl<S: ObjectStore> ObjectStore for PooledStore<S> {
             Arc::clone(&self.inner),
             self.dispatcher.clone(),
             prefix.cloned(),
+            None,
+            CallOptions::default(),
+        )
+        .map_err(into_store_error)
+        .boxed()
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        pooled_list(
+            Arc::clone(&self.inner),
+            self.dispatcher.clone(),
+            prefix.cloned(),
+            Some(offset.clone()),
             CallOptions::default(),
         )
         .map_err(into_store_error)
@@ -238,16 +329,13 @@ impl<S: ObjectStore> ObjectStore for PooledStore<S> {
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        let (store, prefix_path) = (Arc::clone(&self.inner), prefix.cloned());
-        let run = attempt(move || {
-            let (store, prefix) = (Arc::clone(&store), prefix_path.clone());
+        let prefix_path = prefix.cloned();
+        let key = prefix_key(prefix);
+        self.task("list", &key, &CallOptions::default(), move |store| {
+            let prefix = prefix_path.clone();
             async move { store.list_with_delimiter(prefix.as_ref()).await }
-        });
-        let key = prefix.map(|p| p.to_string()).unwrap_or_default();
-        self.dispatcher
-            .run("list", &key, &CallOptions::default(), run)
-            .await
-            .map_err(into_store_error)
+        })
+        .await
     }
 
     async fn copy_opts(
@@ -257,16 +345,236 @@ impl<S: ObjectStore> ObjectStore for PooledStore<S> {
         options: CopyOptions,
     ) -> object_store::Result<()> {
         let call = call_options(&options.extensions);
-        let (store, source, target) = (Arc::clone(&self.inner), from.clone(), to.clone());
-        let run = attempt(move || {
-            let (store, from, to) = (Arc::clone(&store), source.clone(), target.clone());
-            let options = options.clone();
+        let (source, target) = (from.clone(), to.clone());
+        self.task("copy", to.as_ref(), &call, move |store| {
+            let (from, to, options) = (source.clone(), target.clone(), options.clone());
             async move { store.copy_opts(&from, &to, options).await }
+        })
+        .await
+    }
+
+    async fn rename_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: RenameOptions,
+    ) -> object_store::Result<()> {
+        let call = call_options(&options.extensions);
+        let (source, target) = (from.clone(), to.clone());
+        self.task("rename", to.as_ref(), &call, move |store| {
+            let (from, to, options) = (source.clone(), target.clone(), options.clone());
+            async move { store.rename_opts(&from, &to, options).await }
+        })
+        .await
+    }
+}
+
+/// Each call of the inner store's multipart API is a pool task with the pool's retries (a
+/// part's payload is kept, cheaply, until its task resolves, so it can be sent again).
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl<S: ObjectStore + MultipartStore> MultipartStore for PooledStore<S> {
+    async fn create_multipart(&self, path: &Path) -> object_store::Result<MultipartId> {
+        let location = path.clone();
+        self.task(
+            "put_multipart",
+            path.as_ref(),
+            &CallOptions::default(),
+            move |store| {
+                let path = location.clone();
+                async move { store.create_multipart(&path).await }
+            },
+        )
+        .await
+    }
+
+    async fn create_multipart_opts(
+        &self,
+        path: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<MultipartId> {
+        let options = call_options(&opts.extensions);
+        let location = path.clone();
+        self.task("put_multipart", path.as_ref(), &options, move |store| {
+            let (path, opts) = (location.clone(), opts.clone());
+            async move { store.create_multipart_opts(&path, opts).await }
+        })
+        .await
+    }
+
+    async fn put_part(
+        &self,
+        path: &Path,
+        id: &MultipartId,
+        part_idx: usize,
+        data: PutPayload,
+    ) -> object_store::Result<PartId> {
+        let (location, id) = (path.clone(), id.clone());
+        self.task(
+            "upload_part",
+            path.as_ref(),
+            &CallOptions::default(),
+            move |store| {
+                let (path, id, data) = (location.clone(), id.clone(), data.clone());
+                async move { store.put_part(&path, &id, part_idx, data).await }
+            },
+        )
+        .await
+    }
+
+    async fn complete_multipart(
+        &self,
+        path: &Path,
+        id: &MultipartId,
+        parts: Vec<PartId>,
+    ) -> object_store::Result<PutResult> {
+        let (location, id) = (path.clone(), id.clone());
+        self.task(
+            "complete_multipart",
+            path.as_ref(),
+            &CallOptions::default(),
+            move |store| {
+                let (path, id, parts) = (location.clone(), id.clone(), parts.clone());
+                async move { store.complete_multipart(&path, &id, parts).await }
+            },
+        )
+        .await
+    }
+
+    async fn abort_multipart(&self, path: &Path, id: &MultipartId) -> object_store::Result<()> {
+        let (location, id) = (path.clone(), id.clone());
+        self.task(
+            "abort_multipart",
+            path.as_ref(),
+            &CallOptions::default(),
+            move |store| {
+                let (path, id) = (location.clone(), id.clone());
+                async move { store.abort_multipart(&path, &id).await }
+            },
+        )
+        .await
+    }
+}
+
+/// A page of a listing is one pool task.
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl<S: ObjectStore + PaginatedListStore> PaginatedListStore for PooledStore<S> {
+    async fn list_paginated(
+        &self,
+        prefix: Option<&str>,
+        opts: PaginatedListOptions,
+    ) -> object_store::Result<PaginatedListResult> {
+        let location = prefix.map(str::to_owned);
+        let key = location.clone().unwrap_or_default();
+        self.task("list", &key, &CallOptions::default(), move |store| {
+            let (prefix, opts) = (location.clone(), opts.clone());
+            async move { store.list_paginated(prefix.as_deref(), opts).await }
+        })
+        .await
+    }
+}
+
+/// A multipart upload through the inner store's `MultipartStore` API: every part, the
+/// completion and the abort are pool tasks with the pool's retries.
+struct RetryingUpload {
+    store: Arc<dyn MultipartStore>,
+    dispatcher: Dispatcher,
+    path: Path,
+    id: MultipartId,
+    options: CallOptions,
+    next_part: usize,
+    /// Each part's id once its task succeeded, by part index.
+    parts: Arc<Mutex<Vec<Option<PartId>>>>,
+}
+
+impl fmt::Debug for RetryingUpload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryingUpload")
+            .field("path", &self.path)
+            .field("parts", &self.next_part)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RetryingUpload {
+    fn run<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        run: crate::dispatch::Attempt<T>,
+    ) -> impl Future<Output = object_store::Result<T>> + Send + 'static {
+        let (dispatcher, options) = (self.dispatcher.clone(), self.options.clone());
+        let key = self.path.to_string();
+        async move {
+            dispatcher
+                .run(operation, &key, &options, run)
+                .await
+                .map_err(into_store_error)
+        }
+    }
+}
+
+#[async_trait]
+impl MultipartUpload for RetryingUpload {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        let index = self.next_part;
+        self.next_part += 1;
+        let (store, path, id) = (Arc::clone(&self.store), self.path.clone(), self.id.clone());
+        let run = attempt(move || {
+            let (store, path, id, data) =
+                (Arc::clone(&store), path.clone(), id.clone(), data.clone());
+            async move { store.put_part(&path, &id, index, data).await }
         });
-        self.dispatcher
-            .run("copy", to.as_ref(), &call, run)
-            .await
-            .map_err(into_store_error)
+        let part = self.run("upload_part", run);
+        let parts = Arc::clone(&self.parts);
+        Box::pin(async move {
+            let part = part.await?;
+            let mut parts = parts.lock().unwrap_or_else(|p| p.into_inner());
+            if parts.len() <= index {
+                parts.resize(index + 1, None);
+            }
+            parts[index] = Some(part);
+            Ok(())
+        })
+    }
+
+    async fn complete(&mut self) -> object_store::Result<PutResult> {
+        let parts = {
+            let parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
+            let mut complete = Vec::with_capacity(self.next_part);
+            for index in 0..self.next_part {
+                match parts.get(index).cloned().flatten() {
+                    Some(part) => complete.push(part),
+                    None => {
+                        return Err(object_store::Error::Generic {
+                            store: "PooledStore",
+                            source: format!(
+                                "complete called before part {index} of {} finished",
+                                self.next_part
+                            )
+                            .into(),
+                        })
+                    }
+                }
+            }
+            complete
+        };
+        let (store, path, id) = (Arc::clone(&self.store), self.path.clone(), self.id.clone());
+        let run = attempt(move || {
+            let (store, path, id, parts) =
+                (Arc::clone(&store), path.clone(), id.clone(), parts.clone());
+            async move { store.complete_multipart(&path, &id, parts).await }
+        });
+        self.run("complete_multipart", run).await
+    }
+
+    async fn abort(&mut self) -> object_store::Result<()> {
+        let (store, path, id) = (Arc::clone(&self.store), self.path.clone(), self.id.clone());
+        let run = attempt(move || {
+            let (store, path, id) = (Arc::clone(&store), path.clone(), id.clone());
+            async move { store.abort_multipart(&path, &id).await }
+        });
+        self.run("abort_multipart", run).await
     }
 }
 

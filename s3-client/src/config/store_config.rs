@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, S3CopyIfNotExists};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -58,6 +58,13 @@ pub struct S3Config {
     /// being hidden behind up to 10 silent retries. Raise it only for a client built with
     /// the pool disabled.
     pub store_retries: usize,
+    /// How `copy_if_not_exists` (`CopyMode::Create`) is done. Default
+    /// [`S3CopyIfNotExists::Multipart`]: a one-part multipart upload that copies the source
+    /// and completes only if the target does not exist (`If-None-Match: *` on completion),
+    /// which AWS S3 and servers with S3's conditional writes support. `None` makes
+    /// `copy_if_not_exists` fail with `NotSupported`; Cloudflare R2 wants
+    /// `S3CopyIfNotExists::Header("cf-copy-destination-if-none-match".into(), "*".into())`.
+    pub copy_if_not_exists: Option<S3CopyIfNotExists>,
 }
 
 impl S3Config {
@@ -71,6 +78,7 @@ impl S3Config {
             allow_http: false,
             virtual_hosted_style: false,
             store_retries: 0,
+            copy_if_not_exists: Some(S3CopyIfNotExists::Multipart),
         }
     }
 
@@ -97,6 +105,12 @@ impl S3Config {
     /// Sets object_store's own retry count (see [`S3Config::store_retries`]).
     pub fn with_store_retries(mut self, retries: usize) -> Self {
         self.store_retries = retries;
+        self
+    }
+
+    /// Sets how `copy_if_not_exists` is done (see [`S3Config::copy_if_not_exists`]).
+    pub fn with_copy_if_not_exists(mut self, mode: Option<S3CopyIfNotExists>) -> Self {
+        self.copy_if_not_exists = mode;
         self
     }
 
@@ -130,6 +144,9 @@ impl S3Config {
             .with_allow_http(self.allow_http)
             .with_virtual_hosted_style_request(self.virtual_hosted_style)
             .with_retry(retry);
+        if let Some(mode) = &self.copy_if_not_exists {
+            builder = builder.with_copy_if_not_exists(mode.clone());
+        }
         if let Some(region) = &self.region {
             builder = builder.with_region(region);
         }

@@ -26,6 +26,8 @@ const ACCESS_KEY: &str = "s3pool-test-access-key";
 const SECRET_KEY: &str = "s3pool-test-secret-key-0123456789";
 const BUCKET: &str = "s3pool-test";
 const REGION: &str = "us-east-1";
+/// Requests remembered by [`ServerFaults::recent_requests`].
+const RECENT_REQUESTS: usize = 256;
 
 /// An error response the server's fault switch sends instead of passing a request to S3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +79,7 @@ impl InjectedResponse {
 #[derive(Debug)]
 pub struct ServerFaults {
     requests: AtomicU64,
+    recent: Mutex<std::collections::VecDeque<String>>,
     injected: AtomicU64,
     plan: Mutex<FaultPlan>,
 }
@@ -96,6 +99,7 @@ impl ServerFaults {
     fn new() -> Self {
         ServerFaults {
             requests: AtomicU64::new(0),
+            recent: Mutex::new(std::collections::VecDeque::new()),
             injected: AtomicU64::new(0),
             plan: Mutex::new(FaultPlan {
                 pass_first: 0,
@@ -157,6 +161,24 @@ impl ServerFaults {
     /// Requests received so far (including the ones answered with a fault).
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// The last requests received (at most 256), oldest first, as `METHOD /path?query`.
+    pub fn recent_requests(&self) -> Vec<String> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    fn record(&self, request: String) {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() == RECENT_REQUESTS {
+            recent.pop_front();
+        }
+        recent.push_back(request);
     }
 
     /// Requests answered with an injected fault so far.
@@ -259,6 +281,31 @@ impl S3TestServer {
         BUCKET
     }
 
+    /// The region requests are signed for.
+    pub fn region(&self) -> &'static str {
+        REGION
+    }
+
+    /// An object_store `AmazonS3Builder` set up for this server (endpoint, bucket,
+    /// credentials, region, plain HTTP, no retries inside object_store, copy-if-not-exists
+    /// as a conditional multipart copy, as [`S3Config`]'s default): add settings and
+    /// `build()` it when a test needs the concrete `AmazonS3` (it is also a `MultipartStore`
+    /// and a `PaginatedListStore`) rather than [`store`](Self::store)'s `dyn ObjectStore`.
+    pub fn builder(&self) -> object_store::aws::AmazonS3Builder {
+        object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(self.endpoint())
+            .with_bucket_name(BUCKET)
+            .with_region(REGION)
+            .with_access_key_id(ACCESS_KEY)
+            .with_secret_access_key(SECRET_KEY)
+            .with_allow_http(true)
+            .with_copy_if_not_exists(object_store::aws::S3CopyIfNotExists::Multipart)
+            .with_retry(object_store::RetryConfig {
+                max_retries: 0,
+                ..Default::default()
+            })
+    }
+
     /// The credentials the server accepts.
     pub fn credentials(&self) -> Credentials {
         Credentials::new(ACCESS_KEY, SECRET_KEY)
@@ -346,6 +393,7 @@ async fn handle(
     s3: S3Service,
     faults: Arc<ServerFaults>,
 ) -> Result<Response<s3s::Body>, s3s::HttpError> {
+    faults.record(format!("{} {}", request.method(), request.uri()));
     let Some(fault) = faults.on_request() else {
         return s3.call(request.map(s3s::Body::from)).await;
     };

@@ -30,6 +30,7 @@ pub trait Subject {
     async fn head(&self, path: &Path) -> Outcome<ObjectMeta>;
     async fn delete(&self, path: &Path) -> Outcome<()>;
     async fn copy(&self, from: &Path, to: &Path) -> Outcome<()>;
+    async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> Outcome<()>;
     async fn list(&self, prefix: &Path) -> Outcome<Vec<ObjectMeta>>;
     /// Deletes every path in bulk; returns how many were reported deleted.
     async fn delete_many(&self, paths: Vec<Path>) -> Outcome<usize>;
@@ -81,6 +82,11 @@ impl Subject for S3Client {
     async fn copy(&self, from: &Path, to: &Path) -> Outcome<()> {
         S3Client::copy(self, from, to).await.map_err(store_error)
     }
+    async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> Outcome<()> {
+        S3Client::copy_if_not_exists(self, from, to)
+            .await
+            .map_err(store_error)
+    }
     async fn list(&self, prefix: &Path) -> Outcome<Vec<ObjectMeta>> {
         S3Client::list(self, Some(prefix))
             .map_err(store_error)
@@ -126,6 +132,9 @@ impl<S: ObjectStore> Subject for Store<S> {
     }
     async fn copy(&self, from: &Path, to: &Path) -> Outcome<()> {
         self.0.copy(from, to).await
+    }
+    async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> Outcome<()> {
+        self.0.copy_if_not_exists(from, to).await
     }
     async fn list(&self, prefix: &Path) -> Outcome<Vec<ObjectMeta>> {
         self.0.list(Some(prefix)).try_collect().await
@@ -239,6 +248,27 @@ pub async fn copy_duplicates_the_object(subject: &impl Subject, prefix: &str) {
     assert_eq!(subject.get(&from).await.unwrap(), body);
 }
 
+pub async fn copy_if_not_exists_refuses_an_existing_target(subject: &impl Subject, prefix: &str) {
+    let (from, to) = (key(prefix, "source"), key(prefix, "target"));
+    subject
+        .put(&from, Bytes::from_static(b"new"))
+        .await
+        .unwrap();
+    subject
+        .copy_if_not_exists(&from, &to)
+        .await
+        .expect("the target does not exist yet");
+    assert_eq!(&subject.get(&to).await.unwrap()[..], b"new");
+    subject.put(&to, Bytes::from_static(b"kept")).await.unwrap();
+    let err = subject.copy_if_not_exists(&from, &to).await.unwrap_err();
+    assert!(
+        matches!(err, object_store::Error::AlreadyExists { .. }),
+        "{err}"
+    );
+    assert_eq!(s3_client::classify(&err), pool_core::ErrorClass::Fatal);
+    assert_eq!(&subject.get(&to).await.unwrap()[..], b"kept");
+}
+
 pub async fn delete_removes_the_object(subject: &impl Subject, prefix: &str) {
     let path = key(prefix, "to-delete");
     subject
@@ -324,6 +354,7 @@ pub async fn run_all(subject: &impl Subject, prefix: &str) {
     non_ascii_keys_round_trip(subject, &format!("{prefix}/utf8")).await;
     list_returns_exactly_the_prefix(subject, &format!("{prefix}/list")).await;
     copy_duplicates_the_object(subject, &format!("{prefix}/copy")).await;
+    copy_if_not_exists_refuses_an_existing_target(subject, &format!("{prefix}/copy-once")).await;
     delete_removes_the_object(subject, &format!("{prefix}/delete")).await;
     bulk_delete_removes_every_path(subject, &format!("{prefix}/bulk")).await;
     missing_objects_are_not_found(subject, &format!("{prefix}/missing")).await;
