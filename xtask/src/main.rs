@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 
 mod bench_matrix;
 mod bench_overhead;
+mod moto;
 mod soak;
 mod test;
 
@@ -70,7 +71,7 @@ pub(crate) fn cargo(args: &[&str]) -> Result<(), String> {
     }
 }
 
-fn workspace_root() -> std::path::PathBuf {
+pub(crate) fn workspace_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives one level below the workspace root")

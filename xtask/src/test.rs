@@ -1,8 +1,9 @@
 //! `cargo xtask test`: the one command that runs every test.
 //!
 //! Before the suite it provisions what the suite needs from the system: `redis-server` (the
-//! pool-redis tests start their own on a loopback port). On Debian-like systems, as root or
-//! with password-less sudo, it installs Debian's package; otherwise it stops and says how.
+//! pool-redis tests start their own on a loopback port) and moto's S3 server (s3-client's
+//! tests start their own; see `moto.rs`). On Debian-like systems, as root or with
+//! password-less sudo, it installs Debian's packages; otherwise it stops and says how.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -21,6 +22,7 @@ pub(crate) struct TestArgs {
 
 pub(crate) fn run(args: &TestArgs) -> Result<(), String> {
     ensure_redis_server()?;
+    crate::moto::ensure_moto_server(&target_dir())?;
     // Every feature: the second runtime (smol), the policies, the aws-sdk bucket admin, the
     // metrics facade… each has tests that only run when it is on.
     let mut workspace = vec!["test", "--workspace", "--all-features"];
@@ -146,7 +148,14 @@ fn has_install_candidate(package: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn is_root() -> bool {
+/// The target directory cargo builds into (the moto virtualenv lives there too).
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::workspace_root().join("target"))
+}
+
+pub(crate) fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

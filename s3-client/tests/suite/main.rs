@@ -10,6 +10,7 @@ mod bucket_admin;
 mod chaos;
 mod client;
 mod conformance;
+mod moto;
 mod object_store_suite;
 mod parse_fuzz;
 mod protection;

@@ -18,7 +18,7 @@ use s3_client::testing::S3TestServer;
 use s3_client::PooledStore;
 
 /// Every function of `object_store::integration` that takes a store, by name.
-const SUITE: [&str; 18] = [
+pub(crate) const SUITE: [&str; 18] = [
     "put_get_delete_list",
     "put_get_attributes",
     "get_opts",
