@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::{FutureExt, Shared, WeakShared};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use crate::deadline;
 use crate::error::TaskError;
 use crate::executor::BoxFuture;
 use crate::pool::{Pool, PoolControl};
@@ -144,6 +145,16 @@ impl<K, T, E> FlightTable<K, T, E> {
     }
 }
 
+impl<K: Hash + Eq, T, E> Entries<K, T, E> {
+    /// Forgets the running execution of `key` if it is still `generation` (a later one may
+    /// have taken the key).
+    fn forget_running(&mut self, key: &K, generation: u64) {
+        if self.running.get(key).map(|(g, _)| *g) == Some(generation) {
+            self.running.remove(key);
+        }
+    }
+}
+
 impl<K, T, E> FlightTable<K, T, E>
 where
     K: Hash + Eq,
@@ -159,17 +170,17 @@ where
         ttl: Option<Duration>,
     ) {
         let mut entries = self.lock();
-        if entries.running.get(&key).map(|(g, _)| *g) == Some(generation) {
-            entries.running.remove(&key);
-        }
+        entries.forget_running(&key, generation);
         let Some(ttl) = ttl else { return };
         // Sweep expired entries at most once per time-to-live, so the cache stays bounded by
         // what was stored within about two TTLs.
         if entries.next_sweep.is_none_or(|at| now >= at) {
             entries.cached.retain(|_, (expires, _)| *expires > now);
-            entries.next_sweep = Some(now + ttl);
+            entries.next_sweep = Some(deadline::after(now, ttl));
         }
-        entries.cached.insert(key, (now + ttl, result.clone()));
+        entries
+            .cached
+            .insert(key, (deadline::after(now, ttl), result.clone()));
     }
 }
 
@@ -200,7 +211,9 @@ where
     }
 
     /// Keeps each successful result for `ttl` (on the pool's clock) and serves it to later
-    /// callers of the key without running. Default: no cache. A zero `ttl` turns the cache off.
+    /// callers of the key without running. Default: no cache. A zero `ttl` turns the cache off;
+    /// `Duration::MAX` (anything over a century) keeps results for good, so the cache then
+    /// grows with the keys asked.
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl).filter(|ttl| !ttl.is_zero());
         self
@@ -218,13 +231,10 @@ where
         self.table.stats()
     }
 
-    /// Operations running now.
+    /// Operations running now. An execution leaves the table when it completes or when its
+    /// last caller drops it, so this is also the table's size.
     pub fn in_flight(&self) -> usize {
-        let mut entries = self.table.lock();
-        entries
-            .running
-            .retain(|_, (_, weak)| weak.upgrade().is_some());
-        entries.running.len()
+        self.table.lock().running.len()
     }
 
     /// Runs `task` under `key`, or joins the execution of `key` already running (then `task`
@@ -313,19 +323,53 @@ where
             .enqueue_with(task, options.cancellation(abandon.clone()), classify);
         // Dropped unfinished only when the last caller drops its share: then cancel the task.
         let cancel_when_abandoned = abandon.drop_guard();
-        let table: Weak<FlightTable<K, T, E>> = Arc::downgrade(&self.table);
+        // Removes the table's entry however the execution ends: completed, or dropped by its
+        // last caller before completing (abandoned).
+        let entry = TableEntry {
+            table: Arc::downgrade(&self.table),
+            key: Some(key),
+            generation,
+        };
         let clock: PoolControl = self.pool.control();
         let (ttl, cache_errors) = (self.ttl, self.cache_errors);
         let execution: BoxFuture<SharedResult<T, E>> = Box::pin(async move {
             let result = handle.await.map_err(Arc::new);
             cancel_when_abandoned.disarm();
-            if let Some(table) = table.upgrade() {
-                let cache_for = ttl.filter(|_| result.is_ok() || cache_errors);
-                table.complete(key, generation, &result, clock.now(), cache_for);
-            }
+            let cache_for = ttl.filter(|_| result.is_ok() || cache_errors);
+            entry.complete(&result, clock.now(), cache_for);
             result
         });
         execution.shared()
+    }
+}
+
+/// An execution's entry in the table, owned by the execution itself, so that it goes when
+/// the execution goes. Without it an abandoned execution (every caller dropped before it
+/// completed) would leave a dead entry behind for each key ever abandoned.
+struct TableEntry<K: Hash + Eq, T, E> {
+    table: Weak<FlightTable<K, T, E>>,
+    /// `None` once completed.
+    key: Option<K>,
+    generation: u64,
+}
+
+impl<K: Hash + Eq, T: Clone, E> TableEntry<K, T, E> {
+    fn complete(mut self, result: &SharedResult<T, E>, now: Instant, ttl: Option<Duration>) {
+        if let (Some(table), Some(key)) = (self.table.upgrade(), self.key.take()) {
+            table.complete(key, self.generation, result, now, ttl);
+        }
+    }
+}
+
+impl<K: Hash + Eq, T, E> Drop for TableEntry<K, T, E> {
+    fn drop(&mut self) {
+        // Runs when the last caller's share is dropped. The table lock is never held while a
+        // share is dropped (`run` hands out the shares it takes under the lock), so taking it
+        // here cannot deadlock.
+        let (Some(table), Some(key)) = (self.table.upgrade(), self.key.take()) else {
+            return;
+        };
+        table.lock().forget_running(&key, self.generation);
     }
 }
 
@@ -395,5 +439,47 @@ impl<T: Clone, E> Future for Flight<T, E> {
             }
         }
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::SimExecutor;
+    use crate::task::Transient;
+
+    type Flights = SingleFlight<u64, u64, Transient<&'static str>>;
+
+    fn table_entries(flights: &Flights) -> usize {
+        // Read the table itself: `in_flight` must not be what cleans it.
+        flights.table.lock().running.len()
+    }
+
+    #[test]
+    fn abandoned_flights_leave_no_table_entry() {
+        let sim = SimExecutor::new();
+        let pool = Pool::builder().executor(sim.clone()).build().unwrap();
+        // Nothing runs: every flight is abandoned before its task starts.
+        pool.pause();
+        let flights = Flights::new(pool.clone()).with_ttl(Duration::MAX);
+        for key in 0..100_000 {
+            let flight = flights.run(key, || async { Ok(1) }, TaskOptions::new());
+            assert_eq!(flight.role(), FlightRole::Leader);
+            drop(flight);
+        }
+        assert_eq!(table_entries(&flights), 0);
+
+        // A flight someone still holds keeps its entry, and a follower joins it.
+        let kept = flights.run(7, || async { Ok(7) }, TaskOptions::new());
+        let follower = flights.run(7, || async { Ok(0) }, TaskOptions::new());
+        assert_eq!(follower.role(), FlightRole::Follower);
+        assert_eq!(table_entries(&flights), 1);
+        drop(kept);
+        assert_eq!(table_entries(&flights), 1, "the follower still holds it");
+        pool.resume();
+        let result = sim.block_on(follower);
+        assert_eq!(result.unwrap(), 7);
+        assert_eq!(table_entries(&flights), 0);
+        assert_eq!(flights.in_flight(), 0);
     }
 }

@@ -227,3 +227,73 @@ fn errors_are_cached_when_asked() {
     assert!(s.sim.block_on(again).is_err());
     assert_eq!(s.started.load(Ordering::Relaxed), 1);
 }
+
+/// Real threads: callers of a few keys join, await, cancel and abandon flights at once while
+/// another thread reads `in_flight`. Every awaited flight resolves, nothing deadlocks (an
+/// abandoned execution takes the table's lock as it is dropped), and when every caller is
+/// done the table is empty.
+#[test]
+fn callers_on_many_threads_leave_an_empty_table() {
+    use std::sync::mpsc;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    let pool = runtime.block_on(async { Pool::builder().concurrency(4).build().unwrap() });
+    let flights = SingleFlight::<u32, u32, pool_core::Transient<&str>>::new(pool.clone());
+    let (done, finished) = mpsc::channel();
+    let callers: Vec<_> = (0..4u32)
+        .map(|thread| {
+            let (flights, done) = (flights.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut rng = fastrand::Rng::with_seed(u64::from(thread));
+                for _ in 0..2_000 {
+                    let key = rng.u32(0..8);
+                    let token = CancellationToken::new();
+                    let flight = flights.run(
+                        key,
+                        move || async move {
+                            tokio::task::yield_now().await;
+                            Ok(key)
+                        },
+                        TaskOptions::new().cancellation(token.clone()),
+                    );
+                    match rng.u8(0..4) {
+                        0 => drop(flight),
+                        1 => {
+                            token.cancel();
+                            let result = futures::executor::block_on(flight);
+                            assert!(
+                                result.is_ok()
+                                    || matches!(*result.unwrap_err(), TaskError::Cancelled)
+                            );
+                        }
+                        _ => assert_eq!(futures::executor::block_on(flight).unwrap(), key),
+                    }
+                }
+                done.send(()).unwrap();
+            })
+        })
+        .collect();
+    let reader = {
+        let flights = flights.clone();
+        std::thread::spawn(move || {
+            for _ in 0..20_000 {
+                assert!(flights.in_flight() <= 8);
+            }
+        })
+    };
+    drop(done);
+    for _ in &callers {
+        finished
+            .recv_timeout(Duration::from_secs(120))
+            .expect("a caller thread finished (no deadlock)");
+    }
+    callers.into_iter().for_each(|c| c.join().unwrap());
+    reader.join().unwrap();
+    assert_eq!(flights.in_flight(), 0);
+    runtime.block_on(pool.drain());
+    assert!(pool.stats().in_balance());
+}
