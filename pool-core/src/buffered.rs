@@ -2,8 +2,8 @@
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
 
 use crate::observer::{Event, Observer};
@@ -28,7 +28,12 @@ pub struct Buffered {
 
 struct BufferedInner {
     observer: Arc<dyn Observer>,
-    sender: SyncSender<Event>,
+    sender: Sender<Event>,
+    /// Events sent and not yet taken by the thread; kept at most `capacity`. (An unbounded
+    /// channel with this count rather than `sync_channel`, which allocates its whole capacity
+    /// up front: `usize::MAX` would not fit.)
+    waiting: Arc<AtomicUsize>,
+    capacity: usize,
     dropped: AtomicU64,
 }
 
@@ -41,15 +46,20 @@ impl fmt::Debug for Buffered {
 }
 
 impl Buffered {
-    /// Wraps `observer`; at most `capacity` events wait for it.
+    /// Wraps `observer`; at most `capacity` events wait for it. Memory grows with the events
+    /// actually waiting, not with `capacity`, so `usize::MAX` means "never drop" (and the
+    /// queue grows as long as the observer falls behind); 0 is taken as 1.
     pub fn new(observer: impl Observer, capacity: usize) -> Self {
         let observer: Arc<dyn Observer> = Arc::new(observer);
-        let (sender, receiver) = sync_channel::<Event>(capacity);
+        let (sender, receiver) = channel::<Event>();
+        let waiting = Arc::new(AtomicUsize::new(0));
         let consumer = Arc::clone(&observer);
+        let taken = Arc::clone(&waiting);
         std::thread::Builder::new()
             .name("s3pool-observer".into())
             .spawn(move || {
                 for event in receiver {
+                    taken.fetch_sub(1, Ordering::AcqRel);
                     if catch_unwind(AssertUnwindSafe(|| consumer.on_event(&event))).is_err() {
                         tracing::error!(
                             target: "pool_core",
@@ -67,6 +77,8 @@ impl Buffered {
             inner: Arc::new(BufferedInner {
                 observer,
                 sender,
+                waiting,
+                capacity: capacity.max(1),
                 dropped: AtomicU64::new(0),
             }),
         }
@@ -84,11 +96,20 @@ impl Observer for Buffered {
     }
 
     fn on_event(&self, event: &Event) {
-        match self.inner.sender.try_send(event.clone()) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.inner.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        let inner = &self.inner;
+        let capacity = inner.capacity;
+        let room = inner
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |waiting| {
+                (waiting < capacity).then_some(waiting + 1)
+            })
+            .is_ok();
+        if !room {
+            inner.dropped.fetch_add(1, Ordering::Relaxed);
+        } else if inner.sender.send(event.clone()).is_err() {
+            // The thread is gone (it panicked or never started): nothing takes events now.
+            inner.waiting.fetch_sub(1, Ordering::AcqRel);
+            inner.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

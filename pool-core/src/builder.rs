@@ -104,6 +104,8 @@ impl PoolBuilder {
     }
 
     /// Delay before the first retry; later ones grow by the backoff factor. Default 1 s.
+    /// Delays of a century or more (up to `Duration::MAX`) are waited as a century: in
+    /// practice the retry never comes, and the task resolves `Stopped` when the pool stops.
     pub fn retry_delay(mut self, delay: Duration) -> Self {
         self.retry.base_delay = delay;
         self
@@ -115,7 +117,8 @@ impl PoolBuilder {
         self
     }
 
-    /// Longest retry delay. Default 30 s. Must be at least the retry delay.
+    /// Longest retry delay. Default 30 s. Must be at least the retry delay. `Duration::MAX`:
+    /// no cap.
     pub fn max_retry_delay(mut self, delay: Duration) -> Self {
         self.retry.max_delay = delay;
         self

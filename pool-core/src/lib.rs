@@ -53,6 +53,7 @@ pub mod admission;
 mod batch;
 mod buffered;
 mod builder;
+mod deadline;
 mod error;
 pub mod executor;
 mod handle;

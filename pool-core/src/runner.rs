@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{Admission, AdmissionPermit, Precheck};
+use crate::deadline;
 use crate::executor::{BoxFuture, Executor};
 use crate::job::{Job, Resolution, Start, TaskRef, Timeline};
 use crate::observer::{AttemptResult, Event, ObserverSet, TaskInfo, TaskRecord};
@@ -781,7 +782,7 @@ impl Shared {
     ) {
         let task = job.task();
         let mut timeline = stint.fold_into(task.timeline());
-        timeline.retry_delay += delay;
+        timeline.retry_delay = timeline.retry_delay.saturating_add(delay);
         timeline.previous_delay = Some(backoff);
         task.set_timeline(timeline);
         if self.observers.is_active() {
@@ -792,7 +793,7 @@ impl Shared {
                 class,
             });
         }
-        let until = self.executor.now() + delay;
+        let until = deadline::after(self.executor.now(), delay);
         self.park_until(job, until, Parked::Retrying);
     }
 

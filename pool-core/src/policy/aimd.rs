@@ -51,7 +51,8 @@ impl Aimd {
         self
     }
 
-    /// Shortest time between two decreases. Default 1 s.
+    /// Shortest time between two decreases. Default 1 s. Zero: every throttled attempt
+    /// decreases; `Duration::MAX`: only the first one does.
     pub fn decrease_cooldown(mut self, cooldown: Duration) -> Self {
         self.decrease_cooldown = cooldown;
         self
@@ -172,7 +173,7 @@ impl AimdRate {
         }
         let interval = self.settings.increase_interval;
         let elapsed = now.saturating_duration_since(self.step_origin);
-        let steps = (elapsed.as_nanos() / interval.as_nanos()) as u32;
+        let steps = u32::try_from(elapsed.as_nanos() / interval.as_nanos()).unwrap_or(u32::MAX);
         if steps == 0 {
             return false;
         }
@@ -212,6 +213,17 @@ mod tests {
             rate.throttled(t0 + Duration::from_secs(second));
         }
         assert_eq!(rate.current(), 20.0);
+    }
+
+    #[test]
+    fn more_recovery_steps_than_a_u32_holds_still_recover() {
+        let t0 = Instant::now();
+        let aimd = Aimd::new().increase_interval(Duration::from_nanos(1));
+        let mut rate = AimdRate::new(aimd, 1_000.0, t0);
+        rate.throttled(t0);
+        // 2^32 steps: a cast to u32 made it 0 steps, and no recovery.
+        assert!(rate.recover(t0 + Duration::from_nanos(1 << 32)));
+        assert!(rate.is_at_ceiling());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use futures_util::future::select;
 use tokio::sync::Notify;
 
 use crate::admission::{Admission, AdmissionPermit, Precheck, Rejection, RejectionKind};
+use crate::deadline;
 use crate::error::ConfigError;
 use crate::executor::{BoxFuture, Executor};
 use crate::observer::{AttemptResult, Event, Observer, TaskInfo};
@@ -161,7 +162,9 @@ impl CircuitBreakerConfig {
         self
     }
 
-    /// How long the circuit stays open before probing. Default 5 s.
+    /// How long the circuit stays open before probing. Default 5 s. Not zero.
+    /// `Duration::MAX` (anything over a century) never probes: once open, the circuit stays
+    /// open.
     pub fn open_duration(mut self, cool_down: Duration) -> Self {
         self.open_duration = cool_down;
         self
@@ -473,7 +476,9 @@ impl BreakerShared {
                 None => {
                     // Probes decide soon; the sleep is a safety net should a probe's outcome
                     // never arrive.
-                    let fallback = self.executor.sleep(self.lock().thresholds.open_duration);
+                    let fallback = self
+                        .executor
+                        .sleep(self.lock().thresholds.open_duration.min(deadline::NEVER));
                     let _ = select(Box::pin(changed), fallback).await;
                 }
             }
@@ -644,7 +649,7 @@ impl Machine {
     }
 
     fn record(&mut self, task: TaskId, verdict: CallVerdict, at: Instant) -> Option<Transition> {
-        let open_until = at + self.thresholds.open_duration;
+        let open_until = deadline::after(at, self.thresholds.open_duration);
         match &mut self.phase {
             Phase::Closed => {
                 match verdict {

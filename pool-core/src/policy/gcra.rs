@@ -9,6 +9,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::deadline;
+
 /// One key's schedule: the theoretical arrival time (TAT) of the next booking.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Schedule {
@@ -45,14 +47,15 @@ impl Schedule {
     /// Books the earliest moment (see [`earliest`](Self::earliest)) and returns it.
     pub(crate) fn book(&mut self, now: Instant, pace: Pace) -> Instant {
         let moment = self.earliest(now, pace);
-        self.tat = Some(self.tat_at(now) + pace.interval);
+        self.tat = Some(deadline::after(self.tat_at(now), pace.interval));
         moment
     }
 
     /// Forgets bookings made so far: the next one is one interval after `now`, with no burst
     /// (after throttling, the old moments were too close together).
     pub(crate) fn restart(&mut self, now: Instant, pace: Pace) {
-        self.tat = Some(now + pace.interval + pace.tolerance());
+        let ahead = pace.interval.saturating_add(pace.tolerance());
+        self.tat = Some(deadline::after(now, ahead));
     }
 
     /// Whether moments after `now` are booked.
@@ -112,6 +115,26 @@ mod tests {
         assert_eq!(schedule.earliest(now, pace), now + ms(50));
         assert_eq!(schedule.earliest(now, pace), now + ms(50));
         assert_eq!(schedule.book(now, pace), now + ms(50));
+    }
+
+    #[test]
+    fn paces_of_centuries_saturate_instead_of_overflowing() {
+        let now = Instant::now();
+        let glacial = Pace {
+            interval: Duration::from_secs(u64::MAX / 2),
+            burst: 1,
+        };
+        let mut schedule = Schedule::default();
+        assert_eq!(schedule.book(now, glacial), now);
+        let next = schedule.book(now, glacial);
+        assert!(next > now + Duration::from_secs(50 * 365 * 24 * 3600));
+        let glacial_burst = Pace {
+            burst: u32::MAX,
+            ..glacial
+        };
+        schedule.restart(now, glacial_burst);
+        assert!(schedule.is_booked_after(now));
+        assert_eq!(schedule.book(now, glacial_burst), now);
     }
 
     #[test]

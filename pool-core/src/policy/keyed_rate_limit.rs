@@ -15,6 +15,7 @@ use super::bookings::Bookings;
 use super::gcra::{Pace, Schedule};
 use super::rate_limit::RateLimit;
 use crate::admission::{Admission, AdmissionPermit, Precheck, Rejection, RejectionKind};
+use crate::deadline;
 use crate::error::ConfigError;
 use crate::executor::{BoxFuture, Executor};
 use crate::observer::{AttemptResult, Event, Observer, TaskInfo};
@@ -284,7 +285,8 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedShared<K> {
         take: bool,
     ) -> Result<(Instant, Instant), Rejection> {
         let now = self.executor.now();
-        let latest = self.max_wait.map(|max| now + max);
+        // A bound past what `Instant` can hold is no bound.
+        let latest = self.max_wait.and_then(|max| now.checked_add(max));
         let mut cells = self.lock();
         if now >= cells.next_sweep {
             let idle_after = self.forget_idle_after;
@@ -295,7 +297,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedShared<K> {
                 }
                 cell.is_in_use(now, idle_after)
             });
-            cells.next_sweep = now + idle_after;
+            cells.next_sweep = deadline::after(now, idle_after);
         }
         let cell = cells
             .by_key
@@ -423,13 +425,14 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedRateLimiterBuilder<K> {
     }
 
     /// Rejects (with [`RejectionKind::RateLimited`]) an attempt whose turn is further away
-    /// than this. Default: waits as long as needed.
+    /// than this. Default: waits as long as needed (so does `Duration::MAX`).
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
         self.max_wait = Some(max_wait);
         self
     }
 
     /// Forgets keys unused for this long (unless still backing off). Default 60 s. Not zero.
+    /// `Duration::MAX` (anything over a century) never forgets a key.
     pub fn forget_idle_after(mut self, idle: Duration) -> Self {
         self.forget_idle_after = idle;
         self
@@ -461,7 +464,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedRateLimiterBuilder<K> {
                 forget_idle_after: self.forget_idle_after,
                 cells: Mutex::new(Cells {
                     by_key: HashMap::new(),
-                    next_sweep: now + self.forget_idle_after,
+                    next_sweep: deadline::after(now, self.forget_idle_after),
                 }),
                 observed: AtomicBool::new(false),
                 warned_unobserved: AtomicBool::new(false),

@@ -196,7 +196,8 @@ impl RateLimiterBuilder {
     }
 
     /// Rejects (with [`RejectionKind::RateLimited`](crate::RejectionKind::RateLimited)) an
-    /// attempt whose turn is further away than this. Default: waits as long as needed.
+    /// attempt whose turn is further away than this. Default: waits as long as needed (so
+    /// does `Duration::MAX`).
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
         self.keyed = self.keyed.max_wait(max_wait);
         self

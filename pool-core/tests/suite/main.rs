@@ -6,6 +6,7 @@ mod support;
 
 mod behaviour;
 mod config;
+mod extremes;
 mod handles;
 mod observers;
 mod policy_circuit_breaker;

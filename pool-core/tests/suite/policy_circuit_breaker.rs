@@ -232,3 +232,32 @@ fn in_wait_mode_calls_wait_for_the_circuit_instead_of_failing() {
     assert_eq!(s.breaker.snapshot().rejected, 0);
     assert_eq!(s.calls.load(Ordering::Relaxed), 16);
 }
+
+#[test]
+fn an_open_duration_of_duration_max_opens_for_good() {
+    // `Duration::MAX` means "never probe again": the circuit opens and stays open (it used to
+    // overflow `Instant + Duration` in the observer, which was muted, so it never opened).
+    let s = setup(small_config().open_duration(Duration::MAX));
+    s.sim.block_on(async {
+        for _ in 0..10 {
+            assert!(s.call(Backend::Down).await.is_err());
+        }
+        assert_eq!(s.breaker.state(), CircuitState::Open);
+        match s.call(Backend::Down).await {
+            Err(TaskError::Rejected(rejection)) => {
+                assert_eq!(rejection.kind, RejectionKind::CircuitOpen);
+                let after = rejection.retry_after.expect("open circuits say when");
+                assert!(
+                    after > Duration::from_secs(50 * 365 * 24 * 3600),
+                    "{after:?}"
+                );
+            }
+            other => panic!("expected a CircuitOpen rejection, got {other:?}"),
+        }
+        // A year later it is still open.
+        s.sim.advance(Duration::from_secs(365 * 24 * 3600));
+        assert_eq!(s.breaker.state(), CircuitState::Open);
+    });
+    assert_eq!(s.calls.load(Ordering::Relaxed), 10);
+    assert_eq!(s.states(), vec![(CircuitState::Closed, CircuitState::Open)]);
+}
