@@ -11,21 +11,20 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use redis::aio::ConnectionManager;
+use pool_core::{CancellationToken, Executor};
 use redis::RedisError;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender, WeakUnboundedSender};
 use tokio::sync::{oneshot, Notify};
-use tokio::time::{sleep_until, Instant, MissedTickBehavior};
 
 use crate::backoff::Backoff;
+use crate::endpoint::{Connection, RedisEndpoint, Subscriptions};
 use crate::error::PermitError;
 use crate::event::{EventSink, FailMode, PermitEvent};
 use crate::lease::Lease;
-use crate::redact::RedisUrl;
 use crate::scripts::Scripts;
+use crate::subscriber::subscribe;
 
 /// What handles and leases ask of the agent.
 #[derive(Debug)]
@@ -46,8 +45,30 @@ pub(crate) struct Shared {
     pub(crate) unavailable: AtomicBool,
     /// Last limit seen in Redis (0: none seen yet).
     pub(crate) limit: AtomicU64,
+    /// The last limit this process was told (the builder's, then every limit seen in Redis
+    /// or set here): what a script stores if Redis lost the limit key.
+    pub(crate) seed_limit: AtomicU64,
     /// Leases held by all processes at the last script call.
     pub(crate) held_globally: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(limit: u64) -> Self {
+        Self {
+            seed_limit: AtomicU64::new(limit),
+            ..Self::default()
+        }
+    }
+
+    /// Records the limit in force in Redis.
+    pub(crate) fn saw_limit(&self, limit: u64) {
+        self.limit.store(limit, Ordering::Relaxed);
+        self.seed_limit.store(limit, Ordering::Relaxed);
+    }
+
+    pub(crate) fn seed_limit(&self) -> u64 {
+        self.seed_limit.load(Ordering::Relaxed)
+    }
 }
 
 /// How the agent behaves; see the builder for what each means.
@@ -70,8 +91,9 @@ enum Link {
 #[derive(Debug)]
 pub(crate) struct Agent {
     scripts: Scripts,
-    conn: ConnectionManager,
-    url: RedisUrl,
+    conn: Connection,
+    endpoint: RedisEndpoint,
+    executor: Arc<dyn Executor>,
     settings: AgentSettings,
     events: EventSink,
     shared: Arc<Shared>,
@@ -99,20 +121,25 @@ impl Agent {
     /// clone of it (handles, leases) are gone.
     pub(crate) fn new(
         scripts: Scripts,
-        conn: ConnectionManager,
-        url: RedisUrl,
+        conn: Connection,
+        endpoint: RedisEndpoint,
         settings: AgentSettings,
         events: EventSink,
         shared: Arc<Shared>,
+        executor: Arc<dyn Executor>,
     ) -> (Self, UnboundedSender<Request>) {
         let (sender, requests) = mpsc::unbounded_channel();
         let releases_to = sender.downgrade();
         let agent = Self {
             backoff: Backoff::new(settings.min_backoff, settings.max_backoff),
-            probe_backoff: Backoff::new(settings.max_backoff, settings.max_probe_interval),
+            probe_backoff: Backoff::new(
+                settings.max_backoff.min(settings.max_probe_interval),
+                settings.max_probe_interval,
+            ),
             scripts,
             conn,
-            url,
+            endpoint,
+            executor,
             settings,
             events,
             shared,
@@ -134,20 +161,28 @@ impl Agent {
     }
 
     /// Runs until every handle and lease is gone, then releases what is left and stops.
-    pub(crate) async fn run(mut self, client: redis::Client) {
-        let subscriber = tokio::spawn(subscribe(
-            client,
-            self.scripts.keys().channel.clone(),
-            Arc::clone(&self.wake),
-            self.url.clone(),
-        ));
-        let mut renew = tokio::time::interval(self.settings.lease_ttl / 3);
-        renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        renew.tick().await;
+    pub(crate) async fn run(mut self, subscriptions: Subscriptions) {
+        let stop = CancellationToken::new();
+        let _stop_subscriber = stop.clone().drop_guard();
+        let wake = Arc::clone(&self.wake);
+        self.executor.spawn(Box::pin(subscribe(
+            subscriptions,
+            vec![self.scripts.keys().channel.clone()],
+            Arc::clone(&self.executor),
+            stop,
+            move |_message| wake.notify_one(),
+        )));
+        let renew_every = self.settings.lease_ttl / 3;
+        let mut next_renewal = self.executor.now().checked_add(renew_every);
         let mut open = true;
         loop {
             if open {
-                let retry_at = self.retry_at;
+                let now = self.executor.now();
+                let deadline = match (self.retry_at, next_renewal) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                let pause = deadline.map_or(Duration::MAX, |at| at.saturating_duration_since(now));
                 tokio::select! {
                     request = self.requests.recv() => match request {
                         Some(request) => self.accept(request),
@@ -158,10 +193,16 @@ impl Agent {
                         self.try_now = true;
                         self.may_hand_over = false;
                     }
-                    _ = renew.tick() => self.renew_due = true,
-                    _ = sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
-                        self.retry_at = None;
-                        self.try_now = true;
+                    _ = self.executor.sleep(pause) => {
+                        let now = self.executor.now();
+                        if next_renewal.is_some_and(|at| at <= now) {
+                            self.renew_due = true;
+                            next_renewal = now.checked_add(renew_every);
+                        }
+                        if self.retry_at.is_some_and(|at| at <= now) {
+                            self.retry_at = None;
+                            self.try_now = true;
+                        }
                     }
                 }
                 while let Ok(request) = self.requests.try_recv() {
@@ -175,7 +216,6 @@ impl Agent {
             }
             self.step().await;
         }
-        subscriber.abort();
     }
 
     fn accept(&mut self, request: Request) {
@@ -194,7 +234,7 @@ impl Agent {
                 }
             }
             Request::Release(seq) => {
-                // A lease lost at renewal is no longer counted: nothing to release.
+                // A lease handed over and disarmed is not ours to release twice.
                 if self.held.contains(&seq) && !self.hand_over(seq) {
                     self.held.remove(&seq);
                     self.releases.push(seq);
@@ -263,14 +303,15 @@ impl Agent {
         let want = self.waiters.len() as u64;
         let first = self.next_seq;
         let released = std::mem::take(&mut self.releases);
+        let seed = self.shared.seed_limit();
         let mut result = self
             .scripts
-            .exchange(&mut self.conn, &released, want, first)
+            .exchange(&mut self.conn, seed, &released, want, first)
             .await;
         if matches!(&result, Err(e) if worth_one_retry(e)) {
             result = self
                 .scripts
-                .exchange(&mut self.conn, &released, want, first)
+                .exchange(&mut self.conn, seed, &released, want, first)
                 .await;
         }
         let exchanged = match result {
@@ -281,7 +322,7 @@ impl Agent {
                 return false;
             }
         };
-        self.shared.limit.store(exchanged.limit, Ordering::Relaxed);
+        self.shared.saw_limit(exchanged.limit);
         self.shared
             .held_globally
             .store(exchanged.held, Ordering::Relaxed);
@@ -303,45 +344,44 @@ impl Agent {
             self.backoff.reset();
             self.retry_at = None;
         } else {
-            self.retry_at = Some(Instant::now() + self.backoff.next_delay());
+            self.retry_at = self.executor.now().checked_add(self.backoff.next_delay());
         }
         true
     }
 
     async fn renew(&mut self) {
         let held: Vec<u64> = self.held.iter().copied().collect();
-        let mut result = self.scripts.renew(&mut self.conn, &held).await;
+        let seed = self.shared.seed_limit();
+        let mut result = self.scripts.renew(&mut self.conn, seed, &held).await;
         if matches!(&result, Err(e) if worth_one_retry(e)) {
-            result = self.scripts.renew(&mut self.conn, &held).await;
+            result = self.scripts.renew(&mut self.conn, seed, &held).await;
         }
         match result {
             Ok(renewed) => {
-                self.shared.limit.store(renewed.limit, Ordering::Relaxed);
+                self.shared.saw_limit(renewed.limit);
                 self.shared
                     .held_globally
                     .store(renewed.held, Ordering::Relaxed);
                 if renewed.restored > 0 {
-                    tracing::info!(
-                        limit = %self.scripts.keys().name,
-                        count = renewed.restored,
-                        "global permits: leases missing in Redis were taken back"
-                    );
+                    let over_limit = renewed.held.saturating_sub(renewed.limit);
+                    if over_limit > 0 {
+                        tracing::warn!(
+                            limit = %self.scripts.keys().name,
+                            count = renewed.restored,
+                            over_limit,
+                            "global permits: leases missing in Redis were taken back above \
+                             the limit (their tasks run); no new permits until below it"
+                        );
+                    } else {
+                        tracing::info!(
+                            limit = %self.scripts.keys().name,
+                            count = renewed.restored,
+                            "global permits: leases missing in Redis were taken back"
+                        );
+                    }
                     self.events.emit(&PermitEvent::LeasesRestored {
                         count: renewed.restored as usize,
-                    });
-                }
-                if !renewed.lost.is_empty() {
-                    for seq in &renewed.lost {
-                        self.held.remove(seq);
-                    }
-                    tracing::warn!(
-                        limit = %self.scripts.keys().name,
-                        count = renewed.lost.len(),
-                        "global permits: leases expired in Redis and the limit is full; \
-                         their tasks keep running uncounted"
-                    );
-                    self.events.emit(&PermitEvent::LeasesLost {
-                        count: renewed.lost.len(),
+                        over_limit,
                     });
                 }
             }
@@ -350,11 +390,11 @@ impl Agent {
     }
 
     fn unavailable_error(&self, error: Option<&RedisError>) -> PermitError {
-        PermitError::Unavailable {
-            url: self.url.to_string(),
-            message: match error {
-                Some(error) => self.url.scrub(&error.to_string()),
-                None => "not answering since an earlier failure".to_owned(),
+        match error {
+            Some(error) => self.endpoint.unavailable(error),
+            None => PermitError::Unavailable {
+                url: self.endpoint.to_string(),
+                message: "not answering since an earlier failure".to_owned(),
             },
         }
     }
@@ -372,7 +412,7 @@ impl Agent {
         self.may_hand_over = false;
         if let Link::Up = self.link {
             self.link = Link::Down {
-                since: Instant::now(),
+                since: self.executor.now(),
             };
             self.shared.unavailable.store(true, Ordering::Relaxed);
             tracing::warn!(
@@ -397,7 +437,10 @@ impl Agent {
             });
         }
         self.backoff.reset();
-        self.retry_at = Some(Instant::now() + self.probe_backoff.next_delay());
+        self.retry_at = self
+            .executor
+            .now()
+            .checked_add(self.probe_backoff.next_delay());
         self.publish_counts();
     }
 
@@ -405,7 +448,7 @@ impl Agent {
         self.link = Link::Up;
         self.shared.unavailable.store(false, Ordering::Relaxed);
         self.probe_backoff.reset();
-        let after = since.elapsed();
+        let after = self.executor.now().saturating_duration_since(since);
         tracing::info!(
             limit = %self.scripts.keys().name,
             after_ms = after.as_millis() as u64,
@@ -436,32 +479,4 @@ impl Agent {
 /// A dropped connection is worth one immediate retry: the connection manager reconnects.
 fn worth_one_retry(error: &RedisError) -> bool {
     error.is_connection_dropped() || error.is_io_error()
-}
-
-/// Forwards every message on the limit's channel as a wake-up; resubscribes after losses.
-async fn subscribe(client: redis::Client, channel: String, wake: Arc<Notify>, url: RedisUrl) {
-    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
-    loop {
-        match client.get_async_pubsub().await {
-            Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
-                Ok(()) => {
-                    backoff.reset();
-                    // Room may have appeared while we were not listening.
-                    wake.notify_one();
-                    let mut messages = pubsub.into_on_message();
-                    while messages.next().await.is_some() {
-                        wake.notify_one();
-                    }
-                    tracing::debug!(%channel, "global permits: subscription lost");
-                }
-                Err(error) => {
-                    tracing::debug!(%channel, error = %url.scrub(&error.to_string()), "global permits: subscribe failed");
-                }
-            },
-            Err(error) => {
-                tracing::debug!(%channel, error = %url.scrub(&error.to_string()), "global permits: pub/sub connection failed");
-            }
-        }
-        tokio::time::sleep(backoff.next_delay()).await;
-    }
 }

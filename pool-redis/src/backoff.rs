@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 /// Delays that double from `min` up to `max`; each delay is drawn from its upper half
-/// (equal jitter), so agents that failed together do not retry together.
+/// (equal jitter), so agents that failed together do not retry together. Saturating: a
+/// `max` of `Duration::MAX` grows to it without overflowing.
 #[derive(Debug, Clone)]
 pub(crate) struct Backoff {
     min: Duration,
@@ -23,9 +24,9 @@ impl Backoff {
     /// The next delay; the one after will be up to twice as long.
     pub(crate) fn next_delay(&mut self) -> Duration {
         let ceiling = self.current;
-        self.current = (self.current * 2).min(self.max);
+        self.current = self.current.saturating_mul(2).min(self.max);
         let half = ceiling / 2;
-        half + half.mul_f64(fastrand::f64())
+        half.saturating_add(half.mul_f64(fastrand::f64()))
     }
 
     /// Back to the shortest delay (after a success).
@@ -54,5 +55,21 @@ mod tests {
         assert_eq!(ceiling, max);
         backoff.reset();
         assert!(backoff.next_delay() <= min);
+    }
+
+    #[test]
+    fn a_cap_of_duration_max_saturates() {
+        for min in [
+            Duration::ZERO,
+            Duration::from_millis(1),
+            Duration::MAX / 2,
+            Duration::MAX,
+        ] {
+            let mut backoff = Backoff::new(min, Duration::MAX);
+            for _ in 0..200 {
+                let delay = backoff.next_delay();
+                assert!(delay <= Duration::MAX);
+            }
+        }
     }
 }

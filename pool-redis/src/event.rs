@@ -34,16 +34,17 @@ pub enum PermitEvent {
         /// How long it was unavailable.
         after: Duration,
     },
-    /// Leases this process held were gone from Redis at renewal (expired during a pause, or
-    /// Redis lost its data) and there was no room to take them back; the tasks keep running.
-    LeasesLost {
-        /// How many.
-        count: usize,
-    },
-    /// Leases gone from Redis (e.g. after a restart without persistence) were taken back.
+    /// Leases this process holds were gone from Redis at renewal — they expired while this
+    /// process could not reach Redis (longer than a lease TTL: a pause, a partition, a slow
+    /// failover), or Redis lost them (a restart without persistence, a failover before they
+    /// were replicated) — and were taken back: their tasks are running, so they count, even
+    /// above the limit. Meanwhile other processes may have been granted that room; no new
+    /// permit is granted until fewer than the limit are held.
     LeasesRestored {
         /// How many.
         count: usize,
+        /// By how many leases all processes together were above the limit afterwards.
+        over_limit: u64,
     },
 }
 

@@ -15,10 +15,13 @@
 //! alone; both emit a [`PermitEvent`] and a warning. Passwords never appear in `Debug`,
 //! `Display`, errors or logs ([`RedisUrl`]).
 //!
-//! All keys of a limit share the hash tag `{name}`, so they live on one Redis Cluster slot;
-//! see the crate README for Cluster and managed Redis.
+//! Redis is one server or a Redis Cluster ([`RedisEndpoint`]), plain or over TLS
+//! (`rediss://`, rustls, the server's certificate always verified). All keys of a limit share
+//! the hash tag `{name}`, so they live on one cluster slot; see the crate README for Cluster,
+//! failover, clock jumps and managed Redis.
 //!
 //! ## Layout
+//! - [`RedisEndpoint`]: where Redis is (URL or cluster nodes, TLS settings).
 //! - [`RedisPermits`], [`RedisPermitsBuilder`]: the handle and its settings.
 //! - [`Lease`]: one held permit. [`PermitStatus`]: what this process knows.
 //! - [`FailMode`], [`PermitEvent`], [`PermitError`]: failure handling.
@@ -26,6 +29,7 @@
 mod agent;
 mod backoff;
 mod builder;
+mod endpoint;
 mod error;
 mod event;
 mod keys;
@@ -33,8 +37,10 @@ mod lease;
 mod permits;
 mod redact;
 mod scripts;
+mod subscriber;
 
 pub use builder::RedisPermitsBuilder;
+pub use endpoint::RedisEndpoint;
 pub use error::PermitError;
 pub use event::{FailMode, PermitEvent};
 pub use lease::Lease;

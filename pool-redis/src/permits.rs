@@ -6,15 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pool_core::{Admission, AdmissionPermit, BoxFuture, Rejection, TaskInfo};
-use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::agent::{Request, Shared};
-use crate::builder::RedisPermitsBuilder;
+use crate::builder::{check_limit, RedisPermitsBuilder};
+use crate::endpoint::{Connection, RedisEndpoint};
 use crate::error::PermitError;
 use crate::event::FailMode;
 use crate::lease::Lease;
-use crate::redact::RedisUrl;
 use crate::scripts::Scripts;
 
 /// A concurrency limit shared by every process that uses the same Redis and limit name.
@@ -48,14 +47,13 @@ pub struct RedisPermits {
 }
 
 pub(crate) struct Inner {
-    pub(crate) url: RedisUrl,
+    pub(crate) endpoint: RedisEndpoint,
     pub(crate) scripts: Scripts,
-    pub(crate) conn: ConnectionManager,
+    pub(crate) conn: Connection,
     pub(crate) requests: mpsc::UnboundedSender<Request>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) fail_mode: FailMode,
     pub(crate) lease_ttl: Duration,
-    pub(crate) default_limit: u64,
 }
 
 /// A snapshot of what this process's agent knows.
@@ -75,11 +73,17 @@ pub struct PermitStatus {
 }
 
 impl RedisPermits {
-    /// Settings for the limit `name` on the Redis at `url`. `limit` is stored if the limit has
-    /// no value in Redis yet (and again if Redis lost it); change it with
-    /// [`set_limit`](Self::set_limit).
-    pub fn builder(url: impl Into<RedisUrl>, name: &str, limit: u64) -> RedisPermitsBuilder {
-        RedisPermitsBuilder::new(url.into(), name, limit)
+    /// Settings for the limit `name` on the Redis at `endpoint` (a URL such as
+    /// `"rediss://:pass@host:6380"`, or a [`RedisEndpoint`] for a cluster or a custom CA).
+    /// `limit` is stored if the limit has no value in Redis yet; change it with
+    /// [`set_limit`](Self::set_limit). If Redis loses its data, the limit is stored again as
+    /// the last value this process was told (seen in Redis or set here), not this one.
+    pub fn builder(
+        endpoint: impl Into<RedisEndpoint>,
+        name: &str,
+        limit: u64,
+    ) -> RedisPermitsBuilder {
+        RedisPermitsBuilder::new(endpoint.into(), name, limit)
     }
 
     pub(crate) fn from_inner(inner: Inner) -> Self {
@@ -109,24 +113,23 @@ impl RedisPermits {
     /// until fewer than `limit` are held.
     ///
     /// # Errors
-    /// [`PermitError::InvalidSetting`] for 0, [`PermitError::Unavailable`] if Redis fails.
+    /// [`PermitError::InvalidSetting`] for 0 or above 2^53, [`PermitError::Unavailable`] if
+    /// Redis fails.
     pub async fn set_limit(&self, limit: u64) -> Result<(), PermitError> {
-        if limit == 0 {
-            return Err(PermitError::InvalidSetting(
-                "limit must be at least 1".into(),
-            ));
-        }
+        check_limit(limit)?;
         let mut conn = self.inner.conn.clone();
         self.inner
             .scripts
             .set_limit(&mut conn, limit)
             .await
-            .map_err(|e| self.unavailable(&e))?;
+            .map_err(|e| self.inner.endpoint.unavailable(&e))?;
+        self.inner.shared.saw_limit(limit);
         tracing::info!(limit = %self.name(), value = limit, "global permits: limit set");
         Ok(())
     }
 
-    /// The limit in force, read from Redis.
+    /// The limit in force, read from Redis (if Redis lost it: the last limit this process
+    /// was told, which its next call stores again).
     ///
     /// # Errors
     /// [`PermitError::Unavailable`] if Redis fails.
@@ -136,8 +139,8 @@ impl RedisPermits {
             .arg(&self.inner.scripts.keys().limit)
             .query_async(&mut conn)
             .await
-            .map_err(|e| self.unavailable(&e))?;
-        Ok(value.unwrap_or(self.inner.default_limit))
+            .map_err(|e| self.inner.endpoint.unavailable(&e))?;
+        Ok(value.unwrap_or_else(|| self.inner.shared.seed_limit()))
     }
 
     /// Resolves once every lease dropped so far has been released in Redis (or Redis is
@@ -172,13 +175,6 @@ impl RedisPermits {
     pub fn holders_key(&self) -> &str {
         &self.inner.scripts.keys().holders
     }
-
-    fn unavailable(&self, error: &redis::RedisError) -> PermitError {
-        PermitError::Unavailable {
-            url: self.inner.url.to_string(),
-            message: self.inner.url.scrub(&error.to_string()),
-        }
-    }
 }
 
 impl Admission for RedisPermits {
@@ -197,7 +193,7 @@ impl fmt::Debug for RedisPermits {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisPermits")
             .field("name", &self.name())
-            .field("url", &self.inner.url)
+            .field("endpoint", &self.inner.endpoint)
             .field("fail_mode", &self.inner.fail_mode)
             .field("lease_ttl", &self.inner.lease_ttl)
             .field("status", &self.status())

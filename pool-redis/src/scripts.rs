@@ -13,14 +13,14 @@
 //! stays counted and renewed); it learns at its next call, at most one backoff later, when
 //! that is no longer so (another agent waits, or the limit was lowered: which also wakes it).
 
-use redis::aio::ConnectionManager;
 use redis::{RedisResult, Script};
 
+use crate::endpoint::Connection;
 use crate::keys::LimitKeys;
 
 /// Shared first part of every script: names, server time, expiry, the limit in force.
-/// ARGV[1] default limit (if the key is gone), ARGV[2] lease TTL ms, ARGV[3] agent id,
-/// ARGV[4] wake-up channel.
+/// ARGV[1] the limit to store if the key is gone (the last one this process was told),
+/// ARGV[2] lease TTL ms, ARGV[3] agent id, ARGV[4] wake-up channel.
 const PRELUDE: &str = r#"
 local holders, limit_key, agents, waiting = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local ttl, agent, channel = tonumber(ARGV[2]), ARGV[3], ARGV[4]
@@ -92,27 +92,23 @@ if held <= limit and mine <= share then keep = 1 end
 return {grant, limit, held, keep}
 "#;
 
-/// Extends this agent's leases ARGV[5..] to a full TTL; a lease that is gone is taken back
-/// if there is room. Returns `{limit, held, restored, lost...}`.
+/// Extends this agent's leases ARGV[5..] to a full TTL. A lease that is gone (it expired
+/// while this agent could not reach Redis, or Redis lost it in a restart or a failover) is
+/// taken back even above the limit: its task is running, so it counts, and no new lease is
+/// granted until fewer than the limit are held. Returns `{limit, held, restored}`.
 const RENEW: &str = r#"
-local restored, lost = 0, {}
-local held = redis.call('ZCARD', holders)
+local restored = 0
 for i = 5, #ARGV do
   local member = agent .. ':' .. ARGV[i]
   if redis.call('ZSCORE', holders, member) then
     redis.call('ZADD', holders, 'XX', now + ttl, member)
-  elseif held < limit then
-    redis.call('ZADD', holders, now + ttl, member)
-    redis.call('HINCRBY', agents, agent, 1)
-    held = held + 1
-    restored = restored + 1
   else
-    table.insert(lost, ARGV[i])
+    redis.call('ZADD', holders, now + ttl, member)
+    restored = restored + 1
   end
 end
-local reply = {limit, held, restored}
-for _, seq in ipairs(lost) do table.insert(reply, tonumber(seq)) end
-return reply
+if restored > 0 then redis.call('HINCRBY', agents, agent, restored) end
+return {limit, redis.call('ZCARD', holders), restored}
 "#;
 
 /// Sets the limit to ARGV[5] and wakes every waiting agent.
@@ -139,10 +135,10 @@ pub(crate) struct Exchanged {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Renewed {
     pub(crate) limit: u64,
+    /// Leases held by everyone after the renewal.
     pub(crate) held: u64,
+    /// This agent's leases that were gone and were taken back.
     pub(crate) restored: u64,
-    /// Sequence numbers of leases that are gone and could not be taken back.
-    pub(crate) lost: Vec<u64>,
 }
 
 /// The scripts of one limit, bound to its keys and to one agent.
@@ -150,7 +146,6 @@ pub(crate) struct Renewed {
 pub(crate) struct Scripts {
     keys: LimitKeys,
     agent: String,
-    default_limit: u64,
     ttl_ms: u64,
     exchange: Script,
     renew: Script,
@@ -158,12 +153,11 @@ pub(crate) struct Scripts {
 }
 
 impl Scripts {
-    pub(crate) fn new(keys: LimitKeys, agent: String, default_limit: u64, ttl_ms: u64) -> Self {
+    pub(crate) fn new(keys: LimitKeys, agent: String, ttl_ms: u64) -> Self {
         let script = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
         Self {
             keys,
             agent,
-            default_limit,
             ttl_ms,
             exchange: script(EXCHANGE),
             renew: script(RENEW),
@@ -175,13 +169,13 @@ impl Scripts {
         &self.keys
     }
 
-    fn invocation<'a>(&'a self, script: &'a Script) -> redis::ScriptInvocation<'a> {
+    fn invocation<'a>(&'a self, script: &'a Script, seed: u64) -> redis::ScriptInvocation<'a> {
         let mut invocation = script.prepare_invoke();
         for key in self.keys.script_keys() {
             invocation.key(key);
         }
         invocation
-            .arg(self.default_limit)
+            .arg(seed)
             .arg(self.ttl_ms)
             .arg(&self.agent)
             .arg(&self.keys.channel);
@@ -191,12 +185,13 @@ impl Scripts {
     /// Releases `released`, then asks for `want` leases numbered from `first`.
     pub(crate) async fn exchange(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Connection,
+        seed: u64,
         released: &[u64],
         want: u64,
         first: u64,
     ) -> RedisResult<Exchanged> {
-        let mut invocation = self.invocation(&self.exchange);
+        let mut invocation = self.invocation(&self.exchange, seed);
         invocation.arg(want).arg(first).arg(released);
         let (granted, limit, held, keep): (u64, u64, u64, u8) =
             invocation.invoke_async(conn).await?;
@@ -211,33 +206,23 @@ impl Scripts {
     /// Renews the leases numbered `held`.
     pub(crate) async fn renew(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Connection,
+        seed: u64,
         held: &[u64],
     ) -> RedisResult<Renewed> {
-        let mut invocation = self.invocation(&self.renew);
+        let mut invocation = self.invocation(&self.renew, seed);
         invocation.arg(held);
-        let reply: Vec<u64> = invocation.invoke_async(conn).await?;
-        let [limit, held, restored, lost @ ..] = reply.as_slice() else {
-            return Err(redis::RedisError::from((
-                redis::ErrorKind::UnexpectedReturnType,
-                "renew script returned too few values",
-            )));
-        };
+        let (limit, held, restored): (u64, u64, u64) = invocation.invoke_async(conn).await?;
         Ok(Renewed {
-            limit: *limit,
-            held: *held,
-            restored: *restored,
-            lost: lost.to_vec(),
+            limit,
+            held,
+            restored,
         })
     }
 
     /// Sets the limit for every process and wakes their waiting agents.
-    pub(crate) async fn set_limit(
-        &self,
-        conn: &mut ConnectionManager,
-        limit: u64,
-    ) -> RedisResult<u64> {
-        let mut invocation = self.invocation(&self.set_limit);
+    pub(crate) async fn set_limit(&self, conn: &mut Connection, limit: u64) -> RedisResult<u64> {
+        let mut invocation = self.invocation(&self.set_limit, limit);
         invocation.arg(limit);
         invocation.invoke_async(conn).await
     }

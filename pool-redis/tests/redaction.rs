@@ -1,6 +1,8 @@
-//! Passwords never show. Alone in its own test binary: it asserts on captured `tracing`
-//! output, and tracing's process-wide callsite state is best not shared with tests running
-//! beside it.
+//! Passwords never show: a matrix of passwords holding each character a URL reserves, given
+//! raw and percent-encoded, through every entry point (standalone, `rediss://`, cluster node
+//! lists; builders, endpoints, connection errors, refusals, events and logs at TRACE). Alone
+//! in its own test binary: it asserts on captured `tracing` output, and tracing's
+//! process-wide callsite state is best not shared with tests running beside it.
 
 #[path = "suite/support/mod.rs"]
 mod support;
@@ -8,10 +10,23 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pool_redis::RedisPermits;
+use pool_redis::{RedisEndpoint, RedisPermits};
 use support::{recorder, RedisServer};
 
 const TTL: Duration = Duration::from_millis(600);
+
+/// Each holds one of `/ ? # @ : % +` between distinctive pieces (no piece of three
+/// characters or more appears in ordinary text).
+const PASSWORDS: [&str; 8] = [
+    "Zq9k/Xk7w",
+    "Zq9k?Xk7w",
+    "Zq9k#Xk7w",
+    "Zq9k@Xk7w",
+    "Zq9k:Xk7w",
+    "Zq9k%Xk7w",
+    "Zq9k+Xk7w",
+    "Vb5q/Wm3?Rt6#Pn1@Hy8:Lc4%Jd2+Gf7",
+];
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -26,9 +41,28 @@ impl std::io::Write for Captured {
     }
 }
 
+/// `text` percent-encoded for a URL's user information.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Whether `text` shows `password` or any piece of it of three characters or more.
+fn leaks(text: &str, password: &str) -> bool {
+    text.contains(password)
+        || password
+            .split(['/', '?', '#', '@', ':', '%', '+'])
+            .any(|piece| piece.len() >= 3 && text.contains(piece))
+}
+
 #[test]
-fn the_password_never_shows() {
-    const PASSWORD: &str = "s3cr3t-Pa55word";
+fn no_password_ever_shows() {
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -42,52 +76,86 @@ fn the_password_never_shows() {
         .enable_all()
         .build()
         .unwrap();
-    let mut shown = Vec::new();
+    let mut shown: Vec<(String, String)> = Vec::new();
     runtime.block_on(async {
-        let mut server = RedisServer::start_with_password(PASSWORD);
-        assert!(server.url().contains(PASSWORD));
-        let (events, on_event) = recorder();
-        let permits = RedisPermits::builder(server.url(), "secret", 2)
-            .lease_ttl(TTL)
-            .io_timeout(Duration::from_millis(200))
-            .on_event(on_event)
-            .connect()
-            .await
-            .expect("connect with the password");
-        let lease = permits.lease().await.expect("lease");
-        shown.push(format!("{permits:?}"));
-        server.stop();
-        drop(lease);
-        let refused = permits.lease().await.expect_err("Redis is down");
-        shown.push(format!("{refused} / {refused:?}"));
-        shown.push(format!("{:?}", refused.to_rejection()));
-        shown.push(format!("{:?}", events.lock().unwrap()));
-        server.restart();
-        let wrong = server.url().replace(PASSWORD, "wrong-one");
-        let denied = RedisPermits::builder(wrong.as_str(), "secret", 2)
-            .connect()
-            .await
-            .expect_err("wrong password");
-        shown.push(format!("{denied} / {denied:?}"));
-        let bad = format!("redis://:{PASSWORD}@127.0.0.1:notaport");
-        let invalid = RedisPermits::builder(bad.as_str(), "secret", 2)
-            .connect()
-            .await
-            .expect_err("bad port");
-        shown.push(format!("{invalid} / {invalid:?}"));
-        shown.push(format!(
-            "{:?}",
-            RedisPermits::builder(server.url(), "secret", 2)
-        ));
+        for password in PASSWORDS {
+            let mut show = |text: String| shown.push((password.to_owned(), text));
+            // A live server that requires the password: connect with it percent-encoded,
+            // then lose the server and look at every refusal.
+            let mut server = RedisServer::start_with_password(password);
+            let good = server.url().replace(password, &encode(password));
+            let (events, on_event) = recorder();
+            let permits = RedisPermits::builder(good.as_str(), "secret", 2)
+                .lease_ttl(TTL)
+                .io_timeout(Duration::from_millis(200))
+                .on_event(on_event)
+                .connect()
+                .await
+                .expect("connect with the percent-encoded password");
+            let lease = permits.lease().await.expect("lease");
+            show(format!("{permits:?}"));
+            server.stop();
+            drop(lease);
+            let refused = permits.lease().await.expect_err("Redis is down");
+            show(format!("{refused} / {refused:?}"));
+            show(format!("{:?}", refused.to_rejection()));
+            show(format!("{}", refused.to_rejection()));
+            show(format!("{:?}", events.lock().unwrap()));
+            server.restart();
+            let wrong = good.replace(&encode(password), "wrong-one");
+            let denied = RedisPermits::builder(wrong.as_str(), "secret", 2)
+                .connect()
+                .await
+                .expect_err("wrong password");
+            show(format!("{denied} / {denied:?}"));
+            // Every other entry point, with the password raw and encoded.
+            for secret in [password.to_owned(), encode(password)] {
+                let urls = [
+                    format!("redis://:{secret}@127.0.0.1:1"),
+                    format!("redis://app:{secret}@127.0.0.1:notaport/0"),
+                    format!("rediss://app:{secret}@127.0.0.1:1/0"),
+                    format!("redis+unix:///tmp/none.sock?db=0&pass={secret}"),
+                ];
+                for url in &urls {
+                    let builder = RedisPermits::builder(url.as_str(), "secret", 2)
+                        .io_timeout(Duration::from_millis(200));
+                    show(format!("{builder:?}"));
+                    match builder.connect().await {
+                        Ok(permits) => show(format!("{permits:?}")),
+                        Err(error) => {
+                            show(format!("{error} / {error:?} / {}", error.to_rejection()))
+                        }
+                    }
+                    let endpoint = RedisEndpoint::new(url.as_str()).ca_certificate("not a CA");
+                    show(format!("{endpoint} / {endpoint:?}"));
+                }
+                let cluster = RedisEndpoint::cluster(urls[..3].iter().map(String::as_str));
+                show(format!("{cluster} / {cluster:?}"));
+                let builder = RedisPermits::builder(cluster, "secret", 2)
+                    .io_timeout(Duration::from_millis(200));
+                show(format!("{builder:?}"));
+                if let Err(error) = builder.connect().await {
+                    show(format!("{error} / {error:?} / {}", error.to_rejection()));
+                }
+            }
+        }
     });
     drop(runtime);
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(
         logs.contains("unavailable"),
-        "the failure was logged: {logs}"
+        "the failures were logged: {logs}"
     );
-    for text in shown.iter().chain(std::iter::once(&logs)) {
-        assert!(!text.contains(PASSWORD), "password shown in: {text}");
+    for (password, text) in &shown {
+        assert!(!leaks(text, password), "{password:?} shown in: {text}");
+        assert!(text.contains("***"), "nothing masked in: {text}");
     }
-    assert!(shown.iter().all(|text| text.contains("***")), "{shown:#?}");
+    for password in PASSWORDS {
+        assert!(!leaks(&logs, password), "{password:?} in the logs: {logs}");
+    }
+    eprintln!(
+        "{} texts and {} bytes of TRACE logs checked",
+        shown.len(),
+        logs.len()
+    );
 }

@@ -1,9 +1,11 @@
 //! `cargo xtask test`: the one command that runs every test.
 //!
-//! Before the suite it provisions what the suite needs from the system: `redis-server` (the
-//! pool-redis tests start their own on a loopback port) and moto's S3 server (s3-client's
-//! tests start their own; see `moto.rs`). On Debian-like systems, as root or with
-//! password-less sudo, it installs Debian's packages; otherwise it stops and says how.
+//! Before the suite it provisions what the suite needs from the system: `redis-server` and
+//! `redis-cli` (the pool-redis tests start their own servers on loopback ports: plain, TLS —
+//! Debian's build has TLS — and a six-node cluster that `redis-cli --cluster create` joins)
+//! and moto's S3 server (s3-client's tests start their own; see `moto.rs`). On Debian-like
+//! systems, as root or with password-less sudo, it installs Debian's packages; otherwise it
+//! stops and says how.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -38,14 +40,19 @@ const INSTALL_HINT: &str = "install it and run `cargo xtask test` again: \
      Debian/Ubuntu `sudo apt-get install redis-server`, Fedora `sudo dnf install redis`, \
      macOS `brew install redis` (the tests start their own server; no service is needed)";
 
-/// Makes sure `redis-server` is on PATH, installing Debian's package when allowed.
+/// The programs the pool-redis tests run.
+const REDIS_PROGRAMS: [&str; 2] = ["redis-server", "redis-cli"];
+
+/// Makes sure `redis-server` and `redis-cli` are on PATH, installing Debian's packages when
+/// allowed.
 fn ensure_redis_server() -> Result<(), String> {
-    if find_on_path("redis-server").is_some() {
+    if REDIS_PROGRAMS.iter().all(|p| find_on_path(p).is_some()) {
         return Ok(());
     }
     if !Path::new("/etc/debian_version").exists() || find_on_path("apt-get").is_none() {
         return Err(format!(
-            "redis-server is not on PATH and this is not a Debian-like system; {INSTALL_HINT}"
+            "redis-server or redis-cli is not on PATH and this is not a Debian-like system; \
+             {INSTALL_HINT}"
         ));
     }
     let privilege = if is_root() {
@@ -55,22 +62,28 @@ fn ensure_redis_server() -> Result<(), String> {
         Privilege::Sudo
     } else {
         return Err(format!(
-            "redis-server is not on PATH and installing it needs root (or password-less sudo); \
-             {INSTALL_HINT}"
+            "redis-server or redis-cli is not on PATH and installing them needs root (or \
+             password-less sudo); {INSTALL_HINT}"
         ));
     };
-    eprintln!("xtask: redis-server is missing; installing Debian's redis-server package");
+    eprintln!("xtask: redis-server or redis-cli is missing; installing Debian's packages");
     if !has_install_candidate("redis-server") {
         apt_get(privilege, &["update"])?;
     }
     apt_get(
         privilege,
-        &["install", "-y", "--no-install-recommends", "redis-server"],
+        &[
+            "install",
+            "-y",
+            "--no-install-recommends",
+            "redis-server",
+            "redis-tools",
+        ],
     )?;
     stop_system_service(privilege);
-    if find_on_path("redis-server").is_none() {
+    if let Some(missing) = REDIS_PROGRAMS.iter().find(|p| find_on_path(p).is_none()) {
         return Err(format!(
-            "installed redis-server, but it is still not on PATH; {INSTALL_HINT}"
+            "installed Debian's redis packages, but {missing} is still not on PATH; {INSTALL_HINT}"
         ));
     }
     Ok(())

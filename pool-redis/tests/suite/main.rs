@@ -3,5 +3,7 @@
 
 mod support;
 
+mod cluster;
 mod permits;
 mod processes;
+mod tls;

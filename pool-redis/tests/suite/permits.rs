@@ -443,12 +443,159 @@ async fn a_lease_held_across_a_redis_restart_is_counted_again() {
         .await
         .expect("GET");
     assert_eq!(stored, Some(2));
-    let events = events.lock().unwrap().clone();
-    assert!(
-        events.contains(&PermitEvent::LeasesRestored { count: 1 }),
-        "{events:?}"
-    );
+    // The event follows the script's reply: wait for it rather than race it.
+    wait_until("the restore is reported", Duration::from_secs(10), || {
+        let restored = events
+            .lock()
+            .unwrap()
+            .contains(&PermitEvent::LeasesRestored {
+                count: 1,
+                over_limit: 0,
+            });
+        async move { restored }
+    })
+    .await;
     drop(lease);
     permits.flush().await;
     assert_eq!(live_leases(&mut conn, permits.holders_key()).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_redis_loses_its_data_the_last_limit_told_is_stored_again() {
+    let server = RedisServer::start();
+    let mut conn = plain_connection(&server.url()).await;
+    // Two processes built with a default of 2; one of them sets 5 at run time.
+    let first = permits(&server, "reseeded", 2).await;
+    let second = permits(&server, "reseeded", 2).await;
+    first.set_limit(5).await.expect("set_limit");
+    // The second learns the new limit at its next call.
+    drop(second.lease().await.expect("lease"));
+    second.flush().await;
+    assert_eq!(second.status().limit, Some(5));
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut conn)
+        .await
+        .expect("FLUSHALL");
+    assert_eq!(
+        second.limit().await.expect("limit"),
+        5,
+        "read back before re-seeding"
+    );
+    drop(second.lease().await.expect("lease after the flush"));
+    second.flush().await;
+    let stored: Option<u64> = redis::cmd("GET")
+        .arg("s3pool:{reseeded}:limit")
+        .query_async(&mut conn)
+        .await
+        .expect("GET");
+    assert_eq!(stored, Some(5), "not the builder's default of 2");
+    assert_eq!(first.limit().await.expect("limit"), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_redis_lost_is_taken_back_even_above_the_limit() {
+    let server = RedisServer::start();
+    let mut conn = plain_connection(&server.url()).await;
+    let (events, on_event) = recorder();
+    let holder = RedisPermits::builder(server.url(), "lost-lease", 1)
+        .lease_ttl(TTL)
+        .io_timeout(Duration::from_millis(200))
+        .on_event(on_event)
+        .connect()
+        .await
+        .expect("connect");
+    let other = permits(&server, "lost-lease", 1).await;
+    let held = holder.lease().await.expect("lease");
+    // Redis loses the lease (as a failover before replication would): the room goes to
+    // another process before the holder renews.
+    let _: () = redis::cmd("DEL")
+        .arg(holder.holders_key())
+        .arg("s3pool:{lost-lease}:agents")
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+    let granted = other.lease().await.expect("the room looks free");
+    wait_until(
+        "the holder takes its lease back",
+        Duration::from_secs(10),
+        || {
+            let restored = events
+                .lock()
+                .unwrap()
+                .contains(&PermitEvent::LeasesRestored {
+                    count: 1,
+                    over_limit: 1,
+                });
+            async move { restored }
+        },
+    )
+    .await;
+    assert_eq!(live_leases(&mut conn, holder.holders_key()).await, 2);
+    // Above the limit, nobody gets a new permit until both running tasks end.
+    drop(granted);
+    other.flush().await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), other.lease())
+            .await
+            .is_err(),
+        "the restored lease still counts"
+    );
+    drop(held);
+    let next = tokio::time::timeout(Duration::from_secs(5), other.lease())
+        .await
+        .expect("room once the holder's task ends")
+        .expect("lease");
+    drop(next);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_longest_backoff_survives_a_redis_failure() {
+    let mut server = RedisServer::start();
+    // Duration::MAX: retries only when woken; probes of a lost Redis still back off to 1 s.
+    let permits = RedisPermits::builder(server.url(), "patient", 1)
+        .lease_ttl(TTL)
+        .io_timeout(Duration::from_millis(200))
+        .max_backoff(Duration::MAX)
+        .connect()
+        .await
+        .expect("connect");
+    let first = permits.lease().await.expect("lease");
+    let waiter = tokio::spawn({
+        let permits = permits.clone();
+        async move { permits.lease().await }
+    });
+    wait_until("the second request waits", Duration::from_secs(5), || {
+        let waiting = permits.status().waiting;
+        async move { waiting == 1 }
+    })
+    .await;
+    drop(first);
+    let second = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("a waiter is woken without a timed retry")
+        .expect("join")
+        .expect("lease");
+    drop(second);
+    server.stop();
+    let refused = permits.lease().await.expect_err("Redis is down");
+    assert!(
+        matches!(refused, PermitError::Unavailable { .. }),
+        "{refused:?}"
+    );
+    server.restart();
+    wait_until(
+        "the agent probes Redis again",
+        Duration::from_secs(10),
+        || {
+            let available = permits.status().available;
+            async move { available }
+        },
+    )
+    .await;
+    drop(
+        tokio::time::timeout(Duration::from_secs(5), permits.lease())
+            .await
+            .expect("a lease after the restart")
+            .expect("lease"),
+    );
 }

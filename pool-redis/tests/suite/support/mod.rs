@@ -1,7 +1,9 @@
 //! Shared by the integration tests: a private redis-server, a worker process, small helpers.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod cluster;
 pub mod redis_server;
+pub mod tls;
 pub mod worker;
 
 use std::future::Future;
