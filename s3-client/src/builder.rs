@@ -12,6 +12,8 @@ use crate::config::{ConnectionError, StoreConfig};
 use crate::dispatch::Dispatcher;
 use crate::group::PoolGroup;
 use crate::multipart::{MultipartSettings, MIN_PART_SIZE};
+use crate::transfer::ByteBudget;
+use object_store::multipart::MultipartStore;
 
 /// Why an [`S3Client`] could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +71,8 @@ pub struct S3ClientBuilder {
     pool_configured: bool,
     group: Option<PoolGroup>,
     multipart: MultipartSettings,
+    multipart_store: Option<Arc<dyn MultipartStore>>,
+    max_bytes_in_flight: Option<u64>,
     #[cfg(feature = "metrics")]
     metrics: Option<pool_metrics::Metrics>,
     #[cfg(feature = "protection")]
@@ -104,6 +108,8 @@ impl S3ClientBuilder {
             pool_configured: false,
             group: None,
             multipart: MultipartSettings::default(),
+            multipart_store: None,
+            max_bytes_in_flight: None,
             #[cfg(feature = "metrics")]
             metrics: None,
             #[cfg(feature = "protection")]
@@ -113,7 +119,25 @@ impl S3ClientBuilder {
 
     /// A builder for the store a connection string names (see [`StoreConfig`]).
     pub fn from_url(url: &str) -> Result<Self, ConnectionError> {
-        Ok(Self::new(StoreConfig::parse(url)?.build()?))
+        let (store, multipart) = StoreConfig::parse(url)?.build_stores()?;
+        let mut builder = Self::new(store);
+        builder.multipart_store = multipart;
+        Ok(builder)
+    }
+
+    pub(crate) fn multipart_store(mut self, store: Arc<dyn MultipartStore>) -> Self {
+        self.multipart_store = Some(store);
+        self
+    }
+
+    /// Bytes that the client's transfers (`download_to`, `upload_from`) may hold in memory
+    /// at once, across all of them: a range or part waits for budget before it is
+    /// requested or read, and never fails for lack of it. Default: a quarter of the
+    /// machine's memory, at most 1 GiB. At least 1 KiB (a part larger than the budget
+    /// waits until it has the whole budget); above 4 TiB counts as 4 TiB.
+    pub fn max_bytes_in_flight(mut self, bytes: u64) -> Self {
+        self.max_bytes_in_flight = Some(bytes);
+        self
     }
 
     fn own_pool(mut self, change: impl FnOnce(PoolBuilder) -> PoolBuilder) -> Self {
@@ -264,6 +288,12 @@ impl S3ClientBuilder {
                 ),
             });
         }
+        if self.max_bytes_in_flight == Some(0) {
+            return Err(BuildError::Setting {
+                field: "max_bytes_in_flight",
+                reason: "must be at least 1 byte (a transfer would wait forever)".to_owned(),
+            });
+        }
         if self.pool_configured && !matches!(self.pool, PoolChoice::Own) {
             return Err(BuildError::Setting {
                 field: "pool",
@@ -293,6 +323,11 @@ impl S3ClientBuilder {
             dispatcher,
             batch_pool,
             multipart,
+            multipart_store: self.multipart_store,
+            budget: ByteBudget::new(
+                self.max_bytes_in_flight
+                    .unwrap_or_else(ByteBudget::default_bytes),
+            ),
             #[cfg(feature = "metrics")]
             metrics: self.metrics,
             #[cfg(feature = "protection")]

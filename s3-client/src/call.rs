@@ -85,6 +85,22 @@ impl<T> Call<T> {
         self
     }
 
+    /// Byte-level progress of a transfer (see [`CallOptions::on_progress`]).
+    pub fn on_progress(
+        mut self,
+        progress: impl Fn(crate::TransferProgress) + Send + Sync + 'static,
+    ) -> Self {
+        self.options = self.options.on_progress(progress);
+        self
+    }
+
+    /// The read frees its pool slot when the response starts (see
+    /// [`CallOptions::release_slot_at_response`]).
+    pub fn release_slot_at_response(mut self) -> Self {
+        self.options = self.options.release_slot_at_response();
+        self
+    }
+
     /// Calls the store directly, skipping the pool (see [`CallOptions::bypass_pool`]).
     pub fn bypass_pool(mut self) -> Self {
         self.options = self.options.bypass_pool();

@@ -15,6 +15,7 @@ use pool_core::{ErrorClass, Retryable};
 
 use crate::chaos::InjectedFault;
 use crate::error::PoolFailure;
+use crate::integrity::IntegrityError;
 
 /// S3 error codes that mean "slow down" (sent with 503 by S3, with 429 or 503 by others).
 const THROTTLE_CODES: [&str; 6] = [
@@ -53,6 +54,8 @@ const TRANSIENT_CODES: [&str; 4] = [
 /// | 500, 502, 504, 408, `InternalError`/`RequestTimeout` bodies, timeouts, connection errors | [`ErrorClass::Retryable`] |
 /// | `NotFound`, `AlreadyExists`, `Precondition`, `NotModified`, `PermissionDenied` (403), `Unauthenticated` (401), other 4xx, invalid ranges, invalid paths, unsupported operations | [`ErrorClass::Fatal`] |
 /// | any other failed HTTP request (`"Error performing …"`) whose cause cannot be read | [`ErrorClass::Retryable`] |
+/// | [`IntegrityError`] (short body, checksum mismatch) before the bytes were handed out | [`ErrorClass::Retryable`] |
+/// | [`IntegrityError`] after they were (a stream's consumer has them) | [`ErrorClass::Fatal`] |
 /// | any other `Generic` error (a local store's logic error, e.g. an unknown upload id) | [`ErrorClass::Fatal`] |
 ///
 /// ```
@@ -113,6 +116,13 @@ fn classify_source(source: &(dyn StdError + Send + Sync + 'static)) -> ErrorClas
         }
         if let Some(failure) = err.downcast_ref::<PoolFailure>() {
             return failure.class();
+        }
+        if let Some(integrity) = err.downcast_ref::<IntegrityError>() {
+            return if integrity.is_retryable() {
+                ErrorClass::Retryable
+            } else {
+                ErrorClass::Fatal
+            };
         }
         if let Some(http) = err.downcast_ref::<HttpError>() {
             return classify_transport(http.kind());

@@ -8,20 +8,25 @@ use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
 use object_store::path::Path;
 use object_store::{
-    ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload,
-    PutResult,
+    GetOptions, GetResult, GetResultPayload, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 use pool_core::{Batch, ConfigError, Pool, Stats, TaskOptions};
 
+use crate::body::{held_get, HeldGet};
 use crate::builder::{BuildError, S3ClientBuilder};
 use crate::call::Call;
 use crate::classify::classify;
 use crate::dispatch::{attempt, Attempt, Dispatcher};
 use crate::error::{ClientError, Operation};
+use crate::integrity::{IntegrityError, Verifier};
 use crate::listing::pooled_list;
 use crate::multipart::{self, MultipartSettings};
+use crate::object_body::ObjectBody;
 use crate::options::CallOptions;
 use crate::pooled_store::PooledStore;
+use crate::transfer::{download, io_failure, upload, ByteBudget, TransferContext, TransferSummary};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Paths per bulk-delete request (S3's DeleteObjects maximum).
 const DELETE_CHUNK: usize = 1000;
@@ -59,6 +64,9 @@ pub(crate) struct ClientInner {
     /// The client's pool, or a pass-through one when the pool is disabled.
     pub(crate) batch_pool: Pool,
     pub(crate) multipart: MultipartSettings,
+    /// The store's multipart API, when known: parts of `upload_from` retry alone.
+    pub(crate) multipart_store: Option<Arc<dyn object_store::multipart::MultipartStore>>,
+    pub(crate) budget: ByteBudget,
     #[cfg(feature = "metrics")]
     pub(crate) metrics: Option<pool_metrics::Metrics>,
     #[cfg(feature = "protection")]
@@ -81,6 +89,16 @@ impl S3Client {
     /// A builder over `store` with the defaults listed on [`S3ClientBuilder`].
     pub fn builder(store: impl ObjectStore) -> S3ClientBuilder {
         S3ClientBuilder::new(Arc::new(store))
+    }
+
+    /// [`S3Client::builder`] for a store that is also a `MultipartStore` (`AmazonS3`,
+    /// `InMemory`, a `PrefixStore` of either): uploads then retry a failed part alone.
+    pub fn builder_multipart<S>(store: S) -> S3ClientBuilder
+    where
+        S: ObjectStore + object_store::multipart::MultipartStore,
+    {
+        let store = Arc::new(store);
+        S3ClientBuilder::new(Arc::clone(&store) as _).multipart_store(store)
     }
 
     /// [`S3Client::builder`] for a store that is already shared.
@@ -141,7 +159,7 @@ impl S3Client {
         PooledStore::from_dispatcher(
             Arc::new(Arc::clone(&self.inner.store)),
             self.inner.dispatcher.clone(),
-            None,
+            self.inner.multipart_store.clone(),
         )
     }
 
@@ -229,19 +247,66 @@ impl S3Client {
         let store = Arc::clone(&self.inner.store);
         attempt(move || {
             let (store, path) = (Arc::clone(&store), path.clone());
-            async move { store.get(&path).await?.bytes().await }
+            async move { read_verified(store.get(&path).await?).await }
         })
     }
 
-    /// Downloads the bytes `range` of an object.
+    /// Downloads the bytes `range` of an object (their count is checked).
     pub fn get_range(&self, path: &Path, range: Range<u64>) -> Call<Bytes> {
         let store = Arc::clone(&self.inner.store);
         let location = path.clone();
         let run = attempt(move || {
             let (store, path, range) = (Arc::clone(&store), location.clone(), range.clone());
-            async move { store.get_range(&path, range).await }
+            async move {
+                let options = GetOptions::new().with_range(Some(range));
+                read_verified(store.get_opts(&path, options).await?).await
+            }
         });
         self.call(Operation::Get, path.to_string(), run)
+    }
+
+    /// Streams an object's body (see [`ObjectBody`]): resolves when the response starts.
+    /// The read holds its pool slot until the body has been read to its end or dropped
+    /// (unless the call says [`CallOptions::release_slot_at_response`]); a body that
+    /// breaks is resumed from its last byte, counted as a retry. The body's length is
+    /// checked, and for a single-part S3 object its MD5 against the ETag (a mismatch ends
+    /// the stream with an [`IntegrityError`](crate::IntegrityError)).
+    ///
+    /// The read has no timeout unless the call sets one (covering the whole body): the
+    /// reader sets the pace.
+    pub fn get_stream(&self, path: &Path) -> Call<ObjectBody> {
+        self.get_stream_opts(path, GetOptions::new())
+    }
+
+    /// [`get_stream`](Self::get_stream) with object_store's options: a range, conditions
+    /// (`If-Match`, …), a version.
+    pub fn get_stream_opts(&self, path: &Path, options: GetOptions) -> Call<ObjectBody> {
+        let store = Arc::clone(&self.inner.store);
+        let dispatcher = self.inner.dispatcher.clone();
+        let location = path.clone();
+        Call::new(move |call| {
+            Box::pin(async move {
+                let key = location.to_string();
+                let read = if call.release_slot_at_response {
+                    let run = attempt(move || {
+                        let (store, path, options) =
+                            (Arc::clone(&store), location.clone(), options.clone());
+                        async move { store.get_opts(&path, options).await }
+                    });
+                    dispatcher
+                        .run(Operation::Get.as_str(), &key, &call, run)
+                        .await
+                        .map(HeldGet::Whole)
+                } else {
+                    let operation = Operation::Get.as_str();
+                    held_get(store, dispatcher, location, options, call, operation).await
+                };
+                match read {
+                    Ok(read) => Ok(ObjectBody::new(read, key)),
+                    Err(error) => Err(ClientError::new(Operation::Get, key, error)),
+                }
+            })
+        })
     }
 
     /// An object's metadata.
@@ -291,6 +356,138 @@ impl S3Client {
             }
         });
         self.call(Operation::Copy, to.to_string(), run)
+    }
+
+    fn transfer_context(&self) -> TransferContext {
+        TransferContext {
+            store: Arc::clone(&self.inner.store),
+            multipart: self.inner.multipart_store.clone(),
+            dispatcher: self.inner.dispatcher.clone(),
+            budget: self.inner.budget.clone(),
+            part_size: self.inner.multipart.part_size as u64,
+        }
+    }
+
+    /// Bytes the client's transfers may hold in memory at once (see
+    /// [`S3ClientBuilder::max_bytes_in_flight`]).
+    pub fn max_bytes_in_flight(&self) -> u64 {
+        self.inner.budget.bytes()
+    }
+
+    /// Downloads an object into `sink` (a file, a socket, any `AsyncWrite`): the first
+    /// request (one part, 8 MiB by default) tells the object's size; the rest is fetched as
+    /// ranged GETs of a part each, run in parallel through the pool (as many as the pool's
+    /// limit and the bytes-in-flight budget allow), each retried on its own, and written in
+    /// order. Every range's length is checked, and a single-part S3 object's MD5 against
+    /// its ETag (an [`IntegrityError`](crate::IntegrityError) then). Progress: see
+    /// [`Call::on_progress`]. The call's retries, timeout and priority apply to each range.
+    ///
+    /// # Cancel safety
+    /// Dropping the call stops the download; `sink` holds a prefix of the object.
+    pub fn download_to<W>(&self, path: &Path, mut sink: W) -> Call<TransferSummary>
+    where
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let (context, path) = (self.transfer_context(), path.clone());
+        Call::new(move |call| {
+            Box::pin(async move {
+                download(&context, &path, &mut sink, &call)
+                    .await
+                    .map_err(|error| ClientError::new(Operation::Download, path.to_string(), error))
+            })
+        })
+    }
+
+    /// [`download_to`](Self::download_to) a new file at `file` (created or truncated).
+    pub fn download_to_file(
+        &self,
+        path: &Path,
+        file: impl AsRef<std::path::Path>,
+    ) -> Call<TransferSummary> {
+        let (context, path, file) = (
+            self.transfer_context(),
+            path.clone(),
+            file.as_ref().to_owned(),
+        );
+        Call::new(move |call| {
+            Box::pin(async move {
+                let fail = |error| ClientError::new(Operation::Download, path.to_string(), error);
+                let mut sink = tokio::fs::File::create(&file)
+                    .await
+                    .map_err(|e| fail(io_failure(e)))?;
+                download(&context, &path, &mut sink, &call)
+                    .await
+                    .map_err(fail)
+            })
+        })
+    }
+
+    /// Uploads everything `source` yields (a file, a socket, any `AsyncRead`): one PUT if
+    /// it is smaller than a part, otherwise a multipart upload whose parts (8 MiB by default)
+    /// are read as budget allows and sent as pool tasks, several at once, each with the
+    /// call's retries: a failed part re-sends that part only. If the upload finally fails
+    /// it is aborted, so no parts are left behind. Without a store whose multipart API the
+    /// client knows (a client built from a connection string or with
+    /// [`S3Client::builder_multipart`] has it), a failed part fails the upload (aborted).
+    ///
+    /// # Cancel safety
+    /// Dropping the call mid-upload leaves the parts sent so far: abort them with a bucket
+    /// lifecycle rule, or let the call finish.
+    pub fn upload_from<R>(&self, path: &Path, mut source: R) -> Call<TransferSummary>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+    {
+        let (context, path) = (self.transfer_context(), path.clone());
+        Call::new(move |call| {
+            Box::pin(async move {
+                upload(&context, &path, &mut source, None, &call)
+                    .await
+                    .map_err(|error| ClientError::new(Operation::Upload, path.to_string(), error))
+            })
+        })
+    }
+
+    /// [`upload_from`](Self::upload_from) the file at `file` (its size is the progress
+    /// total).
+    pub fn upload_from_file(
+        &self,
+        path: &Path,
+        file: impl AsRef<std::path::Path>,
+    ) -> Call<TransferSummary> {
+        let (context, path, file) = (
+            self.transfer_context(),
+            path.clone(),
+            file.as_ref().to_owned(),
+        );
+        Call::new(move |call| {
+            Box::pin(async move {
+                let fail = |error| ClientError::new(Operation::Upload, path.to_string(), error);
+                let mut source = tokio::fs::File::open(&file)
+                    .await
+                    .map_err(|e| fail(io_failure(e)))?;
+                let size = source
+                    .metadata()
+                    .await
+                    .map_err(|e| fail(io_failure(e)))?
+                    .len();
+                upload(&context, &path, &mut source, Some(size), &call)
+                    .await
+                    .map_err(fail)
+            })
+        })
+    }
+
+    /// [`upload_from`](Self::upload_from) a `Stream` of byte chunks (an error of the stream
+    /// fails the upload, which is then aborted).
+    pub fn upload_from_stream<S, B, E>(&self, path: &Path, stream: S) -> Call<TransferSummary>
+    where
+        S: futures::Stream<Item = Result<B, E>> + Send + Unpin + 'static,
+        B: bytes::Buf + Send + 'static,
+        E: Into<std::io::Error> + 'static,
+    {
+        let reader =
+            tokio_util::io::StreamReader::new(stream.map(|chunk| chunk.map_err(Into::into)));
+        self.upload_from(path, reader)
     }
 
     /// Deletes many objects: bulk requests of up to 1,000 paths (S3's DeleteObjects), each
@@ -511,6 +708,31 @@ fn delete_chunk_attempt(store: Arc<dyn ObjectStore>, paths: Vec<Path>) -> Attemp
             }
         }
     })
+}
+
+/// Reads a whole response, checking its length (and its MD5 against a single-part S3 ETag
+/// when the response is the whole object): a mismatch is a retryable
+/// [`IntegrityError`](crate::IntegrityError), and the pool reads again.
+pub(crate) async fn read_verified(result: GetResult) -> object_store::Result<Bytes> {
+    if matches!(result.payload, GetResultPayload::File(..)) {
+        return result.bytes().await;
+    }
+    let mut verifier = Verifier::new(&result.meta, &result.range);
+    let mut buffer = bytes::BytesMut::with_capacity(
+        usize::try_from(result.range.end - result.range.start).unwrap_or(0),
+    );
+    let mut body = result.into_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        verifier
+            .update(&chunk)
+            .map_err(IntegrityError::into_store_error)?;
+        buffer.extend_from_slice(&chunk);
+    }
+    verifier
+        .finish(false)
+        .map_err(IntegrityError::into_store_error)?;
+    Ok(buffer.freeze())
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

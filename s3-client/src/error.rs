@@ -28,6 +28,10 @@ pub enum Operation {
     List,
     /// A server-side copy.
     Copy,
+    /// A download to a file or writer (ranged GETs).
+    Download,
+    /// An upload from a file, reader or stream (parts).
+    Upload,
 }
 
 impl Operation {
@@ -43,6 +47,8 @@ impl Operation {
             Operation::DeleteMany => "delete_many",
             Operation::List => "list",
             Operation::Copy => "copy",
+            Operation::Download => "download",
+            Operation::Upload => "upload",
         }
     }
 }

@@ -35,6 +35,7 @@
 
 #[cfg(feature = "aws-sdk")]
 mod admin;
+mod body;
 mod builder;
 mod call;
 mod chaos;
@@ -44,15 +45,19 @@ mod config;
 mod dispatch;
 mod error;
 mod group;
+mod integrity;
 mod listing;
 mod multipart;
+mod object_body;
 mod options;
 mod pooled_store;
 #[cfg(feature = "protection")]
 mod protection;
 mod secret;
+mod task_stream;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod transfer;
 
 #[cfg(feature = "aws-sdk")]
 pub use admin::{AdminError, BucketAdmin};
@@ -64,6 +69,9 @@ pub use client::{ControlError, S3Client};
 pub use config::{Backend, ConnectionError, S3Config, StoreConfig};
 pub use error::{ClientError, Operation, PoolFailure};
 pub use group::{PoolGroup, ZeroGroupLimit};
+pub use integrity::IntegrityError;
+pub use object_body::ObjectBody;
 pub use options::CallOptions;
 pub use pooled_store::PooledStore;
 pub use secret::{Credentials, Secret};
+pub use transfer::{ProgressCallback, TransferProgress, TransferSummary};

@@ -3,8 +3,8 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use futures::future::{self, BoxFuture, Either};
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::future::BoxFuture;
+use futures::stream::{BoxStream, StreamExt};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore};
 use pool_core::TaskError;
@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::dispatch::{attempt, Dispatcher};
 use crate::options::CallOptions;
+use crate::task_stream::{task_stream, TaskOutcome};
 
 /// Entries buffered between the listing task and the consumer (about one S3 page).
 const CHANNEL_CAPACITY: usize = 1000;
@@ -62,72 +63,10 @@ pub(crate) fn pooled_list<S: ObjectStore + ?Sized>(
             Ok(())
         }
     };
-    let finished: BoxFuture<'static, ListOutcome> = Box::pin(async move {
+    let finished: BoxFuture<'static, TaskOutcome> = Box::pin(async move {
         dispatcher
             .run("list", &key, &options, attempt(list_attempt))
             .await
     });
-    let state = ListState {
-        receiver,
-        finished: Some(finished),
-        error: None,
-    };
-    stream::unfold(state, next_entry).boxed()
-}
-
-type ListOutcome = Result<(), TaskError<object_store::Error>>;
-
-struct ListState {
-    receiver: mpsc::Receiver<ObjectMeta>,
-    /// The listing task's result; `None` once it has resolved.
-    finished: Option<BoxFuture<'static, ListOutcome>>,
-    /// The task's error, yielded after the last entry.
-    error: Option<TaskError<object_store::Error>>,
-}
-
-enum Step {
-    Entry(ObjectMeta),
-    ChannelClosed,
-    Finished(ListOutcome),
-}
-
-/// Yields entries while the task runs; once it has resolved, the entries still buffered,
-/// then its error if it failed. Never waits on the channel alone, so the stream ends even
-/// if the pool keeps the task's closure (and its sender) alive.
-async fn next_entry(
-    mut state: ListState,
-) -> Option<(
-    Result<ObjectMeta, TaskError<object_store::Error>>,
-    ListState,
-)> {
-    loop {
-        let Some(finished) = state.finished.as_mut() else {
-            return match state.receiver.try_recv() {
-                Ok(entry) => Some((Ok(entry), state)),
-                Err(_) => state.error.take().map(|error| (Err(error), state)),
-            };
-        };
-        let step = {
-            let received = std::pin::pin!(state.receiver.recv());
-            match future::select(received, finished).await {
-                Either::Left((Some(entry), _)) => Step::Entry(entry),
-                Either::Left((None, _)) => Step::ChannelClosed,
-                Either::Right((outcome, _)) => Step::Finished(outcome),
-            }
-        };
-        match step {
-            Step::Entry(entry) => return Some((Ok(entry), state)),
-            Step::ChannelClosed => {
-                let outcome = match state.finished.take() {
-                    Some(finished) => finished.await,
-                    None => Ok(()),
-                };
-                state.error = outcome.err();
-            }
-            Step::Finished(outcome) => {
-                state.finished = None;
-                state.error = outcome.err();
-            }
-        }
-    }
+    task_stream(receiver, finished)
 }

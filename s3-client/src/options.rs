@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use pool_core::{CancellationToken, Metadata, TaskOptions};
 
+use crate::transfer::{ProgressCallback, TransferProgress};
+
 /// Per-call settings. Unset fields take the client's pool defaults.
 ///
 /// With [`S3Client`](crate::S3Client) set them on the call itself
@@ -31,6 +33,8 @@ pub struct CallOptions {
     pub(crate) metadata: Metadata,
     pub(crate) bypass_pool: bool,
     pub(crate) cancellation: Option<CancellationToken>,
+    pub(crate) release_slot_at_response: bool,
+    pub(crate) progress: Option<ProgressCallback>,
 }
 
 impl CallOptions {
@@ -80,6 +84,28 @@ impl CallOptions {
     /// (a [`PoolGroup`](crate::PoolGroup) cap still applies).
     pub fn bypass_pool(mut self) -> Self {
         self.bypass_pool = true;
+        self
+    }
+
+    /// A pooled GET frees its slot as soon as the response starts, and its body streams
+    /// outside the pool's limit (not resumed if it breaks). By default the slot is held
+    /// until the body has been read to its end or dropped, so the limit bounds the bodies
+    /// open at once, and a broken body is resumed from its last byte.
+    ///
+    /// Reading a held body is what frees its slot: code that opens more bodies than the
+    /// limit before reading any of them waits forever. Use this for such code.
+    pub fn release_slot_at_response(mut self) -> Self {
+        self.release_slot_at_response = true;
+        self
+    }
+
+    /// Calls `progress` as a transfer (`download_to`, `upload_from`) moves bytes: after each
+    /// range or part, with the bytes done so far and the bytes moved again by retries.
+    pub fn on_progress(
+        mut self,
+        progress: impl Fn(TransferProgress) + Send + Sync + 'static,
+    ) -> Self {
+        self.progress = Some(ProgressCallback::new(progress));
         self
     }
 

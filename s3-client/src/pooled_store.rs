@@ -17,6 +17,7 @@ use object_store::{
 };
 use pool_core::Pool;
 
+use crate::body::{held_get, HeldGet};
 use crate::dispatch::{attempt, Dispatcher};
 use crate::error::into_store_error;
 use crate::group::PoolGroup;
@@ -40,7 +41,16 @@ const DELETE_CHUNK: usize = 1000;
 /// - Errors are the inner store's own errors after the pool's retries; a timeout, stop,
 ///   cancellation or panic comes back as `Error::Generic` with a
 ///   [`PoolFailure`](crate::PoolFailure) source.
-/// - `get` resolves when the response starts; its body streams outside the pool.
+/// - `get` resolves when the response starts, and its task keeps its slot (and a group
+///   permit) until the body has been read to its end or dropped: the pool's limit bounds
+///   the bodies open at once, as object_store's `LimitStore` does. A body that breaks
+///   mid-way is resumed from its last byte with a ranged request (`If-Match` on its ETag),
+///   counted as a retry of the task; a body shorter or longer than announced, or one that
+///   does not match a single-part S3 ETag (MD5), fails with an
+///   [`IntegrityError`](crate::IntegrityError). The task has no timeout unless the call
+///   sets one (the reader sets the pace). Opt out per call with
+///   [`CallOptions::release_slot_at_response`]. Reading a held body frees its slot: code
+///   that opens more bodies than the limit before reading one waits forever.
 /// - A listing is one pool task (see [`S3Client::list_with`](crate::S3Client::list_with)).
 /// - Bulk deletes go in pool tasks of up to 1,000 paths (as many as are ready); a chunk
 ///   whose retries run out yields one error for the whole chunk.
@@ -230,6 +240,14 @@ impl<S: ObjectStore> ObjectStore for PooledStore<S> {
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
         let call = call_options(&options.extensions);
+        if !options.head && !call.release_slot_at_response {
+            let store = Arc::clone(&self.inner);
+            let (dispatcher, path) = (self.dispatcher.clone(), location.clone());
+            return held_get(store, dispatcher, path, options, call, "get")
+                .await
+                .map(HeldGet::into_get_result)
+                .map_err(into_store_error);
+        }
         let operation = if options.head { "head" } else { "get" };
         let path = location.clone();
         self.task(operation, location.as_ref(), &call, move |store| {

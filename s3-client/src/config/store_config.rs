@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use object_store::aws::{AmazonS3Builder, S3CopyIfNotExists};
+use object_store::aws::{AmazonS3, AmazonS3Builder, S3CopyIfNotExists};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
+use object_store::multipart::MultipartStore;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreScheme, RetryConfig};
@@ -134,7 +135,7 @@ impl S3Config {
         Ok(())
     }
 
-    fn build(&self) -> Result<Arc<dyn ObjectStore>, ConnectionError> {
+    fn build(&self) -> Result<AmazonS3, ConnectionError> {
         let retry = RetryConfig {
             max_retries: self.store_retries,
             ..RetryConfig::default()
@@ -161,8 +162,7 @@ impl S3Config {
                 builder = builder.with_token(token.expose());
             }
         }
-        let store = builder.build().map_err(ConnectionError::Store)?;
-        Ok(Arc::new(store))
+        builder.build().map_err(ConnectionError::Store)
     }
 }
 
@@ -257,9 +257,24 @@ impl StoreConfig {
     /// Checks every field and builds the store (wrapped in a `PrefixStore` when there is a
     /// prefix). Builds no connection yet: S3 connects on the first request.
     pub fn build(&self) -> Result<Arc<dyn ObjectStore>, ConnectionError> {
+        Ok(self.build_stores()?.0)
+    }
+
+    /// [`build`](Self::build), and the same store's `MultipartStore` API when it has one
+    /// (S3 and memory do, local files do not): with it a client retries a failed part of an
+    /// upload on its own.
+    pub(crate) fn build_stores(&self) -> Result<BuiltStores, ConnectionError> {
         tracing::debug!(store = %self, "building object store");
+        match &self.backend {
+            Backend::Memory => return Ok(with_multipart(InMemory::new(), &self.prefix)),
+            Backend::S3(config) => {
+                config.validate()?;
+                return Ok(with_multipart(config.build()?, &self.prefix));
+            }
+            Backend::File { .. } => {}
+        }
         let store: Arc<dyn ObjectStore> = match &self.backend {
-            Backend::Memory => Arc::new(InMemory::new()),
+            Backend::Memory | Backend::S3(_) => unreachable!("built above"),
             Backend::File { root } => {
                 let store = LocalFileSystem::new_with_prefix(root).map_err(|e| {
                     ConnectionError::InvalidFileRoot {
@@ -269,15 +284,28 @@ impl StoreConfig {
                 })?;
                 Arc::new(store)
             }
-            Backend::S3(config) => {
-                config.validate()?;
-                config.build()?
-            }
         };
-        Ok(match &self.prefix {
+        let store: Arc<dyn ObjectStore> = match &self.prefix {
             Some(prefix) => Arc::new(PrefixStore::new(store, prefix.clone())),
             None => store,
-        })
+        };
+        Ok((store, None))
+    }
+}
+
+/// A built store, and its multipart API when it has one.
+pub(crate) type BuiltStores = (Arc<dyn ObjectStore>, Option<Arc<dyn MultipartStore>>);
+
+fn with_multipart<S: ObjectStore + MultipartStore>(store: S, prefix: &Option<Path>) -> BuiltStores {
+    match prefix {
+        Some(prefix) => {
+            let store = Arc::new(PrefixStore::new(store, prefix.clone()));
+            (Arc::clone(&store) as _, Some(store as _))
+        }
+        None => {
+            let store = Arc::new(store);
+            (Arc::clone(&store) as _, Some(store as _))
+        }
     }
 }
 

@@ -79,6 +79,8 @@ impl InjectedResponse {
 #[derive(Debug)]
 pub struct ServerFaults {
     requests: AtomicU64,
+    bytes_received: Arc<AtomicU64>,
+    bytes_sent: Arc<AtomicU64>,
     recent: Mutex<std::collections::VecDeque<String>>,
     injected: AtomicU64,
     plan: Mutex<FaultPlan>,
@@ -93,12 +95,16 @@ struct FaultPlan {
     probability: f64,
     probable_response: InjectedResponse,
     rng: fastrand::Rng,
+    /// (responses left to cut, bytes of body each one sends before the cut).
+    cut_bodies: (u64, u64),
 }
 
 impl ServerFaults {
     fn new() -> Self {
         ServerFaults {
             requests: AtomicU64::new(0),
+            bytes_received: Arc::new(AtomicU64::new(0)),
+            bytes_sent: Arc::new(AtomicU64::new(0)),
             recent: Mutex::new(std::collections::VecDeque::new()),
             injected: AtomicU64::new(0),
             plan: Mutex::new(FaultPlan {
@@ -109,6 +115,7 @@ impl ServerFaults {
                 probability: 0.0,
                 probable_response: InjectedResponse::SlowDown,
                 rng: fastrand::Rng::with_seed(0),
+                cut_bodies: (0, 0),
             }),
         }
     }
@@ -149,6 +156,22 @@ impl ServerFaults {
         plan.rng = fastrand::Rng::with_seed(seed);
     }
 
+    /// The next `count` responses with a body (GETs of objects) send only `after_bytes`
+    /// bytes of it, then the connection breaks: a body interrupted mid-way.
+    pub fn cut_bodies(&self, count: u64, after_bytes: u64) {
+        self.plan().cut_bodies = (count, after_bytes);
+    }
+
+    /// Bytes of request bodies received so far (uploads, re-sent parts included).
+    pub fn bytes_received(&self) -> u64 {
+        self.bytes_received.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of response bodies sent so far (downloads, re-sent ranges included).
+    pub fn bytes_sent(&self) -> u64 {
+        self.bytes_sent.load(Ordering::Relaxed)
+    }
+
     /// Turns every fault off.
     pub fn clear(&self) {
         let mut plan = self.plan();
@@ -156,6 +179,7 @@ impl ServerFaults {
         plan.fail_next = 0;
         plan.always = None;
         plan.probability = 0.0;
+        plan.cut_bodies = (0, 0);
     }
 
     /// Requests received so far (including the ones answered with a fault).
@@ -184,6 +208,16 @@ impl ServerFaults {
     /// Requests answered with an injected fault so far.
     pub fn injected(&self) -> u64 {
         self.injected.load(Ordering::Relaxed)
+    }
+
+    /// Whether to cut the body of the response being sent, after how many bytes.
+    fn take_cut(&self) -> Option<u64> {
+        let mut plan = self.plan();
+        let (count, after) = plan.cut_bodies;
+        (count > 0).then(|| {
+            plan.cut_bodies.0 -= 1;
+            after
+        })
     }
 
     /// Counts a request and decides whether to fault it.
@@ -340,6 +374,23 @@ impl S3TestServer {
         &self.faults
     }
 
+    /// Multipart uploads started and neither completed nor aborted (s3s-fs keeps each as
+    /// `.upload-<id>.json` beside its parts in the served directory).
+    pub fn pending_uploads(&self) -> usize {
+        std::fs::read_dir(self.root.path())
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|entry| {
+                        let name = entry.file_name();
+                        let name = name.to_string_lossy();
+                        name.starts_with(".upload-") && name.ends_with(".json")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     /// The directory served (the bucket is a subdirectory).
     pub fn root(&self) -> &std::path::Path {
         self.root.path()
@@ -395,7 +446,16 @@ async fn handle(
 ) -> Result<Response<s3s::Body>, s3s::HttpError> {
     faults.record(format!("{} {}", request.method(), request.uri()));
     let Some(fault) = faults.on_request() else {
-        return s3.call(request.map(s3s::Body::from)).await;
+        let received = Arc::clone(&faults.bytes_received);
+        let request = request.map(|body| s3s::Body::http_body_unsync(Metered::new(body, received)));
+        let response = s3.call(request).await?;
+        let cut_after = faults.take_cut();
+        let sent = Arc::clone(&faults.bytes_sent);
+        return Ok(response.map(|body| {
+            let mut metered = Metered::new(body, sent);
+            metered.cut_after = cut_after;
+            s3s::Body::http_body_unsync(metered)
+        }));
     };
     // Read the request body first, as a real server does, so the client sees the response
     // rather than a connection closed mid-upload.
@@ -405,4 +465,70 @@ async fn handle(
         .header("content-type", "application/xml")
         .body(s3s::Body::from(fault.xml()))
         .map_err(|e| s3s::HttpError::new(Box::new(e)))
+}
+
+/// A body that counts its bytes into a shared counter and can be cut short: after
+/// `cut_after` bytes it fails, which makes hyper drop the connection mid-body.
+struct Metered<B> {
+    inner: B,
+    counter: Arc<AtomicU64>,
+    cut_after: Option<u64>,
+    passed: u64,
+}
+
+impl<B> Metered<B> {
+    fn new(inner: B, counter: Arc<AtomicU64>) -> Self {
+        Metered {
+            inner,
+            counter,
+            cut_after: None,
+            passed: 0,
+        }
+    }
+}
+
+impl<B> hyper::body::Body for Metered<B>
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: Into<s3s::StdError>,
+{
+    type Data = bytes::Bytes;
+    type Error = s3s::StdError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, s3s::StdError>>> {
+        use std::task::Poll;
+        if self.cut_after.is_some_and(|limit| self.passed >= limit) {
+            return Poll::Ready(Some(Err("S3TestServer: body cut on purpose".into())));
+        }
+        let frame = match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error.into()))),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        let frame = match frame.into_data() {
+            Ok(mut data) => {
+                if let Some(limit) = self.cut_after {
+                    let room = usize::try_from(limit - self.passed).unwrap_or(usize::MAX);
+                    data.truncate(room);
+                }
+                self.passed += data.len() as u64;
+                self.counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+                hyper::body::Frame::data(data)
+            }
+            Err(frame) => frame,
+        };
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }

@@ -5,6 +5,7 @@ mod support;
 
 #[cfg(all(feature = "metrics", feature = "tuning"))]
 mod attachments;
+mod bodies;
 #[cfg(all(feature = "aws-sdk", feature = "testing"))]
 mod bucket_admin;
 mod chaos;
@@ -15,3 +16,4 @@ mod object_store_suite;
 mod parse_fuzz;
 mod protection;
 mod throttling;
+mod transfers;

@@ -1,0 +1,44 @@
+//! Large transfers: downloads split into ranged GETs and uploads split into multipart parts,
+//! every range and part its own pool task with its own retries, all under the client's
+//! bytes-in-flight budget, with byte-level progress.
+
+mod budget;
+mod download;
+mod progress;
+mod upload;
+
+use std::sync::Arc;
+
+use object_store::multipart::MultipartStore;
+use object_store::ObjectStore;
+use pool_core::TaskError;
+
+pub(crate) use budget::ByteBudget;
+pub(crate) use download::download;
+pub use progress::{ProgressCallback, TransferProgress, TransferSummary};
+pub(crate) use upload::upload;
+
+use crate::dispatch::Dispatcher;
+
+/// What a transfer needs from its client.
+#[derive(Clone)]
+pub(crate) struct TransferContext {
+    pub(crate) store: Arc<dyn ObjectStore>,
+    /// The store's multipart API, when it has one: then a failed part is sent again alone.
+    pub(crate) multipart: Option<Arc<dyn MultipartStore>>,
+    pub(crate) dispatcher: Dispatcher,
+    pub(crate) budget: ByteBudget,
+    /// Size of a range or part (all parts but the last).
+    pub(crate) part_size: u64,
+}
+
+/// A local I/O failure (reading the source, writing the sink) as the error of a call.
+pub(crate) fn io_failure(error: std::io::Error) -> TaskError<object_store::Error> {
+    TaskError::Failed {
+        error: object_store::Error::Generic {
+            store: "s3pool",
+            source: Box::new(error),
+        },
+        attempts: 1,
+    }
+}
