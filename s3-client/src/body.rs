@@ -151,6 +151,8 @@ fn until_end(
             Err(error) => Some((Err(error), None)),
         }
     })
+    // Readers may poll again after the end (object_store's own collectors do).
+    .fuse()
     .boxed()
 }
 
