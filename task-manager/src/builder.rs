@@ -98,7 +98,8 @@ impl TaskManagerBuilder {
     /// Items a run hands to the pool beyond the concurrency limit, so a freed slot starts
     /// the next item at once instead of waiting for the consumer to poll. Default
     /// [`DEFAULT_LOOKAHEAD`] (16). A run holds at most `concurrency + lookahead` items that
-    /// are queued, running, or resolved and not yet consumed.
+    /// are queued, running, or resolved and not yet consumed. `usize::MAX` takes the bound
+    /// off (memory then follows the input).
     pub fn lookahead(mut self, lookahead: usize) -> Self {
         self.lookahead = lookahead;
         self

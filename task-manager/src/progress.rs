@@ -50,10 +50,13 @@ impl Progress {
     }
 
     /// Estimated time left at the current rate, when the total is known and some items are done.
+    /// An estimate longer than a `Duration` holds is `Duration::MAX`.
     pub fn eta(&self) -> Option<Duration> {
         let left = self.total?.saturating_sub(self.done);
         let rate = self.rate_per_sec();
-        (rate > 0.0).then(|| Duration::from_secs_f64(left as f64 / rate))
+        // A slow start over a huge total gives an estimate past what a Duration holds.
+        (rate > 0.0)
+            .then(|| Duration::try_from_secs_f64(left as f64 / rate).unwrap_or(Duration::MAX))
     }
 }
 
@@ -190,6 +193,18 @@ mod tests {
         assert_eq!(p.rate_per_sec(), 5.0);
         assert_eq!(p.fraction(), Some(0.25));
         assert_eq!(p.eta(), Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn an_estimate_too_long_for_a_duration_saturates() {
+        let slow = Progress {
+            elapsed: Duration::MAX,
+            ..progress(1, Some(u64::MAX), 0)
+        };
+        assert_eq!(slow.eta(), Some(Duration::MAX));
+        assert_eq!(progress(0, Some(u64::MAX), 1).eta(), None);
+        assert!(progress(1, Some(u64::MAX), 1).fraction().unwrap() < 1e-18);
+        assert_eq!(progress(u64::MAX, Some(0), 1).fraction(), Some(1.0));
     }
 
     #[test]

@@ -63,6 +63,10 @@ impl StopReason {
     }
 }
 
+/// Most result slots a collected run reserves up front from its `total` hint (it grows past
+/// that as items come): a hint of `u64::MAX` must not be an allocation of that size.
+const RESERVE_AT_MOST: u64 = 1 << 16;
+
 /// Marker for a run consumed as a [`Stream`] of [`ItemResult`]s, in completion order
 /// ([`TaskManager::process_iterable`](crate::TaskManager::process_iterable)).
 #[derive(Debug)]
@@ -214,7 +218,8 @@ impl<T, E, M> Run<T, E, M> {
     }
 
     /// The number of input items, for progress, when the input cannot tell (a stream or an
-    /// iterator without an exact `size_hint`).
+    /// iterator without an exact `size_hint`). A hint only: nothing is allocated from it, and
+    /// a wrong one makes only the progress wrong.
     pub fn total(mut self, total: u64) -> Self {
         self.progress.set_total(total);
         self
@@ -222,7 +227,9 @@ impl<T, E, M> Run<T, E, M> {
 
     /// Items handed to the pool beyond its concurrency limit, so a freed slot never waits
     /// for the consumer. Default: the manager's
-    /// ([`TaskManagerBuilder::lookahead`](crate::TaskManagerBuilder::lookahead)).
+    /// ([`TaskManagerBuilder::lookahead`](crate::TaskManagerBuilder::lookahead)). `usize::MAX`
+    /// takes the bound off: every item is handed over as soon as it is pulled, so memory
+    /// follows the input rather than the concurrency.
     pub fn lookahead(mut self, lookahead: usize) -> Self {
         self.lookahead = lookahead;
         self
@@ -272,7 +279,10 @@ impl<T, E, M> Run<T, E, M> {
     /// The most items handed to the pool and not yet consumed, now: the pool's concurrency
     /// limit plus the lookahead. Read on every poll, so it follows a tuner's changes.
     fn window(&self) -> usize {
-        self.pool.concurrency().max(1) + self.lookahead
+        self.pool
+            .concurrency()
+            .max(1)
+            .saturating_add(self.lookahead)
     }
 
     /// The next resolved item, in completion order; `None` when the run is over.
@@ -413,8 +423,10 @@ impl<T, E, M> Run<T, E, M> {
 
     /// Drives the run to its end, collecting values by index and errors sorted by index.
     async fn collect_batch(mut self) -> BatchResult<T, E> {
+        // `total` is a hint (a caller's number, or a size hint): reserve from it only up to a
+        // bound, and let `results` grow with the items that really come.
         let expected = self.progress.snapshot(0, self.pool.now()).total;
-        let capacity = expected.map_or(0, |n| usize::try_from(n).unwrap_or(0));
+        let capacity = expected.map_or(0, |n| usize::try_from(n.min(RESERVE_AT_MOST)).unwrap_or(0));
         let mut results: Vec<Option<T>> = Vec::with_capacity(capacity);
         let mut errors = Vec::new();
         while let Some(ItemResult { index, result }) = poll_fn(|cx| self.poll_item(cx)).await {

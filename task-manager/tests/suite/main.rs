@@ -1,4 +1,5 @@
 //! task-manager's integration tests in one binary.
 
+mod extremes;
 mod runs;
 mod sim;
