@@ -97,14 +97,15 @@ impl MetricsConfig {
 
     /// How many finished tasks keep a full [`TaskMetrics`](crate::TaskMetrics) record for
     /// [`Metrics::task_metrics`](crate::Metrics::task_metrics). The oldest is evicted first.
-    /// Default 1,000; 0 keeps none.
+    /// Default 1,000; 0 keeps none, `usize::MAX` every one (memory grows with the tasks).
     pub fn task_store_capacity(mut self, capacity: usize) -> Self {
         self.task_store_capacity = capacity;
         self
     }
 
     /// How many of the latest tasks the recent ring keeps (averages in
-    /// [`LiveStats::recent`](crate::LiveStats::recent)). Default 256; 0 keeps none.
+    /// [`LiveStats::recent`](crate::LiveStats::recent)). Default 256; 0 keeps none. Memory
+    /// follows the tasks kept, not the capacity, so `usize::MAX` keeps every one.
     pub fn recent_capacity(mut self, capacity: usize) -> Self {
         self.recent_capacity = capacity;
         self
@@ -118,6 +119,7 @@ impl MetricsConfig {
 
     /// How many buckets the rolling window is cut into: the window slides one bucket at a time,
     /// so it covers between `(buckets - 1) / buckets` and all of `rolling_window`. Default 20.
+    /// At most [`MAX_ROLLING_BUCKETS`]; each bucket at least a microsecond long.
     pub fn rolling_buckets(mut self, buckets: usize) -> Self {
         self.rolling_buckets = buckets;
         self
@@ -133,6 +135,7 @@ impl MetricsConfig {
 
     /// How many slices the history is cut into (its time resolution: `aggregate(since)` rounds
     /// `since` down to a slice boundary). Each slice holds its own histograms. Default 12 (5 s).
+    /// At most [`MAX_HISTORY_SLICES`]; each slice at least a microsecond long.
     pub fn history_slices(mut self, slices: usize) -> Self {
         self.history_slices = slices;
         self
@@ -153,6 +156,7 @@ impl MetricsConfig {
 
     /// How many independent recorders workers spread over (each behind its own lock, merged
     /// when read). Default: twice the available parallelism, rounded up to a power of two.
+    /// 1 to [`MAX_SHARDS`].
     pub fn shards(mut self, shards: usize) -> Self {
         self.shards = Some(shards);
         self
@@ -165,13 +169,19 @@ impl MetricsConfig {
 
     /// Checks every setting.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check_window("rolling_window", self.rolling_window, self.rolling_buckets)?;
-        check_window("history", self.history, self.history_slices)?;
+        check_window(
+            ("rolling_window", self.rolling_window),
+            ("rolling_buckets", self.rolling_buckets, MAX_ROLLING_BUCKETS),
+        )?;
+        check_window(
+            ("history", self.history),
+            ("history_slices", self.history_slices, MAX_HISTORY_SLICES),
+        )?;
         if !(1..=5).contains(&self.significant_digits) {
             return Err(ConfigError::SignificantDigits(self.significant_digits));
         }
-        if self.shards == Some(0) {
-            return Err(ConfigError::ZeroCount { field: "shards" });
+        if let Some(shards) = self.shards {
+            check_count("shards", shards, MAX_SHARDS)?;
         }
         if let MemoryMode::Balanced { interval } = self.memory {
             if interval.is_zero() {
@@ -191,16 +201,38 @@ impl MetricsConfig {
     }
 }
 
-fn check_window(field: &'static str, window: Duration, slices: usize) -> Result<(), ConfigError> {
-    if window.is_zero() {
-        return Err(ConfigError::ZeroDuration { field });
-    }
-    if slices == 0 {
+/// Most buckets of the rolling window: every shard holds them all, allocated up front.
+pub const MAX_ROLLING_BUCKETS: usize = 1_000;
+/// Most history slices: each holds its own histograms (a few KB).
+pub const MAX_HISTORY_SLICES: usize = 10_000;
+/// Most shards: each holds a rolling window, a recent ring and a part of the task store.
+pub const MAX_SHARDS: usize = 1_024;
+
+/// A count in `[1, max]`.
+fn check_count(field: &'static str, count: usize, max: usize) -> Result<(), ConfigError> {
+    if count == 0 {
         return Err(ConfigError::ZeroCount { field });
     }
+    if count > max {
+        return Err(ConfigError::TooMany { field, max, count });
+    }
+    Ok(())
+}
+
+/// A window cut into slices of at least a microsecond.
+fn check_window(
+    (window_field, window): (&'static str, Duration),
+    (slices_field, slices, max_slices): (&'static str, usize, usize),
+) -> Result<(), ConfigError> {
+    if window.is_zero() {
+        return Err(ConfigError::ZeroDuration {
+            field: window_field,
+        });
+    }
+    check_count(slices_field, slices, max_slices)?;
     if window.as_nanos() / (slices as u128) < 1_000 {
         return Err(ConfigError::SliceTooShort {
-            field,
+            field: window_field,
             window,
             slices,
         });
@@ -228,7 +260,31 @@ mod tests {
             ),
             (
                 MetricsConfig::new().history_slices(0),
-                ConfigError::ZeroCount { field: "history" },
+                ConfigError::ZeroCount {
+                    field: "history_slices",
+                },
+            ),
+            (
+                MetricsConfig::new().rolling_buckets(0),
+                ConfigError::ZeroCount {
+                    field: "rolling_buckets",
+                },
+            ),
+            (
+                MetricsConfig::new().rolling_buckets(usize::MAX),
+                ConfigError::TooMany {
+                    field: "rolling_buckets",
+                    max: MAX_ROLLING_BUCKETS,
+                    count: usize::MAX,
+                },
+            ),
+            (
+                MetricsConfig::new().shards(MAX_SHARDS + 1),
+                ConfigError::TooMany {
+                    field: "shards",
+                    max: MAX_SHARDS,
+                    count: MAX_SHARDS + 1,
+                },
             ),
             (
                 MetricsConfig::new().significant_digits(6),

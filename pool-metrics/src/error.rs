@@ -18,6 +18,16 @@ pub enum ConfigError {
         /// The setting's name.
         field: &'static str,
     },
+    /// A count is above what the collector allocates for.
+    #[error("{field} must be at most {max} (got {count})")]
+    TooMany {
+        /// The setting's name.
+        field: &'static str,
+        /// The most allowed.
+        max: usize,
+        /// The value given.
+        count: usize,
+    },
     /// A window is split into slices shorter than a microsecond, the unit latencies are kept in.
     #[error("{field} split into {slices} slices gives slices shorter than 1 µs ({window:?})")]
     SliceTooShort {

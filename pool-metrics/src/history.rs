@@ -51,7 +51,8 @@ impl History {
     pub(crate) fn new(keep: usize) -> Self {
         Self {
             keep: keep as u64,
-            slices: VecDeque::with_capacity(keep + 1),
+            // Slices come as time passes: nothing is reserved from `keep`.
+            slices: VecDeque::new(),
         }
     }
 
@@ -65,7 +66,7 @@ impl History {
         while self
             .slices
             .front()
-            .is_some_and(|oldest| oldest.index + self.keep <= newest)
+            .is_some_and(|oldest| oldest.index.saturating_add(self.keep) <= newest)
         {
             self.slices.pop_front();
         }

@@ -60,7 +60,7 @@ mod snapshot;
 mod store;
 mod tally;
 
-pub use config::{MemoryMode, MetricsConfig};
+pub use config::{MemoryMode, MetricsConfig, MAX_HISTORY_SLICES, MAX_ROLLING_BUCKETS, MAX_SHARDS};
 pub use error::ConfigError;
 pub use latency::LatencySummary;
 #[cfg(feature = "process-memory")]

@@ -50,7 +50,8 @@ impl RecentRing {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             capacity,
-            tasks: VecDeque::with_capacity(capacity),
+            // Grows with the tasks kept: a capacity of usize::MAX reserves nothing.
+            tasks: VecDeque::new(),
         }
     }
 

@@ -3,6 +3,7 @@
 mod support;
 
 mod concurrent;
+mod extremes;
 mod facade;
 mod memory;
 mod model;
