@@ -19,13 +19,28 @@ pub struct Bounds {
 }
 
 impl Bounds {
-    /// `min` must be at least 1 and not above `max`.
+    /// The highest `max`: 2^24 (16,777,216) tasks at once, far beyond any backend, and low
+    /// enough that a tuner's steps (a fifth of the limit, twice the limit) cannot overflow.
+    pub const LARGEST: usize = 1 << 24;
+
+    /// Most samples a tuner's window may ask for (`min_samples`, `sample_window`): counts of
+    /// samples are multiplied by small factors and kept in memory.
+    pub const MOST_SAMPLES: usize = 1 << 24;
+
+    /// `min` must be at least 1 and not above `max`; `max` at most [`Bounds::LARGEST`].
     pub fn new(min: usize, max: usize) -> Result<Self, ConfigError> {
         if min == 0 {
             return Err(ConfigError::ZeroMin);
         }
         if min > max {
             return Err(ConfigError::MinAboveMax { min, max });
+        }
+        if max > Self::LARGEST {
+            return Err(ConfigError::TooLarge {
+                field: "max concurrency",
+                max: Self::LARGEST,
+                value: max,
+            });
         }
         Ok(Self { min, max })
     }

@@ -37,6 +37,30 @@ pub enum ConfigError {
         /// The setting's name.
         field: &'static str,
     },
+    /// A count above what the tuners' arithmetic is made for.
+    #[error("{field} must be at most {max} (got {value})")]
+    TooLarge {
+        /// The setting's name.
+        field: &'static str,
+        /// The most allowed.
+        max: usize,
+        /// The value given.
+        value: usize,
+    },
+}
+
+/// A count in `[1, max]`.
+pub(crate) fn check_count_at_most(
+    field: &'static str,
+    value: usize,
+    max: usize,
+) -> Result<usize, ConfigError> {
+    check_positive_count(field, value)?;
+    if value > max {
+        Err(ConfigError::TooLarge { field, max, value })
+    } else {
+        Ok(value)
+    }
 }
 
 /// Checks that `value` is finite and inside `[low, high]`, or `(low, high]` when `open_low`.

@@ -4,7 +4,9 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::bounds::Bounds;
-use crate::error::{check_positive_count, check_positive_duration, check_range, ConfigError};
+use crate::error::{
+    check_count_at_most, check_positive_count, check_positive_duration, check_range, ConfigError,
+};
 use crate::sample::{AttemptOutcome, Sample};
 use crate::tuner::{Adjustment, Reason, Tuner};
 
@@ -87,7 +89,7 @@ impl KneeConfigBuilder {
         self
     }
 
-    /// Highest limit. Default 1,000; must be at least `min`.
+    /// Highest limit. Default 1,000; must be at least `min` and at most [`Bounds::LARGEST`].
     pub fn max(mut self, max: usize) -> Self {
         self.max = max;
         self
@@ -122,7 +124,8 @@ impl KneeConfigBuilder {
         self
     }
 
-    /// Successful attempts a window needs before it decides. Default 16; at least 1. More
+    /// Successful attempts a window needs before it decides. Default 16; 1 to
+    /// [`Bounds::MOST_SAMPLES`]. More
     /// means less noise per decision and slower decisions at low concurrency.
     pub fn min_samples(mut self, samples: usize) -> Self {
         self.min_samples = samples;
@@ -214,7 +217,7 @@ impl KneeConfigBuilder {
         )?;
         check_positive_duration("min_window", self.min_window)?;
         check_positive_duration("baseline_refresh", self.baseline_refresh)?;
-        check_positive_count("min_samples", self.min_samples)?;
+        check_count_at_most("min_samples", self.min_samples, Bounds::MOST_SAMPLES)?;
         check_positive_count("rate_history", self.rate_history)?;
         Ok(KneeConfig {
             bounds,

@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::bounds::Bounds;
-use crate::error::{check_positive_count, check_positive_duration, check_range, ConfigError};
+use crate::error::{check_count_at_most, check_positive_duration, check_range, ConfigError};
 use crate::memory::{suggest_initial_concurrency, MemorySnapshot};
 use crate::sample::Sample;
 use crate::tuner::{Adjustment, Reason, Tuner};
@@ -89,7 +89,7 @@ impl RuleConfigBuilder {
         self
     }
 
-    /// Highest limit. Default 100; must be at least `min`.
+    /// Highest limit. Default 100; must be at least `min` and at most [`Bounds::LARGEST`].
     pub fn max(mut self, max: usize) -> Self {
         self.max = max;
         self
@@ -113,13 +113,13 @@ impl RuleConfigBuilder {
         self
     }
 
-    /// How many recent samples the averages cover. Default 100; must be at least 1.
+    /// How many recent samples the averages cover. Default 100; 1 to [`Bounds::MOST_SAMPLES`].
     pub fn sample_window(mut self, samples: usize) -> Self {
         self.sample_window = samples;
         self
     }
 
-    /// Samples needed before any rule runs. Default 10.
+    /// Samples needed before any rule runs. Default 10; at most [`Bounds::MOST_SAMPLES`].
     pub fn min_samples(mut self, samples: usize) -> Self {
         self.min_samples = samples;
         self
@@ -130,7 +130,14 @@ impl RuleConfigBuilder {
         let bounds = Bounds::new(self.min, self.max)?;
         check_positive_duration("target_latency", self.target_latency)?;
         check_positive_duration("adjustment_interval", self.adjustment_interval)?;
-        check_positive_count("sample_window", self.sample_window)?;
+        check_count_at_most("sample_window", self.sample_window, Bounds::MOST_SAMPLES)?;
+        if self.min_samples > Bounds::MOST_SAMPLES {
+            return Err(ConfigError::TooLarge {
+                field: "min_samples",
+                max: Bounds::MOST_SAMPLES,
+                value: self.min_samples,
+            });
+        }
         let target_memory_fraction = check_range(
             "target_memory_fraction",
             self.target_memory_fraction,
