@@ -16,8 +16,8 @@ use crate::task::TaskId;
 /// pointer); there is no separate channel.
 ///
 /// Dropping the handle does not cancel the task (like a detached spawn); give the task a
-/// cancellation token in [`TaskOptions`](crate::TaskOptions) for that. While a handle with a
-/// token is being awaited, cancelling the token takes a queued task out of the queue at once.
+/// cancellation token in [`TaskOptions`](crate::TaskOptions) for that: cancelling the token
+/// resolves a queued or parked task at once, whether or not the handle is being awaited.
 #[must_use = "a handle does nothing unless awaited; dropping it lets the task run detached"]
 pub struct TaskHandle<T, E> {
     task: Arc<dyn ResultSlot<T, E>>,

@@ -8,9 +8,9 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::task::{Context, Poll, Waker};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -18,14 +18,16 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use crate::admission::Rejection;
 use crate::error::{LastFailure, PanicMessage, TaskError};
 use crate::observer::{Outcome, TaskInfo};
-use crate::runner::Shared;
+use crate::runner::drop_contained;
+use crate::sync::{AtomicU32, Mutex, MutexGuard};
 use crate::task::{ErrorClass, Metadata, TaskId, TaskOptions};
 
 /// How a task is resolved.
 #[derive(Debug)]
 pub(crate) enum Resolution {
-    /// With the value of its last attempt, or its error (both kept inside the task).
-    LastAttempt,
+    /// With the value of its last attempt, or its error (both kept inside the task): `None`
+    /// if the attempt succeeded, else the class of its error.
+    LastAttempt(Option<ErrorClass>),
     TimedOut {
         timeout: Duration,
     },
@@ -37,6 +39,22 @@ pub(crate) enum Resolution {
     BudgetExhausted {
         timed_out: bool,
     },
+}
+
+impl Resolution {
+    /// How the task ended, for observers.
+    pub(crate) fn outcome(&self) -> Outcome {
+        match self {
+            Resolution::LastAttempt(None) => Outcome::Succeeded,
+            Resolution::LastAttempt(Some(class)) => Outcome::Failed(*class),
+            Resolution::TimedOut { .. } => Outcome::TimedOut,
+            Resolution::Stopped => Outcome::Stopped,
+            Resolution::Cancelled => Outcome::Cancelled,
+            Resolution::Panicked(_) => Outcome::Panicked,
+            Resolution::Rejected(_) => Outcome::Rejected,
+            Resolution::BudgetExhausted { .. } => Outcome::RetryBudgetExhausted,
+        }
+    }
 }
 
 /// The timeline of the attempts a retried task has made so far (a task that runs once
@@ -80,15 +98,19 @@ pub(crate) trait ErasedTask: Send + Sync {
     fn begin_attempt(&self) -> u32;
     fn info(&self) -> TaskInfo;
     fn cancellation(&self) -> Option<CancellationToken>;
+    /// Whether the task's token has fired.
+    fn is_cancelled(&self) -> bool;
+    /// From now on, the task's token firing tells the engine at once (if it has fired
+    /// already, it tells it now). Call it without holding the pool's lock.
+    fn watch_cancellation(&self);
     fn retries(&self, pool_default: u32) -> u32;
     /// Calls the closure for the next attempt, unless the task's token has fired or the
     /// pool was stopped with `stop_now` (checked in that order).
     fn start_attempt(self: Arc<Self>, pool_timeout: Option<Duration>, stopped_now: bool) -> Start;
     fn timeline(&self) -> Option<Timeline>;
     fn set_timeline(&self, timeline: Timeline);
-    /// Which outcome `resolution` will be, without resolving (observers hear of it first),
-    /// and the timeline of earlier attempts if the task was retried. One lock for both.
-    fn outcome_and_timeline(&self, resolution: &Resolution) -> (Outcome, Option<Timeline>);
+    /// The timeline of earlier attempts if the task was retried.
+    fn recorded_timeline(&self) -> Option<Timeline>;
     /// Settles the task and wakes its handle. A second call changes nothing.
     fn resolve(&self, resolution: Resolution);
 }
@@ -123,15 +145,23 @@ impl Job {
 
     pub(crate) fn resolve(mut self, resolution: Resolution) {
         if let Some(task) = self.task.take() {
-            task.resolve(resolution);
+            settle(task, resolution);
         }
     }
+}
+
+/// Resolves `task` and lets go of the engine's reference. If the handle is gone, that was the
+/// last one and the task's own state (its last value or error) is dropped here: a panic in
+/// that `Drop` is contained.
+fn settle(task: TaskRef, resolution: Resolution) {
+    task.resolve(resolution);
+    drop_contained("a task's result", task);
 }
 
 impl Drop for Job {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
-            task.resolve(Resolution::Stopped);
+            settle(task, Resolution::Stopped);
         }
     }
 }
@@ -200,11 +230,36 @@ enum Detail {
     Rejected(Rejection),
 }
 
-/// Lets a handle pull its task out of the queue as soon as the task's token fires.
+/// What a task needs of the engine: to hear that its token fired, so a queued or parked
+/// task resolves `Cancelled` at once. The engine implements it; the task holds it weakly.
+pub(crate) trait CancelSink: Send + Sync {
+    /// The token of task `id` fired.
+    fn cancelled(&self, id: TaskId);
+}
+
+/// Tells the engine when a task's token fires, without a task of its own: the token's wait
+/// is registered once with a waker that calls the engine. Dropped when the task resolves.
 struct CancelWatch {
     cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
-    shared: Weak<Shared>,
-    fired: bool,
+    waker: Waker,
+}
+
+/// The waker of a [`CancelWatch`]: woken (on the thread that cancels) when the token fires.
+struct CancelWaker {
+    sink: Weak<dyn CancelSink>,
+    id: TaskId,
+}
+
+impl Wake for CancelWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let Some(sink) = self.sink.upgrade() {
+            sink.cancelled(self.id);
+        }
+    }
 }
 
 /// What most tasks never need, allocated only for those that do.
@@ -247,14 +302,14 @@ pub(crate) struct TaskCell<F, Fut, T, E, C> {
 }
 
 impl<F, Fut, T, E, C> TaskCell<F, Fut, T, E, C> {
-    /// A task with `options`; `shared` lets its handle react to the options' token (only a
-    /// task with a token keeps a reference to it).
+    /// A task with `options`; `sink` hears when the options' token fires (only a task with a
+    /// token keeps a reference to it).
     pub(crate) fn new(
         id: TaskId,
         options: TaskOptions,
         make_attempt: F,
         classify: C,
-        shared: &Arc<Shared>,
+        sink: Weak<dyn CancelSink>,
     ) -> Self {
         let TaskOptions {
             priority,
@@ -268,8 +323,7 @@ impl<F, Fut, T, E, C> TaskCell<F, Fut, T, E, C> {
         let cold = (!plain).then(|| {
             let watch = cancellation.as_ref().map(|token| CancelWatch {
                 cancelled: Box::pin(token.clone().cancelled_owned()),
-                shared: Arc::downgrade(shared),
-                fired: false,
+                waker: Waker::from(Arc::new(CancelWaker { sink, id })),
             });
             Box::new(Cold {
                 metadata,
@@ -398,6 +452,33 @@ where
         self.lock().cold()?.cancellation.clone()
     }
 
+    fn is_cancelled(&self) -> bool {
+        self.lock()
+            .cold()
+            .and_then(|cold| cold.cancellation.as_ref())
+            .is_some_and(CancellationToken::is_cancelled)
+    }
+
+    fn watch_cancellation(&self) {
+        let fired = {
+            let mut body = self.lock();
+            let Some(watch) = body.cold.as_mut().and_then(|cold| cold.watch.as_mut()) else {
+                return;
+            };
+            let mut cx = Context::from_waker(&watch.waker);
+            // Pending: the waker is registered and the token's firing calls it.
+            watch
+                .cancelled
+                .as_mut()
+                .poll(&mut cx)
+                .is_ready()
+                .then(|| watch.waker.clone())
+        };
+        if let Some(waker) = fired {
+            waker.wake();
+        }
+    }
+
     fn retries(&self, pool_default: u32) -> u32 {
         self.lock()
             .cold()
@@ -447,28 +528,13 @@ where
         self.lock().cold_mut().timeline = Some(timeline);
     }
 
-    fn outcome_and_timeline(&self, resolution: &Resolution) -> (Outcome, Option<Timeline>) {
-        let body = self.lock();
-        let timeline = body.cold().and_then(|cold| cold.timeline);
-        let outcome = match resolution {
-            Resolution::LastAttempt => match &body.last {
-                Some(Ok(_)) => Outcome::Succeeded,
-                Some(Err(error)) => Outcome::Failed((self.classify)(error)),
-                None => Outcome::Stopped,
-            },
-            Resolution::TimedOut { .. } => Outcome::TimedOut,
-            Resolution::Stopped => Outcome::Stopped,
-            Resolution::Cancelled => Outcome::Cancelled,
-            Resolution::Panicked(_) => Outcome::Panicked,
-            Resolution::Rejected(_) => Outcome::Rejected,
-            Resolution::BudgetExhausted { .. } => Outcome::RetryBudgetExhausted,
-        };
-        (outcome, timeline)
+    fn recorded_timeline(&self) -> Option<Timeline> {
+        self.lock().cold()?.timeline
     }
 
     fn resolve(&self, resolution: Resolution) {
         let (settled, detail) = match resolution {
-            Resolution::LastAttempt => (Settled::LastAttempt, None),
+            Resolution::LastAttempt(_) => (Settled::LastAttempt, None),
             Resolution::TimedOut { timeout } => {
                 (Settled::TimedOut, Some(Detail::TimedOut(timeout)))
             }
@@ -482,7 +548,7 @@ where
                 (Settled::BudgetExhausted { timed_out }, None)
             }
         };
-        let waiting = {
+        let (waiting, watch) = {
             let mut body = self.lock();
             if !matches!(body.phase, Phase::Waiting { .. }) {
                 return;
@@ -490,15 +556,19 @@ where
             if let Some(detail) = detail {
                 body.cold_mut().detail = Some(detail);
             }
-            std::mem::replace(&mut body.phase, Phase::Settled(settled))
+            let watch = body.cold.as_mut().and_then(|cold| cold.watch.take());
+            let waiting = std::mem::replace(&mut body.phase, Phase::Settled(settled));
+            (waiting, watch)
         };
-        // The closure (and what it captured) is dropped outside the lock.
+        drop(watch);
+        // The closure (and what it captured) is dropped outside the lock, and before the
+        // handle wakes: a panic in its `Drop` is contained and the handle still wakes.
         if let Phase::Waiting {
             make_attempt,
             waker,
         } = waiting
         {
-            drop(make_attempt);
+            drop_contained("a task's closure", make_attempt);
             waker.wake();
         }
     }
@@ -517,20 +587,6 @@ where
 
     fn poll_result(&self, cx: &mut Context<'_>) -> Poll<Result<T, TaskError<E>>> {
         let mut body = self.lock();
-        let Body { phase, cold, .. } = &mut *body;
-        let waiting = matches!(phase, Phase::Waiting { .. });
-        if let Some(watch) = cold.as_mut().and_then(|cold| cold.watch.as_mut()) {
-            if waiting && !watch.fired && watch.cancelled.as_mut().poll(cx).is_ready() {
-                watch.fired = true;
-                if let Some(shared) = watch.shared.upgrade() {
-                    drop(body);
-                    // Resolves the task with `Cancelled` if it is still queued; a running
-                    // attempt sees the token itself. Needs the task's lock: released above.
-                    shared.cancel_queued(self.id);
-                    body = self.lock();
-                }
-            }
-        }
         match &mut body.phase {
             Phase::Waiting { waker, .. } => {
                 if !waker.will_wake(cx.waker()) {

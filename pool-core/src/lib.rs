@@ -66,6 +66,7 @@ mod queue;
 mod retry;
 mod runner;
 mod stats;
+mod sync;
 mod task;
 #[cfg(feature = "tower")]
 pub mod tower;

@@ -123,7 +123,8 @@ impl Pool {
             priority: options.priority,
             metadata: options.metadata.clone(),
         });
-        let task = Arc::new(TaskCell::new(id, options, task, classify, shared));
+        let sink: std::sync::Weak<dyn crate::job::CancelSink> = Arc::downgrade(shared) as _;
+        let task = Arc::new(TaskCell::new(id, options, task, classify, sink));
         shared.enqueue(Arc::clone(&task) as TaskRef, cancellable, info);
         TaskHandle::new(task)
     }

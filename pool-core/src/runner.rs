@@ -7,8 +7,8 @@
 
 use std::future::poll_fn;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -19,13 +19,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::{Admission, AdmissionPermit, Precheck};
 use crate::deadline;
+use crate::error::PanicMessage;
 use crate::executor::{BoxFuture, Executor};
-use crate::job::{Job, Resolution, Start, TaskRef, Timeline};
+use crate::job::{CancelSink, Job, Resolution, Start, TaskRef, Timeline};
 use crate::observer::{AttemptResult, Event, ObserverSet, TaskInfo, TaskRecord};
-use crate::parked::{ParkKey, Parked, ParkedSet};
+use crate::parked::{ParkKey, Parked, ParkedSet, Reservation};
 use crate::queue::{AgingQueue, QueueKey};
 use crate::retry::{saturation, BudgetBucket, PressureDecision, RetryPolicy};
 use crate::stats::Stats;
+use crate::sync::{AtomicBool, AtomicU64, Mutex, MutexGuard};
 use crate::task::{ErrorClass, TaskId};
 
 /// Settings fixed at build time.
@@ -55,14 +57,12 @@ struct State {
     queue: AgingQueue<TaskRef>,
     /// Queue keys of tasks that can be cancelled, so a handle can pull its task out early.
     cancellable: std::collections::HashMap<TaskId, Place>,
-    /// Tasks in retry backoff or deferred by admission, in the order they are due.
+    /// Tasks in retry backoff or deferred by admission, in the order they are due; it also
+    /// counts them (the only owner of the `retrying` and `deferred` counts).
     parked: ParkedSet,
     /// The moment the pool's timer sleeps until; `None` when no timer runs (nothing parked).
     timer: Option<Instant>,
     active: usize,
-    retrying: usize,
-    /// Tasks parked by an admission policy's precheck, holding no slot.
-    deferred: usize,
     /// Runners parked waiting for work (they hold no slot).
     idle_runners: usize,
     limit: usize,
@@ -78,16 +78,11 @@ impl State {
         !self.paused && !self.stopped && self.active < self.limit && !self.queue.is_empty()
     }
 
-    /// A parked task leaves the parked set: it no longer counts as retrying or deferred.
-    fn unpark(&mut self, parked: Parked) {
-        match parked {
-            Parked::Retrying => self.retrying -= 1,
-            Parked::Deferred => self.deferred -= 1,
-        }
-    }
-
     fn is_idle(&self) -> bool {
-        self.queue.is_empty() && self.active == 0 && self.retrying == 0 && self.deferred == 0
+        self.queue.is_empty()
+            && self.active == 0
+            && self.parked.retrying() == 0
+            && self.parked.deferred() == 0
     }
 
     /// Pops the next task and claims a slot for it.
@@ -131,8 +126,8 @@ impl State {
         Stats {
             queued: self.queue.len(),
             active: self.active,
-            retrying: self.retrying,
-            deferred: self.deferred,
+            retrying: self.parked.retrying(),
+            deferred: self.parked.deferred(),
             enqueued: self.counters.enqueued,
             processed: self.counters.processed,
             errors: self.counters.errors,
@@ -222,10 +217,14 @@ enum Next {
         /// The backoff before it (what decorrelated jitter grows from).
         backoff: Duration,
         class: ErrorClass,
+        /// Counts the task as retrying from the decision on.
+        reservation: Reservation,
     },
     /// Park the task, holding no slot, until an admission policy's moment for it.
     Park {
         until: Instant,
+        /// Counts the task as deferred from the decision on.
+        reservation: Reservation,
     },
 }
 
@@ -295,8 +294,6 @@ impl Shared {
                 parked: ParkedSet::default(),
                 timer: None,
                 active: 0,
-                retrying: 0,
-                deferred: 0,
                 idle_runners: 0,
                 limit: settings.initial_limit,
                 paused: false,
@@ -361,6 +358,7 @@ impl Shared {
             );
             return;
         }
+        let watched = cancellable.then(|| Arc::clone(&task));
         self.push_locked(&mut state, task, cancellable, now);
         let queued = state.queue.len();
         // If a slot is free the queue held nothing else, so at most this one task starts:
@@ -380,6 +378,9 @@ impl Shared {
             self.observers.emit(&Event::TaskQueued { task, queued });
         }
         self.spawn_runners(started);
+        if let Some(task) = watched {
+            task.watch_cancellation();
+        }
     }
 
     fn push_locked(&self, state: &mut State, task: TaskRef, cancellable: bool, now: Instant) {
@@ -494,7 +495,7 @@ impl Shared {
             Arc::clone(task).start_attempt(self.settings.timeout, stopped_now)
         }));
         let end = match start {
-            Err(panic) => AttemptEnd::Panicked(crate::error::PanicMessage::from_payload(&*panic)),
+            Err(panic) => AttemptEnd::Panicked(PanicMessage::from_payload(&*panic)),
             Ok(Start::Cancelled) => AttemptEnd::Cancelled,
             Ok(Start::StoppedNow) => AttemptEnd::StoppedNow,
             Ok(Start::Running {
@@ -507,32 +508,35 @@ impl Shared {
                     .poll_attempt(&mut future, timeout, cancellation, started_at)
                     .await;
                 // Dropping a future can panic too; that must not take the runner down.
-                let _ = catch_unwind(AssertUnwindSafe(|| drop(future.take())));
+                drop_contained("an attempt's future", future.take());
                 end
             }
         };
         let finished_at = self.executor.now();
-        drop(permits);
+        drop_contained("an admission permit", permits);
         stint.latency = finished_at.saturating_duration_since(started_at);
         (end, finished_at)
     }
 
     /// Asks every admission policy's precheck in turn: the first that parks or rejects the
     /// task decides (moments set aside by policies before it stay set aside: the task comes
-    /// back and takes them).
+    /// back and takes them). A panicking precheck ends the attempt as a panic.
     fn precheck(&self, info: &TaskInfo) -> Option<AttemptEnd> {
         let now = self.executor.now();
-        self.admission
-            .iter()
-            .find_map(|policy| match policy.precheck(info) {
-                Precheck::Proceed => None,
-                Precheck::ParkUntil(until) if until <= now => None,
-                Precheck::ParkUntil(until) => Some(AttemptEnd::Deferred(until)),
-                Precheck::Reject(rejection) => Some(AttemptEnd::Rejected(rejection)),
-            })
+        self.admission.iter().find_map(|policy| {
+            match catch_unwind(AssertUnwindSafe(|| policy.precheck(info))) {
+                Err(panic) => Some(AttemptEnd::Panicked(PanicMessage::from_payload(&*panic))),
+                Ok(Precheck::Proceed) => None,
+                Ok(Precheck::ParkUntil(until)) if until <= now => None,
+                Ok(Precheck::ParkUntil(until)) => Some(AttemptEnd::Deferred(until)),
+                Ok(Precheck::Reject(rejection)) => Some(AttemptEnd::Rejected(rejection)),
+            }
+        })
     }
 
     /// Asks every admission policy in turn, interruptible by `stop_now` and the task's token.
+    /// Policies run under `catch_unwind` like task code: a panic in `acquire` or in its future
+    /// ends the attempt as a panic, and permits granted before a refusal are dropped here.
     async fn admit(
         &self,
         info: TaskInfo,
@@ -540,31 +544,59 @@ impl Shared {
     ) -> Result<Vec<AdmissionPermit>, AttemptEnd> {
         let mut permits = Vec::with_capacity(self.admission.len());
         for policy in &self.admission {
-            let mut acquire = policy.acquire(&info);
-            // Most admissions are immediate: try once before setting up the interruptions.
-            if let Some(admitted) = (&mut acquire).now_or_never() {
-                match admitted {
-                    Ok(permit) => permits.push(permit),
-                    Err(rejection) => return Err(AttemptEnd::Rejected(rejection)),
+            match self.acquire(policy.as_ref(), &info, &task_token).await {
+                Ok(permit) => permits.push(permit),
+                Err(end) => {
+                    drop_contained("an admission permit", permits);
+                    return Err(end);
                 }
-                continue;
-            }
-            let interrupted = {
-                let stop_now = Box::pin(self.stop_now_token.clone().cancelled_owned());
-                let cancelled: BoxFuture<()> = match &task_token {
-                    Some(token) => Box::pin(token.clone().cancelled_owned()),
-                    None => Box::pin(std::future::pending()),
-                };
-                select(stop_now, cancelled)
-            };
-            match select(acquire, interrupted).await {
-                Either::Left((Ok(permit), _)) => permits.push(permit),
-                Either::Left((Err(rejection), _)) => return Err(AttemptEnd::Rejected(rejection)),
-                Either::Right((Either::Left(_), _)) => return Err(AttemptEnd::StoppedNow),
-                Either::Right((Either::Right(_), _)) => return Err(AttemptEnd::Cancelled),
             }
         }
         Ok(permits)
+    }
+
+    async fn acquire(
+        &self,
+        policy: &dyn Admission,
+        info: &TaskInfo,
+        task_token: &Option<CancellationToken>,
+    ) -> Result<AdmissionPermit, AttemptEnd> {
+        let panicked = |panic: Box<dyn std::any::Any + Send>| {
+            AttemptEnd::Panicked(PanicMessage::from_payload(&*panic))
+        };
+        let acquire = catch_unwind(AssertUnwindSafe(|| policy.acquire(info))).map_err(panicked)?;
+        let mut acquire = AssertUnwindSafe(acquire).catch_unwind();
+        // Most admissions are immediate: try once before setting up the interruptions.
+        let admitted = match (&mut acquire).now_or_never() {
+            Some(admitted) => {
+                drop_contained("an admission future", acquire);
+                admitted
+            }
+            None => {
+                let interrupted = {
+                    let stop_now = Box::pin(self.stop_now_token.clone().cancelled_owned());
+                    let cancelled: BoxFuture<()> = match task_token {
+                        Some(token) => Box::pin(token.clone().cancelled_owned()),
+                        None => Box::pin(std::future::pending()),
+                    };
+                    select(stop_now, cancelled)
+                };
+                match select(acquire, interrupted).await {
+                    Either::Left((admitted, _)) => admitted,
+                    Either::Right((interruption, acquire)) => {
+                        drop_contained("an admission future", acquire);
+                        return Err(match interruption {
+                            Either::Left(_) => AttemptEnd::StoppedNow,
+                            Either::Right(_) => AttemptEnd::Cancelled,
+                        });
+                    }
+                }
+            }
+        };
+        match admitted.map_err(panicked)? {
+            Ok(permit) => Ok(permit),
+            Err(rejection) => Err(AttemptEnd::Rejected(rejection)),
+        }
     }
 
     async fn poll_attempt(
@@ -583,9 +615,7 @@ impl Shared {
             };
             match catch_unwind(AssertUnwindSafe(|| attempt.as_mut().poll(cx))) {
                 Err(panic) => {
-                    return Poll::Ready(AttemptEnd::Panicked(
-                        crate::error::PanicMessage::from_payload(&*panic),
-                    ))
+                    return Poll::Ready(AttemptEnd::Panicked(PanicMessage::from_payload(&*panic)))
                 }
                 Ok(Poll::Ready(None)) => return Poll::Ready(AttemptEnd::Succeeded),
                 Ok(Poll::Ready(Some(class))) => return Poll::Ready(AttemptEnd::Failed(class)),
@@ -655,8 +685,11 @@ impl Shared {
                 delay,
                 backoff,
                 class,
-            } => self.schedule_retry(job, delay, backoff, class, stint, info),
-            Next::Park { until } => self.park(job, until, now, stint, info),
+                reservation,
+            } => self.schedule_retry(job, delay, backoff, class, stint, info, reservation),
+            Next::Park { until, reservation } => {
+                self.park(job, until, now, stint, info, reservation)
+            }
         }
         self.spawn_runners(extra);
         if idle {
@@ -666,7 +699,9 @@ impl Shared {
     }
 
     /// Runs under the pool's lock; may lock the task (the runner's own, so nobody else holds
-    /// it: the lock order is always pool, then task).
+    /// it: the lock order is always pool, then task). A task whose token has fired is never
+    /// retried or parked: it resolves `Cancelled` now (its cancellation may have come while
+    /// its attempt ran, too late for the attempt's own race to see it).
     fn decide(&self, state: &mut State, job: &Job, end: AttemptEnd) -> Next {
         let (class, give_up) = match end {
             AttemptEnd::Succeeded => {
@@ -674,7 +709,7 @@ impl Shared {
                     budget.refill();
                 }
                 state.counters.processed += 1;
-                return Next::Resolve(Resolution::LastAttempt);
+                return Next::Resolve(Resolution::LastAttempt(None));
             }
             AttemptEnd::Panicked(message) => {
                 state.counters.errors += 1;
@@ -697,10 +732,14 @@ impl Shared {
                     state.counters.stopped += 1;
                     return Next::Resolve(Resolution::Stopped);
                 }
-                state.deferred += 1;
-                return Next::Park { until };
+                if job.task().is_cancelled() {
+                    state.counters.cancelled += 1;
+                    return Next::Resolve(Resolution::Cancelled);
+                }
+                let reservation = state.parked.reserve(Parked::Deferred);
+                return Next::Park { until, reservation };
             }
-            AttemptEnd::Failed(class) => (class, Resolution::LastAttempt),
+            AttemptEnd::Failed(class) => (class, Resolution::LastAttempt(Some(class))),
             AttemptEnd::TimedOut(timeout) => {
                 (ErrorClass::Retryable, Resolution::TimedOut { timeout })
             }
@@ -712,6 +751,10 @@ impl Shared {
         {
             state.counters.errors += 1;
             return Next::Resolve(give_up);
+        }
+        if task.is_cancelled() {
+            state.counters.cancelled += 1;
+            return Next::Resolve(Resolution::Cancelled);
         }
         let saturation = saturation(state.queue.len(), state.active, state.limit);
         let previous = task.timeline().and_then(|timeline| timeline.previous_delay);
@@ -733,11 +776,11 @@ impl Shared {
             }
         }
         state.counters.retries += 1;
-        state.retrying += 1;
         Next::Retry {
             delay,
             backoff,
             class,
+            reservation: state.parked.reserve(Parked::Retrying),
         }
     }
 
@@ -754,8 +797,8 @@ impl Shared {
     ) {
         if self.observers.is_active() {
             let task = job.task();
-            let (outcome, timeline) = task.outcome_and_timeline(&resolution);
-            let timeline = stint.fold_into(timeline);
+            let outcome = resolution.outcome();
+            let timeline = stint.fold_into(task.recorded_timeline());
             self.observers.emit(&Event::TaskFinished(TaskRecord {
                 task: info.unwrap_or_else(|| task.info()),
                 queued_at: timeline.queued_at,
@@ -771,6 +814,7 @@ impl Shared {
         job.resolve(resolution);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn schedule_retry(
         self: &Arc<Self>,
         job: Job,
@@ -779,6 +823,7 @@ impl Shared {
         class: ErrorClass,
         stint: Stint,
         info: Option<TaskInfo>,
+        reservation: Reservation,
     ) {
         let task = job.task();
         let mut timeline = stint.fold_into(task.timeline());
@@ -793,8 +838,10 @@ impl Shared {
                 class,
             });
         }
+        // A delay of `Duration::MAX` means "never": a century ahead, still a moment the timer
+        // can sleep until.
         let until = deadline::after(self.executor.now(), delay);
-        self.park_until(job, until, Parked::Retrying);
+        self.park_until(job, until, reservation);
     }
 
     /// Parks a task that an admission policy deferred: it waits, holding no slot, until
@@ -806,6 +853,7 @@ impl Shared {
         now: Instant,
         stint: Stint,
         info: Option<TaskInfo>,
+        reservation: Reservation,
     ) {
         let task = job.task();
         let delay = until.saturating_duration_since(now);
@@ -813,7 +861,7 @@ impl Shared {
         // keeps none (it would cost a cold box, 240 bytes, per parked task).
         if self.observers.is_active() {
             let mut timeline = stint.fold_into(task.timeline());
-            timeline.queue_wait += delay;
+            timeline.queue_wait = timeline.queue_wait.saturating_add(delay);
             task.set_timeline(timeline);
             self.observers.emit(&Event::TaskDeferred {
                 task: info.unwrap_or_else(|| task.info()),
@@ -821,21 +869,30 @@ impl Shared {
                 delay,
             });
         }
-        self.park_until(job, until, Parked::Deferred);
+        self.park_until(job, until, reservation);
     }
 
-    /// Parks `job` until `until` (its retry or deferral is counted already), or resolves it
-    /// `Stopped` if the pool stopped meanwhile. Starts the timer, or wakes it if it sleeps
+    /// Parks `job` until `until` with the reservation that counts it, or resolves it if the
+    /// pool stopped (`Stopped`) or its token fired (`Cancelled`) since the decision: both
+    /// are checked under the lock the parking takes, so a `stop()` or a cancellation between
+    /// the decision and here is never missed. Starts the timer, or wakes it if it sleeps
     /// past `until`.
-    fn park_until(self: &Arc<Self>, job: Job, until: Instant, parked: Parked) {
+    fn park_until(self: &Arc<Self>, job: Job, until: Instant, reservation: Reservation) {
         let mut state = self.lock();
-        if state.stopped {
-            state.unpark(parked);
-            state.counters.stopped += 1;
+        let cancelled = job.task().is_cancelled();
+        if state.stopped || cancelled {
+            state.parked.release(reservation);
+            let resolution = if state.stopped {
+                state.counters.stopped += 1;
+                Resolution::Stopped
+            } else {
+                state.counters.cancelled += 1;
+                Resolution::Cancelled
+            };
             let idle = state.is_idle();
             drop(state);
             let now = self.executor.now();
-            self.finish(job, Resolution::Stopped, now, Stint::waiting(now), None);
+            self.finish(job, resolution, now, Stint::waiting(now), None);
             if idle {
                 self.notify_idle();
             }
@@ -843,7 +900,7 @@ impl Shared {
         }
         let cancellable = job.task().cancellation().is_some();
         let id = job.task().id();
-        let key = state.parked.insert(job.into_ref(), parked, until);
+        let key = state.parked.insert(reservation, job.into_ref(), until);
         if cancellable {
             state.cancellable.insert(id, Place::Parked(key));
         }
@@ -875,8 +932,7 @@ impl Shared {
             let now = self.executor.now();
             let (started, next) = {
                 let mut state = self.lock();
-                while let Some((task, parked)) = state.parked.pop_due(now) {
-                    state.unpark(parked);
+                while let Some(task) = state.parked.pop_due(now) {
                     let cancellable = task.cancellation().is_some();
                     self.push_locked(&mut state, task, cancellable, now);
                 }
@@ -893,8 +949,9 @@ impl Shared {
         }
     }
 
-    /// Pulls a cancelled task out of the queue, if it is still there.
-    pub(crate) fn cancel_queued(&self, id: TaskId) {
+    /// Resolves a cancelled task at once if it waits in the queue or is parked. A running
+    /// task's attempt sees its token itself, and the decision after an attempt checks it.
+    fn cancel_waiting(&self, id: TaskId) {
         let now = self.executor.now();
         let mut state = self.lock();
         let (task, stint) = match state.cancellable.remove(&id) {
@@ -906,10 +963,9 @@ impl Shared {
                 (popped.job, Stint::waiting(popped.enqueued_at))
             }
             Some(Place::Parked(key)) => {
-                let Some((task, parked)) = state.parked.remove(key) else {
+                let Some((task, _)) = state.parked.remove(key) else {
                     return;
                 };
-                state.unpark(parked);
                 (task, Stint::waiting(now))
             }
         };
@@ -976,8 +1032,8 @@ impl Shared {
         let parked = state.parked.drain_all();
         state.cancellable.clear();
         state.idle_runners = 0;
-        state.retrying = 0;
-        state.deferred = 0;
+        // Parked tasks are counted out by the drain; a task the engine decided to park but
+        // has not parked yet stays counted until its runner finds the pool stopped.
         state.counters.stopped += (jobs.len() + parked.len()) as u64;
         let idle = state.is_idle();
         drop(state);
@@ -991,7 +1047,7 @@ impl Shared {
             let stint = Stint::waiting(popped.enqueued_at);
             self.finish(Job::new(popped.job), Resolution::Stopped, now, stint, None);
         }
-        for (task, _) in parked {
+        for task in parked {
             self.finish(
                 Job::new(task),
                 Resolution::Stopped,
@@ -1018,5 +1074,22 @@ impl Shared {
             }
             notified.await;
         }
+    }
+}
+
+impl CancelSink for Shared {
+    fn cancelled(&self, id: TaskId) {
+        self.cancel_waiting(id);
+    }
+}
+
+/// Drops `value` (user state: a future, a permit, a closure), containing a panic in its `Drop`:
+/// it is reported through `tracing` and the engine goes on.
+pub(crate) fn drop_contained<T>(what: &str, value: T) {
+    if catch_unwind(AssertUnwindSafe(move || drop(value))).is_err() {
+        tracing::error!(
+            target: "pool_core",
+            "{what} panicked while dropped; the panic was contained and the pool keeps running"
+        );
     }
 }

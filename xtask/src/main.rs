@@ -6,6 +6,9 @@
 //!   pools), results in `target/bench-matrix/` (`--quick` for a seconds-long subset).
 //! - `cargo xtask bench-overhead`: s3pool beside the bare tokio / futures / tower idioms,
 //!   results in `target/bench-overhead/results.json`.
+//! - `cargo xtask model-check [--deep]`: pool-core's engine under the shuttle model checker
+//!   (`cargo xtask test` runs the bounded budget; `--deep` runs five minutes per scheduler on
+//!   an optimised build).
 //! - `cargo xtask soak`: ten minutes of mixed load through the chaos store with the adaptive
 //!   tuner on; prints the RSS slope and fails on any failure that was not injected.
 
@@ -15,6 +18,7 @@ use clap::{Parser, Subcommand};
 
 mod bench_matrix;
 mod bench_overhead;
+mod model_check;
 mod moto;
 mod soak;
 mod test;
@@ -34,6 +38,8 @@ enum Task {
     BenchMatrix(bench_matrix::BenchArgs),
     /// Compare s3pool's overhead with the bare idioms (`--help` lists its options).
     BenchOverhead(bench_matrix::BenchArgs),
+    /// Check pool-core's engine under the shuttle model checker (`--deep` for a long run).
+    ModelCheck(model_check::ModelCheckArgs),
     /// Soak: mixed load through the chaos store with the tuner on (default 10 minutes).
     Soak(soak::SoakArgs),
 }
@@ -44,6 +50,7 @@ fn main() -> ExitCode {
         Task::Test(args) => test::run(&args),
         Task::BenchMatrix(args) => bench_matrix::run(&args),
         Task::BenchOverhead(args) => bench_overhead::run(&args),
+        Task::ModelCheck(args) => model_check::run(&args),
         Task::Soak(args) => soak::run(&args),
     };
     match result {
@@ -57,10 +64,21 @@ fn main() -> ExitCode {
 
 /// Runs `cargo` with `args` in the workspace root; an error names the command that failed.
 pub(crate) fn cargo(args: &[&str]) -> Result<(), String> {
+    cargo_with_env(args, &[])
+}
+
+/// [`cargo`] with environment variables set for it.
+pub(crate) fn cargo_with_env(args: &[&str], env: &[(String, String)]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("xtask: running cargo {}", args.join(" "));
+    let shown: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    eprintln!(
+        "xtask: running {} cargo {}",
+        shown.join(" "),
+        args.join(" ")
+    );
     let status = Command::new(&cargo)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(workspace_root())
         .status()
         .map_err(|e| format!("could not start {cargo}: {e}"))?;
@@ -69,6 +87,13 @@ pub(crate) fn cargo(args: &[&str]) -> Result<(), String> {
     } else {
         Err(format!("`cargo {}` failed ({status})", args.join(" ")))
     }
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR`, or `target/` in the workspace root.
+pub(crate) fn target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 pub(crate) fn workspace_root() -> std::path::PathBuf {

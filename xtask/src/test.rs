@@ -6,6 +6,8 @@
 //! and moto's S3 server (s3-client's tests start their own; see `moto.rs`). On Debian-like
 //! systems, as root or with password-less sudo, it installs Debian's packages; otherwise it
 //! stops and says how.
+//! After the suite it runs the engine's model check with its bounded budget (a few seconds
+//! per scheduler; `cargo xtask model-check --deep` is the long run).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -24,7 +26,7 @@ pub(crate) struct TestArgs {
 
 pub(crate) fn run(args: &TestArgs) -> Result<(), String> {
     ensure_redis_server()?;
-    crate::moto::ensure_moto_server(&target_dir())?;
+    crate::moto::ensure_moto_server(&crate::target_dir())?;
     // Every feature: the second runtime (smol), the policies, the aws-sdk bucket admin, the
     // metrics facade… each has tests that only run when it is on.
     let mut workspace = vec!["test", "--workspace", "--all-features"];
@@ -32,7 +34,12 @@ pub(crate) fn run(args: &TestArgs) -> Result<(), String> {
         workspace.push("--");
         workspace.extend(args.rest.iter().map(String::as_str));
     }
-    cargo(&workspace)
+    cargo(&workspace)?;
+    // A test-name filter narrows the suite; the model check runs only with the whole suite.
+    if args.rest.is_empty() {
+        crate::model_check::run(&crate::model_check::ModelCheckArgs::bounded())?;
+    }
+    Ok(())
 }
 
 /// What to tell people who must install `redis-server` themselves.
@@ -162,12 +169,6 @@ fn has_install_candidate(package: &str) -> bool {
 }
 
 /// The target directory cargo builds into (the moto virtualenv lives there too).
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::workspace_root().join("target"))
-}
-
 pub(crate) fn is_root() -> bool {
     Command::new("id")
         .arg("-u")

@@ -185,8 +185,9 @@ impl SimExecutor {
     }
 
     /// Moves the virtual clock forward by `duration` at once, waking due timers.
+    /// `Duration::MAX` (or anything past a century) moves it a century: "forever".
     pub fn advance(&self, duration: Duration) {
-        self.move_clock(|now| now + duration);
+        self.move_clock(|now| crate::deadline::after(now, duration));
     }
 
     /// Sets the clock and wakes every timer due by then (outside the lock).
@@ -217,8 +218,10 @@ impl Executor for SimExecutor {
         runnable.schedule();
     }
 
+    /// A sleep of `Duration::MAX` (or anything past a century) ends a century ahead, which
+    /// the clock only reaches when nothing else can run.
     fn sleep(&self, duration: Duration) -> BoxFuture<()> {
-        let deadline = self.now() + duration;
+        let deadline = crate::deadline::after(self.now(), duration);
         Box::pin(SimSleep {
             inner: Arc::downgrade(&self.inner),
             deadline,
@@ -317,6 +320,17 @@ mod tests {
             .try_block_on(std::future::pending::<()>())
             .expect_err("must not hang");
         assert_eq!(err.elapsed, Duration::ZERO);
+    }
+
+    #[test]
+    fn a_sleep_of_duration_max_is_a_century_not_a_panic() {
+        let sim = SimExecutor::new();
+        let start = sim.now();
+        let clock = sim.clone();
+        sim.block_on(async move { clock.sleep(Duration::MAX).await });
+        assert_eq!(sim.now() - start, crate::deadline::NEVER);
+        sim.advance(Duration::MAX);
+        assert_eq!(sim.now() - start, crate::deadline::NEVER * 2);
     }
 
     #[test]
