@@ -46,7 +46,7 @@ enum PoolChoice {
 /// Defaults (those of the original s3db.js client): a pool of its own, enabled, with
 /// concurrency 10, 3 retries, a 1 s retry delay doubling per attempt (with jitter, at most
 /// 30 s) and a 30 s per-attempt timeout; no group; bodies of 16 MiB or more uploaded as
-/// multipart in 8 MiB parts, 4 at a time.
+/// multipart in 8 MiB parts, each part a pool task.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -254,9 +254,12 @@ impl S3ClientBuilder {
         self
     }
 
-    /// Parts uploaded at once within one multipart upload. Default 4.
+    /// Parts (of an upload) or ranges (of a download) of one transfer in flight at once.
+    /// Default: no cap of its own — parts and ranges are pool tasks, bounded by the pool's
+    /// limit and the bytes-in-flight budget; an upload whose parts run outside the pool (a
+    /// store whose multipart API the client does not know) sends 4 at once. At least 1.
     pub fn part_concurrency(mut self, parts: usize) -> Self {
-        self.multipart.part_concurrency = parts;
+        self.multipart.part_concurrency = Some(parts);
         self
     }
 
@@ -273,7 +276,7 @@ impl S3ClientBuilder {
                 ),
             });
         }
-        if multipart.part_concurrency == 0 {
+        if multipart.part_concurrency == Some(0) {
             return Err(BuildError::Setting {
                 field: "part_concurrency",
                 reason: "must be at least 1".to_owned(),

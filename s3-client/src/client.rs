@@ -25,7 +25,10 @@ use crate::multipart::{self, MultipartSettings};
 use crate::object_body::ObjectBody;
 use crate::options::CallOptions;
 use crate::pooled_store::PooledStore;
-use crate::transfer::{download, io_failure, upload, ByteBudget, TransferContext, TransferSummary};
+use crate::transfer::{
+    download, io_failure, upload, ByteBudget, BytesSource, ReaderSource, TransferContext,
+    TransferSummary,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Paths per bulk-delete request (S3's DeleteObjects maximum).
@@ -182,6 +185,14 @@ impl S3Client {
 
     /// Uploads `payload` to `path`, as a multipart upload when it is at least the multipart
     /// threshold (16 MiB by default).
+    ///
+    /// A multipart upload goes as [`upload_from`](Self::upload_from) does: each part (8 MiB
+    /// by default) a pool task with the call's retries — a failed part re-sends that part
+    /// only — under the bytes-in-flight budget, with progress ([`Call::on_progress`]); an
+    /// upload that fails, or whose call is dropped, is aborted. That needs the store's
+    /// multipart API, which clients built from a connection string or with
+    /// [`S3Client::builder_multipart`] have; otherwise the whole multipart upload is one
+    /// pool task, retried as a unit.
     pub fn put(&self, path: &Path, payload: impl Into<PutPayload>) -> Call<PutResult> {
         self.put_opts(path, payload, PutOptions::default())
     }
@@ -194,8 +205,37 @@ impl S3Client {
         payload: impl Into<PutPayload>,
         options: PutOptions,
     ) -> Call<PutResult> {
-        let (operation, run) = self.put_attempt(path.clone(), payload.into(), options);
+        let payload = payload.into();
+        let large = payload.content_length() >= self.inner.multipart.threshold;
+        if large
+            && matches!(options.mode, PutMode::Overwrite)
+            && self.inner.multipart_store.is_some()
+        {
+            return self.put_in_parts(path, Bytes::from(payload), options);
+        }
+        let (operation, run) = self.put_attempt(path.clone(), payload, options);
         self.call(operation, path.to_string(), run)
+    }
+
+    /// A large body as a multipart upload whose parts are pool tasks.
+    fn put_in_parts(&self, path: &Path, body: Bytes, options: PutOptions) -> Call<PutResult> {
+        let (context, path) = (self.transfer_context(), path.clone());
+        let options = PutMultipartOptions {
+            tags: options.tags,
+            attributes: options.attributes,
+            extensions: options.extensions,
+        };
+        Call::new(move |call| {
+            Box::pin(async move {
+                let total = Some(body.len() as u64);
+                upload(&context, &path, BytesSource(body), total, options, &call)
+                    .await
+                    .map(|(result, _)| result)
+                    .map_err(|error| {
+                        ClientError::new(Operation::PutMultipart, path.to_string(), error)
+                    })
+            })
+        })
     }
 
     fn put_attempt(
@@ -365,6 +405,7 @@ impl S3Client {
             dispatcher: self.inner.dispatcher.clone(),
             budget: self.inner.budget.clone(),
             part_size: self.inner.multipart.part_size as u64,
+            part_concurrency: self.inner.multipart.part_concurrency.unwrap_or(usize::MAX),
         }
     }
 
@@ -431,8 +472,11 @@ impl S3Client {
     /// [`S3Client::builder_multipart`] has it), a failed part fails the upload (aborted).
     ///
     /// # Cancel safety
-    /// Dropping the call mid-upload leaves the parts sent so far: abort them with a bucket
-    /// lifecycle rule, or let the call finish.
+    /// Dropping the call mid-upload aborts the multipart upload in the background: its
+    /// parts in flight are cancelled, and once none is running the abort is sent (with at
+    /// least three retries) as a task on the current tokio runtime, or, dropped outside a
+    /// tokio runtime, as a detached task of the client's pool. A failed abort is logged at
+    /// WARN; a bucket lifecycle rule for incomplete uploads is the backstop.
     pub fn upload_from<R>(&self, path: &Path, mut source: R) -> Call<TransferSummary>
     where
         R: AsyncRead + Unpin + Send + 'static,
@@ -440,8 +484,10 @@ impl S3Client {
         let (context, path) = (self.transfer_context(), path.clone());
         Call::new(move |call| {
             Box::pin(async move {
-                upload(&context, &path, &mut source, None, &call)
+                let source = ReaderSource(&mut source);
+                upload(&context, &path, source, None, Default::default(), &call)
                     .await
+                    .map(|(_, summary)| summary)
                     .map_err(|error| ClientError::new(Operation::Upload, path.to_string(), error))
             })
         })
@@ -470,9 +516,18 @@ impl S3Client {
                     .await
                     .map_err(|e| fail(io_failure(e)))?
                     .len();
-                upload(&context, &path, &mut source, Some(size), &call)
-                    .await
-                    .map_err(fail)
+                let source = ReaderSource(&mut source);
+                upload(
+                    &context,
+                    &path,
+                    source,
+                    Some(size),
+                    Default::default(),
+                    &call,
+                )
+                .await
+                .map(|(_, summary)| summary)
+                .map_err(fail)
             })
         })
     }
@@ -556,6 +611,10 @@ impl S3Client {
     /// Uploads many objects as one pool batch (`Pool::add_batch`): results in input order,
     /// failures with their index, and per-item callbacks
     /// (`.on_item_complete(|index, result| ..)`, `.on_item_error(|index, error| ..)`).
+    ///
+    /// Each item is one pool task: a body above the multipart threshold is uploaded within
+    /// its task (parts outside the limit, `part_concurrency` or 4 at once) and retried as a
+    /// whole. Use [`put`](Self::put) for large bodies whose parts should retry alone.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]

@@ -74,15 +74,54 @@ impl Dispatcher {
         options: &CallOptions,
         attempt: Attempt<T>,
     ) -> Result<T, TaskError<object_store::Error>> {
+        self.start(operation, key, options, attempt).await
+    }
+
+    /// [`run`](Self::run), queued on the pool now rather than when first polled: a
+    /// transfer starts its parts this way, so each is on its way while the next is read.
+    pub(crate) fn start<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        options: &CallOptions,
+        attempt: Attempt<T>,
+    ) -> BoxFuture<'static, Result<T, TaskError<object_store::Error>>> {
         match &self.pool {
             Some(pool) if !options.bypass_pool => {
                 let guarded = self.guarded(attempt, true);
-                pool.enqueue_with(guarded, options.task_options(operation, key), classify)
-                    .await
+                Box::pin(pool.enqueue_with(guarded, options.task_options(operation, key), classify))
             }
-            _ => self.guarded(attempt, false)()
-                .await
-                .map_err(|error| TaskError::Failed { error, attempts: 1 }),
+            _ => {
+                let call = self.guarded(attempt, false)();
+                Box::pin(async move {
+                    call.await
+                        .map_err(|error| TaskError::Failed { error, attempts: 1 })
+                })
+            }
+        }
+    }
+
+    /// Queues `attempt` on the pool without waiting for it (it runs on the pool's
+    /// executor, with the pool's retries; its result is dropped). Without a pool, or when
+    /// the call bypasses it, there is nothing to run it on: it is logged and dropped.
+    pub(crate) fn run_detached<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        options: &CallOptions,
+        attempt: Attempt<T>,
+    ) {
+        match &self.pool {
+            Some(pool) if !options.bypass_pool => {
+                let guarded = self.guarded(attempt, true);
+                // A dropped handle leaves its task running, detached.
+                drop(pool.enqueue_with(guarded, options.task_options(operation, key), classify));
+            }
+            _ => tracing::warn!(
+                operation,
+                key,
+                "no pool and no tokio runtime to run this on: not done"
+            ),
         }
     }
 }

@@ -162,7 +162,8 @@ impl ServerFaults {
         self.plan().cut_bodies = (count, after_bytes);
     }
 
-    /// Bytes of request bodies received so far (uploads, re-sent parts included).
+    /// Bytes of request bodies received so far (uploads, re-sent parts included, and the
+    /// bodies of requests answered with an injected fault).
     pub fn bytes_received(&self) -> u64 {
         self.bytes_received.load(Ordering::Relaxed)
     }
@@ -377,15 +378,22 @@ impl S3TestServer {
     /// Multipart uploads started and neither completed nor aborted (s3s-fs keeps each as
     /// `.upload-<id>.json` beside its parts in the served directory).
     pub fn pending_uploads(&self) -> usize {
+        self.count_files(|name| name.starts_with(".upload-") && name.ends_with(".json"))
+    }
+
+    /// Parts stored for multipart uploads not completed or aborted (s3s-fs keeps each as
+    /// `.upload_id-<id>.part-<n>`): a part that lands after its upload was aborted shows
+    /// here even when [`pending_uploads`](Self::pending_uploads) is 0.
+    pub fn stored_parts(&self) -> usize {
+        self.count_files(|name| name.starts_with(".upload_id-") && name.contains(".part-"))
+    }
+
+    fn count_files(&self, matches: impl Fn(&str) -> bool) -> usize {
         std::fs::read_dir(self.root.path())
             .map(|entries| {
                 entries
                     .filter_map(Result::ok)
-                    .filter(|entry| {
-                        let name = entry.file_name();
-                        let name = name.to_string_lossy();
-                        name.starts_with(".upload-") && name.ends_with(".json")
-                    })
+                    .filter(|entry| matches(&entry.file_name().to_string_lossy()))
                     .count()
             })
             .unwrap_or(0)
@@ -458,8 +466,11 @@ async fn handle(
         }));
     };
     // Read the request body first, as a real server does, so the client sees the response
-    // rather than a connection closed mid-upload.
-    let _ = request.into_body().collect().await;
+    // rather than a connection closed mid-upload; its bytes were sent, so they count.
+    if let Ok(body) = request.into_body().collect().await {
+        let len = body.to_bytes().len() as u64;
+        faults.bytes_received.fetch_add(len, Ordering::Relaxed);
+    }
     Response::builder()
         .status(fault.status())
         .header("content-type", "application/xml")

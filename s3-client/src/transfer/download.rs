@@ -13,22 +13,20 @@ use pool_core::TaskError;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::progress::Meter;
-use super::{io_failure, TransferContext, TransferSummary};
+use super::{io_failure, TaskResult, TransferContext, TransferSummary};
 use crate::dispatch::attempt;
 use crate::integrity::{IntegrityError, Verifier};
 use crate::options::CallOptions;
 
-type TaskResult<T> = Result<T, TaskError<object_store::Error>>;
-
 /// One range read in full by a pool task (retried alone), with the response's metadata and
-/// the attempts it took.
-async fn fetch_range(
+/// the attempts it took. The task is queued at once, not when the future is first polled.
+fn fetch_range(
     context: &TransferContext,
     path: &Path,
     range: Range<u64>,
     if_match: Option<String>,
     call: &CallOptions,
-) -> TaskResult<(Bytes, ObjectMeta, u64)> {
+) -> impl std::future::Future<Output = TaskResult<(Bytes, ObjectMeta, u64)>> + Send + 'static {
     let attempts = Arc::new(AtomicU64::new(0));
     let meta = Arc::new(Mutex::new(None));
     let (store, location) = (Arc::clone(&context.store), path.clone());
@@ -50,16 +48,16 @@ async fn fetch_range(
             Ok(bytes)
         }
     });
-    let bytes = context
-        .dispatcher
-        .run("get", path.as_ref(), call, run)
-        .await?;
-    let meta = meta
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()
-        .expect("a successful attempt records the metadata");
-    Ok((bytes, meta, attempts.load(Ordering::Relaxed)))
+    let fetching = context.dispatcher.start("get", path.as_ref(), call, run);
+    async move {
+        let bytes = fetching.await?;
+        let meta = meta
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .expect("a successful attempt records the metadata");
+        Ok((bytes, meta, attempts.load(Ordering::Relaxed)))
+    }
 }
 
 /// Downloads `path` into `sink`: the first range tells the object's size and ETag, the rest
@@ -95,8 +93,9 @@ pub(crate) async fn download<W: AsyncWrite + Unpin + Send>(
         // is taken in range order, so the range to be written next already has its own, and
         // a fetched range keeps its budget until it is written.
         let remaining = total - next;
+        let room = in_flight.len() < context.part_concurrency;
         let acquire = std::pin::pin!(async move {
-            if remaining > 0 {
+            if remaining > 0 && room {
                 context.budget.acquire(part.min(remaining)).await
             } else {
                 std::future::pending().await
@@ -120,9 +119,9 @@ pub(crate) async fn download<W: AsyncWrite + Unpin + Send>(
             Either::Right(permit) => {
                 let range = next..(next + part).min(total);
                 next = range.end;
-                let e_tag = meta.e_tag.clone();
+                let fetching = fetch_range(context, path, range, meta.e_tag.clone(), call);
                 in_flight.push_back(async move {
-                    let fetched = fetch_range(context, path, range, e_tag, call).await;
+                    let fetched = fetching.await;
                     (
                         fetched.map(|(bytes, _, attempts)| (bytes, attempts)),
                         permit,

@@ -2,9 +2,11 @@
 //! every range and part its own pool task with its own retries, all under the client's
 //! bytes-in-flight budget, with byte-level progress.
 
+mod abort;
 mod budget;
 mod download;
 mod progress;
+mod source;
 mod upload;
 
 use std::sync::Arc;
@@ -13,9 +15,11 @@ use object_store::multipart::MultipartStore;
 use object_store::ObjectStore;
 use pool_core::TaskError;
 
+pub(crate) use abort::AbortOnDrop;
 pub(crate) use budget::ByteBudget;
 pub(crate) use download::download;
 pub use progress::{ProgressCallback, TransferProgress, TransferSummary};
+pub(crate) use source::{BytesSource, ReaderSource};
 pub(crate) use upload::upload;
 
 use crate::dispatch::Dispatcher;
@@ -30,7 +34,11 @@ pub(crate) struct TransferContext {
     pub(crate) budget: ByteBudget,
     /// Size of a range or part (all parts but the last).
     pub(crate) part_size: u64,
+    /// Ranges or parts of one transfer in flight at most (`usize::MAX`: no cap of its own).
+    pub(crate) part_concurrency: usize,
 }
+
+pub(crate) type TaskResult<T> = Result<T, TaskError<object_store::Error>>;
 
 /// A local I/O failure (reading the source, writing the sink) as the error of a call.
 pub(crate) fn io_failure(error: std::io::Error) -> TaskError<object_store::Error> {

@@ -1,81 +1,73 @@
-//! Uploads from a reader: one PUT for a body smaller than a part, otherwise a multipart
-//! upload whose parts are pool tasks with their own retries, aborted if it finally fails.
+//! Uploads: one PUT for a body smaller than a part, otherwise a multipart upload whose parts
+//! are pool tasks with their own retries; an upload that fails, or whose call is dropped,
+//! is aborted.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::future::{self, Either};
 use futures::stream::{FuturesUnordered, StreamExt};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
-use object_store::{MultipartUpload, ObjectStoreExt, PutPayload, PutResult};
+use object_store::{PutMultipartOptions, PutOptions, PutPayload, PutResult};
 use pool_core::TaskError;
-use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::abort::{AbortOnDrop, PendingUpload};
 use super::progress::Meter;
-use super::{io_failure, TransferContext, TransferSummary};
+use super::source::PartSource;
+use super::{TaskResult, TransferContext, TransferSummary};
 use crate::dispatch::attempt;
 use crate::options::CallOptions;
 
-type TaskResult<T> = Result<T, TaskError<object_store::Error>>;
-
-/// Reads up to `size` bytes (less only at the end of the source).
-async fn read_part<R: AsyncRead + Unpin>(source: &mut R, size: usize) -> TaskResult<Bytes> {
-    let mut buffer = BytesMut::with_capacity(size);
-    while buffer.len() < size {
-        let read = (&mut *source)
-            .take((size - buffer.len()) as u64)
-            .read_buf(&mut buffer)
-            .await
-            .map_err(io_failure)?;
-        if read == 0 {
-            break;
-        }
-    }
-    Ok(buffer.freeze())
-}
-
 /// Uploads everything `source` yields to `path`. See
-/// [`S3Client::upload_from`](crate::S3Client::upload_from).
-pub(crate) async fn upload<R: AsyncRead + Unpin + Send>(
+/// [`S3Client::upload_from`](crate::S3Client::upload_from) and
+/// [`S3Client::put`](crate::S3Client::put).
+pub(crate) async fn upload(
     context: &TransferContext,
     path: &Path,
-    source: &mut R,
+    mut source: impl PartSource,
     total: Option<u64>,
+    options: PutMultipartOptions,
     call: &CallOptions,
-) -> TaskResult<TransferSummary> {
+) -> TaskResult<(PutResult, TransferSummary)> {
     let part_size = context.part_size;
     let meter = Arc::new(Meter::new(total, call.progress.clone()));
     let permit = context.budget.acquire(part_size).await;
-    let first = read_part(source, part_size as usize).await?;
-    if (first.len() as u64) < part_size {
-        let result = put_once(context, path, first.clone(), call, &meter).await?;
-        drop((first, permit));
-        return Ok(meter.summary(result.e_tag));
-    }
-    match &context.multipart {
-        Some(multipart) => {
-            let parts = Parts {
-                context,
-                store: Arc::clone(multipart),
-                path,
-                call,
-                meter: Arc::clone(&meter),
-            };
-            parts.run(first, permit, source).await
+    let first = source.next_part(part_size as usize).await?;
+    let result = if (first.len() as u64) < part_size {
+        let result = put_once(context, path, first, options, call, &meter).await?;
+        drop(permit);
+        result
+    } else {
+        match &context.multipart {
+            Some(store) => {
+                let parts = Parts {
+                    context,
+                    store: Arc::clone(store),
+                    path,
+                    call,
+                    meter: Arc::clone(&meter),
+                };
+                parts.run(first, permit, source, options).await?
+            }
+            None => {
+                let first = (first, permit);
+                upload_without_part_retries(context, path, first, source, options, call, &meter)
+                    .await?
+            }
         }
-        None => {
-            upload_without_part_retries(context, path, first, permit, source, call, &meter).await
-        }
-    }
+    };
+    let summary = meter.summary(result.e_tag.clone());
+    Ok((result, summary))
 }
 
 async fn put_once(
     context: &TransferContext,
     path: &Path,
     body: Bytes,
+    options: PutMultipartOptions,
     call: &CallOptions,
     meter: &Meter,
 ) -> TaskResult<PutResult> {
@@ -85,11 +77,18 @@ async fn put_once(
         path.clone(),
         Arc::clone(&attempts),
     );
+    let options = PutOptions {
+        tags: options.tags,
+        attributes: options.attributes,
+        extensions: options.extensions,
+        ..PutOptions::default()
+    };
     let len = body.len() as u64;
     let run = attempt(move || {
         counter.fetch_add(1, Ordering::Relaxed);
-        let (store, path, payload) = (Arc::clone(&store), location.clone(), body.clone());
-        async move { store.put(&path, PutPayload::from(payload)).await }
+        let (store, path) = (Arc::clone(&store), location.clone());
+        let (payload, options) = (PutPayload::from(body.clone()), options.clone());
+        async move { store.put_opts(&path, payload, options).await }
     });
     let result = context
         .dispatcher
@@ -110,65 +109,82 @@ struct Parts<'a> {
 }
 
 impl Parts<'_> {
-    async fn run<R: AsyncRead + Unpin + Send>(
+    async fn run(
         self,
         first: Bytes,
         first_permit: OwnedSemaphorePermit,
-        source: &mut R,
-    ) -> TaskResult<TransferSummary> {
+        mut source: impl PartSource,
+        options: PutMultipartOptions,
+    ) -> TaskResult<PutResult> {
         let (store, location) = (Arc::clone(&self.store), self.path.clone());
         let create = attempt(move || {
-            let (store, path) = (Arc::clone(&store), location.clone());
-            async move { store.create_multipart(&path).await }
+            let (store, path, options) = (Arc::clone(&store), location.clone(), options.clone());
+            async move { store.create_multipart_opts(&path, options).await }
         });
         let id = self
             .context
             .dispatcher
             .run("put_multipart", self.path.as_ref(), self.call, create)
             .await?;
-        let uploaded = self.send_parts(&id, first, first_permit, source).await;
-        let completed = match uploaded {
-            Ok(parts) => self.complete(&id, parts).await,
+        // From here on, a failure or a dropped call aborts the upload.
+        let upload = PendingUpload::new(
+            Arc::clone(&self.store),
+            self.path.clone(),
+            id,
+            self.context.dispatcher.clone(),
+            self.call,
+        );
+        let sent = self
+            .send_parts(&upload, (first, first_permit), &mut source)
+            .await;
+        let completed = match sent {
+            Ok(parts) => self.complete(upload.id(), parts).await,
             Err(error) => Err(error),
         };
         match completed {
-            Ok(result) => Ok(self.meter.summary(result.e_tag)),
+            Ok(result) => {
+                upload.completed();
+                Ok(result)
+            }
             Err(error) => {
-                self.abort(&id).await;
+                upload.abort().await;
                 Err(error)
             }
         }
     }
 
-    /// Reads and sends the parts, as many at once as the budget and pool allow (a part's
-    /// budget is taken before it is read and given back once it is stored). On a failure,
-    /// reading stops and the parts still in flight are waited for, so that the abort that
-    /// follows leaves none behind.
-    async fn send_parts<R: AsyncRead + Unpin + Send>(
+    /// Reads and sends the parts, as many at once as the budget, the pool and the
+    /// client's `part_concurrency` allow (a part's budget is taken before it is read and
+    /// given back once it is stored). On a failure, reading stops and the parts still in
+    /// flight are waited for.
+    async fn send_parts(
         &self,
-        id: &str,
-        first: Bytes,
-        first_permit: OwnedSemaphorePermit,
-        source: &mut R,
+        upload: &PendingUpload,
+        first: (Bytes, OwnedSemaphorePermit),
+        source: &mut impl PartSource,
     ) -> TaskResult<Vec<PartId>> {
         let part_size = self.context.part_size;
+        let part_options = upload.part_options();
         let mut parts: Vec<Option<PartId>> = Vec::new();
         let mut in_flight = FuturesUnordered::new();
         let mut failure = None;
-        let mut source_done = (first.len() as u64) < part_size;
-        let mut pending = Some((first, first_permit));
+        let mut source_done = (first.0.len() as u64) < part_size;
+        let mut next = Some(first);
         loop {
-            if let Some((part, permit)) = pending.take() {
+            if let Some((part, permit)) = next.take() {
                 let index = parts.len();
                 parts.push(None);
-                let sending = self.send_part(id, index, part);
+                let sending = self.send_part(upload, &part_options, index, part);
                 in_flight.push(async move {
                     let sent = sending.await;
                     drop(permit);
                     (index, sent)
                 });
             }
-            if failure.is_none() && !source_done {
+            let may_read = failure.is_none()
+                && !source_done
+                && in_flight.len() < self.context.part_concurrency;
+            if may_read {
                 let mut acquire = std::pin::pin!(self.context.budget.acquire(part_size));
                 let permit = loop {
                     match future::select(acquire.as_mut(), in_flight.next()).await {
@@ -183,11 +199,11 @@ impl Parts<'_> {
                     }
                 };
                 if let (Some(permit), None) = (permit, &failure) {
-                    match read_part(source, part_size as usize).await {
+                    match source.next_part(part_size as usize).await {
                         Ok(part) if part.is_empty() => source_done = true,
                         Ok(part) => {
                             source_done = (part.len() as u64) < part_size;
-                            pending = Some((part, permit));
+                            next = Some((part, permit));
                         }
                         Err(error) => failure = Some(error),
                     }
@@ -208,31 +224,38 @@ impl Parts<'_> {
     /// One part as a pool task; a retry sends this part again, and only it.
     fn send_part(
         &self,
-        id: &str,
+        upload: &PendingUpload,
+        options: &CallOptions,
         index: usize,
         part: Bytes,
     ) -> impl std::future::Future<Output = TaskResult<PartId>> + Send + 'static {
         let attempts = Arc::new(AtomicU64::new(0));
-        let (store, path, id) = (Arc::clone(&self.store), self.path.clone(), id.to_owned());
+        let (store, path, id) = (
+            Arc::clone(&self.store),
+            self.path.clone(),
+            upload.id().clone(),
+        );
+        let running = upload.running().clone();
         let (counter, len) = (Arc::clone(&attempts), part.len() as u64);
         let run = attempt(move || {
             counter.fetch_add(1, Ordering::Relaxed);
             let (store, path, id, part) =
                 (Arc::clone(&store), path.clone(), id.clone(), part.clone());
+            let running = running.clone();
             async move {
+                let _running = running.enter();
                 store
                     .put_part(&path, &id, index, PutPayload::from(part))
                     .await
             }
         });
-        let dispatcher = self.context.dispatcher.clone();
-        let (key, call, meter) = (
-            self.path.to_string(),
-            self.call.clone(),
-            Arc::clone(&self.meter),
-        );
+        let sending =
+            self.context
+                .dispatcher
+                .start("upload_part", self.path.as_ref(), options, run);
+        let meter = Arc::clone(&self.meter);
         async move {
-            let sent = dispatcher.run("upload_part", &key, &call, run).await;
+            let sent = sending.await;
             if sent.is_ok() {
                 meter.piece_done(len, attempts.load(Ordering::Relaxed));
             }
@@ -256,26 +279,6 @@ impl Parts<'_> {
             .run("complete_multipart", self.path.as_ref(), self.call, run)
             .await
     }
-
-    /// Best effort: an abort that fails is logged (a bucket lifecycle rule is the backstop).
-    async fn abort(&self, id: &str) {
-        let (store, location, id) = (Arc::clone(&self.store), self.path.clone(), id.to_owned());
-        let run = attempt(move || {
-            let (store, path, id) = (Arc::clone(&store), location.clone(), id.clone());
-            async move { store.abort_multipart(&path, &id).await }
-        });
-        // Cleanup gets at least three retries, whatever the call allowed its parts.
-        let retries = self.call.retries.unwrap_or(3).max(3);
-        let options = self.call.clone().retries(retries);
-        let aborted = self
-            .context
-            .dispatcher
-            .run("abort_multipart", self.path.as_ref(), &options, run)
-            .await;
-        if let Err(error) = aborted {
-            tracing::warn!(path = %self.path, %error, "aborting a failed upload failed");
-        }
-    }
 }
 
 fn record(
@@ -294,58 +297,55 @@ fn record(
 
 /// For a store that is no `MultipartStore` (local files, a `dyn ObjectStore`): object_store's
 /// `MultipartUpload`, whose parts cannot be sent twice, so a failed part fails the upload
-/// (which is then aborted). Parts go one after another.
-async fn upload_without_part_retries<R: AsyncRead + Unpin + Send>(
+/// (which is then aborted, as it is when the call is dropped). Parts go one after another.
+async fn upload_without_part_retries(
     context: &TransferContext,
     path: &Path,
-    first: Bytes,
-    first_permit: OwnedSemaphorePermit,
-    source: &mut R,
+    first: (Bytes, OwnedSemaphorePermit),
+    mut source: impl PartSource,
+    options: PutMultipartOptions,
     call: &CallOptions,
     meter: &Meter,
-) -> TaskResult<TransferSummary> {
+) -> TaskResult<PutResult> {
     let (store, location) = (Arc::clone(&context.store), path.clone());
     let create = attempt(move || {
-        let (store, path) = (Arc::clone(&store), location.clone());
-        async move { store.put_multipart(&path).await }
+        let (store, path, options) = (Arc::clone(&store), location.clone(), options.clone());
+        async move { store.put_multipart_opts(&path, options).await }
     });
-    let mut upload = context
+    let upload = context
         .dispatcher
         .run("put_multipart", path.as_ref(), call, create)
         .await?;
+    let mut upload = AbortOnDrop::new(upload, path.clone());
+    let failed = |error| TaskError::Failed { error, attempts: 1 };
     let result = async {
-        let mut part = first;
-        let mut permit = first_permit;
+        let (mut part, mut permit) = first;
         loop {
             let len = part.len() as u64;
             upload
+                .upload()
                 .put_part(PutPayload::from(part))
                 .await
-                .map_err(|error| TaskError::Failed { error, attempts: 1 })?;
+                .map_err(failed)?;
             meter.piece_done(len, 1);
             drop(permit);
             if len < context.part_size {
                 break;
             }
             permit = context.budget.acquire(context.part_size).await;
-            part = read_part(source, context.part_size as usize).await?;
+            part = source.next_part(context.part_size as usize).await?;
             if part.is_empty() {
                 break;
             }
         }
-        upload
-            .complete()
-            .await
-            .map_err(|error| TaskError::Failed { error, attempts: 1 })
+        upload.upload().complete().await.map_err(failed)
     }
     .await;
-    match result {
-        Ok(result) => Ok(meter.summary(result.e_tag)),
-        Err(error) => {
-            if let Err(abort_error) = upload.abort().await {
-                tracing::warn!(%path, %abort_error, "aborting a failed upload failed");
-            }
-            Err(error)
+    if result.is_err() {
+        if let Err(abort_error) = upload.upload().abort().await {
+            tracing::warn!(%path, %abort_error, "aborting a failed upload failed");
         }
     }
+    upload.ended();
+    result
 }

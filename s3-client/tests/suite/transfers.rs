@@ -1,6 +1,7 @@
 //! Large transfers: ranged downloads and multipart uploads whose pieces retry alone, under
 //! the bytes-in-flight budget, with progress, over the loopback S3 server.
 
+use std::future::IntoFuture;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -171,4 +172,111 @@ async fn a_budget_smaller_than_a_part_still_completes() {
         .max_bytes_in_flight(0)
         .build();
     assert!(zero.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_put_resends_only_its_failed_part() {
+    let server = S3TestServer::start().await.unwrap();
+    let client = client(&server);
+    let path = Path::from("put/large.bin");
+    let body = random_bytes(15, 3 * PART);
+    let last = Arc::new(Mutex::new(None::<TransferProgress>));
+    let received = server.faults().bytes_received();
+    // Requests: create, then the parts (in any order); the second part to arrive fails once.
+    server
+        .faults()
+        .fail_after(2, 1, InjectedResponse::InternalError);
+    client
+        .put(&path, body.clone())
+        .on_progress({
+            let last = Arc::clone(&last);
+            move |progress| *last.lock().unwrap() = Some(progress)
+        })
+        .await
+        .unwrap();
+    assert_eq!(server.faults().injected(), 1);
+    let progress = last.lock().unwrap().unwrap();
+    assert_eq!(progress.transferred, body.len() as u64);
+    assert_eq!(progress.resent, PART as u64, "one part sent again");
+    // The failed part once more, and the XML of the create and complete requests.
+    let resent = server.faults().bytes_received() - received - body.len() as u64;
+    assert!(
+        (PART as u64..PART as u64 + 4096).contains(&resent),
+        "{resent}"
+    );
+    let parts_sent = server
+        .faults()
+        .recent_requests()
+        .iter()
+        .filter(|request| request.contains("partNumber="))
+        .count();
+    assert_eq!(parts_sent, 4, "three parts and one retry");
+    assert!(client.get(&path).await.unwrap() == body);
+    assert_eq!((server.pending_uploads(), server.stored_parts()), (0, 0));
+}
+
+/// A source that yields `parts` whole parts, then never ends.
+fn stalling_source(
+    parts: usize,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + Unpin {
+    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = (0..parts)
+        .map(|i| Ok(random_bytes(20 + i as u64, PART)))
+        .collect();
+    futures::StreamExt::chain(futures::stream::iter(chunks), futures::stream::pending())
+}
+
+/// Waits (bounded) for `condition`.
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    for _ in 0..6_000 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_upload_is_aborted_and_leaves_no_parts() {
+    let server = S3TestServer::start().await.unwrap();
+    let client = client(&server);
+    let call = client.upload_from_stream(&Path::from("dropped.bin"), stalling_source(2));
+    let running = tokio::spawn(call.into_future());
+    // Two parts stored, the third never comes: the upload is half-way.
+    until("two parts stored", || server.stored_parts() == 2).await;
+    assert_eq!(server.pending_uploads(), 1);
+    running.abort();
+    assert!(running.await.unwrap_err().is_cancelled());
+    until("the upload aborted", || {
+        server.pending_uploads() == 0 && server.stored_parts() == 0
+    })
+    .await;
+    assert!(server
+        .faults()
+        .recent_requests()
+        .iter()
+        .any(|request| request.starts_with("DELETE") && request.contains("uploadId=")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_dropped_mid_upload_is_aborted_too() {
+    let server = S3TestServer::start().await.unwrap();
+    let client = client(&server);
+    let body = random_bytes(21, 4 * PART);
+    // The third part hangs on 503s (retried with backoff) until the call is dropped.
+    server
+        .faults()
+        .fail_after(3, u64::MAX, InjectedResponse::SlowDown);
+    let call = client
+        .put(&Path::from("dropped-put.bin"), body)
+        .retries(1_000);
+    let running = tokio::spawn(call.into_future());
+    until("some part refused", || server.faults().injected() > 0).await;
+    running.abort();
+    let _ = running.await;
+    server.faults().clear();
+    until("the upload aborted", || {
+        server.pending_uploads() == 0 && server.stored_parts() == 0
+    })
+    .await;
 }
