@@ -2,7 +2,8 @@
 
 use pool_core::{Rejection, RejectionKind};
 
-/// What went wrong obtaining or configuring global permits.
+/// What went wrong configuring or reaching a shared limit (global permits or shared rate
+/// limits).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PermitError {

@@ -48,7 +48,7 @@ impl LimitKeys {
                 "must not contain braces, whitespace or control characters",
             ));
         }
-        let key = |suffix: &str| format!("s3pool:{{{name}}}:{suffix}");
+        let key = |suffix: &str| tagged(name, suffix);
         Ok(Self {
             name: name.to_owned(),
             holders: key("holders"),
@@ -59,10 +59,25 @@ impl LimitKeys {
         })
     }
 
+    /// Where shared rate limits named like this live: the prefix of each key's hash (the
+    /// key's text follows it) and the channel throttled keys are published on. Same hash tag
+    /// as the permits: one cluster slot per name.
+    pub(crate) fn rate_keys(&self) -> (String, String) {
+        (
+            tagged(&self.name, "rate:"),
+            tagged(&self.name, "rate-throttled"),
+        )
+    }
+
     /// The keys in the order the scripts expect them (`KEYS[1..4]`).
     pub(crate) fn script_keys(&self) -> [&str; 4] {
         [&self.holders, &self.limit, &self.agents, &self.waiting]
     }
+}
+
+/// `s3pool:{name}:suffix`: every key of one name carries the hash tag `{name}`.
+fn tagged(name: &str, suffix: &str) -> String {
+    format!("s3pool:{{{name}}}:{suffix}")
 }
 
 #[cfg(test)]
@@ -76,6 +91,9 @@ mod tests {
             assert!(key.contains("{s3-uploads}"), "{key}");
         }
         assert_eq!(keys.channel, "s3pool:{s3-uploads}:wake");
+        let (prefix, channel) = keys.rate_keys();
+        assert_eq!(prefix, "s3pool:{s3-uploads}:rate:");
+        assert_eq!(channel, "s3pool:{s3-uploads}:rate-throttled");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! # pool-redis
 //!
-//! One concurrency limit shared by many processes and machines: global permits for s3pool
-//! pools, leased on Redis.
+//! Limits shared by many processes and machines, kept in Redis: one concurrency limit
+//! ([`RedisPermits`], global permits leased on Redis) and rate limits per key
+//! ([`RedisRateLimiter`], a GCRA whose schedule and adaptive rate live in Redis, e.g. S3's
+//! per-prefix rates shared by every process writing to a bucket).
 //!
 //! A [`RedisPermits`] is a pool's admission policy (`PoolBuilder::admission`, pool-core's
 //! seam for where permits come from besides the pool's own local limit): every attempt holds
@@ -24,7 +26,9 @@
 //! - [`RedisEndpoint`]: where Redis is (URL or cluster nodes, TLS settings).
 //! - [`RedisPermits`], [`RedisPermitsBuilder`]: the handle and its settings.
 //! - [`Lease`]: one held permit. [`PermitStatus`]: what this process knows.
-//! - [`FailMode`], [`PermitEvent`], [`PermitError`]: failure handling.
+//! - [`RedisRateLimiter`], [`RedisRateLimiterBuilder`], [`RateStatus`]: shared rate limits
+//!   per key, a `KeyedRatePolicy` for pools and s3-client.
+//! - [`FailMode`], [`PermitEvent`], [`PermitError`]: failure handling (both kinds of limit).
 
 mod agent;
 mod backoff;
@@ -35,6 +39,7 @@ mod event;
 mod keys;
 mod lease;
 mod permits;
+mod rate;
 mod redact;
 mod scripts;
 mod subscriber;
@@ -45,4 +50,5 @@ pub use error::PermitError;
 pub use event::{FailMode, PermitEvent};
 pub use lease::Lease;
 pub use permits::{PermitStatus, RedisPermits};
+pub use rate::{RateStatus, RedisRateLimiter, RedisRateLimiterBuilder};
 pub use redact::RedisUrl;

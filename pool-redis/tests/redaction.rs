@@ -1,6 +1,7 @@
 //! Passwords never show: a matrix of passwords holding each character a URL reserves, given
 //! raw and percent-encoded, through every entry point (standalone, `rediss://`, cluster node
-//! lists; builders, endpoints, connection errors, refusals, events and logs at TRACE). Alone
+//! lists; permit and rate-limit builders, endpoints, connection errors, refusals, events and
+//! logs at TRACE). Alone
 //! in its own test binary: it asserts on captured `tracing` output, and tracing's
 //! process-wide callsite state is best not shared with tests running beside it.
 
@@ -10,7 +11,7 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pool_redis::{RedisEndpoint, RedisPermits};
+use pool_redis::{RedisEndpoint, RedisPermits, RedisRateLimiter};
 use support::{recorder, RedisServer};
 
 const TTL: Duration = Duration::from_millis(600);
@@ -108,8 +109,10 @@ fn no_password_ever_shows() {
                 .await
                 .expect_err("wrong password");
             show(format!("{denied} / {denied:?}"));
-            // Every other entry point, with the password raw and encoded.
-            for secret in [password.to_owned(), encode(password)] {
+            // Every other entry point, with the password raw (and percent-encoded, for the
+            // password that holds every reserved character: encoded ones connect above).
+            let encoded = (password == PASSWORDS[PASSWORDS.len() - 1]).then(|| encode(password));
+            for secret in std::iter::once(password.to_owned()).chain(encoded) {
                 let urls = [
                     format!("redis://:{secret}@127.0.0.1:1"),
                     format!("redis://app:{secret}@127.0.0.1:notaport/0"),
@@ -122,6 +125,15 @@ fn no_password_ever_shows() {
                     show(format!("{builder:?}"));
                     match builder.connect().await {
                         Ok(permits) => show(format!("{permits:?}")),
+                        Err(error) => {
+                            show(format!("{error} / {error:?} / {}", error.to_rejection()))
+                        }
+                    }
+                    let rates = RedisRateLimiter::s3_prefixes(url.as_str(), "secret", 1)
+                        .io_timeout(Duration::from_millis(200));
+                    show(format!("{rates:?}"));
+                    match rates.connect().await {
+                        Ok(rates) => show(format!("{rates:?}")),
                         Err(error) => {
                             show(format!("{error} / {error:?} / {}", error.to_rejection()))
                         }

@@ -201,7 +201,27 @@ impl S3ClientBuilder {
     /// higher priority takes over the turn of a parked one of lower priority.
     #[cfg(feature = "protection")]
     pub fn prefix_rate_limits(mut self, depth: usize) -> Self {
-        self.protection.prefix_depth = Some(depth);
+        self.protection.prefix_limits = Some(crate::protection::PrefixLimits::Local(depth));
+        self.pool_configured = true;
+        self
+    }
+
+    /// Per-prefix rate limits kept by `limiter` instead of this process: e.g. pool-redis'
+    /// `RedisRateLimiter::s3_prefixes`, which keeps each prefix's rate in Redis so that every
+    /// process writing to the bucket shares it (four workers together stay under 3,500
+    /// writes per second to a prefix, and a SlowDown seen by one slows them all). The limiter
+    /// picks the prefix depth and the rates. Calls over the rate are parked without a pool
+    /// slot until their turn, as with [`prefix_rate_limits`](Self::prefix_rate_limits), which
+    /// this replaces (the last of the two called wins). Feature `protection`; applies to the
+    /// client's own pool.
+    #[cfg(feature = "protection")]
+    pub fn prefix_rate_limiter(
+        mut self,
+        limiter: impl pool_core::policy::KeyedRatePolicy<pool_core::policy::S3PrefixKey> + 'static,
+    ) -> Self {
+        self.protection.prefix_limits = Some(crate::protection::PrefixLimits::Given(
+            std::sync::Arc::new(limiter),
+        ));
         self.pool_configured = true;
         self
     }

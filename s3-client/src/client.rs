@@ -127,15 +127,17 @@ impl S3Client {
         self.inner.metrics.as_ref()
     }
 
-    /// The per-prefix rate limiter given by [`S3ClientBuilder::prefix_rate_limits`]: read a
-    /// prefix's current rate with `current_rate(&key)`. Feature `protection`.
+    /// The per-prefix rate limits set by [`S3ClientBuilder::prefix_rate_limits`] or
+    /// [`S3ClientBuilder::prefix_rate_limiter`]: read a prefix's current rate with
+    /// `current_rate(&key)`. Feature `protection`.
     ///
     /// [`S3ClientBuilder::prefix_rate_limits`]: crate::S3ClientBuilder::prefix_rate_limits
+    /// [`S3ClientBuilder::prefix_rate_limiter`]: crate::S3ClientBuilder::prefix_rate_limiter
     #[cfg(feature = "protection")]
     pub fn prefix_rate_limits(
         &self,
-    ) -> Option<&pool_core::policy::KeyedRateLimiter<pool_core::policy::S3PrefixKey>> {
-        self.inner.protection.prefix_limits.as_ref()
+    ) -> Option<&dyn pool_core::policy::KeyedRatePolicy<pool_core::policy::S3PrefixKey>> {
+        self.inner.protection.prefix_limits.as_deref()
     }
 
     /// The circuit breaker given by [`S3ClientBuilder::circuit_breaker`]: its state and

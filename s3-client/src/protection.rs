@@ -7,29 +7,66 @@
 //! and climbs back additively (AIMD), alongside the pool's concurrency limit. The breaker is
 //! one per client, i.e. per backend and bucket: while the backend keeps failing, calls fail
 //! fast with `Rejected(CircuitOpen)` instead of piling up.
+//!
+//! The prefix limits are this process's own ([`KeyedRateLimiter`]) unless the builder is given
+//! a [`KeyedRatePolicy`] kept elsewhere — pool-redis' `RedisRateLimiter` shares each prefix's
+//! rate (and its throttling) among every process that writes to the bucket, without this
+//! crate depending on pool-redis.
+
+use std::fmt;
+use std::sync::Arc;
 
 use pool_core::policy::{
-    CircuitBreaker, CircuitBreakerConfig, KeyedRateLimiter, PolicyExt, S3PrefixKey,
+    CircuitBreaker, CircuitBreakerConfig, KeyedRateLimiter, KeyedRatePolicy, PolicyExt, S3PrefixKey,
 };
-use pool_core::{ConfigError, PoolBuilder};
+use pool_core::{Admission, ConfigError, Observer, PoolBuilder};
+
+/// A per-prefix rate limit behind an `Arc`, as the client keeps it.
+pub(crate) type PrefixPolicy = Arc<dyn KeyedRatePolicy<S3PrefixKey>>;
+
+/// Where the per-prefix limits come from.
+pub(crate) enum PrefixLimits {
+    /// This process's own, at S3's published rates, keyed at this depth.
+    Local(usize),
+    /// A policy built elsewhere (e.g. shared by many processes on Redis).
+    Given(PrefixPolicy),
+}
+
+impl fmt::Debug for PrefixLimits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PrefixLimits::Local(depth) => f.debug_tuple("Local").field(depth).finish(),
+            PrefixLimits::Given(policy) => f.debug_tuple("Given").field(policy).finish(),
+        }
+    }
+}
 
 /// What the builder was asked to attach.
 #[derive(Debug, Default)]
 pub(crate) struct ProtectionSettings {
-    pub(crate) prefix_depth: Option<usize>,
+    pub(crate) prefix_limits: Option<PrefixLimits>,
     pub(crate) breaker: Option<CircuitBreakerConfig>,
 }
 
 /// The policies attached to a client's pool, kept so their state can be read.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub(crate) struct Protection {
-    pub(crate) prefix_limits: Option<KeyedRateLimiter<S3PrefixKey>>,
+    pub(crate) prefix_limits: Option<PrefixPolicy>,
     pub(crate) breaker: Option<CircuitBreaker>,
+}
+
+impl fmt::Debug for Protection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Protection")
+            .field("prefix_limits", &self.prefix_limits)
+            .field("breaker", &self.breaker)
+            .finish()
+    }
 }
 
 impl ProtectionSettings {
     pub(crate) fn is_empty(&self) -> bool {
-        self.prefix_depth.is_none() && self.breaker.is_none()
+        self.prefix_limits.is_none() && self.breaker.is_none()
     }
 
     /// Builds the policies on the pool's own clock and attaches them to `pool`.
@@ -47,10 +84,18 @@ impl ProtectionSettings {
             pool = pool.with_policy(&breaker);
             protection.breaker = Some(breaker);
         }
-        if let Some(depth) = self.prefix_depth {
-            let limits = KeyedRateLimiter::s3_prefixes(executor, depth).build()?;
-            pool = pool.with_policy(&limits);
-            protection.prefix_limits = Some(limits);
+        let policy: Option<PrefixPolicy> = match self.prefix_limits {
+            Some(PrefixLimits::Local(depth)) => Some(Arc::new(
+                KeyedRateLimiter::s3_prefixes(executor, depth).build()?,
+            )),
+            Some(PrefixLimits::Given(policy)) => Some(policy),
+            None => None,
+        };
+        if let Some(policy) = policy {
+            pool = pool
+                .admission_arc(Arc::clone(&policy) as Arc<dyn Admission>)
+                .observer_arc(Arc::clone(&policy) as Arc<dyn Observer>);
+            protection.prefix_limits = Some(policy);
         }
         Ok((pool, protection))
     }

@@ -77,7 +77,24 @@ impl Aimd {
         self
     }
 
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+    /// The settings as numbers, for a limiter that keeps its rates elsewhere (pool-redis
+    /// keeps them in Redis, shared by every process).
+    pub fn values(&self) -> AimdValues {
+        AimdValues {
+            decrease_factor: self.decrease_factor,
+            decrease_cooldown: self.decrease_cooldown,
+            increase_fraction: self.increase_fraction,
+            increase_interval: self.increase_interval,
+            min_fraction: self.min_fraction,
+        }
+    }
+
+    /// Checks every setting (what a limiter's `build` does).
+    ///
+    /// # Errors
+    /// [`ConfigError::InvalidFactor`] for a factor or fraction out of its range,
+    /// [`ConfigError::ZeroDuration`] for a zero increase interval; each names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let checks = [
             (
                 "aimd.decrease_factor",
@@ -114,6 +131,23 @@ impl Aimd {
         }
         Ok(())
     }
+}
+
+/// The numbers of an [`Aimd`], as [`Aimd::values`] reads them; each means what the setter of
+/// the same name documents.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct AimdValues {
+    /// Factor the rate is multiplied by on throttling.
+    pub decrease_factor: f64,
+    /// Shortest time between two decreases.
+    pub decrease_cooldown: Duration,
+    /// Share of the configured rate added per interval while recovering.
+    pub increase_fraction: f64,
+    /// How often the rate grows while recovering.
+    pub increase_interval: Duration,
+    /// Lowest rate, as a share of the configured rate.
+    pub min_fraction: f64,
 }
 
 /// One adaptive rate: pure arithmetic, every method takes `now`.

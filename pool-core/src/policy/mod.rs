@@ -6,7 +6,8 @@
 //!   with a burst, globally or per key (e.g. per S3 prefix), optionally adaptive ([`Aimd`]):
 //!   back off on throttling, recover gradually. A GCRA that books each task its moment, so a
 //!   task that must wait is parked without a pool slot ([`ExecutorClock`] puts `governor`'s
-//!   own limiters on a pool's clock too).
+//!   own limiters on a pool's clock too). [`KeyedRatePolicy`] is the seam for a per-key limit
+//!   kept elsewhere (pool-redis keeps one in Redis, shared by every process).
 //! - [`SingleFlight`]: identical concurrent operations share one execution.
 //!
 //! Policies that are both an [`Admission`] and an [`Observer`] (they decide before an attempt
@@ -25,6 +26,8 @@ mod clock;
 #[cfg(feature = "rate-limit")]
 mod gcra;
 #[cfg(feature = "rate-limit")]
+mod keyed_policy;
+#[cfg(feature = "rate-limit")]
 mod keyed_rate_limit;
 #[cfg(feature = "rate-limit")]
 mod rate_limit;
@@ -33,7 +36,7 @@ mod s3_prefix;
 mod single_flight;
 
 #[cfg(feature = "rate-limit")]
-pub use aimd::Aimd;
+pub use aimd::{Aimd, AimdValues};
 #[cfg(feature = "circuit-breaker")]
 pub use circuit_breaker::{
     default_verdict, CallVerdict, CircuitBreaker, CircuitBreakerConfig, CircuitSnapshot,
@@ -41,6 +44,8 @@ pub use circuit_breaker::{
 };
 #[cfg(feature = "rate-limit")]
 pub use clock::ExecutorClock;
+#[cfg(feature = "rate-limit")]
+pub use keyed_policy::KeyedRatePolicy;
 #[cfg(feature = "rate-limit")]
 pub use keyed_rate_limit::{KeyedRateLimiter, KeyedRateLimiterBuilder};
 #[cfg(feature = "rate-limit")]

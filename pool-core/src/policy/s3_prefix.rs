@@ -5,6 +5,7 @@
 //! limiter keyed by (prefix, read or write) keeps each prefix under its rate, and, adaptive,
 //! halves a prefix's rate on SlowDown and brings it back gradually.
 
+use std::fmt;
 use std::sync::Arc;
 
 use super::aimd::Aimd;
@@ -46,7 +47,8 @@ impl S3RequestClass {
     }
 }
 
-/// The key of a per-prefix limit.
+/// The key of a per-prefix limit. Shown as `read:photos/` or `write:photos/` (the name a
+/// limiter kept outside this process, such as pool-redis', stores it under).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct S3PrefixKey {
     /// The first `depth` `/`-separated segments of the object key, with their slashes
@@ -54,6 +56,16 @@ pub struct S3PrefixKey {
     pub prefix: String,
     /// Read or write.
     pub class: S3RequestClass,
+}
+
+impl fmt::Display for S3PrefixKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let class = match self.class {
+            S3RequestClass::Read => "read",
+            S3RequestClass::Write => "write",
+        };
+        write!(f, "{class}:{}", self.prefix)
+    }
 }
 
 /// The first `depth` segments of `key`, each with its trailing `/`; all of `key` if it has

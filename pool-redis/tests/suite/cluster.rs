@@ -7,8 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pool_core::{Pool, RejectionKind, TaskError, TaskOptions, Transient};
-use pool_redis::{RedisEndpoint, RedisPermits};
+use pool_core::policy::RateLimit;
+use pool_core::{
+    Admission, Metadata, Pool, RejectionKind, TaskError, TaskId, TaskInfo, TaskOptions, Transient,
+};
+use pool_redis::{RedisEndpoint, RedisPermits, RedisRateLimiter};
 use support::cluster::RedisCluster;
 
 const TTL: Duration = Duration::from_millis(1_000);
@@ -76,6 +79,21 @@ async fn permits_on_a_cluster_survive_a_master_failover() {
         "highest {before} running before the failover"
     );
 
+    // Shared rate limits on the same cluster: keys of one name share a slot, so one script
+    // call books moments for several keys.
+    let rates = RedisRateLimiter::builder(
+        endpoint.clone(),
+        "clustered",
+        |task: &TaskInfo| task.metadata.get("tenant").map(str::to_owned),
+        |_tenant: &String| RateLimit::new(1_000.0, 10).unwrap(),
+    )
+    .io_timeout(Duration::from_millis(300))
+    .connect()
+    .await
+    .expect("rate limits on the cluster");
+    book_moments(&rates).await;
+    assert!(rates.status().calls >= 1 && rates.status().available);
+
     // Two leases held across the failover (renewed on the old master, then on the new one):
     // they count against the limit all along.
     let held = [
@@ -134,6 +152,19 @@ async fn permits_on_a_cluster_survive_a_master_failover() {
     )
     .await;
     let reached_at = start.elapsed();
+    // The rate limits reach the new master too (meanwhile they fell back to local limits).
+    support::wait_until(
+        "the rate limits reach the new master",
+        Duration::from_secs(30),
+        || {
+            let rates = rates.clone();
+            async move {
+                book_moments(&rates).await;
+                rates.status().available
+            }
+        },
+    )
+    .await;
     let mut late = enqueue_round(&pools);
     late.extend(enqueue_round(&pools));
     for handle in late {
@@ -164,6 +195,18 @@ async fn permits_on_a_cluster_survive_a_master_failover() {
     }
     let held = live_leases_on(&cluster, &holders).await;
     assert_eq!(held, 0, "every lease was given back");
+}
+
+/// Books moments of two keys at once through `rates` (one call can carry both).
+async fn book_moments(rates: &RedisRateLimiter<String>) {
+    let tasks = [(1, "a"), (2, "b")].map(|(id, tenant)| TaskInfo {
+        id: TaskId(id),
+        priority: 0,
+        metadata: Metadata::new().with("tenant", tenant),
+    });
+    for permit in futures::future::join_all(tasks.iter().map(|task| rates.acquire(task))).await {
+        drop(permit.expect("a moment"));
+    }
 }
 
 /// Leases not yet expired, read through a cluster connection of the test's own.

@@ -6,4 +6,5 @@ mod support;
 mod cluster;
 mod permits;
 mod processes;
+mod rate;
 mod tls;

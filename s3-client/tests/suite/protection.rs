@@ -128,3 +128,35 @@ async fn the_breaker_opens_on_a_failing_backend_and_fails_fast() {
         "the call was refused before reaching the store"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_prefix_limiter_kept_elsewhere_plugs_in() {
+    use pool_core::policy::{s3_prefix_key, KeyedRateLimiter, RateLimit};
+    use pool_core::{Executor, TokioExecutor};
+    // Any KeyedRatePolicy: here a local limiter at 10 writes per second (pool-redis'
+    // RedisRateLimiter plugs in the same way, with its rates kept in Redis).
+    let executor: Arc<dyn Executor> = Arc::new(TokioExecutor::current());
+    let limiter = KeyedRateLimiter::builder(
+        executor,
+        |task: &pool_core::TaskInfo| s3_prefix_key(task, 1),
+        |_key: &S3PrefixKey| RateLimit::new(10.0, 1).unwrap(),
+    )
+    .build()
+    .unwrap();
+    let client = S3Client::builder(InMemory::new())
+        .concurrency(8)
+        .prefix_rate_limiter(limiter)
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    for i in 0..21u32 {
+        client
+            .put(&Path::from(format!("slow/{i}")), vec![0u8])
+            .await
+            .unwrap();
+    }
+    // 21 writes at 10/s: the first at once, the last 2 s later.
+    assert_eq!(Instant::now() - start, Duration::from_secs(2));
+    let limits = client.prefix_rate_limits().expect("attached");
+    assert_eq!(limits.current_rate(&write_key("slow/")), Some(10.0));
+}

@@ -1,0 +1,381 @@
+//! Rate limits per key shared by every process: GCRA with its schedule in Redis, adaptive
+//! (AIMD) with the rate in Redis too, booked in batches, as a pool's admission policy.
+
+mod agent;
+mod book;
+mod builder;
+mod script;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use pool_core::policy::{KeyedRateLimiter, KeyedRatePolicy, RateLimit};
+use pool_core::{
+    Admission, AdmissionPermit, AttemptResult, BoxFuture, ErrorClass, Event, Executor, Observer,
+    PoolControl, Precheck, Rejection, RejectionKind, TaskId, TaskInfo,
+};
+use tokio::sync::{oneshot, Notify};
+use tokio_util::sync::DropGuard;
+
+use crate::endpoint::RedisEndpoint;
+use crate::event::{EventSink, FailMode};
+use book::{Cell, Turn};
+pub use builder::RedisRateLimiterBuilder;
+
+type KeyFn<K> = dyn Fn(&TaskInfo) -> Option<K> + Send + Sync;
+type LimitFn<K> = dyn Fn(&K) -> RateLimit + Send + Sync;
+
+/// How often idle keys and stale bookings are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// A rate limit per key (per S3 prefix, per tenant…) shared by every process that uses the
+/// same Redis and name: all of them together stay under each key's rate.
+///
+/// Each key's GCRA schedule (its theoretical arrival time) lives in Redis and is advanced by
+/// a Lua script, as redis-cell does: one round trip books a moment — or, batched, every
+/// moment this process's waiting tasks need, for every key at once. In a pool, a task that
+/// has no moment yet, or whose moment is later, gives its slot back and is parked
+/// ([`Admission::precheck`]); when it comes back at its moment it goes. Adaptive limits
+/// ([`adaptive`](RedisRateLimiterBuilder::adaptive)) keep their rate in Redis as well: a
+/// throttled attempt (`503 SlowDown`) in any process lowers the key's rate for all of them,
+/// once per cool-down however many saw it, and every process drops the moments it booked at
+/// the old rate (pub/sub); recovery is computed from Redis time, so it is shared too.
+///
+/// It is a [`KeyedRatePolicy`]: attach it to a pool as both admission and observer (e.g.
+/// `PolicyExt::with_policy`), or give it to s3-client as its per-prefix limits
+/// (`S3ClientBuilder::prefix_rate_limiter` with [`s3_prefixes`](Self::s3_prefixes)).
+///
+/// While Redis cannot be reached, [`FailMode::Open`] (the default here) limits each process
+/// alone, at each key's full rate (a local `KeyedRateLimiter`), and [`FailMode::Closed`]
+/// refuses tasks; both emit a [`PermitEvent`](crate::PermitEvent) and a warning.
+///
+/// Cheap to clone: clones share one agent and one connection.
+pub struct RedisRateLimiter<K> {
+    inner: Arc<Inner<K>>,
+}
+
+struct Inner<K> {
+    shared: Arc<Shared<K>>,
+    /// Stops the agent and its subscriber when the last handle goes.
+    _stop: DropGuard,
+}
+
+impl<K> Clone for RedisRateLimiter<K> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+/// What a limiter's handles and its agent share.
+pub(crate) struct Shared<K> {
+    key_of: Arc<KeyFn<K>>,
+    limit_of: Arc<LimitFn<K>>,
+    executor: Arc<dyn Executor>,
+    endpoint: RedisEndpoint,
+    name: String,
+    adaptive: bool,
+    max_wait: Option<Duration>,
+    forget_idle_after: Duration,
+    fail_mode: FailMode,
+    /// Limits each process alone while Redis cannot be reached (`FailMode::Open`).
+    fallback: KeyedRateLimiter<K>,
+    book: Mutex<Book>,
+    /// Tells the agent there is demand or a throttled key to report.
+    wake: Notify,
+    down: AtomicBool,
+    /// How long a task without a moment is parked before it looks again (ns): about one
+    /// booking round trip plus the batch window.
+    recheck_nanos: AtomicU64,
+    calls: AtomicU64,
+    events: EventSink,
+}
+
+/// This process's bookings, under one lock.
+#[derive(Debug)]
+struct Book {
+    cells: HashMap<String, Cell>,
+    /// Tasks whose moment has come, between `precheck` and `acquire`.
+    cleared: HashMap<TaskId, Instant>,
+    /// Keys throttled here, to report to Redis.
+    throttled: Vec<String>,
+    seq: u64,
+    next_sweep: Instant,
+}
+
+/// What this process's side of a shared rate limit knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RateStatus {
+    /// Keys with local state.
+    pub keys: usize,
+    /// Moments booked in Redis and not yet taken by a task.
+    pub booked: usize,
+    /// Booking and throttling script calls made so far (for the cost per task).
+    pub calls: u64,
+    /// Whether Redis answered the last call.
+    pub available: bool,
+}
+
+impl<K> RedisRateLimiter<K>
+where
+    K: std::hash::Hash + Eq + Clone + fmt::Display + Send + Sync + 'static,
+{
+    /// Settings for the limits `name` on the Redis at `endpoint`: `key_of` picks a task's key
+    /// (`None`: not limited), `limit_of` gives a key its rate and burst. The key's `Display`
+    /// names it in Redis (`s3pool:{name}:rate:<key>`), so every process must show a key the
+    /// same way.
+    pub fn builder(
+        endpoint: impl Into<RedisEndpoint>,
+        name: &str,
+        key_of: impl Fn(&TaskInfo) -> Option<K> + Send + Sync + 'static,
+        limit_of: impl Fn(&K) -> RateLimit + Send + Sync + 'static,
+    ) -> RedisRateLimiterBuilder<K> {
+        RedisRateLimiterBuilder::new(endpoint.into(), name, Arc::new(key_of), Arc::new(limit_of))
+    }
+
+    /// What this process knows now.
+    pub fn status(&self) -> RateStatus {
+        let shared = &self.inner.shared;
+        let book = shared.lock();
+        RateStatus {
+            keys: book.cells.len(),
+            booked: book.cells.values().map(Cell::booked).sum(),
+            calls: shared.calls.load(Ordering::Relaxed),
+            available: !shared.down.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The name of these limits.
+    pub fn name(&self) -> &str {
+        &self.inner.shared.name
+    }
+}
+
+impl<K> Shared<K> {
+    fn lock(&self) -> MutexGuard<'_, Book> {
+        // Only bookkeeping runs under the lock; a panic there leaves consistent maps.
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn recheck(&self) -> Duration {
+        Duration::from_nanos(self.recheck_nanos.load(Ordering::Relaxed))
+    }
+
+    fn unavailable(&self) -> Rejection {
+        Rejection::new(
+            RejectionKind::Unavailable,
+            format!(
+                "shared rate limits {:?} at {} unavailable",
+                self.name, self.endpoint
+            ),
+        )
+    }
+}
+
+impl<K> Shared<K>
+where
+    K: std::hash::Hash + Eq + Clone + fmt::Display + Send + Sync + 'static,
+{
+    /// The task's turn under `key`, from the local book (never waits).
+    fn turn(&self, task: &TaskInfo, key: &K, now: Instant) -> Result<Turn, Instant> {
+        let text = key.to_string();
+        let latest = self.max_wait.and_then(|wait| now.checked_add(wait));
+        let mut book = self.lock();
+        if book.cleared.contains_key(&task.id) {
+            // Cleared before, then held back by another policy: its moment is still in hand.
+            return Ok(Turn::Go);
+        }
+        if now >= book.next_sweep {
+            let idle = self.forget_idle_after;
+            book.cells.retain(|_, cell| !cell.sweep(now, idle));
+            let stale = now.checked_sub(idle);
+            book.cleared
+                .retain(|_, at| stale.is_none_or(|stale| *at >= stale));
+            book.next_sweep = now.checked_add(SWEEP_EVERY).unwrap_or(now);
+        }
+        book.seq += 1;
+        let seq = book.seq;
+        let cell = book
+            .cells
+            .entry(text)
+            .or_insert_with(|| Cell::new((self.limit_of)(key), now));
+        let turn = cell.turn(task.id, task.priority, now, seq, latest)?;
+        if turn == Turn::Go {
+            book.cleared.insert(task.id, now);
+        }
+        Ok(turn)
+    }
+
+    fn too_far(now: Instant, at: Instant) -> Rejection {
+        let wait = at.saturating_duration_since(now);
+        Rejection::new(
+            RejectionKind::RateLimited,
+            format!("the shared rate limit would make this attempt wait {wait:?}"),
+        )
+        .retry_after(wait)
+    }
+
+    async fn acquire(
+        self: Arc<Self>,
+        task: TaskInfo,
+        key: K,
+    ) -> Result<AdmissionPermit, Rejection> {
+        let now = self.executor.now();
+        let text = key.to_string();
+        let waiting = {
+            let mut book = self.lock();
+            if book.cleared.remove(&task.id).is_some() {
+                return Ok(AdmissionPermit::empty());
+            }
+            let cell = book
+                .cells
+                .entry(text.clone())
+                .or_insert_with(|| Cell::new((self.limit_of)(&key), now));
+            match cell.take_spare(now) {
+                Some(at) => Ok(at),
+                None => {
+                    let (sender, receiver) = oneshot::channel();
+                    cell.wait_direct(sender);
+                    Err(receiver)
+                }
+            }
+        };
+        let at = match waiting {
+            Ok(at) => at,
+            Err(receiver) => {
+                self.wake.notify_one();
+                receiver.await.map_err(|_| self.unavailable())?
+            }
+        };
+        let now = self.executor.now();
+        if self
+            .max_wait
+            .is_some_and(|wait| at.saturating_duration_since(now) > wait)
+        {
+            if let Some(cell) = self.lock().cells.get_mut(&text) {
+                cell.give_back(at);
+            }
+            return Err(Self::too_far(now, at));
+        }
+        if at > now {
+            self.executor.sleep(at - now).await;
+        }
+        Ok(AdmissionPermit::empty())
+    }
+}
+
+impl<K> Admission for RedisRateLimiter<K>
+where
+    K: std::hash::Hash + Eq + Clone + fmt::Display + Send + Sync + 'static,
+{
+    fn acquire(&self, task: &TaskInfo) -> BoxFuture<Result<AdmissionPermit, Rejection>> {
+        let shared = &self.inner.shared;
+        let Some(key) = (shared.key_of)(task) else {
+            return Box::pin(std::future::ready(Ok(AdmissionPermit::empty())));
+        };
+        if shared.down.load(Ordering::Relaxed) && !shared.lock().cleared.contains_key(&task.id) {
+            return match shared.fail_mode {
+                FailMode::Open => shared.fallback.acquire(task),
+                FailMode::Closed => Box::pin(std::future::ready(Err(shared.unavailable()))),
+            };
+        }
+        Box::pin(Arc::clone(shared).acquire(task.clone(), key))
+    }
+
+    fn precheck(&self, task: &TaskInfo) -> Precheck {
+        let shared = &self.inner.shared;
+        let Some(key) = (shared.key_of)(task) else {
+            return Precheck::Proceed;
+        };
+        if shared.down.load(Ordering::Relaxed) {
+            return match shared.fail_mode {
+                FailMode::Open => shared.fallback.precheck(task),
+                FailMode::Closed => Precheck::Reject(shared.unavailable()),
+            };
+        }
+        let now = shared.executor.now();
+        match shared.turn(task, &key, now) {
+            Ok(Turn::Go) => Precheck::Proceed,
+            Ok(Turn::At(at)) => Precheck::ParkUntil(at),
+            Ok(Turn::Asked) => {
+                shared.wake.notify_one();
+                // Back about when the batch has been booked.
+                Precheck::ParkUntil(now.checked_add(shared.recheck()).unwrap_or(now))
+            }
+            Err(at) => Precheck::Reject(Shared::<K>::too_far(now, at)),
+        }
+    }
+}
+
+impl<K> Observer for RedisRateLimiter<K>
+where
+    K: std::hash::Hash + Eq + Clone + fmt::Display + Send + Sync + 'static,
+{
+    fn on_attach(&self, pool: PoolControl) {
+        self.inner.shared.fallback.on_attach(pool);
+    }
+
+    fn on_event(&self, event: &Event) {
+        let shared = &self.inner.shared;
+        shared.fallback.on_event(event);
+        let Event::AttemptFinished {
+            task,
+            result: AttemptResult::Failed(ErrorClass::Throttled),
+            ..
+        } = event
+        else {
+            return;
+        };
+        if !shared.adaptive {
+            return;
+        }
+        let Some(key) = (shared.key_of)(task) else {
+            return;
+        };
+        let text = key.to_string();
+        let now = shared.executor.now();
+        let mut book = shared.lock();
+        // The cell carries the key's limit for the report (this process may not have
+        // booked the key itself). Moments booked at the old rate are too close together:
+        // their tasks ask again.
+        book.cells
+            .entry(text.clone())
+            .or_insert_with(|| Cell::new((shared.limit_of)(&key), now))
+            .forget_moments();
+        if !book.throttled.contains(&text) {
+            book.throttled.push(text);
+        }
+        drop(book);
+        shared.wake.notify_one();
+    }
+}
+
+impl<K> KeyedRatePolicy<K> for RedisRateLimiter<K>
+where
+    K: std::hash::Hash + Eq + Clone + fmt::Display + Send + Sync + 'static,
+{
+    fn current_rate(&self, key: &K) -> Option<f64> {
+        let book = self.inner.shared.lock();
+        let cell = book.cells.get(&key.to_string())?;
+        Some(cell.rate.unwrap_or(cell.limit.per_second()))
+    }
+}
+
+impl<K> fmt::Debug for RedisRateLimiter<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shared = &self.inner.shared;
+        f.debug_struct("RedisRateLimiter")
+            .field("name", &shared.name)
+            .field("endpoint", &shared.endpoint)
+            .field("adaptive", &shared.adaptive)
+            .field("fail_mode", &shared.fail_mode)
+            .field("available", &!shared.down.load(Ordering::Relaxed))
+            .field("calls", &shared.calls.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
