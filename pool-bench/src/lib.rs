@@ -25,6 +25,7 @@
 mod backend;
 mod case;
 mod chart;
+mod child;
 mod engine;
 mod error;
 mod machine;
@@ -42,6 +43,7 @@ pub use case::{
     PAYLOAD_POSITIONS,
 };
 pub use chart::{write_charts, Metric};
+pub use child::{print_result, run_child};
 pub use engine::{deal_by_limit, run_case, split_concurrency, CaseRun, SEPARATE_POOLS};
 pub use error::BenchError;
 pub use machine::{MachineInfo, Versions};

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use pool_bench::{
-    filter_cases, full_matrix, matrix, measure_case, measure_queued_bytes, queued_bytes_in_child,
-    quick_matrix, run_matrix, run_overhead, write_charts, Backend, BenchError, Case, Engine,
-    MatrixOptions, MatrixReport, OverheadOptions, Repetitions, CONCURRENCY, OPERATIONS,
-    PAYLOAD_POSITIONS,
+    filter_cases, full_matrix, matrix, measure_case, measure_queued_bytes, print_result,
+    queued_bytes_in_child, quick_matrix, run_matrix, run_overhead, write_charts, Backend,
+    BenchError, Case, Engine, MatrixOptions, MatrixReport, OverheadOptions, Repetitions,
+    CONCURRENCY, OPERATIONS, PAYLOAD_POSITIONS,
 };
 
 #[derive(Debug, Parser)]
@@ -147,9 +147,7 @@ fn run(command: Command) -> Result<(), BenchError> {
                 warmup: args.warmup,
                 timed: args.reps,
             };
-            let measurement = measure_case(&case, &args.backend, repetitions)?;
-            println!("{}", serde_json::to_string(&measurement)?);
-            Ok(())
+            print_result(&measure_case(&case, &args.backend, repetitions)?)
         }
         Command::Overhead(args) => overhead_command(args),
         Command::Render(args) => {
@@ -165,9 +163,7 @@ fn run(command: Command) -> Result<(), BenchError> {
             Ok(())
         }
         Command::QueuedBytes(args) => {
-            let queued = measure_queued_bytes(args.tasks, args.concurrency)?;
-            println!("{}", serde_json::to_string(&queued)?);
-            Ok(())
+            print_result(&measure_queued_bytes(args.tasks, args.concurrency)?)
         }
     }
 }

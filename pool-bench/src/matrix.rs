@@ -3,7 +3,6 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -11,6 +10,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::backend::Backend;
 use crate::case::Case;
 use crate::chart::write_charts;
+use crate::child::run_child;
 use crate::error::BenchError;
 use crate::machine::{MachineInfo, Versions};
 use crate::measure::{worker_threads, CaseMeasurement, Repetitions};
@@ -130,41 +130,31 @@ fn backend_argument(backend: &Backend) -> String {
     }
 }
 
-/// Runs `binary case …` and reads the one JSON line it prints.
+/// Runs `binary case …` in a child process ([`run_child`]) and reads its measurement.
 pub fn measure_in_child(
     binary: &std::path::Path,
     case: &Case,
     backend: &str,
     repetitions: Repetitions,
 ) -> Result<CaseMeasurement, BenchError> {
-    let child_error = |reason: String| BenchError::Child {
-        case: case.name(),
-        reason,
-    };
-    let output = Command::new(binary)
-        .args(["case", "--engine", case.engine.name()])
-        .args(["--operations", &case.operations.to_string()])
-        .args(["--positions", &case.payload_positions.to_string()])
-        .args(["--concurrency", &case.concurrency.to_string()])
-        .args(["--warmup", &repetitions.warmup.to_string()])
-        .args(["--reps", &repetitions.timed.to_string()])
-        .args(["--backend", backend])
-        .output()
-        .map_err(|error| child_error(format!("could not start {}: {error}", binary.display())))?;
-    if !output.status.success() {
-        return Err(child_error(format!(
-            "{}: {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        )));
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|line| line.starts_with('{'))
-        .ok_or_else(|| child_error(format!("no result line in its output: {stdout}")))?;
-    Ok(serde_json::from_str(line)?)
+    let args = [
+        "case".to_owned(),
+        "--engine".to_owned(),
+        case.engine.name().to_owned(),
+        "--operations".to_owned(),
+        case.operations.to_string(),
+        "--positions".to_owned(),
+        case.payload_positions.to_string(),
+        "--concurrency".to_owned(),
+        case.concurrency.to_string(),
+        "--warmup".to_owned(),
+        repetitions.warmup.to_string(),
+        "--reps".to_owned(),
+        repetitions.timed.to_string(),
+        "--backend".to_owned(),
+        backend.to_owned(),
+    ];
+    run_child(binary, &case.name(), args)
 }
 
 /// The in-process S3 server, kept in this (orchestrating) process so that its memory does

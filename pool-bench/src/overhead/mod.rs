@@ -7,7 +7,6 @@ mod queued;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use peers::Peer;
 pub use queued::{measure_queued_bytes, QueuedMemory};
 
+use crate::child::run_child;
 use crate::error::BenchError;
 use crate::machine::{MachineInfo, Versions};
 use crate::measure::worker_threads;
@@ -259,35 +259,21 @@ async fn latency_round(peer: Peer, options: &OverheadOptions) -> Result<(f64, f6
     ))
 }
 
-/// Runs `binary queued-bytes --tasks N --concurrency C` and reads its JSON line.
+/// Runs `binary queued-bytes --tasks N --concurrency C` in a child process
+/// ([`run_child`]) and reads its measurement.
 pub fn queued_bytes_in_child(
     binary: &Path,
     tasks: usize,
     concurrency: usize,
 ) -> Result<QueuedMemory, BenchError> {
-    let child_error = |reason: String| BenchError::Child {
-        case: "queued-bytes".to_owned(),
-        reason,
-    };
-    let output = Command::new(binary)
-        .args(["queued-bytes", "--tasks", &tasks.to_string()])
-        .args(["--concurrency", &concurrency.to_string()])
-        .output()
-        .map_err(|error| child_error(format!("could not start {}: {error}", binary.display())))?;
-    if !output.status.success() {
-        return Err(child_error(format!(
-            "{}: {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        )));
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|line| line.starts_with('{'))
-        .ok_or_else(|| child_error(format!("no result line in its output: {stdout}")))?;
-    Ok(serde_json::from_str(line)?)
+    let args = [
+        "queued-bytes".to_owned(),
+        "--tasks".to_owned(),
+        tasks.to_string(),
+        "--concurrency".to_owned(),
+        concurrency.to_string(),
+    ];
+    run_child(binary, "queued-bytes", args)
 }
 
 impl OverheadReport {
