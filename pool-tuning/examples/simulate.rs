@@ -1,15 +1,25 @@
 //! Runs tuners against simulated backends in virtual time.
 //!
 //! ```text
-//! cargo run -p pool-tuning --release --example simulate -- --scenario pool-tuning/scenarios/knee-64.toml --tuner knee --json
-//! cargo run -p pool-tuning --release --example simulate -- --all
+//! cargo run -p pool-tuning --features sim --release --example simulate -- --scenario pool-tuning/scenarios/knee-64.toml --tuner knee --trace
+//! cargo run -p pool-tuning --features sim --release --example simulate -- --all
+//! cargo run -p pool-tuning --features sim --release --example simulate -- --all --phases --seeds 3
 //! ```
+//!
+//! `--all` runs every scenario with every tuner `--tuners` names (default: all of them, the
+//! best fixed limit last), prints one row per scenario and tuner (`--phases`: per phase), and
+//! fails if an outcome leaves its scenario's expected range (on any seed). With `--goals` it also checks
+//! the knee tuner against the goals (per phase: utilization ≥ 0.95, load-caused overload ≤
+//! 0.5 %, converged ≤ 10 s, p99 ≤ 1.5 × the best fixed limit's; per scenario: no worse than
+//! any peer) and lists every miss.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use pool_tuning::sim::{load_scenarios, scenario_dir, simulate, Scenario, SimReport, TunerSpec};
+use pool_tuning::sim::{
+    load_scenarios, run, scenario_dir, worse_than, PhaseGoals, Scenario, SimReport, TunerSpec,
+};
 
 /// Simulate a tuner against a scenario (or every tuner against every scenario).
 #[derive(Debug, Parser)]
@@ -18,25 +28,41 @@ struct Args {
     /// Scenario file (TOML).
     #[arg(long, required_unless_present = "all")]
     scenario: Option<PathBuf>,
-    /// Tuner: rule, knee or fixed:N.
+    /// Tuner for `--scenario`: knee, rule, fixed:N or best-fixed.
     #[arg(long, default_value = "knee")]
     tuner: TunerSpec,
-    /// Print one JSON object (with `--all`: one per line).
+    /// Tuners for `--all`, comma-separated (default: every one the simulator compares).
+    #[arg(long, value_delimiter = ',')]
+    tuners: Vec<TunerSpec>,
+    /// Run each scenario on this many seeds (its own, then the next ones).
+    #[arg(long, default_value_t = 1)]
+    seeds: u64,
+    /// Print one JSON object per run.
     #[arg(long)]
     json: bool,
-    /// Run every scenario in `--dir` with knee, rule and fixed:10, and print a table.
+    /// Run every scenario in `--dir`, and print a table.
     #[arg(long, conflicts_with = "scenario")]
     all: bool,
+    /// One row per phase instead of per run.
+    #[arg(long)]
+    phases: bool,
+    /// Report the knee tuner against the goals and the peers (needs best-fixed among the
+    /// tuners, which it is by default). Misses are listed; only ranges fail the run.
+    #[arg(long)]
+    goals: bool,
     /// Also print every change of the limit (time, from, to, reason).
     #[arg(long, conflicts_with = "all")]
     trace: bool,
     /// Where `--all` looks for scenarios.
     #[arg(long, default_value_os_t = scenario_dir())]
     dir: PathBuf,
+    /// Only scenarios whose name contains this.
+    #[arg(long)]
+    only: Option<String>,
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
+    match execute(Args::parse()) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error}");
@@ -45,47 +71,90 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    if !args.all {
-        let path = args
-            .scenario
-            .expect("clap requires --scenario without --all");
-        let scenario = Scenario::load(&path)?;
-        let report = simulate(&scenario, &args.tuner)?;
-        if args.trace {
-            for (at_s, change) in &report.trace {
-                println!(
-                    "{at_s:8.3} s  {:>4} -> {:<4} {}",
-                    change.from, change.to, change.reason
-                );
-            }
+/// The runs of one scenario on one seed, with their range violations.
+struct Runs {
+    scenario: Scenario,
+    reports: Vec<(SimReport, Vec<String>)>,
+}
+
+fn execute(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let (scenarios, tuners) = if args.all {
+        let mut scenarios = load_scenarios(&args.dir)?;
+        if let Some(only) = &args.only {
+            scenarios.retain(|s| s.name.contains(only.as_str()));
         }
-        if args.json {
-            println!("{}", serde_json::to_string(&report)?);
+        let tuners = if args.tuners.is_empty() {
+            TunerSpec::COMPARED.to_vec()
         } else {
-            print_table(&[(report, Vec::new())]);
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut rows = Vec::new();
-    for scenario in load_scenarios(&args.dir)? {
-        for tuner in TunerSpec::COMPARED {
-            let report = simulate(&scenario, &tuner)?;
-            let violations = scenario
-                .check(&tuner, &report)
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>();
-            if args.json {
-                println!("{}", serde_json::to_string(&report)?);
+            args.tuners.clone()
+        };
+        (scenarios, tuners)
+    } else {
+        let path = args.scenario.as_ref().expect("clap requires --scenario");
+        (vec![Scenario::load(path)?], vec![args.tuner])
+    };
+    // Every (scenario, seed) on its own thread, as many at once as there are cores.
+    let jobs: Vec<(Scenario, u64)> = scenarios
+        .iter()
+        .flat_map(|s| (0..args.seeds.max(1)).map(move |i| (s.clone(), s.seed + i)))
+        .collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut results: Vec<Option<Result<Runs, String>>> = (0..jobs.len()).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.min(jobs.len()))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((scenario, seed)) = jobs.get(index) else {
+                            return done;
+                        };
+                        done.push((index, run_all(scenario, *seed, &tuners)));
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            for (index, runs) in worker.join().expect("a simulation thread panicked") {
+                results[index] = Some(runs);
             }
-            rows.push((report, violations));
+        }
+    });
+    let all: Vec<Runs> = results
+        .into_iter()
+        .map(|r| r.expect("every job ran"))
+        .collect::<Result<_, _>>()?;
+    for runs in &all {
+        for (report, _) in &runs.reports {
+            if args.trace {
+                for (at_s, change) in &report.trace {
+                    println!(
+                        "{at_s:8.3} s  {:>4} -> {:<4} {}",
+                        change.from, change.to, change.reason
+                    );
+                }
+            }
+            if args.json {
+                println!("{}", serde_json::to_string(report)?);
+            }
         }
     }
     if !args.json {
-        print_table(&rows);
+        if args.phases {
+            print_phases(&all);
+        } else {
+            print_runs(&all);
+        }
     }
-    let failed = rows.iter().any(|(_, violations)| !violations.is_empty());
+    let failed = all
+        .iter()
+        .flat_map(|runs| &runs.reports)
+        .any(|(_, violations)| !violations.is_empty());
+    if args.goals {
+        print_goals(&all);
+    }
     Ok(if failed {
         ExitCode::FAILURE
     } else {
@@ -93,32 +162,126 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     })
 }
 
-fn print_table(rows: &[(SimReport, Vec<String>)]) {
-    println!(
-        "| scenario | tuner | capacity ops/s | achieved ops/s | utilization | throttled | timeouts | converged after | final C | p99 ms | last phase util |"
-    );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (report, violations) in rows {
-        let converged = report
-            .converged_after_s
-            .map_or_else(|| "never".to_owned(), |s| format!("{s:.1} s"));
-        let last_phase = report.phases.last().map_or(0.0, |p| p.utilization);
-        println!(
-            "| {} | {} | {:.0} | {:.0} | {:.3} | {:.4} | {:.4} | {} | {} | {:.1} | {:.3} |",
-            report.scenario,
-            report.tuner,
-            report.capacity_ops_per_s,
-            report.achieved_ops_per_s,
-            report.utilization,
-            report.throttled_fraction,
-            report.timeout_fraction,
-            converged,
-            report.final_concurrency,
-            report.p99_latency_ms,
-            last_phase,
-        );
-        for violation in violations {
-            println!("|   ✗ {violation} | | | | | | | | | | |");
+/// Runs `scenario` on `seed` with every tuner, checking each against the scenario's ranges
+/// (on every seed: a range must hold whatever the seed).
+fn run_all(scenario: &Scenario, seed: u64, tuners: &[TunerSpec]) -> Result<Runs, String> {
+    let mut reports = Vec::new();
+    for tuner in tuners {
+        let report = run(scenario, tuner, seed)
+            .map_err(|e| e.to_string())?
+            .report;
+        let violations = scenario
+            .check(tuner, &report)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        reports.push((report, violations));
+    }
+    Ok(Runs {
+        scenario: scenario.clone(),
+        reports,
+    })
+}
+
+fn converged(seconds: Option<f64>) -> String {
+    seconds.map_or_else(|| "never".to_owned(), |s| format!("{s:.1} s"))
+}
+
+fn print_runs(all: &[Runs]) {
+    println!("| scenario | seed | tuner | capacity ops/s | utilization | overload % | throttled % | timeouts % | p99 ms | slowest convergence | final limit |");
+    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for runs in all {
+        for (r, violations) in &runs.reports {
+            println!(
+                "| {} | {} | {} | {:.0} | {:.3} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {} |",
+                r.scenario,
+                r.seed,
+                r.tuner,
+                r.capacity_ops_per_s,
+                r.utilization,
+                r.overload_fraction * 100.0,
+                r.throttled_fraction * 100.0,
+                r.timeout_fraction * 100.0,
+                r.p99_latency_ms,
+                converged(r.max_converged_after_s()),
+                r.final_concurrency,
+            );
+            for violation in violations {
+                println!("| ✗ {violation} |||||||||||");
+            }
+        }
+    }
+}
+
+fn print_phases(all: &[Runs]) {
+    println!("| scenario | seed | tuner | phase s | capacity ops/s | best limit | utilization | overload % | background % | p99 ms | p99 ÷ best fixed | converged after | mean limit |");
+    println!("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for runs in all {
+        let best = runs
+            .reports
+            .iter()
+            .find(|(r, _)| r.tuner == TunerSpec::BestFixed.to_string());
+        for (r, violations) in &runs.reports {
+            for (index, p) in r.phases.iter().enumerate() {
+                let ratio = best
+                    .and_then(|(b, _)| b.phases.get(index))
+                    .filter(|b| b.p99_latency_ms > 0.0)
+                    .map_or_else(
+                        || "–".to_owned(),
+                        |b| format!("{:.2}", p.p99_latency_ms / b.p99_latency_ms),
+                    );
+                println!(
+                    "| {} | {} | {} | {:.0}–{:.0} | {:.0} | {} | {:.3} | {:.2} | {:.2} | {:.1} | {} | {} | {:.0} |",
+                    r.scenario,
+                    r.seed,
+                    r.tuner,
+                    p.start_s,
+                    p.end_s,
+                    p.capacity_ops_per_s,
+                    p.best_limit,
+                    p.utilization,
+                    p.overload_fraction * 100.0,
+                    p.background_fraction * 100.0,
+                    p.p99_latency_ms,
+                    ratio,
+                    converged(p.converged_after_s),
+                    p.mean_concurrency,
+                );
+            }
+            for violation in violations {
+                println!("| ✗ {violation} |||||||||||||");
+            }
+        }
+    }
+}
+
+/// Prints every goal the knee tuner misses.
+fn print_goals(all: &[Runs]) {
+    let knee = TunerSpec::Knee.to_string();
+    let best = TunerSpec::BestFixed.to_string();
+    println!("\nGoals of the knee tuner (throughput scenarios):");
+    for runs in all.iter().filter(|runs| runs.scenario.throughput) {
+        let find = |name: &str| runs.reports.iter().find(|(r, _)| r.tuner == name);
+        let (Some((report, _)), Some((best_fixed, _))) = (find(&knee), find(&best)) else {
+            continue;
+        };
+        let mut misses = Vec::new();
+        for phase in PhaseGoals::of(report, best_fixed) {
+            if !phase.misses().is_empty() {
+                misses.push(format!("{phase} — misses {}", phase.misses().join(", ")));
+            }
+        }
+        for (peer, _) in &runs.reports {
+            if peer.tuner != knee && peer.tuner != best {
+                misses.extend(worse_than(report, peer, 0.0));
+            }
+        }
+        let name = format!("{} (seed {})", report.scenario, report.seed);
+        if misses.is_empty() {
+            println!("  ✓ {name}");
+        }
+        for miss in misses {
+            println!("  ✗ {name}: {miss}");
         }
     }
 }

@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use pool_core::PoolBuilder;
 
-use crate::driver::TuningObserver;
+use crate::driver::{TuningObserver, TICK_INTERVAL};
 use crate::knee::{KneeConfig, KneeTuner};
 use crate::memory::{suggest_initial_concurrency, MemoryProbe};
+use crate::tuner::Tuner;
 
 /// How often the auto driver reads system memory (of the pool's clock).
 pub const MEMORY_REFRESH: Duration = Duration::from_secs(1);
@@ -15,7 +16,14 @@ pub const MEMORY_REFRESH: Duration = Duration::from_secs(1);
 pub const FALLBACK_INITIAL_CONCURRENCY: usize = 10;
 
 /// Adds `.auto_concurrency(config)` to [`PoolBuilder`]: start from the original's
-/// memory-based suggestion and let a [`KneeTuner`] find the backend's knee from there.
+/// memory-based suggestion and let a [`KneeTuner`] find the backend's knee from there; and
+/// `.tuned_by(observer)` for any [`Tuner`].
+///
+/// Both tick the tuner every [`TICK_INTERVAL`] on the pool's executor, so they take it from
+/// the builder ([`PoolBuilder::resolved_executor`]): set `.executor(..)` *before* them if the
+/// pool does not run on the ambient tokio runtime. Without an executor to tick on (outside a
+/// runtime, none set) the tuner still runs on finished attempts, and a warning says that
+/// time alone will not move it.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -39,6 +47,10 @@ pub trait AutoConcurrency: Sized {
     /// Auto concurrency with memory figures from `memory` (tests, containers with their own
     /// accounting).
     fn auto_concurrency_with(self, config: KneeConfig, memory: impl MemoryProbe) -> Self;
+
+    /// Any tuner: the pool starts at its limit, `observer` feeds it the pool's attempts and
+    /// applies its decisions, and the pool's executor ticks it.
+    fn tuned_by<T: Tuner + 'static>(self, observer: TuningObserver<T>) -> Self;
 }
 
 impl AutoConcurrency for PoolBuilder {
@@ -48,9 +60,7 @@ impl AutoConcurrency for PoolBuilder {
             Some(memory) => self.auto_concurrency_with(config, memory),
             None => {
                 let initial = config.bounds().clamp(FALLBACK_INITIAL_CONCURRENCY);
-                let tuner = KneeTuner::new(config, initial);
-                self.concurrency(initial)
-                    .observer(TuningObserver::new(tuner))
+                self.tuned_by(TuningObserver::new(KneeTuner::new(config, initial)))
             }
         }
     }
@@ -61,7 +71,20 @@ impl AutoConcurrency for PoolBuilder {
             None => config.bounds().clamp(FALLBACK_INITIAL_CONCURRENCY),
         };
         let tuner = KneeTuner::new(config, initial);
-        self.concurrency(initial)
-            .observer(TuningObserver::new(tuner).with_memory(memory, MEMORY_REFRESH))
+        self.tuned_by(TuningObserver::new(tuner).with_memory(memory, MEMORY_REFRESH))
+    }
+
+    fn tuned_by<T: Tuner + 'static>(mut self, observer: TuningObserver<T>) -> Self {
+        let observer = match self.resolved_executor() {
+            Ok(executor) => observer.ticking(executor, TICK_INTERVAL),
+            Err(error) => {
+                tracing::warn!(
+                    %error,
+                    "pool-tuning: no executor to tick the tuner on; it will move only when attempts finish"
+                );
+                observer
+            }
+        };
+        self.concurrency(observer.limit()).observer(observer)
     }
 }

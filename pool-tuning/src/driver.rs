@@ -1,25 +1,37 @@
-//! The pool side: an observer that feeds a pool's attempts to a tuner and applies its limit.
+//! The pool side: an observer that feeds a pool's attempts to a tuner, ticks it with the pool's
+//! clock, and applies its limit.
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use pool_core::{AttemptResult, ErrorClass, Event, Observer, PoolControl};
+use pool_core::{AttemptResult, ErrorClass, Event, Executor, Observer, PoolControl};
 
 use crate::memory::MemoryProbe;
 use crate::sample::{AttemptOutcome, Sample};
 use crate::tuner::Tuner;
 
+/// How often [`AutoConcurrency`](crate::AutoConcurrency) ticks a tuner: often enough that a
+/// stalled backend (no attempt finishing at all) moves the limit within a fraction of a
+/// second, rarely enough to cost nothing.
+pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Drives a [`Tuner`] from a pool's events: every [`Event::AttemptFinished`] becomes a
 /// [`Sample`] (latency, outcome, in flight, queued, memory), and each change the tuner decides
 /// is applied with [`PoolControl::set_concurrency`].
 ///
-/// Attach it with [`PoolBuilder::observer`](pool_core::PoolBuilder::observer); on attach it
-/// sets the pool to the tuner's current limit. Throttling is recognised from
+/// Attach it with [`PoolBuilder::observer`](pool_core::PoolBuilder::observer), or better with
+/// [`AutoConcurrency::tuned_by`](crate::AutoConcurrency::tuned_by), which also ticks it; on
+/// attach it sets the pool to the tuner's current limit. Throttling is recognised from
 /// [`ErrorClass::Throttled`], so classify "503 SlowDown" / 429 errors that way. Cancelled
 /// and rejected (by an admission policy) attempts are ignored: they say nothing about the
 /// backend.
+///
+/// **Time.** Events only come when attempts finish; a backend that stops answering sends
+/// none. With [`ticking`](Self::ticking), a timer on the pool's own [`Executor`] calls
+/// [`Tuner::tick`] every interval, so time-driven decisions (a stall, a periodic rule) are
+/// made whether or not anything finishes. The timer ends when the pool is gone.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -33,6 +45,12 @@ use crate::tuner::Tuner;
 /// # Ok(()) }
 /// ```
 pub struct TuningObserver<T> {
+    driver: Arc<Driver<T>>,
+    ticks: Option<(Arc<dyn Executor>, Duration)>,
+}
+
+/// What the observer and its timer share.
+struct Driver<T> {
     tuner: Mutex<T>,
     /// The tuner's latest decision, readable without the lock.
     decided: AtomicUsize,
@@ -41,20 +59,25 @@ pub struct TuningObserver<T> {
 }
 
 impl<T: Tuner> TuningObserver<T> {
-    /// Drives `tuner`; no memory samples.
+    /// Drives `tuner`; no memory samples, no timer.
     pub fn new(tuner: T) -> Self {
         Self {
-            decided: AtomicUsize::new(tuner.limit()),
-            tuner: Mutex::new(tuner),
-            control: OnceLock::new(),
-            memory: None,
+            driver: Arc::new(Driver {
+                decided: AtomicUsize::new(tuner.limit()),
+                tuner: Mutex::new(tuner),
+                control: OnceLock::new(),
+                memory: None,
+            }),
+            ticks: None,
         }
     }
 
     /// Adds the share of memory in use to every sample, read from `probe` at most once per
     /// `refresh` (of the pool's clock).
     pub fn with_memory(mut self, probe: impl MemoryProbe, refresh: Duration) -> Self {
-        self.memory = Some(MemorySampler {
+        // The driver is shared only once attached, and attaching consumes the observer.
+        let driver = Arc::get_mut(&mut self.driver).expect("unshared before attach");
+        driver.memory = Some(MemorySampler {
             probe: Box::new(probe),
             refresh,
             last: Mutex::new(None),
@@ -62,16 +85,27 @@ impl<T: Tuner> TuningObserver<T> {
         self
     }
 
+    /// Calls [`Tuner::tick`] every `every` of `executor`'s clock once attached to a pool,
+    /// spawning the timer on `executor` (give it the pool's executor, e.g. from
+    /// [`PoolBuilder::resolved_executor`](pool_core::PoolBuilder::resolved_executor)). The
+    /// timer stops when the pool is gone.
+    pub fn ticking(mut self, executor: Arc<dyn Executor>, every: Duration) -> Self {
+        self.ticks = Some((executor, every.max(Duration::from_millis(1))));
+        self
+    }
+
     /// The limit the tuner last decided.
     pub fn limit(&self) -> usize {
-        self.decided.load(Ordering::Acquire)
+        self.driver.decided.load(Ordering::Acquire)
     }
 
     /// Reads the tuner's state (e.g. a [`KneeTuner`](crate::KneeTuner)'s baseline).
     pub fn inspect<R>(&self, read: impl FnOnce(&T) -> R) -> R {
-        read(&self.lock_tuner())
+        read(&self.driver.lock_tuner())
     }
+}
 
+impl<T: Tuner> Driver<T> {
     fn lock_tuner(&self) -> MutexGuard<'_, T> {
         // A panic elsewhere while holding the lock leaves a tuner that is still consistent
         // enough to keep deciding; the pool mutes a panicking observer anyway.
@@ -92,47 +126,12 @@ impl<T: Tuner> TuningObserver<T> {
             }
         }
     }
-}
 
-fn outcome_of(result: AttemptResult) -> Option<AttemptOutcome> {
-    Some(match result {
-        AttemptResult::Succeeded => AttemptOutcome::Succeeded,
-        AttemptResult::Failed(ErrorClass::Throttled) => AttemptOutcome::Throttled,
-        AttemptResult::Failed(_) | AttemptResult::Panicked => AttemptOutcome::Failed,
-        AttemptResult::TimedOut => AttemptOutcome::TimedOut,
-        // Neither ran to an answer from the backend: no signal about its load.
-        AttemptResult::Cancelled | AttemptResult::Rejected => return None,
-    })
-}
-
-impl<T: Tuner + 'static> Observer for TuningObserver<T> {
-    fn on_attach(&self, pool: PoolControl) {
-        self.apply(&pool);
-        let _ = self.control.set(pool);
-    }
-
-    fn on_event(&self, event: &Event) {
-        let &Event::AttemptFinished {
-            latency,
-            result,
-            in_flight,
-            queued,
-            at,
-            ..
-        } = event
-        else {
-            return;
-        };
-        let Some(outcome) = outcome_of(result) else {
-            return;
-        };
-        let mut sample = Sample::new(at, latency, outcome)
-            .in_flight(in_flight)
-            .queued(queued);
-        sample.memory_fraction = self.memory.as_ref().and_then(|m| m.fraction(at));
+    /// Lets the tuner decide (`decide` is `observe` or `tick`), then applies the decision.
+    fn decide(&self, decide: impl FnOnce(&mut T) -> Option<crate::Adjustment>) {
         let adjustment = {
             let mut tuner = self.lock_tuner();
-            let adjustment = tuner.observe(&sample, at);
+            let adjustment = decide(&mut tuner);
             self.decided.store(tuner.limit(), Ordering::Release);
             adjustment
         };
@@ -150,12 +149,81 @@ impl<T: Tuner + 'static> Observer for TuningObserver<T> {
     }
 }
 
+impl<T: Tuner + 'static> Driver<T> {
+    /// The timer: ticks the tuner every `every` until the pool or the observer is gone.
+    fn spawn_ticks(self: &Arc<Self>, executor: Arc<dyn Executor>, every: Duration) {
+        let driver: Weak<Self> = Arc::downgrade(self);
+        let clock = Arc::clone(&executor);
+        executor.spawn(Box::pin(async move {
+            loop {
+                clock.sleep(every).await;
+                let Some(driver) = driver.upgrade() else {
+                    return;
+                };
+                if !driver.control.get().is_some_and(PoolControl::is_alive) {
+                    return;
+                }
+                let now = clock.now();
+                driver.decide(|tuner| tuner.tick(now));
+            }
+        }));
+    }
+}
+
+fn outcome_of(result: AttemptResult) -> Option<AttemptOutcome> {
+    Some(match result {
+        AttemptResult::Succeeded => AttemptOutcome::Succeeded,
+        AttemptResult::Failed(ErrorClass::Throttled) => AttemptOutcome::Throttled,
+        AttemptResult::Failed(_) | AttemptResult::Panicked => AttemptOutcome::Failed,
+        AttemptResult::TimedOut => AttemptOutcome::TimedOut,
+        // Neither ran to an answer from the backend: no signal about its load.
+        AttemptResult::Cancelled | AttemptResult::Rejected => return None,
+    })
+}
+
+impl<T: Tuner + 'static> Observer for TuningObserver<T> {
+    fn on_attach(&self, pool: PoolControl) {
+        let driver = &self.driver;
+        driver.apply(&pool);
+        if driver.control.set(pool).is_ok() {
+            if let Some((executor, every)) = &self.ticks {
+                driver.spawn_ticks(Arc::clone(executor), *every);
+            }
+        }
+    }
+
+    fn on_event(&self, event: &Event) {
+        let &Event::AttemptFinished {
+            latency,
+            result,
+            in_flight,
+            queued,
+            at,
+            ..
+        } = event
+        else {
+            return;
+        };
+        let Some(outcome) = outcome_of(result) else {
+            return;
+        };
+        let driver = &self.driver;
+        let mut sample = Sample::new(at, latency, outcome)
+            .in_flight(in_flight)
+            .queued(queued);
+        sample.memory_fraction = driver.memory.as_ref().and_then(|m| m.fraction(at));
+        driver.decide(|tuner| tuner.observe(&sample, at));
+    }
+}
+
 impl<T: fmt::Debug> fmt::Debug for TuningObserver<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let driver = &self.driver;
         f.debug_struct("TuningObserver")
-            .field("tuner", &self.tuner)
-            .field("decided", &self.decided)
-            .field("memory", &self.memory)
+            .field("tuner", &driver.tuner)
+            .field("decided", &driver.decided)
+            .field("memory", &driver.memory)
+            .field("ticks", &self.ticks.as_ref().map(|t| t.1))
             .finish_non_exhaustive()
     }
 }

@@ -6,10 +6,12 @@
 //! - [`KneeTuner`]: finds the backend's knee from RTT growth, throttling and timeouts within
 //!   an RTT-scale window, and follows capacity that moves.
 //! - [`FixedTuner`]: never moves; the baseline to beat.
-//! - [`TuningObserver`]: drives any tuner from a `pool_core::Pool`'s events;
-//!   [`AutoConcurrency`] adds `.auto_concurrency(config)` to the pool builder.
-//! - [`sim`] (feature `sim`): a discrete-event simulator of a backend with a knee and a rate
-//!   cap, with TOML scenarios, to measure tuners in virtual time.
+//! - [`TuningObserver`]: drives any tuner from a `pool_core::Pool`'s events, and ticks it
+//!   on the pool's executor; [`AutoConcurrency`] adds `.auto_concurrency(config)` and
+//!   `.tuned_by(observer)` to the pool builder.
+//! - `sim` (feature `sim`): the real pool in virtual time against simulated object stores
+//!   (latency distributions, throttles, timeouts, background errors, changes and ramps),
+//!   with TOML scenarios, to measure tuners.
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -45,7 +47,7 @@ pub mod sim;
 
 pub use auto::{AutoConcurrency, FALLBACK_INITIAL_CONCURRENCY, MEMORY_REFRESH};
 pub use bounds::Bounds;
-pub use driver::TuningObserver;
+pub use driver::{TuningObserver, TICK_INTERVAL};
 pub use error::ConfigError;
 pub use fixed::FixedTuner;
 pub use knee::{KneeConfig, KneeConfigBuilder, KneeTuner};

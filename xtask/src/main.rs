@@ -11,6 +11,8 @@
 //!   an optimised build).
 //! - `cargo xtask soak`: ten minutes of mixed load through the chaos store with the adaptive
 //!   tuner on; prints the RSS slope and fails on any failure that was not injected.
+//! - `cargo xtask tune`: pool-tuning's shipped scenarios with every tuner on three seeds
+//!   (release build): the per-phase table, the knee tuner's goals, and every range checked.
 
 use std::process::{Command, ExitCode};
 
@@ -22,6 +24,7 @@ mod model_check;
 mod moto;
 mod soak;
 mod test;
+mod tune;
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", about = "s3pool project automation")]
@@ -42,6 +45,8 @@ enum Task {
     ModelCheck(model_check::ModelCheckArgs),
     /// Soak: mixed load through the chaos store with the tuner on (default 10 minutes).
     Soak(soak::SoakArgs),
+    /// Simulate every shipped scenario with every tuner on three seeds; check the ranges.
+    Tune(tune::TuneArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +57,7 @@ fn main() -> ExitCode {
         Task::BenchOverhead(args) => bench_overhead::run(&args),
         Task::ModelCheck(args) => model_check::run(&args),
         Task::Soak(args) => soak::run(&args),
+        Task::Tune(args) => tune::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,10 +1,11 @@
-//! Scenario files: what to simulate and what outcome to expect.
+//! Scenario files: the server, the client, changes during the run, and the outcomes expected.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::params::{Capacity, ServerParams};
 use super::report::{Metric, SimReport, Violation};
 use super::tuner_spec::TunerSpec;
 use crate::ConfigError;
@@ -39,15 +40,19 @@ pub enum ScenarioError {
         /// What is wrong with it.
         problem: String,
     },
-    /// A tuner name is neither `rule`, `knee` nor `fixed:N`.
-    #[error("unknown tuner {0:?}: expected rule, knee or fixed:N (N ≥ 1)")]
+    /// A tuner name the simulator does not know.
+    #[error("unknown tuner {0:?}: expected {names}", names = TunerSpec::NAMES)]
     UnknownTuner(String),
     /// The tuner settings the scenario implies are invalid.
     #[error("tuner configuration: {0}")]
     Config(#[from] ConfigError),
+    /// The pool could not be built (a setting of `[client]` the pool refuses).
+    #[error("pool configuration: {0}")]
+    Pool(#[from] pool_core::ConfigError),
 }
 
-/// The simulated client: a closed loop with an endless backlog.
+/// The simulated client: a pool with an endless backlog, retrying through the pool's own
+/// retry policy.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientParams {
@@ -57,8 +62,15 @@ pub struct ClientParams {
     pub min_concurrency: usize,
     /// Tuners' upper bound. Default 1,000.
     pub max_concurrency: usize,
-    /// Per-attempt timeout in ms. Default 2,000.
+    /// Per-attempt timeout in ms; 0 for none. Default 2,000.
     pub timeout_ms: f64,
+    /// Retries per task (the pool's setting). Default 3.
+    pub retries: u32,
+    /// The pool's first retry delay, in ms (full jitter, doubling). Default 50.
+    pub retry_delay_ms: f64,
+    /// Whether a 429's `Retry-After` holds the task back (parked, without a slot) until then.
+    /// Default true.
+    pub honour_retry_after: bool,
 }
 
 impl Default for ClientParams {
@@ -68,165 +80,34 @@ impl Default for ClientParams {
             min_concurrency: 1,
             max_concurrency: 1_000,
             timeout_ms: 2_000.0,
+            retries: 3,
+            retry_delay_ms: 50.0,
+            honour_retry_after: true,
         }
     }
 }
 
-/// The simulated backend at one moment.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerParams {
-    /// Latency with no queueing, in ms. Default 20.
-    pub base_latency_ms: f64,
-    /// Requests in flight it serves without slowing down. Default 64.
-    pub knee: f64,
-    /// How steeply latency grows past the knee. Default 1 (with exponent 1: throughput flat
-    /// past the knee, pure queueing).
-    pub overload_slope: f64,
-    /// Shape of the growth past the knee. Default 1; above 1 throughput collapses.
-    pub overload_exponent: f64,
-    /// Uniform latency noise, ± this share. Default 0.05.
-    pub jitter: f64,
-    /// Hard cap in requests per second; above it, "503 SlowDown". Default none.
-    pub rate_cap_per_s: Option<f64>,
-    /// Burst the cap's token bucket allows, in seconds of the rate. Default 0.01.
-    pub burst_s: f64,
-    /// How fast a throttled answer comes back, in ms. Default 5.
-    pub throttle_latency_ms: f64,
-    /// Share of requests answered "503 SlowDown" whatever the load (a busy neighbour, a hot
-    /// partition being split). Default 0.
-    pub random_throttle_fraction: f64,
-    /// Memory share in use with nothing in flight. Default 0.3.
-    pub memory_base: f64,
-    /// Memory share each request in flight adds. Default 0.
-    pub memory_per_request: f64,
-}
-
-impl Default for ServerParams {
-    fn default() -> Self {
-        Self {
-            base_latency_ms: 20.0,
-            knee: 64.0,
-            overload_slope: 1.0,
-            overload_exponent: 1.0,
-            jitter: 0.05,
-            rate_cap_per_s: None,
-            burst_s: 0.01,
-            throttle_latency_ms: 5.0,
-            random_throttle_fraction: 0.0,
-            memory_base: 0.3,
-            memory_per_request: 0.0,
+impl ClientParams {
+    /// The timeout in seconds (infinite for none).
+    pub fn timeout_s(&self) -> f64 {
+        if self.timeout_ms > 0.0 {
+            self.timeout_ms / 1_000.0
+        } else {
+            f64::INFINITY
         }
     }
 }
 
-impl ServerParams {
-    /// Mean latency in seconds with `in_flight` requests (jitter averages out).
-    pub fn mean_latency_s(&self, in_flight: usize) -> f64 {
-        let excess = (in_flight as f64 - self.knee).max(0.0) / self.knee;
-        self.base_latency_ms / 1_000.0
-            * (1.0 + self.overload_slope * excess.powf(self.overload_exponent))
-    }
-
-    /// The best throughput any fixed limit up to `max_in_flight` could get, in ops/s:
-    /// `max over n of n / mean_latency(n)`, capped by the rate cap.
-    pub fn capacity_ops_per_s(&self, max_in_flight: usize) -> f64 {
-        let best = (1..=max_in_flight.max(1))
-            .map(|n| n as f64 / self.mean_latency_s(n))
-            .fold(0.0, f64::max);
-        // Randomly throttled requests take a slot only briefly but never succeed.
-        self.rate_cap_per_s.map_or(best, |cap| best.min(cap))
-            * (1.0 - self.random_throttle_fraction)
-    }
-
-    pub(crate) fn apply(&mut self, change: &ServerChange) {
-        let set = |field: &mut f64, value: Option<f64>| {
-            if let Some(value) = value {
-                *field = value;
-            }
-        };
-        set(&mut self.base_latency_ms, change.base_latency_ms);
-        set(&mut self.knee, change.knee);
-        set(&mut self.jitter, change.jitter);
-        set(&mut self.memory_base, change.memory_base);
-        set(&mut self.memory_per_request, change.memory_per_request);
-        set(
-            &mut self.random_throttle_fraction,
-            change.random_throttle_fraction,
-        );
-        if let Some(cap) = change.rate_cap_per_s {
-            // 0 in a change file means "remove the cap".
-            self.rate_cap_per_s = (cap > 0.0).then_some(cap);
-        }
-    }
-
-    fn validate(&self, scenario: &str) -> Result<(), ScenarioError> {
-        let invalid = |field, problem: &str| ScenarioError::Invalid {
-            scenario: scenario.to_owned(),
-            field,
-            problem: problem.to_owned(),
-        };
-        let positive = |field, value: f64| {
-            if value.is_finite() && value > 0.0 {
-                Ok(())
-            } else {
-                Err(invalid(
-                    field,
-                    &format!("must be a positive number (got {value})"),
-                ))
-            }
-        };
-        positive("base_latency_ms", self.base_latency_ms)?;
-        positive("knee", self.knee)?;
-        positive("overload_exponent", self.overload_exponent)?;
-        positive("burst_s", self.burst_s)?;
-        positive("throttle_latency_ms", self.throttle_latency_ms)?;
-        if !(self.overload_slope.is_finite() && self.overload_slope >= 0.0) {
-            return Err(invalid("overload_slope", "must be a number ≥ 0"));
-        }
-        if !(self.jitter.is_finite() && (0.0..1.0).contains(&self.jitter)) {
-            return Err(invalid("jitter", "must be in [0, 1)"));
-        }
-        if let Some(cap) = self.rate_cap_per_s {
-            positive("rate_cap_per_s", cap)?;
-        }
-        if !(self.random_throttle_fraction.is_finite()
-            && (0.0..1.0).contains(&self.random_throttle_fraction))
-        {
-            return Err(invalid("random_throttle_fraction", "must be in [0, 1)"));
-        }
-        for (field, value) in [
-            ("memory_base", self.memory_base),
-            ("memory_per_request", self.memory_per_request),
-        ] {
-            if !(value.is_finite() && value >= 0.0) {
-                return Err(invalid(field, "must be a number ≥ 0"));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A change to the server at `at_s` seconds; fields left out keep their value.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A change of server parameters at `at_s`, at once or (with `ramp_s`) in proportion over
+/// that many seconds. Any field of [`ServerParams`] may change.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerChange {
-    /// When, in seconds from the start.
+    /// When it starts, in seconds from the start.
     pub at_s: f64,
-    /// New base latency (ms).
-    pub base_latency_ms: Option<f64>,
-    /// New knee (requests in flight).
-    pub knee: Option<f64>,
-    /// New jitter share.
-    pub jitter: Option<f64>,
-    /// New rate cap (req/s); 0 removes the cap.
-    pub rate_cap_per_s: Option<f64>,
-    /// New memory share at rest.
-    pub memory_base: Option<f64>,
-    /// New memory share per request in flight.
-    pub memory_per_request: Option<f64>,
-    /// New share of requests throttled whatever the load.
-    pub random_throttle_fraction: Option<f64>,
+    /// Over how many seconds numbers move to their new values (0: at once).
+    pub ramp_s: f64,
+    /// The fields and their new values.
+    pub set: toml::Table,
 }
 
 /// Tuner settings a scenario may override (the rest come from [`ClientParams`] and defaults).
@@ -243,6 +124,8 @@ struct ScenarioFile {
     name: String,
     #[serde(default)]
     description: String,
+    #[serde(default)]
+    class: String,
     duration_s: f64,
     #[serde(default = "default_seed")]
     seed: u64,
@@ -253,7 +136,7 @@ struct ScenarioFile {
     #[serde(default)]
     server: ServerParams,
     #[serde(default)]
-    changes: Vec<ServerChange>,
+    changes: Vec<toml::Table>,
     #[serde(default)]
     rule: RuleOverrides,
     #[serde(default)]
@@ -268,6 +151,20 @@ fn default_throughput() -> bool {
     true
 }
 
+/// Ramps move in steps this long.
+pub(crate) const RAMP_STEP_S: f64 = 0.25;
+
+/// The server's parameters from `at_s` on (until the next step), and the capacity they allow.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Step {
+    /// When it starts, in seconds.
+    pub at_s: f64,
+    /// The parameters.
+    pub params: ServerParams,
+    /// What the best fixed limit achieves with them.
+    pub capacity: Capacity,
+}
+
 /// One simulation setup and its expected outcomes. Load with [`Scenario::load`].
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -275,12 +172,14 @@ pub struct Scenario {
     pub name: String,
     /// What it models and why.
     pub description: String,
+    /// Which family of backend behaviour it belongs to (for reports).
+    pub class: String,
     /// Simulated length in seconds.
     pub duration_s: f64,
     /// RNG seed: the same seed gives the same run.
     pub seed: u64,
-    /// Whether throughput is the point (the knee tuner's goals apply), as opposed to e.g.
-    /// memory pressure.
+    /// Whether throughput is the point (the tuners' throughput goals apply), as opposed to
+    /// e.g. memory pressure.
     pub throughput: bool,
     /// The client.
     pub client: ClientParams,
@@ -291,6 +190,8 @@ pub struct Scenario {
     pub(crate) rule: RuleOverrides,
     /// Expected `[min, max]` per tuner and metric.
     pub expectations: Vec<(TunerSpec, Metric, [f64; 2])>,
+    /// The server over time, ramps in steps, with the capacity of each step.
+    pub timeline: Vec<Step>,
 }
 
 impl Scenario {
@@ -314,6 +215,11 @@ impl Scenario {
             origin: origin.to_owned(),
             source: Box::new(source),
         })?;
+        let invalid = |field, problem: String| ScenarioError::Invalid {
+            scenario: file.name.clone(),
+            field,
+            problem,
+        };
         let mut expectations = Vec::new();
         for (tuner, metrics) in &file.expect {
             let spec: TunerSpec = tuner.parse()?;
@@ -321,11 +227,25 @@ impl Scenario {
                 expectations.push((spec, *metric, *range));
             }
         }
-        let mut changes = file.changes;
+        let mut changes = Vec::new();
+        for mut set in file.changes {
+            let mut seconds = |key: &'static str| -> Result<f64, ScenarioError> {
+                match set.remove(key) {
+                    None => Ok(0.0),
+                    Some(toml::Value::Float(f)) => Ok(f),
+                    Some(toml::Value::Integer(i)) => Ok(i as f64),
+                    Some(other) => Err(invalid(key, format!("must be a number (got {other})"))),
+                }
+            };
+            let at_s = seconds("at_s")?;
+            let ramp_s = seconds("ramp_s")?;
+            changes.push(ServerChange { at_s, ramp_s, set });
+        }
         changes.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
-        let scenario = Self {
+        let mut scenario = Self {
             name: file.name,
             description: file.description,
+            class: file.class,
             duration_s: file.duration_s,
             seed: file.seed,
             throughput: file.throughput,
@@ -334,43 +254,54 @@ impl Scenario {
             changes,
             rule: file.rule,
             expectations,
+            timeline: Vec::new(),
         };
         scenario.validate()?;
+        scenario.timeline = scenario.build_timeline()?;
         Ok(scenario)
     }
 
-    fn validate(&self) -> Result<(), ScenarioError> {
-        let invalid = |field, problem: String| ScenarioError::Invalid {
+    fn invalid(&self, field: &'static str, problem: String) -> ScenarioError {
+        ScenarioError::Invalid {
             scenario: self.name.clone(),
             field,
             problem,
-        };
+        }
+    }
+
+    fn validate(&self) -> Result<(), ScenarioError> {
         if !(self.duration_s.is_finite() && self.duration_s > 0.0 && self.duration_s <= 3_600.0) {
-            return Err(invalid(
+            return Err(self.invalid(
                 "duration_s",
                 format!("must be in (0, 3600] (got {})", self.duration_s),
             ));
         }
-        if !(self.client.timeout_ms.is_finite() && self.client.timeout_ms > 0.0) {
-            return Err(invalid("timeout_ms", "must be positive".to_owned()));
+        let client = &self.client;
+        if !(client.timeout_ms.is_finite() && client.timeout_ms >= 0.0) {
+            return Err(self.invalid("timeout_ms", "must be ≥ 0 (0: none)".to_owned()));
         }
-        crate::Bounds::new(self.client.min_concurrency, self.client.max_concurrency)?;
-        let mut server = self.server;
-        server.validate(&self.name)?;
+        if !(client.retry_delay_ms.is_finite() && client.retry_delay_ms > 0.0) {
+            return Err(self.invalid("retry_delay_ms", "must be positive".to_owned()));
+        }
+        if client.initial_concurrency == 0 {
+            return Err(self.invalid("initial_concurrency", "must be at least 1".to_owned()));
+        }
+        crate::Bounds::new(client.min_concurrency, client.max_concurrency)?;
+        if let Some(problem) = self.server.problem() {
+            return Err(self.invalid("server", problem));
+        }
         for change in &self.changes {
-            if !(change.at_s.is_finite() && change.at_s >= 0.0) {
-                return Err(invalid(
-                    "changes.at_s",
-                    format!("must be ≥ 0 (got {})", change.at_s),
+            let at = change.at_s;
+            if !(at.is_finite() && at >= 0.0 && change.ramp_s.is_finite() && change.ramp_s >= 0.0) {
+                return Err(self.invalid(
+                    "changes",
+                    format!("at_s and ramp_s must be ≥ 0 (got {at}, {})", change.ramp_s),
                 ));
             }
-            server.apply(change);
-            server.validate(&self.name)?;
         }
         for (tuner, metric, [low, high]) in &self.expectations {
-            let ordered = low.is_finite() && high.is_finite() && low <= high;
-            if !ordered {
-                return Err(invalid(
+            if !(low.is_finite() && high.is_finite() && low <= high) {
+                return Err(self.invalid(
                     "expect",
                     format!("{tuner}.{metric}: range [{low}, {high}] is empty or not finite"),
                 ));
@@ -379,13 +310,71 @@ impl Scenario {
         Ok(())
     }
 
+    /// Every change as steps: one at its start, or for a ramp one at the end of each
+    /// `RAMP_STEP_S` until it is complete. Later changes start from wherever the earlier ones left the server.
+    fn build_timeline(&self) -> Result<Vec<Step>, ScenarioError> {
+        let mut raw: Vec<(f64, ServerParams)> = vec![(0.0, self.server)];
+        let mut current = self.server;
+        for change in &self.changes {
+            let start = current;
+            let steps = (change.ramp_s / RAMP_STEP_S).ceil().max(1.0) as usize;
+            for step in 1..=steps {
+                let fraction = step as f64 / steps as f64;
+                let at_s = change.at_s + change.ramp_s * fraction;
+                let params = start
+                    .patched(&change.set, fraction)
+                    .map_err(|problem| self.invalid("changes", problem))?;
+                if let Some(problem) = params.problem() {
+                    return Err(self.invalid("changes", problem));
+                }
+                raw.push((at_s, params));
+                current = params;
+            }
+        }
+        raw.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let timeout_s = self.client.timeout_s();
+        let max = self.client.max_concurrency;
+        let mut timeline: Vec<Step> = Vec::with_capacity(raw.len());
+        for (at_s, params) in raw {
+            if timeline.last().is_some_and(|last| last.at_s == at_s) {
+                timeline.pop();
+            }
+            let capacity = match timeline.last() {
+                Some(last) if last.params == params => last.capacity,
+                _ => params.capacity(max, timeout_s),
+            };
+            timeline.push(Step {
+                at_s,
+                params,
+                capacity,
+            });
+        }
+        Ok(timeline)
+    }
+
+    /// The step in force at `at_s`.
+    pub fn step_at(&self, at_s: f64) -> &Step {
+        let index = self.timeline.partition_point(|s| s.at_s <= at_s);
+        &self.timeline[index.saturating_sub(1)]
+    }
+
     /// The server as it is at `at_s` seconds.
     pub fn server_at(&self, at_s: f64) -> ServerParams {
-        let mut server = self.server;
-        for change in self.changes.iter().take_while(|c| c.at_s <= at_s) {
-            server.apply(change);
+        self.step_at(at_s).params
+    }
+
+    /// Where phases begin and end: the start, each change's start and (for a ramp) its end,
+    /// and the end of the run.
+    pub fn phase_boundaries(&self) -> Vec<f64> {
+        let mut bounds = vec![0.0, self.duration_s];
+        for change in &self.changes {
+            bounds.push(change.at_s);
+            bounds.push(change.at_s + change.ramp_s);
         }
-        server
+        bounds.retain(|b| *b <= self.duration_s);
+        bounds.sort_by(f64::total_cmp);
+        bounds.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
+        bounds
     }
 
     /// The tuners this scenario has expectations for, in a stable order.
@@ -443,51 +432,65 @@ mod tests {
     use super::*;
 
     #[test]
-    fn flat_past_the_knee_caps_capacity_at_knee_over_base() {
-        let server = ServerParams {
-            knee: 64.0,
-            base_latency_ms: 20.0,
-            ..ServerParams::default()
-        };
-        assert!((server.capacity_ops_per_s(1_000) - 3_200.0).abs() < 1e-6);
-        // With fewer slots than the knee, the slots are the limit.
-        assert!((server.capacity_ops_per_s(32) - 1_600.0).abs() < 1e-6);
-    }
-
-    #[test]
-    fn rate_cap_bounds_capacity() {
-        let server = ServerParams {
-            knee: 1_000.0,
-            rate_cap_per_s: Some(3_500.0),
-            ..ServerParams::default()
-        };
-        assert_eq!(server.capacity_ops_per_s(1_000), 3_500.0);
-    }
-
-    #[test]
-    fn changes_apply_in_time_order() {
+    fn changes_apply_in_time_order_and_ramps_move_in_steps() {
         let scenario = Scenario::from_toml_str(
             r#"
             name = "t"
-            duration_s = 10.0
+            duration_s = 20.0
             [[changes]]
             at_s = 6.0
             base_latency_ms = 20.0
             [[changes]]
             at_s = 3.0
             base_latency_ms = 40.0
+            [[changes]]
+            at_s = 10.0
+            ramp_s = 4.0
+            knee = 32
             "#,
         )
         .unwrap();
         assert_eq!(scenario.server_at(1.0).base_latency_ms, 20.0);
         assert_eq!(scenario.server_at(4.0).base_latency_ms, 40.0);
         assert_eq!(scenario.server_at(7.0).base_latency_ms, 20.0);
+        // Knee 64 → 32 over 4 s, in 16 steps of 2.
+        assert_eq!(scenario.server_at(10.1).knee, 64.0);
+        assert_eq!(scenario.server_at(10.25).knee, 62.0);
+        assert_eq!(scenario.server_at(12.0).knee, 48.0);
+        assert_eq!(scenario.server_at(13.9).knee, 34.0);
+        assert_eq!(scenario.server_at(14.0).knee, 32.0);
+        assert_eq!(
+            scenario.phase_boundaries(),
+            vec![0.0, 3.0, 6.0, 10.0, 14.0, 20.0]
+        );
+        // Capacity follows the knee: 32 / 20 ms.
+        assert!((scenario.step_at(15.0).capacity.ops_per_s - 1_600.0).abs() < 20.0);
     }
 
     #[test]
     fn typos_and_bad_values_are_refused() {
         let typo = Scenario::from_toml_str("name = \"t\"\nduration_s = 1.0\n[server]\nkne = 3\n");
         assert!(matches!(typo, Err(ScenarioError::Parse { .. })));
+        let change_typo = Scenario::from_toml_str(
+            "name = \"t\"\nduration_s = 1.0\n[[changes]]\nat_s = 0.5\nkne = 3\n",
+        );
+        assert!(matches!(
+            change_typo,
+            Err(ScenarioError::Invalid {
+                field: "changes",
+                ..
+            })
+        ));
+        let bad_latency = Scenario::from_toml_str(
+            "name = \"t\"\nduration_s = 1.0\n[server]\nlatency = { kind = \"pareto\", alpha = 0.5 }\n",
+        );
+        assert!(matches!(
+            bad_latency,
+            Err(ScenarioError::Invalid {
+                field: "server",
+                ..
+            })
+        ));
         let bad_metric = Scenario::from_toml_str(
             "name = \"t\"\nduration_s = 1.0\n[expect.knee]\nthroughput = [0.0, 1.0]\n",
         );

@@ -1,11 +1,13 @@
-//! Naming a tuner on the command line and in scenario files: `rule`, `knee`, `fixed:N`.
+//! Naming a tuner on the command line and in scenario files.
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::scenario::{Scenario, ScenarioError};
-use crate::{FixedTuner, KneeConfig, KneeTuner, RuleConfig, RuleTuner, Tuner};
+use crate::{
+    Adjustment, FixedTuner, KneeConfig, KneeTuner, Reason, RuleConfig, RuleTuner, Sample, Tuner,
+};
 
 /// Which tuner to simulate.
 ///
@@ -24,22 +26,39 @@ pub enum TunerSpec {
     Rule,
     /// [`FixedTuner`] at this limit.
     Fixed(usize),
+    /// The best fixed limit of each moment, known in advance from the scenario (an oracle:
+    /// the reference for capacity and p99, not a tuner anyone could run).
+    BestFixed,
 }
 
 impl TunerSpec {
-    /// The tuners `--all` compares: knee, rule, and fixed 10 (the original's default).
-    pub const COMPARED: [TunerSpec; 3] = [TunerSpec::Knee, TunerSpec::Rule, TunerSpec::Fixed(10)];
+    /// The names [`FromStr`] accepts.
+    pub const NAMES: &'static str = "knee, rule, fixed:N (N ≥ 1) or best-fixed";
 
-    /// Builds the tuner for `scenario`, starting at its `initial_concurrency`.
-    pub fn build(&self, scenario: &Scenario) -> Result<Box<dyn Tuner>, ScenarioError> {
+    /// The tuners `--all` compares, the oracle last.
+    pub const COMPARED: [TunerSpec; 4] = [
+        TunerSpec::Knee,
+        TunerSpec::Rule,
+        TunerSpec::Fixed(10),
+        TunerSpec::BestFixed,
+    ];
+
+    /// Builds the tuner for `scenario`, starting at its `initial_concurrency`; `origin` is
+    /// the simulation's start on its clock.
+    pub fn build(
+        &self,
+        scenario: &Scenario,
+        origin: Instant,
+    ) -> Result<Box<dyn Tuner>, ScenarioError> {
         let client = &scenario.client;
+        let initial = client.initial_concurrency;
         Ok(match *self {
             TunerSpec::Knee => {
                 let config = KneeConfig::builder()
                     .min(client.min_concurrency)
                     .max(client.max_concurrency)
                     .build()?;
-                Box::new(KneeTuner::new(config, client.initial_concurrency))
+                Box::new(KneeTuner::new(config, initial))
             }
             TunerSpec::Rule => {
                 let mut builder = RuleConfig::builder()
@@ -58,9 +77,10 @@ impl TunerSpec {
                 if let Some(fraction) = scenario.rule.target_memory_fraction {
                     builder = builder.target_memory_fraction(fraction);
                 }
-                Box::new(RuleTuner::new(builder.build()?, client.initial_concurrency))
+                Box::new(RuleTuner::new(builder.build()?, initial))
             }
             TunerSpec::Fixed(limit) => Box::new(FixedTuner::new(limit)?),
+            TunerSpec::BestFixed => Box::new(BestFixed::new(scenario, origin)),
         })
     }
 }
@@ -72,6 +92,7 @@ impl FromStr for TunerSpec {
         match text {
             "knee" => Ok(TunerSpec::Knee),
             "rule" => Ok(TunerSpec::Rule),
+            "best-fixed" => Ok(TunerSpec::BestFixed),
             _ => text
                 .strip_prefix("fixed:")
                 .and_then(|n| n.parse::<usize>().ok())
@@ -88,6 +109,74 @@ impl fmt::Display for TunerSpec {
             TunerSpec::Knee => f.write_str("knee"),
             TunerSpec::Rule => f.write_str("rule"),
             TunerSpec::Fixed(limit) => write!(f, "fixed:{limit}"),
+            TunerSpec::BestFixed => f.write_str("best-fixed"),
         }
+    }
+}
+
+/// The oracle: at every moment the best fixed limit for the server as it is then.
+#[derive(Debug, Clone)]
+struct BestFixed {
+    /// (when, limit), in order.
+    schedule: Vec<(Instant, usize)>,
+    next: usize,
+    limit: usize,
+}
+
+impl BestFixed {
+    fn new(scenario: &Scenario, origin: Instant) -> Self {
+        let schedule: Vec<(Instant, usize)> = scenario
+            .timeline
+            .iter()
+            .map(|step| {
+                let at = origin + Duration::from_secs_f64(step.at_s);
+                (
+                    at,
+                    step.capacity
+                        .best_limit
+                        .max(scenario.client.min_concurrency),
+                )
+            })
+            .collect();
+        let limit = schedule.first().map_or(1, |s| s.1);
+        Self {
+            schedule,
+            next: 1,
+            limit,
+        }
+    }
+
+    fn follow(&mut self, now: Instant) -> Option<Adjustment> {
+        let from = self.limit;
+        while let Some(&(at, limit)) = self.schedule.get(self.next) {
+            if at > now {
+                break;
+            }
+            self.limit = limit;
+            self.next += 1;
+        }
+        (from != self.limit).then_some(Adjustment {
+            from,
+            to: self.limit,
+            reason: Reason::Probing,
+        })
+    }
+}
+
+impl Tuner for BestFixed {
+    fn limit(&self) -> usize {
+        self.limit
+    }
+
+    fn observe(&mut self, _sample: &Sample, now: Instant) -> Option<Adjustment> {
+        self.follow(now)
+    }
+
+    fn tick(&mut self, now: Instant) -> Option<Adjustment> {
+        self.follow(now)
+    }
+
+    fn name(&self) -> &'static str {
+        "best-fixed"
     }
 }

@@ -231,3 +231,102 @@ async fn auto_concurrency_starts_from_this_machines_memory() {
     // The original's table tops out at 50, halved.
     assert!((1..=25).contains(&pool.concurrency()));
 }
+
+/// A tuner that acts on time alone: after `after` without a finished attempt it halves.
+#[derive(Debug)]
+struct HalvesWhenIdle {
+    limit: usize,
+    after: Duration,
+    last_sample: Option<std::time::Instant>,
+}
+
+impl pool_tuning::Tuner for HalvesWhenIdle {
+    fn limit(&self) -> usize {
+        self.limit
+    }
+
+    fn observe(
+        &mut self,
+        _sample: &pool_tuning::Sample,
+        now: std::time::Instant,
+    ) -> Option<pool_tuning::Adjustment> {
+        self.last_sample = Some(now);
+        None
+    }
+
+    fn tick(&mut self, now: std::time::Instant) -> Option<pool_tuning::Adjustment> {
+        let last = *self.last_sample.get_or_insert(now);
+        if now.saturating_duration_since(last) < self.after || self.limit == 1 {
+            return None;
+        }
+        self.last_sample = Some(now);
+        let from = self.limit;
+        self.limit = (from / 2).max(1);
+        Some(pool_tuning::Adjustment {
+            from,
+            to: self.limit,
+            reason: pool_tuning::Reason::TimedOut,
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "halves-when-idle"
+    }
+}
+
+/// A backend that never answers sends no events at all: only the pool's clock, through the
+/// timer `tuned_by` starts on the pool's executor, reaches the tuner.
+#[tokio::test(start_paused = true)]
+async fn time_reaches_the_tuner_when_nothing_finishes() {
+    let tuner = HalvesWhenIdle {
+        limit: 32,
+        after: Duration::from_secs(1),
+        last_sample: None,
+    };
+    let pool = Pool::builder()
+        .no_timeout()
+        .tuned_by(TuningObserver::new(tuner))
+        .build()
+        .unwrap();
+    assert_eq!(pool.concurrency(), 32);
+    let stalled: Vec<_> = (0..64)
+        .map(|_| {
+            pool.enqueue(
+                std::future::pending::<Result<(), pool_core::Transient<SlowDown>>>,
+                TaskOptions::new(),
+            )
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    // Ticks every 100 ms; halved after 1 s, 2 s and 3 s without a finished attempt.
+    assert_eq!(pool.concurrency(), 4);
+    assert_eq!(
+        pool.stats().active,
+        32,
+        "the stalled attempts are still running"
+    );
+    pool.stop_now();
+    drop(stalled);
+}
+
+/// Without the timer (a plain `observer`), the same stall leaves the limit where it was.
+#[tokio::test(start_paused = true)]
+async fn without_ticks_a_stall_never_moves_the_limit() {
+    let tuner = HalvesWhenIdle {
+        limit: 32,
+        after: Duration::from_secs(1),
+        last_sample: None,
+    };
+    let pool = Pool::builder()
+        .no_timeout()
+        .observer(TuningObserver::new(tuner))
+        .build()
+        .unwrap();
+    let _stalled = pool.enqueue(
+        std::future::pending::<Result<(), pool_core::Transient<SlowDown>>>,
+        TaskOptions::new(),
+    );
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    assert_eq!(pool.concurrency(), 32);
+    pool.stop_now();
+}

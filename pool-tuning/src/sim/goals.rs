@@ -1,0 +1,117 @@
+//! The goals an adaptive tuner is held to on a throughput scenario, phase by phase.
+
+use std::fmt;
+
+use super::report::SimReport;
+
+/// Utilization every phase must reach.
+pub const GOAL_UTILIZATION: f64 = 0.95;
+/// Largest share of attempts the load may get throttled or timed out, per phase.
+pub const GOAL_OVERLOAD: f64 = 0.005;
+/// Longest (re-)convergence after a change, in simulated seconds.
+pub const GOAL_CONVERGED_S: f64 = 10.0;
+/// Largest p99 relative to the best fixed limit's in the same phase.
+pub const GOAL_P99_RATIO: f64 = 1.5;
+
+/// One phase of one run against the goals.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PhaseGoals {
+    /// Which phase (0-based).
+    pub phase: usize,
+    /// Its start and end, in seconds.
+    pub span_s: (f64, f64),
+    /// Utilization (goal ≥ [`GOAL_UTILIZATION`]).
+    pub utilization: f64,
+    /// Load-caused overload share (goal ≤ [`GOAL_OVERLOAD`]).
+    pub overload: f64,
+    /// (Re-)convergence in seconds (goal ≤ [`GOAL_CONVERGED_S`]); `None`: never.
+    pub converged_after_s: Option<f64>,
+    /// p99 over the best fixed limit's p99 in the same phase (goal ≤ [`GOAL_P99_RATIO`]).
+    pub p99_ratio: f64,
+}
+
+impl PhaseGoals {
+    /// Every phase of `report`, judged against `best_fixed` (the same scenario and seed run
+    /// with [`TunerSpec::BestFixed`](super::TunerSpec::BestFixed)).
+    pub fn of(report: &SimReport, best_fixed: &SimReport) -> Vec<PhaseGoals> {
+        report
+            .phases
+            .iter()
+            .zip(&best_fixed.phases)
+            .enumerate()
+            .map(|(phase, (mine, best))| PhaseGoals {
+                phase,
+                span_s: (mine.start_s, mine.end_s),
+                utilization: mine.utilization,
+                overload: mine.overload_fraction,
+                converged_after_s: mine.converged_after_s,
+                p99_ratio: if best.p99_latency_ms > 0.0 {
+                    mine.p99_latency_ms / best.p99_latency_ms
+                } else {
+                    f64::INFINITY
+                },
+            })
+            .collect()
+    }
+
+    /// The goals this phase misses, by name.
+    pub fn misses(&self) -> Vec<&'static str> {
+        let mut misses = Vec::new();
+        if self.utilization < GOAL_UTILIZATION {
+            misses.push("utilization");
+        }
+        if self.overload > GOAL_OVERLOAD {
+            misses.push("overload");
+        }
+        if !self
+            .converged_after_s
+            .is_some_and(|s| s <= GOAL_CONVERGED_S)
+        {
+            misses.push("convergence");
+        }
+        if self.p99_ratio > GOAL_P99_RATIO {
+            misses.push("p99");
+        }
+        misses
+    }
+}
+
+impl fmt::Display for PhaseGoals {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let converged = self
+            .converged_after_s
+            .map_or_else(|| "never".to_owned(), |s| format!("{s:.1} s"));
+        write!(
+            f,
+            "phase {} ({:.0}–{:.0} s): utilization {:.3}, overload {:.2} %, converged {converged}, p99 ×{:.2}",
+            self.phase,
+            self.span_s.0,
+            self.span_s.1,
+            self.utilization,
+            self.overload * 100.0,
+            self.p99_ratio
+        )
+    }
+}
+
+/// Where `report` does worse than `peer` on the same scenario and seed: lower utilization or
+/// a higher overload share (whole run), beyond `tolerance` (a share: 0.005 is half a point
+/// of utilization, and a twentieth of that on overload).
+pub fn worse_than(report: &SimReport, peer: &SimReport, tolerance: f64) -> Vec<String> {
+    let mut worse = Vec::new();
+    if report.utilization + tolerance < peer.utilization {
+        worse.push(format!(
+            "utilization {:.3} < {}'s {:.3}",
+            report.utilization, peer.tuner, peer.utilization
+        ));
+    }
+    if report.overload_fraction > peer.overload_fraction + tolerance / 10.0 {
+        worse.push(format!(
+            "overload {:.3} % > {}'s {:.3} %",
+            report.overload_fraction * 100.0,
+            peer.tuner,
+            peer.overload_fraction * 100.0
+        ));
+    }
+    worse
+}
