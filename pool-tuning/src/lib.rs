@@ -6,6 +6,8 @@
 //! - [`KneeTuner`]: finds the backend's knee from RTT growth, throttling and timeouts within
 //!   an RTT-scale window, and follows capacity that moves.
 //! - [`FixedTuner`]: never moves; the baseline to beat.
+//! - [`peers`]: the best known published controllers (Vector's adaptive request
+//!   concurrency, Netflix's Gradient2 and AIMD), to measure against.
 //! - [`TuningObserver`]: drives any tuner from a `pool_core::Pool`'s events, and ticks it
 //!   on the pool's executor; [`AutoConcurrency`] adds `.auto_concurrency(config)` and
 //!   `.tuned_by(observer)` to the pool builder.
@@ -38,6 +40,7 @@ mod error;
 mod fixed;
 mod knee;
 mod memory;
+pub mod peers;
 mod rule;
 mod sample;
 mod tuner;

@@ -5,8 +5,10 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use super::scenario::{Scenario, ScenarioError};
+use crate::peers::{Aimd, Gradient2, VectorArc};
 use crate::{
-    Adjustment, FixedTuner, KneeConfig, KneeTuner, Reason, RuleConfig, RuleTuner, Sample, Tuner,
+    Adjustment, Bounds, FixedTuner, KneeConfig, KneeTuner, Reason, RuleConfig, RuleTuner, Sample,
+    Tuner,
 };
 
 /// Which tuner to simulate.
@@ -22,6 +24,12 @@ use crate::{
 pub enum TunerSpec {
     /// [`KneeTuner`] with default settings and the scenario's bounds.
     Knee,
+    /// [`VectorArc`]: Vector's adaptive request concurrency.
+    Vector,
+    /// [`Gradient2`]: Netflix concurrency-limits' Gradient2 in a windowed limit.
+    Gradient2,
+    /// [`Aimd`]: Netflix concurrency-limits' AIMD.
+    Aimd,
     /// [`RuleTuner`] with the original's defaults, the scenario's bounds and overrides.
     Rule,
     /// [`FixedTuner`] at this limit.
@@ -33,15 +41,23 @@ pub enum TunerSpec {
 
 impl TunerSpec {
     /// The names [`FromStr`] accepts.
-    pub const NAMES: &'static str = "knee, rule, fixed:N (N ≥ 1) or best-fixed";
+    pub const NAMES: &'static str =
+        "knee, vector, gradient2, aimd, rule, fixed:N (N ≥ 1) or best-fixed";
 
-    /// The tuners `--all` compares, the oracle last.
-    pub const COMPARED: [TunerSpec; 4] = [
+    /// The tuners `--all` compares: this crate's, the published peers, the original rule
+    /// engine, the original default of 10, and the oracle last.
+    pub const COMPARED: [TunerSpec; 7] = [
         TunerSpec::Knee,
+        TunerSpec::Vector,
+        TunerSpec::Gradient2,
+        TunerSpec::Aimd,
         TunerSpec::Rule,
         TunerSpec::Fixed(10),
         TunerSpec::BestFixed,
     ];
+
+    /// The published controllers a tuner of this crate is measured against.
+    pub const PEERS: [TunerSpec; 3] = [TunerSpec::Vector, TunerSpec::Gradient2, TunerSpec::Aimd];
 
     /// Builds the tuner for `scenario`, starting at its `initial_concurrency`; `origin` is
     /// the simulation's start on its clock.
@@ -52,7 +68,11 @@ impl TunerSpec {
     ) -> Result<Box<dyn Tuner>, ScenarioError> {
         let client = &scenario.client;
         let initial = client.initial_concurrency;
+        let bounds = Bounds::new(client.min_concurrency, client.max_concurrency)?;
         Ok(match *self {
+            TunerSpec::Vector => Box::new(VectorArc::new(bounds, initial)),
+            TunerSpec::Gradient2 => Box::new(Gradient2::new(bounds, initial)),
+            TunerSpec::Aimd => Box::new(Aimd::new(bounds, initial)),
             TunerSpec::Knee => {
                 let config = KneeConfig::builder()
                     .min(client.min_concurrency)
@@ -91,6 +111,9 @@ impl FromStr for TunerSpec {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text {
             "knee" => Ok(TunerSpec::Knee),
+            "vector" => Ok(TunerSpec::Vector),
+            "gradient2" => Ok(TunerSpec::Gradient2),
+            "aimd" => Ok(TunerSpec::Aimd),
             "rule" => Ok(TunerSpec::Rule),
             "best-fixed" => Ok(TunerSpec::BestFixed),
             _ => text
@@ -107,6 +130,9 @@ impl fmt::Display for TunerSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TunerSpec::Knee => f.write_str("knee"),
+            TunerSpec::Vector => f.write_str("vector"),
+            TunerSpec::Gradient2 => f.write_str("gradient2"),
+            TunerSpec::Aimd => f.write_str("aimd"),
             TunerSpec::Rule => f.write_str("rule"),
             TunerSpec::Fixed(limit) => write!(f, "fixed:{limit}"),
             TunerSpec::BestFixed => f.write_str("best-fixed"),
