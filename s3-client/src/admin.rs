@@ -61,6 +61,7 @@ impl BucketAdmin {
     /// A client for the endpoint, region and credentials of `config` (region default
     /// `us-east-1`).
     pub fn new(config: &S3Config) -> Result<Self, ConnectionError> {
+        config.validate_endpoint()?;
         let credentials =
             config
                 .credentials

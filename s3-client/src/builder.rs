@@ -12,6 +12,7 @@ use crate::config::{ConnectionError, StoreConfig};
 use crate::dispatch::Dispatcher;
 use crate::group::PoolGroup;
 use crate::multipart::{MultipartSettings, MIN_PART_SIZE};
+use crate::redact::redact;
 use crate::transfer::ByteBudget;
 use object_store::multipart::MultipartStore;
 
@@ -87,7 +88,7 @@ impl fmt::Debug for S3ClientBuilder {
             PoolChoice::Disabled => "disabled".to_owned(),
         };
         f.debug_struct("S3ClientBuilder")
-            .field("store", &self.store.to_string())
+            .field("store", &redact(&self.store.to_string()))
             .field("pool", &pool)
             .field("group", &self.group)
             .field("multipart", &self.multipart)

@@ -25,6 +25,7 @@ use crate::multipart::{self, MultipartSettings};
 use crate::object_body::ObjectBody;
 use crate::options::CallOptions;
 use crate::pooled_store::PooledStore;
+use crate::redact::redact;
 use crate::transfer::{
     download, io_failure, upload, ByteBudget, BytesSource, ReaderSource, TransferContext,
     TransferSummary,
@@ -713,7 +714,7 @@ impl S3Client {
 impl fmt::Debug for S3Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("S3Client")
-            .field("store", &self.inner.store.to_string())
+            .field("store", &redact(&self.inner.store.to_string()))
             .field("pool", &self.inner.dispatcher)
             .field("multipart", &self.inner.multipart)
             .finish()

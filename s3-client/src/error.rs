@@ -5,6 +5,7 @@ use std::fmt;
 use pool_core::{ErrorClass, TaskError};
 
 use crate::classify::classify;
+use crate::redact::redact;
 
 /// The operation a [`ClientError`] or pool event is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -61,13 +62,53 @@ impl fmt::Display for Operation {
 
 /// A failed [`S3Client`](crate::S3Client) call: which operation, on which path, and why
 /// (the store's error after the pool's retries, a timeout, a stop, a panic…).
-#[derive(Debug, thiserror::Error)]
-#[error("{operation} `{path}` failed: {source}")]
+///
+/// Its `Display` and `Debug` show the store's error as text with any credential a URL in it
+/// may carry masked (a store built outside this crate may have them in its endpoint); the
+/// error itself is [`store_error`](Self::store_error).
 pub struct ClientError {
     operation: Operation,
     path: String,
-    #[source]
     source: TaskError<object_store::Error>,
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let reason = self.source.to_string();
+        write!(
+            f,
+            "{} `{}` failed: {}",
+            self.operation,
+            self.path,
+            redact(&reason)
+        )
+    }
+}
+
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+impl fmt::Debug for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The source's own `Debug` would show a request URL field by field (user name and
+        // password apart), where no text scan finds them: show its redacted chain instead.
+        let mut chain = self.source.to_string();
+        let mut next = std::error::Error::source(&self.source);
+        while let Some(cause) = next {
+            chain.push_str(": ");
+            chain.push_str(&cause.to_string());
+            next = cause.source();
+        }
+        f.debug_struct("ClientError")
+            .field("operation", &self.operation)
+            .field("path", &self.path)
+            .field("kind", &self.source.kind())
+            .field("source", &redact(&chain))
+            .finish()
+    }
 }
 
 impl ClientError {

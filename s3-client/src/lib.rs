@@ -53,6 +53,7 @@ mod options;
 mod pooled_store;
 #[cfg(feature = "protection")]
 mod protection;
+mod redact;
 mod secret;
 mod task_stream;
 #[cfg(feature = "testing")]

@@ -1,6 +1,10 @@
-//! A string that never prints itself.
+//! A string that never prints itself, and the credentials made of such strings.
 
 use std::fmt;
+use std::sync::Arc;
+
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, AwsCredential};
+use object_store::CredentialProvider;
 
 /// A credential (secret key, session token, access key id) that is redacted in every
 /// `Debug` and `Display`, so it cannot leak through logs, error messages or panics.
@@ -83,6 +87,53 @@ impl fmt::Debug for Credentials {
                 &self.session_token.as_ref().map(|_| "<redacted>"),
             )
             .finish()
+    }
+}
+
+/// Static credentials handed to object_store's S3 client. Its own static provider derives
+/// `Debug` and so prints the access key id wherever the store is debug-printed (e.g.
+/// `S3Client::store()`); this one prints nothing of them.
+#[derive(Clone)]
+pub(crate) struct StaticCredentials(Arc<AwsCredential>);
+
+impl StaticCredentials {
+    /// `given`, else the static credentials the builder read from the environment (both the
+    /// key id and the secret key set), else `None` (object_store then picks another way).
+    pub(crate) fn from_config(
+        given: Option<&Credentials>,
+        builder: &AmazonS3Builder,
+    ) -> Option<Self> {
+        let credential = match given {
+            Some(credentials) => AwsCredential {
+                key_id: credentials.access_key_id.expose().to_owned(),
+                secret_key: credentials.secret_access_key.expose().to_owned(),
+                token: credentials
+                    .session_token
+                    .as_ref()
+                    .map(|token| token.expose().to_owned()),
+            },
+            None => AwsCredential {
+                key_id: builder.get_config_value(&AmazonS3ConfigKey::AccessKeyId)?,
+                secret_key: builder.get_config_value(&AmazonS3ConfigKey::SecretAccessKey)?,
+                token: builder.get_config_value(&AmazonS3ConfigKey::Token),
+            },
+        };
+        Some(Self(Arc::new(credential)))
+    }
+}
+
+impl fmt::Debug for StaticCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StaticCredentials(<redacted>)")
+    }
+}
+
+#[async_trait::async_trait]
+impl CredentialProvider for StaticCredentials {
+    type Credential = AwsCredential;
+
+    async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
+        Ok(Arc::clone(&self.0))
     }
 }
 

@@ -13,7 +13,8 @@ pub enum ConnectionError {
     },
     /// The scheme is none of `s3`, `http`, `https`, `memory`, `file`.
     #[error(
-        "unknown scheme `{scheme}` in connection string (expected s3, http, https, memory or file)"
+        "unknown scheme `{scheme}` in connection string (expected s3, s3a, http, https, memory \
+         or file)"
     )]
     UnknownScheme {
         /// The scheme given.
@@ -55,6 +56,37 @@ pub enum ConnectionError {
     IncompleteCredentials {
         /// The field that is missing.
         missing: &'static str,
+    },
+    /// A character that would change what the string means unless percent-encoded: a `#`
+    /// anywhere, or a `@` after the host (a credential holding `/`, `?` or `#` unencoded ends
+    /// the host early, leaving its `@` behind).
+    #[error("an unencoded `{character}` in the connection string {reason}")]
+    ReservedCharacter {
+        /// The character.
+        character: char,
+        /// What it would do, and how to write it instead.
+        reason: &'static str,
+    },
+    /// A `.` or `..` path segment (also percent-encoded): it would silently change which
+    /// bucket or prefix the string names.
+    #[error(
+        "path segments `.` and `..` are refused: they would change which bucket or prefix \
+         the connection string names"
+    )]
+    DotSegment,
+    /// An endpoint holding credentials (`http://key:secret@host`). An endpoint is printed
+    /// and logged; credentials belong in `access_key_id` / `secret_access_key` (or
+    /// [`S3Config::with_credentials`](crate::S3Config::with_credentials)).
+    #[error(
+        "the endpoint must not hold credentials: give them as access_key_id and \
+         secret_access_key (the endpoint is printed and logged)"
+    )]
+    CredentialsInEndpoint,
+    /// An endpoint that is not `http(s)://host[:port][/path]`.
+    #[error("the endpoint is invalid: {reason}")]
+    InvalidEndpoint {
+        /// What is wrong (never the endpoint itself).
+        reason: String,
     },
     /// `file://` with a host, or a root that is not an existing directory.
     #[error("file root `{root}` is not usable: {reason}")]

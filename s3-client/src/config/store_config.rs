@@ -15,7 +15,8 @@ use object_store::{ObjectStore, ObjectStoreScheme, RetryConfig};
 use url::Url;
 
 use super::ConnectionError;
-use crate::secret::Credentials;
+use crate::redact::redact;
+use crate::secret::{Credentials, StaticCredentials};
 
 /// Which kind of store, and its settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,8 +37,9 @@ pub enum Backend {
 ///
 /// Unset fields come from the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 /// `AWS_SESSION_TOKEN`, `AWS_REGION`, …) as object_store's `AmazonS3Builder::from_env` reads
-/// them. The credentials are redacted in `Debug`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// them. The credentials are redacted in `Debug` (and so is anything in the endpoint that
+/// looks like one; an endpoint holding credentials is refused when the store is built).
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct S3Config {
     /// The bucket (S3 naming rules: 3–63 lowercase letters, digits, dots and dashes).
@@ -68,6 +70,21 @@ pub struct S3Config {
     pub copy_if_not_exists: Option<S3CopyIfNotExists>,
 }
 
+impl fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint.as_deref().map(redact))
+            .field("credentials", &self.credentials)
+            .field("allow_http", &self.allow_http)
+            .field("virtual_hosted_style", &self.virtual_hosted_style)
+            .field("store_retries", &self.store_retries)
+            .field("copy_if_not_exists", &self.copy_if_not_exists)
+            .finish()
+    }
+}
+
 impl S3Config {
     /// A bucket with every other setting at its default.
     pub fn new(bucket: impl Into<String>) -> Self {
@@ -89,7 +106,10 @@ impl S3Config {
         self
     }
 
-    /// Sets an endpoint (and allows plain HTTP when it starts with `http://`).
+    /// Sets an endpoint, `http(s)://host[:port][/path]` (and allows plain HTTP when it starts
+    /// with `http://`). It is checked when the store is built: an endpoint holding
+    /// credentials is refused ([`ConnectionError::CredentialsInEndpoint`]), as is any scheme
+    /// but `http` and `https`, a query or a fragment.
     pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
         let endpoint = endpoint.into();
         self.allow_http |= endpoint.starts_with("http://");
@@ -120,6 +140,7 @@ impl S3Config {
         if let Some(region) = &self.region {
             validate_region(region)?;
         }
+        self.validate_endpoint()?;
         if let Some(credentials) = &self.credentials {
             if credentials.access_key_id.is_empty() {
                 return Err(ConnectionError::IncompleteCredentials {
@@ -131,6 +152,36 @@ impl S3Config {
                     missing: "secret_access_key",
                 });
             }
+        }
+        Ok(())
+    }
+
+    /// Checks the endpoint alone (see [`with_endpoint`](Self::with_endpoint)).
+    pub(crate) fn validate_endpoint(&self) -> Result<(), ConnectionError> {
+        let Some(endpoint) = &self.endpoint else {
+            return Ok(());
+        };
+        // Any `@` (raw or as the end of user information, whatever the password holds) is
+        // refused before parsing: a password with a raw `/` would parse as a path.
+        if endpoint.contains('@') {
+            return Err(ConnectionError::CredentialsInEndpoint);
+        }
+        let invalid = |reason: String| ConnectionError::InvalidEndpoint { reason };
+        let url = Url::parse(endpoint).map_err(|e| invalid(e.to_string()))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(ConnectionError::CredentialsInEndpoint);
+        }
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid(format!(
+                "the scheme is `{}`; an endpoint is http:// or https://",
+                url.scheme()
+            )));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(invalid("it has no host".to_owned()));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(invalid("it must not have a query or a fragment".to_owned()));
         }
         Ok(())
     }
@@ -154,13 +205,13 @@ impl S3Config {
         if let Some(endpoint) = &self.endpoint {
             builder = builder.with_endpoint(endpoint);
         }
-        if let Some(credentials) = &self.credentials {
-            builder = builder
-                .with_access_key_id(credentials.access_key_id.expose())
-                .with_secret_access_key(credentials.secret_access_key.expose());
-            if let Some(token) = &credentials.session_token {
-                builder = builder.with_token(token.expose());
-            }
+        // Static credentials (given, or read from the environment by `from_env`) go to
+        // object_store through a provider whose `Debug` shows none of them: its own static
+        // provider prints the access key id in the store's `Debug`.
+        if let Some(credentials) =
+            StaticCredentials::from_config(self.credentials.as_ref(), &builder)
+        {
+            builder = builder.with_credentials(Arc::new(credentials));
         }
         builder.build().map_err(ConnectionError::Store)
     }
@@ -173,14 +224,32 @@ impl S3Config {
 /// | string | backend |
 /// |---|---|
 /// | `s3://bucket/prefix?region=eu-west-1` | S3; credentials from the environment or the query |
-/// | `http(s)://[key:secret@]host:port/bucket/prefix` | MinIO or any S3-compatible server, path-style |
-/// | `memory://` | in-memory |
+/// | `s3://key:secret@bucket/prefix` | S3 with credentials in the string |
+/// | `http(s)://[key:secret@]host[:port]/bucket/prefix` | MinIO or any S3-compatible server, path-style |
+/// | `memory://`, `memory:///prefix` | in-memory |
 /// | `file:///abs/dir` | local files under `/abs/dir` |
 ///
-/// Query parameters: `region`, `endpoint`, `access_key_id`, `secret_access_key`,
-/// `session_token`, `allow_http`, `virtual_hosted_style`. Any other is an error, as is a bad
-/// bucket or region; each error names the field. `Display` prints the string back without
-/// credentials.
+/// Query parameters: `region`, `endpoint` (an `http(s)://host[:port][/path]` that overrides
+/// the host of an `s3://` or `http(s)://` string), `access_key_id`, `secret_access_key`,
+/// `session_token`, `allow_http`, `virtual_hosted_style`. The prefix, the credentials and the
+/// parameters are percent-decoded; a `+` is a plus sign, not a space (AWS secret keys hold
+/// them). `Display` prints the string back without credentials.
+///
+/// Refused, each with its own [`ConnectionError`] (none quotes a credential):
+/// - a string without `SCHEME://`, or with another scheme than the five above;
+/// - `.` and `..` path segments, also percent-encoded (`/bucket/../other` would name another
+///   bucket);
+/// - a `#` anywhere, and a `@` after the host: write them `%23` and `%40`. In credentials,
+///   write `/`, `?`, `#` as `%2F`, `%3F`, `%23` (raw, they end the host early), `%` as `%25`,
+///   and a `:` in the access key id as `%3A` (the first `:` ends it);
+/// - credentials inside `endpoint=` (or [`S3Config::with_endpoint`]), an endpoint that is not
+///   `http` or `https`, or that has a query;
+/// - bucket names S3 refuses: outside 3–63 lowercase letters, digits, dots and dashes,
+///   formatted as an IP address, or with a prefix or suffix S3 reserves (`xn--`, `-s3alias`, …);
+/// - a region that is not lowercase letters, digits and dashes; an unknown parameter; half a
+///   key pair;
+/// - `memory://host/…` (a host would be dropped), `file://` and `file:///` (no directory: the
+///   filesystem root is refused), `file://host/…`.
 ///
 /// ```
 /// use s3_client::{Backend, StoreConfig};
@@ -235,13 +304,22 @@ impl StoreConfig {
         self
     }
 
-    /// Parses a connection string (see the type's docs for the forms).
+    /// Parses a connection string (see the type's docs for the forms and what is refused).
     pub fn parse(input: &str) -> Result<Self, ConnectionError> {
+        check_unambiguous(input)?;
         let url = Url::parse(input).map_err(|e| ConnectionError::MalformedUrl {
             reason: e.to_string(),
         })?;
         match url.scheme() {
             "memory" => {
+                // `memory://photos/2024` would silently drop `photos` (taken as a host).
+                if url.host_str().is_some_and(|h| !h.is_empty()) || url.query().is_some() {
+                    return Err(ConnectionError::MalformedUrl {
+                        reason: "memory:// takes no host and no query: write memory:// or \
+                                 memory:///prefix"
+                            .to_owned(),
+                    });
+                }
                 let (_, prefix) = object_scheme(&url)?;
                 Ok(StoreConfig::memory().with_prefix(prefix))
             }
@@ -330,7 +408,7 @@ impl fmt::Display for StoreConfig {
                     Some(endpoint) => write!(
                         f,
                         "{}/{}{slash_prefix}{prefix}",
-                        without_userinfo(endpoint).trim_end_matches('/'),
+                        redact(endpoint).trim_end_matches('/'),
                         s3.bucket
                     )?,
                     None => write!(f, "s3://{}{slash_prefix}{prefix}", s3.bucket)?,
@@ -344,22 +422,69 @@ impl fmt::Display for StoreConfig {
     }
 }
 
-/// An endpoint fit for printing: any `user:password@` removed.
-fn without_userinfo(endpoint: &str) -> String {
-    match Url::parse(endpoint) {
-        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
-            // Both setters only fail for URLs that cannot have credentials at all.
-            let _ = url.set_username("");
-            let _ = url.set_password(None);
-            url.to_string()
-        }
-        _ => endpoint.to_owned(),
+/// The schemes a connection string may have.
+const SCHEMES: [&str; 6] = ["s3", "s3a", "http", "https", "memory", "file"];
+
+/// Refuses, before any parsing, what a URL parser would silently take another way: no
+/// `SCHEME://`; a `#` (a fragment: a `#` in a credential would cut it short); a `@` after
+/// the host (the host ended early at a `/`, `?` or `#` in a credential); `.` and `..` path
+/// segments (the parser resolves them: `/bucket/../other` would name bucket `other`). No
+/// error quotes the input, which may hold credentials.
+fn check_unambiguous(input: &str) -> Result<(), ConnectionError> {
+    let Some((scheme, rest)) = input.split_once("://") else {
+        return Err(ConnectionError::MalformedUrl {
+            reason: "expected SCHEME://…, e.g. s3://bucket/prefix or \
+                     http://host:9000/bucket/prefix"
+                .to_owned(),
+        });
+    };
+    let is_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !is_scheme {
+        return Err(ConnectionError::MalformedUrl {
+            reason: "the text before :// is not a scheme".to_owned(),
+        });
     }
+    if !SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()) {
+        return Err(ConnectionError::UnknownScheme {
+            scheme: scheme.to_owned(),
+        });
+    }
+    if rest.contains('#') {
+        return Err(ConnectionError::ReservedCharacter {
+            character: '#',
+            reason: "would start a fragment, which connection strings do not have; write it \
+                     as %23",
+        });
+    }
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (_, after_host) = rest.split_at(authority_end);
+    if after_host.contains('@') {
+        return Err(ConnectionError::ReservedCharacter {
+            character: '@',
+            reason: "comes after the host: write a `@` in a prefix or parameter as %40, and \
+                     `/`, `?` and `#` in credentials as %2F, %3F and %23",
+        });
+    }
+    let path = after_host.split('?').next().unwrap_or_default();
+    if path.split('/').any(is_dot_segment) {
+        return Err(ConnectionError::DotSegment);
+    }
+    Ok(())
+}
+
+/// `.` or `..`, also percent-encoded (`%2e`, `.%2E`, …), as URL parsers resolve them.
+fn is_dot_segment(segment: &str) -> bool {
+    let lower = segment.to_ascii_lowercase();
+    let dots = lower.replace("%2e", ".");
+    dots == "." || dots == ".."
 }
 
 fn object_scheme(url: &Url) -> Result<(ObjectStoreScheme, Path), ConnectionError> {
     ObjectStoreScheme::parse(url).map_err(|e| ConnectionError::MalformedUrl {
-        reason: e.to_string(),
+        reason: redact(&e.to_string()).into_owned(),
     })
 }
 
@@ -368,6 +493,14 @@ fn parse_file(url: &Url) -> Result<StoreConfig, ConnectionError> {
         return Err(ConnectionError::InvalidFileRoot {
             root: url.path().to_owned(),
             reason: "expected file:///absolute/path, without host or query".to_owned(),
+        });
+    }
+    if url.path().trim_start_matches('/').is_empty() {
+        return Err(ConnectionError::InvalidFileRoot {
+            root: url.path().to_owned(),
+            reason: "no directory: write file:///absolute/directory (the filesystem root is \
+                     refused)"
+                .to_owned(),
         });
     }
     let root = url
@@ -440,27 +573,11 @@ fn apply_query(url: &Url, config: &mut S3Config) -> Result<(), ConnectionError> 
     let mut access_key = None;
     let mut secret_key = None;
     let mut token = None;
-    for (name, value) in url.query_pairs() {
-        let value = value.into_owned();
-        match name.as_ref() {
+    for (name, value) in query_parameters(url)? {
+        match name {
             "region" => config.region = Some(value),
-            "endpoint" => {
-                let endpoint =
-                    Url::parse(&value).map_err(|e| ConnectionError::InvalidParameter {
-                        name: "endpoint",
-                        reason: e.to_string(),
-                    })?;
-                // Keeps secrets out of the endpoint, which is printed and logged.
-                if !endpoint.username().is_empty() || endpoint.password().is_some() {
-                    return Err(ConnectionError::InvalidParameter {
-                        name: "endpoint",
-                        reason: "must not hold credentials; use access_key_id and \
-                                 secret_access_key"
-                            .to_owned(),
-                    });
-                }
-                *config = config.clone().with_endpoint(value);
-            }
+            // Checked with the rest of the configuration: no credentials, http(s) only.
+            "endpoint" => *config = config.clone().with_endpoint(value),
             "access_key_id" => access_key = Some(value),
             "secret_access_key" => secret_key = Some(value),
             "session_token" => token = Some(value),
@@ -502,6 +619,35 @@ fn apply_query(url: &Url, config: &mut S3Config) -> Result<(), ConnectionError> 
     Ok(())
 }
 
+/// The parameters a connection string may carry.
+const PARAMETERS: [&str; 7] = [
+    "region",
+    "endpoint",
+    "access_key_id",
+    "secret_access_key",
+    "session_token",
+    "allow_http",
+    "virtual_hosted_style",
+];
+
+/// The query's parameters, names and values percent-decoded but not form-decoded: a `+`
+/// stays a plus (AWS secret keys hold them), only `%2B` is a plus too.
+fn query_parameters(url: &Url) -> Result<Vec<(&'static str, String)>, ConnectionError> {
+    let Some(query) = url.query() else {
+        return Ok(Vec::new());
+    };
+    let mut parameters = Vec::new();
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = percent_decode(name, "parameter name")?;
+        let Some(known) = PARAMETERS.iter().find(|known| **known == name) else {
+            return Err(ConnectionError::UnknownParameter { name });
+        };
+        parameters.push((*known, percent_decode(value, known)?));
+    }
+    Ok(parameters)
+}
+
 fn parse_bool(name: &'static str, value: &str) -> Result<bool, ConnectionError> {
     match value {
         "true" | "1" => Ok(true),
@@ -513,9 +659,9 @@ fn parse_bool(name: &'static str, value: &str) -> Result<bool, ConnectionError> 
     }
 }
 
+/// Percent-decoding (RFC 3986), not form decoding: `+` is a plus sign. `url` keeps userinfo,
+/// path segments and the query percent-encoded.
 fn percent_decode(text: &str, field: &'static str) -> Result<String, ConnectionError> {
-    // `url` keeps userinfo and path segments percent-encoded; form decoding of a lone
-    // value is the same minus `+`, which is not special outside queries.
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -572,6 +718,32 @@ fn validate_bucket(bucket: &str) -> Result<(), ConnectionError> {
     }
     if bucket.contains("..") {
         return Err(invalid("must not contain two dots in a row"));
+    }
+    let groups: Vec<&str> = bucket.split('.').collect();
+    if groups.len() == 4
+        && groups
+            .iter()
+            .all(|g| (1..=3).contains(&g.len()) && g.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(invalid(
+            "must not be formatted as an IP address (S3 refuses it)",
+        ));
+    }
+    if ["xn--", "sthree-", "amzn-s3-demo-"]
+        .iter()
+        .any(|prefix| bucket.starts_with(prefix))
+    {
+        return Err(invalid(
+            "must not begin with xn--, sthree- or amzn-s3-demo- (reserved by S3)",
+        ));
+    }
+    if ["-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"]
+        .iter()
+        .any(|suffix| bucket.ends_with(suffix))
+    {
+        return Err(invalid(
+            "must not end with -s3alias, --ol-s3, .mrap, --x-s3 or --table-s3 (reserved by S3)",
+        ));
     }
     Ok(())
 }
@@ -661,7 +833,7 @@ mod tests {
 
     #[test]
     fn each_bad_field_gets_its_own_error() {
-        let cases: [(&str, &str); 11] = [
+        let cases: [(&str, &str); 12] = [
             ("s3:///x", "bucket is empty"),
             ("http://localhost:9000/", "bucket is empty"),
             ("not a url", "not a valid URL"),
@@ -675,7 +847,11 @@ mod tests {
                 "s3://bkt?access_key_id=AK",
                 "`secret_access_key` is missing",
             ),
-            ("s3://bkt?endpoint=http://u:p@h:1", "parameter `endpoint`"),
+            ("s3://bkt?endpoint=http://u:p@h:1", "unencoded `@`"),
+            (
+                "s3://bkt?endpoint=http://u:p%40h:1",
+                "endpoint must not hold credentials",
+            ),
         ];
         for (input, expected) in cases {
             let err = StoreConfig::parse(input).unwrap_err().to_string();
@@ -686,8 +862,15 @@ mod tests {
     #[test]
     fn display_never_prints_endpoint_credentials() {
         let config = S3Config::new("bkt").with_endpoint("http://user:hunter2@minio:9000");
-        let printed = StoreConfig::s3(config).to_string();
-        assert_eq!(printed, "http://minio:9000/bkt");
+        let printed = StoreConfig::s3(config.clone()).to_string();
+        assert_eq!(printed, "http://<redacted>@minio:9000/bkt");
+        assert!(!format!("{config:?}").contains("hunter2"));
+        // And such a configuration never becomes a store.
+        let err = StoreConfig::s3(config).build().unwrap_err();
+        assert!(
+            matches!(err, ConnectionError::CredentialsInEndpoint),
+            "{err}"
+        );
     }
 
     #[test]
@@ -705,5 +888,135 @@ mod tests {
     fn s3_builds_without_network() {
         let config = StoreConfig::parse("http://ak:sk@127.0.0.1:1/bucket/p?region=us-east-1");
         assert!(config.unwrap().build().is_ok());
+    }
+
+    /// Whether an error is the one expected.
+    type Expected = fn(&ConnectionError) -> bool;
+
+    #[test]
+    fn strings_with_a_surprising_meaning_are_refused() {
+        let cases: [(&str, Expected); 17] = [
+            // Dot segments would change the bucket or the prefix.
+            ("http://host:9000/bucket/../other", |e| {
+                matches!(e, ConnectionError::DotSegment)
+            }),
+            ("http://host:9000/bucket/./x", |e| {
+                matches!(e, ConnectionError::DotSegment)
+            }),
+            ("http://host:9000/bucket/%2e%2E/other", |e| {
+                matches!(e, ConnectionError::DotSegment)
+            }),
+            ("s3://bucket/../../etc/passwd", |e| {
+                matches!(e, ConnectionError::DotSegment)
+            }),
+            ("s3://bucket/a/.%2e/b", |e| {
+                matches!(e, ConnectionError::DotSegment)
+            }),
+            ("file:///tmp/../etc", |e| {
+                matches!(e, ConnectionError::DotSegment)
+            }),
+            ("memory:///../x", |e| {
+                matches!(e, ConnectionError::DotSegment)
+            }),
+            ("memory://photos/2024", |e| {
+                matches!(e, ConnectionError::MalformedUrl { .. })
+            }),
+            // Endpoints are http(s) only.
+            ("s3://bucket?endpoint=ftp://x", |e| {
+                matches!(e, ConnectionError::InvalidEndpoint { .. })
+            }),
+            ("s3://bucket?endpoint=file:///tmp", |e| {
+                matches!(e, ConnectionError::InvalidEndpoint { .. })
+            }),
+            ("s3://bucket?endpoint=http://h:1/?x=1", |e| {
+                matches!(e, ConnectionError::InvalidEndpoint { .. })
+            }),
+            // S3 refuses buckets named like IP addresses.
+            ("s3://192.168.5.4", |e| {
+                matches!(e, ConnectionError::InvalidBucket { .. })
+            }),
+            ("http://host:9000/10.0.0.1/prefix", |e| {
+                matches!(e, ConnectionError::InvalidBucket { .. })
+            }),
+            // The filesystem root is not a store.
+            ("file://", |e| {
+                matches!(e, ConnectionError::InvalidFileRoot { .. })
+            }),
+            ("file:///", |e| {
+                matches!(e, ConnectionError::InvalidFileRoot { .. })
+            }),
+            // A fragment would cut a credential short.
+            ("s3://bucket?secret_access_key=a#b&access_key_id=k", |e| {
+                matches!(e, ConnectionError::ReservedCharacter { character: '#', .. })
+            }),
+            // No scheme: the text before `:` must not be echoed as one.
+            ("minio:minio123@127.0.0.1:9000/bucket", |e| {
+                matches!(e, ConnectionError::MalformedUrl { .. })
+            }),
+        ];
+        for (input, expected) in cases {
+            let err = StoreConfig::parse(input).unwrap_err();
+            assert!(expected(&err), "{input}: {err:?}");
+        }
+        // What still parses: dots inside names, and endpoints with a path.
+        let ok = StoreConfig::parse("s3://my.bucket.1/a..b/.hidden/x.").unwrap();
+        assert_eq!(ok.prefix, Some(Path::from("a..b/.hidden/x.")));
+        let ok = StoreConfig::parse("s3://bkt?endpoint=https://proxy.example/s3").unwrap();
+        assert_eq!(
+            s3(&ok).endpoint.as_deref(),
+            Some("https://proxy.example/s3")
+        );
+        assert!(StoreConfig::parse("s3://192.168.5").is_ok());
+    }
+
+    #[test]
+    fn endpoints_are_checked_however_they_are_set() {
+        for endpoint in [
+            "http://AK:SK@host:9000",
+            "http://AK:S/K@host:9000",
+            "http://AK:S%2FK@host:9000",
+            "https://AK@host",
+            "ftp://host",
+            "host:9000",
+            "http://",
+        ] {
+            let config = S3Config::new("bucket").with_endpoint(endpoint);
+            assert!(StoreConfig::s3(config).build().is_err(), "{endpoint}");
+        }
+    }
+
+    #[test]
+    fn a_plus_in_a_query_secret_stays_a_plus() {
+        let config = StoreConfig::parse(
+            "s3://bkt?access_key_id=AK%2B1&secret_access_key=a+b%2Bc/d&session_token=t+k",
+        )
+        .unwrap();
+        let creds = s3(&config).credentials.clone().unwrap();
+        assert_eq!(creds.access_key_id.expose(), "AK+1");
+        assert_eq!(creds.secret_access_key.expose(), "a+b+c/d");
+        assert_eq!(creds.session_token.unwrap().expose(), "t+k");
+    }
+
+    #[test]
+    fn s3_buckets_follow_s3_naming_rules() {
+        for bad in [
+            "xn--bucket",
+            "sthree-bucket",
+            "bucket-s3alias",
+            "bucket--ol-s3",
+            "b.mrap",
+            "1.2.3.4",
+        ] {
+            assert!(
+                matches!(
+                    validate_bucket(bad),
+                    Err(ConnectionError::InvalidBucket { .. })
+                ),
+                "{bad}"
+            );
+        }
+        for good in ["bucket", "my-bucket.2024", "1.2.3", "1.2.3.4.5", "a-b--c"] {
+            assert!(validate_bucket(good).is_ok(), "{good}");
+        }
     }
 }

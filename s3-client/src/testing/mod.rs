@@ -7,4 +7,4 @@ mod panics;
 mod server;
 
 pub use panics::{quiet_injected_panics, INJECTED_PANIC_PREFIX};
-pub use server::{InjectedResponse, S3TestServer, ServerFaults};
+pub use server::{percent_encode, InjectedResponse, S3TestServer, ServerFaults};

@@ -270,6 +270,7 @@ impl ServerFaults {
 /// ```
 pub struct S3TestServer {
     addr: SocketAddr,
+    credentials: Credentials,
     faults: Arc<ServerFaults>,
     root: tempfile::TempDir,
     accept_loop: JoinHandle<()>,
@@ -279,13 +280,22 @@ impl S3TestServer {
     /// Starts the server on the current tokio runtime (panics outside one, like
     /// `tokio::spawn`).
     pub async fn start() -> io::Result<Self> {
+        Self::start_with_credentials(Credentials::new(ACCESS_KEY, SECRET_KEY)).await
+    }
+
+    /// Like [`start`](Self::start), accepting `credentials` (any characters) instead of the
+    /// default pair; a session token is not checked.
+    pub async fn start_with_credentials(credentials: Credentials) -> io::Result<Self> {
         let root = tempfile::tempdir()?;
         std::fs::create_dir(root.path().join(BUCKET))?;
         let file_system =
             s3s_fs::FileSystem::new(root.path()).map_err(|e| io::Error::other(format!("{e:?}")))?;
         let mut builder = S3ServiceBuilder::new(file_system);
         // Without an auth provider s3s answers every signed request with 501.
-        builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        builder.set_auth(SimpleAuth::from_single(
+            credentials.access_key_id.expose(),
+            credentials.secret_access_key.expose(),
+        ));
         let s3 = builder.build();
 
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
@@ -295,6 +305,7 @@ impl S3TestServer {
         tracing::debug!(%addr, "S3 test server started");
         Ok(S3TestServer {
             addr,
+            credentials,
             faults,
             root,
             accept_loop,
@@ -331,8 +342,8 @@ impl S3TestServer {
             .with_endpoint(self.endpoint())
             .with_bucket_name(BUCKET)
             .with_region(REGION)
-            .with_access_key_id(ACCESS_KEY)
-            .with_secret_access_key(SECRET_KEY)
+            .with_access_key_id(self.credentials.access_key_id.expose())
+            .with_secret_access_key(self.credentials.secret_access_key.expose())
             .with_allow_http(true)
             .with_copy_if_not_exists(object_store::aws::S3CopyIfNotExists::Multipart)
             .with_retry(object_store::RetryConfig {
@@ -343,7 +354,7 @@ impl S3TestServer {
 
     /// The credentials the server accepts.
     pub fn credentials(&self) -> Credentials {
-        Credentials::new(ACCESS_KEY, SECRET_KEY)
+        self.credentials.clone()
     }
 
     /// S3 settings for this server: its endpoint, bucket and credentials, path-style,
@@ -360,9 +371,16 @@ impl S3TestServer {
         StoreConfig::s3(self.s3_config())
     }
 
-    /// `http://<key>:<secret>@127.0.0.1:<port>/<bucket>`: a connection string for this server.
+    /// `http://<key>:<secret>@127.0.0.1:<port>/<bucket>`: a connection string for this server
+    /// (the credentials percent-encoded).
     pub fn connection_string(&self) -> String {
-        format!("http://{ACCESS_KEY}:{SECRET_KEY}@{}/{BUCKET}", self.addr)
+        let credentials = &self.credentials;
+        format!(
+            "http://{}:{}@{}/{BUCKET}",
+            percent_encode(credentials.access_key_id.expose()),
+            percent_encode(credentials.secret_access_key.expose()),
+            self.addr
+        )
     }
 
     /// A real object_store `AmazonS3` client for this server.
@@ -542,4 +560,16 @@ where
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// Every byte but RFC 3986's unreserved characters as `%XX`: fit for any part of a URL.
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
