@@ -11,7 +11,7 @@ use crate::client::{ClientInner, S3Client};
 use crate::config::{ConnectionError, StoreConfig};
 use crate::dispatch::Dispatcher;
 use crate::group::PoolGroup;
-use crate::multipart::{MultipartSettings, MIN_PART_SIZE};
+use crate::multipart::{MultipartSettings, MAX_PART_SIZE, MIN_PART_SIZE};
 use crate::redact::redact;
 use crate::transfer::ByteBudget;
 use object_store::multipart::MultipartStore;
@@ -269,7 +269,8 @@ impl S3ClientBuilder {
         self
     }
 
-    /// Size of each part but the last. Default 8 MiB; at least 5 MiB (S3's minimum).
+    /// Size of each part but the last. Default 8 MiB; from 5 MiB to 5 GiB (S3's minimum and
+    /// maximum).
     pub fn part_size(mut self, bytes: usize) -> Self {
         self.multipart.part_size = bytes;
         self
@@ -293,6 +294,15 @@ impl S3ClientBuilder {
                 field: "part_size",
                 reason: format!(
                     "must be at least {MIN_PART_SIZE} bytes (S3's minimum part), got {}",
+                    multipart.part_size
+                ),
+            });
+        }
+        if multipart.part_size as u64 > MAX_PART_SIZE {
+            return Err(BuildError::Setting {
+                field: "part_size",
+                reason: format!(
+                    "must be at most {MAX_PART_SIZE} bytes (S3's maximum part), got {}",
                     multipart.part_size
                 ),
             });

@@ -36,6 +36,10 @@ impl Default for MultipartSettings {
 /// S3's smallest part (all parts but the last).
 pub(crate) const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 
+/// S3's largest part: 5 GiB. (A part read from a reader is buffered whole, so a larger size
+/// would also be an allocation no machine makes.)
+pub(crate) const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+
 /// Parts of a [`upload`] in flight at once when `part_concurrency` is not set: its parts
 /// run outside the pool, so something else must bound them.
 const UNPOOLED_PART_CONCURRENCY: usize = 4;

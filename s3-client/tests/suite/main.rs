@@ -11,6 +11,7 @@ mod bucket_admin;
 mod chaos;
 mod client;
 mod conformance;
+mod extremes;
 mod moto;
 mod object_store_suite;
 mod parse_fuzz;
