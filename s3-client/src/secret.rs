@@ -150,4 +150,29 @@ mod tests {
         }
         assert!(printed.contains("<redacted>"));
     }
+
+    #[test]
+    fn static_credentials_print_nothing_whether_given_or_read_from_the_builder() {
+        let given = Credentials::new("AKIDGIVEN", "secret-given").with_session_token("tok-given");
+        let builder = AmazonS3Builder::new()
+            .with_access_key_id("AKIDFROMENV")
+            .with_secret_access_key("secret-from-env");
+        let from_given = StaticCredentials::from_config(Some(&given), &builder).unwrap();
+        let from_builder = StaticCredentials::from_config(None, &builder).unwrap();
+        let printed = format!("{from_given:?} {from_builder:?}");
+        for secret in [
+            "AKIDGIVEN",
+            "secret-given",
+            "tok-given",
+            "AKIDFROMENV",
+            "secret-from-env",
+        ] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        assert_eq!(from_builder.0.key_id, "AKIDFROMENV");
+        assert_eq!(from_given.0.token.as_deref(), Some("tok-given"));
+        // Half a pair in the builder: object_store decides (and reports it).
+        let half = AmazonS3Builder::new().with_access_key_id("AKIDONLY");
+        assert!(StaticCredentials::from_config(None, &half).is_none());
+    }
 }
