@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::admission::Admission;
+use crate::engine::{Engine, Settings};
 use crate::error::ConfigError;
 use crate::executor::Executor;
 use crate::observer::{Observer, ObserverSet};
 use crate::pool::Pool;
 use crate::queue::AgingSettings;
 use crate::retry::{Jitter, RetryBudget, RetryPolicy};
-use crate::runner::{Settings, Shared};
 
 /// Configures and builds a [`Pool`]. Every setter documents its default.
 ///
@@ -333,14 +333,14 @@ impl PoolBuilder {
             },
             budget: self.retry_budget,
         };
-        let shared = Shared::new(
+        let engine = Engine::new(
             executor,
             settings,
             ObserverSet::new(self.observers),
             self.admission,
             self.seed.unwrap_or_else(|| fastrand::u64(..)),
         );
-        Ok(Pool::from_shared(Arc::new(shared)))
+        Ok(Pool::from_engine(Arc::new(engine)))
     }
 }
 

@@ -6,8 +6,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use crate::cell::ResultSlot;
 use crate::error::TaskError;
-use crate::job::ResultSlot;
 use crate::task::TaskId;
 
 /// Resolves exactly once with the task's value or a [`TaskError`].

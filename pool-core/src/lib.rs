@@ -53,23 +53,23 @@ pub mod admission;
 mod batch;
 mod buffered;
 mod builder;
+mod cell;
 mod deadline;
+mod engine;
 mod error;
 pub mod executor;
 mod handle;
-mod job;
 mod observer;
-mod parked;
 pub mod policy;
 mod pool;
 mod queue;
 mod retry;
-mod runner;
 mod stats;
 mod sync;
 mod task;
 #[cfg(feature = "tower")]
 pub mod tower;
+mod unwind;
 
 pub use admission::{Admission, AdmissionPermit, Precheck, Rejection, RejectionKind};
 pub use batch::{Batch, BatchError, BatchResult};

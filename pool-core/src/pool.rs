@@ -6,11 +6,12 @@ use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use crate::builder::PoolBuilder;
+use crate::cell::TaskCell;
+use crate::engine::job::TaskRef;
+use crate::engine::Engine;
 use crate::error::ConfigError;
 use crate::handle::TaskHandle;
-use crate::job::{TaskCell, TaskRef};
 use crate::observer::TaskInfo;
-use crate::runner::Shared;
 use crate::stats::Stats;
 use crate::task::{ErrorClass, Retryable, TaskOptions};
 
@@ -39,12 +40,12 @@ pub struct Pool {
 
 /// Stops the pool when the last `Pool` clone goes away.
 struct PoolOwner {
-    shared: Arc<Shared>,
+    engine: Arc<Engine>,
 }
 
 impl Drop for PoolOwner {
     fn drop(&mut self) {
-        self.shared.stop(false);
+        self.engine.stop(false);
     }
 }
 
@@ -62,16 +63,16 @@ impl Pool {
         PoolBuilder::new()
     }
 
-    pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
+    pub(crate) fn from_engine(engine: Arc<Engine>) -> Self {
         let pool = Self {
-            owner: Arc::new(PoolOwner { shared }),
+            owner: Arc::new(PoolOwner { engine }),
         };
-        pool.shared().observers.attach(&pool.control());
+        pool.engine().observers.attach(&pool.control());
         pool
     }
 
-    fn shared(&self) -> &Arc<Shared> {
-        &self.owner.shared
+    fn engine(&self) -> &Arc<Engine> {
+        &self.owner.engine
     }
 
     /// Queues a task whose error type says whether it is retryable ([`Retryable`]).
@@ -115,17 +116,16 @@ impl Pool {
         E: Send + 'static,
         C: Fn(&E) -> ErrorClass + Send + Sync + 'static,
     {
-        let shared = self.shared();
-        let id = shared.next_task_id();
+        let engine = self.engine();
+        let id = engine.next_task_id();
         let cancellable = options.cancellation.is_some();
-        let info = shared.observers.is_active().then(|| TaskInfo {
+        let info = engine.observers.is_active().then(|| TaskInfo {
             id,
             priority: options.priority,
             metadata: options.metadata.clone(),
         });
-        let sink: std::sync::Weak<dyn crate::job::CancelSink> = Arc::downgrade(shared) as _;
-        let task = Arc::new(TaskCell::new(id, options, task, classify, sink));
-        shared.enqueue(Arc::clone(&task) as TaskRef, cancellable, info);
+        let task = Arc::new(TaskCell::new(id, options, task, classify, engine));
+        engine.enqueue(Arc::clone(&task) as TaskRef, cancellable, info);
         TaskHandle::new(task)
     }
 
@@ -137,58 +137,58 @@ impl Pool {
 
     /// The concurrency limit.
     pub fn concurrency(&self) -> usize {
-        self.shared().limit()
+        self.engine().limit()
     }
 
     /// Counters and state now.
     pub fn stats(&self) -> Stats {
-        self.shared().stats()
+        self.engine().stats()
     }
 
     /// Tokens left in the retry budget (`None` if it is off).
     pub fn retry_budget_tokens(&self) -> Option<f64> {
-        self.shared().budget_tokens()
+        self.engine().budget_tokens()
     }
 
     /// The pool's clock (virtual under a test executor).
     pub fn now(&self) -> Instant {
-        self.shared().executor.now()
+        self.engine().executor.now()
     }
 
     /// Running tasks finish; none start until [`resume`](Self::resume).
     pub fn pause(&self) {
-        self.shared().set_paused(true);
+        self.engine().set_paused(true);
     }
 
     /// Starts queued tasks again after [`pause`](Self::pause).
     pub fn resume(&self) {
-        self.shared().set_paused(false);
+        self.engine().set_paused(false);
     }
 
     /// Waits until the queue is empty and nothing runs or waits to retry. While the pool is
     /// paused with tasks queued, this waits until it is resumed (or stopped).
     pub async fn drain(&self) {
-        self.shared().wait_idle().await;
+        self.engine().wait_idle().await;
     }
 
     /// Stops the pool and waits for running tasks to finish. Queued tasks and tasks waiting
     /// to retry resolve with `Stopped`; later `enqueue`s resolve with `Stopped` at once.
     pub async fn stop(&self) {
-        self.shared().stop(false);
-        self.shared().wait_idle().await;
+        self.engine().stop(false);
+        self.engine().wait_idle().await;
     }
 
     /// Stops the pool and cancels running tasks too: their attempts are dropped at the next
     /// poll and resolve with `Stopped`. Does not wait.
     pub fn stop_now(&self) {
-        self.shared().stop(true);
+        self.engine().stop(true);
     }
 
     /// A weak handle for observers and tuners: reads stats, changes the limit, and does not
     /// keep the pool alive.
     pub fn control(&self) -> PoolControl {
         PoolControl {
-            shared: Arc::downgrade(self.shared()),
+            engine: Arc::downgrade(self.engine()),
         }
     }
 }
@@ -197,13 +197,13 @@ impl Pool {
 /// Every method is a no-op (or `None`) once the pool is gone.
 #[derive(Clone)]
 pub struct PoolControl {
-    shared: Weak<Shared>,
+    engine: Weak<Engine>,
 }
 
 impl fmt::Debug for PoolControl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PoolControl")
-            .field("alive", &(self.shared.strong_count() > 0))
+            .field("alive", &(self.engine.strong_count() > 0))
             .finish()
     }
 }
@@ -214,31 +214,31 @@ impl PoolControl {
         if concurrency == 0 {
             return Err(ConfigError::ZeroConcurrency);
         }
-        if let Some(shared) = self.shared.upgrade() {
-            shared.set_limit(concurrency);
+        if let Some(engine) = self.engine.upgrade() {
+            engine.set_limit(concurrency);
         }
         Ok(())
     }
 
     /// The concurrency limit; 0 once the pool is gone.
     pub fn concurrency(&self) -> usize {
-        self.shared.upgrade().map_or(0, |shared| shared.limit())
+        self.engine.upgrade().map_or(0, |engine| engine.limit())
     }
 
     /// Counters and state now; `None` once the pool is gone.
     pub fn stats(&self) -> Option<Stats> {
-        self.shared.upgrade().map(|shared| shared.stats())
+        self.engine.upgrade().map(|engine| engine.stats())
     }
 
     /// The pool's clock; the system clock once the pool is gone.
     pub fn now(&self) -> Instant {
-        self.shared
+        self.engine
             .upgrade()
-            .map_or_else(Instant::now, |shared| shared.executor.now())
+            .map_or_else(Instant::now, |engine| engine.executor.now())
     }
 
     /// Whether the pool still exists.
     pub fn is_alive(&self) -> bool {
-        self.shared.strong_count() > 0
+        self.engine.strong_count() > 0
     }
 }

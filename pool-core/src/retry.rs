@@ -1,8 +1,11 @@
-//! Retry arithmetic: backoff with jitter, the pressure rule, and the retry budget.
-//! Pure: the caller passes the random source and the pool's saturation.
+//! Retry arithmetic: backoff with jitter, the pressure rule, the retry decision, and the
+//! retry budget. Pure: the caller passes the random source and the facts about the pool
+//! (its saturation, whether it is stopping); only the budget's bucket is shared state.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use crate::task::ErrorClass;
 
 /// How the backoff delay is randomised, so that many tasks failing together do not retry
 /// together.
@@ -114,6 +117,78 @@ impl RetryPolicy {
             PressureDecision::Clamped(delay.min(self.clamp_delay))
         } else {
             PressureDecision::Retry(delay)
+        }
+    }
+}
+
+/// What the engine knows of a failed (or timed-out) attempt when it decides whether to retry.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FailedAttempt {
+    /// How it failed (a timeout counts as [`ErrorClass::Retryable`]).
+    pub(crate) class: ErrorClass,
+    /// Attempts the task has made, this one included.
+    pub(crate) attempts: u32,
+    /// Retries the task may make in all.
+    pub(crate) retries: u32,
+    /// The backoff before its previous retry (what decorrelated jitter grows from).
+    pub(crate) previous_backoff: Option<Duration>,
+    /// The pool's [`saturation`] now.
+    pub(crate) saturation: f64,
+    /// The task's cancellation token has fired.
+    pub(crate) cancelled: bool,
+    /// The pool is stopping.
+    pub(crate) stopping: bool,
+}
+
+/// Whether a failed attempt is retried.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum RetryDecision {
+    /// Retry after `delay` (the pressure rule applied to `backoff`).
+    After { delay: Duration, backoff: Duration },
+    /// No retry.
+    GiveUp(GiveUp),
+}
+
+/// Why a failed attempt is not retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GiveUp {
+    /// Its error is not retryable.
+    Fatal,
+    /// The task has used its retries.
+    OutOfRetries,
+    /// The pool is stopping: a retry would never run.
+    Stopping,
+    /// The task's token fired: it ends `Cancelled`, not with its failure.
+    Cancelled,
+    /// The pool is saturated past the pressure rule's skip threshold.
+    Saturated,
+}
+
+impl RetryPolicy {
+    /// Whether `failed` is retried, and after how long. The reasons to give up are checked in
+    /// the order of [`GiveUp`]'s variants (so a fatal error ends the task with its error even
+    /// if its token fired meanwhile); only a retry draws from `rng`.
+    pub(crate) fn decide(&self, failed: &FailedAttempt, rng: &mut fastrand::Rng) -> RetryDecision {
+        let give_up = if !failed.class.is_retryable() {
+            Some(GiveUp::Fatal)
+        } else if failed.attempts > failed.retries {
+            Some(GiveUp::OutOfRetries)
+        } else if failed.stopping {
+            Some(GiveUp::Stopping)
+        } else if failed.cancelled {
+            Some(GiveUp::Cancelled)
+        } else {
+            None
+        };
+        if let Some(reason) = give_up {
+            return RetryDecision::GiveUp(reason);
+        }
+        let backoff = self.delay(failed.attempts, failed.previous_backoff, rng);
+        match self.under_pressure(backoff, failed.saturation) {
+            PressureDecision::Skip => RetryDecision::GiveUp(GiveUp::Saturated),
+            PressureDecision::Retry(delay) | PressureDecision::Clamped(delay) => {
+                RetryDecision::After { delay, backoff }
+            }
         }
     }
 }
@@ -286,6 +361,109 @@ mod tests {
         assert_eq!(p.under_pressure(d, 10.0), PressureDecision::Skip);
         assert_eq!(saturation(30, 10, 10), 4.0);
         assert_eq!(saturation(5, 0, 0), 5.0);
+    }
+
+    fn failed(class: ErrorClass, attempts: u32) -> FailedAttempt {
+        FailedAttempt {
+            class,
+            attempts,
+            retries: 2,
+            previous_backoff: None,
+            saturation: 0.0,
+            cancelled: false,
+            stopping: false,
+        }
+    }
+
+    #[test]
+    fn a_retryable_failure_within_its_retries_is_retried_after_its_backoff() {
+        let p = policy(Jitter::None);
+        let mut rng = fastrand::Rng::with_seed(1);
+        for (attempts, secs) in [(1, 1), (2, 2)] {
+            let backoff = Duration::from_secs(secs);
+            assert_eq!(
+                p.decide(&failed(ErrorClass::Retryable, attempts), &mut rng),
+                RetryDecision::After {
+                    delay: backoff,
+                    backoff
+                }
+            );
+        }
+        // Throttled is retryable too; a timeout is decided as retryable by the engine.
+        assert!(matches!(
+            p.decide(&failed(ErrorClass::Throttled, 1), &mut rng),
+            RetryDecision::After { .. }
+        ));
+    }
+
+    #[test]
+    fn each_reason_to_give_up_in_its_order() {
+        let p = policy(Jitter::None);
+        let mut rng = fastrand::Rng::with_seed(1);
+        let mut decide = |failed: FailedAttempt| p.decide(&failed, &mut rng);
+        let give_up = RetryDecision::GiveUp;
+        let everything = FailedAttempt {
+            cancelled: true,
+            stopping: true,
+            saturation: 100.0,
+            ..failed(ErrorClass::Fatal, 3)
+        };
+        assert_eq!(decide(everything), give_up(GiveUp::Fatal));
+        let everything = FailedAttempt {
+            class: ErrorClass::Retryable,
+            ..everything
+        };
+        assert_eq!(decide(everything), give_up(GiveUp::OutOfRetries));
+        let everything = FailedAttempt {
+            attempts: 2,
+            ..everything
+        };
+        assert_eq!(decide(everything), give_up(GiveUp::Stopping));
+        let everything = FailedAttempt {
+            stopping: false,
+            ..everything
+        };
+        assert_eq!(decide(everything), give_up(GiveUp::Cancelled));
+        let everything = FailedAttempt {
+            cancelled: false,
+            ..everything
+        };
+        assert_eq!(decide(everything), give_up(GiveUp::Saturated));
+    }
+
+    #[test]
+    fn pressure_clamps_the_delay_but_keeps_the_backoff_for_the_next_retry() {
+        let p = policy(Jitter::None);
+        let mut rng = fastrand::Rng::with_seed(1);
+        let busy = FailedAttempt {
+            saturation: 5.0,
+            ..failed(ErrorClass::Retryable, 2)
+        };
+        assert_eq!(
+            p.decide(&busy, &mut rng),
+            RetryDecision::After {
+                delay: Duration::from_millis(100),
+                backoff: Duration::from_secs(2)
+            }
+        );
+    }
+
+    #[test]
+    fn decorrelated_jitter_grows_from_the_previous_backoff() {
+        let p = policy(Jitter::Decorrelated);
+        let mut rng = fastrand::Rng::with_seed(9);
+        let previous = Duration::from_secs(2);
+        for _ in 0..200 {
+            let after = FailedAttempt {
+                previous_backoff: Some(previous),
+                ..failed(ErrorClass::Retryable, 2)
+            };
+            let RetryDecision::After { backoff, delay } = p.decide(&after, &mut rng) else {
+                panic!("a retry");
+            };
+            assert_eq!(backoff, delay);
+            assert!(backoff >= Duration::from_secs(1) && backoff <= Duration::from_secs(6));
+        }
     }
 
     #[test]

@@ -1,0 +1,221 @@
+//! One attempt: admission first (every policy's precheck, then its acquire), then the task's
+//! future raced against its timeout, its cancellation token and `stop_now`.
+//!
+//! Admission policies run under `catch_unwind` like task code, and everything user-provided
+//! that the attempt drops (the future, an admission future, permits) is dropped with its
+//! panics contained: whatever happens, the attempt returns an [`AttemptEnd`].
+
+use std::future::poll_fn;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use futures_util::future::{select, Either};
+use futures_util::FutureExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::{Admission, AdmissionPermit, Precheck};
+use crate::executor::BoxFuture;
+use crate::observer::{Event, TaskInfo};
+use crate::unwind::{catch, drop_contained, message};
+
+use super::ending::AttemptEnd;
+use super::job::{AttemptFuture, Job, Start};
+use super::timeline::Timeline;
+use super::Engine;
+
+impl Engine {
+    /// Runs one attempt of the claimed task `job`, noting it in the `timeline` of its stay,
+    /// and returns how it ended and when. The timer and the cancellation waits are only set
+    /// up if the future does not finish on its first poll, which keeps quick tasks cheap.
+    pub(super) async fn attempt(
+        &self,
+        job: &Job,
+        timeline: &mut Timeline,
+        info: Option<&TaskInfo>,
+    ) -> (AttemptEnd, Instant) {
+        let task = job.task();
+        let mut permits = Vec::new();
+        if !self.admission.is_empty() {
+            let admit_info = info.cloned().unwrap_or_else(|| task.info());
+            if let Some(end) = self.precheck(&admit_info) {
+                return (end, self.executor.now());
+            }
+            match self.admit(admit_info, task.cancellation()).await {
+                Ok(granted) => {
+                    permits = granted;
+                    // Waiting for admission is not part of the attempt's latency.
+                    timeline.admitted(self.executor.now());
+                }
+                Err(end) => return (end, self.executor.now()),
+            }
+        }
+        // Set when the task was popped (or admitted): the attempt starts right away.
+        let started_at = timeline.started_at();
+        timeline.started();
+        let attempt = task.begin_attempt();
+        if let Some(info) = info {
+            self.observers.emit(&Event::TaskStarted {
+                task: info.clone(),
+                attempt,
+                queue_wait: timeline.stay_wait(),
+                in_flight: timeline.in_flight(),
+                at: started_at,
+            });
+        }
+        let start = catch(|| {
+            let stopped_now = self.stopped_now.load(Ordering::Acquire);
+            Arc::clone(task).start_attempt(self.settings.timeout, stopped_now)
+        });
+        let end = match start {
+            Err(message) => AttemptEnd::Panicked(message),
+            Ok(Start::Cancelled) => AttemptEnd::Cancelled,
+            Ok(Start::StoppedNow) => AttemptEnd::StoppedNow,
+            Ok(Start::Running {
+                future,
+                timeout,
+                cancellation,
+            }) => {
+                let mut future = Some(future);
+                let end = self
+                    .race(&mut future, timeout, cancellation, started_at)
+                    .await;
+                // Dropping a future can panic too; that must not take the runner down.
+                drop_contained("an attempt's future", future.take());
+                end
+            }
+        };
+        let finished_at = self.executor.now();
+        drop_contained("an admission permit", permits);
+        timeline.attempt_ended(finished_at);
+        (end, finished_at)
+    }
+
+    /// Asks every admission policy's precheck in turn: the first that parks or rejects the
+    /// task decides (moments set aside by policies before it stay set aside: the task comes
+    /// back and takes them). A panicking precheck ends the attempt as a panic.
+    fn precheck(&self, info: &TaskInfo) -> Option<AttemptEnd> {
+        let now = self.executor.now();
+        self.admission
+            .iter()
+            .find_map(|policy| match catch(|| policy.precheck(info)) {
+                Err(message) => Some(AttemptEnd::Panicked(message)),
+                Ok(Precheck::Proceed) => None,
+                Ok(Precheck::ParkUntil(until)) if until <= now => None,
+                Ok(Precheck::ParkUntil(until)) => Some(AttemptEnd::Deferred(until)),
+                Ok(Precheck::Reject(rejection)) => Some(AttemptEnd::Rejected(rejection)),
+            })
+    }
+
+    /// Asks every admission policy in turn, interruptible by `stop_now` and the task's token.
+    /// Permits granted before a refusal are dropped here.
+    async fn admit(
+        &self,
+        info: TaskInfo,
+        task_token: Option<CancellationToken>,
+    ) -> Result<Vec<AdmissionPermit>, AttemptEnd> {
+        let mut permits = Vec::with_capacity(self.admission.len());
+        for policy in &self.admission {
+            match self.acquire(policy.as_ref(), &info, &task_token).await {
+                Ok(permit) => permits.push(permit),
+                Err(end) => {
+                    drop_contained("an admission permit", permits);
+                    return Err(end);
+                }
+            }
+        }
+        Ok(permits)
+    }
+
+    /// One policy's permit. A panic in `acquire` or in its future ends the attempt as a panic.
+    async fn acquire(
+        &self,
+        policy: &dyn Admission,
+        info: &TaskInfo,
+        task_token: &Option<CancellationToken>,
+    ) -> Result<AdmissionPermit, AttemptEnd> {
+        let acquire = catch(|| policy.acquire(info)).map_err(AttemptEnd::Panicked)?;
+        let mut acquire = std::panic::AssertUnwindSafe(acquire).catch_unwind();
+        // Most admissions are immediate: try once before setting up the interruptions.
+        let admitted = match (&mut acquire).now_or_never() {
+            Some(admitted) => {
+                drop_contained("an admission future", acquire);
+                admitted
+            }
+            None => {
+                let interrupted = {
+                    let stop_now = Box::pin(self.stop_now_token.clone().cancelled_owned());
+                    let cancelled: BoxFuture<()> = match task_token {
+                        Some(token) => Box::pin(token.clone().cancelled_owned()),
+                        None => Box::pin(std::future::pending()),
+                    };
+                    select(stop_now, cancelled)
+                };
+                match select(acquire, interrupted).await {
+                    Either::Left((admitted, _)) => admitted,
+                    Either::Right((interruption, acquire)) => {
+                        drop_contained("an admission future", acquire);
+                        return Err(match interruption {
+                            Either::Left(_) => AttemptEnd::StoppedNow,
+                            Either::Right(_) => AttemptEnd::Cancelled,
+                        });
+                    }
+                }
+            }
+        };
+        match admitted.map_err(|panic| AttemptEnd::Panicked(message(&*panic)))? {
+            Ok(permit) => Ok(permit),
+            Err(rejection) => Err(AttemptEnd::Rejected(rejection)),
+        }
+    }
+
+    /// The attempt's future raced against its timeout, `stop_now` and its token, polled in
+    /// that order after the future itself (an attempt that finishes wins over a timeout that
+    /// fires in the same poll).
+    async fn race(
+        &self,
+        future: &mut Option<AttemptFuture>,
+        timeout: Option<Duration>,
+        task_token: Option<CancellationToken>,
+        started_at: Instant,
+    ) -> AttemptEnd {
+        let mut timer: Option<BoxFuture<()>> = None;
+        let mut stop_now: Option<BoxFuture<()>> = None;
+        let mut cancelled: Option<BoxFuture<()>> = None;
+        poll_fn(|cx| {
+            let Some(attempt) = future.as_mut() else {
+                return Poll::Ready(AttemptEnd::Failed(crate::task::ErrorClass::Fatal));
+            };
+            match catch(|| attempt.as_mut().poll(cx)) {
+                Err(message) => return Poll::Ready(AttemptEnd::Panicked(message)),
+                Ok(Poll::Ready(None)) => return Poll::Ready(AttemptEnd::Succeeded),
+                Ok(Poll::Ready(Some(class))) => return Poll::Ready(AttemptEnd::Failed(class)),
+                Ok(Poll::Pending) => {}
+            }
+            if let Some(timeout) = timeout {
+                let timer = timer.get_or_insert_with(|| {
+                    let elapsed = self.executor.now().saturating_duration_since(started_at);
+                    self.executor.sleep(timeout.saturating_sub(elapsed))
+                });
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(AttemptEnd::TimedOut(timeout));
+                }
+            }
+            let stop_now = stop_now
+                .get_or_insert_with(|| Box::pin(self.stop_now_token.clone().cancelled_owned()));
+            if stop_now.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(AttemptEnd::StoppedNow);
+            }
+            if let Some(token) = &task_token {
+                let cancelled =
+                    cancelled.get_or_insert_with(|| Box::pin(token.clone().cancelled_owned()));
+                if cancelled.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(AttemptEnd::Cancelled);
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}

@@ -1,0 +1,222 @@
+//! After an attempt: under the lock, what follows it — the task ends, is retried, or is
+//! parked until an admission policy's moment — and the slot it held goes to the next task.
+//! Then, outside the lock, observers hear of it and the task is finished or parked.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::deadline;
+use crate::observer::{Event, TaskInfo};
+use crate::retry::{saturation, FailedAttempt, GiveUp, RetryDecision};
+use crate::task::ErrorClass;
+
+use super::ending::{AttemptEnd, TaskEnd};
+use super::job::Job;
+use super::parking::{Parked, Reservation};
+use super::state::{Claimed, State};
+use super::timeline::Timeline;
+use super::Engine;
+
+/// What follows an attempt.
+enum Next {
+    End(TaskEnd),
+    Retry {
+        /// The delay after the pressure rule.
+        delay: Duration,
+        /// The backoff before it (what decorrelated jitter grows from).
+        backoff: Duration,
+        class: ErrorClass,
+        /// Counts the task as retrying from the decision on.
+        reservation: Reservation,
+    },
+    /// Park the task, holding no slot, until an admission policy's moment for it.
+    Park {
+        until: Instant,
+        /// Counts the task as deferred from the decision on.
+        reservation: Reservation,
+    },
+}
+
+impl Engine {
+    /// Decides what follows the attempt of `job` that ended with `end` at `now`, frees its
+    /// slot, and claims the next task for this runner if one may start — all under one lock;
+    /// the rest after it. Returns the runner's next task.
+    pub(super) fn after_attempt(
+        self: &Arc<Self>,
+        job: Job,
+        timeline: &Timeline,
+        (end, now): (AttemptEnd, Instant),
+        info: Option<TaskInfo>,
+    ) -> Option<Claimed> {
+        let result = end.result();
+        let mut state = self.lock();
+        let in_flight = state.active;
+        let queued = state.queue.len();
+        let next = self.decide(&mut state, &job, end);
+        state.active -= 1;
+        let next_claim = state.take_next(now, self.settings.aging_target_wait);
+        let extra = state.take_startable(now, self.settings.aging_target_wait);
+        let idle = state.is_idle();
+        drop(state);
+
+        if let (Some(info), Some(result)) = (&info, result) {
+            self.observers.emit(&Event::AttemptFinished {
+                task: info.clone(),
+                attempt: job.task().attempts(),
+                latency: timeline.latency(),
+                result,
+                in_flight,
+                queued,
+                at: now,
+            });
+        }
+        match next {
+            Next::End(end) => self.finish(job, end, now, timeline, info),
+            Next::Retry {
+                delay,
+                backoff,
+                class,
+                reservation,
+            } => {
+                let mut timeline = timeline.after(job.task().stored_timeline());
+                timeline.retrying(delay, backoff);
+                job.task().store_timeline(timeline);
+                self.retry(job, delay, class, info, reservation);
+            }
+            Next::Park { until, reservation } => {
+                self.defer(job, until, now, timeline, info, reservation)
+            }
+        }
+        self.spawn_runners(extra);
+        if idle {
+            self.notify_idle();
+        }
+        next_claim
+    }
+
+    /// Runs under the lock; may lock the task (the runner's own, so nobody else holds it: the
+    /// lock order is always engine, then task). A task whose token has fired is never retried
+    /// or parked: it ends `Cancelled` now (its cancellation may have come while its attempt
+    /// ran, too late for the attempt's own race to see it).
+    fn decide(&self, state: &mut State, job: &Job, end: AttemptEnd) -> Next {
+        let task = job.task();
+        let next = match end {
+            AttemptEnd::Succeeded => {
+                if let Some(budget) = &self.budget {
+                    budget.refill();
+                }
+                Next::End(TaskEnd::Succeeded)
+            }
+            AttemptEnd::Panicked(message) => Next::End(TaskEnd::Panicked(message)),
+            AttemptEnd::Cancelled => Next::End(TaskEnd::Cancelled),
+            AttemptEnd::StoppedNow => Next::End(TaskEnd::Stopped),
+            AttemptEnd::Rejected(rejection) => Next::End(TaskEnd::Rejected(rejection)),
+            AttemptEnd::Deferred(_) if state.stopped => Next::End(TaskEnd::Stopped),
+            AttemptEnd::Deferred(_) if task.is_cancelled() => Next::End(TaskEnd::Cancelled),
+            AttemptEnd::Deferred(until) => Next::Park {
+                until,
+                reservation: state.parked.reserve(Parked::Deferred),
+            },
+            AttemptEnd::Failed(_) | AttemptEnd::TimedOut(_) => {
+                return self.after_failure(state, job, end);
+            }
+        };
+        if let Next::End(end) = &next {
+            state.counters.ended(end);
+        }
+        next
+    }
+
+    /// A failed or timed-out attempt: retried, or the task ends with its failure.
+    fn after_failure(&self, state: &mut State, job: &Job, end: AttemptEnd) -> Next {
+        let task = job.task();
+        let timed_out = matches!(end, AttemptEnd::TimedOut(_));
+        let class = match end {
+            AttemptEnd::Failed(class) => class,
+            _ => ErrorClass::Retryable,
+        };
+        let failed = FailedAttempt {
+            class,
+            attempts: task.attempts(),
+            retries: task.retries(self.settings.retries),
+            previous_backoff: task
+                .stored_timeline()
+                .and_then(|timeline| timeline.previous_backoff()),
+            saturation: saturation(state.queue.len(), state.active, state.limit),
+            cancelled: task.is_cancelled(),
+            stopping: state.stopped,
+        };
+        let given_up = match self.settings.retry.decide(&failed, &mut state.rng) {
+            RetryDecision::GiveUp(GiveUp::Cancelled) => TaskEnd::Cancelled,
+            RetryDecision::GiveUp(_) => TaskEnd::of_failure(&end).expect("a failure"),
+            RetryDecision::After { delay, backoff } => match &self.budget {
+                Some(budget) if !budget.try_withdraw(timed_out) => {
+                    TaskEnd::BudgetExhausted { timed_out }
+                }
+                _ => {
+                    state.counters.retries += 1;
+                    return Next::Retry {
+                        delay,
+                        backoff,
+                        class,
+                        reservation: state.parked.reserve(Parked::Retrying),
+                    };
+                }
+            },
+        };
+        state.counters.ended(&given_up);
+        Next::End(given_up)
+    }
+
+    /// Tells observers of the retry, then parks the task for `delay`.
+    fn retry(
+        self: &Arc<Self>,
+        job: Job,
+        delay: Duration,
+        class: ErrorClass,
+        info: Option<TaskInfo>,
+        reservation: Reservation,
+    ) {
+        let task = job.task();
+        if self.observers.is_active() {
+            self.observers.emit(&Event::TaskRetrying {
+                task: info.unwrap_or_else(|| task.info()),
+                attempt: task.attempts(),
+                delay,
+                class,
+            });
+        }
+        // A delay of `Duration::MAX` means "never": a century ahead, still a moment the timer
+        // can sleep until.
+        let until = deadline::after(self.executor.now(), delay);
+        self.park_until(job, until, reservation);
+    }
+
+    /// Parks a task that an admission policy deferred: it waits, holding no slot, until
+    /// `until`, then queues again. The parked time counts as queue wait in its record.
+    fn defer(
+        self: &Arc<Self>,
+        job: Job,
+        until: Instant,
+        now: Instant,
+        stay: &Timeline,
+        info: Option<TaskInfo>,
+        reservation: Reservation,
+    ) {
+        let task = job.task();
+        let delay = until.saturating_duration_since(now);
+        // The timeline only feeds observers' task records; without observers a parked task
+        // keeps none (it would cost an allocation per parked task).
+        if self.observers.is_active() {
+            let mut timeline = stay.after(task.stored_timeline());
+            timeline.deferred(delay);
+            task.store_timeline(timeline);
+            self.observers.emit(&Event::TaskDeferred {
+                task: info.unwrap_or_else(|| task.info()),
+                until,
+                delay,
+            });
+        }
+        self.park_until(job, until, reservation);
+    }
+}

@@ -1,0 +1,202 @@
+//! Dispatch: a new task is queued, or handed to a runner at once; a runner runs its task and
+//! keeps taking queued ones while a slot is free; the limit and pause change what may start.
+//!
+//! Runners are spawned only when there is a free slot and a queued task, and a runner that
+//! finds the queue empty parks (holding no slot) until an enqueue wakes it, so neither a
+//! saturated pool nor one whose queue keeps running dry spawns a runner per task.
+
+use std::sync::Arc;
+
+use crate::executor::BoxFuture;
+use crate::observer::{Event, TaskInfo};
+use crate::unwind::catch;
+
+use super::ending::TaskEnd;
+use super::job::{Job, TaskRef};
+use super::state::Claimed;
+use super::timeline::Timeline;
+use super::Engine;
+
+impl Engine {
+    /// Adds a new task; starts it at once if a slot is free. `cancellable`: it has a token.
+    /// `info` is the task's identity if observers listen (built by the caller, which has it
+    /// at hand without asking the task).
+    pub(crate) fn enqueue(
+        self: &Arc<Self>,
+        task: TaskRef,
+        cancellable: bool,
+        info: Option<TaskInfo>,
+    ) {
+        let now = self.executor.now();
+        let mut state = self.lock();
+        state.counters.enqueued += 1;
+        if state.stopped {
+            state.counters.ended(&TaskEnd::Stopped);
+            drop(state);
+            let stay = Timeline::waiting(now);
+            self.finish(Job::new(task), TaskEnd::Stopped, now, &stay, info);
+            return;
+        }
+        let watched = cancellable.then(|| Arc::clone(&task));
+        state.push(task, cancellable, now);
+        let queued = state.queue.len();
+        // If a slot is free the queue held nothing else, so at most this one task starts:
+        // on a parked runner if there is one, else on a new one.
+        let wake_parked = state.can_start() && state.idle_runners > 0;
+        let started = if wake_parked {
+            state.idle_runners -= 1;
+            None
+        } else {
+            state.take_next(now, self.settings.aging_target_wait)
+        };
+        drop(state);
+        if wake_parked {
+            self.work_ready.notify_one();
+        }
+        if let Some(task) = info {
+            self.observers.emit(&Event::TaskQueued { task, queued });
+        }
+        self.spawn_runners(started);
+        if let Some(task) = watched {
+            task.watch_cancellation();
+        }
+    }
+
+    /// A runner for each claimed task.
+    pub(super) fn spawn_runners(self: &Arc<Self>, claimed: impl IntoIterator<Item = Claimed>) {
+        for claimed in claimed {
+            let runner = Runner {
+                engine: Arc::clone(self),
+                next: Some(claimed),
+                running: None,
+            };
+            self.spawn("a runner", Box::pin(runner.run()));
+        }
+    }
+
+    /// Spawns `task` on the executor. An executor that panics has dropped the future (a
+    /// runner's guard then gives its task and slot back) or kept it: either way the engine
+    /// goes on. Returns whether it was spawned.
+    pub(super) fn spawn(&self, what: &str, task: BoxFuture<()>) -> bool {
+        let spawned = catch(|| self.executor.spawn(task)).is_ok();
+        if !spawned {
+            tracing::error!(target: "pool_core", "the executor panicked spawning {what}");
+        }
+        spawned
+    }
+
+    /// Parks a runner that found no work until an enqueue wakes it. At most `limit` runners
+    /// park; the others end, and all of them end when the pool stops.
+    async fn wait_for_work(&self) -> Option<Claimed> {
+        loop {
+            let notified = self.work_ready.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the check below, so a wake-up between them is not lost.
+            notified.as_mut().enable();
+            {
+                let now = self.executor.now();
+                let mut state = self.lock();
+                if state.stopped {
+                    return None;
+                }
+                if let Some(claimed) = state.take_next(now, self.settings.aging_target_wait) {
+                    return Some(claimed);
+                }
+                if state.idle_runners >= state.limit {
+                    return None;
+                }
+                state.idle_runners += 1;
+            }
+            notified.await;
+        }
+    }
+
+    /// Gives back the slot of a task whose runner was dropped before its attempt ended (its
+    /// executor shut down, or refused to run it): the task ends `Stopped`.
+    fn abandon(&self, job: Job) {
+        let now = self.executor.now();
+        let mut state = self.lock();
+        state.active -= 1;
+        state.counters.ended(&TaskEnd::Stopped);
+        let idle = state.is_idle();
+        drop(state);
+        self.finish(job, TaskEnd::Stopped, now, &Timeline::waiting(now), None);
+        if idle {
+            self.notify_idle();
+        }
+    }
+
+    pub(crate) fn set_limit(self: &Arc<Self>, limit: usize) {
+        let now = self.executor.now();
+        let mut state = self.lock();
+        let from = state.limit;
+        state.limit = limit;
+        let started = state.take_startable(now, self.settings.aging_target_wait);
+        drop(state);
+        self.spawn_runners(started);
+        if from != limit {
+            tracing::debug!(target: "pool_core", from, to = limit, "concurrency changed");
+            self.observers
+                .emit(&Event::ConcurrencyChanged { from, to: limit });
+        }
+    }
+
+    pub(crate) fn set_paused(self: &Arc<Self>, paused: bool) {
+        let now = self.executor.now();
+        let mut state = self.lock();
+        if state.paused == paused || state.stopped {
+            return;
+        }
+        state.paused = paused;
+        let started = state.take_startable(now, self.settings.aging_target_wait);
+        drop(state);
+        self.spawn_runners(started);
+        if paused {
+            tracing::debug!(target: "pool_core", "pool paused");
+            self.observers.emit(&Event::Paused);
+        } else {
+            tracing::debug!(target: "pool_core", "pool resumed");
+            self.observers.emit(&Event::Resumed);
+        }
+    }
+}
+
+/// Runs its claimed task, then keeps taking queued tasks while it may. It owns the slot of
+/// the task it holds: dropped while holding one (its executor dropped the future, or refused
+/// to run it), it gives the slot back and the task ends `Stopped`.
+struct Runner {
+    engine: Arc<Engine>,
+    /// The task to run next.
+    next: Option<Claimed>,
+    /// The task whose attempt runs.
+    running: Option<Job>,
+}
+
+impl Runner {
+    async fn run(mut self) {
+        while let Some(claimed) = self.next.take() {
+            // Built in place, and lent to the attempt and the decision after it.
+            let mut timeline = claimed.timeline();
+            let job = self.running.insert(claimed.job);
+            // Asked once per stay and reused by every event of it.
+            let info = self.engine.observers.is_active().then(|| job.task().info());
+            let end = self.engine.attempt(job, &mut timeline, info.as_ref()).await;
+            let job = self.running.take().expect("the runner holds its task");
+            self.next = match self.engine.after_attempt(job, &timeline, end, info) {
+                Some(next) => Some(next),
+                None => self.engine.wait_for_work().await,
+            };
+        }
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        if let Some(claimed) = self.next.take() {
+            self.engine.abandon(claimed.job);
+        }
+        if let Some(job) = self.running.take() {
+            self.engine.abandon(job);
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! How an attempt ended and how a task ended — the engine's two words for endings — and
+//! finishing a task: telling observers, then resolving its handle.
+//!
+//! An attempt's [`AttemptEnd`] goes into the decision after it (`decision.rs`), which either
+//! retries or parks the task, or ends it with a [`TaskEnd`]. A `TaskEnd` is what the
+//! observers' [`Outcome`] and the handle's `Result<T, TaskError<E>>` are made from, each in one
+//! place below; nothing else translates an ending.
+
+use std::time::{Duration, Instant};
+
+use crate::admission::Rejection;
+use crate::error::{LastFailure, PanicMessage, TaskError};
+use crate::observer::{AttemptResult, Event, Outcome, TaskInfo};
+use crate::task::ErrorClass;
+
+use super::job::Job;
+use super::timeline::Timeline;
+use super::Engine;
+
+/// How one attempt ended, before the engine decides what follows.
+#[derive(Debug)]
+pub(crate) enum AttemptEnd {
+    Succeeded,
+    Failed(ErrorClass),
+    /// The attempt ran past this timeout.
+    TimedOut(Duration),
+    Panicked(PanicMessage),
+    /// The task's token fired.
+    Cancelled,
+    StoppedNow,
+    Rejected(Rejection),
+    /// An admission policy's precheck parks the task until then; no attempt ran.
+    Deferred(Instant),
+}
+
+impl AttemptEnd {
+    /// How the attempt ended, for observers; `None` if no attempt was made.
+    pub(crate) fn result(&self) -> Option<AttemptResult> {
+        Some(match self {
+            AttemptEnd::Succeeded => AttemptResult::Succeeded,
+            AttemptEnd::Failed(class) => AttemptResult::Failed(*class),
+            AttemptEnd::TimedOut(_) => AttemptResult::TimedOut,
+            AttemptEnd::Panicked(_) => AttemptResult::Panicked,
+            AttemptEnd::Cancelled | AttemptEnd::StoppedNow => AttemptResult::Cancelled,
+            AttemptEnd::Rejected(_) => AttemptResult::Rejected,
+            AttemptEnd::Deferred(_) => return None,
+        })
+    }
+}
+
+/// How a task ended.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum TaskEnd {
+    /// Its last attempt returned a value (kept in the task).
+    Succeeded,
+    /// Its last attempt returned an error of this class (kept in the task), and no retry
+    /// followed.
+    Failed(ErrorClass),
+    /// Its last attempt ran past this timeout, and no retry followed.
+    TimedOut(Duration),
+    Stopped,
+    Cancelled,
+    Panicked(PanicMessage),
+    Rejected(Rejection),
+    /// The retry budget refused a retry; `timed_out` says what the last attempt ended with.
+    BudgetExhausted {
+        timed_out: bool,
+    },
+}
+
+impl TaskEnd {
+    /// What a failed or timed-out attempt ends the task with when it is not retried.
+    pub(crate) fn of_failure(end: &AttemptEnd) -> Option<TaskEnd> {
+        match end {
+            AttemptEnd::Failed(class) => Some(TaskEnd::Failed(*class)),
+            AttemptEnd::TimedOut(timeout) => Some(TaskEnd::TimedOut(*timeout)),
+            _ => None,
+        }
+    }
+
+    /// How the task ended, for observers.
+    pub(crate) fn outcome(&self) -> Outcome {
+        match self {
+            TaskEnd::Succeeded => Outcome::Succeeded,
+            TaskEnd::Failed(class) => Outcome::Failed(*class),
+            TaskEnd::TimedOut(_) => Outcome::TimedOut,
+            TaskEnd::Stopped => Outcome::Stopped,
+            TaskEnd::Cancelled => Outcome::Cancelled,
+            TaskEnd::Panicked(_) => Outcome::Panicked,
+            TaskEnd::Rejected(_) => Outcome::Rejected,
+            TaskEnd::BudgetExhausted { .. } => Outcome::RetryBudgetExhausted,
+        }
+    }
+
+    /// The handle's value: `last` is the result of the task's last attempt, `attempts` how
+    /// many ran.
+    pub(crate) fn into_result<T, E>(
+        self,
+        last: Option<Result<T, E>>,
+        attempts: u32,
+    ) -> Result<T, TaskError<E>> {
+        match self {
+            TaskEnd::Succeeded | TaskEnd::Failed(_) => match last {
+                Some(Ok(value)) => Ok(value),
+                Some(Err(error)) => Err(TaskError::Failed { error, attempts }),
+                // Ending so without an attempt result is an engine bug; never leave the
+                // handle hanging because of it.
+                None => Err(TaskError::Stopped),
+            },
+            TaskEnd::TimedOut(timeout) => Err(TaskError::TimedOut { timeout, attempts }),
+            TaskEnd::Stopped => Err(TaskError::Stopped),
+            TaskEnd::Cancelled => Err(TaskError::Cancelled),
+            TaskEnd::Panicked(message) => Err(TaskError::Panicked(message)),
+            TaskEnd::Rejected(rejection) => Err(TaskError::Rejected(rejection)),
+            TaskEnd::BudgetExhausted { timed_out } => {
+                let last = match last {
+                    Some(Err(error)) if !timed_out => LastFailure::Error(error),
+                    _ => LastFailure::TimedOut,
+                };
+                Err(TaskError::RetryBudgetExhausted { last, attempts })
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// Reports the task's whole timeline, then resolves its handle: whoever awaits the
+    /// handle and then reads an observer (metrics) finds the task there.
+    /// `info`: the task's identity if the caller has it already (else asked here, if needed).
+    pub(super) fn finish(
+        &self,
+        job: Job,
+        end: TaskEnd,
+        now: Instant,
+        stay: &Timeline,
+        info: Option<TaskInfo>,
+    ) {
+        if self.observers.is_active() {
+            let task = job.task();
+            let timeline = stay.after(task.stored_timeline());
+            self.observers.emit(&Event::TaskFinished(timeline.record(
+                info.unwrap_or_else(|| task.info()),
+                now,
+                task.attempts(),
+                end.outcome(),
+            )));
+        }
+        job.resolve(end);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::RejectionKind;
+
+    #[test]
+    fn each_ending_makes_its_handle_value() {
+        type Value = Result<u8, TaskError<&'static str>>;
+        let value = |end: TaskEnd, last: Option<Result<u8, &'static str>>| -> Value {
+            end.into_result(last, 3)
+        };
+        assert_eq!(value(TaskEnd::Succeeded, Some(Ok(7))).ok(), Some(7));
+        assert!(matches!(
+            value(TaskEnd::Failed(ErrorClass::Fatal), Some(Err("no"))),
+            Err(TaskError::Failed {
+                error: "no",
+                attempts: 3
+            })
+        ));
+        assert!(matches!(
+            value(TaskEnd::TimedOut(Duration::from_secs(2)), None),
+            Err(TaskError::TimedOut { attempts: 3, .. })
+        ));
+        assert!(matches!(
+            value(TaskEnd::Stopped, None),
+            Err(TaskError::Stopped)
+        ));
+        assert!(matches!(
+            value(TaskEnd::Cancelled, Some(Err("no"))),
+            Err(TaskError::Cancelled)
+        ));
+        let rejection = Rejection::new(RejectionKind::CircuitOpen, "open");
+        assert!(matches!(
+            value(TaskEnd::Rejected(rejection), None),
+            Err(TaskError::Rejected(_))
+        ));
+        assert!(matches!(
+            value(
+                TaskEnd::BudgetExhausted { timed_out: false },
+                Some(Err("no"))
+            ),
+            Err(TaskError::RetryBudgetExhausted {
+                last: LastFailure::Error("no"),
+                attempts: 3
+            })
+        ));
+        assert!(matches!(
+            value(
+                TaskEnd::BudgetExhausted { timed_out: true },
+                Some(Err("no"))
+            ),
+            Err(TaskError::RetryBudgetExhausted {
+                last: LastFailure::TimedOut,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_failure_not_retried_ends_the_task_as_it_ended_the_attempt() {
+        assert_eq!(
+            TaskEnd::of_failure(&AttemptEnd::Failed(ErrorClass::Throttled)),
+            Some(TaskEnd::Failed(ErrorClass::Throttled))
+        );
+        let timeout = Duration::from_millis(5);
+        assert_eq!(
+            TaskEnd::of_failure(&AttemptEnd::TimedOut(timeout)),
+            Some(TaskEnd::TimedOut(timeout))
+        );
+        assert_eq!(TaskEnd::of_failure(&AttemptEnd::Succeeded), None);
+    }
+}

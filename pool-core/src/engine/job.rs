@@ -1,0 +1,138 @@
+//! The engine's view of a task: [`ErasedTask`], a task with its closure, output and error
+//! types hidden, and [`Job`], a task out of the queue that must be resolved.
+//!
+//! The concrete task (`crate::cell::TaskCell`) implements the trait; the engine never names it,
+//! and the task knows of the engine only the narrow [`CancelSink`](crate::cell::CancelSink).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::observer::TaskInfo;
+use crate::task::{ErrorClass, TaskId};
+use crate::unwind::drop_contained;
+
+use super::ending::TaskEnd;
+use super::timeline::Timeline;
+
+/// The future of one attempt; its output is how the attempt classifies (`None`: success).
+/// The attempt's value or error is kept in the task.
+pub(crate) type AttemptFuture = Pin<Box<dyn Future<Output = Option<ErrorClass>> + Send>>;
+
+/// What starting an attempt gave.
+pub(crate) enum Start {
+    /// The task's token had fired: the closure was not called.
+    Cancelled,
+    /// The pool was stopped with `stop_now`: the closure was not called.
+    StoppedNow,
+    /// The closure was called.
+    Running {
+        future: AttemptFuture,
+        /// The task's per-attempt timeout (its own or the pool's).
+        timeout: Option<Duration>,
+        cancellation: Option<CancellationToken>,
+    },
+}
+
+/// A task with its closure, output and error types hidden, as the engine holds it.
+pub(crate) trait ErasedTask: Send + Sync {
+    fn id(&self) -> TaskId;
+    fn priority(&self) -> i32;
+    /// Attempts started so far.
+    fn attempts(&self) -> u32;
+    /// Counts a new attempt and returns its number (1 for the first).
+    fn begin_attempt(&self) -> u32;
+    fn info(&self) -> TaskInfo;
+    fn cancellation(&self) -> Option<CancellationToken>;
+    /// Whether the task's token has fired.
+    fn is_cancelled(&self) -> bool;
+    /// From now on, the task's token firing tells the engine at once (if it has fired
+    /// already, it tells it now). Call it without holding the engine's lock.
+    fn watch_cancellation(&self);
+    fn retries(&self, pool_default: u32) -> u32;
+    /// Calls the closure for the next attempt, unless the task's token has fired or the
+    /// pool was stopped with `stop_now` (checked in that order).
+    fn start_attempt(self: Arc<Self>, pool_timeout: Option<Duration>, stopped_now: bool) -> Start;
+    /// The timeline the task kept when it last left for a while (retry backoff, deferral).
+    fn stored_timeline(&self) -> Option<Timeline>;
+    fn store_timeline(&self, timeline: Timeline);
+    /// Ends the task and wakes its handle. A second call changes nothing.
+    fn resolve(&self, end: TaskEnd);
+}
+
+/// The engine's reference to a task.
+pub(crate) type TaskRef = Arc<dyn ErasedTask>;
+
+/// A task taken out of the queue. Whoever holds it must resolve it: dropping it unresolved
+/// (a runtime shut down under a running task) resolves the handle with `Stopped`, so a
+/// caller is never left waiting.
+pub(crate) struct Job {
+    task: Option<TaskRef>,
+}
+
+impl Job {
+    pub(crate) fn new(task: TaskRef) -> Self {
+        Self { task: Some(task) }
+    }
+
+    pub(crate) fn task(&self) -> &TaskRef {
+        self.task
+            .as_ref()
+            .expect("a job holds its task until it is resolved or parked")
+    }
+
+    /// Back into the engine's keeping (parked): the parked set is drained, and every task in
+    /// it resolved, when the pool stops.
+    pub(crate) fn into_ref(mut self) -> TaskRef {
+        self.task
+            .take()
+            .expect("a job holds its task until it is resolved or parked")
+    }
+
+    pub(crate) fn resolve(mut self, end: TaskEnd) {
+        if let Some(task) = self.task.take() {
+            settle(task, end);
+        }
+    }
+}
+
+/// Resolves `task` and lets go of the engine's reference. If the handle is gone, that was the
+/// last one and the task's own state (its last value or error) is dropped here: a panic in
+/// that `Drop` is contained.
+fn settle(task: TaskRef, end: TaskEnd) {
+    task.resolve(end);
+    drop_contained("a task's result", task);
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            settle(task, TaskEnd::Stopped);
+        }
+    }
+}
+
+impl std::fmt::Debug for dyn ErasedTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Task")
+            .field("id", &self.id())
+            .field("priority", &self.priority())
+            .field("attempts", &self.attempts())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut debug = f.debug_struct("Job");
+        if let Some(task) = &self.task {
+            debug
+                .field("id", &task.id())
+                .field("attempts", &task.attempts());
+        }
+        debug.finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,143 @@
+//! The engine behind [`Pool`](crate::Pool): one lock over the queue, the parked tasks, the
+//! slots and the counters, and the runners and the timer that move tasks between them.
+//!
+//! One task's path, file by file:
+//! 1. [`dispatch`]: `enqueue` queues the task, or hands it to a runner at once; a runner runs
+//!    its task, then keeps taking queued ones while a slot is free (a saturated pool spawns
+//!    nothing per task).
+//! 2. [`attempt`]: admission (precheck, acquire), then the task's future raced against its
+//!    timeout, its cancellation token and `stop_now`; how it ended is an
+//!    [`AttemptEnd`](ending::AttemptEnd).
+//! 3. [`decision`]: under the lock, what follows the attempt — the task ends with a
+//!    [`TaskEnd`](ending::TaskEnd), is retried (the decision itself is
+//!    [`RetryPolicy::decide`](crate::RetryPolicy), a pure function), or is parked until an
+//!    admission policy's moment; the slot is freed and the runner claims its next task.
+//! 4. [`parking`]: retried and deferred tasks wait in one ordered set with one timer, holding
+//!    no slot, and go back to the queue when due.
+//! 5. [`ending`]: observers hear of the finished task, then its handle resolves.
+//!
+//! Beside the path, [`stop`] holds what cuts it short: a cancellation (the task's token calls
+//! the engine through [`CancelSink`](crate::cell::CancelSink)), `stop` and `stop_now`.
+//!
+//! Every state change happens under one short lock; user code (closures, futures,
+//! observers, admission policies, drops of what they own) never runs under it, and its
+//! panics are contained ([`crate::unwind`]). Locks are taken engine first, then a task.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::Admission;
+use crate::executor::Executor;
+use crate::observer::ObserverSet;
+use crate::queue::{AgingQueue, AgingSettings};
+use crate::retry::{BudgetBucket, RetryBudget, RetryPolicy};
+use crate::stats::Stats;
+use crate::sync::{AtomicBool, AtomicU64, Mutex, MutexGuard};
+use crate::task::TaskId;
+
+mod attempt;
+mod decision;
+mod dispatch;
+pub(crate) mod ending;
+pub(crate) mod job;
+mod parking;
+mod state;
+mod stop;
+pub(crate) mod timeline;
+
+use state::State;
+
+/// Settings fixed at build time.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) retries: u32,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) aging_target_wait: Duration,
+    pub(crate) initial_limit: usize,
+    pub(crate) aging: AgingSettings,
+    pub(crate) budget: Option<RetryBudget>,
+}
+
+/// Everything the pool, its runners, its timer and its tasks' cancellations share.
+pub(crate) struct Engine {
+    state: Mutex<State>,
+    pub(crate) executor: Arc<dyn Executor>,
+    settings: Settings,
+    budget: Option<BudgetBucket>,
+    pub(crate) observers: ObserverSet,
+    admission: Vec<Arc<dyn Admission>>,
+    /// Wakes the timer when a task is parked until earlier than it sleeps, or on stop.
+    timer_wake: Notify,
+    /// Fires on stop_now: running attempts are dropped.
+    stop_now_token: CancellationToken,
+    /// Mirrors `stop_now_token` for the check before every attempt (a token's own check
+    /// takes a lock).
+    stopped_now: AtomicBool,
+    /// Wakes `drain()` and `stop()` waiters when the engine becomes idle.
+    idle: Notify,
+    /// Wakes one parked runner when work arrives (cheaper than spawning a new one).
+    work_ready: Notify,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("stats", &self.stats())
+            .field("executor", &self.executor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    pub(crate) fn new(
+        executor: Arc<dyn Executor>,
+        settings: Settings,
+        observers: ObserverSet,
+        admission: Vec<Arc<dyn Admission>>,
+        seed: u64,
+    ) -> Self {
+        let queue = AgingQueue::new(settings.aging, executor.now());
+        Self {
+            state: Mutex::new(State::new(queue, settings.initial_limit, seed)),
+            executor,
+            budget: settings.budget.map(BudgetBucket::new),
+            settings,
+            observers,
+            admission,
+            timer_wake: Notify::new(),
+            stop_now_token: CancellationToken::new(),
+            stopped_now: AtomicBool::new(false),
+            idle: Notify::new(),
+            work_ready: Notify::new(),
+            next_id: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // User code never runs under this lock, so poisoning can only come from a bug in
+        // the engine itself; the counters are still consistent enough to keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn next_task_id(&self) -> TaskId {
+        TaskId(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        self.lock().stats()
+    }
+
+    pub(crate) fn limit(&self) -> usize {
+        self.lock().limit
+    }
+
+    pub(crate) fn budget_tokens(&self) -> Option<f64> {
+        self.budget.as_ref().map(BudgetBucket::tokens)
+    }
+}

@@ -1,0 +1,344 @@
+//! Parking: tasks out of the queue until a moment — in retry backoff, or deferred by an
+//! admission policy — in one ordered set with one timer per pool, instead of a sleeping
+//! future per task, so a parked task costs about what a queued one does. When a task is due
+//! the timer queues it again.
+//!
+//! The set is the only owner of the `retrying` and `deferred` counts. A task is counted from
+//! the moment the engine decides to park it ([`ParkedSet::reserve`], under the engine's lock)
+//! until it leaves: the [`Reservation`] is then either turned into an entry
+//! ([`ParkedSet::insert`]) or given back ([`ParkedSet::release`], when the pool stopped or the
+//! task was cancelled meanwhile), and an entry leaves by [`pop_due`](ParkedSet::pop_due),
+//! [`remove`](ParkedSet::remove) or [`drain_all`](ParkedSet::drain_all). Each of those moves
+//! exactly one count, and a reservation can be used once (it is not `Clone`), so no path can
+//! count a task out twice — whatever runs in between (a `stop()` on another thread).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::future::select;
+
+use super::ending::TaskEnd;
+use super::job::{Job, TaskRef};
+use super::state::Place;
+use super::timeline::Timeline;
+use super::Engine;
+
+/// Why a task is parked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Parked {
+    /// In retry backoff.
+    Retrying,
+    /// Until an admission policy's moment for it.
+    Deferred,
+}
+
+/// Where a parked task sits: its moment, and a sequence number for tasks of the same moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct ParkKey {
+    until: Instant,
+    seq: u64,
+}
+
+/// A task counted as parked that is not in the set yet: the engine decided to park it and
+/// released the pool's lock to tell observers first. Use it once: [`ParkedSet::insert`] or
+/// [`ParkedSet::release`].
+#[derive(Debug)]
+#[must_use = "a reservation is counted until it is inserted or released"]
+pub(super) struct Reservation {
+    parked: Parked,
+}
+
+/// Parked tasks in the order they are due, and the counts of parked tasks by kind.
+#[derive(Default)]
+pub(super) struct ParkedSet {
+    by_moment: BTreeMap<ParkKey, (TaskRef, Parked)>,
+    next_seq: u64,
+    /// Entries and reservations of each kind.
+    retrying: usize,
+    deferred: usize,
+}
+
+impl std::fmt::Debug for ParkedSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParkedSet")
+            .field("parked", &self.by_moment.len())
+            .field("retrying", &self.retrying)
+            .field("deferred", &self.deferred)
+            .field("next_due", &self.next_due())
+            .finish()
+    }
+}
+
+impl ParkedSet {
+    /// Tasks in retry backoff (reserved or parked).
+    pub(super) fn retrying(&self) -> usize {
+        self.retrying
+    }
+
+    /// Tasks deferred by admission (reserved or parked).
+    pub(super) fn deferred(&self) -> usize {
+        self.deferred
+    }
+
+    fn count(&mut self, parked: Parked) -> &mut usize {
+        match parked {
+            Parked::Retrying => &mut self.retrying,
+            Parked::Deferred => &mut self.deferred,
+        }
+    }
+
+    /// Counts a task as parked before it is inserted.
+    pub(super) fn reserve(&mut self, parked: Parked) -> Reservation {
+        *self.count(parked) += 1;
+        Reservation { parked }
+    }
+
+    /// Gives a reservation back: the task resolves instead of parking.
+    pub(super) fn release(&mut self, reservation: Reservation) {
+        self.uncount(reservation.parked);
+    }
+
+    fn uncount(&mut self, parked: Parked) {
+        let count = self.count(parked);
+        debug_assert!(*count > 0, "a parked task counted out twice");
+        *count = count.saturating_sub(1);
+    }
+
+    /// Parks a reserved task until `until`.
+    pub(super) fn insert(
+        &mut self,
+        reservation: Reservation,
+        task: TaskRef,
+        until: Instant,
+    ) -> ParkKey {
+        let key = ParkKey {
+            until,
+            seq: self.next_seq,
+        };
+        self.next_seq += 1;
+        self.by_moment.insert(key, (task, reservation.parked));
+        key
+    }
+
+    pub(super) fn remove(&mut self, key: ParkKey) -> Option<(TaskRef, Parked)> {
+        let (task, parked) = self.by_moment.remove(&key)?;
+        self.uncount(parked);
+        Some((task, parked))
+    }
+
+    /// The earliest moment a task is parked until.
+    pub(super) fn next_due(&self) -> Option<Instant> {
+        self.by_moment.first_key_value().map(|(key, _)| key.until)
+    }
+
+    /// Takes the first task due at or before `now`.
+    pub(super) fn pop_due(&mut self, now: Instant) -> Option<TaskRef> {
+        let entry = self.by_moment.first_entry()?;
+        if entry.key().until > now {
+            return None;
+        }
+        let (task, parked) = entry.remove();
+        self.uncount(parked);
+        Some(task)
+    }
+
+    /// Takes every task, in the order they are due. Reservations stay counted: their holders
+    /// give them back.
+    pub(super) fn drain_all(&mut self) -> Vec<TaskRef> {
+        let drained = std::mem::take(&mut self.by_moment);
+        drained
+            .into_values()
+            .map(|(task, parked)| {
+                self.uncount(parked);
+                task
+            })
+            .collect()
+    }
+}
+
+impl Engine {
+    /// Parks `job` until `until` with the reservation that counts it, or ends it if the pool
+    /// stopped (`Stopped`) or its token fired (`Cancelled`) since the decision: both are
+    /// checked under the lock the parking takes, so a `stop()` or a cancellation between the
+    /// decision and here is never missed. Starts the timer, or wakes it if it sleeps past
+    /// `until`.
+    pub(super) fn park_until(self: &Arc<Self>, job: Job, until: Instant, reservation: Reservation) {
+        let mut state = self.lock();
+        let end = if state.stopped {
+            Some(TaskEnd::Stopped)
+        } else if job.task().is_cancelled() {
+            Some(TaskEnd::Cancelled)
+        } else {
+            None
+        };
+        if let Some(end) = end {
+            state.parked.release(reservation);
+            state.counters.ended(&end);
+            let idle = state.is_idle();
+            drop(state);
+            let now = self.executor.now();
+            self.finish(job, end, now, &Timeline::waiting(now), None);
+            if idle {
+                self.notify_idle();
+            }
+            return;
+        }
+        let cancellable = job.task().cancellation().is_some();
+        let id = job.task().id();
+        let key = state.parked.insert(reservation, job.into_ref(), until);
+        if cancellable {
+            state.cancellable.insert(id, Place::Parked(key));
+        }
+        match state.timer {
+            None => {
+                state.timer = Some(until);
+                drop(state);
+                let engine = Arc::clone(self);
+                if !self.spawn(
+                    "the timer",
+                    Box::pin(async move { engine.run_timer().await }),
+                ) {
+                    // The next park tries again.
+                    self.lock().timer = None;
+                }
+            }
+            Some(armed) if until < armed => {
+                state.timer = Some(until);
+                drop(state);
+                self.timer_wake.notify_one();
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// The pool's timer: queues parked tasks as they fall due, sleeping until the next one;
+    /// ends when nothing is parked (a new park starts it again).
+    async fn run_timer(self: Arc<Self>) {
+        loop {
+            let notified = self.timer_wake.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the state is read, so a wake-up in between is not lost.
+            notified.as_mut().enable();
+            let now = self.executor.now();
+            let (started, next) = {
+                let mut state = self.lock();
+                while let Some(task) = state.parked.pop_due(now) {
+                    let cancellable = task.cancellation().is_some();
+                    state.push(task, cancellable, now);
+                }
+                let started = state.take_startable(now, self.settings.aging_target_wait);
+                state.timer = state.parked.next_due();
+                (started, state.timer)
+            };
+            self.spawn_runners(started);
+            let Some(next) = next else {
+                return;
+            };
+            let sleep = self.executor.sleep(next.saturating_duration_since(now));
+            select(sleep, notified).await;
+        }
+    }
+}
+
+#[cfg(all(test, not(shuttle)))]
+mod tests {
+    use super::*;
+    use crate::engine::job::{ErasedTask, Start};
+    use crate::observer::TaskInfo;
+    use crate::task::TaskId;
+    use std::time::Duration;
+    use tokio_util::sync::CancellationToken;
+
+    /// A task that is only ever parked, never run.
+    struct Parkable;
+
+    impl ErasedTask for Parkable {
+        fn id(&self) -> TaskId {
+            TaskId(0)
+        }
+        fn priority(&self) -> i32 {
+            0
+        }
+        fn attempts(&self) -> u32 {
+            0
+        }
+        fn begin_attempt(&self) -> u32 {
+            1
+        }
+        fn info(&self) -> TaskInfo {
+            unreachable!()
+        }
+        fn cancellation(&self) -> Option<CancellationToken> {
+            None
+        }
+        fn is_cancelled(&self) -> bool {
+            false
+        }
+        fn watch_cancellation(&self) {}
+        fn retries(&self, pool_default: u32) -> u32 {
+            pool_default
+        }
+        fn start_attempt(self: Arc<Self>, _: Option<Duration>, _: bool) -> Start {
+            unreachable!()
+        }
+        fn stored_timeline(&self) -> Option<Timeline> {
+            None
+        }
+        fn store_timeline(&self, _: Timeline) {}
+        fn resolve(&self, _: TaskEnd) {}
+    }
+
+    fn task() -> TaskRef {
+        Arc::new(Parkable)
+    }
+
+    #[test]
+    fn a_task_is_counted_from_its_reservation_until_it_leaves() {
+        let now = Instant::now();
+        let mut set = ParkedSet::default();
+        let retry = set.reserve(Parked::Retrying);
+        let defer = set.reserve(Parked::Deferred);
+        assert_eq!((set.retrying(), set.deferred()), (1, 1));
+        let key = set.insert(retry, task(), now + Duration::from_millis(5));
+        set.insert(defer, task(), now);
+        assert_eq!((set.retrying(), set.deferred()), (1, 1));
+        assert!(set.pop_due(now).is_some(), "the deferred one is due");
+        assert_eq!((set.retrying(), set.deferred()), (1, 0));
+        assert!(set.pop_due(now).is_none());
+        assert!(set.remove(key).is_some());
+        assert!(set.remove(key).is_none(), "a key removes once");
+        assert_eq!((set.retrying(), set.deferred()), (0, 0));
+    }
+
+    /// The race `stop()` used to lose: the engine reserves (decides to retry), the pool
+    /// drains the set meanwhile, then the reservation is given back. Each moves one count.
+    #[test]
+    fn a_drain_between_a_reservation_and_its_release_counts_each_task_out_once() {
+        let now = Instant::now();
+        let mut set = ParkedSet::default();
+        let parked = set.reserve(Parked::Retrying);
+        set.insert(parked, task(), now);
+        let in_flight = set.reserve(Parked::Retrying);
+        assert_eq!(set.retrying(), 2);
+        assert_eq!(set.drain_all().len(), 1);
+        assert_eq!(set.retrying(), 1, "the reservation is still counted");
+        set.release(in_flight);
+        assert_eq!((set.retrying(), set.deferred()), (0, 0));
+        assert_eq!(set.next_due(), None);
+    }
+
+    #[test]
+    fn tasks_leave_in_the_order_they_are_due() {
+        let now = Instant::now();
+        let mut set = ParkedSet::default();
+        for ms in [30, 10, 20, 10] {
+            let reservation = set.reserve(Parked::Retrying);
+            set.insert(reservation, task(), now + Duration::from_millis(ms));
+        }
+        assert_eq!(set.next_due(), Some(now + Duration::from_millis(10)));
+        let due = std::iter::from_fn(|| set.pop_due(now + Duration::from_millis(20))).count();
+        assert_eq!(due, 3);
+        assert_eq!(set.next_due(), Some(now + Duration::from_millis(30)));
+    }
+}

@@ -1,0 +1,207 @@
+//! The engine's state under its one lock: the queue, the parked set, the slots and the
+//! counters, and the few moves every path makes with them (claiming a slot for the next
+//! task, counting a task's end).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::queue::{AgingQueue, QueueKey};
+use crate::stats::Stats;
+use crate::task::TaskId;
+
+use super::ending::TaskEnd;
+use super::job::{Job, TaskRef};
+use super::parking::{ParkKey, ParkedSet};
+use super::timeline::Timeline;
+
+/// Tasks ever enqueued, and how the resolved ones ended.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) enqueued: u64,
+    processed: u64,
+    errors: u64,
+    pub(super) retries: u64,
+    cancelled: u64,
+    stopped: u64,
+}
+
+impl Counters {
+    /// Counts a task that ends with `end`.
+    pub(super) fn ended(&mut self, end: &TaskEnd) {
+        match end {
+            TaskEnd::Succeeded => self.processed += 1,
+            TaskEnd::Cancelled => self.cancelled += 1,
+            TaskEnd::Stopped => self.stopped += 1,
+            TaskEnd::Failed(_)
+            | TaskEnd::TimedOut(_)
+            | TaskEnd::Panicked(_)
+            | TaskEnd::Rejected(_)
+            | TaskEnd::BudgetExhausted { .. } => self.errors += 1,
+        }
+    }
+
+    /// Counts `tasks` tasks that end `Stopped`.
+    pub(super) fn stopped(&mut self, tasks: usize) {
+        self.stopped += tasks as u64;
+    }
+}
+
+/// Where a task that can be cancelled waits.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Place {
+    Queued(QueueKey),
+    Parked(ParkKey),
+}
+
+/// A task out of the queue with a slot claimed for it, and what its stay's timeline starts
+/// from. Small, because it is handed from the lock to a runner on every dispatch; the runner
+/// builds the [`Timeline`] in place.
+#[derive(Debug)]
+pub(super) struct Claimed {
+    pub(super) job: Job,
+    entered_at: Instant,
+    popped_at: Instant,
+    queue_wait: Duration,
+    in_flight: usize,
+}
+
+impl Claimed {
+    /// The timeline of the stay that just left the queue.
+    pub(super) fn timeline(&self) -> Timeline {
+        Timeline::popped(
+            self.entered_at,
+            self.popped_at,
+            self.queue_wait,
+            self.in_flight,
+        )
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct State {
+    pub(super) queue: AgingQueue<TaskRef>,
+    /// Where tasks that can be cancelled wait, so a cancellation can take them out at once.
+    pub(super) cancellable: HashMap<TaskId, Place>,
+    /// Tasks in retry backoff or deferred by admission, in the order they are due; it also
+    /// counts them (the only owner of the `retrying` and `deferred` counts).
+    pub(super) parked: ParkedSet,
+    /// The moment the pool's timer sleeps until; `None` when no timer runs (nothing parked).
+    pub(super) timer: Option<Instant>,
+    /// Slots claimed: tasks between leaving the queue and the end of their attempt.
+    pub(super) active: usize,
+    /// Runners parked waiting for work (they hold no slot).
+    pub(super) idle_runners: usize,
+    pub(super) limit: usize,
+    pub(super) paused: bool,
+    pub(super) stopped: bool,
+    pub(super) counters: Counters,
+    pub(super) rng: fastrand::Rng,
+    queue_wait_ewma: Option<f64>,
+}
+
+impl State {
+    pub(super) fn new(queue: AgingQueue<TaskRef>, limit: usize, seed: u64) -> Self {
+        Self {
+            queue,
+            cancellable: HashMap::new(),
+            parked: ParkedSet::default(),
+            timer: None,
+            active: 0,
+            idle_runners: 0,
+            limit,
+            paused: false,
+            stopped: false,
+            counters: Counters::default(),
+            rng: fastrand::Rng::with_seed(seed),
+            queue_wait_ewma: None,
+        }
+    }
+
+    pub(super) fn can_start(&self) -> bool {
+        !self.paused && !self.stopped && self.active < self.limit && !self.queue.is_empty()
+    }
+
+    /// Nothing queued, running, in backoff or deferred.
+    pub(super) fn is_idle(&self) -> bool {
+        self.queue.is_empty()
+            && self.active == 0
+            && self.parked.retrying() == 0
+            && self.parked.deferred() == 0
+    }
+
+    /// Queues `task` (again); remembers where, if it can be cancelled.
+    pub(super) fn push(&mut self, task: TaskRef, cancellable: bool, now: Instant) {
+        let id = task.id();
+        let priority = task.priority();
+        let key = self.queue.push(task, priority, now);
+        if cancellable {
+            self.cancellable.insert(id, Place::Queued(key));
+        }
+    }
+
+    /// Pops the next task and claims a slot for it, if one may start.
+    pub(super) fn take_next(
+        &mut self,
+        now: Instant,
+        aging_target_wait: Duration,
+    ) -> Option<Claimed> {
+        if !self.can_start() {
+            return None;
+        }
+        let popped = self.queue.pop(now)?;
+        if !self.cancellable.is_empty() {
+            self.cancellable.remove(&popped.job.id());
+        }
+        self.active += 1;
+        let wait = now.saturating_duration_since(popped.enqueued_at);
+        self.observe_queue_wait(wait, aging_target_wait);
+        Some(Claimed {
+            job: Job::new(popped.job),
+            entered_at: popped.enqueued_at,
+            popped_at: now,
+            queue_wait: wait,
+            in_flight: self.active,
+        })
+    }
+
+    /// Claims slots for as many queued tasks as may start.
+    pub(super) fn take_startable(
+        &mut self,
+        now: Instant,
+        aging_target_wait: Duration,
+    ) -> Vec<Claimed> {
+        std::iter::from_fn(|| self.take_next(now, aging_target_wait)).collect()
+    }
+
+    /// Keeps the aging multiplier in step with queue wait against its target: the
+    /// multiplier is `target / average wait`, clamped to [0.25, 4], so aging speeds up when
+    /// tasks wait longer than the target and slows down when they don't.
+    fn observe_queue_wait(&mut self, wait: Duration, target: Duration) {
+        let wait = wait.as_secs_f64();
+        let ewma = match self.queue_wait_ewma {
+            Some(ewma) => 0.95 * ewma + 0.05 * wait,
+            None => wait,
+        };
+        self.queue_wait_ewma = Some(ewma);
+        let multiplier = (target.as_secs_f64() / ewma.max(1e-9)).clamp(0.25, 4.0);
+        self.queue.set_multiplier(multiplier);
+    }
+
+    pub(super) fn stats(&self) -> Stats {
+        Stats {
+            queued: self.queue.len(),
+            active: self.active,
+            retrying: self.parked.retrying(),
+            deferred: self.parked.deferred(),
+            enqueued: self.counters.enqueued,
+            processed: self.counters.processed,
+            errors: self.counters.errors,
+            retries: self.counters.retries,
+            cancelled: self.counters.cancelled,
+            stopped_tasks: self.counters.stopped,
+            concurrency: self.limit,
+            paused: self.paused,
+            stopped: self.stopped,
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! What cuts a task's path short: its cancellation token firing (the task calls the engine
+//! through [`CancelSink`]), `stop` and `stop_now`; and waiting until the engine is idle.
+
+use std::sync::atomic::Ordering;
+
+use crate::cell::CancelSink;
+use crate::observer::Event;
+use crate::task::TaskId;
+
+use super::ending::TaskEnd;
+use super::job::Job;
+use super::state::Place;
+use super::timeline::Timeline;
+use super::Engine;
+
+impl CancelSink for Engine {
+    /// Ends a cancelled task at once if it waits in the queue or is parked. A running task's
+    /// attempt sees its token itself, and the decision after an attempt checks it.
+    fn cancelled(&self, id: TaskId) {
+        let now = self.executor.now();
+        let mut state = self.lock();
+        let (task, stay) = match state.cancellable.remove(&id) {
+            None => return,
+            Some(Place::Queued(key)) => {
+                let Some(popped) = state.queue.remove(key) else {
+                    return;
+                };
+                (popped.job, Timeline::waiting(popped.enqueued_at))
+            }
+            Some(Place::Parked(key)) => {
+                let Some((task, _)) = state.parked.remove(key) else {
+                    return;
+                };
+                (task, Timeline::waiting(now))
+            }
+        };
+        state.counters.ended(&TaskEnd::Cancelled);
+        let idle = state.is_idle();
+        drop(state);
+        self.finish(Job::new(task), TaskEnd::Cancelled, now, &stay, None);
+        if idle {
+            self.notify_idle();
+        }
+    }
+}
+
+impl Engine {
+    /// Stops the pool: queued tasks end `Stopped`, parked ones too; running tasks finish,
+    /// or with `cancel_running` are dropped at their next poll.
+    pub(crate) fn stop(&self, cancel_running: bool) {
+        let now = self.executor.now();
+        let mut state = self.lock();
+        let first_stop = !state.stopped;
+        state.stopped = true;
+        let queued = state.queue.drain_all();
+        // Parked tasks are counted out by the drain; a task the engine decided to park but
+        // has not parked yet stays counted until its runner finds the pool stopped.
+        let parked = state.parked.drain_all();
+        state.cancellable.clear();
+        state.idle_runners = 0;
+        state.counters.stopped(queued.len() + parked.len());
+        let idle = state.is_idle();
+        drop(state);
+        self.timer_wake.notify_one();
+        self.work_ready.notify_waiters();
+        if cancel_running {
+            self.stopped_now.store(true, Ordering::Release);
+            self.stop_now_token.cancel();
+        }
+        for popped in queued {
+            let stay = Timeline::waiting(popped.enqueued_at);
+            self.finish(Job::new(popped.job), TaskEnd::Stopped, now, &stay, None);
+        }
+        for task in parked {
+            let stay = Timeline::waiting(now);
+            self.finish(Job::new(task), TaskEnd::Stopped, now, &stay, None);
+        }
+        if first_stop {
+            tracing::debug!(target: "pool_core", cancel_running, "pool stopped");
+            self.observers.emit(&Event::Stopped);
+        }
+        if idle {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Waits until nothing is queued, running, in backoff or deferred.
+    pub(crate) async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.lock().is_idle() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub(super) fn notify_idle(&self) {
+        self.idle.notify_waiters();
+        self.observers.emit(&Event::Drained);
+    }
+}

@@ -1,0 +1,222 @@
+//! One task's timeline: when it entered the queue, waited, ran and backed off, from enqueue
+//! to resolution — what its events and its [`TaskRecord`] report.
+//!
+//! A runner keeps the timeline of the stay it handles (from the task's entry into the queue
+//! to the end of its attempt) on its stack: a task that runs once needs nothing else. A task
+//! that leaves for a while (retry backoff; deferral, when observers listen) keeps its
+//! timeline so far in its cold box, and the next stay is added to it with
+//! [`Timeline::after`]: timelines compose, so the stored one and the current one are one type.
+
+use std::time::{Duration, Instant};
+
+use crate::observer::{Outcome, TaskInfo, TaskRecord};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Timeline {
+    /// When the task was first enqueued.
+    queued_at: Instant,
+    /// When it entered the queue for the current stay (enqueue, or back from parking).
+    entered_at: Instant,
+    /// When the current stay's attempt started (after admission); the moment it left the
+    /// queue until then.
+    started_at: Instant,
+    /// When its first attempt started; `None` while none has.
+    first_started_at: Option<Instant>,
+    /// Tasks running when the current stay left the queue, this one included.
+    in_flight: usize,
+    /// How long the current stay's attempt ran.
+    latency: Duration,
+    /// Time spent waiting in the queue (or deferred by admission), summed over stays.
+    queue_wait: Duration,
+    /// Time spent running, summed over attempts.
+    execution: Duration,
+    /// Time spent in retry backoff, summed.
+    retry_delay: Duration,
+    /// The last retry backoff, before the pressure rule (what decorrelated jitter grows from).
+    previous_backoff: Option<Duration>,
+}
+
+impl Timeline {
+    /// A stay that ends without leaving the queue (the task is stopped or cancelled while it
+    /// waits): no queue wait is counted.
+    pub(crate) fn waiting(entered_at: Instant) -> Self {
+        Self {
+            queued_at: entered_at,
+            entered_at,
+            started_at: entered_at,
+            first_started_at: None,
+            in_flight: 0,
+            latency: Duration::ZERO,
+            queue_wait: Duration::ZERO,
+            execution: Duration::ZERO,
+            retry_delay: Duration::ZERO,
+            previous_backoff: None,
+        }
+    }
+
+    /// A stay that entered the queue at `entered_at` and left it at `now` after `queue_wait`,
+    /// when `in_flight` tasks ran (this one included).
+    pub(crate) fn popped(
+        entered_at: Instant,
+        now: Instant,
+        queue_wait: Duration,
+        in_flight: usize,
+    ) -> Self {
+        Self {
+            started_at: now,
+            in_flight,
+            queue_wait,
+            ..Self::waiting(entered_at)
+        }
+    }
+
+    /// Admission let the attempt start at `now` (its wait is not part of the attempt).
+    pub(crate) fn admitted(&mut self, now: Instant) {
+        self.started_at = now;
+    }
+
+    /// The attempt starts (at [`started_at`](Self::started_at)).
+    pub(crate) fn started(&mut self) {
+        self.first_started_at.get_or_insert(self.started_at);
+    }
+
+    /// The attempt ended at `now`.
+    pub(crate) fn attempt_ended(&mut self, now: Instant) {
+        self.latency = now.saturating_duration_since(self.started_at);
+        self.execution = self.execution.saturating_add(self.latency);
+    }
+
+    /// The task backs off for `delay` (`backoff` before the pressure rule).
+    pub(crate) fn retrying(&mut self, delay: Duration, backoff: Duration) {
+        self.retry_delay = self.retry_delay.saturating_add(delay);
+        self.previous_backoff = Some(backoff);
+    }
+
+    /// The task is deferred by admission for `delay`; deferral counts as queue wait.
+    pub(crate) fn deferred(&mut self, delay: Duration) {
+        self.queue_wait = self.queue_wait.saturating_add(delay);
+    }
+
+    /// This stay added to `earlier`, the task's timeline before it (if it had one): the
+    /// sums add up, the first moments are the earlier ones, the current stay's are this one's.
+    pub(crate) fn after(&self, earlier: Option<Timeline>) -> Timeline {
+        let Some(earlier) = earlier else {
+            return *self;
+        };
+        Timeline {
+            queued_at: earlier.queued_at,
+            first_started_at: earlier.first_started_at.or(self.first_started_at),
+            queue_wait: earlier.queue_wait.saturating_add(self.queue_wait),
+            execution: earlier.execution.saturating_add(self.execution),
+            retry_delay: earlier.retry_delay.saturating_add(self.retry_delay),
+            previous_backoff: self.previous_backoff.or(earlier.previous_backoff),
+            ..*self
+        }
+    }
+
+    pub(crate) fn started_at(&self) -> Instant {
+        self.started_at
+    }
+
+    /// How long the current stay waited before its attempt started (admission included).
+    pub(crate) fn stay_wait(&self) -> Duration {
+        self.started_at.saturating_duration_since(self.entered_at)
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    pub(crate) fn latency(&self) -> Duration {
+        self.latency
+    }
+
+    pub(crate) fn previous_backoff(&self) -> Option<Duration> {
+        self.previous_backoff
+    }
+
+    /// The task's record, finished at `finished_at`.
+    pub(crate) fn record(
+        &self,
+        task: TaskInfo,
+        finished_at: Instant,
+        attempts: u32,
+        outcome: Outcome,
+    ) -> TaskRecord {
+        TaskRecord {
+            task,
+            queued_at: self.queued_at,
+            first_started_at: self.first_started_at,
+            finished_at,
+            attempts,
+            queue_wait: self.queue_wait,
+            execution: self.execution,
+            retry_delay: self.retry_delay,
+            outcome,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_retried_task_sums_its_stays() {
+        let t0 = Instant::now();
+        // Queued 10 ms, admitted 5 ms later, ran 20 ms, backed off 100 ms.
+        let mut first = Timeline::popped(t0, t0 + ms(10), ms(10), 2);
+        first.admitted(t0 + ms(15));
+        first.started();
+        first.attempt_ended(t0 + ms(35));
+        first.retrying(ms(100), ms(120));
+        assert_eq!(first.stay_wait(), ms(15));
+        assert_eq!(first.latency(), ms(20));
+        // Back in the queue at 135 ms, left it at 140 ms, ran 30 ms.
+        let mut second = Timeline::popped(t0 + ms(135), t0 + ms(140), ms(5), 1);
+        second.started();
+        second.attempt_ended(t0 + ms(170));
+        let whole = second.after(Some(first));
+        let record = whole.record(
+            TaskInfo {
+                id: crate::TaskId(1),
+                priority: 0,
+                metadata: Default::default(),
+            },
+            t0 + ms(170),
+            2,
+            Outcome::Succeeded,
+        );
+        assert_eq!(record.queued_at, t0);
+        assert_eq!(record.first_started_at, Some(t0 + ms(15)));
+        assert_eq!(record.queue_wait, ms(15));
+        assert_eq!(record.execution, ms(50));
+        assert_eq!(record.retry_delay, ms(100));
+        assert_eq!(whole.previous_backoff(), Some(ms(120)));
+        assert_eq!(whole.in_flight(), 1);
+    }
+
+    #[test]
+    fn a_stay_that_never_left_the_queue_counts_no_wait() {
+        let t0 = Instant::now();
+        let stopped = Timeline::waiting(t0);
+        assert_eq!(stopped.after(None).queue_wait, Duration::ZERO);
+        assert_eq!(stopped.first_started_at, None);
+    }
+
+    #[test]
+    fn sums_saturate() {
+        let t0 = Instant::now();
+        let mut timeline = Timeline::waiting(t0);
+        timeline.retrying(Duration::MAX, Duration::MAX);
+        timeline.retrying(Duration::MAX, Duration::MAX);
+        timeline.deferred(Duration::MAX);
+        timeline.deferred(Duration::MAX);
+        assert_eq!(timeline.retry_delay, Duration::MAX);
+        assert_eq!(timeline.queue_wait, Duration::MAX);
+    }
+}

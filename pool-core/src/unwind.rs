@@ -1,0 +1,29 @@
+//! Containing panics from user code. The engine calls closures, futures, classifiers,
+//! observers and admission policies, and drops what they own; a panic in any of them must
+//! end at most the task it belongs to, never unwind through the engine.
+
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::error::PanicMessage;
+
+/// Runs `f`, turning a panic into its message.
+pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, PanicMessage> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|panic| message(&*panic))
+}
+
+/// The message of a caught panic.
+pub(crate) fn message(panic: &(dyn Any + Send)) -> PanicMessage {
+    PanicMessage::from_payload(panic)
+}
+
+/// Drops `value` (user state: a future, a permit, a closure, a result), containing a panic
+/// in its `Drop`: it is reported through `tracing` and the engine goes on.
+pub(crate) fn drop_contained<T>(what: &str, value: T) {
+    if catch(move || drop(value)).is_err() {
+        tracing::error!(
+            target: "pool_core",
+            "{what} panicked while dropped; the panic was contained and the pool keeps running"
+        );
+    }
+}
