@@ -9,8 +9,9 @@
 //!   [`run_matrix`] orchestrates, [`MatrixReport`] and [`write_charts`] write JSON, CSV,
 //!   Markdown and SVG.
 //! - **Overhead** (`cargo xtask bench-overhead`): s3pool beside tokio `Semaphore` + spawn,
-//!   `buffer_unordered` and `tower::limit::ConcurrencyLimit` ([`Peer`]) on no-op and
-//!   latency-bound workloads, and the memory of a queued task ([`run_overhead`]).
+//!   `buffer_unordered`, `tower::limit::ConcurrencyLimit`, channel-fed workers and a minimal
+//!   priority pool ([`Peer`]) on no-op and latency-bound workloads, wall-clock and CPU time
+//!   ([`Stopwatch`]), and the memory of a queued or parked task ([`run_overhead`]).
 //!
 //! ```
 //! # fn main() -> Result<(), pool_bench::BenchError> {
@@ -26,6 +27,7 @@ mod backend;
 mod case;
 mod chart;
 mod child;
+mod cpu;
 mod engine;
 mod error;
 mod machine;
@@ -44,6 +46,7 @@ pub use case::{
 };
 pub use chart::{write_charts, Metric};
 pub use child::{print_result, run_child};
+pub use cpu::{process_cpu_time, Stopwatch, Timing};
 pub use engine::{deal_by_limit, run_case, split_concurrency, CaseRun, SEPARATE_POOLS};
 pub use error::BenchError;
 pub use machine::{MachineInfo, Versions};
@@ -51,8 +54,9 @@ pub use matrix::{measure_in_child, run_matrix, MatrixOptions};
 pub use measure::{measure_case, worker_threads, CaseMeasurement, Repetitions};
 pub use memory::{current_rss_bytes, peak_rss_bytes, MIB};
 pub use overhead::{
-    measure_queued_bytes, queued_bytes_in_child, run_overhead, LatencyResult, OverheadOptions,
-    OverheadReport, Peer, QueuedMemory, ORIGINAL_NOOP_OPS_PER_SEC,
+    measure_waiting_bytes, run_overhead, waiting_bytes_in_child, Comparison, GoalCheck,
+    LatencyResult, OverheadOptions, OverheadReport, Peer, QueuedMemory, RoundSample, Waiting,
+    ORIGINAL_NOOP_OPS_PER_SEC,
 };
 pub use payload::{build_payload, BYTES_PER_POSITION};
 pub use report::{CaseResult, FailedCase, MatrixReport, HEADLINE, POOLED_PEAK_GOAL_MB};

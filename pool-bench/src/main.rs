@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use pool_bench::{
-    filter_cases, full_matrix, matrix, measure_case, measure_queued_bytes, print_result,
-    queued_bytes_in_child, quick_matrix, run_matrix, run_overhead, write_charts, Backend,
-    BenchError, Case, Engine, MatrixOptions, MatrixReport, OverheadOptions, Repetitions,
+    filter_cases, full_matrix, matrix, measure_case, measure_waiting_bytes, print_result,
+    quick_matrix, run_matrix, run_overhead, waiting_bytes_in_child, write_charts, Backend,
+    BenchError, Case, Engine, MatrixOptions, MatrixReport, OverheadOptions, Repetitions, Waiting,
     CONCURRENCY, OPERATIONS, PAYLOAD_POSITIONS,
 };
 
@@ -30,7 +30,8 @@ enum Command {
     Case(CaseArgs),
     /// No-op and latency-bound workloads beside the bare idioms; writes results.json.
     Overhead(OverheadArgs),
-    /// Memory of no-op tasks queued on a paused pool, as one JSON line (used by `overhead`).
+    /// Memory of no-op tasks queued on a paused pool (or parked by a rate limiter), as one
+    /// JSON line (used by `overhead`).
     QueuedBytes(QueuedArgs),
     /// Rewrite results.csv, results.md and the charts from a directory's results.json.
     Render(RenderArgs),
@@ -121,6 +122,10 @@ struct QueuedArgs {
     tasks: usize,
     #[arg(long, default_value_t = 200)]
     concurrency: usize,
+    /// Park the tasks behind a rate limiter of one task a second instead of queueing them
+    /// on a paused pool.
+    #[arg(long)]
+    parked: bool,
 }
 
 fn main() -> ExitCode {
@@ -163,7 +168,16 @@ fn run(command: Command) -> Result<(), BenchError> {
             Ok(())
         }
         Command::QueuedBytes(args) => {
-            print_result(&measure_queued_bytes(args.tasks, args.concurrency)?)
+            let waiting = if args.parked {
+                Waiting::Parked
+            } else {
+                Waiting::Queued
+            };
+            print_result(&measure_waiting_bytes(
+                args.tasks,
+                args.concurrency,
+                waiting,
+            )?)
         }
     }
 }
@@ -255,9 +269,20 @@ fn overhead_command(args: OverheadArgs) -> Result<(), BenchError> {
         options.concurrency,
         options.rounds
     );
-    // First, in a fresh process: memory freed by the runs below would hide the cost.
-    let queued = queued_bytes_in_child(&binary, options.queued_tasks, options.concurrency)?;
-    let report = run_overhead(&options, queued)?;
+    // First, in fresh processes: memory freed by the runs below would hide the cost.
+    let queued = waiting_bytes_in_child(
+        &binary,
+        options.queued_tasks,
+        options.concurrency,
+        Waiting::Queued,
+    )?;
+    let parked = waiting_bytes_in_child(
+        &binary,
+        options.queued_tasks,
+        options.concurrency,
+        Waiting::Parked,
+    )?;
+    let report = run_overhead(&options, queued, Some(parked))?;
     let path = report.write(&args.out)?;
     print!("{}", report.summary());
     println!("Wrote {}", path.display());

@@ -4,17 +4,19 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
 use futures::FutureExt;
-use pool_core::{Pool, TaskOptions};
+use pool_core::policy::{RateLimit, RateLimiter};
+use pool_core::{Executor, Pool, TaskOptions, TokioExecutor};
 use pool_metrics::{Metrics, MetricsConfig};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tower::limit::ConcurrencyLimit;
 use tower::{Service, ServiceExt};
 
+use super::minimal_pool::MinimalPriorityPool;
+use crate::cpu::{Stopwatch, Timing};
 use crate::error::BenchError;
 
 /// A way to run many independent tasks with a concurrency limit.
@@ -26,6 +28,19 @@ pub enum Peer {
     S3pool,
     /// The same pool with `pool_metrics::Metrics` (default config) attached as an observer.
     S3poolMetrics,
+    /// The same pool behind a `RateLimiter` far above the load (10^9 tasks/s, burst 1,000):
+    /// the cost of the admission path when it never makes a task wait.
+    S3poolRateLimited,
+    /// The same pool with the tasks spread over ten priority levels (task i at priority
+    /// i mod 10): the cost of choosing among levels.
+    S3poolTenPriorities,
+    /// The floor for a pool with priorities and handles: a `Mutex<BinaryHeap>` of boxed
+    /// closures, a `Notify`, C worker tasks and a oneshot per task, nothing else
+    /// ([`MinimalPriorityPool`]).
+    MinimalPriorityPool,
+    /// C worker tasks fed by one channel of task ids (`async-channel`, unbounded): no
+    /// priorities, no per-task handle; done when every worker has drained the channel.
+    ChannelWorkers,
     /// A tokio `Semaphore` permit acquired before `tokio::spawn`, a `JoinHandle` per task:
     /// what one writes by hand for independent submitters.
     SemaphoreSpawn,
@@ -34,16 +49,24 @@ pub enum Peer {
     /// `tower::limit::ConcurrencyLimit` over a `service_fn`: `ready()` then `call()`, the
     /// response future spawned with a `JoinHandle` (like semaphore-spawn).
     TowerConcurrencyLimit,
+    /// The same `ConcurrencyLimit`, its calls (`ServiceExt::oneshot` on a clone) driven by
+    /// `buffer_unordered` in one task: no spawn per task.
+    TowerBufferUnordered,
 }
 
 impl Peer {
     /// Every peer, s3pool first.
-    pub const ALL: [Peer; 5] = [
+    pub const ALL: [Peer; 10] = [
         Peer::S3pool,
         Peer::S3poolMetrics,
+        Peer::S3poolRateLimited,
+        Peer::S3poolTenPriorities,
+        Peer::MinimalPriorityPool,
+        Peer::ChannelWorkers,
         Peer::SemaphoreSpawn,
         Peer::BufferUnordered,
         Peer::TowerConcurrencyLimit,
+        Peer::TowerBufferUnordered,
     ];
 
     /// The name in results.
@@ -51,21 +74,27 @@ impl Peer {
         match self {
             Peer::S3pool => "s3pool",
             Peer::S3poolMetrics => "s3pool-metrics",
+            Peer::S3poolRateLimited => "s3pool-rate-limited",
+            Peer::S3poolTenPriorities => "s3pool-ten-priorities",
+            Peer::MinimalPriorityPool => "minimal-priority-pool",
+            Peer::ChannelWorkers => "channel-workers",
             Peer::SemaphoreSpawn => "semaphore-spawn",
             Peer::BufferUnordered => "buffer-unordered",
             Peer::TowerConcurrencyLimit => "tower-concurrency-limit",
+            Peer::TowerBufferUnordered => "tower-buffer-unordered",
         }
     }
 
     /// Runs `tasks` copies of `work` with at most `concurrency` at once and returns the
-    /// wall-clock time from the first submission to the last completion. Pools are built
-    /// before the clock starts. Call it inside a tokio runtime.
+    /// wall-clock and CPU time from the first submission to the last completion. Pools
+    /// (and their workers) are built before the clock starts. Call it inside a tokio
+    /// runtime.
     pub async fn run<W, Fut>(
         self,
         tasks: usize,
         concurrency: usize,
         work: W,
-    ) -> Result<Duration, BenchError>
+    ) -> Result<Timing, BenchError>
     where
         W: Fn() -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -75,14 +104,11 @@ impl Peer {
                 field: "concurrency",
             });
         }
+        let one_level = |_| 0;
         match self {
             Peer::S3pool => {
-                run_pool(
-                    Pool::builder().concurrency(concurrency).build(),
-                    tasks,
-                    work,
-                )
-                .await
+                let pool = Pool::builder().concurrency(concurrency).build();
+                run_pool(pool, tasks, work, one_level).await
             }
             Peer::S3poolMetrics => {
                 let metrics = Metrics::new(MetricsConfig::default())
@@ -91,11 +117,31 @@ impl Peer {
                     .concurrency(concurrency)
                     .observer(metrics)
                     .build();
-                run_pool(pool, tasks, work).await
+                run_pool(pool, tasks, work, one_level).await
             }
+            Peer::S3poolRateLimited => {
+                let executor: Arc<dyn Executor> = Arc::new(TokioExecutor::current());
+                let limit = RateLimit::new(1e9, 1_000)
+                    .map_err(|error| BenchError::Setup(error.to_string()))?;
+                let pool = Pool::builder()
+                    .executor_arc(Arc::clone(&executor))
+                    .concurrency(concurrency)
+                    .admission(RateLimiter::new(limit, executor))
+                    .build();
+                run_pool(pool, tasks, work, one_level).await
+            }
+            Peer::S3poolTenPriorities => {
+                let pool = Pool::builder().concurrency(concurrency).build();
+                run_pool(pool, tasks, work, |i| (i % 10) as i32).await
+            }
+            Peer::MinimalPriorityPool => Ok(minimal_priority_pool(tasks, concurrency, work).await),
+            Peer::ChannelWorkers => Ok(channel_workers(tasks, concurrency, work).await),
             Peer::SemaphoreSpawn => Ok(semaphore_spawn(tasks, concurrency, work).await),
             Peer::BufferUnordered => Ok(buffer_unordered(tasks, concurrency, work).await),
             Peer::TowerConcurrencyLimit => Ok(tower_limit(tasks, concurrency, work).await),
+            Peer::TowerBufferUnordered => {
+                Ok(tower_buffer_unordered(tasks, concurrency, work).await)
+            }
         }
     }
 }
@@ -104,17 +150,21 @@ async fn run_pool<W, Fut>(
     pool: Result<Pool, pool_core::ConfigError>,
     tasks: usize,
     work: W,
-) -> Result<Duration, BenchError>
+    priority: impl Fn(usize) -> i32,
+) -> Result<Timing, BenchError>
 where
     W: Fn() -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let pool = pool.map_err(|error| BenchError::Setup(error.to_string()))?;
-    let start = Instant::now();
+    let stopwatch = Stopwatch::start();
     let handles: Vec<_> = (0..tasks)
-        .map(|_| {
+        .map(|i| {
             let work = work.clone();
-            pool.enqueue(move || work().map(Ok::<(), Infallible>), TaskOptions::new())
+            pool.enqueue(
+                move || work().map(Ok::<(), Infallible>),
+                TaskOptions::new().priority(priority(i)),
+            )
         })
         .collect();
     for handle in handles {
@@ -122,16 +172,64 @@ where
             .await
             .map_err(|error| BenchError::Setup(format!("pool task failed: {error}")))?;
     }
-    Ok(start.elapsed())
+    Ok(stopwatch.stop())
 }
 
-async fn semaphore_spawn<W, Fut>(tasks: usize, concurrency: usize, work: W) -> Duration
+async fn minimal_priority_pool<W, Fut>(tasks: usize, concurrency: usize, work: W) -> Timing
+where
+    W: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let pool = MinimalPriorityPool::new(concurrency);
+    // Let the workers reach their first wait before the clock starts.
+    tokio::task::yield_now().await;
+    let stopwatch = Stopwatch::start();
+    let receivers: Vec<_> = (0..tasks).map(|_| pool.submit(0, work.clone())).collect();
+    for receiver in receivers {
+        receiver.await.expect("a worker runs every queued task");
+    }
+    stopwatch.stop()
+}
+
+async fn channel_workers<W, Fut>(tasks: usize, concurrency: usize, work: W) -> Timing
+where
+    W: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (sender, receiver) = async_channel::unbounded::<usize>();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (receiver, work) = (receiver.clone(), work.clone());
+            tokio::spawn(async move {
+                while let Ok(_id) = receiver.recv().await {
+                    work().await;
+                }
+            })
+        })
+        .collect();
+    drop(receiver);
+    tokio::task::yield_now().await;
+    let stopwatch = Stopwatch::start();
+    for id in 0..tasks {
+        sender
+            .try_send(id)
+            .expect("an unbounded channel with receivers takes every id");
+    }
+    // Closing the channel lets each worker stop once it is empty.
+    drop(sender);
+    for worker in workers {
+        worker.await.expect("benchmark tasks do not panic");
+    }
+    stopwatch.stop()
+}
+
+async fn semaphore_spawn<W, Fut>(tasks: usize, concurrency: usize, work: W) -> Timing
 where
     W: Fn() -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let semaphore = Arc::new(Semaphore::new(concurrency));
-    let start = Instant::now();
+    let stopwatch = Stopwatch::start();
     let mut handles = Vec::with_capacity(tasks);
     for _ in 0..tasks {
         let permit = Arc::clone(&semaphore)
@@ -147,31 +245,31 @@ where
     for handle in handles {
         handle.await.expect("benchmark tasks do not panic");
     }
-    start.elapsed()
+    stopwatch.stop()
 }
 
-async fn buffer_unordered<W, Fut>(tasks: usize, concurrency: usize, work: W) -> Duration
+async fn buffer_unordered<W, Fut>(tasks: usize, concurrency: usize, work: W) -> Timing
 where
     W: Fn() -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let start = Instant::now();
+    let stopwatch = Stopwatch::start();
     stream::iter(0..tasks)
         .map(|_| work())
         .buffer_unordered(concurrency)
         .for_each(|()| async {})
         .await;
-    start.elapsed()
+    stopwatch.stop()
 }
 
-async fn tower_limit<W, Fut>(tasks: usize, concurrency: usize, work: W) -> Duration
+async fn tower_limit<W, Fut>(tasks: usize, concurrency: usize, work: W) -> Timing
 where
     W: Fn() -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let service = tower::service_fn(move |()| work().map(Ok::<(), Infallible>));
     let limited = ConcurrencyLimit::new(service, concurrency);
-    let start = Instant::now();
+    let stopwatch = Stopwatch::start();
     let mut handles = Vec::with_capacity(tasks);
     for _ in 0..tasks {
         let mut service = limited.clone();
@@ -184,7 +282,28 @@ where
             Err(never) => match never {},
         }
     }
-    start.elapsed()
+    stopwatch.stop()
+}
+
+async fn tower_buffer_unordered<W, Fut>(tasks: usize, concurrency: usize, work: W) -> Timing
+where
+    W: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let service = tower::service_fn(move |()| work().map(Ok::<(), Infallible>));
+    let limited = ConcurrencyLimit::new(service, concurrency);
+    let stopwatch = Stopwatch::start();
+    stream::iter(0..tasks)
+        .map(|_| limited.clone().oneshot(()))
+        .buffer_unordered(concurrency)
+        .for_each(|result| async move {
+            match result {
+                Ok(()) => {}
+                Err(never) => match never {},
+            }
+        })
+        .await;
+    stopwatch.stop()
 }
 
 #[cfg(test)]
