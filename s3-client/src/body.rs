@@ -248,7 +248,7 @@ async fn read_attempt<S: ObjectStore + ?Sized>(
                 unreachable!("a file payload was handed over above")
             };
             let mut state = lock(&progress);
-            state.verifier = Some(Verifier::new(&meta, &range));
+            state.verifier = Some(Verifier::new(&meta, &range, &extensions));
             state.range = Some(range.clone());
             state.etag = meta.e_tag.clone();
             if let Some(head) = state.head.take() {

@@ -120,7 +120,13 @@ impl S3ClientBuilder {
 
     /// A builder for the store a connection string names (see [`StoreConfig`]).
     pub fn from_url(url: &str) -> Result<Self, ConnectionError> {
-        let (store, multipart) = StoreConfig::parse(url)?.build_stores()?;
+        Self::from_config(&StoreConfig::parse(url)?)
+    }
+
+    /// A builder for the store `config` describes (settings a connection string cannot
+    /// carry, such as [`S3Config::upload_checksum`](crate::S3Config::upload_checksum)).
+    pub fn from_config(config: &StoreConfig) -> Result<Self, ConnectionError> {
+        let (store, multipart) = config.build_stores()?;
         let mut builder = Self::new(store);
         builder.multipart_store = multipart;
         Ok(builder)

@@ -772,14 +772,14 @@ fn delete_chunk_attempt(store: Arc<dyn ObjectStore>, paths: Vec<Path>) -> Attemp
     })
 }
 
-/// Reads a whole response, checking its length (and its MD5 against a single-part S3 ETag
-/// when the response is the whole object): a mismatch is a retryable
+/// Reads a whole response, checking its length (and, when the response is the whole object,
+/// a stored CRC it carries or the MD5 of a single-part S3 ETag): a mismatch is a retryable
 /// [`IntegrityError`](crate::IntegrityError), and the pool reads again.
 pub(crate) async fn read_verified(result: GetResult) -> object_store::Result<Bytes> {
     if matches!(result.payload, GetResultPayload::File(..)) {
         return result.bytes().await;
     }
-    let mut verifier = Verifier::new(&result.meta, &result.range);
+    let mut verifier = Verifier::new(&result.meta, &result.range, &result.extensions);
     let mut buffer = bytes::BytesMut::with_capacity(
         usize::try_from(result.range.end - result.range.start).unwrap_or(0),
     );

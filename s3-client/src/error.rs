@@ -149,6 +149,15 @@ impl ClientError {
         self.source.into_task_error()
     }
 
+    /// The integrity check that failed, if the bytes that came back were wrong (a short
+    /// body, a checksum mismatch).
+    pub fn integrity(&self) -> Option<&crate::IntegrityError> {
+        match self.store_error()? {
+            object_store::Error::Generic { source, .. } => source.downcast_ref(),
+            _ => None,
+        }
+    }
+
     /// How the store's error classified, if there was one.
     pub fn class(&self) -> Option<ErrorClass> {
         self.store_error().map(classify)

@@ -2,17 +2,26 @@
 //! offers one.
 //!
 //! A read learns what to expect from its response: the byte range (so the length), and for
-//! a read of a whole S3 object uploaded in one request its ETag, which S3 (and MinIO, moto,
-//! s3s) computes as the MD5 of the body. Multipart objects have ETags of the form
-//! `"<md5 of md5s>-<parts>"`, which no single read can check, and stores that are not S3
-//! (InMemory, local files) have ETags that are no digest at all: for those only the length
-//! is checked.
+//! a read of a whole S3 object, a checksum of it:
+//! - the object's stored CRC64NVME, CRC32C or CRC32 (see [`crate::checksum`]) when the
+//!   response carries one for the whole object — AWS S3 keeps a full-object CRC64NVME for
+//!   every upload, multipart ones included; a composite checksum (a multipart upload's
+//!   checksum of its parts' checksums) cannot be checked by reading the object and is not;
+//! - otherwise its ETag when it is a single-part S3 ETag, which S3 (and MinIO, moto, s3s)
+//!   computes as the MD5 of the body.
+//!
+//! Multipart objects have ETags of the form `"<md5 of md5s>-<parts>"`, which a read cannot
+//! check without knowing the part boundaries, and stores that are not S3 (InMemory, local
+//! files) have ETags that are no digest at all: without a stored CRC, only the length of
+//! those is checked.
 
 use std::fmt;
 use std::ops::Range;
 
 use md5::{Digest, Md5};
-use object_store::ObjectMeta;
+use object_store::{Extensions, ObjectMeta};
+
+use crate::checksum::{ResponseChecksums, RunningChecksum};
 
 /// What was wrong with the bytes of a read. It reaches callers inside
 /// `object_store::Error::Generic`; [`classify`](crate::classify) calls it retryable while the
@@ -36,7 +45,7 @@ pub enum IntegrityError {
     Checksum {
         /// The object.
         path: String,
-        /// `"MD5 (ETag)"`.
+        /// `"MD5 (ETag)"`, `"CRC64NVME"`, `"CRC32C"` or `"CRC32"`.
         algorithm: &'static str,
         /// What the store announced.
         expected: String,
@@ -70,7 +79,15 @@ pub(crate) struct Verifier {
     path: String,
     expected_len: u64,
     received: u64,
-    md5: Option<(Md5, String)>,
+    digest: Option<WholeDigest>,
+}
+
+/// How the whole object's bytes are checked.
+enum WholeDigest {
+    /// A stored CRC the response gave.
+    Crc(Box<RunningChecksum>),
+    /// The MD5 a single-part ETag stands for.
+    Md5(Md5, String),
 }
 
 impl fmt::Debug for Verifier {
@@ -79,33 +96,57 @@ impl fmt::Debug for Verifier {
             .field("path", &self.path)
             .field("expected_len", &self.expected_len)
             .field("received", &self.received)
-            .field("md5", &self.md5.as_ref().map(|(_, expected)| expected))
+            .field("digest", &self.algorithm())
             .finish()
     }
 }
 
 impl Verifier {
     /// A verifier for the body of a response covering `range` of the object `meta`
-    /// describes; it checks the ETag as an MD5 when the range is the whole object and the
-    /// ETag is a single-part S3 one.
-    pub(crate) fn new(meta: &ObjectMeta, range: &Range<u64>) -> Self {
+    /// describes. When the range is the whole object it checks a stored full-object CRC the
+    /// response carried (`extensions`, see [`ResponseChecksums`]), else the ETag as an MD5
+    /// when it is a single-part S3 one.
+    pub(crate) fn new(meta: &ObjectMeta, range: &Range<u64>, extensions: &Extensions) -> Self {
         let whole = range.start == 0 && range.end == meta.size;
-        let md5 = whole
-            .then(|| meta.e_tag.as_deref().and_then(single_part_md5))
-            .flatten()
-            .map(|expected| (Md5::new(), expected));
+        let digest = whole
+            .then(|| whole_digest(meta, extensions.get()))
+            .flatten();
         Verifier {
             path: meta.location.to_string(),
             expected_len: range.end - range.start,
             received: 0,
-            md5,
+            digest,
         }
     }
 
-    /// True if a checksum, not just the length, is checked.
-    #[cfg(test)]
-    fn checks_digest(&self) -> bool {
-        self.md5.is_some()
+    /// A verifier for a whole object read in several responses: `checksums` are what a
+    /// response about the whole object (a HEAD) said.
+    pub(crate) fn whole(meta: &ObjectMeta, checksums: Option<&ResponseChecksums>) -> Self {
+        Verifier {
+            path: meta.location.to_string(),
+            expected_len: meta.size,
+            received: 0,
+            digest: whole_digest(meta, checksums),
+        }
+    }
+
+    /// A verifier of the length of the object `meta` describes, only (its bytes were
+    /// checked otherwise).
+    pub(crate) fn length(meta: &ObjectMeta) -> Self {
+        Verifier {
+            path: meta.location.to_string(),
+            expected_len: meta.size,
+            received: 0,
+            digest: None,
+        }
+    }
+
+    /// The algorithm checked beside the length, if any.
+    pub(crate) fn algorithm(&self) -> Option<&'static str> {
+        self.digest.as_ref().map(|digest| match digest {
+            WholeDigest::Crc(crc) => crc.algorithm().name(),
+            WholeDigest::Md5(..) => "MD5 (ETag)",
+        })
     }
 
     pub(crate) fn update(&mut self, chunk: &[u8]) -> Result<(), IntegrityError> {
@@ -113,8 +154,10 @@ impl Verifier {
         if self.received > self.expected_len {
             return Err(self.length_error());
         }
-        if let Some((md5, _)) = &mut self.md5 {
-            md5.update(chunk);
+        match &mut self.digest {
+            Some(WholeDigest::Crc(crc)) => crc.update(chunk),
+            Some(WholeDigest::Md5(md5, _)) => md5.update(chunk),
+            None => {}
         }
         Ok(())
     }
@@ -129,19 +172,27 @@ impl Verifier {
         if self.received != self.expected_len {
             return Err(self.length_error());
         }
-        if let Some((md5, expected)) = self.md5.take() {
-            let actual = hex(&md5.finalize());
-            if actual != expected {
-                return Err(IntegrityError::Checksum {
-                    path: self.path.clone(),
-                    algorithm: "MD5 (ETag)",
-                    expected,
-                    actual,
-                    delivered,
-                });
+        let mismatch = match self.digest.take() {
+            Some(WholeDigest::Crc(crc)) => crc
+                .check()
+                .err()
+                .map(|(expected, actual)| (crc.algorithm().name(), expected, actual)),
+            Some(WholeDigest::Md5(md5, expected)) => {
+                let actual = hex(&md5.finalize());
+                (actual != expected).then_some(("MD5 (ETag)", expected, actual))
             }
+            None => None,
+        };
+        match mismatch {
+            Some((algorithm, expected, actual)) => Err(IntegrityError::Checksum {
+                path: self.path.clone(),
+                algorithm,
+                expected,
+                actual,
+                delivered,
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn length_error(&self) -> IntegrityError {
@@ -151,6 +202,17 @@ impl Verifier {
             received: self.received,
         }
     }
+}
+
+/// A stored full-object CRC if `checksums` has one, else the MD5 of a single-part ETag.
+fn whole_digest(meta: &ObjectMeta, checksums: Option<&ResponseChecksums>) -> Option<WholeDigest> {
+    checksums
+        .and_then(ResponseChecksums::full_object)
+        .map(|crc| WholeDigest::Crc(Box::new(crc)))
+        .or_else(|| {
+            let expected = single_part_md5(meta.e_tag.as_deref()?)?;
+            Some(WholeDigest::Md5(Md5::new(), expected))
+        })
 }
 
 /// The MD5 an ETag stands for: 32 hex digits, quoted or not, without a `-<parts>` suffix.
@@ -178,15 +240,19 @@ mod tests {
         }
     }
 
+    fn none() -> Extensions {
+        Extensions::new()
+    }
+
     #[test]
     fn a_single_part_etag_is_checked_as_md5() {
         // MD5("foo")
         let tag = "\"acbd18db4cc2f85cedef654fccc4a4d8\"";
-        let mut good = Verifier::new(&meta(3, Some(tag)), &(0..3));
-        assert!(good.checks_digest());
+        let mut good = Verifier::new(&meta(3, Some(tag)), &(0..3), &none());
+        assert_eq!(good.algorithm(), Some("MD5 (ETag)"));
         good.update(b"foo").unwrap();
         good.finish(false).unwrap();
-        let mut bad = Verifier::new(&meta(3, Some(tag)), &(0..3));
+        let mut bad = Verifier::new(&meta(3, Some(tag)), &(0..3), &none());
         bad.update(b"fox").unwrap();
         let err = bad.finish(false).unwrap_err();
         assert!(matches!(err, IntegrityError::Checksum { .. }), "{err}");
@@ -196,29 +262,62 @@ mod tests {
     #[test]
     fn multipart_and_foreign_etags_and_ranges_check_the_length_only() {
         for tag in ["\"acbd18db4cc2f85cedef654fccc4a4d8-3\"", "0", "17-abc-3"] {
-            assert!(!Verifier::new(&meta(3, Some(tag)), &(0..3)).checks_digest());
+            let verifier = Verifier::new(&meta(3, Some(tag)), &(0..3), &none());
+            assert_eq!(verifier.algorithm(), None);
         }
-        let range = Verifier::new(&meta(9, Some("acbd18db4cc2f85cedef654fccc4a4d8")), &(0..3));
-        assert!(!range.checks_digest());
+        let tag = Some("acbd18db4cc2f85cedef654fccc4a4d8");
+        let range = Verifier::new(&meta(9, tag), &(0..3), &none());
+        assert_eq!(range.algorithm(), None);
     }
 
     #[test]
     fn short_and_long_bodies_are_length_errors() {
-        let mut short = Verifier::new(&meta(4, None), &(0..4));
+        let mut short = Verifier::new(&meta(4, None), &(0..4), &none());
         short.update(b"abc").unwrap();
         assert!(matches!(
             short.finish(false),
             Err(IntegrityError::Length { received: 3, .. })
         ));
-        let mut long = Verifier::new(&meta(2, None), &(0..2));
+        let mut long = Verifier::new(&meta(2, None), &(0..2), &none());
         assert!(long.update(b"abc").is_err());
     }
 
     #[test]
     fn a_mismatch_after_delivery_is_not_retryable() {
-        let mut verifier =
-            Verifier::new(&meta(3, Some("acbd18db4cc2f85cedef654fccc4a4d8")), &(0..3));
+        let tag = Some("acbd18db4cc2f85cedef654fccc4a4d8");
+        let mut verifier = Verifier::new(&meta(3, tag), &(0..3), &none());
         verifier.update(b"bar").unwrap();
         assert!(!verifier.finish(true).unwrap_err().is_retryable());
+    }
+
+    #[test]
+    fn a_stored_crc_is_checked_before_the_etag_and_only_on_whole_reads() {
+        let mut headers = object_store::HeaderMap::new();
+        // CRC64NVME("foo"), and a multipart ETag that alone could not be checked.
+        let crc = crate::ChecksumAlgorithm::Crc64Nvme.checksum(b"foo");
+        headers.insert("x-amz-checksum-crc64nvme", crc.parse().unwrap());
+        let mut extensions = Extensions::new();
+        extensions.insert(ResponseChecksums::from_headers(&headers));
+        let object = meta(3, Some("\"acbd18db4cc2f85cedef654fccc4a4d8-2\""));
+        let mut good = Verifier::new(&object, &(0..3), &extensions);
+        assert_eq!(good.algorithm(), Some("CRC64NVME"));
+        good.update(b"foo").unwrap();
+        good.finish(false).unwrap();
+        let mut bad = Verifier::new(&object, &(0..3), &extensions);
+        bad.update(b"fox").unwrap();
+        let err = bad.finish(false).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                IntegrityError::Checksum {
+                    algorithm: "CRC64NVME",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.is_retryable());
+        let part = Verifier::new(&object, &(1..3), &extensions);
+        assert_eq!(part.algorithm(), None);
     }
 }

@@ -5,7 +5,12 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use object_store::aws::{AmazonS3, AmazonS3Builder, S3CopyIfNotExists};
+use object_store::aws::{
+    AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, Checksum, S3CopyIfNotExists,
+};
+use object_store::ClientOptions;
+
+use crate::checksum::{checksum_mode_options, ChecksumConnector};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::multipart::MultipartStore;
@@ -68,6 +73,16 @@ pub struct S3Config {
     /// `copy_if_not_exists` fail with `NotSupported`; Cloudflare R2 wants
     /// `S3CopyIfNotExists::Header("cf-copy-destination-if-none-match".into(), "*".into())`.
     pub copy_if_not_exists: Option<S3CopyIfNotExists>,
+    /// Ask S3 for the checksums it stores with objects (`x-amz-checksum-mode: ENABLED`, sent
+    /// as a signed default header) and check reads of whole objects against them (see
+    /// [`crate::checksum`]). Default `true`.
+    pub verify_checksums: bool,
+    /// A checksum sent with every upload and part (object_store's
+    /// `with_checksum_algorithm`): S3 checks the bytes it receives and stores the checksum.
+    /// With `Checksum::CRC64NVME` the object keeps a full-object CRC64NVME that every whole
+    /// download then checks — multipart objects included. Default `None` (AWS S3 stores a
+    /// CRC64NVME by itself; S3-compatible servers may not).
+    pub upload_checksum: Option<Checksum>,
 }
 
 impl fmt::Debug for S3Config {
@@ -97,6 +112,8 @@ impl S3Config {
             virtual_hosted_style: false,
             store_retries: 0,
             copy_if_not_exists: Some(S3CopyIfNotExists::Multipart),
+            verify_checksums: true,
+            upload_checksum: None,
         }
     }
 
@@ -126,6 +143,19 @@ impl S3Config {
     /// Sets object_store's own retry count (see [`S3Config::store_retries`]).
     pub fn with_store_retries(mut self, retries: usize) -> Self {
         self.store_retries = retries;
+        self
+    }
+
+    /// Sets whether stored checksums are asked for and checked (see
+    /// [`S3Config::verify_checksums`]).
+    pub fn with_verify_checksums(mut self, verify: bool) -> Self {
+        self.verify_checksums = verify;
+        self
+    }
+
+    /// Sets the checksum sent with uploads (see [`S3Config::upload_checksum`]).
+    pub fn with_upload_checksum(mut self, checksum: Option<Checksum>) -> Self {
+        self.upload_checksum = checksum;
         self
     }
 
@@ -191,7 +221,18 @@ impl S3Config {
             max_retries: self.store_retries,
             ..RetryConfig::default()
         };
-        let mut builder = AmazonS3Builder::from_env()
+        // Client options replace those `from_env` read: read the environment's the same way.
+        let mut client = client_options_from_env();
+        let mut builder = AmazonS3Builder::from_env();
+        if self.verify_checksums {
+            client = checksum_mode_options(client);
+            builder = builder.with_http_connector(ChecksumConnector);
+        }
+        if let Some(checksum) = self.upload_checksum {
+            builder = builder.with_checksum_algorithm(checksum);
+        }
+        let mut builder = builder
+            .with_client_options(client)
             .with_bucket_name(&self.bucket)
             .with_allow_http(self.allow_http)
             .with_virtual_hosted_style_request(self.virtual_hosted_style)
@@ -215,6 +256,19 @@ impl S3Config {
         }
         builder.build().map_err(ConnectionError::Store)
     }
+}
+
+/// The HTTP client options `AmazonS3Builder::from_env` would set from `AWS_*` variables.
+fn client_options_from_env() -> ClientOptions {
+    std::env::vars()
+        .filter(|(name, _)| name.starts_with("AWS_"))
+        .filter_map(|(name, value)| match name.to_ascii_lowercase().parse() {
+            Ok(AmazonS3ConfigKey::Client(key)) => Some((key, value)),
+            _ => None,
+        })
+        .fold(ClientOptions::new(), |options, (key, value)| {
+            options.with_config(key, value)
+        })
 }
 
 /// Where a client's objects live: a backend and an optional key prefix.

@@ -97,6 +97,8 @@ struct FaultPlan {
     rng: fastrand::Rng,
     /// (responses left to cut, bytes of body each one sends before the cut).
     cut_bodies: (u64, u64),
+    /// Responses left whose body gets one byte flipped.
+    corrupt_bodies: u64,
 }
 
 impl ServerFaults {
@@ -116,6 +118,7 @@ impl ServerFaults {
                 probable_response: InjectedResponse::SlowDown,
                 rng: fastrand::Rng::with_seed(0),
                 cut_bodies: (0, 0),
+                corrupt_bodies: 0,
             }),
         }
     }
@@ -156,10 +159,16 @@ impl ServerFaults {
         plan.rng = fastrand::Rng::with_seed(seed);
     }
 
-    /// The next `count` responses with a body (GETs of objects) send only `after_bytes`
-    /// bytes of it, then the connection breaks: a body interrupted mid-way.
+    /// The next `count` successful GETs (of objects) send only `after_bytes` bytes of their
+    /// body, then the connection breaks: a body interrupted mid-way.
     pub fn cut_bodies(&self, count: u64, after_bytes: u64) {
         self.plan().cut_bodies = (count, after_bytes);
+    }
+
+    /// The next `count` successful GETs of an object have one byte of their body flipped
+    /// (the length stays right): what only a checksum can catch.
+    pub fn corrupt_bodies(&self, count: u64) {
+        self.plan().corrupt_bodies = count;
     }
 
     /// Bytes of request bodies received so far (uploads, re-sent parts included, and the
@@ -181,6 +190,7 @@ impl ServerFaults {
         plan.always = None;
         plan.probability = 0.0;
         plan.cut_bodies = (0, 0);
+        plan.corrupt_bodies = 0;
     }
 
     /// Requests received so far (including the ones answered with a fault).
@@ -211,14 +221,20 @@ impl ServerFaults {
         self.injected.load(Ordering::Relaxed)
     }
 
-    /// Whether to cut the body of the response being sent, after how many bytes.
-    fn take_cut(&self) -> Option<u64> {
+    /// What to do to the body of a successful GET being sent: cut it after how many bytes,
+    /// and whether to flip a byte of it.
+    fn take_body_faults(&self) -> (Option<u64>, bool) {
         let mut plan = self.plan();
         let (count, after) = plan.cut_bodies;
-        (count > 0).then(|| {
+        let cut = (count > 0).then(|| {
             plan.cut_bodies.0 -= 1;
             after
-        })
+        });
+        let corrupt = plan.corrupt_bodies > 0;
+        if corrupt {
+            plan.corrupt_bodies -= 1;
+        }
+        (cut, corrupt)
     }
 
     /// Counts a request and decides whether to fault it.
@@ -334,11 +350,16 @@ impl S3TestServer {
 
     /// An object_store `AmazonS3Builder` set up for this server (endpoint, bucket,
     /// credentials, region, plain HTTP, no retries inside object_store, copy-if-not-exists
-    /// as a conditional multipart copy, as [`S3Config`]'s default): add settings and
+    /// as a conditional multipart copy, stored checksums asked for and put in responses'
+    /// extensions, as [`S3Config`]'s defaults; replacing its client options drops the
+    /// checksum-mode header): add settings and
     /// `build()` it when a test needs the concrete `AmazonS3` (it is also a `MultipartStore`
     /// and a `PaginatedListStore`) rather than [`store`](Self::store)'s `dyn ObjectStore`.
     pub fn builder(&self) -> object_store::aws::AmazonS3Builder {
+        let client = crate::checksum::checksum_mode_options(object_store::ClientOptions::new());
         object_store::aws::AmazonS3Builder::new()
+            .with_http_connector(crate::ChecksumConnector)
+            .with_client_options(client)
             .with_endpoint(self.endpoint())
             .with_bucket_name(BUCKET)
             .with_region(REGION)
@@ -474,12 +495,18 @@ async fn handle(
     let Some(fault) = faults.on_request() else {
         let received = Arc::clone(&faults.bytes_received);
         let request = request.map(|body| s3s::Body::http_body_unsync(Metered::new(body, received)));
+        let is_get = request.method() == hyper::Method::GET;
         let response = s3.call(request).await?;
-        let cut_after = faults.take_cut();
+        let (cut_after, corrupt) = if is_get && response.status().is_success() {
+            faults.take_body_faults()
+        } else {
+            (None, false)
+        };
         let sent = Arc::clone(&faults.bytes_sent);
         return Ok(response.map(|body| {
             let mut metered = Metered::new(body, sent);
             metered.cut_after = cut_after;
+            metered.corrupt = corrupt;
             s3s::Body::http_body_unsync(metered)
         }));
     };
@@ -496,12 +523,14 @@ async fn handle(
         .map_err(|e| s3s::HttpError::new(Box::new(e)))
 }
 
-/// A body that counts its bytes into a shared counter and can be cut short: after
-/// `cut_after` bytes it fails, which makes hyper drop the connection mid-body.
+/// A body that counts its bytes into a shared counter and can be cut short (after
+/// `cut_after` bytes it fails, which makes hyper drop the connection mid-body) or corrupted
+/// (the first byte of its first data is flipped).
 struct Metered<B> {
     inner: B,
     counter: Arc<AtomicU64>,
     cut_after: Option<u64>,
+    corrupt: bool,
     passed: u64,
 }
 
@@ -511,6 +540,7 @@ impl<B> Metered<B> {
             inner,
             counter,
             cut_after: None,
+            corrupt: false,
             passed: 0,
         }
     }
@@ -543,6 +573,12 @@ where
                 if let Some(limit) = self.cut_after {
                     let room = usize::try_from(limit - self.passed).unwrap_or(usize::MAX);
                     data.truncate(room);
+                }
+                if self.corrupt && !data.is_empty() {
+                    self.corrupt = false;
+                    let mut flipped = bytes::BytesMut::from(&data[..]);
+                    flipped[0] ^= 0xFF;
+                    data = flipped.freeze();
                 }
                 self.passed += data.len() as u64;
                 self.counter.fetch_add(data.len() as u64, Ordering::Relaxed);

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures::future::{self, Either};
+use futures::future::{self, BoxFuture, Either};
 use futures::stream::{FuturesOrdered, StreamExt};
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStoreExt};
@@ -14,27 +14,37 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::progress::Meter;
 use super::{io_failure, TaskResult, TransferContext, TransferSummary};
+use crate::checksum::ResponseChecksums;
 use crate::dispatch::attempt;
 use crate::integrity::{IntegrityError, Verifier};
 use crate::options::CallOptions;
 
-/// One range read in full by a pool task (retried alone), with the response's metadata and
-/// the attempts it took. The task is queued at once, not when the future is first polled.
+/// A range as it came back: its bytes, the object's metadata, the attempts it took, and
+/// whether the store reports stored checksums (its responses carry [`ResponseChecksums`]).
+struct Fetched {
+    bytes: Bytes,
+    meta: ObjectMeta,
+    attempts: u64,
+    reports_checksums: bool,
+}
+
+/// One range read in full by a pool task (retried alone). The task is queued at once, not
+/// when the future is first polled.
 fn fetch_range(
     context: &TransferContext,
     path: &Path,
     range: Range<u64>,
     if_match: Option<String>,
     call: &CallOptions,
-) -> impl std::future::Future<Output = TaskResult<(Bytes, ObjectMeta, u64)>> + Send + 'static {
+) -> BoxFuture<'static, TaskResult<Fetched>> {
     let attempts = Arc::new(AtomicU64::new(0));
-    let meta = Arc::new(Mutex::new(None));
+    let head = Arc::new(Mutex::new(None));
     let (store, location) = (Arc::clone(&context.store), path.clone());
-    let (counter, meta_slot) = (Arc::clone(&attempts), Arc::clone(&meta));
+    let (counter, head_slot) = (Arc::clone(&attempts), Arc::clone(&head));
     let run = attempt(move || {
         counter.fetch_add(1, Ordering::Relaxed);
-        let (store, path, meta_slot) =
-            (Arc::clone(&store), location.clone(), Arc::clone(&meta_slot));
+        let (store, path, head_slot) =
+            (Arc::clone(&store), location.clone(), Arc::clone(&head_slot));
         let options = GetOptions {
             range: Some(GetRange::Bounded(range.clone())),
             if_match: if_match.clone(),
@@ -43,28 +53,66 @@ fn fetch_range(
         async move {
             let result = store.get_opts(&path, options).await?;
             let object = result.meta.clone();
+            let reports = result.extensions.get::<ResponseChecksums>().is_some();
             let bytes = crate::client::read_verified(result).await?;
-            *meta_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(object);
+            *head_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some((object, reports));
             Ok(bytes)
         }
     });
     let fetching = context.dispatcher.start("get", path.as_ref(), call, run);
-    async move {
+    Box::pin(async move {
         let bytes = fetching.await?;
-        let meta = meta
+        let (meta, reports_checksums) = head
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
             .expect("a successful attempt records the metadata");
-        Ok((bytes, meta, attempts.load(Ordering::Relaxed)))
-    }
+        Ok(Fetched {
+            bytes,
+            meta,
+            attempts: attempts.load(Ordering::Relaxed),
+            reports_checksums,
+        })
+    })
+}
+
+/// The checksums stored with the object (a HEAD of the version being downloaded), queued at
+/// once.
+fn fetch_checksums(
+    context: &TransferContext,
+    path: &Path,
+    if_match: Option<String>,
+    call: &CallOptions,
+) -> BoxFuture<'static, TaskResult<ResponseChecksums>> {
+    let (store, location) = (Arc::clone(&context.store), path.clone());
+    let run = attempt(move || {
+        let (store, path) = (Arc::clone(&store), location.clone());
+        let options = GetOptions {
+            head: true,
+            if_match: if_match.clone(),
+            ..GetOptions::default()
+        };
+        async move {
+            let result = store.get_opts(&path, options).await?;
+            Ok(result
+                .extensions
+                .get::<ResponseChecksums>()
+                .cloned()
+                .unwrap_or_default())
+        }
+    });
+    context.dispatcher.start("head", path.as_ref(), call, run)
 }
 
 /// Downloads `path` into `sink`: the first range tells the object's size and ETag, the rest
 /// go as ranged GETs (`If-Match` on that ETag) through the pool, as many at once as the pool
-/// and the byte budget allow, each retried alone; ranges are written in order. The length
-/// of every range is checked, and a single-part S3 object's MD5 against its ETag as the
-/// bytes are written.
+/// and the byte budget allow, each retried alone; ranges are written in order.
+///
+/// Every range's length is checked. The whole object is checked as it is written: against
+/// the full-object CRC stored with it when the store reports checksums (a HEAD asks, while
+/// the ranges are fetched), else against the MD5 of a single-part S3 ETag; a multipart
+/// object on a store that reports no full-object checksum is checked by length only. An
+/// object that fits in the first range was checked whole by that read.
 pub(crate) async fn download<W: AsyncWrite + Unpin + Send>(
     context: &TransferContext,
     path: &Path,
@@ -74,20 +122,23 @@ pub(crate) async fn download<W: AsyncWrite + Unpin + Send>(
     let part = context.part_size;
     let meter = Meter::new(None, call.progress.clone());
     let first_permit = context.budget.acquire(part).await;
-    let (first, meta, attempts) = match fetch_range(context, path, 0..part, None, call).await {
+    let first = match fetch_range(context, path, 0..part, None, call).await {
         Ok(first) => first,
         Err(error) => return empty_object_or(context, path, call, error).await,
     };
+    let meta = first.meta.clone();
     let total = meta.size;
     meter.set_total(total);
-    let mut whole = Verifier::new(&meta, &(0..total));
-    write(sink, &first, &mut whole).await?;
-    drop(first_permit);
-    meter.piece_done(first.len() as u64, attempts);
-    drop(first);
+    // Several ranges: ask the store for the whole object's checksum while they are fetched.
+    let several = (first.bytes.len() as u64) < total;
+    let mut stored_checksums = (several && first.reports_checksums)
+        .then(|| fetch_checksums(context, path, meta.e_tag.clone(), call));
+    let mut whole: Option<Verifier> = None;
 
-    let mut next = part.min(total);
-    let mut in_flight = FuturesOrdered::new();
+    let mut next = (first.bytes.len() as u64).min(total);
+    let mut in_flight: FuturesOrdered<BoxFuture<'_, _>> = FuturesOrdered::new();
+    let ready = (Ok(first), first_permit);
+    in_flight.push_back(Box::pin(future::ready(ready)));
     while next < total || !in_flight.is_empty() {
         // Take budget for the next range unless a finished one is ready to be written. Budget
         // is taken in range order, so the range to be written next already has its own, and
@@ -111,29 +162,33 @@ pub(crate) async fn download<W: AsyncWrite + Unpin + Send>(
         };
         match step {
             Either::Left((fetched, permit)) => {
-                let (bytes, attempts): (Bytes, u64) = fetched?;
-                write(sink, &bytes, &mut whole).await?;
-                meter.piece_done(bytes.len() as u64, attempts);
-                drop((bytes, permit));
+                let fetched: Fetched = fetched?;
+                let verifier = match &mut whole {
+                    Some(verifier) => verifier,
+                    None => whole.insert(match stored_checksums.take() {
+                        Some(head) => Verifier::whole(&meta, Some(&head.await?)),
+                        None if fetched.bytes.len() as u64 == total => Verifier::length(&meta),
+                        None => Verifier::whole(&meta, None),
+                    }),
+                };
+                write(sink, &fetched.bytes, verifier).await?;
+                meter.piece_done(fetched.bytes.len() as u64, fetched.attempts);
+                drop((fetched, permit));
             }
             Either::Right(permit) => {
                 let range = next..(next + part).min(total);
                 next = range.end;
                 let fetching = fetch_range(context, path, range, meta.e_tag.clone(), call);
-                in_flight.push_back(async move {
-                    let fetched = fetching.await;
-                    (
-                        fetched.map(|(bytes, _, attempts)| (bytes, attempts)),
-                        permit,
-                    )
-                });
+                in_flight.push_back(Box::pin(async move { (fetching.await, permit) }));
             }
         }
     }
     sink.flush().await.map_err(io_failure)?;
-    whole
-        .finish(true)
-        .map_err(|error| failed(IntegrityError::into_store_error(error)))?;
+    if let Some(mut whole) = whole {
+        whole
+            .finish(true)
+            .map_err(|error| failed(IntegrityError::into_store_error(error)))?;
+    }
     Ok(meter.summary(meta.e_tag))
 }
 

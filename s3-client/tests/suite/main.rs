@@ -9,6 +9,7 @@ mod bodies;
 #[cfg(all(feature = "aws-sdk", feature = "testing"))]
 mod bucket_admin;
 mod chaos;
+mod checksums;
 mod client;
 mod conformance;
 mod extremes;

@@ -9,42 +9,9 @@ use object_store::path::Path;
 use s3_client::testing::{InjectedResponse, S3TestServer};
 use s3_client::{S3Client, TransferProgress};
 
-use crate::support::random_bytes;
+use crate::support::{random_bytes, Sink};
 
 const PART: usize = 5 * 1024 * 1024;
-
-/// An `AsyncWrite` into shared memory.
-#[derive(Clone, Default)]
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl Sink {
-    fn bytes(&self) -> Vec<u8> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
-impl tokio::io::AsyncWrite for Sink {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        std::task::Poll::Ready(Ok(buf.len()))
-    }
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-}
 
 fn client(server: &S3TestServer) -> S3Client {
     s3_client::S3ClientBuilder::from_url(&server.connection_string())
@@ -89,14 +56,15 @@ async fn an_upload_resends_only_the_failed_part_and_a_download_only_the_failed_r
 
     let sink = Sink::default();
     let sent_before = server.faults().bytes_sent();
+    let retries_before = client.stats().unwrap().retries;
+    // After the first range, a HEAD (for a stored checksum) and the other ranges go at
+    // once: one of them fails once.
     server.faults().fail_after(1, 1, InjectedResponse::SlowDown);
     let downloaded = client.download_to(&path, sink.clone()).await.unwrap();
     assert!(sink.bytes() == body, "the download differs");
-    assert_eq!(
-        (downloaded.pieces, downloaded.retries),
-        (4, 1),
-        "{downloaded:?}"
-    );
+    assert_eq!(downloaded.pieces, 4, "{downloaded:?}");
+    assert_eq!(client.stats().unwrap().retries - retries_before, 1);
+    assert!(downloaded.retries <= 1, "{downloaded:?}");
     let sent = server.faults().bytes_sent() - sent_before;
     assert!(sent <= body.len() as u64 + PART as u64, "{sent}");
     assert_eq!(server.pending_uploads(), 0);
