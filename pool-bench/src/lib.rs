@@ -12,6 +12,12 @@
 //!   `buffer_unordered`, `tower::limit::ConcurrencyLimit`, channel-fed workers and a minimal
 //!   priority pool ([`Peer`]) on no-op and latency-bound workloads, wall-clock and CPU time
 //!   ([`Stopwatch`]), and the memory of a queued or parked task ([`run_overhead`]).
+//! - **Transfers** (`cargo xtask bench-transfer`, feature `s3-loopback`): one large object
+//!   and many small ones, up and down over the in-process S3 server, s3pool's transfers
+//!   beside bare object_store idioms, with and without injected failures
+//!   ([`run_transfer`]).
+//!
+//! Every benchmark measures in fresh child processes of its own binary ([`run_child`]).
 //!
 //! ```
 //! # fn main() -> Result<(), pool_bench::BenchError> {
@@ -38,6 +44,8 @@ mod overhead;
 mod payload;
 mod report;
 mod stats;
+#[cfg(feature = "s3-loopback")]
+mod transfer;
 
 pub use backend::Backend;
 pub use case::{
@@ -61,3 +69,9 @@ pub use overhead::{
 pub use payload::{build_payload, BYTES_PER_POSITION};
 pub use report::{CaseResult, FailedCase, MatrixReport, HEADLINE, POOLED_PEAK_GOAL_MB};
 pub use stats::Summary;
+#[cfg(feature = "s3-loopback")]
+pub use transfer::{
+    measure_transfer, run_transfer, Direction, Goal, Scenario, ServerDelta, TransferEngine,
+    TransferGoals, TransferMeasurement, TransferOptions, TransferReport, TransferRow, TransferRun,
+    TransferSpec, Workload,
+};

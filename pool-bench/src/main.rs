@@ -35,6 +35,72 @@ enum Command {
     QueuedBytes(QueuedArgs),
     /// Rewrite results.csv, results.md and the charts from a directory's results.json.
     Render(RenderArgs),
+    /// Large and many objects up and down over the loopback S3 server, s3pool beside bare
+    /// object_store, with and without injected failures; writes results.json and results.md.
+    #[cfg(feature = "s3-loopback")]
+    Transfer(TransferArgs),
+    /// Run one transfer in this process and print it as one JSON line (used by `transfer`).
+    #[cfg(feature = "s3-loopback")]
+    TransferCase(TransferCaseArgs),
+}
+
+#[cfg(feature = "s3-loopback")]
+#[derive(Debug, Args)]
+struct TransferArgs {
+    /// A 128 MiB object and 128 × 1 MiB objects, one round (about a minute once built).
+    #[arg(long)]
+    quick: bool,
+    /// Size of the large object, MiB (default 1024; 128 with --quick).
+    #[arg(long)]
+    large_mib: Option<u64>,
+    /// Objects of the many-objects workload (default 1000; 128 with --quick).
+    #[arg(long)]
+    objects: Option<usize>,
+    /// Size of each of them, KiB (default 1024).
+    #[arg(long)]
+    object_kib: Option<u64>,
+    /// Requests in flight at most, both engines (default 16).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Part and range size, MiB (default 8; at least 5).
+    #[arg(long)]
+    part_mib: Option<u64>,
+    /// s3pool's max_bytes_in_flight, MiB (default 128).
+    #[arg(long)]
+    budget_mib: Option<u64>,
+    /// Share of requests failed in the faults scenario (default 0.01).
+    #[arg(long)]
+    fault_rate: Option<f64>,
+    /// Interleaved rounds (default 3; 1 with --quick).
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Workloads: large, many.
+    #[arg(long, value_delimiter = ',')]
+    workloads: Vec<pool_bench::Workload>,
+    /// Directions: upload, download.
+    #[arg(long, value_delimiter = ',')]
+    directions: Vec<pool_bench::Direction>,
+    /// Scenarios: clean, faults.
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Vec<pool_bench::Scenario>,
+    /// Engines: s3pool, object-store.
+    #[arg(long, value_delimiter = ',')]
+    engines: Vec<pool_bench::TransferEngine>,
+    /// Store the objects downloads read without a CRC64NVME (s3pool then checks the MD5 of
+    /// their ETags instead).
+    #[arg(long)]
+    no_seed_checksum: bool,
+    /// Output directory.
+    #[arg(long, default_value = "target/bench-transfer")]
+    out: PathBuf,
+}
+
+#[cfg(feature = "s3-loopback")]
+#[derive(Debug, Args)]
+struct TransferCaseArgs {
+    /// The run, as JSON (a `TransferSpec`).
+    #[arg(long)]
+    spec: String,
 }
 
 #[derive(Debug, Args)]
@@ -167,6 +233,13 @@ fn run(command: Command) -> Result<(), BenchError> {
             print!("{}", report.summary());
             Ok(())
         }
+        #[cfg(feature = "s3-loopback")]
+        Command::Transfer(args) => transfer_command(args),
+        #[cfg(feature = "s3-loopback")]
+        Command::TransferCase(args) => {
+            let spec: pool_bench::TransferSpec = serde_json::from_str(&args.spec)?;
+            print_result(&pool_bench::measure_transfer(&spec)?)
+        }
         Command::QueuedBytes(args) => {
             let waiting = if args.parked {
                 Waiting::Parked
@@ -287,6 +360,53 @@ fn overhead_command(args: OverheadArgs) -> Result<(), BenchError> {
     print!("{}", report.summary());
     println!("Wrote {}", path.display());
     Ok(())
+}
+
+#[cfg(feature = "s3-loopback")]
+fn transfer_command(args: TransferArgs) -> Result<(), BenchError> {
+    const MIB: u64 = 1024 * 1024;
+    let mut options = if args.quick {
+        pool_bench::TransferOptions::quick()
+    } else {
+        pool_bench::TransferOptions::default()
+    };
+    let set = |slot: &mut u64, value: Option<u64>, unit: u64| {
+        if let Some(value) = value {
+            *slot = value.saturating_mul(unit);
+        }
+    };
+    set(&mut options.large_bytes, args.large_mib, MIB);
+    set(&mut options.object_bytes, args.object_kib, 1024);
+    set(&mut options.part_bytes, args.part_mib, MIB);
+    set(&mut options.budget_bytes, args.budget_mib, MIB);
+    options.objects = args.objects.unwrap_or(options.objects);
+    options.concurrency = args.concurrency.unwrap_or(options.concurrency);
+    options.fault_rate = args.fault_rate.unwrap_or(options.fault_rate);
+    options.rounds = args.rounds.unwrap_or(options.rounds);
+    if !args.workloads.is_empty() {
+        options.workloads = args.workloads;
+    }
+    if !args.directions.is_empty() {
+        options.directions = args.directions;
+    }
+    if !args.scenarios.is_empty() {
+        options.scenarios = args.scenarios;
+    }
+    if !args.engines.is_empty() {
+        options.engines = args.engines;
+    }
+    options.seed_checksum = !args.no_seed_checksum;
+    let report = pool_bench::run_transfer(&options, &this_binary()?, &args.out)?;
+    print!("{}", report.markdown());
+    println!("Wrote {0}/results.json, {0}/results.md", args.out.display());
+    if report.failures.is_empty() {
+        Ok(())
+    } else {
+        Err(BenchError::Child {
+            case: format!("{} transfer runs", report.failures.len()),
+            reason: "failed (see above and results.md)".to_owned(),
+        })
+    }
 }
 
 /// This binary: child processes run it again with another subcommand.

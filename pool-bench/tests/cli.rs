@@ -86,3 +86,45 @@ fn queued_bytes_reports_a_delta_and_runs_every_task() {
     assert!(queued.rss_queued_bytes >= queued.rss_before_bytes);
     assert!(queued.handle_bytes > 0);
 }
+
+#[test]
+#[cfg(all(target_os = "linux", feature = "s3-loopback"))]
+fn a_small_transfer_run_checks_content_and_writes_its_report() {
+    let out = tempfile::tempdir().unwrap();
+    let status = pool_bench()
+        .args([
+            "transfer",
+            "--large-mib",
+            "11",
+            "--objects",
+            "6",
+            "--object-kib",
+            "300",
+        ])
+        .args(["--part-mib", "5", "--concurrency", "4", "--rounds", "1"])
+        .args(["--fault-rate", "0.05"])
+        .arg("--out")
+        .arg(out.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let json = std::fs::read_to_string(out.path().join("results.json")).unwrap();
+    let report: pool_bench::TransferReport = serde_json::from_str(&json).unwrap();
+    // 2 workloads × 2 directions × 2 scenarios × 2 engines, one round.
+    assert_eq!(report.runs.len(), 16);
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    for run in &report.runs {
+        assert_eq!(run.mismatches, 0, "{run:?}");
+        assert_eq!(run.leftover_uploads, 0, "{run:?}");
+        assert!(run.measurement.wall_ms > 0.0);
+    }
+    assert!(report.runs.iter().any(|run| run.server.injected > 0));
+    let markdown = std::fs::read_to_string(out.path().join("results.md")).unwrap();
+    assert!(markdown.contains("## Goals"));
+    let leftovers: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .filter(|name| name.to_string_lossy().starts_with("transfer-data-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}

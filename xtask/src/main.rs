@@ -9,6 +9,9 @@
 //! - `cargo xtask model-check [--deep]`: pool-core's engine under the shuttle model checker
 //!   (`cargo xtask test` runs the bounded budget; `--deep` runs five minutes per scheduler on
 //!   an optimised build).
+//! - `cargo xtask bench-transfer`: one 1 GiB object and 1,000 × 1 MiB objects up and down
+//!   over the in-process S3 server, s3pool beside bare object_store, with 1 % of requests
+//!   failing too; results in `target/bench-transfer/` (`--quick` for a minute-long run).
 //! - `cargo xtask soak`: ten minutes of mixed load through the chaos store with the adaptive
 //!   tuner on; prints the RSS slope and fails on any failure that was not injected.
 //! - `cargo xtask tune`: pool-tuning's shipped scenarios with every tuner on three seeds
@@ -20,6 +23,7 @@ use clap::{Parser, Subcommand};
 
 mod bench_matrix;
 mod bench_overhead;
+mod bench_transfer;
 mod model_check;
 mod moto;
 mod soak;
@@ -43,6 +47,8 @@ enum Task {
     BenchOverhead(bench_matrix::BenchArgs),
     /// Check pool-core's engine under the shuttle model checker (`--deep` for a long run).
     ModelCheck(model_check::ModelCheckArgs),
+    /// Large and many objects up and down, s3pool beside bare object_store (`--help`).
+    BenchTransfer(bench_matrix::BenchArgs),
     /// Soak: mixed load through the chaos store with the tuner on (default 10 minutes).
     Soak(soak::SoakArgs),
     /// Simulate every shipped scenario with every tuner on three seeds; check the ranges.
@@ -56,6 +62,7 @@ fn main() -> ExitCode {
         Task::BenchMatrix(args) => bench_matrix::run(&args),
         Task::BenchOverhead(args) => bench_overhead::run(&args),
         Task::ModelCheck(args) => model_check::run(&args),
+        Task::BenchTransfer(args) => bench_transfer::run(&args),
         Task::Soak(args) => soak::run(&args),
         Task::Tune(args) => tune::run(&args),
     };
