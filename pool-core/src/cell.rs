@@ -20,20 +20,13 @@ use std::time::Duration;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::engine::ending::TaskEnd;
-use crate::engine::job::{ErasedTask, Start};
+use crate::engine::job::{CancelSink, ErasedTask, Start};
 use crate::engine::timeline::Timeline;
 use crate::error::TaskError;
 use crate::observer::TaskInfo;
 use crate::sync::{AtomicU32, Mutex, MutexGuard};
 use crate::task::{ErrorClass, Metadata, TaskId, TaskOptions};
 use crate::unwind::drop_contained;
-
-/// What a task needs of the engine: to hear that its token fired, so a queued or parked
-/// task ends `Cancelled` at once. The engine implements it; the task holds it weakly.
-pub(crate) trait CancelSink: Send + Sync {
-    /// The token of task `id` fired.
-    fn cancelled(&self, id: TaskId);
-}
 
 /// The handle's view of a task: its types known, its closure hidden.
 pub(crate) trait ResultSlot<T, E>: Send + Sync {

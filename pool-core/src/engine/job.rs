@@ -1,8 +1,10 @@
-//! The engine's view of a task: [`ErasedTask`], a task with its closure, output and error
-//! types hidden, and [`Job`], a task out of the queue that must be resolved.
+//! What the engine and a task know of each other: [`ErasedTask`], a task with its closure,
+//! output and error types hidden, as the engine holds it; [`Job`], a task out of the queue
+//! that must be resolved; and [`CancelSink`], all a task knows of the engine.
 //!
-//! The concrete task (`crate::cell::TaskCell`) implements the trait; the engine never names it,
-//! and the task knows of the engine only the narrow [`CancelSink`](crate::cell::CancelSink).
+//! The concrete task (`TaskCell`, in `cell.rs`) implements `ErasedTask` and calls
+//! `CancelSink`; the engine never names it, so dependencies point one way: the cell on the
+//! engine's interfaces.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -61,6 +63,13 @@ pub(crate) trait ErasedTask: Send + Sync {
     fn store_timeline(&self, timeline: Timeline);
     /// Ends the task and wakes its handle. A second call changes nothing.
     fn resolve(&self, end: TaskEnd);
+}
+
+/// What a task needs of the engine: to hear that its token fired, so a queued or parked
+/// task ends `Cancelled` at once. The engine implements it; a task holds it weakly.
+pub(crate) trait CancelSink: Send + Sync {
+    /// The token of task `id` fired.
+    fn cancelled(&self, id: TaskId);
 }
 
 /// The engine's reference to a task.

@@ -17,7 +17,8 @@
 //! 5. [`ending`]: observers hear of the finished task, then its handle resolves.
 //!
 //! Beside the path, [`stop`] holds what cuts it short: a cancellation (the task's token calls
-//! the engine through [`CancelSink`](crate::cell::CancelSink)), `stop` and `stop_now`.
+//! the engine through [`CancelSink`](job::CancelSink)), `stop` and `stop_now`. The engine's
+//! view of a task is [`job`]: the task (`cell.rs`) depends on it, never the other way.
 //!
 //! Every state change happens under one short lock; user code (closures, futures,
 //! observers, admission policies, drops of what they own) never runs under it, and its

@@ -3,12 +3,11 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::cell::CancelSink;
 use crate::observer::Event;
 use crate::task::TaskId;
 
 use super::ending::TaskEnd;
-use super::job::Job;
+use super::job::{CancelSink, Job};
 use super::state::Place;
 use super::timeline::Timeline;
 use super::Engine;
