@@ -30,6 +30,22 @@ pub(crate) struct Batching {
     pub(crate) on: bool,
     /// Shortest time between two calls while batching.
     pub(crate) window: Duration,
+    /// No moment further ahead than this is booked.
+    pub(crate) horizon: Duration,
+}
+
+impl Batching {
+    /// The pause before the next call: the window, or, when the last call could not book
+    /// all it wanted (a key is booked up to the horizon; `slowest` is the longest interval
+    /// between two of its moments), a tenth of the horizon or four intervals, whichever is
+    /// longer — the schedule moves on by that much before there is more to book.
+    fn pause(&self, saturated: Option<Duration>) -> Duration {
+        let window = if self.on { self.window } else { Duration::ZERO };
+        match saturated {
+            Some(slowest) => window.max(self.horizon / 10).max(slowest.saturating_mul(4)),
+            None => window,
+        }
+    }
 }
 
 pub(crate) struct RateAgent<K> {
@@ -74,6 +90,7 @@ where
         let mut probe = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
         let mut round_trip = RoundTrip(0.0);
         let mut last_call: Option<Instant> = None;
+        let mut saturated = None;
         let mut down_since: Option<Instant> = None;
         loop {
             if down_since.is_some() {
@@ -88,21 +105,21 @@ where
                     () = executor.sleep(super::SWEEP_EVERY) => continue,
                 }
             }
-            if self.batching.on {
-                if let Some(next) = last_call.and_then(|at| at.checked_add(self.batching.window)) {
-                    let now = executor.now();
-                    if next > now {
-                        tokio::select! {
-                            () = self.stop.cancelled() => return,
-                            () = executor.sleep(next - now) => {}
-                        }
+            let pause = self.batching.pause(saturated);
+            if let Some(next) = last_call.and_then(|at| at.checked_add(pause)) {
+                let now = executor.now();
+                if next > now {
+                    tokio::select! {
+                        () = self.stop.cancelled() => return,
+                        () = executor.sleep(next - now) => {}
                     }
                 }
             }
             let started = executor.now();
             last_call = Some(started);
             match self.call(down_since.is_some()).await {
-                Ok(()) => {
+                Ok(full) => {
+                    saturated = full;
                     let took = executor.now().saturating_duration_since(started);
                     let recheck = (round_trip.record(took)
                         + if self.batching.on {
@@ -137,8 +154,10 @@ where
     }
 
     /// Reports throttled keys, then books what is wanted. A probe (while Redis is down)
-    /// books nothing if nothing is wanted: an empty call still answers.
-    async fn call(&mut self, probing: bool) -> Result<(), redis::RedisError> {
+    /// books nothing if nothing is wanted: an empty call still answers. If some key got fewer
+    /// moments than it asked for (it is booked up to the horizon), the longest interval
+    /// between moments of such a key.
+    async fn call(&mut self, probing: bool) -> Result<Option<Duration>, redis::RedisError> {
         let (throttled, wants) = self.take_work();
         for text in &throttled {
             let limit = {
@@ -161,7 +180,7 @@ where
             }
         }
         if wants.is_empty() && !probing {
-            return Ok(());
+            return Ok(None);
         }
         self.shared.calls.fetch_add(1, Ordering::Relaxed);
         let mut result = self.scripts.book(&mut self.conn, &wants).await;
@@ -171,7 +190,16 @@ where
         let booked = result?;
         let answered = self.shared.executor.now();
         let mut book = self.shared.lock();
+        let mut saturated: Option<Duration> = None;
         for (want, booked) in wants.iter().zip(booked) {
+            if booked.offsets.len() < want.count {
+                let interval = Duration::try_from_secs_f64(1.0 / booked.rate.max(1e-9))
+                    .unwrap_or(Duration::MAX);
+                saturated = Some(saturated.map_or(interval, |slowest| slowest.max(interval)));
+            }
+            self.shared
+                .moments
+                .fetch_add(booked.offsets.len() as u64, Ordering::Relaxed);
             if let Some(cell) = book.cells.get_mut(&want.text) {
                 cell.rate = Some(booked.rate);
                 // Offsets from Redis' now, counted from when the answer arrived: moments fall
@@ -184,7 +212,7 @@ where
                 );
             }
         }
-        Ok(())
+        Ok(saturated)
     }
 
     fn take_work(&self) -> (Vec<String>, Vec<Want>) {

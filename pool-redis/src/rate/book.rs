@@ -49,6 +49,7 @@ pub(crate) struct Cell {
 struct Waiter {
     priority: i32,
     seq: u64,
+    since: Instant,
     last_seen: Instant,
 }
 
@@ -66,31 +67,37 @@ impl Cell {
     }
 
     /// The task's turn: its assigned moment, a spare one, or "asked" (it now waits for one).
-    /// `latest`: a moment later than this is not taken (it stays for another task).
+    /// With `max_wait`, a moment further away, or a wait for a moment longer than that, is
+    /// refused: `Err` says how long the task would wait at least (a refused moment stays for
+    /// another task).
     pub(crate) fn turn(
         &mut self,
         task: TaskId,
         priority: i32,
         now: Instant,
         seq: u64,
-        latest: Option<Instant>,
-    ) -> Result<Turn, Instant> {
+        max_wait: Option<Duration>,
+    ) -> Result<Turn, Duration> {
         self.last_used = now;
+        let too_far = |at: Instant| {
+            let wait = at.saturating_duration_since(now);
+            max_wait.is_some_and(|max| wait > max).then_some(wait)
+        };
         if let Some(&at) = self.assigned.get(&task) {
             if at <= now {
                 self.assigned.remove(&task);
                 return Ok(Turn::Go);
             }
-            if latest.is_some_and(|latest| at > latest) {
+            if let Some(wait) = too_far(at) {
                 self.assigned.remove(&task);
                 self.spare.push_front(at);
-                return Err(at);
+                return Err(wait);
             }
             return Ok(Turn::At(at));
         }
         if let Some(&at) = self.spare.front() {
-            if latest.is_some_and(|latest| at > latest) {
-                return Err(at);
+            if let Some(wait) = too_far(at) {
+                return Err(wait);
             }
             self.spare.pop_front();
             self.waiting.remove(&task);
@@ -100,14 +107,19 @@ impl Cell {
             self.assigned.insert(task, at);
             return Ok(Turn::At(at));
         }
-        self.waiting
-            .entry(task)
-            .and_modify(|waiter| waiter.last_seen = now)
-            .or_insert(Waiter {
-                priority,
-                seq,
-                last_seen: now,
-            });
+        let waiter = self.waiting.entry(task).or_insert(Waiter {
+            priority,
+            seq,
+            since: now,
+            last_seen: now,
+        });
+        waiter.last_seen = now;
+        let waited = now.saturating_duration_since(waiter.since);
+        if let Some(max) = max_wait.filter(|max| waited > *max) {
+            // Booked up to the horizon by others all along: refuse rather than wait longer.
+            self.waiting.remove(&task);
+            return Err(max);
+        }
         Ok(Turn::Asked)
     }
 
@@ -254,11 +266,25 @@ mod tests {
         cell.deliver([far]);
         assert_eq!(cell.demand(now), 0);
         assert_eq!(
-            cell.turn(TaskId(1), 0, now, 1, Some(now + Duration::from_secs(1))),
-            Err(far)
+            cell.turn(TaskId(1), 0, now, 1, Some(Duration::from_secs(1))),
+            Err(Duration::from_secs(10))
         );
         assert_eq!(cell.booked(), 1, "the moment stays for another task");
         assert_eq!(cell.turn(TaskId(2), 0, now, 2, None), Ok(Turn::At(far)));
+    }
+
+    #[test]
+    fn a_task_that_waits_for_a_moment_longer_than_max_wait_is_refused() {
+        let now = Instant::now();
+        let max = Some(Duration::from_millis(100));
+        let mut cell = cell(now);
+        assert_eq!(cell.turn(TaskId(1), 0, now, 1, max), Ok(Turn::Asked));
+        let later = now + Duration::from_millis(101);
+        assert_eq!(
+            cell.turn(TaskId(1), 0, later, 1, max),
+            Err(Duration::from_millis(100))
+        );
+        assert_eq!(cell.demand(later), 0, "it no longer waits");
     }
 
     #[test]

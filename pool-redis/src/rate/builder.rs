@@ -89,6 +89,7 @@ where
             batching: Batching {
                 on: true,
                 window: Duration::from_millis(1),
+                horizon: Duration::from_millis(100),
             },
             fail_mode: FailMode::Open,
             io_timeout: Duration::from_secs(1),
@@ -105,8 +106,9 @@ where
         self
     }
 
-    /// Rejects (with `RejectionKind::RateLimited`) an attempt whose turn is further away than
-    /// this. Default: waits as long as needed.
+    /// Rejects (with `RejectionKind::RateLimited`) an attempt whose booked moment is further
+    /// away than this, or that has waited this long for a moment (its key booked up to the
+    /// horizon by others all along). Default: waits as long as needed.
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
         self.max_wait = Some(max_wait);
         self
@@ -123,7 +125,17 @@ where
     /// one — with calls at least `window` apart (default on, 1 ms; at most 1 s). Off: one
     /// moment per call, as soon as a task asks (more calls, a little less latency when idle).
     pub fn batching(mut self, on: bool, window: Duration) -> Self {
-        self.batching = Batching { on, window };
+        self.batching.on = on;
+        self.batching.window = window;
+        self
+    }
+
+    /// Books no moment further ahead than this (default 100 ms; from 1 ms to 1 min). A
+    /// process does not hold a long run of a key's moments that other processes could share,
+    /// and a throttled key voids at most this much booked at the old rate. Tasks of a key
+    /// booked up to the horizon wait (parked) for the next call, a tenth of it later.
+    pub fn booking_horizon(mut self, horizon: Duration) -> Self {
+        self.batching.horizon = horizon;
         self
     }
 
@@ -173,6 +185,12 @@ where
                 self.batching.window
             ));
         }
+        if !(Duration::from_millis(1)..=Duration::from_secs(60)).contains(&self.batching.horizon) {
+            return invalid(format!(
+                "the booking horizon must be from 1 ms to 1 min, got {:?}",
+                self.batching.horizon
+            ));
+        }
         if !(Duration::from_millis(1)..=Duration::from_secs(60)).contains(&self.io_timeout) {
             return invalid(format!(
                 "I/O timeout must be from 1 ms to 1 min, got {:?}",
@@ -193,7 +211,13 @@ where
         let executor = resolve_executor(self.executor.clone())?;
         let (conn, subscriptions) = self.endpoint.connect(self.io_timeout).await?;
         let (key_prefix, channel) = keys.rate_keys();
-        let scripts = RateScripts::new(self.aimd, self.forget_idle_after, key_prefix, channel);
+        let scripts = RateScripts::new(
+            self.aimd,
+            self.forget_idle_after,
+            self.batching.horizon,
+            key_prefix,
+            channel,
+        );
         let fallback = {
             let (key_of, limit_of) = (Arc::clone(&self.key_of), Arc::clone(&self.limit_of));
             let mut local = KeyedRateLimiter::builder(
@@ -235,6 +259,7 @@ where
             down: AtomicBool::new(false),
             recheck_nanos: AtomicU64::new(1_000_000),
             calls: AtomicU64::new(0),
+            moments: AtomicU64::new(0),
             events: self.events,
         });
         let stop = CancellationToken::new();
@@ -307,6 +332,8 @@ mod tests {
             builder().batching(true, Duration::MAX),
             builder().io_timeout(Duration::ZERO),
             builder().io_timeout(Duration::MAX),
+            builder().booking_horizon(Duration::ZERO),
+            builder().booking_horizon(Duration::MAX),
             builder().adaptive(Aimd::new().decrease_factor(1.0)),
             RedisRateLimiter::s3_prefixes("redis://127.0.0.1:1", "two words", 1),
         ];
@@ -322,6 +349,8 @@ mod tests {
             builder().max_wait(Duration::ZERO),
             builder().max_wait(Duration::MAX),
             builder().io_timeout(Duration::from_millis(1)),
+            builder().booking_horizon(Duration::from_millis(1)),
+            builder().booking_horizon(Duration::from_secs(60)),
             builder().adaptive(Aimd::new().decrease_cooldown(Duration::MAX)),
             RedisRateLimiter::s3_prefixes("redis://127.0.0.1:1", "bucket", usize::MAX),
         ];

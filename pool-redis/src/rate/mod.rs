@@ -92,6 +92,7 @@ pub(crate) struct Shared<K> {
     /// booking round trip plus the batch window.
     recheck_nanos: AtomicU64,
     calls: AtomicU64,
+    moments: AtomicU64,
     events: EventSink,
 }
 
@@ -117,6 +118,8 @@ pub struct RateStatus {
     pub booked: usize,
     /// Booking and throttling script calls made so far (for the cost per task).
     pub calls: u64,
+    /// Moments booked in Redis so far by this process.
+    pub moments: u64,
     /// Whether Redis answered the last call.
     pub available: bool,
 }
@@ -146,6 +149,7 @@ where
             keys: book.cells.len(),
             booked: book.cells.values().map(Cell::booked).sum(),
             calls: shared.calls.load(Ordering::Relaxed),
+            moments: shared.moments.load(Ordering::Relaxed),
             available: !shared.down.load(Ordering::Relaxed),
         }
     }
@@ -182,9 +186,8 @@ where
     K: std::hash::Hash + Eq + Clone + fmt::Display + Send + Sync + 'static,
 {
     /// The task's turn under `key`, from the local book (never waits).
-    fn turn(&self, task: &TaskInfo, key: &K, now: Instant) -> Result<Turn, Instant> {
+    fn turn(&self, task: &TaskInfo, key: &K, now: Instant) -> Result<Turn, Duration> {
         let text = key.to_string();
-        let latest = self.max_wait.and_then(|wait| now.checked_add(wait));
         let mut book = self.lock();
         if book.cleared.contains_key(&task.id) {
             // Cleared before, then held back by another policy: its moment is still in hand.
@@ -204,18 +207,17 @@ where
             .cells
             .entry(text)
             .or_insert_with(|| Cell::new((self.limit_of)(key), now));
-        let turn = cell.turn(task.id, task.priority, now, seq, latest)?;
+        let turn = cell.turn(task.id, task.priority, now, seq, self.max_wait)?;
         if turn == Turn::Go {
             book.cleared.insert(task.id, now);
         }
         Ok(turn)
     }
 
-    fn too_far(now: Instant, at: Instant) -> Rejection {
-        let wait = at.saturating_duration_since(now);
+    fn too_far(wait: Duration) -> Rejection {
         Rejection::new(
             RejectionKind::RateLimited,
-            format!("the shared rate limit would make this attempt wait {wait:?}"),
+            format!("the shared rate limit would make this attempt wait at least {wait:?}"),
         )
         .retry_after(wait)
     }
@@ -260,7 +262,7 @@ where
             if let Some(cell) = self.lock().cells.get_mut(&text) {
                 cell.give_back(at);
             }
-            return Err(Self::too_far(now, at));
+            return Err(Self::too_far(at.saturating_duration_since(now)));
         }
         if at > now {
             self.executor.sleep(at - now).await;
@@ -307,7 +309,7 @@ where
                 // Back about when the batch has been booked.
                 Precheck::ParkUntil(now.checked_add(shared.recheck()).unwrap_or(now))
             }
-            Err(at) => Precheck::Reject(Shared::<K>::too_far(now, at)),
+            Err(wait) => Precheck::Reject(Shared::<K>::too_far(wait)),
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::endpoint::Connection;
 /// Shared first part: time, settings, and the functions that load, pace and save a key.
 /// ARGV[1] adaptive (0/1), ARGV[2] decrease factor, ARGV[3] decrease cool-down µs,
 /// ARGV[4] increase fraction, ARGV[5] increase interval µs, ARGV[6] minimum fraction,
-/// ARGV[7] how long an idle key is kept, ms.
+/// ARGV[7] how long an idle key is kept, ms, ARGV[8] the booking horizon, µs.
 const PRELUDE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -30,6 +30,7 @@ local adaptive = ARGV[1] == '1'
 local dec_factor, cooldown = tonumber(ARGV[2]), tonumber(ARGV[3])
 local inc_frac, inc_interval = tonumber(ARGV[4]), tonumber(ARGV[5])
 local min_frac, idle_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
+local horizon = tonumber(ARGV[8])
 local function load(key, ceiling)
   local f = redis.call('HMGET', key, 'tat', 'rate', 'origin', 'last_dec')
   local s = {tat = tonumber(f[1]) or now, rate = tonumber(f[2]) or ceiling,
@@ -65,34 +66,39 @@ local function save(key, s, ceiling)
 end
 "#;
 
-/// Books moments: for each key KEYS[i], ARGV[7 + 3i - 2 .. 7 + 3i] are how many moments it
-/// wants, its configured rate and its burst. Returns, per key, `rate × 1000`, the count, and
-/// that many offsets (µs from Redis' now) in order.
+/// Books moments: for each key KEYS[i], ARGV[8 + 3i - 2 .. 8 + 3i] are how many moments it
+/// wants, its configured rate and its burst. No moment further than the horizon is booked (a
+/// process does not hold a long run of moments that others could share, or that throttling
+/// would void). Returns, per key, `rate × 1000`, the count, and that many offsets (µs from
+/// Redis' now) in order.
 const BOOK: &str = r#"
 local reply = {}
 for i = 1, #KEYS do
-  local base = 7 + (i - 1) * 3
+  local base = 8 + (i - 1) * 3
   local want, ceiling, burst = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
   local s = load(KEYS[i], ceiling)
   local interval, tolerance = pace(s, ceiling, burst)
-  table.insert(reply, math.floor(s.rate * 1000))
-  table.insert(reply, want)
+  local offsets = {}
   for _ = 1, want do
     local moment = math.max(now, s.tat - tolerance)
+    if moment - now > horizon then break end
     s.tat = s.tat + interval
-    table.insert(reply, math.floor(moment - now))
+    table.insert(offsets, math.floor(moment - now))
   end
+  table.insert(reply, math.floor(s.rate * 1000))
+  table.insert(reply, #offsets)
+  for _, offset in ipairs(offsets) do table.insert(reply, offset) end
   save(KEYS[i], s, ceiling)
 end
 return reply
 "#;
 
-/// A throttled attempt on KEYS[1] (ARGV[8] its configured rate, ARGV[9] its burst,
-/// ARGV[10] the channel, ARGV[11] the key as published): lowers the rate unless it was
+/// A throttled attempt on KEYS[1] (ARGV[9] its configured rate, ARGV[10] its burst,
+/// ARGV[11] the channel, ARGV[12] the key as published): lowers the rate unless it was
 /// lowered within the cool-down, restarts the schedule one interval from now without a
 /// burst, and publishes the key. Returns `{rate × 1000, changed}`.
 const THROTTLED: &str = r#"
-local ceiling, burst = tonumber(ARGV[8]), tonumber(ARGV[9])
+local ceiling, burst = tonumber(ARGV[9]), tonumber(ARGV[10])
 local s = load(KEYS[1], ceiling)
 local changed = 0
 if adaptive and not (s.last_dec and now - s.last_dec < cooldown) then
@@ -103,7 +109,7 @@ if adaptive and not (s.last_dec and now - s.last_dec < cooldown) then
     s.rate = lowered
     local interval, tolerance = pace(s, ceiling, burst)
     s.tat = now + interval + tolerance
-    redis.call('PUBLISH', ARGV[10], ARGV[11])
+    redis.call('PUBLISH', ARGV[11], ARGV[12])
   end
   save(KEYS[1], s, ceiling)
 end
@@ -129,7 +135,7 @@ pub(crate) struct Booked {
 /// The scripts of one limit, with its AIMD settings.
 #[derive(Debug, Clone)]
 pub(crate) struct RateScripts {
-    settings: [String; 7],
+    settings: [String; 8],
     key_prefix: String,
     channel: String,
     book: Script,
@@ -141,6 +147,7 @@ impl RateScripts {
     pub(crate) fn new(
         aimd: Option<Aimd>,
         idle: Duration,
+        horizon: Duration,
         key_prefix: String,
         channel: String,
     ) -> Self {
@@ -157,6 +164,7 @@ impl RateScripts {
                 .unwrap_or(u64::MAX)
                 .min(1 << 53)
                 .to_string(),
+            micros(horizon),
         ];
         let script = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
         Self {
