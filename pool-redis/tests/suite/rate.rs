@@ -126,8 +126,9 @@ async fn limiters_in_several_processes_share_one_rate() {
     // may be a few ms late, never early — the first one too, which shortens the span.
     assert!(span >= Duration::from_millis(1_450), "{span:?}");
     // Any second: 200 at 200/s (and the burst of 1), plus those that late admissions bunch
-    // up — 10 is 50 ms of lateness on a loaded machine. Three local limits: 300.
-    assert!(most <= 211, "{most} admissions within a second");
+    // up: a task runs when the machine gets to it, and on a loaded machine that is up to a
+    // few hundred ms late (50 is 250 ms). Three local limits admit all 300 within 0.5 s.
+    assert!(most <= 250, "{most} admissions within a second");
     let calls: u64 = limiters.iter().map(|l| l.status().calls).sum();
     eprintln!("{calls} booking calls for 300 tasks");
     assert!(calls < 300, "batched: {calls} calls for 300 tasks");
