@@ -4,8 +4,11 @@
 //! a rate limit, a circuit breaker that fails fast while a backend is down, or a permit of a
 //! limit shared by many processes (e.g. on Redis). Each policy is asked after the task has a
 //! slot and before each attempt; it may admit at once, make the attempt wait, or reject the
-//! task. The permit it returns is held until the attempt ends, then dropped (which is where a
-//! global permit is released).
+//! task. The permit it returns is held until the attempt ends; then the policy learns how the
+//! attempt ended ([`Admission::complete`], as tower's retry `Policy` sees the `Result` and
+//! Vector's response future adjusts its controller) and the permit is dropped (which is
+//! where a global permit is released). A policy is one piece: what it decides before an
+//! attempt and what it learns after meet in its permit, with no observer beside it.
 //!
 //! A wait in [`Admission::acquire`] holds the task's slot. A policy that knows *when* a task
 //! may go (a rate limit) says so first, in [`Admission::precheck`]: the pool then gives the
@@ -18,6 +21,7 @@ use std::time::Duration;
 
 use crate::executor::BoxFuture;
 use crate::observer::TaskInfo;
+use crate::outcome::AttemptResult;
 
 /// Decides whether, and when, an attempt may start. See the [module docs](self).
 pub trait Admission: Send + Sync + fmt::Debug + 'static {
@@ -40,6 +44,24 @@ pub trait Admission: Send + Sync + fmt::Debug + 'static {
         let _ = task;
         Precheck::Proceed
     }
+
+    /// The attempt this policy admitted with `permit` has ended with `result`: a circuit
+    /// breaker counts it, an adaptive rate limit backs off on
+    /// [overload](AttemptResult::is_overload). The permit carries whatever the policy needs
+    /// to know which attempt it was (a probe, a key); take it back with
+    /// [`AdmissionPermit::downcast`]. The permit is dropped when this returns. Default: drops
+    /// it.
+    ///
+    /// Called once for every permit granted: right after the attempt ends and before the pool
+    /// decides what follows it, or with [`AttemptResult::Rejected`] (or `Cancelled`) when a
+    /// policy asked after this one refused the attempt (or it was cancelled) before it ran.
+    /// A permit whose runner the executor drops mid-attempt (runtime shutdown) is dropped
+    /// without a call. It runs on the pool's worker, outside the pool's lock: it must be
+    /// quick and must not block.
+    fn complete(&self, permit: AdmissionPermit, result: &AttemptResult) {
+        let _ = result;
+        drop(permit);
+    }
 }
 
 /// What [`Admission::precheck`] says of a task about to take a slot.
@@ -57,19 +79,41 @@ pub enum Precheck {
 /// Held while an attempt runs; dropping it releases whatever the policy granted.
 #[must_use = "dropping the permit releases it"]
 pub struct AdmissionPermit {
-    _held: Option<Box<dyn Any + Send>>,
+    held: Option<Box<dyn Any + Send>>,
 }
 
 impl AdmissionPermit {
     /// A permit that holds nothing (e.g. a rate limiter's: the token is spent on admission).
     pub fn empty() -> Self {
-        Self { _held: None }
+        Self { held: None }
     }
 
-    /// A permit that keeps `guard` alive until the attempt ends, then drops it.
+    /// A permit that keeps `guard` alive until the attempt ends, then drops it (after
+    /// [`Admission::complete`] has seen it, if the policy looks).
     pub fn holding(guard: impl Any + Send) -> Self {
         Self {
-            _held: Some(Box::new(guard)),
+            held: Some(Box::new(guard)),
+        }
+    }
+
+    /// The guard this permit holds, if it is a `T` (what a policy's
+    /// [`Admission::complete`] uses to learn which of its attempts ended); the permit itself
+    /// otherwise.
+    ///
+    /// ```
+    /// use pool_core::AdmissionPermit;
+    /// let permit = AdmissionPermit::holding("prefix-a");
+    /// let permit = permit.downcast::<u32>().unwrap_err();
+    /// assert_eq!(permit.downcast::<&str>().ok(), Some("prefix-a"));
+    /// assert!(AdmissionPermit::empty().downcast::<&str>().is_err());
+    /// ```
+    pub fn downcast<T: Any>(self) -> Result<T, Self> {
+        match self.held {
+            Some(held) => match held.downcast::<T>() {
+                Ok(guard) => Ok(*guard),
+                Err(held) => Err(Self { held: Some(held) }),
+            },
+            None => Err(self),
         }
     }
 }
@@ -77,7 +121,7 @@ impl AdmissionPermit {
 impl fmt::Debug for AdmissionPermit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdmissionPermit")
-            .field("holds", &self._held.is_some())
+            .field("holds", &self.held.is_some())
             .finish()
     }
 }

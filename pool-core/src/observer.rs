@@ -11,6 +11,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::outcome::{AttemptResult, Outcome};
 use crate::pool::PoolControl;
 use crate::task::{ErrorClass, Metadata, TaskId};
 
@@ -35,67 +36,6 @@ pub struct TaskInfo {
     pub priority: i32,
     /// Its labels.
     pub metadata: Metadata,
-}
-
-/// How one attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptResult {
-    /// The attempt returned a value.
-    Succeeded,
-    /// The attempt returned an error of this class.
-    Failed(ErrorClass),
-    /// The attempt ran past its timeout and was dropped.
-    TimedOut,
-    /// The attempt panicked.
-    Panicked,
-    /// The attempt was dropped by cancellation or `stop_now`.
-    Cancelled,
-    /// An admission policy refused it; the attempt never ran.
-    Rejected,
-}
-
-/// How a task ended, for metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
-pub enum Outcome {
-    /// Resolved with its value.
-    Succeeded,
-    /// Resolved with the task's own error, of this class.
-    Failed(ErrorClass),
-    /// Resolved with `TimedOut`.
-    TimedOut,
-    /// Resolved with `Panicked`.
-    Panicked,
-    /// Resolved with `Cancelled`.
-    Cancelled,
-    /// Resolved with `Stopped`.
-    Stopped,
-    /// Resolved with `RetryBudgetExhausted`.
-    RetryBudgetExhausted,
-    /// Resolved with `Rejected` by an admission policy.
-    Rejected,
-}
-
-impl Outcome {
-    /// A short, stable name (`"succeeded"`, `"failed"`, …) for metrics labels.
-    pub fn kind(self) -> &'static str {
-        match self {
-            Outcome::Succeeded => "succeeded",
-            Outcome::Failed(_) => "failed",
-            Outcome::TimedOut => "timed_out",
-            Outcome::Panicked => "panicked",
-            Outcome::Cancelled => "cancelled",
-            Outcome::Stopped => "stopped",
-            Outcome::RetryBudgetExhausted => "retry_budget_exhausted",
-            Outcome::Rejected => "rejected",
-        }
-    }
-
-    /// True only for [`Outcome::Succeeded`].
-    pub fn is_success(self) -> bool {
-        matches!(self, Outcome::Succeeded)
-    }
 }
 
 /// The whole life of a finished task, delivered with [`Event::TaskFinished`].

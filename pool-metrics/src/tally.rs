@@ -6,33 +6,11 @@ use pool_core::{ErrorClass, Outcome};
 
 use crate::record::FinishedTask;
 
-/// Every [`Outcome::kind`], in the order of [`outcome_slot`].
-pub(crate) const OUTCOME_KINDS: [&str; 8] = [
-    "succeeded",
-    "failed",
-    "timed_out",
-    "panicked",
-    "cancelled",
-    "stopped",
-    "retry_budget_exhausted",
-    "rejected",
-];
+/// Every [`Outcome::kind`], in the order of [`Outcome::index`].
+pub(crate) const OUTCOME_KINDS: [&str; 8] = Outcome::KINDS;
 
 /// Every failure class, in the order of [`class_slot`].
 pub(crate) const ERROR_CLASSES: [&str; 3] = ["retryable", "throttled", "fatal"];
-
-fn outcome_slot(outcome: Outcome) -> usize {
-    match outcome {
-        Outcome::Succeeded => 0,
-        Outcome::Failed(_) => 1,
-        Outcome::TimedOut => 2,
-        Outcome::Panicked => 3,
-        Outcome::Cancelled => 4,
-        Outcome::Stopped => 5,
-        Outcome::RetryBudgetExhausted => 6,
-        Outcome::Rejected => 7,
-    }
-}
 
 fn class_slot(class: ErrorClass) -> usize {
     match class {
@@ -59,7 +37,7 @@ pub(crate) struct Tally {
 impl Tally {
     pub(crate) fn add_task(&mut self, task: &FinishedTask) {
         self.finished += 1;
-        self.by_outcome[outcome_slot(task.outcome)] += 1;
+        self.by_outcome[task.outcome.index()] += 1;
         if let Outcome::Failed(class) = task.outcome {
             self.failed_by_class[class_slot(class)] += 1;
         }
@@ -136,26 +114,4 @@ fn non_zero(names: &[&str], counts: &[u64]) -> BTreeMap<String, u64> {
 /// `part / whole`, or `None` when `whole` is 0.
 pub(crate) fn ratio(part: u64, whole: u64) -> Option<f64> {
     (whole > 0).then(|| part as f64 / whole as f64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn outcome_kinds_match_pool_core_names() {
-        let outcomes = [
-            Outcome::Succeeded,
-            Outcome::Failed(ErrorClass::Fatal),
-            Outcome::TimedOut,
-            Outcome::Panicked,
-            Outcome::Cancelled,
-            Outcome::Stopped,
-            Outcome::RetryBudgetExhausted,
-            Outcome::Rejected,
-        ];
-        for outcome in outcomes {
-            assert_eq!(OUTCOME_KINDS[outcome_slot(outcome)], outcome.kind());
-        }
-    }
 }

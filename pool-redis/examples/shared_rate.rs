@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use pool_core::policy::{KeyedRateLimiter, KeyedRatePolicy, PolicyExt, RateLimit};
+use pool_core::policy::{KeyedRateLimiter, KeyedRatePolicy, RateLimit};
 use pool_core::{
     ErrorClass, Executor, Metadata, Pool, Retryable, TaskInfo, TaskOptions, TokioExecutor,
 };
@@ -162,7 +162,6 @@ async fn worker(job: Job) {
         .concurrency(64)
         .retries(0)
         .admission_arc(Arc::clone(&policy) as Arc<dyn pool_core::Admission>)
-        .observer_arc(Arc::clone(&policy) as Arc<dyn pool_core::Observer>)
         .build()
         .expect("pool");
     let buckets: Arc<Vec<AtomicU64>> = Arc::new(
@@ -347,7 +346,7 @@ async fn latency_and_calls(url: &str) {
         .expect("connect");
         let pool = Pool::builder()
             .concurrency(8)
-            .with_policy(&limiter)
+            .admission(limiter.clone())
             .build()
             .expect("pool");
         let cpu = cpu_time();
@@ -371,7 +370,7 @@ async fn latency_and_calls(url: &str) {
         .expect("connect");
         let pool = Pool::builder()
             .concurrency(256)
-            .with_policy(&limiter)
+            .admission(limiter.clone())
             .build()
             .expect("pool");
         let done = Arc::new(AtomicU64::new(0));

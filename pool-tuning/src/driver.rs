@@ -172,12 +172,12 @@ impl<T: Tuner + 'static> Driver<T> {
 
 fn outcome_of(result: AttemptResult) -> Option<AttemptOutcome> {
     Some(match result {
+        // Cut short or never ran: no signal about the backend's load.
+        _ if result.is_cut_short() => return None,
         AttemptResult::Succeeded => AttemptOutcome::Succeeded,
         AttemptResult::Failed(ErrorClass::Throttled) => AttemptOutcome::Throttled,
-        AttemptResult::Failed(_) | AttemptResult::Panicked => AttemptOutcome::Failed,
         AttemptResult::TimedOut => AttemptOutcome::TimedOut,
-        // Neither ran to an answer from the backend: no signal about its load.
-        AttemptResult::Cancelled | AttemptResult::Rejected => return None,
+        _ => AttemptOutcome::Failed,
     })
 }
 

@@ -17,9 +17,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use pool_core::policy::{
-    CircuitBreaker, CircuitBreakerConfig, KeyedRateLimiter, KeyedRatePolicy, PolicyExt, S3PrefixKey,
+    CircuitBreaker, CircuitBreakerConfig, KeyedRateLimiter, KeyedRatePolicy, S3PrefixKey,
 };
-use pool_core::{Admission, ConfigError, Observer, PoolBuilder};
+use pool_core::{Admission, ConfigError, PoolBuilder};
 
 /// A per-prefix rate limit behind an `Arc`, as the client keeps it.
 pub(crate) type PrefixPolicy = Arc<dyn KeyedRatePolicy<S3PrefixKey>>;
@@ -81,7 +81,7 @@ impl ProtectionSettings {
         let executor = pool.resolved_executor()?;
         if let Some(config) = self.breaker {
             let breaker = CircuitBreaker::new(config, executor.clone())?;
-            pool = pool.with_policy(&breaker);
+            pool = pool.admission(breaker.clone());
             protection.breaker = Some(breaker);
         }
         let policy: Option<PrefixPolicy> = match self.prefix_limits {
@@ -92,9 +92,7 @@ impl ProtectionSettings {
             None => None,
         };
         if let Some(policy) = policy {
-            pool = pool
-                .admission_arc(Arc::clone(&policy) as Arc<dyn Admission>)
-                .observer_arc(Arc::clone(&policy) as Arc<dyn Observer>);
+            pool = pool.admission_arc(Arc::clone(&policy) as Arc<dyn Admission>);
             protection.prefix_limits = Some(policy);
         }
         Ok((pool, protection))

@@ -3,7 +3,8 @@
 //!
 //! Admission policies run under `catch_unwind` like task code, and everything user-provided
 //! that the attempt drops (the future, an admission future, permits) is dropped with its
-//! panics contained: whatever happens, the attempt returns an [`AttemptEnd`].
+//! panics contained: whatever happens, the attempt returns an [`AttemptEnd`]. Each permit
+//! goes back to its policy with how the attempt ended ([`Admission::complete`]).
 
 use std::future::poll_fn;
 use std::sync::atomic::Ordering;
@@ -87,9 +88,32 @@ impl Engine {
             }
         };
         let finished_at = self.executor.now();
-        drop_contained("an admission permit", permits);
+        self.complete(permits, &end);
         timeline.attempt_ended(finished_at);
         (end, finished_at)
+    }
+
+    /// Gives each policy back the permit it granted, with how the attempt ended; a panic in
+    /// a policy's `complete` (or in the permit's drop) is contained.
+    fn complete(&self, permits: Vec<AdmissionPermit>, end: &AttemptEnd) {
+        if permits.is_empty() {
+            return;
+        }
+        let Some(result) = end.result() else {
+            // Only a precheck defers, and it runs before any permit is granted.
+            drop_contained("an admission permit", permits);
+            return;
+        };
+        // Permits are granted in the policies' order, one each.
+        for (policy, permit) in self.admission.iter().zip(permits) {
+            if catch(|| policy.complete(permit, &result)).is_err() {
+                tracing::error!(
+                    target: "pool_core",
+                    "an admission policy's complete (or its permit's drop) panicked; the panic \
+                     was contained and the pool keeps running"
+                );
+            }
+        }
     }
 
     /// Asks every admission policy's precheck in turn: the first that parks or rejects the
@@ -120,7 +144,8 @@ impl Engine {
             match self.acquire(policy.as_ref(), &info, &task_token).await {
                 Ok(permit) => permits.push(permit),
                 Err(end) => {
-                    drop_contained("an admission permit", permits);
+                    // The policies asked before learn that the attempt never ran.
+                    self.complete(permits, &end);
                     return Err(end);
                 }
             }

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use crate::admission::Rejection;
 use crate::error::{LastFailure, PanicMessage, TaskError};
-use crate::observer::{AttemptResult, Event, Outcome, TaskInfo};
+use crate::observer::{Event, TaskInfo};
+use crate::outcome::{AttemptResult, Outcome};
 use crate::task::ErrorClass;
 
 use super::job::Job;

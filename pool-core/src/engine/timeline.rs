@@ -9,7 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::observer::{Outcome, TaskInfo, TaskRecord};
+use crate::observer::{TaskInfo, TaskRecord};
+use crate::outcome::Outcome;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Timeline {

@@ -5,18 +5,15 @@ use std::hash::Hash;
 
 use super::keyed_rate_limit::KeyedRateLimiter;
 use crate::admission::Admission;
-use crate::observer::Observer;
 
-/// A rate limit per key that a pool admits through ([`Admission`]: it books each task its
-/// moment and parks it without a slot until then) and that learns from attempts' outcomes
-/// ([`Observer`]: throttled attempts lower their key's rate, if it is adaptive).
+/// A rate limit per key that a pool admits through: it books each task its moment and parks
+/// it without a slot until then, and learns from the attempts it admitted
+/// ([`Admission::complete`]: throttled attempts lower their key's rate, if it is adaptive).
 ///
 /// [`KeyedRateLimiter`] keeps its limits in this process; pool-redis' `RedisRateLimiter`
 /// keeps them in Redis, so every process that uses the same Redis and name shares one rate
 /// per key. s3-client's per-prefix limits take either (`S3ClientBuilder::prefix_rate_limiter`).
-/// Attach one to a pool as both halves, e.g. with
-/// [`PolicyExt::with_policy`](super::PolicyExt::with_policy).
-pub trait KeyedRatePolicy<K>: Admission + Observer {
+pub trait KeyedRatePolicy<K>: Admission {
     /// The rate in force for `key`, operations per second, as far as this process knows
     /// now; `None` if the key has not been seen (or was forgotten).
     fn current_rate(&self, key: &K) -> Option<f64>;

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -18,16 +17,15 @@ use crate::admission::{Admission, AdmissionPermit, Precheck, Rejection, Rejectio
 use crate::deadline;
 use crate::error::ConfigError;
 use crate::executor::{BoxFuture, Executor};
-use crate::observer::{AttemptResult, Event, Observer, TaskInfo};
-use crate::pool::PoolControl;
-use crate::task::ErrorClass;
+use crate::observer::TaskInfo;
+use crate::outcome::AttemptResult;
 
 type KeyFn<K> = Box<dyn Fn(&TaskInfo) -> Option<K> + Send + Sync>;
 type LimitFn<K> = Box<dyn Fn(&K) -> RateLimit + Send + Sync>;
 
 /// A rate limit per key, as an [`Admission`] policy that waits; with
-/// [`adaptive`](KeyedRateLimiterBuilder::adaptive) also an [`Observer`] that lowers a key's
-/// rate when its attempts are throttled (`AttemptResult::Failed(ErrorClass::Throttled)`).
+/// [`adaptive`](KeyedRateLimiterBuilder::adaptive) it lowers a key's rate when an attempt it
+/// admitted is [throttled](AttemptResult::is_throttled) ([`Admission::complete`]).
 ///
 /// The key function reads a task's [`TaskInfo`] (its metadata labels); `None` means "not
 /// limited". The limit function gives each key its [`RateLimit`], asked once when the key is
@@ -111,8 +109,6 @@ struct KeyedShared<K> {
     max_wait: Option<Duration>,
     forget_idle_after: Duration,
     cells: Mutex<Cells<K>>,
-    observed: AtomicBool,
-    warned_unobserved: AtomicBool,
 }
 
 struct Cells<K> {
@@ -266,6 +262,15 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedRateLimiter<K> {
     pub fn booked(&self) -> usize {
         self.shared.lock().booked()
     }
+
+    /// Lowers `key`'s rate as a throttled attempt under it does (adaptive limiters only; a
+    /// key not seen yet is left alone): for calls this limiter did not admit, such as those
+    /// of a policy that falls back on it.
+    pub fn throttled(&self, key: &K) {
+        if self.shared.aimd.is_some() {
+            self.shared.throttled(key);
+        }
+    }
 }
 
 impl<K> KeyedShared<K> {
@@ -326,27 +331,32 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedShared<K> {
         if at > now {
             self.executor.sleep(at - now).await;
         }
-        Ok(AdmissionPermit::empty())
+        Ok(self.permit(key))
     }
 
-    fn warn_if_unobserved(&self) {
-        if self.aimd.is_some()
-            && !self.observed.load(Ordering::Relaxed)
-            && !self.warned_unobserved.swap(true, Ordering::Relaxed)
-        {
-            tracing::warn!(
-                target: "pool_core::rate_limit",
-                "adaptive rate limiter used as admission but not attached as an observer: it \
-                 never sees throttling (attach it with PolicyExt::with_policy)"
-            );
+    /// An adaptive key's permit names the key, so that a throttled attempt slows it down
+    /// ([`Admission::complete`]); a fixed rate's holds nothing.
+    fn permit(&self, key: K) -> AdmissionPermit {
+        match self.aimd {
+            Some(_) => AdmissionPermit::holding(KeyedAttempt(key)),
+            None => AdmissionPermit::empty(),
+        }
+    }
+
+    fn throttled(&self, key: &K) {
+        let now = self.executor.now();
+        if let Some(cell) = self.lock().by_key.get_mut(key) {
+            cell.throttled(now);
         }
     }
 }
 
+/// The permit of an attempt under an adaptive key: which key it ran under.
+struct KeyedAttempt<K>(K);
+
 impl<K: Hash + Eq + Clone + Send + Sync + 'static> Admission for KeyedRateLimiter<K> {
     fn acquire(&self, task: &TaskInfo) -> BoxFuture<Result<AdmissionPermit, Rejection>> {
         let shared = &self.shared;
-        shared.warn_if_unobserved();
         match (shared.key_of)(task) {
             Some(key) => Box::pin(Arc::clone(shared).acquire(task.clone(), key)),
             None => Box::pin(std::future::ready(Ok(AdmissionPermit::empty()))),
@@ -364,32 +374,13 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Admission for KeyedRateLimite
             Err(rejection) => Precheck::Reject(rejection),
         }
     }
-}
 
-impl<K: Hash + Eq + Clone + Send + Sync + 'static> Observer for KeyedRateLimiter<K> {
-    fn on_attach(&self, _pool: PoolControl) {
-        self.shared.observed.store(true, Ordering::Relaxed);
-    }
-
-    fn on_event(&self, event: &Event) {
-        let Event::AttemptFinished {
-            task,
-            result: AttemptResult::Failed(ErrorClass::Throttled),
-            at,
-            ..
-        } = event
-        else {
-            return;
-        };
-        let shared = &self.shared;
-        if shared.aimd.is_none() {
-            return;
-        }
-        let Some(key) = (shared.key_of)(task) else {
-            return;
-        };
-        if let Some(cell) = shared.lock().by_key.get_mut(&key) {
-            cell.throttled(*at);
+    /// A throttled attempt lowers its key's rate (adaptive limiters only).
+    fn complete(&self, permit: AdmissionPermit, result: &AttemptResult) {
+        if result.is_throttled() {
+            if let Ok(KeyedAttempt(key)) = permit.downcast::<KeyedAttempt<K>>() {
+                self.shared.throttled(&key);
+            }
         }
     }
 }
@@ -416,9 +407,8 @@ impl<K> fmt::Debug for KeyedRateLimiterBuilder<K> {
 }
 
 impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedRateLimiterBuilder<K> {
-    /// Each key backs off on its throttled attempts and recovers while there are none (attach
-    /// the limiter as an observer too, e.g. with
-    /// [`PolicyExt::with_policy`](super::PolicyExt::with_policy)). Default: fixed rates.
+    /// Each key backs off when an attempt under it is throttled, and recovers while none is.
+    /// Default: fixed rates.
     pub fn adaptive(mut self, aimd: Aimd) -> Self {
         self.aimd = Some(aimd);
         self
@@ -466,8 +456,6 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedRateLimiterBuilder<K> {
                     by_key: HashMap::new(),
                     next_sweep: deadline::after(now, self.forget_idle_after),
                 }),
-                observed: AtomicBool::new(false),
-                warned_unobserved: AtomicBool::new(false),
             }),
         }
     }

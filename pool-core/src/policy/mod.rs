@@ -1,4 +1,4 @@
-//! Protection policies: optional parts that plug into a pool's admission and observer seams.
+//! Protection policies: optional parts that plug into a pool's admission seam.
 //!
 //! - [`CircuitBreaker`] (feature `circuit-breaker`): fails fast while a backend keeps failing,
 //!   probes it after a cool-down.
@@ -10,10 +10,10 @@
 //!   kept elsewhere (pool-redis keeps one in Redis, shared by every process).
 //! - [`SingleFlight`]: identical concurrent operations share one execution.
 //!
-//! Policies that are both an [`Admission`] and an [`Observer`] (they decide before an attempt
-//! and learn from its outcome) attach in one call with [`PolicyExt::with_policy`]. All of them
-//! take their time from the pool's [`Executor`](crate::Executor), so they run on virtual time
-//! in tests.
+//! Each policy is one [`Admission`]: it decides before an attempt and learns how the attempt
+//! ended from its permit ([`Admission::complete`]); attach it with
+//! [`PoolBuilder::admission`](crate::PoolBuilder::admission). All of them take their time from
+//! the pool's [`Executor`](crate::Executor), so they run on virtual time in tests.
 
 #[cfg(feature = "rate-limit")]
 mod aimd;
@@ -39,8 +39,7 @@ mod single_flight;
 pub use aimd::{Aimd, AimdValues};
 #[cfg(feature = "circuit-breaker")]
 pub use circuit_breaker::{
-    default_verdict, CallVerdict, CircuitBreaker, CircuitBreakerConfig, CircuitSnapshot,
-    CircuitState, Transition, WhenOpen,
+    CircuitBreaker, CircuitBreakerConfig, CircuitSnapshot, CircuitState, Transition, WhenOpen,
 };
 #[cfg(feature = "rate-limit")]
 pub use clock::ExecutorClock;
@@ -59,34 +58,23 @@ pub use single_flight::{Flight, FlightRole, SharedResult, SingleFlight, SingleFl
 
 use crate::admission::Admission;
 use crate::builder::PoolBuilder;
-use crate::observer::Observer;
 
-/// Attaches a policy that is both an [`Admission`] and an [`Observer`] to a
-/// [`PoolBuilder`] in one call (a policy attached only as admission never learns outcomes).
-///
-/// ```
-/// # #[cfg(feature = "circuit-breaker")] {
-/// use std::sync::Arc;
-/// use pool_core::policy::{CircuitBreaker, CircuitBreakerConfig, PolicyExt};
-/// use pool_core::{Executor, Pool, SimExecutor};
-/// let executor: Arc<dyn Executor> = Arc::new(SimExecutor::new());
-/// let breaker = CircuitBreaker::new(CircuitBreakerConfig::new(), executor.clone()).unwrap();
-/// let pool = Pool::builder().executor_arc(executor).with_policy(&breaker).build().unwrap();
-/// # let _ = pool; }
-/// ```
+/// Attaches a clone of a policy: the same as
+/// [`PoolBuilder::admission`]`(policy.clone())`.
+#[deprecated(note = "a policy is one Admission: use PoolBuilder::admission(policy.clone())")]
 pub trait PolicyExt: Sized {
-    /// Adds `policy` as an admission policy and as an observer (it is cloned; clones share
-    /// state).
+    /// Adds a clone of `policy` as an admission policy (clones share state).
     fn with_policy<P>(self, policy: &P) -> Self
     where
-        P: Admission + Observer + Clone;
+        P: Admission + Clone;
 }
 
+#[allow(deprecated)]
 impl PolicyExt for PoolBuilder {
     fn with_policy<P>(self, policy: &P) -> Self
     where
-        P: Admission + Observer + Clone,
+        P: Admission + Clone,
     {
-        self.admission(policy.clone()).observer(policy.clone())
+        self.admission(policy.clone())
     }
 }

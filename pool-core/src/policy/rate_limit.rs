@@ -11,8 +11,8 @@ use super::keyed_rate_limit::{KeyedRateLimiter, KeyedRateLimiterBuilder};
 use crate::admission::{Admission, AdmissionPermit, Precheck, Rejection};
 use crate::error::ConfigError;
 use crate::executor::{BoxFuture, Executor};
-use crate::observer::{Event, Observer, TaskInfo};
-use crate::pool::PoolControl;
+use crate::observer::TaskInfo;
+use crate::outcome::AttemptResult;
 
 /// A sustained rate and a burst: `per_second` operations per second on average, and up to
 /// `burst` at once after a quiet spell.
@@ -73,7 +73,7 @@ impl RateLimit {
 
 /// One rate limit for every task of a pool: an [`Admission`] policy that makes attempts wait
 /// (on the pool's executor) until the limit allows them. With [`RateLimiterBuilder::adaptive`]
-/// it is also an [`Observer`] that backs off on throttled attempts.
+/// it backs off when the attempts it admitted are throttled ([`Admission::complete`]).
 ///
 /// A GCRA that books each task its moment, timed by the pool's executor, so a simulated
 /// minute takes microseconds in tests. In a pool a task whose moment has not come gives its
@@ -166,15 +166,9 @@ impl Admission for RateLimiter {
     fn precheck(&self, task: &TaskInfo) -> Precheck {
         self.keyed.precheck(task)
     }
-}
 
-impl Observer for RateLimiter {
-    fn on_attach(&self, pool: PoolControl) {
-        self.keyed.on_attach(pool);
-    }
-
-    fn on_event(&self, event: &Event) {
-        self.keyed.on_event(event);
+    fn complete(&self, permit: AdmissionPermit, result: &AttemptResult) {
+        self.keyed.complete(permit, result);
     }
 }
 
@@ -187,8 +181,7 @@ pub struct RateLimiterBuilder {
 }
 
 impl RateLimiterBuilder {
-    /// Backs off on throttled attempts and recovers while there are none (attach the limiter
-    /// as an observer too, e.g. with [`PolicyExt::with_policy`](super::PolicyExt::with_policy)).
+    /// Backs off when an attempt it admitted is throttled, and recovers while none is.
     /// Default: fixed rate.
     pub fn adaptive(mut self, aimd: Aimd) -> Self {
         self.keyed = self.keyed.adaptive(aimd);

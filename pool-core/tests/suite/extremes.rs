@@ -304,7 +304,7 @@ fn buffered_capacity_at_its_extremes() {
 #[cfg(feature = "rate-limit")]
 mod rate_limit {
     use super::*;
-    use pool_core::policy::{Aimd, KeyedRateLimiter, PolicyExt, RateLimit, RateLimiter};
+    use pool_core::policy::{Aimd, KeyedRateLimiter, RateLimit, RateLimiter};
     use pool_core::TaskInfo;
 
     fn tokio_executor() -> Arc<dyn Executor> {
@@ -323,7 +323,7 @@ mod rate_limit {
                 match make(tokio_executor()) {
                     Err(error) => assert_names(&error, field, &value),
                     Ok(limiter) => {
-                        let pool = builder().with_policy(&limiter).build().unwrap();
+                        let pool = builder().admission(limiter.clone()).build().unwrap();
                         workload(&pool, |_| TaskOptions::new()).await;
                     }
                 }
@@ -428,7 +428,8 @@ mod rate_limit {
                         match set(builder, d).build() {
                             Err(error) => assert_names(&error, field, &format!("{d:?}")),
                             Ok(limiter) => {
-                                let pool = super::builder().with_policy(&limiter).build().unwrap();
+                                let pool =
+                                    super::builder().admission(limiter.clone()).build().unwrap();
                                 workload(&pool, |_| TaskOptions::new()).await;
                                 // Later traffic sweeps idle keys: still no panic.
                                 tokio::time::sleep(Duration::from_secs(3_600)).await;
@@ -445,7 +446,7 @@ mod rate_limit {
 #[cfg(feature = "circuit-breaker")]
 mod circuit_breaker {
     use super::*;
-    use pool_core::policy::{CircuitBreaker, CircuitBreakerConfig, PolicyExt, WhenOpen};
+    use pool_core::policy::{CircuitBreaker, CircuitBreakerConfig, WhenOpen};
 
     fn check_breaker(
         field: &'static str,
@@ -460,7 +461,7 @@ mod circuit_breaker {
                     match CircuitBreaker::new(config, executor.clone()) {
                         Err(error) => return assert_names(&error, field, &value),
                         Ok(breaker) => {
-                            let pool = builder().with_policy(&breaker).build().unwrap();
+                            let pool = builder().admission(breaker.clone()).build().unwrap();
                             workload(&pool, |_| TaskOptions::new()).await;
                             let _ = breaker.snapshot();
                         }

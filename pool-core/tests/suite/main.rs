@@ -4,6 +4,7 @@
 #[macro_use]
 mod support;
 
+mod admission;
 mod behaviour;
 mod config;
 mod extremes;

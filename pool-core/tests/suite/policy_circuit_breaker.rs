@@ -5,9 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pool_core::policy::{
-    CircuitBreaker, CircuitBreakerConfig, CircuitState, PolicyExt, Transition, WhenOpen,
-};
+use pool_core::policy::{CircuitBreaker, CircuitBreakerConfig, CircuitState, Transition, WhenOpen};
 use pool_core::{
     ErrorClass, Executor, Pool, RejectionKind, SimExecutor, TaskError, TaskHandle, TaskOptions,
 };
@@ -51,7 +49,7 @@ fn setup(config: CircuitBreakerConfig) -> Setup {
         .concurrency(4)
         .retries(0)
         .seed(1)
-        .with_policy(&breaker)
+        .admission(breaker.clone())
         .build()
         .expect("valid pool");
     Setup {

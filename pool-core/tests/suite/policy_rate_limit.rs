@@ -6,8 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pool_core::policy::{
-    s3_prefix_key, Aimd, KeyedRateLimiter, PolicyExt, RateLimit, RateLimiter, S3PrefixKey,
-    S3RequestClass,
+    s3_prefix_key, Aimd, KeyedRateLimiter, RateLimit, RateLimiter, S3PrefixKey, S3RequestClass,
 };
 use pool_core::{
     Admission, AdmissionPermit, BoxFuture, ErrorClass, Event, Executor, Metadata, Observer, Pool,
@@ -149,7 +148,7 @@ fn throttling_halves_the_rate_and_it_recovers_additively() {
         .build()
         .unwrap();
     let pool = sim_pool(&sim, &starts)
-        .with_policy(&limiter)
+        .admission(limiter.clone())
         .build()
         .unwrap();
     let start = sim.now();
@@ -210,7 +209,7 @@ fn a_throttled_prefix_slows_down_alone() {
     .unwrap();
     // 16 slots: the hot prefix's tasks wait for their turns parked, without slots.
     let pool = sim_pool(&sim, &starts)
-        .with_policy(&limiter)
+        .admission(limiter.clone())
         .build()
         .unwrap();
     let start = sim.now();
@@ -253,7 +252,7 @@ fn tasks_without_a_key_are_not_limited() {
     let starts = Arc::new(Starts::default());
     let limiter = KeyedRateLimiter::s3_prefixes(executor, 1).build().unwrap();
     let pool = sim_pool(&sim, &starts)
-        .with_policy(&limiter)
+        .admission(limiter.clone())
         .build()
         .unwrap();
     let start = sim.now();

@@ -123,7 +123,7 @@ async fn request_options_carry_metadata_and_timeouts() {
 #[cfg(feature = "circuit-breaker")]
 #[tokio::test(start_paused = true)]
 async fn a_circuit_breaker_on_the_pool_guards_the_service() {
-    use pool_core::policy::{CircuitBreaker, CircuitBreakerConfig, CircuitState, PolicyExt};
+    use pool_core::policy::{CircuitBreaker, CircuitBreakerConfig, CircuitState};
     use pool_core::{Executor, TokioExecutor};
 
     let executor: Arc<dyn Executor> = Arc::new(TokioExecutor::current());
@@ -134,7 +134,7 @@ async fn a_circuit_breaker_on_the_pool_guards_the_service() {
     .unwrap();
     let pool = Pool::builder()
         .executor_arc(executor)
-        .with_policy(&breaker)
+        .admission(breaker.clone())
         .build()
         .unwrap();
     let mut service = ServiceBuilder::new()

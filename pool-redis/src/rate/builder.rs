@@ -99,8 +99,7 @@ where
     }
 
     /// Each key's rate backs off on throttled attempts in any process and recovers while
-    /// there are none, for all processes (attach the limiter as an observer too). Default:
-    /// fixed rates.
+    /// there are none, for all processes. Default: fixed rates.
     pub fn adaptive(mut self, aimd: Aimd) -> Self {
         self.aimd = Some(aimd);
         self

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use pool_core::policy::{KeyedRateLimiter, KeyedRatePolicy, RateLimit};
 use pool_core::{
-    Admission, AdmissionPermit, AttemptResult, BoxFuture, ErrorClass, Event, Executor, Observer,
-    PoolControl, Precheck, Rejection, RejectionKind, TaskId, TaskInfo,
+    Admission, AdmissionPermit, AttemptResult, BoxFuture, Executor, Precheck, Rejection,
+    RejectionKind, TaskId, TaskInfo,
 };
 use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::DropGuard;
@@ -44,8 +44,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// once per cool-down however many saw it, and every process drops the moments it booked at
 /// the old rate (pub/sub); recovery is computed from Redis time, so it is shared too.
 ///
-/// It is a [`KeyedRatePolicy`]: attach it to a pool as both admission and observer (e.g.
-/// `PolicyExt::with_policy`), or give it to s3-client as its per-prefix limits
+/// It is a [`KeyedRatePolicy`]: attach it to a pool as an admission policy
+/// (`PoolBuilder::admission`), or give it to s3-client as its per-prefix limits
 /// (`S3ClientBuilder::prefix_rate_limiter` with [`s3_prefixes`](Self::s3_prefixes)).
 ///
 /// While Redis cannot be reached, [`FailMode::Open`] (the default here) limits each process
@@ -158,6 +158,16 @@ where
     pub fn name(&self) -> &str {
         &self.inner.shared.name
     }
+
+    /// Reports a throttled call under `key` that this limiter did not admit (a call made
+    /// outside a pool, say): as a throttled attempt it admitted does, it lowers the key's
+    /// rate in Redis for every process. Adaptive limits only; a fixed one ignores it.
+    pub fn throttled(&self, key: &K) {
+        let shared = &self.inner.shared;
+        if shared.adaptive {
+            shared.throttled(key);
+        }
+    }
 }
 
 impl<K> Shared<K> {
@@ -232,7 +242,7 @@ where
         let waiting = {
             let mut book = self.lock();
             if book.cleared.remove(&task.id).is_some() {
-                return Ok(AdmissionPermit::empty());
+                return Ok(self.permit(key));
             }
             let cell = book
                 .cells
@@ -267,9 +277,43 @@ where
         if at > now {
             self.executor.sleep(at - now).await;
         }
-        Ok(AdmissionPermit::empty())
+        Ok(self.permit(key))
+    }
+
+    /// An adaptive limit's permit names the key, so that a throttled attempt slows the key
+    /// down ([`Admission::complete`]); a fixed limit's holds nothing.
+    fn permit(&self, key: K) -> AdmissionPermit {
+        if self.adaptive {
+            AdmissionPermit::holding(KeyedAttempt(key))
+        } else {
+            AdmissionPermit::empty()
+        }
+    }
+
+    /// A throttled attempt under `key`: the local fallback slows the key down, and the key
+    /// is reported to Redis, which lowers its rate for every process.
+    fn throttled(&self, key: &K) {
+        self.fallback.throttled(key);
+        let text = key.to_string();
+        let now = self.executor.now();
+        let mut book = self.lock();
+        // The cell carries the key's limit for the report (this process may not have
+        // booked the key itself). Moments booked at the old rate are too close together:
+        // their tasks ask again.
+        book.cells
+            .entry(text.clone())
+            .or_insert_with(|| Cell::new((self.limit_of)(key), now))
+            .forget_moments();
+        if !book.throttled.contains(&text) {
+            book.throttled.push(text);
+        }
+        drop(book);
+        self.wake.notify_one();
     }
 }
+
+/// The permit of an attempt under an adaptive key: which key it ran under.
+struct KeyedAttempt<K>(K);
 
 impl<K> Admission for RedisRateLimiter<K>
 where
@@ -282,7 +326,16 @@ where
         };
         if shared.down.load(Ordering::Relaxed) && !shared.lock().cleared.contains_key(&task.id) {
             return match shared.fail_mode {
-                FailMode::Open => shared.fallback.acquire(task),
+                FailMode::Open => {
+                    let local = shared.fallback.acquire(task);
+                    let shared = Arc::clone(shared);
+                    Box::pin(async move {
+                        // A local limit's permit holds nothing (its moment is spent on
+                        // admission); this policy's own names the key for the feedback.
+                        drop(local.await?);
+                        Ok(shared.permit(key))
+                    })
+                }
                 FailMode::Closed => Box::pin(std::future::ready(Err(shared.unavailable()))),
             };
         }
@@ -312,48 +365,14 @@ where
             Err(wait) => Precheck::Reject(Shared::<K>::too_far(wait)),
         }
     }
-}
 
-impl<K> Observer for RedisRateLimiter<K>
-where
-    K: std::hash::Hash + Eq + Clone + fmt::Display + Send + Sync + 'static,
-{
-    fn on_attach(&self, pool: PoolControl) {
-        self.inner.shared.fallback.on_attach(pool);
-    }
-
-    fn on_event(&self, event: &Event) {
-        let shared = &self.inner.shared;
-        shared.fallback.on_event(event);
-        let Event::AttemptFinished {
-            task,
-            result: AttemptResult::Failed(ErrorClass::Throttled),
-            ..
-        } = event
-        else {
-            return;
-        };
-        if !shared.adaptive {
-            return;
+    /// A throttled attempt under an adaptive key lowers the key's rate, here and in Redis.
+    fn complete(&self, permit: AdmissionPermit, result: &AttemptResult) {
+        if result.is_throttled() {
+            if let Ok(KeyedAttempt(key)) = permit.downcast::<KeyedAttempt<K>>() {
+                self.inner.shared.throttled(&key);
+            }
         }
-        let Some(key) = (shared.key_of)(task) else {
-            return;
-        };
-        let text = key.to_string();
-        let now = shared.executor.now();
-        let mut book = shared.lock();
-        // The cell carries the key's limit for the report (this process may not have
-        // booked the key itself). Moments booked at the old rate are too close together:
-        // their tasks ask again.
-        book.cells
-            .entry(text.clone())
-            .or_insert_with(|| Cell::new((shared.limit_of)(&key), now))
-            .forget_moments();
-        if !book.throttled.contains(&text) {
-            book.throttled.push(text);
-        }
-        drop(book);
-        shared.wake.notify_one();
     }
 }
 
