@@ -16,12 +16,14 @@
 //! Removal (cancellation) finds the task by its position in its level (levels number their
 //! slots consecutively) and leaves a tombstone that pops skip.
 //!
-//! A slot is 24 bytes: the task reference and when it entered the queue, in nanoseconds since
-//! the queue's epoch. Among heads with equal effective priority the one that entered earlier
-//! wins, then the higher base priority.
+//! A slot is 24 bytes: the task reference and when it entered the queue, in the engine's
+//! [`Ticks`] (nanoseconds since its epoch). Among heads with equal effective priority the one
+//! that entered earlier wins, then the higher base priority.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::engine::ticks::Ticks;
 
 /// Where a queued task lives, so it can be removed (cancelled) before it is popped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,12 +38,12 @@ pub(crate) struct QueueKey {
 #[derive(Debug)]
 pub(crate) struct Popped<J> {
     pub(crate) job: J,
-    pub(crate) enqueued_at: Instant,
+    pub(crate) enqueued_at: Ticks,
 }
 
 #[derive(Debug)]
 struct Slot<J> {
-    /// Nanoseconds since the queue's epoch.
+    /// Nanoseconds since the engine's epoch.
     enqueued_at: u64,
     /// `None` once removed (a tombstone).
     job: Option<J>,
@@ -91,19 +93,17 @@ pub(crate) struct AgingQueue<J> {
     levels: Vec<(i32, Level<J>)>,
     len: usize,
     next_generation: u64,
-    epoch: Instant,
     aging: AgingSettings,
     multiplier: f64,
 }
 
 impl<J> AgingQueue<J> {
-    /// An empty queue; times are kept relative to `epoch` (earlier times count as `epoch`).
-    pub(crate) fn new(aging: AgingSettings, epoch: Instant) -> Self {
+    /// An empty queue.
+    pub(crate) fn new(aging: AgingSettings) -> Self {
         Self {
             levels: Vec::new(),
             len: 0,
             next_generation: 0,
-            epoch,
             aging,
             multiplier: 1.0,
         }
@@ -117,12 +117,10 @@ impl<J> AgingQueue<J> {
         self.len == 0
     }
 
-    fn ticks(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
-    }
-
-    fn instant(&self, ticks: u64) -> Instant {
-        self.epoch + Duration::from_nanos(ticks)
+    /// Whether tasks of more than one priority may be waiting (aging has something to
+    /// weigh). Levels emptied lately may still count.
+    pub(crate) fn has_several_levels(&self) -> bool {
+        self.levels.len() > 1
     }
 
     /// Seconds of wait per priority point.
@@ -131,18 +129,18 @@ impl<J> AgingQueue<J> {
     }
 
     #[cfg(test)]
-    fn effective(&self, priority: i32, enqueued_at: Instant, now: Instant) -> f64 {
+    fn effective(&self, priority: i32, enqueued_at: Ticks, now: Ticks) -> f64 {
         effective(
             priority,
-            self.ticks(enqueued_at),
-            self.ticks(now),
+            enqueued_at.nanos(),
+            now.nanos(),
             self.step_secs(),
             self.aging.max_boost,
         )
     }
 
-    pub(crate) fn push(&mut self, job: J, priority: i32, now: Instant) -> QueueKey {
-        let enqueued_at = self.ticks(now);
+    pub(crate) fn push(&mut self, job: J, priority: i32, now: Ticks) -> QueueKey {
+        let enqueued_at = now.nanos();
         let index = match self.levels.binary_search_by_key(&priority, |(p, _)| *p) {
             Ok(index) => index,
             Err(index) => {
@@ -175,13 +173,13 @@ impl<J> AgingQueue<J> {
 
     /// Removes and returns the task with the highest effective priority at `now`
     /// (the earliest enqueued among equals).
-    pub(crate) fn pop(&mut self, now: Instant) -> Option<Popped<J>> {
+    pub(crate) fn pop(&mut self, now: Ticks) -> Option<Popped<J>> {
         if let [(_, level)] = self.levels.as_mut_slice() {
             // One priority level: the oldest task is the answer; no aging arithmetic.
             level.head()?;
             return self.pop_level(0);
         }
-        let now = self.ticks(now);
+        let now = now.nanos();
         let (step, max_boost) = (self.step_secs(), self.aging.max_boost);
         // (index, effective, enqueued_at); levels are scanned from the highest priority,
         // so on a full tie the higher base priority stays best.
@@ -217,7 +215,7 @@ impl<J> AgingQueue<J> {
         self.len -= 1;
         Some(Popped {
             job: slot.job?,
-            enqueued_at: self.instant(slot.enqueued_at),
+            enqueued_at: Ticks::from_nanos(slot.enqueued_at),
         })
     }
 
@@ -243,7 +241,7 @@ impl<J> AgingQueue<J> {
         self.len -= 1;
         Some(Popped {
             job,
-            enqueued_at: self.instant(enqueued_at),
+            enqueued_at: Ticks::from_nanos(enqueued_at),
         })
     }
 
@@ -258,14 +256,13 @@ impl<J> AgingQueue<J> {
     /// Removes every task, in no particular order.
     pub(crate) fn drain_all(&mut self) -> Vec<Popped<J>> {
         self.len = 0;
-        let epoch = self.epoch;
         std::mem::take(&mut self.levels)
             .into_iter()
             .flat_map(|(_, level)| level.slots)
             .filter_map(|slot| {
                 Some(Popped {
                     job: slot.job?,
-                    enqueued_at: epoch + Duration::from_nanos(slot.enqueued_at),
+                    enqueued_at: Ticks::from_nanos(slot.enqueued_at),
                 })
             })
             .collect()
@@ -295,20 +292,19 @@ fn effective(priority: i32, enqueued_at: u64, now: u64, step: f64, max_boost: f6
 mod tests {
     use super::*;
 
-    fn queue(max_boost: f64) -> (AgingQueue<u32>, Instant) {
-        let epoch = Instant::now();
+    fn queue(max_boost: f64) -> (AgingQueue<u32>, Ticks) {
         let aging = AgingSettings {
             interval: Duration::from_millis(250),
             max_boost,
         };
-        (AgingQueue::new(aging, epoch), epoch)
+        (AgingQueue::new(aging), Ticks::default())
     }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
     }
 
-    fn pop_all(q: &mut AgingQueue<u32>, now: Instant) -> Vec<u32> {
+    fn pop_all(q: &mut AgingQueue<u32>, now: Ticks) -> Vec<u32> {
         std::iter::from_fn(|| q.pop(now).map(|p| p.job)).collect()
     }
 
@@ -421,7 +417,7 @@ mod tests {
     fn pop_order_matches_a_brute_force_model() {
         let (mut q, t0) = queue(3.0);
         let mut rng = fastrand::Rng::with_seed(7);
-        let mut model: Vec<(u32, i32, Instant, u64)> = Vec::new();
+        let mut model: Vec<(u32, i32, Ticks, u64)> = Vec::new();
         let mut now = t0;
         let mut seq = 0;
         for id in 0..2_000u32 {

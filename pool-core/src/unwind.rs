@@ -20,6 +20,10 @@ pub(crate) fn message(panic: &(dyn Any + Send)) -> PanicMessage {
 /// Drops `value` (user state: a future, a permit, a closure, a result), containing a panic
 /// in its `Drop`: it is reported through `tracing` and the engine goes on.
 pub(crate) fn drop_contained<T>(what: &str, value: T) {
+    // A type without drop glue (a closure capturing nothing to drop) cannot panic here.
+    if !std::mem::needs_drop::<T>() {
+        return;
+    }
     if catch(move || drop(value)).is_err() {
         tracing::error!(
             target: "pool_core",

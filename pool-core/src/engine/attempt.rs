@@ -10,7 +10,7 @@ use std::future::poll_fn;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::future::{select, Either};
 use futures_util::FutureExt;
@@ -23,6 +23,7 @@ use crate::unwind::{catch, drop_contained, message};
 
 use super::ending::AttemptEnd;
 use super::job::{AttemptFuture, Job, Start};
+use super::ticks::Ticks;
 use super::timeline::Timeline;
 use super::Engine;
 
@@ -35,21 +36,21 @@ impl Engine {
         job: &Job,
         timeline: &mut Timeline,
         info: Option<&TaskInfo>,
-    ) -> (AttemptEnd, Instant) {
+    ) -> (AttemptEnd, Ticks) {
         let task = job.task();
         let mut permits = Vec::new();
         if !self.admission.is_empty() {
             let admit_info = info.cloned().unwrap_or_else(|| task.info());
             if let Some(end) = self.precheck(&admit_info) {
-                return (end, self.executor.now());
+                return (end, self.now());
             }
             match self.admit(admit_info, task.cancellation()).await {
                 Ok(granted) => {
                     permits = granted;
                     // Waiting for admission is not part of the attempt's latency.
-                    timeline.admitted(self.executor.now());
+                    timeline.admitted(self.now());
                 }
-                Err(end) => return (end, self.executor.now()),
+                Err(end) => return (end, self.now()),
             }
         }
         // Set when the task was popped (or admitted): the attempt starts right away.
@@ -62,7 +63,7 @@ impl Engine {
                 attempt,
                 queue_wait: timeline.stay_wait(),
                 in_flight: timeline.in_flight(),
-                at: started_at,
+                at: self.epoch.instant(started_at),
             });
         }
         let start = catch(|| {
@@ -87,7 +88,7 @@ impl Engine {
                 end
             }
         };
-        let finished_at = self.executor.now();
+        let finished_at = self.now();
         self.complete(permits, &end);
         timeline.attempt_ended(finished_at);
         (end, finished_at)
@@ -203,7 +204,7 @@ impl Engine {
         future: &mut Option<AttemptFuture>,
         timeout: Option<Duration>,
         task_token: Option<CancellationToken>,
-        started_at: Instant,
+        started_at: Ticks,
     ) -> AttemptEnd {
         let mut timer: Option<BoxFuture<()>> = None;
         let mut stop_now: Option<BoxFuture<()>> = None;
@@ -220,7 +221,7 @@ impl Engine {
             }
             if let Some(timeout) = timeout {
                 let timer = timer.get_or_insert_with(|| {
-                    let elapsed = self.executor.now().saturating_duration_since(started_at);
+                    let elapsed = self.now().saturating_since(started_at);
                     self.executor.sleep(timeout.saturating_sub(elapsed))
                 });
                 if timer.as_mut().poll(cx).is_ready() {

@@ -14,6 +14,7 @@ use super::ending::{AttemptEnd, TaskEnd};
 use super::job::Job;
 use super::parking::{Parked, Reservation};
 use super::state::{Claimed, State};
+use super::ticks::Ticks;
 use super::timeline::Timeline;
 use super::Engine;
 
@@ -45,7 +46,7 @@ impl Engine {
         self: &Arc<Self>,
         job: Job,
         timeline: &Timeline,
-        (end, now): (AttemptEnd, Instant),
+        (end, now): (AttemptEnd, Ticks),
         info: Option<TaskInfo>,
     ) -> Option<Claimed> {
         let result = end.result();
@@ -55,7 +56,13 @@ impl Engine {
         let next = self.decide(&mut state, &job, end);
         state.active -= 1;
         let next_claim = state.take_next(now, self.settings.aging_target_wait);
-        let extra = state.take_startable(now, self.settings.aging_target_wait);
+        // More than this runner's next task can start only if a slot is still free (the
+        // limit grew, or the pool was resumed, with tasks queued).
+        let extra = if state.can_start() {
+            state.take_startable(now, self.settings.aging_target_wait)
+        } else {
+            Vec::new()
+        };
         let idle = state.is_idle();
         drop(state);
 
@@ -67,7 +74,7 @@ impl Engine {
                 result,
                 in_flight,
                 queued,
-                at: now,
+                at: self.epoch.instant(now),
             });
         }
         match next {
@@ -87,7 +94,9 @@ impl Engine {
                 self.defer(job, until, now, timeline, info, reservation)
             }
         }
-        self.spawn_runners(extra);
+        if !extra.is_empty() {
+            self.spawn_runners(extra);
+        }
         if idle {
             self.notify_idle();
         }
@@ -198,13 +207,13 @@ impl Engine {
         self: &Arc<Self>,
         job: Job,
         until: Instant,
-        now: Instant,
+        now: Ticks,
         stay: &Timeline,
         info: Option<TaskInfo>,
         reservation: Reservation,
     ) {
         let task = job.task();
-        let delay = until.saturating_duration_since(now);
+        let delay = until.saturating_duration_since(self.epoch.instant(now));
         // The timeline only feeds observers' task records; without observers a parked task
         // keeps none (it would cost an allocation per parked task).
         if self.observers.is_active() {

@@ -27,7 +27,7 @@ impl Engine {
         cancellable: bool,
         info: Option<TaskInfo>,
     ) {
-        let now = self.executor.now();
+        let now = self.now();
         let mut state = self.lock();
         state.counters.enqueued += 1;
         if state.stopped {
@@ -94,7 +94,7 @@ impl Engine {
             // Registered before the check below, so a wake-up between them is not lost.
             notified.as_mut().enable();
             {
-                let now = self.executor.now();
+                let now = self.now();
                 let mut state = self.lock();
                 if state.stopped {
                     return None;
@@ -114,7 +114,7 @@ impl Engine {
     /// Gives back the slot of a task whose runner was dropped before its attempt ended (its
     /// executor shut down, or refused to run it): the task ends `Stopped`.
     fn abandon(&self, job: Job) {
-        let now = self.executor.now();
+        let now = self.now();
         let mut state = self.lock();
         state.active -= 1;
         state.counters.ended(&TaskEnd::Stopped);
@@ -127,7 +127,7 @@ impl Engine {
     }
 
     pub(crate) fn set_limit(self: &Arc<Self>, limit: usize) {
-        let now = self.executor.now();
+        let now = self.now();
         let mut state = self.lock();
         let from = state.limit;
         state.limit = limit;
@@ -142,7 +142,7 @@ impl Engine {
     }
 
     pub(crate) fn set_paused(self: &Arc<Self>, paused: bool) {
-        let now = self.executor.now();
+        let now = self.now();
         let mut state = self.lock();
         if state.paused == paused || state.stopped {
             return;

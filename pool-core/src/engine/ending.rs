@@ -15,6 +15,7 @@ use crate::outcome::{AttemptResult, Outcome};
 use crate::task::ErrorClass;
 
 use super::job::Job;
+use super::ticks::Ticks;
 use super::timeline::Timeline;
 use super::Engine;
 
@@ -132,7 +133,7 @@ impl Engine {
         &self,
         job: Job,
         end: TaskEnd,
-        now: Instant,
+        now: Ticks,
         stay: &Timeline,
         info: Option<TaskInfo>,
     ) {
@@ -140,6 +141,7 @@ impl Engine {
             let task = job.task();
             let timeline = stay.after(task.stored_timeline());
             self.observers.emit(&Event::TaskFinished(timeline.record(
+                self.epoch,
                 info.unwrap_or_else(|| task.info()),
                 now,
                 task.attempts(),

@@ -48,9 +48,11 @@ pub(crate) mod job;
 mod parking;
 mod state;
 mod stop;
+pub(crate) mod ticks;
 pub(crate) mod timeline;
 
 use state::State;
+use ticks::{Epoch, Ticks};
 
 /// Settings fixed at build time.
 #[derive(Debug, Clone)]
@@ -68,6 +70,8 @@ pub(crate) struct Settings {
 pub(crate) struct Engine {
     state: Mutex<State>,
     pub(crate) executor: Arc<dyn Executor>,
+    /// Where the engine's [`Ticks`] count from.
+    epoch: Epoch,
     settings: Settings,
     budget: Option<BudgetBucket>,
     pub(crate) observers: ObserverSet,
@@ -103,9 +107,10 @@ impl Engine {
         admission: Vec<Arc<dyn Admission>>,
         seed: u64,
     ) -> Self {
-        let queue = AgingQueue::new(settings.aging, executor.now());
+        let queue = AgingQueue::new(settings.aging);
         Self {
             state: Mutex::new(State::new(queue, settings.initial_limit, seed)),
+            epoch: Epoch::new(executor.now()),
             executor,
             budget: settings.budget.map(BudgetBucket::new),
             settings,
@@ -124,6 +129,11 @@ impl Engine {
         // User code never runs under this lock, so poisoning can only come from a bug in
         // the engine itself; the counters are still consistent enough to keep serving.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The executor's clock, in ticks.
+    fn now(&self) -> Ticks {
+        self.epoch.ticks(self.executor.now())
     }
 
     pub(crate) fn next_task_id(&self) -> TaskId {

@@ -177,7 +177,7 @@ impl Engine {
             state.counters.ended(&end);
             let idle = state.is_idle();
             drop(state);
-            let now = self.executor.now();
+            let now = self.now();
             self.finish(job, end, now, &Timeline::waiting(now), None);
             if idle {
                 self.notify_idle();
@@ -221,13 +221,14 @@ impl Engine {
             // Registered before the state is read, so a wake-up in between is not lost.
             notified.as_mut().enable();
             let now = self.executor.now();
+            let ticks = self.epoch.ticks(now);
             let (started, next) = {
                 let mut state = self.lock();
                 while let Some(task) = state.parked.pop_due(now) {
                     let cancellable = task.cancellation().is_some();
-                    state.push(task, cancellable, now);
+                    state.push(task, cancellable, ticks);
                 }
-                let started = state.take_startable(now, self.settings.aging_target_wait);
+                let started = state.take_startable(ticks, self.settings.aging_target_wait);
                 state.timer = state.parked.next_due();
                 (started, state.timer)
             };

@@ -12,6 +12,7 @@ use crate::task::TaskId;
 use super::ending::TaskEnd;
 use super::job::{Job, TaskRef};
 use super::parking::{ParkKey, ParkedSet};
+use super::ticks::Ticks;
 use super::timeline::Timeline;
 
 /// Tasks ever enqueued, and how the resolved ones ended.
@@ -59,8 +60,8 @@ pub(super) enum Place {
 #[derive(Debug)]
 pub(super) struct Claimed {
     pub(super) job: Job,
-    entered_at: Instant,
-    popped_at: Instant,
+    entered_at: Ticks,
+    popped_at: Ticks,
     queue_wait: Duration,
     in_flight: usize,
 }
@@ -130,7 +131,7 @@ impl State {
     }
 
     /// Queues `task` (again); remembers where, if it can be cancelled.
-    pub(super) fn push(&mut self, task: TaskRef, cancellable: bool, now: Instant) {
+    pub(super) fn push(&mut self, task: TaskRef, cancellable: bool, now: Ticks) {
         let id = task.id();
         let priority = task.priority();
         let key = self.queue.push(task, priority, now);
@@ -140,21 +141,21 @@ impl State {
     }
 
     /// Pops the next task and claims a slot for it, if one may start.
-    pub(super) fn take_next(
-        &mut self,
-        now: Instant,
-        aging_target_wait: Duration,
-    ) -> Option<Claimed> {
+    pub(super) fn take_next(&mut self, now: Ticks, aging_target_wait: Duration) -> Option<Claimed> {
         if !self.can_start() {
             return None;
+        }
+        if self.queue.has_several_levels() {
+            self.queue
+                .set_multiplier(self.aging_multiplier(aging_target_wait));
         }
         let popped = self.queue.pop(now)?;
         if !self.cancellable.is_empty() {
             self.cancellable.remove(&popped.job.id());
         }
         self.active += 1;
-        let wait = now.saturating_duration_since(popped.enqueued_at);
-        self.observe_queue_wait(wait, aging_target_wait);
+        let wait = now.saturating_since(popped.enqueued_at);
+        self.observe_queue_wait(wait);
         Some(Claimed {
             job: Job::new(popped.job),
             entered_at: popped.enqueued_at,
@@ -167,24 +168,31 @@ impl State {
     /// Claims slots for as many queued tasks as may start.
     pub(super) fn take_startable(
         &mut self,
-        now: Instant,
+        now: Ticks,
         aging_target_wait: Duration,
     ) -> Vec<Claimed> {
         std::iter::from_fn(|| self.take_next(now, aging_target_wait)).collect()
     }
 
-    /// Keeps the aging multiplier in step with queue wait against its target: the
-    /// multiplier is `target / average wait`, clamped to [0.25, 4], so aging speeds up when
-    /// tasks wait longer than the target and slows down when they don't.
-    fn observe_queue_wait(&mut self, wait: Duration, target: Duration) {
+    /// Keeps the average queue wait (an exponentially weighted moving average).
+    fn observe_queue_wait(&mut self, wait: Duration) {
         let wait = wait.as_secs_f64();
         let ewma = match self.queue_wait_ewma {
             Some(ewma) => 0.95 * ewma + 0.05 * wait,
             None => wait,
         };
         self.queue_wait_ewma = Some(ewma);
-        let multiplier = (target.as_secs_f64() / ewma.max(1e-9)).clamp(0.25, 4.0);
-        self.queue.set_multiplier(multiplier);
+    }
+
+    /// The aging multiplier in step with queue wait against its target: `target / average
+    /// wait`, clamped to [0.25, 4], so aging speeds up when tasks wait longer than the target
+    /// and slows down when they don't. Only a queue of several priority levels ages, so it
+    /// is worked out only for those pops (from the waits of every pop before).
+    fn aging_multiplier(&self, target: Duration) -> f64 {
+        match self.queue_wait_ewma {
+            Some(ewma) => (target.as_secs_f64() / ewma.max(1e-9)).clamp(0.25, 4.0),
+            None => 1.0,
+        }
     }
 
     pub(super) fn stats(&self) -> Stats {

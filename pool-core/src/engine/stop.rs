@@ -16,7 +16,7 @@ impl CancelSink for Engine {
     /// Ends a cancelled task at once if it waits in the queue or is parked. A running task's
     /// attempt sees its token itself, and the decision after an attempt checks it.
     fn cancelled(&self, id: TaskId) {
-        let now = self.executor.now();
+        let now = self.now();
         let mut state = self.lock();
         let (task, stay) = match state.cancellable.remove(&id) {
             None => return,
@@ -47,7 +47,7 @@ impl Engine {
     /// Stops the pool: queued tasks end `Stopped`, parked ones too; running tasks finish,
     /// or with `cancel_running` are dropped at their next poll.
     pub(crate) fn stop(&self, cancel_running: bool) {
-        let now = self.executor.now();
+        let now = self.now();
         let mut state = self.lock();
         let first_stop = !state.stopped;
         state.stopped = true;

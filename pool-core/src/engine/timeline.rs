@@ -6,23 +6,27 @@
 //! that leaves for a while (retry backoff; deferral, when observers listen) keeps its
 //! timeline so far in its cold box, and the next stay is added to it with
 //! [`Timeline::after`]: timelines compose, so the stored one and the current one are one type.
+//!
+//! Moments are the engine's [`Ticks`]; they become `Instant`s only in the [`TaskRecord`].
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::observer::{TaskInfo, TaskRecord};
 use crate::outcome::Outcome;
 
+use super::ticks::{Epoch, Ticks};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Timeline {
     /// When the task was first enqueued.
-    queued_at: Instant,
+    queued_at: Ticks,
     /// When it entered the queue for the current stay (enqueue, or back from parking).
-    entered_at: Instant,
+    entered_at: Ticks,
     /// When the current stay's attempt started (after admission); the moment it left the
     /// queue until then.
-    started_at: Instant,
+    started_at: Ticks,
     /// When its first attempt started; `None` while none has.
-    first_started_at: Option<Instant>,
+    first_started_at: Option<Ticks>,
     /// Tasks running when the current stay left the queue, this one included.
     in_flight: usize,
     /// How long the current stay's attempt ran.
@@ -40,7 +44,7 @@ pub(crate) struct Timeline {
 impl Timeline {
     /// A stay that ends without leaving the queue (the task is stopped or cancelled while it
     /// waits): no queue wait is counted.
-    pub(crate) fn waiting(entered_at: Instant) -> Self {
+    pub(crate) fn waiting(entered_at: Ticks) -> Self {
         Self {
             queued_at: entered_at,
             entered_at,
@@ -58,8 +62,8 @@ impl Timeline {
     /// A stay that entered the queue at `entered_at` and left it at `now` after `queue_wait`,
     /// when `in_flight` tasks ran (this one included).
     pub(crate) fn popped(
-        entered_at: Instant,
-        now: Instant,
+        entered_at: Ticks,
+        now: Ticks,
         queue_wait: Duration,
         in_flight: usize,
     ) -> Self {
@@ -72,7 +76,7 @@ impl Timeline {
     }
 
     /// Admission let the attempt start at `now` (its wait is not part of the attempt).
-    pub(crate) fn admitted(&mut self, now: Instant) {
+    pub(crate) fn admitted(&mut self, now: Ticks) {
         self.started_at = now;
     }
 
@@ -82,8 +86,8 @@ impl Timeline {
     }
 
     /// The attempt ended at `now`.
-    pub(crate) fn attempt_ended(&mut self, now: Instant) {
-        self.latency = now.saturating_duration_since(self.started_at);
+    pub(crate) fn attempt_ended(&mut self, now: Ticks) {
+        self.latency = now.saturating_since(self.started_at);
         self.execution = self.execution.saturating_add(self.latency);
     }
 
@@ -115,13 +119,13 @@ impl Timeline {
         }
     }
 
-    pub(crate) fn started_at(&self) -> Instant {
+    pub(crate) fn started_at(&self) -> Ticks {
         self.started_at
     }
 
     /// How long the current stay waited before its attempt started (admission included).
     pub(crate) fn stay_wait(&self) -> Duration {
-        self.started_at.saturating_duration_since(self.entered_at)
+        self.started_at.saturating_since(self.entered_at)
     }
 
     pub(crate) fn in_flight(&self) -> usize {
@@ -136,19 +140,20 @@ impl Timeline {
         self.previous_backoff
     }
 
-    /// The task's record, finished at `finished_at`.
+    /// The task's record, finished at `finished_at`, with moments counted from `epoch`.
     pub(crate) fn record(
         &self,
+        epoch: Epoch,
         task: TaskInfo,
-        finished_at: Instant,
+        finished_at: Ticks,
         attempts: u32,
         outcome: Outcome,
     ) -> TaskRecord {
         TaskRecord {
             task,
-            queued_at: self.queued_at,
-            first_started_at: self.first_started_at,
-            finished_at,
+            queued_at: epoch.instant(self.queued_at),
+            first_started_at: self.first_started_at.map(|at| epoch.instant(at)),
+            finished_at: epoch.instant(finished_at),
             attempts,
             queue_wait: self.queue_wait,
             execution: self.execution,
@@ -168,7 +173,9 @@ mod tests {
 
     #[test]
     fn a_retried_task_sums_its_stays() {
-        let t0 = Instant::now();
+        let start = std::time::Instant::now();
+        let epoch = Epoch::new(start);
+        let t0 = Ticks::default();
         // Queued 10 ms, admitted 5 ms later, ran 20 ms, backed off 100 ms.
         let mut first = Timeline::popped(t0, t0 + ms(10), ms(10), 2);
         first.admitted(t0 + ms(15));
@@ -183,6 +190,7 @@ mod tests {
         second.attempt_ended(t0 + ms(170));
         let whole = second.after(Some(first));
         let record = whole.record(
+            epoch,
             TaskInfo {
                 id: crate::TaskId(1),
                 priority: 0,
@@ -192,8 +200,9 @@ mod tests {
             2,
             Outcome::Succeeded,
         );
-        assert_eq!(record.queued_at, t0);
-        assert_eq!(record.first_started_at, Some(t0 + ms(15)));
+        assert_eq!(record.queued_at, start);
+        assert_eq!(record.first_started_at, Some(start + ms(15)));
+        assert_eq!(record.finished_at, start + ms(170));
         assert_eq!(record.queue_wait, ms(15));
         assert_eq!(record.execution, ms(50));
         assert_eq!(record.retry_delay, ms(100));
@@ -203,7 +212,7 @@ mod tests {
 
     #[test]
     fn a_stay_that_never_left_the_queue_counts_no_wait() {
-        let t0 = Instant::now();
+        let t0 = Ticks::default();
         let stopped = Timeline::waiting(t0);
         assert_eq!(stopped.after(None).queue_wait, Duration::ZERO);
         assert_eq!(stopped.first_started_at, None);
@@ -211,7 +220,7 @@ mod tests {
 
     #[test]
     fn sums_saturate() {
-        let t0 = Instant::now();
+        let t0 = Ticks::default();
         let mut timeline = Timeline::waiting(t0);
         timeline.retrying(Duration::MAX, Duration::MAX);
         timeline.retrying(Duration::MAX, Duration::MAX);
