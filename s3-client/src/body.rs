@@ -117,7 +117,13 @@ pub(crate) async fn held_get<S: ObjectStore + ?Sized>(
             });
         }
         Either::Right((outcome, mut head_receiver)) => match head_receiver.try_recv() {
-            Ok(head) => head,
+            Ok(head) => {
+                // The task ended between the two polls of the select, its whole body in
+                // the channel: `finished` is done and must not be polled again (an async
+                // block resumed after completion panics); the body ends with its outcome.
+                finished = Box::pin(future::ready(outcome));
+                head
+            }
             Err(_) => return Err(outcome.err().unwrap_or_else(lost_head)),
         },
     };
