@@ -11,7 +11,8 @@
 //! fails if an outcome leaves its scenario's expected range (on any seed). With `--goals` it also checks
 //! the knee tuner against the goals (per phase: utilization ≥ 0.95, load-caused overload ≤
 //! 0.5 %, converged ≤ 10 s, p99 ≤ 1.5 × the best fixed limit's; per scenario: no worse than
-//! any peer) and lists every miss.
+//! any peer — Vector's ARC, Gradient2, AIMD — on utilization and overload) and lists every
+//! miss.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -271,8 +272,9 @@ fn print_goals(all: &[Runs]) {
                 misses.push(format!("{phase} — misses {}", phase.misses().join(", ")));
             }
         }
+        let peers: Vec<String> = TunerSpec::PEERS.iter().map(ToString::to_string).collect();
         for (peer, _) in &runs.reports {
-            if peer.tuner != knee && peer.tuner != best {
+            if peers.contains(&peer.tuner) {
                 misses.extend(worse_than(report, peer, 0.0));
             }
         }

@@ -90,6 +90,8 @@ pub enum Reason {
     Recovering,
     /// Probing above the last safe level, or growing with no known ceiling.
     Probing,
+    /// No attempt finished for far longer than the slowest recent one: the backend stalled.
+    Stalled,
 }
 
 impl fmt::Display for Reason {
@@ -106,6 +108,7 @@ impl fmt::Display for Reason {
             Reason::MeasuringRtt => "measuring no-load rtt",
             Reason::Recovering => "recovering",
             Reason::Probing => "probing",
+            Reason::Stalled => "backend stalled",
         })
     }
 }

@@ -117,7 +117,6 @@ fn knee_settings_at_their_extremes() {
         check_knee("min", v.clone(), knee().min(n).max(usize::MAX));
         check_knee("max", v.clone(), knee().max(n));
         check_knee("min_samples", v.clone(), knee().min_samples(n));
-        check_knee("rate_history", v.clone(), knee().rate_history(n));
     }
     for n in [0, 1, u32::MAX] {
         check_knee("hold_windows", n.to_string(), knee().hold_windows(n));
@@ -126,6 +125,7 @@ fn knee_settings_at_their_extremes() {
         let v = format!("{d:?}");
         check_knee("min_window", v.clone(), knee().min_window(d));
         check_knee("baseline_refresh", v.clone(), knee().baseline_refresh(d));
+        check_knee("rate_window", v.clone(), knee().rate_window(d));
     }
     for f in FACTORS {
         let v = f.to_string();

@@ -330,3 +330,51 @@ async fn without_ticks_a_stall_never_moves_the_limit() {
     assert_eq!(pool.concurrency(), 32);
     pool.stop_now();
 }
+
+/// The knee tuner on a real pool whose backend stops answering (and no timeout ends the
+/// attempts): no attempt finishes, so no event comes, yet the limit falls — the timer
+/// `auto_concurrency` starts on the pool's executor ticks the tuner.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_backend_moves_the_knee_tuners_limit() {
+    // At most 64 × 20 ms: 20,000 calls are far from done when the backend stalls.
+    let config = KneeConfig::builder().min(1).max(64).build().unwrap();
+    let machine = MemorySnapshot::from_mib(16 * 1024, 1024); // starts at 25
+    let pool = Pool::builder()
+        .no_timeout()
+        .retry_delay(Duration::from_millis(5))
+        .auto_concurrency_with(config, machine)
+        .build()
+        .unwrap();
+    let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let calls: Vec<_> = (0..20_000)
+        .map(|_| {
+            let stalled = Arc::clone(&stalled);
+            pool.enqueue(
+                move || {
+                    let stalled = Arc::clone(&stalled);
+                    async move {
+                        if stalled.load(Ordering::SeqCst) {
+                            std::future::pending::<()>().await;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        Ok::<(), pool_core::Transient<SlowDown>>(())
+                    }
+                },
+                TaskOptions::new(),
+            )
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = pool.concurrency();
+    assert!(before >= 25, "the tuner grew first: {before}");
+    assert!(pool.stats().queued > 0, "calls still waiting");
+    stalled.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = pool.concurrency();
+    assert!(
+        after <= before / 4,
+        "five seconds without an answer: {before} -> {after}"
+    );
+    pool.stop_now();
+    drop(calls);
+}

@@ -1,0 +1,1162 @@
+//! The knee-finding tuner: the most requests in flight before they queue or are refused.
+
+mod config;
+mod epochs;
+mod stats;
+mod window;
+
+use std::time::{Duration, Instant};
+
+pub use config::{KneeConfig, KneeConfigBuilder};
+use epochs::{Background, Epoch, Epochs};
+use window::{DecayingMax, Recent, Rtt, Window};
+
+use crate::sample::{AttemptOutcome, Sample};
+use crate::tuner::{Adjustment, Reason, Tuner};
+
+/// Until the first cut, the limit grows this many times per window (a window is three
+/// round trips: about ×1.6 per round trip, between TCP's slow start and BBR's startup).
+const STARTUP_GROWTH: usize = 4;
+/// A round trip this many times the baseline is queueing deep enough to cut by the ratio.
+const DEEP_QUEUEING: f64 = 1.5;
+/// Probes of the no-load RTT run at this fraction of the limit (1/4), halving from there.
+const PROBE_FRACTION: usize = 4;
+/// A first probe step at this depth or below is taken as unloaded.
+const PROBE_FLOOR: usize = 4;
+/// A window stops collecting once it holds this many times `min_samples`, whatever the noise.
+const MOST_SAMPLES_FACTOR: usize = 8;
+/// … or once it lasted this many round trips.
+const LONGEST_WINDOW_RTTS: f64 = 10.0;
+/// The slowest recent outcome halves every this long unless renewed.
+const SLOWEST_HALF_LIFE: Duration = Duration::from_secs(10);
+/// No stall is declared before this long without an outcome.
+const SHORTEST_STALL: Duration = Duration::from_secs(1);
+/// A stall is this many times the slowest recent outcome without any outcome.
+const STALL_FACTOR: f64 = 4.0;
+/// Attempts in flight beyond this many times what the answers explain (Little's law) are
+/// unanswered: held back by the backend.
+const UNANSWERED_FACTOR: f64 = 1.5;
+/// How long outcomes are kept: the longest span anything is read over.
+const RECENT_SLOWEST_FACTOR: f64 = 2.0;
+/// How late back-pressure arrives is a property of the backend: forgotten slowly.
+const FEEDBACK_HALF_LIFE: Duration = Duration::from_secs(60);
+/// A long epoch is judged for overload this many attempts at a time.
+const JUDGED_STRETCH: u32 = 2_000;
+/// The hold below a level overloaded again and again grows to at most this many times
+/// `hold_windows`.
+const MOST_HOLD_FACTOR: u32 = 32;
+
+/// Finds and tracks the backend's knee: the most requests in flight before they start to
+/// queue (the round trip grows) or to be refused (throttled, timed out) — and holds there
+/// through the noise real object stores make.
+///
+/// What it learns from, and how:
+///
+/// - **The no-load round trip, at low depth only.** It is measured by *probes*: one window at
+///   a quarter of the limit, then at half that, and so on while the round trip keeps falling
+///   (by more than the confidence interval of a median). A probe runs at the start (so a
+///   first window already past the knee is never taken for the baseline), when cutting the
+///   limit did not shorten the round trip (the backend itself may have slowed: the cuts are
+///   undone only if the baseline moved), when the round trip falls clearly below the
+///   baseline (the backend got faster), and when no window has been consistent with the
+///   baseline for `baseline_refresh` — BBR's ProbeRTT, on evidence rather than a clock.
+/// - **Queueing, from the median.** Each window compares the median round trip of the
+///   attempts started in it with the baseline, both with confidence intervals from order
+///   statistics (no assumption about the distribution: heavy tails and bimodal latency
+///   included); a window keeps collecting until its median is known to within the
+///   tolerance, or it grew too long. When even the window's lower bound exceeds the
+///   baseline's upper bound by `latency_tolerance`, requests queue. Deep queueing (a round
+///   trip 1.5 times the baseline) is cut by the ratio of the two, which in a queue lands on
+///   the knee in one step; marginal queueing by `gentlest_cut`.
+/// - **Throttles and timeouts, for the limit they came from.** An outcome counts for the
+///   limit its attempt *started* under, however late it arrives (a 503 after a second, a
+///   timeout after two), at once, against that limit's ended attempts *and* those still
+///   running (fast refusals come back before slow successes). A limit is overloaded when it
+///   holds more throttles and timeouts than the reference share explains, by a Poisson test
+///   whose threshold grows with the number of attempts (a false alarm once in ten thousand
+///   looks). The reference is the share at the lowest levels with enough attempts, aged by
+///   time and leaving out levels found overloaded: background overload (S3's trickle of
+///   503s) comes at every level alike, load-driven overload does not. A long-held limit is
+///   judged 2,000 attempts at a time, each stretch against the ones before. Each overloaded
+///   limit is cut for once (one decrease per window of back-pressure, as Vector does), to
+///   just below the concurrency successes are served at now — each recent success counts
+///   how many others ended during its own round trip (Little's law per attempt, BBR's
+///   delivery rate), so the figure ages within a round trip and a capacity drop is followed
+///   at once.
+/// - **Unanswered attempts.** When the attempts in flight exceed, by half, what the answers
+///   explain (Little's law: the rate answers come at, sampled over settled attempts' own
+///   round trips, times how long answers take), answers are being held back: throttles
+///   that will arrive late, requests past a full connection backlog, or a slow tail not seen
+///   yet. The limit does not grow until they arrive.
+/// - **Time.** With no outcome at all for four times the slowest recent one (at least a
+///   second) while attempts were in flight, [`tick`](Tuner::tick) halves the limit, and
+///   again for as long as the stall lasts; when answers come again it climbs back towards
+///   where the stall found it.
+/// - **Memory** above `memory_target` cuts like an overload.
+///
+/// And how it grows, when a window is clean, the limit was in use and no overload lingers:
+/// ×4 per window until the first cut (a slow start: windows of three round trips, about
+/// ×1.6 per round trip), then halfway back to the level the last cut measured as safe, a
+/// hold of `hold_windows` windows there (doubling, up to 32 times, while overloads keep
+/// coming at about the same level: a token bucket's burst can hide an overload for
+/// seconds), then probes of +1, +2, +4 … (at most +1/4 per window; one at a time near the
+/// level that failed last; doubling while far below it). A window that would grow past the
+/// last safe level lasts at least as long as the slowest recent throttle or timeout took to
+/// arrive, so late back-pressure is heard before the next step.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use pool_tuning::{AttemptOutcome, KneeConfig, KneeTuner, Sample, Tuner};
+/// let mut tuner = KneeTuner::new(KneeConfig::default(), 40);
+/// let start = Instant::now();
+/// // A backend with its knee at 64 (20 ms, then queueing): the tuner settles near it.
+/// let mut now = start;
+/// for _ in 0..4_000 {
+///     let limit = tuner.limit();
+///     let rtt = Duration::from_millis(20) * (limit.max(64) as u32) / 64;
+///     now += rtt / limit as u32;
+///     let sample = Sample::new(now, rtt, AttemptOutcome::Succeeded).in_flight(limit);
+///     tuner.observe(&sample, now);
+/// }
+/// assert!((56..=80).contains(&tuner.limit()), "{}", tuner.limit());
+/// ```
+#[derive(Debug, Clone)]
+pub struct KneeTuner {
+    config: KneeConfig,
+    limit: usize,
+    epochs: Epochs,
+    background: Background,
+    window: Window,
+    recent: Recent,
+    /// The no-load round trip (median and its interval) and when it was measured.
+    baseline: Option<(Rtt, Instant)>,
+    /// Smoothed window median: the round trip windows are sized by.
+    smoothed_rtt: Option<f64>,
+    slowest: DecayingMax,
+    /// How late throttles and timeouts have been arriving.
+    feedback_delay: DecayingMax,
+    /// The last cut for an overloaded limit: when, and that limit.
+    last_overload_cut: Option<(Instant, usize)>,
+    /// The last level believed safe; climbs stop here until a hold has passed.
+    ceiling: Option<usize>,
+    clean_windows_at_ceiling: u32,
+    /// When the first clean window at the ceiling closed.
+    at_ceiling_since: Option<Instant>,
+    growth_step: usize,
+    /// Doubling until the first cut.
+    starting: bool,
+    /// The last limit found overloaded, and how many times longer than `hold_windows` to
+    /// hold below it (doubling while overloads keep coming at about the same level).
+    last_failing: Option<usize>,
+    hold_factor: u32,
+    latency_cuts: Option<LatencyCut>,
+    probe: Option<Probe>,
+    last_clean_limit: Option<usize>,
+    last_sample_at: Option<Instant>,
+    last_in_flight: usize,
+    last_stall_cut: Option<Instant>,
+    /// The limit when a stall still in progress was noticed.
+    stalled_at: Option<usize>,
+    /// The current epoch's counts when the window started: (epoch start, attempts,
+    /// overloads).
+    window_counts_from: Option<(Instant, u32, u32)>,
+}
+
+/// A run of RTT-growth cuts: the RTT and limit before it.
+#[derive(Debug, Clone, Copy)]
+struct LatencyCut {
+    rtt_before: f64,
+    limit_before: usize,
+}
+
+/// A measurement of the no-load RTT in progress.
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    /// The limit to return to.
+    return_to: usize,
+    /// For a probe that checks whether the backend slowed: the limit to stay at if it did
+    /// not (the baseline did not move: the round trip was queueing after all).
+    unless_unchanged: Option<usize>,
+    /// The depth it runs at now.
+    depth: usize,
+    /// The previous step's round trip, if this is not the first.
+    previous: Option<Rtt>,
+}
+
+impl KneeTuner {
+    /// Starts at `initial`, clamped to the bounds.
+    pub fn new(config: KneeConfig, initial: usize) -> Self {
+        Self {
+            limit: config.bounds.clamp(initial),
+            background: Background::new(config.max_background_overload),
+            config,
+            epochs: Epochs::default(),
+            window: Window::default(),
+            recent: Recent::default(),
+            baseline: None,
+            smoothed_rtt: None,
+            slowest: DecayingMax::default(),
+            feedback_delay: DecayingMax::default(),
+            last_overload_cut: None,
+            ceiling: None,
+            clean_windows_at_ceiling: 0,
+            at_ceiling_since: None,
+            growth_step: 1,
+            starting: true,
+            last_failing: None,
+            hold_factor: 1,
+            latency_cuts: None,
+            probe: None,
+            last_clean_limit: None,
+            last_sample_at: None,
+            last_in_flight: 0,
+            last_stall_cut: None,
+            stalled_at: None,
+            window_counts_from: None,
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &KneeConfig {
+        &self.config
+    }
+
+    /// The no-load round trip (a median) the tuner compares with, once measured.
+    pub fn baseline_rtt(&self) -> Option<Duration> {
+        self.baseline.map(|(rtt, _)| seconds(rtt.median))
+    }
+
+    /// The estimated share of attempts throttled or timed out whatever the load, as seen
+    /// at limits below the current one, at `now`.
+    pub fn background_overload(&self, now: Instant) -> f64 {
+        self.background.share_up_to(self.limit, (0, 0), now)
+    }
+
+    fn rtt_estimate(&self) -> f64 {
+        self.smoothed_rtt
+            .or(self.baseline.map(|b| b.0.median))
+            .unwrap_or(0.0)
+    }
+
+    /// How long epochs are kept: while an attempt of theirs may still end.
+    fn keep(&self, now: Instant) -> Duration {
+        seconds(2.0 * self.slowest.get(now, SLOWEST_HALF_LIFE)).max(Duration::from_secs(2))
+    }
+
+    /// The span the success rate is read over: `rate_window`, at least four round trips.
+    fn rate_span(&self) -> Duration {
+        self.config
+            .rate_window
+            .max(seconds(4.0 * self.rtt_estimate()))
+    }
+
+    /// How long outcomes are kept: a rate span, a whole window, twice the slowest.
+    fn recent_span(&self, now: Instant) -> Duration {
+        // A little more than any span read, so the oldest needed outcome is still kept.
+        self.rate_span()
+            .max(seconds(LONGEST_WINDOW_RTTS * self.rtt_estimate()))
+            .max(seconds(
+                RECENT_SLOWEST_FACTOR * self.slowest.get(now, SLOWEST_HALF_LIFE),
+            ))
+            .saturating_add(seconds(self.rtt_estimate()))
+    }
+
+    fn set_limit(&mut self, to: usize, reason: Reason, now: Instant) -> Option<Adjustment> {
+        let to = self.config.bounds.clamp(to);
+        let adjustment = Adjustment::between(self.limit, to, reason);
+        self.limit = to;
+        if adjustment.is_some() {
+            let keep = self.keep(now);
+            self.epochs.begin(now, to, keep);
+        }
+        self.restart_window(now);
+        adjustment
+    }
+
+    fn restart_window(&mut self, now: Instant) {
+        self.window.restart(now);
+        self.window_counts_from = self
+            .epochs
+            .current()
+            .map(|e| (e.start, e.attempts, e.overloads));
+    }
+
+    /// The first call: the initial limit has been in force since before anything was seen,
+    /// and the first windows probe the no-load RTT.
+    fn start(&mut self, now: Instant) -> Option<Adjustment> {
+        let long_ago = now.checked_sub(Duration::from_secs(3_600)).unwrap_or(now);
+        self.epochs.begin(long_ago, self.limit, Duration::MAX);
+        self.begin_probe(self.limit, now)
+    }
+
+    fn probe_depth(&self, limit: usize) -> usize {
+        self.config.bounds.clamp(limit.div_ceil(PROBE_FRACTION))
+    }
+
+    fn begin_probe(&mut self, return_to: usize, now: Instant) -> Option<Adjustment> {
+        self.begin_probe_unless(return_to, None, now)
+    }
+
+    fn begin_probe_unless(
+        &mut self,
+        return_to: usize,
+        unless_unchanged: Option<usize>,
+        now: Instant,
+    ) -> Option<Adjustment> {
+        let depth = self.probe_depth(return_to);
+        self.probe = Some(Probe {
+            return_to,
+            unless_unchanged,
+            depth,
+            previous: None,
+        });
+        self.set_limit(depth, Reason::MeasuringRtt, now)
+    }
+
+    /// A probe window closed: go one step deeper while the round trip keeps falling, else
+    /// take it as the baseline and return.
+    fn continue_probe(&mut self, probe: Probe, rtt: Rtt, now: Instant) -> Option<Adjustment> {
+        // The first step goes deeper unless it already ran at a depth of a few: at a quarter
+        // of the limit it may still be past the knee (a start far above it).
+        let fell = probe
+            .previous
+            .map_or(probe.depth > PROBE_FLOOR, |previous| {
+                rtt.high < previous.low
+            });
+        let deeper = self.config.bounds.clamp(probe.depth / 2);
+        if fell && deeper < probe.depth {
+            self.probe = Some(Probe {
+                depth: deeper,
+                previous: Some(rtt),
+                ..probe
+            });
+            return self.set_limit(deeper, Reason::MeasuringRtt, now);
+        }
+        let best = match probe.previous {
+            Some(previous) if previous.median < rtt.median => previous,
+            _ => rtt,
+        };
+        let previous = self.baseline.map(|b| b.0.median);
+        self.baseline = Some((best, now));
+        self.smoothed_rtt = Some(best.median);
+        self.probe = None;
+        let unchanged =
+            previous.is_some_and(|old| best.median <= old * (1.0 + self.config.latency_tolerance));
+        let back_to = match probe.unless_unchanged {
+            Some(stay) if unchanged => stay,
+            // The first probe: nothing above it is known yet, so the start goes on from
+            // twice its depth, doubling (a start far above the knee is not gone back to).
+            _ if previous.is_none() => probe.return_to.min(2 * probe.depth),
+            _ => probe.return_to,
+        };
+        self.set_limit(back_to, Reason::Recovering, now)
+    }
+
+    /// Successes a window needs: `min_samples`, fewer for probes at a depth of a few.
+    fn samples_needed(&self) -> usize {
+        let needed = self.config.min_samples.max(1);
+        match self.probe {
+            Some(probe) => needed.min(4 * probe.depth).max(4),
+            None => needed,
+        }
+    }
+
+    /// Whether the next clean window would grow past the last level known safe.
+    fn would_probe_upwards(&self) -> bool {
+        let held_enough = self.clean_windows_at_ceiling + 1 >= self.config.hold_windows.clamp(1, 2);
+        self.probe.is_none()
+            && self
+                .ceiling
+                .is_none_or(|ceiling| self.limit >= ceiling && held_enough)
+    }
+
+    fn window_is_complete(&mut self, now: Instant) -> bool {
+        if self.window.started.is_none() {
+            return false;
+        }
+        let successes = self.window.successes();
+        let needed = self.samples_needed();
+        if successes < needed {
+            return false;
+        }
+        let mut rtt = self.rtt_estimate();
+        if rtt <= 0.0 {
+            // Nothing measured yet: this window's own median sizes it.
+            rtt = self.window.rtt().map_or(0.0, |r| r.median);
+        }
+        let elapsed = self.window.elapsed(now);
+        let mut shortest = seconds(2.0 * rtt).max(self.config.min_window);
+        if self.would_probe_upwards() {
+            // Long enough for attempts started after the change to be answered (the rate
+            // samples unanswered attempts are judged by), and for late back-pressure.
+            shortest = shortest
+                .max(seconds(3.0 * rtt))
+                .max(seconds(self.feedback_delay.get(now, FEEDBACK_HALF_LIFE)));
+        }
+        if elapsed < shortest {
+            return false;
+        }
+        // Keep collecting until the median is known to within the tolerance; look only at
+        // doublings of the sample, so finding the median stays cheap.
+        let long_enough = successes >= MOST_SAMPLES_FACTOR * needed
+            || elapsed.as_secs_f64() >= LONGEST_WINDOW_RTTS * rtt;
+        if long_enough {
+            return true;
+        }
+        if !(successes / needed).is_power_of_two() || !successes.is_multiple_of(needed) {
+            return false;
+        }
+        self.window
+            .rtt()
+            .is_some_and(|rtt| rtt.spread() <= self.config.latency_tolerance)
+    }
+
+    /// Concurrency successes are served at now (see [`Recent::served_since`]), over the
+    /// successes of the last two round trips.
+    fn served(&self, now: Instant) -> Option<f64> {
+        let span = seconds(2.0 * self.rtt_estimate()).max(self.config.min_window);
+        self.recent.served_since(now.checked_sub(span)?, now)
+    }
+
+    /// `failing` was found overloaded (or queueing): remember it, and when it was
+    /// overloaded (`refused`: throttles or timeouts, which cost requests, not only latency)
+    /// about where the last one was, hold longer below it.
+    fn note_failing(&mut self, failing: usize, refused: bool) {
+        let again = refused
+            && self
+                .last_failing
+                .is_some_and(|last| (last as f64 - failing as f64).abs() <= 0.15 * last as f64);
+        self.hold_factor = if again {
+            (self.hold_factor * 2).min(MOST_HOLD_FACTOR)
+        } else {
+            1
+        };
+        self.last_failing = Some(failing);
+    }
+
+    fn note_cut(&mut self, ceiling: usize) {
+        self.ceiling = Some(ceiling);
+        self.clean_windows_at_ceiling = 0;
+        self.at_ceiling_since = None;
+        self.growth_step = 1;
+        self.starting = false;
+    }
+
+    /// An overload came for `epoch`: cut if its limit is overloaded and not cut for yet.
+    ///
+    /// The overload counts at once, against the attempts of its limit that have ended *and*
+    /// those still running (`in_flight`), most of which will succeed: fast failures come back
+    /// before slow successes, and counting only what has ended would make the first outcomes
+    /// of every limit look overloaded.
+    fn on_overload(
+        &mut self,
+        epoch: Epoch,
+        in_flight: usize,
+        latency: f64,
+        reason: Reason,
+        now: Instant,
+    ) -> Option<Adjustment> {
+        if epoch.overloaded {
+            return None;
+        }
+        if let Some((at, limit)) = self.last_overload_cut {
+            // Started before the last cut, at or above the level it answered: answered.
+            if epoch.start < at && epoch.limit >= limit {
+                return None;
+            }
+        }
+        // How late back-pressure about the load comes (not what a stall explained).
+        self.feedback_delay
+            .observe(latency, now, FEEDBACK_HALF_LIFE);
+        let under_test = (
+            epoch.attempts.saturating_sub(epoch.judged.0),
+            epoch.overloads.saturating_sub(epoch.judged.1),
+        );
+        let running = u32::try_from(in_flight.saturating_sub(1)).unwrap_or(u32::MAX);
+        let background = self.background.share_up_to(epoch.limit, under_test, now);
+        if !stats::excess_overloads(
+            under_test.1,
+            under_test.0.saturating_add(running),
+            background,
+        ) {
+            if under_test.0 >= JUDGED_STRETCH {
+                // Judged clean: from now on part of the reference for what follows.
+                if let Some(found) = self.epochs.starting_at(epoch.start) {
+                    found.judged = (epoch.attempts, epoch.overloads);
+                }
+            }
+            return None;
+        }
+        if let Some(found) = self.epochs.starting_at(epoch.start) {
+            found.overloaded = true;
+        }
+        self.background.overloaded_at(epoch.limit, now);
+        self.last_overload_cut = Some((now, epoch.limit));
+        self.cut_for_overload(epoch.limit, reason, now)
+    }
+
+    /// Cut below `failing`: to the concurrency successes are served at, by at least the
+    /// gentlest cut, at most the deepest; never up; and do not climb back to `failing`.
+    fn cut_for_overload(
+        &mut self,
+        failing: usize,
+        reason: Reason,
+        now: Instant,
+    ) -> Option<Adjustment> {
+        let failing_f = failing as f64;
+        // What is served now is the evidence of what the backend sustains (a rate cap, a
+        // connection limit): aim just below it, off the cap's edge. Without it, or when
+        // more is served than failed, the gentlest cut.
+        let gentle = failing_f * self.config.gentlest_cut;
+        // Evidence allows cutting twice as deep as a blind cut.
+        let deepest = self.config.deepest_cut;
+        let target = match self.served(now) {
+            Some(served) if served < failing_f => (0.97 * served)
+                .min(failing_f - 1.0)
+                .max(failing_f * deepest * deepest),
+            _ => gentle.max(failing_f * deepest),
+        };
+        let to = self.config.bounds.clamp_f64(target).min(self.limit);
+        self.note_failing(failing, true);
+        // Climb back only to the level the cut measured as served: between it and the
+        // failing limit nothing is known safe (late throttles of those levels may still be
+        // on their way). Probes above it wait for the slowest back-pressure.
+        self.note_cut(to);
+        self.latency_cuts = None;
+        // Overload beats a probe in progress: do not jump back when it would have ended.
+        self.probe = None;
+        self.set_limit(to, reason, now)
+    }
+
+    fn cut_for_rtt(&mut self, rtt: Rtt, first_of_run: bool, now: Instant) -> Option<Adjustment> {
+        let (baseline, _) = self.baseline?;
+        let limit = self.limit as f64;
+        // Deep queueing: the ratio of round trips lands on the knee in one step (in a queue
+        // the round trip grows in proportion to the excess). Marginal queueing: the ratio is
+        // mostly noise, so a gentle step.
+        let mut target = if rtt.median > DEEP_QUEUEING * baseline.median {
+            limit * baseline.high / rtt.median
+        } else {
+            limit * self.config.gentlest_cut
+        };
+        if first_of_run {
+            // A level just seen clean is direct evidence: the first cut stops there.
+            if let Some(clean) = self.last_clean_limit.filter(|&c| c < self.limit) {
+                target = target.max(clean as f64);
+            }
+        }
+        let target = target
+            .round()
+            .clamp(limit * self.config.deepest_cut, limit - 1.0);
+        let to = self.config.bounds.clamp_f64(target);
+        self.note_failing(self.limit, false);
+        self.note_cut(to);
+        self.set_limit(to, Reason::RttGrowth, now)
+    }
+
+    fn on_queueing(&mut self, rtt: Rtt, now: Instant) -> Option<Adjustment> {
+        let here = LatencyCut {
+            rtt_before: rtt.median,
+            limit_before: self.limit,
+        };
+        let Some(run) = self.latency_cuts else {
+            self.latency_cuts = Some(here);
+            return self.cut_for_rtt(rtt, true, now);
+        };
+        // Queueing: the round trip shrinks with the limit. A slower backend: it stays. Judge
+        // once the run has cut enough to tell, at the midpoint of the two expectations.
+        let shrink = self.limit as f64 / run.limit_before as f64;
+        if shrink <= 0.9 {
+            if rtt.low > run.rtt_before * (1.0 + shrink) / 2.0 {
+                self.latency_cuts = None;
+                self.ceiling = None;
+                self.at_ceiling_since = None;
+                self.last_clean_limit = None;
+                // Did the backend slow, or was the round trip still draining a queue?
+                // Measure; undo the cuts only if the baseline moved.
+                return self.begin_probe_unless(run.limit_before, Some(self.limit), now);
+            }
+            self.latency_cuts = Some(here);
+        }
+        self.cut_for_rtt(rtt, false, now)
+    }
+
+    fn grow(&mut self, now: Instant) -> Option<Adjustment> {
+        let limit = self.limit;
+        match self.ceiling {
+            Some(ceiling) if limit < ceiling => {
+                let to = (limit + ((ceiling - limit) / 2).max(1)).min(ceiling);
+                self.set_limit(to, Reason::Recovering, now)
+            }
+            Some(_) => {
+                self.clean_windows_at_ceiling += 1;
+                // Hold `hold_windows` windows, or as many double round trips when windows
+                // are long (a few requests in flight at a long round trip).
+                // Overloaded again and again at the same level: hold longer each time (a
+                // token bucket's burst can hide a level's overload for seconds).
+                let hold = self.config.hold_windows.saturating_mul(self.hold_factor);
+                let since = *self.at_ceiling_since.get_or_insert(now);
+                let held_long = now.saturating_duration_since(since).as_secs_f64()
+                    >= f64::from(hold) * 2.0 * self.rtt_estimate();
+                if self.clean_windows_at_ceiling < hold
+                    && !(held_long && self.clean_windows_at_ceiling >= 2)
+                {
+                    self.restart_window(now);
+                    return None;
+                }
+                self.ceiling = None;
+                self.at_ceiling_since = None;
+                self.growth_step = 1;
+                self.set_limit(limit + 1, Reason::Probing, now)
+            }
+            None => {
+                let to = self.next_probe(limit);
+                self.set_limit(to, Reason::Probing, now)
+            }
+        }
+    }
+
+    /// How far to grow above the last level known safe: doubling until the first cut, and
+    /// while far below the last level that failed; one at a time near it (CUBIC's plateau);
+    /// accelerating beyond it, by at most a quarter per window.
+    fn next_probe(&mut self, limit: usize) -> usize {
+        let failing = self.last_failing.map(|f| f as f64);
+        let far_below = failing.is_some_and(|failing| (limit as f64) < 0.5 * failing);
+        if self.starting {
+            self.growth_step = 1;
+            return limit.saturating_mul(STARTUP_GROWTH);
+        }
+        if far_below {
+            self.growth_step = 1;
+            return limit.saturating_mul(2);
+        }
+        let near = failing.is_some_and(|failing| {
+            let next = (limit + self.growth_step) as f64;
+            next >= 0.9 * failing && (limit as f64) < 1.1 * failing
+        });
+        if near {
+            self.growth_step = 1;
+        }
+        let to = limit + self.growth_step;
+        self.growth_step = (self.growth_step * 2).min((to / 4).max(1));
+        to
+    }
+
+    /// Little's law: the attempts in flight should equal the rate answers come at times how
+    /// long answers take. Far more in flight means answers are held back: throttles that
+    /// will arrive late, requests past a full connection backlog — or a slow tail not seen
+    /// yet. Until they arrive, do not grow.
+    fn answers_lag(&self, now: Instant) -> bool {
+        let fewest = (self.samples_needed() / 2).max(4);
+        let Some(rate) = self.window.rate(&self.recent, now, fewest) else {
+            return false;
+        };
+        let span = self.rate_span().max(seconds(
+            RECENT_SLOWEST_FACTOR * self.slowest.get(now, SLOWEST_HALF_LIFE),
+        ));
+        let Some(from) = now.checked_sub(span) else {
+            return false;
+        };
+        let Some(mean_latency) = self.recent.mean_latency_since(from) else {
+            return false;
+        };
+        rate * mean_latency * UNANSWERED_FACTOR < self.limit as f64
+    }
+
+    /// Counts an ended attempt for the limit it started under; returns that epoch.
+    fn count_attempt(
+        &mut self,
+        started: Instant,
+        outcome: AttemptOutcome,
+        now: Instant,
+    ) -> Option<Epoch> {
+        let overload = outcome.is_overload();
+        let epoch = self.epochs.containing(started).map(|epoch| {
+            epoch.record(overload);
+            *epoch
+        })?;
+        self.background.record(epoch.limit, overload, now);
+        Some(epoch)
+    }
+
+    /// Whether the limit in force shows any sign of overload in this window, not yet
+    /// significant: more throttles and timeouts than the reference share plus two standard
+    /// deviations. Not a reason to cut; a reason not to grow.
+    fn overloads_linger(&self, now: Instant) -> bool {
+        let Some(epoch) = self.epochs.current() else {
+            return false;
+        };
+        let (at_start_attempts, at_start_overloads) = match self.window_counts_from {
+            Some((start, attempts, overloads)) if start == epoch.start => (attempts, overloads),
+            _ => (0, 0),
+        };
+        let attempts = epoch.attempts.saturating_sub(at_start_attempts);
+        let overloads = epoch.overloads.saturating_sub(at_start_overloads);
+        if overloads < 2 {
+            return false;
+        }
+        let share = self
+            .background
+            .share_up_to(epoch.limit, (attempts, overloads), now);
+        let expected = f64::from(attempts) * share;
+        f64::from(overloads) > expected + 2.0 * expected.sqrt() + 1.0
+    }
+
+    fn close_window(&mut self, now: Instant) -> Option<Adjustment> {
+        let rtt = self.window.rtt()?;
+        self.smoothed_rtt = Some(
+            self.smoothed_rtt
+                .map_or(rtt.median, |s| 0.75 * s + 0.25 * rtt.median),
+        );
+        if let Some(probe) = self.probe {
+            return self.continue_probe(probe, rtt, now);
+        }
+        let Some((baseline, measured_at)) = self.baseline else {
+            return self.begin_probe(self.limit, now);
+        };
+        // Compared with the baseline's own confidence interval: a baseline from a noisy
+        // probe must not make ordinary noise look like queueing (or like a faster backend).
+        let in_use = self.window.max_in_flight >= self.limit;
+
+        if let (Some(target), Some(memory)) = (self.config.memory_target, self.window.memory()) {
+            if memory > target {
+                let to = (self.limit as f64 * self.config.gentlest_cut) as usize;
+                self.note_cut(self.config.bounds.clamp(to));
+                self.latency_cuts = None;
+                return self.set_limit(to, Reason::MemoryPressure, now);
+            }
+        }
+
+        let tolerance = 1.0 + self.config.latency_tolerance;
+        if rtt.low > baseline.high * tolerance {
+            return self.on_queueing(rtt, now);
+        }
+        self.latency_cuts = None;
+        if rtt.high * tolerance < baseline.low {
+            // The backend got faster (this round trip may still hide a queue): measure.
+            return self.begin_probe(self.limit, now);
+        }
+        if rtt.low <= baseline.high * tolerance && rtt.high * tolerance >= baseline.low {
+            // This window's round trip is consistent with the baseline: it still holds.
+            self.baseline = Some((baseline, now));
+        } else if now.saturating_duration_since(measured_at) >= self.config.baseline_refresh {
+            return self.begin_probe(self.limit, now);
+        }
+        // Only full slots show the limit binds. A non-empty queue does not: its tasks may be
+        // on their way to free slots.
+        if in_use && (self.answers_lag(now) || self.overloads_linger(now)) {
+            // Hold: the answers still out decide whether this limit is safe.
+            self.restart_window(now);
+            return None;
+        }
+        if in_use {
+            self.last_clean_limit = Some(self.limit);
+            self.grow(now)
+        } else {
+            self.restart_window(now);
+            None
+        }
+    }
+}
+
+impl Tuner for KneeTuner {
+    fn limit(&self) -> usize {
+        self.limit
+    }
+
+    fn observe(&mut self, sample: &Sample, now: Instant) -> Option<Adjustment> {
+        let started_probe = if self.epochs.current().is_none() {
+            self.start(now)
+        } else {
+            None
+        };
+        self.last_sample_at = Some(now);
+        self.last_in_flight = sample.in_flight;
+        if self.stalled_at.take().is_some() {
+            // The stall explains every overload of attempts started before it ended (the
+            // timeouts it will bring): the stall cuts answered them.
+            self.last_overload_cut = Some((now, 0));
+        }
+        let latency = sample.latency.as_secs_f64();
+        let succeeded = sample.outcome == AttemptOutcome::Succeeded;
+        self.slowest.observe(latency, now, SLOWEST_HALF_LIFE);
+        let span = self.recent_span(now);
+        self.recent
+            .add(sample.finished_at, latency, succeeded, span);
+
+        let started = sample.started_at();
+        let decided = match sample.outcome {
+            AttemptOutcome::Throttled | AttemptOutcome::TimedOut => {
+                let reason = if sample.outcome == AttemptOutcome::Throttled {
+                    Reason::Throttled
+                } else {
+                    Reason::TimedOut
+                };
+                self.count_attempt(started, sample.outcome, now)
+                    .and_then(|epoch| {
+                        self.on_overload(epoch, sample.in_flight, latency, reason, now)
+                    })
+            }
+            // A failure says nothing about load, and its latency is not a service time.
+            AttemptOutcome::Failed => {
+                self.count_attempt(started, sample.outcome, now);
+                None
+            }
+            AttemptOutcome::Succeeded => {
+                self.count_attempt(started, sample.outcome, now);
+                if let Some(at) = self.window.started.filter(|&at| started >= at) {
+                    self.window
+                        .add(latency, sample.in_flight, sample.memory_fraction);
+                    // Started a round trip after the change: its own round trip saw only
+                    // attempts of this limit end.
+                    let settled = at.checked_add(seconds(self.rtt_estimate()));
+                    if settled.is_some_and(|settled| started >= settled) {
+                        self.window.add_settled(started, sample.finished_at);
+                    }
+                }
+                if self.window_is_complete(now) {
+                    self.close_window(now)
+                } else {
+                    None
+                }
+            }
+        };
+        decided.or(started_probe)
+    }
+
+    fn tick(&mut self, now: Instant) -> Option<Adjustment> {
+        let last = self.last_sample_at?;
+        // Attempts were still running when the last one ended.
+        if self.last_in_flight <= 1 {
+            return None;
+        }
+        let stall =
+            seconds(STALL_FACTOR * self.slowest.get(now, SLOWEST_HALF_LIFE)).max(SHORTEST_STALL);
+        let since = self.last_stall_cut.map_or(last, |cut| cut.max(last));
+        if now.saturating_duration_since(since) < stall {
+            return None;
+        }
+        self.last_stall_cut = Some(now);
+        let before = *self.stalled_at.get_or_insert(self.limit);
+        let to = self
+            .config
+            .bounds
+            .clamp_f64(self.limit as f64 * self.config.deepest_cut);
+        self.note_cut(to);
+        // Once answers come again, climb back towards where the stall found it.
+        self.ceiling = Some(before.max(to));
+        self.latency_cuts = None;
+        self.probe = None;
+        self.set_limit(to, Reason::Stalled, now)
+    }
+
+    fn name(&self) -> &'static str {
+        "knee"
+    }
+}
+
+fn seconds(value: f64) -> Duration {
+    if value.is_finite() && value > 0.0 {
+        Duration::try_from_secs_f64(value).unwrap_or(Duration::MAX)
+    } else {
+        Duration::ZERO
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// How a toy backend answers an attempt started with `held` attempts in service.
+    #[derive(Clone, Copy)]
+    enum Fate {
+        Success(Duration),
+        Throttled(Duration),
+    }
+
+    /// A closed loop in virtual time: the tuner's limit of attempts in flight, each ended by
+    /// `fate`, every outcome fed back. A tiny xorshift makes it deterministic.
+    struct Loop {
+        tuner: KneeTuner,
+        start: Instant,
+        now: Instant,
+        /// (ends at, started at, fate), earliest first.
+        in_flight: BinaryHeap<Reverse<(Instant, Instant, u8, Duration)>>,
+        rng: u64,
+    }
+
+    impl Loop {
+        fn new(config: KneeConfig, initial: usize) -> Self {
+            let start = Instant::now();
+            Self {
+                tuner: KneeTuner::new(config, initial),
+                start,
+                now: start,
+                in_flight: BinaryHeap::new(),
+                rng: 0x9E37_79B9_7F4A_7C15,
+            }
+        }
+
+        fn random(&mut self) -> f64 {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            (self.rng >> 11) as f64 / (1u64 << 53) as f64
+        }
+
+        fn elapsed(&self) -> Duration {
+            self.now - self.start
+        }
+
+        /// Runs for `span`, starting attempts up to the limit; returns every adjustment.
+        fn run(
+            &mut self,
+            span: Duration,
+            mut fate: impl FnMut(&mut Self, usize) -> Fate,
+        ) -> Vec<Adjustment> {
+            let until = self.now + span;
+            let mut adjustments = Vec::new();
+            loop {
+                while self.in_flight.len() < self.tuner.limit() {
+                    let held = self.in_flight.len() + 1;
+                    let (kind, latency) = match fate(self, held) {
+                        Fate::Success(latency) => (0, latency),
+                        Fate::Throttled(latency) => (1, latency),
+                    };
+                    let ends = self.now + latency.max(Duration::from_micros(1));
+                    self.in_flight
+                        .push(Reverse((ends, self.now, kind, latency)));
+                }
+                let next = self.in_flight.peek().map(|Reverse(a)| a.0);
+                let tick = self.now + MS * 100;
+                match next {
+                    Some(ends) if ends <= tick && ends <= until => {
+                        let Reverse((ends, _, kind, latency)) =
+                            self.in_flight.pop().expect("peeked");
+                        self.now = ends;
+                        let outcome = if kind == 0 {
+                            AttemptOutcome::Succeeded
+                        } else {
+                            AttemptOutcome::Throttled
+                        };
+                        let sample = Sample::new(ends, latency, outcome)
+                            .in_flight(self.in_flight.len() + 1)
+                            .queued(10);
+                        adjustments.extend(self.tuner.observe(&sample, ends));
+                    }
+                    _ if tick > until => return adjustments,
+                    _ => {
+                        self.now = tick;
+                        adjustments.extend(self.tuner.tick(tick));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A queue in front of `knee` servers of `base` (± 5 %).
+    fn queue(knee: usize, base: Duration) -> impl FnMut(&mut Loop, usize) -> Fate {
+        move |sim, held| {
+            let service = base.mul_f64(0.95 + 0.1 * sim.random());
+            let wait = base.mul_f64(held.saturating_sub(knee) as f64 / knee as f64);
+            Fate::Success(service + wait)
+        }
+    }
+
+    #[test]
+    fn settles_near_the_knee_of_a_queue() {
+        let mut sim = Loop::new(KneeConfig::default(), 10);
+        sim.run(Duration::from_secs(10), queue(64, MS * 20));
+        let limit = sim.tuner.limit();
+        assert!((60..=80).contains(&limit), "limit {limit}");
+        let baseline = sim.tuner.baseline_rtt().expect("measured");
+        assert!((MS * 19..=MS * 22).contains(&baseline), "{baseline:?}");
+    }
+
+    #[test]
+    fn starting_far_above_the_knee_does_not_take_a_queue_for_the_baseline() {
+        let mut sim = Loop::new(KneeConfig::default(), 200);
+        let adjustments = sim.run(Duration::from_secs(3), queue(32, MS * 20));
+        let baseline = sim.tuner.baseline_rtt().expect("measured");
+        assert!(baseline <= MS * 22, "{baseline:?} {adjustments:?}");
+        let limit = sim.tuner.limit();
+        assert!((30..=40).contains(&limit), "limit {limit}: {adjustments:?}");
+    }
+
+    #[test]
+    fn a_capacity_drop_is_followed_within_seconds() {
+        let mut sim = Loop::new(KneeConfig::default(), 10);
+        sim.run(Duration::from_secs(8), queue(128, MS * 20));
+        assert!(sim.tuner.limit() >= 120, "limit {}", sim.tuner.limit());
+        sim.run(Duration::from_secs(3), queue(32, MS * 20));
+        let limit = sim.tuner.limit();
+        assert!((28..=40).contains(&limit), "limit {limit}");
+    }
+
+    #[test]
+    fn a_slower_backend_moves_the_baseline_instead_of_starving() {
+        let mut sim = Loop::new(KneeConfig::default(), 10);
+        sim.run(Duration::from_secs(8), queue(64, MS * 20));
+        let before = sim.tuner.limit();
+        let adjustments = sim.run(Duration::from_secs(8), queue(64, MS * 40));
+        let after = sim.tuner.limit();
+        assert!(after + 10 >= before, "{before} -> {after}: {adjustments:?}");
+        let baseline = sim.tuner.baseline_rtt().expect("measured");
+        assert!(baseline >= MS * 38, "{baseline:?}");
+    }
+
+    /// Load-independent throttling (a share of attempts refused whatever the limit) is not
+    /// cut for: it is the background every level shows alike.
+    #[test]
+    fn background_throttling_does_not_drag_the_limit_down() {
+        for share in [0.005, 0.01, 0.02] {
+            let mut sim = Loop::new(KneeConfig::default(), 10);
+            let mut serve = queue(64, MS * 20);
+            sim.run(Duration::from_secs(30), |sim, held| {
+                if sim.random() < share {
+                    Fate::Throttled(MS * 5)
+                } else {
+                    serve(sim, held)
+                }
+            });
+            let limit = sim.tuner.limit();
+            assert!(limit >= 56, "{share}: limit {limit}");
+            assert!(sim.tuner.background_overload(sim.now) > 0.0);
+        }
+        // Without the background test every throttle cuts: the limit collapses.
+        let off = KneeConfig::builder()
+            .max_background_overload(0.0)
+            .build()
+            .unwrap();
+        let mut sim = Loop::new(off, 10);
+        let mut serve = queue(64, MS * 20);
+        sim.run(Duration::from_secs(30), |sim, held| {
+            if sim.random() < 0.01 {
+                Fate::Throttled(MS * 5)
+            } else {
+                serve(sim, held)
+            }
+        });
+        assert!(sim.tuner.limit() <= 16, "limit {}", sim.tuner.limit());
+    }
+
+    /// A rate cap whose refusals come back a second late: each refusal counts for the limit
+    /// its attempt started under, and the limit stays near the cap instead of climbing to
+    /// its maximum while the refusals are on their way.
+    #[test]
+    fn late_throttles_count_for_the_limit_their_attempts_started_under() {
+        let mut sim = Loop::new(KneeConfig::default(), 10);
+        // 2,000 a second at 20 ms ± 5 %: the cap is 40 in flight. A token bucket with a
+        // burst of 100.
+        let (mut tokens, mut refilled) = (100.0, Duration::ZERO);
+        let (mut throttled, mut total) = (0u32, 0u32);
+        let mut serve = queue(10_000, MS * 20);
+        sim.run(Duration::from_secs(30), |sim, held| {
+            let now = sim.elapsed();
+            tokens = (tokens + (now - refilled).as_secs_f64() * 2_000.0).min(100.0);
+            refilled = now;
+            total += 1;
+            if tokens < 1.0 {
+                throttled += 1;
+                return Fate::Throttled(Duration::from_secs(1));
+            }
+            tokens -= 1.0;
+            serve(sim, held)
+        });
+        let limit = sim.tuner.limit();
+        assert!((30..=48).contains(&limit), "limit {limit}");
+        let share = f64::from(throttled) / f64::from(total);
+        assert!(share < 0.03, "{throttled} of {total} throttled");
+    }
+
+    #[test]
+    fn heavy_tails_do_not_inflate_the_limit() {
+        let mut sim = Loop::new(KneeConfig::default(), 10);
+        let mut serve = queue(64, MS * 10);
+        sim.run(Duration::from_secs(20), |sim, held| {
+            // 2 % take 40 times longer, queueing or not.
+            let Fate::Success(latency) = serve(sim, held) else {
+                unreachable!()
+            };
+            if sim.random() < 0.02 {
+                Fate::Success(latency + MS * 390)
+            } else {
+                Fate::Success(latency)
+            }
+        });
+        let limit = sim.tuner.limit();
+        assert!((40..=100).contains(&limit), "limit {limit}");
+    }
+
+    /// No attempt ends at all: only time (`tick`) can move the limit, and it does.
+    #[test]
+    fn a_stall_halves_the_limit_through_tick() {
+        let mut sim = Loop::new(KneeConfig::default(), 10);
+        sim.run(Duration::from_secs(5), queue(64, MS * 20));
+        let before = sim.tuner.limit();
+        let adjustments = sim.run(Duration::from_millis(3_500), |_, _| {
+            Fate::Success(Duration::from_secs(3_600))
+        });
+        let stalls: Vec<_> = adjustments
+            .iter()
+            .filter(|a| a.reason == Reason::Stalled)
+            .collect();
+        assert!(stalls.len() >= 2, "{adjustments:?}");
+        assert!(
+            sim.tuner.limit() <= before / 4,
+            "{before} -> {}",
+            sim.tuner.limit()
+        );
+    }
+
+    #[test]
+    fn plain_failures_do_not_move_the_limit() {
+        let mut tuner = KneeTuner::new(KneeConfig::default(), 20);
+        let now = Instant::now();
+        tuner.observe(&Sample::new(now, MS * 20, AttemptOutcome::Succeeded), now);
+        let limit = tuner.limit();
+        for i in 0..100 {
+            let at = now + MS * i;
+            let failed = Sample::new(at, MS, AttemptOutcome::Failed).in_flight(20);
+            assert_eq!(tuner.observe(&failed, at), None);
+        }
+        assert_eq!(tuner.limit(), limit);
+    }
+
+    #[test]
+    fn memory_above_the_guard_cuts() {
+        let config = KneeConfig::builder()
+            .memory_target(Some(0.8))
+            .build()
+            .unwrap();
+        let mut sim = Loop::new(config, 40);
+        sim.run(Duration::from_secs(2), queue(1_000, MS * 10));
+        let before = sim.tuner.limit();
+        let mut cuts = Vec::new();
+        for i in 0..400u32 {
+            let at = sim.now + MS * i;
+            let sample = Sample::new(at, MS * 10, AttemptOutcome::Succeeded)
+                .in_flight(sim.tuner.limit())
+                .memory_fraction(0.85);
+            cuts.extend(sim.tuner.observe(&sample, at));
+        }
+        assert!(cuts.iter().any(|a| a.reason == Reason::MemoryPressure));
+        assert!(sim.tuner.limit() < before);
+    }
+
+    #[test]
+    fn never_leaves_its_bounds() {
+        let config = KneeConfig::builder().min(8).max(16).build().unwrap();
+        let mut sim = Loop::new(config, 1);
+        assert_eq!(sim.tuner.limit(), 8);
+        sim.run(Duration::from_secs(3), queue(1_000, MS * 20));
+        assert_eq!(sim.tuner.limit(), 16);
+        sim.run(Duration::from_secs(3), |_, _| Fate::Throttled(MS));
+        assert_eq!(sim.tuner.limit(), 8);
+    }
+}
