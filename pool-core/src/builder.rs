@@ -5,13 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::admission::Admission;
-use crate::engine::{Engine, Settings};
+use crate::engine::{Engine, Settings, TenantSettings};
 use crate::error::ConfigError;
 use crate::executor::Executor;
 use crate::observer::{Observer, ObserverSet};
 use crate::pool::Pool;
 use crate::queue::AgingSettings;
 use crate::retry::{Jitter, RetryBudget, RetryPolicy};
+use crate::tenant::{Tenant, TenantConfig};
 
 /// Configures and builds a [`Pool`]. Every setter documents its default.
 ///
@@ -45,6 +46,7 @@ pub struct PoolBuilder {
     admission: Vec<Arc<dyn Admission>>,
     executor: Option<Arc<dyn Executor>>,
     seed: Option<u64>,
+    tenants: TenantSettings,
 }
 
 impl Default for PoolBuilder {
@@ -62,6 +64,7 @@ impl Default for PoolBuilder {
             admission: Vec::new(),
             executor: None,
             seed: None,
+            tenants: TenantSettings::default(),
         }
     }
 }
@@ -80,6 +83,7 @@ impl fmt::Debug for PoolBuilder {
             .field("observers", &self.observers.len())
             .field("admission", &self.admission)
             .field("executor", &self.executor)
+            .field("tenants", &self.tenants)
             .finish()
     }
 }
@@ -201,6 +205,43 @@ impl PoolBuilder {
         self
     }
 
+    /// How `tenant` shares the pool: its weight against the other tenants waiting at the same
+    /// priority, and optionally a limit of its own (see [`TenantConfig`] and the
+    /// [`tenant`](crate::tenant) module). Tasks name their tenant with
+    /// [`TaskOptions::tenant`](crate::TaskOptions::tenant); tenants not named here get
+    /// [`tenant_defaults`](Self::tenant_defaults). Calling it again for a tenant replaces
+    /// its settings.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), pool_core::ConfigError> {
+    /// use pool_core::{Pool, TaskOptions, TenantConfig};
+    /// let pool = Pool::builder()
+    ///     .concurrency(16)
+    ///     .tenant("batch", TenantConfig::new().weight(1).max_in_flight(4))
+    ///     .tenant("interactive", TenantConfig::new().weight(5))
+    ///     .build()?;
+    /// let handle = pool.enqueue(
+    ///     || async { Ok::<_, std::io::Error>(1) },
+    ///     TaskOptions::new().tenant("interactive"),
+    /// );
+    /// assert_eq!(handle.await.unwrap(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn tenant(mut self, tenant: impl Into<Tenant>, config: TenantConfig) -> Self {
+        self.tenants.configured.insert(tenant.into(), config);
+        self
+    }
+
+    /// The settings of tenants not named with [`tenant`](Self::tenant), and of the tasks
+    /// that name no tenant (which share one turn in the round). Default weight 1, no limit
+    /// of their own. With a `max_in_flight` here, every unnamed tenant gets that limit —
+    /// e.g. no user's requests take more than 4 slots.
+    pub fn tenant_defaults(mut self, config: TenantConfig) -> Self {
+        self.tenants.defaults = config;
+        self
+    }
+
     /// Attaches an observer. Call it once per observer; all of them receive every event.
     pub fn observer(mut self, observer: impl Observer) -> Self {
         self.observers.push(Arc::new(observer));
@@ -285,6 +326,25 @@ impl PoolBuilder {
                 return Err(ConfigError::ZeroDuration { field });
             }
         }
+        let tenants = std::iter::once((None, &self.tenants.defaults)).chain(
+            self.tenants
+                .configured
+                .iter()
+                .map(|(tenant, config)| (Some(tenant), config)),
+        );
+        for (tenant, config) in tenants {
+            let field = if config.weight == 0 {
+                "weight"
+            } else if config.max_in_flight == Some(0) {
+                "max_in_flight"
+            } else {
+                continue;
+            };
+            return Err(ConfigError::TenantSetting {
+                tenant: tenant.cloned(),
+                field,
+            });
+        }
         if let Some(budget) = &self.retry_budget {
             check_factor("retry_budget.capacity", "(0, inf)", budget.capacity, |c| {
                 c > 0.0
@@ -332,6 +392,7 @@ impl PoolBuilder {
                 max_boost: self.max_aging_boost,
             },
             budget: self.retry_budget,
+            tenants: self.tenants,
         };
         let engine = Engine::new(
             executor,

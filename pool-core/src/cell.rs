@@ -20,12 +20,13 @@ use std::time::Duration;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::engine::ending::TaskEnd;
-use crate::engine::job::{CancelSink, ErasedTask, Start};
+use crate::engine::job::{CancelSink, ErasedTask, Start, Waiting};
 use crate::engine::timeline::Timeline;
 use crate::error::TaskError;
 use crate::observer::TaskInfo;
 use crate::sync::{AtomicU32, Mutex, MutexGuard};
 use crate::task::{ErrorClass, Metadata, TaskId, TaskOptions};
+use crate::tenant::Tenant;
 use crate::unwind::drop_contained;
 
 /// The handle's view of a task: its types known, its closure hidden.
@@ -124,6 +125,7 @@ impl Wake for CancelWaker {
 struct Cold {
     metadata: Metadata,
     cancellation: Option<CancellationToken>,
+    tenant: Option<Tenant>,
     retries: Option<u32>,
     timeout: Option<Option<Duration>>,
     /// Boxed apart: only a task that left for a while keeps one.
@@ -176,9 +178,13 @@ impl<F, Fut, T, E, C> TaskCell<F, Fut, T, E, C> {
             timeout,
             metadata,
             cancellation,
+            tenant,
         } = options;
-        let plain =
-            retries.is_none() && timeout.is_none() && metadata.is_empty() && cancellation.is_none();
+        let plain = retries.is_none()
+            && timeout.is_none()
+            && metadata.is_empty()
+            && cancellation.is_none()
+            && tenant.is_none();
         let cold = (!plain).then(|| {
             let watch = cancellation.as_ref().map(|token| {
                 let sink: Weak<dyn CancelSink> = Arc::downgrade(sink) as _;
@@ -190,6 +196,7 @@ impl<F, Fut, T, E, C> TaskCell<F, Fut, T, E, C> {
             Box::new(Cold {
                 metadata,
                 cancellation,
+                tenant,
                 retries,
                 timeout,
                 watch,
@@ -269,19 +276,30 @@ where
     }
 
     fn info(&self) -> TaskInfo {
+        let (metadata, tenant) = match self.lock().cold() {
+            Some(cold) => (cold.metadata.clone(), cold.tenant.clone()),
+            None => Default::default(),
+        };
         TaskInfo {
             id: self.id,
             priority: self.priority,
-            metadata: self
-                .lock()
-                .cold()
-                .map(|cold| cold.metadata.clone())
-                .unwrap_or_default(),
+            metadata,
+            tenant,
         }
     }
 
     fn cancellation(&self) -> Option<CancellationToken> {
         self.lock().cold()?.cancellation.clone()
+    }
+
+    fn waiting(&self) -> Waiting {
+        match self.lock().cold() {
+            Some(cold) => Waiting {
+                tenant: cold.tenant.clone(),
+                cancellable: cold.cancellation.is_some(),
+            },
+            None => Waiting::default(),
+        }
     }
 
     fn is_cancelled(&self) -> bool {

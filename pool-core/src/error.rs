@@ -169,6 +169,17 @@ pub enum ConfigError {
         /// The setting's name.
         field: &'static str,
     },
+    /// A tenant's weight or `max_in_flight` is 0 (its tasks could never start).
+    #[error(
+        "{} {field} must be at least 1 (got 0)",
+        match tenant { Some(tenant) => format!("tenant {tenant:?}:"), None => "tenant_defaults:".to_owned() }
+    )]
+    TenantSetting {
+        /// The tenant; `None` for [`PoolBuilder::tenant_defaults`](crate::PoolBuilder::tenant_defaults).
+        tenant: Option<crate::tenant::Tenant>,
+        /// `"weight"` or `"max_in_flight"`.
+        field: &'static str,
+    },
     /// The pool has no executor: build it inside a tokio runtime, or pass one with
     /// [`PoolBuilder::executor`](crate::PoolBuilder::executor).
     #[error(

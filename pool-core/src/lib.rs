@@ -68,6 +68,7 @@ mod retry;
 mod stats;
 mod sync;
 mod task;
+pub mod tenant;
 #[cfg(feature = "tower")]
 pub mod tower;
 mod unwind;
@@ -90,4 +91,5 @@ pub use pool::{Pool, PoolControl};
 pub use retry::{saturation, Jitter, PressureDecision, RetryBudget, RetryPolicy};
 pub use stats::Stats;
 pub use task::{ErrorClass, Metadata, Permanent, Retryable, TaskId, TaskOptions, Transient};
+pub use tenant::{Tenant, TenantConfig, TenantStats};
 pub use tokio_util::sync::CancellationToken;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crate::outcome::{AttemptResult, Outcome};
 use crate::pool::PoolControl;
 use crate::task::{ErrorClass, Metadata, TaskId};
+use crate::tenant::Tenant;
 
 /// Receives a pool's events. Several may be attached to one pool.
 pub trait Observer: Send + Sync + 'static {
@@ -36,6 +37,8 @@ pub struct TaskInfo {
     pub priority: i32,
     /// Its labels.
     pub metadata: Metadata,
+    /// Its tenant, if it names one.
+    pub tenant: Option<Tenant>,
 }
 
 /// The whole life of a finished task, delivered with [`Event::TaskFinished`].

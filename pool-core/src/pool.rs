@@ -7,13 +7,14 @@ use std::time::Instant;
 
 use crate::builder::PoolBuilder;
 use crate::cell::TaskCell;
-use crate::engine::job::TaskRef;
+use crate::engine::job::{TaskRef, Waiting};
 use crate::engine::Engine;
 use crate::error::ConfigError;
 use crate::handle::TaskHandle;
 use crate::observer::TaskInfo;
 use crate::stats::Stats;
 use crate::task::{ErrorClass, Retryable, TaskOptions};
+use crate::tenant::TenantStats;
 
 /// A priority pool of async operations with a resizable concurrency limit.
 ///
@@ -118,14 +119,18 @@ impl Pool {
     {
         let engine = self.engine();
         let id = engine.next_task_id();
-        let cancellable = options.cancellation.is_some();
+        let waiting = Waiting {
+            tenant: options.tenant.clone(),
+            cancellable: options.cancellation.is_some(),
+        };
         let info = engine.observers.is_active().then(|| TaskInfo {
             id,
             priority: options.priority,
             metadata: options.metadata.clone(),
+            tenant: options.tenant.clone(),
         });
         let task = Arc::new(TaskCell::new(id, options, task, classify, engine));
-        engine.enqueue(Arc::clone(&task) as TaskRef, cancellable, info);
+        engine.enqueue(Arc::clone(&task) as TaskRef, waiting, info);
         TaskHandle::new(task)
     }
 
@@ -143,6 +148,12 @@ impl Pool {
     /// Counters and state now.
     pub fn stats(&self) -> Stats {
         self.engine().stats()
+    }
+
+    /// Each tenant's share now: the tenants with tasks queued or holding a slot, with their
+    /// weights and limits, and the tasks that name no tenant (`tenant: None`, always listed).
+    pub fn tenants(&self) -> Vec<TenantStats> {
+        self.engine().tenants()
     }
 
     /// Tokens left in the retry budget (`None` if it is off).
@@ -228,6 +239,14 @@ impl PoolControl {
     /// Counters and state now; `None` once the pool is gone.
     pub fn stats(&self) -> Option<Stats> {
         self.engine.upgrade().map(|engine| engine.stats())
+    }
+
+    /// Each tenant's share now (see [`Pool::tenants`]); empty once the pool is gone.
+    pub fn tenants(&self) -> Vec<TenantStats> {
+        self.engine
+            .upgrade()
+            .map(|engine| engine.tenants())
+            .unwrap_or_default()
     }
 
     /// The pool's clock; the system clock once the pool is gone.

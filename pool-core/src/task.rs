@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::tenant::Tenant;
+
 /// A task's id, unique within its pool, assigned in enqueue order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -112,10 +114,12 @@ pub struct TaskOptions {
     pub(crate) timeout: Option<Option<Duration>>,
     pub(crate) metadata: Metadata,
     pub(crate) cancellation: Option<CancellationToken>,
+    pub(crate) tenant: Option<Tenant>,
 }
 
 impl TaskOptions {
-    /// Defaults: priority 0, the pool's retries and timeout, no metadata, no cancellation.
+    /// Defaults: priority 0, the pool's retries and timeout, no metadata, no cancellation,
+    /// no tenant.
     pub fn new() -> Self {
         Self::default()
     }
@@ -147,6 +151,16 @@ impl TaskOptions {
     /// Labels carried into events and metrics.
     pub fn metadata(mut self, metadata: Metadata) -> Self {
         self.metadata = metadata;
+        self
+    }
+
+    /// Whose share of the pool this task starts from: within a priority level, tenants take
+    /// turns in proportion to their weights (see [`PoolBuilder::tenant`](crate::PoolBuilder::tenant)
+    /// and the [`Tenant`] docs). Default: none — tasks that name no tenant share the turns
+    /// of one tenant of their own, with [`PoolBuilder::tenant_defaults`](crate::PoolBuilder::tenant_defaults).
+    /// Any key is allowed; tenants not configured on the builder get the defaults.
+    pub fn tenant(mut self, tenant: impl Into<Tenant>) -> Self {
+        self.tenant = Some(tenant.into());
         self
     }
 

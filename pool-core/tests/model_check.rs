@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use pool_core::{
     Admission, AdmissionPermit, BoxFuture, CancellationToken, ErrorClass, Event, Executor, Jitter,
     Observer, Pool, Precheck, Rejection, Retryable, TaskError, TaskHandle, TaskId, TaskInfo,
-    TaskOptions,
+    TaskOptions, TenantConfig,
 };
 use shuttle::rand::{thread_rng, Rng};
 use shuttle::scheduler::{PctScheduler, Scheduler, UrwRandomScheduler};
@@ -159,6 +159,12 @@ fn enqueue(pool: &Pool, rng: &mut impl Rng, tokens: &Mutex<Vec<CancellationToken
     if rng.gen_bool(0.5) {
         options = options.metadata(pool_core::Metadata::new().with("defer", "once"));
     }
+    // Tenant "a" may run one task at a time; "b" has weight 2; some tasks name none.
+    match rng.gen_range(0..3) {
+        0 => options = options.tenant("a"),
+        1 => options = options.tenant("b"),
+        _ => {}
+    }
     if rng.gen_bool(0.5) {
         let token = CancellationToken::new();
         tokens.lock().unwrap().push(token.clone());
@@ -200,6 +206,8 @@ fn scenario() {
             seen: Mutex::new(Vec::new()),
         })
         .observer_arc(tally.clone())
+        .tenant("a", TenantConfig::new().max_in_flight(1))
+        .tenant("b", TenantConfig::new().weight(2))
         .seed(1)
         .build()
         .unwrap();
@@ -274,6 +282,11 @@ fn scenario() {
             "{stats:?}"
         );
         assert_eq!(stats.resolved(), enqueued, "{stats:?}");
+        let tenants = control_of_stats.tenants();
+        assert!(
+            tenants.iter().all(|t| t.queued == 0 && t.in_flight == 0) && tenants.len() <= 1,
+            "tenant counts back to nothing: {tenants:?}"
+        );
     }
     let finished = tally.0.lock().unwrap();
     assert_eq!(

@@ -17,6 +17,7 @@ fn finished(start: Instant, step: u64, metadata: &Metadata) -> TaskRecord {
             id: TaskId(step),
             priority: 0,
             metadata: metadata.clone(),
+            tenant: None,
         },
         queued_at: start,
         first_started_at: Some(start),

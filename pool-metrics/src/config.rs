@@ -71,6 +71,7 @@ pub struct MetricsConfig {
     pub(crate) significant_digits: u8,
     pub(crate) memory: MemoryMode,
     pub(crate) shards: Option<usize>,
+    pub(crate) tenant_capacity: usize,
 }
 
 impl Default for MetricsConfig {
@@ -85,6 +86,7 @@ impl Default for MetricsConfig {
             significant_digits: 3,
             memory: MemoryMode::default(),
             shards: None,
+            tenant_capacity: 100,
         }
     }
 }
@@ -159,6 +161,17 @@ impl MetricsConfig {
     /// 1 to [`MAX_SHARDS`].
     pub fn shards(mut self, shards: usize) -> Self {
         self.shards = Some(shards);
+        self
+    }
+
+    /// How many tenants (pool-core's `TaskOptions::tenant`) keep figures of their own
+    /// ([`LiveStats::tenants`](crate::LiveStats::tenants): served, queue-wait p99, queued,
+    /// in flight); the tasks of tenants past it are counted together as
+    /// [`OTHER_TENANTS`](crate::OTHER_TENANTS). Default 100. 0 counts every tenant together;
+    /// memory follows the tenants seen (two histograms each), not the capacity, so
+    /// `usize::MAX` keeps every one.
+    pub fn tenant_capacity(mut self, tenants: usize) -> Self {
+        self.tenant_capacity = tenants;
         self
     }
 

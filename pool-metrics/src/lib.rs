@@ -36,6 +36,8 @@
 //! - **History** (60 s in 12 slices): counts and HDR histograms per slice, merged by
 //!   [`Metrics::aggregate`] into p50/p95/p99/p99.9/max ([`Aggregate`]).
 //! - **Per-task store** (last 1,000, first in first out): [`Metrics::task_metrics`].
+//! - **Per tenant** (tasks that name one): served, queue-wait p99, queued and in flight
+//!   ([`LiveStats::tenants`], Prometheus `…_tenant_…{tenant="…"}`).
 //! - **Memory** per [`MemoryMode`]: never a system call per task unless `Full`.
 //!
 //! ## Cost
@@ -59,6 +61,7 @@ mod shard;
 mod snapshot;
 mod store;
 mod tally;
+mod tenants;
 
 pub use config::{MemoryMode, MetricsConfig, MAX_HISTORY_SLICES, MAX_ROLLING_BUCKETS, MAX_SHARDS};
 pub use error::ConfigError;
@@ -73,3 +76,4 @@ pub use record::TaskMetrics;
 pub use snapshot::{
     Aggregate, ConcurrencySnapshot, LiveStats, RollingRates, Snapshot, TimeSpent, WaitingTasks,
 };
+pub use tenants::{TenantSnapshot, OTHER_TENANTS};

@@ -23,6 +23,7 @@ use crate::snapshot::{
 };
 use crate::store::keep_from;
 use crate::tally::{ratio, Tally};
+use crate::tenants::TenantBook;
 
 /// Collects a pool's metrics. Attach it as an observer; it is a cheap handle (one `Arc`), so
 /// keep a clone to read it.
@@ -77,6 +78,7 @@ struct Inner {
     /// `Event::TaskDeferred` seen.
     deferrals: AtomicU64,
     tuner: Mutex<Option<serde_json::Value>>,
+    tenants: TenantBook,
 }
 
 impl Metrics {
@@ -115,6 +117,7 @@ impl Metrics {
             limit: AtomicUsize::new(0),
             deferrals: AtomicU64::new(0),
             tuner: Mutex::new(None),
+            tenants: TenantBook::new(config.tenant_capacity, config.history),
             config,
         };
         Ok(Self {
@@ -348,6 +351,7 @@ impl Inner {
             .shards
             .lock_for_this_thread()
             .record(task, at, place, &self.template);
+        self.tenants.record(record, &self.template);
         if let Some(closed) = closed {
             self.history
                 .lock()
@@ -426,6 +430,14 @@ impl Inner {
             concurrency: self.concurrency(window.execution_nanos, window_span),
             memory: self.memory.snapshot(None, now),
             tuner: self.tuner(),
+            tenants: self.tenants.snapshot(
+                now,
+                &self
+                    .control
+                    .get()
+                    .map(PoolControl::tenants)
+                    .unwrap_or_default(),
+            ),
         }
     }
 

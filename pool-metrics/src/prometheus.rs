@@ -6,6 +6,7 @@ use crate::error::ConfigError;
 use crate::latency::LatencySummary;
 use crate::snapshot::Snapshot;
 use crate::tally::{ERROR_CLASSES, OUTCOME_KINDS};
+use crate::tenants::TenantSnapshot;
 
 /// Renders snapshots as Prometheus text: counters (lifetime), gauges (live), and summaries
 /// whose quantiles cover the recent history while `_sum`/`_count` are lifetime totals (as
@@ -197,6 +198,52 @@ impl PrometheusFormat {
             out.summary(name, help, summary, sum, live.finished);
         }
 
+        if !live.tenants.is_empty() {
+            let tenants = &live.tenants;
+            out.family(
+                "tenant_tasks_served_total",
+                "counter",
+                "Tasks of a tenant that resolved.",
+            );
+            for t in tenants {
+                out.sample(
+                    "tenant_tasks_served_total",
+                    Some(("tenant", &t.tenant)),
+                    t.served as f64,
+                );
+            }
+            let gauges: [(&str, &str, TenantFigure); 3] = [
+                (
+                    "tenant_tasks_queued",
+                    "Tasks of a tenant in the queue now.",
+                    |t| t.queued.map(|n| n as f64),
+                ),
+                (
+                    "tenant_tasks_in_flight",
+                    "Tasks of a tenant holding a slot now.",
+                    |t| t.in_flight.map(|n| n as f64),
+                ),
+                (
+                    "tenant_queue_wait_p99_seconds",
+                    "99th percentile of the queue wait of a tenant's recent tasks.",
+                    |t| (t.queue_wait_count > 0).then(|| t.queue_wait_p99_us as f64 / 1e6),
+                ),
+            ];
+            for (name, help, value) in gauges {
+                let values: Vec<_> = tenants
+                    .iter()
+                    .filter_map(|t| Some((t.tenant.as_str(), value(t)?)))
+                    .collect();
+                if values.is_empty() {
+                    continue;
+                }
+                out.family(name, "gauge", help);
+                for (tenant, value) in values {
+                    out.sample(name, Some(("tenant", tenant)), value);
+                }
+            }
+        }
+
         if let Some(serde_json::Value::Object(fields)) = &live.tuner {
             let numbers: Vec<_> = fields
                 .iter()
@@ -216,6 +263,9 @@ impl PrometheusFormat {
         out.text
     }
 }
+
+/// Reads one figure of a tenant, if it has one.
+type TenantFigure = fn(&TenantSnapshot) -> Option<f64>;
 
 struct Exposition<'a> {
     text: String,

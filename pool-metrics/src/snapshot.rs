@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::latency::LatencySummary;
 use crate::memory::MemorySnapshot;
 use crate::recent::RecentSummary;
+use crate::tenants::TenantSnapshot;
 
 /// Live counters, from [`Metrics::stats`](crate::Metrics::stats). Cheap: no histogram merging.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,6 +51,10 @@ pub struct LiveStats {
     pub memory: MemorySnapshot,
     /// Whatever a tuner published with [`Metrics::set_tuner_state`](crate::Metrics::set_tuner_state).
     pub tuner: Option<serde_json::Value>,
+    /// Per tenant, for tasks that name one: served, queue-wait p99, queued and in flight;
+    /// sorted by name (see [`MetricsConfig::tenant_capacity`](crate::MetricsConfig::tenant_capacity)).
+    #[serde(default)]
+    pub tenants: Vec<TenantSnapshot>,
 }
 
 /// Time summed over finished tasks, in seconds.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::deadline;
 use crate::observer::{Event, TaskInfo};
+use crate::queue::LaneId;
 use crate::retry::{saturation, FailedAttempt, GiveUp, RetryDecision};
 use crate::task::ErrorClass;
 
@@ -40,11 +41,12 @@ enum Next {
 
 impl Engine {
     /// Decides what follows the attempt of `job` that ended with `end` at `now`, frees its
-    /// slot, and claims the next task for this runner if one may start — all under one lock;
+    /// slot (counted against `lane`), and claims the next task for this runner if one may start — all under one lock;
     /// the rest after it. Returns the runner's next task.
     pub(super) fn after_attempt(
         self: &Arc<Self>,
         job: Job,
+        lane: LaneId,
         timeline: &Timeline,
         (end, now): (AttemptEnd, Ticks),
         info: Option<TaskInfo>,
@@ -54,7 +56,7 @@ impl Engine {
         let in_flight = state.active;
         let queued = state.queue.len();
         let next = self.decide(&mut state, &job, end);
-        state.active -= 1;
+        state.free_slot(lane);
         let next_claim = state.take_next(now, self.settings.aging_target_wait);
         // More than this runner's next task can start only if a slot is still free (the
         // limit grew, or the pool was resumed, with tasks queued).

@@ -12,21 +12,23 @@ use crate::observer::{Event, TaskInfo};
 use crate::unwind::catch;
 
 use super::ending::TaskEnd;
-use super::job::{Job, TaskRef};
+use super::job::{Job, TaskRef, Waiting};
 use super::state::Claimed;
 use super::timeline::Timeline;
 use super::Engine;
+use crate::queue::LaneId;
 
 impl Engine {
-    /// Adds a new task; starts it at once if a slot is free. `cancellable`: it has a token.
-    /// `info` is the task's identity if observers listen (built by the caller, which has it
-    /// at hand without asking the task).
+    /// Adds a new task; starts it at once if a slot is free. `waiting` says how it waits
+    /// (its tenant, whether it has a token). `info` is the task's identity if observers
+    /// listen (built by the caller, which has it at hand without asking the task).
     pub(crate) fn enqueue(
         self: &Arc<Self>,
         task: TaskRef,
-        cancellable: bool,
+        waiting: Waiting,
         info: Option<TaskInfo>,
     ) {
+        let cancellable = waiting.cancellable;
         let now = self.now();
         let mut state = self.lock();
         state.counters.enqueued += 1;
@@ -38,7 +40,7 @@ impl Engine {
             return;
         }
         let watched = cancellable.then(|| Arc::clone(&task));
-        state.push(task, cancellable, now);
+        state.push(task, waiting.tenant.as_ref(), cancellable, now);
         let queued = state.queue.len();
         // If a slot is free the queue held nothing else, so at most this one task starts:
         // on a parked runner if there is one, else on a new one.
@@ -111,12 +113,12 @@ impl Engine {
         }
     }
 
-    /// Gives back the slot of a task whose runner was dropped before its attempt ended (its
-    /// executor shut down, or refused to run it): the task ends `Stopped`.
-    fn abandon(&self, job: Job) {
+    /// Gives back the slot of a task (of `lane`) whose runner was dropped before its attempt
+    /// ended (its executor shut down, or refused to run it): the task ends `Stopped`.
+    fn abandon(&self, job: Job, lane: LaneId) {
         let now = self.now();
         let mut state = self.lock();
-        state.active -= 1;
+        state.free_slot(lane);
         state.counters.ended(&TaskEnd::Stopped);
         let idle = state.is_idle();
         drop(state);
@@ -168,8 +170,8 @@ struct Runner {
     engine: Arc<Engine>,
     /// The task to run next.
     next: Option<Claimed>,
-    /// The task whose attempt runs.
-    running: Option<Job>,
+    /// The task whose attempt runs, and the lane its slot is counted against.
+    running: Option<(Job, LaneId)>,
 }
 
 impl Runner {
@@ -177,12 +179,12 @@ impl Runner {
         while let Some(claimed) = self.next.take() {
             // Built in place, and lent to the attempt and the decision after it.
             let mut timeline = claimed.timeline();
-            let job = self.running.insert(claimed.job);
+            let (job, _) = self.running.insert((claimed.job, claimed.lane));
             // Asked once per stay and reused by every event of it.
             let info = self.engine.observers.is_active().then(|| job.task().info());
             let end = self.engine.attempt(job, &mut timeline, info.as_ref()).await;
-            let job = self.running.take().expect("the runner holds its task");
-            self.next = match self.engine.after_attempt(job, &timeline, end, info) {
+            let (job, lane) = self.running.take().expect("the runner holds its task");
+            self.next = match self.engine.after_attempt(job, lane, &timeline, end, info) {
                 Some(next) => Some(next),
                 None => self.engine.wait_for_work().await,
             };
@@ -193,10 +195,10 @@ impl Runner {
 impl Drop for Runner {
     fn drop(&mut self) {
         if let Some(claimed) = self.next.take() {
-            self.engine.abandon(claimed.job);
+            self.engine.abandon(claimed.job, claimed.lane);
         }
-        if let Some(job) = self.running.take() {
-            self.engine.abandon(job);
+        if let Some((job, lane)) = self.running.take() {
+            self.engine.abandon(job, lane);
         }
     }
 }

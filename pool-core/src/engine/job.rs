@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::observer::TaskInfo;
 use crate::task::{ErrorClass, TaskId};
+use crate::tenant::Tenant;
 use crate::unwind::drop_contained;
 
 use super::ending::TaskEnd;
@@ -39,6 +40,15 @@ pub(crate) enum Start {
     },
 }
 
+/// How a task waits: what the engine needs to know to queue it (again).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Waiting {
+    /// Whose share of the slots it starts from; `None`: the share of tasks without one.
+    pub(crate) tenant: Option<Tenant>,
+    /// It has a cancellation token.
+    pub(crate) cancellable: bool,
+}
+
 /// A task with its closure, output and error types hidden, as the engine holds it.
 pub(crate) trait ErasedTask: Send + Sync {
     fn id(&self) -> TaskId;
@@ -49,6 +59,8 @@ pub(crate) trait ErasedTask: Send + Sync {
     fn begin_attempt(&self) -> u32;
     fn info(&self) -> TaskInfo;
     fn cancellation(&self) -> Option<CancellationToken>;
+    /// How the task waits when it is queued again (after a retry backoff or a deferral).
+    fn waiting(&self) -> Waiting;
     /// Whether the task's token has fired.
     fn is_cancelled(&self) -> bool;
     /// From now on, the task's token firing tells the engine at once (if it has fired

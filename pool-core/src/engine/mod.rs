@@ -48,10 +48,13 @@ pub(crate) mod job;
 mod parking;
 mod state;
 mod stop;
+mod tenants;
 pub(crate) mod ticks;
 pub(crate) mod timeline;
 
 use state::State;
+pub(crate) use tenants::TenantSettings;
+use tenants::Tenants;
 use ticks::{Epoch, Ticks};
 
 /// Settings fixed at build time.
@@ -64,6 +67,7 @@ pub(crate) struct Settings {
     pub(crate) initial_limit: usize,
     pub(crate) aging: AgingSettings,
     pub(crate) budget: Option<RetryBudget>,
+    pub(crate) tenants: TenantSettings,
 }
 
 /// Everything the pool, its runners, its timer and its tasks' cancellations share.
@@ -107,9 +111,10 @@ impl Engine {
         admission: Vec<Arc<dyn Admission>>,
         seed: u64,
     ) -> Self {
-        let queue = AgingQueue::new(settings.aging);
+        let queue = AgingQueue::new(settings.aging, false);
+        let tenants = Tenants::new(settings.tenants.clone());
         Self {
-            state: Mutex::new(State::new(queue, settings.initial_limit, seed)),
+            state: Mutex::new(State::new(queue, tenants, settings.initial_limit, seed)),
             epoch: Epoch::new(executor.now()),
             executor,
             budget: settings.budget.map(BudgetBucket::new),
@@ -142,6 +147,10 @@ impl Engine {
 
     pub(crate) fn stats(&self) -> Stats {
         self.lock().stats()
+    }
+
+    pub(crate) fn tenants(&self) -> Vec<crate::tenant::TenantStats> {
+        self.lock().tenants.stats()
     }
 
     pub(crate) fn limit(&self) -> usize {

@@ -225,8 +225,8 @@ impl Engine {
             let (started, next) = {
                 let mut state = self.lock();
                 while let Some(task) = state.parked.pop_due(now) {
-                    let cancellable = task.cancellation().is_some();
-                    state.push(task, cancellable, ticks);
+                    let waiting = task.waiting();
+                    state.push(task, waiting.tenant.as_ref(), waiting.cancellable, ticks);
                 }
                 let started = state.take_startable(ticks, self.settings.aging_target_wait);
                 state.timer = state.parked.next_due();
@@ -272,6 +272,9 @@ mod tests {
         }
         fn cancellation(&self) -> Option<CancellationToken> {
             None
+        }
+        fn waiting(&self) -> crate::engine::job::Waiting {
+            Default::default()
         }
         fn is_cancelled(&self) -> bool {
             false

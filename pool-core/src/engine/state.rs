@@ -5,13 +5,15 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::queue::{AgingQueue, QueueKey};
+use crate::queue::{AgingQueue, LaneId, Placement, QueueKey};
 use crate::stats::Stats;
 use crate::task::TaskId;
+use crate::tenant::Tenant;
 
 use super::ending::TaskEnd;
 use super::job::{Job, TaskRef};
 use super::parking::{ParkKey, ParkedSet};
+use super::tenants::Tenants;
 use super::ticks::Ticks;
 use super::timeline::Timeline;
 
@@ -60,6 +62,8 @@ pub(super) enum Place {
 #[derive(Debug)]
 pub(super) struct Claimed {
     pub(super) job: Job,
+    /// The lane (tenant) the slot is counted against.
+    pub(super) lane: LaneId,
     entered_at: Ticks,
     popped_at: Ticks,
     queue_wait: Duration,
@@ -81,6 +85,8 @@ impl Claimed {
 #[derive(Debug)]
 pub(super) struct State {
     pub(super) queue: AgingQueue<TaskRef>,
+    /// Who the queued and running tasks are for, and how they share the slots.
+    pub(super) tenants: Tenants,
     /// Where tasks that can be cancelled wait, so a cancellation can take them out at once.
     pub(super) cancellable: HashMap<TaskId, Place>,
     /// Tasks in retry backoff or deferred by admission, in the order they are due; it also
@@ -101,9 +107,15 @@ pub(super) struct State {
 }
 
 impl State {
-    pub(super) fn new(queue: AgingQueue<TaskRef>, limit: usize, seed: u64) -> Self {
+    pub(super) fn new(
+        queue: AgingQueue<TaskRef>,
+        tenants: Tenants,
+        limit: usize,
+        seed: u64,
+    ) -> Self {
         Self {
             queue,
+            tenants,
             cancellable: HashMap::new(),
             parked: ParkedSet::default(),
             timer: None,
@@ -130,11 +142,25 @@ impl State {
             && self.parked.deferred() == 0
     }
 
-    /// Queues `task` (again); remembers where, if it can be cancelled.
-    pub(super) fn push(&mut self, task: TaskRef, cancellable: bool, now: Ticks) {
+    /// Queues `task` (again) in the lane of `tenant`; remembers where, if it can be
+    /// cancelled.
+    pub(super) fn push(
+        &mut self,
+        task: TaskRef,
+        tenant: Option<&Tenant>,
+        cancellable: bool,
+        now: Ticks,
+    ) {
         let id = task.id();
-        let priority = task.priority();
-        let key = self.queue.push(task, priority, now);
+        let (lane, weight) = self.tenants.lane(tenant);
+        let placement = Placement {
+            priority: task.priority(),
+            lane,
+            weight,
+            deadline: None,
+        };
+        let key = self.queue.push(task, placement, now);
+        self.tenants.queued(lane);
         if cancellable {
             self.cancellable.insert(id, Place::Queued(key));
         }
@@ -149,20 +175,29 @@ impl State {
             self.queue
                 .set_multiplier(self.aging_multiplier(aging_target_wait));
         }
-        let popped = self.queue.pop(now)?;
+        let tenants = &self.tenants;
+        let popped = self.queue.pop(now, |lane| tenants.may_start(lane))?;
         if !self.cancellable.is_empty() {
             self.cancellable.remove(&popped.job.id());
         }
+        self.tenants.started(popped.lane);
         self.active += 1;
         let wait = now.saturating_since(popped.enqueued_at);
         self.observe_queue_wait(wait);
         Some(Claimed {
             job: Job::new(popped.job),
+            lane: popped.lane,
             entered_at: popped.enqueued_at,
             popped_at: now,
             queue_wait: wait,
             in_flight: self.active,
         })
+    }
+
+    /// The slot of a task of `lane` is free again.
+    pub(super) fn free_slot(&mut self, lane: LaneId) {
+        self.active -= 1;
+        self.tenants.slot_freed(lane);
     }
 
     /// Claims slots for as many queued tasks as may start.

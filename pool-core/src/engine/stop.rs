@@ -24,6 +24,7 @@ impl CancelSink for Engine {
                 let Some(popped) = state.queue.remove(key) else {
                     return;
                 };
+                state.tenants.unqueued(popped.lane);
                 (popped.job, Timeline::waiting(popped.enqueued_at))
             }
             Some(Place::Parked(key)) => {
@@ -52,6 +53,7 @@ impl Engine {
         let first_stop = !state.stopped;
         state.stopped = true;
         let queued = state.queue.drain_all();
+        state.tenants.queue_drained();
         // Parked tasks are counted out by the drain; a task the engine decided to park but
         // has not parked yet stays counted until its runner finds the pool stopped.
         let parked = state.parked.drain_all();

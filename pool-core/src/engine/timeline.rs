@@ -195,6 +195,7 @@ mod tests {
                 id: crate::TaskId(1),
                 priority: 0,
                 metadata: Default::default(),
+                tenant: None,
             },
             t0 + ms(170),
             2,

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use pool_core::{
     Buffered, ConfigError, Event, Executor, Jitter, Observer, Pool, PoolBuilder, RetryBudget,
-    TaskOptions, TokioExecutor, Transient,
+    TaskOptions, TenantConfig, TokioExecutor, Transient,
 };
 
 /// 0, 1 ns, 1 s and `Duration::MAX`.
@@ -274,6 +274,58 @@ fn task_options_at_their_extremes() {
                 workload(&pool, |_| TaskOptions::new().retries(n)).await;
             });
         });
+    }
+}
+
+/// Tenant weights and limits, for a named tenant and the defaults: 0 is refused naming the
+/// setting; 1 and MAX run a workload spread over the named tenant, an unnamed one and tasks
+/// without a tenant.
+#[test]
+fn tenant_settings_at_their_extremes() {
+    for weight in COUNTS_U32 {
+        for max_in_flight in COUNTS_USIZE {
+            let config = TenantConfig::new()
+                .weight(weight)
+                .max_in_flight(max_in_flight);
+            for named in [true, false] {
+                let name =
+                    format!("tenant weight {weight}, max_in_flight {max_in_flight}, named {named}");
+                run_case(name, move || {
+                    paused_runtime().block_on(async move {
+                        let builder = if named {
+                            builder().tenant("a", config)
+                        } else {
+                            builder().tenant_defaults(config)
+                        };
+                        match builder.build() {
+                            Err(error) => {
+                                let field = if weight == 0 {
+                                    "weight"
+                                } else {
+                                    "max_in_flight"
+                                };
+                                assert_names(&error, field, &format!("{config:?}"));
+                                assert!(matches!(error, ConfigError::TenantSetting { .. }));
+                            }
+                            Ok(pool) => {
+                                workload(&pool, |i| match i % 3 {
+                                    0 => TaskOptions::new().tenant("a"),
+                                    1 => TaskOptions::new().tenant(format!("user-{i}")),
+                                    _ => TaskOptions::new(),
+                                })
+                                .await;
+                                assert_eq!(
+                                    pool.tenants().len(),
+                                    1,
+                                    "only the tenantless lane left"
+                                );
+                                pool.stop().await;
+                            }
+                        }
+                    });
+                });
+            }
+        }
     }
 }
 

@@ -16,5 +16,6 @@ mod policy_rate_limit;
 mod policy_single_flight;
 mod properties;
 mod smol;
+mod tenants;
 mod threads;
 mod tower;

@@ -45,7 +45,11 @@ fn exercise(metrics: &Metrics) {
                             }
                         }
                     },
-                    TaskOptions::new(),
+                    match i % 3 {
+                        0 => TaskOptions::new().tenant("a"),
+                        1 => TaskOptions::new().tenant(format!("user-{i}")),
+                        _ => TaskOptions::new(),
+                    },
                 )
             })
             .collect();
@@ -104,6 +108,7 @@ fn counts_at_their_extremes() {
         check("rolling_buckets", v.clone(), config().rolling_buckets(n));
         check("history_slices", v.clone(), config().history_slices(n));
         check("shards", v.clone(), config().shards(n));
+        check("tenant_capacity", v.clone(), config().tenant_capacity(n));
         // The counts together with windows long enough for them.
         check(
             "rolling_buckets",
@@ -169,6 +174,7 @@ fn records_with_extreme_values_are_taken() {
                     id: TaskId(i as u64),
                     priority: i32::MIN,
                     metadata: Metadata::new(),
+                    tenant: None,
                 },
                 queued_at: now,
                 first_started_at: Some(now),

@@ -12,4 +12,5 @@ mod percentiles;
 mod prometheus_text;
 mod serde_roundtrip;
 mod store;
+mod tenants;
 mod windows;

@@ -156,6 +156,7 @@ fn deferrals_are_counted_as_they_happen_and_exported() {
                 id: TaskId(id),
                 priority: 0,
                 metadata: Metadata::new(),
+                tenant: None,
             },
             until: now + ms(100),
             delay: ms(100),

@@ -203,6 +203,7 @@ async fn book_moments(rates: &RedisRateLimiter<String>) {
         id: TaskId(id),
         priority: 0,
         metadata: Metadata::new().with("tenant", tenant),
+        tenant: None,
     });
     for permit in futures::future::join_all(tasks.iter().map(|task| rates.acquire(task))).await {
         drop(permit.expect("a moment"));

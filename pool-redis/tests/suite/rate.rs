@@ -41,6 +41,7 @@ fn task_of(tenant: &str) -> TaskInfo {
         id: pool_core::TaskId(u64::MAX),
         priority: 0,
         metadata: Metadata::new().with("tenant", tenant),
+        tenant: None,
     }
 }
 

@@ -340,6 +340,7 @@ mod tests {
             id: TaskId(0),
             priority: 0,
             metadata: Metadata::new(),
+            tenant: None,
         }
     }
 

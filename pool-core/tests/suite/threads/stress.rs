@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use pool_core::{
     Admission, AdmissionPermit, BoxFuture, CancellationToken, ErrorClass, Event, Metadata,
     Observer, Outcome, Pool, Precheck, Rejection, RejectionKind, TaskHandle, TaskId, TaskInfo,
-    TaskOptions,
+    TaskOptions, TenantConfig,
 };
 
 use super::{kind, runtime, within, Failure};
@@ -194,6 +194,14 @@ fn produce(
         if let Some(label) = label(&mut rng) {
             labels = labels.with("admission", label);
         }
+        // Three named tenants (one capped at 2 in flight, one of weight 4), and tasks of
+        // tenants nobody configured, and tasks without one.
+        match rng.u8(0..5) {
+            0 => options = options.tenant("capped"),
+            1 => options = options.tenant("heavy"),
+            2 => options = options.tenant(format!("user-{}", rng.u8(0..8))),
+            _ => {}
+        }
         if rng.u8(0..4) == 0 {
             let token = CancellationToken::new();
             tokens.lock().unwrap().push(token.clone());
@@ -271,6 +279,8 @@ async fn round(seed: u64, tasks: usize) {
         .max_retry_delay(Duration::from_millis(2))
         .admission(Chaos)
         .observer(tally.clone())
+        .tenant("capped", TenantConfig::new().max_in_flight(2))
+        .tenant("heavy", TenantConfig::new().weight(4))
         .seed(seed);
     let pool = if budget { pool } else { pool.no_retry_budget() };
     let pool = pool.build().unwrap();
@@ -322,6 +332,11 @@ async fn round(seed: u64, tasks: usize) {
         "{context}"
     );
     assert_eq!(stats.enqueued, handles, "{context}");
+    let tenants = pool.tenants();
+    assert!(
+        tenants.len() == 1 && tenants[0].queued == 0 && tenants[0].in_flight == 0,
+        "every tenant's counts back to nothing: {tenants:?}; {context}"
+    );
     assert_eq!(stats.resolved(), handles, "{context}");
     let finished = tally.finished.lock().unwrap();
     assert_eq!(

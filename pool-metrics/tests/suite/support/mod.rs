@@ -65,6 +65,7 @@ impl Finished {
                 id: TaskId(self.id),
                 priority: 0,
                 metadata: self.metadata.clone(),
+                tenant: None,
             },
             queued_at,
             first_started_at: Some(queued_at + self.queue_wait),
