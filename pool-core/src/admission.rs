@@ -13,11 +13,14 @@
 //! A wait in [`Admission::acquire`] holds the task's slot. A policy that knows *when* a task
 //! may go (a rate limit) says so first, in [`Admission::precheck`]: the pool then gives the
 //! slot back and parks the task, holding no slot, until that moment — so a key far over its
-//! rate cannot fill the pool with waiters and hold up everyone else.
+//! rate cannot fill the pool with waiters and hold up everyone else. A policy that does not
+//! know when, but will be told (a permit another process holds, a booking on its way from a
+//! server), parks the task until it fires a [`Wakeup`], with a moment to look again anyway.
 
 use std::any::Any;
 use std::fmt;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::executor::BoxFuture;
 use crate::observer::TaskInfo;
@@ -37,6 +40,9 @@ pub trait Admission: Send + Sync + fmt::Debug + 'static {
     /// [`Precheck::ParkUntil`] the pool gives the slot back and parks the task until then (it
     /// counts in [`Stats::deferred`](crate::Stats::deferred)); the policy should set that
     /// moment aside for the task, so that `acquire` admits it at once when it comes back.
+    /// With [`Precheck::ParkUntilWoken`] the task is parked the same way until the policy
+    /// fires the [`Wakeup`] it gave, or until the moment, whichever comes first; then it
+    /// queues again and is asked again.
     /// Policies are asked in the order they were added; the first that parks or rejects
     /// decides. It runs on the pool's worker: it must be quick and must not block.
     /// Default: [`Precheck::Proceed`].
@@ -71,10 +77,138 @@ pub enum Precheck {
     /// Go on to [`Admission::acquire`].
     Proceed,
     /// Give the slot back and queue the task again at this moment.
-    ParkUntil(std::time::Instant),
+    ParkUntil(Instant),
+    /// Give the slot back and queue the task again when the [`Wakeup`] fires or at this
+    /// moment, whichever comes first (the moment is a safety net: a policy that loses track
+    /// of a task still sees it again). A moment already passed queues it again at once.
+    ParkUntilWoken(Instant, Wakeup),
     /// Resolve the task with [`TaskError::Rejected`](crate::TaskError::Rejected).
     Reject(Rejection),
 }
+
+/// A one-shot signal from an admission policy to the pool: "the task you parked for me may
+/// look again". The policy creates it, hands a clone to the pool in
+/// [`Precheck::ParkUntilWoken`], and calls [`wake`](Self::wake) from any thread when the
+/// task's turn has come (its permit was granted, its booking arrived). Waking before the pool
+/// has parked the task is not lost: the task is then queued again as soon as it is parked.
+/// Waking a task that already left (woken, due, cancelled, stopped) does nothing.
+///
+/// The pool says when a task it parked with this wakeup will not come back for it: when the
+/// task is cancelled or the pool stops while it is parked, the wakeup is
+/// [abandoned](Self::is_abandoned), so a policy that set something aside for the task (a
+/// permit) can give it to another at once instead of waiting for the task in vain.
+///
+/// ```
+/// use pool_core::admission::Wakeup;
+/// let wakeup = Wakeup::new();
+/// assert!(!wakeup.is_woken());
+/// wakeup.clone().wake();
+/// assert!(wakeup.is_woken());
+/// assert!(!wakeup.is_abandoned());
+/// ```
+#[derive(Clone)]
+pub struct Wakeup {
+    inner: Arc<crate::sync::Mutex<WakeState>>,
+}
+
+enum WakeState {
+    Waiting,
+    /// The pool parked the task: this queues it again.
+    Armed(Box<dyn FnOnce() + Send>),
+    Woken,
+    /// The task left while parked (cancelled, stopped): it will not come back for it.
+    Abandoned,
+}
+
+impl Default for Wakeup {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Wakeup {
+    /// A signal not fired yet.
+    pub fn new() -> Self {
+        Self {
+            inner: Arc::new(crate::sync::Mutex::new(WakeState::Waiting)),
+        }
+    }
+
+    /// Fires it: the parked task is queued again (at once if it is parked already, else as
+    /// soon as it is). Later calls do nothing.
+    pub fn wake(&self) {
+        let mut state = self.lock();
+        if matches!(*state, WakeState::Abandoned) {
+            return;
+        }
+        let armed = std::mem::replace(&mut *state, WakeState::Woken);
+        drop(state);
+        if let WakeState::Armed(unpark) = armed {
+            // Outside the lock: the pool takes its own.
+            unpark();
+        }
+    }
+
+    /// Whether it has fired (and the task was not abandoned since).
+    pub fn is_woken(&self) -> bool {
+        matches!(*self.lock(), WakeState::Woken)
+    }
+
+    /// Whether the task parked with it left without coming back for it (cancelled, or the
+    /// pool stopped, while parked). Final: a wakeup abandoned stays so.
+    pub fn is_abandoned(&self) -> bool {
+        matches!(*self.lock(), WakeState::Abandoned)
+    }
+
+    /// For the pool: runs `unpark` when the signal fires, at once if it has fired already;
+    /// never if the task was abandoned meanwhile.
+    pub(crate) fn on_wake(&self, unpark: impl FnOnce() + Send + 'static) {
+        let mut state = self.lock();
+        match &*state {
+            WakeState::Woken => {
+                drop(state);
+                unpark();
+            }
+            WakeState::Abandoned => {}
+            WakeState::Waiting | WakeState::Armed(_) => {
+                *state = WakeState::Armed(Box::new(unpark));
+            }
+        }
+    }
+
+    /// For the pool: the task parked with it left for good.
+    pub(crate) fn abandon(&self) {
+        let armed = std::mem::replace(&mut *self.lock(), WakeState::Abandoned);
+        // The unpark closure is dropped outside the lock.
+        drop(armed);
+    }
+
+    fn lock(&self) -> crate::sync::MutexGuard<'_, WakeState> {
+        // Nothing user-supplied runs under this lock.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl fmt::Debug for Wakeup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &*self.lock() {
+            WakeState::Waiting => "waiting",
+            WakeState::Armed(_) => "armed",
+            WakeState::Woken => "woken",
+            WakeState::Abandoned => "abandoned",
+        };
+        f.debug_tuple("Wakeup").field(&state).finish()
+    }
+}
+
+/// Two wakeups are equal if they are clones of one signal.
+impl PartialEq for Wakeup {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl Eq for Wakeup {}
 
 /// Held while an attempt runs; dropping it releases whatever the policy granted.
 #[must_use = "dropping the permit releases it"]

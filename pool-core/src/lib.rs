@@ -73,7 +73,7 @@ pub mod tenant;
 pub mod tower;
 mod unwind;
 
-pub use admission::{Admission, AdmissionPermit, Precheck, Rejection, RejectionKind};
+pub use admission::{Admission, AdmissionPermit, Precheck, Rejection, RejectionKind, Wakeup};
 pub use batch::{Batch, BatchError, BatchResult};
 pub use buffered::Buffered;
 pub use builder::PoolBuilder;

@@ -1,6 +1,8 @@
 //! The engine under a model checker: shuttle controls every interleaving of producer threads,
 //! a control thread, the pool's runners and its timer at the engine's locks and atomics, and
-//! checks the pool's promises at the end of each schedule.
+//! checks the pool's promises at the end of each schedule. Some tasks are parked by their
+//! admission policy until it fires a `Wakeup` from the control thread, so wakeups race the
+//! parking, the timer, cancellations and `stop`.
 //!
 //! Built only with `RUSTFLAGS="--cfg shuttle"` (the engine then takes its `Mutex` and atomics
 //! from shuttle, see `src/sync.rs`); `cargo xtask test` runs a bounded budget and
@@ -27,7 +29,7 @@ use std::time::{Duration, Instant};
 use pool_core::{
     Admission, AdmissionPermit, BoxFuture, CancellationToken, ErrorClass, Event, Executor, Jitter,
     Observer, Pool, Precheck, Rejection, Retryable, TaskError, TaskHandle, TaskId, TaskInfo,
-    TaskOptions, TenantConfig,
+    TaskOptions, TenantConfig, Wakeup,
 };
 use shuttle::rand::{thread_rng, Rng};
 use shuttle::scheduler::{PctScheduler, Scheduler, UrwRandomScheduler};
@@ -91,11 +93,13 @@ impl Retryable for Failure {
     }
 }
 
-/// Parks a task a millisecond ahead the first time it asks for a slot.
+/// Parks a task the first time it asks for a slot: a millisecond ahead (`defer=once`), or
+/// until a wakeup the control thread fires, with an hour as the safety net (`defer=woken`).
 #[derive(Debug)]
 struct DeferOnce {
     clock: ModelExecutor,
     seen: Mutex<Vec<TaskId>>,
+    wakeups: Arc<Mutex<Vec<Wakeup>>>,
 }
 
 impl Admission for DeferOnce {
@@ -105,11 +109,19 @@ impl Admission for DeferOnce {
 
     fn precheck(&self, task: &TaskInfo) -> Precheck {
         let mut seen = self.seen.lock().unwrap();
-        if task.metadata.get("defer").is_some() && !seen.contains(&task.id) {
-            seen.push(task.id);
-            Precheck::ParkUntil(self.clock.now() + Duration::from_millis(1))
+        let Some(how) = task.metadata.get("defer") else {
+            return Precheck::Proceed;
+        };
+        if seen.contains(&task.id) {
+            return Precheck::Proceed;
+        }
+        seen.push(task.id);
+        if how == "woken" {
+            let wakeup = Wakeup::new();
+            self.wakeups.lock().unwrap().push(wakeup.clone());
+            Precheck::ParkUntilWoken(self.clock.now() + Duration::from_secs(3_600), wakeup)
         } else {
-            Precheck::Proceed
+            Precheck::ParkUntil(self.clock.now() + Duration::from_millis(1))
         }
     }
 }
@@ -156,8 +168,10 @@ fn enqueue(pool: &Pool, rng: &mut impl Rng, tokens: &Mutex<Vec<CancellationToken
     let mut options = TaskOptions::new()
         .priority(rng.gen_range(0..2))
         .timeout(Duration::from_millis(2));
-    if rng.gen_bool(0.5) {
-        options = options.metadata(pool_core::Metadata::new().with("defer", "once"));
+    match rng.gen_range(0..3) {
+        0 => options = options.metadata(pool_core::Metadata::new().with("defer", "once")),
+        1 => options = options.metadata(pool_core::Metadata::new().with("defer", "woken")),
+        _ => {}
     }
     // Tenant "a" may run one task at a time; "b" has weight 2; some tasks name none.
     match rng.gen_range(0..3) {
@@ -186,13 +200,14 @@ fn enqueue(pool: &Pool, rng: &mut impl Rng, tokens: &Mutex<Vec<CancellationToken
 }
 
 /// One schedule: two producer threads enqueue two tasks each; a control thread changes the
-/// limit, pauses and resumes, cancels tokens, and ends the pool (`stop`, `stop_now` or
-/// dropping it) at a moment the scheduler picks. Then every handle must resolve, each task
+/// limit, pauses and resumes, cancels tokens, fires wakeups, and ends the pool (`stop`,
+/// `stop_now` or dropping it) at a moment the scheduler picks. Then every handle must resolve, each task
 /// be reported finished exactly once, and the counters add up with nothing left.
 fn scenario() {
     SCHEDULES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let executor = ModelExecutor::new();
     let tally = Arc::new(Tally::default());
+    let wakeups = Arc::new(Mutex::new(Vec::new()));
     let pool = Pool::builder()
         .executor(executor.clone())
         .concurrency(thread_rng().gen_range(1..3))
@@ -204,6 +219,7 @@ fn scenario() {
         .admission(DeferOnce {
             clock: executor.clone(),
             seen: Mutex::new(Vec::new()),
+            wakeups: Arc::clone(&wakeups),
         })
         .observer_arc(tally.clone())
         .tenant("a", TenantConfig::new().max_in_flight(1))
@@ -232,20 +248,27 @@ fn scenario() {
         .collect();
     let control = {
         let (pool, tokens) = (pool.clone(), Arc::clone(&tokens));
+        let wakeups = Arc::clone(&wakeups);
         shuttle::thread::spawn(move || {
             let mut rng = thread_rng();
-            for _ in 0..rng.gen_range(0..3) {
-                match rng.gen_range(0..3) {
+            for _ in 0..rng.gen_range(0..4) {
+                match rng.gen_range(0..4) {
                     0 => pool.set_concurrency(rng.gen_range(1..4)).unwrap(),
                     1 => {
                         pool.pause();
                         shuttle::thread::yield_now();
                         pool.resume();
                     }
-                    _ => {
+                    2 => {
                         let token = tokens.lock().unwrap().pop();
                         if let Some(token) = token {
                             token.cancel();
+                        }
+                    }
+                    _ => {
+                        let wakeup = wakeups.lock().unwrap().pop();
+                        if let Some(wakeup) = wakeup {
+                            wakeup.wake();
                         }
                     }
                 }

@@ -128,7 +128,11 @@ impl Engine {
                 Err(message) => Some(AttemptEnd::Panicked(message)),
                 Ok(Precheck::Proceed) => None,
                 Ok(Precheck::ParkUntil(until)) if until <= now => None,
-                Ok(Precheck::ParkUntil(until)) => Some(AttemptEnd::Deferred(until)),
+                Ok(Precheck::ParkUntil(until)) => Some(AttemptEnd::Deferred(until, None)),
+                // Parked even if the moment has passed: the policy asked to be asked again.
+                Ok(Precheck::ParkUntilWoken(until, wakeup)) => {
+                    Some(AttemptEnd::Deferred(until.max(now), Some(wakeup)))
+                }
                 Ok(Precheck::Reject(rejection)) => Some(AttemptEnd::Rejected(rejection)),
             })
     }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::admission::Wakeup;
 use crate::deadline;
 use crate::observer::{Event, TaskInfo};
 use crate::queue::LaneId;
@@ -31,12 +32,20 @@ enum Next {
         /// Counts the task as retrying from the decision on.
         reservation: Reservation,
     },
-    /// Park the task, holding no slot, until an admission policy's moment for it.
+    /// Park the task, holding no slot, until an admission policy's moment for it (or its
+    /// wakeup).
     Park {
-        until: Instant,
+        deferral: Deferral,
         /// Counts the task as deferred from the decision on.
         reservation: Reservation,
     },
+}
+
+/// Until when an admission policy defers a task.
+struct Deferral {
+    until: Instant,
+    /// Fired by the policy to end the deferral early.
+    wakeup: Option<Wakeup>,
 }
 
 impl Engine {
@@ -92,9 +101,10 @@ impl Engine {
                 job.task().store_timeline(timeline);
                 self.retry(job, delay, class, info, reservation);
             }
-            Next::Park { until, reservation } => {
-                self.defer(job, until, now, timeline, info, reservation)
-            }
+            Next::Park {
+                deferral,
+                reservation,
+            } => self.defer(job, deferral, now, timeline, info, reservation),
         }
         if !extra.is_empty() {
             self.spawn_runners(extra);
@@ -122,10 +132,10 @@ impl Engine {
             AttemptEnd::Cancelled => Next::End(TaskEnd::Cancelled),
             AttemptEnd::StoppedNow => Next::End(TaskEnd::Stopped),
             AttemptEnd::Rejected(rejection) => Next::End(TaskEnd::Rejected(rejection)),
-            AttemptEnd::Deferred(_) if state.stopped => Next::End(TaskEnd::Stopped),
-            AttemptEnd::Deferred(_) if task.is_cancelled() => Next::End(TaskEnd::Cancelled),
-            AttemptEnd::Deferred(until) => Next::Park {
-                until,
+            AttemptEnd::Deferred(..) if state.stopped => Next::End(TaskEnd::Stopped),
+            AttemptEnd::Deferred(..) if task.is_cancelled() => Next::End(TaskEnd::Cancelled),
+            AttemptEnd::Deferred(until, wakeup) => Next::Park {
+                deferral: Deferral { until, wakeup },
                 reservation: state.parked.reserve(Parked::Deferred),
             },
             AttemptEnd::Failed(_) | AttemptEnd::TimedOut(_) => {
@@ -204,11 +214,12 @@ impl Engine {
     }
 
     /// Parks a task that an admission policy deferred: it waits, holding no slot, until
-    /// `until`, then queues again. The parked time counts as queue wait in its record.
+    /// `until` (or the policy's wakeup), then queues again. The parked time counts as queue
+    /// wait in its record.
     fn defer(
         self: &Arc<Self>,
         job: Job,
-        until: Instant,
+        Deferral { until, wakeup }: Deferral,
         now: Ticks,
         stay: &Timeline,
         info: Option<TaskInfo>,
@@ -228,6 +239,9 @@ impl Engine {
                 delay,
             });
         }
-        self.park_until(job, until, reservation);
+        match wakeup {
+            Some(wakeup) => self.park_until_woken(job, until, reservation, &wakeup),
+            None => self.park_until(job, until, reservation),
+        }
     }
 }

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::admission::Rejection;
+use crate::admission::{Rejection, Wakeup};
 use crate::error::{LastFailure, PanicMessage, TaskError};
 use crate::observer::{Event, TaskInfo};
 use crate::outcome::{AttemptResult, Outcome};
@@ -31,8 +31,9 @@ pub(crate) enum AttemptEnd {
     Cancelled,
     StoppedNow,
     Rejected(Rejection),
-    /// An admission policy's precheck parks the task until then; no attempt ran.
-    Deferred(Instant),
+    /// An admission policy's precheck parks the task until then, or until the policy fires
+    /// the wakeup; no attempt ran.
+    Deferred(Instant, Option<Wakeup>),
 }
 
 impl AttemptEnd {
@@ -45,7 +46,7 @@ impl AttemptEnd {
             AttemptEnd::Panicked(_) => AttemptResult::Panicked,
             AttemptEnd::Cancelled | AttemptEnd::StoppedNow => AttemptResult::Cancelled,
             AttemptEnd::Rejected(_) => AttemptResult::Rejected,
-            AttemptEnd::Deferred(_) => return None,
+            AttemptEnd::Deferred(..) => return None,
         })
     }
 }

@@ -1,7 +1,10 @@
 //! Parking: tasks out of the queue until a moment — in retry backoff, or deferred by an
 //! admission policy — in one ordered set with one timer per pool, instead of a sleeping
 //! future per task, so a parked task costs about what a queued one does. When a task is due
-//! the timer queues it again.
+//! the timer queues it again; a task deferred with a [`Wakeup`] is also queued again when its
+//! policy fires it, whichever comes first (the entry's key is unique, so a wakeup for a task
+//! that already left finds nothing and does nothing). A task cancelled or stopped while
+//! parked abandons its wakeup, which tells its policy not to wait for it.
 //!
 //! The set is the only owner of the `retrying` and `deferred` counts. A task is counted from
 //! the moment the engine decides to park it ([`ParkedSet::reserve`], under the engine's lock)
@@ -13,10 +16,12 @@
 //! count a task out twice — whatever runs in between (a `stop()` on another thread).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use futures_util::future::select;
+
+use crate::admission::Wakeup;
 
 use super::ending::TaskEnd;
 use super::job::{Job, TaskRef};
@@ -49,10 +54,17 @@ pub(super) struct Reservation {
     parked: Parked,
 }
 
+/// A parked task, why, and the wakeup its policy may fire.
+struct Entry {
+    task: TaskRef,
+    parked: Parked,
+    wakeup: Option<Wakeup>,
+}
+
 /// Parked tasks in the order they are due, and the counts of parked tasks by kind.
 #[derive(Default)]
 pub(super) struct ParkedSet {
-    by_moment: BTreeMap<ParkKey, (TaskRef, Parked)>,
+    by_moment: BTreeMap<ParkKey, Entry>,
     next_seq: u64,
     /// Entries and reservations of each kind.
     retrying: usize,
@@ -105,26 +117,47 @@ impl ParkedSet {
         *count = count.saturating_sub(1);
     }
 
-    /// Parks a reserved task until `until`.
+    /// Parks a reserved task until `until` (or its `wakeup`).
     pub(super) fn insert(
         &mut self,
         reservation: Reservation,
         task: TaskRef,
         until: Instant,
+        wakeup: Option<Wakeup>,
     ) -> ParkKey {
         let key = ParkKey {
             until,
             seq: self.next_seq,
         };
         self.next_seq += 1;
-        self.by_moment.insert(key, (task, reservation.parked));
+        let parked = reservation.parked;
+        self.by_moment.insert(
+            key,
+            Entry {
+                task,
+                parked,
+                wakeup,
+            },
+        );
         key
     }
 
-    pub(super) fn remove(&mut self, key: ParkKey) -> Option<(TaskRef, Parked)> {
-        let (task, parked) = self.by_moment.remove(&key)?;
-        self.uncount(parked);
-        Some((task, parked))
+    /// Takes the task parked at `key` out, because it was woken: its wakeup has served.
+    pub(super) fn remove_woken(&mut self, key: ParkKey) -> Option<TaskRef> {
+        let entry = self.by_moment.remove(&key)?;
+        self.uncount(entry.parked);
+        Some(entry.task)
+    }
+
+    /// Takes the task parked at `key` out for good (it was cancelled): its wakeup, if any,
+    /// is abandoned.
+    pub(super) fn remove_leaving(&mut self, key: ParkKey) -> Option<TaskRef> {
+        let entry = self.by_moment.remove(&key)?;
+        self.uncount(entry.parked);
+        if let Some(wakeup) = entry.wakeup {
+            wakeup.abandon();
+        }
+        Some(entry.task)
     }
 
     /// The earliest moment a task is parked until.
@@ -138,20 +171,23 @@ impl ParkedSet {
         if entry.key().until > now {
             return None;
         }
-        let (task, parked) = entry.remove();
-        self.uncount(parked);
-        Some(task)
+        let entry = entry.remove();
+        self.uncount(entry.parked);
+        Some(entry.task)
     }
 
-    /// Takes every task, in the order they are due. Reservations stay counted: their holders
-    /// give them back.
+    /// Takes every task out for good, in the order they are due (their wakeups are
+    /// abandoned). Reservations stay counted: their holders give them back.
     pub(super) fn drain_all(&mut self) -> Vec<TaskRef> {
         let drained = std::mem::take(&mut self.by_moment);
         drained
             .into_values()
-            .map(|(task, parked)| {
-                self.uncount(parked);
-                task
+            .map(|entry| {
+                self.uncount(entry.parked);
+                if let Some(wakeup) = entry.wakeup {
+                    wakeup.abandon();
+                }
+                entry.task
             })
             .collect()
     }
@@ -164,6 +200,52 @@ impl Engine {
     /// decision and here is never missed. Starts the timer, or wakes it if it sleeps past
     /// `until`.
     pub(super) fn park_until(self: &Arc<Self>, job: Job, until: Instant, reservation: Reservation) {
+        self.park(job, until, reservation, None);
+    }
+
+    /// Parks like [`park_until`](Self::park_until), and queues the task again when `wakeup`
+    /// fires if that comes first (at once if it fired already).
+    pub(super) fn park_until_woken(
+        self: &Arc<Self>,
+        job: Job,
+        until: Instant,
+        reservation: Reservation,
+        wakeup: &Wakeup,
+    ) {
+        if let Some(key) = self.park(job, until, reservation, Some(wakeup.clone())) {
+            // Weak: a policy may keep a wakeup longer than the pool lives.
+            let engine = Arc::downgrade(self);
+            wakeup.on_wake(move || Self::woken(&engine, key));
+        }
+    }
+
+    /// A parked task's wakeup fired: it is queued again, if it is still parked.
+    fn woken(engine: &Weak<Self>, key: ParkKey) {
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        let now = engine.now();
+        let started = {
+            let mut state = engine.lock();
+            let Some(task) = state.parked.remove_woken(key) else {
+                return;
+            };
+            let waiting = task.waiting();
+            state.push(task, waiting.tenant.as_ref(), waiting.cancellable, now);
+            state.take_startable(now, engine.settings.aging_target_wait)
+        };
+        engine.spawn_runners(started);
+    }
+
+    /// Parks `job`; its key in the set, or `None` if it ended instead (then its wakeup is
+    /// abandoned).
+    fn park(
+        self: &Arc<Self>,
+        job: Job,
+        until: Instant,
+        reservation: Reservation,
+        wakeup: Option<Wakeup>,
+    ) -> Option<ParkKey> {
         let mut state = self.lock();
         let end = if state.stopped {
             Some(TaskEnd::Stopped)
@@ -174,6 +256,9 @@ impl Engine {
         };
         if let Some(end) = end {
             state.parked.release(reservation);
+            if let Some(wakeup) = wakeup {
+                wakeup.abandon();
+            }
             state.counters.ended(&end);
             let idle = state.is_idle();
             drop(state);
@@ -182,11 +267,13 @@ impl Engine {
             if idle {
                 self.notify_idle();
             }
-            return;
+            return None;
         }
         let cancellable = job.task().cancellation().is_some();
         let id = job.task().id();
-        let key = state.parked.insert(reservation, job.into_ref(), until);
+        let key = state
+            .parked
+            .insert(reservation, job.into_ref(), until, wakeup);
         if cancellable {
             state.cancellable.insert(id, Place::Parked(key));
         }
@@ -210,6 +297,7 @@ impl Engine {
             }
             Some(_) => {}
         }
+        Some(key)
     }
 
     /// The pool's timer: queues parked tasks as they fall due, sleeping until the next one;
@@ -304,14 +392,14 @@ mod tests {
         let retry = set.reserve(Parked::Retrying);
         let defer = set.reserve(Parked::Deferred);
         assert_eq!((set.retrying(), set.deferred()), (1, 1));
-        let key = set.insert(retry, task(), now + Duration::from_millis(5));
-        set.insert(defer, task(), now);
+        let key = set.insert(retry, task(), now + Duration::from_millis(5), None);
+        set.insert(defer, task(), now, None);
         assert_eq!((set.retrying(), set.deferred()), (1, 1));
         assert!(set.pop_due(now).is_some(), "the deferred one is due");
         assert_eq!((set.retrying(), set.deferred()), (1, 0));
         assert!(set.pop_due(now).is_none());
-        assert!(set.remove(key).is_some());
-        assert!(set.remove(key).is_none(), "a key removes once");
+        assert!(set.remove_leaving(key).is_some());
+        assert!(set.remove_woken(key).is_none(), "a key removes once");
         assert_eq!((set.retrying(), set.deferred()), (0, 0));
     }
 
@@ -322,7 +410,7 @@ mod tests {
         let now = Instant::now();
         let mut set = ParkedSet::default();
         let parked = set.reserve(Parked::Retrying);
-        set.insert(parked, task(), now);
+        set.insert(parked, task(), now, None);
         let in_flight = set.reserve(Parked::Retrying);
         assert_eq!(set.retrying(), 2);
         assert_eq!(set.drain_all().len(), 1);
@@ -332,13 +420,38 @@ mod tests {
         assert_eq!(set.next_due(), None);
     }
 
+    /// Only a task that leaves for good abandons its wakeup: one woken or due comes back to
+    /// its policy.
+    #[test]
+    fn a_wakeup_is_abandoned_only_when_its_task_leaves_for_good() {
+        let now = Instant::now();
+        let mut set = ParkedSet::default();
+        let wakeups: Vec<Wakeup> = (0..4).map(|_| Wakeup::new()).collect();
+        let keys: Vec<ParkKey> = wakeups
+            .iter()
+            .enumerate()
+            .map(|(i, wakeup)| {
+                let reservation = set.reserve(Parked::Deferred);
+                let until = now + Duration::from_millis(i as u64);
+                set.insert(reservation, task(), until, Some(wakeup.clone()))
+            })
+            .collect();
+        assert!(set.pop_due(now).is_some(), "the first is due");
+        assert!(set.remove_woken(keys[1]).is_some());
+        assert!(set.remove_leaving(keys[2]).is_some(), "cancelled");
+        assert_eq!(set.drain_all().len(), 1, "stopped");
+        let abandoned: Vec<bool> = wakeups.iter().map(Wakeup::is_abandoned).collect();
+        assert_eq!(abandoned, [false, false, true, true]);
+        assert_eq!(set.deferred(), 0);
+    }
+
     #[test]
     fn tasks_leave_in_the_order_they_are_due() {
         let now = Instant::now();
         let mut set = ParkedSet::default();
         for ms in [30, 10, 20, 10] {
             let reservation = set.reserve(Parked::Retrying);
-            set.insert(reservation, task(), now + Duration::from_millis(ms));
+            set.insert(reservation, task(), now + Duration::from_millis(ms), None);
         }
         assert_eq!(set.next_due(), Some(now + Duration::from_millis(10)));
         let due = std::iter::from_fn(|| set.pop_due(now + Duration::from_millis(20))).count();

@@ -28,7 +28,7 @@ impl CancelSink for Engine {
                 (popped.job, Timeline::waiting(popped.enqueued_at))
             }
             Some(Place::Parked(key)) => {
-                let Some((task, _)) = state.parked.remove(key) else {
+                let Some(task) = state.parked.remove_leaving(key) else {
                     return;
                 };
                 (task, Timeline::waiting(now))

@@ -19,3 +19,4 @@ mod smol;
 mod tenants;
 mod threads;
 mod tower;
+mod wakeups;

@@ -7,6 +7,7 @@ mod cancellation;
 mod panics;
 mod races;
 mod stress;
+mod wakeups;
 
 use std::future::Future;
 use std::time::Duration;
