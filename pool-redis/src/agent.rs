@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use pool_core::{CancellationToken, Executor};
@@ -19,6 +19,7 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender, WeakUnboundedS
 use tokio::sync::{oneshot, Notify};
 
 use crate::backoff::Backoff;
+use crate::claims::{Answer, Claims, ParkedWaiter};
 use crate::endpoint::{Connection, RedisEndpoint, Subscriptions};
 use crate::error::PermitError;
 use crate::event::{EventSink, FailMode, PermitEvent};
@@ -30,11 +31,37 @@ use crate::subscriber::subscribe;
 #[derive(Debug)]
 pub(crate) enum Request {
     /// A task wants a permit.
-    Acquire(oneshot::Sender<Result<Lease, PermitError>>),
+    Acquire(Waiter),
     /// A lease was dropped.
     Release(u64),
     /// Answer once every release received so far has been sent to Redis.
     Flush(oneshot::Sender<()>),
+}
+
+/// Who waits for a permit, first come first served.
+#[derive(Debug)]
+pub(crate) enum Waiter {
+    /// A caller awaiting the answer ([`RedisPermits::lease`](crate::RedisPermits::lease)).
+    Awaiting(oneshot::Sender<Answer>),
+    /// A pool's task parked without its slot: the answer is set aside and the task woken.
+    Parked(ParkedWaiter),
+}
+
+impl Waiter {
+    /// Hands `answer` over; the answer back if the waiter is gone.
+    fn send(self, answer: Answer, now: Instant) -> Result<(), Answer> {
+        match self {
+            Waiter::Awaiting(reply) => reply.send(answer),
+            Waiter::Parked(parked) => parked.send(answer, now),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            Waiter::Awaiting(reply) => reply.is_closed(),
+            Waiter::Parked(parked) => parked.is_closed(),
+        }
+    }
 }
 
 /// What the agent publishes about itself, read by [`RedisPermits::status`](crate::RedisPermits::status).
@@ -50,6 +77,8 @@ pub(crate) struct Shared {
     pub(crate) seed_limit: AtomicU64,
     /// Leases held by all processes at the last script call.
     pub(crate) held_globally: AtomicU64,
+    /// The parked tasks of every handle (one per pool), swept every renewal period.
+    claims: Mutex<Vec<Weak<Claims>>>,
 }
 
 impl Shared {
@@ -68,6 +97,24 @@ impl Shared {
 
     pub(crate) fn seed_limit(&self) -> u64 {
         self.seed_limit.load(Ordering::Relaxed)
+    }
+
+    /// A new handle's parked tasks, to be swept.
+    pub(crate) fn register(&self, claims: &Arc<Claims>) {
+        let mut all = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|claims| claims.strong_count() > 0);
+        all.push(Arc::downgrade(claims));
+    }
+
+    /// Drops answers not taken since `cutoff` and claims of tasks gone; how many permits
+    /// that released.
+    fn sweep_claims(&self, cutoff: Instant) -> usize {
+        let all: Vec<Arc<Claims>> = {
+            let mut all = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+            all.retain(|claims| claims.strong_count() > 0);
+            all.iter().filter_map(Weak::upgrade).collect()
+        };
+        all.iter().map(|claims| claims.sweep(cutoff)).sum()
     }
 }
 
@@ -101,7 +148,7 @@ pub(crate) struct Agent {
     /// For the leases it grants; weak, so the channel closes when every handle and lease is gone.
     releases_to: WeakUnboundedSender<Request>,
     wake: Arc<Notify>,
-    waiters: VecDeque<oneshot::Sender<Result<Lease, PermitError>>>,
+    waiters: VecDeque<Waiter>,
     flushes: Vec<oneshot::Sender<()>>,
     held: BTreeSet<u64>,
     releases: Vec<u64>,
@@ -198,6 +245,7 @@ impl Agent {
                         if next_renewal.is_some_and(|at| at <= now) {
                             self.renew_due = true;
                             next_renewal = now.checked_add(renew_every);
+                            self.sweep_claims(now.checked_sub(renew_every).unwrap_or(now));
                         }
                         if self.retry_at.is_some_and(|at| at <= now) {
                             self.retry_at = None;
@@ -223,7 +271,7 @@ impl Agent {
             Request::Acquire(reply) => {
                 if let Link::Down { .. } = self.link {
                     let answer = self.unavailable_answer(&self.unavailable_error(None));
-                    let _ = reply.send(answer);
+                    let _ = reply.send(answer, self.executor.now());
                 } else {
                     self.waiters.push_back(reply);
                     // While earlier waiters wait for room (a retry is scheduled), asking
@@ -259,8 +307,9 @@ impl Agent {
             return false;
         };
         let mut lease = Lease::counted(seq, releases_to);
+        let now = self.executor.now();
         while let Some(reply) = self.waiters.pop_front() {
-            match reply.send(Ok(lease)) {
+            match reply.send(Ok(lease), now) {
                 Ok(()) => return true,
                 // That waiter gave up; try the next one with the same lease.
                 Err(Ok(returned)) => lease = returned,
@@ -336,7 +385,7 @@ impl Agent {
             let lease = Lease::counted(seq, releases_to);
             match self.waiters.pop_front() {
                 // A waiter that gave up drops the lease, which queues its release.
-                Some(reply) => drop(reply.send(Ok(lease))),
+                Some(reply) => drop(reply.send(Ok(lease), self.executor.now())),
                 None => drop(lease),
             }
         }
@@ -430,11 +479,15 @@ impl Agent {
                 mode: self.settings.fail_mode,
             });
         }
+        let now = self.executor.now();
         for reply in self.waiters.drain(..) {
-            let _ = reply.send(match self.settings.fail_mode {
-                FailMode::Open => Ok(Lease::unaccounted()),
-                FailMode::Closed => Err(error.clone()),
-            });
+            let _ = reply.send(
+                match self.settings.fail_mode {
+                    FailMode::Open => Ok(Lease::unaccounted()),
+                    FailMode::Closed => Err(error.clone()),
+                },
+                now,
+            );
         }
         self.backoff.reset();
         self.retry_at = self
@@ -458,6 +511,19 @@ impl Agent {
         // Leases may be gone if Redis restarted without its data: check them now.
         self.renew_due = true;
         self.try_now = true;
+    }
+
+    /// Releases the permits set aside for parked tasks that did not take them since
+    /// `cutoff` (the task left: cancelled, stopped, refused by another policy).
+    fn sweep_claims(&self, cutoff: Instant) {
+        let released = self.shared.sweep_claims(cutoff);
+        if released > 0 {
+            tracing::debug!(
+                limit = %self.scripts.keys().name,
+                released,
+                "global permits: released permits their parked tasks did not come back for"
+            );
+        }
     }
 
     fn answer_flushes(&mut self) {

@@ -4,14 +4,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pool_core::Executor;
+use pool_core::{Executor, TaskInfo};
 
 use crate::agent::{Agent, AgentSettings, Shared};
 use crate::endpoint::RedisEndpoint;
 use crate::error::PermitError;
 use crate::event::{EventSink, FailMode, PermitEvent};
 use crate::keys::LimitKeys;
-use crate::permits::{Inner, RedisPermits};
+use crate::permits::{AppliesTo, Inner, RedisPermits};
 use crate::scripts::Scripts;
 
 /// Shortest lease TTL accepted: renewals every third of it must fit round trips.
@@ -34,6 +34,7 @@ pub struct RedisPermitsBuilder {
     max_backoff: Duration,
     events: EventSink,
     executor: Option<Arc<dyn Executor>>,
+    applies_to: Option<AppliesTo>,
 }
 
 impl RedisPermitsBuilder {
@@ -48,6 +49,7 @@ impl RedisPermitsBuilder {
             max_backoff: Duration::from_millis(50),
             events: EventSink::none(),
             executor: None,
+            applies_to: None,
         }
     }
 
@@ -92,6 +94,28 @@ impl RedisPermitsBuilder {
     /// the executor must run its tasks inside one (as `TokioExecutor` does).
     pub fn executor(mut self, executor: Arc<dyn Executor>) -> Self {
         self.executor = Some(executor);
+        self
+    }
+
+    /// As a pool's admission policy, asks a permit only for the tasks `predicate` accepts
+    /// (default: every task); the others run under the pool's local limit alone. Tasks that
+    /// need a permit wait for it parked, without their slot, so while the global limit is
+    /// saturated the pool's slots go to the others.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), pool_redis::PermitError> {
+    /// // Uploads share 100 permits with every process; reads are limited locally only.
+    /// let permits = pool_redis::RedisPermits::builder("redis://127.0.0.1:6379", "uploads", 100)
+    ///     .applies_to(|task| task.metadata.get("op") == Some("put"))
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn applies_to(
+        mut self,
+        predicate: impl Fn(&TaskInfo) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.applies_to = Some(Arc::new(predicate));
         self
     }
 
@@ -167,6 +191,8 @@ impl RedisPermitsBuilder {
             shared,
             fail_mode: self.fail_mode,
             lease_ttl: self.lease_ttl,
+            executor,
+            applies_to: self.applies_to,
         }))
     }
 }
@@ -215,6 +241,7 @@ impl fmt::Debug for RedisPermitsBuilder {
             .field("max_backoff", &self.max_backoff)
             .field("events", &self.events)
             .field("executor", &self.executor)
+            .field("applies_to_some_tasks", &self.applies_to.is_some())
             .finish()
     }
 }

@@ -7,7 +7,8 @@
 //!
 //! A [`RedisPermits`] is a pool's admission policy (`PoolBuilder::admission`, pool-core's
 //! seam for where permits come from besides the pool's own local limit): every attempt holds
-//! its local slot *and* one global permit. Permits are leases
+//! its local slot *and* one global permit, and a task waiting for its permit is parked
+//! without its slot until the permit is granted. Permits are leases
 //! in a Redis sorted set scored by expiry, taken and given back by Lua scripts (each step is
 //! atomic), renewed while their task runs and reclaimed at the latest one lease TTL after a
 //! holder dies. Waiting is first come first served within a process and fair-share across
@@ -33,6 +34,7 @@
 mod agent;
 mod backoff;
 mod builder;
+mod claims;
 mod endpoint;
 mod error;
 mod event;

@@ -5,11 +5,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pool_core::{Admission, AdmissionPermit, BoxFuture, Rejection, TaskInfo};
+use pool_core::{Admission, AdmissionPermit, BoxFuture, Executor, Precheck, Rejection, TaskInfo};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::agent::{Request, Shared};
+use crate::agent::{Request, Shared, Waiter};
 use crate::builder::{check_limit, RedisPermitsBuilder};
+use crate::claims::{Claims, Found};
 use crate::endpoint::{Connection, RedisEndpoint};
 use crate::error::PermitError;
 use crate::event::FailMode;
@@ -19,7 +20,13 @@ use crate::scripts::Scripts;
 /// A concurrency limit shared by every process that uses the same Redis and limit name.
 ///
 /// Cheap to clone (clones share one background agent and one connection). As a pool's
-/// [`Admission`] policy, each attempt holds one global permit besides its local slot:
+/// [`Admission`] policy, each attempt holds one global permit besides its local slot; a task
+/// waiting for its permit does not hold its slot: it is parked
+/// ([`Precheck::ParkUntilWoken`]) and woken when its permit is granted, so a saturated
+/// global limit leaves the pool's slots to work the limit does not cover
+/// ([`RedisPermitsBuilder::applies_to`]). Each clone keeps its own parked tasks (a task's id
+/// is unique only within its pool): give each pool its own clone, as
+/// `.admission(permits.clone())` does.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -41,10 +48,14 @@ use crate::scripts::Scripts;
 /// permits.set_limit(50).await?; // every process now shares 50
 /// # Ok(()) }
 /// ```
-#[derive(Clone)]
 pub struct RedisPermits {
     inner: Arc<Inner>,
+    /// Answers set aside for this handle's parked tasks.
+    claims: Arc<Claims>,
 }
+
+/// Which tasks need a permit.
+pub(crate) type AppliesTo = Arc<dyn Fn(&TaskInfo) -> bool + Send + Sync>;
 
 pub(crate) struct Inner {
     pub(crate) endpoint: RedisEndpoint,
@@ -54,6 +65,19 @@ pub(crate) struct Inner {
     pub(crate) shared: Arc<Shared>,
     pub(crate) fail_mode: FailMode,
     pub(crate) lease_ttl: Duration,
+    pub(crate) executor: Arc<dyn Executor>,
+    /// `None`: every task.
+    pub(crate) applies_to: Option<AppliesTo>,
+}
+
+impl Inner {
+    async fn lease(&self) -> Result<Lease, PermitError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::Acquire(Waiter::Awaiting(reply)))
+            .map_err(|_| PermitError::Closed)?;
+        answer.await.map_err(|_| PermitError::Closed)?
+    }
 }
 
 /// A snapshot of what this process's agent knows.
@@ -87,9 +111,17 @@ impl RedisPermits {
     }
 
     pub(crate) fn from_inner(inner: Inner) -> Self {
-        Self {
-            inner: Arc::new(inner),
-        }
+        Self::with_own_claims(Arc::new(inner))
+    }
+
+    fn with_own_claims(inner: Arc<Inner>) -> Self {
+        let claims = Claims::new(inner.requests.clone());
+        inner.shared.register(&claims);
+        Self { inner, claims }
+    }
+
+    fn applies_to(&self, task: &TaskInfo) -> bool {
+        self.inner.applies_to.as_ref().is_none_or(|f| f(task))
     }
 
     /// Waits for a global permit. Cancel-safe: a lease granted after the caller gave up is
@@ -100,12 +132,7 @@ impl RedisPermits {
     /// (under [`FailMode::Open`] an uncounted lease is returned instead);
     /// [`PermitError::Closed`] if the agent stopped with its runtime.
     pub async fn lease(&self) -> Result<Lease, PermitError> {
-        let (reply, answer) = oneshot::channel();
-        self.inner
-            .requests
-            .send(Request::Acquire(reply))
-            .map_err(|_| PermitError::Closed)?;
-        answer.await.map_err(|_| PermitError::Closed)?
+        self.inner.lease().await
     }
 
     /// Sets the limit for every process; waiting processes are woken to use new room. Tasks
@@ -177,11 +204,46 @@ impl RedisPermits {
     }
 }
 
+/// Clones share the agent and the connection; each has its own parked tasks.
+impl Clone for RedisPermits {
+    fn clone(&self) -> Self {
+        Self::with_own_claims(Arc::clone(&self.inner))
+    }
+}
+
 impl Admission for RedisPermits {
-    fn acquire(&self, _task: &TaskInfo) -> BoxFuture<Result<AdmissionPermit, Rejection>> {
-        let permits = self.clone();
+    /// A task that needs a permit is parked without its slot until the agent answers (or a
+    /// lease TTL passes: then it is asked again, its request still queued); when it comes
+    /// back with an answer it goes on to [`acquire`](Self::acquire), which takes it.
+    fn precheck(&self, task: &TaskInfo) -> Precheck {
+        if !self.applies_to(task) {
+            return Precheck::Proceed;
+        }
+        match self.claims.find(task.id) {
+            Found::Answered => Precheck::Proceed,
+            Found::Waiting(wakeup) => {
+                let now = self.inner.executor.now();
+                let until = now.checked_add(self.inner.lease_ttl).unwrap_or(now);
+                Precheck::ParkUntilWoken(until, wakeup)
+            }
+        }
+    }
+
+    /// The permit set aside for the task while it was parked; without one (a caller that
+    /// skipped [`precheck`](Self::precheck)), waits for one holding the slot.
+    fn acquire(&self, task: &TaskInfo) -> BoxFuture<Result<AdmissionPermit, Rejection>> {
+        if !self.applies_to(task) {
+            return Box::pin(std::future::ready(Ok(AdmissionPermit::empty())));
+        }
+        if let Some(answer) = self.claims.take(task.id) {
+            let admitted = answer
+                .map(AdmissionPermit::holding)
+                .map_err(|error| error.to_rejection());
+            return Box::pin(std::future::ready(admitted));
+        }
+        let inner = Arc::clone(&self.inner);
         Box::pin(async move {
-            match permits.lease().await {
+            match inner.lease().await {
                 Ok(lease) => Ok(AdmissionPermit::holding(lease)),
                 Err(error) => Err(error.to_rejection()),
             }
@@ -196,6 +258,7 @@ impl fmt::Debug for RedisPermits {
             .field("endpoint", &self.inner.endpoint)
             .field("fail_mode", &self.inner.fail_mode)
             .field("lease_ttl", &self.inner.lease_ttl)
+            .field("applies_to_some_tasks", &self.inner.applies_to.is_some())
             .field("status", &self.status())
             .finish()
     }

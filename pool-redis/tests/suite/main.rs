@@ -4,6 +4,7 @@
 mod support;
 
 mod cluster;
+mod parking;
 mod permits;
 mod processes;
 mod rate;
