@@ -201,7 +201,7 @@ async fn run_pooled(
         outcomes.push(
             handle
                 .await
-                .map_err(|error: TaskError<ClientError>| error.to_string()),
+                .map_err(|error: TaskError<ClientError>| report(&error)),
         );
     }
     let elapsed = start.elapsed();
@@ -215,7 +215,19 @@ async fn run_pooled(
 }
 
 fn classify_operation_error(error: &ClientError) -> ErrorClass {
-    error.class().unwrap_or(ErrorClass::Fatal)
+    error.error_class()
+}
+
+/// An error and its causes, as anyhow's `{:#}` prints them.
+fn report(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
 }
 
 /// One operation: build + serialise the payload, PUT it, DELETE it.

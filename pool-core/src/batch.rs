@@ -1,19 +1,21 @@
 //! Batches: many tasks in, results in input order and errors with their index out.
 
 use std::fmt;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
+use futures_util::future::FusedFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use crate::error::TaskError;
-use crate::executor::BoxFuture;
 use crate::handle::TaskHandle;
 use crate::pool::Pool;
 use crate::task::{ErrorClass, Retryable, TaskOptions};
 
 /// A batch's outcome: one slot per input (`None` where that item failed) and the failures
 /// with their index, in index order.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct BatchResult<T, E> {
     /// `results[i]` is the value of item `i`, or `None` if it failed.
     pub results: Vec<Option<T>>,
@@ -29,7 +31,10 @@ impl<T, E> BatchResult<T, E> {
 }
 
 /// One failed item of a batch.
-#[derive(Debug)]
+///
+/// It prints as `item 3: task failed after 4 attempt(s)`; its
+/// [`source`](std::error::Error::source) is the item's own error, as for [`TaskError`].
+#[derive(Debug, Clone)]
 pub struct BatchError<E> {
     /// Position of the item in the input.
     pub index: usize,
@@ -37,11 +42,25 @@ pub struct BatchError<E> {
     pub error: TaskError<E>,
 }
 
+impl<E> fmt::Display for BatchError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "item {}: {}", self.index, self.error)
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for BatchError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        // The task error's message is already in ours: hand on what it would.
+        std::error::Error::source(&self.error)
+    }
+}
+
 type OnComplete<T> = Box<dyn FnMut(usize, &T) + Send>;
 type OnError<E> = Box<dyn FnMut(usize, &TaskError<E>) + Send>;
 
-/// Tasks of a batch, already queued. Await it (or call [`collect`](Self::collect)) for the
-/// [`BatchResult`]; callbacks run as items finish, in completion order, exactly once each.
+/// Tasks of a batch, already queued. It is a [`Future`] of the [`BatchResult`] (await it,
+/// `spawn` it, put it in `join_all`); callbacks run as items finish, in completion order,
+/// exactly once each, in whoever polls the batch.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -62,17 +81,29 @@ type OnError<E> = Box<dyn FnMut(usize, &TaskError<E>) + Send>;
 /// assert_eq!(result.errors[0].index, 3);
 /// # }
 /// ```
+///
+/// # Panics
+/// Polled again after it resolved (as for any future, a caller's error;
+/// [`FusedFuture::is_terminated`] says when).
 #[must_use = "the tasks are queued; await the batch to get their results"]
 pub struct Batch<T, E> {
+    /// Handles not yet polled: moved into `pending` on the first poll.
     handles: Vec<TaskHandle<T, E>>,
+    pending: FuturesUnordered<Indexed<T, E>>,
+    results: Vec<Option<T>>,
+    errors: Vec<BatchError<E>>,
     on_complete: Option<OnComplete<T>>,
     on_error: Option<OnError<E>>,
+    started: bool,
+    finished: bool,
 }
 
 impl<T, E> fmt::Debug for Batch<T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Batch")
-            .field("items", &self.handles.len())
+            .field("items", &self.len())
+            .field("pending", &self.pending.len())
+            .field("failed", &self.errors.len())
             .finish_non_exhaustive()
     }
 }
@@ -93,59 +124,111 @@ impl<T: Send + 'static, E: Send + 'static> Batch<T, E> {
         self
     }
 
+    /// Waits for every item (the same as awaiting the batch).
+    pub async fn collect(self) -> BatchResult<T, E> {
+        self.await
+    }
+}
+
+impl<T, E> Batch<T, E> {
+    fn new(handles: Vec<TaskHandle<T, E>>) -> Self {
+        Batch {
+            handles,
+            pending: FuturesUnordered::new(),
+            results: Vec::new(),
+            errors: Vec::new(),
+            on_complete: None,
+            on_error: None,
+            started: false,
+            finished: false,
+        }
+    }
+
     /// Number of items.
     pub fn len(&self) -> usize {
-        self.handles.len()
+        if self.started {
+            self.results.len()
+        } else {
+            self.handles.len()
+        }
     }
 
     /// True if the batch has no items.
     pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
-    }
-
-    /// Waits for every item.
-    pub async fn collect(self) -> BatchResult<T, E> {
-        let Batch {
-            handles,
-            mut on_complete,
-            mut on_error,
-        } = self;
-        let mut results: Vec<Option<T>> = std::iter::repeat_with(|| None)
-            .take(handles.len())
-            .collect();
-        let mut errors = Vec::new();
-        let mut pending: FuturesUnordered<_> = handles
-            .into_iter()
-            .enumerate()
-            .map(|(index, handle)| async move { (index, handle.await) })
-            .collect();
-        while let Some((index, result)) = pending.next().await {
-            match result {
-                Ok(value) => {
-                    if let Some(callback) = on_complete.as_mut() {
-                        callback(index, &value);
-                    }
-                    results[index] = Some(value);
-                }
-                Err(error) => {
-                    if let Some(callback) = on_error.as_mut() {
-                        callback(index, &error);
-                    }
-                    errors.push(BatchError { index, error });
-                }
-            }
-        }
-        errors.sort_unstable_by_key(|e| e.index);
-        BatchResult { results, errors }
+        self.len() == 0
     }
 }
 
-impl<T: Send + 'static, E: Send + 'static> IntoFuture for Batch<T, E> {
-    type Output = BatchResult<T, E>;
-    type IntoFuture = BoxFuture<BatchResult<T, E>>;
+// No field is ever pinned: results are moved out, handles are polled through `Pin::new`.
+impl<T, E> Unpin for Batch<T, E> {}
 
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.collect())
+impl<T, E> Future for Batch<T, E> {
+    type Output = BatchResult<T, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        assert!(!this.finished, "a Batch was polled after it resolved");
+        if !this.started {
+            this.started = true;
+            this.results = std::iter::repeat_with(|| None)
+                .take(this.handles.len())
+                .collect();
+            this.pending = this
+                .handles
+                .drain(..)
+                .enumerate()
+                .map(|(index, handle)| Indexed { index, handle })
+                .collect();
+        }
+        while let Poll::Ready(Some((index, result))) = this.pending.poll_next_unpin(cx) {
+            match result {
+                Ok(value) => {
+                    if let Some(callback) = this.on_complete.as_mut() {
+                        callback(index, &value);
+                    }
+                    this.results[index] = Some(value);
+                }
+                Err(error) => {
+                    if let Some(callback) = this.on_error.as_mut() {
+                        callback(index, &error);
+                    }
+                    this.errors.push(BatchError { index, error });
+                }
+            }
+        }
+        if !this.pending.is_empty() {
+            return Poll::Pending;
+        }
+        this.finished = true;
+        let mut errors = std::mem::take(&mut this.errors);
+        errors.sort_unstable_by_key(|error| error.index);
+        Poll::Ready(BatchResult {
+            results: std::mem::take(&mut this.results),
+            errors,
+        })
+    }
+}
+
+impl<T, E> FusedFuture for Batch<T, E> {
+    fn is_terminated(&self) -> bool {
+        self.finished
+    }
+}
+
+/// A batch item's handle, resolving to its index and result.
+struct Indexed<T, E> {
+    index: usize,
+    handle: TaskHandle<T, E>,
+}
+
+impl<T, E> Future for Indexed<T, E> {
+    type Output = (usize, Result<T, TaskError<E>>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let index = self.index;
+        Pin::new(&mut self.handle)
+            .poll(cx)
+            .map(|result| (index, result))
     }
 }
 
@@ -181,10 +264,6 @@ impl Pool {
             .into_iter()
             .map(|task| self.enqueue_with(task, options.clone(), classify.clone()))
             .collect();
-        Batch {
-            handles,
-            on_complete: None,
-            on_error: None,
-        }
+        Batch::new(handles)
     }
 }

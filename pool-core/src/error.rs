@@ -6,19 +6,35 @@ use std::time::Duration;
 /// Why a task resolved without a value.
 ///
 /// Every enqueued task resolves exactly once, either with its value or with one of these.
-#[derive(Debug, thiserror::Error)]
+///
+/// # Display and source
+/// The message says how the task ended ("task failed after 3 attempt(s)"); the task's own
+/// error is its [`source`](std::error::Error::source), not repeated in the message, so a
+/// report that walks the chain (anyhow's `{:#}`, eyre, `tracing`'s error fields) prints
+/// each cause once and can downcast to it. `TaskError<E>` is a `std::error::Error` when `E`
+/// is one; its `Display` needs nothing of `E`.
+///
+/// ```
+/// use std::error::Error as _;
+/// use pool_core::TaskError;
+/// let error = TaskError::Failed {
+///     error: std::io::Error::other("disk full"),
+///     attempts: 3,
+/// };
+/// assert_eq!(error.to_string(), "task failed after 3 attempt(s)");
+/// assert_eq!(error.source().unwrap().to_string(), "disk full");
+/// ```
+#[derive(Debug, Clone)]
 pub enum TaskError<E> {
     /// The task's own error from its last attempt: not retryable, out of retries, or retries
     /// were skipped because the pool was saturated.
-    #[error("task failed after {attempts} attempt(s): {error}")]
     Failed {
-        /// The error of the last attempt.
+        /// The error of the last attempt (also the [`source`](std::error::Error::source)).
         error: E,
         /// How many attempts ran.
         attempts: u32,
     },
     /// The last attempt ran longer than the task's timeout (and no retry was left).
-    #[error("task timed out after {attempts} attempt(s) of at most {timeout:?} each")]
     TimedOut {
         /// The per-attempt timeout that was exceeded.
         timeout: Duration,
@@ -26,25 +42,56 @@ pub enum TaskError<E> {
         attempts: u32,
     },
     /// The pool was stopped before the task could finish (or it was enqueued after `stop`).
-    #[error("the pool was stopped before the task finished")]
     Stopped,
     /// The task's cancellation token fired.
-    #[error("the task was cancelled")]
     Cancelled,
     /// The task panicked; the pool caught the panic and kept running.
-    #[error("the task panicked: {0}")]
     Panicked(PanicMessage),
     /// An admission policy refused the task (circuit open, rate limit, permits unavailable).
-    #[error("task rejected: {0}")]
     Rejected(crate::admission::Rejection),
     /// The task would have been retried, but the pool's retry budget had no tokens left.
-    #[error("retry budget exhausted after {attempts} attempt(s); last failure: {last}")]
     RetryBudgetExhausted {
-        /// What the last attempt ended with.
+        /// What the last attempt ended with (its error is the
+        /// [`source`](std::error::Error::source)).
         last: LastFailure<E>,
         /// How many attempts ran.
         attempts: u32,
     },
+}
+
+impl<E> fmt::Display for TaskError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TaskError::Failed { attempts, .. } => {
+                write!(f, "task failed after {attempts} attempt(s)")
+            }
+            TaskError::TimedOut { timeout, attempts } => write!(
+                f,
+                "task timed out after {attempts} attempt(s) of at most {timeout:?} each"
+            ),
+            TaskError::Stopped => f.write_str("the pool was stopped before the task finished"),
+            TaskError::Cancelled => f.write_str("the task was cancelled"),
+            TaskError::Panicked(message) => write!(f, "the task panicked: {message}"),
+            TaskError::Rejected(rejection) => write!(f, "task rejected: {rejection}"),
+            TaskError::RetryBudgetExhausted { last, attempts } => {
+                write!(
+                    f,
+                    "task failed after {attempts} attempt(s): the retry budget had no token \
+                     for another"
+                )?;
+                match last {
+                    LastFailure::TimedOut => f.write_str(" (the last attempt timed out)"),
+                    LastFailure::Error(_) => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for TaskError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.task_error().map(|error| error as _)
+    }
 }
 
 impl<E> TaskError<E> {
@@ -87,7 +134,7 @@ impl<E> TaskError<E> {
 }
 
 /// What a task's last attempt ended with, when the retry budget stopped further retries.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum LastFailure<E> {
     /// The task returned this error.
     Error(E),

@@ -201,6 +201,24 @@ pub trait Retryable {
     fn error_class(&self) -> ErrorClass;
 }
 
+/// An I/O error is retried when its kind says the operation may succeed if tried again:
+///
+/// | [`io::ErrorKind`](std::io::ErrorKind) | class |
+/// |---|---|
+/// | `TimedOut`, `Interrupted`, `WouldBlock`, `ConnectionReset`, `ConnectionAborted`, `ConnectionRefused`, `BrokenPipe`, `UnexpectedEof`, `NotConnected` | [`ErrorClass::Retryable`] |
+/// | every other kind (`NotFound`, `PermissionDenied`, `InvalidInput`, `InvalidData`, `Other`, …) | [`ErrorClass::Fatal`] |
+///
+/// None is [`ErrorClass::Throttled`]: an I/O error cannot say "slow down". Wrap an error in
+/// [`Transient`] or [`Permanent`] to decide otherwise, or classify with a closure
+/// ([`Pool::enqueue_with`](crate::Pool::enqueue_with)).
+///
+/// ```
+/// use std::io::{Error, ErrorKind};
+/// use pool_core::{ErrorClass, Retryable};
+/// assert_eq!(Error::from(ErrorKind::ConnectionReset).error_class(), ErrorClass::Retryable);
+/// assert_eq!(Error::from(ErrorKind::NotFound).error_class(), ErrorClass::Fatal);
+/// assert_eq!(Error::other("anything else").error_class(), ErrorClass::Fatal);
+/// ```
 impl Retryable for std::io::Error {
     fn error_class(&self) -> ErrorClass {
         use std::io::ErrorKind::*;
@@ -221,8 +239,25 @@ impl Retryable for std::convert::Infallible {
 }
 
 /// Wraps any error to mark it retryable (transient).
+///
+/// Transparent: it prints as the wrapped error and hands on the wrapped error's own
+/// [`source`](std::error::Error::source), so a chain reads as if the wrapper were not there.
+/// It is a `std::error::Error` when `E` is one (and `Display` when `E` is).
+///
+/// ```
+/// use std::error::Error;
+/// use pool_core::Transient;
+///
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("upload failed")]
+/// struct UploadError(#[source] std::io::Error);
+///
+/// let error = Transient(UploadError(std::io::Error::other("connection reset")));
+/// assert_eq!(error.to_string(), "upload failed");
+/// assert_eq!(error.source().unwrap().to_string(), "connection reset");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
+#[error(transparent)]
 pub struct Transient<E>(pub E);
 
 impl<E> Retryable for Transient<E> {
@@ -232,8 +267,10 @@ impl<E> Retryable for Transient<E> {
 }
 
 /// Wraps any error to mark it permanent (never retried).
+///
+/// Transparent, like [`Transient`]: it prints as the wrapped error and hands on its source.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
+#[error(transparent)]
 pub struct Permanent<E>(pub E);
 
 impl<E> Retryable for Permanent<E> {

@@ -16,7 +16,10 @@ use crate::redact::redact;
 use crate::transfer::ByteBudget;
 use object_store::multipart::MultipartStore;
 
-/// Why an [`S3Client`] could not be built.
+/// Why an [`S3Client`] could not be built: the one error of every way of building one
+/// ([`S3Client::from_url`], [`S3ClientBuilder::from_url`], [`S3ClientBuilder::build`]), so
+/// that one `?` covers them; the settings handed to the builder from pool-metrics and
+/// pool-tuning convert into it too.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
@@ -24,8 +27,18 @@ pub enum BuildError {
     #[error(transparent)]
     Connection(#[from] ConnectionError),
     /// A pool setting is bad (or there is no tokio runtime to run it on).
-    #[error("pool: {0}")]
+    #[error(transparent)]
     Pool(#[from] ConfigError),
+    /// A metrics setting is bad (`pool_metrics::MetricsConfig`). Feature `metrics`.
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    #[error(transparent)]
+    Metrics(#[from] pool_metrics::ConfigError),
+    /// A tuner setting is bad (`pool_tuning::KneeConfig`). Feature `tuning`.
+    #[cfg(feature = "tuning")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tuning")))]
+    #[error(transparent)]
+    Tuning(#[from] pool_tuning::ConfigError),
     /// A client setting is bad.
     #[error("{field}: {reason}")]
     Setting {
@@ -119,13 +132,27 @@ impl S3ClientBuilder {
     }
 
     /// A builder for the store a connection string names (see [`StoreConfig`]).
-    pub fn from_url(url: &str) -> Result<Self, ConnectionError> {
+    ///
+    /// Fails with [`BuildError::Connection`] naming what is wrong with the string — the same
+    /// error type as [`build`](Self::build) and [`S3Client::from_url`], so one `?` covers
+    /// the chain.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), s3_client::BuildError> {
+    /// use s3_client::S3ClientBuilder;
+    /// let client = S3ClientBuilder::from_url("memory://")?.concurrency(32).build()?;
+    /// assert_eq!(client.stats().unwrap().concurrency, 32);
+    /// assert!(S3ClientBuilder::from_url("ftp://nope").is_err());
+    /// # Ok(()) }
+    /// ```
+    pub fn from_url(url: &str) -> Result<Self, BuildError> {
         Self::from_config(&StoreConfig::parse(url)?)
     }
 
     /// A builder for the store `config` describes (settings a connection string cannot
     /// carry, such as [`S3Config::upload_checksum`](crate::S3Config::upload_checksum)).
-    pub fn from_config(config: &StoreConfig) -> Result<Self, ConnectionError> {
+    pub fn from_config(config: &StoreConfig) -> Result<Self, BuildError> {
         let (store, multipart) = config.build_stores()?;
         let mut builder = Self::new(store);
         builder.multipart_store = multipart;

@@ -1,10 +1,12 @@
 //! [`Call`]: one client operation with its per-call options, run when awaited.
 
 use std::fmt;
-use std::future::IntoFuture;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, FusedFuture};
 use pool_core::{CancellationToken, Metadata};
 
 use crate::error::ClientError;
@@ -14,6 +16,10 @@ type Start<T> = Box<dyn FnOnce(CallOptions) -> BoxFuture<'static, Result<T, Clie
 
 /// An [`S3Client`](crate::S3Client) operation, not started yet: set per-call options, then
 /// `.await` it.
+///
+/// A `Call` is a [`Future`]: the operation starts when it is first polled, with the options
+/// set by then, so it can be awaited, `tokio::spawn`ed, joined (`join_all`) or run by a
+/// stream combinator (`buffer_unordered`). Dropping it before it resolves cancels the call.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -25,12 +31,27 @@ type Start<T> = Box<dyn FnOnce(CallOptions) -> BoxFuture<'static, Result<T, Clie
 /// client.put(&path, "a,b\n1,2\n").priority(5).retries(1).await.unwrap();
 /// let body = client.get(&path).bypass_pool().await.unwrap();
 /// assert_eq!(&body[..], b"a,b\n1,2\n");
+///
+/// // Many at once: calls are futures.
+/// let puts = (0..10).map(|i| client.put(&Path::from(format!("n/{i}")), "x").priority(i));
+/// for result in futures::future::join_all(puts).await {
+///     result.unwrap();
+/// }
+/// let running = tokio::spawn(client.get(&Path::from("n/3")));
+/// assert_eq!(&running.await.unwrap().unwrap()[..], b"x");
 /// # }
 /// ```
 #[must_use = "a call does nothing until awaited"]
 pub struct Call<T> {
     options: CallOptions,
-    start: Start<T>,
+    state: State<T>,
+}
+
+enum State<T> {
+    /// Not polled yet.
+    Ready(Start<T>),
+    Running(BoxFuture<'static, Result<T, ClientError>>),
+    Done,
 }
 
 impl<T> Call<T> {
@@ -39,7 +60,7 @@ impl<T> Call<T> {
     ) -> Self {
         Call {
             options: CallOptions::default(),
-            start: Box::new(start),
+            state: State::Ready(Box::new(start)),
         }
     }
 
@@ -108,19 +129,47 @@ impl<T> Call<T> {
     }
 }
 
-impl<T> IntoFuture for Call<T> {
+impl<T> Future for Call<T> {
     type Output = Result<T, ClientError>;
-    type IntoFuture = BoxFuture<'static, Result<T, ClientError>>;
 
-    fn into_future(self) -> Self::IntoFuture {
-        (self.start)(self.options)
+    /// Starts the operation on the first poll, with the options set until then.
+    ///
+    /// # Panics
+    /// Polled again after it resolved (as for any future, a caller's error; a `Call` is
+    /// `FusedFuture`, whose `is_terminated` says when).
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let State::Ready(_) = this.state {
+            let State::Ready(start) = std::mem::replace(&mut this.state, State::Done) else {
+                unreachable!("matched just above")
+            };
+            this.state = State::Running(start(std::mem::take(&mut this.options)));
+        }
+        let State::Running(running) = &mut this.state else {
+            panic!("a Call was polled after it resolved");
+        };
+        let result = std::task::ready!(running.as_mut().poll(cx));
+        this.state = State::Done;
+        Poll::Ready(result)
+    }
+}
+
+impl<T> FusedFuture for Call<T> {
+    fn is_terminated(&self) -> bool {
+        matches!(self.state, State::Done)
     }
 }
 
 impl<T> fmt::Debug for Call<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            State::Ready(_) => "not started",
+            State::Running(_) => "running",
+            State::Done => "done",
+        };
         f.debug_struct("Call")
             .field("options", &self.options)
-            .finish_non_exhaustive()
+            .field("state", &state)
+            .finish()
     }
 }

@@ -611,52 +611,71 @@ impl S3Client {
         .boxed()
     }
 
-    /// Uploads many objects as one pool batch (`Pool::add_batch`): results in input order,
-    /// failures with their index, and per-item callbacks
-    /// (`.on_item_complete(|index, result| ..)`, `.on_item_error(|index, error| ..)`).
+    /// Uploads many objects as one pool batch: results in input order, failures with their
+    /// index and path ([`ObjectBatchError`](crate::ObjectBatchError)), and per-item
+    /// callbacks (`.on_item_complete(|index, result| ..)`, `.on_item_error(|index, error| ..)`).
     ///
-    /// Each item is one pool task: a body above the multipart threshold is uploaded within
-    /// its task (parts outside the limit, `part_concurrency` or 4 at once) and retried as a
-    /// whole. Use [`put`](Self::put) for large bodies whose parts should retry alone.
+    /// Each item is one pool task with the call's retries: a body above the multipart
+    /// threshold is uploaded within its task (parts outside the limit, `part_concurrency` or
+    /// 4 at once) and retried as a whole. Use [`put`](Self::put) for large bodies whose parts
+    /// should retry alone.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// use object_store::{memory::InMemory, path::Path};
-    /// use s3_client::S3Client;
-    /// let client = S3Client::builder(InMemory::new()).build().unwrap();
+    /// use s3_client::{CallOptions, Path, S3Client};
+    /// let client = S3Client::from_url("memory://").unwrap();
     /// let items = (0..3).map(|i| (Path::from(format!("k{i}")), format!("v{i}").into()));
-    /// let batch = client.put_batch(items, Default::default()).await;
+    /// let batch = client.put_batch(items, CallOptions::new().priority(1)).await;
     /// assert!(batch.all_succeeded());
     /// assert_eq!(batch.results.len(), 3);
+    /// for failure in &batch.errors {
+    ///     eprintln!("{} ({}) failed: {}", failure.path, failure.index, failure.error);
+    /// }
     /// # }
     /// ```
     pub fn put_batch(
         &self,
         items: impl IntoIterator<Item = (Path, PutPayload)>,
         options: CallOptions,
-    ) -> Batch<PutResult, object_store::Error> {
-        let attempts: Vec<_> = items
+    ) -> crate::ObjectBatch<PutResult> {
+        let (paths, attempts): (Vec<_>, Vec<_>) = items
             .into_iter()
             .map(|(path, payload)| {
-                let (_, run) = self.put_attempt(path, payload, PutOptions::default());
-                self.inner.dispatcher.guarded(run, true)
+                let (_, run) = self.put_attempt(path.clone(), payload, PutOptions::default());
+                (path, self.inner.dispatcher.guarded(run, true))
             })
-            .collect();
-        self.batch(attempts, options.task_options(Operation::Put.as_str(), ""))
+            .unzip();
+        let batch = self.batch(attempts, options.task_options(Operation::Put.as_str(), ""));
+        crate::ObjectBatch::new(batch, paths, Operation::Put)
     }
 
     /// Downloads many objects as one pool batch (see [`S3Client::put_batch`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use s3_client::{CallOptions, Path, S3Client};
+    /// let client = S3Client::from_url("memory://").unwrap();
+    /// client.put(&Path::from("a"), "alpha").await.unwrap();
+    /// let batch = client.get_batch([Path::from("a")], CallOptions::new()).await;
+    /// assert_eq!(batch.results[0].as_deref(), Some(&b"alpha"[..]));
+    /// # }
+    /// ```
     pub fn get_batch(
         &self,
         paths: impl IntoIterator<Item = Path>,
         options: CallOptions,
-    ) -> Batch<Bytes, object_store::Error> {
-        let attempts: Vec<_> = paths
+    ) -> crate::ObjectBatch<Bytes> {
+        let (paths, attempts): (Vec<_>, Vec<_>) = paths
             .into_iter()
-            .map(|path| self.inner.dispatcher.guarded(self.get_attempt(path), true))
-            .collect();
-        self.batch(attempts, options.task_options(Operation::Get.as_str(), ""))
+            .map(|path| {
+                let run = self.get_attempt(path.clone());
+                (path, self.inner.dispatcher.guarded(run, true))
+            })
+            .unzip();
+        let batch = self.batch(attempts, options.task_options(Operation::Get.as_str(), ""));
+        crate::ObjectBatch::new(batch, paths, Operation::Get)
     }
 
     fn batch<T: Send + 'static>(

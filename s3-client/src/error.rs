@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use pool_core::{ErrorClass, TaskError};
+use pool_core::{ErrorClass, LastFailure, Retryable, TaskError};
 
 use crate::classify::classify;
 use crate::redact::redact;
@@ -60,53 +60,80 @@ impl fmt::Display for Operation {
     }
 }
 
-/// A failed [`S3Client`](crate::S3Client) call: which operation, on which path, and why
-/// (the store's error after the pool's retries, a timeout, a stop, a panic…).
+/// A failed [`S3Client`](crate::S3Client) call: which operation, on which path, how the
+/// call ended (the pool's [`TaskError`]: out of retries, timed out, stopped, …) and the
+/// store's error behind it.
 ///
-/// Its `Display` and `Debug` show the store's error as text with any credential a URL in it
-/// may carry masked (a store built outside this crate may have them in its endpoint); the
-/// error itself is [`store_error`](Self::store_error).
+/// # Display and source
+/// It prints what happened to the call — `put \`photos/a.jpg\`: task failed after 4
+/// attempt(s)` — and its [`source`](std::error::Error::source) is the store's error (then
+/// that error's own causes), so a report that walks the chain (anyhow's `{:#}`, eyre,
+/// `tracing`) prints each cause once:
+/// `put \`photos/a.jpg\`: task failed after 4 attempt(s): Generic S3 error: …`. Every
+/// message of the chain has any credential a URL in it may carry masked (a store built
+/// outside this crate may have them in its endpoint); the store's error itself, unmasked, is
+/// [`store_error`](Self::store_error).
+///
+/// # Retrying it
+/// The error carries its retry classification ([`Retryable`]): the store's error as
+/// [`classify`](crate::classify) sees it (503 SlowDown → throttled, 5xx → retryable,
+/// 404 → fatal, …), a timeout or an exhausted retry budget retryable, a stop, a
+/// cancellation, a panic or a rejection fatal. So a
+/// [task-manager](https://docs.rs/task-manager) run, or any `pool_core` pool, retries
+/// client calls without a classifier of its own.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use s3_client::{ErrorClass, Path, Retryable, S3Client};
+/// let client = S3Client::from_url("memory://").unwrap();
+/// let error = client.get(&Path::from("missing")).await.unwrap_err();
+/// assert!(error.is_not_found());
+/// assert_eq!(error.error_class(), ErrorClass::Fatal);
+/// assert_eq!(error.to_string(), "get `missing`: task failed after 1 attempt(s)");
+/// let cause = std::error::Error::source(&error).unwrap();
+/// assert!(cause.to_string().contains("missing"), "{cause}");
+/// # }
+/// ```
 pub struct ClientError {
     operation: Operation,
     path: String,
+    class: ErrorClass,
     source: TaskError<object_store::Error>,
+    /// The store error's chain, each message masked: what `source()` hands out.
+    causes: Option<Box<Cause>>,
 }
 
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let reason = self.source.to_string();
-        write!(
-            f,
-            "{} `{}` failed: {}",
-            self.operation,
-            self.path,
-            redact(&reason)
-        )
+        let ending = self.source.to_string();
+        write!(f, "{} `{}`: {}", self.operation, self.path, redact(&ending))
     }
 }
 
 impl std::error::Error for ClientError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
+        self.causes.as_deref().map(|cause| cause as _)
     }
 }
 
 impl fmt::Debug for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The source's own `Debug` would show a request URL field by field (user name and
-        // password apart), where no text scan finds them: show its redacted chain instead.
-        let mut chain = self.source.to_string();
-        let mut next = std::error::Error::source(&self.source);
+        // password apart), where no text scan finds them: show the masked chain instead.
+        let mut chain = redact(&self.source.to_string()).into_owned();
+        let mut next = self.causes.as_deref();
         while let Some(cause) = next {
             chain.push_str(": ");
-            chain.push_str(&cause.to_string());
-            next = cause.source();
+            chain.push_str(&cause.message);
+            next = cause.source.as_deref();
         }
         f.debug_struct("ClientError")
             .field("operation", &self.operation)
             .field("path", &self.path)
             .field("kind", &self.source.kind())
-            .field("source", &redact(&chain))
+            .field("class", &self.class)
+            .field("source", &chain)
             .finish()
     }
 }
@@ -117,10 +144,13 @@ impl ClientError {
         path: impl Into<String>,
         source: TaskError<object_store::Error>,
     ) -> Self {
+        let causes = Cause::chain(std::error::Error::source(&source));
         ClientError {
             operation,
             path: path.into(),
+            class: ending_class(&source),
             source,
+            causes,
         }
     }
 
@@ -158,7 +188,17 @@ impl ClientError {
         }
     }
 
+    /// Whether retrying the call may help, and whether the backend asked to slow down: see
+    /// [the type's docs](Self#retrying-it). The same as [`Retryable::error_class`].
+    pub fn error_class(&self) -> ErrorClass {
+        self.class
+    }
+
     /// How the store's error classified, if there was one.
+    #[deprecated(
+        since = "0.1.0",
+        note = "use `error_class()`, which also classifies timeouts, stops and rejections"
+    )]
     pub fn class(&self) -> Option<ErrorClass> {
         self.store_error().map(classify)
     }
@@ -169,6 +209,104 @@ impl ClientError {
             self.store_error(),
             Some(object_store::Error::NotFound { .. })
         )
+    }
+}
+
+impl Retryable for ClientError {
+    fn error_class(&self) -> ErrorClass {
+        self.class
+    }
+}
+
+/// How a call's ending classifies for a retry layer above it.
+fn ending_class(ending: &TaskError<object_store::Error>) -> ErrorClass {
+    match ending {
+        TaskError::Failed { error, .. } => classify(error),
+        TaskError::RetryBudgetExhausted {
+            last: LastFailure::Error(error),
+            ..
+        } => classify(error),
+        TaskError::RetryBudgetExhausted {
+            last: LastFailure::TimedOut,
+            ..
+        }
+        | TaskError::TimedOut { .. } => ErrorClass::Retryable,
+        TaskError::Stopped
+        | TaskError::Cancelled
+        | TaskError::Panicked(_)
+        | TaskError::Rejected(_) => ErrorClass::Fatal,
+    }
+}
+
+/// One masked message of an error chain, and the rest of the chain.
+///
+/// `ClientError::source()` hands these out instead of the store's error itself, whose
+/// messages (and those of its HTTP client) may quote a request URL with credentials in it.
+#[derive(Clone)]
+struct Cause {
+    message: String,
+    source: Option<Box<Cause>>,
+}
+
+impl Cause {
+    /// The masked chain from `first` down. A message that ends with the next one's (as
+    /// object_store's `Generic` error prints its source) keeps only its own part, so that
+    /// the chain printed whole says each thing once.
+    fn chain(first: Option<&(dyn std::error::Error + 'static)>) -> Option<Box<Cause>> {
+        let mut messages = Vec::new();
+        let mut next = first;
+        while let Some(error) = next {
+            messages.push(redact(&error.to_string()).into_owned());
+            next = error.source();
+        }
+        let messages = without_repeats(messages);
+        messages.into_iter().rev().fold(None, |source, message| {
+            Some(Box::new(Cause { message, source }))
+        })
+    }
+}
+
+/// A chain of messages in which none repeats the next: a message ending with the next one
+/// loses that ending (and the `: ` before it); a message that holds the next one elsewhere
+/// absorbs it (the next is dropped).
+fn without_repeats(messages: Vec<String>) -> Vec<String> {
+    let mut kept: Vec<String> = Vec::with_capacity(messages.len());
+    for message in messages {
+        if message.is_empty() {
+            continue;
+        }
+        if let Some(previous) = kept.last_mut() {
+            if let Some(own) = previous.strip_suffix(message.as_str()) {
+                let own = own.trim_end_matches([' ', ':', ',', '(', '-']);
+                if own.is_empty() {
+                    // The same message twice.
+                    continue;
+                }
+                *previous = own.to_owned();
+            } else if previous.contains(message.as_str()) {
+                continue;
+            }
+        }
+        kept.push(message);
+    }
+    kept
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.message, f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|cause| cause as _)
     }
 }
 
@@ -208,5 +346,37 @@ pub(crate) fn into_store_error(error: TaskError<object_store::Error>) -> object_
             store: "PooledStore",
             source: Box::new(PoolFailure { kind, message }),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_repeats;
+
+    fn chain(messages: &[&str]) -> Vec<String> {
+        without_repeats(messages.iter().map(|m| m.to_string()).collect())
+    }
+
+    #[test]
+    fn a_message_ending_with_its_source_keeps_only_its_own_part() {
+        assert_eq!(
+            chain(&["Generic S3 error: 503 SlowDown", "503 SlowDown", "io"]),
+            ["Generic S3 error", "503 SlowDown", "io"]
+        );
+    }
+
+    #[test]
+    fn a_message_holding_its_source_elsewhere_absorbs_it() {
+        assert_eq!(
+            chain(&["request (503 SlowDown) failed", "503 SlowDown"]),
+            ["request (503 SlowDown) failed"]
+        );
+        assert_eq!(chain(&["same", "same", "other"]), ["same", "other"]);
+    }
+
+    #[test]
+    fn distinct_messages_stay() {
+        assert_eq!(chain(&["a", "b", "c"]), ["a", "b", "c"]);
+        assert_eq!(chain(&["a", ""]), ["a"]);
     }
 }

@@ -35,6 +35,7 @@
 
 #[cfg(feature = "aws-sdk")]
 mod admin;
+mod batch;
 mod body;
 mod builder;
 mod call;
@@ -63,6 +64,7 @@ mod transfer;
 
 #[cfg(feature = "aws-sdk")]
 pub use admin::{AdminError, BucketAdmin};
+pub use batch::{ObjectBatch, ObjectBatchError, ObjectBatchResult};
 pub use builder::{BuildError, S3ClientBuilder};
 pub use call::Call;
 pub use chaos::{ChaosConfig, ChaosConfigError, ChaosStats, ChaosStore, FaultKind, InjectedFault};
@@ -78,3 +80,43 @@ pub use options::CallOptions;
 pub use pooled_store::PooledStore;
 pub use secret::{Credentials, Secret};
 pub use transfer::{ProgressCallback, TransferProgress, TransferSummary};
+
+// What the API above takes and returns, so that one dependency line is enough: the
+// versions are the ones this crate is built with, always in step.
+pub use bytes::{self, Bytes};
+pub use futures;
+pub use object_store::{self, path::Path, ObjectMeta, ObjectStore, PutPayload, PutResult};
+pub use pool_core::{
+    self, Batch, BatchError, BatchResult, CancellationToken, ConfigError, ErrorClass, Metadata,
+    Observer, Pool, PoolBuilder, Retryable, Stats, TaskError,
+};
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub use pool_metrics;
+#[cfg(feature = "tuning")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tuning")))]
+pub use pool_tuning;
+
+/// The names most programs need, and the stream methods (`next`, `try_collect`, …) that
+/// [`S3Client::list`]'s stream is used with: `use s3_client::prelude::*;`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use s3_client::prelude::*;
+///
+/// let client = S3Client::from_url("memory://")?;
+/// client.put(&Path::from("logs/1"), Bytes::from_static(b"one")).await?;
+/// let mut listing = client.list(Some(&Path::from("logs")));
+/// while let Some(meta) = listing.next().await {
+///     assert_eq!(meta?.location, Path::from("logs/1"));
+/// }
+/// # Ok(()) }
+/// ```
+pub mod prelude {
+    pub use crate::{
+        Bytes, CallOptions, ClientError, ErrorClass, Metadata, ObjectMeta, Path, PutPayload,
+        S3Client, S3ClientBuilder,
+    };
+    pub use futures::{StreamExt as _, TryStreamExt as _};
+}

@@ -60,3 +60,39 @@ pub use manager::TaskManager;
 pub use progress::Progress;
 pub use run::{Collected, InOrder, ItemResult, Run, StopReason, Streamed};
 pub use stats::ManagerStats;
+
+// The pool-core types of the API above, so that `task-manager` alone in Cargo.toml is
+// enough (and always the pool-core version this crate is built with).
+pub use futures;
+pub use pool_core::{
+    self, BatchError, BatchResult, CancellationToken, ConfigError, ErrorClass, Executor, Metadata,
+    Observer, Permanent, Pool, PoolBuilder, PoolControl, Retryable, Stats, TaskError, TaskHandle,
+    TaskOptions, Transient,
+};
+
+/// The names most programs need, and the stream methods (`next`, …) a streamed
+/// [`Run`] is read with: `use task_manager::prelude::*;`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), task_manager::ConfigError> {
+/// use task_manager::prelude::*;
+///
+/// let manager = TaskManager::builder().concurrency(4).build()?;
+/// let mut results = manager.process_iterable(0..10u32, |n| async move {
+///     if n < 100 { Ok(n) } else { Err(Permanent("too big")) }
+/// });
+/// let mut sum = 0;
+/// while let Some(item) = results.next().await {
+///     sum += item.result.unwrap();
+/// }
+/// assert_eq!(sum, 45);
+/// # Ok(()) }
+/// ```
+pub mod prelude {
+    pub use crate::{
+        ErrorClass, ItemResult, Permanent, Progress, Retryable, TaskError, TaskManager,
+        TaskOptions, Transient,
+    };
+    pub use futures::{StreamExt as _, TryStreamExt as _};
+}

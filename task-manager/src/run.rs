@@ -6,7 +6,7 @@
 //! O(concurrency) whatever the input's length.
 
 use std::fmt;
-use std::future::{poll_fn, Future, IntoFuture};
+use std::future::{poll_fn, Future};
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -94,8 +94,14 @@ pub(crate) struct RunSettings {
 
 /// Items flowing through a [`TaskManager`](crate::TaskManager)'s pool.
 ///
-/// A run does nothing until it is polled (`M` = [`Streamed`]) or awaited ([`Collected`],
-/// [`InOrder`]). Before that, the builder methods below set its options. From then on it
+/// A run does nothing until it is polled: as a [`Stream`] of [`ItemResult`]s (`M` =
+/// [`Streamed`]), or as a [`Future`] of all the results ([`Collected`], [`InOrder`]) — await
+/// it, `tokio::spawn` it, or join it with other futures. Before that, the builder methods
+/// below set its options.
+///
+/// # Panics
+/// An awaited run polled again after it resolved panics (as for any future, a caller's
+/// error; `FusedFuture::is_terminated` says when). A streamed run keeps returning `None`. From then on it
 /// pulls its input lazily, keeps at most `concurrency + lookahead` items handed to the pool
 /// and not yet consumed, and resolves every item it pulled exactly once: callbacks and
 /// progress fire once per item, in completion order.
@@ -134,8 +140,14 @@ pub struct Run<T, E, M> {
     counters: Arc<ItemCounters>,
     started: bool,
     finished: bool,
+    /// What an awaited run ([`Collected`], [`InOrder`]) has gathered so far, by index.
+    slots: Vec<Option<Result<T, TaskError<E>>>>,
     mode: PhantomData<fn() -> M>,
 }
+
+// No field is ever pinned: the input and in-flight set are boxed or `Unpin`, and results
+// are moved out by value.
+impl<T, E, M> Unpin for Run<T, E, M> {}
 
 impl<T, E, M> fmt::Debug for Run<T, E, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -178,6 +190,7 @@ impl<T, E, M> Run<T, E, M> {
             counters: settings.counters,
             started: false,
             finished: false,
+            slots: Vec::new(),
             mode: PhantomData,
         }
     }
@@ -421,28 +434,33 @@ impl<T, E, M> Run<T, E, M> {
         );
     }
 
-    /// Drives the run to its end, collecting values by index and errors sorted by index.
-    async fn collect_batch(mut self) -> BatchResult<T, E> {
-        // `total` is a hint (a caller's number, or a size hint): reserve from it only up to a
-        // bound, and let `results` grow with the items that really come.
-        let expected = self.progress.snapshot(0, self.pool.now()).total;
-        let capacity = expected.map_or(0, |n| usize::try_from(n.min(RESERVE_AT_MOST)).unwrap_or(0));
-        let mut results: Vec<Option<T>> = Vec::with_capacity(capacity);
-        let mut errors = Vec::new();
-        while let Some(ItemResult { index, result }) = poll_fn(|cx| self.poll_item(cx)).await {
-            if results.len() <= index {
-                results.resize_with(index + 1, || None);
-            }
-            match result {
-                Ok(value) => results[index] = Some(value),
-                Err(error) => errors.push(BatchError { index, error }),
-            }
+    /// Drives the run, gathering each resolved item in its input slot; `Ready` when the run
+    /// is over. What an awaited run is made of.
+    fn poll_gather(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.finished {
+            return Poll::Ready(());
         }
-        // Items pulled but never resolved cannot exist; pad only so `results` has one slot
-        // per pulled item even if the last ones failed.
-        results.resize_with(self.next_index, || None);
-        errors.sort_unstable_by_key(|error| error.index);
-        BatchResult { results, errors }
+        if !self.started {
+            // `total` is a hint (a caller's number, or a size hint): reserve from it only up
+            // to a bound, and let the slots grow with the items that really come.
+            let expected = self.progress.snapshot(0, self.pool.now()).total;
+            let capacity =
+                expected.map_or(0, |n| usize::try_from(n.min(RESERVE_AT_MOST)).unwrap_or(0));
+            self.slots.reserve(capacity);
+        }
+        while let Poll::Ready(next) = self.poll_item(cx) {
+            let Some(ItemResult { index, result }) = next else {
+                // One slot per pulled item, even if the last ones never came back (they
+                // cannot: every pulled item resolves exactly once).
+                self.slots.resize_with(self.next_index, || None);
+                return Poll::Ready(());
+            };
+            if self.slots.len() <= index {
+                self.slots.resize_with(index + 1, || None);
+            }
+            self.slots[index] = Some(result);
+        }
+        Poll::Pending
     }
 }
 
@@ -462,9 +480,27 @@ impl<T: Send + 'static, E: Send + 'static> Run<T, E, Streamed> {
     /// Drives the stream to its end and collects it: `results[i]` is the value of item `i`
     /// (`None` if it failed) and `errors` the failures by ascending index. Only for finite
     /// inputs; memory is then O(items) again.
-    pub async fn collect_results(self) -> BatchResult<T, E> {
-        self.collect_batch().await
+    pub async fn collect_results(mut self) -> BatchResult<T, E> {
+        poll_fn(|cx| self.poll_gather(cx)).await;
+        into_batch_result(std::mem::take(&mut self.slots))
     }
+}
+
+/// Values by index (`None` where an item failed) and the failures by ascending index.
+fn into_batch_result<T, E>(slots: Vec<Option<Result<T, TaskError<E>>>>) -> BatchResult<T, E> {
+    let mut results = Vec::with_capacity(slots.len());
+    let mut errors = Vec::new();
+    for (index, slot) in slots.into_iter().enumerate() {
+        match slot {
+            Some(Ok(value)) => results.push(Some(value)),
+            Some(Err(error)) => {
+                results.push(None);
+                errors.push(BatchError { index, error });
+            }
+            None => results.push(None),
+        }
+    }
+    BatchResult { results, errors }
 }
 
 impl<T, E> Stream for Run<T, E, Streamed> {
@@ -481,35 +517,55 @@ impl<T, E> FusedStream for Run<T, E, Streamed> {
     }
 }
 
-impl<T: Send + 'static, E: Send + 'static> IntoFuture for Run<T, E, Collected> {
+/// An awaited run: polling it drives the run (pulling input, handing items to the pool,
+/// calling callbacks) and resolves with the [`BatchResult`] once every item has. Being a
+/// plain [`Future`], it can be spawned or joined with others.
+impl<T, E> Future for Run<T, E, Collected> {
     type Output = BatchResult<T, E>;
-    type IntoFuture = BoxFuture<BatchResult<T, E>>;
 
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.collect_batch())
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        assert!(
+            !this.finished,
+            "an awaited Run was polled after it resolved"
+        );
+        std::task::ready!(this.poll_gather(cx));
+        Poll::Ready(into_batch_result(std::mem::take(&mut this.slots)))
     }
 }
 
-impl<T: Send + 'static, E: Send + 'static> IntoFuture for Run<T, E, InOrder> {
+/// An awaited run: resolves with one `Result` per input item, in input order.
+impl<T, E> Future for Run<T, E, InOrder> {
     type Output = Vec<Result<T, TaskError<E>>>;
-    type IntoFuture = BoxFuture<Vec<Result<T, TaskError<E>>>>;
 
-    fn into_future(mut self) -> Self::IntoFuture {
-        Box::pin(async move {
-            let mut slots: Vec<Option<Result<T, TaskError<E>>>> = Vec::new();
-            while let Some(ItemResult { index, result }) = poll_fn(|cx| self.poll_item(cx)).await {
-                if slots.len() <= index {
-                    slots.resize_with(index + 1, || None);
-                }
-                slots[index] = Some(result);
-            }
-            // Every pulled item resolves exactly once, so no slot is empty; should one ever
-            // be, it reads as stopped rather than panicking.
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        assert!(
+            !this.finished,
+            "an awaited Run was polled after it resolved"
+        );
+        std::task::ready!(this.poll_gather(cx));
+        // Every pulled item resolves exactly once, so no slot is empty; should one ever be,
+        // it reads as stopped rather than panicking.
+        let slots = std::mem::take(&mut this.slots);
+        Poll::Ready(
             slots
                 .into_iter()
                 .map(|slot| slot.unwrap_or(Err(TaskError::Stopped)))
-                .collect()
-        })
+                .collect(),
+        )
+    }
+}
+
+impl<T, E> futures::future::FusedFuture for Run<T, E, Collected> {
+    fn is_terminated(&self) -> bool {
+        self.finished
+    }
+}
+
+impl<T, E> futures::future::FusedFuture for Run<T, E, InOrder> {
+    fn is_terminated(&self) -> bool {
+        self.finished
     }
 }
 

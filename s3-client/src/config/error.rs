@@ -96,7 +96,7 @@ pub enum ConnectionError {
         /// Why.
         reason: String,
     },
-    /// object_store refused the configuration.
-    #[error("the object store could not be built: {0}")]
+    /// object_store refused the configuration (its error is the source).
+    #[error("the object store could not be built")]
     Store(#[source] object_store::Error),
 }

@@ -291,7 +291,7 @@ async fn bytes_that_do_not_match_are_a_retryable_integrity_error() {
             ("corrupt", IntegrityError::Checksum { .. }) => {}
             other => panic!("{other:?}"),
         }
-        assert_eq!(err.class(), Some(pool_core::ErrorClass::Retryable));
+        assert_eq!(err.error_class(), pool_core::ErrorClass::Retryable);
         assert!(
             matches!(
                 err.task_error(),

@@ -5,6 +5,7 @@ mod support;
 
 #[cfg(all(feature = "metrics", feature = "tuning"))]
 mod attachments;
+mod awaitables;
 mod bodies;
 #[cfg(all(feature = "aws-sdk", feature = "testing"))]
 mod bucket_admin;
@@ -12,6 +13,7 @@ mod chaos;
 mod checksums;
 mod client;
 mod conformance;
+mod errors;
 mod extremes;
 mod moto;
 mod object_store_suite;

@@ -74,7 +74,7 @@ async fn throttling_past_the_retries_fails_with_the_last_503() {
 
     let err = client.get(&Path::from("anything")).await.unwrap_err();
 
-    assert_eq!(err.class(), Some(ErrorClass::Throttled), "{err}");
+    assert_eq!(err.error_class(), ErrorClass::Throttled, "{err}");
     assert_eq!(
         s3_client::http_status(err.store_error().unwrap()),
         Some(503)
@@ -124,7 +124,7 @@ async fn wrong_credentials_are_fatal() {
         .build()
         .unwrap();
     let err = client.put(&Path::from("x"), "y").await.unwrap_err();
-    assert_eq!(err.class(), Some(ErrorClass::Fatal), "{err}");
+    assert_eq!(err.error_class(), ErrorClass::Fatal, "{err}");
     assert_eq!(server.faults().requests(), 1);
 }
 

@@ -3,3 +3,4 @@
 mod extremes;
 mod runs;
 mod sim;
+mod with_s3_client;

@@ -1,0 +1,1 @@
+#![doc = include_str!("../../../s3-client/README.md")]
