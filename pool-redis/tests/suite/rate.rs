@@ -148,7 +148,11 @@ async fn without_batching_each_booking_is_one_call_and_the_rate_still_holds() {
         .build()
         .expect("pool");
     let starts = admissions(std::slice::from_ref(&pool), 100).await;
-    assert!(*starts.last().unwrap() >= Duration::from_millis(245));
+    // 99 intervals of 2.5 ms after the first (247.5 ms); a late first admission shortens the
+    // span (244.96 ms was seen with the first 2.5 ms late), so allow up to 47.5 ms of it. Without
+    // the rate the 100 admissions take a few ms.
+    let span = *starts.last().unwrap();
+    assert!(span >= Duration::from_millis(200), "{span:?}");
     let calls = limiter.status().calls;
     assert!(calls >= 100, "one call per booking: {calls}");
 }
