@@ -1,6 +1,7 @@
 //! Shared rate limits per S3 prefix, measured: worker processes that write to one prefix as
-//! fast as they can, with per-process limits (`KeyedRateLimiter::s3_prefixes`) and with the
-//! limit shared on Redis (`RedisRateLimiter::s3_prefixes`); then one worker receiving
+//! fast as they can, with per-process limits (`s3_client::prefix::local_limiter`) and with
+//! the limit shared on Redis (a `RedisRateLimiter` keyed by `s3_client::prefix::s3_prefix_key`
+//! at S3's published rates); then one worker receiving
 //! SlowDowns; then the latency a shared booking adds, with batching on and off; then Redis
 //! calls per second at 10,000 tasks/s. Starts its own redis-server (needs `redis-server` on
 //! PATH) and its own workers (this binary with `--worker`). Tasks are labelled as s3-client
@@ -21,12 +22,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use pool_core::policy::{KeyedRateLimiter, KeyedRatePolicy, RateLimit};
+use pool_core::policy::{Aimd, KeyedRatePolicy, RateLimit};
 use pool_core::{
     ErrorClass, Executor, Metadata, Pool, Retryable, TaskInfo, TaskOptions, TokioExecutor,
 };
 use pool_redis::RedisRateLimiter;
 use redis_server::RedisServer;
+use s3_client::prefix::{s3_prefix_key, S3PrefixKey};
 
 /// Buckets of the admission timeline.
 const BUCKET: Duration = Duration::from_millis(100);
@@ -130,25 +132,31 @@ async fn policy(
     job: &Job,
     executor: Arc<dyn Executor>,
 ) -> (
-    Arc<dyn KeyedRatePolicy<pool_core::policy::S3PrefixKey>>,
-    Option<RedisRateLimiter<pool_core::policy::S3PrefixKey>>,
+    Arc<dyn KeyedRatePolicy<S3PrefixKey>>,
+    Option<RedisRateLimiter<S3PrefixKey>>,
 ) {
     match job.limits {
         Limits::Local => (
             Arc::new(
-                KeyedRateLimiter::s3_prefixes(executor, 1)
+                s3_client::prefix::local_limiter(executor, 1)
                     .build()
                     .expect("local limits"),
             ),
             None,
         ),
         Limits::Shared { batching } => {
-            let shared = RedisRateLimiter::s3_prefixes(job.url.as_str(), "bench", 1)
-                .batching(batching, Duration::from_millis(1))
-                .executor(executor)
-                .connect()
-                .await
-                .expect("connect");
+            let shared = RedisRateLimiter::builder(
+                job.url.as_str(),
+                "bench",
+                |task: &TaskInfo| s3_prefix_key(task, 1),
+                S3PrefixKey::published_limit,
+            )
+            .adaptive(Aimd::default())
+            .batching(batching, Duration::from_millis(1))
+            .executor(executor)
+            .connect()
+            .await
+            .expect("connect");
             (Arc::new(shared.clone()), Some(shared))
         }
     }

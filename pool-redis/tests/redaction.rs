@@ -11,6 +11,8 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use pool_core::policy::RateLimit;
+use pool_core::TaskInfo;
 use pool_redis::{RedisEndpoint, RedisPermits, RedisRateLimiter};
 use support::{recorder, RedisServer};
 
@@ -129,8 +131,13 @@ fn no_password_ever_shows() {
                             show(format!("{error} / {error:?} / {}", error.to_rejection()))
                         }
                     }
-                    let rates = RedisRateLimiter::s3_prefixes(url.as_str(), "secret", 1)
-                        .io_timeout(Duration::from_millis(200));
+                    let rates = RedisRateLimiter::builder(
+                        url.as_str(),
+                        "secret",
+                        |task: &TaskInfo| task.metadata.get("key").map(str::to_owned),
+                        |_: &String| RateLimit::new(3_500.0, 350).expect("a valid limit"),
+                    )
+                    .io_timeout(Duration::from_millis(200));
                     show(format!("{rates:?}"));
                     match rates.connect().await {
                         Ok(rates) => show(format!("{rates:?}")),

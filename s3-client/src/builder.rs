@@ -241,7 +241,8 @@ impl S3ClientBuilder {
     }
 
     /// Per-prefix rate limits kept by `limiter` instead of this process: e.g. pool-redis'
-    /// `RedisRateLimiter::s3_prefixes`, which keeps each prefix's rate in Redis so that every
+    /// `RedisRateLimiter` keyed by [`s3_prefix_key`](crate::prefix::s3_prefix_key) (see
+    /// [`prefix`](crate::prefix)), which keeps each prefix's rate in Redis so that every
     /// process writing to the bucket shares it (four workers together stay under 3,500
     /// writes per second to a prefix, and a SlowDown seen by one slows them all). The limiter
     /// picks the prefix depth and the rates. Calls over the rate are parked without a pool
@@ -251,7 +252,7 @@ impl S3ClientBuilder {
     #[cfg(feature = "protection")]
     pub fn prefix_rate_limiter(
         mut self,
-        limiter: impl pool_core::policy::KeyedRatePolicy<pool_core::policy::S3PrefixKey> + 'static,
+        limiter: impl pool_core::policy::KeyedRatePolicy<crate::prefix::S3PrefixKey> + 'static,
     ) -> Self {
         self.protection.prefix_limits = Some(crate::protection::PrefixLimits::Given(
             std::sync::Arc::new(limiter),

@@ -137,7 +137,7 @@ impl S3Client {
     #[cfg(feature = "protection")]
     pub fn prefix_rate_limits(
         &self,
-    ) -> Option<&dyn pool_core::policy::KeyedRatePolicy<pool_core::policy::S3PrefixKey>> {
+    ) -> Option<&dyn pool_core::policy::KeyedRatePolicy<crate::prefix::S3PrefixKey>> {
         self.inner.protection.prefix_limits.as_deref()
     }
 

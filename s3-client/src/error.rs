@@ -54,6 +54,30 @@ impl Operation {
     }
 }
 
+impl Operation {
+    const ALL: [Operation; 11] = [
+        Operation::Put,
+        Operation::PutMultipart,
+        Operation::UploadPart,
+        Operation::Get,
+        Operation::Head,
+        Operation::Delete,
+        Operation::DeleteMany,
+        Operation::List,
+        Operation::Copy,
+        Operation::Download,
+        Operation::Upload,
+    ];
+
+    /// The operation whose [`as_str`](Self::as_str) is `label`, in any case.
+    #[cfg_attr(not(feature = "protection"), allow(dead_code))]
+    pub(crate) fn from_label(label: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|operation| operation.as_str().eq_ignore_ascii_case(label))
+    }
+}
+
 impl fmt::Display for Operation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -54,6 +54,8 @@ mod object_body;
 mod options;
 mod pooled_store;
 #[cfg(feature = "protection")]
+pub mod prefix;
+#[cfg(feature = "protection")]
 mod protection;
 mod redact;
 mod secret;

@@ -8,7 +8,7 @@
 //! one per client, i.e. per backend and bucket: while the backend keeps failing, calls fail
 //! fast with `Rejected(CircuitOpen)` instead of piling up.
 //!
-//! The prefix limits are this process's own ([`KeyedRateLimiter`]) unless the builder is given
+//! The prefix limits are this process's own ([`local_limiter`]) unless the builder is given
 //! a [`KeyedRatePolicy`] kept elsewhere — pool-redis' `RedisRateLimiter` shares each prefix's
 //! rate (and its throttling) among every process that writes to the bucket, without this
 //! crate depending on pool-redis.
@@ -16,10 +16,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use pool_core::policy::{
-    CircuitBreaker, CircuitBreakerConfig, KeyedRateLimiter, KeyedRatePolicy, S3PrefixKey,
-};
+use pool_core::policy::{CircuitBreaker, CircuitBreakerConfig, KeyedRatePolicy};
 use pool_core::{Admission, ConfigError, PoolBuilder};
+
+use crate::prefix::{local_limiter, S3PrefixKey};
 
 /// A per-prefix rate limit behind an `Arc`, as the client keeps it.
 pub(crate) type PrefixPolicy = Arc<dyn KeyedRatePolicy<S3PrefixKey>>;
@@ -85,9 +85,9 @@ impl ProtectionSettings {
             protection.breaker = Some(breaker);
         }
         let policy: Option<PrefixPolicy> = match self.prefix_limits {
-            Some(PrefixLimits::Local(depth)) => Some(Arc::new(
-                KeyedRateLimiter::s3_prefixes(executor, depth).build()?,
-            )),
+            Some(PrefixLimits::Local(depth)) => {
+                Some(Arc::new(local_limiter(executor, depth).build()?))
+            }
             Some(PrefixLimits::Given(policy)) => Some(policy),
             None => None,
         };

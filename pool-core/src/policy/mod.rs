@@ -3,7 +3,7 @@
 //! - [`CircuitBreaker`] (feature `circuit-breaker`): fails fast while a backend keeps failing,
 //!   probes it after a cool-down.
 //! - [`RateLimiter`] and [`KeyedRateLimiter`] (feature `rate-limit`): operations per second
-//!   with a burst, globally or per key (e.g. per S3 prefix), optionally adaptive ([`Aimd`]):
+//!   with a burst, globally or per key (per tenant, per storage prefix…), optionally adaptive ([`Aimd`]):
 //!   back off on throttling, recover gradually. A GCRA that books each task its moment, so a
 //!   task that must wait is parked without a pool slot ([`ExecutorClock`] puts `governor`'s
 //!   own limiters on a pool's clock too). [`KeyedRatePolicy`] is the seam for a per-key limit
@@ -31,8 +31,6 @@ mod keyed_policy;
 mod keyed_rate_limit;
 #[cfg(feature = "rate-limit")]
 mod rate_limit;
-#[cfg(feature = "rate-limit")]
-mod s3_prefix;
 mod single_flight;
 
 #[cfg(feature = "rate-limit")]
@@ -49,11 +47,6 @@ pub use keyed_policy::KeyedRatePolicy;
 pub use keyed_rate_limit::{KeyedRateLimiter, KeyedRateLimiterBuilder};
 #[cfg(feature = "rate-limit")]
 pub use rate_limit::{RateLimit, RateLimiter, RateLimiterBuilder};
-#[cfg(feature = "rate-limit")]
-pub use s3_prefix::{
-    key_prefix, s3_prefix_key, S3PrefixKey, S3RequestClass, S3_READS_PER_PREFIX,
-    S3_WRITES_PER_PREFIX,
-};
 pub use single_flight::{Flight, FlightRole, SharedResult, SingleFlight, SingleFlightStats};
 
 use crate::admission::Admission;

@@ -5,9 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pool_core::policy::{
-    s3_prefix_key, Aimd, KeyedRateLimiter, RateLimit, RateLimiter, S3PrefixKey, S3RequestClass,
-};
+use pool_core::policy::{Aimd, KeyedRateLimiter, RateLimit, RateLimiter};
 use pool_core::{
     Admission, AdmissionPermit, BoxFuture, ErrorClass, Event, Executor, Metadata, Observer, Pool,
     Rejection, RejectionKind, SimExecutor, TaskError, TaskHandle, TaskId, TaskInfo, TaskOptions,
@@ -194,16 +192,20 @@ fn throttling_halves_the_rate_and_it_recovers_additively() {
     drop(handles);
 }
 
+/// A task's key: the first `/`-separated segment of its `"key"` label.
+fn first_segment(task: &TaskInfo) -> Option<String> {
+    let key = task.metadata.get("key")?;
+    Some(key.split('/').next().unwrap_or(key).to_owned())
+}
+
 #[test]
 fn a_throttled_prefix_slows_down_alone() {
     let sim = SimExecutor::new();
     let executor: Arc<dyn Executor> = Arc::new(sim.clone());
     let starts = Arc::new(Starts::default());
-    let limiter = KeyedRateLimiter::builder(
-        executor.clone(),
-        |task: &TaskInfo| s3_prefix_key(task, 1),
-        |_: &S3PrefixKey| RateLimit::new(50.0, 5).unwrap(),
-    )
+    let limiter = KeyedRateLimiter::builder(executor.clone(), first_segment, |_: &String| {
+        RateLimit::new(50.0, 5).unwrap()
+    })
     .adaptive(Aimd::new())
     .build()
     .unwrap();
@@ -226,12 +228,9 @@ fn a_throttled_prefix_slows_down_alone() {
         handles.push(quick(&pool, calm()));
     }
     sim.block_on(executor.sleep(Duration::from_secs(5)));
-    let key = |prefix: &str| S3PrefixKey {
-        prefix: prefix.to_owned(),
-        class: S3RequestClass::Write,
-    };
-    assert_eq!(limiter.current_rate(&key("calm/")), Some(50.0));
-    let hot_rate = limiter.current_rate(&key("hot/")).unwrap();
+    let key = |prefix: &str| prefix.to_owned();
+    assert_eq!(limiter.current_rate(&key("calm")), Some(50.0));
+    let hot_rate = limiter.current_rate(&key("hot")).unwrap();
     assert!(hot_rate <= 5.0, "hot prefix at {hot_rate}/s");
     assert_eq!(limiter.keys(), 2);
     let calm_starts = starts.count(start, Duration::from_secs(5), Some(("key", "calm/b.bin")));
@@ -250,7 +249,12 @@ fn tasks_without_a_key_are_not_limited() {
     let sim = SimExecutor::new();
     let executor: Arc<dyn Executor> = Arc::new(sim.clone());
     let starts = Arc::new(Starts::default());
-    let limiter = KeyedRateLimiter::s3_prefixes(executor, 1).build().unwrap();
+    let limiter = KeyedRateLimiter::builder(executor, first_segment, |_: &String| {
+        RateLimit::new(50.0, 5).unwrap()
+    })
+    .adaptive(Aimd::new())
+    .build()
+    .unwrap();
     let pool = sim_pool(&sim, &starts)
         .admission(limiter.clone())
         .build()

@@ -6,9 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pool_core::policy::{
-    s3_prefix_key, Aimd, KeyedRateLimiter, RateLimit, S3PrefixKey, S3RequestClass,
-};
+use pool_core::policy::{Aimd, KeyedRateLimiter};
 use pool_core::{CancellationToken, Executor, TaskInfo};
 use tokio::sync::Notify;
 
@@ -40,32 +38,6 @@ pub struct RedisRateLimiterBuilder<K> {
     io_timeout: Duration,
     executor: Option<Arc<dyn Executor>>,
     events: EventSink,
-}
-
-impl RedisRateLimiter<S3PrefixKey> {
-    /// Per-prefix limits at S3's published rates — 3,500 PUT/COPY/POST/DELETE and 5,500
-    /// GET/HEAD per second per prefix, a tenth of a second's burst — keyed by the first
-    /// `depth` segments of the object key (`pool_core::policy::s3_prefix_key`), adaptive with
-    /// `Aimd::default()`, shared by every process on the same Redis and `name` (name it after
-    /// the bucket). Give it to s3-client with `S3ClientBuilder::prefix_rate_limiter`.
-    pub fn s3_prefixes(
-        endpoint: impl Into<RedisEndpoint>,
-        name: &str,
-        depth: usize,
-    ) -> RedisRateLimiterBuilder<S3PrefixKey> {
-        RedisRateLimiter::builder(
-            endpoint,
-            name,
-            move |task: &TaskInfo| s3_prefix_key(task, depth),
-            |key: &S3PrefixKey| s3_limit(key.class),
-        )
-        .adaptive(Aimd::default())
-    }
-}
-
-fn s3_limit(class: S3RequestClass) -> RateLimit {
-    let rate = class.published_rate();
-    RateLimit::new(rate, (rate / 10.0) as u32).expect("S3's published rates are valid limits")
 }
 
 impl<K> RedisRateLimiterBuilder<K>
@@ -319,9 +291,20 @@ impl<K> fmt::Debug for RedisRateLimiterBuilder<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pool_core::policy::RateLimit;
 
-    fn builder() -> RedisRateLimiterBuilder<S3PrefixKey> {
-        RedisRateLimiter::s3_prefixes("redis://:pw@127.0.0.1:1", "bucket", 1)
+    fn limits(url: &str, name: &str) -> RedisRateLimiterBuilder<String> {
+        RedisRateLimiter::builder(
+            url,
+            name,
+            |task: &TaskInfo| task.metadata.get("key").map(str::to_owned),
+            |_: &String| RateLimit::new(3_500.0, 350).unwrap(),
+        )
+        .adaptive(Aimd::default())
+    }
+
+    fn builder() -> RedisRateLimiterBuilder<String> {
+        limits("redis://:pw@127.0.0.1:1", "bucket")
     }
 
     #[test]
@@ -334,7 +317,7 @@ mod tests {
             builder().booking_horizon(Duration::ZERO),
             builder().booking_horizon(Duration::MAX),
             builder().adaptive(Aimd::new().decrease_factor(1.0)),
-            RedisRateLimiter::s3_prefixes("redis://127.0.0.1:1", "two words", 1),
+            limits("redis://127.0.0.1:1", "two words"),
         ];
         for case in refused {
             assert!(case.check().is_err(), "{case:?}");
@@ -351,7 +334,6 @@ mod tests {
             builder().booking_horizon(Duration::from_millis(1)),
             builder().booking_horizon(Duration::from_secs(60)),
             builder().adaptive(Aimd::new().decrease_cooldown(Duration::MAX)),
-            RedisRateLimiter::s3_prefixes("redis://127.0.0.1:1", "bucket", usize::MAX),
         ];
         for case in accepted {
             assert!(case.check().is_ok(), "{case:?}");

@@ -46,7 +46,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 ///
 /// It is a [`KeyedRatePolicy`]: attach it to a pool as an admission policy
 /// (`PoolBuilder::admission`), or give it to s3-client as its per-prefix limits
-/// (`S3ClientBuilder::prefix_rate_limiter` with [`s3_prefixes`](Self::s3_prefixes)).
+/// (`S3ClientBuilder::prefix_rate_limiter`, keyed by `s3_client::prefix::s3_prefix_key` at
+/// `S3PrefixKey::published_limit`).
 ///
 /// While Redis cannot be reached, [`FailMode::Open`] (the default here) limits each process
 /// alone, at each key's full rate (a local `KeyedRateLimiter`), and [`FailMode::Closed`]

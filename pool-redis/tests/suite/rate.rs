@@ -389,16 +389,22 @@ async fn outside_a_pool_acquire_waits_for_a_shared_moment() {
 async fn s3_clients_in_several_processes_share_each_prefix_rate() {
     use object_store::memory::InMemory;
     use object_store::path::Path;
-    use pool_core::policy::{S3PrefixKey, S3RequestClass};
+    use s3_client::prefix::{s3_prefix_key, S3PrefixKey, S3RequestClass};
     let server = RedisServer::start();
     let executor: Arc<dyn Executor> = Arc::new(TokioExecutor::current());
     let mut clients = Vec::new();
     for _ in 0..2 {
-        let limits = RedisRateLimiter::s3_prefixes(server.url(), "bucket", 1)
-            .executor(Arc::clone(&executor))
-            .connect()
-            .await
-            .expect("connect");
+        let limits = RedisRateLimiter::builder(
+            server.url(),
+            "bucket",
+            |task: &TaskInfo| s3_prefix_key(task, 1),
+            S3PrefixKey::published_limit,
+        )
+        .adaptive(Aimd::default())
+        .executor(Arc::clone(&executor))
+        .connect()
+        .await
+        .expect("connect");
         clients.push(
             s3_client::S3Client::builder(InMemory::new())
                 .concurrency(32)

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use pool_core::policy::{CircuitBreakerConfig, CircuitState, S3PrefixKey, S3RequestClass};
+use pool_core::policy::{CircuitBreakerConfig, CircuitState};
 use pool_core::{RejectionKind, TaskError};
+use s3_client::prefix::{S3PrefixKey, S3RequestClass};
 use s3_client::{ChaosConfig, ChaosStore, ClientError, S3Client};
 use tokio::time::Instant;
 
@@ -131,8 +132,9 @@ async fn the_breaker_opens_on_a_failing_backend_and_fails_fast() {
 
 #[tokio::test(start_paused = true)]
 async fn a_prefix_limiter_kept_elsewhere_plugs_in() {
-    use pool_core::policy::{s3_prefix_key, KeyedRateLimiter, RateLimit};
+    use pool_core::policy::{KeyedRateLimiter, RateLimit};
     use pool_core::{Executor, TokioExecutor};
+    use s3_client::prefix::s3_prefix_key;
     // Any KeyedRatePolicy: here a local limiter at 10 writes per second (pool-redis'
     // RedisRateLimiter plugs in the same way, with its rates kept in Redis).
     let executor: Arc<dyn Executor> = Arc::new(TokioExecutor::current());
