@@ -27,8 +27,8 @@ use crate::options::CallOptions;
 use crate::pooled_store::PooledStore;
 use crate::redact::redact;
 use crate::transfer::{
-    download, io_failure, upload, ByteBudget, BytesSource, ReaderSource, TransferContext,
-    TransferSummary,
+    download, io_failure, upload, ByteBudget, BytesSource, FileSink, ReaderSource, TransferContext,
+    TransferSummary, WriterSink,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -435,14 +435,15 @@ impl S3Client {
         let (context, path) = (self.transfer_context(), path.clone());
         Call::new(move |call| {
             Box::pin(async move {
-                download(&context, &path, &mut sink, &call)
+                download(&context, &path, WriterSink(&mut sink), &call)
                     .await
                     .map_err(|error| ClientError::new(Operation::Download, path.to_string(), error))
             })
         })
     }
 
-    /// [`download_to`](Self::download_to) a new file at `file` (created or truncated).
+    /// [`download_to`](Self::download_to) a new file at `file` (created or truncated),
+    /// written a range at a time from tokio's blocking pool.
     pub fn download_to_file(
         &self,
         path: &Path,
@@ -456,10 +457,12 @@ impl S3Client {
         Call::new(move |call| {
             Box::pin(async move {
                 let fail = |error| ClientError::new(Operation::Download, path.to_string(), error);
-                let mut sink = tokio::fs::File::create(&file)
+                let sink = tokio::fs::File::create(&file)
                     .await
-                    .map_err(|e| fail(io_failure(e)))?;
-                download(&context, &path, &mut sink, &call)
+                    .map_err(|e| fail(io_failure(e)))?
+                    .into_std()
+                    .await;
+                download(&context, &path, FileSink::new(sink), &call)
                     .await
                     .map_err(fail)
             })
@@ -798,10 +801,21 @@ pub(crate) async fn read_verified(result: GetResult) -> object_store::Result<Byt
     if matches!(result.payload, GetResultPayload::File(..)) {
         return result.bytes().await;
     }
+    let mut buffer = Vec::new();
+    read_verified_into(result, &mut buffer).await?;
+    Ok(buffer.into())
+}
+
+/// [`read_verified`] into `buffer` (emptied first): a caller that reuses its buffers
+/// allocates none per read. Each chunk is copied as it arrives and dropped at once: chunks
+/// kept whole pin the HTTP client's read buffers, which are larger than they are.
+pub(crate) async fn read_verified_into(
+    result: GetResult,
+    buffer: &mut Vec<u8>,
+) -> object_store::Result<()> {
     let mut verifier = Verifier::new(&result.meta, &result.range, &result.extensions);
-    let mut buffer = bytes::BytesMut::with_capacity(
-        usize::try_from(result.range.end - result.range.start).unwrap_or(0),
-    );
+    buffer.clear();
+    buffer.reserve_exact(usize::try_from(result.range.end - result.range.start).unwrap_or(0));
     let mut body = result.into_stream();
     while let Some(chunk) = body.next().await {
         let chunk = chunk?;
@@ -812,8 +826,7 @@ pub(crate) async fn read_verified(result: GetResult) -> object_store::Result<Byt
     }
     verifier
         .finish(false)
-        .map_err(IntegrityError::into_store_error)?;
-    Ok(buffer.freeze())
+        .map_err(IntegrityError::into_store_error)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

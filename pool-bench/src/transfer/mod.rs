@@ -38,9 +38,10 @@ use crate::memory::{current_rss_bytes, peak_rss_bytes};
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum TransferEngine {
-    /// `S3Client` (pool limit C, bytes budget): `upload_from_file` / `download_to_file` for
-    /// the large object, `upload_from` (one generated reader per object, all submitted at
-    /// once) and `get_stream` (all submitted at once) for many objects.
+    /// `S3Client` (pool limit C, bytes budget, the pressure rule off as for any bulk job):
+    /// `upload_from_file` / `download_to_file` for the large object, `upload_from` (one
+    /// generated reader per object, all submitted at once) and `get_stream` (all submitted
+    /// at once) for many objects.
     S3pool,
     /// Bare object_store with its own retries: `WriteMultipart` over `put_multipart` with at
     /// most C parts in flight; `buffer_unordered(C)` of ranged GETs written at their offsets;

@@ -60,6 +60,18 @@ impl ByteBudget {
     }
 }
 
+impl ByteBudget {
+    /// Gives back what `permit` holds beyond `bytes` (a part that came out shorter than
+    /// the budget taken for it).
+    pub(crate) fn shrink(permit: &mut OwnedSemaphorePermit, bytes: u64) {
+        let keep = bytes.div_ceil(UNIT).max(1);
+        let held = permit.num_permits() as u64;
+        if held > keep {
+            drop(permit.split((held - keep) as usize));
+        }
+    }
+}
+
 impl fmt::Debug for ByteBudget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ByteBudget")
@@ -103,6 +115,22 @@ mod tests {
         assert_eq!(budget.available(), 0);
         drop(big);
         assert_eq!(budget.available(), 4 * 1024);
+    }
+
+    #[tokio::test]
+    async fn a_short_part_gives_back_the_budget_it_does_not_use() {
+        let budget = ByteBudget::new(64 * 1024);
+        let mut permit = budget.acquire(32 * 1024).await;
+        ByteBudget::shrink(&mut permit, 1_000);
+        assert_eq!(budget.available(), 63 * 1024);
+        ByteBudget::shrink(&mut permit, 0);
+        assert_eq!(
+            budget.available(),
+            63 * 1024,
+            "at least one unit stays taken"
+        );
+        drop(permit);
+        assert_eq!(budget.available(), 64 * 1024);
     }
 
     #[test]

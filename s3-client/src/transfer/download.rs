@@ -4,15 +4,15 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use futures::future::{self, BoxFuture, Either};
 use futures::stream::{FuturesOrdered, StreamExt};
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStoreExt};
 use pool_core::TaskError;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::buffers::{RangeBuffer, RangeBuffers};
 use super::progress::Meter;
+use super::sink::RangeSink;
 use super::{io_failure, TaskResult, TransferContext, TransferSummary};
 use crate::checksum::ResponseChecksums;
 use crate::dispatch::attempt;
@@ -22,29 +22,31 @@ use crate::options::CallOptions;
 /// A range as it came back: its bytes, the object's metadata, the attempts it took, and
 /// whether the store reports stored checksums (its responses carry [`ResponseChecksums`]).
 struct Fetched {
-    bytes: Bytes,
+    bytes: RangeBuffer,
     meta: ObjectMeta,
     attempts: u64,
     reports_checksums: bool,
 }
 
-/// One range read in full by a pool task (retried alone). The task is queued at once, not
-/// when the future is first polled.
+/// One range read in full into one of `buffers` by a pool task (retried alone). The task is
+/// queued at once, not when the future is first polled.
 fn fetch_range(
     context: &TransferContext,
     path: &Path,
     range: Range<u64>,
     if_match: Option<String>,
     call: &CallOptions,
+    buffers: &RangeBuffers,
 ) -> BoxFuture<'static, TaskResult<Fetched>> {
     let attempts = Arc::new(AtomicU64::new(0));
     let head = Arc::new(Mutex::new(None));
     let (store, location) = (Arc::clone(&context.store), path.clone());
-    let (counter, head_slot) = (Arc::clone(&attempts), Arc::clone(&head));
+    let (counter, head_slot, buffers) = (Arc::clone(&attempts), Arc::clone(&head), buffers.clone());
     let run = attempt(move || {
         counter.fetch_add(1, Ordering::Relaxed);
         let (store, path, head_slot) =
             (Arc::clone(&store), location.clone(), Arc::clone(&head_slot));
+        let mut buffer = buffers.take();
         let options = GetOptions {
             range: Some(GetRange::Bounded(range.clone())),
             if_match: if_match.clone(),
@@ -54,9 +56,9 @@ fn fetch_range(
             let result = store.get_opts(&path, options).await?;
             let object = result.meta.clone();
             let reports = result.extensions.get::<ResponseChecksums>().is_some();
-            let bytes = crate::client::read_verified(result).await?;
+            crate::client::read_verified_into(result, buffer.bytes_mut()).await?;
             *head_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some((object, reports));
-            Ok(bytes)
+            Ok(buffer)
         }
     });
     let fetching = context.dispatcher.start("get", path.as_ref(), call, run);
@@ -113,16 +115,17 @@ fn fetch_checksums(
 /// the ranges are fetched), else against the MD5 of a single-part S3 ETag; a multipart
 /// object on a store that reports no full-object checksum is checked by length only. An
 /// object that fits in the first range was checked whole by that read.
-pub(crate) async fn download<W: AsyncWrite + Unpin + Send>(
+pub(crate) async fn download(
     context: &TransferContext,
     path: &Path,
-    sink: &mut W,
+    mut sink: impl RangeSink,
     call: &CallOptions,
 ) -> TaskResult<TransferSummary> {
     let part = context.part_size;
     let meter = Meter::new(None, call.progress.clone());
+    let buffers = RangeBuffers::default();
     let first_permit = context.budget.acquire(part).await;
-    let first = match fetch_range(context, path, 0..part, None, call).await {
+    let first = match fetch_range(context, path, 0..part, None, call, &buffers).await {
         Ok(first) => first,
         Err(error) => return empty_object_or(context, path, call, error).await,
     };
@@ -171,36 +174,30 @@ pub(crate) async fn download<W: AsyncWrite + Unpin + Send>(
                         None => Verifier::whole(&meta, None),
                     }),
                 };
-                write(sink, &fetched.bytes, verifier).await?;
-                meter.piece_done(fetched.bytes.len() as u64, fetched.attempts);
-                drop((fetched, permit));
+                verifier
+                    .update(&fetched.bytes)
+                    .map_err(|error| failed(IntegrityError::into_store_error(error)))?;
+                let len = fetched.bytes.len() as u64;
+                sink.write_range(fetched.bytes).await.map_err(io_failure)?;
+                meter.piece_done(len, fetched.attempts);
+                drop(permit);
             }
             Either::Right(permit) => {
                 let range = next..(next + part).min(total);
                 next = range.end;
-                let fetching = fetch_range(context, path, range, meta.e_tag.clone(), call);
+                let fetching =
+                    fetch_range(context, path, range, meta.e_tag.clone(), call, &buffers);
                 in_flight.push_back(Box::pin(async move { (fetching.await, permit) }));
             }
         }
     }
-    sink.flush().await.map_err(io_failure)?;
+    sink.finish().await.map_err(io_failure)?;
     if let Some(mut whole) = whole {
         whole
             .finish(true)
             .map_err(|error| failed(IntegrityError::into_store_error(error)))?;
     }
     Ok(meter.summary(meta.e_tag))
-}
-
-async fn write<W: AsyncWrite + Unpin>(
-    sink: &mut W,
-    bytes: &[u8],
-    whole: &mut Verifier,
-) -> TaskResult<()> {
-    whole
-        .update(bytes)
-        .map_err(|error| failed(IntegrityError::into_store_error(error)))?;
-    sink.write_all(bytes).await.map_err(io_failure)
 }
 
 fn failed(error: object_store::Error) -> TaskError<object_store::Error> {

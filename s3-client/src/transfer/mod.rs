@@ -4,8 +4,10 @@
 
 mod abort;
 mod budget;
+mod buffers;
 mod download;
 mod progress;
+mod sink;
 mod source;
 mod upload;
 
@@ -19,6 +21,7 @@ pub(crate) use abort::AbortOnDrop;
 pub(crate) use budget::ByteBudget;
 pub(crate) use download::download;
 pub use progress::{ProgressCallback, TransferProgress, TransferSummary};
+pub(crate) use sink::{FileSink, WriterSink};
 pub(crate) use source::{BytesSource, ReaderSource};
 pub(crate) use upload::upload;
 

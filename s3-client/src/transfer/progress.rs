@@ -13,7 +13,8 @@ pub struct TransferProgress {
     pub total: Option<u64>,
     /// Bytes done: written to the sink (download) or stored (upload).
     pub transferred: u64,
-    /// Bytes sent or received again because a range or part was retried.
+    /// Bytes of the ranges or parts that were requested again: what retries moved twice at
+    /// most (a request refused before its body moved none of it).
     pub resent: u64,
 }
 
@@ -27,7 +28,7 @@ pub struct TransferSummary {
     pub pieces: u64,
     /// Retries of those pieces (each re-sends only its own piece).
     pub retries: u64,
-    /// Bytes moved again by those retries.
+    /// Bytes of the retried pieces, once per retry (see [`TransferProgress::resent`]).
     pub resent: u64,
     /// The object's ETag (the uploaded one, or the one downloaded).
     pub e_tag: Option<String>,

@@ -17,7 +17,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::abort::{AbortOnDrop, PendingUpload};
 use super::progress::Meter;
 use super::source::PartSource;
-use super::{TaskResult, TransferContext, TransferSummary};
+use super::{ByteBudget, TaskResult, TransferContext, TransferSummary};
 use crate::dispatch::attempt;
 use crate::options::CallOptions;
 
@@ -34,8 +34,9 @@ pub(crate) async fn upload(
 ) -> TaskResult<(PutResult, TransferSummary)> {
     let part_size = context.part_size;
     let meter = Arc::new(Meter::new(total, call.progress.clone()));
-    let permit = context.budget.acquire(part_size).await;
+    let mut permit = context.budget.acquire(part_size).await;
     let first = source.next_part(part_size as usize).await?;
+    ByteBudget::shrink(&mut permit, first.len() as u64);
     let result = if (first.len() as u64) < part_size {
         let result = put_once(context, path, first, options, call, &meter).await?;
         drop(permit);
@@ -198,11 +199,12 @@ impl Parts<'_> {
                         Either::Right((None, _)) => break Some(acquire.as_mut().await),
                     }
                 };
-                if let (Some(permit), None) = (permit, &failure) {
+                if let (Some(mut permit), None) = (permit, &failure) {
                     match source.next_part(part_size as usize).await {
                         Ok(part) if part.is_empty() => source_done = true,
                         Ok(part) => {
                             source_done = (part.len() as u64) < part_size;
+                            ByteBudget::shrink(&mut permit, part.len() as u64);
                             next = Some((part, permit));
                         }
                         Err(error) => failure = Some(error),

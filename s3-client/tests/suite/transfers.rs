@@ -93,11 +93,18 @@ async fn a_failed_upload_is_aborted_and_leaves_no_parts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn small_and_empty_bodies_take_one_request_and_files_round_trip() {
+async fn files_round_trip_empty_small_and_in_more_parts_than_the_budget_holds() {
     let server = S3TestServer::start().await.unwrap();
     let client = client(&server);
     let dir = tempfile::tempdir().unwrap();
-    for (name, len) in [("empty", 0), ("small", 1000), ("exact", PART)] {
+    // "several": 4 parts and ranges under a budget of 3, so range buffers are reused.
+    let sizes = [
+        ("empty", 0),
+        ("small", 1000),
+        ("exact", PART),
+        ("several", 3 * PART + 7),
+    ];
+    for (name, len) in sizes {
         let path = Path::from(name);
         let body = random_bytes(13, len);
         let source = dir.path().join(format!("{name}.in"));
