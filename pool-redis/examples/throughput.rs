@@ -1,5 +1,6 @@
 //! Throughput of processes sharing a global limit, against one process with the same local
-//! limit; then the latency a global permit adds. Starts its own redis-server (needs
+//! limit; then the latency a global permit adds; then the throughput of a pool's unrelated
+//! work while its permit-needing tasks wait for a limit another process holds whole. Starts its own redis-server (needs
 //! `redis-server` on PATH) and its own worker processes (this binary with `--worker`).
 //!
 //! ```text
@@ -66,10 +67,23 @@ impl Settings {
 
 /// Keeps `pool` fed with `task_ms` tasks for `window`; returns how many finished inside it.
 async fn run_for(pool: &Pool, concurrency: usize, task_ms: u64, window: Duration) -> u64 {
+    run_beside(pool, concurrency, task_ms, window, 0).await
+}
+
+/// [`run_for`] beside `waiting_aside` tasks that wait all along (not fed, not counted).
+async fn run_beside(
+    pool: &Pool,
+    concurrency: usize,
+    task_ms: u64,
+    window: Duration,
+    waiting_aside: usize,
+) -> u64 {
     let finished = Arc::new(AtomicU64::new(0));
     let deadline = tokio::time::Instant::now() + window;
     while tokio::time::Instant::now() < deadline {
-        if pool.stats().queued < 2 * concurrency {
+        // Waiting tasks: queued, or parked for a global permit.
+        let stats = pool.stats();
+        if stats.queued + stats.deferred < 2 * concurrency + waiting_aside {
             for _ in 0..concurrency {
                 let finished = Arc::clone(&finished);
                 drop(pool.enqueue(
@@ -305,6 +319,47 @@ async fn parent(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         "pool task, 0 ms, with global permit:   {}",
         summary(task_latency(&global, n).await)
     );
+
+    // Unrelated work beside tasks waiting for a saturated global limit: another process holds
+    // the whole limit; 10 × concurrency tasks of this pool need a permit and wait parked.
+    let other = RedisPermits::builder(url.as_str(), "saturated", 1)
+        .connect()
+        .await?;
+    let held = other.lease().await?;
+    let permits = RedisPermits::builder(url.as_str(), "saturated", 1)
+        .applies_to(|task| task.metadata.get("global").is_some())
+        .connect()
+        .await?;
+    let pool = Pool::builder()
+        .concurrency(settings.concurrency)
+        .no_pressure_rule()
+        .admission(permits.clone())
+        .build()?;
+    let waiting = 10 * settings.concurrency;
+    let needing_permits: Vec<_> = (0..waiting)
+        .map(|_| {
+            pool.enqueue(
+                || async { Ok::<_, Transient<std::io::Error>>(()) },
+                TaskOptions::new().metadata(pool_core::Metadata::new().with("global", "yes")),
+            )
+        })
+        .collect();
+    let unrelated = run_beside(
+        &pool,
+        settings.concurrency,
+        settings.task_ms,
+        window,
+        waiting,
+    )
+    .await;
+    let unrelated_rate = unrelated as f64 / window.as_secs_f64();
+    println!(
+        "unrelated work beside {waiting} tasks waiting for a saturated limit: \
+         {unrelated_rate:>9.0} tasks/s  ({:.1} % of one process with no global limit)",
+        100.0 * unrelated_rate / baseline_rate
+    );
+    drop(held);
+    drop(needing_permits);
     Ok(())
 }
 

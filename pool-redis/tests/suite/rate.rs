@@ -472,3 +472,120 @@ async fn no_moment_is_booked_beyond_the_horizon() {
     }
     assert!((1..=6).contains(&most), "{most} moments booked at once");
 }
+
+/// End to end over HTTP: two s3-clients (two agents, as two processes) whose per-prefix
+/// limits are an adaptive `RedisRateLimiter` keyed by `s3_prefix_key` write to one prefix of
+/// a real S3-compatible server. The prefix's write rate lives in Redis for both; when the
+/// server answers one client's PUTs with `503 SlowDown`, the client classifies them as
+/// throttling, its limiter lowers the prefix's rate in Redis, and the other client follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_clients_over_http_share_a_prefix_rate_and_a_slowdown_seen_by_one_slows_both() {
+    use object_store::path::Path;
+    use s3_client::prefix::{s3_prefix_key, S3PrefixKey, S3RequestClass};
+    use s3_client::testing::{InjectedResponse, S3TestServer};
+    let server = RedisServer::start();
+    let conn = plain_connection(&server.url()).await;
+    let s3 = S3TestServer::start().await.expect("S3 test server");
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let limits = RedisRateLimiter::builder(
+            server.url(),
+            "e2e",
+            |task: &TaskInfo| s3_prefix_key(task, 1),
+            S3PrefixKey::published_limit,
+        )
+        // Halves on SlowDown; recovers too slowly to undo it while the test looks.
+        .adaptive(Aimd::default().increase_interval(Duration::from_secs(600)))
+        .connect()
+        .await
+        .expect("connect");
+        clients.push(
+            s3_client::S3Client::builder_arc(s3.store().expect("store"))
+                .concurrency(8)
+                .retries(5)
+                .prefix_rate_limiter(limits)
+                .build()
+                .expect("client"),
+        );
+    }
+    let key = S3PrefixKey {
+        prefix: "hot/".into(),
+        class: S3RequestClass::Write,
+    };
+    let redis_key = "s3pool:{e2e}:rate:write:hot/";
+    let rate_of = |client: &s3_client::S3Client| {
+        client
+            .prefix_rate_limits()
+            .expect("attached")
+            .current_rate(&key)
+    };
+    let put_all = |client: &s3_client::S3Client, from: u32, count: u32| {
+        let calls: Vec<_> = (from..from + count)
+            .map(|i| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    client
+                        .put(&Path::from(format!("hot/{i}")), format!("object {i}"))
+                        .await
+                })
+            })
+            .collect();
+        async move {
+            for call in calls {
+                tokio::time::timeout(Duration::from_secs(60), call)
+                    .await
+                    .expect("every PUT resolves")
+                    .expect("join")
+                    .expect("PUT");
+            }
+        }
+    };
+
+    // Both write, unthrottled: every object lands, at the prefix's full rate, kept in Redis.
+    put_all(&clients[0], 0, 100).await;
+    put_all(&clients[1], 100, 100).await;
+    let requests_before = s3.faults().requests();
+    assert!(requests_before >= 200, "{requests_before} requests");
+    let stored = clients[1]
+        .get(&Path::from("hot/7"))
+        .await
+        .expect("written by the first client, read by the second");
+    assert_eq!(&stored[..], b"object 7");
+    assert_eq!(rate_of(&clients[0]), Some(3_500.0));
+    assert_eq!(rate_of(&clients[1]), Some(3_500.0));
+
+    // The server throttles the next three requests: the first client's PUTs get SlowDown,
+    // are retried, and succeed; the prefix's rate in Redis is lowered.
+    s3.faults().fail_next(3, InjectedResponse::SlowDown);
+    put_all(&clients[0], 200, 20).await;
+    assert!(s3.faults().injected() >= 3, "the SlowDowns were sent");
+    wait_until(
+        "the first client's SlowDowns lower the rate in Redis",
+        Duration::from_secs(10),
+        || {
+            let mut conn = conn.clone();
+            async move {
+                rate_in_redis(&mut conn, redis_key)
+                    .await
+                    .is_some_and(|rate| rate <= 1_750.0)
+            }
+        },
+    )
+    .await;
+    assert!(rate_of(&clients[0]).is_some_and(|rate| rate <= 1_750.0));
+    // The second client, never throttled itself, follows at its next booking.
+    let mut next = 300;
+    wait_until("the second client follows", Duration::from_secs(10), || {
+        next += 1;
+        let (client, index) = (clients[1].clone(), next);
+        let rate = rate_of(&clients[1]);
+        async move {
+            client
+                .put(&Path::from(format!("hot/{index}")), "later")
+                .await
+                .expect("PUT");
+            rate.is_some_and(|rate| rate <= 1_750.0)
+        }
+    })
+    .await;
+}
