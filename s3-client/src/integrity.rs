@@ -11,9 +11,12 @@
 //!   computes as the MD5 of the body.
 //!
 //! Multipart objects have ETags of the form `"<md5 of md5s>-<parts>"`, which a read cannot
-//! check without knowing the part boundaries, and stores that are not S3 (InMemory, local
-//! files) have ETags that are no digest at all: without a stored CRC, only the length of
-//! those is checked.
+//! check without knowing the part boundaries: only S3's `partNumber` GET and HEAD tell them,
+//! and object_store's requests cannot carry one (nor does a ranged GET carry any checksum).
+//! Stores that are not S3 (InMemory, local files) have ETags that are no digest at all.
+//! Without a stored full-object CRC, only the length of those is checked; AWS S3 keeps one
+//! for every upload since 2025 (CRC64NVME); moto when the upload sent one, s3s-fs when a
+//! single-part upload did.
 
 use std::fmt;
 use std::ops::Range;

@@ -13,14 +13,20 @@ use std::process::{Command, Stdio};
 /// What the tests read to find `moto_server`.
 pub(crate) const MOTO_ENV: &str = "S3POOL_MOTO_SERVER";
 
-/// The moto release the suite is known to pass on (its skips are named per function).
-const MOTO_REQUIREMENT: &str = "moto[server]==5.2.6";
-const MOTO_VERSION: &str = "5.2.6";
+/// The moto release the suite is known to pass on (its skips are named per function), and
+/// the libraries moto computes CRC64NVME (awscrt) and CRC32C (crc32c) checksums with: without
+/// them it stores a CRC32 in their place, so the checksum tests would meet a 4-byte
+/// "CRC64NVME" and a CRC32 named CRC32C.
+const REQUIREMENTS: [(&str, &str); 3] = [
+    ("moto[server]", "5.2.6"),
+    ("awscrt", "0.38.0"),
+    ("crc32c", "2.9.post0"),
+];
 
 const INSTALL_HINT: &str = "install Python 3 with its venv module (Debian/Ubuntu: \
      `apt-get install python3 python3-venv`) and run `cargo xtask test` again, or install \
-     moto yourself (`pip install 'moto[server]'`) and set S3POOL_MOTO_SERVER to its \
-     moto_server";
+     moto yourself (`pip install 'moto[server]==5.2.6' awscrt crc32c`) and set \
+     S3POOL_MOTO_SERVER to its moto_server";
 
 /// Makes sure a `moto_server` exists and exports its path in `S3POOL_MOTO_SERVER` for the
 /// `cargo test` this process starts next.
@@ -37,12 +43,12 @@ pub(crate) fn ensure_moto_server(target_dir: &Path) -> Result<(), String> {
     }
     let venv = target_dir.join("moto-venv");
     let server = venv.join("bin").join("moto_server");
-    if !(server.is_file() && installed_version(&venv).as_deref() == Some(MOTO_VERSION)) {
+    if !(server.is_file() && installed(&venv)) {
         install(&venv)?;
     }
     if !server.is_file() {
         return Err(format!(
-            "installed {MOTO_REQUIREMENT} into {}, but it has no bin/moto_server; {INSTALL_HINT}",
+            "installed moto[server] into {}, but it has no bin/moto_server; {INSTALL_HINT}",
             venv.display()
         ));
     }
@@ -51,25 +57,36 @@ pub(crate) fn ensure_moto_server(target_dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn installed_version(venv: &Path) -> Option<String> {
-    let output = Command::new(venv.join("bin").join("python"))
-        .args([
-            "-c",
-            "import importlib.metadata as m; print(m.version('moto'))",
-        ])
+/// True if `venv` holds every requirement at its version.
+fn installed(venv: &Path) -> bool {
+    let names: Vec<String> = REQUIREMENTS
+        .iter()
+        .map(|(name, _)| format!("'{}'", name.split('[').next().unwrap_or(name)))
+        .collect();
+    let script = format!(
+        "import importlib.metadata as m; print(' '.join(m.version(n) for n in [{}]))",
+        names.join(", ")
+    );
+    let wanted: Vec<&str> = REQUIREMENTS.iter().map(|(_, version)| *version).collect();
+    Command::new(venv.join("bin").join("python"))
+        .args(["-c", &script])
         .stderr(Stdio::null())
         .output()
-        .ok()?;
-    output
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        .is_ok_and(|output| {
+            output.status.success()
+                && String::from_utf8_lossy(&output.stdout).trim() == wanted.join(" ")
+        })
 }
 
 fn install(venv: &Path) -> Result<(), String> {
     ensure_python_venv()?;
+    let requirements: Vec<String> = REQUIREMENTS
+        .iter()
+        .map(|(name, version)| format!("{name}=={version}"))
+        .collect();
     eprintln!(
-        "xtask: installing {MOTO_REQUIREMENT} into {} (once)",
+        "xtask: installing {} into {} (once)",
+        requirements.join(" "),
         venv.display()
     );
     run(
@@ -79,13 +96,10 @@ fn install(venv: &Path) -> Result<(), String> {
         "python3 -m venv",
     )?;
     run(
-        Command::new(venv.join("bin").join("pip")).args([
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            MOTO_REQUIREMENT,
-        ]),
-        "pip install moto[server]",
+        Command::new(venv.join("bin").join("pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(&requirements),
+        "pip install moto[server] awscrt crc32c",
     )
 }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod conformance;
+pub mod corrupt;
 pub mod moto;
 
 use std::sync::{Arc, Mutex};
