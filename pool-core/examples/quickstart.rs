@@ -20,7 +20,7 @@ impl Retryable for SimulatedError {
 }
 
 /// Counts first attempts by priority band, to show priorities at work.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct StartOrder {
     high_started: AtomicU64,
     low_started_before_last_high: AtomicU64,

@@ -18,6 +18,7 @@
 //! server), parks the task until it fires a [`Wakeup`], with a moment to look again anyway.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -99,7 +100,7 @@ pub enum Precheck {
 /// permit) can give it to another at once instead of waiting for the task in vain.
 ///
 /// ```
-/// use pool_core::admission::Wakeup;
+/// use pool_core::Wakeup;
 /// let wakeup = Wakeup::new();
 /// assert!(!wakeup.is_woken());
 /// wakeup.clone().wake();
@@ -270,8 +271,9 @@ pub enum RejectionKind {
     RateLimited,
     /// The source of permits is unreachable and the policy is configured to fail closed.
     Unavailable,
-    /// Another reason, named by the policy.
-    Other(&'static str),
+    /// Another reason, named by the policy (a fixed name or one built at run time:
+    /// `RejectionKind::Other("queue full".into())`, `RejectionKind::Other(name.into())`).
+    Other(Cow<'static, str>),
 }
 
 impl fmt::Display for RejectionKind {

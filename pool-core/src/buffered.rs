@@ -14,6 +14,7 @@ use crate::pool::PoolControl;
 ///
 /// ```
 /// use pool_core::{Buffered, Event, Observer};
+/// #[derive(Debug)]
 /// struct Audit;
 /// impl Observer for Audit {
 ///     fn on_event(&self, _event: &Event) { /* write to a slow sink */ }

@@ -25,6 +25,7 @@ use std::time::Duration;
 /// assert_eq!(error.source().unwrap().to_string(), "disk full");
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum TaskError<E> {
     /// The task's own error from its last attempt: not retryable, out of retries, or retries
     /// were skipped because the pool was saturated.
@@ -135,6 +136,7 @@ impl<E> TaskError<E> {
 
 /// What a task's last attempt ended with, when the retry budget stopped further retries.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum LastFailure<E> {
     /// The task returned this error.
     Error(E),

@@ -46,10 +46,10 @@
 //! - [`Admission`]: what an attempt must obtain besides a slot (a rate limit's turn, a closed
 //!   circuit, a global permit); [`policy`] has the shipped ones.
 //! - [`Executor`]: [`TokioExecutor`] (feature `tokio`, default), `SmolExecutor` (feature
-//!   `smol`) and [`SimExecutor`] (deterministic, virtual time).
+//!   `smol`) and `SimExecutor` (feature `test-util`: deterministic, on virtual time).
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
-pub mod admission;
+mod admission;
 mod batch;
 mod buffered;
 mod builder;
@@ -57,7 +57,7 @@ mod cell;
 mod deadline;
 mod engine;
 mod error;
-pub mod executor;
+mod executor;
 mod handle;
 mod observer;
 mod outcome;
@@ -68,7 +68,7 @@ mod retry;
 mod stats;
 mod sync;
 mod task;
-pub mod tenant;
+mod tenant;
 #[cfg(feature = "tower")]
 pub mod tower;
 mod unwind;
@@ -82,13 +82,14 @@ pub use error::{ConfigError, LastFailure, PanicMessage, TaskError};
 pub use executor::SmolExecutor;
 #[cfg(feature = "tokio")]
 pub use executor::TokioExecutor;
-pub use executor::{BoxFuture, Deadlock, Executor, SimExecutor};
+pub use executor::{BoxFuture, Executor};
+#[cfg(feature = "test-util")]
+pub use executor::{Deadlock, SimExecutor};
 pub use handle::TaskHandle;
 pub use observer::{Event, Observer, TaskInfo, TaskRecord};
 pub use outcome::{AttemptResult, Outcome};
-pub use policy::SingleFlight;
 pub use pool::{Pool, PoolControl};
-pub use retry::{saturation, Jitter, PressureDecision, RetryBudget, RetryPolicy};
+pub use retry::{Jitter, RetryBudget, RetryPolicy};
 pub use stats::Stats;
 pub use task::{ErrorClass, Metadata, Permanent, Retryable, TaskId, TaskOptions, Transient};
 pub use tenant::{Tenant, TenantConfig, TenantStats};

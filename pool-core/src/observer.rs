@@ -9,6 +9,7 @@
 //!
 //! Events own their data (metadata is one `Arc`), so an observer may keep or forward them.
 
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::outcome::{AttemptResult, Outcome};
@@ -17,7 +18,7 @@ use crate::task::{ErrorClass, Metadata, TaskId};
 use crate::tenant::Tenant;
 
 /// Receives a pool's events. Several may be attached to one pool.
-pub trait Observer: Send + Sync + 'static {
+pub trait Observer: Send + Sync + fmt::Debug + 'static {
     /// Called once when the pool is built, with a weak handle that can read stats and change
     /// the concurrency limit (what an adaptive tuner needs). Default: ignored.
     fn on_attach(&self, pool: PoolControl) {

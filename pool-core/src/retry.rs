@@ -2,6 +2,7 @@
 //! retry budget. Pure: the caller passes the random source and the facts about the pool
 //! (its saturation, whether it is stopping); only the budget's bucket is shared state.
 
+use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -10,8 +11,9 @@ use crate::task::ErrorClass;
 /// How the backoff delay is randomised, so that many tasks failing together do not retry
 /// together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Jitter {
-    /// No jitter: exactly `retry_delay · factor^(attempt-1)`, capped (the original's behaviour).
+    /// No jitter: exactly `retry_delay · factor^(attempt-1)`, capped.
     None,
     /// Uniform in `[0, exponential delay]` ("full jitter"). The default: it spreads a burst of
     /// failures the most.
@@ -25,7 +27,7 @@ pub enum Jitter {
 
 /// What the pressure rule says about one retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PressureDecision {
+pub(crate) enum PressureDecision {
     /// Retry after the backoff delay.
     Retry(Duration),
     /// The pool is busy: retry, but after a short clamped delay so the retry does not add
@@ -35,8 +37,11 @@ pub enum PressureDecision {
     Skip,
 }
 
-/// Backoff, jitter and pressure settings. Built by [`PoolBuilder`](crate::PoolBuilder).
+/// Backoff, jitter and pressure settings: what [`PoolBuilder`](crate::PoolBuilder)'s retry
+/// settings make (`RetryPolicy::default()` is the builder's default). Public so that the
+/// schedule a configuration gives can be computed ([`delay_range`](Self::delay_range)).
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Delay before the first retry (default 1 s).
     pub base_delay: Duration,
@@ -81,36 +86,61 @@ impl RetryPolicy {
         }
     }
 
-    /// The jittered delay after failed attempt `attempt`; `previous` is the last delay used
-    /// for this task (for decorrelated jitter; `None` on the first retry).
-    pub fn delay(
+    /// The range the jittered delay after failed attempt `attempt` is drawn from, uniformly;
+    /// `previous` is the last delay used for this task (for decorrelated jitter; `None` on the
+    /// first retry). One point (`low == high`) without jitter.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pool_core::{Jitter, RetryPolicy};
+    /// let policy = RetryPolicy::default(); // 1 s, doubling, full jitter
+    /// assert_eq!(policy.delay_range(3, None), Duration::ZERO..=Duration::from_secs(4));
+    /// ```
+    pub fn delay_range(
+        &self,
+        attempt: u32,
+        previous: Option<Duration>,
+    ) -> RangeInclusive<Duration> {
+        let exponential = self.exponential(attempt);
+        let (low, high) = match self.jitter {
+            Jitter::None => (exponential, exponential),
+            Jitter::Full => (Duration::ZERO, exponential),
+            Jitter::Equal => (exponential / 2, exponential),
+            Jitter::Decorrelated => {
+                let previous = previous.unwrap_or(self.base_delay);
+                let high = previous.saturating_mul(3).min(self.max_delay);
+                (self.base_delay.min(high), high)
+            }
+        };
+        low.min(high)..=high
+    }
+
+    /// A jittered delay after failed attempt `attempt`, drawn from
+    /// [`delay_range`](Self::delay_range) with the thread's random source. (A pool draws from
+    /// its own source, seeded by [`PoolBuilder::seed`](crate::PoolBuilder::seed).)
+    pub fn delay(&self, attempt: u32, previous: Option<Duration>) -> Duration {
+        let mut rng = fastrand::Rng::new();
+        self.draw_delay(attempt, previous, &mut rng)
+    }
+
+    /// A delay drawn uniformly from [`delay_range`](Self::delay_range) with `rng`.
+    pub(crate) fn draw_delay(
         &self,
         attempt: u32,
         previous: Option<Duration>,
         rng: &mut fastrand::Rng,
     ) -> Duration {
-        let exponential = self.exponential(attempt);
-        let uniform = |rng: &mut fastrand::Rng, low: Duration, high: Duration| {
-            if high <= low {
-                return high;
-            }
-            let span = (high - low).as_nanos().min(u128::from(u64::MAX)) as u64;
-            low + Duration::from_nanos(rng.u64(0..=span))
-        };
-        match self.jitter {
-            Jitter::None => exponential,
-            Jitter::Full => uniform(rng, Duration::ZERO, exponential),
-            Jitter::Equal => uniform(rng, exponential / 2, exponential),
-            Jitter::Decorrelated => {
-                let previous = previous.unwrap_or(self.base_delay);
-                let high = previous.saturating_mul(3).min(self.max_delay);
-                uniform(rng, self.base_delay.min(high), high)
-            }
+        let range = self.delay_range(attempt, previous);
+        let (low, high) = (*range.start(), *range.end());
+        if high <= low {
+            return high;
         }
+        let span = (high - low).as_nanos().min(u128::from(u64::MAX)) as u64;
+        low + Duration::from_nanos(rng.u64(0..=span))
     }
 
     /// Applies the pressure rule to a delay: `saturation = (queued + active) / max(1, limit)`.
-    pub fn under_pressure(&self, delay: Duration, saturation: f64) -> PressureDecision {
+    pub(crate) fn under_pressure(&self, delay: Duration, saturation: f64) -> PressureDecision {
         if saturation >= self.skip_threshold {
             PressureDecision::Skip
         } else if saturation >= self.clamp_threshold {
@@ -183,7 +213,7 @@ impl RetryPolicy {
         if let Some(reason) = give_up {
             return RetryDecision::GiveUp(reason);
         }
-        let backoff = self.delay(failed.attempts, failed.previous_backoff, rng);
+        let backoff = self.draw_delay(failed.attempts, failed.previous_backoff, rng);
         match self.under_pressure(backoff, failed.saturation) {
             PressureDecision::Skip => RetryDecision::GiveUp(GiveUp::Saturated),
             PressureDecision::Retry(delay) | PressureDecision::Clamped(delay) => {
@@ -194,7 +224,7 @@ impl RetryPolicy {
 }
 
 /// Saturation of a pool: `(queued + active) / max(1, concurrency)`.
-pub fn saturation(queued: usize, active: usize, concurrency: usize) -> f64 {
+pub(crate) fn saturation(queued: usize, active: usize, concurrency: usize) -> f64 {
     (queued + active) as f64 / concurrency.max(1) as f64
 }
 
@@ -297,7 +327,7 @@ mod tests {
     fn exponential_doubles_from_the_base_and_caps() {
         let p = policy(Jitter::None);
         let mut rng = fastrand::Rng::with_seed(1);
-        let delays: Vec<_> = (1..=3).map(|a| p.delay(a, None, &mut rng)).collect();
+        let delays: Vec<_> = (1..=3).map(|a| p.draw_delay(a, None, &mut rng)).collect();
         assert_eq!(
             delays,
             vec![
@@ -316,13 +346,13 @@ mod tests {
         for attempt in 1..=8 {
             let exp = policy(Jitter::None).exponential(attempt);
             for _ in 0..500 {
-                let full = policy(Jitter::Full).delay(attempt, None, &mut rng);
+                let full = policy(Jitter::Full).draw_delay(attempt, None, &mut rng);
                 assert!(full <= exp);
-                let equal = policy(Jitter::Equal).delay(attempt, None, &mut rng);
+                let equal = policy(Jitter::Equal).draw_delay(attempt, None, &mut rng);
                 assert!(equal >= exp / 2 && equal <= exp);
                 let prev = Duration::from_millis(1_500);
                 let decorrelated =
-                    policy(Jitter::Decorrelated).delay(attempt, Some(prev), &mut rng);
+                    policy(Jitter::Decorrelated).draw_delay(attempt, Some(prev), &mut rng);
                 assert!(decorrelated >= Duration::from_secs(1));
                 assert!(decorrelated <= Duration::from_millis(4_500));
             }
@@ -333,7 +363,9 @@ mod tests {
     fn full_jitter_actually_spreads() {
         let mut rng = fastrand::Rng::with_seed(3);
         let p = policy(Jitter::Full);
-        let samples: Vec<_> = (0..1_000).map(|_| p.delay(3, None, &mut rng)).collect();
+        let samples: Vec<_> = (0..1_000)
+            .map(|_| p.draw_delay(3, None, &mut rng))
+            .collect();
         let low = samples
             .iter()
             .filter(|d| **d < Duration::from_secs(2))

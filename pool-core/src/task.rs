@@ -177,6 +177,7 @@ impl TaskOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
 pub enum ErrorClass {
     /// Transient: retry with backoff (e.g. a 500 or a dropped connection).
     Retryable,
@@ -187,6 +188,24 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
+    /// Every class's [`kind`](Self::kind), in the order of [`index`](Self::index): a table
+    /// indexed by class (metrics) stays complete when a class is added.
+    pub const KINDS: [&'static str; 3] = ["retryable", "throttled", "fatal"];
+
+    /// A short, stable name (`"retryable"`, `"throttled"`, `"fatal"`) for metrics labels.
+    pub fn kind(self) -> &'static str {
+        Self::KINDS[self.index()]
+    }
+
+    /// Where [`kind`](Self::kind) stands in [`ErrorClass::KINDS`].
+    pub fn index(self) -> usize {
+        match self {
+            ErrorClass::Retryable => 0,
+            ErrorClass::Throttled => 1,
+            ErrorClass::Fatal => 2,
+        }
+    }
+
     /// True for [`Retryable`](Self::Retryable) and [`Throttled`](Self::Throttled).
     pub fn is_retryable(self) -> bool {
         !matches!(self, ErrorClass::Fatal)

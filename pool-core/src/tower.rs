@@ -253,7 +253,7 @@ where
             let queued = layer.pool.stats().queued;
             if queued >= max_queued {
                 let rejection = Rejection::new(
-                    RejectionKind::Other("queue full"),
+                    RejectionKind::Other("queue full".into()),
                     format!("{queued} requests are queued (max_queued {max_queued})"),
                 );
                 return ResponseFuture::refused(TaskError::Rejected(rejection));

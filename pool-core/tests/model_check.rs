@@ -127,7 +127,7 @@ impl Admission for DeferOnce {
 }
 
 /// How many times each task was reported finished.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Tally(std::sync::Mutex<HashMap<TaskId, u32>>);
 
 impl Observer for Tally {

@@ -9,16 +9,8 @@ use crate::record::FinishedTask;
 /// Every [`Outcome::kind`], in the order of [`Outcome::index`].
 pub(crate) const OUTCOME_KINDS: [&str; 8] = Outcome::KINDS;
 
-/// Every failure class, in the order of [`class_slot`].
-pub(crate) const ERROR_CLASSES: [&str; 3] = ["retryable", "throttled", "fatal"];
-
-fn class_slot(class: ErrorClass) -> usize {
-    match class {
-        ErrorClass::Retryable => 0,
-        ErrorClass::Throttled => 1,
-        ErrorClass::Fatal => 2,
-    }
-}
+/// Every failure class, in the order of [`ErrorClass::index`].
+pub(crate) const ERROR_CLASSES: [&str; 3] = ErrorClass::KINDS;
 
 /// Counts and sums over a set of finished tasks. Sums are in nanoseconds (`u128`: no overflow).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -39,7 +31,7 @@ impl Tally {
         self.finished += 1;
         self.by_outcome[task.outcome.index()] += 1;
         if let Outcome::Failed(class) = task.outcome {
-            self.failed_by_class[class_slot(class)] += 1;
+            self.failed_by_class[class.index()] += 1;
         }
         self.attempts += u64::from(task.attempts);
         self.retries += u64::from(task.retries());

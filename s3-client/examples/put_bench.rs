@@ -20,7 +20,7 @@ use s3_client::S3Client;
 const BODY: usize = 4 * 1024;
 
 /// Collects the execution time of every attempt the pool ran.
-#[derive(Default, Clone)]
+#[derive(Debug, Default, Clone)]
 struct AttemptLatencies(Arc<Mutex<Vec<Duration>>>);
 
 impl Observer for AttemptLatencies {

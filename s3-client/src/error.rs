@@ -255,10 +255,9 @@ fn ending_class(ending: &TaskError<object_store::Error>) -> ErrorClass {
             ..
         }
         | TaskError::TimedOut { .. } => ErrorClass::Retryable,
-        TaskError::Stopped
-        | TaskError::Cancelled
-        | TaskError::Panicked(_)
-        | TaskError::Rejected(_) => ErrorClass::Fatal,
+        // Stopped, cancelled, panicked, rejected, and endings added later: a retry layer
+        // above cannot help.
+        _ => ErrorClass::Fatal,
     }
 }
 

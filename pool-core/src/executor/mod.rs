@@ -3,19 +3,22 @@
 //! The pool spawns its runners and sleeps (retry backoff, timeouts) only through
 //! [`Executor`], so it runs on tokio ([`TokioExecutor`], feature `tokio`, default), on
 //! async-executor with async-io timers (`SmolExecutor`, feature `smol`), or on
-//! [`SimExecutor`]: a deterministic single-threaded executor with a virtual clock, for tests.
+//! `SimExecutor` (feature `test-util`): a deterministic single-threaded executor with a
+//! virtual clock, for tests and simulations.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
+#[cfg(any(test, feature = "test-util"))]
 mod sim;
 #[cfg(feature = "smol")]
 mod smol;
 #[cfg(feature = "tokio")]
 mod tokio;
 
+#[cfg(any(test, feature = "test-util"))]
 pub use sim::{Deadlock, SimExecutor};
 #[cfg(feature = "smol")]
 pub use smol::SmolExecutor;

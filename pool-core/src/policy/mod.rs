@@ -3,11 +3,11 @@
 //! - [`CircuitBreaker`] (feature `circuit-breaker`): fails fast while a backend keeps failing,
 //!   probes it after a cool-down.
 //! - [`RateLimiter`] and [`KeyedRateLimiter`] (feature `rate-limit`): operations per second
-//!   with a burst, globally or per key (per tenant, per storage prefix…), optionally adaptive ([`Aimd`]):
-//!   back off on throttling, recover gradually. A GCRA that books each task its moment, so a
-//!   task that must wait is parked without a pool slot ([`ExecutorClock`] puts `governor`'s
-//!   own limiters on a pool's clock too). [`KeyedRatePolicy`] is the seam for a per-key limit
-//!   kept elsewhere (pool-redis keeps one in Redis, shared by every process).
+//!   with a burst, globally or per key (per tenant, per storage prefix…), optionally adaptive
+//!   ([`Aimd`]): back off on throttling, recover gradually. A GCRA that books each task its
+//!   moment, so a task that must wait is parked without a pool slot. [`KeyedRatePolicy`] is
+//!   the seam for a per-key limit kept elsewhere (pool-redis keeps one in Redis, shared by
+//!   every process).
 //! - [`SingleFlight`]: identical concurrent operations share one execution.
 //!
 //! Each policy is one [`Admission`]: it decides before an attempt and learns how the attempt
@@ -21,8 +21,6 @@ mod aimd;
 mod bookings;
 #[cfg(feature = "circuit-breaker")]
 mod circuit_breaker;
-#[cfg(feature = "rate-limit")]
-mod clock;
 #[cfg(feature = "rate-limit")]
 mod gcra;
 #[cfg(feature = "rate-limit")]
@@ -39,8 +37,6 @@ pub use aimd::{Aimd, AimdValues};
 pub use circuit_breaker::{
     CircuitBreaker, CircuitBreakerConfig, CircuitSnapshot, CircuitState, Transition, WhenOpen,
 };
-#[cfg(feature = "rate-limit")]
-pub use clock::ExecutorClock;
 #[cfg(feature = "rate-limit")]
 pub use keyed_policy::KeyedRatePolicy;
 #[cfg(feature = "rate-limit")]

@@ -760,6 +760,7 @@ async fn events_describe_a_task_life(env: Env) {
 }
 
 async fn a_panicking_observer_is_muted_and_the_pool_keeps_running(env: Env) {
+    #[derive(Debug)]
     struct Grumpy(Arc<AtomicU32>);
     impl pool_core::Observer for Grumpy {
         fn on_event(&self, _event: &Event) {

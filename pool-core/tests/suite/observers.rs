@@ -6,6 +6,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use pool_core::{Buffered, Event, Observer, Pool, SimExecutor, TaskOptions, Transient};
 
 /// Blocks on its first event until released, like an observer writing to a stalled sink.
+#[derive(Debug)]
 struct Stalled {
     release: Mutex<mpsc::Receiver<()>>,
     seen: Arc<AtomicUsize>,
@@ -67,7 +68,7 @@ fn a_stalled_buffered_observer_does_not_stall_the_pool() {
 }
 
 /// Collects the ids of finished tasks.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 struct FinishedIds(Arc<Mutex<std::collections::HashSet<pool_core::TaskId>>>);
 
 impl Observer for FinishedIds {

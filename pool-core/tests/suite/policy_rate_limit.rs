@@ -12,7 +12,7 @@ use pool_core::{
 };
 
 /// Records when each attempt started, and with which labels.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Starts(Mutex<Vec<(Instant, Metadata, TaskId)>>);
 
 impl Observer for Starts {
@@ -552,7 +552,7 @@ fn parked_tasks_resolve_when_cancelled_or_stopped() {
 }
 
 /// Records deferrals and finished tasks.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Deferrals {
     deferred: Mutex<Vec<(TaskId, Duration)>>,
     finished: Mutex<Vec<(TaskId, Duration, Duration)>>,
@@ -617,7 +617,7 @@ struct RefuseAll;
 impl Admission for RefuseAll {
     fn acquire(&self, _task: &TaskInfo) -> BoxFuture<Result<AdmissionPermit, Rejection>> {
         Box::pin(std::future::ready(Err(Rejection::new(
-            RejectionKind::Other("refused"),
+            RejectionKind::Other("refused".into()),
             "refused",
         ))))
     }

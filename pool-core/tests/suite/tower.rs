@@ -91,7 +91,7 @@ async fn a_full_queue_sheds_load_at_once() {
     let second = service.call(request("b", 0));
     match service.call(request("c", 0)).await {
         Err(TaskError::Rejected(rejection)) => {
-            assert_eq!(rejection.kind, RejectionKind::Other("queue full"));
+            assert_eq!(rejection.kind, RejectionKind::Other("queue full".into()));
         }
         other => panic!("expected a queue-full rejection, got {other:?}"),
     }

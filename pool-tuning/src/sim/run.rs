@@ -427,6 +427,7 @@ impl Drop for Attempt {
 }
 
 /// Records the pool's limit and wakes the feeder when slots or tasks free up.
+#[derive(Debug)]
 struct Probe(Arc<World>);
 
 impl Observer for Probe {

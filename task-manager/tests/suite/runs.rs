@@ -524,7 +524,7 @@ async fn an_empty_input_finishes_at_once() {
 async fn events_reach_the_observers_given_to_the_builder() {
     use pool_core::{Event, Observer, Outcome};
 
-    #[derive(Clone, Default)]
+    #[derive(Debug, Clone, Default)]
     struct Outcomes(Arc<Mutex<Vec<Outcome>>>);
     impl Observer for Outcomes {
         fn on_event(&self, event: &Event) {

@@ -67,6 +67,7 @@ impl Admission for Booby {
 }
 
 /// Panics on the first event about a trapped task (and is muted for it).
+#[derive(Debug)]
 struct PanickingObserver;
 
 impl Observer for PanickingObserver {
