@@ -20,8 +20,6 @@ use crate::event::{FailMode, PermitEvent};
 
 /// Most moments one key asks for in one call (more wait for the next call).
 const MAX_PER_CALL: usize = 4_096;
-/// Shortest park of a task waiting for its booking (the pool's timers are no finer).
-const MIN_RECHECK: Duration = Duration::from_millis(1);
 
 /// How the agent books.
 #[derive(Debug, Clone, Copy)]
@@ -65,21 +63,6 @@ impl<K> fmt::Debug for RateAgent<K> {
     }
 }
 
-/// Round-trip estimate: a moving average, in ns.
-struct RoundTrip(f64);
-
-impl RoundTrip {
-    fn record(&mut self, took: Duration) -> Duration {
-        let sample = took.as_nanos() as f64;
-        self.0 = if self.0 == 0.0 {
-            sample
-        } else {
-            0.8 * self.0 + 0.2 * sample
-        };
-        Duration::from_nanos(self.0 as u64)
-    }
-}
-
 impl<K> RateAgent<K>
 where
     K: std::hash::Hash + Eq + Clone + fmt::Display + Send + Sync + 'static,
@@ -88,7 +71,6 @@ where
     pub(crate) async fn run(mut self) {
         let executor = Arc::clone(&self.shared.executor);
         let mut probe = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
-        let mut round_trip = RoundTrip(0.0);
         let mut last_call: Option<Instant> = None;
         let mut saturated = None;
         let mut down_since: Option<Instant> = None;
@@ -120,18 +102,6 @@ where
             match self.call(down_since.is_some()).await {
                 Ok(full) => {
                     saturated = full;
-                    let took = executor.now().saturating_duration_since(started);
-                    let recheck = (round_trip.record(took)
-                        + if self.batching.on {
-                            self.batching.window
-                        } else {
-                            Duration::ZERO
-                        })
-                    .max(MIN_RECHECK);
-                    self.shared.recheck_nanos.store(
-                        u64::try_from(recheck.as_nanos()).unwrap_or(u64::MAX),
-                        Ordering::Relaxed,
-                    );
                     if let Some(since) = down_since.take() {
                         probe.reset();
                         self.recovered(since);
@@ -191,6 +161,7 @@ where
         let answered = self.shared.executor.now();
         let mut book = self.shared.lock();
         let mut saturated: Option<Duration> = None;
+        let mut served = Vec::new();
         for (want, booked) in wants.iter().zip(booked) {
             if booked.offsets.len() < want.count {
                 let interval = Duration::try_from_secs_f64(1.0 / booked.rate.max(1e-9))
@@ -204,13 +175,20 @@ where
                 cell.rate = Some(booked.rate);
                 // Offsets from Redis' now, counted from when the answer arrived: moments fall
                 // up to a round trip late, never early.
-                cell.deliver(
-                    booked
-                        .offsets
-                        .into_iter()
-                        .map(|offset| answered.checked_add(offset).unwrap_or(answered)),
+                served.extend(
+                    cell.deliver(
+                        booked
+                            .offsets
+                            .into_iter()
+                            .map(|offset| answered.checked_add(offset).unwrap_or(answered)),
+                    ),
                 );
             }
+        }
+        drop(book);
+        // Outside the book's lock: waking takes the pool's.
+        for wakeup in served {
+            wakeup.wake();
         }
         Ok(saturated)
     }
@@ -259,10 +237,17 @@ where
             mode: self.shared.fail_mode,
         });
         // Callers outside a pool waiting for a moment are answered at once (their receiver
-        // sees the sender dropped); pooled tasks see the state at their next precheck.
+        // sees the sender dropped); pooled tasks waiting for a moment are woken and meet the
+        // fail mode at their precheck.
         let mut book = self.shared.lock();
+        let mut waiting = Vec::new();
         for cell in book.cells.values_mut() {
             cell.drop_direct();
+            waiting.extend(cell.release_waiting());
+        }
+        drop(book);
+        for wakeup in waiting {
+            wakeup.wake();
         }
     }
 

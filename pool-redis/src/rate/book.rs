@@ -3,30 +3,33 @@
 //! the agent fills it from Redis, the policy reads it in `precheck` without waiting.
 //!
 //! A task that reaches the limiter with no moment joins its key's waiting set and is parked
-//! briefly; the agent books moments for every waiting task of every key in one script call
-//! and hands them out, higher priority first, then in arrival order. A task that comes back
-//! finds its moment: it goes if the moment has come, else it is parked until then.
+//! until woken ([`Wakeup`]); the agent books moments for every waiting task of every key in
+//! one script call, hands them out, higher priority first, then in arrival order, and wakes
+//! their tasks. A task that comes back finds its moment: it goes if the moment has come, else
+//! it is parked until then.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use pool_core::policy::RateLimit;
-use pool_core::TaskId;
+use pool_core::{TaskId, Wakeup};
 use tokio::sync::oneshot;
 
-/// How long a waiting task may go without coming back before it is no longer counted (it was
-/// cancelled or the pool stopped while it was parked).
+/// How long a waiting task may go without coming back before it is no longer counted (it
+/// left without its pool abandoning its wakeup: refused by another policy, cancelled while
+/// queued again). A task that waits comes back at least every
+/// [`WAITING_SAFETY_NET`](super::WAITING_SAFETY_NET), well within it.
 const STALE_WAITER: Duration = Duration::from_secs(5);
 
 /// What `precheck` decides for a task of a key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Turn {
     /// Its moment has come (used up now).
     Go,
     /// Its moment is later: park until then.
     At(Instant),
-    /// No moment yet: one is being booked.
-    Asked,
+    /// No moment yet: one is being booked; park until this wakes (when it is delivered).
+    Asked(Wakeup),
 }
 
 /// A moment for a caller waiting outside a pool (`Admission::acquire` without `precheck`).
@@ -45,12 +48,14 @@ pub(crate) struct Cell {
     last_used: Instant,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Waiter {
     priority: i32,
     seq: u64,
     since: Instant,
     last_seen: Instant,
+    /// Fired when a moment is delivered to the task.
+    wakeup: Wakeup,
 }
 
 impl Cell {
@@ -107,11 +112,12 @@ impl Cell {
             self.assigned.insert(task, at);
             return Ok(Turn::At(at));
         }
-        let waiter = self.waiting.entry(task).or_insert(Waiter {
+        let waiter = self.waiting.entry(task).or_insert_with(|| Waiter {
             priority,
             seq,
             since: now,
             last_seen: now,
+            wakeup: Wakeup::new(),
         });
         waiter.last_seen = now;
         let waited = now.saturating_duration_since(waiter.since);
@@ -120,7 +126,7 @@ impl Cell {
             self.waiting.remove(&task);
             return Err(max);
         }
-        Ok(Turn::Asked)
+        Ok(Turn::Asked(waiter.wakeup.clone()))
     }
 
     /// A moment for a caller outside a pool: a spare one now, or `None` (queue it with
@@ -146,18 +152,24 @@ impl Cell {
     }
 
     /// How many moments to ask Redis for: one per waiting task and caller, less the spare
-    /// ones. Waiting tasks that stopped coming back are forgotten first.
+    /// ones. Waiting tasks that left (their pool abandoned them, or they stopped coming back)
+    /// are forgotten first.
     pub(crate) fn demand(&mut self, now: Instant) -> usize {
-        self.waiting
-            .retain(|_, waiter| now.saturating_duration_since(waiter.last_seen) < STALE_WAITER);
+        self.waiting.retain(|_, waiter| {
+            !waiter.wakeup.is_abandoned()
+                && now.saturating_duration_since(waiter.last_seen) < STALE_WAITER
+        });
         self.direct.retain(|waiter| !waiter.is_closed());
         (self.waiting.len() + self.direct.len()).saturating_sub(self.spare.len())
     }
 
     /// Hands out moments Redis booked: callers outside a pool first (they hold a slot),
     /// then waiting tasks, higher priority first and then in arrival order; the rest are
-    /// spare.
-    pub(crate) fn deliver(&mut self, moments: impl IntoIterator<Item = Instant>) {
+    /// spare. Returns the wakeups of the tasks served, for the caller to fire once it has
+    /// let go of the book (waking takes the pool's lock).
+    #[must_use = "the tasks served wait until their wakeups fire"]
+    pub(crate) fn deliver(&mut self, moments: impl IntoIterator<Item = Instant>) -> Vec<Wakeup> {
+        let mut served = Vec::new();
         let mut order: Vec<(TaskId, Waiter)> = self.waiting.drain().collect();
         order.sort_by_key(|(_, waiter)| (std::cmp::Reverse(waiter.priority), waiter.seq));
         let mut order = order.into_iter();
@@ -170,8 +182,9 @@ impl Cell {
                 continue;
             }
             match order.next() {
-                Some((task, _)) => {
+                Some((task, waiter)) => {
                     self.assigned.insert(task, at);
+                    served.push(waiter.wakeup);
                 }
                 None => self.spare.push_back(at),
             }
@@ -190,6 +203,17 @@ impl Cell {
                 }
             }
         }
+        served
+    }
+
+    /// Lets every waiting task go (Redis is unreachable): their wakeups, for the caller to
+    /// fire; the tasks come back and meet the fail mode.
+    #[must_use = "the tasks wait until their wakeups fire"]
+    pub(crate) fn release_waiting(&mut self) -> Vec<Wakeup> {
+        self.waiting
+            .drain()
+            .map(|(_, waiter)| waiter.wakeup)
+            .collect()
     }
 
     /// Drops every moment booked at the old rate (the key was throttled): their tasks ask
@@ -233,14 +257,36 @@ mod tests {
         let now = Instant::now();
         let later = now + Duration::from_millis(300);
         let mut cell = cell(now);
-        assert_eq!(cell.turn(TaskId(1), 0, now, 1, None), Ok(Turn::Asked));
-        assert_eq!(cell.turn(TaskId(1), 0, now, 1, None), Ok(Turn::Asked));
+        let Ok(Turn::Asked(wakeup)) = cell.turn(TaskId(1), 0, now, 1, None) else {
+            panic!("no moment yet")
+        };
+        assert_eq!(
+            cell.turn(TaskId(1), 0, now, 1, None),
+            Ok(Turn::Asked(wakeup.clone())),
+            "the same wakeup when it comes back"
+        );
         assert_eq!(cell.demand(now), 1, "a task that comes back counts once");
-        cell.deliver([later]);
+        assert_eq!(cell.deliver([later]), [wakeup], "its task is woken");
         assert_eq!(cell.demand(now), 0);
         assert_eq!(cell.turn(TaskId(1), 0, now, 1, None), Ok(Turn::At(later)));
         assert_eq!(cell.turn(TaskId(1), 0, later, 1, None), Ok(Turn::Go));
         assert_eq!(cell.booked(), 0);
+    }
+
+    #[test]
+    fn when_redis_is_lost_every_waiting_task_is_let_go() {
+        let now = Instant::now();
+        let mut cell = cell(now);
+        let wakeups: Vec<Wakeup> = (1..=2)
+            .map(|task| match cell.turn(TaskId(task), 0, now, task, None) {
+                Ok(Turn::Asked(wakeup)) => wakeup,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let released = cell.release_waiting();
+        assert_eq!(released.len(), 2);
+        assert!(wakeups.iter().all(|w| released.contains(w)));
+        assert_eq!(cell.demand(now), 0);
     }
 
     #[test]
@@ -251,10 +297,13 @@ mod tests {
         for (task, priority) in [(1, 0), (2, 5), (3, 0)] {
             cell.turn(TaskId(task), priority, now, task, None).unwrap();
         }
-        cell.deliver([ms(100), ms(200)]);
+        drop(cell.deliver([ms(100), ms(200)]));
         assert_eq!(cell.turn(TaskId(2), 5, now, 2, None), Ok(Turn::At(ms(100))));
         assert_eq!(cell.turn(TaskId(1), 0, now, 1, None), Ok(Turn::At(ms(200))));
-        assert_eq!(cell.turn(TaskId(3), 0, now, 3, None), Ok(Turn::Asked));
+        assert!(matches!(
+            cell.turn(TaskId(3), 0, now, 3, None),
+            Ok(Turn::Asked(_))
+        ));
         assert_eq!(cell.demand(now), 1);
     }
 
@@ -263,7 +312,7 @@ mod tests {
         let now = Instant::now();
         let far = now + Duration::from_secs(10);
         let mut cell = cell(now);
-        cell.deliver([far]);
+        drop(cell.deliver([far]));
         assert_eq!(cell.demand(now), 0);
         assert_eq!(
             cell.turn(TaskId(1), 0, now, 1, Some(Duration::from_secs(1))),
@@ -278,7 +327,10 @@ mod tests {
         let now = Instant::now();
         let max = Some(Duration::from_millis(100));
         let mut cell = cell(now);
-        assert_eq!(cell.turn(TaskId(1), 0, now, 1, max), Ok(Turn::Asked));
+        assert!(matches!(
+            cell.turn(TaskId(1), 0, now, 1, max),
+            Ok(Turn::Asked(_))
+        ));
         let later = now + Duration::from_millis(101);
         assert_eq!(
             cell.turn(TaskId(1), 0, later, 1, max),
@@ -308,7 +360,7 @@ mod tests {
         cell.wait_direct(tx);
         cell.turn(TaskId(1), 9, now, 1, None).unwrap();
         assert_eq!(cell.demand(now), 2, "the caller that left is not counted");
-        cell.deliver([at, at + Duration::from_millis(1)]);
+        drop(cell.deliver([at, at + Duration::from_millis(1)]));
         assert_eq!(rx.blocking_recv(), Ok(at));
         assert_eq!(
             cell.turn(TaskId(1), 9, now, 1, None),
@@ -321,9 +373,12 @@ mod tests {
         let now = Instant::now();
         let mut cell = cell(now);
         cell.turn(TaskId(1), 0, now, 1, None).unwrap();
-        cell.deliver([now + Duration::from_secs(1), now + Duration::from_secs(2)]);
+        drop(cell.deliver([now + Duration::from_secs(1), now + Duration::from_secs(2)]));
         cell.forget_moments();
         assert_eq!(cell.booked(), 0);
-        assert_eq!(cell.turn(TaskId(1), 0, now, 1, None), Ok(Turn::Asked));
+        assert!(matches!(
+            cell.turn(TaskId(1), 0, now, 1, None),
+            Ok(Turn::Asked(_))
+        ));
     }
 }

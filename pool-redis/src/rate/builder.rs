@@ -228,7 +228,6 @@ where
             }),
             wake: Notify::new(),
             down: AtomicBool::new(false),
-            recheck_nanos: AtomicU64::new(1_000_000),
             calls: AtomicU64::new(0),
             moments: AtomicU64::new(0),
             events: self.events,

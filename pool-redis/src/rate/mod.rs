@@ -31,6 +31,11 @@ type LimitFn<K> = dyn Fn(&K) -> RateLimit + Send + Sync;
 /// How often idle keys and stale bookings are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
+/// A task waiting for its moment is woken when the moment is delivered; it also comes back
+/// this often anyway (so it stays counted, and `max_wait` is checked), in case a wakeup was
+/// lost with a call that failed.
+const WAITING_SAFETY_NET: Duration = Duration::from_secs(1);
+
 /// A rate limit per key (per S3 prefix, per tenant…) shared by every process that uses the
 /// same Redis and name: all of them together stay under each key's rate.
 ///
@@ -38,7 +43,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// a Lua script, as redis-cell does: one round trip books a moment — or, batched, every
 /// moment this process's waiting tasks need, for every key at once. In a pool, a task that
 /// has no moment yet, or whose moment is later, gives its slot back and is parked
-/// ([`Admission::precheck`]); when it comes back at its moment it goes. Adaptive limits
+/// ([`Admission::precheck`]) until its moment is delivered (a wakeup) and then until the
+/// moment; when it comes back at its moment it goes. Adaptive limits
 /// ([`adaptive`](RedisRateLimiterBuilder::adaptive)) keep their rate in Redis as well: a
 /// throttled attempt (`503 SlowDown`) in any process lowers the key's rate for all of them,
 /// once per cool-down however many saw it, and every process drops the moments it booked at
@@ -89,9 +95,6 @@ pub(crate) struct Shared<K> {
     /// Tells the agent there is demand or a throttled key to report.
     wake: Notify,
     down: AtomicBool,
-    /// How long a task without a moment is parked before it looks again (ns): about one
-    /// booking round trip plus the batch window.
-    recheck_nanos: AtomicU64,
     calls: AtomicU64,
     moments: AtomicU64,
     events: EventSink,
@@ -175,10 +178,6 @@ impl<K> Shared<K> {
     fn lock(&self) -> MutexGuard<'_, Book> {
         // Only bookkeeping runs under the lock; a panic there leaves consistent maps.
         self.book.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn recheck(&self) -> Duration {
-        Duration::from_nanos(self.recheck_nanos.load(Ordering::Relaxed))
     }
 
     fn unavailable(&self) -> Rejection {
@@ -358,10 +357,14 @@ where
         match shared.turn(task, &key, now) {
             Ok(Turn::Go) => Precheck::Proceed,
             Ok(Turn::At(at)) => Precheck::ParkUntil(at),
-            Ok(Turn::Asked) => {
+            Ok(Turn::Asked(wakeup)) => {
                 shared.wake.notify_one();
-                // Back about when the batch has been booked.
-                Precheck::ParkUntil(now.checked_add(shared.recheck()).unwrap_or(now))
+                // Back when the moment is delivered (the agent fires the wakeup), or to check
+                // `max_wait`.
+                let net = shared
+                    .max_wait
+                    .map_or(WAITING_SAFETY_NET, |max| max.min(WAITING_SAFETY_NET));
+                Precheck::ParkUntilWoken(now.checked_add(net).unwrap_or(now), wakeup)
             }
             Err(wait) => Precheck::Reject(Shared::<K>::too_far(wait)),
         }

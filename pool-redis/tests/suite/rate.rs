@@ -589,3 +589,40 @@ async fn s3_clients_over_http_share_a_prefix_rate_and_a_slowdown_seen_by_one_slo
     })
     .await;
 }
+
+/// Counts the deferrals (parkings by an admission policy) of a pool's tasks.
+#[derive(Debug, Default)]
+struct Deferrals(std::sync::atomic::AtomicU64);
+
+impl pool_core::Observer for Deferrals {
+    fn on_event(&self, event: &pool_core::Event) {
+        if let pool_core::Event::TaskDeferred { .. } = event {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// A task waiting for its moment does not poll: it is parked until the agent delivers its
+/// moment (a wakeup), then until the moment — about two parkings per task, however long the
+/// key is booked up (60 tasks at 100/s wait up to 0.6 s, past a 100 ms horizon).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_waiting_for_its_moment_is_woken_when_it_is_delivered() {
+    let server = RedisServer::start();
+    let limiter = limiter(server.url(), "woken", 100.0, 1, |b| b).await;
+    let deferrals = Arc::new(Deferrals::default());
+    let pool = Pool::builder()
+        .concurrency(8)
+        .admission(limiter.clone())
+        .observer_arc(deferrals.clone())
+        .build()
+        .expect("pool");
+    let starts = admissions(&[pool], 60).await;
+    let span = *starts.last().unwrap();
+    let parked = deferrals.0.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("60 tasks in {span:?}, parked {parked} times");
+    assert!(span >= Duration::from_millis(550), "{span:?}");
+    // Two per task (waiting for the delivery, then for the moment), and a few more for tasks
+    // whose moment was already due when they came back, or that a safety net brought back on
+    // a loaded machine. Polling every round trip would park them hundreds of times.
+    assert!(parked <= 3 * 60, "{parked} parkings for 60 tasks");
+}
