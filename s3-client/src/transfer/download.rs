@@ -13,7 +13,7 @@ use pool_core::TaskError;
 use super::buffers::{RangeBuffer, RangeBuffers};
 use super::progress::Meter;
 use super::sink::RangeSink;
-use super::{io_failure, TaskResult, TransferContext, TransferSummary};
+use super::{io_failure, ByteBudget, TaskResult, TransferContext, TransferSummary};
 use crate::checksum::ResponseChecksums;
 use crate::dispatch::attempt;
 use crate::integrity::{IntegrityError, Verifier};
@@ -124,11 +124,13 @@ pub(crate) async fn download(
     let part = context.part_size;
     let meter = Meter::new(None, call.progress.clone());
     let buffers = RangeBuffers::default();
-    let first_permit = context.budget.acquire(part).await;
+    let mut first_permit = context.budget.acquire(part).await;
     let first = match fetch_range(context, path, 0..part, None, call, &buffers).await {
         Ok(first) => first,
         Err(error) => return empty_object_or(context, path, call, error).await,
     };
+    // A small object's only range gives back the budget it does not use.
+    ByteBudget::shrink(&mut first_permit, first.bytes.len() as u64);
     let meta = first.meta.clone();
     let total = meta.size;
     meter.set_total(total);

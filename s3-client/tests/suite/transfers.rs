@@ -255,3 +255,139 @@ async fn a_put_dropped_mid_upload_is_aborted_too() {
     })
     .await;
 }
+
+/// InMemory that counts the bytes of the GET responses open (from the response until its body
+/// is read or dropped; each held a little so that transfers overlap), and the most at once.
+#[derive(Debug, Default)]
+struct BytesOpen {
+    store: object_store::memory::InMemory,
+    open: Arc<std::sync::atomic::AtomicU64>,
+    most: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Gives a response's bytes back to [`BytesOpen`] when its body is done with.
+struct Closing(Arc<std::sync::atomic::AtomicU64>, u64);
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        self.0
+            .fetch_sub(self.1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl std::fmt::Display for BytesOpen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BytesOpen")
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::ObjectStore for BytesOpen {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.store.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.store.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        use futures::StreamExt;
+        use std::sync::atomic::Ordering;
+        let mut result = self.store.get_opts(location, options).await?;
+        let bytes = result.range.end - result.range.start;
+        let now = self.open.fetch_add(bytes, Ordering::SeqCst) + bytes;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        let closing = Closing(Arc::clone(&self.open), bytes);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let object_store::GetResultPayload::Stream(body) = result.payload else {
+            unreachable!("InMemory streams")
+        };
+        result.payload = object_store::GetResultPayload::Stream(
+            body.chain(futures::stream::poll_fn(move |_| {
+                let _ = &closing;
+                std::task::Poll::Ready(None)
+            }))
+            .boxed(),
+        );
+        Ok(result)
+    }
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<'static, object_store::Result<Path>>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<Path>> {
+        self.store.delete_stream(locations)
+    }
+    fn list(
+        &self,
+        prefix: Option<&Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.store.list(prefix)
+    }
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.store.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.store.copy_opts(from, to, options).await
+    }
+}
+
+/// Large and tiny downloads at once, under a pool limit far above what the budget holds: the
+/// bytes of the responses open at once stay within the budget (a tiny object's first range
+/// gives back the budget it does not use), and every download is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_of_large_and_tiny_objects_at_once_stay_within_the_budget() {
+    use object_store::ObjectStoreExt;
+    let budget = 2 * PART as u64;
+    let store = Arc::new(BytesOpen::default());
+    let (open, most) = (Arc::clone(&store.open), Arc::clone(&store.most));
+    let client = S3Client::builder_arc(store)
+        .part_size(PART)
+        .concurrency(32)
+        .max_bytes_in_flight(budget)
+        .build()
+        .unwrap();
+    let objects: Vec<(Path, bytes::Bytes)> = (0..12)
+        .map(|i| {
+            let len = if i % 4 == 0 { 3 * PART + 1 } else { 1_000 };
+            (Path::from(format!("mix/{i}")), random_bytes(60 + i, len))
+        })
+        .collect();
+    for (path, body) in &objects {
+        client.store().put(path, body.clone().into()).await.unwrap();
+    }
+    let downloads = objects.iter().map(|(path, body)| {
+        let (client, sink) = (client.clone(), Sink::default());
+        async move {
+            client.download_to(path, sink.clone()).await.unwrap();
+            assert!(sink.bytes() == *body, "{path}");
+        }
+    });
+    futures::future::join_all(downloads).await;
+    let most = most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(most <= budget, "{most} bytes open at once, budget {budget}");
+    assert!(
+        most > PART as u64,
+        "ranges overlapped ({most} bytes at most)"
+    );
+    assert_eq!(open.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
