@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use pool_core::{ErrorClass, Pool, Retryable, TaskOptions};
-use pool_metrics::{MemoryMode, Metrics, MetricsConfig};
+use pool_metrics::{MemoryMode, Metrics, MetricsConfig, TunerState};
 
 #[derive(Debug)]
 struct SlowDown;
@@ -53,7 +53,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for handle in handles {
         let _ = handle.await;
     }
-    metrics.set_tuner_state(Some(serde_json::json!({ "limit": 16, "phase": "steady" })));
+    metrics.set_tuner_state(Some(TunerState::from([
+        ("limit".to_owned(), 16.0.into()),
+        ("phase".to_owned(), "steady".into()),
+    ])));
 
     println!(
         "{}",

@@ -74,6 +74,7 @@ pub use prometheus::PrometheusFormat;
 pub use recent::{RecentSummary, RecentTask};
 pub use record::TaskMetrics;
 pub use snapshot::{
-    Aggregate, ConcurrencySnapshot, LiveStats, RollingRates, Snapshot, TimeSpent, WaitingTasks,
+    Aggregate, ConcurrencySnapshot, LiveStats, RollingRates, Snapshot, TimeSpent, TunerState,
+    TunerValue, WaitingTasks,
 };
 pub use tenants::{TenantSnapshot, OTHER_TENANTS};

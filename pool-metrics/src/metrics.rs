@@ -19,7 +19,8 @@ use crate::record::{FinishedTask, TaskMetrics};
 use crate::rolling::WindowCounts;
 use crate::shard::{Placement, Shards};
 use crate::snapshot::{
-    Aggregate, ConcurrencySnapshot, LiveStats, RollingRates, Snapshot, TimeSpent, WaitingTasks,
+    Aggregate, ConcurrencySnapshot, LiveStats, RollingRates, Snapshot, TimeSpent, TunerState,
+    WaitingTasks,
 };
 use crate::store::keep_from;
 use crate::tally::{ratio, Tally};
@@ -77,7 +78,7 @@ struct Inner {
     limit: AtomicUsize,
     /// `Event::TaskDeferred` seen.
     deferrals: AtomicU64,
-    tuner: Mutex<Option<serde_json::Value>>,
+    tuner: Mutex<Option<TunerState>>,
     tenants: TenantBook,
 }
 
@@ -229,7 +230,15 @@ impl Metrics {
     }
 
     /// Publishes a tuner's state into every later snapshot (`None` clears it).
-    pub fn set_tuner_state(&self, state: Option<serde_json::Value>) {
+    ///
+    /// ```
+    /// use pool_metrics::{Metrics, MetricsConfig, TunerState};
+    /// let metrics = Metrics::new(MetricsConfig::default())?;
+    /// let state = TunerState::from([("algorithm".into(), "gradient".into()), ("limit".into(), 24.0.into())]);
+    /// metrics.set_tuner_state(Some(state));
+    /// # Ok::<(), pool_metrics::ConfigError>(())
+    /// ```
+    pub fn set_tuner_state(&self, state: Option<TunerState>) {
         *self
             .inner
             .tuner
@@ -238,7 +247,7 @@ impl Metrics {
     }
 
     /// The state last published with [`set_tuner_state`](Self::set_tuner_state).
-    pub fn tuner_state(&self) -> Option<serde_json::Value> {
+    pub fn tuner_state(&self) -> Option<TunerState> {
         self.inner.tuner()
     }
 }
@@ -325,7 +334,7 @@ impl Inner {
         latest
     }
 
-    fn tuner(&self) -> Option<serde_json::Value> {
+    fn tuner(&self) -> Option<TunerState> {
         self.tuner
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

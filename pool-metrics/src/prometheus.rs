@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use crate::error::ConfigError;
 use crate::latency::LatencySummary;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, TunerValue};
 use crate::tally::{ERROR_CLASSES, OUTCOME_KINDS};
 use crate::tenants::TenantSnapshot;
 
@@ -244,10 +244,13 @@ impl PrometheusFormat {
             }
         }
 
-        if let Some(serde_json::Value::Object(fields)) = &live.tuner {
+        if let Some(fields) = &live.tuner {
             let numbers: Vec<_> = fields
                 .iter()
-                .filter_map(|(k, v)| Some((k, v.as_f64()?)))
+                .filter_map(|(k, v)| match v {
+                    TunerValue::Number(number) => Some((k, *number)),
+                    TunerValue::Text(_) => None,
+                })
                 .collect();
             if !numbers.is_empty() {
                 out.family(

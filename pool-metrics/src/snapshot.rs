@@ -50,7 +50,7 @@ pub struct LiveStats {
     /// Process memory.
     pub memory: MemorySnapshot,
     /// Whatever a tuner published with [`Metrics::set_tuner_state`](crate::Metrics::set_tuner_state).
-    pub tuner: Option<serde_json::Value>,
+    pub tuner: Option<TunerState>,
     /// Per tenant, for tasks that name one: served, queue-wait p99, queued and in flight;
     /// sorted by name (see [`MetricsConfig::tenant_capacity`](crate::MetricsConfig::tenant_capacity)).
     #[serde(default)]
@@ -155,7 +155,7 @@ pub struct Aggregate {
     /// Process memory over the period.
     pub memory: MemorySnapshot,
     /// Whatever a tuner published.
-    pub tuner: Option<serde_json::Value>,
+    pub tuner: Option<TunerState>,
 }
 
 /// Live counters and the aggregate over the whole history, taken together: what
@@ -166,4 +166,49 @@ pub struct Snapshot {
     pub live: LiveStats,
     /// The whole history (percentiles of recent traffic).
     pub history: Aggregate,
+}
+
+/// What a tuner publishes into snapshots ([`Metrics::set_tuner_state`](crate::Metrics::set_tuner_state)):
+/// named figures and names, e.g. `{"algorithm": "gradient", "limit": 24.0}`. The numbers are
+/// exported as the `tuner_state` gauge, one sample per field.
+pub type TunerState = BTreeMap<String, TunerValue>;
+
+/// One field of a [`TunerState`]: serialised as a bare JSON number or string.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TunerValue {
+    /// A figure (a limit, a latency in ms, a rate).
+    Number(f64),
+    /// A name (an algorithm, a phase).
+    Text(String),
+}
+
+impl From<f64> for TunerValue {
+    fn from(value: f64) -> Self {
+        TunerValue::Number(value)
+    }
+}
+
+impl From<u32> for TunerValue {
+    fn from(value: u32) -> Self {
+        TunerValue::Number(f64::from(value))
+    }
+}
+
+impl From<usize> for TunerValue {
+    fn from(value: usize) -> Self {
+        TunerValue::Number(value as f64)
+    }
+}
+
+impl From<&str> for TunerValue {
+    fn from(value: &str) -> Self {
+        TunerValue::Text(value.to_owned())
+    }
+}
+
+impl From<String> for TunerValue {
+    fn from(value: String) -> Self {
+        TunerValue::Text(value)
+    }
 }

@@ -2,7 +2,7 @@
 
 use crate::support;
 
-use pool_metrics::{Aggregate, LiveStats, Snapshot, TaskMetrics};
+use pool_metrics::{Aggregate, LiveStats, Snapshot, TaskMetrics, TunerValue};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use support::busy_metrics;
@@ -29,7 +29,7 @@ fn every_snapshot_type_round_trips_through_json() {
     let aggregate: Aggregate = metrics.aggregate_at(now, now);
     round_trip(&aggregate);
     assert_eq!(snapshot.live.tuner, live.tuner);
-    assert_eq!(live.tuner.unwrap()["limit"], 24);
+    assert_eq!(live.tuner.unwrap()["limit"], TunerValue::Number(24.0));
 }
 
 #[test]

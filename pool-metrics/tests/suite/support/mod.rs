@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use pool_core::{ErrorClass, Event, Metadata, Observer, Outcome, TaskId, TaskInfo, TaskRecord};
-use pool_metrics::Metrics;
+use pool_metrics::{Metrics, TunerState};
 
 /// A synthetic finished task.
 #[derive(Debug, Clone)]
@@ -147,10 +147,10 @@ pub(crate) fn busy_metrics() -> (Metrics, Instant) {
             .outcome(outcomes[id as usize % outcomes.len()])
             .send_to(&metrics);
     }
-    metrics.set_tuner_state(Some(serde_json::json!({
-        "algorithm": "gradient",
-        "limit": 24,
-        "rtt_no_load_ms": 12.5,
-    })));
+    metrics.set_tuner_state(Some(TunerState::from([
+        ("algorithm".to_owned(), "gradient".into()),
+        ("limit".to_owned(), 24.0.into()),
+        ("rtt_no_load_ms".to_owned(), 12.5.into()),
+    ])));
     (metrics, t0 + Duration::from_secs(6))
 }
