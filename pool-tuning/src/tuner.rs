@@ -56,8 +56,16 @@ pub struct Adjustment {
 }
 
 impl Adjustment {
-    /// `Some` only if the limit actually moves.
-    pub(crate) fn between(from: usize, to: usize, reason: Reason) -> Option<Self> {
+    /// The change from `from` to `to`; `None` if the limit does not move (a tuner returns
+    /// adjustments only for real moves). For tuners outside this crate too:
+    ///
+    /// ```
+    /// use pool_tuning::{Adjustment, Reason};
+    /// let down = Adjustment::between(32, 16, Reason::HighLatency).unwrap();
+    /// assert_eq!((down.from, down.to), (32, 16));
+    /// assert!(Adjustment::between(8, 8, Reason::HighLatency).is_none());
+    /// ```
+    pub fn between(from: usize, to: usize, reason: Reason) -> Option<Self> {
         (from != to).then_some(Self { from, to, reason })
     }
 }
