@@ -6,16 +6,16 @@ use pool_core::PoolBuilder;
 
 use crate::driver::{TuningObserver, TICK_INTERVAL};
 use crate::knee::{KneeConfig, KneeTuner};
-use crate::memory::{suggest_initial_concurrency, MemoryProbe};
+use crate::memory::{suggest_initial_concurrency, SystemMemoryProbe};
 use crate::tuner::Tuner;
 
 /// How often the auto driver reads system memory (of the pool's clock).
 pub const MEMORY_REFRESH: Duration = Duration::from_secs(1);
 
-/// The initial concurrency when memory cannot be read: the original's default, 10.
+/// The initial concurrency when memory cannot be read: s3db.js's default, 10.
 pub const FALLBACK_INITIAL_CONCURRENCY: usize = 10;
 
-/// Adds `.auto_concurrency(config)` to [`PoolBuilder`]: start from the original's
+/// Adds `.auto_concurrency(config)` to [`PoolBuilder`]: start from s3db.js's
 /// memory-based suggestion and let a [`KneeTuner`] find the backend's knee from there; and
 /// `.tuned_by(observer)` for any [`Tuner`].
 ///
@@ -29,10 +29,10 @@ pub const FALLBACK_INITIAL_CONCURRENCY: usize = 10;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use pool_core::Pool;
-/// use pool_tuning::{AutoConcurrency, KneeConfig, MemorySnapshot};
+/// use pool_tuning::{AutoConcurrency, KneeConfig, SystemMemorySnapshot};
 ///
 /// // A 4 GiB machine: the table says 30, halved to 15, within [2, 200].
-/// let machine = MemorySnapshot::from_mib(4 * 1024, 1024);
+/// let machine = SystemMemorySnapshot::from_mib(4 * 1024, 1024);
 /// let config = KneeConfig::builder().min(2).max(200).build()?;
 /// let pool = Pool::builder().auto_concurrency_with(config, machine).build()?;
 /// assert_eq!(pool.concurrency(), 15);
@@ -46,7 +46,7 @@ pub trait AutoConcurrency: Sized {
 
     /// Auto concurrency with memory figures from `memory` (tests, containers with their own
     /// accounting).
-    fn auto_concurrency_with(self, config: KneeConfig, memory: impl MemoryProbe) -> Self;
+    fn auto_concurrency_with(self, config: KneeConfig, memory: impl SystemMemoryProbe) -> Self;
 
     /// Any tuner: the pool starts at its limit, `observer` feeds it the pool's attempts and
     /// applies its decisions, and the pool's executor ticks it.
@@ -65,7 +65,7 @@ impl AutoConcurrency for PoolBuilder {
         }
     }
 
-    fn auto_concurrency_with(self, config: KneeConfig, memory: impl MemoryProbe) -> Self {
+    fn auto_concurrency_with(self, config: KneeConfig, memory: impl SystemMemoryProbe) -> Self {
         let initial = match memory.snapshot() {
             Some(snapshot) => suggest_initial_concurrency(snapshot, config.bounds()),
             None => config.bounds().clamp(FALLBACK_INITIAL_CONCURRENCY),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use pool_core::{AttemptResult, ErrorClass, Event, Executor, Observer, PoolControl};
 
-use crate::memory::MemoryProbe;
+use crate::memory::SystemMemoryProbe;
 use crate::sample::{AttemptOutcome, Sample};
 use crate::tuner::Tuner;
 
@@ -74,7 +74,7 @@ impl<T: Tuner> TuningObserver<T> {
 
     /// Adds the share of memory in use to every sample, read from `probe` at most once per
     /// `refresh` (of the pool's clock).
-    pub fn with_memory(mut self, probe: impl MemoryProbe, refresh: Duration) -> Self {
+    pub fn with_memory(mut self, probe: impl SystemMemoryProbe, refresh: Duration) -> Self {
         // The driver is shared only once attached, and attaching consumes the observer.
         let driver = Arc::get_mut(&mut self.driver).expect("unshared before attach");
         driver.memory = Some(MemorySampler {
@@ -231,7 +231,7 @@ impl<T: fmt::Debug> fmt::Debug for TuningObserver<T> {
 /// Reads memory at most once per `refresh`, caching the figure in between.
 #[derive(Debug)]
 struct MemorySampler {
-    probe: Box<dyn MemoryProbe>,
+    probe: Box<dyn SystemMemoryProbe>,
     refresh: Duration,
     last: Mutex<Option<(Instant, Option<f64>)>>,
 }

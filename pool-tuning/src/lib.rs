@@ -2,7 +2,7 @@
 //! backend reports, so a pool gets close to the best throughput without being throttled.
 //!
 //! - [`Tuner`]: the abstraction — samples and an explicit clock in, a limit out, no I/O.
-//! - [`RuleTuner`]: the original s3db.js engine (5 s interval, −20 % / −10 % / +20 % / −5 %).
+//! - [`RuleTuner`]: s3db.js's engine (5 s interval, −20 % / −10 % / +20 % / −5 %).
 //! - [`KneeTuner`]: finds the backend's knee from RTT growth, throttling and timeouts within
 //!   an RTT-scale window, and follows capacity that moves.
 //! - [`FixedTuner`]: never moves; the baseline to beat.
@@ -56,7 +56,7 @@ pub use fixed::FixedTuner;
 pub use knee::{KneeConfig, KneeConfigBuilder, KneeTuner};
 #[cfg(feature = "system-memory")]
 pub use memory::SystemMemory;
-pub use memory::{suggest_initial_concurrency, MemoryProbe, MemorySnapshot};
+pub use memory::{suggest_initial_concurrency, SystemMemoryProbe, SystemMemorySnapshot};
 pub use rule::{RuleConfig, RuleConfigBuilder, RuleTuner};
 pub use sample::{AttemptOutcome, Sample};
 pub use tuner::{Adjustment, Reason, Tuner};

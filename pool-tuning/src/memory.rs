@@ -1,4 +1,4 @@
-//! System memory: the figure the original sizes its first guess by, behind a small seam so tests
+//! System memory: the figure s3db.js sizes its first guess by, behind a small seam so tests
 //! can inject any machine.
 
 use std::fmt;
@@ -7,14 +7,14 @@ use crate::bounds::Bounds;
 
 /// Total and used RAM at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MemorySnapshot {
+pub struct SystemMemorySnapshot {
     /// RAM installed, in bytes.
     pub total_bytes: u64,
     /// RAM in use (total minus available), in bytes.
     pub used_bytes: u64,
 }
 
-impl MemorySnapshot {
+impl SystemMemorySnapshot {
     /// A machine with `total_mib` MiB of RAM, `used_mib` of it in use.
     pub fn from_mib(total_mib: u64, used_mib: u64) -> Self {
         Self {
@@ -37,29 +37,29 @@ const MIB: u64 = 1024 * 1024;
 
 /// Where memory figures come from. [`SystemMemory`] reads the real machine; tests implement
 /// this with fixed or scripted values.
-pub trait MemoryProbe: Send + Sync + fmt::Debug + 'static {
+pub trait SystemMemoryProbe: Send + Sync + fmt::Debug + 'static {
     /// The current figures, or `None` if the platform cannot tell.
-    fn snapshot(&self) -> Option<MemorySnapshot>;
+    fn snapshot(&self) -> Option<SystemMemorySnapshot>;
 }
 
-impl MemoryProbe for MemorySnapshot {
-    fn snapshot(&self) -> Option<MemorySnapshot> {
+impl SystemMemoryProbe for SystemMemorySnapshot {
+    fn snapshot(&self) -> Option<SystemMemorySnapshot> {
         Some(*self)
     }
 }
 
-/// The original's first guess: by installed RAM (< 512 MiB → 2, < 1 GiB → 5, < 2 GiB → 10,
+/// s3db.js's first guess: by installed RAM (< 512 MiB → 2, < 1 GiB → 5, < 2 GiB → 10,
 /// < 4 GiB → 20, < 8 GiB → 30, else 50), halved (rounded down) for a conservative start, then
 /// clamped to `bounds`.
 ///
 /// ```
-/// use pool_tuning::{suggest_initial_concurrency, Bounds, MemorySnapshot};
+/// use pool_tuning::{suggest_initial_concurrency, Bounds, SystemMemorySnapshot};
 /// let bounds = Bounds::new(1, 100)?;
-/// assert_eq!(suggest_initial_concurrency(MemorySnapshot::from_mib(16 * 1024, 0), bounds), 25);
-/// assert_eq!(suggest_initial_concurrency(MemorySnapshot::from_mib(256, 0), bounds), 1);
+/// assert_eq!(suggest_initial_concurrency(SystemMemorySnapshot::from_mib(16 * 1024, 0), bounds), 25);
+/// assert_eq!(suggest_initial_concurrency(SystemMemorySnapshot::from_mib(256, 0), bounds), 1);
 /// # Ok::<(), pool_tuning::ConfigError>(())
 /// ```
-pub fn suggest_initial_concurrency(memory: MemorySnapshot, bounds: Bounds) -> usize {
+pub fn suggest_initial_concurrency(memory: SystemMemorySnapshot, bounds: Bounds) -> usize {
     let total_mib = memory.total_bytes / MIB;
     let by_memory = match total_mib {
         0..512 => 2,
@@ -97,8 +97,8 @@ impl fmt::Debug for SystemMemory {
 }
 
 #[cfg(feature = "system-memory")]
-impl MemoryProbe for SystemMemory {
-    fn snapshot(&self) -> Option<MemorySnapshot> {
+impl SystemMemoryProbe for SystemMemory {
+    fn snapshot(&self) -> Option<SystemMemorySnapshot> {
         // A poisoned lock only means another reader panicked mid-refresh; the data is still usable.
         let mut system = self
             .system
@@ -106,7 +106,7 @@ impl MemoryProbe for SystemMemory {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         system.refresh_memory_specifics(sysinfo::MemoryRefreshKind::nothing().with_ram());
         let total_bytes = system.total_memory();
-        (total_bytes > 0).then(|| MemorySnapshot {
+        (total_bytes > 0).then(|| SystemMemorySnapshot {
             total_bytes,
             used_bytes: system.used_memory(),
         })
@@ -119,7 +119,7 @@ mod tests {
 
     fn suggest(total_mib: u64, min: usize, max: usize) -> usize {
         suggest_initial_concurrency(
-            MemorySnapshot::from_mib(total_mib, 0),
+            SystemMemorySnapshot::from_mib(total_mib, 0),
             Bounds::new(min, max).unwrap(),
         )
     }
@@ -145,8 +145,11 @@ mod tests {
 
     #[test]
     fn used_fraction_is_zero_when_total_is_unknown() {
-        assert_eq!(MemorySnapshot::from_mib(0, 0).used_fraction(), 0.0);
-        assert_eq!(MemorySnapshot::from_mib(100, 25).used_fraction(), 0.25);
+        assert_eq!(SystemMemorySnapshot::from_mib(0, 0).used_fraction(), 0.0);
+        assert_eq!(
+            SystemMemorySnapshot::from_mib(100, 25).used_fraction(),
+            0.25
+        );
     }
 
     #[cfg(feature = "system-memory")]

@@ -5,11 +5,11 @@ use std::time::{Duration, Instant};
 
 use crate::bounds::Bounds;
 use crate::error::{check_count_at_most, check_positive_duration, check_range, ConfigError};
-use crate::memory::{suggest_initial_concurrency, MemorySnapshot};
+use crate::memory::{suggest_initial_concurrency, SystemMemorySnapshot};
 use crate::sample::Sample;
 use crate::tuner::{Adjustment, Reason, Tuner};
 
-/// Settings of [`RuleTuner`]. Build with [`RuleConfig::builder`]; defaults are the original's.
+/// Settings of [`RuleTuner`]. Build with [`RuleConfig::builder`]; defaults are s3db.js's.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RuleConfig {
     bounds: Bounds,
@@ -201,9 +201,9 @@ impl RuleTuner {
         }
     }
 
-    /// Starts at the original's suggestion for this machine (see
+    /// Starts at s3db.js's suggestion for this machine (see
     /// [`suggest_initial_concurrency`]).
-    pub fn for_memory(config: RuleConfig, memory: MemorySnapshot) -> Self {
+    pub fn for_memory(config: RuleConfig, memory: SystemMemorySnapshot) -> Self {
         let initial = suggest_initial_concurrency(memory, config.bounds);
         Self::new(config, initial)
     }
@@ -253,7 +253,7 @@ impl RuleTuner {
     }
 }
 
-/// `ceil(value × percent / 100)`: the original's `Math.ceil(current * 0.2)` in integers.
+/// `ceil(value × percent / 100)`: s3db.js's `Math.ceil(current * 0.2)` in integers.
 fn percent_ceil(value: usize, percent: usize) -> usize {
     (value * percent).div_ceil(100)
 }
@@ -280,7 +280,7 @@ impl Tuner for RuleTuner {
     }
 
     fn tick(&mut self, now: Instant) -> Option<Adjustment> {
-        // The original's interval starts with the engine; ours with the first call that brings
+        // s3db.js's interval starts with the engine; ours with the first call that brings
         // a clock, since the core has no clock of its own.
         let started = *self.interval_started.get_or_insert(now);
         if now.saturating_duration_since(started) < self.config.adjustment_interval {

@@ -23,8 +23,8 @@ use super::scenario::{Scenario, ScenarioError};
 use super::server::{Admission as Fate, Answer, Cause, SimServer};
 use super::tuner_spec::TunerSpec;
 use crate::{
-    Adjustment, AutoConcurrency, MemoryProbe, MemorySnapshot, Sample, Tuner, TuningObserver,
-    MEMORY_REFRESH,
+    Adjustment, AutoConcurrency, Sample, SystemMemoryProbe, SystemMemorySnapshot, Tuner,
+    TuningObserver, MEMORY_REFRESH,
 };
 
 /// A run's report and what it recorded along the way (for plots).
@@ -486,11 +486,11 @@ impl Admission for RetryAfterGate {
 #[derive(Debug)]
 struct SimMemory(Weak<World>);
 
-impl MemoryProbe for SimMemory {
-    fn snapshot(&self) -> Option<MemorySnapshot> {
+impl SystemMemoryProbe for SimMemory {
+    fn snapshot(&self) -> Option<SystemMemorySnapshot> {
         const TOTAL_MIB: u64 = 1 << 20;
         let fraction = self.0.upgrade()?.memory_fraction();
-        Some(MemorySnapshot::from_mib(
+        Some(SystemMemorySnapshot::from_mib(
             TOTAL_MIB,
             (fraction * TOTAL_MIB as f64) as u64,
         ))

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use pool_core::{ErrorClass, Event, Observer, Pool, TaskOptions};
 use pool_tuning::{
-    AutoConcurrency, KneeConfig, KneeTuner, MemoryProbe, MemorySnapshot, TuningObserver,
-    FALLBACK_INITIAL_CONCURRENCY,
+    AutoConcurrency, KneeConfig, KneeTuner, SystemMemoryProbe, SystemMemorySnapshot,
+    TuningObserver, FALLBACK_INITIAL_CONCURRENCY,
 };
 
 /// A backend serving `knee` requests at `base` latency; past that they queue (latency grows
@@ -89,8 +89,8 @@ async fn run_tasks(pool: &Pool, backend: &Arc<Backend>, tasks: usize) {
 #[tokio::test(start_paused = true)]
 async fn auto_concurrency_finds_the_knee_of_a_real_pool() {
     let config = KneeConfig::builder().min(2).max(256).build().unwrap();
-    // 1 GiB machine: the original's table says 5 (10 halved).
-    let machine = MemorySnapshot::from_mib(1024, 256);
+    // 1 GiB machine: s3db.js's table says 5 (10 halved).
+    let machine = SystemMemorySnapshot::from_mib(1024, 256);
     let log = LimitLog::default();
     let pool = Pool::builder()
         .retry_delay(Duration::from_millis(5))
@@ -160,8 +160,8 @@ async fn throttling_keeps_a_real_pool_under_the_cap() {
 #[derive(Debug)]
 struct NoMemoryFigures;
 
-impl MemoryProbe for NoMemoryFigures {
-    fn snapshot(&self) -> Option<MemorySnapshot> {
+impl SystemMemoryProbe for NoMemoryFigures {
+    fn snapshot(&self) -> Option<SystemMemorySnapshot> {
         None
     }
 }
@@ -193,10 +193,10 @@ async fn observer_sets_the_pool_to_the_tuners_limit_on_attach() {
 async fn memory_is_read_at_most_once_per_refresh() {
     #[derive(Debug, Default)]
     struct CountingProbe(Arc<AtomicUsize>);
-    impl MemoryProbe for CountingProbe {
-        fn snapshot(&self) -> Option<MemorySnapshot> {
+    impl SystemMemoryProbe for CountingProbe {
+        fn snapshot(&self) -> Option<SystemMemorySnapshot> {
             self.0.fetch_add(1, Ordering::SeqCst);
-            Some(MemorySnapshot::from_mib(1024, 512))
+            Some(SystemMemorySnapshot::from_mib(1024, 512))
         }
     }
     let reads = Arc::new(AtomicUsize::new(0));
@@ -228,7 +228,7 @@ async fn auto_concurrency_starts_from_this_machines_memory() {
         });
     let pool = Pool::builder().auto_concurrency(config).build().unwrap();
     assert_eq!(pool.concurrency(), expected);
-    // The original's table tops out at 50, halved.
+    // s3db.js's table tops out at 50, halved.
     assert!((1..=25).contains(&pool.concurrency()));
 }
 
@@ -338,7 +338,7 @@ async fn without_ticks_a_stall_never_moves_the_limit() {
 async fn a_stalled_backend_moves_the_knee_tuners_limit() {
     // At most 64 × 20 ms: 20,000 calls are far from done when the backend stalls.
     let config = KneeConfig::builder().min(1).max(64).build().unwrap();
-    let machine = MemorySnapshot::from_mib(16 * 1024, 1024); // starts at 25
+    let machine = SystemMemorySnapshot::from_mib(16 * 1024, 1024); // starts at 25
     let pool = Pool::builder()
         .no_timeout()
         .retry_delay(Duration::from_millis(5))
