@@ -12,7 +12,7 @@ use crate::error::BenchError;
 #[serde(rename_all = "kebab-case")]
 pub enum Engine {
     /// Every operation created up front and awaited together (`futures::future::join_all`),
-    /// through a client without a pool: the analogue of the original's `Promise.all`.
+    /// through a client without a pool: the analogue of s3db.js's `Promise.all`.
     JoinAll,
     /// One s3pool pool with limit C runs every operation.
     SharedPool,
@@ -23,7 +23,7 @@ pub enum Engine {
 }
 
 impl Engine {
-    /// Every engine, in the original's order.
+    /// Every engine, in s3db.js's order.
     pub const ALL: [Engine; 3] = [Engine::JoinAll, Engine::SharedPool, Engine::SeparatePools];
 
     /// The engine's name in results, filters and charts.
@@ -110,7 +110,7 @@ impl fmt::Display for Case {
     }
 }
 
-/// The full 3 × 3 × 3 × 4 = 108-case matrix, grouped as the original's tables: by
+/// The full 3 × 3 × 3 × 4 = 108-case matrix, grouped as s3db.js's tables: by
 /// operations, then payload, then concurrency, then engine.
 pub fn full_matrix() -> Vec<Case> {
     matrix(&Engine::ALL, &OPERATIONS, &PAYLOAD_POSITIONS, &CONCURRENCY)

@@ -131,7 +131,7 @@ async fn count_objects(store: &dyn ObjectStore, prefix: &Path) -> Result<usize, 
 }
 
 /// Pool settings for bulk work: the pressure rule (skip retries when the queue is 10×
-/// the limit, as in the original) is off, since every case queues far more than C.
+/// the limit, as in s3db.js) is off, since every case queues far more than C.
 fn bulk_settings(builder: PoolBuilder) -> PoolBuilder {
     builder.no_pressure_rule()
 }

@@ -1,6 +1,6 @@
 //! Benchmarks of s3pool.
 //!
-//! - **The 108-case matrix** (`cargo xtask bench-matrix`): the original s3db.js benchmark
+//! - **The 108-case matrix** (`cargo xtask bench-matrix`): s3db.js's benchmark
 //!   in Rust. Three [`Engine`]s — `join-all`, one `shared-pool`, `separate-pools` — run
 //!   1,000 / 5,000 / 10,000 operations of 1,000 / 2,000 / 5,000 positions at concurrency
 //!   10 / 50 / 100 / 200 through `s3-client` against an in-memory `object_store`. Each

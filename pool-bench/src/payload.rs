@@ -6,7 +6,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 pub const BYTES_PER_POSITION: usize = 8;
 
 /// Builds the positions of operation `index` and serialises them: `positions` × 8 bytes
-/// (1,000 positions ≈ 7.81 KiB), as the original built and stringified its payload inside
+/// (1,000 positions ≈ 7.81 KiB), as s3db.js built and stringified its payload inside
 /// each operation.
 ///
 /// The values depend on `index`, so no two operations share a buffer and the work cannot

@@ -15,10 +15,10 @@ use crate::memory::MIB;
 use crate::payload::BYTES_PER_POSITION;
 use crate::stats::Summary;
 
-/// The original's headline case: 10,000 operations × 1,000 positions at C = 200.
+/// s3db.js's headline case: 10,000 operations × 1,000 positions at C = 200.
 pub const HEADLINE: (usize, usize, usize) = (10_000, 1_000, 200);
 
-/// Peak RSS every pooled case should stay at or under (issue 8's goal), in MiB.
+/// Peak RSS every pooled case should stay at or under (the benchmark's goal), in MiB.
 pub const POOLED_PEAK_GOAL_MB: f64 = 64.0;
 
 /// The results of one case.
@@ -141,7 +141,7 @@ impl MatrixReport {
             .collect()
     }
 
-    /// The cases at the original's headline workload (10,000 × 1,000 at C = 200).
+    /// The cases at s3db.js's headline workload (10,000 × 1,000 at C = 200).
     pub fn headline(&self) -> Vec<&CaseResult> {
         let (operations, positions, concurrency) = HEADLINE;
         self.cases
@@ -208,7 +208,7 @@ impl MatrixReport {
         out
     }
 
-    /// Tables grouped as the original's: one per operation count × payload, a row per
+    /// Tables grouped as s3db.js's: one per operation count × payload, a row per
     /// concurrency, duration / throughput / peak memory per engine.
     pub fn markdown(&self) -> String {
         let mut out = String::from("# pool-bench: the 108-case matrix\n\n");
@@ -320,7 +320,7 @@ impl MatrixReport {
         }
         let headline = self.headline();
         if !headline.is_empty() {
-            out.push_str("10,000 ops × 1,000 positions × C=200 (the original's headline case):\n");
+            out.push_str("10,000 ops × 1,000 positions × C=200 (s3db.js's headline case):\n");
             for case in headline {
                 let _ = writeln!(
                     out,

@@ -5,7 +5,7 @@ use std::time::Instant;
 use crate::sample::Sample;
 use crate::tuner::{Adjustment, Tuner};
 
-/// Keeps one limit forever (the original's default is 10).
+/// Keeps one limit forever (s3db.js's default is 10).
 ///
 /// ```
 /// use pool_tuning::{FixedTuner, Tuner};

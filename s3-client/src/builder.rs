@@ -57,7 +57,7 @@ enum PoolChoice {
 
 /// Builds an [`S3Client`].
 ///
-/// Defaults (those of the original s3db.js client): a pool of its own, enabled, with
+/// Defaults (those of s3db.js's client): a pool of its own, enabled, with
 /// concurrency 10, 3 retries, a 1 s retry delay doubling per attempt (with jitter, at most
 /// 30 s) and a 30 s per-attempt timeout; no group; bodies of 16 MiB or more uploaded as
 /// multipart in 8 MiB parts, each part a pool task.

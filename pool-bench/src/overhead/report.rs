@@ -17,7 +17,7 @@ use crate::machine::{MachineInfo, Versions};
 use crate::measure::worker_threads;
 use crate::stats::Summary;
 
-/// The original TasksPool's no-op throughput on this machine (issue 8), tasks/s.
+/// s3db.js's TasksPool's no-op throughput on this machine, tasks/s.
 pub const ORIGINAL_NOOP_OPS_PER_SEC: f64 = 84_000.0;
 
 /// One engine's no-op run in one round.
@@ -170,7 +170,7 @@ pub struct OverheadReport {
     pub ratio_vs_minimal_priority_pool: BTreeMap<String, f64>,
     /// The goals' comparisons, round by round, on both clocks.
     pub comparisons: Vec<Comparison>,
-    /// s3pool's no-op throughput over the original TasksPool's 84,000 tasks/s.
+    /// s3pool's no-op throughput over s3db.js's TasksPool's 84,000 tasks/s.
     pub ratio_vs_original: f64,
     /// Latency-bound efficiency per engine (see [`LatencyResult`]).
     pub littles_law_efficiency: BTreeMap<String, f64>,
@@ -184,7 +184,7 @@ pub struct OverheadReport {
     pub bytes_per_parked_task: Option<f64>,
     /// The parked-memory measurement.
     pub parked: Option<QueuedMemory>,
-    /// Issue 22's goals, each on both clocks.
+    /// The overhead goals, each on both clocks.
     pub goals: Vec<GoalCheck>,
 }
 
@@ -408,7 +408,7 @@ impl OverheadReport {
         );
         let _ = writeln!(
             out,
-            "s3pool: {:.1}x the original's 84,000 no-op tasks/s",
+            "s3pool: {:.1}x s3db.js's 84,000 no-op tasks/s",
             self.ratio_vs_original
         );
         let verdict = |met: bool| if met { "met" } else { "MISSED" };

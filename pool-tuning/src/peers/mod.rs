@@ -2,7 +2,7 @@
 //! beside this crate's own in the same simulator, on the same scenarios.
 //!
 //! Each follows its published code rule for rule, with its published defaults; where a
-//! [`Sample`](crate::Sample) cannot carry what the original reads, its docs say so.
+//! [`Sample`](crate::Sample) cannot carry what s3db.js reads, its docs say so.
 //!
 //! - [`VectorArc`]: Vector's adaptive request concurrency.
 //! - [`Gradient2`]: Netflix concurrency-limits' `Gradient2Limit` in a `WindowedLimit`.

@@ -56,7 +56,7 @@ pub enum ScenarioError {
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientParams {
-    /// Where every tuner starts. Default 10 (the original's default concurrency).
+    /// Where every tuner starts. Default 10 (s3db.js's default concurrency).
     pub initial_concurrency: usize,
     /// Tuners' lower bound. Default 1.
     pub min_concurrency: usize,

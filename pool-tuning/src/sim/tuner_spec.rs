@@ -30,7 +30,7 @@ pub enum TunerSpec {
     Gradient2,
     /// [`Aimd`]: Netflix concurrency-limits' AIMD.
     Aimd,
-    /// [`RuleTuner`] with the original's defaults, the scenario's bounds and overrides.
+    /// [`RuleTuner`] with s3db.js's defaults, the scenario's bounds and overrides.
     Rule,
     /// [`FixedTuner`] at this limit.
     Fixed(usize),
@@ -44,8 +44,8 @@ impl TunerSpec {
     pub const NAMES: &'static str =
         "knee, vector, gradient2, aimd, rule, fixed:N (N ≥ 1) or best-fixed";
 
-    /// The tuners `--all` compares: this crate's, the published peers, the original rule
-    /// engine, the original default of 10, and the oracle last.
+    /// The tuners `--all` compares: this crate's, the published peers, s3db.js's rule
+    /// engine, s3db.js's default of 10, and the oracle last.
     pub const COMPARED: [TunerSpec; 7] = [
         TunerSpec::Knee,
         TunerSpec::Vector,
