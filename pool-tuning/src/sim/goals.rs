@@ -94,12 +94,19 @@ impl fmt::Display for PhaseGoals {
     }
 }
 
+/// How much better a peer must do before the tuner counts as worse: a point of utilization
+/// (what the best fixed limit itself varies by from seed to seed: 0.99–1.01) and a tenth
+/// of a point of overload.
+pub const PEER_TOLERANCE: f64 = 0.01;
+
 /// Where `report` does worse than `peer` on the same scenario and seed: lower utilization or
-/// a higher overload share (whole run), beyond `tolerance` (a share: 0.005 is half a point
-/// of utilization, and a twentieth of that on overload).
+/// a higher overload share (whole run), beyond `tolerance` (a share: 0.01 is a point of
+/// utilization, and a tenth of that on overload). Utilization counts up to the capacity
+/// only: above it a peer spends a rate cap's burst and pays in throttles (the overload
+/// share says so), or queues past the knee (the p99 goal says so).
 pub fn worse_than(report: &SimReport, peer: &SimReport, tolerance: f64) -> Vec<String> {
     let mut worse = Vec::new();
-    if report.utilization + tolerance < peer.utilization {
+    if report.utilization.min(1.0) + tolerance < peer.utilization.min(1.0) {
         worse.push(format!(
             "utilization {:.3} < {}'s {:.3}",
             report.utilization, peer.tuner, peer.utilization

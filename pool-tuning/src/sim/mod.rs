@@ -48,6 +48,7 @@ mod tuner_spec;
 
 pub use goals::{
     worse_than, PhaseGoals, GOAL_CONVERGED_S, GOAL_OVERLOAD, GOAL_P99_RATIO, GOAL_UTILIZATION,
+    PEER_TOLERANCE,
 };
 pub use latency::LatencyModel;
 pub use params::{Capacity, ServerParams, ThrottleStatus};

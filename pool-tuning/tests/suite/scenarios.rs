@@ -20,7 +20,7 @@ const SEEDS: u64 = 3;
 fn quick() -> Vec<Scenario> {
     let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scenarios"));
     let scenarios = load_scenarios(dir).expect("quick scenarios load");
-    assert!(scenarios.len() >= 8, "expected the quick scenarios");
+    assert!(scenarios.len() >= 20, "expected the quick scenarios");
     scenarios
 }
 
