@@ -1,6 +1,10 @@
 //! Soak: mixed PUT / GET / DELETE load through the chaos store with the adaptive tuner on,
 //! for a fixed time. Prints RSS as it goes and, at the end, one JSON line: operations,
-//! failures (all of which must be injected faults), and the RSS slope.
+//! failures (all of which must be injected faults), the RSS slope, and the tuned limit's
+//! distribution (p5/p50/p95) beside the calls running and the calls the load asked for
+//! (running + queued). Fails on a failure that was not injected, and when the median limit
+//! falls under a tenth of what the load asked for (a collapse): the faults are random, not
+//! load.
 //!
 //! `cargo xtask soak` (10 minutes) or
 //! `cargo run --release -p s3-client --features tuning --example soak -- --seconds 60`.
@@ -104,6 +108,40 @@ fn slope_mb_per_min(samples: &[(f64, f64)]) -> f64 {
     }
 }
 
+/// The pool's limit, running calls and running + queued calls, sampled every 100 ms.
+#[derive(Debug, Default)]
+struct LimitSamples {
+    limit: Vec<f64>,
+    running: Vec<f64>,
+    demand: Vec<f64>,
+}
+
+impl LimitSamples {
+    fn skip_warm_up(&mut self) {
+        for series in [&mut self.limit, &mut self.running, &mut self.demand] {
+            let warm_up = series.len() / 5;
+            series.drain(..warm_up);
+        }
+    }
+}
+
+/// p5, p50 and p95 of `values` (nearest rank; 0 when empty).
+fn percentiles(values: &mut [f64]) -> [f64; 3] {
+    values.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        if values.is_empty() {
+            return 0.0;
+        }
+        let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+        values[rank - 1]
+    };
+    [at(0.05), at(0.5), at(0.95)]
+}
+
+fn percentiles_json([p5, p50, p95]: [f64; 3]) -> serde_json::Value {
+    serde_json::json!({ "p5": p5, "p50": p50, "p95": p95 })
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let seconds: u64 = std::env::args()
@@ -148,6 +186,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             samples
         })
     };
+    // The tuned limit beside what the load asked for (calls running or waiting for a slot),
+    // every 100 ms: the limit must follow the load through the faults, not collapse.
+    let limits = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut limits = LimitSamples::default();
+            while Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if let Some(stats) = client.stats() {
+                    limits.limit.push(stats.concurrency as f64);
+                    limits.running.push(stats.active as f64);
+                    limits.demand.push((stats.active + stats.queued) as f64);
+                }
+            }
+            limits
+        })
+    };
     futures::stream::iter(0u64..)
         .take_while(|_| futures::future::ready(Instant::now() < deadline))
         .for_each_concurrent(IN_FLIGHT, |i| {
@@ -156,6 +211,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .await;
     let samples = sampler.await?;
+    let mut limits = limits.await?;
+    // The first fifth is the tuner's search; the distribution is over the rest.
+    limits.skip_warm_up();
+    let (limit, running, demand) = (
+        percentiles(&mut limits.limit),
+        percentiles(&mut limits.running),
+        percentiles(&mut limits.demand),
+    );
     // The first fifth is warm-up (allocator pools, tuner search); the slope is over the rest.
     let steady = &samples[samples.len() / 5..];
     let chaos = store.stats();
@@ -175,13 +238,36 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "rss_mb_first": samples.first().map_or(0.0, |s| s.1),
         "rss_mb_last": samples.last().map_or(0.0, |s| s.1),
         "rss_slope_mb_per_min": slope_mb_per_min(steady),
+        "tuned_limit": percentiles_json(limit),
+        "running": percentiles_json(running),
+        "demand": percentiles_json(demand),
     });
     println!("{summary}");
+    println!(
+        "tuned limit p5/p50/p95 {:.0}/{:.0}/{:.0}; running {:.0}/{:.0}/{:.0}; \
+         asked for (running + queued) {:.0}/{:.0}/{:.0}",
+        limit[0],
+        limit[1],
+        limit[2],
+        running[0],
+        running[1],
+        running[2],
+        demand[0],
+        demand[1],
+        demand[2],
+    );
     let clean = tally.unexplained_failures.load(Ordering::Relaxed) == 0
         && tally.corrupted_reads.load(Ordering::Relaxed) == 0;
-    if clean {
-        Ok(())
-    } else {
+    // Collapsed: the median limit under a tenth of what the load asked for (the random
+    // faults are background, whatever the load: no reason to hold the client back). Above
+    // that the limit may sit below the demand for a real reason: on a loaded machine the
+    // round trip grows with the calls in flight (CPU), which is queueing.
+    let collapsed = limit[1] < demand[1] / 10.0;
+    if !clean {
         Err("failures beyond the injected faults".into())
+    } else if collapsed {
+        Err("the tuned limit collapsed under the random faults".into())
+    } else {
+        Ok(())
     }
 }
