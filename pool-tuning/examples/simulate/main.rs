@@ -11,15 +11,18 @@
 //! fails if an outcome leaves its scenario's expected range (on any seed). With `--goals` it also checks
 //! the knee tuner against the goals (per phase: utilization ≥ 0.95, load-caused overload ≤
 //! 0.5 %, converged ≤ 10 s, p99 ≤ 1.5 × the best fixed limit's; per scenario: no worse than
-//! any peer — Vector's ARC, Gradient2, AIMD — on utilization and overload) and lists every
-//! miss.
+//! any peer — Vector's ARC, Gradient2, AIMD — on utilization up to capacity, within a point,
+//! and on overload, within a tenth of a point) and lists every
+//! miss. With `--plot DIR` it writes one SVG per scenario and seed: the tuner's limit, the
+//! attempts in flight, throughput and p99 over time, beside the best fixed limit's.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use pool_tuning::sim::{
-    load_scenarios, run, scenario_dir, worse_than, PhaseGoals, Scenario, SimReport, TunerSpec,
+    load_scenarios, run, scenario_dir, worse_than, PhaseGoals, Scenario, SeriesPoint, SimReport,
+    TunerSpec, PEER_TOLERANCE,
 };
 
 /// Simulate a tuner against a scenario (or every tuner against every scenario).
@@ -60,7 +63,16 @@ struct Args {
     /// Only scenarios whose name contains this.
     #[arg(long)]
     only: Option<String>,
+    /// Write `<scenario>-<seed>.svg` into this directory for every scenario and seed: the
+    /// `--plot-tuner` at work beside the best fixed limit.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// The tuner `--plot` draws.
+    #[arg(long, default_value = "knee")]
+    plot_tuner: TunerSpec,
 }
+
+mod plot;
 
 fn main() -> ExitCode {
     match execute(Args::parse()) {
@@ -75,11 +87,14 @@ fn main() -> ExitCode {
 /// The runs of one scenario on one seed, with their range violations.
 struct Runs {
     scenario: Scenario,
+    seed: u64,
     reports: Vec<(SimReport, Vec<String>)>,
+    /// Per tuner, what `--plot` draws (empty without it).
+    series: Vec<Vec<SeriesPoint>>,
 }
 
 fn execute(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let (scenarios, tuners) = if args.all {
+    let (scenarios, mut tuners) = if args.all {
         let mut scenarios = load_scenarios(&args.dir)?;
         if let Some(only) = &args.only {
             scenarios.retain(|s| s.name.contains(only.as_str()));
@@ -94,6 +109,14 @@ fn execute(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let path = args.scenario.as_ref().expect("clap requires --scenario");
         (vec![Scenario::load(path)?], vec![args.tuner])
     };
+    if args.plot.is_some() {
+        for needed in [args.plot_tuner, TunerSpec::BestFixed] {
+            if !tuners.contains(&needed) {
+                tuners.push(needed);
+            }
+        }
+    }
+    let plotting = args.plot.is_some();
     // Every (scenario, seed) on its own thread, as many at once as there are cores.
     let jobs: Vec<(Scenario, u64)> = scenarios
         .iter()
@@ -112,7 +135,7 @@ fn execute(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                         let Some((scenario, seed)) = jobs.get(index) else {
                             return done;
                         };
-                        done.push((index, run_all(scenario, *seed, &tuners)));
+                        done.push((index, run_all(scenario, *seed, &tuners, plotting)));
                     }
                 })
             })
@@ -156,6 +179,27 @@ fn execute(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if args.goals {
         print_goals(&all);
     }
+    if let Some(dir) = &args.plot {
+        std::fs::create_dir_all(dir)?;
+        let position = |tuner: &TunerSpec| tuners.iter().position(|t| t == tuner);
+        let (Some(tuned), Some(best)) =
+            (position(&args.plot_tuner), position(&TunerSpec::BestFixed))
+        else {
+            unreachable!("both were added to the tuners");
+        };
+        for runs in &all {
+            let path = dir.join(format!("{}-{}.svg", runs.scenario.name, runs.seed));
+            plot::draw(
+                &runs.scenario,
+                runs.seed,
+                &args.plot_tuner.to_string(),
+                &runs.series[tuned],
+                &runs.series[best],
+                &path,
+            )?;
+            println!("wrote {}", path.display());
+        }
+    }
     Ok(if failed {
         ExitCode::FAILURE
     } else {
@@ -165,12 +209,20 @@ fn execute(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
 
 /// Runs `scenario` on `seed` with every tuner, checking each against the scenario's ranges
 /// (on every seed: a range must hold whatever the seed).
-fn run_all(scenario: &Scenario, seed: u64, tuners: &[TunerSpec]) -> Result<Runs, String> {
+fn run_all(
+    scenario: &Scenario,
+    seed: u64,
+    tuners: &[TunerSpec],
+    plotting: bool,
+) -> Result<Runs, String> {
     let mut reports = Vec::new();
+    let mut series = Vec::new();
     for tuner in tuners {
-        let report = run(scenario, tuner, seed)
-            .map_err(|e| e.to_string())?
-            .report;
+        let ran = run(scenario, tuner, seed).map_err(|e| e.to_string())?;
+        if plotting {
+            series.push(ran.series(plot::SLICE_S));
+        }
+        let report = ran.report;
         let violations = scenario
             .check(tuner, &report)
             .iter()
@@ -180,7 +232,9 @@ fn run_all(scenario: &Scenario, seed: u64, tuners: &[TunerSpec]) -> Result<Runs,
     }
     Ok(Runs {
         scenario: scenario.clone(),
+        seed,
         reports,
+        series,
     })
 }
 
@@ -275,7 +329,7 @@ fn print_goals(all: &[Runs]) {
         let peers: Vec<String> = TunerSpec::PEERS.iter().map(ToString::to_string).collect();
         for (peer, _) in &runs.reports {
             if peers.contains(&peer.tuner) {
-                misses.extend(worse_than(report, peer, 0.0));
+                misses.extend(worse_than(report, peer, PEER_TOLERANCE));
             }
         }
         let name = format!("{} (seed {})", report.scenario, report.seed);
