@@ -170,6 +170,42 @@ impl TaskOptions {
         self.cancellation = Some(token);
         self
     }
+
+    /// No cancellation token (one set before is forgotten).
+    pub fn no_cancellation(mut self) -> Self {
+        self.cancellation = None;
+        self
+    }
+
+    /// The priority set (0 unless set).
+    pub fn priority_value(&self) -> i32 {
+        self.priority
+    }
+
+    /// The retries set; `None`: the pool's.
+    pub fn retries_value(&self) -> Option<u32> {
+        self.retries
+    }
+
+    /// The timeout set: `None`, the pool's; `Some(None)`, none at all.
+    pub fn timeout_value(&self) -> Option<Option<Duration>> {
+        self.timeout
+    }
+
+    /// The labels set.
+    pub fn metadata_value(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// The cancellation token set, if any.
+    pub fn cancellation_value(&self) -> Option<&CancellationToken> {
+        self.cancellation.as_ref()
+    }
+
+    /// The tenant set, if any.
+    pub fn tenant_value(&self) -> Option<&Tenant> {
+        self.tenant.as_ref()
+    }
 }
 
 /// How a failed attempt classifies: whether it may be retried, and whether it is a sign

@@ -83,7 +83,7 @@ pub(crate) async fn held_get<S: ObjectStore + ?Sized>(
     call: CallOptions,
     operation: &'static str,
 ) -> Result<HeldGet, TaskError<object_store::Error>> {
-    let call = match call.timeout {
+    let call = match call.task.timeout_value() {
         Some(_) => call,
         None => call.no_timeout(),
     };

@@ -31,7 +31,7 @@ pub(crate) fn pooled_list<S: ObjectStore + ?Sized>(
     offset: Option<Path>,
     options: CallOptions,
 ) -> BoxStream<'static, Result<ObjectMeta, TaskError<object_store::Error>>> {
-    let options = match options.timeout {
+    let options = match options.task.timeout_value() {
         Some(_) => options,
         None => options.no_timeout(),
     };

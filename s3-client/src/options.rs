@@ -25,14 +25,13 @@ use crate::transfer::{ProgressCallback, TransferProgress};
 ///     .metadata(Metadata::new().with("tenant", "acme"));
 /// # let _ = urgent;
 /// ```
+///
+/// The pool's part is a [`TaskOptions`] (the setters here are its own, for one chain of
+/// calls); [`CallOptions::from`] a `TaskOptions` takes one whole.
 #[derive(Debug, Clone, Default)]
 pub struct CallOptions {
-    pub(crate) priority: i32,
-    pub(crate) retries: Option<u32>,
-    pub(crate) timeout: Option<Option<Duration>>,
-    pub(crate) metadata: Metadata,
+    pub(crate) task: TaskOptions,
     pub(crate) bypass_pool: bool,
-    pub(crate) cancellation: Option<CancellationToken>,
     pub(crate) release_slot_at_response: bool,
     pub(crate) progress: Option<ProgressCallback>,
 }
@@ -45,38 +44,38 @@ impl CallOptions {
 
     /// Higher runs first. Default 0.
     pub fn priority(mut self, priority: i32) -> Self {
-        self.priority = priority;
+        self.task = self.task.priority(priority);
         self
     }
 
     /// Retries after the first attempt. Default: the pool's (3).
     pub fn retries(mut self, retries: u32) -> Self {
-        self.retries = Some(retries);
+        self.task = self.task.retries(retries);
         self
     }
 
     /// Per-attempt timeout. Default: the pool's (30 s).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(Some(timeout));
+        self.task = self.task.timeout(timeout);
         self
     }
 
     /// No timeout for this call.
     pub fn no_timeout(mut self) -> Self {
-        self.timeout = Some(None);
+        self.task = self.task.no_timeout();
         self
     }
 
     /// Labels carried into the pool's events and metrics. The client adds `op` (the
     /// operation) and `key` (the path) unless given here.
     pub fn metadata(mut self, metadata: Metadata) -> Self {
-        self.metadata = metadata;
+        self.task = self.task.metadata(metadata);
         self
     }
 
     /// Cancelling the token resolves the call with `Cancelled`.
     pub fn cancellation(mut self, token: CancellationToken) -> Self {
-        self.cancellation = Some(token);
+        self.task = self.task.cancellation(token);
         self
     }
 
@@ -109,28 +108,27 @@ impl CallOptions {
         self
     }
 
+    /// The pool's options for this call, labelled with `op` and `key` unless the caller
+    /// labelled them.
     pub(crate) fn task_options(&self, operation: &'static str, key: &str) -> TaskOptions {
-        let mut metadata = self.metadata.clone();
+        let mut metadata = self.task.metadata_value().clone();
         if metadata.get("op").is_none() {
             metadata = metadata.with("op", operation);
         }
         if metadata.get("key").is_none() {
             metadata = metadata.with("key", key);
         }
-        let mut options = TaskOptions::new()
-            .priority(self.priority)
-            .metadata(metadata);
-        if let Some(retries) = self.retries {
-            options = options.retries(retries);
+        self.task.clone().metadata(metadata)
+    }
+}
+
+impl From<TaskOptions> for CallOptions {
+    /// A call with these pool options (priority, retries, timeout, labels, cancellation,
+    /// tenant), through the pool.
+    fn from(task: TaskOptions) -> Self {
+        Self {
+            task,
+            ..Self::default()
         }
-        match self.timeout {
-            Some(Some(timeout)) => options = options.timeout(timeout),
-            Some(None) => options = options.no_timeout(),
-            None => {}
-        }
-        if let Some(token) = &self.cancellation {
-            options = options.cancellation(token.clone());
-        }
-        options
     }
 }

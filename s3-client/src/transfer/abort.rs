@@ -84,7 +84,7 @@ impl PendingUpload {
         call: &CallOptions,
     ) -> Self {
         // Parts are cancelled with the call, and also on their own when the upload ends.
-        let parts = match &call.cancellation {
+        let parts = match call.task.cancellation_value() {
             Some(token) => token.child_token(),
             None => CancellationToken::new(),
         };
@@ -137,9 +137,9 @@ impl PendingUpload {
     /// The abort's operation, key and options: at least three retries, whatever the call
     /// allowed its parts, and not cancelled with it.
     fn abort_call(&self) -> (&'static str, String, CallOptions) {
-        let retries = self.call.retries.unwrap_or(3).max(3);
+        let retries = self.call.task.retries_value().unwrap_or(3).max(3);
         let mut options = self.call.clone().retries(retries);
-        options.cancellation = None;
+        options.task = options.task.no_cancellation();
         ("abort_multipart", self.path.to_string(), options)
     }
 
