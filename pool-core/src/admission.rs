@@ -37,6 +37,18 @@ pub trait Admission: Send + Sync + fmt::Debug + 'static {
     /// cancellation token interrupt the wait.
     fn acquire(&self, task: &TaskInfo) -> BoxFuture<Result<AdmissionPermit, Rejection>>;
 
+    /// [`acquire`](Self::acquire) without a future, when the policy can answer at once: a
+    /// permit or a rejection, or `None` to be asked through `acquire` as usual. The pool asks
+    /// this first, before each attempt (after every [`precheck`](Self::precheck)), and calls
+    /// `acquire` only on `None`, so an answer here must be the one `acquire` would give
+    /// without waiting. It saves the future's allocation on the hot path of a policy that
+    /// mostly admits at once (a rate limit far above the load). It runs on the pool's
+    /// worker: it must be quick and must not block. Default: `None`.
+    fn try_acquire(&self, task: &TaskInfo) -> Option<Result<AdmissionPermit, Rejection>> {
+        let _ = task;
+        None
+    }
+
     /// Asked before [`acquire`](Self::acquire), each time the task takes a slot. With
     /// [`Precheck::ParkUntil`] the pool gives the slot back and parks the task until then (it
     /// counts in [`Stats::deferred`](crate::Stats::deferred)); the policy should set that

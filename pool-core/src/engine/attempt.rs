@@ -17,12 +17,16 @@ use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{Admission, AdmissionPermit, Precheck};
+
+/// The permits of one attempt, one per admission policy, in the policies' order (inline for
+/// up to two policies: no allocation per attempt).
+type Permits = smallvec::SmallVec<[AdmissionPermit; 2]>;
 use crate::executor::BoxFuture;
 use crate::observer::{Event, TaskInfo};
 use crate::unwind::{catch, drop_contained, message};
 
 use super::ending::AttemptEnd;
-use super::job::{AttemptFuture, Job, Start};
+use super::job::{AttemptFuture, Job, Start, TaskRef};
 use super::ticks::Ticks;
 use super::timeline::Timeline;
 use super::Engine;
@@ -38,17 +42,27 @@ impl Engine {
         info: Option<&TaskInfo>,
     ) -> (AttemptEnd, Ticks) {
         let task = job.task();
-        let mut permits = Vec::new();
+        let mut permits = Permits::new();
         if !self.admission.is_empty() {
-            let admit_info = info.cloned().unwrap_or_else(|| task.info());
-            if let Some(end) = self.precheck(&admit_info) {
+            let owned_info;
+            let admit_info = match info {
+                Some(info) => info,
+                None => {
+                    owned_info = task.info();
+                    &owned_info
+                }
+            };
+            if let Some(end) = self.precheck(admit_info, timeline.started_at()) {
                 return (end, self.now());
             }
-            match self.admit(admit_info, task.cancellation()).await {
-                Ok(granted) => {
+            match self.admit(admit_info, task).await {
+                Ok((granted, waited)) => {
                     permits = granted;
-                    // Waiting for admission is not part of the attempt's latency.
-                    timeline.admitted(self.now());
+                    // Waiting for admission is not part of the attempt's latency (an
+                    // admission granted at once did not wait: no clock read for it).
+                    if waited {
+                        timeline.admitted(self.now());
+                    }
                 }
                 Err(end) => return (end, self.now()),
             }
@@ -96,7 +110,7 @@ impl Engine {
 
     /// Gives each policy back the permit it granted, with how the attempt ended; a panic in
     /// a policy's `complete` (or in the permit's drop) is contained.
-    fn complete(&self, permits: Vec<AdmissionPermit>, end: &AttemptEnd) {
+    fn complete(&self, permits: Permits, end: &AttemptEnd) {
         if permits.is_empty() {
             return;
         }
@@ -120,34 +134,37 @@ impl Engine {
     /// Asks every admission policy's precheck in turn: the first that parks or rejects the
     /// task decides (moments set aside by policies before it stay set aside: the task comes
     /// back and takes them). A panicking precheck ends the attempt as a panic.
-    fn precheck(&self, info: &TaskInfo) -> Option<AttemptEnd> {
-        let now = self.executor.now();
+    /// `popped_at`: when the task left the queue, before any precheck ran; a moment no later
+    /// than that has come (no clock read: the pop time is converted only for a moment named).
+    fn precheck(&self, info: &TaskInfo, popped_at: Ticks) -> Option<AttemptEnd> {
+        let popped = || self.epoch.instant(popped_at);
         self.admission
             .iter()
             .find_map(|policy| match catch(|| policy.precheck(info)) {
                 Err(message) => Some(AttemptEnd::Panicked(message)),
                 Ok(Precheck::Proceed) => None,
-                Ok(Precheck::ParkUntil(until)) if until <= now => None,
+                Ok(Precheck::ParkUntil(until)) if until <= popped() => None,
                 Ok(Precheck::ParkUntil(until)) => Some(AttemptEnd::Deferred(until, None)),
                 // Parked even if the moment has passed: the policy asked to be asked again.
                 Ok(Precheck::ParkUntilWoken(until, wakeup)) => {
-                    Some(AttemptEnd::Deferred(until.max(now), Some(wakeup)))
+                    Some(AttemptEnd::Deferred(until.max(popped()), Some(wakeup)))
                 }
                 Ok(Precheck::Reject(rejection)) => Some(AttemptEnd::Rejected(rejection)),
             })
     }
 
-    /// Asks every admission policy in turn, interruptible by `stop_now` and the task's token.
-    /// Permits granted before a refusal are dropped here.
-    async fn admit(
-        &self,
-        info: TaskInfo,
-        task_token: Option<CancellationToken>,
-    ) -> Result<Vec<AdmissionPermit>, AttemptEnd> {
-        let mut permits = Vec::with_capacity(self.admission.len());
+    /// Asks every admission policy in turn, interruptible by `stop_now` and the task's token;
+    /// says whether any of them made the attempt wait. Permits granted before a refusal are
+    /// given back here.
+    async fn admit(&self, info: &TaskInfo, task: &TaskRef) -> Result<(Permits, bool), AttemptEnd> {
+        let mut permits = Permits::new();
+        let mut waited = false;
         for policy in &self.admission {
-            match self.acquire(policy.as_ref(), &info, &task_token).await {
-                Ok(permit) => permits.push(permit),
+            match self.acquire(policy.as_ref(), info, task).await {
+                Ok((permit, policy_waited)) => {
+                    permits.push(permit);
+                    waited |= policy_waited;
+                }
                 Err(end) => {
                     // The policies asked before learn that the attempt never ran.
                     self.complete(permits, &end);
@@ -155,19 +172,27 @@ impl Engine {
                 }
             }
         }
-        Ok(permits)
+        Ok((permits, waited))
     }
 
-    /// One policy's permit. A panic in `acquire` or in its future ends the attempt as a panic.
+    /// One policy's permit, and whether it was not granted at once: first
+    /// [`Admission::try_acquire`] (no future, no allocation), then `acquire`. A panic in
+    /// either or in the future ends the attempt as a panic.
     async fn acquire(
         &self,
         policy: &dyn Admission,
         info: &TaskInfo,
-        task_token: &Option<CancellationToken>,
-    ) -> Result<AdmissionPermit, AttemptEnd> {
+        task: &TaskRef,
+    ) -> Result<(AdmissionPermit, bool), AttemptEnd> {
+        match catch(|| policy.try_acquire(info)).map_err(AttemptEnd::Panicked)? {
+            Some(Ok(permit)) => return Ok((permit, false)),
+            Some(Err(rejection)) => return Err(AttemptEnd::Rejected(rejection)),
+            None => {}
+        }
         let acquire = catch(|| policy.acquire(info)).map_err(AttemptEnd::Panicked)?;
         let mut acquire = std::panic::AssertUnwindSafe(acquire).catch_unwind();
         // Most admissions are immediate: try once before setting up the interruptions.
+        let mut waited = false;
         let admitted = match (&mut acquire).now_or_never() {
             Some(admitted) => {
                 drop_contained("an admission future", acquire);
@@ -176,12 +201,14 @@ impl Engine {
             None => {
                 let interrupted = {
                     let stop_now = Box::pin(self.stop_now_token.clone().cancelled_owned());
-                    let cancelled: BoxFuture<()> = match task_token {
-                        Some(token) => Box::pin(token.clone().cancelled_owned()),
+                    // Asked only now: most admissions never wait.
+                    let cancelled: BoxFuture<()> = match task.cancellation() {
+                        Some(token) => Box::pin(token.cancelled_owned()),
                         None => Box::pin(std::future::pending()),
                     };
                     select(stop_now, cancelled)
                 };
+                waited = true;
                 match select(acquire, interrupted).await {
                     Either::Left((admitted, _)) => admitted,
                     Either::Right((interruption, acquire)) => {
@@ -195,7 +222,7 @@ impl Engine {
             }
         };
         match admitted.map_err(|panic| AttemptEnd::Panicked(message(&*panic)))? {
-            Ok(permit) => Ok(permit),
+            Ok(permit) => Ok((permit, waited)),
             Err(rejection) => Err(AttemptEnd::Rejected(rejection)),
         }
     }

@@ -112,7 +112,8 @@ struct KeyedShared<K> {
 }
 
 struct Cells<K> {
-    by_key: HashMap<K, RateCell>,
+    /// foldhash, not SipHash: looked up twice per admission, and its seed is random.
+    by_key: HashMap<K, RateCell, foldhash::fast::RandomState>,
     next_sweep: Instant,
 }
 
@@ -126,6 +127,9 @@ impl<K> Cells<K> {
 /// have not taken them yet.
 struct RateCell {
     limit: RateLimit,
+    /// The pace at a rate, kept while the rate holds (working it out takes a division and a
+    /// float-to-`Duration` conversion, on every admission otherwise).
+    pace: (f64, Pace),
     schedule: Schedule,
     booked: Bookings,
     aimd: Option<AimdRate>,
@@ -134,8 +138,10 @@ struct RateCell {
 
 impl RateCell {
     fn new(limit: RateLimit, aimd: Option<Aimd>, now: Instant) -> Self {
+        let rate = limit.per_second();
         Self {
             limit,
+            pace: (rate, Self::pace_at(limit, rate)),
             schedule: Schedule::default(),
             booked: Bookings::default(),
             aimd: aimd.map(|aimd| AimdRate::new(aimd, limit.per_second(), now)),
@@ -149,13 +155,44 @@ impl RateCell {
             .map_or(self.limit.per_second(), AimdRate::current)
     }
 
-    fn pace(&self) -> Pace {
+    fn pace(&mut self) -> Pace {
+        let rate = self.current_rate();
+        if self.pace.0 != rate {
+            self.pace = (rate, Self::pace_at(self.limit, rate));
+        }
+        self.pace.1
+    }
+
+    fn pace_at(limit: RateLimit, rate: f64) -> Pace {
         // The rate stays within (0, the checked limit], so the pace exists; if rounding ever
         // said otherwise, the configured limit's pace (checked by `RateLimit::new`) is used.
-        self.limit
-            .pace_at(self.current_rate())
-            .or_else(|| self.limit.pace_at(self.limit.per_second()))
+        limit
+            .pace_at(rate)
+            .or_else(|| limit.pace_at(limit.per_second()))
             .expect("RateLimit::new checked the pace")
+    }
+
+    /// Lets the task go now if it may without waiting — its booked moment has come, or it
+    /// has none and the limit allows one now (booked here) — and says whether it did. If
+    /// not, nothing is booked or taken: `acquire` does that.
+    fn go_if_due(&mut self, task: &TaskInfo, now: Instant) -> bool {
+        self.last_used = now;
+        if let Some(rate) = self.aimd.as_mut() {
+            rate.recover(now);
+        }
+        if let Some(at) = self.booked.get(task.id) {
+            if at > now {
+                return false;
+            }
+            self.booked.remove(task.id);
+            return true;
+        }
+        let pace = self.pace();
+        if self.schedule.earliest(now, pace) > now {
+            return false;
+        }
+        self.schedule.book(now, pace);
+        true
     }
 
     /// The task's moment: the one booked for it, or now if the limit allows, or a new one
@@ -210,7 +247,8 @@ impl RateCell {
             // Moments booked at the old rate are too close together: tasks holding them
             // book again, at the new rate, when they come back.
             self.booked.clear();
-            self.schedule.restart(now, self.pace());
+            let pace = self.pace();
+            self.schedule.restart(now, pace);
         }
     }
 
@@ -292,6 +330,30 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedShared<K> {
         let now = self.executor.now();
         // A bound past what `Instant` can hold is no bound.
         let latest = self.max_wait.and_then(|max| now.checked_add(max));
+        let moment = self.with_cell(key, now, |cell| cell.moment(task, now, latest, take));
+        match moment {
+            Ok(at) => Ok((at, now)),
+            Err(at) => {
+                let wait = at - now;
+                Err(Rejection::new(
+                    RejectionKind::RateLimited,
+                    format!("the rate limit would make this attempt wait {wait:?}"),
+                )
+                .retry_after(wait))
+            }
+        }
+    }
+
+    /// Whether the task may go now without waiting (then it has gone: see
+    /// [`RateCell::go_if_due`]).
+    fn go_if_due(&self, task: &TaskInfo, key: &K) -> bool {
+        let now = self.executor.now();
+        self.with_cell(key, now, |cell| cell.go_if_due(task, now))
+    }
+
+    /// Runs `f` on `key`'s cell (made if it is new) under the lock, after forgetting idle
+    /// cells when it is time to.
+    fn with_cell<R>(&self, key: &K, now: Instant, f: impl FnOnce(&mut RateCell) -> R) -> R {
         let mut cells = self.lock();
         if now >= cells.next_sweep {
             let idle_after = self.forget_idle_after;
@@ -304,21 +366,15 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedShared<K> {
             });
             cells.next_sweep = deadline::after(now, idle_after);
         }
+        // Looked up first: the key is cloned only for a new cell.
+        if let Some(cell) = cells.by_key.get_mut(key) {
+            return f(cell);
+        }
         let cell = cells
             .by_key
             .entry(key.clone())
             .or_insert_with(|| RateCell::new((self.limit_of)(key), self.aimd, now));
-        match cell.moment(task, now, latest, take) {
-            Ok(at) => Ok((at, now)),
-            Err(at) => {
-                let wait = at - now;
-                Err(Rejection::new(
-                    RejectionKind::RateLimited,
-                    format!("the rate limit would make this attempt wait {wait:?}"),
-                )
-                .retry_after(wait))
-            }
-        }
+        f(cell)
     }
 
     /// Takes the task's moment (its booking, or a new one) and waits for it.
@@ -361,6 +417,14 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Admission for KeyedRateLimite
             Some(key) => Box::pin(Arc::clone(shared).acquire(task.clone(), key)),
             None => Box::pin(std::future::ready(Ok(AdmissionPermit::empty()))),
         }
+    }
+
+    fn try_acquire(&self, task: &TaskInfo) -> Option<Result<AdmissionPermit, Rejection>> {
+        let shared = &self.shared;
+        let Some(key) = (shared.key_of)(task) else {
+            return Some(Ok(AdmissionPermit::empty()));
+        };
+        shared.go_if_due(task, &key).then(|| Ok(shared.permit(key)))
     }
 
     fn precheck(&self, task: &TaskInfo) -> Precheck {
@@ -453,7 +517,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedRateLimiterBuilder<K> {
                 max_wait: self.max_wait,
                 forget_idle_after: self.forget_idle_after,
                 cells: Mutex::new(Cells {
-                    by_key: HashMap::new(),
+                    by_key: HashMap::default(),
                     next_sweep: deadline::after(now, self.forget_idle_after),
                 }),
             }),

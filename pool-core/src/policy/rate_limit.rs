@@ -163,6 +163,10 @@ impl Admission for RateLimiter {
         self.keyed.acquire(task)
     }
 
+    fn try_acquire(&self, task: &TaskInfo) -> Option<Result<AdmissionPermit, Rejection>> {
+        self.keyed.try_acquire(task)
+    }
+
     fn precheck(&self, task: &TaskInfo) -> Precheck {
         self.keyed.precheck(task)
     }

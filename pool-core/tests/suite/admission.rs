@@ -70,9 +70,40 @@ impl Admission for Refuse {
     }
 }
 
+/// Answers through `try_acquire` for tasks of priority 1 (a permit) and 2 (a refusal), and
+/// leaves the others to `acquire`; counts the calls of each.
+#[derive(Debug, Clone, Default)]
+struct AtOnce {
+    tried: Arc<Mutex<Vec<TaskId>>>,
+    acquired: Arc<Mutex<Vec<TaskId>>>,
+    completed: Arc<Mutex<Vec<(TaskId, AttemptResult)>>>,
+}
+
+impl Admission for AtOnce {
+    fn acquire(&self, task: &TaskInfo) -> BoxFuture<Result<AdmissionPermit, Rejection>> {
+        self.acquired.lock().unwrap().push(task.id);
+        Box::pin(std::future::ready(Ok(AdmissionPermit::holding(task.id))))
+    }
+
+    fn try_acquire(&self, task: &TaskInfo) -> Option<Result<AdmissionPermit, Rejection>> {
+        self.tried.lock().unwrap().push(task.id);
+        match task.priority {
+            1 => Some(Ok(AdmissionPermit::holding(task.id))),
+            2 => Some(Err(Rejection::new(RejectionKind::RateLimited, "not now"))),
+            _ => None,
+        }
+    }
+
+    fn complete(&self, permit: AdmissionPermit, result: &AttemptResult) {
+        let task = permit.downcast::<TaskId>().expect("this policy's permit");
+        self.completed.lock().unwrap().push((task, *result));
+    }
+}
+
 on_every_executor!(
     each_permit_learns_how_its_attempt_ended,
     a_permit_granted_before_a_refusal_learns_the_attempt_was_rejected,
+    an_answer_from_try_acquire_stands_for_acquire,
 );
 
 async fn each_permit_learns_how_its_attempt_ended(env: Env) {
@@ -156,4 +187,40 @@ async fn a_permit_granted_before_a_refusal_learns_the_attempt_was_rejected(env: 
     let id = handle.id();
     assert!(matches!(handle.await, Err(TaskError::Rejected(_))));
     assert_eq!(ledger.results_of(id), [AttemptResult::Rejected]);
+}
+
+async fn an_answer_from_try_acquire_stands_for_acquire(env: Env) {
+    let policy = AtOnce::default();
+    let pool = env.builder().admission(policy.clone()).build().unwrap();
+    let task = |priority| {
+        pool.enqueue(
+            || async { Ok::<_, Oops>(()) },
+            TaskOptions::new().priority(priority),
+        )
+    };
+    let (at_once, refused, waited) = (task(1), task(2), task(0));
+    let ids = [at_once.id(), refused.id(), waited.id()];
+    assert!(at_once.await.is_ok());
+    assert!(matches!(refused.await, Err(TaskError::Rejected(_))));
+    assert!(waited.await.is_ok());
+    pool.drain().await;
+
+    let mut tried = policy.tried.lock().unwrap().clone();
+    tried.sort();
+    let mut all = ids.to_vec();
+    all.sort();
+    assert_eq!(tried, all, "every attempt asks try_acquire first");
+    assert_eq!(
+        *policy.acquired.lock().unwrap(),
+        [ids[2]],
+        "acquire only when try_acquire did not answer"
+    );
+    let mut completed = policy.completed.lock().unwrap().clone();
+    completed.sort_by_key(|(id, _)| *id);
+    let mut expected = vec![
+        (ids[0], AttemptResult::Succeeded),
+        (ids[2], AttemptResult::Succeeded),
+    ];
+    expected.sort_by_key(|(id, _)| *id);
+    assert_eq!(completed, expected, "each permit granted comes back once");
 }
