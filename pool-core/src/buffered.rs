@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
 
-use crate::observer::{Event, Observer};
+use crate::observer::{Event, EventKind, Observer};
 use crate::pool::PoolControl;
 
 /// Runs a slow observer on its own thread behind a bounded queue, so it can never stall the
@@ -94,6 +94,10 @@ impl Buffered {
 impl Observer for Buffered {
     fn on_attach(&self, pool: PoolControl) {
         self.inner.observer.on_attach(pool);
+    }
+
+    fn wants(&self, kind: EventKind) -> bool {
+        self.inner.observer.wants(kind)
     }
 
     fn on_event(&self, event: &Event) {

@@ -86,7 +86,7 @@ pub use executor::{BoxFuture, Executor};
 #[cfg(feature = "test-util")]
 pub use executor::{Deadlock, SimExecutor};
 pub use handle::TaskHandle;
-pub use observer::{Event, Observer, TaskInfo, TaskRecord};
+pub use observer::{Event, EventKind, Observer, TaskInfo, TaskRecord};
 pub use outcome::{AttemptResult, Outcome};
 pub use pool::{Pool, PoolControl};
 pub use retry::{Jitter, RetryBudget, RetryPolicy};

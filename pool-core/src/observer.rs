@@ -10,6 +10,7 @@
 //! Events own their data (metadata is one `Arc`), so an observer may keep or forward them.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::outcome::{AttemptResult, Outcome};
@@ -25,8 +26,68 @@ pub trait Observer: Send + Sync + fmt::Debug + 'static {
         let _ = pool;
     }
 
-    /// Called for each event.
+    /// Called for each event of a kind this observer [wants](Self::wants).
     fn on_event(&self, event: &Event);
+
+    /// Whether this observer wants events of `kind`. Asked for every kind when the pool is
+    /// built, right after [`on_attach`](Self::on_attach); the pool then builds an event only
+    /// if some observer wants its kind (or `tracing` listens to `pool_core::events`), and
+    /// hands each observer only the kinds it wants — an event nobody wants costs nothing.
+    /// Default: every kind.
+    fn wants(&self, kind: EventKind) -> bool {
+        let _ = kind;
+        true
+    }
+}
+
+/// The kind of an [`Event`], for [`Observer::wants`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// [`Event::TaskQueued`].
+    TaskQueued,
+    /// [`Event::TaskStarted`].
+    TaskStarted,
+    /// [`Event::AttemptFinished`].
+    AttemptFinished,
+    /// [`Event::TaskRetrying`].
+    TaskRetrying,
+    /// [`Event::TaskDeferred`].
+    TaskDeferred,
+    /// [`Event::TaskFinished`].
+    TaskFinished,
+    /// [`Event::Paused`].
+    Paused,
+    /// [`Event::Resumed`].
+    Resumed,
+    /// [`Event::Stopped`].
+    Stopped,
+    /// [`Event::Drained`].
+    Drained,
+    /// [`Event::ConcurrencyChanged`].
+    ConcurrencyChanged,
+}
+
+impl EventKind {
+    /// Every kind.
+    pub const ALL: [EventKind; 11] = [
+        EventKind::TaskQueued,
+        EventKind::TaskStarted,
+        EventKind::AttemptFinished,
+        EventKind::TaskRetrying,
+        EventKind::TaskDeferred,
+        EventKind::TaskFinished,
+        EventKind::Paused,
+        EventKind::Resumed,
+        EventKind::Stopped,
+        EventKind::Drained,
+        EventKind::ConcurrencyChanged,
+    ];
+
+    /// The kind's bit in a set of kinds.
+    fn bit(self) -> u32 {
+        1 << self as u32
+    }
 }
 
 /// Identity and labels of the task an event is about.
@@ -154,14 +215,46 @@ pub enum Event {
     },
 }
 
-/// The observers of one pool, each muted after its first panic.
+impl Event {
+    /// What kind of event this is.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::TaskQueued { .. } => EventKind::TaskQueued,
+            Event::TaskStarted { .. } => EventKind::TaskStarted,
+            Event::AttemptFinished { .. } => EventKind::AttemptFinished,
+            Event::TaskRetrying { .. } => EventKind::TaskRetrying,
+            Event::TaskDeferred { .. } => EventKind::TaskDeferred,
+            Event::TaskFinished(_) => EventKind::TaskFinished,
+            Event::Paused => EventKind::Paused,
+            Event::Resumed => EventKind::Resumed,
+            Event::Stopped => EventKind::Stopped,
+            Event::Drained => EventKind::Drained,
+            Event::ConcurrencyChanged { .. } => EventKind::ConcurrencyChanged,
+        }
+    }
+}
+
+/// The observers of one pool, each muted after its first panic, and the kinds of events
+/// each of them wants.
 pub(crate) struct ObserverSet {
     slots: Vec<ObserverSlot>,
+    /// The kinds some observer wants (bits of [`EventKind`]); set at build, after attach.
+    wanted: AtomicU32,
 }
 
 struct ObserverSlot {
     observer: std::sync::Arc<dyn Observer>,
     muted: std::sync::atomic::AtomicBool,
+    /// The kinds this observer wants.
+    wants: AtomicU32,
+}
+
+/// The kinds `observer` wants, as bits.
+fn wanted_by(observer: &dyn Observer) -> u32 {
+    EventKind::ALL
+        .into_iter()
+        .filter(|kind| observer.wants(*kind))
+        .fold(0, |bits, kind| bits | kind.bit())
 }
 
 impl std::fmt::Debug for ObserverSet {
@@ -174,20 +267,37 @@ impl std::fmt::Debug for ObserverSet {
 
 impl ObserverSet {
     pub(crate) fn new(observers: Vec<std::sync::Arc<dyn Observer>>) -> Self {
-        let slots = observers
+        let slots: Vec<ObserverSlot> = observers
             .into_iter()
             .map(|observer| ObserverSlot {
+                wants: AtomicU32::new(wanted_by(observer.as_ref())),
                 observer,
                 muted: std::sync::atomic::AtomicBool::new(false),
             })
             .collect();
-        Self { slots }
+        let wanted = slots
+            .iter()
+            .fold(0, |bits, slot| bits | slot.wants.load(Ordering::Relaxed));
+        Self {
+            slots,
+            wanted: AtomicU32::new(wanted),
+        }
     }
 
-    /// Whether events need to be built at all: someone listens, or `tracing` wants them.
+    /// Whether task events need a [`TaskInfo`] at all: someone wants one of them, or
+    /// `tracing` listens.
     pub(crate) fn is_active(&self) -> bool {
-        !self.slots.is_empty()
-            || tracing::enabled!(target: "pool_core::events", tracing::Level::TRACE)
+        self.wanted.load(Ordering::Relaxed) != 0 || Self::traced()
+    }
+
+    /// Whether an event of `kind` needs to be built: an observer wants it, or `tracing`
+    /// listens.
+    pub(crate) fn wants(&self, kind: EventKind) -> bool {
+        self.wanted.load(Ordering::Relaxed) & kind.bit() != 0 || Self::traced()
+    }
+
+    fn traced() -> bool {
+        tracing::enabled!(target: "pool_core::events", tracing::Level::TRACE)
     }
 
     pub(crate) fn attach(&self, control: &PoolControl) {
@@ -198,14 +308,30 @@ impl ObserverSet {
             }));
             if attached.is_err() {
                 self.mute(slot);
+                continue;
+            }
+            // Asked again now that the observer knows its pool (what it wants may depend on
+            // that: a collector reads a pool's stats instead of counting its events).
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                wanted_by(observer.as_ref())
+            })) {
+                Ok(wants) => slot.wants.store(wants, Ordering::Relaxed),
+                Err(_) => self.mute(slot),
             }
         }
+        let wanted = self
+            .slots
+            .iter()
+            .filter(|slot| !slot.muted.load(Ordering::Relaxed))
+            .fold(0, |bits, slot| bits | slot.wants.load(Ordering::Relaxed));
+        self.wanted.store(wanted, Ordering::Relaxed);
     }
 
     pub(crate) fn emit(&self, event: &Event) {
         tracing::trace!(target: "pool_core::events", ?event);
+        let bit = event.kind().bit();
         for slot in &self.slots {
-            if slot.muted.load(std::sync::atomic::Ordering::Relaxed) {
+            if slot.muted.load(Ordering::Relaxed) || slot.wants.load(Ordering::Relaxed) & bit == 0 {
                 continue;
             }
             let observer = &slot.observer;

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use pool_core::{Event, Observer, PoolControl, TaskId, TaskRecord};
+use pool_core::{Event, EventKind, Observer, PoolControl, TaskId, TaskRecord};
 
 use crate::config::MetricsConfig;
 use crate::error::ConfigError;
@@ -279,6 +279,20 @@ impl Observer for Metrics {
         }
         // A collector attached to a second pool keeps reading the first one's clock.
         let _ = self.inner.control.set(pool);
+    }
+
+    /// Finished tasks, deferrals and limit changes; starts and attempt ends only while no
+    /// pool is attached (with one, its stats are read instead).
+    fn wants(&self, kind: EventKind) -> bool {
+        match kind {
+            EventKind::TaskFinished | EventKind::TaskDeferred | EventKind::ConcurrencyChanged => {
+                true
+            }
+            EventKind::TaskStarted | EventKind::AttemptFinished => {
+                self.inner.control.get().is_none()
+            }
+            _ => false,
+        }
     }
 
     fn on_event(&self, event: &Event) {

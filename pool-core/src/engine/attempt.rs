@@ -22,7 +22,7 @@ use crate::admission::{Admission, AdmissionPermit, Precheck};
 /// up to two policies: no allocation per attempt).
 type Permits = smallvec::SmallVec<[AdmissionPermit; 2]>;
 use crate::executor::BoxFuture;
-use crate::observer::{Event, TaskInfo};
+use crate::observer::{Event, EventKind, TaskInfo};
 use crate::unwind::{catch, drop_contained, message};
 
 use super::ending::AttemptEnd;
@@ -71,7 +71,7 @@ impl Engine {
         let started_at = timeline.started_at();
         timeline.started();
         let attempt = task.begin_attempt();
-        if let Some(info) = info {
+        if let Some(info) = info.filter(|_| self.observers.wants(EventKind::TaskStarted)) {
             self.observers.emit(&Event::TaskStarted {
                 task: info.clone(),
                 attempt,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::admission::Wakeup;
 use crate::deadline;
-use crate::observer::{Event, TaskInfo};
+use crate::observer::{Event, EventKind, TaskInfo};
 use crate::queue::LaneId;
 use crate::retry::{saturation, FailedAttempt, GiveUp, RetryDecision};
 use crate::task::ErrorClass;
@@ -77,7 +77,11 @@ impl Engine {
         let idle = state.is_idle();
         drop(state);
 
-        if let (Some(info), Some(result)) = (&info, result) {
+        let attempt_finished = info
+            .as_ref()
+            .zip(result)
+            .filter(|_| self.observers.wants(EventKind::AttemptFinished));
+        if let Some((info, result)) = attempt_finished {
             self.observers.emit(&Event::AttemptFinished {
                 task: info.clone(),
                 attempt: job.task().attempts(),
@@ -199,7 +203,7 @@ impl Engine {
         reservation: Reservation,
     ) {
         let task = job.task();
-        if self.observers.is_active() {
+        if self.observers.wants(EventKind::TaskRetrying) {
             self.observers.emit(&Event::TaskRetrying {
                 task: info.unwrap_or_else(|| task.info()),
                 attempt: task.attempts(),
@@ -227,12 +231,14 @@ impl Engine {
     ) {
         let task = job.task();
         let delay = until.saturating_duration_since(self.epoch.instant(now));
-        // The timeline only feeds observers' task records; without observers a parked task
-        // keeps none (it would cost an allocation per parked task).
-        if self.observers.is_active() {
+        // The timeline only feeds observers' task records; without them a parked task keeps
+        // none (it would cost an allocation per parked task).
+        if self.observers.wants(EventKind::TaskFinished) {
             let mut timeline = stay.after(task.stored_timeline());
             timeline.deferred(delay);
             task.store_timeline(timeline);
+        }
+        if self.observers.wants(EventKind::TaskDeferred) {
             self.observers.emit(&Event::TaskDeferred {
                 task: info.unwrap_or_else(|| task.info()),
                 until,

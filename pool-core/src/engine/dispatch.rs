@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use crate::executor::BoxFuture;
-use crate::observer::{Event, TaskInfo};
+use crate::observer::{Event, EventKind, TaskInfo};
 use crate::unwind::catch;
 
 use super::ending::TaskEnd;
@@ -56,7 +56,9 @@ impl Engine {
             self.work_ready.notify_one();
         }
         if let Some(task) = info {
-            self.observers.emit(&Event::TaskQueued { task, queued });
+            if self.observers.wants(EventKind::TaskQueued) {
+                self.observers.emit(&Event::TaskQueued { task, queued });
+            }
         }
         self.spawn_runners(started);
         if let Some(task) = watched {

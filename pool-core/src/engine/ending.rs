@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::admission::{Rejection, Wakeup};
 use crate::error::{LastFailure, PanicMessage, TaskError};
-use crate::observer::{Event, TaskInfo};
+use crate::observer::{Event, EventKind, TaskInfo};
 use crate::outcome::{AttemptResult, Outcome};
 use crate::task::ErrorClass;
 
@@ -138,7 +138,7 @@ impl Engine {
         stay: &Timeline,
         info: Option<TaskInfo>,
     ) {
-        if self.observers.is_active() {
+        if self.observers.wants(EventKind::TaskFinished) {
             let task = job.task();
             let timeline = stay.after(task.stored_timeline());
             self.observers.emit(&Event::TaskFinished(timeline.record(

@@ -3,7 +3,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
-use pool_core::{Buffered, Event, Observer, Pool, SimExecutor, TaskOptions, Transient};
+use pool_core::{
+    Buffered, Event, EventKind, Observer, Pool, PoolControl, SimExecutor, TaskOptions, Transient,
+};
 
 /// Blocks on its first event until released, like an observer writing to a stalled sink.
 #[derive(Debug)]
@@ -110,4 +112,107 @@ fn observers_hear_of_a_finished_task_before_its_handle_resolves() {
             );
         }
     });
+}
+
+/// Wants only the kinds it is given (and, after attach, also `Paused`); writes down every
+/// event it receives.
+#[derive(Debug, Clone, Default)]
+struct Picky {
+    kinds: Vec<EventKind>,
+    attached: Arc<std::sync::atomic::AtomicBool>,
+    received: Arc<Mutex<Vec<EventKind>>>,
+}
+
+impl Observer for Picky {
+    fn on_attach(&self, _pool: PoolControl) {
+        self.attached.store(true, Ordering::SeqCst);
+    }
+
+    fn wants(&self, kind: EventKind) -> bool {
+        self.kinds.contains(&kind)
+            || (kind == EventKind::Paused && self.attached.load(Ordering::SeqCst))
+    }
+
+    fn on_event(&self, event: &Event) {
+        self.received.lock().unwrap().push(event.kind());
+    }
+}
+
+#[test]
+fn each_observer_receives_only_the_kinds_it_wants() {
+    let finished_only = Picky {
+        kinds: vec![EventKind::TaskFinished],
+        ..Picky::default()
+    };
+    let everything = FinishedIds::default();
+    let sim = SimExecutor::new();
+    let pool = Pool::builder()
+        .executor(sim.clone())
+        .observer(finished_only.clone())
+        .observer(Buffered::new(
+            Picky {
+                kinds: vec![EventKind::TaskStarted],
+                ..Picky::default()
+            },
+            64,
+        ))
+        .observer(everything.clone())
+        .build()
+        .unwrap();
+    sim.block_on(async {
+        let handles: Vec<_> = (0..10u32)
+            .map(|i| {
+                pool.enqueue(
+                    move || async move { Ok::<_, Transient<&str>>(i) },
+                    TaskOptions::new(),
+                )
+            })
+            .collect();
+        for handle in handles {
+            handle.await.unwrap();
+        }
+    });
+    pool.pause();
+    let received = finished_only.received.lock().unwrap().clone();
+    assert_eq!(
+        received
+            .iter()
+            .filter(|kind| **kind == EventKind::TaskFinished)
+            .count(),
+        10
+    );
+    assert_eq!(
+        received.last(),
+        Some(&EventKind::Paused),
+        "what it wants is asked again after attach"
+    );
+    assert!(
+        received
+            .iter()
+            .all(|kind| matches!(kind, EventKind::TaskFinished | EventKind::Paused)),
+        "only what it wants: {received:?}"
+    );
+    assert_eq!(
+        everything.0.lock().unwrap().len(),
+        10,
+        "an observer wanting everything still hears every task"
+    );
+}
+
+#[test]
+fn every_event_names_its_kind() {
+    let kinds = [
+        (Event::Paused, EventKind::Paused),
+        (Event::Resumed, EventKind::Resumed),
+        (Event::Stopped, EventKind::Stopped),
+        (Event::Drained, EventKind::Drained),
+        (
+            Event::ConcurrencyChanged { from: 1, to: 2 },
+            EventKind::ConcurrencyChanged,
+        ),
+    ];
+    for (event, kind) in kinds {
+        assert_eq!(event.kind(), kind);
+    }
+    assert_eq!(EventKind::ALL.len(), 11);
 }

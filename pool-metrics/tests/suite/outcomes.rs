@@ -169,6 +169,33 @@ fn deferrals_are_counted_as_they_happen_and_exported() {
     assert!(text.contains("s3pool_task_deferrals_total 3"), "{text}");
 }
 
+#[test]
+fn an_attached_collector_wants_only_what_it_records() {
+    use pool_core::{EventKind, Observer, SimExecutor};
+    let metrics = Metrics::new(MetricsConfig::new().memory(MemoryMode::Light)).unwrap();
+    // Fed by hand (no pool), it counts starts and attempt ends for its in-flight figure.
+    assert!(metrics.wants(EventKind::TaskStarted));
+    assert!(metrics.wants(EventKind::AttemptFinished));
+    let _pool = Pool::builder()
+        .executor(SimExecutor::new())
+        .observer(metrics.clone())
+        .build()
+        .unwrap();
+    // Attached, it reads the pool's stats instead: per-attempt events are not built for it.
+    let wanted: Vec<EventKind> = EventKind::ALL
+        .into_iter()
+        .filter(|kind| metrics.wants(*kind))
+        .collect();
+    assert_eq!(
+        wanted,
+        [
+            EventKind::TaskDeferred,
+            EventKind::TaskFinished,
+            EventKind::ConcurrencyChanged
+        ]
+    );
+}
+
 /// Parks every task's first try for a second (what a rate limit over its rate does).
 #[derive(Debug, Default)]
 struct ParkOnce(std::sync::Mutex<std::collections::BTreeSet<pool_core::TaskId>>);
