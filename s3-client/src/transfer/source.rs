@@ -30,6 +30,11 @@ impl<R: AsyncRead + Unpin + Send> PartSource for ReaderSource<'_, R> {
                 break;
             }
         }
+        // The source ended early (a small object, a last part): keep what it holds, not a
+        // part-sized buffer whose budget was given back.
+        if buffer.len() < buffer.capacity() / 2 {
+            return Ok(Bytes::copy_from_slice(&buffer));
+        }
         Ok(buffer.freeze())
     }
 }
@@ -62,5 +67,14 @@ mod tests {
             assert_eq!((a.len(), b.len()), (expected, expected));
             assert_eq!(a, b);
         }
+    }
+
+    #[tokio::test]
+    async fn a_short_part_from_a_reader_holds_no_part_sized_buffer() {
+        let mut cursor = std::io::Cursor::new(vec![7u8; 1_000]);
+        let part = ReaderSource(&mut cursor).next_part(8 << 20).await.unwrap();
+        assert_eq!(part.len(), 1_000);
+        // Not a view into an 8 MiB allocation: turning it back into a Vec keeps its size.
+        assert!(Vec::<u8>::from(part).capacity() < 8 << 20);
     }
 }
