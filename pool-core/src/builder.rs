@@ -135,8 +135,11 @@ impl PoolBuilder {
     }
 
     /// Pressure thresholds on saturation `(queued + active) / concurrency`: at or above
-    /// `clamp`, retry delays are clamped to [`clamp_delay`](Self::pressure_clamp_delay); at or
-    /// above `skip`, retries are skipped and the error returned. Defaults 4 and 10.
+    /// `clamp`, retry delays are clamped to [`clamp_delay`](Self::pressure_clamp_delay) (the
+    /// queue wait is backoff enough); at or above `skip`, a retry waits its whole backoff and
+    /// then queues behind the work that arrived meanwhile — or, with
+    /// [`skip_retries_when_saturated`](Self::skip_retries_when_saturated), is skipped.
+    /// Defaults 4 and 10.
     pub fn pressure_thresholds(mut self, clamp: f64, skip: f64) -> Self {
         self.retry.clamp_threshold = clamp;
         self.retry.skip_threshold = skip;
@@ -149,6 +152,39 @@ impl PoolBuilder {
     pub fn no_pressure_rule(mut self) -> Self {
         self.retry.clamp_threshold = f64::MAX / 2.0;
         self.retry.skip_threshold = f64::MAX;
+        self
+    }
+
+    /// At or above the skip threshold, retries are skipped: the task ends with
+    /// [`TaskError::RetrySkipped`](crate::TaskError::RetrySkipped), which names the
+    /// saturation and the threshold. Off by default (a saturated pool delays retries, it does
+    /// not drop them); for latency-bound work that would rather fail than queue a retry.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use pool_core::{Pool, TaskError, TaskOptions, Transient};
+    /// let pool = Pool::builder()
+    ///     .concurrency(1)
+    ///     .retries(3)
+    ///     .skip_retries_when_saturated()
+    ///     .build()
+    ///     .unwrap();
+    /// pool.pause();
+    /// let tasks: Vec<_> = (0..20)
+    ///     .map(|_| {
+    ///         let fail = || async { Err::<(), _>(Transient("503")) };
+    ///         pool.enqueue(fail, TaskOptions::default())
+    ///     })
+    ///     .collect();
+    /// pool.resume();
+    /// // 20 tasks on 1 slot: saturation 20 ≥ 10, so the first failure is not retried.
+    /// let first = tasks.into_iter().next().unwrap().await.unwrap_err();
+    /// assert!(matches!(first, TaskError::RetrySkipped { attempts: 1, .. }), "{first}");
+    /// # }
+    /// ```
+    pub fn skip_retries_when_saturated(mut self) -> Self {
+        self.retry.skip_when_saturated = true;
         self
     }
 
@@ -193,7 +229,8 @@ impl PoolBuilder {
         self
     }
 
-    /// The retry budget. Default [`RetryBudget::default`] (on).
+    /// The retry budget. Default [`RetryBudget::default`] (on): an empty budget makes retries
+    /// wait for a token, it does not fail them (see [`RetryBudget`] for the arithmetic).
     pub fn retry_budget(mut self, budget: RetryBudget) -> Self {
         self.retry_budget = Some(budget);
         self
@@ -366,6 +403,12 @@ impl PoolBuilder {
                 "[0, inf)",
                 budget.success_refill,
                 |c| c >= 0.0,
+            )?;
+            check_factor(
+                "retry_budget.min_per_sec",
+                "[0, inf)",
+                budget.min_per_sec,
+                |m| m >= 0.0,
             )?;
         }
         Ok(())

@@ -63,9 +63,10 @@ impl Kept {
             TaskEnd::Stopped => Kept::Stopped,
             TaskEnd::Cancelled => Kept::Cancelled,
             TaskEnd::BudgetExhausted { timed_out } => Kept::BudgetExhausted { timed_out },
-            TaskEnd::TimedOut(_) | TaskEnd::Panicked(_) | TaskEnd::Rejected(_) => {
-                return (Kept::InCold, Some(end))
-            }
+            TaskEnd::TimedOut(_)
+            | TaskEnd::Panicked(_)
+            | TaskEnd::Rejected(_)
+            | TaskEnd::RetrySkipped { .. } => return (Kept::InCold, Some(end)),
         };
         (kept, None)
     }

@@ -27,8 +27,7 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum TaskError<E> {
-    /// The task's own error from its last attempt: not retryable, out of retries, or retries
-    /// were skipped because the pool was saturated.
+    /// The task's own error from its last attempt: not retryable, or out of retries.
     Failed {
         /// The error of the last attempt (also the [`source`](std::error::Error::source)).
         error: E,
@@ -58,6 +57,17 @@ pub enum TaskError<E> {
         /// How many attempts ran.
         attempts: u32,
     },
+    /// The task would have been retried, but the pool was saturated past the pressure
+    /// rule's skip threshold and [`skip_retries_when_saturated`] is on.
+    ///
+    /// [`skip_retries_when_saturated`]: crate::PoolBuilder::skip_retries_when_saturated
+    RetrySkipped {
+        /// What the last attempt ended with (its error is the
+        /// [`source`](std::error::Error::source)).
+        last: LastFailure<E>,
+        /// How many attempts ran.
+        attempts: u32,
+    },
 }
 
 impl<E> fmt::Display for TaskError<E> {
@@ -80,10 +90,16 @@ impl<E> fmt::Display for TaskError<E> {
                     "task failed after {attempts} attempt(s): the retry budget had no token \
                      for another"
                 )?;
-                match last {
-                    LastFailure::TimedOut => f.write_str(" (the last attempt timed out)"),
-                    LastFailure::Error(_) => Ok(()),
-                }
+                last.note_timeout(f)
+            }
+            TaskError::RetrySkipped { last, attempts } => {
+                write!(
+                    f,
+                    "task failed after {attempts} attempt(s): its retry was skipped because \
+                     the pool was saturated (tasks queued and active per slot at or above the \
+                     skip threshold; PoolBuilder::skip_retries_when_saturated)"
+                )?;
+                last.note_timeout(f)
             }
         }
     }
@@ -106,6 +122,7 @@ impl<E> TaskError<E> {
             TaskError::Panicked(_) => "panicked",
             TaskError::Rejected(_) => "rejected",
             TaskError::RetryBudgetExhausted { .. } => "retry_budget_exhausted",
+            TaskError::RetrySkipped { .. } => "retry_skipped",
         }
     }
 
@@ -114,6 +131,10 @@ impl<E> TaskError<E> {
         match self {
             TaskError::Failed { error, .. } => Some(error),
             TaskError::RetryBudgetExhausted {
+                last: LastFailure::Error(error),
+                ..
+            }
+            | TaskError::RetrySkipped {
                 last: LastFailure::Error(error),
                 ..
             } => Some(error),
@@ -128,13 +149,18 @@ impl<E> TaskError<E> {
             TaskError::RetryBudgetExhausted {
                 last: LastFailure::Error(error),
                 ..
+            }
+            | TaskError::RetrySkipped {
+                last: LastFailure::Error(error),
+                ..
             } => Some(error),
             _ => None,
         }
     }
 }
 
-/// What a task's last attempt ended with, when the retry budget stopped further retries.
+/// What a task's last attempt ended with, when the retry budget or the pressure rule stopped
+/// further retries.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum LastFailure<E> {
@@ -142,6 +168,15 @@ pub enum LastFailure<E> {
     Error(E),
     /// The attempt timed out.
     TimedOut,
+}
+
+impl<E> LastFailure<E> {
+    fn note_timeout(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LastFailure::TimedOut => f.write_str(" (the last attempt timed out)"),
+            LastFailure::Error(_) => Ok(()),
+        }
+    }
 }
 
 impl<E: fmt::Display> fmt::Display for LastFailure<E> {

@@ -1,9 +1,8 @@
 //! Retry arithmetic: backoff with jitter, the pressure rule, the retry decision, and the
-//! retry budget. Pure: the caller passes the random source and the facts about the pool
-//! (its saturation, whether it is stopping); only the budget's bucket is shared state.
+//! retry budget's settings. Pure: the caller passes the random source and the facts about the
+//! pool (its saturation, whether it is stopping); the budget's live bucket is the engine's.
 
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::task::ErrorClass;
@@ -33,7 +32,12 @@ pub(crate) enum PressureDecision {
     /// The pool is busy: retry, but after a short clamped delay so the retry does not add
     /// latency to a queue that is already long.
     Clamped(Duration),
-    /// The pool is saturated: do not retry; the error is returned at once.
+    /// The pool is saturated past the skip threshold: retry after the whole backoff (not
+    /// clamped); the retry then queues behind the work that arrived meanwhile. The default:
+    /// a long queue delays a retry, it never drops one.
+    Saturated(Duration),
+    /// The pool is saturated and [`RetryPolicy::skip_when_saturated`] is on: do not retry;
+    /// the task ends with [`TaskError::RetrySkipped`](crate::TaskError::RetrySkipped).
     Skip,
 }
 
@@ -53,8 +57,14 @@ pub struct RetryPolicy {
     pub jitter: Jitter,
     /// Saturation at or above which delays are clamped (default 4).
     pub clamp_threshold: f64,
-    /// Saturation at or above which retries are skipped (default 10).
+    /// Saturation at or above which a retry waits its whole backoff (default 10) — or is
+    /// skipped, if [`skip_when_saturated`](Self::skip_when_saturated) is on.
     pub skip_threshold: f64,
+    /// Skip retries at or above `skip_threshold` (default `false`: they wait their backoff
+    /// instead). On, a saturated pool fails a task after its first failed attempt, and the
+    /// task's error says so ([`TaskError::RetrySkipped`](crate::TaskError::RetrySkipped)):
+    /// for latency-bound work that would rather fail fast than queue a retry.
+    pub skip_when_saturated: bool,
     /// The clamped delay (default 100 ms).
     pub clamp_delay: Duration,
 }
@@ -68,6 +78,7 @@ impl Default for RetryPolicy {
             jitter: Jitter::Full,
             clamp_threshold: 4.0,
             skip_threshold: 10.0,
+            skip_when_saturated: false,
             clamp_delay: Duration::from_millis(100),
         }
     }
@@ -142,7 +153,11 @@ impl RetryPolicy {
     /// Applies the pressure rule to a delay: `saturation = (queued + active) / max(1, limit)`.
     pub(crate) fn under_pressure(&self, delay: Duration, saturation: f64) -> PressureDecision {
         if saturation >= self.skip_threshold {
-            PressureDecision::Skip
+            if self.skip_when_saturated {
+                PressureDecision::Skip
+            } else {
+                PressureDecision::Saturated(delay)
+            }
         } else if saturation >= self.clamp_threshold {
             PressureDecision::Clamped(delay.min(self.clamp_delay))
         } else {
@@ -190,7 +205,7 @@ pub(crate) enum GiveUp {
     Stopping,
     /// The task's token fired: it ends `Cancelled`, not with its failure.
     Cancelled,
-    /// The pool is saturated past the pressure rule's skip threshold.
+    /// The pool is saturated past the pressure rule's skip threshold, and skipping is on.
     Saturated,
 }
 
@@ -216,9 +231,9 @@ impl RetryPolicy {
         let backoff = self.draw_delay(failed.attempts, failed.previous_backoff, rng);
         match self.under_pressure(backoff, failed.saturation) {
             PressureDecision::Skip => RetryDecision::GiveUp(GiveUp::Saturated),
-            PressureDecision::Retry(delay) | PressureDecision::Clamped(delay) => {
-                RetryDecision::After { delay, backoff }
-            }
+            PressureDecision::Retry(delay)
+            | PressureDecision::Clamped(delay)
+            | PressureDecision::Saturated(delay) => RetryDecision::After { delay, backoff },
         }
     }
 }
@@ -229,22 +244,64 @@ pub(crate) fn saturation(queued: usize, active: usize, concurrency: usize) -> f6
 }
 
 /// Token-bucket settings that keep a failing backend from turning into a retry storm:
-/// each retry costs tokens, each success refills a little. When a retry cannot pay, the task
-/// fails with [`TaskError::RetryBudgetExhausted`](crate::TaskError::RetryBudgetExhausted).
+/// each retry costs tokens, each success refills a little, and time refills a floor.
+///
+/// When the bucket cannot pay for a retry, the retry **waits** for a token (holding no
+/// slot, after its backoff) rather than failing: the work is slowed, not lost. Waiting retries
+/// are paid in the order they came, by successes as they refill the bucket, or by the floor.
+/// The wait ends early if the task is cancelled or the pool stopped. With
+/// [`fail_fast`](Self::fail_fast) on, a retry the bucket cannot pay fails at once with
+/// [`TaskError::RetryBudgetExhausted`](crate::TaskError::RetryBudgetExhausted).
 ///
 /// Defaults follow the AWS SDKs' standard retry quota: capacity 500, a retry costs 5 (a retry
-/// after a timeout 10), a success refills 1 — a burst of up to 100 retries, then at most one
-/// retry per five successes.
+/// after a timeout 10), a success refills 1 — a burst of up to 100 retries, then one retry
+/// per five successes. Like tower's `TpsBudget`, a floor lets some retries through when
+/// nothing succeeds: `min_per_sec` retries per second per slot of the pool's current limit.
+///
+/// # The arithmetic, by example
+/// A pool with limit 10 and the default budget meets an outage: every attempt fails.
+/// - The first 100 retries are paid from the 500 tokens at once.
+/// - Then the floor pays `1 × 10 = 10` retries per second (50 tokens/s): the 101st retry
+///   runs about 0.1 s after the bucket emptied, the 150th about 5 s after.
+/// - When the backend recovers, every success gives 1 token back: the 1,000 successes after
+///   recovery pay 200 waiting retries, on top of the floor.
+///
+/// A waiting retry holds no slot: fresh work keeps the slots busy meanwhile, and its
+/// successes are what pays for the retries.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use pool_core::{Pool, RetryBudget};
+/// let pool = Pool::builder()
+///     .concurrency(10)
+///     .retry_budget(RetryBudget {
+///         capacity: 100.0,   // a burst of 20 retries
+///         min_per_sec: 0.5,  // then at least 5 retries/s at limit 10
+///         ..RetryBudget::default()
+///     })
+///     .build()
+///     .unwrap();
+/// assert_eq!(pool.retry_budget_tokens(), Some(100.0));
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryBudget {
     /// Tokens when full (default 500).
     pub capacity: f64,
-    /// Cost of a retry (default 5).
+    /// Cost of a retry (default 5). A cost above the capacity takes a full bucket.
     pub retry_cost: f64,
     /// Cost of a retry after a timeout (default 10).
     pub timeout_retry_cost: f64,
     /// Tokens a success gives back (default 1).
     pub success_refill: f64,
+    /// The floor: retries per second, per slot of the pool's current concurrency limit, that
+    /// time pays for whatever succeeds (default 1; `0` leaves only successes to refill).
+    /// Scaled with the limit so that a bigger pool keeps a proportionate trickle of retries.
+    pub min_per_sec: f64,
+    /// Fail a retry the bucket cannot pay, with `RetryBudgetExhausted`, instead of waiting
+    /// for a token (default `false`).
+    pub fail_fast: bool,
 }
 
 impl Default for RetryBudget {
@@ -254,61 +311,25 @@ impl Default for RetryBudget {
             retry_cost: 5.0,
             timeout_retry_cost: 10.0,
             success_refill: 1.0,
+            min_per_sec: 1.0,
+            fail_fast: false,
         }
     }
 }
 
-/// Tokens are kept in thousandths so the bucket is one atomic integer.
-const MILLI: f64 = 1_000.0;
-
-/// The live bucket. Lock-free: successes (the hot path) do one load when the bucket is full.
-#[derive(Debug)]
-pub(crate) struct BudgetBucket {
-    settings: RetryBudget,
-    milli_tokens: AtomicU64,
-    capacity_milli: u64,
-}
-
-impl BudgetBucket {
-    pub(crate) fn new(settings: RetryBudget) -> Self {
-        let capacity_milli = (settings.capacity * MILLI) as u64;
-        Self {
-            settings,
-            milli_tokens: AtomicU64::new(capacity_milli),
-            capacity_milli,
-        }
-    }
-
-    /// Takes the cost of one retry; false if the bucket cannot pay it.
-    pub(crate) fn try_withdraw(&self, after_timeout: bool) -> bool {
-        let cost = if after_timeout {
-            self.settings.timeout_retry_cost
+impl RetryBudget {
+    /// What one retry costs (after a timeout, or after an error).
+    pub(crate) fn cost(&self, after_timeout: bool) -> f64 {
+        if after_timeout {
+            self.timeout_retry_cost
         } else {
-            self.settings.retry_cost
-        };
-        let cost = (cost * MILLI) as u64;
-        self.milli_tokens
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |tokens| {
-                tokens.checked_sub(cost)
-            })
-            .is_ok()
-    }
-
-    pub(crate) fn refill(&self) {
-        if self.milli_tokens.load(Ordering::Relaxed) >= self.capacity_milli {
-            return;
+            self.retry_cost
         }
-        let refill = (self.settings.success_refill * MILLI) as u64;
-        let capacity = self.capacity_milli;
-        let _ = self
-            .milli_tokens
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |tokens| {
-                Some(tokens.saturating_add(refill).min(capacity))
-            });
     }
 
-    pub(crate) fn tokens(&self) -> f64 {
-        self.milli_tokens.load(Ordering::Relaxed) as f64 / MILLI
+    /// Tokens per second the floor pays at concurrency limit `limit`.
+    pub(crate) fn floor_per_sec(&self, limit: usize) -> f64 {
+        self.min_per_sec * limit.max(1) as f64 * self.retry_cost
     }
 }
 
@@ -390,7 +411,12 @@ mod tests {
             p.under_pressure(Duration::from_millis(10), 5.0),
             PressureDecision::Clamped(Duration::from_millis(10))
         );
-        assert_eq!(p.under_pressure(d, 10.0), PressureDecision::Skip);
+        assert_eq!(p.under_pressure(d, 10.0), PressureDecision::Saturated(d));
+        let skipping = RetryPolicy {
+            skip_when_saturated: true,
+            ..p
+        };
+        assert_eq!(skipping.under_pressure(d, 10.0), PressureDecision::Skip);
         assert_eq!(saturation(30, 10, 10), 4.0);
         assert_eq!(saturation(5, 0, 0), 5.0);
     }
@@ -430,7 +456,10 @@ mod tests {
 
     #[test]
     fn each_reason_to_give_up_in_its_order() {
-        let p = policy(Jitter::None);
+        let p = RetryPolicy {
+            skip_when_saturated: true,
+            ..policy(Jitter::None)
+        };
         let mut rng = fastrand::Rng::with_seed(1);
         let mut decide = |failed: FailedAttempt| p.decide(&failed, &mut rng);
         let give_up = RetryDecision::GiveUp;
@@ -496,35 +525,5 @@ mod tests {
             assert_eq!(backoff, delay);
             assert!(backoff >= Duration::from_secs(1) && backoff <= Duration::from_secs(6));
         }
-    }
-
-    #[test]
-    fn budget_pays_for_a_hundred_retries_then_refuses_until_refilled() {
-        let bucket = BudgetBucket::new(RetryBudget::default());
-        let paid = (0..1_000)
-            .take_while(|_| bucket.try_withdraw(false))
-            .count();
-        assert_eq!(paid, 100);
-        assert!(!bucket.try_withdraw(false));
-        for _ in 0..5 {
-            bucket.refill();
-        }
-        assert!(bucket.try_withdraw(false));
-        assert!(!bucket.try_withdraw(false));
-        for _ in 0..10_000 {
-            bucket.refill();
-        }
-        assert_eq!(bucket.tokens(), 500.0);
-    }
-
-    #[test]
-    fn timeouts_cost_more() {
-        let bucket = BudgetBucket::new(RetryBudget {
-            capacity: 15.0,
-            ..RetryBudget::default()
-        });
-        assert!(bucket.try_withdraw(true));
-        assert!(bucket.try_withdraw(false));
-        assert!(!bucket.try_withdraw(false));
     }
 }

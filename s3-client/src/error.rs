@@ -249,8 +249,16 @@ fn ending_class(ending: &TaskError<object_store::Error>) -> ErrorClass {
         TaskError::RetryBudgetExhausted {
             last: LastFailure::Error(error),
             ..
+        }
+        | TaskError::RetrySkipped {
+            last: LastFailure::Error(error),
+            ..
         } => classify(error),
         TaskError::RetryBudgetExhausted {
+            last: LastFailure::TimedOut,
+            ..
+        }
+        | TaskError::RetrySkipped {
             last: LastFailure::TimedOut,
             ..
         }
@@ -345,7 +353,7 @@ pub struct PoolFailure {
 
 impl PoolFailure {
     /// The pool's name for it: `"timed_out"`, `"stopped"`, `"cancelled"`, `"panicked"`,
-    /// `"retry_budget_exhausted"`.
+    /// `"retry_budget_exhausted"`, `"retry_skipped"`.
     pub fn kind(&self) -> &'static str {
         self.kind
     }
@@ -359,10 +367,23 @@ impl PoolFailure {
 }
 
 /// Turns a pool result back into an `object_store` error: the store's own error when the
-/// last attempt returned one, otherwise a [`PoolFailure`].
+/// last attempt returned one, otherwise a [`PoolFailure`] — also when a retry was declined
+/// (by the retry budget or the pressure rule), so that the error says which and why.
 pub(crate) fn into_store_error(error: TaskError<object_store::Error>) -> object_store::Error {
     let kind = error.kind();
-    let message = error.to_string();
+    let mut message = error.to_string();
+    if matches!(
+        error,
+        TaskError::RetryBudgetExhausted { .. } | TaskError::RetrySkipped { .. }
+    ) {
+        if let Some(store_error) = error.task_error() {
+            message = format!("{message}: {}", redact(&store_error.to_string()));
+        }
+        return object_store::Error::Generic {
+            store: "PooledStore",
+            source: Box::new(PoolFailure { kind, message }),
+        };
+    }
     match error.into_task_error() {
         Some(store_error) => store_error,
         None => object_store::Error::Generic {

@@ -65,9 +65,9 @@ pub use stats::ManagerStats;
 // enough (and always the pool-core version this crate is built with).
 pub use futures;
 pub use pool_core::{
-    self, BatchError, BatchResult, CancellationToken, ConfigError, ErrorClass, Executor, Metadata,
-    Observer, Permanent, Pool, PoolBuilder, PoolControl, Retryable, Stats, TaskError, TaskHandle,
-    TaskOptions, Transient,
+    self, BatchError, BatchResult, CancellationToken, ConfigError, ErrorClass, Executor,
+    LastFailure, Metadata, Observer, Permanent, Pool, PoolBuilder, PoolControl, RetryBudget,
+    Retryable, Stats, TaskError, TaskHandle, TaskOptions, Transient,
 };
 
 /// The names most programs need, and the stream methods (`next`, …) a streamed

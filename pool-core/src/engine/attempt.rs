@@ -25,6 +25,7 @@ use crate::executor::BoxFuture;
 use crate::observer::{Event, EventKind, TaskInfo};
 use crate::unwind::{catch, drop_contained, message};
 
+use super::budget::Payment;
 use super::ending::AttemptEnd;
 use super::job::{AttemptFuture, Job, Start, TaskRef};
 use super::ticks::Ticks;
@@ -42,6 +43,13 @@ impl Engine {
         info: Option<&TaskInfo>,
     ) -> (AttemptEnd, Ticks) {
         let task = job.task();
+        if let Some(budget) = self.budget.as_ref().filter(|budget| budget.anyone_owes()) {
+            // A retry the budget could not pay when it was scheduled pays now, or waits.
+            let (now, limit) = (self.executor.now(), self.limit());
+            if let Payment::Wait(until, wakeup) = budget.pay(task.id(), now, limit) {
+                return (AttemptEnd::Deferred(until, Some(wakeup)), self.now());
+            }
+        }
         let mut permits = Permits::new();
         if !self.admission.is_empty() {
             let owned_info;

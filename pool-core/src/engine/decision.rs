@@ -61,6 +61,11 @@ impl Engine {
         info: Option<TaskInfo>,
     ) -> Option<Claimed> {
         let result = end.result();
+        // Outside the engine's lock: the wakeups of retries a success paid for queue them.
+        let paid = match (&end, &self.budget) {
+            (AttemptEnd::Succeeded, Some(budget)) => budget.refill(),
+            _ => Vec::new(),
+        };
         let mut state = self.lock();
         let in_flight = state.active;
         let queued = state.queue.len();
@@ -76,6 +81,9 @@ impl Engine {
         };
         let idle = state.is_idle();
         drop(state);
+        for wakeup in paid {
+            wakeup.wake();
+        }
 
         let attempt_finished = info
             .as_ref()
@@ -126,12 +134,7 @@ impl Engine {
     fn decide(&self, state: &mut State, job: &Job, end: AttemptEnd) -> Next {
         let task = job.task();
         let next = match end {
-            AttemptEnd::Succeeded => {
-                if let Some(budget) = &self.budget {
-                    budget.refill();
-                }
-                Next::End(TaskEnd::Succeeded)
-            }
+            AttemptEnd::Succeeded => Next::End(TaskEnd::Succeeded),
             AttemptEnd::Panicked(message) => Next::End(TaskEnd::Panicked(message)),
             AttemptEnd::Cancelled => Next::End(TaskEnd::Cancelled),
             AttemptEnd::StoppedNow => Next::End(TaskEnd::Stopped),
@@ -173,21 +176,32 @@ impl Engine {
         };
         let given_up = match self.settings.retry.decide(&failed, &mut state.rng) {
             RetryDecision::GiveUp(GiveUp::Cancelled) => TaskEnd::Cancelled,
+            RetryDecision::GiveUp(GiveUp::Saturated) => TaskEnd::RetrySkipped { class, timed_out },
             RetryDecision::GiveUp(_) => TaskEnd::of_failure(&end).expect("a failure"),
-            RetryDecision::After { delay, backoff } => match &self.budget {
-                Some(budget) if !budget.try_withdraw(timed_out) => {
-                    TaskEnd::BudgetExhausted { timed_out }
+            RetryDecision::After { delay, backoff } => {
+                let now = self.executor.now();
+                let unpaid = self
+                    .budget
+                    .as_ref()
+                    .filter(|budget| !budget.try_withdraw(timed_out, now, state.limit));
+                match unpaid {
+                    Some(budget) if budget.fails_fast() => TaskEnd::BudgetExhausted { timed_out },
+                    _ => {
+                        if let Some(budget) = unpaid {
+                            // Retried all the same: it pays (or waits for a token, holding no
+                            // slot) before its next attempt.
+                            budget.owe(task.id(), timed_out);
+                        }
+                        state.counters.retries += 1;
+                        return Next::Retry {
+                            delay,
+                            backoff,
+                            class,
+                            reservation: state.parked.reserve(Parked::Retrying),
+                        };
+                    }
                 }
-                _ => {
-                    state.counters.retries += 1;
-                    return Next::Retry {
-                        delay,
-                        backoff,
-                        class,
-                        reservation: state.parked.reserve(Parked::Retrying),
-                    };
-                }
-            },
+            }
         };
         state.counters.ended(&given_up);
         Next::End(given_up)

@@ -69,6 +69,12 @@ pub(crate) enum TaskEnd {
     BudgetExhausted {
         timed_out: bool,
     },
+    /// The pressure rule skipped a retry (only with `skip_retries_when_saturated`).
+    RetrySkipped {
+        /// The last attempt failed with this class, or timed out.
+        class: ErrorClass,
+        timed_out: bool,
+    },
 }
 
 impl TaskEnd {
@@ -92,6 +98,11 @@ impl TaskEnd {
             TaskEnd::Panicked(_) => Outcome::Panicked,
             TaskEnd::Rejected(_) => Outcome::Rejected,
             TaskEnd::BudgetExhausted { .. } => Outcome::RetryBudgetExhausted,
+            // The task ends with its own failure; the handle's error says why no retry came.
+            TaskEnd::RetrySkipped {
+                timed_out: true, ..
+            } => Outcome::TimedOut,
+            TaskEnd::RetrySkipped { class, .. } => Outcome::Failed(*class),
         }
     }
 
@@ -122,6 +133,13 @@ impl TaskEnd {
                 };
                 Err(TaskError::RetryBudgetExhausted { last, attempts })
             }
+            TaskEnd::RetrySkipped { timed_out, .. } => {
+                let last = match last {
+                    Some(Err(error)) if !timed_out => LastFailure::Error(error),
+                    _ => LastFailure::TimedOut,
+                };
+                Err(TaskError::RetrySkipped { last, attempts })
+            }
         }
     }
 }
@@ -138,6 +156,9 @@ impl Engine {
         stay: &Timeline,
         info: Option<TaskInfo>,
     ) {
+        if let Some(budget) = &self.budget {
+            budget.forget(job.task().id());
+        }
         if self.observers.wants(EventKind::TaskFinished) {
             let task = job.task();
             let timeline = stay.after(task.stored_timeline());

@@ -35,12 +35,15 @@ use crate::admission::Admission;
 use crate::executor::Executor;
 use crate::observer::ObserverSet;
 use crate::queue::{AgingQueue, AgingSettings};
-use crate::retry::{BudgetBucket, RetryBudget, RetryPolicy};
+use crate::retry::{RetryBudget, RetryPolicy};
+
 use crate::stats::Stats;
 use crate::sync::{AtomicBool, AtomicU64, Mutex, MutexGuard};
 use crate::task::TaskId;
+use budget::BudgetBucket;
 
 mod attempt;
+mod budget;
 mod decision;
 mod dispatch;
 pub(crate) mod ending;
@@ -113,11 +116,14 @@ impl Engine {
     ) -> Self {
         let queue = AgingQueue::new(settings.aging, false);
         let tenants = Tenants::new(settings.tenants.clone());
+        let budget = settings
+            .budget
+            .map(|budget| BudgetBucket::new(budget, executor.now()));
         Self {
             state: Mutex::new(State::new(queue, tenants, settings.initial_limit, seed)),
             epoch: Epoch::new(executor.now()),
             executor,
-            budget: settings.budget.map(BudgetBucket::new),
+            budget,
             settings,
             observers,
             admission,

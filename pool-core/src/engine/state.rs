@@ -39,7 +39,8 @@ impl Counters {
             | TaskEnd::TimedOut(_)
             | TaskEnd::Panicked(_)
             | TaskEnd::Rejected(_)
-            | TaskEnd::BudgetExhausted { .. } => self.errors += 1,
+            | TaskEnd::BudgetExhausted { .. }
+            | TaskEnd::RetrySkipped { .. } => self.errors += 1,
         }
     }
 

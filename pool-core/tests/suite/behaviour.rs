@@ -50,9 +50,11 @@ on_every_executor!(
     retries_back_off_exponentially_without_jitter,
     jittered_backoff_stays_within_bounds,
     fatal_errors_are_not_retried,
-    pressure_skips_retries_when_saturated,
+    pressure_delays_retries_when_saturated,
+    pressure_skips_retries_when_saturated_if_asked,
     pressure_clamps_retry_delays_when_busy,
-    the_retry_budget_stops_a_retry_storm,
+    the_retry_budget_fails_a_retry_storm_fast_if_asked,
+    an_empty_retry_budget_makes_retries_wait_for_a_token,
     a_timed_out_attempt_is_dropped_and_retried,
     cancelling_a_queued_task_resolves_it_at_once,
     cancelling_a_running_task_drops_its_attempt,
@@ -309,10 +311,17 @@ async fn fatal_errors_are_not_retried(env: Env) {
 }
 
 /// Fills a pool of concurrency 1 with `queued` blocked tasks behind one failing task, and
-/// returns the failing task's attempt times.
-async fn attempts_under_pressure(env: &Env, queued: u32) -> Vec<Instant> {
-    let pool = env
-        .builder()
+/// returns the failing task's attempt times and its result.
+async fn attempts_under_pressure(
+    env: &Env,
+    queued: u32,
+    skip: bool,
+) -> (Vec<Instant>, Result<(), TaskError<Oops>>) {
+    let mut builder = env.builder();
+    if skip {
+        builder = builder.skip_retries_when_saturated();
+    }
+    let pool = builder
         .concurrency(1)
         .retry_delay(ms(1_000))
         .jitter(Jitter::None)
@@ -332,30 +341,55 @@ async fn attempts_under_pressure(env: &Env, queued: u32) -> Vec<Instant> {
     let blocked: Vec<_> = (0..queued)
         .map(|i| pool.enqueue(sleeper(env, ms(1), i), TaskOptions::new()))
         .collect();
-    let _ = failing.await;
+    let result = failing.await;
     for handle in blocked {
         handle.await.unwrap();
     }
     let times = times.lock().unwrap().clone();
-    times
+    (times, result)
 }
 
-async fn pressure_skips_retries_when_saturated(env: Env) {
-    // Saturation = (10 queued + 1 active) / 1 = 11 >= 10: no retry.
-    let times = attempts_under_pressure(&env, 10).await;
+async fn pressure_delays_retries_when_saturated(env: Env) {
+    // Saturation = (10 queued + 1 active) / 1 = 11 >= 10: retried after the whole 1 s
+    // backoff (not the 100 ms clamp), not dropped.
+    let (times, _) = attempts_under_pressure(&env, 10, false).await;
+    assert_eq!(times.len(), 2);
+    assert!(
+        times[1] - times[0] >= ms(1_000),
+        "{:?}",
+        times[1] - times[0]
+    );
+}
+
+async fn pressure_skips_retries_when_saturated_if_asked(env: Env) {
+    let (times, result) = attempts_under_pressure(&env, 10, true).await;
     assert_eq!(times.len(), 1);
+    let error = result.unwrap_err();
+    let TaskError::RetrySkipped {
+        last: LastFailure::Error(Oops(ErrorClass::Throttled)),
+        attempts: 1,
+    } = &error
+    else {
+        panic!("unexpected {error:?}");
+    };
+    let message = error.to_string();
+    assert!(
+        message.contains("retry was skipped") && message.contains("skip_retries_when_saturated"),
+        "{message}"
+    );
+    assert_eq!(error.kind(), "retry_skipped");
 }
 
 async fn pressure_clamps_retry_delays_when_busy(env: Env) {
     // Saturation = (5 queued + 1 active) / 1 = 6: retried after the clamp delay (100 ms),
     // not the 1 s backoff. The retry re-enters the queue with priority 10, ahead of the rest.
-    let times = attempts_under_pressure(&env, 5).await;
+    let (times, _) = attempts_under_pressure(&env, 5, false).await;
     assert_eq!(times.len(), 2);
     let gap = times[1] - times[0];
     assert!(gap >= ms(100) && gap <= ms(110), "gap {gap:?}");
 }
 
-async fn the_retry_budget_stops_a_retry_storm(env: Env) {
+async fn the_retry_budget_fails_a_retry_storm_fast_if_asked(env: Env) {
     let pool = env
         .builder()
         .concurrency(4)
@@ -365,6 +399,8 @@ async fn the_retry_budget_stops_a_retry_storm(env: Env) {
             retry_cost: 5.0,
             timeout_retry_cost: 10.0,
             success_refill: 1.0,
+            min_per_sec: 0.0,
+            fail_fast: true,
         })
         .build()
         .unwrap();
@@ -391,6 +427,51 @@ async fn the_retry_budget_stops_a_retry_storm(env: Env) {
     assert_eq!(pool.stats().retries, 4);
     assert!(exhausted >= 9, "{exhausted}");
     assert_eq!(pool.retry_budget_tokens(), Some(0.0));
+}
+
+async fn an_empty_retry_budget_makes_retries_wait_for_a_token(env: Env) {
+    // 20 tokens pay for 4 retries at once; 10 tasks each fail once. The 6 retries the bucket
+    // cannot pay wait — for the floor (1 retry/s per slot × 4 slots = 20 tokens/s) or for
+    // successes — and every task succeeds.
+    let pool = env
+        .builder()
+        .concurrency(4)
+        .retry_delay(ms(10))
+        .retry_budget(RetryBudget {
+            capacity: 20.0,
+            ..RetryBudget::default()
+        })
+        .build()
+        .unwrap();
+    let t0 = env.now();
+    let handles: Vec<_> = (0..10)
+        .map(|_| {
+            let calls = Arc::new(AtomicU32::new(0));
+            pool.enqueue(
+                move || {
+                    let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
+                    async move {
+                        if first {
+                            Err(Oops(ErrorClass::Retryable))
+                        } else {
+                            Ok(())
+                        }
+                    }
+                },
+                TaskOptions::new().retries(3),
+            )
+        })
+        .collect();
+    for handle in handles {
+        handle
+            .await
+            .expect("a retry waits for a token, it does not fail");
+    }
+    let stats = pool.stats();
+    assert_eq!((stats.retries, stats.errors), (10, 0), "{stats:?}");
+    // The last waiting retry needed tokens the successes alone could not give in time: the
+    // floor paid for it, later than the 10 ms backoff.
+    assert!(env.now() - t0 >= ms(100), "{:?}", env.now() - t0);
 }
 
 async fn a_timed_out_attempt_is_dropped_and_retried(env: Env) {

@@ -68,6 +68,16 @@ fn run_case(name: String, case: impl FnOnce() + Send + 'static) {
     }
 }
 
+/// The default budget without its floor, failing a retry it cannot pay instead of waiting:
+/// what bounds the retries of a task that always times out.
+fn failing_fast() -> RetryBudget {
+    RetryBudget {
+        fail_fast: true,
+        min_per_sec: 0.0,
+        ..RetryBudget::default()
+    }
+}
+
 fn paused_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -189,8 +199,12 @@ fn pool_builder_counts_and_factors_at_their_extremes() {
             builder().concurrency(n)
         });
     }
+    // The workload's sleeper times out on every attempt: with u32::MAX retries only a
+    // budget that fails fast ends it (an empty budget that waits would retry it forever).
     for n in COUNTS_U32 {
-        check_builder("retries", n.to_string(), move || builder().retries(n));
+        check_builder("retries", n.to_string(), move || {
+            builder().retries(n).retry_budget(failing_fast())
+        });
     }
     for f in FACTORS {
         let v = f.to_string();
@@ -232,6 +246,13 @@ fn pool_builder_counts_and_factors_at_their_extremes() {
                     ..RetryBudget::default()
                 },
             ),
+            (
+                "retry_budget.min_per_sec",
+                RetryBudget {
+                    min_per_sec: f,
+                    ..RetryBudget::default()
+                },
+            ),
         ] {
             check_builder(field, v.clone(), move || builder().retry_budget(budget));
         }
@@ -270,7 +291,7 @@ fn task_options_at_their_extremes() {
     for n in COUNTS_U32 {
         run_case(format!("TaskOptions::retries({n})"), move || {
             paused_runtime().block_on(async move {
-                let pool = builder().build().unwrap();
+                let pool = builder().retry_budget(failing_fast()).build().unwrap();
                 workload(&pool, |_| TaskOptions::new().retries(n)).await;
             });
         });

@@ -42,8 +42,7 @@ type PutOutcome = (
     Result<object_store::PutResult, s3_client::ClientError>,
 );
 
-/// Puts `count` objects through `client`, with twice its concurrency outstanding (a deeper
-/// queue would trip the pool's pressure rule, which skips retries at saturation ≥ 10).
+/// Puts `count` objects through `client`, with twice its concurrency outstanding.
 async fn put_all(client: &S3Client, count: usize) -> Vec<PutOutcome> {
     let outstanding = 2 * client.stats().unwrap().concurrency;
     let results: Vec<PutOutcome> = futures::stream::iter(0..count)

@@ -9,6 +9,7 @@ mod awaitables;
 mod bodies;
 #[cfg(all(feature = "aws-sdk", feature = "testing"))]
 mod bucket_admin;
+mod bulk_defaults;
 mod chaos;
 mod checksums;
 mod client;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use pool_core::{ConfigError, Transient};
-use task_manager::{TaskManager, TaskManagerBuilder};
+use task_manager::{RetryBudget, TaskManager, TaskManagerBuilder};
 
 const DURATIONS: [Duration; 4] = [
     Duration::ZERO,
@@ -15,7 +15,7 @@ const DURATIONS: [Duration; 4] = [
     Duration::MAX,
 ];
 
-/// Ten items, the odd ones failing once: every one must resolve.
+/// Ten items, the odd ones always failing: every one must resolve.
 async fn ten_items(manager: &TaskManager) {
     let result = manager
         .process(0..10u32, |i| async move {
@@ -52,8 +52,17 @@ async fn builder_settings_at_their_extremes() {
         check("concurrency", n.to_string(), builder().concurrency(n)).await;
         check("lookahead", n.to_string(), builder().lookahead(n)).await;
     }
+    // The odd items always fail: with u32::MAX retries only a retry budget that fails fast
+    // (and has no floor) ends them; the default budget would make them wait and retry forever.
     for n in [0, 1, u32::MAX] {
-        check("retries", n.to_string(), builder().retries(n)).await;
+        let failing_fast = builder().retries(n).configure_pool(|pool| {
+            pool.retry_budget(RetryBudget {
+                fail_fast: true,
+                min_per_sec: 0.0,
+                ..RetryBudget::default()
+            })
+        });
+        check("retries", n.to_string(), failing_fast).await;
     }
     for p in [i32::MIN, 0, i32::MAX] {
         check("priority", p.to_string(), builder().priority(p)).await;
