@@ -545,9 +545,12 @@ impl KneeTuner {
                 target = target.max(clean as f64);
             }
         }
+        // At a limit of 1 there is nothing below to cut to: min/max, not clamp (whose bounds
+        // would cross and panic).
         let target = target
             .round()
-            .clamp(limit * self.config.deepest_cut, limit - 1.0);
+            .min(limit - 1.0)
+            .max(limit * self.config.deepest_cut);
         let to = self.config.bounds.clamp_f64(target);
         self.note_failing(self.limit, false);
         self.note_cut(to);

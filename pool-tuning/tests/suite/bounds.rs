@@ -87,3 +87,33 @@ proptest! {
         check_bounds(&mut RuleTuner::new(config, initial), min, max, &samples)?;
     }
 }
+
+/// Round trips that grow at a limit of 1 leave nothing to cut to: the knee tuner stays at 1
+/// (its cut was once a `clamp` whose bounds crossed there, and panicked).
+#[test]
+fn knee_tuner_at_a_limit_of_one_survives_growing_round_trips() {
+    for max in [1, 2] {
+        let config = KneeConfig::builder().min(1).max(max).build().unwrap();
+        let mut tuner = KneeTuner::new(config, 1);
+        let mut now = Instant::now();
+        // A clean baseline at 1 ms, then every round trip 20 ms with work waiting.
+        for step in 0..6_000u64 {
+            now += Duration::from_millis(1);
+            let (latency_ms, queued) = if step < 2_000 { (1, 0) } else { (20, 50) };
+            let sample = Sample::new(
+                now,
+                Duration::from_millis(latency_ms),
+                AttemptOutcome::Succeeded,
+            )
+            .in_flight(1)
+            .queued(queued);
+            tuner.observe(&sample, now);
+            tuner.tick(now);
+            assert!(
+                (1..=max).contains(&tuner.limit()),
+                "limit {}",
+                tuner.limit()
+            );
+        }
+    }
+}
