@@ -557,13 +557,11 @@ impl<T, E> Future for Run<T, E, InOrder> {
     }
 }
 
-impl<T, E> futures::future::FusedFuture for Run<T, E, Collected> {
-    fn is_terminated(&self) -> bool {
-        self.finished
-    }
-}
-
-impl<T, E> futures::future::FusedFuture for Run<T, E, InOrder> {
+/// Every awaitable mode (collected, in order) ends once.
+impl<T, E, M> futures::future::FusedFuture for Run<T, E, M>
+where
+    Self: Future,
+{
     fn is_terminated(&self) -> bool {
         self.finished
     }
