@@ -47,6 +47,8 @@ pub struct PoolBuilder {
     executor: Option<Arc<dyn Executor>>,
     seed: Option<u64>,
     tenants: TenantSettings,
+    earliest_deadline_first: bool,
+    shed_doomed: bool,
 }
 
 impl Default for PoolBuilder {
@@ -65,6 +67,8 @@ impl Default for PoolBuilder {
             executor: None,
             seed: None,
             tenants: TenantSettings::default(),
+            earliest_deadline_first: false,
+            shed_doomed: false,
         }
     }
 }
@@ -84,6 +88,8 @@ impl fmt::Debug for PoolBuilder {
             .field("admission", &self.admission)
             .field("executor", &self.executor)
             .field("tenants", &self.tenants)
+            .field("earliest_deadline_first", &self.earliest_deadline_first)
+            .field("shed_doomed", &self.shed_doomed)
             .finish()
     }
 }
@@ -279,6 +285,35 @@ impl PoolBuilder {
         self
     }
 
+    /// Within a priority level, each tenant starts its tasks in order of their
+    /// [deadlines](crate::TaskOptions::deadline), earliest first (tasks without one after
+    /// those with one, and ties in enqueue order). Default off: first in, first out.
+    ///
+    /// Fair share still decides which tenant starts a task and aging which priority level,
+    /// so a task with a late deadline waits behind earlier ones of its tenant and level
+    /// only: earliest-deadline-first cannot starve another tenant or level. Useful when
+    /// tasks with deadlines queue behind each other: the most urgent runs first, instead of
+    /// waiting its turn and missing its deadline while later ones had time to spare.
+    pub fn earliest_deadline_first(mut self) -> Self {
+        self.earliest_deadline_first = true;
+        self
+    }
+
+    /// Gives up early on tasks that cannot finish in time: a task with a
+    /// [deadline](crate::TaskOptions::deadline) is not started, and not retried, when the
+    /// time it would have left is shorter than the median service time of the pool's recent
+    /// answered attempts (the last 64, once 8 are known). It resolves
+    /// [`TaskError::DeadlineExceeded`](crate::TaskError::DeadlineExceeded) with `shed: true`,
+    /// counted in [`Stats::shed`](crate::Stats::shed). Default off: a task is started as long
+    /// as its deadline has not passed.
+    ///
+    /// The median, not a mean, so a slow tail does not shed everything; one number for the
+    /// whole pool, so it suits pools whose tasks take about the same time.
+    pub fn shed_doomed(mut self) -> Self {
+        self.shed_doomed = true;
+        self
+    }
+
     /// Attaches an observer. Call it once per observer; all of them receive every event.
     pub fn observer(mut self, observer: impl Observer) -> Self {
         self.observers.push(Arc::new(observer));
@@ -436,6 +471,8 @@ impl PoolBuilder {
             },
             budget: self.retry_budget,
             tenants: self.tenants,
+            earliest_deadline_first: self.earliest_deadline_first,
+            shed_doomed: self.shed_doomed,
         };
         let engine = Engine::new(
             executor,

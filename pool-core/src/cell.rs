@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
@@ -48,6 +48,10 @@ enum Kept {
     BudgetExhausted {
         timed_out: bool,
     },
+    DeadlineExceeded {
+        timed_out: bool,
+        shed: bool,
+    },
     /// In [`Cold::end`].
     InCold,
     /// The handle has taken the result.
@@ -63,6 +67,9 @@ impl Kept {
             TaskEnd::Stopped => Kept::Stopped,
             TaskEnd::Cancelled => Kept::Cancelled,
             TaskEnd::BudgetExhausted { timed_out } => Kept::BudgetExhausted { timed_out },
+            TaskEnd::DeadlineExceeded { timed_out, shed } => {
+                Kept::DeadlineExceeded { timed_out, shed }
+            }
             TaskEnd::TimedOut(_)
             | TaskEnd::Panicked(_)
             | TaskEnd::Rejected(_)
@@ -79,6 +86,9 @@ impl Kept {
             Kept::Stopped => TaskEnd::Stopped,
             Kept::Cancelled => TaskEnd::Cancelled,
             Kept::BudgetExhausted { timed_out } => TaskEnd::BudgetExhausted { timed_out },
+            Kept::DeadlineExceeded { timed_out, shed } => {
+                TaskEnd::DeadlineExceeded { timed_out, shed }
+            }
             // A payload that went missing would be an engine bug: never hang the handle.
             Kept::InCold => in_cold.unwrap_or(TaskEnd::Stopped),
             Kept::Taken => return None,
@@ -127,6 +137,7 @@ struct Cold {
     metadata: Metadata,
     cancellation: Option<CancellationToken>,
     tenant: Option<Tenant>,
+    deadline: Option<Instant>,
     retries: Option<u32>,
     timeout: Option<Option<Duration>>,
     /// Boxed apart: only a task that left for a while keeps one.
@@ -180,12 +191,14 @@ impl<F, Fut, T, E, C> TaskCell<F, Fut, T, E, C> {
             metadata,
             cancellation,
             tenant,
+            deadline,
         } = options;
         let plain = retries.is_none()
             && timeout.is_none()
             && metadata.is_empty()
             && cancellation.is_none()
-            && tenant.is_none();
+            && tenant.is_none()
+            && deadline.is_none();
         let cold = (!plain).then(|| {
             let watch = cancellation.as_ref().map(|token| {
                 let sink: Weak<dyn CancelSink> = Arc::downgrade(sink) as _;
@@ -198,6 +211,7 @@ impl<F, Fut, T, E, C> TaskCell<F, Fut, T, E, C> {
                 metadata,
                 cancellation,
                 tenant,
+                deadline,
                 retries,
                 timeout,
                 watch,
@@ -298,9 +312,14 @@ where
             Some(cold) => Waiting {
                 tenant: cold.tenant.clone(),
                 cancellable: cold.cancellation.is_some(),
+                deadline: cold.deadline,
             },
             None => Waiting::default(),
         }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.lock().cold()?.deadline
     }
 
     fn is_cancelled(&self) -> bool {
@@ -488,6 +507,14 @@ mod tests {
             TaskEnd::Panicked(PanicMessage("boom".into())),
             TaskEnd::Rejected(Rejection::new(RejectionKind::RateLimited, "slow")),
             TaskEnd::BudgetExhausted { timed_out: true },
+            TaskEnd::DeadlineExceeded {
+                timed_out: true,
+                shed: false,
+            },
+            TaskEnd::DeadlineExceeded {
+                timed_out: false,
+                shed: true,
+            },
         ];
         for end in ends {
             let (kept, in_cold) = Kept::keep(end.clone());

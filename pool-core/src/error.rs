@@ -49,6 +49,24 @@ pub enum TaskError<E> {
     Panicked(PanicMessage),
     /// An admission policy refused the task (circuit open, rate limit, permits unavailable).
     Rejected(crate::admission::Rejection),
+    /// The task's [deadline](crate::TaskOptions::deadline) passed before it could finish, or
+    /// the pool gave up on it early because it could not finish in time.
+    ///
+    /// `attempts == 0` and `last == None`: it never ran. `last` is what its last attempt
+    /// ended with when that is why it stopped: [`LastFailure::TimedOut`] for an attempt cut
+    /// at the deadline (or by its own timeout, when the retry would have started too late),
+    /// [`LastFailure::Error`] for a failure whose retry would have started too late (also the
+    /// [`source`](std::error::Error::source)).
+    DeadlineExceeded {
+        /// How many attempts ran.
+        attempts: u32,
+        /// What the last attempt ended with, if a failure is why the task stopped.
+        last: Option<LastFailure<E>>,
+        /// The pool shed it before the deadline: the median of its recent attempts' service
+        /// times was longer than the time left (see
+        /// [`PoolBuilder::shed_doomed`](crate::PoolBuilder::shed_doomed)).
+        shed: bool,
+    },
     /// The task would have been retried, but the pool's retry budget had no tokens left.
     RetryBudgetExhausted {
         /// What the last attempt ended with (its error is the
@@ -84,6 +102,22 @@ impl<E> fmt::Display for TaskError<E> {
             TaskError::Cancelled => f.write_str("the task was cancelled"),
             TaskError::Panicked(message) => write!(f, "the task panicked: {message}"),
             TaskError::Rejected(rejection) => write!(f, "task rejected: {rejection}"),
+            TaskError::DeadlineExceeded {
+                attempts,
+                last,
+                shed,
+            } => {
+                write!(f, "deadline exceeded after {attempts} attempt(s)")?;
+                if *shed {
+                    f.write_str(
+                        " (shed: the recent median service time did not fit in the time left)",
+                    )?;
+                }
+                match last {
+                    Some(LastFailure::TimedOut) => f.write_str(" (the last attempt timed out)"),
+                    _ => Ok(()),
+                }
+            }
             TaskError::RetryBudgetExhausted { last, attempts } => {
                 write!(
                     f,
@@ -123,6 +157,7 @@ impl<E> TaskError<E> {
             TaskError::Rejected(_) => "rejected",
             TaskError::RetryBudgetExhausted { .. } => "retry_budget_exhausted",
             TaskError::RetrySkipped { .. } => "retry_skipped",
+            TaskError::DeadlineExceeded { .. } => "deadline_exceeded",
         }
     }
 
@@ -136,6 +171,10 @@ impl<E> TaskError<E> {
             }
             | TaskError::RetrySkipped {
                 last: LastFailure::Error(error),
+                ..
+            }
+            | TaskError::DeadlineExceeded {
+                last: Some(LastFailure::Error(error)),
                 ..
             } => Some(error),
             _ => None,
@@ -153,14 +192,18 @@ impl<E> TaskError<E> {
             | TaskError::RetrySkipped {
                 last: LastFailure::Error(error),
                 ..
+            }
+            | TaskError::DeadlineExceeded {
+                last: Some(LastFailure::Error(error)),
+                ..
             } => Some(error),
             _ => None,
         }
     }
 }
 
-/// What a task's last attempt ended with, when the retry budget or the pressure rule stopped
-/// further retries.
+/// What a task's last attempt ended with, when the retry budget, the pressure rule or the
+/// deadline stopped further retries.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum LastFailure<E> {

@@ -20,7 +20,7 @@ use crate::task::ErrorClass;
 /// | `Failed(Throttled)`          | said "slow down" (503 SlowDown, 429)  |  ✓  |  ✓  |
 /// | `TimedOut`                   | did not answer in time                |  ✓  |  ✓  |
 /// | `Panicked`                   | unknown: the attempt's own code panicked; counted, as a breaker had rather stop calling than keep panicking |  ✓  |     |
-/// | `Cancelled`, `Rejected`      | — the attempt was cut short or never ran: [`is_cut_short`] | | |
+/// | `Cancelled`, `Rejected`, `DeadlineExceeded` | — the attempt was cut short or never ran: [`is_cut_short`] | | |
 ///
 /// A circuit breaker counts backend failures against the backend and ignores attempts cut
 /// short; a tuner backs off on overload and learns nothing from a retryable failure (a 500
@@ -50,13 +50,19 @@ pub enum AttemptResult {
     Cancelled,
     /// An admission policy refused it; the attempt never ran.
     Rejected,
+    /// The task's deadline came while the attempt ran: it was dropped. Cut short — the
+    /// backend may have had little time — so nothing that learns from attempts counts it.
+    DeadlineExceeded,
 }
 
 impl AttemptResult {
     /// The attempt was cut short (cancelled, `stop_now`) or never ran (rejected): it says
     /// nothing of the backend, and nothing that learns from attempts counts it.
     pub fn is_cut_short(self) -> bool {
-        matches!(self, AttemptResult::Cancelled | AttemptResult::Rejected)
+        matches!(
+            self,
+            AttemptResult::Cancelled | AttemptResult::Rejected | AttemptResult::DeadlineExceeded
+        )
     }
 
     /// The backend said "slow down" (S3's 503 SlowDown, HTTP 429): its own word that the
@@ -81,7 +87,10 @@ impl AttemptResult {
         match self {
             AttemptResult::Failed(class) => class.is_retryable(),
             AttemptResult::TimedOut | AttemptResult::Panicked => true,
-            AttemptResult::Succeeded | AttemptResult::Cancelled | AttemptResult::Rejected => false,
+            AttemptResult::Succeeded
+            | AttemptResult::Cancelled
+            | AttemptResult::Rejected
+            | AttemptResult::DeadlineExceeded => false,
         }
     }
 
@@ -94,6 +103,7 @@ impl AttemptResult {
             AttemptResult::Panicked => "panicked",
             AttemptResult::Cancelled => "cancelled",
             AttemptResult::Rejected => "rejected",
+            AttemptResult::DeadlineExceeded => "deadline_exceeded",
         }
     }
 }
@@ -122,11 +132,13 @@ pub enum Outcome {
     RetryBudgetExhausted,
     /// Resolved with `Rejected` by an admission policy.
     Rejected,
+    /// Resolved with `DeadlineExceeded`.
+    DeadlineExceeded,
 }
 
 impl Outcome {
     /// Every kind of outcome, one of each, in the order metrics list them.
-    pub const KINDS: [&'static str; 8] = [
+    pub const KINDS: [&'static str; 9] = [
         "succeeded",
         "failed",
         "timed_out",
@@ -135,6 +147,7 @@ impl Outcome {
         "stopped",
         "retry_budget_exhausted",
         "rejected",
+        "deadline_exceeded",
     ];
 
     /// A short, stable name (`"succeeded"`, `"failed"`, …) for metrics labels: one of
@@ -154,6 +167,7 @@ impl Outcome {
             Outcome::Stopped => 5,
             Outcome::RetryBudgetExhausted => 6,
             Outcome::Rejected => 7,
+            Outcome::DeadlineExceeded => 8,
         }
     }
 
@@ -167,7 +181,7 @@ impl Outcome {
 mod tests {
     use super::*;
 
-    const EVERY_RESULT: [AttemptResult; 8] = [
+    const EVERY_RESULT: [AttemptResult; 9] = [
         AttemptResult::Succeeded,
         AttemptResult::Failed(ErrorClass::Fatal),
         AttemptResult::Failed(ErrorClass::Retryable),
@@ -176,6 +190,7 @@ mod tests {
         AttemptResult::Panicked,
         AttemptResult::Cancelled,
         AttemptResult::Rejected,
+        AttemptResult::DeadlineExceeded,
     ];
 
     #[test]
@@ -211,6 +226,7 @@ mod tests {
             Outcome::Stopped,
             Outcome::RetryBudgetExhausted,
             Outcome::Rejected,
+            Outcome::DeadlineExceeded,
         ];
         for (index, outcome) in outcomes.into_iter().enumerate() {
             assert_eq!(outcome.index(), index);

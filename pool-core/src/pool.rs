@@ -122,6 +122,7 @@ impl Pool {
         let waiting = Waiting {
             tenant: options.tenant.clone(),
             cancellable: options.cancellation.is_some(),
+            deadline: options.deadline,
         };
         let info = engine.observers.is_active().then(|| TaskInfo {
             id,

@@ -24,8 +24,16 @@ pub struct Stats {
     pub enqueued: u64,
     /// Tasks resolved with their value.
     pub processed: u64,
-    /// Tasks resolved with a failure: their own error, timeout, panic or exhausted budget.
+    /// Tasks resolved with a failure: their own error, timeout, panic, exhausted budget or
+    /// missed deadline.
     pub errors: u64,
+    /// Of `errors`, tasks resolved with `DeadlineExceeded` (shed ones included).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub deadline_exceeded: u64,
+    /// Of `deadline_exceeded`, tasks the pool shed before their deadline because their
+    /// recent median service time did not fit in the time left.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub shed: u64,
     /// Retries scheduled.
     pub retries: u64,
     /// Tasks resolved with `Cancelled`.

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -115,11 +115,12 @@ pub struct TaskOptions {
     pub(crate) metadata: Metadata,
     pub(crate) cancellation: Option<CancellationToken>,
     pub(crate) tenant: Option<Tenant>,
+    pub(crate) deadline: Option<Instant>,
 }
 
 impl TaskOptions {
     /// Defaults: priority 0, the pool's retries and timeout, no metadata, no cancellation,
-    /// no tenant.
+    /// no tenant, no deadline.
     pub fn new() -> Self {
         Self::default()
     }
@@ -161,6 +162,19 @@ impl TaskOptions {
     /// Any key is allowed; tenants not configured on the builder get the defaults.
     pub fn tenant(mut self, tenant: impl Into<Tenant>) -> Self {
         self.tenant = Some(tenant.into());
+        self
+    }
+
+    /// The moment by which the task must have resolved, on the pool's clock
+    /// ([`Pool::now`](crate::Pool::now)). Past it the task resolves
+    /// [`TaskError::DeadlineExceeded`](crate::TaskError::DeadlineExceeded): a task still
+    /// waiting (queued, in retry backoff, deferred, waiting for admission) never starts, so
+    /// no request is wasted on an answer nobody awaits; a running attempt is cut (each
+    /// attempt's timeout is capped by the time left); no retry is scheduled to start past
+    /// it. See also [`PoolBuilder::earliest_deadline_first`](crate::PoolBuilder::earliest_deadline_first)
+    /// and [`PoolBuilder::shed_doomed`](crate::PoolBuilder::shed_doomed).
+    pub fn deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
         self
     }
 

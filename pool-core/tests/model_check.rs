@@ -184,6 +184,11 @@ fn enqueue(pool: &Pool, rng: &mut impl Rng, tokens: &Mutex<Vec<CancellationToken
         tokens.lock().unwrap().push(token.clone());
         options = options.cancellation(token);
     }
+    // Deadlines race the queue, the parked set, admission and the attempt; some have passed
+    // already.
+    if rng.gen_bool(0.5) {
+        options = options.deadline(pool.now() + Duration::from_millis(rng.gen_range(0..4)));
+    }
     pool.enqueue(
         move || async move {
             if thread_rng().gen_bool(0.5) {
@@ -199,16 +204,21 @@ fn enqueue(pool: &Pool, rng: &mut impl Rng, tokens: &Mutex<Vec<CancellationToken
     )
 }
 
-/// One schedule: two producer threads enqueue two tasks each; a control thread changes the
-/// limit, pauses and resumes, cancels tokens, fires wakeups, and ends the pool (`stop`,
-/// `stop_now` or dropping it) at a moment the scheduler picks. Then every handle must resolve, each task
+/// One schedule: two producer threads enqueue two tasks each (some with deadlines); a control
+/// thread changes the limit, pauses and resumes, cancels tokens, fires wakeups, and ends the
+/// pool (`stop`, `stop_now` or dropping it) at a moment the scheduler picks. Then every handle
+/// must resolve, each task
 /// be reported finished exactly once, and the counters add up with nothing left.
 fn scenario() {
     SCHEDULES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let executor = ModelExecutor::new();
     let tally = Arc::new(Tally::default());
     let wakeups = Arc::new(Mutex::new(Vec::new()));
-    let pool = Pool::builder()
+    let mut builder = Pool::builder();
+    if thread_rng().gen_bool(0.5) {
+        builder = builder.earliest_deadline_first().shed_doomed();
+    }
+    let pool = builder
         .executor(executor.clone())
         .concurrency(thread_rng().gen_range(1..3))
         .retries(1)

@@ -7,7 +7,7 @@ use pool_core::{ErrorClass, Outcome};
 use crate::record::FinishedTask;
 
 /// Every [`Outcome::kind`], in the order of [`Outcome::index`].
-pub(crate) const OUTCOME_KINDS: [&str; 8] = Outcome::KINDS;
+pub(crate) const OUTCOME_KINDS: [&str; Outcome::KINDS.len()] = Outcome::KINDS;
 
 /// Every failure class, in the order of [`ErrorClass::index`].
 pub(crate) const ERROR_CLASSES: [&str; 3] = ErrorClass::KINDS;

@@ -10,9 +10,9 @@ use std::future::poll_fn;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures_util::future::{select, Either};
+use futures_util::future::{select, select_all, Either};
 use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +43,10 @@ impl Engine {
         info: Option<&TaskInfo>,
     ) -> (AttemptEnd, Ticks) {
         let task = job.task();
+        let deadline = task.deadline();
+        if let Some(end) = deadline.and_then(|deadline| self.doomed(deadline)) {
+            return (end, self.now());
+        }
         if let Some(budget) = self.budget.as_ref().filter(|budget| budget.anyone_owes()) {
             // A retry the budget could not pay when it was scheduled pays now, or waits.
             let (now, limit) = (self.executor.now(), self.limit());
@@ -63,7 +67,7 @@ impl Engine {
             if let Some(end) = self.precheck(admit_info, timeline.started_at()) {
                 return (end, self.now());
             }
-            match self.admit(admit_info, task).await {
+            match self.admit(admit_info, task, deadline).await {
                 Ok((granted, waited)) => {
                     permits = granted;
                     // Waiting for admission is not part of the attempt's latency (an
@@ -102,9 +106,9 @@ impl Engine {
                 cancellation,
             }) => {
                 let mut future = Some(future);
-                let end = self
-                    .race(&mut future, timeout, cancellation, started_at)
-                    .await;
+                let deadline = deadline.map(|deadline| self.epoch.ticks(deadline));
+                let cut = cut_at(started_at, timeout, deadline);
+                let end = self.race(&mut future, cut, cancellation).await;
                 // Dropping a future can panic too; that must not take the runner down.
                 drop_contained("an attempt's future", future.take());
                 end
@@ -123,7 +127,8 @@ impl Engine {
             return;
         }
         let Some(result) = end.result() else {
-            // Only a precheck defers, and it runs before any permit is granted.
+            // No attempt ran: the deadline passed while later policies were asked (a
+            // precheck's deferral comes before any permit is granted).
             drop_contained("an admission permit", permits);
             return;
         };
@@ -161,14 +166,31 @@ impl Engine {
             })
     }
 
-    /// Asks every admission policy in turn, interruptible by `stop_now` and the task's token;
-    /// says whether any of them made the attempt wait. Permits granted before a refusal are
-    /// given back here.
-    async fn admit(&self, info: &TaskInfo, task: &TaskRef) -> Result<(Permits, bool), AttemptEnd> {
+    /// Whether a task with `deadline` must not start now: the deadline has passed, or (when
+    /// the pool sheds doomed tasks) the median of recent service times is longer than the
+    /// time left.
+    fn doomed(&self, deadline: Instant) -> Option<AttemptEnd> {
+        let left = deadline.saturating_duration_since(self.executor.now());
+        if left.is_zero() {
+            return Some(AttemptEnd::PastDeadline { shed: false });
+        }
+        let median = self.service.as_ref()?.median()?;
+        (median > left).then_some(AttemptEnd::PastDeadline { shed: true })
+    }
+
+    /// Asks every admission policy in turn, interruptible by `stop_now`, the task's token
+    /// and its deadline; says whether any of them made the attempt wait. Permits granted
+    /// before a refusal are given back here.
+    async fn admit(
+        &self,
+        info: &TaskInfo,
+        task: &TaskRef,
+        deadline: Option<Instant>,
+    ) -> Result<(Permits, bool), AttemptEnd> {
         let mut permits = Permits::new();
         let mut waited = false;
         for policy in &self.admission {
-            match self.acquire(policy.as_ref(), info, task).await {
+            match self.acquire(policy.as_ref(), info, task, deadline).await {
                 Ok((permit, policy_waited)) => {
                     permits.push(permit);
                     waited |= policy_waited;
@@ -191,6 +213,7 @@ impl Engine {
         policy: &dyn Admission,
         info: &TaskInfo,
         task: &TaskRef,
+        deadline: Option<Instant>,
     ) -> Result<(AdmissionPermit, bool), AttemptEnd> {
         match catch(|| policy.try_acquire(info)).map_err(AttemptEnd::Panicked)? {
             Some(Ok(permit)) => return Ok((permit, false)),
@@ -207,24 +230,31 @@ impl Engine {
                 admitted
             }
             None => {
-                let interrupted = {
-                    let stop_now = Box::pin(self.stop_now_token.clone().cancelled_owned());
-                    // Asked only now: most admissions never wait.
-                    let cancelled: BoxFuture<()> = match task.cancellation() {
-                        Some(token) => Box::pin(token.cancelled_owned()),
-                        None => Box::pin(std::future::pending()),
-                    };
-                    select(stop_now, cancelled)
-                };
+                // Polled in this order: `stop_now`, the token, the deadline (asked only now:
+                // most admissions never wait).
+                let mut interruptions: Vec<BoxFuture<AttemptEnd>> = vec![Box::pin(
+                    self.stop_now_token
+                        .clone()
+                        .cancelled_owned()
+                        .map(|()| AttemptEnd::StoppedNow),
+                )];
+                if let Some(token) = task.cancellation() {
+                    let cancelled = token.cancelled_owned();
+                    interruptions.push(Box::pin(cancelled.map(|()| AttemptEnd::Cancelled)));
+                }
+                if let Some(deadline) = deadline {
+                    let left = deadline.saturating_duration_since(self.executor.now());
+                    let passed = self.executor.sleep(left);
+                    interruptions.push(Box::pin(
+                        passed.map(|()| AttemptEnd::PastDeadline { shed: false }),
+                    ));
+                }
                 waited = true;
-                match select(acquire, interrupted).await {
+                match select(acquire, select_all(interruptions)).await {
                     Either::Left((admitted, _)) => admitted,
-                    Either::Right((interruption, acquire)) => {
+                    Either::Right(((interruption, _, _), acquire)) => {
                         drop_contained("an admission future", acquire);
-                        return Err(match interruption {
-                            Either::Left(_) => AttemptEnd::StoppedNow,
-                            Either::Right(_) => AttemptEnd::Cancelled,
-                        });
+                        return Err(interruption);
                     }
                 }
             }
@@ -235,15 +265,14 @@ impl Engine {
         }
     }
 
-    /// The attempt's future raced against its timeout, `stop_now` and its token, polled in
-    /// that order after the future itself (an attempt that finishes wins over a timeout that
-    /// fires in the same poll).
+    /// The attempt's future raced against its cut (timeout or deadline), `stop_now` and its
+    /// token, polled in that order after the future itself (an attempt that finishes wins
+    /// over a timeout that fires in the same poll).
     async fn race(
         &self,
         future: &mut Option<AttemptFuture>,
-        timeout: Option<Duration>,
+        cut: Option<(Ticks, Cut)>,
         task_token: Option<CancellationToken>,
-        started_at: Ticks,
     ) -> AttemptEnd {
         let mut timer: Option<BoxFuture<()>> = None;
         let mut stop_now: Option<BoxFuture<()>> = None;
@@ -258,13 +287,14 @@ impl Engine {
                 Ok(Poll::Ready(Some(class))) => return Poll::Ready(AttemptEnd::Failed(class)),
                 Ok(Poll::Pending) => {}
             }
-            if let Some(timeout) = timeout {
-                let timer = timer.get_or_insert_with(|| {
-                    let elapsed = self.now().saturating_since(started_at);
-                    self.executor.sleep(timeout.saturating_sub(elapsed))
-                });
+            if let Some((at, cut)) = cut {
+                let timer = timer
+                    .get_or_insert_with(|| self.executor.sleep(at.saturating_since(self.now())));
                 if timer.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(AttemptEnd::TimedOut(timeout));
+                    return Poll::Ready(match cut {
+                        Cut::Timeout(timeout) => AttemptEnd::TimedOut(timeout),
+                        Cut::Deadline => AttemptEnd::DeadlineCut,
+                    });
                 }
             }
             let stop_now = stop_now
@@ -282,5 +312,66 @@ impl Engine {
             Poll::Pending
         })
         .await
+    }
+}
+
+/// What cuts an attempt short when it runs too long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    /// Its timeout.
+    Timeout(Duration),
+    /// Its task's deadline, earlier than its timeout would end it.
+    Deadline,
+}
+
+/// When an attempt that started at `started_at` is cut, and by what: its `timeout` capped by
+/// the time left before `deadline` (the timeout on a tie).
+fn cut_at(
+    started_at: Ticks,
+    timeout: Option<Duration>,
+    deadline: Option<Ticks>,
+) -> Option<(Ticks, Cut)> {
+    let by_timeout = timeout.map(|timeout| (started_at + timeout, Cut::Timeout(timeout)));
+    match (by_timeout, deadline) {
+        (Some(by_timeout), Some(deadline)) if deadline < by_timeout.0 => {
+            Some((deadline, Cut::Deadline))
+        }
+        (Some(by_timeout), _) => Some(by_timeout),
+        (None, deadline) => deadline.map(|deadline| (deadline, Cut::Deadline)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_timeout_is_capped_by_the_time_left() {
+        let t0 = Ticks::default();
+        let ms = Duration::from_millis;
+        let timeout = Some(ms(100));
+        assert_eq!(
+            cut_at(t0, timeout, Some(t0 + ms(30))),
+            Some((t0 + ms(30), Cut::Deadline))
+        );
+        assert_eq!(
+            cut_at(t0, timeout, Some(t0 + ms(100))),
+            Some((t0 + ms(100), Cut::Timeout(ms(100)))),
+            "a tie is the timeout's"
+        );
+        assert_eq!(
+            cut_at(t0, timeout, Some(t0 + ms(500))),
+            Some((t0 + ms(100), Cut::Timeout(ms(100))))
+        );
+        assert_eq!(
+            cut_at(t0, None, Some(t0 + ms(5))),
+            Some((t0 + ms(5), Cut::Deadline))
+        );
+        assert_eq!(cut_at(t0, None, None), None);
+        assert_eq!(
+            cut_at(t0, Some(Duration::MAX), None).map(|(_, cut)| cut),
+            Some(Cut::Timeout(Duration::MAX)),
+            "a timeout of forever is still representable"
+        );
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::admission::Wakeup;
 use crate::deadline;
 use crate::observer::{Event, EventKind, TaskInfo};
+use crate::outcome::AttemptResult;
 use crate::queue::LaneId;
 use crate::retry::{saturation, FailedAttempt, GiveUp, RetryDecision};
 use crate::task::ErrorClass;
@@ -61,6 +62,15 @@ impl Engine {
         info: Option<TaskInfo>,
     ) -> Option<Claimed> {
         let result = end.result();
+        if let (Some(service), Some(AttemptResult::Succeeded | AttemptResult::Failed(_))) =
+            (&self.service, result)
+        {
+            service.record(timeline.latency());
+        }
+        let deadline = job
+            .task()
+            .deadline()
+            .map(|deadline| self.epoch.ticks(deadline));
         // Outside the engine's lock: the wakeups of retries a success paid for queue them.
         let paid = match (&end, &self.budget) {
             (AttemptEnd::Succeeded, Some(budget)) => budget.refill(),
@@ -69,7 +79,7 @@ impl Engine {
         let mut state = self.lock();
         let in_flight = state.active;
         let queued = state.queue.len();
-        let next = self.decide(&mut state, &job, end);
+        let next = self.decide(&mut state, &job, end, deadline, now);
         state.free_slot(lane);
         let next_claim = state.take_next(now, self.settings.aging_target_wait);
         // More than this runner's next task can start only if a slot is still free (the
@@ -130,8 +140,16 @@ impl Engine {
     /// Runs under the lock; may lock the task (the runner's own, so nobody else holds it: the
     /// lock order is always engine, then task). A task whose token has fired is never retried
     /// or parked: it ends `Cancelled` now (its cancellation may have come while its attempt
-    /// ran, too late for the attempt's own race to see it).
-    fn decide(&self, state: &mut State, job: &Job, end: AttemptEnd) -> Next {
+    /// ran, too late for the attempt's own race to see it). Nor is a task retried or parked
+    /// to come back at or past its `deadline`: it ends `DeadlineExceeded` now.
+    fn decide(
+        &self,
+        state: &mut State,
+        job: &Job,
+        end: AttemptEnd,
+        deadline: Option<Ticks>,
+        now: Ticks,
+    ) -> Next {
         let task = job.task();
         let next = match end {
             AttemptEnd::Succeeded => Next::End(TaskEnd::Succeeded),
@@ -141,12 +159,21 @@ impl Engine {
             AttemptEnd::Rejected(rejection) => Next::End(TaskEnd::Rejected(rejection)),
             AttemptEnd::Deferred(..) if state.stopped => Next::End(TaskEnd::Stopped),
             AttemptEnd::Deferred(..) if task.is_cancelled() => Next::End(TaskEnd::Cancelled),
+            AttemptEnd::PastDeadline { shed } => Next::End(TaskEnd::DeadlineExceeded {
+                timed_out: false,
+                shed,
+            }),
+            AttemptEnd::DeadlineCut => Next::End(TaskEnd::DeadlineExceeded {
+                timed_out: true,
+                shed: false,
+            }),
+            // Parked past its deadline, the task is ended by the timer at the deadline.
             AttemptEnd::Deferred(until, wakeup) => Next::Park {
                 deferral: Deferral { until, wakeup },
                 reservation: state.parked.reserve(Parked::Deferred),
             },
             AttemptEnd::Failed(_) | AttemptEnd::TimedOut(_) => {
-                return self.after_failure(state, job, end);
+                return self.after_failure(state, job, end, deadline, now);
             }
         };
         if let Next::End(end) = &next {
@@ -155,8 +182,16 @@ impl Engine {
         next
     }
 
-    /// A failed or timed-out attempt: retried, or the task ends with its failure.
-    fn after_failure(&self, state: &mut State, job: &Job, end: AttemptEnd) -> Next {
+    /// A failed or timed-out attempt: retried, or the task ends with its failure — or with
+    /// `DeadlineExceeded` if the retry would start too late for its `deadline`.
+    fn after_failure(
+        &self,
+        state: &mut State,
+        job: &Job,
+        end: AttemptEnd,
+        deadline: Option<Ticks>,
+        now: Ticks,
+    ) -> Next {
         let task = job.task();
         let timed_out = matches!(end, AttemptEnd::TimedOut(_));
         let class = match end {
@@ -179,32 +214,57 @@ impl Engine {
             RetryDecision::GiveUp(GiveUp::Saturated) => TaskEnd::RetrySkipped { class, timed_out },
             RetryDecision::GiveUp(_) => TaskEnd::of_failure(&end).expect("a failure"),
             RetryDecision::After { delay, backoff } => {
-                let now = self.executor.now();
-                let unpaid = self
-                    .budget
-                    .as_ref()
-                    .filter(|budget| !budget.try_withdraw(timed_out, now, state.limit));
-                match unpaid {
-                    Some(budget) if budget.fails_fast() => TaskEnd::BudgetExhausted { timed_out },
-                    _ => {
-                        if let Some(budget) = unpaid {
-                            // Retried all the same: it pays (or waits for a token, holding no
-                            // slot) before its next attempt.
-                            budget.owe(task.id(), timed_out);
+                if let Some(too_late) = self.too_late(deadline, now, delay, timed_out) {
+                    // Checked before the budget: a retry that cannot help costs no token.
+                    too_late
+                } else {
+                    let unpaid = self.budget.as_ref().filter(|budget| {
+                        !budget.try_withdraw(timed_out, self.epoch.instant(now), state.limit)
+                    });
+                    match unpaid {
+                        Some(budget) if budget.fails_fast() => {
+                            TaskEnd::BudgetExhausted { timed_out }
                         }
-                        state.counters.retries += 1;
-                        return Next::Retry {
-                            delay,
-                            backoff,
-                            class,
-                            reservation: state.parked.reserve(Parked::Retrying),
-                        };
+                        _ => {
+                            if let Some(budget) = unpaid {
+                                // Retried all the same: it pays (or waits for a token, holding
+                                // no slot) before its next attempt.
+                                budget.owe(task.id(), timed_out);
+                            }
+                            state.counters.retries += 1;
+                            return Next::Retry {
+                                delay,
+                                backoff,
+                                class,
+                                reservation: state.parked.reserve(Parked::Retrying),
+                            };
+                        }
                     }
                 }
             }
         };
         state.counters.ended(&given_up);
         Next::End(given_up)
+    }
+
+    /// How a task with `deadline` ends instead of being retried after `delay` from `now`,
+    /// if the retry would start at or past the deadline or (when the pool sheds doomed
+    /// tasks) with less time left than the median service time. Checked before the retry
+    /// budget is asked, so a retry that cannot help costs no token.
+    fn too_late(
+        &self,
+        deadline: Option<Ticks>,
+        now: Ticks,
+        delay: Duration,
+        timed_out: bool,
+    ) -> Option<TaskEnd> {
+        let left = deadline?.saturating_since(now + delay);
+        let shed = match self.service.as_ref().and_then(|service| service.median()) {
+            _ if left.is_zero() => false,
+            Some(median) if median > left => true,
+            _ => return None,
+        };
+        Some(TaskEnd::DeadlineExceeded { timed_out, shed })
     }
 
     /// Tells observers of the retry, then parks the task for `delay`.

@@ -20,7 +20,7 @@ use crate::queue::LaneId;
 
 impl Engine {
     /// Adds a new task; starts it at once if a slot is free. `waiting` says how it waits
-    /// (its tenant, whether it has a token). `info` is the task's identity if observers
+    /// (its tenant, whether it has a token, its deadline). `info` is the task's identity if observers
     /// listen (built by the caller, which has it at hand without asking the task).
     pub(crate) fn enqueue(
         self: &Arc<Self>,
@@ -40,7 +40,7 @@ impl Engine {
             return;
         }
         let watched = cancellable.then(|| Arc::clone(&task));
-        state.push(task, waiting.tenant.as_ref(), cancellable, now);
+        state.push(task, &waiting, now);
         let queued = state.queue.len();
         // If a slot is free the queue held nothing else, so at most this one task starts:
         // on a parked runner if there is one, else on a new one.
@@ -51,7 +51,11 @@ impl Engine {
         } else {
             state.take_next(now, self.settings.aging_target_wait)
         };
-        drop(state);
+        match waiting.deadline {
+            // Still waiting: the timer must end it if its deadline passes first.
+            Some(deadline) if started.is_none() => self.arm_timer(state, deadline),
+            _ => drop(state),
+        }
         if wake_parked {
             self.work_ready.notify_one();
         }

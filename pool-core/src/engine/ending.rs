@@ -34,6 +34,13 @@ pub(crate) enum AttemptEnd {
     /// An admission policy's precheck parks the task until then, or until the policy fires
     /// the wakeup; no attempt ran.
     Deferred(Instant, Option<Wakeup>),
+    /// The task's deadline had passed before the attempt could start (or, with `shed`, the
+    /// recent median service time did not fit in the time left): no attempt ran.
+    PastDeadline {
+        shed: bool,
+    },
+    /// The task's deadline came while the attempt ran: it was dropped.
+    DeadlineCut,
 }
 
 impl AttemptEnd {
@@ -46,7 +53,8 @@ impl AttemptEnd {
             AttemptEnd::Panicked(_) => AttemptResult::Panicked,
             AttemptEnd::Cancelled | AttemptEnd::StoppedNow => AttemptResult::Cancelled,
             AttemptEnd::Rejected(_) => AttemptResult::Rejected,
-            AttemptEnd::Deferred(..) => return None,
+            AttemptEnd::DeadlineCut => AttemptResult::DeadlineExceeded,
+            AttemptEnd::Deferred(..) | AttemptEnd::PastDeadline { .. } => return None,
         })
     }
 }
@@ -74,6 +82,13 @@ pub(crate) enum TaskEnd {
         /// The last attempt failed with this class, or timed out.
         class: ErrorClass,
         timed_out: bool,
+    },
+    /// The deadline passed, or would have before the task could finish. `timed_out`: the
+    /// last attempt was cut (by the deadline, or by its timeout with no time left to retry);
+    /// `shed`: the pool gave up early (the median service time did not fit).
+    DeadlineExceeded {
+        timed_out: bool,
+        shed: bool,
     },
 }
 
@@ -103,6 +118,7 @@ impl TaskEnd {
                 timed_out: true, ..
             } => Outcome::TimedOut,
             TaskEnd::RetrySkipped { class, .. } => Outcome::Failed(*class),
+            TaskEnd::DeadlineExceeded { .. } => Outcome::DeadlineExceeded,
         }
     }
 
@@ -139,6 +155,18 @@ impl TaskEnd {
                     _ => LastFailure::TimedOut,
                 };
                 Err(TaskError::RetrySkipped { last, attempts })
+            }
+            TaskEnd::DeadlineExceeded { timed_out, shed } => {
+                let last = match last {
+                    _ if timed_out => Some(LastFailure::TimedOut),
+                    Some(Err(error)) => Some(LastFailure::Error(error)),
+                    _ => None,
+                };
+                Err(TaskError::DeadlineExceeded {
+                    attempts,
+                    last,
+                    shed,
+                })
             }
         }
     }
@@ -230,6 +258,49 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_missed_deadline_keeps_the_failure_that_stopped_the_task() {
+        type Value = Result<u8, TaskError<&'static str>>;
+        let value = |end: TaskEnd, last: Option<Result<u8, &'static str>>, attempts| -> Value {
+            end.into_result(last, attempts)
+        };
+        let missed = |timed_out, shed| TaskEnd::DeadlineExceeded { timed_out, shed };
+        assert!(matches!(
+            value(missed(false, false), None, 0),
+            Err(TaskError::DeadlineExceeded {
+                attempts: 0,
+                last: None,
+                shed: false
+            })
+        ));
+        assert!(matches!(
+            value(missed(false, false), Some(Err("503")), 2),
+            Err(TaskError::DeadlineExceeded {
+                attempts: 2,
+                last: Some(LastFailure::Error("503")),
+                ..
+            })
+        ));
+        assert!(matches!(
+            value(missed(true, false), None, 1),
+            Err(TaskError::DeadlineExceeded {
+                last: Some(LastFailure::TimedOut),
+                ..
+            })
+        ));
+        let shed = value(missed(false, true), None, 0).unwrap_err();
+        assert!(matches!(
+            shed,
+            TaskError::DeadlineExceeded { shed: true, .. }
+        ));
+        assert_eq!(shed.kind(), "deadline_exceeded");
+        assert!(shed.to_string().contains("shed"), "{shed}");
+        assert_eq!(
+            missed(false, true).outcome(),
+            crate::outcome::Outcome::DeadlineExceeded
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -47,6 +47,16 @@ pub(crate) struct Waiting {
     pub(crate) tenant: Option<Tenant>,
     /// It has a cancellation token.
     pub(crate) cancellable: bool,
+    /// By when it must have resolved.
+    pub(crate) deadline: Option<Instant>,
+}
+
+impl Waiting {
+    /// The engine must be able to find the task where it waits: to end it when its token
+    /// fires or its deadline passes.
+    pub(crate) fn findable(&self) -> bool {
+        self.cancellable || self.deadline.is_some()
+    }
 }
 
 /// A task with its closure, output and error types hidden, as the engine holds it.
@@ -59,6 +69,8 @@ pub(crate) trait ErasedTask: Send + Sync {
     fn begin_attempt(&self) -> u32;
     fn info(&self) -> TaskInfo;
     fn cancellation(&self) -> Option<CancellationToken>;
+    /// By when it must have resolved.
+    fn deadline(&self) -> Option<Instant>;
     /// How the task waits when it is queued again (after a retry backoff or a deferral).
     fn waiting(&self) -> Waiting;
     /// Whether the task's token has fired.

@@ -13,7 +13,8 @@
 //!    [`RetryPolicy::decide`](crate::RetryPolicy), a pure function), or is parked until an
 //!    admission policy's moment; the slot is freed and the runner claims its next task.
 //! 4. [`parking`]: retried and deferred tasks wait in one ordered set with one timer, holding
-//!    no slot, and go back to the queue when due.
+//!    no slot, and go back to the queue when due; the same timer ends waiting tasks whose
+//!    deadline passes.
 //! 5. [`ending`]: observers hear of the finished task, then its handle resolves.
 //!
 //! Beside the path, [`stop`] holds what cuts it short: a cancellation (the task's token calls
@@ -49,12 +50,14 @@ mod dispatch;
 pub(crate) mod ending;
 pub(crate) mod job;
 mod parking;
+mod service;
 mod state;
 mod stop;
 mod tenants;
 pub(crate) mod ticks;
 pub(crate) mod timeline;
 
+use service::ServiceTimes;
 use state::State;
 pub(crate) use tenants::TenantSettings;
 use tenants::Tenants;
@@ -71,6 +74,10 @@ pub(crate) struct Settings {
     pub(crate) aging: AgingSettings,
     pub(crate) budget: Option<RetryBudget>,
     pub(crate) tenants: TenantSettings,
+    /// Within a tenant's lane, tasks with earlier deadlines start first.
+    pub(crate) earliest_deadline_first: bool,
+    /// Tasks whose time left is shorter than the median service time are not started.
+    pub(crate) shed_doomed: bool,
 }
 
 /// Everything the pool, its runners, its timer and its tasks' cancellations share.
@@ -81,6 +88,8 @@ pub(crate) struct Engine {
     epoch: Epoch,
     settings: Settings,
     budget: Option<BudgetBucket>,
+    /// Recent service times, kept only when the pool sheds doomed tasks.
+    service: Option<ServiceTimes>,
     pub(crate) observers: ObserverSet,
     admission: Vec<Arc<dyn Admission>>,
     /// Wakes the timer when a task is parked until earlier than it sleeps, or on stop.
@@ -114,16 +123,24 @@ impl Engine {
         admission: Vec<Arc<dyn Admission>>,
         seed: u64,
     ) -> Self {
-        let queue = AgingQueue::new(settings.aging, false);
+        let queue = AgingQueue::new(settings.aging, settings.earliest_deadline_first);
+        let epoch = Epoch::new(executor.now());
         let tenants = Tenants::new(settings.tenants.clone());
         let budget = settings
             .budget
             .map(|budget| BudgetBucket::new(budget, executor.now()));
         Self {
-            state: Mutex::new(State::new(queue, tenants, settings.initial_limit, seed)),
-            epoch: Epoch::new(executor.now()),
+            state: Mutex::new(State::new(
+                queue,
+                tenants,
+                epoch,
+                settings.initial_limit,
+                seed,
+            )),
+            epoch,
             executor,
             budget,
+            service: settings.shed_doomed.then(ServiceTimes::default),
             settings,
             observers,
             admission,

@@ -25,9 +25,10 @@ use crate::admission::Wakeup;
 
 use super::ending::TaskEnd;
 use super::job::{Job, TaskRef};
-use super::state::Place;
+use super::state::{Place, State, DEADLINE_PASSED};
 use super::timeline::Timeline;
 use super::Engine;
+use crate::sync::MutexGuard;
 
 /// Why a task is parked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,7 +232,7 @@ impl Engine {
                 return;
             };
             let waiting = task.waiting();
-            state.push(task, waiting.tenant.as_ref(), waiting.cancellable, now);
+            state.push(task, &waiting, now);
             state.take_startable(now, engine.settings.aging_target_wait)
         };
         engine.spawn_runners(started);
@@ -269,14 +270,19 @@ impl Engine {
             }
             return None;
         }
-        let cancellable = job.task().cancellation().is_some();
+        let waiting = job.task().waiting();
         let id = job.task().id();
         let key = state
             .parked
             .insert(reservation, job.into_ref(), until, wakeup);
-        if cancellable {
-            state.cancellable.insert(id, Place::Parked(key));
-        }
+        state.placed(id, &waiting, Place::Parked(key));
+        self.arm_timer(state, until);
+        Some(key)
+    }
+
+    /// Makes sure the timer wakes by `until`: starts it, or wakes it if it sleeps past then.
+    /// Takes the lock's guard to release it before spawning.
+    pub(super) fn arm_timer(self: &Arc<Self>, mut state: MutexGuard<'_, State>, until: Instant) {
         match state.timer {
             None => {
                 state.timer = Some(until);
@@ -286,7 +292,7 @@ impl Engine {
                     "the timer",
                     Box::pin(async move { engine.run_timer().await }),
                 ) {
-                    // The next park tries again.
+                    // The next park or deadline tries again.
                     self.lock().timer = None;
                 }
             }
@@ -297,11 +303,11 @@ impl Engine {
             }
             Some(_) => {}
         }
-        Some(key)
     }
 
-    /// The pool's timer: queues parked tasks as they fall due, sleeping until the next one;
-    /// ends when nothing is parked (a new park starts it again).
+    /// The pool's timer: ends waiting tasks whose deadline passed, and queues parked tasks as
+    /// they fall due, sleeping until the next of either; ends when there is neither (a new
+    /// park or deadline starts it again).
     async fn run_timer(self: Arc<Self>) {
         loop {
             let notified = self.timer_wake.notified();
@@ -310,17 +316,26 @@ impl Engine {
             notified.as_mut().enable();
             let now = self.executor.now();
             let ticks = self.epoch.ticks(now);
-            let (started, next) = {
+            let (started, expired, idle, next) = {
                 let mut state = self.lock();
+                // First, so a task due back from parking past its deadline is not queued.
+                let expired = state.expire(now);
                 while let Some(task) = state.parked.pop_due(now) {
                     let waiting = task.waiting();
-                    state.push(task, waiting.tenant.as_ref(), waiting.cancellable, ticks);
+                    state.push(task, &waiting, ticks);
                 }
                 let started = state.take_startable(ticks, self.settings.aging_target_wait);
-                state.timer = state.parked.next_due();
-                (started, state.timer)
+                state.timer = state.next_wake();
+                let idle = !expired.is_empty() && state.is_idle();
+                (started, expired, idle, state.timer)
             };
             self.spawn_runners(started);
+            for (task, stay) in expired {
+                self.finish(Job::new(task), DEADLINE_PASSED, ticks, &stay, None);
+            }
+            if idle {
+                self.notify_idle();
+            }
             let Some(next) = next else {
                 return;
             };
@@ -359,6 +374,9 @@ mod tests {
             unreachable!()
         }
         fn cancellation(&self) -> Option<CancellationToken> {
+            None
+        }
+        fn deadline(&self) -> Option<Instant> {
             None
         }
         fn waiting(&self) -> crate::engine::job::Waiting {

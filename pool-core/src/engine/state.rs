@@ -2,19 +2,18 @@
 //! counters, and the few moves every path makes with them (claiming a slot for the next
 //! task, counting a task's end).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use crate::queue::{AgingQueue, LaneId, Placement, QueueKey};
 use crate::stats::Stats;
 use crate::task::TaskId;
-use crate::tenant::Tenant;
 
 use super::ending::TaskEnd;
-use super::job::{Job, TaskRef};
+use super::job::{Job, TaskRef, Waiting};
 use super::parking::{ParkKey, ParkedSet};
 use super::tenants::Tenants;
-use super::ticks::Ticks;
+use super::ticks::{Epoch, Ticks};
 use super::timeline::Timeline;
 
 /// Tasks ever enqueued, and how the resolved ones ended.
@@ -26,6 +25,9 @@ pub(super) struct Counters {
     pub(super) retries: u64,
     cancelled: u64,
     stopped: u64,
+    /// Of `errors`: missed deadlines, and of those, tasks shed early.
+    deadline_exceeded: u64,
+    shed: u64,
 }
 
 impl Counters {
@@ -35,6 +37,11 @@ impl Counters {
             TaskEnd::Succeeded => self.processed += 1,
             TaskEnd::Cancelled => self.cancelled += 1,
             TaskEnd::Stopped => self.stopped += 1,
+            TaskEnd::DeadlineExceeded { shed, .. } => {
+                self.errors += 1;
+                self.deadline_exceeded += 1;
+                self.shed += u64::from(*shed);
+            }
             TaskEnd::Failed(_)
             | TaskEnd::TimedOut(_)
             | TaskEnd::Panicked(_)
@@ -50,7 +57,13 @@ impl Counters {
     }
 }
 
-/// Where a task that can be cancelled waits.
+/// How a task whose deadline passed while it waited ends.
+pub(super) const DEADLINE_PASSED: TaskEnd = TaskEnd::DeadlineExceeded {
+    timed_out: false,
+    shed: false,
+};
+
+/// Where a task that may have to leave early (a token, a deadline) waits.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Place {
     Queued(QueueKey),
@@ -86,10 +99,16 @@ impl Claimed {
 #[derive(Debug)]
 pub(super) struct State {
     pub(super) queue: AgingQueue<TaskRef>,
+    /// The engine's epoch, to place deadlines in the queue's time.
+    epoch: Epoch,
     /// Who the queued and running tasks are for, and how they share the slots.
     pub(super) tenants: Tenants,
-    /// Where tasks that can be cancelled wait, so a cancellation can take them out at once.
-    pub(super) cancellable: HashMap<TaskId, Place>,
+    /// Where tasks that may have to leave early wait (tasks with a token or a deadline), so
+    /// a cancellation or a deadline can take them out at once.
+    pub(super) places: HashMap<TaskId, Place>,
+    /// The deadlines of waiting tasks (queued or parked), in the order they pass; the
+    /// timer ends each task still waiting when its deadline passes.
+    pub(super) deadlines: BTreeSet<(Instant, TaskId)>,
     /// Tasks in retry backoff or deferred by admission, in the order they are due; it also
     /// counts them (the only owner of the `retrying` and `deferred` counts).
     pub(super) parked: ParkedSet,
@@ -111,13 +130,16 @@ impl State {
     pub(super) fn new(
         queue: AgingQueue<TaskRef>,
         tenants: Tenants,
+        epoch: Epoch,
         limit: usize,
         seed: u64,
     ) -> Self {
         Self {
             queue,
             tenants,
-            cancellable: HashMap::new(),
+            epoch,
+            places: HashMap::new(),
+            deadlines: BTreeSet::new(),
             parked: ParkedSet::default(),
             timer: None,
             active: 0,
@@ -143,27 +165,89 @@ impl State {
             && self.parked.deferred() == 0
     }
 
-    /// Queues `task` (again) in the lane of `tenant`; remembers where, if it can be
-    /// cancelled.
-    pub(super) fn push(
-        &mut self,
-        task: TaskRef,
-        tenant: Option<&Tenant>,
-        cancellable: bool,
-        now: Ticks,
-    ) {
+    /// Queues `task` (again) as `waiting` says: in the lane of its tenant; remembers where,
+    /// if it may have to leave early, and its deadline.
+    pub(super) fn push(&mut self, task: TaskRef, waiting: &Waiting, now: Ticks) {
         let id = task.id();
-        let (lane, weight) = self.tenants.lane(tenant);
+        let (lane, weight) = self.tenants.lane(waiting.tenant.as_ref());
         let placement = Placement {
             priority: task.priority(),
             lane,
             weight,
-            deadline: None,
+            deadline: waiting.deadline.map(|deadline| self.epoch.ticks(deadline)),
         };
         let key = self.queue.push(task, placement, now);
         self.tenants.queued(lane);
-        if cancellable {
-            self.cancellable.insert(id, Place::Queued(key));
+        self.placed(id, waiting, Place::Queued(key));
+    }
+
+    /// Remembers where a task that may have to leave early waits, and its deadline.
+    pub(super) fn placed(&mut self, id: TaskId, waiting: &Waiting, place: Place) {
+        if waiting.findable() {
+            self.places.insert(id, place);
+        }
+        if let Some(deadline) = waiting.deadline {
+            self.deadlines.insert((deadline, id));
+        }
+    }
+
+    /// Forgets where `task` waited: it left to run.
+    fn left(&mut self, task: &TaskRef) {
+        if self.places.is_empty() {
+            return;
+        }
+        let id = task.id();
+        if self.places.remove(&id).is_some() && !self.deadlines.is_empty() {
+            if let Some(deadline) = task.deadline() {
+                self.deadlines.remove(&(deadline, id));
+            }
+        }
+    }
+
+    /// Takes task `id` out of where it waits (queue or parked set), if it still waits there,
+    /// with the timeline of its stay — to end it early.
+    pub(super) fn withdraw(&mut self, id: TaskId, now: Ticks) -> Option<(TaskRef, Timeline)> {
+        let (task, stay) = match self.places.remove(&id)? {
+            Place::Queued(key) => {
+                let popped = self.queue.remove(key)?;
+                self.tenants.unqueued(popped.lane);
+                (popped.job, Timeline::waiting(popped.enqueued_at))
+            }
+            Place::Parked(key) => (self.parked.remove_leaving(key)?, Timeline::waiting(now)),
+        };
+        if !self.deadlines.is_empty() {
+            if let Some(deadline) = task.deadline() {
+                self.deadlines.remove(&(deadline, id));
+            }
+        }
+        Some((task, stay))
+    }
+
+    /// Takes out every waiting task whose deadline is at or before `now`, with its stay,
+    /// counting each as ended.
+    pub(super) fn expire(&mut self, now: Instant) -> Vec<(TaskRef, Timeline)> {
+        let ticks = self.epoch.ticks(now);
+        let mut expired = Vec::new();
+        while let Some(&(deadline, id)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            if let Some(withdrawn) = self.withdraw(id, ticks) {
+                self.counters.ended(&DEADLINE_PASSED);
+                expired.push(withdrawn);
+            }
+        }
+        expired
+    }
+
+    /// When the timer must next wake: a parked task is due, or a waiting task's deadline
+    /// passes.
+    pub(super) fn next_wake(&self) -> Option<Instant> {
+        let deadline = self.deadlines.first().map(|(deadline, _)| *deadline);
+        match (self.parked.next_due(), deadline) {
+            (Some(due), Some(deadline)) => Some(due.min(deadline)),
+            (due, deadline) => due.or(deadline),
         }
     }
 
@@ -178,9 +262,7 @@ impl State {
         }
         let tenants = &self.tenants;
         let popped = self.queue.pop(now, |lane| tenants.may_start(lane))?;
-        if !self.cancellable.is_empty() {
-            self.cancellable.remove(&popped.job.id());
-        }
+        self.left(&popped.job);
         self.tenants.started(popped.lane);
         self.active += 1;
         let wait = now.saturating_since(popped.enqueued_at);
@@ -240,6 +322,8 @@ impl State {
             enqueued: self.counters.enqueued,
             processed: self.counters.processed,
             errors: self.counters.errors,
+            deadline_exceeded: self.counters.deadline_exceeded,
+            shed: self.counters.shed,
             retries: self.counters.retries,
             cancelled: self.counters.cancelled,
             stopped_tasks: self.counters.stopped,

@@ -8,7 +8,6 @@ use crate::task::TaskId;
 
 use super::ending::TaskEnd;
 use super::job::{CancelSink, Job};
-use super::state::Place;
 use super::timeline::Timeline;
 use super::Engine;
 
@@ -18,21 +17,8 @@ impl CancelSink for Engine {
     fn cancelled(&self, id: TaskId) {
         let now = self.now();
         let mut state = self.lock();
-        let (task, stay) = match state.cancellable.remove(&id) {
-            None => return,
-            Some(Place::Queued(key)) => {
-                let Some(popped) = state.queue.remove(key) else {
-                    return;
-                };
-                state.tenants.unqueued(popped.lane);
-                (popped.job, Timeline::waiting(popped.enqueued_at))
-            }
-            Some(Place::Parked(key)) => {
-                let Some(task) = state.parked.remove_leaving(key) else {
-                    return;
-                };
-                (task, Timeline::waiting(now))
-            }
+        let Some((task, stay)) = state.withdraw(id, now) else {
+            return;
         };
         state.counters.ended(&TaskEnd::Cancelled);
         let idle = state.is_idle();
@@ -57,7 +43,8 @@ impl Engine {
         // Parked tasks are counted out by the drain; a task the engine decided to park but
         // has not parked yet stays counted until its runner finds the pool stopped.
         let parked = state.parked.drain_all();
-        state.cancellable.clear();
+        state.places.clear();
+        state.deadlines.clear();
         state.idle_runners = 0;
         state.counters.stopped(queued.len() + parked.len());
         let idle = state.is_idle();

@@ -7,6 +7,7 @@ mod support;
 mod admission;
 mod behaviour;
 mod config;
+mod deadlines;
 mod errors;
 mod extremes;
 mod forever;

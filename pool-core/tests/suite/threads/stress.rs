@@ -1,19 +1,20 @@
 //! The multi-threaded stress test: producers and control threads against one pool, with every
 //! kind of task (succeeding, failing, retrying, timing out, panicking in the closure, the
 //! future or the captured state's `Drop`; deferred, kept waiting, rejected or panicked on by
-//! admission; cancelled), and a stop at a random moment; then every promise is checked.
+//! admission; cancelled; with deadlines, earliest-deadline-first and shedding), and a stop at
+//! a random moment; then every promise is checked.
 //!
 //! `STRESS_ROUNDS` (default 30) and `STRESS_SEED` (default: fixed) widen or replay a run.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pool_core::{
     Admission, AdmissionPermit, BoxFuture, CancellationToken, ErrorClass, Event, Metadata,
-    Observer, Outcome, Pool, Precheck, Rejection, RejectionKind, TaskHandle, TaskId, TaskInfo,
-    TaskOptions, TenantConfig,
+    Observer, Outcome, Pool, Precheck, Rejection, RejectionKind, TaskError, TaskHandle, TaskId,
+    TaskInfo, TaskOptions, TenantConfig,
 };
 
 use super::{kind, runtime, within, Failure};
@@ -61,6 +62,7 @@ impl Finish {
         match self.outcome {
             Stopped => return self.stopping,
             Cancelled => return self.labels.get("token").is_some(),
+            DeadlineExceeded => return self.labels.get("deadline").is_some(),
             _ => {}
         }
         match self.labels.get("admission") {
@@ -174,6 +176,8 @@ impl Drop for LoudDrop {
 
 struct Produced {
     handles: Vec<TaskHandle<u32, Failure>>,
+    /// How many times each task's closure was called, by handle.
+    calls: Vec<Arc<AtomicU32>>,
 }
 
 fn produce(
@@ -184,6 +188,7 @@ fn produce(
 ) -> Produced {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut handles = Vec::with_capacity(tasks);
+    let mut calls = Vec::with_capacity(tasks);
     for i in 0..tasks {
         let behaviour = BEHAVIOURS[rng.usize(0..BEHAVIOURS.len())];
         let mut options = TaskOptions::new()
@@ -208,13 +213,23 @@ fn produce(
             options = options.cancellation(token);
             labels = labels.with("token", "yes");
         }
+        // Some tasks must be done within 0–8 ms: they race the queue, backoff, admission's
+        // deferrals and waits, and their attempts.
+        if rng.u8(0..4) == 0 {
+            let within = Duration::from_micros(rng.u64(0..8_000));
+            options = options.deadline(Instant::now() + within);
+            labels = labels.with("deadline", "yes");
+        }
         options = options.metadata(labels);
         let value = i as u32;
+        let called = Arc::new(AtomicU32::new(0));
+        calls.push(called.clone());
         let first = Arc::new(AtomicBool::new(true));
         let loud = (rng.u8(0..16) == 0).then(|| LoudDrop);
         handles.push(pool.enqueue(
             move || {
                 let _ = &loud;
+                called.fetch_add(1, Ordering::SeqCst);
                 let first_attempt = first.swap(false, Ordering::SeqCst);
                 if let Behaviour::PanicsInClosure = behaviour {
                     panic!("stress closure");
@@ -244,7 +259,7 @@ fn produce(
             std::thread::yield_now();
         }
     }
-    Produced { handles }
+    Produced { handles, calls }
 }
 
 /// Changes the limit (1–500), pauses and resumes, cancels tokens, until told to stop.
@@ -283,6 +298,11 @@ async fn round(seed: u64, tasks: usize) {
         .tenant("heavy", TenantConfig::new().weight(4))
         .seed(seed);
     let pool = if budget { pool } else { pool.no_retry_budget() };
+    let pool = match rng.u8(0..3) {
+        0 => pool.earliest_deadline_first(),
+        1 => pool.earliest_deadline_first().shed_doomed(),
+        _ => pool,
+    };
     let pool = pool.build().unwrap();
     let tokens = Arc::new(Mutex::new(Vec::new()));
     let done = Arc::new(AtomicBool::new(false));
@@ -316,10 +336,19 @@ async fn round(seed: u64, tasks: usize) {
     let mut kinds: BTreeMap<&str, u64> = BTreeMap::new();
     let mut handles = 0;
     for producer in producers {
-        for handle in joined(producer).handles {
+        let produced = joined(producer);
+        for (handle, called) in produced.handles.into_iter().zip(produced.calls) {
             handles += 1;
             let result = within("a handle", handle).await;
             *kinds.entry(kind(&result)).or_default() += 1;
+            if let Err(TaskError::DeadlineExceeded { attempts, .. }) = &result {
+                assert_eq!(
+                    *attempts,
+                    called.load(Ordering::SeqCst),
+                    "a task past its deadline started no attempt it does not report \
+                     (seed {seed})"
+                );
+            }
         }
     }
     within("drain after stop", pool.drain()).await;
@@ -332,6 +361,12 @@ async fn round(seed: u64, tasks: usize) {
         "{context}"
     );
     assert_eq!(stats.enqueued, handles, "{context}");
+    assert_eq!(
+        stats.deadline_exceeded,
+        kinds.get("deadline_exceeded").copied().unwrap_or(0),
+        "{context}"
+    );
+    assert!(stats.shed <= stats.deadline_exceeded, "{context}");
     let tenants = pool.tenants();
     assert!(
         tenants.len() == 1 && tenants[0].queued == 0 && tenants[0].in_flight == 0,
