@@ -11,6 +11,7 @@ use crate::client::{ClientInner, S3Client};
 use crate::config::{ConnectionError, StoreConfig};
 use crate::dispatch::Dispatcher;
 use crate::group::PoolGroup;
+use crate::hedge::{HedgeConfig, Hedger};
 use crate::multipart::{MultipartSettings, MAX_PART_SIZE, MIN_PART_SIZE};
 use crate::redact::redact;
 use crate::transfer::ByteBudget;
@@ -87,6 +88,7 @@ pub struct S3ClientBuilder {
     multipart: MultipartSettings,
     multipart_store: Option<Arc<dyn MultipartStore>>,
     max_bytes_in_flight: Option<u64>,
+    hedge: Option<HedgeConfig>,
     #[cfg(feature = "metrics")]
     metrics: Option<pool_metrics::Metrics>,
     #[cfg(feature = "protection")]
@@ -124,11 +126,22 @@ impl S3ClientBuilder {
             multipart: MultipartSettings::default(),
             multipart_store: None,
             max_bytes_in_flight: None,
+            hedge: None,
             #[cfg(feature = "metrics")]
             metrics: None,
             #[cfg(feature = "protection")]
             protection: Default::default(),
         }
+    }
+
+    /// Hedges `get`, `get_range` and `head`: a read that has not had its first byte by a
+    /// quantile of the recent first-byte times gets a second request, the first to answer
+    /// wins and the other is cancelled, under a budget (see [`HedgeConfig`] and
+    /// [`S3Client::hedge_stats`]). Off by default. Needs the client's pool: hedges take
+    /// pool slots like any request, and a call that bypasses the pool is not hedged.
+    pub fn hedged_reads(mut self, config: HedgeConfig) -> Self {
+        self.hedge = Some(config);
+        self
     }
 
     /// A builder for the store a connection string names (see [`StoreConfig`]).
@@ -386,8 +399,16 @@ impl S3ClientBuilder {
             (PoolChoice::Shared(pool), group) => (Dispatcher::new(Some(pool.clone()), group), pool),
             (PoolChoice::Disabled, group) => (Dispatcher::new(None, group), pass_through_pool()?),
         };
+        let hedger = match self.hedge {
+            Some(config) => {
+                config.validate()?;
+                Some(Arc::new(Hedger::new(config)))
+            }
+            None => None,
+        };
         Ok(S3Client::from_inner(ClientInner {
             store: self.store,
+            hedger,
             dispatcher,
             batch_pool,
             multipart,

@@ -19,6 +19,7 @@ use crate::call::Call;
 use crate::classify::classify;
 use crate::dispatch::{attempt, Attempt, Dispatcher};
 use crate::error::{ClientError, Operation};
+use crate::hedge::{HedgeStats, HedgedRead, Hedger, Leg, Race};
 use crate::integrity::{IntegrityError, Verifier};
 use crate::listing::pooled_list;
 use crate::multipart::{self, MultipartSettings};
@@ -71,6 +72,8 @@ pub(crate) struct ClientInner {
     /// The store's multipart API, when known: parts of `upload_from` retry alone.
     pub(crate) multipart_store: Option<Arc<dyn object_store::multipart::MultipartStore>>,
     pub(crate) budget: ByteBudget,
+    /// Hedges reads, when [`S3ClientBuilder::hedged_reads`] says so.
+    pub(crate) hedger: Option<Arc<Hedger>>,
     #[cfg(feature = "metrics")]
     pub(crate) metrics: Option<pool_metrics::Metrics>,
     #[cfg(feature = "protection")]
@@ -276,14 +279,74 @@ impl S3Client {
         (Operation::Put, run)
     }
 
+    /// What hedged reads did so far; `None` unless the client hedges
+    /// ([`S3ClientBuilder::hedged_reads`]).
+    pub fn hedge_stats(&self) -> Option<HedgeStats> {
+        self.inner.hedger.as_ref().map(|hedger| hedger.stats())
+    }
+
+    /// A read that may be hedged: `make(race, leg)` gives the attempts of each request
+    /// (`None`: the read alone, unhedged).
+    fn read_call<T: Send + 'static>(
+        &self,
+        operation: Operation,
+        key: String,
+        make: impl Fn(Option<(Arc<Race>, Leg)>) -> Attempt<T> + Send + Sync + 'static,
+    ) -> Call<T> {
+        let (Some(hedger), Some(pool)) = (&self.inner.hedger, self.inner.dispatcher.pool()) else {
+            return self.call(operation, key, make(None));
+        };
+        let (hedger, pool) = (Arc::clone(hedger), pool.clone());
+        let dispatcher = self.inner.dispatcher.clone();
+        Call::new(move |options| {
+            Box::pin(async move {
+                let result = if options.bypass_pool {
+                    dispatcher
+                        .run(operation.as_str(), &key, &options, make(None))
+                        .await
+                } else {
+                    let read = HedgedRead {
+                        hedger: &hedger,
+                        pool: &pool,
+                        dispatcher: &dispatcher,
+                        operation: operation.as_str(),
+                        key: &key,
+                        options: &options,
+                    };
+                    read.run(|race, leg| make(Some((race, leg)))).await
+                };
+                result.map_err(|error| ClientError::new(operation, key, error))
+            })
+        })
+    }
+
     /// Downloads a whole object. The body is read inside the attempt, so a connection lost
-    /// mid-body is retried like any other transient error.
+    /// mid-body is retried like any other transient error. Hedged when the client hedges
+    /// reads (the hedge races the first byte; one body is read).
     pub fn get(&self, path: &Path) -> Call<Bytes> {
-        self.call(
-            Operation::Get,
-            path.to_string(),
-            self.get_attempt(path.clone()),
-        )
+        self.get_opts_bytes(path, GetOptions::new())
+    }
+
+    /// A whole read of `path` with `options` (a range, or none), hedged if the client hedges.
+    fn get_opts_bytes(&self, path: &Path, options: GetOptions) -> Call<Bytes> {
+        let store = Arc::clone(&self.inner.store);
+        let location = path.clone();
+        self.read_call(Operation::Get, path.to_string(), move |hedged| {
+            let (store, location, options) =
+                (Arc::clone(&store), location.clone(), options.clone());
+            attempt(move || {
+                let (store, path, options) =
+                    (Arc::clone(&store), location.clone(), options.clone());
+                let hedged = hedged.clone();
+                async move {
+                    let request = store.get_opts(&path, options);
+                    match hedged {
+                        None => read_verified(request.await?).await,
+                        Some((race, leg)) => race.attempt(leg, request, read_verified).await,
+                    }
+                }
+            })
+        })
     }
 
     fn get_attempt(&self, path: Path) -> Attempt<Bytes> {
@@ -294,18 +357,10 @@ impl S3Client {
         })
     }
 
-    /// Downloads the bytes `range` of an object (their count is checked).
+    /// Downloads the bytes `range` of an object (their count is checked). Hedged when the
+    /// client hedges reads.
     pub fn get_range(&self, path: &Path, range: Range<u64>) -> Call<Bytes> {
-        let store = Arc::clone(&self.inner.store);
-        let location = path.clone();
-        let run = attempt(move || {
-            let (store, path, range) = (Arc::clone(&store), location.clone(), range.clone());
-            async move {
-                let options = GetOptions::new().with_range(Some(range));
-                read_verified(store.get_opts(&path, options).await?).await
-            }
-        });
-        self.call(Operation::Get, path.to_string(), run)
+        self.get_opts_bytes(path, GetOptions::new().with_range(Some(range)))
     }
 
     /// Streams an object's body (see [`ObjectBody`]): resolves when the response starts.
@@ -352,15 +407,25 @@ impl S3Client {
         })
     }
 
-    /// An object's metadata.
+    /// An object's metadata. Hedged when the client hedges reads.
     pub fn head(&self, path: &Path) -> Call<ObjectMeta> {
         let store = Arc::clone(&self.inner.store);
         let location = path.clone();
-        let run = attempt(move || {
-            let (store, path) = (Arc::clone(&store), location.clone());
-            async move { store.head(&path).await }
-        });
-        self.call(Operation::Head, path.to_string(), run)
+        self.read_call(Operation::Head, path.to_string(), move |hedged| {
+            let (store, location) = (Arc::clone(&store), location.clone());
+            attempt(move || {
+                let (store, path, hedged) = (Arc::clone(&store), location.clone(), hedged.clone());
+                async move {
+                    match hedged {
+                        None => store.head(&path).await,
+                        Some((race, leg)) => {
+                            let request = async { store.head(&path).await };
+                            race.attempt(leg, request, |meta| async { Ok(meta) }).await
+                        }
+                    }
+                }
+            })
+        })
     }
 
     /// Deletes an object.

@@ -12,6 +12,9 @@
 //! - `cargo xtask bench-transfer`: one 1 GiB object and 1,000 × 1 MiB objects up and down
 //!   over the in-process S3 server, s3pool beside bare object_store, with 1 % of requests
 //!   failing too; results in `target/bench-transfer/` (`--quick` for a minute-long run).
+//! - `cargo xtask bench-hedge`: hedged reads against a slow tail over the in-process S3
+//!   server (p99 / p99.9 with and without hedging, the extra requests, a uniform slowdown
+//!   against the budget), and the fair-share figures of three weighted tenants.
 //! - `cargo xtask soak`: ten minutes of mixed load through the chaos store with the adaptive
 //!   tuner on; prints the RSS slope and fails on any failure that was not injected.
 //! - `cargo xtask tune`: pool-tuning's shipped scenarios with every tuner on three seeds
@@ -21,6 +24,7 @@ use std::process::{Command, ExitCode};
 
 use clap::{Parser, Subcommand};
 
+mod bench_hedge;
 mod bench_matrix;
 mod bench_overhead;
 mod bench_transfer;
@@ -49,6 +53,8 @@ enum Task {
     ModelCheck(model_check::ModelCheckArgs),
     /// Large and many objects up and down, s3pool beside bare object_store (`--help`).
     BenchTransfer(bench_matrix::BenchArgs),
+    /// Hedged reads against a slow tail, and fair share between tenants (`-- --help`).
+    BenchHedge(bench_matrix::BenchArgs),
     /// Soak: mixed load through the chaos store with the tuner on (default 10 minutes).
     Soak(soak::SoakArgs),
     /// Simulate every shipped scenario with every tuner on three seeds; check the ranges.
@@ -63,6 +69,7 @@ fn main() -> ExitCode {
         Task::BenchOverhead(args) => bench_overhead::run(&args),
         Task::ModelCheck(args) => model_check::run(&args),
         Task::BenchTransfer(args) => bench_transfer::run(&args),
+        Task::BenchHedge(args) => bench_hedge::run(&args),
         Task::Soak(args) => soak::run(&args),
         Task::Tune(args) => tune::run(&args),
     };

@@ -6,6 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -83,6 +84,8 @@ pub struct ServerFaults {
     bytes_sent: Arc<AtomicU64>,
     recent: Mutex<std::collections::VecDeque<String>>,
     injected: AtomicU64,
+    /// Response bodies being sent now (made and not yet dropped).
+    open_responses: Arc<AtomicU64>,
     plan: Mutex<FaultPlan>,
 }
 
@@ -99,6 +102,17 @@ struct FaultPlan {
     cut_bodies: (u64, u64),
     /// Responses left whose body gets one byte flipped.
     corrupt_bodies: u64,
+    /// How long reads (GET, HEAD) wait before their response starts.
+    read_latency: Option<ReadLatency>,
+}
+
+/// The wait before a read's response: `slow` for a share of reads, `fast` for the others.
+#[derive(Debug)]
+struct ReadLatency {
+    fast: Duration,
+    slow: Duration,
+    slow_share: f64,
+    rng: fastrand::Rng,
 }
 
 impl ServerFaults {
@@ -109,6 +123,7 @@ impl ServerFaults {
             bytes_sent: Arc::new(AtomicU64::new(0)),
             recent: Mutex::new(std::collections::VecDeque::new()),
             injected: AtomicU64::new(0),
+            open_responses: Arc::new(AtomicU64::new(0)),
             plan: Mutex::new(FaultPlan {
                 pass_first: 0,
                 fail_next: 0,
@@ -119,6 +134,7 @@ impl ServerFaults {
                 rng: fastrand::Rng::with_seed(0),
                 cut_bodies: (0, 0),
                 corrupt_bodies: 0,
+                read_latency: None,
             }),
         }
     }
@@ -171,6 +187,32 @@ impl ServerFaults {
         self.plan().corrupt_bodies = count;
     }
 
+    /// Holds back the response of every read (GET, HEAD) before it starts: `slow` for a
+    /// `slow_share` of them (drawn with `seed`), `fast` for the others — a store with a slow
+    /// tail (e.g. 95 % at 10 ms, 5 % at 300 ms), or a uniform slowdown (`fast == slow`).
+    pub fn set_read_latency(&self, fast: Duration, slow: Duration, slow_share: f64, seed: u64) {
+        self.plan().read_latency = Some(ReadLatency {
+            fast,
+            slow,
+            slow_share: slow_share.clamp(0.0, 1.0),
+            rng: fastrand::Rng::with_seed(seed),
+        });
+    }
+
+    /// Response bodies being sent now: a response whose client went away (a cancelled
+    /// request, a dropped body) is dropped once the server notices, and leaves this count.
+    pub fn open_responses(&self) -> u64 {
+        self.open_responses.load(Ordering::Relaxed)
+    }
+
+    /// How long the read being answered waits before its response starts.
+    fn read_latency(&self) -> Option<Duration> {
+        let mut plan = self.plan();
+        let latency = plan.read_latency.as_mut()?;
+        let slow = latency.rng.f64() < latency.slow_share;
+        Some(if slow { latency.slow } else { latency.fast })
+    }
+
     /// Bytes of request bodies received so far (uploads, re-sent parts included, and the
     /// bodies of requests answered with an injected fault).
     pub fn bytes_received(&self) -> u64 {
@@ -191,6 +233,7 @@ impl ServerFaults {
         plan.probability = 0.0;
         plan.cut_bodies = (0, 0);
         plan.corrupt_bodies = 0;
+        plan.read_latency = None;
     }
 
     /// Requests received so far (including the ones answered with a fault).
@@ -496,6 +539,10 @@ async fn handle(
         let received = Arc::clone(&faults.bytes_received);
         let request = request.map(|body| s3s::Body::http_body_unsync(Metered::new(body, received)));
         let is_get = request.method() == hyper::Method::GET;
+        let is_read = is_get || request.method() == hyper::Method::HEAD;
+        if let Some(wait) = is_read.then(|| faults.read_latency()).flatten() {
+            tokio::time::sleep(wait).await;
+        }
         let response = s3.call(request).await?;
         let (cut_after, corrupt) = if is_get && response.status().is_success() {
             faults.take_body_faults()
@@ -503,10 +550,12 @@ async fn handle(
             (None, false)
         };
         let sent = Arc::clone(&faults.bytes_sent);
+        let open = Arc::clone(&faults.open_responses);
         return Ok(response.map(|body| {
             let mut metered = Metered::new(body, sent);
             metered.cut_after = cut_after;
             metered.corrupt = corrupt;
+            metered.open = Some(OpenResponse::new(open));
             s3s::Body::http_body_unsync(metered)
         }));
     };
@@ -532,6 +581,8 @@ struct Metered<B> {
     cut_after: Option<u64>,
     corrupt: bool,
     passed: u64,
+    /// Counts a response body as open while it lives.
+    open: Option<OpenResponse>,
 }
 
 impl<B> Metered<B> {
@@ -542,7 +593,24 @@ impl<B> Metered<B> {
             cut_after: None,
             corrupt: false,
             passed: 0,
+            open: None,
         }
+    }
+}
+
+/// One open response body in [`ServerFaults::open_responses`].
+struct OpenResponse(Arc<AtomicU64>);
+
+impl OpenResponse {
+    fn new(open: Arc<AtomicU64>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        Self(open)
+    }
+}
+
+impl Drop for OpenResponse {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -16,6 +16,7 @@ mod client;
 mod conformance;
 mod errors;
 mod extremes;
+mod hedging;
 mod moto;
 mod object_store_suite;
 mod parse_fuzz;

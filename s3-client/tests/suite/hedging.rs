@@ -1,0 +1,249 @@
+//! Hedged reads over real HTTP: the loopback S3 server holds back some reads' responses
+//! (a slow tail, or every read in a uniform slowdown); a late read gets a second request, the
+//! first answer wins, the loser is cancelled and its response dropped; the budget holds in a
+//! slowdown; nothing is hedged while the pool is saturated or the backend throttles. Counts
+//! only: nothing here asserts on durations (the machine may be loaded).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::path::Path;
+use s3_client::testing::{InjectedResponse, S3TestServer};
+use s3_client::{HedgeConfig, HedgeStats, S3Client};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn client(server: &S3TestServer, concurrency: usize, hedge: HedgeConfig) -> S3Client {
+    S3Client::builder_arc(server.store().unwrap())
+        .concurrency(concurrency)
+        .retry_delay(ms(5))
+        .hedged_reads(hedge)
+        .build()
+        .unwrap()
+}
+
+/// Puts `count` small objects; returns their paths and bodies.
+async fn objects(client: &S3Client, count: usize) -> Vec<(Path, Bytes)> {
+    let mut objects = Vec::new();
+    for i in 0..count {
+        let path = Path::from(format!("hedge/{i}"));
+        let body = Bytes::from(format!("body of object {i} ").repeat(50));
+        client.put(&path, body.clone()).await.unwrap();
+        objects.push((path, body));
+    }
+    objects
+}
+
+/// Reads every object `rounds` times, one at a time, checking each body.
+async fn read_all(client: &S3Client, objects: &[(Path, Bytes)], rounds: usize) {
+    for _ in 0..rounds {
+        for (path, body) in objects {
+            assert_eq!(&client.get(path).await.unwrap(), body);
+        }
+    }
+}
+
+/// Waits (boundedly) until the server holds no response body open: every cancelled request's
+/// response was dropped.
+async fn no_response_left_open(server: &S3TestServer) {
+    for _ in 0..400 {
+        if server.faults().open_responses() == 0 {
+            return;
+        }
+        tokio::time::sleep(ms(25)).await;
+    }
+    panic!(
+        "{} response bodies still open after 10 s",
+        server.faults().open_responses()
+    );
+}
+
+/// Waits (boundedly) until the pool runs and queues nothing: a cancelled loser's pool task
+/// ends on its own runner, possibly after the winner's answer came back.
+async fn pool_settles(client: &S3Client) -> pool_core::Stats {
+    for _ in 0..400 {
+        let pool = client.stats().unwrap();
+        if (pool.active, pool.queued) == (0, 0) {
+            return pool;
+        }
+        tokio::time::sleep(ms(25)).await;
+    }
+    panic!(
+        "the pool still runs or queues after 10 s: {:?}",
+        client.stats().unwrap()
+    );
+}
+
+fn stats(client: &S3Client) -> HedgeStats {
+    client.hedge_stats().expect("the client hedges")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_tail_is_hedged_the_first_answer_wins_and_no_body_stays_open() {
+    let server = S3TestServer::start().await.unwrap();
+    // One read in five is slow here, so the trigger is the median: p95 would be the slow
+    // mode itself once enough slow reads are known.
+    let client = client(&server, 8, HedgeConfig::new().quantile(0.5).budget(0.5));
+    let objects = objects(&client, 10).await;
+    // Known first-byte times first: every read 5 ms.
+    server.faults().set_read_latency(ms(5), ms(5), 0.0, 1);
+    read_all(&client, &objects, 3).await;
+    let warm = stats(&client);
+    assert!(warm.trigger.is_some(), "{warm:?}");
+    // Now one read in five waits 600 ms for its response; a hedge is likely answered in 5.
+    server.faults().set_read_latency(ms(5), ms(600), 0.2, 7);
+    let before = server.faults().requests();
+    read_all(&client, &objects, 6).await;
+    let after = stats(&client);
+    let hedged = after.sent - warm.sent;
+    assert!(hedged > 0, "late reads were hedged: {after:?}");
+    assert!(after.won > 0, "some hedges answered first: {after:?}");
+    // Each pair whose two requests both went out cancelled its loser (a hedge that starts
+    // just as its read answers is cancelled before it sends anything).
+    assert!(
+        after.won <= after.cancelled && after.cancelled <= after.sent,
+        "{after:?}"
+    );
+    // One request per read and at most one per hedge (a hedge cancelled as it started may
+    // never reach the server): nothing hidden.
+    let requests = server.faults().requests() - before;
+    assert!(
+        (60 + after.won..=60 + hedged).contains(&requests),
+        "{requests} requests for 60 reads: {after:?}"
+    );
+    // Each read earns half a hedge; the bucket starts full (10).
+    assert!(
+        after.sent as f64 <= 10.0 + 0.5 * after.reads as f64,
+        "{after:?}"
+    );
+    no_response_left_open(&server).await;
+    pool_settles(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_and_get_range_are_hedged_too() {
+    let server = S3TestServer::start().await.unwrap();
+    let client = client(&server, 8, HedgeConfig::new().budget(1.0));
+    let objects = objects(&client, 5).await;
+    server.faults().set_read_latency(ms(5), ms(5), 0.0, 1);
+    read_all(&client, &objects, 5).await;
+    server.faults().set_read_latency(ms(5), ms(600), 0.3, 11);
+    let warm = stats(&client);
+    for _ in 0..4 {
+        for (path, body) in &objects {
+            let meta = client.head(path).await.unwrap();
+            assert_eq!(meta.size, body.len() as u64);
+            let part = client.get_range(path, 3..20).await.unwrap();
+            assert_eq!(part, body.slice(3..20));
+        }
+    }
+    let after = stats(&client);
+    assert_eq!(after.reads - warm.reads, 40);
+    assert!(after.sent > warm.sent, "{after:?}");
+    no_response_left_open(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_uniform_slowdown_spends_no_more_than_the_budget() {
+    let server = S3TestServer::start().await.unwrap();
+    let client = client(&server, 8, HedgeConfig::new().burst(2.0));
+    let objects = objects(&client, 10).await;
+    server.faults().set_read_latency(ms(5), ms(5), 0.0, 1);
+    read_all(&client, &objects, 3).await;
+    // Every read is now 10× slower: every one is late against the old first-byte times.
+    server.faults().set_read_latency(ms(50), ms(50), 0.0, 1);
+    let before = server.faults().requests();
+    read_all(&client, &objects, 10).await;
+    let after = stats(&client);
+    // 5 % of reads, plus the two hedges the bucket starts with.
+    let allowed = 2.0 + 0.05 * after.reads as f64;
+    assert!(after.sent as f64 <= allowed, "{after:?}, allowed {allowed}");
+    assert!(after.over_budget > 0, "the budget said no: {after:?}");
+    let requests = server.faults().requests() - before;
+    assert!(
+        requests <= 100 + after.sent,
+        "{requests} requests: {after:?}"
+    );
+    no_response_left_open(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_hedged_while_the_pool_is_saturated_or_the_backend_throttles() {
+    let server = S3TestServer::start().await.unwrap();
+    let client = client(&server, 2, HedgeConfig::new().budget(1.0));
+    let objects = objects(&client, 8).await;
+    server.faults().set_read_latency(ms(5), ms(5), 0.0, 1);
+    read_all(&client, &objects, 3).await;
+    // Eight slow reads at once on two slots: each is late, and while others wait for a slot
+    // (or both slots run) none is hedged. Only the last ones may find a slot free.
+    server.faults().set_read_latency(ms(200), ms(200), 0.0, 1);
+    let reads = objects
+        .iter()
+        .map(|(path, _)| std::future::IntoFuture::into_future(client.get(path)));
+    for (result, (_, body)) in futures::future::join_all(reads).await.iter().zip(&objects) {
+        assert_eq!(result.as_ref().unwrap(), body);
+    }
+    let saturated = stats(&client);
+    assert!(saturated.held_back >= 6, "{saturated:?}");
+    assert!(saturated.sent <= 2, "{saturated:?}");
+    // A throttled read: no hedges for the cool-off (1 s), even with room in the pool.
+    server.faults().fail_next(1, InjectedResponse::SlowDown);
+    let (path, body) = &objects[0];
+    assert_eq!(&client.get(path).await.unwrap(), body);
+    client.get(path).await.unwrap();
+    let throttled = stats(&client);
+    assert_eq!(throttled.sent, saturated.sent, "{throttled:?}");
+    assert!(throttled.held_back > saturated.held_back, "{throttled:?}");
+    no_response_left_open(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_hedged_read_leaves_no_request_running() {
+    let server = S3TestServer::start().await.unwrap();
+    let client = client(&server, 4, HedgeConfig::new().budget(1.0));
+    let objects = objects(&client, 4).await;
+    server.faults().set_read_latency(ms(5), ms(5), 0.0, 1);
+    read_all(&client, &objects, 6).await;
+    server.faults().set_read_latency(ms(800), ms(800), 0.0, 1);
+    let read = client.get(&objects[0].0);
+    // Late enough that the hedge went out too, then dropped.
+    assert!(tokio::time::timeout(ms(200), read).await.is_err());
+    assert_eq!(stats(&client).sent, 1);
+    let pool = pool_settles(&client).await;
+    assert_eq!(pool.cancelled, 2, "both requests cancelled: {pool:?}");
+    no_response_left_open(&server).await;
+}
+
+#[test]
+fn bad_settings_are_typed_errors() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        for config in [
+            HedgeConfig::new().quantile(0.0),
+            HedgeConfig::new().quantile(1.0),
+            HedgeConfig::new().quantile(f64::NAN),
+            HedgeConfig::new().budget(-0.1),
+            HedgeConfig::new().budget(1.5),
+            HedgeConfig::new().burst(0.0),
+            HedgeConfig::new().burst(f64::INFINITY),
+        ] {
+            let built = S3Client::builder(object_store::memory::InMemory::new())
+                .hedged_reads(config)
+                .build();
+            assert!(built.is_err(), "{config:?}");
+        }
+        let client = S3Client::builder(object_store::memory::InMemory::new())
+            .hedged_reads(HedgeConfig::new().budget(0.0).floor(Duration::ZERO))
+            .build()
+            .unwrap();
+        let path = Path::from("a");
+        client.put(&path, "x").await.unwrap();
+        assert_eq!(&client.get(&path).await.unwrap()[..], b"x");
+        assert_eq!(stats(&client).reads, 1);
+    });
+}
