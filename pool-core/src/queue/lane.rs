@@ -53,12 +53,14 @@ impl<J> Lane<J> {
         }
     }
 
+    #[inline]
     pub(super) fn live(&self) -> usize {
         self.live
     }
 
     /// Adds a task that entered at `enqueued_at`; `order` is its deadline in ticks (EDF
     /// lanes only; `u64::MAX` for none).
+    #[inline]
     pub(super) fn push(&mut self, job: J, enqueued_at: u64, order: u64) -> LanePos {
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -80,6 +82,7 @@ impl<J> Lane<J> {
     }
 
     /// When the task this lane would give next entered the queue.
+    #[inline]
     pub(super) fn head(&mut self) -> Option<u64> {
         match &mut self.order {
             Order::Fifo(slots) => {
@@ -93,14 +96,24 @@ impl<J> Lane<J> {
     }
 
     /// Takes the task [`head`](Self::head) describes.
+    #[inline]
     pub(super) fn pop(&mut self) -> Option<(J, u64)> {
-        self.head()?;
-        let slot = match &mut self.order {
-            Order::Fifo(slots) => slots.pop_front()?,
-            Order::Edf(slots) => slots.pop_first()?.1,
+        let (job, enqueued_at) = match &mut self.order {
+            // Tombstones in front are passed (head() usually dropped them already).
+            Order::Fifo(slots) => loop {
+                let slot = slots.pop_front()?;
+                if let Some(job) = slot.job {
+                    break (job, slot.enqueued_at);
+                }
+            },
+            // An EDF lane removes its tasks outright: it has no tombstones.
+            Order::Edf(slots) => {
+                let slot = slots.pop_first()?.1;
+                (slot.job?, slot.enqueued_at)
+            }
         };
         self.taken();
-        Some((slot.job?, slot.enqueued_at))
+        Some((job, enqueued_at))
     }
 
     /// Takes the task at `pos`, if it is still there.
@@ -123,6 +136,7 @@ impl<J> Lane<J> {
         Some((job, enqueued_at))
     }
 
+    #[inline]
     fn taken(&mut self) {
         self.live -= 1;
         if self.live == 0 {
