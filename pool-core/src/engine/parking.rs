@@ -199,7 +199,7 @@ impl Engine {
     /// stopped (`Stopped`) or its token fired (`Cancelled`) since the decision: both are
     /// checked under the lock the parking takes, so a `stop()` or a cancellation between the
     /// decision and here is never missed. Starts the timer, or wakes it if it sleeps past
-    /// `until`.
+    /// `until` (or past the task's deadline, if that comes first).
     pub(super) fn park_until(self: &Arc<Self>, job: Job, until: Instant, reservation: Reservation) {
         self.park(job, until, reservation, None);
     }
@@ -276,7 +276,12 @@ impl Engine {
             .parked
             .insert(reservation, job.into_ref(), until, wakeup);
         state.placed(id, &waiting, Place::Parked(key));
-        self.arm_timer(state, until);
+        // A task parked past its deadline (a retry waiting for a budget token, a deferral)
+        // ends at the deadline: the timer must wake by then, not only by `until`.
+        let wake_by = waiting
+            .deadline
+            .map_or(until, |deadline| deadline.min(until));
+        self.arm_timer(state, wake_by);
         Some(key)
     }
 

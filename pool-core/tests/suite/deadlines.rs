@@ -1,8 +1,8 @@
 //! Deadlines, on tokio (paused time) and on `SimExecutor`: a task whose deadline passes while
-//! it waits (queued, in backoff, waiting for admission) resolves `DeadlineExceeded` at that
-//! moment without running; an attempt is cut at the deadline; no retry is scheduled past it;
-//! earliest-deadline-first order; shedding once the median service time is known; the
-//! counts in stats and events.
+//! it waits (queued, in backoff, waiting for a retry-budget token, deferred, waiting for
+//! admission) resolves `DeadlineExceeded` at that moment without running; an attempt is cut
+//! at the deadline; no retry is scheduled past it; earliest-deadline-first order; shedding
+//! once the median service time is known; the counts in stats and events.
 
 use crate::support;
 
@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use pool_core::{
     Admission, AdmissionPermit, AttemptResult, BoxFuture, Event, Jitter, LastFailure, Outcome,
-    Pool, Rejection, TaskError, TaskHandle, TaskInfo, TaskOptions, Transient,
+    Pool, Precheck, Rejection, RetryBudget, TaskError, TaskHandle, TaskInfo, TaskOptions,
+    Transient,
 };
 use support::{Env, Recorder};
 
@@ -58,6 +59,8 @@ on_every_executor!(
     no_retry_is_scheduled_past_the_deadline,
     a_task_in_backoff_is_not_woken_past_its_deadline,
     waiting_for_admission_ends_at_the_deadline,
+    a_retry_waiting_for_a_budget_token_ends_at_the_deadline,
+    a_task_deferred_past_its_deadline_ends_at_the_deadline,
     earliest_deadline_first_starts_the_most_urgent_of_a_tenant,
     doomed_tasks_are_shed_once_the_median_service_time_is_known,
     a_cancelled_or_stopped_task_with_a_deadline_ends_once,
@@ -354,6 +357,124 @@ async fn waiting_for_admission_ends_at_the_deadline(env: Env) {
         "{result:?}"
     );
     assert_eq!(calls.load(Ordering::SeqCst), 0);
+    pool.drain().await;
+    assert!(pool.stats().in_balance());
+}
+
+async fn a_retry_waiting_for_a_budget_token_ends_at_the_deadline(env: Env) {
+    // The bucket pays for one retry and nothing refills it (no floor, no success): the
+    // second retry owes its cost and waits for a token, holding no slot — until the
+    // deadline, not past it.
+    let t0 = env.now();
+    let pool = env
+        .builder()
+        .retry_delay(ms(10))
+        .jitter(Jitter::None)
+        .retry_budget(RetryBudget {
+            capacity: 5.0,
+            retry_cost: 5.0,
+            min_per_sec: 0.0,
+            ..RetryBudget::default()
+        })
+        .admission(ParksUntil {
+            priority: 7,
+            until: t0 + ms(500),
+        })
+        .build()
+        .unwrap();
+    // Parked until 500 ms, this one keeps the pool's timer set for then.
+    let parked = sleeper(
+        &env,
+        &pool,
+        ms(1),
+        TaskOptions::new().priority(7),
+        &Arc::default(),
+    );
+    let calls = Arc::new(AtomicU32::new(0));
+    // Attempt 1 over 0..10 ms, its retry paid; attempt 2 over 20..30; the next retry, due
+    // at 50, cannot be paid and waits.
+    let mut handle = failing(&env, &pool, ms(10), t0 + ms(200), &calls);
+    env.sleep(ms(199)).await;
+    assert!(handle.try_result().is_none(), "waits for a token");
+    assert_eq!(pool.stats().active, 0, "holding no slot");
+    env.sleep(ms(2)).await;
+    let result = handle.try_result().expect("resolved at its deadline");
+    assert!(
+        matches!(
+            result,
+            Err(TaskError::DeadlineExceeded {
+                attempts: 2,
+                last: Some(LastFailure::Error(Transient("503"))),
+                shed: false
+            })
+        ),
+        "{result:?}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let stats = pool.stats();
+    assert_eq!(
+        (stats.retries, stats.deadline_exceeded),
+        (2, 1),
+        "{stats:?}"
+    );
+    assert!(stats.in_balance(), "{stats:?}");
+    assert_eq!(parked.await.unwrap(), "done");
+    pool.drain().await;
+    assert!(pool.stats().in_balance());
+}
+
+/// Admission that parks the tasks of one priority until a moment (and admits them then).
+#[derive(Debug)]
+struct ParksUntil {
+    priority: i32,
+    until: Instant,
+}
+
+impl Admission for ParksUntil {
+    fn precheck(&self, task: &TaskInfo) -> Precheck {
+        if task.priority == self.priority {
+            Precheck::ParkUntil(self.until)
+        } else {
+            Precheck::Proceed
+        }
+    }
+
+    fn acquire(&self, _task: &TaskInfo) -> BoxFuture<Result<AdmissionPermit, Rejection>> {
+        Box::pin(async { Ok(AdmissionPermit::empty()) })
+    }
+}
+
+async fn a_task_deferred_past_its_deadline_ends_at_the_deadline(env: Env) {
+    let t0 = env.now();
+    let an_hour_later = t0 + Duration::from_secs(3_600);
+    let pool = env
+        .builder()
+        .admission(ParksUntil {
+            priority: 0,
+            until: an_hour_later,
+        })
+        .build()
+        .unwrap();
+    // Parked first, it sets the pool's timer for an hour later; the task with a deadline,
+    // parked until the same moment, must still end at its deadline.
+    let first = blocker(&env, &pool, ms(1));
+    let calls = Arc::new(AtomicU32::new(0));
+    let handle = sleeper(
+        &env,
+        &pool,
+        ms(1),
+        TaskOptions::new().deadline(t0 + ms(30)),
+        &calls,
+    );
+    let result = handle.await;
+    assert_eq!(env.now() - t0, ms(30));
+    assert!(
+        matches!(result, Err(TaskError::DeadlineExceeded { attempts: 0, .. })),
+        "{result:?}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert_eq!(first.await.unwrap(), "done");
+    assert_eq!(env.now(), an_hour_later + ms(1));
     pool.drain().await;
     assert!(pool.stats().in_balance());
 }
