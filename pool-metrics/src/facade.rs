@@ -39,6 +39,17 @@ impl Snapshot {
         metrics::counter!(name("task_retries_total")).absolute(live.retries);
         metrics::counter!(name("task_deferrals_total")).absolute(live.deferrals);
 
+        if let Some(hedges) = &live.hedges {
+            metrics::counter!(name("hedge_reads_total")).absolute(hedges.reads);
+            metrics::counter!(name("hedges_sent_total")).absolute(hedges.sent);
+            metrics::counter!(name("hedges_won_total")).absolute(hedges.won);
+            metrics::counter!(name("hedge_cancelled_total")).absolute(hedges.cancelled);
+            metrics::counter!(name("hedges_not_sent_total"), "reason" => "over_budget")
+                .absolute(hedges.over_budget);
+            metrics::counter!(name("hedges_not_sent_total"), "reason" => "held_back")
+                .absolute(hedges.held_back);
+        }
+
         metrics::gauge!(name("tasks_in_flight")).set(live.concurrency.in_flight as f64);
         if let Some(waiting) = live.concurrency.waiting {
             metrics::gauge!(name("tasks_queued")).set(waiting.queued as f64);

@@ -38,6 +38,9 @@
 //! - **Per-task store** (last 1,000, first in first out): [`Metrics::task_metrics`].
 //! - **Per tenant** (tasks that name one): served, queue-wait p99, queued and in flight
 //!   ([`LiveStats::tenants`], Prometheus `…_tenant_…{tenant="…"}`).
+//! - **Hedged reads**, when a hedger reports here ([`Metrics::count_hedges_from`]; s3-client's
+//!   hedged reads do): reads, hedges sent, won, cancelled, not sent and why
+//!   ([`LiveStats::hedges`], Prometheus `…_hedge…`).
 //! - **Memory** per [`MemoryMode`]: never a system call per task unless `Full`.
 //!
 //! ## Cost
@@ -49,6 +52,7 @@ mod error;
 #[cfg(feature = "metrics-facade")]
 mod facade;
 mod grid;
+mod hedges;
 mod history;
 mod latency;
 mod memory;
@@ -65,6 +69,7 @@ mod tenants;
 
 pub use config::{MemoryMode, MetricsConfig, MAX_HISTORY_SLICES, MAX_ROLLING_BUCKETS, MAX_SHARDS};
 pub use error::ConfigError;
+pub use hedges::HedgeCounts;
 pub use latency::LatencySummary;
 #[cfg(feature = "process-memory")]
 pub use memory::ProcessRss;

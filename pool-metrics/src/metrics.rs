@@ -10,6 +10,7 @@ use pool_core::{Event, EventKind, Observer, PoolControl, TaskId, TaskRecord};
 use crate::config::MetricsConfig;
 use crate::error::ConfigError;
 use crate::grid::{offset_nanos, TimeGrid};
+use crate::hedges::{HedgeCounts, HedgeSource};
 use crate::history::{History, Slice};
 use crate::latency::{HistogramTemplate, LatencySummary};
 use crate::memory::{MemoryProbe, MemorySampler};
@@ -80,6 +81,7 @@ struct Inner {
     deferrals: AtomicU64,
     tuner: Mutex<Option<TunerState>>,
     tenants: TenantBook,
+    hedges: Mutex<Option<HedgeSource>>,
 }
 
 impl Metrics {
@@ -119,6 +121,7 @@ impl Metrics {
             deferrals: AtomicU64::new(0),
             tuner: Mutex::new(None),
             tenants: TenantBook::new(config.tenant_capacity, config.history),
+            hedges: Mutex::new(None),
             config,
         };
         Ok(Self {
@@ -249,6 +252,26 @@ impl Metrics {
     /// The state last published with [`set_tuner_state`](Self::set_tuner_state).
     pub fn tuner_state(&self) -> Option<TunerState> {
         self.inner.tuner()
+    }
+
+    /// Reports hedged reads: every later snapshot calls `read` for the hedger's lifetime
+    /// counts ([`LiveStats::hedges`], Prometheus `…_hedge_…`). The hedger keeps counting on
+    /// its own; `read` must be quick (it runs on each snapshot) and its counts must only grow.
+    /// A later call replaces the source. s3-client's hedged reads call this when the client
+    /// is given this collector.
+    ///
+    /// ```
+    /// use pool_metrics::{HedgeCounts, Metrics};
+    /// let metrics = Metrics::default();
+    /// metrics.count_hedges_from(|| HedgeCounts { reads: 100, sent: 4, won: 3, ..HedgeCounts::default() });
+    /// assert_eq!(metrics.stats().hedges.map(|h| h.sent), Some(4));
+    /// ```
+    pub fn count_hedges_from(&self, read: impl Fn() -> HedgeCounts + Send + Sync + 'static) {
+        *self
+            .inner
+            .hedges
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(HedgeSource::new(read));
     }
 }
 
@@ -461,7 +484,19 @@ impl Inner {
                     .map(PoolControl::tenants)
                     .unwrap_or_default(),
             ),
+            hedges: self.hedges(),
         }
+    }
+
+    /// The hedger's counts, read outside the collector's lock (the reader is someone else's
+    /// code).
+    fn hedges(&self) -> Option<HedgeCounts> {
+        let source = self
+            .hedges
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        source.map(|source| source.read())
     }
 
     fn aggregate_at(&self, since: Option<Instant>, now: Instant) -> Aggregate {

@@ -244,6 +244,46 @@ impl PrometheusFormat {
             }
         }
 
+        if let Some(hedges) = &live.hedges {
+            out.counter(
+                "hedge_reads_total",
+                "Reads that could be hedged.",
+                hedges.reads as f64,
+            );
+            out.counter(
+                "hedges_sent_total",
+                "Hedge requests sent: the extra requests.",
+                hedges.sent as f64,
+            );
+            out.counter(
+                "hedges_won_total",
+                "Hedges that answered before the read they doubled.",
+                hedges.won as f64,
+            );
+            out.counter(
+                "hedge_cancelled_total",
+                "Requests cancelled because the other of their pair answered first.",
+                hedges.cancelled as f64,
+            );
+            out.family(
+                "hedges_not_sent_total",
+                "counter",
+                "Late reads not hedged: the budget was spent, or the pool was saturated or \
+                 the backend throttling (held back).",
+            );
+            let reasons = [
+                ("over_budget", hedges.over_budget),
+                ("held_back", hedges.held_back),
+            ];
+            for (reason, count) in reasons {
+                out.sample(
+                    "hedges_not_sent_total",
+                    Some(("reason", reason)),
+                    count as f64,
+                );
+            }
+        }
+
         if let Some(fields) = &live.tuner {
             let numbers: Vec<_> = fields
                 .iter()

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::hedges::HedgeCounts;
 use crate::latency::LatencySummary;
 use crate::memory::MemorySnapshot;
 use crate::recent::RecentSummary;
@@ -55,6 +56,11 @@ pub struct LiveStats {
     /// sorted by name (see [`MetricsConfig::tenant_capacity`](crate::MetricsConfig::tenant_capacity)).
     #[serde(default)]
     pub tenants: Vec<TenantSnapshot>,
+    /// Hedged reads' counts, when a hedger reports to this collector
+    /// ([`Metrics::count_hedges_from`](crate::Metrics::count_hedges_from); s3-client's
+    /// hedged reads do, given the collector).
+    #[serde(default)]
+    pub hedges: Option<HedgeCounts>,
 }
 
 /// Time summed over finished tasks, in seconds.

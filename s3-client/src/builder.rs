@@ -138,7 +138,9 @@ impl S3ClientBuilder {
     /// quantile of the recent first-byte times gets a second request, the first to answer
     /// wins and the other is cancelled, under a budget (see [`HedgeConfig`] and
     /// [`S3Client::hedge_stats`]). Off by default. Needs the client's pool: hedges take
-    /// pool slots like any request, and a call that bypasses the pool is not hedged.
+    /// pool slots like any request, and a call that bypasses the pool is not hedged. With
+    /// [`metrics`](Self::metrics) (feature `metrics`) the counts are in the collector's
+    /// snapshots and Prometheus text too (`pool_metrics::LiveStats::hedges`).
     pub fn hedged_reads(mut self, config: HedgeConfig) -> Self {
         self.hedge = Some(config);
         self
@@ -406,6 +408,12 @@ impl S3ClientBuilder {
             }
             None => None,
         };
+        #[cfg(feature = "metrics")]
+        if let (Some(metrics), Some(hedger)) = (&self.metrics, &hedger) {
+            // The collector reads the hedger's own counters at each snapshot.
+            let hedger = Arc::clone(hedger);
+            metrics.count_hedges_from(move || hedger.counts());
+        }
         Ok(S3Client::from_inner(ClientInner {
             store: self.store,
             hedger,

@@ -240,6 +240,19 @@ impl Hedger {
         }
     }
 
+    /// The counts in pool-metrics' terms, read at each of its snapshots.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn counts(&self) -> pool_metrics::HedgeCounts {
+        pool_metrics::HedgeCounts {
+            reads: self.reads.load(Ordering::Relaxed),
+            sent: self.sent.load(Ordering::Relaxed),
+            won: self.won.load(Ordering::Relaxed),
+            cancelled: self.cancelled.load(Ordering::Relaxed),
+            over_budget: self.over_budget.load(Ordering::Relaxed),
+            held_back: self.held_back.load(Ordering::Relaxed),
+        }
+    }
+
     /// A read's attempt had its first byte (its response) after `latency`.
     fn first_byte(&self, latency: Duration) {
         let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);

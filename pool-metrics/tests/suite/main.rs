@@ -5,6 +5,7 @@ mod support;
 mod concurrent;
 mod extremes;
 mod facade;
+mod hedges;
 mod memory;
 mod model;
 mod outcomes;

@@ -247,3 +247,48 @@ fn bad_settings_are_typed_errors() {
         assert_eq!(stats(&client).reads, 1);
     });
 }
+
+/// The client's collector reports the hedger's counts (snapshot and Prometheus text).
+#[cfg(feature = "metrics")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hedge_counts_reach_the_clients_metrics() {
+    use s3_client::pool_metrics::{HedgeCounts, Metrics};
+
+    let server = S3TestServer::start().await.unwrap();
+    let metrics = Metrics::default();
+    let client = S3Client::builder_arc(server.store().unwrap())
+        .concurrency(8)
+        .retry_delay(ms(5))
+        .hedged_reads(HedgeConfig::new().quantile(0.5).budget(0.5))
+        .metrics(metrics.clone())
+        .build()
+        .unwrap();
+    let objects = objects(&client, 10).await;
+    server.faults().set_read_latency(ms(5), ms(5), 0.0, 1);
+    read_all(&client, &objects, 3).await;
+    server.faults().set_read_latency(ms(5), ms(600), 0.2, 7);
+    read_all(&client, &objects, 4).await;
+    no_response_left_open(&server).await;
+    pool_settles(&client).await;
+    let hedge = stats(&client);
+    assert!(hedge.sent > 0, "late reads were hedged: {hedge:?}");
+    let reported = metrics.stats().hedges.expect("the client's hedger reports");
+    assert_eq!(
+        reported,
+        HedgeCounts {
+            reads: hedge.reads,
+            sent: hedge.sent,
+            won: hedge.won,
+            cancelled: hedge.cancelled,
+            over_budget: hedge.over_budget,
+            held_back: hedge.held_back,
+        }
+    );
+    assert_eq!(reported.reads, 70);
+    let text = metrics.prometheus();
+    assert!(
+        text.contains(&format!("s3pool_hedges_sent_total {}\n", hedge.sent))
+            && text.contains("s3pool_hedge_reads_total 70\n"),
+        "{text}"
+    );
+}
