@@ -34,6 +34,60 @@ use crate::tenant::TenantStats;
 /// assert_eq!(handle.await.unwrap(), 42);
 /// # Ok(()) }
 /// ```
+///
+/// # Nested work
+///
+/// A task may enqueue into its own pool and await the result — directly, or through a
+/// client that shares the pool — even when every slot is held by such tasks: a running task
+/// lends its slot to its children, one at a time. The rule, precisely:
+///
+/// - A task enqueued into this pool *while the pool polls an attempt of task `P`* on this
+///   thread (inside `P`'s future, or its closure making the future) is `P`'s child. That
+///   covers `.await`, `join_all`, `select`, `buffer_unordered` and any future `P` polls
+///   inline. Nothing else is a child: work enqueued from another thread, from a future `P`
+///   spawned onto the runtime (`tokio::spawn`), from code running between polls, or into
+///   another pool.
+/// - A child starts at once on `P`'s loan if no other child of `P` holds it — past the
+///   limit, the pause and its tenant's share, because the slot is `P`'s already. Otherwise
+///   it queues like any task, and starts on whichever comes first: an ordinary free slot, or
+///   the loan when the child before it gives it back. So a fan-out (a batch of a thousand
+///   calls) gets one extra slot per parent, not a thousand.
+/// - When `P`'s attempt ends, so does the loan: a child still running on it keeps the slot
+///   (the work `P` started never runs past the limit once `P` is gone), and children still
+///   queued become ordinary queued tasks. A retried child takes the loan again if `P` still
+///   runs.
+///
+/// A parent and its line of descendants therefore hold one slot between them;
+/// [`Stats::active`] counts running attempts, so with parents awaiting children it can
+/// exceed the limit by the number of loans.
+///
+/// **Limit:** a parent that spawns nested work onto the runtime and awaits the spawned
+/// future is not recognised; with every slot held by such parents, that can still deadlock.
+/// Poll nested work inline (or give it a pool of its own).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), pool_core::ConfigError> {
+/// use pool_core::{Pool, TaskOptions, Transient};
+/// // One slot, held by the outer task while it awaits the inner one.
+/// let pool = Pool::builder().concurrency(1).build()?;
+/// let inner_pool = pool.clone();
+/// let outer = pool.enqueue(
+///     move || {
+///         let pool = inner_pool.clone();
+///         async move {
+///             let inner = pool.enqueue(
+///                 || async { Ok::<_, Transient<&str>>(20) },
+///                 TaskOptions::new(),
+///             );
+///             Ok::<_, Transient<&str>>(inner.await.unwrap_or(0) + 1)
+///         }
+///     },
+///     TaskOptions::new(),
+/// );
+/// assert_eq!(outer.await.unwrap(), 21);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Pool {
     owner: Arc<PoolOwner>,

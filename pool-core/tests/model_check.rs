@@ -146,6 +146,9 @@ enum Behaviour {
     Retries,
     /// Never finishes: its timeout, its token or `stop_now` ends it.
     Hangs,
+    /// Enqueues a child into its own pool and awaits it (the child succeeds, or fails
+    /// retryably once): it runs on the parent's loan, or queues for it.
+    Nests,
 }
 
 /// How the scenario ends the pool.
@@ -159,12 +162,22 @@ enum Ending {
 
 type Handle = TaskHandle<u32, Failure>;
 
-fn enqueue(pool: &Pool, rng: &mut impl Rng, tokens: &Mutex<Vec<CancellationToken>>) -> Handle {
-    let behaviour = match rng.gen_range(0..3) {
+/// Enqueues a model task; `nesting`: whether it may nest (it then holds a clone of the pool,
+/// so not when the scenario ends by dropping the pool).
+fn enqueue(
+    pool: &Pool,
+    rng: &mut impl Rng,
+    tokens: &Mutex<Vec<CancellationToken>>,
+    nesting: bool,
+    children: &Arc<AtomicU64>,
+) -> Handle {
+    let behaviour = match rng.gen_range(0..if nesting { 5 } else { 3 }) {
         0 => Behaviour::Ok,
         1 => Behaviour::Retries,
-        _ => Behaviour::Hangs,
+        2 => Behaviour::Hangs,
+        _ => Behaviour::Nests,
     };
+    let (parent_pool, children) = (pool.clone(), Arc::clone(children));
     let mut options = TaskOptions::new()
         .priority(rng.gen_range(0..2))
         .timeout(Duration::from_millis(2));
@@ -190,24 +203,44 @@ fn enqueue(pool: &Pool, rng: &mut impl Rng, tokens: &Mutex<Vec<CancellationToken
         options = options.deadline(pool.now() + Duration::from_millis(rng.gen_range(0..4)));
     }
     pool.enqueue(
-        move || async move {
-            if thread_rng().gen_bool(0.5) {
-                shuttle::future::yield_now().await;
-            }
-            match behaviour {
-                Behaviour::Ok => Ok(1),
-                Behaviour::Retries => Err(Failure(ErrorClass::Retryable)),
-                Behaviour::Hangs => std::future::pending().await,
+        move || {
+            let (pool, children) = (parent_pool.clone(), Arc::clone(&children));
+            async move {
+                if thread_rng().gen_bool(0.5) {
+                    shuttle::future::yield_now().await;
+                }
+                match behaviour {
+                    Behaviour::Ok => Ok(1),
+                    Behaviour::Retries => Err(Failure(ErrorClass::Retryable)),
+                    Behaviour::Hangs => std::future::pending().await,
+                    Behaviour::Nests => {
+                        let fails = thread_rng().gen_bool(0.5);
+                        children.fetch_add(1, Ordering::SeqCst);
+                        let child: Handle = pool.enqueue(
+                            move || async move {
+                                shuttle::future::yield_now().await;
+                                if fails {
+                                    Err(Failure(ErrorClass::Retryable))
+                                } else {
+                                    Ok(1)
+                                }
+                            },
+                            TaskOptions::new(),
+                        );
+                        // Whatever the child's end (stopped, failed), the parent ends.
+                        Ok(child.await.unwrap_or(0) + 1)
+                    }
+                }
             }
         },
         options,
     )
 }
 
-/// One schedule: two producer threads enqueue two tasks each (some with deadlines); a control
-/// thread changes the limit, pauses and resumes, cancels tokens, fires wakeups, and ends the
-/// pool (`stop`, `stop_now` or dropping it) at a moment the scheduler picks. Then every handle
-/// must resolve, each task
+/// One schedule: two producer threads enqueue two tasks each (some with deadlines, some
+/// enqueueing a child into the pool and awaiting it); a control thread changes the limit,
+/// pauses and resumes, cancels tokens, fires wakeups, and ends the pool (`stop`, `stop_now`
+/// or dropping it) at a moment the scheduler picks. Then every handle must resolve, each task
 /// be reported finished exactly once, and the counters add up with nothing left.
 fn scenario() {
     SCHEDULES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -245,13 +278,16 @@ fn scenario() {
         _ => Ending::Drop,
     };
 
+    let nesting = !matches!(ending, Ending::Drop);
+    let children = Arc::new(AtomicU64::new(0));
     let producers: Vec<_> = (0..2)
         .map(|_| {
             let (pool, tokens) = (pool.clone(), Arc::clone(&tokens));
+            let children = Arc::clone(&children);
             shuttle::thread::spawn(move || {
                 let mut rng = thread_rng();
                 (0..2)
-                    .map(|_| enqueue(&pool, &mut rng, &tokens))
+                    .map(|_| enqueue(&pool, &mut rng, &tokens, nesting, &children))
                     .collect::<Vec<_>>()
             })
         })
@@ -295,7 +331,7 @@ fn scenario() {
         .flat_map(|producer| producer.join().expect("producer"))
         .collect();
     control.join().expect("control");
-    let enqueued = handles.len() as u64;
+    let parents = handles.len() as u64;
 
     shuttle::future::block_on(async move {
         match ending {
@@ -307,6 +343,16 @@ fn scenario() {
             drop(result);
         }
     });
+    // Every parent has ended, so every child it enqueued is counted.
+    let enqueued = parents + children.load(Ordering::SeqCst);
+    // A child whose parent stopped awaiting it has no handle here: the pool went idle when
+    // its slot was freed, and it is reported finished just after; give its runner the turns.
+    for _ in 0..1_000 {
+        if tally.0.lock().unwrap().len() as u64 >= enqueued {
+            break;
+        }
+        shuttle::thread::yield_now();
+    }
     if let Some(stats) = control_of_stats.stats() {
         assert!(stats.in_balance(), "{stats:?}");
         assert_eq!(

@@ -292,7 +292,10 @@ impl S3ClientBuilder {
     }
 
     /// Uses `pool` instead of a pool of its own: clients given clones of one pool share its
-    /// queue, limit, retries and stats.
+    /// queue, limit, retries and stats. Calls made from inside a task of that pool (a
+    /// TaskManager item, say) run on that task's slot instead of waiting for another one,
+    /// so sharing a pool with the code that calls the client never deadlocks (see
+    /// [`Pool`]'s "Nested work" for the rule and its limit).
     pub fn shared_pool(mut self, pool: Pool) -> Self {
         self.pool = PoolChoice::Shared(pool);
         self

@@ -28,6 +28,7 @@ use crate::unwind::{catch, drop_contained, message};
 use super::budget::Payment;
 use super::ending::AttemptEnd;
 use super::job::{AttemptFuture, Job, Start, TaskRef};
+use super::nesting::Polling;
 use super::ticks::Ticks;
 use super::timeline::Timeline;
 use super::Engine;
@@ -93,6 +94,7 @@ impl Engine {
             });
         }
         let start = catch(|| {
+            let _polling = Polling::enter(self, task.id());
             let stopped_now = self.stopped_now.load(Ordering::Acquire);
             Arc::clone(task).start_attempt(self.settings.timeout, stopped_now)
         });
@@ -108,7 +110,7 @@ impl Engine {
                 let mut future = Some(future);
                 let deadline = deadline.map(|deadline| self.epoch.ticks(deadline));
                 let cut = cut_at(started_at, timeout, deadline);
-                let end = self.race(&mut future, cut, cancellation).await;
+                let end = self.race(task.id(), &mut future, cut, cancellation).await;
                 // Dropping a future can panic too; that must not take the runner down.
                 drop_contained("an attempt's future", future.take());
                 end
@@ -267,9 +269,11 @@ impl Engine {
 
     /// The attempt's future raced against its cut (timeout or deadline), `stop_now` and its
     /// token, polled in that order after the future itself (an attempt that finishes wins
-    /// over a timeout that fires in the same poll).
+    /// over a timeout that fires in the same poll). Each poll of the future marks the thread as
+    /// polling `task` (see `nesting`).
     async fn race(
         &self,
+        task: crate::task::TaskId,
         future: &mut Option<AttemptFuture>,
         cut: Option<(Ticks, Cut)>,
         task_token: Option<CancellationToken>,
@@ -281,7 +285,11 @@ impl Engine {
             let Some(attempt) = future.as_mut() else {
                 return Poll::Ready(AttemptEnd::Failed(crate::task::ErrorClass::Fatal));
             };
-            match catch(|| attempt.as_mut().poll(cx)) {
+            let polled = catch(|| {
+                let _polling = Polling::enter(self, task);
+                attempt.as_mut().poll(cx)
+            });
+            match polled {
                 Err(message) => return Poll::Ready(AttemptEnd::Panicked(message)),
                 Ok(Poll::Ready(None)) => return Poll::Ready(AttemptEnd::Succeeded),
                 Ok(Poll::Ready(Some(class))) => return Poll::Ready(AttemptEnd::Failed(class)),

@@ -77,10 +77,10 @@ impl Engine {
             _ => Vec::new(),
         };
         let mut state = self.lock();
-        let in_flight = state.active;
+        let in_flight = state.running();
         let queued = state.queue.len();
         let next = self.decide(&mut state, &job, end, deadline, now);
-        state.free_slot(lane);
+        state.free_slot(lane, job.task().id());
         let next_claim = state.take_next(now, self.settings.aging_target_wait);
         // More than this runner's next task can start only if a slot is still free (the
         // limit grew, or the pool was resumed, with tasks queued).

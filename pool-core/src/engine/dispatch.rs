@@ -29,6 +29,8 @@ impl Engine {
         info: Option<TaskInfo>,
     ) {
         let cancellable = waiting.cancellable;
+        // Enqueued by a task of this pool from its attempt: its parent lends it its slot.
+        let parent = super::nesting::parent_in(self);
         let now = self.now();
         let mut state = self.lock();
         state.counters.enqueued += 1;
@@ -40,6 +42,9 @@ impl Engine {
             return;
         }
         let watched = cancellable.then(|| Arc::clone(&task));
+        if let Some(parent) = parent {
+            state.loans.adopt(parent, task.id());
+        }
         state.push(task, &waiting, now);
         let queued = state.queue.len();
         // If a slot is free the queue held nothing else, so at most this one task starts:
@@ -121,14 +126,17 @@ impl Engine {
 
     /// Gives back the slot of a task (of `lane`) whose runner was dropped before its attempt
     /// ended (its executor shut down, or refused to run it): the task ends `Stopped`.
-    fn abandon(&self, job: Job, lane: LaneId) {
+    fn abandon(self: &Arc<Self>, job: Job, lane: LaneId) {
         let now = self.now();
         let mut state = self.lock();
-        state.free_slot(lane);
+        state.free_slot(lane, job.task().id());
         state.counters.ended(&TaskEnd::Stopped);
+        // The slot may have gone back to a parent whose next child starts on it.
+        let started = state.take_startable(now, self.settings.aging_target_wait);
         let idle = state.is_idle();
         drop(state);
         self.finish(job, TaskEnd::Stopped, now, &Timeline::waiting(now), None);
+        self.spawn_runners(started);
         if idle {
             self.notify_idle();
         }

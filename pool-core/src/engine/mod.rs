@@ -49,6 +49,7 @@ mod decision;
 mod dispatch;
 pub(crate) mod ending;
 pub(crate) mod job;
+mod nesting;
 mod parking;
 mod service;
 mod state;

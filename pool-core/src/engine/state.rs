@@ -2,7 +2,7 @@
 //! counters, and the few moves every path makes with them (claiming a slot for the next
 //! task, counting a task's end).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::queue::{AgingQueue, LaneId, Placement, QueueKey};
@@ -11,6 +11,7 @@ use crate::task::TaskId;
 
 use super::ending::TaskEnd;
 use super::job::{Job, TaskRef, Waiting};
+use super::nesting::{Loans, SlotEnd};
 use super::parking::{ParkKey, ParkedSet};
 use super::tenants::Tenants;
 use super::ticks::{Epoch, Ticks};
@@ -114,8 +115,11 @@ pub(super) struct State {
     pub(super) parked: ParkedSet,
     /// The moment the pool's timer sleeps until; `None` when no timer runs (nothing parked).
     pub(super) timer: Option<Instant>,
-    /// Slots claimed: tasks between leaving the queue and the end of their attempt.
+    /// Slots claimed: tasks between leaving the queue and the end of their attempt, but for
+    /// those running on a loan.
     pub(super) active: usize,
+    /// Children running on their parents' slots (see `nesting`): past the limit.
+    borrowed: usize,
     /// Runners parked waiting for work (they hold no slot).
     pub(super) idle_runners: usize,
     pub(super) limit: usize,
@@ -124,6 +128,10 @@ pub(super) struct State {
     pub(super) counters: Counters,
     pub(super) rng: fastrand::Rng,
     queue_wait_ewma: Option<f64>,
+    /// Running parents' slots, lent to their children (see `nesting`).
+    pub(super) loans: Loans,
+    /// Children given a loan, about to start on it: before anything queued, past the limit.
+    on_loan: VecDeque<(TaskRef, LaneId, Ticks)>,
 }
 
 impl State {
@@ -143,6 +151,7 @@ impl State {
             parked: ParkedSet::default(),
             timer: None,
             active: 0,
+            borrowed: 0,
             idle_runners: 0,
             limit,
             paused: false,
@@ -150,17 +159,23 @@ impl State {
             counters: Counters::default(),
             rng: fastrand::Rng::with_seed(seed),
             queue_wait_ewma: None,
+            loans: Loans::default(),
+            on_loan: VecDeque::new(),
         }
     }
 
     pub(super) fn can_start(&self) -> bool {
-        !self.paused && !self.stopped && self.active < self.limit && !self.queue.is_empty()
+        !self.stopped
+            && (!self.on_loan.is_empty()
+                || (!self.paused && self.active < self.limit && !self.queue.is_empty()))
     }
 
     /// Nothing queued, running, in backoff or deferred.
     pub(super) fn is_idle(&self) -> bool {
         self.queue.is_empty()
+            && self.on_loan.is_empty()
             && self.active == 0
+            && self.borrowed == 0
             && self.parked.retrying() == 0
             && self.parked.deferred() == 0
     }
@@ -176,9 +191,52 @@ impl State {
             weight,
             deadline: waiting.deadline.map(|deadline| self.epoch.ticks(deadline)),
         };
-        let key = self.queue.push(task, placement, now);
         self.tenants.queued(lane);
+        let parent = match self.loans.is_empty() {
+            true => None,
+            false => self.loans.parent_of(id),
+        };
+        if let Some(parent) = parent {
+            if self.loans.lend(parent, id) {
+                self.borrowed += 1;
+                self.on_loan.push_back((task, lane, now));
+                return;
+            }
+        }
+        let key = self.queue.push(task, placement, now);
+        if let Some(parent) = parent {
+            self.loans.wait(parent, key);
+        }
         self.placed(id, waiting, Place::Queued(key));
+    }
+
+    /// Takes out the children about to start on a loan (the pool is stopping, its queue
+    /// drained): they give their loans back unused.
+    pub(super) fn drain_on_loan(&mut self) -> Vec<(TaskRef, Ticks)> {
+        let mut drained = Vec::new();
+        while let Some((task, _, entered_at)) = self.on_loan.pop_front() {
+            self.release(task.id());
+            drained.push((task, entered_at));
+        }
+        drained
+    }
+
+    /// `parent`'s loan is free: the first of its children still queued starts on it.
+    fn lend_to_next_waiting(&mut self, parent: TaskId) {
+        while let Some(key) = self.loans.next_waiting(parent) {
+            // A child that left the queue meanwhile (an ordinary slot, a cancellation, its
+            // deadline) is skipped: its key finds nothing.
+            let Some(popped) = self.queue.remove(key) else {
+                continue;
+            };
+            self.left(&popped.job);
+            let lent = self.loans.lend(parent, popped.job.id());
+            debug_assert!(lent, "a free loan");
+            self.borrowed += 1;
+            self.on_loan
+                .push_back((popped.job, popped.lane, popped.enqueued_at));
+            return;
+        }
     }
 
     /// Remembers where a task that may have to leave early waits, and its deadline.
@@ -253,6 +311,21 @@ impl State {
 
     /// Pops the next task and claims a slot for it, if one may start.
     pub(super) fn take_next(&mut self, now: Ticks, aging_target_wait: Duration) -> Option<Claimed> {
+        if !self.stopped {
+            if let Some((task, lane, entered_at)) = self.on_loan.pop_front() {
+                // On its parent's slot (counted when lent): past the limit, the pause and the
+                // tenant's share.
+                self.tenants.started(lane);
+                return Some(Claimed {
+                    job: Job::new(task),
+                    lane,
+                    entered_at,
+                    popped_at: now,
+                    queue_wait: now.saturating_since(entered_at),
+                    in_flight: self.active + self.borrowed,
+                });
+            }
+        }
         if !self.can_start() {
             return None;
         }
@@ -273,14 +346,36 @@ impl State {
             entered_at: popped.enqueued_at,
             popped_at: now,
             queue_wait: wait,
-            in_flight: self.active,
+            in_flight: self.active + self.borrowed,
         })
     }
 
-    /// The slot of a task of `lane` is free again.
-    pub(super) fn free_slot(&mut self, lane: LaneId) {
-        self.active -= 1;
+    /// Attempts running, on ordinary slots and on loans.
+    pub(super) fn running(&self) -> usize {
+        self.active + self.borrowed
+    }
+
+    /// The attempt of `task` (of `lane`) ended: its slot is free again — or kept by the
+    /// child running on its loan, or given back to the parent that lent it.
+    pub(super) fn free_slot(&mut self, lane: LaneId, task: TaskId) {
         self.tenants.slot_freed(lane);
+        if self.loans.is_empty() {
+            self.active -= 1;
+            return;
+        }
+        self.release(task);
+    }
+
+    /// The slot (or loan) `task` held, given back.
+    fn release(&mut self, task: TaskId) {
+        match self.loans.attempt_ended(task) {
+            SlotEnd::Freed => self.active -= 1,
+            SlotEnd::Inherited | SlotEnd::LoanPassed => self.borrowed -= 1,
+            SlotEnd::LoanReturned(parent) => {
+                self.borrowed -= 1;
+                self.lend_to_next_waiting(parent);
+            }
+        }
     }
 
     /// Claims slots for as many queued tasks as may start.
@@ -315,8 +410,8 @@ impl State {
 
     pub(super) fn stats(&self) -> Stats {
         Stats {
-            queued: self.queue.len(),
-            active: self.active,
+            queued: self.queue.len() + self.on_loan.len(),
+            active: self.running(),
             retrying: self.parked.retrying(),
             deferred: self.parked.deferred(),
             enqueued: self.counters.enqueued,

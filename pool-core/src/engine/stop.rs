@@ -39,6 +39,7 @@ impl Engine {
         let first_stop = !state.stopped;
         state.stopped = true;
         let queued = state.queue.drain_all();
+        let on_loan = state.drain_on_loan();
         state.tenants.queue_drained();
         // Parked tasks are counted out by the drain; a task the engine decided to park but
         // has not parked yet stays counted until its runner finds the pool stopped.
@@ -46,7 +47,9 @@ impl Engine {
         state.places.clear();
         state.deadlines.clear();
         state.idle_runners = 0;
-        state.counters.stopped(queued.len() + parked.len());
+        state
+            .counters
+            .stopped(queued.len() + on_loan.len() + parked.len());
         let idle = state.is_idle();
         drop(state);
         self.timer_wake.notify_one();
@@ -58,6 +61,10 @@ impl Engine {
         for popped in queued {
             let stay = Timeline::waiting(popped.enqueued_at);
             self.finish(Job::new(popped.job), TaskEnd::Stopped, now, &stay, None);
+        }
+        for (task, entered_at) in on_loan {
+            let stay = Timeline::waiting(entered_at);
+            self.finish(Job::new(task), TaskEnd::Stopped, now, &stay, None);
         }
         for task in parked {
             let stay = Timeline::waiting(now);

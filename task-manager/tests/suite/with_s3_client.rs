@@ -1,11 +1,15 @@
 //! TaskManager × S3Client as the README recommends: one limit and one retry layer (the
 //! manager's), the client sending each call straight to the store, its errors classified
-//! by themselves (`ClientError: Retryable`).
+//! by themselves (`ClientError: Retryable`). And the client sharing the manager's pool: its
+//! calls from inside the manager's tasks run on those tasks' slots, never waiting for one.
 
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use s3_client::object_store::memory::InMemory;
-use s3_client::{ChaosConfig, ChaosStore, ClientError, Path, S3Client};
+use s3_client::testing::S3TestServer;
+use s3_client::{CallOptions, ChaosConfig, ChaosStore, ClientError, Path, S3Client};
 use task_manager::{TaskError, TaskManager};
 
 #[tokio::test(start_paused = true)]
@@ -74,4 +78,54 @@ async fn runs_are_futures_for_spawn_and_join_all() {
     let runs = (0..3u32).map(|i| manager.process_corresponding([i], square));
     let all = futures::future::join_all(runs).await;
     assert_eq!(all.len(), 3);
+}
+
+/// Long enough that only a hang reaches it on a loaded machine.
+const HANG: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_sharing_the_managers_pool_never_waits_for_a_slot_its_caller_holds() {
+    let server = S3TestServer::start().await.unwrap();
+    let manager = TaskManager::builder()
+        .concurrency(4)
+        .retries(2)
+        .build()
+        .unwrap();
+    let client = S3Client::builder_arc(server.store().unwrap())
+        .shared_pool(manager.pool().clone())
+        .build()
+        .unwrap();
+
+    // 40 items on 4 slots: every slot is held by an item whose calls go through the same
+    // pool — a put, a get, then a batch of 3 puts awaited at once.
+    let items: Vec<u32> = (0..40).collect();
+    let worker = client.clone();
+    let run = manager.process(items, move |i: u32| {
+        let client = worker.clone();
+        async move {
+            let path = Path::from(format!("nested/{i}/item"));
+            client.put(&path, format!("item {i}")).await?;
+            let body = client.get(&path).await?;
+            let parts = (0..3).map(|part| {
+                let path = Path::from(format!("nested/{i}/part-{part}"));
+                (path, format!("{i}.{part}").into())
+            });
+            let batch = client.put_batch(parts, CallOptions::new()).await;
+            assert!(batch.all_succeeded(), "{:?}", batch.errors);
+            Ok::<_, ClientError>(body.len())
+        }
+    });
+    let report = tokio::time::timeout(HANG, run)
+        .await
+        .expect("the run hung: nested calls waited for slots their callers held");
+
+    assert!(report.all_succeeded(), "{:?}", report.errors.first());
+    assert_eq!(report.results.len(), 40);
+    let pool = manager.stats().pool;
+    assert!(pool.in_balance(), "{pool:?}");
+    // 40 items, and 5 calls each (put, get, 3 batch puts), all through the one pool.
+    assert_eq!(pool.enqueued, 40 + 40 * 5, "{pool:?}");
+    let listed: Vec<_> = client.list(Some(&Path::from("nested"))).collect().await;
+    assert_eq!(listed.len(), 40 * 4);
+    assert!(listed.iter().all(Result::is_ok));
 }

@@ -4,6 +4,7 @@
 //! steps of the engine; these can.
 
 mod cancellation;
+mod nested;
 mod panics;
 mod races;
 mod stress;
