@@ -13,11 +13,17 @@ pub(crate) struct TimeGrid {
 
 impl TimeGrid {
     /// `window` cut into `slices` equal parts (the config checks each is at least 1 µs).
+    #[cfg(test)]
     pub(crate) fn split(origin: Instant, window: Duration, slices: usize) -> Self {
-        let width = window.as_nanos() / (slices.max(1) as u128);
+        Self::with_width(origin, slice_width(window, slices))
+    }
+
+    /// Slices of [`slice_width`] nanoseconds from `origin` (the width is worked out once:
+    /// a 128-bit division per event is measurable).
+    pub(crate) fn with_width(origin: Instant, width_nanos: u64) -> Self {
         Self {
             origin,
-            width_nanos: u64::try_from(width).unwrap_or(u64::MAX).max(1),
+            width_nanos: width_nanos.max(1),
         }
     }
 
@@ -37,6 +43,12 @@ impl TimeGrid {
         let offset = Duration::from_nanos(self.width_nanos.saturating_mul(index));
         self.origin.checked_add(offset).unwrap_or(self.origin)
     }
+}
+
+/// The width of one of `slices` equal parts of `window`, in nanoseconds (at least 1).
+pub(crate) fn slice_width(window: Duration, slices: usize) -> u64 {
+    let width = window.as_nanos() / (slices.max(1) as u128);
+    u64::try_from(width).unwrap_or(u64::MAX).max(1)
 }
 
 /// Nanoseconds from `origin` to `at` (0 if `at` is earlier).

@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::ops::RangeInclusive;
 
-use crate::latency::{HistogramTemplate, Latencies};
+use crate::latency::{HistogramTemplate, Latencies, LatencyBuckets};
 use crate::record::FinishedTask;
 use crate::tally::Tally;
 
@@ -28,6 +28,8 @@ impl Slice {
         }
     }
 
+    /// Shards record into an [`OpenSlice`]; tests build slices directly.
+    #[cfg(test)]
     pub(crate) fn record(&mut self, task: &FinishedTask) {
         self.tally.add_task(task);
         self.latencies.record(task);
@@ -36,6 +38,48 @@ impl Slice {
     pub(crate) fn merge(&mut self, other: &Slice) {
         self.tally.merge(&other.tally);
         self.latencies.merge(&other.latencies);
+    }
+}
+
+/// The slice a shard is filling: its latencies in [`LatencyBuckets`], folded into a
+/// [`Slice`]'s HDR histograms when it closes or is read (recording stays cheap).
+#[derive(Debug)]
+pub(crate) struct OpenSlice {
+    pub(crate) index: u64,
+    tally: Tally,
+    latencies: LatencyBuckets,
+}
+
+impl OpenSlice {
+    pub(crate) fn new(index: u64, template: &HistogramTemplate) -> Self {
+        Self {
+            index,
+            tally: Tally::default(),
+            latencies: LatencyBuckets::new(template),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn record(&mut self, task: &FinishedTask) {
+        self.tally.add_task(task);
+        self.latencies.record(task);
+    }
+
+    /// Adds what it holds to `into`.
+    pub(crate) fn fold_into(&self, into: &mut Slice) {
+        into.tally.merge(&self.tally);
+        self.latencies.fold_into(&mut into.latencies);
+    }
+
+    /// Hands over what it holds as a [`Slice`] and starts slice `index`, empty (its buffers
+    /// kept).
+    pub(crate) fn close_and_open(&mut self, index: u64, template: &HistogramTemplate) -> Slice {
+        let mut closed = Slice::new(self.index, template);
+        self.fold_into(&mut closed);
+        self.index = index;
+        self.tally = Tally::default();
+        self.latencies.clear();
+        closed
     }
 }
 

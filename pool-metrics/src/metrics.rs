@@ -9,7 +9,7 @@ use pool_core::{Event, EventKind, Observer, PoolControl, TaskId, TaskRecord};
 
 use crate::config::MetricsConfig;
 use crate::error::ConfigError;
-use crate::grid::{offset_nanos, TimeGrid};
+use crate::grid::{offset_nanos, slice_width, TimeGrid};
 use crate::hedges::{HedgeCounts, HedgeSource};
 use crate::history::{History, Slice};
 use crate::latency::{HistogramTemplate, LatencySummary};
@@ -65,6 +65,9 @@ pub struct Metrics {
 struct Inner {
     config: MetricsConfig,
     template: HistogramTemplate,
+    /// The width of a history slice and of a rolling-window bucket.
+    history_slice_nanos: u64,
+    rolling_bucket_nanos: u64,
     /// Where the time grids start: the pool's clock at attach, or the first instant seen.
     origin: OnceLock<Instant>,
     control: OnceLock<PoolControl>,
@@ -106,6 +109,8 @@ impl Metrics {
         config.validate()?;
         let inner = Inner {
             template: HistogramTemplate::new(config.significant_digits)?,
+            history_slice_nanos: slice_width(config.history, config.history_slices),
+            rolling_bucket_nanos: slice_width(config.rolling_window, config.rolling_buckets),
             origin: OnceLock::new(),
             control: OnceLock::new(),
             shards: Shards::new(
@@ -346,15 +351,11 @@ impl Inner {
     }
 
     fn history_grid(&self, origin: Instant) -> TimeGrid {
-        TimeGrid::split(origin, self.config.history, self.config.history_slices)
+        TimeGrid::with_width(origin, self.history_slice_nanos)
     }
 
     fn rolling_grid(&self, origin: Instant) -> TimeGrid {
-        TimeGrid::split(
-            origin,
-            self.config.rolling_window,
-            self.config.rolling_buckets,
-        )
+        TimeGrid::with_width(origin, self.rolling_bucket_nanos)
     }
 
     fn store_floor(&self) -> u64 {
@@ -515,7 +516,7 @@ impl Inner {
                 .merge_into(&range, &mut merged);
             self.shards.for_each(|shard| {
                 if let Some(open) = shard.current.as_ref().filter(|s| range.contains(&s.index)) {
-                    merged.merge(open);
+                    open.fold_into(&mut merged);
                 }
             });
         }

@@ -72,6 +72,14 @@ impl RecentRing {
             }
             self.tasks.pop_front();
         }
+        if self
+            .tasks
+            .back()
+            .is_none_or(|newest| newest.sequence < task.sequence)
+        {
+            self.tasks.push_back(task);
+            return;
+        }
         let place = self
             .tasks
             .iter()

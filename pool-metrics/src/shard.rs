@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Instant;
 
-use crate::history::Slice;
+use crate::history::{OpenSlice, Slice};
 use crate::latency::HistogramTemplate;
 use crate::recent::{RecentRing, RecentTask};
 use crate::record::FinishedTask;
@@ -31,7 +31,7 @@ pub(crate) struct Shard {
     /// The latest finishing time recorded here.
     pub(crate) latest_finish: Option<Instant>,
     /// The history slice being filled; handed to the shared history when time moves on.
-    pub(crate) current: Option<Slice>,
+    pub(crate) current: Option<OpenSlice>,
     pub(crate) rolling: RollingWindow,
     pub(crate) recent: RecentRing,
     pub(crate) store: StoreShard,
@@ -62,19 +62,13 @@ impl Shard {
         self.rolling
             .record(place.bucket, task.succeeded(), task.execution_nanos);
         self.recent.push(RecentTask::of(&task));
-        let closed = match &mut self.current {
-            // A task stamped a little in the past (another thread got here first) joins the
-            // open slice rather than reopening a closed one.
-            Some(open) if open.index >= place.slice => {
-                open.record(&task);
-                None
-            }
-            _ => {
-                let mut fresh = Slice::new(place.slice, template);
-                fresh.record(&task);
-                self.current.replace(fresh)
-            }
-        };
+        let open = self
+            .current
+            .get_or_insert_with(|| OpenSlice::new(place.slice, template));
+        // A task stamped a little in the past (another thread got here first) joins the
+        // open slice rather than reopening a closed one.
+        let closed = (open.index < place.slice).then(|| open.close_and_open(place.slice, template));
+        open.record(&task);
         self.store.insert(task, place.keep_from);
         closed
     }
