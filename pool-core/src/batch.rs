@@ -10,6 +10,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use crate::error::TaskError;
 use crate::handle::TaskHandle;
+use crate::make_attempt::MakeAttempt;
 use crate::pool::Pool;
 use crate::task::{ErrorClass, Retryable, TaskOptions};
 
@@ -234,31 +235,26 @@ impl<T, E> Future for Indexed<T, E> {
 
 impl Pool {
     /// Queues every task of `tasks` with the same options; see [`Batch`].
-    pub fn add_batch<I, F, Fut, T, E>(&self, tasks: I, options: TaskOptions) -> Batch<T, E>
+    pub fn add_batch<I, A>(&self, tasks: I, options: TaskOptions) -> Batch<A::Ok, A::Error>
     where
-        I: IntoIterator<Item = F>,
-        F: FnMut() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
-        T: Send + 'static,
-        E: Retryable + Send + 'static,
+        I: IntoIterator<Item = A>,
+        A: MakeAttempt,
+        A::Error: Retryable,
     {
-        self.add_batch_with(tasks, options, E::error_class)
+        self.add_batch_with(tasks, options, A::Error::error_class)
     }
 
     /// [`add_batch`](Self::add_batch) with a classifier for the tasks' errors.
-    pub fn add_batch_with<I, F, Fut, T, E, C>(
+    pub fn add_batch_with<I, A, C>(
         &self,
         tasks: I,
         options: TaskOptions,
         classify: C,
-    ) -> Batch<T, E>
+    ) -> Batch<A::Ok, A::Error>
     where
-        I: IntoIterator<Item = F>,
-        F: FnMut() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
-        T: Send + 'static,
-        E: Send + 'static,
-        C: Fn(&E) -> ErrorClass + Clone + Send + Sync + 'static,
+        I: IntoIterator<Item = A>,
+        A: MakeAttempt,
+        C: Fn(&A::Error) -> ErrorClass + Clone + Send + Sync + 'static,
     {
         let handles = tasks
             .into_iter()

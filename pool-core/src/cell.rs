@@ -10,7 +10,6 @@
 //! The cell knows of the engine only [`CancelSink`]: what its token's firing must tell.
 
 use std::future::Future;
-use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -23,6 +22,7 @@ use crate::engine::ending::TaskEnd;
 use crate::engine::job::{CancelSink, ErasedTask, Start, Waiting};
 use crate::engine::timeline::Timeline;
 use crate::error::TaskError;
+use crate::make_attempt::MakeAttempt;
 use crate::observer::TaskInfo;
 use crate::sync::{AtomicU32, Mutex, MutexGuard};
 use crate::task::{ErrorClass, Metadata, TaskId, TaskOptions};
@@ -164,23 +164,22 @@ impl<F, T, E> Body<F, T, E> {
 }
 
 /// The concrete task.
-pub(crate) struct TaskCell<F, Fut, T, E, C> {
+pub(crate) struct TaskCell<A: MakeAttempt, C> {
     id: TaskId,
     priority: i32,
     attempts: AtomicU32,
     /// Generic, not boxed: the usual classifier (`E::error_class`) takes no space at all.
     classify: C,
-    body: Mutex<Body<F, T, E>>,
-    _attempt: PhantomData<fn() -> Fut>,
+    body: Mutex<Body<A, A::Ok, A::Error>>,
 }
 
-impl<F, Fut, T, E, C> TaskCell<F, Fut, T, E, C> {
+impl<A: MakeAttempt, C> TaskCell<A, C> {
     /// A task with `options`; `sink` hears when the options' token fires (only a task with a
     /// token keeps a reference to it, a weak one).
     pub(crate) fn new<S: CancelSink + 'static>(
         id: TaskId,
         options: TaskOptions,
-        make_attempt: F,
+        make_attempt: A,
         classify: C,
         sink: &Arc<S>,
     ) -> Self {
@@ -231,18 +230,21 @@ impl<F, Fut, T, E, C> TaskCell<F, Fut, T, E, C> {
                 last: None,
                 cold,
             }),
-            _attempt: PhantomData,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Body<F, T, E>> {
+    fn lock(&self) -> MutexGuard<'_, Body<A, A::Ok, A::Error>> {
         // A closure that panicked while called under this lock leaves nothing half-written
         // that matters here: the task ends `Panicked` either way.
         self.body.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The handle's value, leaving the task's result taken (a second take gives `Stopped`).
-    fn take_result(&self, body: &mut Body<F, T, E>, kept: Kept) -> Result<T, TaskError<E>> {
+    fn take_result(
+        &self,
+        body: &mut Body<A, A::Ok, A::Error>,
+        kept: Kept,
+    ) -> Result<A::Ok, TaskError<A::Error>> {
         body.phase = Phase::Ended(Kept::Taken);
         let in_cold = body.cold.as_mut().and_then(|cold| cold.end.take());
         let Some(end) = kept.restore(in_cold) else {
@@ -252,25 +254,23 @@ impl<F, Fut, T, E, C> TaskCell<F, Fut, T, E, C> {
     }
 }
 
-impl<F, Fut, T, E, C> TaskCell<F, Fut, T, E, C>
+impl<A, C> TaskCell<A, C>
 where
-    C: Fn(&E) -> ErrorClass,
+    A: MakeAttempt,
+    C: Fn(&A::Error) -> ErrorClass,
 {
     /// Keeps an attempt's result and says how it classifies.
-    fn record(&self, result: Result<T, E>) -> Option<ErrorClass> {
+    fn record(&self, result: Result<A::Ok, A::Error>) -> Option<ErrorClass> {
         let class = result.as_ref().err().map(&self.classify);
         self.lock().last = Some(result);
         class
     }
 }
 
-impl<F, Fut, T, E, C> ErasedTask for TaskCell<F, Fut, T, E, C>
+impl<A, C> ErasedTask for TaskCell<A, C>
 where
-    F: FnMut() -> Fut + Send + 'static,
-    Fut: Future<Output = Result<T, E>> + Send + 'static,
-    T: Send + 'static,
-    E: Send + 'static,
-    C: Fn(&E) -> ErrorClass + Send + Sync + 'static,
+    A: MakeAttempt,
+    C: Fn(&A::Error) -> ErrorClass + Send + Sync + 'static,
 {
     fn id(&self) -> TaskId {
         self.id
@@ -380,7 +380,7 @@ where
                 // Already ended (stopped meanwhile): nothing to run.
                 return Start::Cancelled;
             };
-            (make_attempt(), timeout, cancellation)
+            (make_attempt.make_attempt(), timeout, cancellation)
         };
         let task = self;
         Start::Running {
@@ -430,18 +430,16 @@ where
     }
 }
 
-impl<F, Fut, T, E, C> ResultSlot<T, E> for TaskCell<F, Fut, T, E, C>
+impl<A, C> ResultSlot<A::Ok, A::Error> for TaskCell<A, C>
 where
-    F: Send,
-    T: Send,
-    E: Send,
-    C: Fn(&E) -> ErrorClass + Send + Sync,
+    A: MakeAttempt,
+    C: Fn(&A::Error) -> ErrorClass + Send + Sync,
 {
     fn id(&self) -> TaskId {
         self.id
     }
 
-    fn poll_result(&self, cx: &mut Context<'_>) -> Poll<Result<T, TaskError<E>>> {
+    fn poll_result(&self, cx: &mut Context<'_>) -> Poll<Result<A::Ok, TaskError<A::Error>>> {
         let mut body = self.lock();
         match &mut body.phase {
             Phase::Waiting { waker, .. } => {
@@ -457,7 +455,7 @@ where
         }
     }
 
-    fn try_result(&self) -> Option<Result<T, TaskError<E>>> {
+    fn try_result(&self) -> Option<Result<A::Ok, TaskError<A::Error>>> {
         let mut body = self.lock();
         match body.phase {
             Phase::Waiting { .. } => None,
@@ -477,11 +475,8 @@ mod tests {
     #[test]
     fn a_plain_task_is_small() {
         use std::convert::Infallible;
-        fn cell_size<F, Fut, C>(_: &F, _: &C) -> usize
-        where
-            F: FnMut() -> Fut,
-        {
-            std::mem::size_of::<TaskCell<F, Fut, (), Infallible, C>>()
+        fn cell_size<A: MakeAttempt, C>(_: &A, _: &C) -> usize {
+            std::mem::size_of::<TaskCell<A, C>>()
         }
 
         assert_eq!(

@@ -41,7 +41,8 @@
 //!
 //! ## Layout
 //! - [`PoolBuilder`]: settings and defaults; [`Pool`]: enqueue and control.
-//! - [`TaskOptions`], [`TaskHandle`], [`TaskError`]: one task's settings, future and errors.
+//! - [`MakeAttempt`]: a task (any `FnMut() -> impl Future<Output = Result<..>>`);
+//!   [`TaskOptions`], [`TaskHandle`], [`TaskError`]: one task's settings, future and errors.
 //! - [`Observer`], [`Event`]: the seam metrics and tuners plug into.
 //! - [`Admission`]: what an attempt must obtain besides a slot (a rate limit's turn, a closed
 //!   circuit, a global permit); [`policy`] has the shipped ones.
@@ -59,6 +60,7 @@ mod engine;
 mod error;
 mod executor;
 mod handle;
+mod make_attempt;
 mod observer;
 mod outcome;
 pub mod policy;
@@ -86,6 +88,7 @@ pub use executor::{BoxFuture, Executor};
 #[cfg(feature = "test-util")]
 pub use executor::{Deadlock, SimExecutor};
 pub use handle::TaskHandle;
+pub use make_attempt::MakeAttempt;
 pub use observer::{Event, EventKind, Observer, TaskInfo, TaskRecord};
 pub use outcome::{AttemptResult, Outcome};
 pub use pool::{Pool, PoolControl};

@@ -1,7 +1,6 @@
 //! The pool: enqueue, control, lifecycle, stats.
 
 use std::fmt;
-use std::future::Future;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
@@ -11,6 +10,7 @@ use crate::engine::job::{TaskRef, Waiting};
 use crate::engine::Engine;
 use crate::error::ConfigError;
 use crate::handle::TaskHandle;
+use crate::make_attempt::MakeAttempt;
 use crate::observer::TaskInfo;
 use crate::stats::Stats;
 use crate::task::{ErrorClass, Retryable, TaskOptions};
@@ -133,14 +133,12 @@ impl Pool {
     /// Queues a task whose error type says whether it is retryable ([`Retryable`]).
     ///
     /// `task` is called once per attempt. The handle resolves exactly once.
-    pub fn enqueue<F, Fut, T, E>(&self, task: F, options: TaskOptions) -> TaskHandle<T, E>
+    pub fn enqueue<A>(&self, task: A, options: TaskOptions) -> TaskHandle<A::Ok, A::Error>
     where
-        F: FnMut() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
-        T: Send + 'static,
-        E: Retryable + Send + 'static,
+        A: MakeAttempt,
+        A::Error: Retryable,
     {
-        self.enqueue_with(task, options, E::error_class)
+        self.enqueue_with(task, options, A::Error::error_class)
     }
 
     /// Queues a task with a classifier that says which of its errors are retryable.
@@ -158,18 +156,15 @@ impl Pool {
     /// assert!(matches!(handle.await, Err(TaskError::Failed { attempts: 1, .. })));
     /// # }
     /// ```
-    pub fn enqueue_with<F, Fut, T, E, C>(
+    pub fn enqueue_with<A, C>(
         &self,
-        task: F,
+        task: A,
         options: TaskOptions,
         classify: C,
-    ) -> TaskHandle<T, E>
+    ) -> TaskHandle<A::Ok, A::Error>
     where
-        F: FnMut() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
-        T: Send + 'static,
-        E: Send + 'static,
-        C: Fn(&E) -> ErrorClass + Send + Sync + 'static,
+        A: MakeAttempt,
+        C: Fn(&A::Error) -> ErrorClass + Send + Sync + 'static,
     {
         let engine = self.engine();
         let id = engine.next_task_id();

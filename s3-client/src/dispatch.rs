@@ -1,7 +1,7 @@
 //! [`Dispatcher`]: the one place where a store call meets the pool (or skips it).
 
 use futures::future::BoxFuture;
-use pool_core::{Pool, TaskError};
+use pool_core::{MakeAttempt, Pool, TaskError};
 
 use crate::classify::classify;
 use crate::group::PoolGroup;
@@ -131,10 +131,9 @@ pub(crate) type Attempt<T> =
     Box<dyn FnMut() -> BoxFuture<'static, object_store::Result<T>> + Send + 'static>;
 
 /// Boxes an attempt closure.
-pub(crate) fn attempt<T, F, Fut>(mut make: F) -> Attempt<T>
+pub(crate) fn attempt<A>(mut make: A) -> Attempt<A::Ok>
 where
-    F: FnMut() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = object_store::Result<T>> + Send + 'static,
+    A: MakeAttempt<Error = object_store::Error>,
 {
-    Box::new(move || Box::pin(make()))
+    Box::new(move || Box::pin(make.make_attempt()))
 }

@@ -1,12 +1,12 @@
 //! Runs and single tasks with a caller-given error classifier.
 
 use std::fmt;
-use std::future::Future;
 
 use futures::stream::Stream;
-use pool_core::{ErrorClass, TaskHandle, TaskOptions};
+use pool_core::{ErrorClass, MakeAttempt, TaskHandle, TaskOptions};
 
 use crate::manager::TaskManager;
+use crate::processor::Processor;
 use crate::run::{Collected, InOrder, Run, Streamed};
 
 /// A [`TaskManager`] with an error classifier, from
@@ -32,81 +32,65 @@ impl<'a, C> Classified<'a, C> {
     }
 
     /// [`TaskManager::process`] with this classifier.
-    pub fn process<I, F, Fut, T, E>(&self, items: I, f: F) -> Run<T, E, Collected>
+    pub fn process<I, P>(&self, items: I, f: P) -> Run<P::Ok, P::Error, Collected>
     where
         I: IntoIterator,
         I::IntoIter: Send + 'static,
         I::Item: Clone + Send + 'static,
-        F: Fn(I::Item) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
-        T: Send + 'static,
-        E: Send + 'static,
-        C: Fn(&E) -> ErrorClass + Clone + Send + Sync + 'static,
+        P: Processor<I::Item>,
+        C: Fn(&P::Error) -> ErrorClass + Clone + Send + Sync + 'static,
     {
         self.manager
             .run_over_iter(items, f, self.classify.clone(), true)
     }
 
     /// [`TaskManager::process_corresponding`] with this classifier.
-    pub fn process_corresponding<I, F, Fut, T, E>(&self, items: I, f: F) -> Run<T, E, InOrder>
+    pub fn process_corresponding<I, P>(&self, items: I, f: P) -> Run<P::Ok, P::Error, InOrder>
     where
         I: IntoIterator,
         I::IntoIter: Send + 'static,
         I::Item: Clone + Send + 'static,
-        F: Fn(I::Item) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
-        T: Send + 'static,
-        E: Send + 'static,
-        C: Fn(&E) -> ErrorClass + Clone + Send + Sync + 'static,
+        P: Processor<I::Item>,
+        C: Fn(&P::Error) -> ErrorClass + Clone + Send + Sync + 'static,
     {
         self.manager
             .run_over_iter(items, f, self.classify.clone(), true)
     }
 
     /// [`TaskManager::process_iterable`] with this classifier.
-    pub fn process_iterable<I, F, Fut, T, E>(&self, items: I, f: F) -> Run<T, E, Streamed>
+    pub fn process_iterable<I, P>(&self, items: I, f: P) -> Run<P::Ok, P::Error, Streamed>
     where
         I: IntoIterator,
         I::IntoIter: Send + 'static,
         I::Item: Clone + Send + 'static,
-        F: Fn(I::Item) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
-        T: Send + 'static,
-        E: Send + 'static,
-        C: Fn(&E) -> ErrorClass + Clone + Send + Sync + 'static,
+        P: Processor<I::Item>,
+        C: Fn(&P::Error) -> ErrorClass + Clone + Send + Sync + 'static,
     {
         self.manager
             .run_over_iter(items, f, self.classify.clone(), false)
     }
 
     /// [`TaskManager::process_stream`] with this classifier.
-    pub fn process_stream<S, F, Fut, T, E>(&self, items: S, f: F) -> Run<T, E, Streamed>
+    pub fn process_stream<S, P>(&self, items: S, f: P) -> Run<P::Ok, P::Error, Streamed>
     where
         S: Stream + Send + 'static,
         S::Item: Clone + Send + 'static,
-        F: Fn(S::Item) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
-        T: Send + 'static,
-        E: Send + 'static,
-        C: Fn(&E) -> ErrorClass + Clone + Send + Sync + 'static,
+        P: Processor<S::Item>,
+        C: Fn(&P::Error) -> ErrorClass + Clone + Send + Sync + 'static,
     {
-        let total = crate::manager::exact_len(items.size_hint());
         self.manager
-            .run(items, total, f, self.classify.clone(), false)
+            .run_over_stream(items, f, self.classify.clone())
     }
 
     /// [`TaskManager::enqueue_with_options`] with this classifier.
-    pub fn enqueue_with_options<F, Fut, T, E>(
+    pub fn enqueue_with_options<A>(
         &self,
-        task: F,
+        task: A,
         options: TaskOptions,
-    ) -> TaskHandle<T, E>
+    ) -> TaskHandle<A::Ok, A::Error>
     where
-        F: FnMut() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
-        T: Send + 'static,
-        E: Send + 'static,
-        C: Fn(&E) -> ErrorClass + Clone + Send + Sync + 'static,
+        A: MakeAttempt,
+        C: Fn(&A::Error) -> ErrorClass + Clone + Send + Sync + 'static,
     {
         self.manager
             .pool()
@@ -114,13 +98,10 @@ impl<'a, C> Classified<'a, C> {
     }
 
     /// [`TaskManager::enqueue`] with this classifier.
-    pub fn enqueue<F, Fut, T, E>(&self, task: F) -> TaskHandle<T, E>
+    pub fn enqueue<A>(&self, task: A) -> TaskHandle<A::Ok, A::Error>
     where
-        F: FnMut() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
-        T: Send + 'static,
-        E: Send + 'static,
-        C: Fn(&E) -> ErrorClass + Clone + Send + Sync + 'static,
+        A: MakeAttempt,
+        C: Fn(&A::Error) -> ErrorClass + Clone + Send + Sync + 'static,
     {
         self.enqueue_with_options(task, self.manager.default_task_options())
     }

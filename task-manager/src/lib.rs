@@ -44,12 +44,15 @@
 //!   [`BatchResult`](pool_core::BatchResult) / `Vec<Result<..>>`.
 //! - [`Classified`]: the same with a custom error classifier
 //!   ([`TaskManager::classify_errors`]).
+//! - [`Processor`]: what a run does to each item (any `Fn(Item) -> impl Future<Output =
+//!   Result<..>>`); [`MakeAttempt`]: a single task.
 //! - [`Progress`]: done / total / failed / rate for a progress bar.
 //! - [`ManagerStats`]: the pool's counters plus items across runs.
 
 mod builder;
 mod classified;
 mod manager;
+mod processor;
 mod progress;
 mod run;
 mod stats;
@@ -57,6 +60,7 @@ mod stats;
 pub use builder::{TaskManagerBuilder, DEFAULT_LOOKAHEAD};
 pub use classified::Classified;
 pub use manager::TaskManager;
+pub use processor::Processor;
 pub use progress::Progress;
 pub use run::{Collected, InOrder, ItemResult, Run, StopReason, Streamed};
 pub use stats::ManagerStats;
@@ -66,8 +70,8 @@ pub use stats::ManagerStats;
 pub use futures;
 pub use pool_core::{
     self, BatchError, BatchResult, CancellationToken, ConfigError, ErrorClass, Executor,
-    LastFailure, Metadata, Observer, Permanent, Pool, PoolBuilder, PoolControl, RetryBudget,
-    Retryable, Stats, TaskError, TaskHandle, TaskOptions, Transient,
+    LastFailure, MakeAttempt, Metadata, Observer, Permanent, Pool, PoolBuilder, PoolControl,
+    RetryBudget, Retryable, Stats, TaskError, TaskHandle, TaskOptions, Transient,
 };
 
 /// The names most programs need, and the stream methods (`next`, …) a streamed

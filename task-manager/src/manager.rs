@@ -1,16 +1,16 @@
 //! The manager: runs over lists, iterators and streams, single tasks, lifecycle and stats.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use futures::stream::{self, Stream, StreamExt};
 use pool_core::{
-    CancellationToken, ConfigError, ErrorClass, Pool, PoolControl, Retryable, TaskHandle,
-    TaskOptions,
+    CancellationToken, ConfigError, ErrorClass, MakeAttempt, Pool, PoolControl, Retryable,
+    TaskHandle, TaskOptions,
 };
 
 use crate::builder::TaskManagerBuilder;
 use crate::classified::Classified;
+use crate::processor::Processor;
 use crate::run::{Collected, InOrder, Input, Run, RunSettings, Streamed, Submit};
 use crate::stats::{ItemCounters, ManagerStats};
 
@@ -85,17 +85,15 @@ impl TaskManager {
     ///
     /// Every item is accounted for exactly once, even when the run ends early: items never
     /// started resolve with `Cancelled` (fail-fast) or `Stopped` (stop).
-    pub fn process<I, F, Fut, T, E>(&self, items: I, f: F) -> Run<T, E, Collected>
+    pub fn process<I, P>(&self, items: I, f: P) -> Run<P::Ok, P::Error, Collected>
     where
         I: IntoIterator,
         I::IntoIter: Send + 'static,
         I::Item: Clone + Send + 'static,
-        F: Fn(I::Item) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
-        T: Send + 'static,
-        E: Retryable + Send + 'static,
+        P: Processor<I::Item>,
+        P::Error: Retryable,
     {
-        self.run_over_iter(items, f, E::error_class, true)
+        self.run_over_iter(items, f, P::Error::error_class, true)
     }
 
     /// Like [`process`](Self::process), but the [`Run`] awaits to one `Result` per item, in
@@ -118,17 +116,15 @@ impl TaskManager {
     /// assert_eq!(lengths, [1, 3, 2]);
     /// # Ok(()) }
     /// ```
-    pub fn process_corresponding<I, F, Fut, T, E>(&self, items: I, f: F) -> Run<T, E, InOrder>
+    pub fn process_corresponding<I, P>(&self, items: I, f: P) -> Run<P::Ok, P::Error, InOrder>
     where
         I: IntoIterator,
         I::IntoIter: Send + 'static,
         I::Item: Clone + Send + 'static,
-        F: Fn(I::Item) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
-        T: Send + 'static,
-        E: Retryable + Send + 'static,
+        P: Processor<I::Item>,
+        P::Error: Retryable,
     {
-        self.run_over_iter(items, f, E::error_class, true)
+        self.run_over_iter(items, f, P::Error::error_class, true)
     }
 
     /// Runs `f` on the items of an iterator, pulled only as room frees up, and yields each
@@ -157,75 +153,84 @@ impl TaskManager {
     /// assert!(results.pulled() <= 100 + 8 + task_manager::DEFAULT_LOOKAHEAD);
     /// # Ok(()) }
     /// ```
-    pub fn process_iterable<I, F, Fut, T, E>(&self, items: I, f: F) -> Run<T, E, Streamed>
+    pub fn process_iterable<I, P>(&self, items: I, f: P) -> Run<P::Ok, P::Error, Streamed>
     where
         I: IntoIterator,
         I::IntoIter: Send + 'static,
         I::Item: Clone + Send + 'static,
-        F: Fn(I::Item) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
-        T: Send + 'static,
-        E: Retryable + Send + 'static,
+        P: Processor<I::Item>,
+        P::Error: Retryable,
     {
-        self.run_over_iter(items, f, E::error_class, false)
+        self.run_over_iter(items, f, P::Error::error_class, false)
     }
 
     /// [`process_iterable`](Self::process_iterable) for an async input (a paginated listing,
     /// a channel): pulled only as room frees up, results yielded as they finish.
-    pub fn process_stream<S, F, Fut, T, E>(&self, items: S, f: F) -> Run<T, E, Streamed>
+    pub fn process_stream<S, P>(&self, items: S, f: P) -> Run<P::Ok, P::Error, Streamed>
     where
         S: Stream + Send + 'static,
         S::Item: Clone + Send + 'static,
-        F: Fn(S::Item) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
-        T: Send + 'static,
-        E: Retryable + Send + 'static,
+        P: Processor<S::Item>,
+        P::Error: Retryable,
     {
-        let total = exact_len(items.size_hint());
-        self.run(items, total, f, E::error_class, false)
+        self.run_over_stream(items, f, P::Error::error_class)
     }
 
-    pub(crate) fn run_over_iter<I, F, Fut, T, E, C, M>(
+    /// Every run over an iterator: `account_unpulled` says whether items never pulled are
+    /// accounted for in the output (collected and in-order runs) or left unpulled (streams).
+    pub(crate) fn run_over_iter<I, P, C, M>(
         &self,
         items: I,
-        f: F,
+        f: P,
         classify: C,
         account_unpulled: bool,
-    ) -> Run<T, E, M>
+    ) -> Run<P::Ok, P::Error, M>
     where
         I: IntoIterator,
         I::IntoIter: Send + 'static,
         I::Item: Clone + Send + 'static,
-        F: Fn(I::Item) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
-        T: Send + 'static,
-        E: Send + 'static,
-        C: Fn(&E) -> ErrorClass + Clone + Send + Sync + 'static,
+        P: Processor<I::Item>,
+        C: Fn(&P::Error) -> ErrorClass + Clone + Send + Sync + 'static,
     {
         let items = items.into_iter();
         let total = exact_len(items.size_hint());
         self.run(stream::iter(items), total, f, classify, account_unpulled)
     }
 
-    pub(crate) fn run<S, F, Fut, T, E, C, M>(
+    /// Every run over a stream (always streamed out).
+    pub(crate) fn run_over_stream<S, P, C>(
         &self,
         items: S,
-        total: Option<u64>,
-        f: F,
+        f: P,
         classify: C,
-        account_unpulled: bool,
-    ) -> Run<T, E, M>
+    ) -> Run<P::Ok, P::Error, Streamed>
     where
         S: Stream + Send + 'static,
         S::Item: Clone + Send + 'static,
-        F: Fn(S::Item) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
-        T: Send + 'static,
-        E: Send + 'static,
-        C: Fn(&E) -> ErrorClass + Clone + Send + Sync + 'static,
+        P: Processor<S::Item>,
+        C: Fn(&P::Error) -> ErrorClass + Clone + Send + Sync + 'static,
+    {
+        let total = exact_len(items.size_hint());
+        self.run(items, total, f, classify, false)
+    }
+
+    /// The one run implementation.
+    fn run<S, P, C, M>(
+        &self,
+        items: S,
+        total: Option<u64>,
+        f: P,
+        classify: C,
+        account_unpulled: bool,
+    ) -> Run<P::Ok, P::Error, M>
+    where
+        S: Stream + Send + 'static,
+        S::Item: Clone + Send + 'static,
+        P: Processor<S::Item>,
+        C: Fn(&P::Error) -> ErrorClass + Clone + Send + Sync + 'static,
     {
         let processor = Arc::new(f);
-        let input: Input<T, E> = Box::pin(items.map(move |item| -> Submit<T, E> {
+        let input: Input<P::Ok, P::Error> = Box::pin(items.map(move |item| -> Submit<_, _> {
             let processor = Arc::clone(&processor);
             let classify = classify.clone();
             Box::new(move |pool: &Pool, options: TaskOptions| {
@@ -285,28 +290,24 @@ impl TaskManager {
 
     /// Queues a single task with the manager's defaults. The handle resolves exactly once;
     /// dropping it lets the task run detached.
-    pub fn enqueue<F, Fut, T, E>(&self, task: F) -> TaskHandle<T, E>
+    pub fn enqueue<A>(&self, task: A) -> TaskHandle<A::Ok, A::Error>
     where
-        F: FnMut() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
-        T: Send + 'static,
-        E: Retryable + Send + 'static,
+        A: MakeAttempt,
+        A::Error: Retryable,
     {
         self.pool.enqueue(task, self.task_options.clone())
     }
 
     /// Queues a single task with its own options (priority, retries, timeout, metadata,
     /// cancellation).
-    pub fn enqueue_with_options<F, Fut, T, E>(
+    pub fn enqueue_with_options<A>(
         &self,
-        task: F,
+        task: A,
         options: TaskOptions,
-    ) -> TaskHandle<T, E>
+    ) -> TaskHandle<A::Ok, A::Error>
     where
-        F: FnMut() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
-        T: Send + 'static,
-        E: Retryable + Send + 'static,
+        A: MakeAttempt,
+        A::Error: Retryable,
     {
         self.pool.enqueue(task, options)
     }

@@ -17,6 +17,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use crate::deadline;
 use crate::error::TaskError;
 use crate::executor::BoxFuture;
+use crate::make_attempt::MakeAttempt;
 use crate::pool::{Pool, PoolControl};
 use crate::task::{ErrorClass, Retryable, TaskOptions};
 
@@ -241,10 +242,9 @@ where
     /// and `options` are not used: the leader's priority and retries apply). A cancellation
     /// token in `options` makes this caller leave with `Cancelled`; the execution goes on for
     /// the others.
-    pub fn run<F, Fut>(&self, key: K, task: F, options: TaskOptions) -> Flight<T, E>
+    pub fn run<A>(&self, key: K, task: A, options: TaskOptions) -> Flight<T, E>
     where
-        F: FnMut() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        A: MakeAttempt<Ok = T, Error = E>,
         E: Retryable,
     {
         self.run_with(key, task, options, E::error_class)
@@ -252,16 +252,15 @@ where
 
     /// Like [`run`](Self::run), with a classifier for errors that do not implement
     /// [`Retryable`].
-    pub fn run_with<F, Fut, C>(
+    pub fn run_with<A, C>(
         &self,
         key: K,
-        task: F,
+        task: A,
         mut options: TaskOptions,
         classify: C,
     ) -> Flight<T, E>
     where
-        F: FnMut() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        A: MakeAttempt<Ok = T, Error = E>,
         C: Fn(&E) -> ErrorClass + Send + Sync + 'static,
     {
         // The caller's own token only takes this caller out; the shared execution has its own.
@@ -304,17 +303,16 @@ where
         Flight::new(FlightRole::Leader, FlightState::Waiting(execution), leave)
     }
 
-    fn start<F, Fut, C>(
+    fn start<A, C>(
         &self,
         key: K,
         generation: u64,
-        task: F,
+        task: A,
         options: TaskOptions,
         classify: C,
     ) -> Execution<T, E>
     where
-        F: FnMut() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        A: MakeAttempt<Ok = T, Error = E>,
         C: Fn(&E) -> ErrorClass + Send + Sync + 'static,
     {
         let abandon = CancellationToken::new();
