@@ -49,6 +49,18 @@ pub trait Admission: Send + Sync + fmt::Debug + 'static {
         None
     }
 
+    /// The [`precheck`](Self::precheck) and [`try_acquire`](Self::try_acquire) in one call,
+    /// asked instead of both by a pool that has this one admission policy (nothing runs
+    /// between the two then): `Some(Ok(permit))` when the precheck would let the task
+    /// proceed and a permit is there at once, `Some(Err(rejection))` to refuse it, `None` to
+    /// be asked the usual way (precheck, then `try_acquire` or `acquire`). A rate limiter far
+    /// above its load answers with one lock and one clock read instead of two. It runs on
+    /// the pool's worker: it must be quick and must not block. Default: `None`.
+    fn try_admit(&self, task: &TaskInfo) -> Option<Result<AdmissionPermit, Rejection>> {
+        let _ = task;
+        None
+    }
+
     /// Asked before [`acquire`](Self::acquire), each time the task takes a slot. With
     /// [`Precheck::ParkUntil`] the pool gives the slot back and parks the task until then (it
     /// counts in [`Stats::deferred`](crate::Stats::deferred)); the policy should set that

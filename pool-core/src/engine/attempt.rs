@@ -65,19 +65,25 @@ impl Engine {
                     &owned_info
                 }
             };
-            if let Some(end) = self.precheck(admit_info, timeline.started_at()) {
-                return (end, self.now());
-            }
-            match self.admit(admit_info, task, deadline).await {
-                Ok((granted, waited)) => {
-                    permits = granted;
-                    // Waiting for admission is not part of the attempt's latency (an
-                    // admission granted at once did not wait: no clock read for it).
-                    if waited {
-                        timeline.admitted(self.now());
+            match self.try_admit(admit_info) {
+                Some(Ok(permit)) => permits.push(permit),
+                Some(Err(end)) => return (end, self.now()),
+                None => {
+                    if let Some(end) = self.precheck(admit_info, timeline.started_at()) {
+                        return (end, self.now());
+                    }
+                    match self.admit(admit_info, task, deadline).await {
+                        Ok((granted, waited)) => {
+                            permits = granted;
+                            // Waiting for admission is not part of the attempt's latency
+                            // (an admission granted at once did not wait: no clock read).
+                            if waited {
+                                timeline.admitted(self.now());
+                            }
+                        }
+                        Err(end) => return (end, self.now()),
                     }
                 }
-                Err(end) => return (end, self.now()),
             }
         }
         // Set when the task was popped (or admitted): the attempt starts right away.
@@ -143,6 +149,19 @@ impl Engine {
                      was contained and the pool keeps running"
                 );
             }
+        }
+    }
+
+    /// A pool with one admission policy asks its [`Admission::try_admit`] first: a permit or
+    /// a refusal at once, or `None` to go on with the precheck and the acquire. A panic ends
+    /// the attempt as a panic.
+    fn try_admit(&self, info: &TaskInfo) -> Option<Result<AdmissionPermit, AttemptEnd>> {
+        let [policy] = self.admission.as_slice() else {
+            return None;
+        };
+        match catch(|| policy.try_admit(info)) {
+            Err(message) => Some(Err(AttemptEnd::Panicked(message))),
+            Ok(answer) => answer.map(|answer| answer.map_err(AttemptEnd::Rejected)),
         }
     }
 

@@ -15,7 +15,8 @@ type Slot = (Instant, u64);
 
 #[derive(Debug, Default)]
 pub(crate) struct Bookings {
-    by_task: HashMap<TaskId, Slot>,
+    /// foldhash, not SipHash: asked on every admission (task ids are the pool's own).
+    by_task: HashMap<TaskId, Slot, foldhash::fast::RandomState>,
     by_moment: BTreeMap<Slot, (TaskId, i32)>,
     /// How many future-or-due bookings each priority holds: the scan for a moment to take
     /// over runs only if some booking has a lower priority than the newcomer.
@@ -30,6 +31,10 @@ impl Bookings {
 
     /// The moment booked for `task`, if any.
     pub(crate) fn get(&self, task: TaskId) -> Option<Instant> {
+        // Under the load's rate nothing is booked: no hashing for the common case.
+        if self.by_task.is_empty() {
+            return None;
+        }
         self.by_task.get(&task).map(|&(at, _)| at)
     }
 

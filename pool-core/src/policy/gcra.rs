@@ -45,6 +45,19 @@ impl Schedule {
     }
 
     /// Books the earliest moment (see [`earliest`](Self::earliest)) and returns it.
+    /// Books `now` if the limit allows a start now ([`earliest`](Self::earliest) is not
+    /// later); one pass over the arithmetic instead of `earliest` then `book`.
+    pub(crate) fn book_if_due(&mut self, now: Instant, pace: Pace) -> bool {
+        let tat = self.tat_at(now);
+        let due = tat
+            .checked_sub(pace.tolerance())
+            .is_none_or(|moment| moment <= now);
+        if due {
+            self.tat = Some(deadline::after(tat, pace.interval));
+        }
+        due
+    }
+
     pub(crate) fn book(&mut self, now: Instant, pace: Pace) -> Instant {
         let moment = self.earliest(now, pace);
         self.tat = Some(deadline::after(self.tat_at(now), pace.interval));
@@ -101,6 +114,25 @@ mod tests {
         let later = start + ms(1_300);
         let moments: Vec<Duration> = (0..4).map(|_| schedule.book(later, pace) - later).collect();
         assert_eq!(moments, [ms(0), ms(0), ms(100), ms(200)]);
+    }
+
+    #[test]
+    fn book_if_due_books_exactly_when_earliest_is_now() {
+        let now = Instant::now();
+        let pace = Pace {
+            interval: ms(100),
+            burst: 2,
+        };
+        let (mut checked, mut booked) = (Schedule::default(), Schedule::default());
+        for step in 0..8 {
+            let at = now + ms(step * 40);
+            let due = checked.earliest(at, pace) <= at;
+            if due {
+                checked.book(at, pace);
+            }
+            assert_eq!(booked.book_if_due(at, pace), due, "at step {step}");
+            assert_eq!(booked.tat, checked.tat, "at step {step}");
+        }
     }
 
     #[test]

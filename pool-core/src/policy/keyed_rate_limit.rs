@@ -188,11 +188,7 @@ impl RateCell {
             return true;
         }
         let pace = self.pace();
-        if self.schedule.earliest(now, pace) > now {
-            return false;
-        }
-        self.schedule.book(now, pace);
-        true
+        self.schedule.book_if_due(now, pace)
     }
 
     /// The task's moment: the one booked for it, or now if the limit allows, or a new one
@@ -425,6 +421,13 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Admission for KeyedRateLimite
             return Some(Ok(AdmissionPermit::empty()));
         };
         shared.go_if_due(task, &key).then(|| Ok(shared.permit(key)))
+    }
+
+    /// The precheck would proceed exactly when the task's moment has come — a moment booked
+    /// for it that is due, or none booked and the limit allows one now — and then
+    /// `try_acquire` takes it: one call does both.
+    fn try_admit(&self, task: &TaskInfo) -> Option<Result<AdmissionPermit, Rejection>> {
+        self.try_acquire(task)
     }
 
     fn precheck(&self, task: &TaskInfo) -> Precheck {

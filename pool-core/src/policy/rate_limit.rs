@@ -167,6 +167,10 @@ impl Admission for RateLimiter {
         self.keyed.try_acquire(task)
     }
 
+    fn try_admit(&self, task: &TaskInfo) -> Option<Result<AdmissionPermit, Rejection>> {
+        self.keyed.try_admit(task)
+    }
+
     fn precheck(&self, task: &TaskInfo) -> Precheck {
         self.keyed.precheck(task)
     }

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pool_core::{
-    Admission, AdmissionPermit, AttemptResult, BoxFuture, ErrorClass, Rejection, RejectionKind,
-    Retryable, TaskError, TaskId, TaskInfo, TaskOptions,
+    Admission, AdmissionPermit, AttemptResult, BoxFuture, ErrorClass, Precheck, Rejection,
+    RejectionKind, Retryable, TaskError, TaskId, TaskInfo, TaskOptions,
 };
 use support::Env;
 
@@ -100,11 +100,89 @@ impl Admission for AtOnce {
     }
 }
 
+/// Answers through `try_admit` for tasks of priority 1 (a permit) and 2 (a refusal); notes
+/// every call by name.
+#[derive(Debug, Clone, Default)]
+struct Combined {
+    calls: Arc<Mutex<Vec<(&'static str, i32)>>>,
+}
+
+impl Combined {
+    fn note(&self, call: &'static str, task: &TaskInfo) {
+        self.calls.lock().unwrap().push((call, task.priority));
+    }
+
+    fn calls(&self, priority: i32) -> Vec<&'static str> {
+        let calls = self.calls.lock().unwrap();
+        calls
+            .iter()
+            .filter(|(_, p)| *p == priority)
+            .map(|(call, _)| *call)
+            .collect()
+    }
+}
+
+impl Admission for Combined {
+    fn acquire(&self, task: &TaskInfo) -> BoxFuture<Result<AdmissionPermit, Rejection>> {
+        self.note("acquire", task);
+        Box::pin(std::future::ready(Ok(AdmissionPermit::empty())))
+    }
+
+    fn try_admit(&self, task: &TaskInfo) -> Option<Result<AdmissionPermit, Rejection>> {
+        self.note("try_admit", task);
+        match task.priority {
+            1 => Some(Ok(AdmissionPermit::empty())),
+            2 => Some(Err(Rejection::new(RejectionKind::RateLimited, "not now"))),
+            _ => None,
+        }
+    }
+
+    fn precheck(&self, task: &TaskInfo) -> Precheck {
+        self.note("precheck", task);
+        Precheck::Proceed
+    }
+}
+
 on_every_executor!(
+    a_lone_policy_answers_precheck_and_acquire_in_one_try_admit,
     each_permit_learns_how_its_attempt_ended,
     a_permit_granted_before_a_refusal_learns_the_attempt_was_rejected,
     an_answer_from_try_acquire_stands_for_acquire,
 );
+
+async fn a_lone_policy_answers_precheck_and_acquire_in_one_try_admit(env: Env) {
+    let lone = Combined::default();
+    let pool = env.builder().admission(lone.clone()).build().unwrap();
+    let task = |priority| {
+        pool.enqueue(
+            || async { Ok::<_, Oops>(()) },
+            TaskOptions::new().priority(priority).retries(0),
+        )
+    };
+    let (admitted, refused, asked_on) = (task(1), task(2), task(0));
+    assert!(admitted.await.is_ok());
+    assert!(matches!(refused.await, Err(TaskError::Rejected(_))));
+    assert!(asked_on.await.is_ok());
+    assert_eq!(lone.calls(1), ["try_admit"], "admitted in one call");
+    assert_eq!(lone.calls(2), ["try_admit"], "refused in one call");
+    assert_eq!(lone.calls(0), ["try_admit", "precheck", "acquire"]);
+
+    // Beside another policy, each is asked the usual way: prechecks first, then acquires.
+    let (first, second) = (Combined::default(), Combined::default());
+    let pool = env
+        .builder()
+        .admission(first.clone())
+        .admission(second.clone())
+        .build()
+        .unwrap();
+    let handle = pool.enqueue(
+        || async { Ok::<_, Oops>(()) },
+        TaskOptions::new().priority(1),
+    );
+    assert!(handle.await.is_ok());
+    assert_eq!(first.calls(1), ["precheck", "acquire"]);
+    assert_eq!(second.calls(1), ["precheck", "acquire"]);
+}
 
 async fn each_permit_learns_how_its_attempt_ended(env: Env) {
     let ledger = Ledger::default();
