@@ -14,7 +14,7 @@ use crate::group::PoolGroup;
 use crate::hedge::{HedgeConfig, Hedger};
 use crate::multipart::{MultipartSettings, MAX_PART_SIZE, MIN_PART_SIZE};
 use crate::redact::redact;
-use crate::transfer::ByteBudget;
+use crate::transfer::{ByteBudget, ReadAhead};
 use object_store::multipart::MultipartStore;
 
 /// Why an [`S3Client`] could not be built: the one error of every way of building one
@@ -417,6 +417,9 @@ impl S3ClientBuilder {
             let hedger = Arc::clone(hedger);
             metrics.count_hedges_from(move || hedger.counts());
         }
+        // As many parts may wait for a slot as the pool has slots (a pass-through pool: no
+        // practical cap).
+        let read_ahead = ReadAhead::new(batch_pool.concurrency());
         Ok(S3Client::from_inner(ClientInner {
             store: self.store,
             hedger,
@@ -428,6 +431,7 @@ impl S3ClientBuilder {
                 self.max_bytes_in_flight
                     .unwrap_or_else(ByteBudget::default_bytes),
             ),
+            read_ahead,
             #[cfg(feature = "metrics")]
             metrics: self.metrics,
             #[cfg(feature = "protection")]

@@ -28,8 +28,8 @@ use crate::options::CallOptions;
 use crate::pooled_store::PooledStore;
 use crate::redact::redact;
 use crate::transfer::{
-    download, io_failure, upload, ByteBudget, BytesSource, FileSink, ReaderSource, TransferContext,
-    TransferSummary, WriterSink,
+    download, io_failure, upload, ByteBudget, BytesSource, FileSink, ReadAhead, ReaderSource,
+    TransferContext, TransferSummary, WriterSink,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -74,6 +74,8 @@ pub(crate) struct ClientInner {
     pub(crate) budget: ByteBudget,
     /// Hedges reads, when [`S3ClientBuilder::hedged_reads`] says so.
     pub(crate) hedger: Option<Arc<Hedger>>,
+    /// Parts read from a source while they wait for a slot, at most.
+    pub(crate) read_ahead: ReadAhead,
     #[cfg(feature = "metrics")]
     pub(crate) metrics: Option<pool_metrics::Metrics>,
     #[cfg(feature = "protection")]
@@ -472,6 +474,7 @@ impl S3Client {
             multipart: self.inner.multipart_store.clone(),
             dispatcher: self.inner.dispatcher.clone(),
             budget: self.inner.budget.clone(),
+            read_ahead: self.inner.read_ahead.clone(),
             part_size: self.inner.multipart.part_size as u64,
             part_concurrency: self.inner.multipart.part_concurrency.unwrap_or(usize::MAX),
         }

@@ -7,6 +7,7 @@ mod budget;
 mod buffers;
 mod download;
 mod progress;
+mod read_ahead;
 mod sink;
 mod source;
 mod upload;
@@ -21,6 +22,7 @@ pub(crate) use abort::AbortOnDrop;
 pub(crate) use budget::ByteBudget;
 pub(crate) use download::download;
 pub use progress::{ProgressCallback, TransferProgress, TransferSummary};
+pub(crate) use read_ahead::{ReadAhead, Staged};
 pub(crate) use sink::{FileSink, WriterSink};
 pub(crate) use source::{BytesSource, ReaderSource};
 pub(crate) use upload::upload;
@@ -35,6 +37,8 @@ pub(crate) struct TransferContext {
     pub(crate) multipart: Option<Arc<dyn MultipartStore>>,
     pub(crate) dispatcher: Dispatcher,
     pub(crate) budget: ByteBudget,
+    /// Parts read ahead of their send, at most (uploads).
+    pub(crate) read_ahead: ReadAhead,
     /// Size of a range or part (all parts but the last).
     pub(crate) part_size: u64,
     /// Ranges or parts of one transfer in flight at most (`usize::MAX`: no cap of its own).

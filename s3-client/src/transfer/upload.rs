@@ -5,7 +5,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures::future::{self, Either};
 use futures::stream::{FuturesUnordered, StreamExt};
 use object_store::multipart::{MultipartStore, PartId};
@@ -17,7 +16,11 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::abort::{AbortOnDrop, PendingUpload};
 use super::progress::Meter;
 use super::source::PartSource;
-use super::{ByteBudget, TaskResult, TransferContext, TransferSummary};
+use super::{ByteBudget, Staged, TaskResult, TransferContext, TransferSummary};
+
+/// A part read from its source, with its bytes in the budget and its place among the
+/// parts read ahead.
+type ReadPart = (PutPayload, OwnedSemaphorePermit, Staged);
 use crate::dispatch::attempt;
 use crate::options::CallOptions;
 
@@ -34,11 +37,11 @@ pub(crate) async fn upload(
 ) -> TaskResult<(PutResult, TransferSummary)> {
     let part_size = context.part_size;
     let meter = Arc::new(Meter::new(total, call.progress.clone()));
-    let mut permit = context.budget.acquire(part_size).await;
+    let (staged, mut permit) = reserve(context).await;
     let first = source.next_part(part_size as usize).await?;
-    ByteBudget::shrink(&mut permit, first.len() as u64);
-    let result = if (first.len() as u64) < part_size {
-        let result = put_once(context, path, first, options, call, &meter).await?;
+    ByteBudget::shrink(&mut permit, first.content_length() as u64);
+    let result = if (first.content_length() as u64) < part_size {
+        let result = put_once(context, path, (first, staged), options, call, &meter).await?;
         drop(permit);
         result
     } else {
@@ -51,9 +54,11 @@ pub(crate) async fn upload(
                     call,
                     meter: Arc::clone(&meter),
                 };
-                parts.run(first, permit, source, options).await?
+                parts.run((first, permit, staged), source, options).await?
             }
             None => {
+                // Parts go one at a time, outside the pool: none waits for a slot.
+                drop(staged);
                 let first = (first, permit);
                 upload_without_part_retries(context, path, first, source, options, call, &meter)
                     .await?
@@ -64,10 +69,18 @@ pub(crate) async fn upload(
     Ok((result, summary))
 }
 
+/// Room for one more part: a place among the parts read ahead, then its bytes in the
+/// budget (taken before the part is read, so reading waits rather than overshoots).
+async fn reserve(context: &TransferContext) -> (Staged, OwnedSemaphorePermit) {
+    let staged = context.read_ahead.acquire().await;
+    let permit = context.budget.acquire(context.part_size).await;
+    (staged, permit)
+}
+
 async fn put_once(
     context: &TransferContext,
     path: &Path,
-    body: Bytes,
+    (body, mut staged): (PutPayload, Staged),
     options: PutMultipartOptions,
     call: &CallOptions,
     meter: &Meter,
@@ -84,11 +97,12 @@ async fn put_once(
         extensions: options.extensions,
         ..PutOptions::default()
     };
-    let len = body.len() as u64;
+    let len = body.content_length() as u64;
     let run = attempt(move || {
+        staged.started();
         counter.fetch_add(1, Ordering::Relaxed);
         let (store, path) = (Arc::clone(&store), location.clone());
-        let (payload, options) = (PutPayload::from(body.clone()), options.clone());
+        let (payload, options) = (body.clone(), options.clone());
         async move { store.put_opts(&path, payload, options).await }
     });
     let result = context
@@ -112,8 +126,7 @@ struct Parts<'a> {
 impl Parts<'_> {
     async fn run(
         self,
-        first: Bytes,
-        first_permit: OwnedSemaphorePermit,
+        first: ReadPart,
         mut source: impl PartSource,
         options: PutMultipartOptions,
     ) -> TaskResult<PutResult> {
@@ -136,7 +149,7 @@ impl Parts<'_> {
             self.call,
         );
         let sent = self
-            .send_parts(&upload, (first, first_permit), &mut source)
+            .send_parts(&upload, first, &mut source)
             .await;
         let completed = match sent {
             Ok(parts) => self.complete(upload.id(), parts).await,
@@ -161,7 +174,7 @@ impl Parts<'_> {
     async fn send_parts(
         &self,
         upload: &PendingUpload,
-        first: (Bytes, OwnedSemaphorePermit),
+        first: ReadPart,
         source: &mut impl PartSource,
     ) -> TaskResult<Vec<PartId>> {
         let part_size = self.context.part_size;
@@ -169,13 +182,13 @@ impl Parts<'_> {
         let mut parts: Vec<Option<PartId>> = Vec::new();
         let mut in_flight = FuturesUnordered::new();
         let mut failure = None;
-        let mut source_done = (first.0.len() as u64) < part_size;
+        let mut source_done = (first.0.content_length() as u64) < part_size;
         let mut next = Some(first);
         loop {
-            if let Some((part, permit)) = next.take() {
+            if let Some((part, permit, staged)) = next.take() {
                 let index = parts.len();
                 parts.push(None);
-                let sending = self.send_part(upload, &part_options, index, part);
+                let sending = self.send_part(upload, &part_options, index, (part, staged));
                 in_flight.push(async move {
                     let sent = sending.await;
                     drop(permit);
@@ -186,10 +199,10 @@ impl Parts<'_> {
                 && !source_done
                 && in_flight.len() < self.context.part_concurrency;
             if may_read {
-                let mut acquire = std::pin::pin!(self.context.budget.acquire(part_size));
-                let permit = loop {
+                let mut acquire = std::pin::pin!(reserve(self.context));
+                let room = loop {
                     match future::select(acquire.as_mut(), in_flight.next()).await {
-                        Either::Left((permit, _)) => break Some(permit),
+                        Either::Left((room, _)) => break Some(room),
                         Either::Right((Some((index, sent)), _)) => {
                             record(&mut parts, &mut failure, index, sent);
                             if failure.is_some() {
@@ -199,13 +212,14 @@ impl Parts<'_> {
                         Either::Right((None, _)) => break Some(acquire.as_mut().await),
                     }
                 };
-                if let (Some(mut permit), None) = (permit, &failure) {
+                if let (Some((staged, mut permit)), None) = (room, &failure) {
                     match source.next_part(part_size as usize).await {
-                        Ok(part) if part.is_empty() => source_done = true,
+                        Ok(part) if part.content_length() == 0 => source_done = true,
                         Ok(part) => {
-                            source_done = (part.len() as u64) < part_size;
-                            ByteBudget::shrink(&mut permit, part.len() as u64);
-                            next = Some((part, permit));
+                            let len = part.content_length() as u64;
+                            source_done = len < part_size;
+                            ByteBudget::shrink(&mut permit, len);
+                            next = Some((part, permit, staged));
                         }
                         Err(error) => failure = Some(error),
                     }
@@ -229,7 +243,7 @@ impl Parts<'_> {
         upload: &PendingUpload,
         options: &CallOptions,
         index: usize,
-        part: Bytes,
+        (part, mut staged): (PutPayload, Staged),
     ) -> impl std::future::Future<Output = TaskResult<PartId>> + Send + 'static {
         let attempts = Arc::new(AtomicU64::new(0));
         let (store, path, id) = (
@@ -238,17 +252,16 @@ impl Parts<'_> {
             upload.id().clone(),
         );
         let running = upload.running().clone();
-        let (counter, len) = (Arc::clone(&attempts), part.len() as u64);
+        let (counter, len) = (Arc::clone(&attempts), part.content_length() as u64);
         let run = attempt(move || {
+            staged.started();
             counter.fetch_add(1, Ordering::Relaxed);
             let (store, path, id, part) =
                 (Arc::clone(&store), path.clone(), id.clone(), part.clone());
             let running = running.clone();
             async move {
                 let _running = running.enter();
-                store
-                    .put_part(&path, &id, index, PutPayload::from(part))
-                    .await
+                store.put_part(&path, &id, index, part).await
             }
         });
         let sending =
@@ -303,7 +316,7 @@ fn record(
 async fn upload_without_part_retries(
     context: &TransferContext,
     path: &Path,
-    first: (Bytes, OwnedSemaphorePermit),
+    first: (PutPayload, OwnedSemaphorePermit),
     mut source: impl PartSource,
     options: PutMultipartOptions,
     call: &CallOptions,
@@ -323,12 +336,8 @@ async fn upload_without_part_retries(
     let result = async {
         let (mut part, mut permit) = first;
         loop {
-            let len = part.len() as u64;
-            upload
-                .upload()
-                .put_part(PutPayload::from(part))
-                .await
-                .map_err(failed)?;
+            let len = part.content_length() as u64;
+            upload.upload().put_part(part).await.map_err(failed)?;
             meter.piece_done(len, 1);
             drop(permit);
             if len < context.part_size {
@@ -336,7 +345,7 @@ async fn upload_without_part_retries(
             }
             permit = context.budget.acquire(context.part_size).await;
             part = source.next_part(context.part_size as usize).await?;
-            if part.is_empty() {
+            if part.content_length() == 0 {
                 break;
             }
         }
