@@ -546,11 +546,15 @@ impl S3Client {
     /// [`S3Client::builder_multipart`] has it), a failed part fails the upload (aborted).
     ///
     /// # Cancel safety
-    /// Dropping the call mid-upload aborts the multipart upload in the background: its
-    /// parts in flight are cancelled, and once none is running the abort is sent (with at
-    /// least three retries) as a task on the current tokio runtime, or, dropped outside a
-    /// tokio runtime, as a detached task of the client's pool. A failed abort is logged at
-    /// WARN; a bucket lifecycle rule for incomplete uploads is the backstop.
+    /// Dropping the call mid-upload (or cancelling its token) aborts the multipart upload:
+    /// no further part is read or sent, parts queued or waiting to retry are dropped, and
+    /// the parts already being sent are let finish or fail — each bounded by the pool's
+    /// attempt timeout — before the abort is sent, because a part request cut off
+    /// mid-write may already be whole at the server and be stored after the abort. The
+    /// abort (with at least three retries) runs as a task on the current tokio runtime,
+    /// or, dropped outside a tokio runtime, as a detached task of the client's pool; a
+    /// cancelled call awaits it before it resolves. A failed abort is logged at WARN; a
+    /// bucket lifecycle rule for incomplete uploads is the backstop.
     pub fn upload_from<R>(&self, path: &Path, mut source: R) -> Call<TransferSummary>
     where
         R: AsyncRead + Unpin + Send + 'static,

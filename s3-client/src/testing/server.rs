@@ -87,6 +87,21 @@ pub struct ServerFaults {
     /// Response bodies being sent now (made and not yet dropped).
     open_responses: Arc<AtomicU64>,
     plan: Mutex<FaultPlan>,
+    holds: PartHolds,
+}
+
+/// Upload parts the server has received whole but not yet stored (see
+/// [`ServerFaults::hold_parts`]).
+#[derive(Debug)]
+struct PartHolds {
+    /// Parts still to hold.
+    to_hold: AtomicU64,
+    /// Parts held now.
+    held: AtomicU64,
+    /// Aborts of a multipart upload received while a part was held.
+    aborts_while_held: AtomicU64,
+    /// Bumped by each release; a held part waits for a value above the one it saw.
+    releases: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Debug)]
@@ -124,6 +139,12 @@ impl ServerFaults {
             recent: Mutex::new(std::collections::VecDeque::new()),
             injected: AtomicU64::new(0),
             open_responses: Arc::new(AtomicU64::new(0)),
+            holds: PartHolds {
+                to_hold: AtomicU64::new(0),
+                held: AtomicU64::new(0),
+                aborts_while_held: AtomicU64::new(0),
+                releases: tokio::sync::watch::Sender::new(0),
+            },
             plan: Mutex::new(FaultPlan {
                 pass_first: 0,
                 fail_next: 0,
@@ -211,6 +232,57 @@ impl ServerFaults {
         let latency = plan.read_latency.as_mut()?;
         let slow = latency.rng.f64() < latency.slow_share;
         Some(if slow { latency.slow } else { latency.fast })
+    }
+
+    /// Holds the next `count` upload parts (`PUT …?partNumber=…&uploadId=…`) that are not
+    /// answered with a fault: each is received whole, then kept unstored until
+    /// [`release_parts`](Self::release_parts). A held part is stored when released even if
+    /// its client has gone meanwhile, as S3 does with a part whose bytes it has: a request
+    /// cut off mid-write by its client can still land later. An abort that arrives
+    /// meanwhile is handled at once (it is counted by
+    /// [`aborts_while_parts_held`](Self::aborts_while_parts_held)), so a part released
+    /// after it lands after the abort.
+    pub fn hold_parts(&self, count: u64) {
+        self.holds.to_hold.store(count, Ordering::SeqCst);
+    }
+
+    /// Parts held now.
+    pub fn held_parts(&self) -> u64 {
+        self.holds.held.load(Ordering::SeqCst)
+    }
+
+    /// Lets every part held now be stored (and stops holding new ones).
+    pub fn release_parts(&self) {
+        self.holds.to_hold.store(0, Ordering::SeqCst);
+        self.holds.releases.send_modify(|releases| *releases += 1);
+    }
+
+    /// Aborts of a multipart upload (`DELETE …?uploadId=…`) received while a part was held:
+    /// a client that aborts an upload whose part it has not seen answered.
+    pub fn aborts_while_parts_held(&self) -> u64 {
+        self.holds.aborts_while_held.load(Ordering::SeqCst)
+    }
+
+    /// Whether to hold this request (an upload part, while parts are to be held); counts
+    /// an abort that comes while one is held.
+    fn take_hold(&self, method: &hyper::Method, query: &str) -> bool {
+        let holds = &self.holds;
+        if method == hyper::Method::DELETE && query.contains("uploadId=") {
+            if holds.held.load(Ordering::SeqCst) > 0 {
+                holds.aborts_while_held.fetch_add(1, Ordering::SeqCst);
+            }
+            return false;
+        }
+        let is_part = method == hyper::Method::PUT
+            && query.contains("uploadId=")
+            && query.contains("partNumber=");
+        is_part
+            && holds
+                .to_hold
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                    left.checked_sub(1)
+                })
+                .is_ok()
     }
 
     /// Bytes of request bodies received so far (uploads, re-sent parts included, and the
@@ -536,6 +608,10 @@ async fn handle(
 ) -> Result<Response<s3s::Body>, s3s::HttpError> {
     faults.record(format!("{} {}", request.method(), request.uri()));
     let Some(fault) = faults.on_request() else {
+        let query = request.uri().query().unwrap_or_default().to_owned();
+        if faults.take_hold(request.method(), &query) {
+            return hold_then_store(request, s3, faults).await;
+        }
         let received = Arc::clone(&faults.bytes_received);
         let request = request.map(|body| s3s::Body::http_body_unsync(Metered::new(body, received)));
         let is_get = request.method() == hyper::Method::GET;
@@ -570,6 +646,36 @@ async fn handle(
         .header("content-type", "application/xml")
         .body(s3s::Body::from(fault.xml()))
         .map_err(|e| s3s::HttpError::new(Box::new(e)))
+}
+
+/// Receives a part whole, keeps it until the test releases it, then stores it — in a task of
+/// its own, so that it lands even if the client has gone meanwhile.
+async fn hold_then_store(
+    request: Request<Incoming>,
+    s3: S3Service,
+    faults: Arc<ServerFaults>,
+) -> Result<Response<s3s::Body>, s3s::HttpError> {
+    let (parts, body) = request.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| s3s::HttpError::new(Box::new(e)))?
+        .to_bytes();
+    faults
+        .bytes_received
+        .fetch_add(body.len() as u64, Ordering::Relaxed);
+    let mut releases = faults.holds.releases.subscribe();
+    let seen = *releases.borrow_and_update();
+    faults.holds.held.fetch_add(1, Ordering::SeqCst);
+    let stored = tokio::spawn(async move {
+        let _ = releases.wait_for(|released| *released > seen).await;
+        let response = s3
+            .call(Request::from_parts(parts, s3s::Body::from(body)))
+            .await;
+        faults.holds.held.fetch_sub(1, Ordering::SeqCst);
+        response
+    });
+    stored.await.map_err(|e| s3s::HttpError::new(Box::new(e)))?
 }
 
 /// A body that counts its bytes into a shared counter and can be cut short (after

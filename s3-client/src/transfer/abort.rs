@@ -1,19 +1,26 @@
 //! Multipart uploads that cannot be left behind: an upload that fails, or whose call is
-//! dropped half-way, is aborted once its parts in flight have stopped.
+//! dropped half-way, is aborted once its parts in flight have been answered.
+//!
+//! A part is never cut off mid-write to abort sooner: a request cut off by its client may
+//! already be whole at the server, which can store it after an abort it handles first (S3
+//! says as much: an abort may have to be repeated while parts are in progress). So an
+//! abandoned upload sends no new part attempt, lets the attempts already sending finish
+//! or fail — each bounded by the pool's attempt timeout, the one case where a part is
+//! still cut off — and only then sends the abort.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use object_store::multipart::MultipartStore;
 use object_store::path::Path;
 use object_store::{MultipartId, MultipartUpload};
-use pool_core::CancellationToken;
 use tokio::sync::Notify;
 
 use crate::dispatch::{attempt, Dispatcher};
 use crate::options::CallOptions;
 
-/// Counts the part attempts running now, so that an abort can wait until none is.
+/// Counts the part attempts running now, so that an abort can wait until none is, and
+/// stops new ones once the upload is abandoned.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Running(Arc<RunningState>);
 
@@ -21,6 +28,7 @@ pub(crate) struct Running(Arc<RunningState>);
 struct RunningState {
     count: AtomicUsize,
     idle: Notify,
+    abandoned: AtomicBool,
 }
 
 /// One running attempt; dropping it (the attempt ended or was dropped) counts it out.
@@ -28,9 +36,20 @@ struct RunningState {
 pub(crate) struct RunningAttempt(Arc<RunningState>);
 
 impl Running {
-    pub(crate) fn enter(&self) -> RunningAttempt {
+    /// An attempt starts sending; `None` if the upload was abandoned (it must not send).
+    ///
+    /// Counted in before the flag is read, and [`abandon`](Self::abandon) sets the flag
+    /// before [`idle`](Self::idle) reads the count: so either the attempt sees the flag or
+    /// the abort waits for it (both sequentially consistent).
+    pub(crate) fn enter(&self) -> Option<RunningAttempt> {
         self.0.count.fetch_add(1, Ordering::SeqCst);
-        RunningAttempt(Arc::clone(&self.0))
+        let attempt = RunningAttempt(Arc::clone(&self.0));
+        (!self.0.abandoned.load(Ordering::SeqCst)).then_some(attempt)
+    }
+
+    /// No attempt may start sending from now on.
+    pub(crate) fn abandon(&self) {
+        self.0.abandoned.store(true, Ordering::SeqCst);
     }
 
     /// Resolves once no attempt is running.
@@ -56,21 +75,21 @@ impl Drop for RunningAttempt {
 }
 
 /// A multipart upload created through a `MultipartStore`, until it is completed or
-/// aborted. Its parts run under [`part_options`](Self::part_options), whose cancellation
-/// token it holds, and count themselves in [`running`](Self::running).
+/// aborted. Its parts run under [`part_options`](Self::part_options) (never cancelled
+/// mid-attempt) and each attempt enters [`running`](Self::running) before it sends.
 ///
 /// Dropped before [`completed`](Self::completed) or [`abort`](Self::abort) (the call was
-/// dropped mid-upload), it cancels the parts and sends the abort in the background: a
-/// tokio task on the current runtime awaits it (a failure is logged), or, outside a tokio
-/// runtime, a detached task of the client's pool runs it. The abort waits until no part
-/// attempt is running, so that no part lands after it.
+/// dropped mid-upload), it abandons the upload — parts not yet sending never send, and
+/// their retries end at once — and sends the abort in the background once the attempts
+/// already sending have been answered: a tokio task on the current runtime waits and
+/// aborts (a failure is logged), or, outside a tokio runtime, a detached task of the
+/// client's pool does.
 pub(crate) struct PendingUpload {
     store: Arc<dyn MultipartStore>,
     path: Path,
     id: MultipartId,
     dispatcher: Dispatcher,
     call: CallOptions,
-    parts: CancellationToken,
     running: Running,
     armed: bool,
 }
@@ -83,18 +102,12 @@ impl PendingUpload {
         dispatcher: Dispatcher,
         call: &CallOptions,
     ) -> Self {
-        // Parts are cancelled with the call, and also on their own when the upload ends.
-        let parts = match call.task.cancellation_value() {
-            Some(token) => token.child_token(),
-            None => CancellationToken::new(),
-        };
         PendingUpload {
             store,
             path,
             id,
             dispatcher,
             call: call.clone(),
-            parts,
             running: Running::default(),
             armed: true,
         }
@@ -104,9 +117,12 @@ impl PendingUpload {
         &self.id
     }
 
-    /// The options of each part: the call's, cancelled when the upload is abandoned.
+    /// The options of each part: the call's, without its cancellation token (a cancelled
+    /// call abandons the upload instead, which lets a part already sending finish).
     pub(crate) fn part_options(&self) -> CallOptions {
-        self.call.clone().cancellation(self.parts.clone())
+        let mut options = self.call.clone();
+        options.task = options.task.no_cancellation();
+        options
     }
 
     pub(crate) fn running(&self) -> &Running {
@@ -118,11 +134,11 @@ impl PendingUpload {
         self.armed = false;
     }
 
-    /// Aborts the upload now (its parts have all ended). Best effort: a failed abort is
-    /// logged (a bucket lifecycle rule is the backstop).
+    /// Abandons the upload and aborts it once no part attempt is sending. Best effort: a
+    /// failed abort is logged (a bucket lifecycle rule is the backstop).
     pub(crate) async fn abort(mut self) {
         self.armed = false;
-        self.parts.cancel();
+        self.running.abandon();
         self.running.idle().await;
         let (operation, key, options) = self.abort_call();
         let aborted = self
@@ -143,7 +159,7 @@ impl PendingUpload {
         ("abort_multipart", self.path.to_string(), options)
     }
 
-    /// One abort request, after the parts still running have stopped.
+    /// One abort request, after the part attempts still sending have ended.
     fn abort_attempt(&self) -> crate::dispatch::Attempt<()> {
         let (store, path, id) = (Arc::clone(&self.store), self.path.clone(), self.id.clone());
         let running = self.running.clone();
@@ -167,15 +183,17 @@ impl Drop for PendingUpload {
         if !self.armed {
             return;
         }
-        self.parts.cancel();
+        self.running.abandon();
         tracing::debug!(path = %self.path, "upload dropped mid-way: aborting it");
         let (operation, key, options) = self.abort_call();
         let run = self.abort_attempt();
         let dispatcher = self.dispatcher.clone();
-        let path = self.path.clone();
+        let (path, running) = (self.path.clone(), self.running.clone());
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
+                    // Waited for here, not in a pool attempt whose timeout could end it.
+                    running.idle().await;
                     if let Err(error) = dispatcher.run(operation, &key, &options, run).await {
                         tracing::warn!(%path, %error, "aborting a dropped upload failed");
                     }
@@ -242,7 +260,7 @@ mod tests {
     async fn idle_waits_for_every_running_attempt() {
         let running = Running::default();
         running.idle().await;
-        let (first, second) = (running.enter(), running.enter());
+        let (first, second) = (running.enter().unwrap(), running.enter().unwrap());
         let waiter = tokio::spawn({
             let running = running.clone();
             async move { running.idle().await }
@@ -254,6 +272,28 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(30), waiter)
             .await
             .expect("idle once none runs")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_upload_starts_no_attempt_but_waits_for_the_running_one() {
+        let running = Running::default();
+        let sending = running.enter().expect("not abandoned yet");
+        running.abandon();
+        assert!(
+            running.enter().is_none(),
+            "no attempt starts once abandoned"
+        );
+        let waiter = tokio::spawn({
+            let running = running.clone();
+            async move { running.idle().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "the running attempt is waited for");
+        drop(sending);
+        tokio::time::timeout(std::time::Duration::from_secs(30), waiter)
+            .await
+            .expect("idle once the running attempt ended")
             .unwrap();
     }
 }

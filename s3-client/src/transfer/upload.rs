@@ -148,9 +148,21 @@ impl Parts<'_> {
             self.context.dispatcher.clone(),
             self.call,
         );
-        let sent = self
-            .send_parts(&upload, first, &mut source)
-            .await;
+        // The parts themselves are never cancelled mid-attempt (see `PendingUpload`): a
+        // cancelled call stops reading and sending here, and the upload is aborted below.
+        let sent = {
+            let sending = std::pin::pin!(self.send_parts(&upload, first, &mut source));
+            match self.call.task.cancellation_value() {
+                Some(token) => {
+                    let cancelled = std::pin::pin!(token.cancelled());
+                    match future::select(sending, cancelled).await {
+                        Either::Left((sent, _)) => sent,
+                        Either::Right(((), _)) => Err(TaskError::Cancelled),
+                    }
+                }
+                None => sending.await,
+            }
+        };
         let completed = match sent {
             Ok(parts) => self.complete(upload.id(), parts).await,
             Err(error) => Err(error),
@@ -260,7 +272,9 @@ impl Parts<'_> {
                 (Arc::clone(&store), path.clone(), id.clone(), part.clone());
             let running = running.clone();
             async move {
-                let _running = running.enter();
+                let Some(_sending) = running.enter() else {
+                    return Err(abandoned(&path));
+                };
                 store.put_part(&path, &id, index, part).await
             }
         });
@@ -293,6 +307,15 @@ impl Parts<'_> {
             .dispatcher
             .run("complete_multipart", self.path.as_ref(), self.call, run)
             .await
+    }
+}
+
+/// A part attempt of an abandoned upload (it failed or its call was dropped): not sent,
+/// and not retried (a `Generic` error without an HTTP status classifies as fatal).
+fn abandoned(path: &Path) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "s3pool",
+        source: format!("the multipart upload to {path} was abandoned: part not sent").into(),
     }
 }
 
