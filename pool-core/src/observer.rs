@@ -91,7 +91,19 @@ impl EventKind {
 }
 
 /// Identity and labels of the task an event is about.
+///
+/// Read its fields; build one (to test a policy, an observer or a key function) with
+/// [`new`](Self::new) and the `with_*` setters, so that a field added later breaks no one.
+///
+/// ```
+/// use pool_core::{Metadata, TaskId, TaskInfo};
+/// let task = TaskInfo::new(TaskId(7)).with_metadata(Metadata::new().with("op", "get"));
+/// assert_eq!((task.id, task.priority), (TaskId(7), 0));
+/// assert_eq!(task.metadata.get("op"), Some("get"));
+/// assert!(task.tenant.is_none());
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct TaskInfo {
     /// The task's id.
     pub id: TaskId,
@@ -101,6 +113,39 @@ pub struct TaskInfo {
     pub metadata: Metadata,
     /// Its tenant, if it names one.
     pub tenant: Option<Tenant>,
+}
+
+impl TaskInfo {
+    /// Task `id` at priority 0, with no labels and no tenant.
+    pub fn new(id: TaskId) -> Self {
+        Self {
+            id,
+            priority: 0,
+            metadata: Metadata::new(),
+            tenant: None,
+        }
+    }
+
+    /// With base priority `priority`.
+    #[must_use]
+    pub fn with_priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// With labels `metadata`.
+    #[must_use]
+    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Of tenant `tenant`.
+    #[must_use]
+    pub fn with_tenant(mut self, tenant: Tenant) -> Self {
+        self.tenant = Some(tenant);
+        self
+    }
 }
 
 /// The whole life of a finished task, delivered with [`Event::TaskFinished`].

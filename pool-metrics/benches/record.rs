@@ -13,12 +13,7 @@ use pool_metrics::{MemoryMode, Metrics, MetricsConfig};
 fn finished(start: Instant, step: u64, metadata: &Metadata) -> TaskRecord {
     let finished_at = start + Duration::from_micros(step);
     TaskRecord {
-        task: TaskInfo {
-            id: TaskId(step),
-            priority: 0,
-            metadata: metadata.clone(),
-            tenant: None,
-        },
+        task: TaskInfo::new(TaskId(step)).with_metadata(metadata.clone()),
         queued_at: start,
         first_started_at: Some(start),
         finished_at,

@@ -185,12 +185,7 @@ mod tests {
         if let Some(op) = op {
             metadata = metadata.with("op", op);
         }
-        TaskInfo {
-            id: TaskId(0),
-            priority: 0,
-            metadata,
-            tenant: None,
-        }
+        TaskInfo::new(TaskId(0)).with_metadata(metadata)
     }
 
     #[test]

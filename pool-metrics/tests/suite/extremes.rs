@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use pool_core::{
-    ErrorClass, Executor, Metadata, Outcome, Pool, SimExecutor, TaskId, TaskInfo, TaskOptions,
-    TaskRecord, Transient,
+    ErrorClass, Executor, Outcome, Pool, SimExecutor, TaskId, TaskInfo, TaskOptions, TaskRecord,
+    Transient,
 };
 use pool_metrics::{MemoryMode, Metrics, MetricsConfig, PrometheusFormat};
 
@@ -170,12 +170,7 @@ fn records_with_extreme_values_are_taken() {
             Outcome::TimedOut,
         ] {
             metrics.record(&TaskRecord {
-                task: TaskInfo {
-                    id: TaskId(i as u64),
-                    priority: i32::MIN,
-                    metadata: Metadata::new(),
-                    tenant: None,
-                },
+                task: TaskInfo::new(TaskId(i as u64)).with_priority(i32::MIN),
                 queued_at: now,
                 first_started_at: Some(now),
                 finished_at,

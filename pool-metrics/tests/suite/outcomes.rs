@@ -147,17 +147,12 @@ async fn a_scripted_mix_gives_exact_rates_kinds_and_retries() {
 
 #[test]
 fn deferrals_are_counted_as_they_happen_and_exported() {
-    use pool_core::{Event, Metadata, Observer, TaskId, TaskInfo};
+    use pool_core::{Event, Observer, TaskId, TaskInfo};
     let metrics = Metrics::new(MetricsConfig::new().memory(MemoryMode::Light)).unwrap();
     let now = std::time::Instant::now();
     for id in 0..3 {
         metrics.on_event(&Event::TaskDeferred {
-            task: TaskInfo {
-                id: TaskId(id),
-                priority: 0,
-                metadata: Metadata::new(),
-                tenant: None,
-            },
+            task: TaskInfo::new(TaskId(id)),
             until: now + ms(100),
             delay: ms(100),
         });

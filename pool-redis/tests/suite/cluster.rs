@@ -199,11 +199,8 @@ async fn permits_on_a_cluster_survive_a_master_failover() {
 
 /// Books moments of two keys at once through `rates` (one call can carry both).
 async fn book_moments(rates: &RedisRateLimiter<String>) {
-    let tasks = [(1, "a"), (2, "b")].map(|(id, tenant)| TaskInfo {
-        id: TaskId(id),
-        priority: 0,
-        metadata: Metadata::new().with("tenant", tenant),
-        tenant: None,
+    let tasks = [(1, "a"), (2, "b")].map(|(id, tenant)| {
+        TaskInfo::new(TaskId(id)).with_metadata(Metadata::new().with("tenant", tenant))
     });
     for permit in futures::future::join_all(tasks.iter().map(|task| rates.acquire(task))).await {
         drop(permit.expect("a moment"));

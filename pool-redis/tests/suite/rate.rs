@@ -37,12 +37,7 @@ async fn limiter(
 }
 
 fn task_of(tenant: &str) -> TaskInfo {
-    TaskInfo {
-        id: pool_core::TaskId(u64::MAX),
-        priority: 0,
-        metadata: Metadata::new().with("tenant", tenant),
-        tenant: None,
-    }
+    TaskInfo::new(pool_core::TaskId(u64::MAX)).with_metadata(Metadata::new().with("tenant", tenant))
 }
 
 fn labelled(tenant: &str) -> TaskOptions {

@@ -332,16 +332,11 @@ impl Admission for CircuitBreaker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::task::{ErrorClass, Metadata, TaskId};
+    use crate::task::{ErrorClass, TaskId};
     use futures_util::FutureExt;
 
     fn task() -> TaskInfo {
-        TaskInfo {
-            id: TaskId(0),
-            priority: 0,
-            metadata: Metadata::new(),
-            tenant: None,
-        }
+        TaskInfo::new(TaskId(0))
     }
 
     /// An attempt admitted now, if the breaker admits it without waiting.

@@ -61,12 +61,7 @@ impl Finished {
             .checked_sub(total)
             .unwrap_or(self.finished_at);
         TaskRecord {
-            task: TaskInfo {
-                id: TaskId(self.id),
-                priority: 0,
-                metadata: self.metadata.clone(),
-                tenant: None,
-            },
+            task: TaskInfo::new(TaskId(self.id)).with_metadata(self.metadata.clone()),
             queued_at,
             first_started_at: Some(queued_at + self.queue_wait),
             finished_at: self.finished_at,
