@@ -15,6 +15,7 @@
 //! permit goes to the next waiter), or it left later (cancelled while queued again, refused
 //! by another policy). So an answer not taken within a sweep period is dropped, which releases
 //! its permit: a permit is never held for a task that is gone longer than two sweep periods.
+//! Answers are stamped on the pool's clock (its [`Executor`]), as the agent's sweeps are.
 //!
 //! [`Precheck::ParkUntilWoken`]: pool_core::Precheck::ParkUntilWoken
 
@@ -22,7 +23,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Instant;
 
-use pool_core::{TaskId, Wakeup};
+use pool_core::{Executor, TaskId, Wakeup};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::agent::{Request, Waiter};
@@ -40,6 +41,8 @@ pub(crate) const MIN_WINDOW: usize = 4;
 pub(crate) struct Claims {
     state: Mutex<State>,
     requests: UnboundedSender<Request>,
+    /// The clock answers are stamped with (the agent's, so its sweeps compare like with like).
+    clock: Arc<dyn Executor>,
     /// Itself, for the waiters it sends to the agent.
     me: Weak<Claims>,
 }
@@ -107,10 +110,11 @@ impl Drop for RunningLease {
 }
 
 impl Claims {
-    pub(crate) fn new(requests: UnboundedSender<Request>) -> Arc<Self> {
+    pub(crate) fn new(requests: UnboundedSender<Request>, clock: Arc<dyn Executor>) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
             state: Mutex::new(State::default()),
             requests,
+            clock,
             me: me.clone(),
         })
     }
@@ -192,7 +196,7 @@ impl Claims {
                 .is_err()
             {
                 // The agent stopped: the task takes the refusal when it comes back.
-                claim.answer = Some((Err(PermitError::Closed), Instant::now()));
+                claim.answer = Some((Err(PermitError::Closed), self.clock.now()));
                 wake.push(claim.wakeup.clone());
             }
             state.asked += 1;
@@ -285,13 +289,18 @@ impl ParkedWaiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pool_core::SimExecutor;
     use std::time::Duration;
     use tokio::sync::mpsc;
 
     /// Claims and the agent's side of their channel: the parked waiters they asked for.
     fn claims() -> (Arc<Claims>, mpsc::UnboundedReceiver<Request>) {
+        claims_on(Arc::new(SimExecutor::new()))
+    }
+
+    fn claims_on(clock: Arc<dyn Executor>) -> (Arc<Claims>, mpsc::UnboundedReceiver<Request>) {
         let (sender, receiver) = mpsc::unbounded_channel();
-        (Claims::new(sender), receiver)
+        (Claims::new(sender, clock), receiver)
     }
 
     fn asked(receiver: &mut mpsc::UnboundedReceiver<Request>) -> Vec<ParkedWaiter> {
@@ -309,7 +318,7 @@ mod tests {
     #[test]
     fn a_claim_is_made_once_asked_once_answered_once_and_taken_once() {
         let (claims, mut agent) = claims();
-        let now = Instant::now();
+        let now = claims.clock.now();
         let Found::Waiting(wakeup) = claims.find(TaskId(1)) else {
             panic!("no answer yet")
         };
@@ -339,7 +348,7 @@ mod tests {
     #[test]
     fn asks_stay_within_twice_the_running_leases() {
         let (claims, mut agent) = claims();
-        let now = Instant::now();
+        let now = claims.clock.now();
         for id in 0..20 {
             claims.find(TaskId(id));
         }
@@ -373,7 +382,7 @@ mod tests {
     #[test]
     fn answers_not_taken_in_time_and_abandoned_claims_are_swept() {
         let (claims, mut agent) = claims();
-        let now = Instant::now();
+        let now = claims.clock.now();
         for id in 0..3 {
             claims.find(TaskId(id));
         }
@@ -414,6 +423,27 @@ mod tests {
         assert!(wakeup.is_woken(), "woken at once with the refusal");
         assert!(matches!(
             claims.take(TaskId(3)),
+            Some(Err(PermitError::Closed))
+        ));
+    }
+
+    /// A refusal is stamped on the pool's clock, not the wall clock: on a virtual clock an
+    /// hour ahead, a sweep of answers older than a second keeps a refusal made just now.
+    #[test]
+    fn a_refusal_is_stamped_on_the_pool_s_clock() {
+        let sim = Arc::new(SimExecutor::new());
+        sim.advance(Duration::from_secs(3_600));
+        let (claims, agent) = claims_on(Arc::clone(&sim) as Arc<dyn Executor>);
+        drop(agent);
+        claims.find(TaskId(5));
+        assert_eq!(claims.sweep(sim.now() - Duration::from_secs(1)), 0);
+        assert_eq!(
+            claims.counts().0,
+            1,
+            "the refusal is fresh on the pool's clock"
+        );
+        assert!(matches!(
+            claims.take(TaskId(5)),
             Some(Err(PermitError::Closed))
         ));
     }

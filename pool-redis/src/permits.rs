@@ -115,7 +115,7 @@ impl RedisPermits {
     }
 
     fn with_own_claims(inner: Arc<Inner>) -> Self {
-        let claims = Claims::new(inner.requests.clone());
+        let claims = Claims::new(inner.requests.clone(), Arc::clone(&inner.executor));
         inner.shared.register(&claims);
         Self { inner, claims }
     }
