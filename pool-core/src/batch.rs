@@ -9,7 +9,7 @@ use futures_util::future::FusedFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use crate::error::TaskError;
-use crate::handle::TaskHandle;
+use crate::handle::{IndexedHandle, TaskHandle};
 use crate::make_attempt::MakeAttempt;
 use crate::pool::Pool;
 use crate::task::{ErrorClass, Retryable, TaskOptions};
@@ -90,7 +90,7 @@ type OnError<E> = Box<dyn FnMut(usize, &TaskError<E>) + Send>;
 pub struct Batch<T, E> {
     /// Handles not yet polled: moved into `pending` on the first poll.
     handles: Vec<TaskHandle<T, E>>,
-    pending: FuturesUnordered<Indexed<T, E>>,
+    pending: FuturesUnordered<IndexedHandle<T, E>>,
     results: Vec<Option<T>>,
     errors: Vec<BatchError<E>>,
     on_complete: Option<OnComplete<T>>,
@@ -178,7 +178,7 @@ impl<T, E> Future for Batch<T, E> {
                 .handles
                 .drain(..)
                 .enumerate()
-                .map(|(index, handle)| Indexed { index, handle })
+                .map(|(index, handle)| handle.indexed(index))
                 .collect();
         }
         while let Poll::Ready(Some((index, result))) = this.pending.poll_next_unpin(cx) {
@@ -213,23 +213,6 @@ impl<T, E> Future for Batch<T, E> {
 impl<T, E> FusedFuture for Batch<T, E> {
     fn is_terminated(&self) -> bool {
         self.finished
-    }
-}
-
-/// A batch item's handle, resolving to its index and result.
-struct Indexed<T, E> {
-    index: usize,
-    handle: TaskHandle<T, E>,
-}
-
-impl<T, E> Future for Indexed<T, E> {
-    type Output = (usize, Result<T, TaskError<E>>);
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let index = self.index;
-        Pin::new(&mut self.handle)
-            .poll(cx)
-            .map(|result| (index, result))
     }
 }
 

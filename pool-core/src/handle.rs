@@ -38,6 +38,16 @@ impl<T, E> TaskHandle<T, E> {
     pub fn try_result(&mut self) -> Option<Result<T, TaskError<E>>> {
         self.task.try_result()
     }
+
+    /// This handle, resolving to `(index, result)`: for many handles polled together (in a
+    /// `FuturesUnordered`, say) whose results must say which item each one is, as a batch's
+    /// and a run's do.
+    pub fn indexed(self, index: usize) -> IndexedHandle<T, E> {
+        IndexedHandle {
+            index,
+            handle: self,
+        }
+    }
 }
 
 impl<T, E> Future for TaskHandle<T, E> {
@@ -45,6 +55,41 @@ impl<T, E> Future for TaskHandle<T, E> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.task.poll_result(cx)
+    }
+}
+
+/// A [`TaskHandle`] that resolves to its index beside its result; from
+/// [`TaskHandle::indexed`].
+#[must_use = "a handle does nothing unless awaited; dropping it lets the task run detached"]
+pub struct IndexedHandle<T, E> {
+    index: usize,
+    handle: TaskHandle<T, E>,
+}
+
+impl<T, E> fmt::Debug for IndexedHandle<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IndexedHandle")
+            .field("index", &self.index)
+            .field("handle", &self.handle)
+            .finish()
+    }
+}
+
+impl<T, E> IndexedHandle<T, E> {
+    /// The index it resolves with.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+}
+
+impl<T, E> Future for IndexedHandle<T, E> {
+    type Output = (usize, Result<T, TaskError<E>>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let index = self.index;
+        Pin::new(&mut self.handle)
+            .poll(cx)
+            .map(|result| (index, result))
     }
 }
 

@@ -87,7 +87,7 @@ pub use executor::TokioExecutor;
 pub use executor::{BoxFuture, Executor};
 #[cfg(feature = "test-util")]
 pub use executor::{Deadlock, SimExecutor};
-pub use handle::TaskHandle;
+pub use handle::{IndexedHandle, TaskHandle};
 pub use make_attempt::MakeAttempt;
 pub use observer::{Event, EventKind, Observer, TaskInfo, TaskRecord};
 pub use outcome::{AttemptResult, Outcome};

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use futures::stream::{FusedStream, FuturesUnordered, Stream, StreamExt};
 use pool_core::{
-    BatchError, BatchResult, BoxFuture, CancellationToken, Metadata, Pool, TaskError, TaskHandle,
-    TaskOptions,
+    BatchError, BatchResult, BoxFuture, CancellationToken, IndexedHandle, Metadata, Pool,
+    TaskError, TaskHandle, TaskOptions,
 };
 
 use crate::progress::{ItemOutcome, Progress, ProgressTracker};
@@ -124,7 +124,7 @@ pub struct Run<T, E, M> {
     pool: Pool,
     input: Option<Input<T, E>>,
     next_index: usize,
-    in_flight: FuturesUnordered<InFlight<T, E>>,
+    in_flight: FuturesUnordered<IndexedHandle<T, E>>,
     lookahead: usize,
     task_options: TaskOptions,
     /// Cancels this run's tasks (fail-fast, drop).
@@ -343,7 +343,7 @@ impl<T, E, M> Run<T, E, M> {
                 Poll::Ready(Some(submit)) => {
                     let index = self.take_index();
                     let handle = submit(&self.pool, self.task_options.clone());
-                    self.in_flight.push(InFlight { index, handle });
+                    self.in_flight.push(handle.indexed(index));
                 }
                 Poll::Ready(None) => self.input = None,
                 Poll::Pending => return,
@@ -564,22 +564,5 @@ where
 {
     fn is_terminated(&self) -> bool {
         self.finished
-    }
-}
-
-/// An item handed to the pool: resolves to its index and result.
-struct InFlight<T, E> {
-    index: usize,
-    handle: TaskHandle<T, E>,
-}
-
-impl<T, E> Future for InFlight<T, E> {
-    type Output = (usize, Result<T, TaskError<E>>);
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let index = self.index;
-        Pin::new(&mut self.handle)
-            .poll(cx)
-            .map(|result| (index, result))
     }
 }
