@@ -39,7 +39,6 @@ mod error;
 mod machine;
 mod matrix;
 mod measure;
-mod memory;
 mod overhead;
 mod payload;
 mod report;
@@ -60,14 +59,13 @@ pub use error::BenchError;
 pub use machine::{MachineInfo, Versions};
 pub use matrix::{measure_in_child, run_matrix, MatrixOptions};
 pub use measure::{measure_case, worker_threads, CaseMeasurement, Repetitions};
-pub use memory::{current_rss_bytes, peak_rss_bytes, MIB};
 pub use overhead::{
     measure_waiting_bytes, run_overhead, waiting_bytes_in_child, Comparison, GoalCheck,
     LatencyResult, OverheadOptions, OverheadReport, Peer, QueuedMemory, RoundSample, Waiting,
     ORIGINAL_NOOP_OPS_PER_SEC,
 };
 pub use payload::{build_payload, BYTES_PER_POSITION};
-pub use report::{CaseResult, FailedCase, MatrixReport, HEADLINE, POOLED_PEAK_GOAL_MB};
+pub use report::{CaseResult, FailedCase, MatrixReport, HEADLINE, MIB, POOLED_PEAK_GOAL_MB};
 pub use stats::Summary;
 #[cfg(feature = "s3-loopback")]
 pub use transfer::{

@@ -2,13 +2,13 @@
 //! process's peak memory afterwards. Run it in a fresh process per case (as the matrix
 //! does) so the peak is that case's own.
 
+use pool_metrics::{MemoryProbe, ProcessRss};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Backend;
 use crate::case::Case;
 use crate::engine::run_case;
 use crate::error::BenchError;
-use crate::memory::{current_rss_bytes, peak_rss_bytes};
 
 /// How many times a case runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,7 +70,8 @@ pub fn measure_case(
         .build()
         .map_err(|error| BenchError::Setup(format!("tokio runtime: {error}")))?;
     let store = backend.open()?;
-    let baseline_rss_bytes = current_rss_bytes();
+    let memory = ProcessRss::new();
+    let baseline_rss_bytes = memory.resident_bytes();
     let (durations_ms, retries) = runtime.block_on(async {
         for run in 0..repetitions.warmup {
             run_case(case, store.clone(), run).await?;
@@ -88,7 +89,7 @@ pub fn measure_case(
         case: *case,
         durations_ms,
         retries,
-        peak_rss_bytes: peak_rss_bytes(),
+        peak_rss_bytes: memory.peak_resident_bytes(),
         baseline_rss_bytes,
         worker_threads: workers,
     })

@@ -11,9 +11,11 @@ use crate::engine::{split_concurrency, SEPARATE_POOLS};
 use crate::error::BenchError;
 use crate::machine::{MachineInfo, Versions};
 use crate::measure::{CaseMeasurement, Repetitions};
-use crate::memory::MIB;
 use crate::payload::BYTES_PER_POSITION;
 use crate::stats::Summary;
+
+/// Bytes in a mebibyte, the unit of `peak_rss_mb`.
+pub const MIB: f64 = 1024.0 * 1024.0;
 
 /// s3db.js's headline case: 10,000 operations × 1,000 positions at C = 200.
 pub const HEADLINE: (usize, usize, usize) = (10_000, 1_000, 200);

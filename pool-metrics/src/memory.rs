@@ -35,8 +35,13 @@ where
     }
 }
 
-/// The process's resident set size (RSS), read through `sysinfo`: on Linux one read of
-/// `/proc/self/stat…` per call.
+/// The process's resident set size (RSS): now ([`resident_bytes`](MemoryProbe::resident_bytes),
+/// through `sysinfo`: on Linux one read of `/proc/self/stat…` per call) and at its highest
+/// ([`peak_resident_bytes`](Self::peak_resident_bytes)).
+///
+/// The two are different figures: a collector samples the current one over time; a
+/// benchmark that runs each case in a fresh process wants the peak, which falls between any
+/// two samples.
 #[cfg(feature = "process-memory")]
 pub struct ProcessRss {
     pid: Option<sysinfo::Pid>,
@@ -53,6 +58,35 @@ impl ProcessRss {
             system: Mutex::new(sysinfo::System::new().ok()),
         }
     }
+}
+
+#[cfg(feature = "process-memory")]
+impl ProcessRss {
+    /// The most this process has had resident since it started (its high-water mark), in
+    /// bytes: `VmHWM` of `/proc/self/status`. Linux only; `None` elsewhere or where `/proc`
+    /// is missing. (Not `getrusage`'s `ru_maxrss`: a child started by `posix_spawn` or
+    /// `vfork` inherits its parent's peak in that figure.)
+    pub fn peak_resident_bytes(&self) -> Option<u64> {
+        if cfg!(target_os = "linux") {
+            let status = std::fs::read_to_string("/proc/self/status").ok()?;
+            kib_field(&status, "VmHWM:")
+        } else {
+            None
+        }
+    }
+}
+
+/// Reads a `Name:   1234 kB` line of a `/proc/<pid>/status` text, in bytes.
+#[cfg(feature = "process-memory")]
+fn kib_field(status: &str, field: &str) -> Option<u64> {
+    let line = status.lines().find(|line| line.starts_with(field))?;
+    let kib: u64 = line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    kib.checked_mul(1024)
 }
 
 #[cfg(feature = "process-memory")]
@@ -294,10 +328,26 @@ mod tests {
 
     #[cfg(feature = "process-memory")]
     #[test]
-    fn process_rss_reads_something_on_linux() {
-        let rss = ProcessRss::new().resident_bytes();
+    fn process_rss_reads_now_and_the_peak_on_linux() {
+        let probe = ProcessRss::new();
+        let one_mib_more = std::hint::black_box(vec![1u8; 1 << 20]);
+        let (now, peak) = (probe.resident_bytes(), probe.peak_resident_bytes());
         if cfg!(target_os = "linux") {
-            assert!(rss.is_some_and(|bytes| bytes > 0), "got {rss:?}");
+            // No order between the two: the kernel updates the high-water mark lazily, so
+            // the current figure can briefly exceed it.
+            let at_least = one_mib_more.len() as u64;
+            assert!(now.is_some_and(|bytes| bytes > at_least), "now: {now:?}");
+            assert!(peak.is_some_and(|bytes| bytes > at_least), "peak: {peak:?}");
         }
+    }
+
+    #[cfg(feature = "process-memory")]
+    #[test]
+    fn status_fields_read_in_kib() {
+        let status = "Name:\tpool-bench\nVmHWM:\t   20480 kB\nVmRSS:\t    1024 kB\n";
+        assert_eq!(kib_field(status, "VmHWM:"), Some(20480 * 1024));
+        assert_eq!(kib_field(status, "VmRSS:"), Some(1024 * 1024));
+        assert_eq!(kib_field(status, "VmSwap:"), None);
+        assert_eq!(kib_field("VmHWM:\tlots kB\n", "VmHWM:"), None);
     }
 }

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use pool_core::policy::{RateLimit, RateLimiter};
 use pool_core::{Executor, Pool, TaskError, TaskHandle, TaskOptions, TokioExecutor};
+use pool_metrics::{MemoryProbe, ProcessRss};
 use serde::{Deserialize, Serialize};
 
 use crate::error::BenchError;
-use crate::memory::current_rss_bytes;
 
 /// How the measured tasks wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -59,7 +59,7 @@ pub fn measure_waiting_bytes(
     if tasks < 2 {
         return Err(BenchError::ZeroSize { field: "tasks" });
     }
-    let unavailable = || BenchError::Setup("no /proc/self/status to read RSS from".to_owned());
+    let unavailable = || BenchError::Setup("this platform's RSS cannot be read".to_owned());
     let setup = |error: pool_core::ConfigError| BenchError::Setup(error.to_string());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(crate::measure::worker_threads())
@@ -80,7 +80,8 @@ pub fn measure_waiting_bytes(
         if waiting == Waiting::Queued {
             pool.pause();
         }
-        let rss_before_bytes = current_rss_bytes().ok_or_else(unavailable)?;
+        let memory = ProcessRss::new();
+        let rss_before_bytes = memory.resident_bytes().ok_or_else(unavailable)?;
         let handles: Vec<TaskHandle<(), Infallible>> = (0..tasks)
             .map(|_| pool.enqueue(|| async { Ok::<(), Infallible>(()) }, TaskOptions::new()))
             .collect();
@@ -97,7 +98,7 @@ pub fn measure_waiting_bytes(
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
-        let rss_queued_bytes = current_rss_bytes().ok_or_else(unavailable)?;
+        let rss_queued_bytes = memory.resident_bytes().ok_or_else(unavailable)?;
         match waiting {
             Waiting::Queued => pool.resume(),
             Waiting::Parked => pool.stop_now(),

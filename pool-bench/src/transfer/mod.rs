@@ -12,6 +12,7 @@ mod run;
 use std::fmt;
 use std::path::PathBuf;
 
+use pool_metrics::{MemoryProbe, ProcessRss};
 use serde::{Deserialize, Serialize};
 
 pub use report::{Goal, ServerDelta, TransferGoals, TransferReport, TransferRow, TransferRun};
@@ -20,7 +21,6 @@ pub use run::{run_transfer, TransferOptions};
 use crate::cpu::Stopwatch;
 use crate::error::BenchError;
 use crate::measure::worker_threads;
-use crate::memory::{current_rss_bytes, peak_rss_bytes};
 
 /// Who moves the bytes.
 #[derive(
@@ -220,14 +220,15 @@ pub fn measure_transfer(spec: &TransferSpec) -> Result<TransferMeasurement, Benc
         .enable_all()
         .build()
         .map_err(|error| BenchError::Setup(format!("tokio runtime: {error}")))?;
+    let memory = ProcessRss::new();
     let (timing, baseline, outcome) = runtime.block_on(async {
         let prepared = engines::prepare(spec)?;
-        let baseline = current_rss_bytes();
+        let baseline = memory.resident_bytes();
         let stopwatch = Stopwatch::start();
         let outcome = engines::run(spec, &prepared).await?;
         Ok::<_, BenchError>((stopwatch.stop(), baseline, outcome))
     })?;
-    let peak_rss_bytes = peak_rss_bytes();
+    let peak_rss_bytes = memory.peak_resident_bytes();
     let mut mismatches = outcome.mismatches;
     if let (Workload::Large, Direction::Download, Some(target)) =
         (spec.workload, spec.direction, &spec.target)

@@ -11,7 +11,7 @@ use super::run::TransferOptions;
 use super::{Direction, Scenario, TransferEngine, TransferMeasurement, Workload};
 use crate::error::BenchError;
 use crate::machine::{MachineInfo, Versions};
-use crate::memory::MIB;
+use crate::report::MIB;
 use crate::stats::Summary;
 
 /// What the server saw during one run (and the CPU time of the process it runs in).
