@@ -34,6 +34,10 @@ pub(crate) trait ResultSlot<T, E>: Send + Sync {
     fn id(&self) -> TaskId;
     fn poll_result(&self, cx: &mut Context<'_>) -> Poll<Result<T, TaskError<E>>>;
     fn try_result(&self) -> Option<Result<T, TaskError<E>>>;
+    /// Whether the task has resolved.
+    fn is_resolved(&self) -> bool;
+    /// Resolves the task `Cancelled` if it has not resolved yet; says whether it did.
+    fn abort(&self) -> bool;
 }
 
 /// A [`TaskEnd`] as the cell keeps it: the common endings inline, small enough that the
@@ -402,12 +406,24 @@ where
         }
     }
 
-    fn resolve(&self, end: TaskEnd) {
+    fn resolve(&self, end: TaskEnd) -> bool {
+        self.end_with(end)
+    }
+
+    fn is_resolved(&self) -> bool {
+        matches!(self.lock().phase, Phase::Ended(_))
+    }
+}
+
+impl<A: MakeAttempt, C> TaskCell<A, C> {
+    /// Ends the task with `end` and wakes its handle, unless it has ended already; says
+    /// whether it ended it.
+    fn end_with(&self, end: TaskEnd) -> bool {
         let (kept, in_cold) = Kept::keep(end);
         let (waiting, watch) = {
             let mut body = self.lock();
             if !matches!(body.phase, Phase::Waiting { .. }) {
-                return;
+                return false;
             }
             if in_cold.is_some() {
                 body.cold_mut().end = in_cold;
@@ -427,6 +443,7 @@ where
             drop_contained("a task's closure", make_attempt);
             waker.wake();
         }
+        true
     }
 }
 
@@ -461,6 +478,14 @@ where
             Phase::Waiting { .. } => None,
             Phase::Ended(kept) => Some(self.take_result(&mut body, kept)),
         }
+    }
+
+    fn is_resolved(&self) -> bool {
+        matches!(self.lock().phase, Phase::Ended(_))
+    }
+
+    fn abort(&self) -> bool {
+        self.end_with(TaskEnd::Cancelled)
     }
 }
 

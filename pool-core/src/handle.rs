@@ -3,29 +3,32 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
 use crate::cell::ResultSlot;
+use crate::engine::Engine;
 use crate::error::TaskError;
 use crate::task::TaskId;
 
 /// Resolves exactly once with the task's value or a [`TaskError`].
 ///
-/// The handle shares the task's one allocation with the pool (it is the size of a fat
-/// pointer); there is no separate channel.
+/// The handle shares the task's one allocation with the pool (beside a weak reference to
+/// the pool, for [`abort`](Self::abort)); there is no separate channel.
 ///
-/// Dropping the handle does not cancel the task (like a detached spawn); give the task a
-/// cancellation token in [`TaskOptions`](crate::TaskOptions) for that: cancelling the token
-/// resolves a queued or parked task at once, whether or not the handle is being awaited.
+/// Dropping the handle does not cancel the task (like a detached spawn): call
+/// [`abort`](Self::abort) first, or give the task a cancellation token in
+/// [`TaskOptions`](crate::TaskOptions) — cancelling the token resolves a queued or parked
+/// task at once, whether or not the handle is being awaited.
 #[must_use = "a handle does nothing unless awaited; dropping it lets the task run detached"]
 pub struct TaskHandle<T, E> {
     task: Arc<dyn ResultSlot<T, E>>,
+    engine: Weak<Engine>,
 }
 
 impl<T, E> TaskHandle<T, E> {
-    pub(crate) fn new(task: Arc<dyn ResultSlot<T, E>>) -> Self {
-        Self { task }
+    pub(crate) fn new(task: Arc<dyn ResultSlot<T, E>>, engine: Weak<Engine>) -> Self {
+        Self { task, engine }
     }
 
     /// The task's id (as seen in events and metrics).
@@ -33,10 +36,87 @@ impl<T, E> TaskHandle<T, E> {
         self.task.id()
     }
 
-    /// The result if the task has already resolved, without waiting. After it has returned
-    /// `Some` once, the result is gone: later calls (and awaiting) give `Err(Stopped)`.
-    pub fn try_result(&mut self) -> Option<Result<T, TaskError<E>>> {
-        self.task.try_result()
+    /// Whether the task has resolved: awaiting the handle now returns at once.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_resolved()
+    }
+
+    /// The result if the task has already resolved, without waiting; otherwise the handle
+    /// back, to await or to ask again. It takes the handle so that a result can be taken
+    /// only once: there is no handle left to await afterwards.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use pool_core::{Pool, TaskOptions, Transient};
+    /// let pool = Pool::builder().build().unwrap();
+    /// let handle = pool.enqueue(|| async { Ok::<_, Transient<&str>>(7) }, TaskOptions::new());
+    /// let value = match handle.try_result() {
+    ///     Ok(result) => result,              // already resolved
+    ///     Err(handle) => handle.await,       // not yet: wait for it
+    /// };
+    /// assert_eq!(value.unwrap(), 7);
+    /// # }
+    /// ```
+    ///
+    /// Awaiting a handle whose result was taken does not compile:
+    ///
+    /// ```compile_fail,E0382
+    /// # async fn f(pool: pool_core::Pool) {
+    /// # use pool_core::{TaskOptions, Transient};
+    /// let handle = pool.enqueue(|| async { Ok::<_, Transient<&str>>(7) }, TaskOptions::new());
+    /// let _ = handle.try_result();
+    /// let _ = handle.await; // use of moved value
+    /// # }
+    /// ```
+    pub fn try_result(self) -> Result<Result<T, TaskError<E>>, Self> {
+        match self.task.try_result() {
+            Some(result) => Ok(result),
+            None => Err(self),
+        }
+    }
+
+    /// Cancels this one task: the handle resolves with [`TaskError::Cancelled`] at once,
+    /// whatever state the task is in, unless it has resolved already (then nothing changes).
+    /// Calling it again changes nothing. Like tokio's `JoinHandle::abort`, it does not
+    /// consume the handle: await it afterwards to see how the task ended.
+    ///
+    /// What the pool does with the task:
+    /// - **Running**: its attempt is dropped at its next wake-up (it is not polled to its
+    ///   end), and it is not retried.
+    /// - **Queued or parked** (retry backoff, deferred by admission): a task with a
+    ///   cancellation token leaves the queue at once; one without keeps its place until its
+    ///   turn comes, and is then dropped without running (until then [`Stats::queued`] or
+    ///   `retrying` still count it).
+    /// - Either way the pool counts it as cancelled and observers see it end `Cancelled`
+    ///   (unless the pool stops first: then `Stopped`). An attempt that ends on its own at
+    ///   the same moment may be counted with its own ending; the handle still says
+    ///   `Cancelled`.
+    ///
+    /// [`Stats::queued`]: crate::Stats::queued
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use pool_core::{Pool, TaskError, TaskOptions, Transient};
+    /// let pool = Pool::builder().build().unwrap();
+    /// let handle = pool.enqueue(
+    ///     || async { std::future::pending::<Result<(), Transient<&str>>>().await },
+    ///     TaskOptions::new(),
+    /// );
+    /// tokio::task::yield_now().await; // it runs, forever
+    /// handle.abort();
+    /// assert!(matches!(handle.await, Err(TaskError::Cancelled)));
+    /// pool.drain().await; // its attempt was dropped
+    /// assert_eq!(pool.stats().cancelled, 1);
+    /// # }
+    /// ```
+    pub fn abort(&self) {
+        if self.task.abort() {
+            if let Some(engine) = self.engine.upgrade() {
+                engine.aborted(self.task.id());
+            }
+        }
     }
 
     /// This handle, resolving to `(index, result)`: for many handles polled together (in a

@@ -181,7 +181,7 @@ impl Pool {
         });
         let task = Arc::new(TaskCell::new(id, options, task, classify, engine));
         engine.enqueue(Arc::clone(&task) as TaskRef, waiting, info);
-        TaskHandle::new(task)
+        TaskHandle::new(task, Arc::downgrade(engine))
     }
 
     /// Changes the concurrency limit at once. Growing starts queued tasks now; shrinking

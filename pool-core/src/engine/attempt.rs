@@ -116,7 +116,7 @@ impl Engine {
                 let mut future = Some(future);
                 let deadline = deadline.map(|deadline| self.epoch.ticks(deadline));
                 let cut = cut_at(started_at, timeout, deadline);
-                let end = self.race(task.id(), &mut future, cut, cancellation).await;
+                let end = self.race(task, &mut future, cut, cancellation).await;
                 // Dropping a future can panic too; that must not take the runner down.
                 drop_contained("an attempt's future", future.take());
                 end
@@ -288,11 +288,11 @@ impl Engine {
 
     /// The attempt's future raced against its cut (timeout or deadline), `stop_now` and its
     /// token, polled in that order after the future itself (an attempt that finishes wins
-    /// over a timeout that fires in the same poll). Each poll of the future marks the thread as
-    /// polling `task` (see `nesting`).
+    /// over a timeout that fires in the same poll), then against an abort of `task` by its
+    /// handle. Each poll of the future marks the thread as polling `task` (see `nesting`).
     async fn race(
         &self,
-        task: crate::task::TaskId,
+        task: &TaskRef,
         future: &mut Option<AttemptFuture>,
         cut: Option<(Ticks, Cut)>,
         task_token: Option<CancellationToken>,
@@ -300,12 +300,17 @@ impl Engine {
         let mut timer: Option<BoxFuture<()>> = None;
         let mut stop_now: Option<BoxFuture<()>> = None;
         let mut cancelled: Option<BoxFuture<()>> = None;
+        // Made now, so an abort from here on wakes it; no allocation, and registered only
+        // if the attempt waits.
+        let mut aborted = std::pin::pin!(self.abort_wake.notified());
+        let mut watching_aborts = false;
+        let id = task.id();
         poll_fn(|cx| {
             let Some(attempt) = future.as_mut() else {
                 return Poll::Ready(AttemptEnd::Failed(crate::task::ErrorClass::Fatal));
             };
             let polled = catch(|| {
-                let _polling = Polling::enter(self, task);
+                let _polling = Polling::enter(self, id);
                 attempt.as_mut().poll(cx)
             });
             match polled {
@@ -333,6 +338,20 @@ impl Engine {
                 let cancelled =
                     cancelled.get_or_insert_with(|| Box::pin(token.clone().cancelled_owned()));
                 if cancelled.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(AttemptEnd::Cancelled);
+                }
+            }
+            // Every abort wakes every waiting attempt; only the aborted task's ends.
+            while std::future::Future::poll(aborted.as_mut(), cx).is_ready() {
+                if self.was_aborted(task) {
+                    return Poll::Ready(AttemptEnd::Cancelled);
+                }
+                aborted.set(self.abort_wake.notified());
+            }
+            if !watching_aborts {
+                // An abort between the start and the wait's making: its wake-up came before.
+                watching_aborts = true;
+                if self.was_aborted(task) {
                     return Poll::Ready(AttemptEnd::Cancelled);
                 }
             }

@@ -151,6 +151,11 @@ impl Engine {
         now: Ticks,
     ) -> Next {
         let task = job.task();
+        if self.was_aborted(task) {
+            // Its handle says `Cancelled` already: however the attempt ended, nothing follows.
+            state.counters.ended(&TaskEnd::Cancelled);
+            return Next::End(TaskEnd::Cancelled);
+        }
         let next = match end {
             AttemptEnd::Succeeded => Next::End(TaskEnd::Succeeded),
             AttemptEnd::Panicked(message) => Next::End(TaskEnd::Panicked(message)),

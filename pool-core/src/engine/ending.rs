@@ -198,7 +198,11 @@ impl Engine {
                 end.outcome(),
             )));
         }
-        job.resolve(end);
+        if job.resolve(end) {
+            // Aborted by its handle: settled now.
+            self.aborts
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 }
 

@@ -85,8 +85,12 @@ pub(crate) trait ErasedTask: Send + Sync {
     /// The timeline the task kept when it last left for a while (retry backoff, deferral).
     fn stored_timeline(&self) -> Option<Timeline>;
     fn store_timeline(&self, timeline: Timeline);
-    /// Ends the task and wakes its handle. A second call changes nothing.
-    fn resolve(&self, end: TaskEnd);
+    /// Ends the task and wakes its handle; says whether it did. A second call changes
+    /// nothing (the first may come from [`TaskHandle::abort`](crate::TaskHandle::abort)).
+    fn resolve(&self, end: TaskEnd) -> bool;
+    /// Whether the task has resolved. Before the engine finishes a task, only an abort
+    /// resolves it.
+    fn is_resolved(&self) -> bool;
 }
 
 /// What a task needs of the engine: to hear that its token fired, so a queued or parked
@@ -125,9 +129,11 @@ impl Job {
             .expect("a job holds its task until it is resolved or parked")
     }
 
-    pub(crate) fn resolve(mut self, end: TaskEnd) {
-        if let Some(task) = self.task.take() {
-            settle(task, end);
+    /// Resolves the task; says whether it was resolved by someone else first (an abort).
+    pub(crate) fn resolve(mut self, end: TaskEnd) -> bool {
+        match self.task.take() {
+            Some(task) => !settle(task, end),
+            None => false,
         }
     }
 }
@@ -135,9 +141,10 @@ impl Job {
 /// Resolves `task` and lets go of the engine's reference. If the handle is gone, that was the
 /// last one and the task's own state (its last value or error) is dropped here: a panic in
 /// that `Drop` is contained.
-fn settle(task: TaskRef, end: TaskEnd) {
-    task.resolve(end);
+fn settle(task: TaskRef, end: TaskEnd) -> bool {
+    let resolved = task.resolve(end);
     drop_contained("a task's result", task);
+    resolved
 }
 
 impl Drop for Job {

@@ -105,6 +105,11 @@ pub(crate) struct Engine {
     /// Wakes one parked runner when work arrives (cheaper than spawning a new one).
     work_ready: Notify,
     next_id: AtomicU64,
+    /// Tasks resolved by [`TaskHandle::abort`](crate::TaskHandle::abort) that the engine has
+    /// not finished yet: while there are none, no decision asks a task whether it was.
+    aborts: AtomicU64,
+    /// Wakes every running attempt when a task is aborted (each checks whether it was).
+    abort_wake: Notify,
 }
 
 impl std::fmt::Debug for Engine {
@@ -151,6 +156,8 @@ impl Engine {
             idle: Notify::new(),
             work_ready: Notify::new(),
             next_id: AtomicU64::new(0),
+            aborts: AtomicU64::new(0),
+            abort_wake: Notify::new(),
         }
     }
 
@@ -163,6 +170,20 @@ impl Engine {
     /// The executor's clock, in ticks.
     fn now(&self) -> Ticks {
         self.epoch.ticks(self.executor.now())
+    }
+
+    /// Task `id` was resolved by its handle's `abort`: a queued or parked task with a token
+    /// leaves at once; a running attempt ends at its next wake-up; the others are dropped
+    /// unrun when the engine next meets them (see [`job::ErasedTask::is_resolved`]).
+    pub(crate) fn aborted(&self, id: TaskId) {
+        self.aborts.fetch_add(1, Ordering::SeqCst);
+        job::CancelSink::cancelled(self, id);
+        self.abort_wake.notify_waiters();
+    }
+
+    /// Whether `task` was aborted (asked only while some abort is unsettled).
+    fn was_aborted(&self, task: &job::TaskRef) -> bool {
+        self.aborts.load(Ordering::SeqCst) > 0 && task.is_resolved()
     }
 
     pub(crate) fn next_task_id(&self) -> TaskId {

@@ -401,7 +401,12 @@ mod tests {
             None
         }
         fn store_timeline(&self, _: Timeline) {}
-        fn resolve(&self, _: TaskEnd) {}
+        fn resolve(&self, _: TaskEnd) -> bool {
+            true
+        }
+        fn is_resolved(&self) -> bool {
+            false
+        }
     }
 
     fn task() -> TaskRef {

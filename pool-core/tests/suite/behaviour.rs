@@ -166,7 +166,7 @@ async fn a_low_priority_task_is_not_starved_by_a_flood_within_the_aging_boost(en
         .map(|i| pool.enqueue(sleeper(&env, ms(10), i), TaskOptions::new().priority(5)))
         .collect();
     let t0 = env.now();
-    let mut low = {
+    let low = {
         let (started_at, env2) = (started_at.clone(), env.clone());
         pool.enqueue(
             move || {
@@ -177,7 +177,7 @@ async fn a_low_priority_task_is_not_starved_by_a_flood_within_the_aging_boost(en
         )
     };
     for i in 0..2_000u32 {
-        if low.try_result().is_some() {
+        if low.is_finished() {
             break;
         }
         flood.push(pool.enqueue(sleeper(&env, ms(10), i), TaskOptions::new().priority(5)));

@@ -77,7 +77,7 @@ async fn a_queued_task_past_its_deadline_resolves_then_and_never_starts(env: Env
     let t0 = env.now();
     let _blocker = blocker(&env, &pool, ms(100));
     let calls = Arc::new(AtomicU32::new(0));
-    let mut late = sleeper(
+    let late = sleeper(
         &env,
         &pool,
         ms(1),
@@ -85,13 +85,12 @@ async fn a_queued_task_past_its_deadline_resolves_then_and_never_starts(env: Env
         &calls,
     );
     env.sleep(ms(39)).await;
-    assert!(
-        late.try_result().is_none(),
-        "still waiting before its deadline"
-    );
+    assert!(!late.is_finished(), "still waiting before its deadline");
     env.sleep(ms(2)).await;
     // Resolved at its deadline, not when the slot frees at 100 ms.
-    let result = late.try_result().expect("resolved at its deadline");
+    let result = late
+        .try_result()
+        .unwrap_or_else(|_| panic!("resolved at its deadline"));
     assert!(
         matches!(
             result,
@@ -309,11 +308,13 @@ async fn a_task_in_backoff_is_not_woken_past_its_deadline(env: Env) {
         .unwrap();
     let t0 = env.now();
     let calls = Arc::new(AtomicU32::new(0));
-    let mut handle = failing(&env, &pool, ms(10), t0 + ms(150), &calls);
+    let handle = failing(&env, &pool, ms(10), t0 + ms(150), &calls);
     env.sleep(ms(50)).await;
     let _blocker = blocker(&env, &pool, Duration::from_secs(1));
     env.sleep(ms(101)).await;
-    let result = handle.try_result().expect("resolved at its deadline");
+    let result = handle
+        .try_result()
+        .unwrap_or_else(|_| panic!("resolved at its deadline"));
     assert!(
         matches!(
             result,
@@ -393,12 +394,14 @@ async fn a_retry_waiting_for_a_budget_token_ends_at_the_deadline(env: Env) {
     let calls = Arc::new(AtomicU32::new(0));
     // Attempt 1 over 0..10 ms, its retry paid; attempt 2 over 20..30; the next retry, due
     // at 50, cannot be paid and waits.
-    let mut handle = failing(&env, &pool, ms(10), t0 + ms(200), &calls);
+    let handle = failing(&env, &pool, ms(10), t0 + ms(200), &calls);
     env.sleep(ms(199)).await;
-    assert!(handle.try_result().is_none(), "waits for a token");
+    assert!(!handle.is_finished(), "waits for a token");
     assert_eq!(pool.stats().active, 0, "holding no slot");
     env.sleep(ms(2)).await;
-    let result = handle.try_result().expect("resolved at its deadline");
+    let result = handle
+        .try_result()
+        .unwrap_or_else(|_| panic!("resolved at its deadline"));
     assert!(
         matches!(
             result,

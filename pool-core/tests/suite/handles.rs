@@ -84,14 +84,140 @@ fn queued_handles_resolve_when_the_pool_goes_away_without_a_runtime() {
 }
 
 #[test]
-fn try_result_gives_the_value_once() {
+fn try_result_gives_the_value_and_a_handle_asked_too_early_still_gives_it() {
     current_thread().block_on(async {
         let pool = Pool::builder().build().unwrap();
-        let mut handle = pool.enqueue(|| async { Ok::<_, Infallible>(7) }, TaskOptions::new());
+        pool.pause();
+        let handle = pool.enqueue(|| async { Ok::<_, Infallible>(7) }, TaskOptions::new());
+        assert!(!handle.is_finished());
+        // Not resolved yet: the handle comes back, and awaiting it gives the value (it used
+        // to give `Stopped` once a `try_result` had run on it).
+        let handle = handle.try_result().expect_err("not resolved yet");
+        pool.resume();
+        assert_eq!(handle.await.unwrap(), 7);
+
+        let handle = pool.enqueue(|| async { Ok::<_, Infallible>(8) }, TaskOptions::new());
         pool.drain().await;
-        assert_eq!(handle.try_result().map(|r| r.ok()), Some(Some(7)));
-        assert!(matches!(handle.try_result(), Some(Err(TaskError::Stopped))));
-        assert!(matches!(handle.await, Err(TaskError::Stopped)));
+        assert!(handle.is_finished());
+        assert_eq!(handle.try_result().ok().map(Result::unwrap), Some(8));
+    });
+}
+
+/// A task that never finishes, and tells when its attempt's future is dropped.
+fn forever(
+    dropped: &Arc<AtomicUsize>,
+) -> impl FnMut() -> futures::future::BoxFuture<'static, Result<(), Infallible>> + Send + 'static {
+    let dropped = Arc::clone(dropped);
+    move || {
+        let guard = DropCount(Arc::clone(&dropped));
+        Box::pin(async move {
+            let _guard = guard;
+            std::future::pending().await
+        })
+    }
+}
+
+struct DropCount(Arc<AtomicUsize>);
+
+impl Drop for DropCount {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn abort_resolves_a_running_a_queued_and_a_parked_task_cancelled_at_once() {
+    current_thread().block_on(async {
+        let pool = Pool::builder()
+            .concurrency(1)
+            .retries(3)
+            .retry_delay(Duration::from_secs(3_600))
+            .max_retry_delay(Duration::from_secs(3_600))
+            .jitter(pool_core::Jitter::None)
+            .build()
+            .unwrap();
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let running = pool.enqueue(forever(&dropped), TaskOptions::new());
+        let queued_calls = Arc::new(AtomicUsize::new(0));
+        let calls = Arc::clone(&queued_calls);
+        let queued = pool.enqueue(
+            move || {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { Ok::<_, Infallible>(()) }
+            },
+            TaskOptions::new(),
+        );
+        tokio::task::yield_now().await;
+        assert_eq!(pool.stats().active, 1);
+        assert_eq!(pool.stats().queued, 1);
+
+        // Queued: resolves now; never runs.
+        queued.abort();
+        queued.abort();
+        assert!(matches!(
+            queued.now_or_never(),
+            Some(Err(TaskError::Cancelled))
+        ));
+        // Running: resolves now; its attempt is dropped, not retried.
+        running.abort();
+        assert!(running.is_finished());
+        assert!(matches!(running.await, Err(TaskError::Cancelled)));
+        tokio::task::yield_now().await;
+        assert_eq!(dropped.load(Ordering::SeqCst), 1, "the attempt was dropped");
+
+        // Parked in an hour of retry backoff: resolves now.
+        let parked = pool.enqueue(
+            || async { Err::<(), _>(pool_core::Transient("503")) },
+            TaskOptions::new(),
+        );
+        tokio::task::yield_now().await;
+        assert_eq!(pool.stats().retrying, 1);
+        parked.abort();
+        assert!(matches!(
+            parked.now_or_never(),
+            Some(Err(TaskError::Cancelled))
+        ));
+
+        // Finished: nothing changes.
+        let done = pool.enqueue(|| async { Ok::<_, Infallible>(5) }, TaskOptions::new());
+        tokio::task::yield_now().await;
+        assert!(done.is_finished());
+        done.abort();
+        assert_eq!(done.await.unwrap(), 5);
+
+        // The queued task is dropped unrun at its turn; the parked one when its hour is up.
+        tokio::time::sleep(Duration::from_secs(3_601)).await;
+        pool.drain().await;
+        let stats = pool.stats();
+        assert!(stats.in_balance(), "{stats:?}");
+        assert_eq!(stats.cancelled, 3, "{stats:?}");
+        assert_eq!(stats.retries, 1, "{stats:?}");
+        assert_eq!(
+            queued_calls.load(Ordering::SeqCst),
+            0,
+            "the aborted queued task never ran"
+        );
+    });
+}
+
+#[test]
+fn abort_of_a_task_with_a_token_takes_it_out_of_the_queue_at_once() {
+    current_thread().block_on(async {
+        let pool = Pool::builder().concurrency(1).build().unwrap();
+        pool.pause();
+        let token = pool_core::CancellationToken::new();
+        let handle = pool.enqueue(
+            || async { Ok::<_, Infallible>(()) },
+            TaskOptions::new().cancellation(token.clone()),
+        );
+        handle.abort();
+        assert!(matches!(handle.await, Err(TaskError::Cancelled)));
+        let stats = pool.stats();
+        assert_eq!((stats.queued, stats.cancelled), (0, 1), "{stats:?}");
+        assert!(
+            !token.is_cancelled(),
+            "the token is the caller's: abort leaves it alone"
+        );
     });
 }
 
@@ -135,10 +261,11 @@ fn a_dropped_handle_leaves_the_task_running_and_the_closure_is_freed_on_resoluti
     });
 }
 
+/// The task's one allocation (a fat pointer) and a weak reference to the pool, for `abort`.
 #[test]
-fn a_handle_is_two_words() {
+fn a_handle_is_three_words() {
     assert_eq!(
         std::mem::size_of::<pool_core::TaskHandle<(), Infallible>>(),
-        2 * std::mem::size_of::<usize>()
+        3 * std::mem::size_of::<usize>()
     );
 }

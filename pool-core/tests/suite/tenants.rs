@@ -244,7 +244,7 @@ async fn tenants_share_within_a_priority_level_and_aging_still_lifts_the_lower_o
     let log = Log::default();
     let started_at = Arc::new(Mutex::new(None::<Instant>));
     let t0 = env.now();
-    let mut low = {
+    let low = {
         let (env2, started_at) = (env.clone(), started_at.clone());
         pool.enqueue(
             move || {
@@ -256,7 +256,7 @@ async fn tenants_share_within_a_priority_level_and_aging_still_lifts_the_lower_o
     };
     let mut flood = Vec::new();
     for _ in 0..1_000 {
-        if low.try_result().is_some() {
+        if low.is_finished() {
             break;
         }
         for tenant in ["x", "y"] {

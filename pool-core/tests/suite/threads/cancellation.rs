@@ -150,3 +150,79 @@ fn a_task_enqueued_with_a_cancelled_token_resolves_cancelled_at_once() {
         assert!(matches!(handle.await, Err(TaskError::Cancelled)));
     });
 }
+
+/// Aborts from another OS thread race attempts starting, running, failing into backoff and
+/// finishing: every handle resolves exactly once, an aborted one `Cancelled` unless it had
+/// resolved before, and the counters add up with nothing left running.
+#[test]
+fn aborts_from_another_thread_resolve_each_task_exactly_once() {
+    runtime(3).block_on(async {
+        let pool = Pool::builder()
+            .concurrency(4)
+            .retries(2)
+            .retry_delay(Duration::from_millis(1))
+            // The never-ending tasks end only by their abort: a missed one hangs the drain.
+            .no_timeout()
+            .build()
+            .unwrap();
+        let handles: Vec<_> = (0..400u32)
+            .map(|i| {
+                pool.enqueue(
+                    move || async move {
+                        match i % 4 {
+                            0 => Ok(i),
+                            1 => Err(Failure(ErrorClass::Retryable)),
+                            2 => {
+                                tokio::time::sleep(Duration::from_micros(200)).await;
+                                Ok(i)
+                            }
+                            _ => std::future::pending().await,
+                        }
+                    },
+                    TaskOptions::new(),
+                )
+            })
+            .collect();
+        let handles = std::sync::Arc::new(handles);
+        let aborter = {
+            let handles = std::sync::Arc::clone(&handles);
+            std::thread::spawn(move || {
+                for (i, handle) in handles.iter().enumerate() {
+                    // The never-ending ones all; a third of the others.
+                    if i % 4 == 3 || i % 3 == 0 {
+                        handle.abort();
+                    }
+                    if i % 16 == 0 {
+                        std::thread::yield_now();
+                    }
+                }
+            })
+        };
+        within(
+            "the aborter",
+            tokio::task::spawn_blocking(move || aborter.join()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let handles = std::sync::Arc::into_inner(handles).expect("the aborter is done");
+        let mut cancelled = 0;
+        for (i, handle) in handles.into_iter().enumerate() {
+            match within("a handle", handle).await {
+                Err(TaskError::Cancelled) => {
+                    assert!(i % 4 == 3 || i % 3 == 0, "task {i} was not aborted");
+                    cancelled += 1;
+                }
+                Ok(_) | Err(TaskError::Failed { .. }) => assert!(i % 4 != 3),
+                other => panic!("task {i}: {other:?}"),
+            }
+        }
+        within("drain", pool.drain()).await;
+        let stats = pool.stats();
+        assert!(stats.in_balance(), "{stats:?}");
+        assert_eq!(stats.active, 0, "{stats:?}");
+        assert!(cancelled >= 100, "{cancelled}");
+        // An attempt that ended at the moment of its abort may be counted with its own end.
+        assert!(stats.cancelled <= cancelled, "{stats:?} vs {cancelled}");
+    });
+}
