@@ -205,10 +205,14 @@ impl Drop for PendingUpload {
 }
 
 /// object_store's own `MultipartUpload`, aborted in the background if it is dropped before
-/// it completed or was aborted (a pool attempt that timed out, a call that was dropped).
+/// it completed or was aborted (a pool attempt that timed out, a call that was dropped) —
+/// after the part it was sending, if any, has been answered.
 pub(crate) struct AbortOnDrop {
     upload: Option<Box<dyn MultipartUpload>>,
     path: Path,
+    /// The part being sent, as a task of its own so that dropping the call does not cut
+    /// it off mid-write (on a tokio runtime; elsewhere it is awaited in place).
+    sending: Option<tokio::task::JoinHandle<object_store::Result<()>>>,
 }
 
 impl AbortOnDrop {
@@ -216,7 +220,27 @@ impl AbortOnDrop {
         AbortOnDrop {
             upload: Some(upload),
             path,
+            sending: None,
         }
+    }
+
+    /// Sends one part and waits for its answer. Dropped meanwhile, the part still gets its
+    /// answer, and the abort waits for it.
+    pub(crate) async fn send_part(
+        &mut self,
+        part: object_store::PutPayload,
+    ) -> object_store::Result<()> {
+        let sending = self.upload().put_part(part);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return sending.await;
+        };
+        let handle = self.sending.insert(runtime.spawn(sending));
+        let sent = match handle.await {
+            Ok(sent) => sent,
+            Err(error) => Err(object_store::Error::JoinError { source: error }),
+        };
+        self.sending = None;
+        sent
     }
 
     pub(crate) fn upload(&mut self) -> &mut Box<dyn MultipartUpload> {
@@ -236,10 +260,14 @@ impl Drop for AbortOnDrop {
         let Some(mut upload) = self.upload.take() else {
             return;
         };
-        let path = self.path.clone();
+        let (path, sending) = (self.path.clone(), self.sending.take());
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
+                    if let Some(sending) = sending {
+                        // Its outcome does not matter; that it has one does.
+                        let _ = sending.await;
+                    }
                     if let Err(error) = upload.abort().await {
                         tracing::warn!(%path, %error, "aborting a dropped upload failed");
                     }

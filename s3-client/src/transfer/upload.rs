@@ -360,7 +360,7 @@ async fn upload_without_part_retries(
         let (mut part, mut permit) = first;
         loop {
             let len = part.content_length() as u64;
-            upload.upload().put_part(part).await.map_err(failed)?;
+            upload.send_part(part).await.map_err(failed)?;
             meter.piece_done(len, 1);
             drop(permit);
             if len < context.part_size {
