@@ -134,7 +134,7 @@ impl S3ClientBuilder {
         }
     }
 
-    /// Hedges `get`, `get_range` and `head`: a read that has not had its first byte by a
+    /// Hedges `get`, `get_range`, `head` and the ranges of `download_to`: a read that has not had its first byte by a
     /// quantile of the recent first-byte times gets a second request, the first to answer
     /// wins and the other is cancelled, under a budget (see [`HedgeConfig`] and
     /// [`S3Client::hedge_stats`]). Off by default. Needs the client's pool: hedges take

@@ -301,23 +301,23 @@ impl S3Client {
         let (hedger, pool) = (Arc::clone(hedger), pool.clone());
         let dispatcher = self.inner.dispatcher.clone();
         Call::new(move |options| {
-            Box::pin(async move {
-                let result = if options.bypass_pool {
-                    dispatcher
-                        .run(operation.as_str(), &key, &options, make(None))
-                        .await
-                } else {
-                    let read = HedgedRead {
-                        hedger: &hedger,
-                        pool: &pool,
-                        dispatcher: &dispatcher,
-                        operation: operation.as_str(),
-                        key: &key,
-                        options: &options,
-                    };
-                    read.run(|race, leg| make(Some((race, leg)))).await
+            let reading = if options.bypass_pool {
+                dispatcher.start(operation.as_str(), &key, &options, make(None))
+            } else {
+                let read = HedgedRead {
+                    hedger,
+                    pool,
+                    dispatcher,
+                    operation: operation.as_str(),
+                    key: key.clone(),
+                    options,
                 };
-                result.map_err(|error| ClientError::new(operation, key, error))
+                read.start(move |race, leg| make(Some((race, leg))))
+            };
+            Box::pin(async move {
+                reading
+                    .await
+                    .map_err(|error| ClientError::new(operation, key, error))
             })
         })
     }
@@ -473,6 +473,7 @@ impl S3Client {
             store: Arc::clone(&self.inner.store),
             multipart: self.inner.multipart_store.clone(),
             dispatcher: self.inner.dispatcher.clone(),
+            hedger: self.inner.hedger.clone(),
             budget: self.inner.budget.clone(),
             read_ahead: self.inner.read_ahead.clone(),
             part_size: self.inner.multipart.part_size as u64,

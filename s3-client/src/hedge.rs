@@ -144,7 +144,8 @@ impl HedgeConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct HedgeStats {
-    /// Reads that could be hedged (`get`, `get_range`, `head` through the pool).
+    /// Reads that could be hedged (`get`, `get_range`, `head` and downloads' ranges, through
+    /// the pool).
     pub reads: u64,
     /// Hedge attempts started: the extra requests (a hedge retried after an error counts each
     /// attempt; one cancelled as it started may not have reached the server).
@@ -444,53 +445,59 @@ impl Drop for CancelBoth {
     }
 }
 
-/// How a hedged read runs: its pool, hedger and dispatcher.
-pub(crate) struct HedgedRead<'a> {
-    pub(crate) hedger: &'a Arc<Hedger>,
-    pub(crate) pool: &'a Pool,
-    pub(crate) dispatcher: &'a Dispatcher,
+/// How a hedged read runs: its pool, hedger and dispatcher, and the call's options.
+pub(crate) struct HedgedRead {
+    pub(crate) hedger: Arc<Hedger>,
+    pub(crate) pool: Pool,
+    pub(crate) dispatcher: Dispatcher,
     pub(crate) operation: &'static str,
-    pub(crate) key: &'a str,
-    pub(crate) options: &'a CallOptions,
+    pub(crate) key: String,
+    pub(crate) options: CallOptions,
 }
 
 /// What a read's pool task resolves with.
 type ReadResult<T> = Result<T, TaskError<object_store::Error>>;
 
-impl HedgedRead<'_> {
-    /// Runs the read (`make(race, leg)` gives each request's attempts, which must go
-    /// through [`Race::attempt`]) and, if it is late, its hedge.
-    pub(crate) async fn run<T: Send + 'static>(
+impl HedgedRead {
+    /// Starts the read — its pool task is queued now, before the returned future is polled
+    /// (a download queues its ranges this way) — and returns what resolves with its result,
+    /// hedging it if it is late. `make(race, leg)` gives each request's attempts, which must
+    /// go through [`Race::attempt`]. Dropping the returned future, polled or not, cancels
+    /// both requests.
+    pub(crate) fn start<T: Send + 'static>(
         self,
-        make: impl Fn(Arc<Race>, Leg) -> Attempt<T>,
-    ) -> ReadResult<T> {
-        let hedger = self.hedger;
-        let race = Race::new(Arc::clone(hedger), self.options.task.cancellation_value());
-        let _cancel_both = CancelBoth(Arc::clone(&race));
-        let trigger = hedger.read_starts();
-        let read = self.start(&race, Leg::Read, &make);
-        let Some(trigger) = trigger else {
-            return read.await;
-        };
-        // The trigger counts from the read's start, not its queueing.
-        let started = std::pin::pin!(race.started.notified());
-        let read = match select(read, started).await {
-            Either::Left((result, _)) => return result,
-            Either::Right((_, read)) => read,
-        };
-        let answered = std::pin::pin!(race.answered.notified());
-        let late = std::pin::pin!(tokio::time::sleep(trigger));
-        let read = match select(read, select(answered, late)).await {
-            Either::Left((result, _)) => return result,
-            Either::Right((Either::Left(_), read)) => return read.await,
-            Either::Right((Either::Right(_), read)) => read,
-        };
-        if race.winner().is_some() {
-            return read.await;
-        }
-        match hedger.try_hedge(self.pool) {
-            Ok(()) => {}
-            Err(held) => {
+        make: impl Fn(Arc<Race>, Leg) -> Attempt<T> + Send + 'static,
+    ) -> BoxFuture<'static, ReadResult<T>> {
+        let race = Race::new(
+            Arc::clone(&self.hedger),
+            self.options.task.cancellation_value(),
+        );
+        let cancel_both = CancelBoth(Arc::clone(&race));
+        let trigger = self.hedger.read_starts();
+        let read = self.send(&race, Leg::Read, &make);
+        Box::pin(async move {
+            let _cancel_both = cancel_both;
+            let Some(trigger) = trigger else {
+                return read.await;
+            };
+            // The trigger counts from the read's start, not its queueing.
+            let started = std::pin::pin!(race.started.notified());
+            let read = match select(read, started).await {
+                Either::Left((result, _)) => return result,
+                Either::Right((_, read)) => read,
+            };
+            let answered = std::pin::pin!(race.answered.notified());
+            let late = std::pin::pin!(tokio::time::sleep(trigger));
+            let read = match select(read, select(answered, late)).await {
+                Either::Left((result, _)) => return result,
+                Either::Right((Either::Left(_), read)) => return read.await,
+                Either::Right((Either::Right(_), read)) => read,
+            };
+            if race.winner().is_some() {
+                return read.await;
+            }
+            let hedger = &self.hedger;
+            if let Err(held) = hedger.try_hedge(&self.pool) {
                 let counter = match held {
                     HoldBack::Budget => &hedger.over_budget,
                     HoldBack::Busy => &hedger.held_back,
@@ -498,25 +505,26 @@ impl HedgedRead<'_> {
                 counter.fetch_add(1, Ordering::Relaxed);
                 return read.await;
             }
-        }
-        let hedge = self.start(&race, Leg::Hedge, &make);
-        let (first, first_leg, other) = match select(read, hedge).await {
-            Either::Left((result, hedge)) => (result, Leg::Read, hedge),
-            Either::Right((result, read)) => (result, Leg::Hedge, read),
-        };
-        match race.winner() {
-            Some(winner) if winner == first_leg => first,
-            // The first to end was the loser, cancelled: the winner is reading its body.
-            Some(_) => other.await,
-            // The first failed without an answer; the other may still have one.
-            None => match other.await {
-                Ok(value) => Ok(value),
-                Err(_) => first,
-            },
-        }
+            let hedge = self.send(&race, Leg::Hedge, &make);
+            let (first, first_leg, other) = match select(read, hedge).await {
+                Either::Left((result, hedge)) => (result, Leg::Read, hedge),
+                Either::Right((result, read)) => (result, Leg::Hedge, read),
+            };
+            match race.winner() {
+                Some(winner) if winner == first_leg => first,
+                // The first to end was the loser, cancelled: the winner is reading its body.
+                Some(_) => other.await,
+                // The first failed without an answer; the other may still have one.
+                None => match other.await {
+                    Ok(value) => Ok(value),
+                    Err(_) => first,
+                },
+            }
+        })
     }
 
-    fn start<T: Send + 'static>(
+    /// Queues the pool task of `leg`, cancelled by the race's token for it.
+    fn send<T: Send + 'static>(
         &self,
         race: &Arc<Race>,
         leg: Leg,
@@ -528,7 +536,7 @@ impl HedgedRead<'_> {
             .cancellation(race.tokens[leg.index()].clone());
         self.dispatcher.start(
             self.operation,
-            self.key,
+            &self.key,
             &options,
             make(Arc::clone(race), leg),
         )

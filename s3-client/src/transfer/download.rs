@@ -2,12 +2,12 @@
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::future::{self, BoxFuture, Either};
 use futures::stream::{FuturesOrdered, StreamExt};
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStoreExt};
+use object_store::{GetOptions, GetRange, GetResult, ObjectMeta, ObjectStoreExt};
 use pool_core::TaskError;
 
 use super::buffers::{RangeBuffer, RangeBuffers};
@@ -16,6 +16,7 @@ use super::sink::RangeSink;
 use super::{io_failure, ByteBudget, TaskResult, TransferContext, TransferSummary};
 use crate::checksum::ResponseChecksums;
 use crate::dispatch::attempt;
+use crate::hedge::{HedgedRead, Leg, Race};
 use crate::integrity::{IntegrityError, Verifier};
 use crate::options::CallOptions;
 
@@ -28,8 +29,10 @@ struct Fetched {
     reports_checksums: bool,
 }
 
-/// One range read in full into one of `buffers` by a pool task (retried alone). The task is
-/// queued at once, not when the future is first polled.
+/// One range read in full into one of `buffers` by a pool task (retried alone), hedged like
+/// a `get_range` when the client hedges reads (the same trigger and budget; only the winner
+/// takes a buffer and reads its body). The task is queued at once, not when the future is
+/// first polled.
 fn fetch_range(
     context: &TransferContext,
     path: &Path,
@@ -39,36 +42,58 @@ fn fetch_range(
     buffers: &RangeBuffers,
 ) -> BoxFuture<'static, TaskResult<Fetched>> {
     let attempts = Arc::new(AtomicU64::new(0));
-    let head = Arc::new(Mutex::new(None));
     let (store, location) = (Arc::clone(&context.store), path.clone());
-    let (counter, head_slot, buffers) = (Arc::clone(&attempts), Arc::clone(&head), buffers.clone());
-    let run = attempt(move || {
-        counter.fetch_add(1, Ordering::Relaxed);
-        let (store, path, head_slot) =
-            (Arc::clone(&store), location.clone(), Arc::clone(&head_slot));
-        let mut buffer = buffers.take();
-        let options = GetOptions {
-            range: Some(GetRange::Bounded(range.clone())),
-            if_match: if_match.clone(),
-            ..GetOptions::default()
-        };
-        async move {
-            let result = store.get_opts(&path, options).await?;
-            let object = result.meta.clone();
-            let reports = result.extensions.get::<ResponseChecksums>().is_some();
-            crate::client::read_verified_into(result, buffer.bytes_mut()).await?;
-            *head_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some((object, reports));
-            Ok(buffer)
+    let (counter, buffers) = (Arc::clone(&attempts), buffers.clone());
+    let make = move |hedged: Option<(Arc<Race>, Leg)>| {
+        let (store, location, counter, buffers) = (
+            Arc::clone(&store),
+            location.clone(),
+            Arc::clone(&counter),
+            buffers.clone(),
+        );
+        let (range, if_match) = (range.clone(), if_match.clone());
+        attempt(move || {
+            // A range's retries are its read's: a hedge is not one.
+            if hedged.as_ref().is_none_or(|(_, leg)| *leg == Leg::Read) {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            let (store, path, buffers) = (Arc::clone(&store), location.clone(), buffers.clone());
+            let options = GetOptions {
+                range: Some(GetRange::Bounded(range.clone())),
+                if_match: if_match.clone(),
+                ..GetOptions::default()
+            };
+            let hedged = hedged.clone();
+            async move {
+                let request = store.get_opts(&path, options);
+                match hedged {
+                    None => read_range(request.await?, &buffers).await,
+                    Some((race, leg)) => {
+                        race.attempt(leg, request, |result| read_range(result, &buffers))
+                            .await
+                    }
+                }
+            }
+        })
+    };
+    let fetching = match (&context.hedger, context.dispatcher.pool()) {
+        (Some(hedger), Some(pool)) if !call.bypass_pool => {
+            let read = HedgedRead {
+                hedger: Arc::clone(hedger),
+                pool: pool.clone(),
+                dispatcher: context.dispatcher.clone(),
+                operation: "get",
+                key: path.to_string(),
+                options: call.clone(),
+            };
+            read.start(move |race, leg| make(Some((race, leg))))
         }
-    });
-    let fetching = context.dispatcher.start("get", path.as_ref(), call, run);
+        _ => context
+            .dispatcher
+            .start("get", path.as_ref(), call, make(None)),
+    };
     Box::pin(async move {
-        let bytes = fetching.await?;
-        let (meta, reports_checksums) = head
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .expect("a successful attempt records the metadata");
+        let (bytes, meta, reports_checksums) = fetching.await?;
         Ok(Fetched {
             bytes,
             meta,
@@ -76,6 +101,19 @@ fn fetch_range(
             reports_checksums,
         })
     })
+}
+
+/// Reads a range's response into a buffer: its bytes, the object's metadata, and whether
+/// the store reports stored checksums.
+async fn read_range(
+    result: GetResult,
+    buffers: &RangeBuffers,
+) -> object_store::Result<(RangeBuffer, ObjectMeta, bool)> {
+    let mut buffer = buffers.take();
+    let meta = result.meta.clone();
+    let reports = result.extensions.get::<ResponseChecksums>().is_some();
+    crate::client::read_verified_into(result, buffer.bytes_mut()).await?;
+    Ok((buffer, meta, reports))
 }
 
 /// The checksums stored with the object (a HEAD of the version being downloaded), queued at

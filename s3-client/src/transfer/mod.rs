@@ -28,6 +28,7 @@ pub(crate) use source::{BytesSource, ReaderSource};
 pub(crate) use upload::upload;
 
 use crate::dispatch::Dispatcher;
+use crate::hedge::Hedger;
 
 /// What a transfer needs from its client.
 #[derive(Clone)]
@@ -36,6 +37,8 @@ pub(crate) struct TransferContext {
     /// The store's multipart API, when it has one: then a failed part is sent again alone.
     pub(crate) multipart: Option<Arc<dyn MultipartStore>>,
     pub(crate) dispatcher: Dispatcher,
+    /// Hedges a download's ranges, when the client hedges reads.
+    pub(crate) hedger: Option<Arc<Hedger>>,
     pub(crate) budget: ByteBudget,
     /// Parts read ahead of their send, at most (uploads).
     pub(crate) read_ahead: ReadAhead,

@@ -292,3 +292,64 @@ async fn hedge_counts_reach_the_clients_metrics() {
         "{text}"
     );
 }
+
+/// A download's ranges are hedged like `get_range`: the same trigger and budget, one body
+/// read per range, no retry counted for a hedge, nothing left open or running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downloads_late_ranges_are_hedged_under_the_same_budget() {
+    const PART: usize = 5 * 1024 * 1024;
+    let server = S3TestServer::start().await.unwrap();
+    let client = S3Client::builder_arc(server.store().unwrap())
+        .concurrency(8)
+        .retry_delay(ms(5))
+        .part_size(PART)
+        .multipart_threshold(PART)
+        .max_bytes_in_flight(4 * PART as u64)
+        .hedged_reads(HedgeConfig::new().quantile(0.5).budget(0.5))
+        .build()
+        .unwrap();
+    // Known first-byte times first, from small reads.
+    let objects = objects(&client, 10).await;
+    server.faults().set_read_latency(ms(5), ms(5), 0.0, 1);
+    read_all(&client, &objects, 3).await;
+    assert!(stats(&client).trigger.is_some());
+    // Three ranges: two whole parts and a short last one.
+    let path = Path::from("hedge/large");
+    let body = Bytes::from(
+        (0..2 * PART + 100_000)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<_>>(),
+    );
+    client.put(&path, body.clone()).await.unwrap();
+    // Half the reads now wait 600 ms for their response.
+    server.faults().set_read_latency(ms(5), ms(600), 0.5, 7);
+    let before = stats(&client);
+    let sent_before = server.faults().bytes_sent();
+    let downloads = 6;
+    for _ in 0..downloads {
+        let sink = crate::support::Sink::default();
+        let summary = client.download_to(&path, sink.clone()).await.unwrap();
+        assert!(sink.bytes() == body, "the download differs");
+        assert_eq!((summary.pieces, summary.retries), (3, 0), "{summary:?}");
+    }
+    let after = stats(&client);
+    // Every range is a read that may be hedged, and earns its share of the budget.
+    assert_eq!(after.reads - before.reads, 3 * downloads, "{after:?}");
+    let hedged = after.sent - before.sent;
+    assert!(hedged > 0, "late ranges were hedged: {after:?}");
+    assert!(
+        after.won > before.won,
+        "some hedges answered first: {after:?}"
+    );
+    assert!(
+        after.sent as f64 <= 10.0 + 0.5 * after.reads as f64,
+        "{after:?}"
+    );
+    // A loser's response is dropped before its body is read: at most what the server had
+    // written before the client let go of it, never a whole second copy per range.
+    let sent = server.faults().bytes_sent() - sent_before;
+    let bound = downloads * body.len() as u64 + hedged * PART as u64;
+    assert!(sent <= bound, "{sent} bytes sent, bound {bound}");
+    no_response_left_open(&server).await;
+    pool_settles(&client).await;
+}
