@@ -207,10 +207,20 @@ async fn a_dropped_hedged_read_leaves_no_request_running() {
     server.faults().set_read_latency(ms(5), ms(5), 0.0, 1);
     read_all(&client, &objects, 6).await;
     server.faults().set_read_latency(ms(800), ms(800), 0.0, 1);
-    let read = client.get(&objects[0].0);
-    // Late enough that the hedge went out too, then dropped.
-    assert!(tokio::time::timeout(ms(200), read).await.is_err());
+    let mut read = Box::pin(std::future::IntoFuture::into_future(
+        client.get(&objects[0].0),
+    ));
+    // Polled until the hedge went out too (boundedly: the machine may be loaded), then
+    // dropped.
+    for _ in 0..100 {
+        if stats(&client).sent == 1 {
+            break;
+        }
+        let answered = tokio::time::timeout(ms(10), read.as_mut()).await;
+        assert!(answered.is_err(), "answered before it was hedged");
+    }
     assert_eq!(stats(&client).sent, 1);
+    drop(read);
     let pool = pool_settles(&client).await;
     assert_eq!(pool.cancelled, 2, "both requests cancelled: {pool:?}");
     no_response_left_open(&server).await;
