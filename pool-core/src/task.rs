@@ -168,7 +168,8 @@ impl TaskOptions {
     /// The moment by which the task must have resolved, on the pool's clock
     /// ([`Pool::now`](crate::Pool::now)). Past it the task resolves
     /// [`TaskError::DeadlineExceeded`](crate::TaskError::DeadlineExceeded): a task still
-    /// waiting (queued, in retry backoff, deferred, waiting for admission) never starts, so
+    /// waiting (queued, in retry backoff, waiting for a retry-budget token, deferred, waiting
+    /// for admission) never starts, so
     /// no request is wasted on an answer nobody awaits; a running attempt is cut (each
     /// attempt's timeout is capped by the time left); no retry is scheduled to start past
     /// it. See also [`PoolBuilder::earliest_deadline_first`](crate::PoolBuilder::earliest_deadline_first)

@@ -106,6 +106,19 @@ impl<T> Call<T> {
         self
     }
 
+    /// By when the call must have resolved (see [`CallOptions::deadline`]).
+    pub fn deadline(mut self, deadline: std::time::Instant) -> Self {
+        self.options = self.options.deadline(deadline);
+        self
+    }
+
+    /// Whose share of the pool the call's requests start from (see
+    /// [`CallOptions::tenant`]).
+    pub fn tenant(mut self, tenant: impl Into<pool_core::Tenant>) -> Self {
+        self.options = self.options.tenant(tenant);
+        self
+    }
+
     /// Byte-level progress of a transfer (see [`CallOptions::on_progress`]).
     pub fn on_progress(
         mut self,

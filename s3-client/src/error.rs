@@ -353,7 +353,7 @@ pub struct PoolFailure {
 
 impl PoolFailure {
     /// The pool's name for it: `"timed_out"`, `"stopped"`, `"cancelled"`, `"panicked"`,
-    /// `"retry_budget_exhausted"`, `"retry_skipped"`.
+    /// `"retry_budget_exhausted"`, `"retry_skipped"`, `"deadline_exceeded"`.
     pub fn kind(&self) -> &'static str {
         self.kind
     }
@@ -368,13 +368,16 @@ impl PoolFailure {
 
 /// Turns a pool result back into an `object_store` error: the store's own error when the
 /// last attempt returned one, otherwise a [`PoolFailure`] — also when a retry was declined
-/// (by the retry budget or the pressure rule), so that the error says which and why.
+/// (by the retry budget, the pressure rule or the deadline), so that the error says which and
+/// why.
 pub(crate) fn into_store_error(error: TaskError<object_store::Error>) -> object_store::Error {
     let kind = error.kind();
     let mut message = error.to_string();
     if matches!(
         error,
-        TaskError::RetryBudgetExhausted { .. } | TaskError::RetrySkipped { .. }
+        TaskError::RetryBudgetExhausted { .. }
+            | TaskError::RetrySkipped { .. }
+            | TaskError::DeadlineExceeded { .. }
     ) {
         if let Some(store_error) = error.task_error() {
             message = format!("{message}: {}", redact(&store_error.to_string()));

@@ -1,9 +1,9 @@
 //! [`CallOptions`]: what one call says about itself (priority, retries, timeout, labels,
 //! whether to skip the pool).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use pool_core::{CancellationToken, Metadata, TaskOptions};
+use pool_core::{CancellationToken, Metadata, TaskOptions, Tenant};
 
 use crate::transfer::{ProgressCallback, TransferProgress};
 
@@ -76,6 +76,24 @@ impl CallOptions {
     /// Cancelling the token resolves the call with `Cancelled`.
     pub fn cancellation(mut self, token: CancellationToken) -> Self {
         self.task = self.task.cancellation(token);
+        self
+    }
+
+    /// By when the call must have resolved, on the pool's clock
+    /// ([`Pool::now`](pool_core::Pool::now)): past it the call resolves with
+    /// [`TaskError::DeadlineExceeded`](pool_core::TaskError::DeadlineExceeded) — a request
+    /// still waiting is never sent, a running attempt is cut, no retry starts past it (see
+    /// [`TaskOptions::deadline`]). Every request of the call (a hedge, a download's ranges)
+    /// has the same deadline. Default: none.
+    pub fn deadline(mut self, deadline: Instant) -> Self {
+        self.task = self.task.deadline(deadline);
+        self
+    }
+
+    /// Whose share of the pool the call's requests start from (see
+    /// [`TaskOptions::tenant`]). Default: none.
+    pub fn tenant(mut self, tenant: impl Into<Tenant>) -> Self {
+        self.task = self.task.tenant(tenant);
         self
     }
 

@@ -411,3 +411,72 @@ async fn bad_builder_settings_are_typed_errors_naming_the_field() {
     let err = S3Client::from_url("s3://Bad_Bucket").unwrap_err();
     assert!(err.to_string().contains("bucket `Bad_Bucket`"), "{err}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_call_ends_at_its_deadline_and_a_pooled_store_says_so() {
+    // Every request answers 503 and retries come 1 s, 2 s… apart: with a deadline 1.5 s
+    // away, the retry after the second attempt would start past it.
+    let chaos = || ChaosStore::new(InMemory::new(), ChaosConfig::new(5).slow_down(1.0)).unwrap();
+    let pool = || {
+        Pool::builder()
+            .retries(5)
+            .retry_delay(Duration::from_secs(1))
+            .jitter(pool_core::Jitter::None)
+            .build()
+            .unwrap()
+    };
+    let path = Path::from("late");
+    let recorder = ClassRecorder::default();
+    let client = S3Client::builder(chaos())
+        .configure_pool(|builder| {
+            builder
+                .retries(5)
+                .retry_delay(Duration::from_secs(1))
+                .jitter(pool_core::Jitter::None)
+        })
+        .observer(recorder.clone())
+        .build()
+        .unwrap();
+    let deadline = client.pool().unwrap().now() + Duration::from_millis(1_500);
+    let err = client
+        .get(&path)
+        .deadline(deadline)
+        .tenant("acme")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.task_error(),
+            TaskError::DeadlineExceeded {
+                last: Some(pool_core::LastFailure::Error(_)),
+                shed: false,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(client.pool().unwrap().now() < deadline, "ended before it");
+    assert_eq!(err.error_class(), pool_core::ErrorClass::Fatal);
+    assert!(
+        recorder.snapshot(|r| r.tenants.iter().all(|t| t == "acme") && !r.tenants.is_empty()),
+        "the call's tenant reached the pool"
+    );
+
+    // Through the object_store interface the error names the deadline, with the store's
+    // last error, instead of passing the 503 off as the reason.
+    let pool = pool();
+    let store = PooledStore::new(chaos(), pool.clone());
+    let mut options = object_store::GetOptions::default();
+    options
+        .extensions
+        .insert(CallOptions::new().deadline(pool.now() + Duration::from_millis(1_500)));
+    let err = store.get_opts(&path, options).await.unwrap_err();
+    let object_store::Error::Generic { source, .. } = &err else {
+        panic!("{err}");
+    };
+    let failure = source
+        .downcast_ref::<s3_client::PoolFailure>()
+        .unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(failure.kind(), "deadline_exceeded");
+    assert!(failure.to_string().contains("503"), "{failure}");
+}

@@ -25,6 +25,8 @@ pub struct Recorded {
     pub panicked_attempts: usize,
     pub max_attempt: u32,
     pub labels: Vec<(String, String)>,
+    /// The tenants of started tasks.
+    pub tenants: Vec<String>,
 }
 
 impl ClassRecorder {
@@ -55,6 +57,9 @@ impl Observer for ClassRecorder {
                     .iter()
                     .map(|(k, v)| (k.to_owned(), v.to_owned()));
                 recorded.labels.extend(labels);
+                if let Some(tenant) = &task.tenant {
+                    recorded.tenants.push(tenant.to_string());
+                }
             }
             _ => {}
         }
