@@ -29,6 +29,7 @@
 //! # Ok(()) }
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 mod backend;
 mod case;
 mod chart;
@@ -68,6 +69,7 @@ pub use payload::{build_payload, BYTES_PER_POSITION};
 pub use report::{CaseResult, FailedCase, MatrixReport, HEADLINE, MIB, POOLED_PEAK_GOAL_MB};
 pub use stats::Summary;
 #[cfg(feature = "s3-loopback")]
+#[cfg_attr(docsrs, doc(cfg(feature = "s3-loopback")))]
 pub use transfer::{
     measure_transfer, run_transfer, Direction, Goal, Scenario, ServerDelta, TransferEngine,
     TransferGoals, TransferMeasurement, TransferOptions, TransferReport, TransferRow, TransferRun,

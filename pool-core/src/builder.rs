@@ -32,6 +32,12 @@ use crate::tenant::{Tenant, TenantConfig};
 /// assert_eq!(pool.concurrency(), 64);
 /// # Ok(()) }
 /// ```
+///
+/// `Clone`: a clone keeps every setting, and shares (as `Arc`s) the observers, admission
+/// policies and executor given so far — pools built from two clones report to the same
+/// observers and are admitted by the same policies. Add per-pool observers (a metrics
+/// collector, which takes its clock from the first pool it is attached to) after cloning.
+#[derive(Clone)]
 #[must_use = "a builder does nothing until .build()"]
 pub struct PoolBuilder {
     concurrency: usize,

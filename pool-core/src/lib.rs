@@ -48,6 +48,7 @@
 //!   circuit, a global permit); [`policy`] has the shipped ones.
 //! - [`Executor`]: [`TokioExecutor`] (feature `tokio`, default), `SmolExecutor` (feature
 //!   `smol`) and `SimExecutor` (feature `test-util`: deterministic, on virtual time).
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 mod admission;
@@ -72,6 +73,7 @@ mod sync;
 mod task;
 mod tenant;
 #[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod tower;
 mod unwind;
 
@@ -81,11 +83,14 @@ pub use buffered::Buffered;
 pub use builder::PoolBuilder;
 pub use error::{ConfigError, LastFailure, PanicMessage, TaskError};
 #[cfg(feature = "smol")]
+#[cfg_attr(docsrs, doc(cfg(feature = "smol")))]
 pub use executor::SmolExecutor;
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use executor::TokioExecutor;
 pub use executor::{BoxFuture, Executor};
 #[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub use executor::{Deadlock, SimExecutor};
 pub use handle::{IndexedHandle, TaskHandle};
 pub use make_attempt::MakeAttempt;

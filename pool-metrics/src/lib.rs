@@ -47,6 +47,7 @@
 //! Recording a finished task takes one atomic increment and one lock on a per-thread shard
 //! (uncontended: threads spread over twice as many shards as cores); readers merge the shards.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 mod config;
 mod error;
 #[cfg(feature = "metrics-facade")]
@@ -72,6 +73,7 @@ pub use error::ConfigError;
 pub use hedges::HedgeCounts;
 pub use latency::LatencySummary;
 #[cfg(feature = "process-memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "process-memory")))]
 pub use memory::ProcessRss;
 pub use memory::{MemoryProbe, MemorySnapshot};
 pub use metrics::Metrics;

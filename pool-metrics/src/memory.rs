@@ -43,6 +43,7 @@ where
 /// benchmark that runs each case in a fresh process wants the peak, which falls between any
 /// two samples.
 #[cfg(feature = "process-memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "process-memory")))]
 pub struct ProcessRss {
     pid: Option<sysinfo::Pid>,
     system: Mutex<Option<sysinfo::System>>,

@@ -23,6 +23,7 @@ const MAX_LEASE_TTL: Duration = Duration::from_secs(24 * 3600);
 pub(crate) const MAX_LIMIT: u64 = 1 << 53;
 
 /// Builds a [`RedisPermits`]; see [`RedisPermits::builder`].
+#[derive(Clone)]
 #[must_use = "a builder does nothing until `connect`"]
 pub struct RedisPermitsBuilder {
     endpoint: RedisEndpoint,

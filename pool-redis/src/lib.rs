@@ -31,6 +31,7 @@
 //!   per key, a `KeyedRatePolicy` for pools and s3-client.
 //! - [`FailMode`], [`PermitEvent`], [`PermitError`]: failure handling (both kinds of limit).
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 mod agent;
 mod backoff;
 mod builder;

@@ -33,6 +33,7 @@
 //! # Ok::<(), pool_tuning::ConfigError>(())
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 mod auto;
 mod bounds;
 mod driver;
@@ -46,6 +47,7 @@ mod sample;
 mod tuner;
 
 #[cfg(feature = "sim")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sim")))]
 pub mod sim;
 
 pub use auto::{AutoConcurrency, FALLBACK_INITIAL_CONCURRENCY, MEMORY_REFRESH};
@@ -55,6 +57,7 @@ pub use error::ConfigError;
 pub use fixed::FixedTuner;
 pub use knee::{KneeConfig, KneeConfigBuilder, KneeTuner};
 #[cfg(feature = "system-memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "system-memory")))]
 pub use memory::SystemMemory;
 pub use memory::{suggest_initial_concurrency, SystemMemoryProbe, SystemMemorySnapshot};
 pub use rule::{RuleConfig, RuleConfigBuilder, RuleTuner};

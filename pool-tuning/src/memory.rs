@@ -74,6 +74,7 @@ pub fn suggest_initial_concurrency(memory: SystemMemorySnapshot, bounds: Bounds)
 
 /// The real machine's RAM, read through `sysinfo` (RAM only: no processes, disks or networks).
 #[cfg(feature = "system-memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "system-memory")))]
 pub struct SystemMemory {
     system: std::sync::Mutex<sysinfo::System>,
 }

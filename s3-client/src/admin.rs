@@ -9,7 +9,7 @@ use aws_sdk_s3::error::DisplayErrorContext;
 use crate::config::{ConnectionError, S3Config};
 
 /// A failed bucket operation.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{operation} bucket `{bucket}` failed: {message}")]
 pub struct AdminError {
     operation: &'static str,

@@ -156,6 +156,8 @@ impl<T> ObjectBatchResult<T> {
 /// One failed item of an [`ObjectBatch`]: its position in the input, its path, and the
 /// call's error. Prints as `item 7: put \`photos/7.jpg\`: task failed after 4 attempt(s)`;
 /// its [`source`](std::error::Error::source) is the store's error, as for [`ClientError`].
+///
+/// Not `Clone`: it holds a [`ClientError`](crate::ClientError), which owns the store's error.
 #[derive(Debug)]
 pub struct ObjectBatchError {
     /// Position of the item in the input.

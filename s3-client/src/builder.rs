@@ -21,6 +21,8 @@ use object_store::multipart::MultipartStore;
 /// ([`S3Client::from_url`], [`S3ClientBuilder::from_url`], [`S3ClientBuilder::build`]), so
 /// that one `?` covers them; the settings handed to the builder from pool-metrics and
 /// pool-tuning convert into it too.
+///
+/// Not `Clone`: it may hold a [`ConnectionError`], which owns object_store's error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
@@ -50,6 +52,7 @@ pub enum BuildError {
     },
 }
 
+#[derive(Clone)]
 enum PoolChoice {
     Own,
     Shared(Pool),
@@ -78,6 +81,7 @@ enum PoolChoice {
 /// assert_eq!(client.stats().unwrap().concurrency, 32);
 /// # }
 /// ```
+#[derive(Clone)]
 pub struct S3ClientBuilder {
     store: Arc<dyn ObjectStore>,
     pool: PoolChoice,
@@ -225,6 +229,7 @@ impl S3ClientBuilder {
     /// execution, throughput, error rates, Prometheus text); read them back with
     /// `S3Client::metrics`. Feature `metrics`.
     #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
     pub fn metrics(mut self, metrics: pool_metrics::Metrics) -> Self {
         self.metrics = Some(metrics.clone());
         self.own_pool(|b| b.observer(metrics))
@@ -234,6 +239,7 @@ impl S3ClientBuilder {
     /// throttling (503 SlowDown arrives as `ErrorClass::Throttled`), starting from a
     /// suggestion based on this machine's memory. Feature `tuning`.
     #[cfg(feature = "tuning")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tuning")))]
     pub fn auto_concurrency(self, config: pool_tuning::KneeConfig) -> Self {
         use pool_tuning::AutoConcurrency;
         self.own_pool(|b| b.auto_concurrency(config))
@@ -249,6 +255,7 @@ impl S3ClientBuilder {
     /// a pool slot, so a hot prefix does not hold up calls to other prefixes; a call of
     /// higher priority takes over the turn of a parked one of lower priority.
     #[cfg(feature = "protection")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "protection")))]
     pub fn prefix_rate_limits(mut self, depth: usize) -> Self {
         self.protection.prefix_limits = Some(crate::protection::PrefixLimits::Local(depth));
         self.pool_configured = true;
@@ -265,6 +272,7 @@ impl S3ClientBuilder {
     /// this replaces (the last of the two called wins). Feature `protection`; applies to the
     /// client's own pool.
     #[cfg(feature = "protection")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "protection")))]
     pub fn prefix_rate_limiter(
         mut self,
         limiter: impl pool_core::policy::KeyedRatePolicy<crate::prefix::S3PrefixKey> + 'static,
@@ -280,6 +288,7 @@ impl S3ClientBuilder {
     /// threshold, calls fail fast with `Rejected(CircuitOpen)`; after a cool-down a few probe
     /// calls decide whether to close it. Feature `protection`; applies to the client's own pool.
     #[cfg(feature = "protection")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "protection")))]
     pub fn circuit_breaker(mut self, config: pool_core::policy::CircuitBreakerConfig) -> Self {
         self.protection.breaker = Some(config);
         self.pool_configured = true;

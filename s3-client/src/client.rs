@@ -129,6 +129,7 @@ impl S3Client {
 
     /// The metrics given to [`S3ClientBuilder::metrics`]. Feature `metrics`.
     #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
     pub fn metrics(&self) -> Option<&pool_metrics::Metrics> {
         self.inner.metrics.as_ref()
     }
@@ -140,6 +141,7 @@ impl S3Client {
     /// [`S3ClientBuilder::prefix_rate_limits`]: crate::S3ClientBuilder::prefix_rate_limits
     /// [`S3ClientBuilder::prefix_rate_limiter`]: crate::S3ClientBuilder::prefix_rate_limiter
     #[cfg(feature = "protection")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "protection")))]
     pub fn prefix_rate_limits(
         &self,
     ) -> Option<&dyn pool_core::policy::KeyedRatePolicy<crate::prefix::S3PrefixKey>> {
@@ -151,6 +153,7 @@ impl S3Client {
     ///
     /// [`S3ClientBuilder::circuit_breaker`]: crate::S3ClientBuilder::circuit_breaker
     #[cfg(feature = "protection")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "protection")))]
     pub fn circuit_breaker(&self) -> Option<&pool_core::policy::CircuitBreaker> {
         self.inner.protection.breaker.as_ref()
     }

@@ -119,6 +119,9 @@ impl fmt::Display for Operation {
 /// assert!(cause.to_string().contains("missing"), "{cause}");
 /// # }
 /// ```
+///
+/// Not `Clone`: it owns the store's `object_store::Error`, which is not `Clone` and which
+/// [`into_store_error`](Self::into_store_error) hands back whole. Share one behind an `Arc`.
 pub struct ClientError {
     operation: Operation,
     path: String,

@@ -33,6 +33,7 @@
 //! # Ok(()) }
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #[cfg(feature = "aws-sdk")]
 mod admin;
 mod batch;
@@ -55,6 +56,7 @@ mod object_body;
 mod options;
 mod pooled_store;
 #[cfg(feature = "protection")]
+#[cfg_attr(docsrs, doc(cfg(feature = "protection")))]
 pub mod prefix;
 #[cfg(feature = "protection")]
 mod protection;
@@ -62,10 +64,12 @@ mod redact;
 mod secret;
 mod task_stream;
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 mod transfer;
 
 #[cfg(feature = "aws-sdk")]
+#[cfg_attr(docsrs, doc(cfg(feature = "aws-sdk")))]
 pub use admin::{AdminError, BucketAdmin};
 pub use batch::{ObjectBatch, ObjectBatchError, ObjectBatchResult};
 pub use builder::{BuildError, S3ClientBuilder};

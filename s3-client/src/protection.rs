@@ -25,6 +25,7 @@ use crate::prefix::{local_limiter, S3PrefixKey};
 pub(crate) type PrefixPolicy = Arc<dyn KeyedRatePolicy<S3PrefixKey>>;
 
 /// Where the per-prefix limits come from.
+#[derive(Clone)]
 pub(crate) enum PrefixLimits {
     /// This process's own, at S3's published rates, keyed at this depth.
     Local(usize),
@@ -42,7 +43,7 @@ impl fmt::Debug for PrefixLimits {
 }
 
 /// What the builder was asked to attach.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct ProtectionSettings {
     pub(crate) prefix_limits: Option<PrefixLimits>,
     pub(crate) breaker: Option<CircuitBreakerConfig>,

@@ -35,7 +35,7 @@ pub const DEFAULT_LOOKAHEAD: usize = 16;
 /// # Ok(()) }
 /// ```
 #[must_use = "a builder does nothing until .build()"]
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TaskManagerBuilder {
     pool: PoolBuilder,
     priority: i32,

@@ -49,6 +49,7 @@
 //! - [`Progress`]: done / total / failed / rate for a progress bar.
 //! - [`ManagerStats`]: the pool's counters plus items across runs.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 mod builder;
 mod classified;
 mod manager;

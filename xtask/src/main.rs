@@ -28,6 +28,7 @@ mod bench_hedge;
 mod bench_matrix;
 mod bench_overhead;
 mod bench_transfer;
+mod crate_docs;
 mod model_check;
 mod moto;
 mod soak;

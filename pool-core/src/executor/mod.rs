@@ -21,8 +21,10 @@ mod tokio;
 #[cfg(any(test, feature = "test-util"))]
 pub use sim::{Deadlock, SimExecutor};
 #[cfg(feature = "smol")]
+#[cfg_attr(docsrs, doc(cfg(feature = "smol")))]
 pub use smol::SmolExecutor;
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use tokio::TokioExecutor;
 
 /// A boxed, sendable future: what an [`Executor`] runs and returns.

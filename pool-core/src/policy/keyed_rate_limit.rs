@@ -20,8 +20,9 @@ use crate::executor::{BoxFuture, Executor};
 use crate::observer::TaskInfo;
 use crate::outcome::AttemptResult;
 
-type KeyFn<K> = Box<dyn Fn(&TaskInfo) -> Option<K> + Send + Sync>;
-type LimitFn<K> = Box<dyn Fn(&K) -> RateLimit + Send + Sync>;
+// `Arc`, not `Box`: a builder is `Clone`, its clones sharing the closures.
+type KeyFn<K> = Arc<dyn Fn(&TaskInfo) -> Option<K> + Send + Sync>;
+type LimitFn<K> = Arc<dyn Fn(&K) -> RateLimit + Send + Sync>;
 
 /// A rate limit per key, as an [`Admission`] policy that waits; with
 /// [`adaptive`](KeyedRateLimiterBuilder::adaptive) it lowers a key's rate when an attempt it
@@ -266,8 +267,8 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedRateLimiter<K> {
     ) -> KeyedRateLimiterBuilder<K> {
         KeyedRateLimiterBuilder {
             executor,
-            key_of: Box::new(key_of),
-            limit_of: Box::new(limit_of),
+            key_of: Arc::new(key_of),
+            limit_of: Arc::new(limit_of),
             aimd: None,
             max_wait: None,
             forget_idle_after: Duration::from_secs(60),
@@ -461,6 +462,21 @@ pub struct KeyedRateLimiterBuilder<K> {
     aimd: Option<Aimd>,
     max_wait: Option<Duration>,
     forget_idle_after: Duration,
+}
+
+/// A clone shares the key and limit closures and the executor; the limiters built from two
+/// clones keep their rates apart.
+impl<K> Clone for KeyedRateLimiterBuilder<K> {
+    fn clone(&self) -> Self {
+        Self {
+            executor: Arc::clone(&self.executor),
+            key_of: Arc::clone(&self.key_of),
+            limit_of: Arc::clone(&self.limit_of),
+            aimd: self.aimd,
+            max_wait: self.max_wait,
+            forget_idle_after: self.forget_idle_after,
+        }
+    }
 }
 
 impl<K> fmt::Debug for KeyedRateLimiterBuilder<K> {

@@ -32,16 +32,21 @@ mod rate_limit;
 mod single_flight;
 
 #[cfg(feature = "rate-limit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rate-limit")))]
 pub use aimd::{Aimd, AimdValues};
 #[cfg(feature = "circuit-breaker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "circuit-breaker")))]
 pub use circuit_breaker::{
     CircuitBreaker, CircuitBreakerConfig, CircuitSnapshot, CircuitState, Transition, WhenOpen,
 };
 #[cfg(feature = "rate-limit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rate-limit")))]
 pub use keyed_policy::KeyedRatePolicy;
 #[cfg(feature = "rate-limit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rate-limit")))]
 pub use keyed_rate_limit::{KeyedRateLimiter, KeyedRateLimiterBuilder};
 #[cfg(feature = "rate-limit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rate-limit")))]
 pub use rate_limit::{RateLimit, RateLimiter, RateLimiterBuilder};
 pub use single_flight::{Flight, FlightRole, SharedResult, SingleFlight, SingleFlightStats};
 

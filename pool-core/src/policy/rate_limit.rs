@@ -181,7 +181,7 @@ impl Admission for RateLimiter {
 }
 
 /// Settings of a [`RateLimiter`] beyond its limit.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until .build()"]
 pub struct RateLimiterBuilder {
     keyed: KeyedRateLimiterBuilder<()>,

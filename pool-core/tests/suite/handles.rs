@@ -269,3 +269,17 @@ fn a_handle_is_three_words() {
         3 * std::mem::size_of::<usize>()
     );
 }
+
+/// Builders and errors are `Clone` where their contents allow (a compile-time check).
+#[test]
+fn builders_and_errors_are_clone() {
+    fn clone<T: Clone>(_: &T) {}
+    let builder = Pool::builder().concurrency(3);
+    clone(&builder);
+    clone(&pool_core::ConfigError::ZeroConcurrency);
+    clone(&TaskError::<std::io::ErrorKind>::Cancelled);
+    // A clone keeps the settings: it builds the same pool.
+    current_thread().block_on(async {
+        assert_eq!(builder.clone().build().unwrap().concurrency(), 3);
+    });
+}

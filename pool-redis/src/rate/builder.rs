@@ -24,6 +24,7 @@ const MAX_BATCH_WINDOW: Duration = Duration::from_secs(1);
 
 /// Builds a [`RedisRateLimiter`]; see [`RedisRateLimiter::builder`]. Every setter documents
 /// its default.
+#[derive(Clone)]
 #[must_use = "a builder does nothing until `connect`"]
 pub struct RedisRateLimiterBuilder<K> {
     endpoint: RedisEndpoint,

@@ -11,6 +11,8 @@ use super::tuner_spec::TunerSpec;
 use crate::ConfigError;
 
 /// Why a scenario could not be loaded or run.
+///
+/// Not `Clone`: it owns the `std::io::Error` or TOML error that stopped the load.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ScenarioError {

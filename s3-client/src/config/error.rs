@@ -2,6 +2,9 @@
 
 /// A connection string or store setting that cannot work. Each variant names the field;
 /// none of them echoes a credential.
+///
+/// Not `Clone`: [`ConnectionError::Store`] owns object_store's builder error, which is not
+/// `Clone`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectionError {

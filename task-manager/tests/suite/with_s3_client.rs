@@ -129,3 +129,20 @@ async fn a_client_sharing_the_managers_pool_never_waits_for_a_slot_its_caller_ho
     assert_eq!(listed.len(), 40 * 4);
     assert!(listed.iter().all(Result::is_ok));
 }
+
+/// The builders are `Clone` (a compile-time check), a clone keeping every setting.
+#[test]
+fn the_builders_are_clone() {
+    fn clone<T: Clone>(value: &T) -> T {
+        value.clone()
+    }
+    let manager = clone(&TaskManager::builder().concurrency(3));
+    let client = clone(&S3Client::builder(InMemory::new()).concurrency(5));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        assert_eq!(manager.build().unwrap().concurrency(), 3);
+        assert_eq!(client.build().unwrap().stats().unwrap().concurrency, 5);
+    });
+}
