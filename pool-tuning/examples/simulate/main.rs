@@ -54,6 +54,11 @@ struct Args {
     /// tuners, which it is by default). Misses are listed; only ranges fail the run.
     #[arg(long)]
     goals: bool,
+    /// Also print the goal table (markdown, as pool-tuning's README shows it): per throughput
+    /// scenario and tuner, the mean over seeds of utilization, load-caused overload and the
+    /// worst phase's p99 ÷ the best fixed limit's, and the phases meeting every goal.
+    #[arg(long)]
+    table: bool,
     /// Also print every change of the limit (time, from, to, reason).
     #[arg(long, conflicts_with = "all")]
     trace: bool,
@@ -178,6 +183,9 @@ fn execute(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .any(|(_, violations)| !violations.is_empty());
     if args.goals {
         print_goals(&all);
+    }
+    if args.table {
+        print_table(&all, &tuners);
     }
     if let Some(dir) = &args.plot {
         std::fs::create_dir_all(dir)?;
@@ -340,4 +348,56 @@ fn print_goals(all: &[Runs]) {
             println!("  ✗ {name}: {miss}");
         }
     }
+}
+
+/// Prints the goal table: one row per throughput scenario, one column per tuner (fixed
+/// limits other than the best one left out), and the phases meeting every goal in all.
+fn print_table(all: &[Runs], tuners: &[TunerSpec]) {
+    let best = TunerSpec::BestFixed.to_string();
+    let columns: Vec<String> = tuners
+        .iter()
+        .filter(|t| !matches!(t, TunerSpec::Fixed(_)))
+        .map(ToString::to_string)
+        .collect();
+    println!("\n| scenario | {} |", columns.join(" | "));
+    println!("|---|{}", "---|".repeat(columns.len()));
+    let mut scenarios: Vec<&str> = Vec::new();
+    for runs in all.iter().filter(|runs| runs.scenario.throughput) {
+        if !scenarios.contains(&runs.scenario.name.as_str()) {
+            scenarios.push(&runs.scenario.name);
+        }
+    }
+    let mut totals = vec![(0usize, 0usize); columns.len()];
+    for name in scenarios {
+        let mut cells = Vec::new();
+        for (column, tuner) in columns.iter().enumerate() {
+            let (mut utilization, mut overload, mut p99, mut met, mut phases, mut seeds) =
+                (0.0, 0.0, 0.0, 0, 0, 0u32);
+            for runs in all.iter().filter(|runs| runs.scenario.name == name) {
+                let find = |name: &str| runs.reports.iter().find(|(r, _)| r.tuner == name);
+                let (Some((report, _)), Some((best_fixed, _))) = (find(tuner), find(&best)) else {
+                    continue;
+                };
+                let goals = PhaseGoals::of(report, best_fixed);
+                utilization += report.utilization;
+                overload += report.overload_fraction;
+                p99 += goals.iter().map(|g| g.p99_ratio).fold(0.0, f64::max);
+                met += goals.iter().filter(|g| g.misses().is_empty()).count();
+                phases += goals.len();
+                seeds += 1;
+            }
+            let n = f64::from(seeds.max(1));
+            totals[column].0 += met;
+            totals[column].1 += phases;
+            cells.push(format!(
+                "{:.2} · {:.2} % · ×{:.1} · {met}/{phases}",
+                utilization / n,
+                overload / n * 100.0,
+                p99 / n
+            ));
+        }
+        println!("| {name} | {} |", cells.join(" | "));
+    }
+    let totals: Vec<String> = totals.iter().map(|(m, p)| format!("{m}/{p}")).collect();
+    println!("| phases meeting every goal | {} |", totals.join(" | "));
 }
