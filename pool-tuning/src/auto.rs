@@ -31,11 +31,12 @@ pub const FALLBACK_INITIAL_CONCURRENCY: usize = 10;
 /// use pool_core::Pool;
 /// use pool_tuning::{AutoConcurrency, KneeConfig, SystemMemorySnapshot};
 ///
-/// // A 4 GiB machine: the table says 30, halved to 15, within [2, 200].
+/// // A 4 GiB machine: the table says 30, halved to 15, within [2, 200]. The knee tuner's
+/// // start aims there and begins at a quarter of it, measuring the no-load round trip.
 /// let machine = SystemMemorySnapshot::from_mib(4 * 1024, 1024);
 /// let config = KneeConfig::builder().min(2).max(200).build()?;
 /// let pool = Pool::builder().auto_concurrency_with(config, machine).build()?;
-/// assert_eq!(pool.concurrency(), 15);
+/// assert_eq!(pool.concurrency(), 4);
 /// # Ok(()) }
 /// ```
 pub trait AutoConcurrency: Sized {

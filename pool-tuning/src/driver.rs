@@ -40,8 +40,9 @@ pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
 /// use pool_tuning::{KneeConfig, KneeTuner, TuningObserver};
 ///
 /// let tuner = KneeTuner::new(KneeConfig::builder().min(2).max(64).build()?, 8);
+/// // The pool starts at the tuner's limit (the knee tuner's: a quarter of 8).
 /// let pool = Pool::builder().observer(TuningObserver::new(tuner)).build()?;
-/// assert_eq!(pool.concurrency(), 8);
+/// assert_eq!(pool.concurrency(), 2);
 /// # Ok(()) }
 /// ```
 pub struct TuningObserver<T> {

@@ -159,6 +159,24 @@ impl Background {
         if self.most <= 0.0 {
             return 0.0;
         }
+        self.reference_up_to(limit, excluded, now)
+            .share()
+            .min(self.most)
+    }
+
+    /// The largest share that may count as background.
+    pub(super) fn most(&self) -> f64 {
+        self.most
+    }
+
+    /// The evidence [`share_up_to`](Self::share_up_to) reads, the prior included (not
+    /// capped at `most`): a test against it must allow for its own sampling error.
+    pub(super) fn reference_up_to(
+        &self,
+        limit: usize,
+        excluded: (u32, u32),
+        now: Instant,
+    ) -> Reference {
         let (mut attempts, mut overloads) = (0.0, 0.0);
         for (&level, &(a, o, at)) in &self.levels {
             if attempts >= REFERENCE_ATTEMPTS {
@@ -179,7 +197,24 @@ impl Background {
             attempts += a;
             overloads += o;
         }
-        ((overloads + 1.0) / (attempts + PRIOR_ATTEMPTS)).min(self.most)
+        Reference {
+            attempts: attempts + PRIOR_ATTEMPTS,
+            overloads: overloads + 1.0,
+        }
+    }
+}
+
+/// Attempts and overloads the background share is estimated from (decayed counts, the prior
+/// included).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Reference {
+    pub(super) attempts: f64,
+    pub(super) overloads: f64,
+}
+
+impl Reference {
+    pub(super) fn share(&self) -> f64 {
+        self.overloads / self.attempts
     }
 }
 

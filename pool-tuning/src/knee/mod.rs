@@ -14,9 +14,11 @@ use window::{DecayingMax, Recent, Rtt, Window};
 use crate::sample::{AttemptOutcome, Sample};
 use crate::tuner::{Adjustment, Reason, Tuner};
 
-/// Until the first cut, the limit grows this many times per window (a window is three
-/// round trips: about ×1.6 per round trip, between TCP's slow start and BBR's startup).
-const STARTUP_GROWTH: usize = 4;
+/// Until the first cut, the limit grows this many times per window (a window is at least
+/// three round trips). Doubling, not more: a step past the knee overshoots it by at most
+/// twice, so the window spent there queues requests at most twice as long (×4 overshot a
+/// knee of 600 to 1,000 for a second, enough to set the p99 of a minute).
+const STARTUP_GROWTH: usize = 2;
 /// A round trip this many times the baseline is queueing deep enough to cut by the ratio.
 const DEEP_QUEUEING: f64 = 1.5;
 /// Probes of the no-load RTT run at this fraction of the limit (1/4), halving from there.
@@ -45,6 +47,8 @@ const JUDGED_STRETCH: u32 = 2_000;
 /// The hold below a level overloaded again and again grows to at most this many times
 /// `hold_windows`.
 const MOST_HOLD_FACTOR: u32 = 32;
+/// … and lasts at most this long.
+const LONGEST_HOLD: Duration = Duration::from_secs(6);
 
 /// Finds and tracks the backend's knee: the most requests in flight before they start to
 /// queue (the round trip grows) or to be refused (throttled, timed out) — and holds there
@@ -67,14 +71,17 @@ const MOST_HOLD_FACTOR: u32 = 32;
 ///   tolerance, or it grew too long. When even the window's lower bound exceeds the
 ///   baseline's upper bound by `latency_tolerance`, requests queue. Deep queueing (a round
 ///   trip 1.5 times the baseline) is cut by the ratio of the two, which in a queue lands on
-///   the knee in one step; marginal queueing by `gentlest_cut`.
+///   the knee in one step, and may cut twice as deep as `deepest_cut` (a knee that fell to
+///   a quarter is followed at once); marginal queueing by `gentlest_cut`.
 /// - **Throttles and timeouts, for the limit they came from.** An outcome counts for the
 ///   limit its attempt *started* under, however late it arrives (a 503 after a second, a
 ///   timeout after two), at once, against that limit's ended attempts *and* those still
 ///   running (fast refusals come back before slow successes). A limit is overloaded when it
-///   holds more throttles and timeouts than the reference share explains, by a Poisson test
-///   whose threshold grows with the number of attempts (a false alarm once in ten thousand
-///   looks). The reference is the share at the lowest levels with enough attempts, aged by
+///   holds more throttles and timeouts than the reference explains, by a test whose
+///   threshold grows with the number of attempts (a false alarm once in ten thousand
+///   looks) and allows for the reference's own sampling error (the conditional test of two
+///   Poisson counts: a reference of a few hundred attempts does not pass a 2 % background
+///   for a 0.5 % one). The reference is the share at the lowest levels with enough attempts, aged by
 ///   time and leaving out levels found overloaded: background overload (S3's trickle of
 ///   503s) comes at every level alike, load-driven overload does not. A long-held limit is
 ///   judged 2,000 attempts at a time, each stretch against the ones before. Each overloaded
@@ -95,11 +102,11 @@ const MOST_HOLD_FACTOR: u32 = 32;
 /// - **Memory** above `memory_target` cuts like an overload.
 ///
 /// And how it grows, when a window is clean, the limit was in use and no overload lingers:
-/// ×4 per window until the first cut (a slow start: windows of three round trips, about
-/// ×1.6 per round trip), then halfway back to the level the last cut measured as safe, a
+/// ×2 per window until the first cut (a slow start from a quarter of the initial limit, see
+/// [`new`](Self::new)), then halfway back to the level the last cut measured as safe, a
 /// hold of `hold_windows` windows there (doubling, up to 32 times, while overloads keep
 /// coming at about the same level: a token bucket's burst can hide an overload for
-/// seconds), then probes of +1, +2, +4 … (at most +1/4 per window; one at a time near the
+/// seconds; never longer than 6 s, so added capacity is found within seconds), then probes of +1, +2, +4 … (at most +1/4 per window; one at a time near the
 /// level that failed last; doubling while far below it). A window that would grow past the
 /// last safe level lasts at least as long as the slowest recent throttle or timeout took to
 /// arrive, so late back-pressure is heard before the next step.
@@ -140,6 +147,8 @@ pub struct KneeTuner {
     /// The last level believed safe; climbs stop here until a hold has passed.
     ceiling: Option<usize>,
     clean_windows_at_ceiling: u32,
+    /// The level the start aims at (`initial`); the limit begins at its probe depth.
+    start_aim: usize,
     /// When the first clean window at the ceiling closed.
     at_ceiling_since: Option<Instant>,
     growth_step: usize,
@@ -184,10 +193,17 @@ struct Probe {
 }
 
 impl KneeTuner {
-    /// Starts at `initial`, clamped to the bounds.
+    /// A tuner whose start aims at `initial` (clamped to the bounds) but begins at a quarter
+    /// of it, which [`limit`](Tuner::limit) returns until the first sample: the first
+    /// window measures the no-load round trip at that depth (the first step of a probe, see
+    /// the type's docs), so a start far above the backend's capacity sends a quarter of the
+    /// burst it would have before any answer can say so. From there the start goes to twice
+    /// that depth and doubles per clean window.
     pub fn new(config: KneeConfig, initial: usize) -> Self {
+        let aim = config.bounds.clamp(initial);
         Self {
-            limit: config.bounds.clamp(initial),
+            limit: config.bounds.clamp(aim.div_ceil(PROBE_FRACTION)),
+            start_aim: aim,
             background: Background::new(config.max_background_overload),
             config,
             epochs: Epochs::default(),
@@ -281,12 +297,12 @@ impl KneeTuner {
             .map(|e| (e.start, e.attempts, e.overloads));
     }
 
-    /// The first call: the initial limit has been in force since before anything was seen,
-    /// and the first windows probe the no-load RTT.
+    /// The first call: the starting limit (the probe depth of the start's aim) has been in
+    /// force since before anything was seen, and the first windows probe the no-load RTT.
     fn start(&mut self, now: Instant) -> Option<Adjustment> {
         let long_ago = now.checked_sub(Duration::from_secs(3_600)).unwrap_or(now);
         self.epochs.begin(long_ago, self.limit, Duration::MAX);
-        self.begin_probe(self.limit, now)
+        self.begin_probe(self.start_aim, now)
     }
 
     fn probe_depth(&self, limit: usize) -> usize {
@@ -473,11 +489,14 @@ impl KneeTuner {
             epoch.overloads.saturating_sub(epoch.judged.1),
         );
         let running = u32::try_from(in_flight.saturating_sub(1)).unwrap_or(u32::MAX);
-        let background = self.background.share_up_to(epoch.limit, under_test, now);
-        if !stats::excess_overloads(
+        let reference = self
+            .background
+            .reference_up_to(epoch.limit, under_test, now);
+        if !stats::excess_over_reference(
             under_test.1,
             under_test.0.saturating_add(running),
-            background,
+            (reference.attempts, reference.overloads),
+            self.background.most(),
         ) {
             if under_test.0 >= JUDGED_STRETCH {
                 // Judged clean: from now on part of the reference for what follows.
@@ -534,10 +553,18 @@ impl KneeTuner {
         // Deep queueing: the ratio of round trips lands on the knee in one step (in a queue
         // the round trip grows in proportion to the excess). Marginal queueing: the ratio is
         // mostly noise, so a gentle step.
-        let mut target = if rtt.median > DEEP_QUEUEING * baseline.median {
+        let deep = rtt.median > DEEP_QUEUEING * baseline.median;
+        let mut target = if deep {
             limit * baseline.high / rtt.median
         } else {
             limit * self.config.gentlest_cut
+        };
+        // The ratio is evidence: like a cut to the concurrency served, it may go twice as
+        // deep as a blind cut (a knee that fell to a quarter is followed in one step).
+        let deepest = if deep {
+            self.config.deepest_cut * self.config.deepest_cut
+        } else {
+            self.config.deepest_cut
         };
         if first_of_run {
             // A level just seen clean is direct evidence: the first cut stops there.
@@ -547,10 +574,7 @@ impl KneeTuner {
         }
         // At a limit of 1 there is nothing below to cut to: min/max, not clamp (whose bounds
         // would cross and panic).
-        let target = target
-            .round()
-            .min(limit - 1.0)
-            .max(limit * self.config.deepest_cut);
+        let target = target.round().min(limit - 1.0).max(limit * deepest);
         let to = self.config.bounds.clamp_f64(target);
         self.note_failing(self.limit, false);
         self.note_cut(to);
@@ -599,8 +623,11 @@ impl KneeTuner {
                 // token bucket's burst can hide a level's overload for seconds).
                 let hold = self.config.hold_windows.saturating_mul(self.hold_factor);
                 let since = *self.at_ceiling_since.get_or_insert(now);
-                let held_long = now.saturating_duration_since(since).as_secs_f64()
-                    >= f64::from(hold) * 2.0 * self.rtt_estimate();
+                let held = now.saturating_duration_since(since);
+                // At most `LONGEST_HOLD`, whatever the round trip: added capacity (a cap
+                // that doubles) must be found within seconds.
+                let held_long = held.as_secs_f64() >= f64::from(hold) * 2.0 * self.rtt_estimate()
+                    || held >= LONGEST_HOLD;
                 if self.clean_windows_at_ceiling < hold
                     && !(held_long && self.clean_windows_at_ceiling >= 2)
                 {

@@ -18,6 +18,85 @@ pub(super) fn excess_overloads(overloads: u32, attempts: u32, background: f64) -
     poisson_tail(overloads, mean) < OVERLOAD_SIGNIFICANCE
 }
 
+/// Whether `overloads` out of `attempts` is more than the reference sample explains
+/// (`reference_attempts`, `reference_overloads`: the background share's own evidence), when
+/// that share is at most `most`; above it, `most` is the background
+/// ([`excess_overloads`]). A reference of a few hundred attempts knows the background
+/// share only roughly, so the test is the conditional one for two Poisson counts: of all
+/// `overloads + reference_overloads`, how likely are `overloads` or more to fall among the
+/// attempts under test, given their share of all attempts. Against a large reference it is
+/// the plain Poisson test; against a small one it asks for more evidence (a start whose
+/// first levels saw few attempts must not take a 2 % background for a 0.5 % one).
+pub(super) fn excess_over_reference(
+    overloads: u32,
+    attempts: u32,
+    (reference_attempts, reference_overloads): (f64, f64),
+    most: f64,
+) -> bool {
+    if overloads == 0 {
+        return false;
+    }
+    if most <= 0.0 || reference_attempts <= 0.0 {
+        return excess_overloads(overloads, attempts, 0.0);
+    }
+    if reference_overloads / reference_attempts >= most {
+        return excess_overloads(overloads, attempts, most);
+    }
+    let tested = f64::from(attempts);
+    let share = tested / (tested + reference_attempts);
+    let total = overloads.saturating_add(reference_overloads.round() as u32);
+    binomial_tail(overloads, total, share) < OVERLOAD_SIGNIFICANCE
+}
+
+/// `P(X ≥ k)` for `X ~ Binomial(n, p)`, summed in log space from `k` up.
+fn binomial_tail(k: u32, n: u32, p: f64) -> f64 {
+    if k == 0 {
+        return 1.0;
+    }
+    if k > n || p <= 0.0 {
+        return 0.0;
+    }
+    if p >= 1.0 {
+        return 1.0;
+    }
+    let (ln_p, ln_q) = (p.ln(), (1.0 - p).ln());
+    let ln_n = ln_gamma(f64::from(n) + 1.0);
+    let mut sum = 0.0;
+    for i in k..=n {
+        let (i, n) = (f64::from(i), f64::from(n));
+        let ln_term = ln_n - ln_gamma(i + 1.0) - ln_gamma(n - i + 1.0) + i * ln_p + (n - i) * ln_q;
+        let term = ln_term.exp();
+        sum += term;
+        // Past the mode the terms only shrink: stop once they no longer count.
+        if i > n * p && term < sum * 1e-12 {
+            break;
+        }
+    }
+    sum.min(1.0)
+}
+
+/// `ln Γ(x)` for `x ≥ 1` (Lanczos, g = 7: about 15 digits).
+fn ln_gamma(x: f64) -> f64 {
+    const COEFFICIENTS: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    let x = x - 1.0;
+    let mut sum = COEFFICIENTS[0];
+    for (i, c) in COEFFICIENTS.iter().enumerate().skip(1) {
+        sum += c / (x + i as f64);
+    }
+    let t = x + 7.5;
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + sum.ln()
+}
+
 /// `P(K ≥ k)` for `K ~ Poisson(mean)`.
 fn poisson_tail(k: u32, mean: f64) -> f64 {
     if mean <= 0.0 {
@@ -97,6 +176,38 @@ mod tests {
         // No background known: a single overload is significant.
         assert!(excess_overloads(1, 1_000, 0.0));
         assert!(!excess_overloads(0, 1_000, 0.5));
+    }
+
+    #[test]
+    fn a_small_reference_asks_for_more_evidence() {
+        // 2 % background; the reference holds only the prior and 100 attempts (3 overloads).
+        let small = (300.0, 4.0);
+        // 8 of 400 is the background: no alarm. 18 of 400 is not either, though a share
+        // of 4 in 300 known exactly would call it excess (P = 1e-5).
+        assert!(!excess_over_reference(8, 400, small, 0.05));
+        assert!(excess_overloads(18, 400, 4.0 / 300.0));
+        assert!(!excess_over_reference(18, 400, small, 0.05));
+        // A cap refusing a quarter is excess at once, even against the prior alone.
+        assert!(excess_over_reference(19, 75, (200.0, 1.0), 0.05));
+        assert!(excess_over_reference(100, 400, small, 0.05));
+        // Against a large reference it is the Poisson test.
+        let large = (1e6, 1e4);
+        for k in [5, 10, 11, 12, 13, 14, 20] {
+            assert_eq!(
+                excess_over_reference(k, 400, large, 0.05),
+                excess_overloads(k, 400, 0.01),
+                "{k}"
+            );
+        }
+        // Above `most`, `most` is the background; at 0 every overload counts.
+        assert_eq!(
+            excess_over_reference(40, 400, (100.0, 20.0), 0.05),
+            excess_overloads(40, 400, 0.05)
+        );
+        assert!(excess_over_reference(1, 400, small, 0.0));
+        assert!(!excess_over_reference(0, 400, small, 0.05));
+        assert!((binomial_tail(3, 10, 0.5) - 0.945_312_5).abs() < 1e-9);
+        assert!((ln_gamma(10.0) - 362_880f64.ln()).abs() < 1e-9);
     }
 
     #[test]
