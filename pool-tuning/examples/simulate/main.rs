@@ -21,8 +21,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use pool_tuning::sim::{
-    load_scenarios, run, scenario_dir, worse_than, PhaseGoals, Scenario, SeriesPoint, SimReport,
-    TunerSpec, PEER_TOLERANCE,
+    load_scenarios, on_every_core, run, scenario_dir, worse_than, PhaseGoals, Scenario,
+    SeriesPoint, SimReport, TunerSpec, PEER_TOLERANCE,
 };
 
 /// Simulate a tuner against a scenario (or every tuner against every scenario).
@@ -127,34 +127,11 @@ fn execute(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .iter()
         .flat_map(|s| (0..args.seeds.max(1)).map(move |i| (s.clone(), s.seed + i)))
         .collect();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut results: Vec<Option<Result<Runs, String>>> = (0..jobs.len()).map(|_| None).collect();
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads.min(jobs.len()))
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some((scenario, seed)) = jobs.get(index) else {
-                            return done;
-                        };
-                        done.push((index, run_all(scenario, *seed, &tuners, plotting)));
-                    }
-                })
-            })
-            .collect();
-        for worker in workers {
-            for (index, runs) in worker.join().expect("a simulation thread panicked") {
-                results[index] = Some(runs);
-            }
-        }
-    });
-    let all: Vec<Runs> = results
-        .into_iter()
-        .map(|r| r.expect("every job ran"))
-        .collect::<Result<_, _>>()?;
+    let all: Vec<Runs> = on_every_core(&jobs, |(scenario, seed)| {
+        run_all(scenario, *seed, &tuners, plotting)
+    })
+    .into_iter()
+    .collect::<Result<_, _>>()?;
     for runs in &all {
         for (report, _) in &runs.reports {
             if args.trace {

@@ -38,6 +38,7 @@
 
 mod goals;
 mod latency;
+mod parallel;
 mod params;
 mod record;
 mod report;
@@ -51,6 +52,7 @@ pub use goals::{
     PEER_TOLERANCE,
 };
 pub use latency::LatencyModel;
+pub use parallel::on_every_core;
 pub use params::{Capacity, ServerParams, ThrottleStatus};
 pub use report::{Metric, PhaseReport, SimReport, Violation};
 pub use run::{run, simulate, simulate_seeded, simulate_with, SeriesPoint, SimRun};

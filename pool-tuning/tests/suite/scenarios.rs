@@ -9,7 +9,8 @@
 use std::path::PathBuf;
 
 use pool_tuning::sim::{
-    load_scenarios, scenario_dir, simulate, simulate_seeded, Metric, Scenario, SimReport, TunerSpec,
+    load_scenarios, on_every_core, scenario_dir, simulate, simulate_seeded, Metric, Scenario,
+    SimReport, TunerSpec,
 };
 
 /// Seeds the knee tuner's ranges must hold on: the scenario's own and the next two. (The
@@ -30,35 +31,6 @@ fn find(scenarios: &[Scenario], name: &str) -> Scenario {
         .find(|s| s.name == name)
         .unwrap_or_else(|| panic!("{name} exists"))
         .clone()
-}
-
-/// Runs `jobs` on as many threads as there are cores; results in order.
-fn parallel<J: Sync, R: Send>(jobs: &[J], run: impl Fn(&J) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut results: Vec<Option<R>> = (0..jobs.len()).map(|_| None).collect();
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads.min(jobs.len()))
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(job) = jobs.get(index) else {
-                            return done;
-                        };
-                        done.push((index, run(job)));
-                    }
-                })
-            })
-            .collect();
-        for worker in workers {
-            for (index, result) in worker.join().expect("a simulation panicked") {
-                results[index] = Some(result);
-            }
-        }
-    });
-    results.into_iter().map(|r| r.expect("ran")).collect()
 }
 
 #[test]
@@ -99,7 +71,7 @@ fn quick_scenarios_meet_their_ranges() {
                 .collect::<Vec<_>>()
         })
         .collect();
-    let failures: Vec<String> = parallel(&jobs, |(scenario, tuner, seed)| {
+    let failures: Vec<String> = on_every_core(&jobs, |(scenario, tuner, seed)| {
         let report = simulate_seeded(scenario, tuner, *seed).expect("scenario runs");
         scenario
             .check(tuner, &report)
@@ -122,7 +94,7 @@ fn quick_scenarios_meet_their_ranges() {
 #[test]
 fn the_best_fixed_limit_reaches_the_computed_capacity_and_nothing_beats_it() {
     let scenarios = quick();
-    let best: Vec<SimReport> = parallel(&scenarios, |scenario| {
+    let best: Vec<SimReport> = on_every_core(&scenarios, |scenario| {
         simulate(scenario, &TunerSpec::BestFixed).expect("runs")
     });
     for (scenario, report) in scenarios.iter().zip(&best) {
@@ -149,7 +121,7 @@ fn the_best_fixed_limit_reaches_the_computed_capacity_and_nothing_beats_it() {
             [12, 20, 28, 36, 48, 64, 96].map(move |limit| (scenario.clone(), limit))
         })
         .collect();
-    let swept = parallel(&sweep, |(scenario, limit)| {
+    let swept = on_every_core(&sweep, |(scenario, limit)| {
         simulate(scenario, &TunerSpec::Fixed(*limit)).expect("runs")
     });
     for ((scenario, limit), report) in sweep.iter().zip(swept) {
