@@ -35,7 +35,7 @@
 //! }
 //! assert_eq!(sum, 9_900);
 //! pool.drain().await;
-//! assert_eq!(pool.stats().processed, 100);
+//! assert_eq!(pool.stats().succeeded, 100);
 //! # Ok(()) }
 //! ```
 //!

@@ -22,7 +22,7 @@
 //! }
 //!
 //! let since_start = metrics.aggregate_all();
-//! assert_eq!(since_start.count, 100);
+//! assert_eq!(since_start.finished, 100);
 //! println!("p99 execution: {} µs", since_start.execution.p99_us);
 //! println!("{}", serde_json::to_string_pretty(&metrics.stats())?);
 //! # Ok(())

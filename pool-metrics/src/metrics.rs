@@ -42,7 +42,7 @@ use crate::tenants::TenantBook;
 /// assert_eq!(answer.await?, 42);
 ///
 /// let stats = metrics.stats();
-/// assert_eq!((stats.finished, stats.errors), (1, 0));
+/// assert_eq!((stats.finished, stats.succeeded, stats.failed), (1, 1, 0));
 /// println!("{}", metrics.prometheus());
 /// # Ok(())
 /// # }
@@ -448,11 +448,16 @@ impl Inner {
         let oldest_bucket = newest_bucket.saturating_sub(self.config.rolling_buckets as u64 - 1);
         let window_span = now.saturating_duration_since(grid.start_of(oldest_bucket));
         let recent = self.recent_tasks();
+        // `errors`: the deprecated sum, filled in for one release.
+        #[allow(deprecated)]
         LiveStats {
             observed_secs: now.saturating_duration_since(origin).as_secs_f64(),
             finished: lifetime.finished,
             succeeded: lifetime.succeeded(),
-            errors: lifetime.errors(),
+            failed: lifetime.failed(),
+            cancelled: lifetime.cancelled(),
+            stopped: lifetime.stopped(),
+            errors: lifetime.unsucceeded(),
             error_rate: lifetime.error_rate(),
             attempts: lifetime.attempts,
             retries: lifetime.retries,
@@ -524,11 +529,17 @@ impl Inner {
         let span = now.saturating_duration_since(start);
         let tally = &merged.tally;
         let latencies = &merged.latencies;
+        // `count` and `errors`: the deprecated names, filled in for one release.
+        #[allow(deprecated)]
         Aggregate {
             window_secs: span.as_secs_f64(),
+            finished: tally.finished,
             count: tally.finished,
             succeeded: tally.succeeded(),
-            errors: tally.errors(),
+            failed: tally.failed(),
+            cancelled: tally.cancelled(),
+            stopped: tally.stopped(),
+            errors: tally.unsucceeded(),
             error_rate: tally.error_rate(),
             attempts: tally.attempts,
             retries: tally.retries,

@@ -22,9 +22,26 @@ pub struct LiveStats {
     pub finished: u64,
     /// Tasks that resolved with their value.
     pub succeeded: u64,
-    /// Tasks that resolved without one.
+    /// Tasks that resolved with a failure: their own error, a timeout, a panic, a declined
+    /// retry, a rejection or a missed deadline (every kind in `errors_by_kind` but
+    /// `cancelled` and `stopped`). Pool-core's [`Stats::failed`](pool_core::Stats::failed)
+    /// counts the same tasks.
+    #[serde(default)]
+    pub failed: u64,
+    /// Tasks that resolved `Cancelled` (a token or a handle's abort).
+    #[serde(default)]
+    pub cancelled: u64,
+    /// Tasks that resolved `Stopped` (the pool stopped before they ran).
+    #[serde(default)]
+    pub stopped: u64,
+    /// Tasks that resolved without their value: `failed + cancelled + stopped`.
+    #[deprecated(
+        since = "0.1.0",
+        note = "use `failed` (cancelled and stopped tasks are in `cancelled` and `stopped`; this is their sum)"
+    )]
     pub errors: u64,
-    /// `errors / finished` (0 when nothing finished).
+    /// Tasks resolved without their value (`failed + cancelled + stopped`) over `finished`;
+    /// 0 when nothing finished.
     pub error_rate: f64,
     /// Attempts run by finished tasks.
     pub attempts: u64,
@@ -129,12 +146,31 @@ pub struct Aggregate {
     /// history has a slice resolution and a horizon) to now.
     pub window_secs: f64,
     /// Tasks that finished in it.
+    #[serde(default)]
+    pub finished: u64,
+    /// The old name of [`finished`](Self::finished) (same value).
+    #[deprecated(since = "0.1.0", note = "use `finished` (same value)")]
     pub count: u64,
     /// Of which succeeded.
     pub succeeded: u64,
-    /// Of which did not.
+    /// Of which failed: their own error, a timeout, a panic, a declined retry, a rejection
+    /// or a missed deadline.
+    #[serde(default)]
+    pub failed: u64,
+    /// Of which were cancelled.
+    #[serde(default)]
+    pub cancelled: u64,
+    /// Of which were stopped.
+    #[serde(default)]
+    pub stopped: u64,
+    /// Of which did not succeed: `failed + cancelled + stopped`.
+    #[deprecated(
+        since = "0.1.0",
+        note = "use `failed` (cancelled and stopped tasks are in `cancelled` and `stopped`; this is their sum)"
+    )]
     pub errors: u64,
-    /// `errors / count` (0 when nothing finished).
+    /// Tasks that did not succeed (`failed + cancelled + stopped`) over `finished`; 0 when
+    /// nothing finished.
     pub error_rate: f64,
     /// Attempts run by those tasks.
     pub attempts: u64,
@@ -146,7 +182,7 @@ pub struct Aggregate {
     pub errors_by_kind: BTreeMap<String, u64>,
     /// `failed` outcomes by error class.
     pub failures_by_class: BTreeMap<String, u64>,
-    /// `count / window_secs`.
+    /// `finished / window_secs`.
     pub throughput_ops_per_sec: f64,
     /// Time waiting in the queue.
     pub queue_wait: LatencySummary,

@@ -58,16 +58,30 @@ impl Tally {
     }
 
     pub(crate) fn succeeded(&self) -> u64 {
-        self.by_outcome[0]
+        self.by_outcome[Outcome::Succeeded.index()]
     }
 
-    pub(crate) fn errors(&self) -> u64 {
+    pub(crate) fn cancelled(&self) -> u64 {
+        self.by_outcome[Outcome::Cancelled.index()]
+    }
+
+    pub(crate) fn stopped(&self) -> u64 {
+        self.by_outcome[Outcome::Stopped.index()]
+    }
+
+    /// Every outcome but success, cancellation and stop.
+    pub(crate) fn failed(&self) -> u64 {
+        self.unsucceeded() - self.cancelled() - self.stopped()
+    }
+
+    /// Every outcome but success: what the deprecated `errors` fields count.
+    pub(crate) fn unsucceeded(&self) -> u64 {
         self.finished - self.succeeded()
     }
 
-    /// Errors over finished tasks; 0 when nothing finished.
+    /// Tasks that did not succeed over finished tasks; 0 when nothing finished.
     pub(crate) fn error_rate(&self) -> f64 {
-        ratio(self.errors(), self.finished).unwrap_or(0.0)
+        ratio(self.unsucceeded(), self.finished).unwrap_or(0.0)
     }
 
     /// Retries per finished task; 0 when nothing finished.

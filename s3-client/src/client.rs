@@ -54,7 +54,7 @@ const DELETE_CHUNK: usize = 1000;
 /// client.put(&path, vec![7u8; 1024]).await.unwrap();
 /// assert_eq!(client.head(&path).await.unwrap().size, 1024);
 /// assert_eq!(client.get_range(&path, 0..2).await.unwrap(), vec![7u8, 7]);
-/// assert_eq!(client.stats().unwrap().processed, 3);
+/// assert_eq!(client.stats().unwrap().succeeded, 3);
 /// # }
 /// ```
 #[derive(Clone)]
@@ -767,7 +767,7 @@ impl S3Client {
             .add_batch_with(attempts, options, classify)
     }
 
-    /// The pool's counters (queued, active, processed, errors, retries, …); `None` without
+    /// The pool's counters (queued, active, succeeded, failed, retries, …); `None` without
     /// a pool.
     pub fn stats(&self) -> Option<Stats> {
         self.pool().map(Pool::stats)

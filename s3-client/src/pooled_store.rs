@@ -69,7 +69,7 @@ const DELETE_CHUNK: usize = 1000;
 /// let pool = Pool::builder().concurrency(8).build().unwrap();
 /// let store = PooledStore::new(InMemory::new(), pool.clone());
 /// store.put(&Path::from("a"), "x".into()).await.unwrap();
-/// assert_eq!(pool.stats().processed, 1);
+/// assert_eq!(pool.stats().succeeded, 1);
 /// # }
 /// ```
 pub struct PooledStore<S> {

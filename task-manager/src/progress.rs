@@ -8,7 +8,8 @@ use pool_core::TaskError;
 /// A snapshot of one run's progress, passed to [`Run::on_progress`](crate::Run::on_progress)
 /// after every item resolves and readable at any time with [`Run::progress`](crate::Run::progress).
 ///
-/// `done == succeeded + failed + skipped`. Times come from the pool's clock, so under paused
+/// `done == succeeded + failed + cancelled + stopped`: the words pool-core's `Stats` and
+/// pool-metrics' `LiveStats` use for the same outcomes. Times come from the pool's clock, so under paused
 /// or simulated time the rate is in virtual seconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
@@ -20,8 +21,15 @@ pub struct Progress {
     /// Items resolved with their own failure: an error, a timeout, a panic, or an exhausted
     /// retry budget.
     pub failed: u64,
-    /// Items that never produced a result of their own: cancelled (fail-fast, dropped
-    /// stream) or stopped.
+    /// Items resolved `Cancelled` (fail-fast, a dropped stream, a token).
+    pub cancelled: u64,
+    /// Items resolved `Stopped` (the pool stopped before they ran).
+    pub stopped: u64,
+    /// Items that never produced a result of their own: `cancelled + stopped`.
+    #[deprecated(
+        since = "0.1.0",
+        note = "use `cancelled` and `stopped` (this is their sum)"
+    )]
     pub skipped: u64,
     /// Items handed to the pool and not yet resolved.
     pub in_flight: u64,
@@ -68,9 +76,10 @@ impl fmt::Display for Progress {
         }
         write!(
             f,
-            " done ({} failed, {} skipped), {:.1}/s",
+            " done ({} failed, {} cancelled, {} stopped), {:.1}/s",
             self.failed,
-            self.skipped,
+            self.cancelled,
+            self.stopped,
             self.rate_per_sec()
         )
     }
@@ -82,7 +91,8 @@ type ProgressCallback = Box<dyn FnMut(&Progress) + Send>;
 pub(crate) struct ProgressTracker {
     succeeded: u64,
     failed: u64,
-    skipped: u64,
+    cancelled: u64,
+    stopped: u64,
     total: Option<u64>,
     started_at: Option<Instant>,
     callback: Option<ProgressCallback>,
@@ -93,7 +103,8 @@ impl fmt::Debug for ProgressTracker {
         f.debug_struct("ProgressTracker")
             .field("succeeded", &self.succeeded)
             .field("failed", &self.failed)
-            .field("skipped", &self.skipped)
+            .field("cancelled", &self.cancelled)
+            .field("stopped", &self.stopped)
             .field("total", &self.total)
             .field("callback", &self.callback.is_some())
             .finish()
@@ -105,14 +116,16 @@ impl fmt::Debug for ProgressTracker {
 pub(crate) enum ItemOutcome {
     Succeeded,
     Failed,
-    Skipped,
+    Cancelled,
+    Stopped,
 }
 
 impl ItemOutcome {
     pub(crate) fn of<T, E>(result: &Result<T, TaskError<E>>) -> Self {
         match result {
             Ok(_) => ItemOutcome::Succeeded,
-            Err(TaskError::Stopped | TaskError::Cancelled) => ItemOutcome::Skipped,
+            Err(TaskError::Cancelled) => ItemOutcome::Cancelled,
+            Err(TaskError::Stopped) => ItemOutcome::Stopped,
             Err(_) => ItemOutcome::Failed,
         }
     }
@@ -123,7 +136,8 @@ impl ProgressTracker {
         Self {
             succeeded: 0,
             failed: 0,
-            skipped: 0,
+            cancelled: 0,
+            stopped: 0,
             total,
             started_at: None,
             callback: None,
@@ -146,7 +160,8 @@ impl ProgressTracker {
         match outcome {
             ItemOutcome::Succeeded => self.succeeded += 1,
             ItemOutcome::Failed => self.failed += 1,
-            ItemOutcome::Skipped => self.skipped += 1,
+            ItemOutcome::Cancelled => self.cancelled += 1,
+            ItemOutcome::Stopped => self.stopped += 1,
         }
         if self.callback.is_some() {
             let progress = self.snapshot(in_flight, now);
@@ -157,11 +172,15 @@ impl ProgressTracker {
     }
 
     pub(crate) fn snapshot(&self, in_flight: u64, now: Instant) -> Progress {
+        // `skipped`: the deprecated sum, filled in for one release.
+        #[allow(deprecated)]
         Progress {
-            done: self.succeeded + self.failed + self.skipped,
+            done: self.succeeded + self.failed + self.cancelled + self.stopped,
             succeeded: self.succeeded,
             failed: self.failed,
-            skipped: self.skipped,
+            cancelled: self.cancelled,
+            stopped: self.stopped,
+            skipped: self.cancelled + self.stopped,
             in_flight,
             total: self.total,
             elapsed: self
@@ -176,10 +195,13 @@ mod tests {
     use super::*;
 
     fn progress(done: u64, total: Option<u64>, elapsed_secs: u64) -> Progress {
+        #[allow(deprecated)]
         Progress {
             done,
             succeeded: done,
             failed: 0,
+            cancelled: 0,
+            stopped: 0,
             skipped: 0,
             in_flight: 0,
             total,
@@ -219,22 +241,35 @@ mod tests {
     fn tracker_counts_by_outcome_and_calls_back_each_time() {
         let start = Instant::now();
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut tracker = ProgressTracker::new(Some(3));
+        let mut tracker = ProgressTracker::new(Some(4));
         let sink = std::sync::Arc::clone(&seen);
         tracker.set_callback(Box::new(move |p| sink.lock().unwrap().push(*p)));
         tracker.start(start);
         let later = start + Duration::from_secs(1);
         tracker.record(ItemOutcome::Succeeded, 2, later);
         tracker.record(ItemOutcome::Failed, 1, later);
-        tracker.record(ItemOutcome::Skipped, 0, later);
+        tracker.record(ItemOutcome::Cancelled, 1, later);
+        tracker.record(ItemOutcome::Stopped, 0, later);
         let seen = seen.lock().unwrap();
-        assert_eq!(seen.len(), 3);
-        let last = seen[2];
+        assert_eq!(seen.len(), 4);
+        let last = seen[3];
         assert_eq!(
-            (last.done, last.succeeded, last.failed, last.skipped),
-            (3, 1, 1, 1)
+            (
+                last.done,
+                last.succeeded,
+                last.failed,
+                last.cancelled,
+                last.stopped
+            ),
+            (4, 1, 1, 1, 1)
         );
-        assert_eq!(last.rate_per_sec(), 3.0);
-        assert_eq!(last.to_string(), "3/3 done (1 failed, 1 skipped), 3.0/s");
+        #[allow(deprecated)]
+        let skipped = last.skipped;
+        assert_eq!(skipped, 2);
+        assert_eq!(last.rate_per_sec(), 4.0);
+        assert_eq!(
+            last.to_string(),
+            "4/4 done (1 failed, 1 cancelled, 1 stopped), 4.0/s"
+        );
     }
 }

@@ -10,7 +10,8 @@ use crate::progress::ItemOutcome;
 ///
 /// `pool` counts tasks (one per item handed to the pool, plus single `enqueue`s); the `items_*`
 /// fields count items of runs (`process*`), including items that were never handed to the
-/// pool because a run ended early.
+/// pool because a run ended early. Outcomes are named as in pool-core's
+/// [`Stats`]: succeeded, failed, cancelled, stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct ManagerStats {
@@ -22,9 +23,18 @@ pub struct ManagerStats {
     pub items_pulled: u64,
     /// Items resolved with their value.
     pub items_succeeded: u64,
-    /// Items resolved with their own failure (error, timeout, panic, exhausted retry budget).
+    /// Items resolved with their own failure (error, timeout, panic, declined retry, missed
+    /// deadline).
     pub items_failed: u64,
-    /// Items resolved as cancelled or stopped.
+    /// Items resolved `Cancelled` (fail-fast, a dropped stream, a token).
+    pub items_cancelled: u64,
+    /// Items resolved `Stopped` (the pool stopped before they ran).
+    pub items_stopped: u64,
+    /// Items resolved as cancelled or stopped: `items_cancelled + items_stopped`.
+    #[deprecated(
+        since = "0.1.0",
+        note = "use `items_cancelled` and `items_stopped` (this is their sum)"
+    )]
     pub items_skipped: u64,
 }
 
@@ -35,7 +45,8 @@ pub(crate) struct ItemCounters {
     pulled: AtomicU64,
     succeeded: AtomicU64,
     failed: AtomicU64,
-    skipped: AtomicU64,
+    cancelled: AtomicU64,
+    stopped: AtomicU64,
 }
 
 impl ItemCounters {
@@ -55,19 +66,26 @@ impl ItemCounters {
         let counter = match outcome {
             ItemOutcome::Succeeded => &self.succeeded,
             ItemOutcome::Failed => &self.failed,
-            ItemOutcome::Skipped => &self.skipped,
+            ItemOutcome::Cancelled => &self.cancelled,
+            ItemOutcome::Stopped => &self.stopped,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn snapshot(&self, pool: Stats) -> ManagerStats {
+        let cancelled = self.cancelled.load(Ordering::Relaxed);
+        let stopped = self.stopped.load(Ordering::Relaxed);
+        // `items_skipped`: the deprecated sum, filled in for one release.
+        #[allow(deprecated)]
         ManagerStats {
             pool,
             active_runs: self.active_runs.load(Ordering::Relaxed),
             items_pulled: self.pulled.load(Ordering::Relaxed),
             items_succeeded: self.succeeded.load(Ordering::Relaxed),
             items_failed: self.failed.load(Ordering::Relaxed),
-            items_skipped: self.skipped.load(Ordering::Relaxed),
+            items_cancelled: cancelled,
+            items_stopped: stopped,
+            items_skipped: cancelled + stopped,
         }
     }
 }

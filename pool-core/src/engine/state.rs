@@ -21,12 +21,12 @@ use super::timeline::Timeline;
 #[derive(Debug, Default)]
 pub(super) struct Counters {
     pub(super) enqueued: u64,
-    processed: u64,
-    errors: u64,
+    succeeded: u64,
+    failed: u64,
     pub(super) retries: u64,
     cancelled: u64,
     stopped: u64,
-    /// Of `errors`: missed deadlines, and of those, tasks shed early.
+    /// Of `failed`: missed deadlines, and of those, tasks shed early.
     deadline_exceeded: u64,
     shed: u64,
 }
@@ -35,11 +35,11 @@ impl Counters {
     /// Counts a task that ends with `end`.
     pub(super) fn ended(&mut self, end: &TaskEnd) {
         match end {
-            TaskEnd::Succeeded => self.processed += 1,
+            TaskEnd::Succeeded => self.succeeded += 1,
             TaskEnd::Cancelled => self.cancelled += 1,
             TaskEnd::Stopped => self.stopped += 1,
             TaskEnd::DeadlineExceeded { shed, .. } => {
-                self.errors += 1;
+                self.failed += 1;
                 self.deadline_exceeded += 1;
                 self.shed += u64::from(*shed);
             }
@@ -48,7 +48,7 @@ impl Counters {
             | TaskEnd::Panicked(_)
             | TaskEnd::Rejected(_)
             | TaskEnd::BudgetExhausted { .. }
-            | TaskEnd::RetrySkipped { .. } => self.errors += 1,
+            | TaskEnd::RetrySkipped { .. } => self.failed += 1,
         }
     }
 
@@ -409,14 +409,18 @@ impl State {
     }
 
     pub(super) fn stats(&self) -> Stats {
+        // `processed` and `errors`: the deprecated names, filled in for one release.
+        #[allow(deprecated)]
         Stats {
             queued: self.queue.len() + self.on_loan.len(),
             active: self.running(),
             retrying: self.parked.retrying(),
             deferred: self.parked.deferred(),
             enqueued: self.counters.enqueued,
-            processed: self.counters.processed,
-            errors: self.counters.errors,
+            succeeded: self.counters.succeeded,
+            failed: self.counters.failed,
+            processed: self.counters.succeeded,
+            errors: self.counters.failed,
             deadline_exceeded: self.counters.deadline_exceeded,
             shed: self.counters.shed,
             retries: self.counters.retries,

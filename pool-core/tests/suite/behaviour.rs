@@ -234,7 +234,7 @@ async fn retries_back_off_exponentially_without_jitter(env: Env) {
         vec![ms(0), ms(100), ms(300), ms(700)]
     );
     let stats = pool.stats();
-    assert_eq!((stats.retries, stats.processed, stats.errors), (3, 1, 0));
+    assert_eq!((stats.retries, stats.succeeded, stats.failed), (3, 1, 0));
 }
 
 async fn jittered_backoff_stays_within_bounds(env: Env) {
@@ -468,7 +468,7 @@ async fn an_empty_retry_budget_makes_retries_wait_for_a_token(env: Env) {
             .expect("a retry waits for a token, it does not fail");
     }
     let stats = pool.stats();
-    assert_eq!((stats.retries, stats.errors), (10, 0), "{stats:?}");
+    assert_eq!((stats.retries, stats.failed), (10, 0), "{stats:?}");
     // The last waiting retry needed tokens the successes alone could not give in time: the
     // floor paid for it, later than the 10 ms backoff.
     assert!(env.now() - t0 >= ms(100), "{:?}", env.now() - t0);
@@ -585,7 +585,7 @@ async fn pause_lets_running_tasks_finish_and_starts_none(env: Env) {
     pool.pause();
     env.sleep(ms(1_000)).await;
     let stats = pool.stats();
-    assert_eq!((stats.processed, stats.active, stats.queued), (2, 0, 4));
+    assert_eq!((stats.succeeded, stats.active, stats.queued), (2, 0, 4));
     assert!(stats.paused);
     pool.resume();
     for handle in handles {
@@ -623,7 +623,7 @@ async fn drain_waits_for_queue_running_and_backoff(env: Env) {
     pool.drain().await;
     let stats = pool.stats();
     assert_eq!((stats.queued, stats.active, stats.retrying), (0, 0, 0));
-    assert_eq!(stats.processed, 6);
+    assert_eq!(stats.succeeded, 6);
     assert_eq!(attempts.load(Ordering::SeqCst), 2);
     assert!(flaky.await.is_ok());
     drop(slow);
@@ -726,7 +726,7 @@ async fn panics_are_caught_and_the_pool_keeps_running(env: Env) {
     assert!(matches!(in_closure.await, Err(TaskError::Panicked(_))));
     assert_eq!(after.await.unwrap(), 5);
     let stats = pool.stats();
-    assert_eq!((stats.errors, stats.processed, stats.retries), (2, 1, 0));
+    assert_eq!((stats.failed, stats.succeeded, stats.retries), (2, 1, 0));
 }
 
 async fn batch_results_are_in_input_order_with_callbacks_once_each(env: Env) {
@@ -942,8 +942,8 @@ async fn stats_add_up_after_a_mixed_run(env: Env) {
     let stats = pool.stats();
     assert_eq!(resolved, 100);
     assert!(stats.in_balance(), "{stats:?}");
-    assert_eq!(stats.processed, 40);
-    assert_eq!(stats.errors, 60);
+    assert_eq!(stats.succeeded, 40);
+    assert_eq!(stats.failed, 60);
     assert_eq!(
         stats.retries, 40,
         "retryable and timed-out tasks retried once each"
@@ -1056,7 +1056,7 @@ async fn a_rejecting_admission_policy_fails_tasks_fast_with_rejected(env: Env) {
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(ran.load(Ordering::SeqCst), 0);
-    assert_eq!(pool.stats().errors, 1);
+    assert_eq!(pool.stats().failed, 1);
     let events = recorder.events.lock().unwrap();
     assert!(events
         .iter()

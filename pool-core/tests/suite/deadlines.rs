@@ -105,7 +105,7 @@ async fn a_queued_task_past_its_deadline_resolves_then_and_never_starts(env: Env
     pool.drain().await;
     assert_eq!(calls.load(Ordering::SeqCst), 0, "it never started");
     let stats = pool.stats();
-    assert_eq!((stats.processed, stats.errors), (1, 1), "{stats:?}");
+    assert_eq!((stats.succeeded, stats.failed), (1, 1), "{stats:?}");
     assert_eq!((stats.deadline_exceeded, stats.shed), (1, 0), "{stats:?}");
     assert!(stats.in_balance(), "{stats:?}");
     let events = recorder.events.lock().unwrap();

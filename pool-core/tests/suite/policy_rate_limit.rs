@@ -545,7 +545,7 @@ fn parked_tasks_resolve_when_cancelled_or_stopped() {
     let stats = pool.stats();
     assert_eq!(stats.deferred, 0);
     assert_eq!(
-        (stats.processed, stats.cancelled, stats.stopped_tasks),
+        (stats.succeeded, stats.cancelled, stats.stopped_tasks),
         (1, 1, 5)
     );
     assert!(stats.in_balance(), "{stats:?}");

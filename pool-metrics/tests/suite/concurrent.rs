@@ -57,14 +57,17 @@ fn many_threads_recording_at_once_lose_no_counts() {
     let total = THREADS * PER_THREAD;
     let stats = metrics.stats_at(now);
     assert_eq!(stats.finished, total);
-    assert_eq!(stats.errors, total / 10);
+    assert_eq!(stats.failed, total / 10);
     assert_eq!(stats.retries, total / 2);
     let execution_us: u64 = (0..total).map(|id| id % 1_000).sum();
     assert_eq!(stats.time_spent.execution_secs, execution_us as f64 / 1e6);
     assert_eq!(stats.rolling.finished, total);
 
     let aggregate = metrics.aggregate_at(now, now);
-    assert_eq!((aggregate.count, aggregate.execution.count), (total, total));
+    assert_eq!(
+        (aggregate.finished, aggregate.execution.count),
+        (total, total)
+    );
 
     // The store holds exactly the last 1,000 sequence numbers, the ring the last 256.
     let stored: Vec<u64> = metrics.tasks().iter().map(|t| t.sequence).collect();
@@ -111,7 +114,7 @@ fn a_multi_threaded_pool_loses_no_counts() {
     drop(runtime);
     let stats = metrics.stats();
     assert_eq!(stats.finished, 5_000);
-    assert_eq!(stats.succeeded, pool_stats.processed);
-    assert_eq!(metrics.aggregate_all().count, 5_000);
+    assert_eq!(stats.succeeded, pool_stats.succeeded);
+    assert_eq!(metrics.aggregate_all().finished, 5_000);
     assert_eq!(metrics.tasks().len(), 1_000);
 }

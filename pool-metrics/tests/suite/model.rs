@@ -71,7 +71,7 @@ proptest! {
             .iter()
             .filter(|(at, ..)| (oldest_slice..=newest_slice).contains(&(at / 5_000)))
             .count();
-        prop_assert_eq!(metrics.aggregate_at(origin, now).count, in_history as u64);
+        prop_assert_eq!(metrics.aggregate_at(origin, now).finished, in_history as u64);
 
         // Store: the last `capacity` ids in finishing order; the ring: the last 10.
         let stored: Vec<u64> = metrics.tasks().iter().map(|t| t.id.0).collect();

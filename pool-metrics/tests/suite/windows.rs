@@ -77,13 +77,13 @@ async fn history_percentiles_reflect_recent_traffic_only() {
 
     tokio::time::sleep_until((start + Duration::from_secs(59)).into()).await;
     let both = metrics.aggregate_all();
-    assert_eq!(both.count, 70);
+    assert_eq!(both.finished, 70);
     assert_within_precision(both.execution.p50_us, 10_000);
 
     // At 60 s the history starts at slice 1: the fast tasks are forgotten.
     tokio::time::sleep_until((start + Duration::from_secs(60)).into()).await;
     let recent = metrics.aggregate_all();
-    assert_eq!(recent.count, 20);
+    assert_eq!(recent.finished, 20);
     assert_eq!(recent.window_secs, 55.0);
     assert_within_precision(recent.execution.p50_us, 1_000_000);
     assert_eq!(metrics.stats().finished, 70);
@@ -102,11 +102,11 @@ fn aggregate_since_counts_whole_slices_from_the_one_holding_since() {
     let now = at(30);
     // since 12 s lies in slice 2 (10..15 s): slices 2..=5 hold 20 tasks.
     let aggregate = metrics.aggregate_at(at(12), now);
-    assert_eq!(aggregate.count, 20);
+    assert_eq!(aggregate.finished, 20);
     assert_eq!(aggregate.window_secs, 20.0);
     assert_eq!(aggregate.throughput_ops_per_sec, 1.0);
     // since in the future: nothing.
-    assert_eq!(metrics.aggregate_at(at(31), now).count, 0);
+    assert_eq!(metrics.aggregate_at(at(31), now).finished, 0);
     // since before the horizon is clamped to it: everything (30 s < 60 s).
-    assert_eq!(metrics.aggregate_at(t0, now).count, 30);
+    assert_eq!(metrics.aggregate_at(t0, now).finished, 30);
 }

@@ -212,7 +212,7 @@ async fn parked_tasks_ask_for_no_more_permits_than_the_pool_runs() {
         let pool = pool.clone();
         async move {
             let mut most = 0;
-            while pool.stats().processed < 60 {
+            while pool.stats().succeeded < 60 {
                 most = most.max(permits.status().held);
                 tokio::time::sleep(Duration::from_micros(500)).await;
             }

@@ -222,7 +222,7 @@ async fn restart_mid_run(
         })
         .collect();
     wait_until("some tasks ran", Duration::from_secs(10), || {
-        let processed = pool.stats().processed;
+        let processed = pool.stats().succeeded;
         async move { processed >= 14 }
     })
     .await;

@@ -21,7 +21,7 @@ async fn metrics_see_every_call() {
     }
     let _ = client.get(&Path::from("absent")).await.unwrap_err();
     let aggregate = client.metrics().unwrap().aggregate_all();
-    assert_eq!(aggregate.count, 21);
+    assert_eq!(aggregate.finished, 21);
     assert!(client.metrics().unwrap().prometheus().contains("21"));
 }
 

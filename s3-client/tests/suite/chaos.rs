@@ -125,8 +125,8 @@ async fn chaos_over_memory(count: usize) {
     let faults = chaos.stats();
     println!("{count} puts: {tally:?}, {faults:?}, pool {stats:?}");
     assert_eq!(tally.written + tally.failed, count);
-    assert_eq!(stats.processed as usize, tally.written);
-    assert_eq!(stats.errors as usize, tally.failed);
+    assert_eq!(stats.succeeded as usize, tally.written);
+    assert_eq!(stats.failed as usize, tally.failed);
     assert!(stats.in_balance(), "{stats:?}");
     assert_eq!((stats.queued, stats.active, stats.retrying), (0, 0, 0));
     assert!(recorder.snapshot(|r| r.max_attempt) <= RETRIES + 1);

@@ -44,7 +44,7 @@ async fn every_call_is_a_pool_task_unless_it_bypasses_the_pool() {
     client.put(&path, "v").await.unwrap();
     client.get(&path).await.unwrap();
     client.head(&path).bypass_pool().await.unwrap();
-    assert_eq!(client.stats().unwrap().processed, 2);
+    assert_eq!(client.stats().unwrap().succeeded, 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -59,7 +59,7 @@ async fn the_client_as_an_object_store_shares_its_pool() {
         &client.get(&Path::from("via-store")).await.unwrap()[..],
         b"v"
     );
-    assert_eq!(client.stats().unwrap().processed, 2);
+    assert_eq!(client.stats().unwrap().succeeded, 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -147,11 +147,11 @@ async fn pause_holds_calls_until_resume() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let stats = client.stats().unwrap();
     assert!(stats.paused);
-    assert_eq!((stats.queued, stats.processed), (1, 0));
+    assert_eq!((stats.queued, stats.succeeded), (1, 0));
     client.resume();
     pending.await.unwrap().unwrap();
     client.drain().await;
-    assert_eq!(client.stats().unwrap().processed, 1);
+    assert_eq!(client.stats().unwrap().succeeded, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -233,14 +233,14 @@ async fn delete_many_removes_every_path_in_chunks() {
         )
         .await;
     assert!(batch.all_succeeded());
-    let processed_before = client.stats().unwrap().processed;
+    let processed_before = client.stats().unwrap().succeeded;
 
     let mut deleted = client.delete_many(paths.clone()).await.unwrap();
 
     deleted.sort();
     assert_eq!(deleted, paths);
     assert_eq!(
-        client.stats().unwrap().processed - processed_before,
+        client.stats().unwrap().succeeded - processed_before,
         3,
         "3 chunks of ≤ 1000"
     );
@@ -316,11 +316,11 @@ async fn clients_with_a_shared_pool_share_its_limit_and_stats() {
         .unwrap();
     a.put(&Path::from("x"), "1").await.unwrap();
     b.put(&Path::from("y"), "2").await.unwrap();
-    assert_eq!(pool.stats().processed, 2);
-    assert_eq!(a.stats().unwrap().processed, 2);
+    assert_eq!(pool.stats().succeeded, 2);
+    assert_eq!(a.stats().unwrap().succeeded, 2);
     // Separate pools by default.
     let c = memory_client();
-    assert_eq!(c.stats().unwrap().processed, 0);
+    assert_eq!(c.stats().unwrap().succeeded, 0);
 }
 
 #[tokio::test(start_paused = true)]

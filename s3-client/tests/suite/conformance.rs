@@ -26,14 +26,14 @@ async fn s3_client_over_in_memory() {
     let client = client_over(Arc::new(InMemory::new()));
     run_all(&client, "suite").await;
     let stats = client.stats().unwrap();
-    assert!(stats.processed > 20 && stats.in_balance(), "{stats:?}");
+    assert!(stats.succeeded > 20 && stats.in_balance(), "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooled_store_over_in_memory() {
     let subject = pooled(Arc::new(InMemory::new()));
     run_all(&subject, "suite").await;
-    assert!(subject.0.pool().unwrap().stats().processed > 20);
+    assert!(subject.0.pool().unwrap().stats().succeeded > 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

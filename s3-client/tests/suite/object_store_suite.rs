@@ -137,7 +137,7 @@ fn pool() -> Pool {
 
 fn assert_no_retries(store: &PooledStore<impl ObjectStore>) {
     let stats = store.pool().unwrap().stats();
-    assert!(stats.processed > 100 && stats.in_balance(), "{stats:?}");
+    assert!(stats.succeeded > 100 && stats.in_balance(), "{stats:?}");
     // Every error the suite provokes (missing objects, bad ranges, failed preconditions) is
     // permanent: none may be retried.
     assert_eq!(stats.retries, 0, "{stats:?}");
@@ -268,7 +268,7 @@ async fn rename_is_the_stores_own() {
         std::fs::metadata(root.path().join("to")).unwrap().ino(),
         inode
     );
-    assert_eq!(store.pool().unwrap().stats().processed, 2);
+    assert_eq!(store.pool().unwrap().stats().succeeded, 2);
 }
 
 /// With `retrying_parts`, a part that fails is sent again alone: the upload completes and

@@ -205,7 +205,12 @@ async fn stop_mid_run_resolves_every_item_exactly_once() {
     assert_eq!(calls.counts(), vec![1; 100]);
     let stats = manager.stats();
     assert!(stats.pool.in_balance());
-    assert_eq!(stats.items_succeeded + stats.items_skipped, 100);
+    assert_eq!(stats.items_succeeded + stats.items_stopped, 100);
+    assert_eq!((stats.items_failed, stats.items_cancelled), (0, 0));
+    // The pool names the same outcomes with the same words (items never handed to the pool
+    // are stopped items, not stopped tasks).
+    assert_eq!(stats.pool.succeeded, stats.items_succeeded);
+    assert!(stats.pool.stopped_tasks <= stats.items_stopped);
     assert_eq!(stats.active_runs, 0);
 }
 
@@ -244,7 +249,10 @@ async fn callbacks_and_progress_fire_exactly_once_per_item() {
     let done: Vec<u64> = progress.iter().map(|p| p.done).collect();
     assert_eq!(done, (1..=120).collect::<Vec<u64>>());
     let last = progress.last().unwrap();
-    assert_eq!((last.succeeded, last.failed, last.skipped), (96, 24, 0));
+    assert_eq!(
+        (last.succeeded, last.failed, last.cancelled, last.stopped),
+        (96, 24, 0, 0)
+    );
     assert_eq!(last.total, Some(120));
     assert_eq!(last.in_flight, 0);
     assert!(last.elapsed > Duration::ZERO && last.rate_per_sec() > 0.0);
@@ -307,7 +315,7 @@ async fn dropping_the_stream_stops_pulling_and_starts_nothing_more() {
     // The items in flight at the drop (queued or running) were cancelled, not run.
     assert_eq!(
         stats.pool.cancelled as usize,
-        pulled_at_drop - stats.pool.processed as usize
+        pulled_at_drop - stats.pool.succeeded as usize
     );
     assert!(stats.pool.cancelled > 0);
     assert_eq!(stats.active_runs, 0);
@@ -499,7 +507,7 @@ async fn single_tasks_share_the_pool_and_its_stats() {
     assert_eq!(manager.concurrency(), 5);
     assert!(manager.set_concurrency(0).is_err());
     let stats = manager.stats();
-    assert_eq!((stats.pool.processed, stats.items_pulled), (1, 0));
+    assert_eq!((stats.pool.succeeded, stats.items_pulled), (1, 0));
 }
 
 #[tokio::test(start_paused = true)]
