@@ -85,6 +85,8 @@ pub enum TaskError<E> {
         last: LastFailure<E>,
         /// How many attempts ran.
         attempts: u32,
+        /// How saturated the pool was, against which threshold.
+        saturation: Saturation,
     },
 }
 
@@ -126,12 +128,16 @@ impl<E> fmt::Display for TaskError<E> {
                 )?;
                 last.note_timeout(f)
             }
-            TaskError::RetrySkipped { last, attempts } => {
+            TaskError::RetrySkipped {
+                last,
+                attempts,
+                saturation,
+            } => {
                 write!(
                     f,
                     "task failed after {attempts} attempt(s): its retry was skipped because \
-                     the pool was saturated (tasks queued and active per slot at or above the \
-                     skip threshold; PoolBuilder::skip_retries_when_saturated)"
+                     the pool was saturated ({saturation}; \
+                     PoolBuilder::skip_retries_when_saturated)"
                 )?;
                 last.note_timeout(f)
             }
@@ -231,6 +237,76 @@ impl<E: fmt::Display> fmt::Display for LastFailure<E> {
     }
 }
 
+/// How saturated a pool was when its pressure rule declined a retry
+/// ([`TaskError::RetrySkipped`]): tasks queued and running per slot, `(queued + active) /
+/// limit`, against the rule's skip threshold.
+///
+/// Compact — three bytes, which fit beside the attempt count — so that the rare ending it
+/// describes does not make every `Result<T, TaskError<E>>` larger: the level is kept to a
+/// tenth up to 6,553.5, the threshold to a whole number up to 255 (larger figures read as
+/// those maxima).
+///
+/// ```
+/// use pool_core::Saturation;
+/// let saturation = Saturation::new(18, 2, 2, 10.0);
+/// assert_eq!((saturation.level(), saturation.skip_threshold()), (10.0, 10.0));
+/// assert_eq!(
+///     saturation.to_string(),
+///     "10.0 tasks queued or running per slot, at or above the skip threshold 10"
+/// );
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Saturation {
+    /// The level in tenths, little-endian: bytes rather than a `u16`, whose alignment would
+    /// cost the enum a byte of padding and so eight bytes of size.
+    level_tenths: [u8; 2],
+    /// The threshold, whole.
+    threshold: u8,
+}
+
+impl Saturation {
+    /// The figures of one decision: `queued + active` tasks over `limit` slots, and the
+    /// [`skip_threshold`](crate::RetryPolicy::skip_threshold) they reached.
+    pub fn new(queued: usize, active: usize, limit: usize, skip_threshold: f64) -> Self {
+        // As the pressure rule computes it, in floats so that no count can overflow.
+        let level = (queued as f64 + active as f64) / limit.max(1) as f64 * 10.0;
+        Self {
+            level_tenths: (saturating(level, u16::MAX.into()) as u16).to_le_bytes(),
+            threshold: saturating(skip_threshold, u8::MAX.into()) as u8,
+        }
+    }
+
+    /// Tasks queued or running per slot, to a tenth.
+    pub fn level(&self) -> f64 {
+        f64::from(u16::from_le_bytes(self.level_tenths)) / 10.0
+    }
+
+    /// The skip threshold the level reached, to a whole number.
+    pub fn skip_threshold(&self) -> f64 {
+        f64::from(self.threshold)
+    }
+}
+
+/// `value` rounded into `[0, max]` (NaN reads as 0).
+fn saturating(value: f64, max: f64) -> f64 {
+    if value.is_nan() {
+        0.0
+    } else {
+        value.round().clamp(0.0, max)
+    }
+}
+
+impl fmt::Display for Saturation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:.1} tasks queued or running per slot, at or above the skip threshold {}",
+            self.level(),
+            self.skip_threshold()
+        )
+    }
+}
+
 /// The message a task panicked with (the payload if it was a string).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PanicMessage(pub String);
@@ -314,4 +390,36 @@ pub enum ConfigError {
          with the `tokio` feature on"
     )]
     NoExecutor,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every handle resolves with a `Result<T, TaskError<E>>`: the figure a skipped retry
+    /// carries must not make it larger. A large error costs itself plus eight bytes (the
+    /// tag, the attempt count, and the figure in what would be padding); a boxed figure, an
+    /// `f64` or a pair of `u16`s would cost eight more on every error whose `E` is large —
+    /// object_store's is 72 bytes.
+    #[test]
+    fn a_skipped_retry_makes_task_errors_no_larger() {
+        use std::mem::size_of;
+        assert_eq!(size_of::<Saturation>(), 3);
+        // Large errors with a niche (object_store's is an enum of 72 bytes).
+        type Large = (String, [u64; 6]);
+        type Larger = (String, [u64; 13]);
+        assert_eq!(size_of::<TaskError<Large>>(), size_of::<Large>() + 8);
+        assert_eq!(size_of::<TaskError<Larger>>(), size_of::<Larger>() + 8);
+        assert!(size_of::<TaskError<()>>() <= size_of::<crate::admission::Rejection>() + 8);
+    }
+
+    #[test]
+    fn saturation_keeps_its_figures_and_saturates() {
+        let exact = Saturation::new(9, 1, 4, 10.0);
+        assert_eq!((exact.level(), exact.skip_threshold()), (2.5, 10.0));
+        let huge = Saturation::new(usize::MAX, usize::MAX, 1, f64::MAX);
+        assert_eq!((huge.level(), huge.skip_threshold()), (6_553.5, 255.0));
+        let odd = Saturation::new(0, 0, 0, f64::NAN);
+        assert_eq!((odd.level(), odd.skip_threshold()), (0.0, 0.0));
+    }
 }

@@ -81,7 +81,7 @@ pub use admission::{Admission, AdmissionPermit, Precheck, Rejection, RejectionKi
 pub use batch::{Batch, BatchError, BatchResult};
 pub use buffered::Buffered;
 pub use builder::PoolBuilder;
-pub use error::{ConfigError, LastFailure, PanicMessage, TaskError};
+pub use error::{ConfigError, LastFailure, PanicMessage, Saturation, TaskError};
 #[cfg(feature = "smol")]
 #[cfg_attr(docsrs, doc(cfg(feature = "smol")))]
 pub use executor::SmolExecutor;

@@ -134,11 +134,14 @@ pub enum Outcome {
     Rejected,
     /// Resolved with `DeadlineExceeded`.
     DeadlineExceeded,
+    /// Resolved with `RetrySkipped`: the pressure rule declined a retry (only with
+    /// [`skip_retries_when_saturated`](crate::PoolBuilder::skip_retries_when_saturated)).
+    RetrySkipped,
 }
 
 impl Outcome {
     /// Every kind of outcome, one of each, in the order metrics list them.
-    pub const KINDS: [&'static str; 9] = [
+    pub const KINDS: [&'static str; 10] = [
         "succeeded",
         "failed",
         "timed_out",
@@ -148,6 +151,7 @@ impl Outcome {
         "retry_budget_exhausted",
         "rejected",
         "deadline_exceeded",
+        "retry_skipped",
     ];
 
     /// A short, stable name (`"succeeded"`, `"failed"`, …) for metrics labels: one of
@@ -168,6 +172,7 @@ impl Outcome {
             Outcome::RetryBudgetExhausted => 6,
             Outcome::Rejected => 7,
             Outcome::DeadlineExceeded => 8,
+            Outcome::RetrySkipped => 9,
         }
     }
 

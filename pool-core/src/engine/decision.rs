@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::admission::Wakeup;
 use crate::deadline;
+use crate::error::Saturation;
 use crate::observer::{Event, EventKind, TaskInfo};
 use crate::outcome::AttemptResult;
 use crate::queue::LaneId;
@@ -216,7 +217,15 @@ impl Engine {
         };
         let given_up = match self.settings.retry.decide(&failed, &mut state.rng) {
             RetryDecision::GiveUp(GiveUp::Cancelled) => TaskEnd::Cancelled,
-            RetryDecision::GiveUp(GiveUp::Saturated) => TaskEnd::RetrySkipped { class, timed_out },
+            RetryDecision::GiveUp(GiveUp::Saturated) => TaskEnd::RetrySkipped {
+                timed_out,
+                saturation: Saturation::new(
+                    state.queue.len(),
+                    state.active,
+                    state.limit,
+                    self.settings.retry.skip_threshold,
+                ),
+            },
             RetryDecision::GiveUp(_) => TaskEnd::of_failure(&end).expect("a failure"),
             RetryDecision::After { delay, backoff } => {
                 if let Some(too_late) = self.too_late(deadline, now, delay, timed_out) {

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use crate::admission::{Rejection, Wakeup};
-use crate::error::{LastFailure, PanicMessage, TaskError};
+use crate::error::{LastFailure, PanicMessage, Saturation, TaskError};
 use crate::observer::{Event, EventKind, TaskInfo};
 use crate::outcome::{AttemptResult, Outcome};
 use crate::task::ErrorClass;
@@ -77,11 +77,11 @@ pub(crate) enum TaskEnd {
     BudgetExhausted {
         timed_out: bool,
     },
-    /// The pressure rule skipped a retry (only with `skip_retries_when_saturated`).
+    /// The pressure rule skipped a retry (only with `skip_retries_when_saturated`), at this
+    /// saturation; `timed_out` says what the last attempt ended with.
     RetrySkipped {
-        /// The last attempt failed with this class, or timed out.
-        class: ErrorClass,
         timed_out: bool,
+        saturation: Saturation,
     },
     /// The deadline passed, or would have before the task could finish. `timed_out`: the
     /// last attempt was cut (by the deadline, or by its timeout with no time left to retry);
@@ -113,11 +113,7 @@ impl TaskEnd {
             TaskEnd::Panicked(_) => Outcome::Panicked,
             TaskEnd::Rejected(_) => Outcome::Rejected,
             TaskEnd::BudgetExhausted { .. } => Outcome::RetryBudgetExhausted,
-            // The task ends with its own failure; the handle's error says why no retry came.
-            TaskEnd::RetrySkipped {
-                timed_out: true, ..
-            } => Outcome::TimedOut,
-            TaskEnd::RetrySkipped { class, .. } => Outcome::Failed(*class),
+            TaskEnd::RetrySkipped { .. } => Outcome::RetrySkipped,
             TaskEnd::DeadlineExceeded { .. } => Outcome::DeadlineExceeded,
         }
     }
@@ -149,12 +145,19 @@ impl TaskEnd {
                 };
                 Err(TaskError::RetryBudgetExhausted { last, attempts })
             }
-            TaskEnd::RetrySkipped { timed_out, .. } => {
+            TaskEnd::RetrySkipped {
+                timed_out,
+                saturation,
+            } => {
                 let last = match last {
                     Some(Err(error)) if !timed_out => LastFailure::Error(error),
                     _ => LastFailure::TimedOut,
                 };
-                Err(TaskError::RetrySkipped { last, attempts })
+                Err(TaskError::RetrySkipped {
+                    last,
+                    attempts,
+                    saturation,
+                })
             }
             TaskEnd::DeadlineExceeded { timed_out, shed } => {
                 let last = match last {

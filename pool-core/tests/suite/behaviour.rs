@@ -316,8 +316,9 @@ async fn attempts_under_pressure(
     env: &Env,
     queued: u32,
     skip: bool,
-) -> (Vec<Instant>, Result<(), TaskError<Oops>>) {
-    let mut builder = env.builder();
+) -> (Vec<Instant>, Result<(), TaskError<Oops>>, Recorder) {
+    let recorder = Recorder::default();
+    let mut builder = env.builder().observer(recorder.clone());
     if skip {
         builder = builder.skip_retries_when_saturated();
     }
@@ -346,13 +347,13 @@ async fn attempts_under_pressure(
         handle.await.unwrap();
     }
     let times = times.lock().unwrap().clone();
-    (times, result)
+    (times, result, recorder)
 }
 
 async fn pressure_delays_retries_when_saturated(env: Env) {
     // Saturation = (10 queued + 1 active) / 1 = 11 >= 10: retried after the whole 1 s
     // backoff (not the 100 ms clamp), not dropped.
-    let (times, _) = attempts_under_pressure(&env, 10, false).await;
+    let (times, _, _) = attempts_under_pressure(&env, 10, false).await;
     assert_eq!(times.len(), 2);
     assert!(
         times[1] - times[0] >= ms(1_000),
@@ -362,28 +363,51 @@ async fn pressure_delays_retries_when_saturated(env: Env) {
 }
 
 async fn pressure_skips_retries_when_saturated_if_asked(env: Env) {
-    let (times, result) = attempts_under_pressure(&env, 10, true).await;
+    let (times, result, recorder) = attempts_under_pressure(&env, 10, true).await;
     assert_eq!(times.len(), 1);
     let error = result.unwrap_err();
     let TaskError::RetrySkipped {
         last: LastFailure::Error(Oops(ErrorClass::Throttled)),
         attempts: 1,
+        saturation,
     } = &error
     else {
         panic!("unexpected {error:?}");
     };
+    // The figure the rule decided on: 10 sleepers behind 1 slot, at the default threshold.
+    assert!(saturation.level() >= 10.0, "{saturation}");
+    assert_eq!(saturation.skip_threshold(), 10.0);
     let message = error.to_string();
     assert!(
-        message.contains("retry was skipped") && message.contains("skip_retries_when_saturated"),
+        message.contains("retry was skipped")
+            && message.contains(&format!(
+                "{:.1} tasks queued or running per slot",
+                saturation.level()
+            ))
+            && message.contains("skip threshold 10")
+            && message.contains("skip_retries_when_saturated"),
         "{message}"
     );
     assert_eq!(error.kind(), "retry_skipped");
+    // Observers see the skipped retry as what it is, not as the task's own failure.
+    let outcomes: Vec<Outcome> = recorder
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|event| match event {
+            Event::TaskFinished(record) => Some(record.outcome),
+            _ => None,
+        })
+        .collect();
+    assert!(outcomes.contains(&Outcome::RetrySkipped), "{outcomes:?}");
+    assert_eq!(Outcome::RetrySkipped.kind(), error.kind());
 }
 
 async fn pressure_clamps_retry_delays_when_busy(env: Env) {
     // Saturation = (5 queued + 1 active) / 1 = 6: retried after the clamp delay (100 ms),
     // not the 1 s backoff. The retry re-enters the queue with priority 10, ahead of the rest.
-    let (times, _) = attempts_under_pressure(&env, 5, false).await;
+    let (times, _, _) = attempts_under_pressure(&env, 5, false).await;
     assert_eq!(times.len(), 2);
     let gap = times[1] - times[0];
     assert!(gap >= ms(100) && gap <= ms(110), "gap {gap:?}");
