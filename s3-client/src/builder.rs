@@ -7,20 +7,44 @@ use std::time::Duration;
 use object_store::ObjectStore;
 use pool_core::{ConfigError, Observer, Pool, PoolBuilder};
 
+use crate::chaos::ChaosConfigError;
 use crate::client::{ClientInner, S3Client};
 use crate::config::{ConnectionError, StoreConfig};
 use crate::dispatch::Dispatcher;
-use crate::group::PoolGroup;
+use crate::group::{PoolGroup, ZeroGroupLimit};
 use crate::hedge::{HedgeConfig, Hedger};
 use crate::multipart::{MultipartSettings, MAX_PART_SIZE, MIN_PART_SIZE};
 use crate::redact::redact;
 use crate::transfer::{ByteBudget, ReadAhead};
 use object_store::multipart::MultipartStore;
 
-/// Why an [`S3Client`] could not be built: the one error of every way of building one
-/// ([`S3Client::from_url`], [`S3ClientBuilder::from_url`], [`S3ClientBuilder::build`]), so
-/// that one `?` covers them; the settings handed to the builder from pool-metrics and
-/// pool-tuning convert into it too.
+/// Why an [`S3Client`] could not be built: s3-client's one error for building and
+/// configuring. Every way of building a client returns it ([`S3Client::from_url`],
+/// [`S3ClientBuilder::from_url`], [`S3ClientBuilder::from_config`],
+/// [`S3ClientBuilder::build`]), and every error of the parts a client is built from converts
+/// into it — a connection string ([`StoreConfig::parse`], [`ConnectionError`]), a
+/// [`PoolGroup`] ([`ZeroGroupLimit`]), a [`ChaosStore`](crate::ChaosStore)
+/// ([`ChaosConfigError`]), the settings from pool-core, pool-metrics and pool-tuning — so one
+/// `?` covers the whole chain. The part's own error stays available as the variant's value
+/// (and prints the same: each variant is transparent).
+///
+/// ```
+/// use s3_client::{BuildError, ChaosConfig, ChaosStore, PoolGroup, S3Client, StoreConfig};
+///
+/// fn client(url: &str, group_limit: usize) -> Result<S3Client, BuildError> {
+///     let store = StoreConfig::parse(url)?.build()?;
+///     let chaotic = ChaosStore::new(store, ChaosConfig::new(7).slow_down(0.01))?;
+///     let group = PoolGroup::new(group_limit)?;
+///     Ok(S3Client::builder(chaotic).group(group).build()?)
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// assert!(client("memory://", 4).is_ok());
+/// assert!(matches!(client("memory://", 0), Err(BuildError::Group(_))));
+/// assert!(matches!(client("ftp://x", 4), Err(BuildError::Connection(_))));
+/// # }
+/// ```
 ///
 /// Not `Clone`: it may hold a [`ConnectionError`], which owns object_store's error.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +66,12 @@ pub enum BuildError {
     #[cfg_attr(docsrs, doc(cfg(feature = "tuning")))]
     #[error(transparent)]
     Tuning(#[from] pool_tuning::ConfigError),
+    /// A [`PoolGroup`] limit of zero.
+    #[error(transparent)]
+    Group(#[from] ZeroGroupLimit),
+    /// A [`ChaosStore`](crate::ChaosStore)'s settings cannot work.
+    #[error(transparent)]
+    Chaos(#[from] ChaosConfigError),
     /// A client setting is bad.
     #[error("{field}: {reason}")]
     Setting {

@@ -139,6 +139,36 @@ fn every_way_of_building_a_client_fails_with_one_error_type() {
     }
 }
 
+/// The parts a client is built from fail with errors of their own, and each converts into
+/// `BuildError` (printing as itself), so one `?` covers a whole build.
+#[tokio::test(start_paused = true)]
+async fn every_part_of_a_build_converts_into_build_error() {
+    fn build(url: &str, group: usize, slow_down: f64) -> Result<S3Client, BuildError> {
+        let store = s3_client::StoreConfig::parse(url)?.build()?;
+        let store = ChaosStore::new(store, ChaosConfig::new(1).slow_down(slow_down))?;
+        let group = s3_client::PoolGroup::new(group)?;
+        S3Client::builder(store).group(group).build()
+    }
+    assert!(build("memory://", 2, 0.5).is_ok());
+    let group = build("memory://", 0, 0.5).unwrap_err();
+    assert!(matches!(group, BuildError::Group(_)), "{group}");
+    assert_eq!(
+        report(&group),
+        "PoolGroup max_in_flight must be at least 1 (got 0)"
+    );
+    let chaos = build("memory://", 2, 2.0).unwrap_err();
+    assert!(matches!(chaos, BuildError::Chaos(_)), "{chaos}");
+    assert_eq!(
+        report(&chaos),
+        "chaos slow_down probability must be in [0, 1] (got 2)"
+    );
+    let connection = build("ftp://bucket", 2, 0.5).unwrap_err();
+    assert!(
+        matches!(connection, BuildError::Connection(_)),
+        "{connection}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_bad_pool_setting_is_reported_once() {
     let error = S3ClientBuilder::from_url("memory://")
