@@ -108,6 +108,19 @@ impl PoolBuilder {
 
     /// Most tasks running at once. Default 10. Must be at least 1; change it later with
     /// [`Pool::set_concurrency`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use pool_core::{ConfigError, Pool};
+    ///
+    /// assert_eq!(Pool::builder().concurrency(64).build().unwrap().concurrency(), 64);
+    /// let zero = Pool::builder().concurrency(0).build().unwrap_err();
+    /// assert_eq!(zero, ConfigError::ZeroConcurrency);
+    /// # }
+    /// ```
     pub fn concurrency(mut self, concurrency: usize) -> Self {
         self.concurrency = concurrency;
         self
@@ -457,8 +470,29 @@ impl PoolBuilder {
 
     /// Checks every setting and builds the pool.
     ///
-    /// Errors: [`ConfigError`] naming the first bad setting; [`ConfigError::NoExecutor`] if
+    /// # Errors
+    /// [`ConfigError`] naming the first bad setting; [`ConfigError::NoExecutor`] if
     /// no executor was given and this is not called inside a tokio runtime.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use pool_core::{ConfigError, Pool};
+    ///
+    /// let pool = Pool::builder().concurrency(8).retries(2).build().unwrap();
+    /// assert_eq!(pool.concurrency(), 8);
+    ///
+    /// let bad = Pool::builder()
+    ///     .retry_delay(Duration::from_secs(10))
+    ///     .max_retry_delay(Duration::from_secs(1))
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(bad, ConfigError::MaxDelayBelowBase { .. }), "{bad}");
+    /// # }
+    /// ```
     pub fn build(self) -> Result<Pool, ConfigError> {
         self.validate()?;
         let executor = match self.executor {

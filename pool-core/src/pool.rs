@@ -113,7 +113,25 @@ impl fmt::Debug for Pool {
 }
 
 impl Pool {
-    /// A builder with documented defaults.
+    /// A builder with documented defaults (see [`PoolBuilder`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use pool_core::Pool;
+    ///
+    /// let pool = Pool::builder()
+    ///     .concurrency(32)
+    ///     .retries(5)
+    ///     .timeout(Duration::from_secs(10))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(pool.concurrency(), 32);
+    /// # }
+    /// ```
     pub fn builder() -> PoolBuilder {
         PoolBuilder::new()
     }
@@ -133,6 +151,30 @@ impl Pool {
     /// Queues a task whose error type says whether it is retryable ([`Retryable`]).
     ///
     /// `task` is called once per attempt. The handle resolves exactly once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use pool_core::{Pool, TaskOptions, Transient};
+    ///
+    /// let pool = Pool::builder().retry_delay(Duration::from_millis(1)).build().unwrap();
+    /// let mut calls = 0;
+    /// let handle = pool.enqueue(
+    ///     move || {
+    ///         calls += 1;
+    ///         let attempt = calls;
+    ///         // `Transient` marks the error retryable: the first attempt fails, the second
+    ///         // succeeds.
+    ///         async move { if attempt == 1 { Err(Transient("503")) } else { Ok(attempt) } }
+    ///     },
+    ///     TaskOptions::new().retries(2),
+    /// );
+    /// assert_eq!(handle.await.unwrap(), 2);
+    /// # }
+    /// ```
     pub fn enqueue<A>(&self, task: A, options: TaskOptions) -> TaskHandle<A::Ok, A::Error>
     where
         A: MakeAttempt,
@@ -186,6 +228,24 @@ impl Pool {
 
     /// Changes the concurrency limit at once. Growing starts queued tasks now; shrinking
     /// lets running tasks finish and starts none until below the new limit.
+    ///
+    /// # Errors
+    /// [`ConfigError::ZeroConcurrency`] for 0 (the limit is unchanged).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use pool_core::{ConfigError, Pool};
+    ///
+    /// let pool = Pool::builder().concurrency(4).build().unwrap();
+    /// pool.set_concurrency(16).unwrap();
+    /// assert_eq!(pool.concurrency(), 16);
+    /// assert_eq!(pool.set_concurrency(0), Err(ConfigError::ZeroConcurrency));
+    /// assert_eq!(pool.stats().concurrency, 16);
+    /// # }
+    /// ```
     pub fn set_concurrency(&self, concurrency: usize) -> Result<(), ConfigError> {
         self.control().set_concurrency(concurrency)
     }
@@ -195,7 +255,24 @@ impl Pool {
         self.engine().limit()
     }
 
-    /// Counters and state now.
+    /// Counters and state now: see [`Stats`] for what each count means.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use pool_core::{Permanent, Pool, TaskOptions};
+    ///
+    /// let pool = Pool::builder().build().unwrap();
+    /// let ok = pool.enqueue(|| async { Ok::<_, Permanent<&str>>(()) }, TaskOptions::new());
+    /// let bad = pool.enqueue(|| async { Err::<(), _>(Permanent("404")) }, TaskOptions::new());
+    /// let _ = (ok.await, bad.await);
+    /// let stats = pool.stats();
+    /// assert_eq!((stats.enqueued, stats.succeeded, stats.failed), (2, 1, 1));
+    /// assert!(stats.in_balance());
+    /// # }
+    /// ```
     pub fn stats(&self) -> Stats {
         self.engine().stats()
     }
@@ -217,6 +294,22 @@ impl Pool {
     }
 
     /// Running tasks finish; none start until [`resume`](Self::resume).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use pool_core::{Pool, TaskOptions};
+    ///
+    /// let pool = Pool::builder().build().unwrap();
+    /// pool.pause();
+    /// let task = pool.enqueue(|| async { Ok::<_, std::io::Error>(7) }, TaskOptions::new());
+    /// assert!(pool.stats().paused && pool.stats().queued == 1);
+    /// pool.resume();
+    /// assert_eq!(task.await.unwrap(), 7);
+    /// # }
+    /// ```
     pub fn pause(&self) {
         self.engine().set_paused(true);
     }
@@ -228,12 +321,50 @@ impl Pool {
 
     /// Waits until the queue is empty and nothing runs or waits to retry. While the pool is
     /// paused with tasks queued, this waits until it is resumed (or stopped).
+    ///
+    /// The handles need not be awaited: the tasks run all the same.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use pool_core::{Pool, TaskOptions};
+    ///
+    /// let pool = Pool::builder().concurrency(2).build().unwrap();
+    /// for i in 0..10 {
+    ///     // Dropping a handle does not cancel its task.
+    ///     drop(pool.enqueue(move || async move { Ok::<_, std::io::Error>(i) }, TaskOptions::new()));
+    /// }
+    /// pool.drain().await;
+    /// let stats = pool.stats();
+    /// assert_eq!((stats.succeeded, stats.queued, stats.active), (10, 0, 0));
+    /// # }
+    /// ```
     pub async fn drain(&self) {
         self.engine().wait_idle().await;
     }
 
     /// Stops the pool and waits for running tasks to finish. Queued tasks and tasks waiting
     /// to retry resolve with `Stopped`; later `enqueue`s resolve with `Stopped` at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use pool_core::{Pool, TaskError, TaskOptions};
+    ///
+    /// let pool = Pool::builder().build().unwrap();
+    /// pool.pause(); // keep the task queued
+    /// let queued = pool.enqueue(|| async { Ok::<_, std::io::Error>(()) }, TaskOptions::new());
+    /// pool.stop().await;
+    /// assert!(matches!(queued.await, Err(TaskError::Stopped)));
+    /// let late = pool.enqueue(|| async { Ok::<_, std::io::Error>(()) }, TaskOptions::new());
+    /// assert!(matches!(late.await, Err(TaskError::Stopped)));
+    /// assert_eq!(pool.stats().stopped_tasks, 2);
+    /// # }
+    /// ```
     pub async fn stop(&self) {
         self.engine().stop(false);
         self.engine().wait_idle().await;

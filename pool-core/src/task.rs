@@ -121,11 +121,64 @@ pub struct TaskOptions {
 impl TaskOptions {
     /// Defaults: priority 0, the pool's retries and timeout, no metadata, no cancellation,
     /// no tenant, no deadline.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use pool_core::{CancellationToken, Pool, TaskError, TaskOptions};
+    ///
+    /// let pool = Pool::builder().build().unwrap();
+    /// let token = CancellationToken::new();
+    /// let options = TaskOptions::new()
+    ///     .priority(5) // ahead of priority-0 work
+    ///     .retries(1)
+    ///     .timeout(Duration::from_secs(2))
+    ///     .cancellation(token.clone());
+    /// assert_eq!((options.priority_value(), options.retries_value()), (5, Some(1)));
+    /// pool.pause();
+    /// let handle = pool.enqueue(|| async { Ok::<_, std::io::Error>(()) }, options);
+    /// token.cancel(); // a queued task leaves the queue
+    /// assert!(matches!(handle.await, Err(TaskError::Cancelled)));
+    /// # }
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Higher runs first. Default 0. Equal priorities run in enqueue order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::sync::{Arc, Mutex};
+    /// use pool_core::{Pool, TaskOptions};
+    ///
+    /// let pool = Pool::builder().concurrency(1).build().unwrap();
+    /// let order = Arc::new(Mutex::new(Vec::new()));
+    /// pool.pause();
+    /// let handles: Vec<_> = [(0, "low"), (9, "urgent"), (0, "low too")]
+    ///     .into_iter()
+    ///     .map(|(priority, name)| {
+    ///         let order = Arc::clone(&order);
+    ///         let task = move || {
+    ///             order.lock().unwrap().push(name);
+    ///             async { Ok::<_, std::io::Error>(()) }
+    ///         };
+    ///         pool.enqueue(task, TaskOptions::new().priority(priority))
+    ///     })
+    ///     .collect();
+    /// pool.resume();
+    /// for handle in handles {
+    ///     handle.await.unwrap();
+    /// }
+    /// assert_eq!(*order.lock().unwrap(), ["urgent", "low", "low too"]);
+    /// # }
+    /// ```
     pub fn priority(mut self, priority: i32) -> Self {
         self.priority = priority;
         self

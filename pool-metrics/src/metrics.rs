@@ -161,6 +161,27 @@ impl Metrics {
     }
 
     /// Live counters, now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use pool_core::{Permanent, Pool, TaskOptions};
+    /// use pool_metrics::{Metrics, MetricsConfig};
+    ///
+    /// let metrics = Metrics::new(MetricsConfig::default())?;
+    /// let pool = Pool::builder().observer(metrics.clone()).build()?;
+    /// for n in 0..10u32 {
+    ///     let task = move || async move { if n == 0 { Err(Permanent("no")) } else { Ok(n) } };
+    ///     let _ = pool.enqueue(task, TaskOptions::new()).await;
+    /// }
+    /// let stats = metrics.stats();
+    /// assert_eq!((stats.finished, stats.succeeded, stats.failed), (10, 9, 1));
+    /// assert_eq!(stats.errors_by_kind["failed"], 1);
+    /// assert_eq!(stats.rolling.success_rate, Some(0.9));
+    /// # Ok(()) }
+    /// ```
     pub fn stats(&self) -> LiveStats {
         self.stats_at(self.now())
     }
@@ -172,6 +193,28 @@ impl Metrics {
 
     /// Counts, averages and percentiles of the tasks that finished since `since` (rounded down
     /// to a history slice, and no further back than the configured history).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use pool_core::{Permanent, Pool, TaskOptions};
+    /// use pool_metrics::{Metrics, MetricsConfig};
+    ///
+    /// let metrics = Metrics::new(MetricsConfig::default())?;
+    /// let pool = Pool::builder().observer(metrics.clone()).build()?;
+    /// for n in 0..10u32 {
+    ///     let task = move || async move { if n == 0 { Err(Permanent("no")) } else { Ok(n) } };
+    ///     let _ = pool.enqueue(task, TaskOptions::new()).await;
+    /// }
+    /// let last_minute = pool.now() - std::time::Duration::from_secs(60);
+    /// let aggregate = metrics.aggregate(last_minute);
+    /// assert_eq!((aggregate.finished, aggregate.succeeded, aggregate.failed), (10, 9, 1));
+    /// assert_eq!(aggregate.execution.count, 10);
+    /// assert!(aggregate.total.p99_us >= aggregate.total.p50_us);
+    /// # Ok(()) }
+    /// ```
     pub fn aggregate(&self, since: Instant) -> Aggregate {
         self.aggregate_at(since, self.now())
     }
@@ -199,7 +242,28 @@ impl Metrics {
         }
     }
 
-    /// The snapshot in the Prometheus text format, with the default names (`s3pool_…`).
+    /// The snapshot in the Prometheus text format, with the default names (`s3pool_…`); see
+    /// [`PrometheusFormat`] for a namespace and constant labels of your own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use pool_core::{Permanent, Pool, TaskOptions};
+    /// use pool_metrics::{Metrics, MetricsConfig};
+    ///
+    /// let metrics = Metrics::new(MetricsConfig::default())?;
+    /// let pool = Pool::builder().observer(metrics.clone()).build()?;
+    /// for n in 0..10u32 {
+    ///     let task = move || async move { if n == 0 { Err(Permanent("no")) } else { Ok(n) } };
+    ///     let _ = pool.enqueue(task, TaskOptions::new()).await;
+    /// }
+    /// let text = metrics.prometheus();
+    /// assert!(text.contains(r#"s3pool_tasks_finished_total{outcome="succeeded"} 9"#));
+    /// assert!(text.contains(r#"s3pool_tasks_finished_total{outcome="failed"} 1"#));
+    /// # Ok(()) }
+    /// ```
     pub fn prometheus(&self) -> String {
         PrometheusFormat::default().render(&self.snapshot())
     }

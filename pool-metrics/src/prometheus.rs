@@ -57,7 +57,29 @@ impl PrometheusFormat {
         Ok(self)
     }
 
-    /// The exposition of `snapshot`.
+    /// The exposition of `snapshot`: serve it as `text/plain; version=0.0.4` on your
+    /// `/metrics` endpoint.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use pool_core::{Pool, TaskOptions};
+    /// use pool_metrics::{Metrics, MetricsConfig, PrometheusFormat};
+    ///
+    /// let metrics = Metrics::new(MetricsConfig::default())?;
+    /// let pool = Pool::builder().observer(metrics.clone()).build()?;
+    /// pool.enqueue(|| async { Ok::<_, std::io::Error>(()) }, TaskOptions::new()).await?;
+    ///
+    /// let format = PrometheusFormat::new("uploads")?.label("region", "eu-west-1")?;
+    /// let text = format.render(&metrics.snapshot());
+    /// assert!(text.contains(
+    ///     r#"uploads_tasks_finished_total{region="eu-west-1",outcome="succeeded"} 1"#
+    /// ));
+    /// assert!(text.contains("# TYPE uploads_tasks_finished_total counter"));
+    /// # Ok(()) }
+    /// ```
     pub fn render(&self, snapshot: &Snapshot) -> String {
         let mut out = Exposition {
             text: String::with_capacity(4_096),

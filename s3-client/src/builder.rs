@@ -230,6 +230,21 @@ impl S3ClientBuilder {
     }
 
     /// Requests in flight at once. Default 10.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use object_store::memory::InMemory;
+    /// use s3_client::S3Client;
+    ///
+    /// let client = S3Client::builder(InMemory::new()).concurrency(64).build()?;
+    /// assert_eq!(client.stats().unwrap().concurrency, 64);
+    /// client.set_concurrency(8)?; // and later, at once
+    /// assert_eq!(client.stats().unwrap().concurrency, 8);
+    /// # Ok(()) }
+    /// ```
     pub fn concurrency(self, concurrency: usize) -> Self {
         self.own_pool(|b| b.concurrency(concurrency))
     }

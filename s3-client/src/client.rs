@@ -117,6 +117,20 @@ impl S3Client {
 
     /// A client with default settings for the store a connection string names (see
     /// [`StoreConfig`](crate::StoreConfig)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use s3_client::{BuildError, S3Client};
+    ///
+    /// let client = S3Client::from_url("memory://")?; // or s3://bucket/prefix?region=…
+    /// assert_eq!(client.stats().unwrap().concurrency, 10);
+    /// let bad = S3Client::from_url("ftp://bucket").unwrap_err();
+    /// assert!(matches!(bad, BuildError::Connection(_)), "{bad}");
+    /// # Ok(()) }
+    /// ```
     pub fn from_url(url: &str) -> Result<S3Client, BuildError> {
         S3ClientBuilder::from_url(url)?.build()
     }
@@ -204,6 +218,28 @@ impl S3Client {
     /// multipart API, which clients built from a connection string or with
     /// [`S3Client::builder_multipart`] have; otherwise the whole multipart upload is one
     /// pool task, retried as a unit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use s3_client::{Path, S3Client};
+    ///
+    /// let client = S3Client::from_url("memory://")?;
+    /// let path = Path::from("photos/1.jpg");
+    /// client.put(&path, "jpeg bytes").await?;
+    /// // A call takes per-call settings before it is awaited.
+    /// client
+    ///     .put(&path, "newer bytes")
+    ///     .priority(5)
+    ///     .retries(1)
+    ///     .timeout(Duration::from_secs(5))
+    ///     .await?;
+    /// assert_eq!(client.get(&path).await?, "newer bytes");
+    /// # Ok(()) }
+    /// ```
     pub fn put(&self, path: &Path, payload: impl Into<PutPayload>) -> Call<PutResult> {
         self.put_opts(path, payload, PutOptions::default())
     }
@@ -328,6 +364,25 @@ impl S3Client {
     /// Downloads a whole object. The body is read inside the attempt, so a connection lost
     /// mid-body is retried like any other transient error. Hedged when the client hedges
     /// reads (the hedge races the first byte; one body is read).
+    ///
+    /// A missing object fails fast (not retried), with the store's `NotFound` as the source.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use s3_client::{ErrorClass, Path, S3Client};
+    ///
+    /// let client = S3Client::from_url("memory://")?;
+    /// client.put(&Path::from("a.txt"), "alpha").await?;
+    /// assert_eq!(client.get(&Path::from("a.txt")).await?, "alpha");
+    ///
+    /// let missing = client.get(&Path::from("nope")).await.unwrap_err();
+    /// assert!(missing.is_not_found());
+    /// assert_eq!(missing.error_class(), ErrorClass::Fatal);
+    /// # Ok(()) }
+    /// ```
     pub fn get(&self, path: &Path) -> Call<Bytes> {
         self.get_opts_bytes(path, GetOptions::new())
     }
@@ -631,6 +686,24 @@ impl S3Client {
     /// one pool task, run concurrently. A retry deletes only the paths still left; a path
     /// that is already gone counts as deleted. Returns the paths deleted; fails with the
     /// first chunk that could not be deleted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use s3_client::prelude::*;
+    ///
+    /// let client = S3Client::from_url("memory://")?;
+    /// let paths: Vec<Path> = (0..3).map(|i| Path::from(format!("tmp/{i}"))).collect();
+    /// for path in &paths {
+    ///     client.put(path, "x").await?;
+    /// }
+    /// let deleted = client.delete_many(paths.clone()).await?;
+    /// assert_eq!(deleted.len(), 3);
+    /// assert_eq!(client.list(Some(&Path::from("tmp"))).count().await, 0);
+    /// # Ok(()) }
+    /// ```
     pub fn delete_many(&self, paths: impl IntoIterator<Item = Path>) -> Call<Vec<Path>> {
         let paths: Vec<Path> = paths.into_iter().collect();
         let store = Arc::clone(&self.inner.store);
@@ -660,6 +733,24 @@ impl S3Client {
 
     /// Streams the objects under `prefix` (all objects for `None`), through the pool (see
     /// [`S3Client::list_with`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use s3_client::prelude::*; // StreamExt / TryStreamExt for the stream
+    ///
+    /// let client = S3Client::from_url("memory://")?;
+    /// for name in ["logs/1", "logs/2", "other/3"] {
+    ///     client.put(&Path::from(name), "line").await?;
+    /// }
+    /// let logs: Vec<ObjectMeta> = client.list(Some(&Path::from("logs"))).try_collect().await?;
+    /// let mut names: Vec<String> = logs.iter().map(|meta| meta.location.to_string()).collect();
+    /// names.sort();
+    /// assert_eq!(names, ["logs/1", "logs/2"]);
+    /// # Ok(()) }
+    /// ```
     pub fn list(
         &self,
         prefix: Option<&Path>,

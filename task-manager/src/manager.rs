@@ -85,6 +85,31 @@ impl TaskManager {
     ///
     /// Every item is accounted for exactly once, even when the run ends early: items never
     /// started resolve with `Cancelled` (fail-fast) or `Stopped` (stop).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), task_manager::ConfigError> {
+    /// use std::sync::{Arc, Mutex};
+    /// use task_manager::{Permanent, TaskManager};
+    ///
+    /// let manager = TaskManager::builder().concurrency(8).build()?;
+    /// let last_progress = Arc::new(Mutex::new(None));
+    /// let seen = Arc::clone(&last_progress);
+    /// let report = manager
+    ///     .process(0..100u32, |n| async move {
+    ///         if n == 13 { Err(Permanent("thirteen")) } else { Ok(n + 1) }
+    ///     })
+    ///     .on_progress(move |progress| *seen.lock().unwrap() = Some(*progress))
+    ///     .await;
+    /// assert_eq!(report.results[99], Some(100));
+    /// assert_eq!(report.errors[0].index, 13);
+    /// let progress = last_progress.lock().unwrap().unwrap();
+    /// assert_eq!((progress.done, progress.succeeded, progress.failed), (100, 99, 1));
+    /// assert_eq!(progress.to_string().split(',').next(), Some("100/100 done (1 failed"));
+    /// # Ok(()) }
+    /// ```
     pub fn process<I, P>(&self, items: I, f: P) -> Run<P::Ok, P::Error, Collected>
     where
         I: IntoIterator,
@@ -351,6 +376,25 @@ impl TaskManager {
     }
 
     /// The pool's counters plus items across all runs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), task_manager::ConfigError> {
+    /// use task_manager::{Permanent, TaskManager};
+    ///
+    /// let manager = TaskManager::builder().retries(0).build()?;
+    /// let run = manager.process(0..10u32, |n| async move {
+    ///     if n < 3 { Err(Permanent("bad")) } else { Ok(()) }
+    /// });
+    /// run.await;
+    /// let stats = manager.stats();
+    /// assert_eq!((stats.items_succeeded, stats.items_failed), (7, 3));
+    /// // The pool's tasks, counted with the same words.
+    /// assert_eq!((stats.pool.succeeded, stats.pool.failed), (7, 3));
+    /// # Ok(()) }
+    /// ```
     pub fn stats(&self) -> ManagerStats {
         self.counters.snapshot(self.pool.stats())
     }

@@ -1,6 +1,6 @@
 //! What every published crate promises about its documentation, checked as a test: docs.rs
-//! builds it with every feature and marks what a feature gates, and its README lists every
-//! feature in a table.
+//! builds it with every feature and marks what a feature gates, its README lists every
+//! feature in a table, and the methods a user calls first each show a runnable example.
 
 #[cfg(test)]
 mod tests {
@@ -85,5 +85,92 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The methods a newcomer calls first, by the file that defines them: each must show an
+    /// example (a code block in its doc comment, run as a doc test).
+    const FIRST_CALLED: [(&str, &[&str]); 8] = [
+        (
+            "pool-core/src/pool.rs",
+            &[
+                "builder",
+                "enqueue",
+                "enqueue_with",
+                "set_concurrency",
+                "stats",
+                "pause",
+                "drain",
+                "stop",
+            ],
+        ),
+        ("pool-core/src/builder.rs", &["concurrency", "build"]),
+        ("pool-core/src/task.rs", &["priority"]),
+        (
+            "s3-client/src/client.rs",
+            &[
+                "from_url",
+                "put",
+                "get",
+                "list",
+                "put_batch",
+                "get_batch",
+                "delete_many",
+            ],
+        ),
+        ("s3-client/src/builder.rs", &["from_url", "concurrency"]),
+        (
+            "task-manager/src/manager.rs",
+            &["process", "process_iterable", "stats"],
+        ),
+        (
+            "pool-metrics/src/metrics.rs",
+            &["stats", "aggregate", "prometheus"],
+        ),
+        ("pool-metrics/src/prometheus.rs", &["render"]),
+    ];
+
+    /// The doc comment above the first `pub fn name` / `pub async fn name` in `source`.
+    fn doc_of(source: &str, name: &str) -> Option<String> {
+        let lines: Vec<&str> = source.lines().collect();
+        let at = lines.iter().position(|line| {
+            let line = line.trim_start();
+            [format!("pub fn {name}"), format!("pub async fn {name}")]
+                .iter()
+                .any(|start| {
+                    line.strip_prefix(start.as_str())
+                        .is_some_and(|rest| rest.starts_with(['(', '<']))
+                })
+        })?;
+        let doc: Vec<&str> = lines[..at]
+            .iter()
+            .rev()
+            .map(|line| line.trim_start())
+            .take_while(|line| line.starts_with("///") || line.starts_with("#["))
+            .collect();
+        Some(doc.into_iter().rev().collect::<Vec<_>>().join("\n"))
+    }
+
+    #[test]
+    fn the_methods_a_user_calls_first_show_an_example() {
+        let mut missing = Vec::new();
+        for (file, names) in FIRST_CALLED {
+            let source = read(root().join(file));
+            for name in names {
+                let doc =
+                    doc_of(&source, name).unwrap_or_else(|| panic!("{file}: no `pub fn {name}`"));
+                if !doc.contains("/// ```") {
+                    missing.push(format!("{file}: {name}"));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "no example on: {missing:#?}");
+    }
+
+    #[test]
+    fn doc_of_reads_the_comment_above_the_first_definition() {
+        let source = "/// One.\n///\n/// ```\n/// x\n/// ```\n#[inline]\npub fn one() {}\n/// Two.\npub async fn one_more() {}\n";
+        assert!(doc_of(source, "one").unwrap().contains("/// ```"));
+        assert_eq!(doc_of(source, "one_more").unwrap(), "/// Two.");
+        assert_eq!(doc_of(source, "on"), None);
     }
 }
