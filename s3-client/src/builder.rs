@@ -270,6 +270,22 @@ impl S3ClientBuilder {
         self.own_pool(|b| b.observer(observer))
     }
 
+    /// Without the `metrics` feature: a compile error saying to enable it.
+    #[cfg(not(feature = "metrics"))]
+    #[doc(hidden)]
+    #[allow(private_bounds)]
+    pub fn metrics<M: crate::feature_hint::NeedsMetricsFeature>(self, _metrics: M) -> Self {
+        self
+    }
+
+    /// Without the `tuning` feature: a compile error saying to enable it.
+    #[cfg(not(feature = "tuning"))]
+    #[doc(hidden)]
+    #[allow(private_bounds)]
+    pub fn auto_concurrency<C: crate::feature_hint::NeedsTuningFeature>(self, _config: C) -> Self {
+        self
+    }
+
     /// Records the client's calls in `metrics` (pool-metrics: percentiles of queue wait and
     /// execution, throughput, error rates, Prometheus text); read them back with
     /// `S3Client::metrics`. Feature `metrics`.

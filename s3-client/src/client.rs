@@ -148,6 +148,19 @@ impl S3Client {
         self.inner.metrics.as_ref()
     }
 
+    /// Without the `metrics` feature: a compile error saying to enable it.
+    #[cfg(not(feature = "metrics"))]
+    #[doc(hidden)]
+    #[allow(private_bounds)]
+    pub fn metrics(&self) -> Option<&()>
+    where
+        // Never holds; the `for<'a>` keeps rustc from rejecting the bound here rather than
+        // at the call.
+        for<'a> &'a S3Client: crate::feature_hint::NeedsMetricsFeature,
+    {
+        None
+    }
+
     /// The per-prefix rate limits set by [`S3ClientBuilder::prefix_rate_limits`] or
     /// [`S3ClientBuilder::prefix_rate_limiter`]: read a prefix's current rate with
     /// `current_rate(&key)`. Feature `protection`.

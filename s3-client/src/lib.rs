@@ -47,6 +47,7 @@ mod client;
 mod config;
 mod dispatch;
 mod error;
+mod feature_hint;
 mod group;
 mod hedge;
 mod integrity;

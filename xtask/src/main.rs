@@ -29,6 +29,7 @@ mod bench_matrix;
 mod bench_overhead;
 mod bench_transfer;
 mod crate_docs;
+mod feature_hints;
 mod model_check;
 mod moto;
 mod soak;

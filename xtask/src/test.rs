@@ -35,8 +35,10 @@ pub(crate) fn run(args: &TestArgs) -> Result<(), String> {
         workspace.extend(args.rest.iter().map(String::as_str));
     }
     cargo(&workspace)?;
-    // A test-name filter narrows the suite; the model check runs only with the whole suite.
+    // A test-name filter narrows the suite; the model check and the compile-error check run
+    // only with the whole suite.
     if args.rest.is_empty() {
+        crate::feature_hints::check()?;
         crate::model_check::run(&crate::model_check::ModelCheckArgs::bounded())?;
     }
     Ok(())
