@@ -135,6 +135,18 @@ impl<J> Level<J> {
         (member.generation, member.lane.push(job, enqueued_at, order))
     }
 
+    /// When the task this level would start next entered the queue, if the level holds only
+    /// tasks without a tenant (and at least one): then that task is the default lane's head
+    /// and nothing needs to be looked up. `None` otherwise: ask [`candidate`](Self::candidate).
+    #[inline]
+    pub(super) fn untenanted_head(&mut self) -> Option<u64> {
+        if self.named.is_empty() {
+            self.default.lane.head()
+        } else {
+            None
+        }
+    }
+
     /// The task this level would start next — the first lane in the round that may start
     /// one — as (its place in the round, when it entered the queue). Lanes found dry leave
     /// the round on the way.

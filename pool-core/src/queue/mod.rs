@@ -27,8 +27,8 @@ mod aging;
 mod lane;
 mod level;
 
-use aging::effective;
 pub(crate) use aging::AgingSettings;
+use aging::Scale;
 use lane::LanePos;
 use level::Level;
 
@@ -92,6 +92,9 @@ pub(crate) struct AgingQueue<J> {
     /// Sorted by priority; may contain up to `MAX_EMPTY_LEVELS` empty levels.
     levels: Vec<(i32, Level<J>)>,
     len: usize,
+    /// No queued task entered before this (nanoseconds; `u64::MAX` when empty): bounds the
+    /// boost any waiting task has earned, so a pop stops scanning at levels that cannot win.
+    oldest: u64,
     next_lane_generation: u64,
     aging: AgingSettings,
     multiplier: f64,
@@ -105,6 +108,7 @@ impl<J> AgingQueue<J> {
         Self {
             levels: Vec::new(),
             len: 0,
+            oldest: u64::MAX,
             next_lane_generation: 0,
             aging,
             multiplier: 1.0,
@@ -126,20 +130,16 @@ impl<J> AgingQueue<J> {
         self.levels.len() > 1
     }
 
-    /// Seconds of wait per priority point.
-    fn step_secs(&self) -> f64 {
-        self.aging.interval.as_secs_f64() * self.multiplier
+    /// The aging formula's constants at the current multiplier.
+    fn scale(&self) -> Scale {
+        let step_secs = self.aging.interval.as_secs_f64() * self.multiplier;
+        Scale::new(step_secs, self.aging.max_boost)
     }
 
     #[cfg(test)]
     fn effective(&self, priority: i32, enqueued_at: Ticks, now: Ticks) -> f64 {
-        effective(
-            priority,
-            enqueued_at.nanos(),
-            now.nanos(),
-            self.step_secs(),
-            self.aging.max_boost,
-        )
+        self.scale()
+            .effective(priority, enqueued_at.nanos(), now.nanos())
     }
 
     pub(crate) fn push(&mut self, job: J, placement: Placement, now: Ticks) -> QueueKey {
@@ -166,6 +166,7 @@ impl<J> AgingQueue<J> {
             order,
         );
         self.len += 1;
+        self.oldest = self.oldest.min(enqueued_at);
         QueueKey {
             priority,
             lane: placement.lane,
@@ -188,18 +189,36 @@ impl<J> AgingQueue<J> {
             return self.pop_level(0, at);
         }
         let now = now.nanos();
-        let (step, max_boost) = (self.step_secs(), self.aging.max_boost);
+        let scale = self.scale();
+        let most_boost = scale.effective(0, self.oldest, now);
+        // Levels without tenants (the usual case) are compared by their FIFO head alone, and
+        // whether the lane without a tenant may start is asked once for all of them.
+        let mut default_may_start = None;
         // (index, place in its round, effective, enqueued_at); levels are scanned from the
-        // highest priority, so on a full tie the higher base priority stays best.
+        // highest priority, so on a full tie the higher base priority stays best, and once
+        // the best is above what a level could reach with the boost of the oldest waiting
+        // task, no lower level can win.
         let mut best: Option<(usize, usize, f64, u64)> = None;
         for (index, (priority, level)) in self.levels.iter_mut().enumerate().rev() {
             if level.live() == 0 {
                 continue;
             }
-            let Some((place, at)) = level.candidate(&may_start) else {
+            if best.is_some_and(|(_, _, best_effective, _)| {
+                best_effective > f64::from(*priority) + most_boost
+            }) {
+                break;
+            }
+            let candidate = match level.untenanted_head() {
+                Some(at) => {
+                    let may = *default_may_start.get_or_insert_with(|| may_start(LaneId::DEFAULT));
+                    may.then_some((0, at))
+                }
+                None => level.candidate(&may_start),
+            };
+            let Some((place, at)) = candidate else {
                 continue;
             };
-            let effective = effective(*priority, at, now, step, max_boost);
+            let effective = scale.effective(*priority, at, now);
             let better = match best {
                 None => true,
                 Some((_, _, best_effective, best_at)) => {
@@ -221,7 +240,7 @@ impl<J> AgingQueue<J> {
         if level.live() == 0 {
             self.sweep_empty_levels();
         }
-        self.len -= 1;
+        self.taken();
         Some(Popped {
             job,
             enqueued_at: Ticks::from_nanos(enqueued_at),
@@ -240,12 +259,20 @@ impl<J> AgingQueue<J> {
         if level.live() == 0 {
             self.sweep_empty_levels();
         }
-        self.len -= 1;
+        self.taken();
         Some(Popped {
             job,
             enqueued_at: Ticks::from_nanos(enqueued_at),
             lane: key.lane,
         })
+    }
+
+    #[inline]
+    fn taken(&mut self) {
+        self.len -= 1;
+        if self.len == 0 {
+            self.oldest = u64::MAX;
+        }
     }
 
     /// Drops empty levels once there are more than a few, so pops never scan many.
@@ -259,6 +286,7 @@ impl<J> AgingQueue<J> {
     /// Removes every task, in no particular order.
     pub(crate) fn drain_all(&mut self) -> Vec<Popped<J>> {
         self.len = 0;
+        self.oldest = u64::MAX;
         let mut tasks = Vec::new();
         for (_, level) in std::mem::take(&mut self.levels) {
             level.drain_into(&mut tasks);

@@ -127,7 +127,14 @@ fn multiplier_change_rescoring_keeps_the_formula() {
 
 #[test]
 fn pop_order_matches_a_brute_force_model() {
-    let (mut q, t0) = queue(3.0);
+    // Strict priority, a cap that lower levels reach, and one that stops the scan early.
+    for max_boost in [0.0, 1.0, 3.0, 10.0] {
+        pop_order_matches_the_model_with(max_boost);
+    }
+}
+
+fn pop_order_matches_the_model_with(max_boost: f64) {
+    let (mut q, t0) = queue(max_boost);
     let mut rng = fastrand::Rng::with_seed(7);
     let mut model: Vec<(u32, i32, Ticks, u64)> = Vec::new();
     let mut now = t0;
@@ -149,7 +156,7 @@ fn pop_order_matches_a_brute_force_model() {
                 .map(|(i, _)| i)
                 .expect("model has tasks");
             let expected = model.remove(best).0;
-            assert_eq!(popped, expected, "at step {id}");
+            assert_eq!(popped, expected, "at step {id}, max boost {max_boost}");
         } else {
             let priority = rng.i32(-3..4);
             q.push(id, Placement::plain(priority), now);
