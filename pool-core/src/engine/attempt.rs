@@ -44,7 +44,7 @@ impl Engine {
         info: Option<&TaskInfo>,
     ) -> (AttemptEnd, Ticks) {
         let task = job.task();
-        let deadline = task.deadline();
+        let deadline = self.deadline_of(task);
         if let Some(end) = deadline.and_then(|deadline| self.doomed(deadline)) {
             return (end, self.now());
         }
@@ -300,10 +300,9 @@ impl Engine {
         let mut timer: Option<BoxFuture<()>> = None;
         let mut stop_now: Option<BoxFuture<()>> = None;
         let mut cancelled: Option<BoxFuture<()>> = None;
-        // Made now, so an abort from here on wakes it; no allocation, and registered only
-        // if the attempt waits.
-        let mut aborted = std::pin::pin!(self.abort_wake.notified());
-        let mut watching_aborts = false;
+        // Made when the attempt first waits (no allocation); an abort before that is seen by
+        // the check right after it is made.
+        let mut aborted = std::pin::pin!(None);
         let id = task.id();
         poll_fn(|cx| {
             let Some(attempt) = future.as_mut() else {
@@ -341,19 +340,22 @@ impl Engine {
                     return Poll::Ready(AttemptEnd::Cancelled);
                 }
             }
-            // Every abort wakes every waiting attempt; only the aborted task's ends.
-            while std::future::Future::poll(aborted.as_mut(), cx).is_ready() {
-                if self.was_aborted(task) {
-                    return Poll::Ready(AttemptEnd::Cancelled);
-                }
-                aborted.set(self.abort_wake.notified());
-            }
-            if !watching_aborts {
+            if aborted.is_none() {
+                aborted.set(Some(self.abort_wake.notified()));
                 // An abort between the start and the wait's making: its wake-up came before.
-                watching_aborts = true;
                 if self.was_aborted(task) {
                     return Poll::Ready(AttemptEnd::Cancelled);
                 }
+            }
+            // Every abort wakes every waiting attempt; only the aborted task's ends.
+            while let Some(notified) = aborted.as_mut().as_pin_mut() {
+                if std::future::Future::poll(notified, cx).is_pending() {
+                    break;
+                }
+                if self.was_aborted(task) {
+                    return Poll::Ready(AttemptEnd::Cancelled);
+                }
+                aborted.set(Some(self.abort_wake.notified()));
             }
             Poll::Pending
         })

@@ -68,9 +68,8 @@ impl Engine {
         {
             service.record(timeline.latency());
         }
-        let deadline = job
-            .task()
-            .deadline()
+        let deadline = self
+            .deadline_of(job.task())
             .map(|deadline| self.epoch.ticks(deadline));
         // Outside the engine's lock: the wakeups of retries a success paid for queue them.
         let paid = match (&end, &self.budget) {

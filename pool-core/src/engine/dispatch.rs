@@ -29,6 +29,10 @@ impl Engine {
         info: Option<TaskInfo>,
     ) {
         let cancellable = waiting.cancellable;
+        if waiting.deadline.is_some() {
+            self.deadlines_used
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         // Enqueued by a task of this pool from its attempt: its parent lends it its slot.
         let parent = super::nesting::parent_in(self);
         let now = self.now();

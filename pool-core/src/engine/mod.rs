@@ -110,6 +110,10 @@ pub(crate) struct Engine {
     aborts: AtomicU64,
     /// Wakes every running attempt when a task is aborted (each checks whether it was).
     abort_wake: Notify,
+    /// Some task with a deadline was ever enqueued: until then no attempt asks its task for
+    /// one (it takes the task's lock). Set before the task is queued, so the lock the task
+    /// passes through orders it before any runner's read.
+    deadlines_used: AtomicBool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -158,6 +162,7 @@ impl Engine {
             next_id: AtomicU64::new(0),
             aborts: AtomicU64::new(0),
             abort_wake: Notify::new(),
+            deadlines_used: AtomicBool::new(false),
         }
     }
 
@@ -184,6 +189,15 @@ impl Engine {
     /// Whether `task` was aborted (asked only while some abort is unsettled).
     fn was_aborted(&self, task: &job::TaskRef) -> bool {
         self.aborts.load(Ordering::SeqCst) > 0 && task.is_resolved()
+    }
+
+    /// The deadline of `task`, asked only if some task ever had one.
+    fn deadline_of(&self, task: &job::TaskRef) -> Option<std::time::Instant> {
+        if self.deadlines_used.load(Ordering::Relaxed) {
+            task.deadline()
+        } else {
+            None
+        }
     }
 
     pub(crate) fn next_task_id(&self) -> TaskId {
