@@ -130,7 +130,7 @@ impl Engine {
 
     /// Gives each policy back the permit it granted, with how the attempt ended; a panic in
     /// a policy's `complete` (or in the permit's drop) is contained.
-    fn complete(&self, permits: Permits, end: &AttemptEnd) {
+    fn complete(&self, mut permits: Permits, end: &AttemptEnd) {
         if permits.is_empty() {
             return;
         }
@@ -140,8 +140,7 @@ impl Engine {
             drop_contained("an admission permit", permits);
             return;
         };
-        // Permits are granted in the policies' order, one each.
-        for (policy, permit) in self.admission.iter().zip(permits) {
+        let complete = |policy: &Arc<dyn Admission>, permit| {
             if catch(|| policy.complete(permit, &result)).is_err() {
                 tracing::error!(
                     target: "pool_core",
@@ -149,6 +148,17 @@ impl Engine {
                      was contained and the pool keeps running"
                 );
             }
+        };
+        // Permits are granted in the policies' order, one each.
+        if let ([policy], [_]) = (self.admission.as_slice(), permits.as_slice()) {
+            // One policy (the usual case): no iterator over the permits to build and drop.
+            if let Some(permit) = permits.pop() {
+                complete(policy, permit);
+            }
+            return;
+        }
+        for (policy, permit) in self.admission.iter().zip(permits) {
+            complete(policy, permit);
         }
     }
 

@@ -48,7 +48,14 @@ impl Schedule {
     /// Books `now` if the limit allows a start now ([`earliest`](Self::earliest) is not
     /// later); one pass over the arithmetic instead of `earliest` then `book`.
     pub(crate) fn book_if_due(&mut self, now: Instant, pace: Pace) -> bool {
-        let tat = self.tat_at(now);
+        let tat = match self.tat {
+            // A TAT in the past (a limit above the load): due, whatever the tolerance.
+            Some(tat) if tat > now => tat,
+            _ => {
+                self.tat = Some(deadline::after(now, pace.interval));
+                return true;
+            }
+        };
         let due = tat
             .checked_sub(pace.tolerance())
             .is_none_or(|moment| moment <= now);
