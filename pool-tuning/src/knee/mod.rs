@@ -68,7 +68,8 @@ const LONGEST_HOLD: Duration = Duration::from_secs(6);
 ///   attempts started in it with the baseline, both with confidence intervals from order
 ///   statistics (no assumption about the distribution: heavy tails and bimodal latency
 ///   included); a window keeps collecting until its median is known to within the
-///   tolerance, or it grew too long. When even the window's lower bound exceeds the
+///   tolerance, or it grew too long — or, when even its first successes queue deeply,
+///   at once. When even the window's lower bound exceeds the
 ///   baseline's upper bound by `latency_tolerance`, requests queue. Deep queueing (a round
 ///   trip 1.5 times the baseline) is cut by the ratio of the two, which in a queue lands on
 ///   the knee in one step, and may cut twice as deep as `deepest_cut` (a knee that fell to
@@ -89,7 +90,11 @@ const LONGEST_HOLD: Duration = Duration::from_secs(6);
 ///   just below the concurrency successes are served at now — each recent success counts
 ///   how many others ended during its own round trip (Little's law per attempt, BBR's
 ///   delivery rate), so the figure ages within a round trip and a capacity drop is followed
-///   at once.
+///   at once. When the refusals come late (slower than two round trips), the attempts in
+///   flight beyond that concurrency are refusals on their way, each holding a slot: the cut
+///   *drains* — it leaves them their slots and takes one back per refusal that arrives (at
+///   the latest after twice the refusals' delay), so the attempts that succeed keep the
+///   level the cut aimed at instead of dipping below it until the refusals are in.
 /// - **Unanswered attempts.** When the attempts in flight exceed, by half, what the answers
 ///   explain (Little's law: the rate answers come at, sampled over settled attempts' own
 ///   round trips, times how long answers take), answers are being held back: throttles
@@ -154,6 +159,8 @@ pub struct KneeTuner {
     growth_step: usize,
     /// Doubling until the first cut.
     starting: bool,
+    /// A cut for back-pressure taking effect as the attempts it held back come back.
+    drain: Option<Drain>,
     /// The last limit found overloaded, and how many times longer than `hold_windows` to
     /// hold below it (doubling while overloads keep coming at about the same level).
     last_failing: Option<usize>,
@@ -177,6 +184,27 @@ struct LatencyCut {
     rtt_before: f64,
     limit_before: usize,
 }
+
+/// A cut for throttles or timeouts that leaves room, for a while, for the attempts the
+/// backend is still holding back: they hold a slot each until their refusal arrives, and
+/// cutting below them at once would leave fewer slots for the attempts that succeed than
+/// the cut aimed at (a dip in throughput as deep as the overshoot).
+#[derive(Debug, Clone, Copy)]
+struct Drain {
+    /// The limit the cut aims at.
+    to: usize,
+    /// Each overload of an attempt started before then takes a slot back…
+    cut_at: Instant,
+    /// … and from then on the limit is `to` whatever is still out.
+    until: Instant,
+    reason: Reason,
+}
+
+/// Throttles or timeouts slower than this many round trips are late: the backend held
+/// them back.
+const LATE_FEEDBACK_RTTS: f64 = 2.0;
+/// A drain lasts at most this many times how late back-pressure has been arriving.
+const LONGEST_DRAIN_DELAYS: f64 = 2.0;
 
 /// A measurement of the no-load RTT in progress.
 #[derive(Debug, Clone, Copy)]
@@ -220,6 +248,7 @@ impl KneeTuner {
             growth_step: 1,
             starting: true,
             last_failing: None,
+            drain: None,
             hold_factor: 1,
             latency_cuts: None,
             probe: None,
@@ -410,7 +439,9 @@ impl KneeTuner {
                 .max(seconds(self.feedback_delay.get(now, FEEDBACK_HALF_LIFE)));
         }
         if elapsed < shortest {
-            return false;
+            // Deep queueing needs no long look: cut at once (an overshoot costs every
+            // request's latency while it lasts).
+            return self.queues_deeply_already(successes, needed);
         }
         // Keep collecting until the median is known to within the tolerance; look only at
         // doublings of the sample, so finding the median stays cheap.
@@ -425,6 +456,24 @@ impl KneeTuner {
         self.window
             .rtt()
             .is_some_and(|rtt| rtt.spread() <= self.config.latency_tolerance)
+    }
+
+    /// Whether a window not yet long enough already shows deep queueing beyond doubt: its
+    /// median's lower bound 1.5 times the baseline's upper bound. Looked at only when the
+    /// successes reach `needed` and its doublings, so finding the median stays cheap.
+    fn queues_deeply_already(&mut self, successes: usize, needed: usize) -> bool {
+        if self.probe.is_some() || !successes.is_multiple_of(needed) {
+            return false;
+        }
+        if !(successes / needed).is_power_of_two() {
+            return false;
+        }
+        let Some((baseline, _)) = self.baseline else {
+            return false;
+        };
+        self.window
+            .rtt()
+            .is_some_and(|rtt| rtt.low > DEEP_QUEUEING * baseline.high)
     }
 
     /// Concurrency successes are served at now (see [`Recent::served_since`]), over the
@@ -456,6 +505,7 @@ impl KneeTuner {
         self.at_ceiling_since = None;
         self.growth_step = 1;
         self.starting = false;
+        self.drain = None;
     }
 
     /// An overload came for `epoch`: cut if its limit is overloaded and not cut for yet.
@@ -472,14 +522,16 @@ impl KneeTuner {
         reason: Reason,
         now: Instant,
     ) -> Option<Adjustment> {
-        if epoch.overloaded {
-            return None;
-        }
         if let Some((at, limit)) = self.last_overload_cut {
             // Started before the last cut, at or above the level it answered: answered.
             if epoch.start < at && epoch.limit >= limit {
-                return None;
+                return self.drain_one(epoch.start, now);
             }
+        }
+        if epoch.overloaded || self.drain.is_some_and(|drain| epoch.start >= drain.cut_at) {
+            // Already cut for; or started while a cut drains, with only the level it aims at
+            // succeeding: that cut answered it.
+            return None;
         }
         // How late back-pressure about the load comes (not what a stall explained).
         self.feedback_delay
@@ -511,14 +563,21 @@ impl KneeTuner {
         }
         self.background.overloaded_at(epoch.limit, now);
         self.last_overload_cut = Some((now, epoch.limit));
-        self.cut_for_overload(epoch.limit, reason, now)
+        // Refusals much slower than successes were held back by the backend: more are on
+        // their way.
+        let late = latency > LATE_FEEDBACK_RTTS * self.rtt_estimate();
+        let in_flight = late.then_some(in_flight);
+        self.cut_for_overload(epoch.limit, in_flight, reason, now)
     }
 
     /// Cut below `failing`: to the concurrency successes are served at, by at least the
     /// gentlest cut, at most the deepest; never up; and do not climb back to `failing`.
+    /// With `late_in_flight` (the attempts in flight when refusals arrive late), the cut
+    /// drains: see [`Drain`].
     fn cut_for_overload(
         &mut self,
         failing: usize,
+        late_in_flight: Option<usize>,
         reason: Reason,
         now: Instant,
     ) -> Option<Adjustment> {
@@ -529,13 +588,29 @@ impl KneeTuner {
         let gentle = failing_f * self.config.gentlest_cut;
         // Evidence allows cutting twice as deep as a blind cut.
         let deepest = self.config.deepest_cut;
-        let target = match self.served(now) {
-            Some(served) if served < failing_f => (0.97 * served)
+        let served = self.served(now).filter(|&served| served < failing_f);
+        let target = match served {
+            Some(served) => (0.97 * served)
                 .min(failing_f - 1.0)
                 .max(failing_f * deepest * deepest),
-            _ => gentle.max(failing_f * deepest),
+            None => gentle.max(failing_f * deepest),
         };
         let to = self.config.bounds.clamp_f64(target).min(self.limit);
+        // Attempts in flight beyond what the successes are served at are held back by the
+        // backend (Little's law): their refusals are on their way. Leave them their slots
+        // until they arrive, one slot back per refusal.
+        let held_back = match (served, late_in_flight) {
+            (Some(served), Some(in_flight)) => (in_flight as f64 - served).max(0.0) as usize,
+            _ => 0,
+        };
+        let longest =
+            seconds(LONGEST_DRAIN_DELAYS * self.feedback_delay.get(now, FEEDBACK_HALF_LIFE));
+        let drain = (held_back > 0).then(|| Drain {
+            to,
+            cut_at: now,
+            until: now.checked_add(longest).unwrap_or(now),
+            reason,
+        });
         self.note_failing(failing, true);
         // Climb back only to the level the cut measured as served: between it and the
         // failing limit nothing is known safe (late throttles of those levels may still be
@@ -544,7 +619,36 @@ impl KneeTuner {
         self.latency_cuts = None;
         // Overload beats a probe in progress: do not jump back when it would have ended.
         self.probe = None;
-        self.set_limit(to, reason, now)
+        self.drain = drain;
+        let room = to.saturating_add(held_back).min(self.limit);
+        self.set_limit(room, reason, now)
+    }
+
+    /// An overload of an attempt started at `started` arrived after the cut it was
+    /// answered by: while that cut drains, its slot goes.
+    fn drain_one(&mut self, started: Instant, now: Instant) -> Option<Adjustment> {
+        let drain = self.drain?;
+        if started >= drain.cut_at || self.limit <= drain.to {
+            return None;
+        }
+        if self.limit - 1 <= drain.to {
+            self.finish_drain(now);
+        }
+        self.set_limit(self.limit - 1, drain.reason, now)
+    }
+
+    /// Everything started during the drain was answered by its cut, and ends under it.
+    fn finish_drain(&mut self, now: Instant) {
+        self.drain = None;
+        self.last_overload_cut = Some((now, 0));
+    }
+
+    /// A drain that outlasted the back-pressure it waited for ends: the limit goes to
+    /// where the cut aimed.
+    fn end_drain(&mut self, now: Instant) -> Option<Adjustment> {
+        let drain = self.drain.filter(|d| now >= d.until)?;
+        self.finish_drain(now);
+        (self.limit > drain.to).then(|| self.set_limit(drain.to, drain.reason, now))?
     }
 
     fn cut_for_rtt(&mut self, rtt: Rtt, first_of_run: bool, now: Instant) -> Option<Adjustment> {
@@ -738,6 +842,11 @@ impl KneeTuner {
             self.smoothed_rtt
                 .map_or(rtt.median, |s| 0.75 * s + 0.25 * rtt.median),
         );
+        if self.drain.is_some() {
+            // Attempts held back are still out: this window's limit is not the one to judge.
+            self.restart_window(now);
+            return None;
+        }
         if let Some(probe) = self.probe {
             return self.continue_probe(probe, rtt, now);
         }
@@ -800,6 +909,7 @@ impl Tuner for KneeTuner {
         } else {
             None
         };
+        let ended_drain = self.end_drain(now);
         self.last_sample_at = Some(now);
         self.last_in_flight = sample.in_flight;
         if self.stalled_at.take().is_some() {
@@ -851,10 +961,13 @@ impl Tuner for KneeTuner {
                 }
             }
         };
-        decided.or(started_probe)
+        decided.or(started_probe).or(ended_drain)
     }
 
     fn tick(&mut self, now: Instant) -> Option<Adjustment> {
+        if let Some(ended) = self.end_drain(now) {
+            return Some(ended);
+        }
         let last = self.last_sample_at?;
         // Attempts were still running when the last one ended.
         if self.last_in_flight <= 1 {
@@ -1102,6 +1215,35 @@ mod tests {
         assert!((30..=48).contains(&limit), "limit {limit}");
         let share = f64::from(throttled) / f64::from(total);
         assert!(share < 0.03, "{throttled} of {total} throttled");
+    }
+
+    /// The same cap: after each cut the attempts still waiting for their late refusal keep
+    /// their slots until it arrives, so the attempts that succeed are not squeezed below
+    /// the cap (a dip in throughput for as long as the refusals take).
+    #[test]
+    fn a_cut_for_late_throttles_leaves_their_slots_until_they_arrive() {
+        let mut sim = Loop::new(KneeConfig::default(), 10);
+        let (mut tokens, mut refilled) = (100.0, Duration::ZERO);
+        // Successes started per second.
+        let mut per_second = vec![0u32; 40];
+        let mut serve = queue(10_000, MS * 20);
+        sim.run(Duration::from_secs(40), |sim, held| {
+            let now = sim.elapsed();
+            tokens = (tokens + (now - refilled).as_secs_f64() * 2_000.0).min(100.0);
+            refilled = now;
+            if tokens < 1.0 {
+                return Fate::Throttled(Duration::from_secs(1));
+            }
+            tokens -= 1.0;
+            per_second[now.as_secs() as usize] += 1;
+            serve(sim, held)
+        });
+        // Cutting below the refusals still out dips to about 1,450 a second for a second.
+        let worst = per_second[10..39].iter().min().copied().unwrap_or(0);
+        assert!(
+            worst >= 1_700,
+            "{worst} successes in a second: {per_second:?}"
+        );
     }
 
     #[test]
