@@ -324,6 +324,14 @@ impl Pool {
     ///
     /// The handles need not be awaited: the tasks run all the same.
     ///
+    /// # Observers
+    /// When `drain` returns, [`stats`](Self::stats) accounts for every task; the observers
+    /// may still be receiving the [`TaskFinished`](crate::Event::TaskFinished) of the last
+    /// few, on the threads that ran them (events are delivered outside the pool's lock, so
+    /// that a slow observer holds up no other task). To read an observer — pool-metrics'
+    /// collector, say — that has seen every task, await the tasks' handles instead: a handle
+    /// resolves only after the observers were told of its task.
+    ///
     /// # Examples
     ///
     /// ```

@@ -283,3 +283,63 @@ fn builders_and_errors_are_clone() {
         assert_eq!(builder.clone().build().unwrap().concurrency(), 3);
     });
 }
+
+/// Admission that waits for a permit of a semaphore with none to give.
+#[derive(Debug, Clone)]
+struct NoPermits(Arc<tokio::sync::Semaphore>);
+
+impl pool_core::Admission for NoPermits {
+    fn acquire(
+        &self,
+        _task: &pool_core::TaskInfo,
+    ) -> pool_core::BoxFuture<Result<pool_core::AdmissionPermit, pool_core::Rejection>> {
+        let semaphore = Arc::clone(&self.0);
+        Box::pin(async move {
+            let permit = semaphore.acquire_owned().await.map_err(|_| {
+                pool_core::Rejection::new(pool_core::RejectionKind::Unavailable, "closed")
+            })?;
+            Ok(pool_core::AdmissionPermit::holding(permit))
+        })
+    }
+}
+
+#[test]
+fn abort_resolves_a_task_waiting_for_admission_at_once() {
+    current_thread().block_on(async {
+        let permits = Arc::new(tokio::sync::Semaphore::new(0));
+        let pool = Pool::builder()
+            .admission(NoPermits(Arc::clone(&permits)))
+            .build()
+            .unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let waiting = pool.enqueue(
+            move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async { Ok::<_, Infallible>(()) }
+            },
+            TaskOptions::new(),
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!waiting.is_finished(), "it waits for a permit");
+
+        waiting.abort();
+        assert!(matches!(
+            waiting.now_or_never(),
+            Some(Err(TaskError::Cancelled))
+        ));
+        // Given a permit later, the pool settles it without running it.
+        permits.add_permits(1);
+        tokio::time::timeout(Duration::from_secs(60), pool.drain())
+            .await
+            .expect("drained");
+        let stats = pool.stats();
+        assert!(stats.in_balance(), "{stats:?}");
+        assert_eq!(stats.cancelled, 1, "{stats:?}");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            0,
+            "the aborted task never ran"
+        );
+    });
+}

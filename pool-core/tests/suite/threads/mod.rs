@@ -4,6 +4,7 @@
 //! steps of the engine; these can.
 
 mod cancellation;
+mod drain_and_observers;
 mod nested;
 mod panics;
 mod races;
