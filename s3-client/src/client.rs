@@ -481,6 +481,21 @@ impl S3Client {
     }
 
     /// An object's metadata. Hedged when the client hedges reads.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use s3_client::{Path, S3Client};
+    ///
+    /// let client = S3Client::from_url("memory://")?;
+    /// client.put(&Path::from("a.bin"), vec![0u8; 1_000]).await?;
+    /// let meta = client.head(&Path::from("a.bin")).await?;
+    /// assert_eq!(meta.size, 1_000);
+    /// assert!(client.head(&Path::from("nope")).await.unwrap_err().is_not_found());
+    /// # Ok(()) }
+    /// ```
     pub fn head(&self, path: &Path) -> Call<ObjectMeta> {
         let store = Arc::clone(&self.inner.store);
         let location = path.clone();
@@ -502,6 +517,21 @@ impl S3Client {
     }
 
     /// Deletes an object.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use s3_client::{Path, S3Client};
+    ///
+    /// let client = S3Client::from_url("memory://")?;
+    /// let path = Path::from("old.txt");
+    /// client.put(&path, "bye").await?;
+    /// client.delete(&path).await?;
+    /// assert!(client.get(&path).await.unwrap_err().is_not_found());
+    /// # Ok(()) }
+    /// ```
     pub fn delete(&self, path: &Path) -> Call<()> {
         let store = Arc::clone(&self.inner.store);
         let location = path.clone();
@@ -900,6 +930,21 @@ impl S3Client {
 
     /// Queued calls fail with `Stopped`, running ones finish; later calls fail with
     /// `Stopped`. With a shared pool this stops it for every client sharing it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use s3_client::{Path, S3Client};
+    ///
+    /// let client = S3Client::from_url("memory://")?;
+    /// client.put(&Path::from("a"), "x").await?;
+    /// client.stop().await;
+    /// let late = client.get(&Path::from("a")).await.unwrap_err();
+    /// assert_eq!(late.task_error().kind(), "stopped");
+    /// # Ok(()) }
+    /// ```
     pub async fn stop(&self) {
         if let Some(pool) = self.pool() {
             pool.stop().await;

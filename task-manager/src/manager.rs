@@ -191,6 +191,26 @@ impl TaskManager {
 
     /// [`process_iterable`](Self::process_iterable) for an async input (a paginated listing,
     /// a channel): pulled only as room frees up, results yielded as they finish.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), task_manager::ConfigError> {
+    /// use task_manager::futures::{stream, StreamExt};
+    /// use task_manager::{TaskManager, Transient};
+    ///
+    /// let manager = TaskManager::builder().concurrency(4).build()?;
+    /// let pages = stream::iter(["a", "bb", "ccc"]);
+    /// let mut lengths: Vec<usize> = manager
+    ///     .process_stream(pages, |page: &str| async move { Ok::<_, Transient<&str>>(page.len()) })
+    ///     .map(|item| item.result.unwrap())
+    ///     .collect()
+    ///     .await;
+    /// lengths.sort();
+    /// assert_eq!(lengths, [1, 2, 3]);
+    /// # Ok(()) }
+    /// ```
     pub fn process_stream<S, P>(&self, items: S, f: P) -> Run<P::Ok, P::Error, Streamed>
     where
         S: Stream + Send + 'static,
@@ -315,6 +335,19 @@ impl TaskManager {
 
     /// Queues a single task with the manager's defaults. The handle resolves exactly once;
     /// dropping it lets the task run detached.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), task_manager::ConfigError> {
+    /// use task_manager::{TaskManager, Transient};
+    ///
+    /// let manager = TaskManager::builder().build()?;
+    /// let handle = manager.enqueue(|| async { Ok::<_, Transient<std::io::Error>>(42) });
+    /// assert_eq!(handle.await.unwrap(), 42);
+    /// # Ok(()) }
+    /// ```
     pub fn enqueue<A>(&self, task: A) -> TaskHandle<A::Ok, A::Error>
     where
         A: MakeAttempt,
@@ -350,12 +383,44 @@ impl TaskManager {
 
     /// Waits until every task handed to the pool so far has resolved. Runs are driven by
     /// whoever polls them, so this does not wait for items a run has not pulled yet.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), task_manager::ConfigError> {
+    /// use task_manager::{TaskManager, Transient};
+    ///
+    /// let manager = TaskManager::builder().build()?;
+    /// for i in 0..5u32 {
+    ///     drop(manager.enqueue(move || async move { Ok::<_, Transient<&str>>(i) }));
+    /// }
+    /// manager.drain().await;
+    /// assert_eq!(manager.stats().pool.succeeded, 5);
+    /// # Ok(()) }
+    /// ```
     pub async fn drain(&self) {
         self.pool.drain().await;
     }
 
     /// Stops for good: runs stop pulling input, queued tasks resolve with `Stopped`, and
     /// this waits for running tasks to finish. Later enqueues resolve with `Stopped` at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), task_manager::ConfigError> {
+    /// use task_manager::{TaskError, TaskManager, Transient};
+    ///
+    /// let manager = TaskManager::builder().build()?;
+    /// manager.pause(); // keep the task queued
+    /// let queued = manager.enqueue(|| async { Ok::<_, Transient<&str>>(()) });
+    /// manager.stop().await;
+    /// assert!(matches!(queued.await, Err(TaskError::Stopped)));
+    /// assert!(manager.is_stopped());
+    /// # Ok(()) }
+    /// ```
     pub async fn stop(&self) {
         self.stop.cancel();
         self.pool.stop().await;
