@@ -650,8 +650,9 @@ impl S3Client {
     /// # Cancel safety
     /// Dropping the call mid-upload (or cancelling its token) aborts the multipart upload:
     /// no further part is read or sent, parts queued or waiting to retry are dropped, and
-    /// the parts already being sent are let finish or fail — each bounded by the pool's
-    /// attempt timeout — before the abort is sent, because a part request cut off
+    /// the parts already being sent are let finish or fail — each bounded by the HTTP
+    /// client's request timeout (a part attempt the pool times out leaves its request
+    /// running to its answer) — before the abort is sent, because a part request cut off
     /// mid-write may already be whole at the server and be stored after the abort. The
     /// abort (with at least three retries) runs as a task on the current tokio runtime,
     /// or, dropped outside a tokio runtime, as a detached task of the client's pool; a

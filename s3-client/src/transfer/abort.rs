@@ -4,9 +4,11 @@
 //! A part is never cut off mid-write to abort sooner: a request cut off by its client may
 //! already be whole at the server, which can store it after an abort it handles first (S3
 //! says as much: an abort may have to be repeated while parts are in progress). So an
-//! abandoned upload sends no new part attempt, lets the attempts already sending finish
-//! or fail — each bounded by the pool's attempt timeout, the one case where a part is
-//! still cut off — and only then sends the abort.
+//! abandoned upload sends no new part attempt, lets the requests already sending finish
+//! or fail, and only then sends the abort. A part's request runs as a task of its own
+//! (on a tokio runtime), so an attempt the pool cuts off at its attempt timeout gives up
+//! waiting but leaves its request to be answered — bounded by the HTTP client's own
+//! request timeout — and the abort waits for that answer too.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

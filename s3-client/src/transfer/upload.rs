@@ -272,10 +272,23 @@ impl Parts<'_> {
                 (Arc::clone(&store), path.clone(), id.clone(), part.clone());
             let running = running.clone();
             async move {
-                let Some(_sending) = running.enter() else {
+                let Some(sending) = running.enter() else {
                     return Err(abandoned(&path));
                 };
-                store.put_part(&path, &id, index, part).await
+                let request = async move {
+                    let _sending = sending;
+                    store.put_part(&path, &id, index, part).await
+                };
+                // A task of its own, so that an attempt cut off by the pool's attempt
+                // timeout leaves its request to be answered (bounded by the HTTP client's
+                // own timeout) rather than dropping it mid-flight: the abort waits for it.
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => runtime
+                        .spawn(request)
+                        .await
+                        .unwrap_or_else(|source| Err(object_store::Error::JoinError { source })),
+                    Err(_) => request.await,
+                }
             }
         });
         let sending =

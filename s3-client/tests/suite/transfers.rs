@@ -302,6 +302,54 @@ async fn a_dropped_upload_is_aborted_only_once_its_part_in_flight_has_landed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_cut_off_by_the_attempt_timeout_is_answered_before_the_abort() {
+    let server = S3TestServer::start().await.unwrap();
+    let client = client(&server);
+    // The server receives the first part whole and holds it unstored past the attempt
+    // timeout; with no retries the part, then the upload, fails, and the upload is aborted.
+    server.faults().hold_parts(1);
+    let body = random_bytes(22, 2 * PART);
+    let call = client
+        .upload_from(
+            &Path::from("timed-out.bin"),
+            std::io::Cursor::new(body.to_vec()),
+        )
+        .timeout(Duration::from_millis(200))
+        .retries(0);
+    let running = tokio::spawn(call.into_future());
+    until("one part held", || server.faults().held_parts() == 1).await;
+    // The pool gave up on the held part at its timeout: an abort sent then would be here
+    // within moments. Give it time to show (a slow machine only makes this check less
+    // sensitive, never wrong), then let the part land.
+    for _ in 0..200 {
+        if server.faults().aborts_while_parts_held() > 0 || running.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.faults().release_parts();
+    let error = tokio::time::timeout(Duration::from_secs(60), running)
+        .await
+        .expect("the failed upload resolves")
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(error.task_error(), pool_core::TaskError::TimedOut { .. }),
+        "{error:?}"
+    );
+    until("the held part stored and the upload gone", || {
+        server.faults().held_parts() == 0 && server.pending_uploads() == 0
+    })
+    .await;
+    assert_eq!(
+        server.faults().aborts_while_parts_held(),
+        0,
+        "the abort went out while a timed-out part was still in flight"
+    );
+    assert_eq!(server.stored_parts(), 0, "a part landed after the abort");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_upload_without_the_multipart_api_aborts_after_its_part_in_flight() {
     let server = S3TestServer::start().await.unwrap();
     // A client over a plain `ObjectStore`: its parts go through object_store's own
