@@ -28,8 +28,8 @@ use crate::options::CallOptions;
 use crate::pooled_store::PooledStore;
 use crate::redact::redact;
 use crate::transfer::{
-    download, io_failure, upload, ByteBudget, BytesSource, FileSink, ReadAhead, ReaderSource,
-    TransferContext, TransferSummary, WriterSink,
+    download, io_failure, upload, ByteBudget, BytesSource, FileSink, FileSource, ReadAhead,
+    ReaderSource, TransferContext, TransferSummary, WriterSink,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -665,7 +665,7 @@ impl S3Client {
         let (context, path) = (self.transfer_context(), path.clone());
         Call::new(move |call| {
             Box::pin(async move {
-                let source = ReaderSource(&mut source);
+                let source = ReaderSource::new(&mut source);
                 upload(&context, &path, source, None, Default::default(), &call)
                     .await
                     .map(|(_, summary)| summary)
@@ -689,7 +689,7 @@ impl S3Client {
         Call::new(move |call| {
             Box::pin(async move {
                 let fail = |error| ClientError::new(Operation::Upload, path.to_string(), error);
-                let mut source = tokio::fs::File::open(&file)
+                let source = tokio::fs::File::open(&file)
                     .await
                     .map_err(|e| fail(io_failure(e)))?;
                 let size = source
@@ -697,7 +697,7 @@ impl S3Client {
                     .await
                     .map_err(|e| fail(io_failure(e)))?
                     .len();
-                let source = ReaderSource(&mut source);
+                let source = FileSource::new(source.into_std().await);
                 upload(
                     &context,
                     &path,

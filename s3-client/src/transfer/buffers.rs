@@ -1,29 +1,37 @@
-//! [`RangeBuffers`]: the buffers a download reads its ranges into, reused once written.
+//! [`PieceBuffers`]: the buffers a transfer reads its pieces (ranges, parts) into, reused
+//! once a piece is written or stored.
 
 use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 
-/// Part-sized buffers of one download, each given back when its range is written and
-/// reused for a later range. The budget bounds how many exist at once, so the download
-/// allocates that many and no more. Freeing a part-sized buffer per range and allocating the
-/// next one would be no cheaper, and with glibc's sliding mmap threshold those buffers move
-/// from `mmap` to the heap, whose fragments the process keeps: a 512 MiB download under a
-/// 128 MiB budget peaked at 229 MB of RSS that way, 144 MB with the threshold fixed
-/// (`pool-bench transfer`; both ways the reads are copied out of the HTTP client's chunks,
-/// which pin its read buffers: holding the chunks peaked at 240 MB).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct RangeBuffers(Arc<Mutex<Vec<Vec<u8>>>>);
+use bytes::Bytes;
 
-impl RangeBuffers {
+/// Buffers of one transfer, each given back when its piece is done with (a range written,
+/// a part stored) and reused for a later piece. The budget bounds how many exist at once,
+/// so the transfer allocates that many and no more, and they are freed with it.
+///
+/// Freeing a buffer per piece and allocating the next one costs more than it seems: glibc
+/// hands large blocks back to the kernel (`munmap`, or `madvise` at the top of a thread's
+/// arena) and every page of the next one is faulted in again (a profile of a 512 MiB upload
+/// with a fresh 1 MiB buffer per chunk showed a tenth of its CPU in page faults and page
+/// compaction). With glibc's sliding mmap threshold those buffers also move from `mmap` to
+/// the heap, whose fragments the process keeps: a 512 MiB download under a 128 MiB budget
+/// peaked at 229 MB of RSS that way, 144 MB with the threshold fixed (both ways the reads
+/// are copied out of the HTTP client's chunks, which pin its read buffers: holding the
+/// chunks peaked at 240 MB).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PieceBuffers(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl PieceBuffers {
     /// An empty buffer: a free one if there is one, else a new one.
-    pub(crate) fn take(&self) -> RangeBuffer {
+    pub(crate) fn take(&self) -> PieceBuffer {
         let bytes = self
             .0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .pop()
             .unwrap_or_default();
-        RangeBuffer {
+        PieceBuffer {
             bytes,
             home: Arc::clone(&self.0),
         }
@@ -36,21 +44,32 @@ impl RangeBuffers {
     }
 }
 
-/// A range's bytes; back to its [`RangeBuffers`] when dropped.
+/// A piece's bytes; back to its [`PieceBuffers`] when dropped.
 #[derive(Debug)]
-pub(crate) struct RangeBuffer {
+pub(crate) struct PieceBuffer {
     bytes: Vec<u8>,
     home: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
-impl RangeBuffer {
+impl PieceBuffer {
     /// The buffer to read into.
     pub(crate) fn bytes_mut(&mut self) -> &mut Vec<u8> {
         &mut self.bytes
     }
+
+    /// Bytes the buffer holds without growing.
+    pub(crate) fn capacity(&self) -> usize {
+        self.bytes.capacity()
+    }
+
+    /// The bytes as `Bytes` (a part's payload): the buffer goes back when the last clone is
+    /// dropped.
+    pub(crate) fn into_bytes(self) -> Bytes {
+        Bytes::from_owner(self)
+    }
 }
 
-impl Deref for RangeBuffer {
+impl Deref for PieceBuffer {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
@@ -58,7 +77,13 @@ impl Deref for RangeBuffer {
     }
 }
 
-impl Drop for RangeBuffer {
+impl AsRef<[u8]> for PieceBuffer {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for PieceBuffer {
     fn drop(&mut self) {
         let mut bytes = std::mem::take(&mut self.bytes);
         bytes.clear();
@@ -75,7 +100,7 @@ mod tests {
 
     #[test]
     fn a_dropped_buffer_is_reused_with_its_capacity_and_emptied() {
-        let buffers = RangeBuffers::default();
+        let buffers = PieceBuffers::default();
         let mut first = buffers.take();
         first.bytes_mut().extend_from_slice(&[7; 4096]);
         let address = first.as_ptr();
@@ -90,5 +115,19 @@ mod tests {
         assert_eq!(buffers.free(), 0);
         drop((again, other));
         assert_eq!(buffers.free(), 2);
+    }
+
+    #[test]
+    fn a_buffer_made_bytes_comes_back_when_its_last_clone_is_dropped() {
+        let buffers = PieceBuffers::default();
+        let mut buffer = buffers.take();
+        buffer.bytes_mut().extend_from_slice(b"part");
+        let bytes = buffer.into_bytes();
+        let clone = bytes.slice(1..);
+        drop(bytes);
+        assert_eq!(buffers.free(), 0, "a clone still holds it");
+        assert_eq!(&clone[..], b"art");
+        drop(clone);
+        assert_eq!(buffers.free(), 1);
     }
 }

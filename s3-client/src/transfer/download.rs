@@ -10,7 +10,7 @@ use object_store::path::Path;
 use object_store::{GetOptions, GetRange, GetResult, ObjectMeta, ObjectStoreExt};
 use pool_core::TaskError;
 
-use super::buffers::{RangeBuffer, RangeBuffers};
+use super::buffers::{PieceBuffer, PieceBuffers};
 use super::progress::Meter;
 use super::sink::RangeSink;
 use super::{io_failure, ByteBudget, TaskResult, TransferContext, TransferSummary};
@@ -23,7 +23,7 @@ use crate::options::CallOptions;
 /// A range as it came back: its bytes, the object's metadata, the attempts it took, and
 /// whether the store reports stored checksums (its responses carry [`ResponseChecksums`]).
 struct Fetched {
-    bytes: RangeBuffer,
+    bytes: PieceBuffer,
     meta: ObjectMeta,
     attempts: u64,
     reports_checksums: bool,
@@ -39,7 +39,7 @@ fn fetch_range(
     range: Range<u64>,
     if_match: Option<String>,
     call: &CallOptions,
-    buffers: &RangeBuffers,
+    buffers: &PieceBuffers,
 ) -> BoxFuture<'static, TaskResult<Fetched>> {
     let attempts = Arc::new(AtomicU64::new(0));
     let (store, location) = (Arc::clone(&context.store), path.clone());
@@ -107,8 +107,8 @@ fn fetch_range(
 /// the store reports stored checksums.
 async fn read_range(
     result: GetResult,
-    buffers: &RangeBuffers,
-) -> object_store::Result<(RangeBuffer, ObjectMeta, bool)> {
+    buffers: &PieceBuffers,
+) -> object_store::Result<(PieceBuffer, ObjectMeta, bool)> {
     let mut buffer = buffers.take();
     let meta = result.meta.clone();
     let reports = result.extensions.get::<ResponseChecksums>().is_some();
@@ -161,7 +161,7 @@ pub(crate) async fn download(
 ) -> TaskResult<TransferSummary> {
     let part = context.part_size;
     let meter = Meter::new(None, call.progress.clone());
-    let buffers = RangeBuffers::default();
+    let buffers = PieceBuffers::default();
     let mut first_permit = context.budget.acquire(part).await;
     let first = match fetch_range(context, path, 0..part, None, call, &buffers).await {
         Ok(first) => first,

@@ -24,7 +24,7 @@ pub(crate) use download::download;
 pub use progress::{ProgressCallback, TransferProgress, TransferSummary};
 pub(crate) use read_ahead::{ReadAhead, Staged};
 pub(crate) use sink::{FileSink, WriterSink};
-pub(crate) use source::{BytesSource, ReaderSource};
+pub(crate) use source::{BytesSource, FileSource, ReaderSource};
 pub(crate) use upload::upload;
 
 use crate::dispatch::Dispatcher;

@@ -6,12 +6,12 @@ use std::io::{self, Write};
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::buffers::RangeBuffer;
+use super::buffers::PieceBuffer;
 
 /// Takes a download's ranges in order.
 pub(crate) trait RangeSink: Send {
     /// Writes one range (its buffer goes back for reuse once written).
-    fn write_range(&mut self, range: RangeBuffer) -> impl Future<Output = io::Result<()>> + Send;
+    fn write_range(&mut self, range: PieceBuffer) -> impl Future<Output = io::Result<()>> + Send;
 
     /// Flushes what was written.
     fn finish(&mut self) -> impl Future<Output = io::Result<()>> + Send;
@@ -21,7 +21,7 @@ pub(crate) trait RangeSink: Send {
 pub(crate) struct WriterSink<'a, W>(pub(crate) &'a mut W);
 
 impl<W: AsyncWrite + Unpin + Send> RangeSink for WriterSink<'_, W> {
-    async fn write_range(&mut self, range: RangeBuffer) -> io::Result<()> {
+    async fn write_range(&mut self, range: PieceBuffer) -> io::Result<()> {
         self.0.write_all(&range).await
     }
 
@@ -42,7 +42,7 @@ impl FileSink {
 }
 
 impl RangeSink for FileSink {
-    async fn write_range(&mut self, range: RangeBuffer) -> io::Result<()> {
+    async fn write_range(&mut self, range: PieceBuffer) -> io::Result<()> {
         let mut file = self
             .0
             .take()

@@ -3,10 +3,11 @@
 
 use std::future::Future;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use object_store::PutPayload;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use super::buffers::{PieceBuffer, PieceBuffers};
 use super::{io_failure, TaskResult};
 
 /// The bytes of an upload, a part at a time.
@@ -20,8 +21,21 @@ pub(crate) trait PartSource: Send {
 /// one chunk it does not need, and no part is copied to be trimmed or joined.
 const CHUNK: usize = 1 << 20;
 
-/// A reader: each part is read, when the upload has budget for it, into chunks of its own.
-pub(crate) struct ReaderSource<'a, R>(pub(crate) &'a mut R);
+/// A reader: each part is read, when the upload has budget for it, into chunks of its own
+/// (buffers reused once the part they were sent in is stored).
+pub(crate) struct ReaderSource<'a, R> {
+    reader: &'a mut R,
+    buffers: PieceBuffers,
+}
+
+impl<'a, R> ReaderSource<'a, R> {
+    pub(crate) fn new(reader: &'a mut R) -> Self {
+        ReaderSource {
+            reader,
+            buffers: PieceBuffers::default(),
+        }
+    }
+}
 
 impl<R: AsyncRead + Unpin + Send> PartSource for ReaderSource<'_, R> {
     async fn next_part(&mut self, size: usize) -> TaskResult<PutPayload> {
@@ -29,7 +43,8 @@ impl<R: AsyncRead + Unpin + Send> PartSource for ReaderSource<'_, R> {
         let mut read_total = 0;
         while read_total < size {
             let want = (size - read_total).min(CHUNK);
-            let chunk = read_chunk(self.0, want).await?;
+            let mut chunk = self.buffers.take();
+            read_chunk(self.reader, chunk.bytes_mut(), want).await?;
             let ended = chunk.len() < want;
             read_total += chunk.len();
             if !chunk.is_empty() {
@@ -43,30 +58,97 @@ impl<R: AsyncRead + Unpin + Send> PartSource for ReaderSource<'_, R> {
     }
 }
 
-/// Up to `size` bytes from `reader` into a buffer of that capacity: fewer only if the
-/// reader ended.
-async fn read_chunk<R: AsyncRead + Unpin>(reader: &mut R, size: usize) -> TaskResult<BytesMut> {
-    let mut buffer = BytesMut::with_capacity(size);
+/// Up to `size` bytes from `reader` into `buffer` (empty): fewer only if the reader ended.
+async fn read_chunk<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buffer: &mut Vec<u8>,
+    size: usize,
+) -> TaskResult<()> {
+    buffer.reserve_exact(size);
     while buffer.len() < size {
         let read = (&mut *reader)
             .take((size - buffer.len()) as u64)
-            .read_buf(&mut buffer)
+            .read_buf(buffer)
             .await
             .map_err(io_failure)?;
         if read == 0 {
             break;
         }
     }
-    Ok(buffer)
+    Ok(())
+}
+
+/// A file, read from tokio's blocking pool one part per blocking task straight into the
+/// part's chunks (`tokio::fs::File` would read into a buffer of its own and copy, and spend
+/// a blocking task per 2 MiB).
+pub(crate) struct FileSource {
+    file: Option<std::fs::File>,
+    buffers: PieceBuffers,
+}
+
+impl FileSource {
+    pub(crate) fn new(file: std::fs::File) -> Self {
+        FileSource {
+            file: Some(file),
+            buffers: PieceBuffers::default(),
+        }
+    }
+}
+
+impl PartSource for FileSource {
+    async fn next_part(&mut self, size: usize) -> TaskResult<PutPayload> {
+        let mut file = self.file.take().ok_or_else(|| {
+            io_failure(std::io::Error::other(
+                "an earlier read of this file did not finish",
+            ))
+        })?;
+        let buffers = self.buffers.clone();
+        let (file, part) = tokio::task::spawn_blocking(move || {
+            let part = read_file_part(&mut file, size, &buffers);
+            (file, part)
+        })
+        .await
+        .map_err(|error| io_failure(std::io::Error::other(error)))?;
+        self.file = Some(file);
+        part.map_err(io_failure)
+    }
+}
+
+/// Up to `size` bytes of `file` (fewer only at its end) as chunks of `buffers`.
+fn read_file_part(
+    file: &mut std::fs::File,
+    size: usize,
+    buffers: &PieceBuffers,
+) -> std::io::Result<PutPayload> {
+    use std::io::Read;
+    let mut chunks = Vec::with_capacity(size.div_ceil(CHUNK).min(64));
+    let mut read_total = 0;
+    while read_total < size {
+        let want = (size - read_total).min(CHUNK);
+        let mut chunk = buffers.take();
+        let bytes = chunk.bytes_mut();
+        bytes.reserve_exact(want);
+        // Reads into the spare capacity: nothing is zeroed first.
+        (&mut *file).take(want as u64).read_to_end(bytes)?;
+        let ended = chunk.len() < want;
+        read_total += chunk.len();
+        if !chunk.is_empty() {
+            chunks.push(trimmed(chunk));
+        }
+        if ended {
+            break;
+        }
+    }
+    Ok(PutPayload::from_iter(chunks))
 }
 
 /// A chunk as `Bytes`: one the source filled less than half of (it ended) is copied into a
 /// buffer of its size, so a part does not hold memory the budget gave back.
-fn trimmed(chunk: BytesMut) -> Bytes {
+fn trimmed(chunk: PieceBuffer) -> Bytes {
     if chunk.len() < chunk.capacity() / 2 {
         Bytes::copy_from_slice(&chunk)
     } else {
-        chunk.freeze()
+        chunk.into_bytes()
     }
 }
 
@@ -95,7 +177,7 @@ mod tests {
     async fn both_sources_cut_the_same_parts() {
         let body: Vec<u8> = (0..=255).cycle().take(2_500).collect();
         let mut cursor = std::io::Cursor::new(body.clone());
-        let mut reader = ReaderSource(&mut cursor);
+        let mut reader = ReaderSource::new(&mut cursor);
         let mut bytes = BytesSource(Bytes::from(body));
         for expected in [1_000, 1_000, 500, 0] {
             let (a, b) = (
@@ -114,7 +196,7 @@ mod tests {
     async fn a_part_larger_than_a_chunk_is_read_in_chunks_and_complete() {
         let body: Vec<u8> = (0..=250).cycle().take(CHUNK * 5 / 2 + 7).collect();
         let mut cursor = std::io::Cursor::new(body.clone());
-        let mut reader = ReaderSource(&mut cursor);
+        let mut reader = ReaderSource::new(&mut cursor);
         let first = reader.next_part(2 * CHUNK).await.unwrap();
         let second = reader.next_part(2 * CHUNK).await.unwrap();
         let end = reader.next_part(2 * CHUNK).await.unwrap();
@@ -127,7 +209,10 @@ mod tests {
     #[tokio::test]
     async fn a_short_part_from_a_reader_holds_no_larger_buffer() {
         let mut cursor = std::io::Cursor::new(vec![7u8; 1_000]);
-        let part = ReaderSource(&mut cursor).next_part(8 << 20).await.unwrap();
+        let part = ReaderSource::new(&mut cursor)
+            .next_part(8 << 20)
+            .await
+            .unwrap();
         assert_eq!(part.content_length(), 1_000);
         // Not a view into a chunk-sized allocation: turning it back into a Vec keeps its
         // size.
