@@ -148,6 +148,11 @@ fn fetch_checksums(
 /// go as ranged GETs (`If-Match` on that ETag) through the pool, as many at once as the pool
 /// and the byte budget allow, each retried alone; ranges are written in order.
 ///
+/// Writing runs beside fetching: a range is written as soon as it and those before it have
+/// arrived, while later ranges are still fetched and new ones start as budget comes back.
+/// (Writing in the fetch loop stalled the network for as long as the ranges fetched meanwhile
+/// took to write — whole budgets of them at once.)
+///
 /// Every range's length is checked. The whole object is checked as it is written: against
 /// the full-object CRC stored with it when the store reports checksums (a HEAD asks, while
 /// the ranges are fetched), else against the MD5 of a single-part S3 ETag; a multipart
@@ -174,71 +179,92 @@ pub(crate) async fn download(
     meter.set_total(total);
     // Several ranges: ask the store for the whole object's checksum while they are fetched.
     let several = (first.bytes.len() as u64) < total;
-    let mut stored_checksums = (several && first.reports_checksums)
+    let stored_checksums = (several && first.reports_checksums)
         .then(|| fetch_checksums(context, path, meta.e_tag.clone(), call));
-    let mut whole: Option<Verifier> = None;
+    let after_first = (first.bytes.len() as u64).min(total);
 
-    let mut next = (first.bytes.len() as u64).min(total);
-    let mut in_flight: FuturesOrdered<BoxFuture<'_, _>> = FuturesOrdered::new();
-    let ready = (Ok(first), first_permit);
-    in_flight.push_back(Box::pin(future::ready(ready)));
-    while next < total || !in_flight.is_empty() {
-        // Take budget for the next range unless a finished one is ready to be written. Budget
-        // is taken in range order, so the range to be written next already has its own, and
-        // a fetched range keeps its budget until it is written.
-        let remaining = total - next;
-        let room = in_flight.len() < context.part_concurrency;
-        let acquire = std::pin::pin!(async move {
-            if remaining > 0 && room {
-                context.budget.acquire(part.min(remaining)).await
+    // Ranges in order, each with its budget, from the fetching to the writing.
+    let (arrived, mut to_write) = futures::channel::mpsc::unbounded::<(Fetched, Permit)>();
+    let fetching = async {
+        // Owned here, so the writing sees the end of the ranges when the fetching ends.
+        let arrived = arrived;
+        let mut next = after_first;
+        let mut in_flight: FuturesOrdered<BoxFuture<'_, _>> = FuturesOrdered::new();
+        in_flight.push_back(Box::pin(future::ready((Ok(first), first_permit))));
+        while next < total || !in_flight.is_empty() {
+            // Take budget for the next range, or hand on the next range in order, whichever
+            // comes first. Budget is taken in range order, so the range to be written next
+            // already has its own, and a fetched range keeps its budget until it is written.
+            let remaining = total - next;
+            let room = in_flight.len() < context.part_concurrency;
+            let acquire = std::pin::pin!(async move {
+                if remaining > 0 && room {
+                    context.budget.acquire(part.min(remaining)).await
+                } else {
+                    std::future::pending().await
+                }
+            });
+            let step = if in_flight.is_empty() {
+                Either::Right(acquire.await)
             } else {
-                std::future::pending().await
-            }
-        });
-        let step = if in_flight.is_empty() {
-            Either::Right(acquire.await)
-        } else {
-            match future::select(in_flight.next(), acquire).await {
-                Either::Left((done, _)) => Either::Left(done.expect("in_flight is not empty")),
-                Either::Right((permit, _)) => Either::Right(permit),
-            }
-        };
-        match step {
-            Either::Left((fetched, permit)) => {
-                let fetched: Fetched = fetched?;
-                let verifier = match &mut whole {
-                    Some(verifier) => verifier,
-                    None => whole.insert(match stored_checksums.take() {
-                        Some(head) => Verifier::whole(&meta, Some(&head.await?)),
-                        None if fetched.bytes.len() as u64 == total => Verifier::length(&meta),
-                        None => Verifier::whole(&meta, None),
-                    }),
-                };
-                verifier
-                    .update(&fetched.bytes)
-                    .map_err(|error| failed(IntegrityError::into_store_error(error)))?;
-                let len = fetched.bytes.len() as u64;
-                sink.write_range(fetched.bytes).await.map_err(io_failure)?;
-                meter.piece_done(len, fetched.attempts);
-                drop(permit);
-            }
-            Either::Right(permit) => {
-                let range = next..(next + part).min(total);
-                next = range.end;
-                let fetching =
-                    fetch_range(context, path, range, meta.e_tag.clone(), call, &buffers);
-                in_flight.push_back(Box::pin(async move { (fetching.await, permit) }));
+                match future::select(acquire, in_flight.next()).await {
+                    Either::Left((permit, _)) => Either::Right(permit),
+                    Either::Right((done, _)) => Either::Left(done.expect("in_flight is not empty")),
+                }
+            };
+            match step {
+                Either::Left((fetched, permit)) => {
+                    // The writing ended early only if it failed: its error is the one
+                    // returned.
+                    if arrived.unbounded_send((fetched?, permit)).is_err() {
+                        return Ok(());
+                    }
+                }
+                Either::Right(permit) => {
+                    let range = next..(next + part).min(total);
+                    next = range.end;
+                    let fetching =
+                        fetch_range(context, path, range, meta.e_tag.clone(), call, &buffers);
+                    in_flight.push_back(Box::pin(async move { (fetching.await, permit) }));
+                }
             }
         }
-    }
-    sink.finish().await.map_err(io_failure)?;
-    if let Some(mut whole) = whole {
-        whole
-            .finish(true)
-            .map_err(|error| failed(IntegrityError::into_store_error(error)))?;
-    }
+        Ok(())
+    };
+    let writing = async {
+        let mut whole: Option<Verifier> = None;
+        let mut stored_checksums = stored_checksums;
+        while let Some((fetched, permit)) = to_write.next().await {
+            let verifier = match &mut whole {
+                Some(verifier) => verifier,
+                None => whole.insert(match stored_checksums.take() {
+                    Some(head) => Verifier::whole(&meta, Some(&head.await?)),
+                    None if fetched.bytes.len() as u64 == total => Verifier::length(&meta),
+                    None => Verifier::whole(&meta, None),
+                }),
+            };
+            verifier
+                .update(&fetched.bytes)
+                .map_err(|error| failed(IntegrityError::into_store_error(error)))?;
+            let len = fetched.bytes.len() as u64;
+            sink.write_range(fetched.bytes).await.map_err(io_failure)?;
+            meter.piece_done(len, fetched.attempts);
+            drop(permit);
+        }
+        sink.finish().await.map_err(io_failure)?;
+        if let Some(mut whole) = whole {
+            whole
+                .finish(true)
+                .map_err(|error| failed(IntegrityError::into_store_error(error)))?;
+        }
+        Ok(())
+    };
+    // Either one's failure ends both.
+    future::try_join(fetching, writing).await?;
     Ok(meter.summary(meta.e_tag))
 }
+
+type Permit = tokio::sync::OwnedSemaphorePermit;
 
 fn failed(error: object_store::Error) -> TaskError<object_store::Error> {
     TaskError::Failed { error, attempts: 1 }
