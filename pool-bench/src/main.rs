@@ -90,6 +90,10 @@ struct TransferArgs {
     /// their ETags instead).
     #[arg(long)]
     no_seed_checksum: bool,
+    /// Write each run's trace (trace-<run>.csv in the output directory: a row every 10 ms
+    /// of s3pool's pool counts and the bodies being read).
+    #[arg(long)]
+    trace: bool,
     /// Output directory.
     #[arg(long, default_value = "target/bench-transfer")]
     out: PathBuf,
@@ -396,6 +400,7 @@ fn transfer_command(args: TransferArgs) -> Result<(), BenchError> {
         options.engines = args.engines;
     }
     options.seed_checksum = !args.no_seed_checksum;
+    options.trace = args.trace;
     let report = pool_bench::run_transfer(&options, &this_binary()?, &args.out)?;
     print!("{}", report.markdown());
     println!("Wrote {0}/results.json, {0}/results.md", args.out.display());

@@ -41,6 +41,59 @@ pub(crate) struct Prepared {
     with: With,
     /// CRC-32 of each object a many-objects download should receive.
     expected_crcs: Vec<u32>,
+    /// Bodies being read now (many downloads).
+    open: OpenBodies,
+}
+
+/// A trace being taken: a row every 10 ms until [`finish`](Tracing::finish).
+pub(crate) struct Tracing {
+    stop: tokio::sync::oneshot::Sender<()>,
+    rows: tokio::task::JoinHandle<String>,
+}
+
+impl Tracing {
+    /// Stops sampling; the rows as CSV.
+    pub(crate) async fn finish(self) -> String {
+        let _ = self.stop.send(());
+        self.rows.await.unwrap_or_default()
+    }
+}
+
+/// Samples, every 10 ms, s3pool's pool (tasks queued, running, waiting out a retry
+/// backoff; retries and tasks done so far) and the bodies being read: where a run's time
+/// goes when its CPU time is far below its wall time.
+pub(crate) fn trace(prepared: &Prepared) -> Tracing {
+    let client = match &prepared.with {
+        With::S3pool(client) => Some(client.clone()),
+        With::ObjectStore(_) => None,
+    };
+    let open = prepared.open.clone();
+    let (stop, mut stopped) = tokio::sync::oneshot::channel();
+    let rows = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let mut rows = String::from("ms,queued,active,retrying,retries,done,open_bodies\n");
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        loop {
+            tokio::select! {
+                _ = &mut stopped => break,
+                _ = tick.tick() => {}
+            }
+            let stats = client.as_ref().and_then(S3Client::stats);
+            let field = |value: Option<u64>| value.map(|v| v.to_string()).unwrap_or_default();
+            rows.push_str(&format!(
+                "{},{},{},{},{},{},{}\n",
+                started.elapsed().as_millis(),
+                field(stats.map(|s| s.queued as u64)),
+                field(stats.map(|s| s.active as u64)),
+                field(stats.map(|s| s.retrying as u64)),
+                field(stats.map(|s| s.retries)),
+                field(stats.map(|s| s.processed + s.errors)),
+                open.now(),
+            ));
+        }
+        rows
+    });
+    Tracing { stop, rows }
 }
 
 /// The client or store a run goes through.
@@ -64,6 +117,7 @@ pub(crate) fn prepare(spec: &TransferSpec) -> Result<Prepared, BenchError> {
     Ok(Prepared {
         with: connect(spec)?,
         expected_crcs,
+        open: OpenBodies::default(),
     })
 }
 
@@ -137,7 +191,7 @@ pub(crate) async fn run(spec: &TransferSpec, prepared: &Prepared) -> Result<Outc
             Ok(pooled_outcome(client, Some(resent)))
         }
         (With::S3pool(client), Workload::Many, Direction::Download) => {
-            let open = OpenBodies::default();
+            let open = &prepared.open;
             let reads: FuturesUnordered<_> = (0..spec.objects)
                 .map(|index| {
                     let (client, open) = (client.clone(), open.clone());
@@ -183,7 +237,7 @@ pub(crate) async fn run(spec: &TransferSpec, prepared: &Prepared) -> Result<Outc
             Ok(Outcome::default())
         }
         (With::ObjectStore(store), Workload::Many, Direction::Download) => {
-            let open = OpenBodies::default();
+            let open = &prepared.open;
             let checked = stream::iter(0..spec.objects)
                 .map(|index| {
                     let open = open.clone();
@@ -326,6 +380,10 @@ impl OpenBodies {
 
     fn max(&self) -> usize {
         self.0 .1.load(Ordering::SeqCst)
+    }
+
+    fn now(&self) -> usize {
+        self.0 .0.load(Ordering::SeqCst)
     }
 }
 

@@ -178,6 +178,10 @@ pub struct TransferSpec {
     pub source: Option<PathBuf>,
     /// Large download: the file written (checked, then removed, by the child).
     pub target: Option<PathBuf>,
+    /// Where the child writes its trace (CSV, a row every 10 ms: s3pool's pool counts and
+    /// the bodies being read), if one is wanted.
+    #[serde(default)]
+    pub trace: Option<PathBuf>,
 }
 
 impl TransferSpec {
@@ -224,9 +228,15 @@ pub fn measure_transfer(spec: &TransferSpec) -> Result<TransferMeasurement, Benc
     let (timing, baseline, outcome) = runtime.block_on(async {
         let prepared = engines::prepare(spec)?;
         let baseline = memory.resident_bytes();
+        let tracing = spec.trace.as_ref().map(|_| engines::trace(&prepared));
         let stopwatch = Stopwatch::start();
         let outcome = engines::run(spec, &prepared).await?;
-        Ok::<_, BenchError>((stopwatch.stop(), baseline, outcome))
+        let timing = stopwatch.stop();
+        if let (Some(tracing), Some(path)) = (tracing, &spec.trace) {
+            let rows = tracing.finish().await;
+            std::fs::write(path, rows).map_err(|e| BenchError::io(path, e))?;
+        }
+        Ok::<_, BenchError>((timing, baseline, outcome))
     })?;
     let peak_rss_bytes = memory.peak_resident_bytes();
     let mut mismatches = outcome.mismatches;

@@ -60,6 +60,10 @@ pub struct TransferOptions {
     pub scenarios: Vec<Scenario>,
     /// Engines to run.
     pub engines: Vec<TransferEngine>,
+    /// Write each run's trace (`trace-<run>.csv` in the output directory: a row every
+    /// 10 ms of s3pool's pool counts and the bodies being read). Default false.
+    #[serde(default)]
+    pub trace: bool,
 }
 
 impl Default for TransferOptions {
@@ -80,6 +84,7 @@ impl Default for TransferOptions {
             directions: vec![Direction::Upload, Direction::Download],
             scenarios: vec![Scenario::Clean, Scenario::Faults],
             engines: TransferEngine::ALL.to_vec(),
+            trace: false,
         }
     }
 }
@@ -167,6 +172,7 @@ pub fn run_transfer(
         .map_err(|error| BenchError::Backend(format!("S3 test server: {error}")))?;
     let world = World {
         options,
+        out_dir: out_dir.to_owned(),
         server: &server,
         runtime: &runtime,
         client: runtime.block_on(async { helper_client(&server, options.seed_checksum) })?,
@@ -245,6 +251,8 @@ const MANY_PREFIX: &str = "bench/many";
 
 struct World<'a> {
     options: &'a TransferOptions,
+    /// Where results (and traces) go.
+    out_dir: PathBuf,
     server: &'a S3TestServer,
     runtime: &'a tokio::runtime::Runtime,
     client: S3Client,
@@ -333,6 +341,11 @@ impl World<'_> {
             source: (workload == Workload::Large).then(|| self.source.clone()),
             target: (workload == Workload::Large && direction == Direction::Download)
                 .then(|| self.scratch.join(format!("download-{engine}.bin"))),
+            trace: options.trace.then(|| {
+                self.out_dir.join(format!(
+                    "trace-{round}-{workload}-{direction}-{scenario}-{engine}.csv"
+                ))
+            }),
         };
         let faults = self.server.faults();
         let before = ServerCounters::read(self.server);
