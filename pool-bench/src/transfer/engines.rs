@@ -87,7 +87,7 @@ pub(crate) fn trace(prepared: &Prepared) -> Tracing {
                 field(stats.map(|s| s.active as u64)),
                 field(stats.map(|s| s.retrying as u64)),
                 field(stats.map(|s| s.retries)),
-                field(stats.map(|s| s.processed + s.errors)),
+                field(stats.map(|s| s.succeeded + s.failed)),
                 open.now(),
             ));
         }
