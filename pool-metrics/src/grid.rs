@@ -45,6 +45,33 @@ impl TimeGrid {
     }
 }
 
+/// The slice of a grid that the last instant placed fell in, so that the next one in the same
+/// slice (nearly every one: a slice lasts from half a second to seconds) is placed with two
+/// comparisons instead of a division.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct GridCursor {
+    /// Offsets `[start, end)` make up slice `index` (empty until the first placement).
+    start: u64,
+    end: u64,
+    index: u64,
+}
+
+impl GridCursor {
+    /// The slice of width `width_nanos` (at least 1) holding the instant `offset` nanoseconds
+    /// after the origin: [`TimeGrid::index_of_offset`] on the grid of that width.
+    #[inline]
+    pub(crate) fn index_of_offset(&mut self, offset: u64, width_nanos: u64) -> u64 {
+        if offset < self.start || offset >= self.end {
+            let index = offset / width_nanos;
+            // index · width ≤ offset: no overflow.
+            self.start = index * width_nanos;
+            self.end = self.start.saturating_add(width_nanos);
+            self.index = index;
+        }
+        self.index
+    }
+}
+
 /// The width of one of `slices` equal parts of `window`, in nanoseconds (at least 1).
 pub(crate) fn slice_width(window: Duration, slices: usize) -> u64 {
     let width = window.as_nanos() / (slices.max(1) as u128);
@@ -69,6 +96,34 @@ mod tests {
         assert_eq!(grid.index(origin + Duration::from_millis(500)), 1);
         assert_eq!(grid.index(origin + Duration::from_millis(2_750)), 5);
         assert_eq!(grid.start_of(5), origin + Duration::from_millis(2_500));
+    }
+
+    #[test]
+    fn the_cursor_places_as_the_grid_does() {
+        let origin = Instant::now();
+        for width in [1, 3, 500_000_000, u64::MAX / 2, u64::MAX] {
+            let grid = TimeGrid::with_width(origin, width);
+            let mut cursor = GridCursor::default();
+            // Forwards, backwards (a straggler), repeated, and both ends of the range.
+            for offset in [
+                0,
+                5,
+                4,
+                499_999_999,
+                500_000_000,
+                7,
+                u64::MAX - 1,
+                u64::MAX,
+                0,
+                2,
+            ] {
+                assert_eq!(
+                    cursor.index_of_offset(offset, width),
+                    grid.index_of_offset(offset),
+                    "offset {offset}, width {width}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -65,6 +65,11 @@ impl OpenSlice {
         self.latencies.record(task);
     }
 
+    /// Counts of the tasks it holds.
+    pub(crate) fn tally(&self) -> &Tally {
+        &self.tally
+    }
+
     /// Adds what it holds to `into`.
     pub(crate) fn fold_into(&self, into: &mut Slice) {
         into.tally.merge(&self.tally);

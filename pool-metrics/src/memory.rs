@@ -183,14 +183,16 @@ impl MemorySampler {
         }
     }
 
-    /// Called for every finished task; returns the sample to store with the task (`Full` only).
-    /// In `Balanced` mode this is one atomic load unless a sample is due.
-    pub(crate) fn on_task(&self, at: Instant, origin: Instant) -> Option<u64> {
+    /// Called for every finished task, `elapsed` nanoseconds after the origin at `at` (the
+    /// caller has that offset already: no clock arithmetic here); returns the sample to store
+    /// with the task (`Full` only). In `Balanced` mode this is one atomic load unless a sample
+    /// is due.
+    pub(crate) fn on_task(&self, at: Instant, elapsed: u64) -> Option<u64> {
         match self.mode {
             MemoryMode::Light => None,
             MemoryMode::Full => self.sample(at),
             MemoryMode::Balanced { interval } => {
-                if self.claim_due(at, origin, interval) {
+                if self.claim_due(elapsed, interval) {
                     self.sample(at);
                 }
                 None
@@ -200,12 +202,11 @@ impl MemorySampler {
 
     /// Called before a snapshot is read: takes a fresh sample if one is due.
     pub(crate) fn on_read(&self, now: Instant, origin: Instant) {
-        self.on_task(now, origin);
+        self.on_task(now, nanos(now.saturating_duration_since(origin)));
     }
 
     /// Only one of the workers that see the sample due wins the right to take it.
-    fn claim_due(&self, at: Instant, origin: Instant, interval: Duration) -> bool {
-        let elapsed = nanos(at.saturating_duration_since(origin));
+    fn claim_due(&self, elapsed: u64, interval: Duration) -> bool {
         let due = self.next_due_nanos.load(Ordering::Relaxed);
         if elapsed < due {
             return false;
@@ -289,7 +290,7 @@ mod tests {
         let origin = Instant::now();
         for ms in 0..100 {
             assert_eq!(
-                sampler.on_task(origin + Duration::from_millis(ms), origin),
+                sampler.on_task(origin + Duration::from_millis(ms), ms * 1_000_000),
                 None
             );
         }
@@ -307,7 +308,7 @@ mod tests {
         let origin = Instant::now();
         // 5 s of tasks, one every 10 ms: samples at 0, 1, 2, 3, 4 s.
         for ms in (0..5_000).step_by(10) {
-            sampler.on_task(origin + Duration::from_millis(ms), origin);
+            sampler.on_task(origin + Duration::from_millis(ms), ms * 1_000_000);
         }
         assert_eq!(reads.load(Ordering::Relaxed), 5);
         let end = origin + Duration::from_secs(5);
@@ -322,8 +323,8 @@ mod tests {
         let (reads, probe) = counting_probe();
         let sampler = MemorySampler::new(MemoryMode::Full, Some(probe));
         let origin = Instant::now();
-        assert_eq!(sampler.on_task(origin, origin), Some(1_000));
-        assert_eq!(sampler.on_task(origin, origin), Some(2_000));
+        assert_eq!(sampler.on_task(origin, 0), Some(1_000));
+        assert_eq!(sampler.on_task(origin, 0), Some(2_000));
         assert_eq!(reads.load(Ordering::Relaxed), 2);
     }
 

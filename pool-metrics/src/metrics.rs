@@ -18,7 +18,7 @@ use crate::prometheus::PrometheusFormat;
 use crate::recent::{RecentSummary, RecentTask};
 use crate::record::{FinishedTask, TaskMetrics};
 use crate::rolling::WindowCounts;
-use crate::shard::{Placement, Shards};
+use crate::shard::{Layout, Shards};
 use crate::snapshot::{
     Aggregate, ConcurrencySnapshot, LiveStats, RollingRates, Snapshot, TimeSpent, TunerState,
     WaitingTasks,
@@ -64,10 +64,10 @@ pub struct Metrics {
 
 struct Inner {
     config: MetricsConfig,
-    template: HistogramTemplate,
-    /// The width of a history slice and of a rolling-window bucket.
-    history_slice_nanos: u64,
-    rolling_bucket_nanos: u64,
+    /// The histograms' layout and the widths of a history slice and a rolling-window bucket.
+    layout: Layout,
+    /// How many of the latest records the shards keep: enough for the store and the ring.
+    kept: usize,
     /// Where the time grids start: the pool's clock at attach, or the first instant seen.
     origin: OnceLock<Instant>,
     control: OnceLock<PoolControl>,
@@ -108,16 +108,15 @@ impl Metrics {
     ) -> Result<Self, ConfigError> {
         config.validate()?;
         let inner = Inner {
-            template: HistogramTemplate::new(config.significant_digits)?,
-            history_slice_nanos: slice_width(config.history, config.history_slices),
-            rolling_bucket_nanos: slice_width(config.rolling_window, config.rolling_buckets),
+            layout: Layout {
+                template: HistogramTemplate::new(config.significant_digits)?,
+                slice_nanos: slice_width(config.history, config.history_slices),
+                bucket_nanos: slice_width(config.rolling_window, config.rolling_buckets),
+            },
+            kept: config.task_store_capacity.max(config.recent_capacity),
             origin: OnceLock::new(),
             control: OnceLock::new(),
-            shards: Shards::new(
-                config.shard_count(),
-                config.rolling_buckets,
-                config.recent_capacity,
-            ),
+            shards: Shards::new(config.shard_count(), config.rolling_buckets),
             history: Mutex::new(History::new(config.history_slices)),
             issued: AtomicU64::new(0),
             memory: MemorySampler::new(config.memory, probe),
@@ -415,17 +414,24 @@ impl Inner {
     }
 
     fn history_grid(&self, origin: Instant) -> TimeGrid {
-        TimeGrid::with_width(origin, self.history_slice_nanos)
+        TimeGrid::with_width(origin, self.layout.slice_nanos)
     }
 
     fn rolling_grid(&self, origin: Instant) -> TimeGrid {
-        TimeGrid::with_width(origin, self.rolling_bucket_nanos)
+        TimeGrid::with_width(origin, self.layout.bucket_nanos)
     }
 
     fn store_floor(&self) -> u64 {
         keep_from(
             self.issued.load(Ordering::Relaxed),
             self.config.task_store_capacity,
+        )
+    }
+
+    fn recent_floor(&self) -> u64 {
+        keep_from(
+            self.issued.load(Ordering::Relaxed),
+            self.config.recent_capacity,
         )
     }
 
@@ -444,30 +450,28 @@ impl Inner {
     }
 
     /// The hot path: one atomic increment and one uncontended lock; the shared history lock
-    /// only when this thread's shard moves to a new slice (once per slice length).
+    /// only when this thread's shard moves to a new slice (once per slice length). Two clock
+    /// subtractions (the finish from the origin, and from the enqueue for the total); the
+    /// grids are placed by comparing with the shard's current slice and bucket.
     fn record(&self, record: &TaskRecord) {
         let at = record.finished_at;
         let origin = self.origin(at);
-        let rss_bytes = self.memory.on_task(at, origin);
+        let offset = offset_nanos(origin, at);
+        let rss_bytes = self.memory.on_task(at, offset);
         // A plain counter: it numbers tasks and publishes no other data, so Relaxed.
         let sequence = self.issued.fetch_add(1, Ordering::Relaxed);
         let task = FinishedTask::from_record(record, sequence, rss_bytes);
-        let offset = offset_nanos(origin, at);
-        let place = Placement {
-            slice: self.history_grid(origin).index_of_offset(offset),
-            bucket: self.rolling_grid(origin).index_of_offset(offset),
-            keep_from: keep_from(sequence + 1, self.config.task_store_capacity),
-        };
-        let closed = self
-            .shards
-            .lock_for_this_thread()
-            .record(task, at, place, &self.template);
-        self.tenants.record(record, &self.template);
+        let keep_from = keep_from(sequence + 1, self.kept);
+        let closed =
+            self.shards
+                .lock_for_this_thread()
+                .record(task, at, offset, keep_from, &self.layout);
+        self.tenants.record(record, &self.layout.template);
         if let Some(closed) = closed {
             self.history
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .absorb(closed);
+                .absorb(*closed);
         }
     }
 
@@ -506,7 +510,7 @@ impl Inner {
         let mut lifetime = Tally::default();
         let mut window = WindowCounts::default();
         self.shards.for_each(|shard| {
-            lifetime.merge(&shard.lifetime);
+            lifetime.merge(&shard.lifetime());
             shard.rolling.sum_into(newest_bucket, &mut window);
         });
         let oldest_bucket = newest_bucket.saturating_sub(self.config.rolling_buckets as u64 - 1);
@@ -577,7 +581,7 @@ impl Inner {
         let horizon = newest.saturating_sub(self.config.history_slices as u64 - 1);
         let requested = since.map_or(horizon, |since| grid.index(since));
         let range = requested.max(horizon)..=newest;
-        let mut merged = Slice::new(*range.start(), &self.template);
+        let mut merged = Slice::new(*range.start(), &self.layout.template);
         if since.is_none_or(|since| since <= now) {
             self.history
                 .lock()
@@ -631,9 +635,11 @@ impl Inner {
     }
 
     fn recent_tasks(&self) -> Vec<RecentTask> {
+        let floor = self.recent_floor();
         let mut tasks = Vec::new();
-        self.shards
-            .for_each(|shard| tasks.extend(shard.recent.tasks().copied()));
+        self.shards.for_each(|shard| {
+            tasks.extend(shard.store.records(floor).map(RecentTask::of));
+        });
         tasks.sort_unstable_by_key(|t| t.sequence);
         let excess = tasks.len().saturating_sub(self.config.recent_capacity);
         tasks.drain(..excess);

@@ -1,6 +1,6 @@
-//! The fixed-size ring of the latest finished tasks (256 by default), for cheap recent averages.
+//! The recent ring: the latest finished tasks (256 by default), for cheap recent averages.
+//! They are the newest records of the per-task store's queue ([`crate::store`]).
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use pool_core::Outcome;
@@ -36,60 +36,6 @@ impl RecentTask {
             attempts: task.attempts,
             outcome: task.outcome,
         }
-    }
-}
-
-/// One shard's ring. Merged rings are sorted by sequence and cut to the capacity again.
-#[derive(Debug, Clone)]
-pub(crate) struct RecentRing {
-    capacity: usize,
-    tasks: VecDeque<RecentTask>,
-}
-
-impl RecentRing {
-    pub(crate) fn new(capacity: usize) -> Self {
-        Self {
-            capacity,
-            // Grows with the tasks kept: a capacity of usize::MAX reserves nothing.
-            tasks: VecDeque::new(),
-        }
-    }
-
-    /// Keeps the `capacity` highest sequence numbers seen, in order. Sequence numbers are taken
-    /// before the shard's lock, so a task can arrive just after a later one: it goes in its
-    /// place (almost always the end) rather than evicting a later task.
-    pub(crate) fn push(&mut self, task: RecentTask) {
-        if self.capacity == 0 {
-            return;
-        }
-        if self.tasks.len() == self.capacity {
-            if self
-                .tasks
-                .front()
-                .is_some_and(|oldest| task.sequence < oldest.sequence)
-            {
-                return;
-            }
-            self.tasks.pop_front();
-        }
-        if self
-            .tasks
-            .back()
-            .is_none_or(|newest| newest.sequence < task.sequence)
-        {
-            self.tasks.push_back(task);
-            return;
-        }
-        let place = self
-            .tasks
-            .iter()
-            .rposition(|kept| kept.sequence < task.sequence)
-            .map_or(0, |before| before + 1);
-        self.tasks.insert(place, task);
-    }
-
-    pub(crate) fn tasks(&self) -> impl Iterator<Item = &RecentTask> {
-        self.tasks.iter()
     }
 }
 
@@ -151,26 +97,6 @@ mod tests {
             attempts,
             outcome,
         }
-    }
-
-    #[test]
-    fn ring_keeps_the_latest_in_order() {
-        let mut ring = RecentRing::new(3);
-        for sequence in 0..5 {
-            ring.push(recent(sequence, 1, Outcome::Succeeded));
-        }
-        let kept: Vec<u64> = ring.tasks().map(|t| t.sequence).collect();
-        assert_eq!(kept, vec![2, 3, 4]);
-    }
-
-    #[test]
-    fn a_late_arrival_takes_its_place_by_sequence() {
-        let mut ring = RecentRing::new(3);
-        for sequence in [1, 2, 4, 5, 3, 0] {
-            ring.push(recent(sequence, 1, Outcome::Succeeded));
-        }
-        let kept: Vec<u64> = ring.tasks().map(|t| t.sequence).collect();
-        assert_eq!(kept, vec![3, 4, 5]);
     }
 
     #[test]

@@ -70,6 +70,7 @@ pub(crate) struct FinishedTask {
 }
 
 impl FinishedTask {
+    #[inline]
     pub(crate) fn from_record(record: &TaskRecord, sequence: u64, rss_bytes: Option<u64>) -> Self {
         let metadata = &record.task.metadata;
         Self {

@@ -28,12 +28,16 @@ struct Bucket {
 #[derive(Debug, Clone)]
 pub(crate) struct RollingWindow {
     buckets: Box<[Bucket]>,
+    /// The bucket last recorded into and its slot: the next task nearly always goes there too,
+    /// and then needs no division.
+    last: (u64, usize),
 }
 
 impl RollingWindow {
     pub(crate) fn new(buckets: usize) -> Self {
         Self {
             buckets: vec![Bucket::default(); buckets.max(1)].into_boxed_slice(),
+            last: (0, 0),
         }
     }
 
@@ -42,8 +46,15 @@ impl RollingWindow {
     }
 
     /// Counts a task that finished in bucket `index`.
+    #[inline]
     pub(crate) fn record(&mut self, index: u64, succeeded: bool, execution_nanos: u64) {
-        let slot = (index % self.len()) as usize;
+        let slot = if self.last.0 == index {
+            self.last.1
+        } else {
+            let slot = (index % self.len()) as usize;
+            self.last = (index, slot);
+            slot
+        };
         let bucket = &mut self.buckets[slot];
         if bucket.index != index {
             if bucket.index > index && bucket.counts != WindowCounts::default() {

@@ -5,71 +5,99 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Instant;
 
+use crate::grid::GridCursor;
 use crate::history::{OpenSlice, Slice};
 use crate::latency::HistogramTemplate;
-use crate::recent::{RecentRing, RecentTask};
 use crate::record::FinishedTask;
 use crate::rolling::RollingWindow;
 use crate::store::StoreShard;
 use crate::tally::Tally;
 
-/// Where one shard's share of a finished task goes.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Placement {
-    /// History slice of the finish time.
-    pub(crate) slice: u64,
-    /// Rolling-window bucket of the finish time.
-    pub(crate) bucket: u64,
-    /// Lowest sequence number the store still keeps.
-    pub(crate) keep_from: u64,
+/// The widths of the grids a shard places finishing times on, and the histograms' layout:
+/// what every shard records with, worked out once.
+#[derive(Debug)]
+pub(crate) struct Layout {
+    pub(crate) template: HistogramTemplate,
+    /// Width of a history slice, ns.
+    pub(crate) slice_nanos: u64,
+    /// Width of a rolling-window bucket, ns.
+    pub(crate) bucket_nanos: u64,
 }
 
 /// One recorder: everything about the tasks that finished on the threads that map to it.
 #[derive(Debug)]
 pub(crate) struct Shard {
-    pub(crate) lifetime: Tally,
+    /// The tasks of the slices handed to the history (the lifetime counts are these plus the
+    /// open slice's: each task is counted once, in its slice).
+    retired: Tally,
     /// The latest finishing time recorded here.
     pub(crate) latest_finish: Option<Instant>,
     /// The history slice being filled; handed to the shared history when time moves on.
     pub(crate) current: Option<OpenSlice>,
+    /// Where the latest finishing time fell on the history grid and the rolling grid.
+    slice_cursor: GridCursor,
+    bucket_cursor: GridCursor,
     pub(crate) rolling: RollingWindow,
-    pub(crate) recent: RecentRing,
+    /// The latest tasks: the per-task store and the recent ring.
     pub(crate) store: StoreShard,
 }
 
 impl Shard {
-    fn new(rolling_buckets: usize, recent_capacity: usize) -> Self {
+    fn new(rolling_buckets: usize) -> Self {
         Self {
-            lifetime: Tally::default(),
+            retired: Tally::default(),
             latest_finish: None,
             current: None,
+            slice_cursor: GridCursor::default(),
+            bucket_cursor: GridCursor::default(),
             rolling: RollingWindow::new(rolling_buckets),
-            recent: RecentRing::new(recent_capacity),
             store: StoreShard::default(),
         }
     }
 
-    /// Records a finished task; returns the history slice it closed, if it opened a new one.
+    /// Counts of every task recorded here.
+    pub(crate) fn lifetime(&self) -> Tally {
+        let mut lifetime = self.retired.clone();
+        if let Some(open) = &self.current {
+            lifetime.merge(open.tally());
+        }
+        lifetime
+    }
+
+    /// Records a task that finished at `finished_at`, `offset` ns after the grids' origin;
+    /// keeps its record unless its sequence number is below `keep_from`. Returns the history
+    /// slice it closed, if it opened a new one (boxed: a slice is a few hundred bytes, which
+    /// every call would otherwise copy out, though one closes only once per slice length).
+    #[inline]
     pub(crate) fn record(
         &mut self,
         task: FinishedTask,
         finished_at: Instant,
-        place: Placement,
-        template: &HistogramTemplate,
-    ) -> Option<Slice> {
-        self.lifetime.add_task(&task);
+        offset: u64,
+        keep_from: u64,
+        layout: &Layout,
+    ) -> Option<Box<Slice>> {
         self.latest_finish = self.latest_finish.max(Some(finished_at));
+        let bucket = self
+            .bucket_cursor
+            .index_of_offset(offset, layout.bucket_nanos);
         self.rolling
-            .record(place.bucket, task.succeeded(), task.execution_nanos);
-        self.recent.push(RecentTask::of(&task));
+            .record(bucket, task.succeeded(), task.execution_nanos);
+        let slice = self
+            .slice_cursor
+            .index_of_offset(offset, layout.slice_nanos);
         let open = self
             .current
-            .get_or_insert_with(|| OpenSlice::new(place.slice, template));
+            .get_or_insert_with(|| OpenSlice::new(slice, &layout.template));
         // A task stamped a little in the past (another thread got here first) joins the
         // open slice rather than reopening a closed one.
-        let closed = (open.index < place.slice).then(|| open.close_and_open(place.slice, template));
+        let closed =
+            (open.index < slice).then(|| Box::new(open.close_and_open(slice, &layout.template)));
         open.record(&task);
-        self.store.insert(task, place.keep_from);
+        if let Some(closed) = &closed {
+            self.retired.merge(&closed.tally);
+        }
+        self.store.insert(task, keep_from);
         closed
     }
 }
@@ -91,22 +119,40 @@ struct Padded<T>(T);
 #[derive(Debug)]
 pub(crate) struct Shards {
     shards: Box<[Padded<Mutex<Shard>>]>,
+    /// `count - 1` when the count is a power of two (the default): a thread's shard is then
+    /// found with a mask rather than a division.
+    mask: Option<usize>,
 }
 
 impl Shards {
-    pub(crate) fn new(count: usize, rolling_buckets: usize, recent_capacity: usize) -> Self {
-        let shards = (0..count.max(1))
-            .map(|_| Padded(Mutex::new(Shard::new(rolling_buckets, recent_capacity))))
+    pub(crate) fn new(count: usize, rolling_buckets: usize) -> Self {
+        let count = count.max(1);
+        let shards = (0..count)
+            .map(|_| Padded(Mutex::new(Shard::new(rolling_buckets))))
             .collect();
-        Self { shards }
+        Self {
+            shards,
+            mask: count.is_power_of_two().then(|| count - 1),
+        }
     }
 
     /// This thread's shard, or the first free one if another thread holds it (threads outnumber
     /// shards, or a reader is merging); blocks on this thread's shard only if all are busy.
+    #[inline]
     pub(crate) fn lock_for_this_thread(&self) -> MutexGuard<'_, Shard> {
         let count = self.shards.len();
-        let hint = SHARD_HINT.with(|hint| *hint) % count;
-        for offset in 0..count {
+        let hint = SHARD_HINT.with(|hint| *hint);
+        let hint = match self.mask {
+            Some(mask) => hint & mask,
+            None => hint % count,
+        };
+        // Nearly always free: only this thread records here.
+        match self.shards[hint].0.try_lock() {
+            Ok(guard) => return guard,
+            Err(TryLockError::Poisoned(poisoned)) => return poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => {}
+        }
+        for offset in 1..count {
             match self.shards[(hint + offset) % count].0.try_lock() {
                 Ok(guard) => return guard,
                 Err(TryLockError::Poisoned(poisoned)) => return poisoned.into_inner(),

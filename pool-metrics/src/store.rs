@@ -1,11 +1,15 @@
-//! The bounded per-task store: full records of the last `capacity` finished tasks.
+//! The latest finished tasks, kept whole: the bounded per-task store and the recent ring are
+//! two views of this one queue.
 //!
 //! Each shard keeps its own part. A record stays while its sequence number is among the last
-//! `capacity` handed out (a global counter), so eviction is first-in-first-out across shards
-//! even though no lock spans them.
+//! `capacity` handed out (a global counter), `capacity` being the larger of the store's and the
+//! ring's, so eviction is first-in-first-out across shards even though no lock spans them.
+//! A read picks the records of its view by sequence number: the store's are the last
+//! [`task_store_capacity`](crate::MetricsConfig::task_store_capacity), the ring's the last
+//! [`recent_capacity`](crate::MetricsConfig::recent_capacity).
 //!
-//! A shard's part is a plain queue in sequence order, with no index by id: recording is a push
-//! and a pop, and the rare lookup scans at most `capacity` records.
+//! A shard's part is a plain queue in (nearly) sequence order, with no index by id: recording
+//! is a push and a pop, and the rare lookup scans at most `capacity` records.
 
 use std::collections::VecDeque;
 
@@ -18,7 +22,8 @@ pub(crate) fn keep_from(issued: u64, capacity: usize) -> u64 {
     issued.saturating_sub(capacity as u64)
 }
 
-/// One shard's records, oldest first.
+/// One shard's records, oldest first (a task numbered just before another may land just
+/// after it: reads filter and sort by sequence number).
 #[derive(Debug, Default)]
 pub(crate) struct StoreShard {
     records: VecDeque<FinishedTask>,
@@ -26,6 +31,7 @@ pub(crate) struct StoreShard {
 
 impl StoreShard {
     /// Evicts what fell out of the store, then keeps `task` unless it is already out.
+    #[inline]
     pub(crate) fn insert(&mut self, task: FinishedTask, keep_from: u64) {
         while self
             .records
@@ -44,6 +50,7 @@ impl StoreShard {
         self.records(keep_from).rev().find(|t| t.id == id)
     }
 
+    /// The records numbered `keep_from` or later.
     pub(crate) fn records(&self, keep_from: u64) -> impl DoubleEndedIterator<Item = &FinishedTask> {
         self.records.iter().filter(move |t| t.sequence >= keep_from)
     }
@@ -75,6 +82,25 @@ mod tests {
             assert!(store.get(TaskId(id), floor).is_some(), "task {id} kept");
         }
         assert_eq!(store.records(floor).count(), 3);
+        // A narrower view of the same records: the last two.
+        let ids: Vec<u64> = store.records(keep_from(5, 2)).map(|t| t.id.0).collect();
+        assert_eq!(ids, vec![4, 5]);
+    }
+
+    #[test]
+    fn a_late_arrival_is_kept_in_its_window() {
+        let capacity = 3;
+        let mut store = StoreShard::default();
+        // Sequence 3 arrives after 4 and 5 (another thread took its number first).
+        for sequence in [1, 2, 4, 5, 3, 0] {
+            store.insert(task(sequence, sequence), keep_from(sequence + 1, capacity));
+        }
+        let mut kept: Vec<u64> = store
+            .records(keep_from(6, capacity))
+            .map(|t| t.sequence)
+            .collect();
+        kept.sort_unstable();
+        assert_eq!(kept, vec![3, 4, 5]);
     }
 
     #[test]

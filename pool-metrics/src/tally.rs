@@ -27,6 +27,7 @@ pub(crate) struct Tally {
 }
 
 impl Tally {
+    #[inline]
     pub(crate) fn add_task(&mut self, task: &FinishedTask) {
         self.finished += 1;
         self.by_outcome[task.outcome.index()] += 1;
