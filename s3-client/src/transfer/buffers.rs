@@ -44,7 +44,7 @@ impl PieceBuffers {
     }
 }
 
-/// A piece's bytes; back to its [`PieceBuffers`] when dropped.
+/// A piece's bytes; back to its [`PieceBuffers`] when dropped (freed if it holds none).
 #[derive(Debug)]
 pub(crate) struct PieceBuffer {
     bytes: Vec<u8>,
@@ -86,6 +86,11 @@ impl AsRef<[u8]> for PieceBuffer {
 impl Drop for PieceBuffer {
     fn drop(&mut self) {
         let mut bytes = std::mem::take(&mut self.bytes);
+        if bytes.is_empty() {
+            // Never filled (a read that found the source's end): freed now rather than
+            // kept for a piece that may never come.
+            return;
+        }
         bytes.clear();
         self.home
             .lock()
@@ -101,6 +106,8 @@ mod tests {
     #[test]
     fn a_dropped_buffer_is_reused_with_its_capacity_and_emptied() {
         let buffers = PieceBuffers::default();
+        drop(buffers.take());
+        assert_eq!(buffers.free(), 0, "a buffer never filled is freed");
         let mut first = buffers.take();
         first.bytes_mut().extend_from_slice(&[7; 4096]);
         let address = first.as_ptr();
@@ -111,7 +118,8 @@ mod tests {
         assert!(again.bytes_mut().capacity() >= 4096);
         again.bytes_mut().push(1);
         assert_eq!(again.as_ptr(), address, "the same allocation");
-        let other = buffers.take();
+        let mut other = buffers.take();
+        other.bytes_mut().push(2);
         assert_eq!(buffers.free(), 0);
         drop((again, other));
         assert_eq!(buffers.free(), 2);
