@@ -45,30 +45,61 @@ impl TimeGrid {
     }
 }
 
-/// The slice of a grid that the last instant placed fell in, so that the next one in the same
-/// slice (nearly every one: a slice lasts from half a second to seconds) is placed with two
-/// comparisons instead of a division.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct GridCursor {
-    /// Offsets `[start, end)` make up slice `index` (empty until the first placement).
-    start: u64,
-    end: u64,
-    index: u64,
+/// Where a finishing time falls: its rolling-window bucket and its history slice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Place {
+    pub(crate) bucket: u64,
+    pub(crate) slice: u64,
 }
 
-impl GridCursor {
-    /// The slice of width `width_nanos` (at least 1) holding the instant `offset` nanoseconds
-    /// after the origin: [`TimeGrid::index_of_offset`] on the grid of that width.
+/// A stretch of time `[start, end)` that lies in one rolling-window bucket and one history
+/// slice (two grids of one origin), and that ends before the next memory sample is due: a
+/// finishing time inside it is placed with two comparisons of instants, without any clock
+/// arithmetic. A shard keeps the span of its latest task; nearly every task falls in it (a
+/// bucket lasts half a second by default).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Span {
+    start: Instant,
+    end: Instant,
+    place: Place,
+}
+
+impl Span {
+    /// The place of `at` if it falls in this span.
     #[inline]
-    pub(crate) fn index_of_offset(&mut self, offset: u64, width_nanos: u64) -> u64 {
-        if offset < self.start || offset >= self.end {
-            let index = offset / width_nanos;
-            // index · width ≤ offset: no overflow.
-            self.start = index * width_nanos;
-            self.end = self.start.saturating_add(width_nanos);
-            self.index = index;
-        }
-        self.index
+    pub(crate) fn place_of(&self, at: Instant) -> Option<Place> {
+        (self.start <= at && at < self.end).then_some(self.place)
+    }
+
+    /// The span around the instant `offset` ns after `origin`, on grids whose slices are
+    /// `bucket_nanos` and `slice_nanos` wide (at least 1), ending no later than `until` ns after
+    /// `origin` (the next memory sample; an `until` not after `offset` makes a span that no
+    /// later task falls in). Returns it with `offset`'s place.
+    pub(crate) fn around(
+        origin: Instant,
+        offset: u64,
+        bucket_nanos: u64,
+        slice_nanos: u64,
+        until: u64,
+    ) -> (Span, Place) {
+        let place = Place {
+            bucket: offset / bucket_nanos,
+            slice: offset / slice_nanos,
+        };
+        // index · width ≤ offset: no overflow.
+        let (bucket_start, slice_start) = (place.bucket * bucket_nanos, place.slice * slice_nanos);
+        let start = bucket_start.max(slice_start);
+        let end = bucket_start
+            .saturating_add(bucket_nanos)
+            .min(slice_start.saturating_add(slice_nanos))
+            .min(until.max(offset));
+        let instant = |nanos| origin.checked_add(Duration::from_nanos(nanos));
+        let (start, end) = match (instant(start), instant(end)) {
+            (Some(start), Some(end)) => (start, end),
+            // Past what an Instant can hold: an empty span (every task places itself).
+            _ => (origin, origin),
+        };
+        (Span { start, end, place }, place)
     }
 }
 
@@ -99,29 +130,50 @@ mod tests {
     }
 
     #[test]
-    fn the_cursor_places_as_the_grid_does() {
+    fn a_span_places_as_the_grids_do() {
         let origin = Instant::now();
-        for width in [1, 3, 500_000_000, u64::MAX / 2, u64::MAX] {
-            let grid = TimeGrid::with_width(origin, width);
-            let mut cursor = GridCursor::default();
-            // Forwards, backwards (a straggler), repeated, and both ends of the range.
+        let ms = |n: u64| n * 1_000_000;
+        let cases = [(500, 5_000), (3, 7), (1, 1), (5_000, 500)];
+        for (bucket_ms, slice_ms) in cases {
+            let (buckets, slices) = (
+                TimeGrid::with_width(origin, ms(bucket_ms)),
+                TimeGrid::with_width(origin, ms(slice_ms)),
+            );
             for offset in [
                 0,
-                5,
-                4,
-                499_999_999,
-                500_000_000,
-                7,
-                u64::MAX - 1,
-                u64::MAX,
-                0,
-                2,
+                1,
+                ms(2),
+                ms(499),
+                ms(500),
+                ms(4_999) + 7,
+                ms(5_000),
+                ms(7_321),
             ] {
-                assert_eq!(
-                    cursor.index_of_offset(offset, width),
-                    grid.index_of_offset(offset),
-                    "offset {offset}, width {width}"
-                );
+                for until in [u64::MAX, offset + 3, offset, 0] {
+                    let (span, place) =
+                        Span::around(origin, offset, ms(bucket_ms), ms(slice_ms), until);
+                    let expected = |nanos: u64| Place {
+                        bucket: buckets.index_of_offset(nanos),
+                        slice: slices.index_of_offset(nanos),
+                    };
+                    assert_eq!(place, expected(offset));
+                    // Wherever the span answers, it answers what the grids say, and never
+                    // past `until`.
+                    for probe in [0, offset.saturating_sub(1), offset, offset + 1, offset + 2]
+                        .into_iter()
+                        .chain([ms(500), ms(1_000), ms(5_000), ms(10_000)])
+                    {
+                        let at = origin + Duration::from_nanos(probe);
+                        if let Some(found) = span.place_of(at) {
+                            assert_eq!(found, expected(probe), "offset {offset}, probe {probe}");
+                            assert!(probe < until.max(offset), "probe {probe} past {until}");
+                        }
+                    }
+                    if until > offset {
+                        let at = origin + Duration::from_nanos(offset);
+                        assert_eq!(span.place_of(at), Some(place), "offset {offset}");
+                    }
+                }
             }
         }
     }

@@ -450,23 +450,36 @@ impl Inner {
     }
 
     /// The hot path: one atomic increment and one uncontended lock; the shared history lock
-    /// only when this thread's shard moves to a new slice (once per slice length). Two clock
-    /// subtractions (the finish from the origin, and from the enqueue for the total); the
-    /// grids are placed by comparing with the shard's current slice and bucket.
+    /// only when this thread's shard moves to a new slice (once per slice length). One clock
+    /// subtraction (from the enqueue, for the total): a task that finishes in the span of its
+    /// shard's previous one (same bucket, same slice, no memory sample due) is placed by
+    /// comparing instants; only the first task of a span works out its offset from the origin.
     fn record(&self, record: &TaskRecord) {
         let at = record.finished_at;
         let origin = self.origin(at);
-        let offset = offset_nanos(origin, at);
-        let rss_bytes = self.memory.on_task(at, offset);
         // A plain counter: it numbers tasks and publishes no other data, so Relaxed.
         let sequence = self.issued.fetch_add(1, Ordering::Relaxed);
-        let task = FinishedTask::from_record(record, sequence, rss_bytes);
         let keep_from = keep_from(sequence + 1, self.kept);
-        let closed =
-            self.shards
-                .lock_for_this_thread()
-                .record(task, at, offset, keep_from, &self.layout);
-        self.tenants.record(record, &self.layout.template);
+        let mut shard = self.shards.lock_for_this_thread();
+        let (place, rss_bytes) = match shard.place_of(at) {
+            Some(place) => (place, self.memory.on_task(at, None)),
+            None => {
+                let offset = offset_nanos(origin, at);
+                // Sampled before the span is drawn, so that the span ends at the next due time.
+                let rss_bytes = self.memory.on_task(at, Some(offset));
+                let until = self.memory.next_due();
+                (
+                    shard.move_span(origin, offset, until, &self.layout),
+                    rss_bytes,
+                )
+            }
+        };
+        let task = FinishedTask::from_record(record, sequence, rss_bytes);
+        let closed = shard.record(task, at, place, keep_from, &self.layout);
+        drop(shard);
+        if record.task.tenant.is_some() {
+            self.tenants.record(record, &self.layout.template);
+        }
         if let Some(closed) = closed {
             self.history
                 .lock()

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Instant;
 
-use crate::grid::GridCursor;
+use crate::grid::{Place, Span};
 use crate::history::{OpenSlice, Slice};
 use crate::latency::HistogramTemplate;
 use crate::record::FinishedTask;
@@ -34,9 +34,8 @@ pub(crate) struct Shard {
     pub(crate) latest_finish: Option<Instant>,
     /// The history slice being filled; handed to the shared history when time moves on.
     pub(crate) current: Option<OpenSlice>,
-    /// Where the latest finishing time fell on the history grid and the rolling grid.
-    slice_cursor: GridCursor,
-    bucket_cursor: GridCursor,
+    /// The span of time the latest task here finished in (one bucket, one slice).
+    span: Option<Span>,
     pub(crate) rolling: RollingWindow,
     /// The latest tasks: the per-task store and the recent ring.
     pub(crate) store: StoreShard,
@@ -48,8 +47,7 @@ impl Shard {
             retired: Tally::default(),
             latest_finish: None,
             current: None,
-            slice_cursor: GridCursor::default(),
-            bucket_cursor: GridCursor::default(),
+            span: None,
             rolling: RollingWindow::new(rolling_buckets),
             store: StoreShard::default(),
         }
@@ -64,8 +62,35 @@ impl Shard {
         lifetime
     }
 
-    /// Records a task that finished at `finished_at`, `offset` ns after the grids' origin;
-    /// keeps its record unless its sequence number is below `keep_from`. Returns the history
+    /// Where a task that finished at `at` goes, if it falls in the span of the latest task
+    /// here (nearly always): two comparisons, no clock arithmetic.
+    #[inline]
+    pub(crate) fn place_of(&self, at: Instant) -> Option<Place> {
+        self.span.as_ref().and_then(|span| span.place_of(at))
+    }
+
+    /// Where a task that finished `offset` ns after `origin` goes, kept as the span for the
+    /// next tasks, which must not reach `until` (the next memory sample, ns after `origin`).
+    pub(crate) fn move_span(
+        &mut self,
+        origin: Instant,
+        offset: u64,
+        until: u64,
+        layout: &Layout,
+    ) -> Place {
+        let (span, place) = Span::around(
+            origin,
+            offset,
+            layout.bucket_nanos,
+            layout.slice_nanos,
+            until,
+        );
+        self.span = Some(span);
+        place
+    }
+
+    /// Records a task that finished at `finished_at`, at `place` on the grids; keeps its
+    /// record unless its sequence number is below `keep_from`. Returns the history
     /// slice it closed, if it opened a new one (boxed: a slice is a few hundred bytes, which
     /// every call would otherwise copy out, though one closes only once per slice length).
     #[inline]
@@ -73,19 +98,14 @@ impl Shard {
         &mut self,
         task: FinishedTask,
         finished_at: Instant,
-        offset: u64,
+        place: Place,
         keep_from: u64,
         layout: &Layout,
     ) -> Option<Box<Slice>> {
         self.latest_finish = self.latest_finish.max(Some(finished_at));
-        let bucket = self
-            .bucket_cursor
-            .index_of_offset(offset, layout.bucket_nanos);
         self.rolling
-            .record(bucket, task.succeeded(), task.execution_nanos);
-        let slice = self
-            .slice_cursor
-            .index_of_offset(offset, layout.slice_nanos);
+            .record(place.bucket, task.succeeded(), task.execution_nanos);
+        let slice = place.slice;
         let open = self
             .current
             .get_or_insert_with(|| OpenSlice::new(slice, &layout.template));
