@@ -84,6 +84,8 @@ impl<T, E> TaskHandle<T, E> {
     /// What the pool does with the task:
     /// - **Running**: its attempt is dropped at its next wake-up (it is not polled to its
     ///   end), and it is not retried.
+    /// - **Waiting for an admission policy's permit**: the wait ends at once (the policy's
+    ///   acquire future is dropped), and the slot it held is free for the next task.
     /// - **Queued or parked** (retry backoff, deferred by admission): a task with a
     ///   cancellation token leaves the queue at once; one without keeps its place until its
     ///   turn comes, and is then dropped without running (until then [`Stats::queued`] or

@@ -262,8 +262,8 @@ impl Engine {
             }
             None => {
                 // Polled in this order: `stop_now`, the token, the deadline (asked only now:
-                // most admissions never wait).
-                let mut interruptions: Vec<BoxFuture<AttemptEnd>> = vec![Box::pin(
+                // most admissions never wait), an abort by the task's handle.
+                let mut interruptions: Vec<Interruption<'_>> = vec![Box::pin(
                     self.stop_now_token
                         .clone()
                         .cancelled_owned()
@@ -280,6 +280,9 @@ impl Engine {
                         passed.map(|()| AttemptEnd::PastDeadline { shed: false }),
                     ));
                 }
+                // An aborted task must not keep its slot (nor take a permit) while the
+                // policy makes it wait: its handle has resolved already.
+                interruptions.push(Box::pin(self.abort_of(task)));
                 waited = true;
                 match select(acquire, select_all(interruptions)).await {
                     Either::Left((admitted, _)) => admitted,
@@ -293,6 +296,18 @@ impl Engine {
         match admitted.map_err(|panic| AttemptEnd::Panicked(message(&*panic)))? {
             Ok(permit) => Ok((permit, waited)),
             Err(rejection) => Err(AttemptEnd::Rejected(rejection)),
+        }
+    }
+
+    /// Ends when `task` is aborted by its handle (at once if it was already).
+    async fn abort_of(&self, task: &TaskRef) -> AttemptEnd {
+        loop {
+            // Made before the check: an abort after it wakes it.
+            let aborted = self.abort_wake.notified();
+            if self.was_aborted(task) {
+                return AttemptEnd::Cancelled;
+            }
+            aborted.await;
         }
     }
 
@@ -372,6 +387,10 @@ impl Engine {
         .await
     }
 }
+
+/// What ends a wait for admission early.
+type Interruption<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = AttemptEnd> + Send + 'a>>;
 
 /// What cuts an attempt short when it runs too long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

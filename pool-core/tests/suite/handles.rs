@@ -308,18 +308,19 @@ fn abort_resolves_a_task_waiting_for_admission_at_once() {
     current_thread().block_on(async {
         let permits = Arc::new(tokio::sync::Semaphore::new(0));
         let pool = Pool::builder()
+            .concurrency(1)
             .admission(NoPermits(Arc::clone(&permits)))
             .build()
             .unwrap();
         let calls = Arc::new(AtomicUsize::new(0));
-        let counted = Arc::clone(&calls);
-        let waiting = pool.enqueue(
+        let task = |calls: &Arc<AtomicUsize>| {
+            let counted = Arc::clone(calls);
             move || {
                 counted.fetch_add(1, Ordering::SeqCst);
                 async { Ok::<_, Infallible>(()) }
-            },
-            TaskOptions::new(),
-        );
+            }
+        };
+        let waiting = pool.enqueue(task(&calls), TaskOptions::new());
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(!waiting.is_finished(), "it waits for a permit");
 
@@ -328,18 +329,26 @@ fn abort_resolves_a_task_waiting_for_admission_at_once() {
             waiting.now_or_never(),
             Some(Err(TaskError::Cancelled))
         ));
-        // Given a permit later, the pool settles it without running it.
-        permits.add_permits(1);
+        // The abort ends the wait for admission too: the pool's one slot is free again
+        // without a permit ever coming.
         tokio::time::timeout(Duration::from_secs(60), pool.drain())
             .await
-            .expect("drained");
+            .expect("drained without a permit");
         let stats = pool.stats();
         assert!(stats.in_balance(), "{stats:?}");
-        assert_eq!(stats.cancelled, 1, "{stats:?}");
+        assert_eq!((stats.cancelled, stats.active), (1, 0), "{stats:?}");
         assert_eq!(
             calls.load(Ordering::SeqCst),
             0,
             "the aborted task never ran"
         );
+        // The next task takes the slot and the first permit given.
+        let next = pool.enqueue(task(&calls), TaskOptions::new());
+        permits.add_permits(1);
+        tokio::time::timeout(Duration::from_secs(60), next)
+            .await
+            .expect("the next task ran")
+            .unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     });
 }
