@@ -2,7 +2,9 @@
 //! a control thread, the pool's runners and its timer at the engine's locks and atomics, and
 //! checks the pool's promises at the end of each schedule. Some tasks are parked by their
 //! admission policy until it fires a `Wakeup` from the control thread, so wakeups race the
-//! parking, the timer, cancellations and `stop`.
+//! parking, the timer, cancellations and `stop`; an aborter thread and the producers abort
+//! handles (`TaskHandle::abort`), racing attempts that finish, retries being parked,
+//! deferrals, limit changes, `stop`, `drain` and one another.
 //!
 //! Built only with `RUSTFLAGS="--cfg shuttle"` (the engine then takes its `Mutex` and atomics
 //! from shuttle, see `src/sync.rs`); `cargo xtask test` runs a bounded budget and
@@ -130,6 +132,67 @@ impl Admission for DeferOnce {
 #[derive(Debug, Default)]
 struct Tally(std::sync::Mutex<HashMap<TaskId, u32>>);
 
+impl Tally {
+    fn reported(&self, id: TaskId) -> bool {
+        self.0.lock().unwrap().contains_key(&id)
+    }
+}
+
+/// The tasks aborted by their handle, each with whether it had been reported finished when
+/// every abort of it returned: a task the engine resolved first was reported before it
+/// resolved, so a handle that does not say `Cancelled` after an abort must have been.
+#[derive(Debug, Default)]
+struct Aborts {
+    reported: std::sync::Mutex<HashMap<TaskId, bool>>,
+    /// What `check` found wrong (inside a task a panic would be contained by the pool).
+    violations: std::sync::Mutex<Vec<String>>,
+}
+
+impl Aborts {
+    /// Aborts `handle` (a second time for some): it must resolve at once.
+    fn abort<T, E>(&self, handle: &TaskHandle<T, E>, tally: &Tally) {
+        handle.abort();
+        if !handle.is_finished() {
+            self.violate(format!("aborted {:?} did not resolve at once", handle.id()));
+        }
+        if thread_rng().gen_bool(0.25) {
+            handle.abort();
+        }
+        let reported = tally.reported(handle.id());
+        *self
+            .reported
+            .lock()
+            .unwrap()
+            .entry(handle.id())
+            .or_insert(true) &= reported;
+    }
+
+    /// Checks how task `id` resolved.
+    fn check<T>(&self, id: TaskId, result: &Result<T, TaskError<Failure>>) {
+        let Some(&reported) = self.reported.lock().unwrap().get(&id) else {
+            return;
+        };
+        if !(matches!(result, Err(TaskError::Cancelled)) || reported) {
+            self.violate(format!(
+                "task {id:?} aborted before it finished resolved {}, not Cancelled",
+                match result {
+                    Ok(_) => "Ok",
+                    Err(error) => error.kind(),
+                }
+            ));
+        }
+    }
+
+    fn violate(&self, violation: String) {
+        self.violations.lock().unwrap().push(violation);
+    }
+
+    fn assert_kept(&self) {
+        let violations = self.violations.lock().unwrap();
+        assert!(violations.is_empty(), "{violations:?}");
+    }
+}
+
 impl Observer for Tally {
     fn on_event(&self, event: &Event) {
         if let Event::TaskFinished(record) = event {
@@ -156,28 +219,35 @@ enum Behaviour {
 enum Ending {
     Stop,
     StopNow,
+    /// `drain`, then a fresh task, then `stop`.
+    Drain,
     /// The last `Pool` clone is dropped.
     Drop,
 }
 
 type Handle = TaskHandle<u32, Failure>;
 
+/// What the model's tasks share: the pool's observer, the aborts, the tokens to cancel,
+/// and how many children were enqueued.
+#[derive(Debug, Clone)]
+struct Shared {
+    tally: Arc<Tally>,
+    aborts: Arc<Aborts>,
+    tokens: Arc<Mutex<Vec<CancellationToken>>>,
+    children: Arc<AtomicU64>,
+}
+
 /// Enqueues a model task; `nesting`: whether it may nest (it then holds a clone of the pool,
 /// so not when the scenario ends by dropping the pool).
-fn enqueue(
-    pool: &Pool,
-    rng: &mut impl Rng,
-    tokens: &Mutex<Vec<CancellationToken>>,
-    nesting: bool,
-    children: &Arc<AtomicU64>,
-) -> Handle {
+fn enqueue(pool: &Pool, rng: &mut impl Rng, shared: &Shared, nesting: bool) -> Handle {
+    let tokens = &shared.tokens;
     let behaviour = match rng.gen_range(0..if nesting { 5 } else { 3 }) {
         0 => Behaviour::Ok,
         1 => Behaviour::Retries,
         2 => Behaviour::Hangs,
         _ => Behaviour::Nests,
     };
-    let (parent_pool, children) = (pool.clone(), Arc::clone(children));
+    let (parent_pool, parent_shared) = (pool.clone(), shared.clone());
     let mut options = TaskOptions::new()
         .priority(rng.gen_range(0..2))
         .timeout(Duration::from_millis(2));
@@ -204,7 +274,7 @@ fn enqueue(
     }
     pool.enqueue(
         move || {
-            let (pool, children) = (parent_pool.clone(), Arc::clone(&children));
+            let (pool, shared) = (parent_pool.clone(), parent_shared.clone());
             async move {
                 if thread_rng().gen_bool(0.5) {
                     shuttle::future::yield_now().await;
@@ -215,7 +285,7 @@ fn enqueue(
                     Behaviour::Hangs => std::future::pending().await,
                     Behaviour::Nests => {
                         let fails = thread_rng().gen_bool(0.5);
-                        children.fetch_add(1, Ordering::SeqCst);
+                        shared.children.fetch_add(1, Ordering::SeqCst);
                         let child: Handle = pool.enqueue(
                             move || async move {
                                 shuttle::future::yield_now().await;
@@ -227,8 +297,16 @@ fn enqueue(
                             },
                             TaskOptions::new(),
                         );
+                        // An abort of the child races it running on the parent's loan or
+                        // queued for it.
+                        if thread_rng().gen_bool(0.3) {
+                            shared.aborts.abort(&child, &shared.tally);
+                        }
+                        let id = child.id();
+                        let result = child.await;
+                        shared.aborts.check(id, &result);
                         // Whatever the child's end (stopped, failed), the parent ends.
-                        Ok(child.await.unwrap_or(0) + 1)
+                        Ok(result.unwrap_or(0) + 1)
                     }
                 }
             }
@@ -238,10 +316,13 @@ fn enqueue(
 }
 
 /// One schedule: two producer threads enqueue two tasks each (some with deadlines, some
-/// enqueueing a child into the pool and awaiting it); a control thread changes the limit,
-/// pauses and resumes, cancels tokens, fires wakeups, and ends the pool (`stop`, `stop_now`
-/// or dropping it) at a moment the scheduler picks. Then every handle must resolve, each task
-/// be reported finished exactly once, and the counters add up with nothing left.
+/// enqueueing a child into the pool and awaiting it, some aborted at once) into a shared list
+/// that an aborter thread picks handles from to abort (the same one twice, sometimes); a
+/// control thread changes the limit, pauses and resumes, cancels tokens, fires wakeups, and
+/// ends the pool (`stop`, `stop_now`, `drain` or dropping it) at a moment the scheduler
+/// picks. Then every handle must resolve (an aborted one `Cancelled` unless it had been
+/// reported finished before), each task be reported finished exactly once, and the counters
+/// add up with nothing left; after a drain a fresh task must still get a slot.
 fn scenario() {
     SCHEDULES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let executor = ModelExecutor::new();
@@ -271,29 +352,53 @@ fn scenario() {
         .build()
         .unwrap();
     let control_of_stats = pool.control();
-    let tokens = Arc::new(Mutex::new(Vec::new()));
-    let ending = match thread_rng().gen_range(0..3) {
+    let shared = Shared {
+        tally: Arc::clone(&tally),
+        aborts: Arc::new(Aborts::default()),
+        tokens: Arc::new(Mutex::new(Vec::new())),
+        children: Arc::new(AtomicU64::new(0)),
+    };
+    let ending = match thread_rng().gen_range(0..4) {
         0 => Ending::Stop,
         1 => Ending::StopNow,
+        2 => Ending::Drain,
         _ => Ending::Drop,
     };
 
     let nesting = !matches!(ending, Ending::Drop);
-    let children = Arc::new(AtomicU64::new(0));
+    let handles: Arc<Mutex<Vec<Handle>>> = Arc::new(Mutex::new(Vec::new()));
     let producers: Vec<_> = (0..2)
         .map(|_| {
-            let (pool, tokens) = (pool.clone(), Arc::clone(&tokens));
-            let children = Arc::clone(&children);
+            let (pool, shared, handles) = (pool.clone(), shared.clone(), Arc::clone(&handles));
             shuttle::thread::spawn(move || {
                 let mut rng = thread_rng();
-                (0..2)
-                    .map(|_| enqueue(&pool, &mut rng, &tokens, nesting, &children))
-                    .collect::<Vec<_>>()
+                for _ in 0..2 {
+                    let handle = enqueue(&pool, &mut rng, &shared, nesting);
+                    if rng.gen_bool(0.2) {
+                        shared.aborts.abort(&handle, &shared.tally);
+                    }
+                    handles.lock().unwrap().push(handle);
+                }
             })
         })
         .collect();
+    let aborter = {
+        let (shared, handles) = (shared.clone(), Arc::clone(&handles));
+        shuttle::thread::spawn(move || {
+            let mut rng = thread_rng();
+            for _ in 0..rng.gen_range(0..3) {
+                let handles = handles.lock().unwrap();
+                if !handles.is_empty() {
+                    let handle = &handles[rng.gen_range(0..handles.len())];
+                    shared.aborts.abort(handle, &shared.tally);
+                }
+                drop(handles);
+                shuttle::thread::yield_now();
+            }
+        })
+    };
     let control = {
-        let (pool, tokens) = (pool.clone(), Arc::clone(&tokens));
+        let (pool, tokens) = (pool.clone(), Arc::clone(&shared.tokens));
         let wakeups = Arc::clone(&wakeups);
         shuttle::thread::spawn(move || {
             let mut rng = thread_rng();
@@ -322,29 +427,65 @@ fn scenario() {
             match ending {
                 Ending::Stop => shuttle::future::block_on(pool.stop()),
                 Ending::StopNow => pool.stop_now(),
+                Ending::Drain => shuttle::future::block_on(pool.drain()),
                 Ending::Drop => drop(pool),
             }
         })
     };
-    let handles: Vec<Handle> = producers
-        .into_iter()
-        .flat_map(|producer| producer.join().expect("producer"))
-        .collect();
+    for producer in producers {
+        producer.join().expect("producer");
+    }
+    aborter.join().expect("aborter");
     control.join().expect("control");
+    let handles = std::mem::take(&mut *handles.lock().unwrap());
     let parents = handles.len() as u64;
 
-    shuttle::future::block_on(async move {
-        match ending {
-            Ending::Drop => drop(pool),
-            Ending::Stop | Ending::StopNow => pool.stop().await,
-        }
-        for handle in handles {
-            let result: Result<u32, TaskError<Failure>> = handle.await;
-            drop(result);
+    let fresh = shuttle::future::block_on({
+        let aborts = Arc::clone(&shared.aborts);
+        async move {
+            let mut fresh = 0;
+            if let Ending::Drain = ending {
+                // Every task resolves without the pool stopping (a wakeup never fired lets
+                // its parked task wait out its hour of model time).
+                for handle in handles {
+                    let id = handle.id();
+                    let result = handle.await;
+                    aborts.check(id, &result);
+                }
+                pool.drain().await;
+                let stats = pool.stats();
+                assert_eq!(
+                    (stats.queued, stats.active, stats.retrying, stats.deferred),
+                    (0, 0, 0, 0),
+                    "drained: {stats:?}"
+                );
+                // No slot, loan or tenant share left taken: on one slot, a fresh task of
+                // the tenant allowed one at a time runs.
+                pool.set_concurrency(1).unwrap();
+                let fresh_task: Handle =
+                    pool.enqueue(|| async { Ok(7) }, TaskOptions::new().tenant("a"));
+                assert!(
+                    matches!(fresh_task.await, Ok(7)),
+                    "a fresh task runs after a drain"
+                );
+                fresh = 1;
+                pool.stop().await;
+                return fresh;
+            }
+            match ending {
+                Ending::Drop => drop(pool),
+                Ending::Stop | Ending::StopNow | Ending::Drain => pool.stop().await,
+            }
+            for handle in handles {
+                let id = handle.id();
+                let result = handle.await;
+                aborts.check(id, &result);
+            }
+            fresh
         }
     });
     // Every parent has ended, so every child it enqueued is counted.
-    let enqueued = parents + children.load(Ordering::SeqCst);
+    let enqueued = parents + shared.children.load(Ordering::SeqCst) + fresh;
     // A child whose parent stopped awaiting it has no handle here: the pool went idle when
     // its slot was freed, and it is reported finished just after; give its runner the turns.
     for _ in 0..1_000 {
@@ -367,6 +508,7 @@ fn scenario() {
             "tenant counts back to nothing: {tenants:?}"
         );
     }
+    shared.aborts.assert_kept();
     let finished = tally.0.lock().unwrap();
     assert_eq!(
         finished.len() as u64,

@@ -3,6 +3,7 @@
 //! stalling it. The deterministic executor cannot land a call between two `.await`-free
 //! steps of the engine; these can.
 
+mod aborts;
 mod cancellation;
 mod drain_and_observers;
 mod nested;
