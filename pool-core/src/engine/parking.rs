@@ -1,5 +1,5 @@
 //! Parking: tasks out of the queue until a moment — in retry backoff, or deferred by an
-//! admission policy — in one ordered set with one timer per pool, instead of a sleeping
+//! admission policy — in one ordered set (a slab and a binary heap) with one timer per pool, instead of a sleeping
 //! future per task, so a parked task costs about what a queued one does. When a task is due
 //! the timer queues it again; a task deferred with a [`Wakeup`] is also queued again when its
 //! policy fires it, whichever comes first (the entry's key is unique, so a wakeup for a task
@@ -15,11 +15,12 @@
 //! exactly one count, and a reservation can be used once (it is not `Clone`), so no path can
 //! count a task out twice — whatever runs in between (a `stop()` on another thread).
 
-use std::collections::BTreeMap;
+use std::collections::BinaryHeap;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use futures_util::future::select;
+use slab::Slab;
 
 use crate::admission::Wakeup;
 
@@ -39,16 +40,15 @@ pub(super) enum Parked {
     Deferred,
 }
 
-/// Where a parked task sits: its moment, and a sequence number for tasks of the same moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// Where a parked task sits: its entry in the set, and which occupant of that entry it is
+/// (an entry freed and taken again is a new one: a stale key finds nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct ParkKey {
-    until: Instant,
+    index: u32,
     seq: u64,
 }
 
-/// A task counted as parked that is not in the set yet: the engine decided to park it and
-/// released the pool's lock to tell observers first. Use it once: [`ParkedSet::insert`] or
-/// [`ParkedSet::release`].
+/// A reservation ([`ParkedSet::reserve`]) is counted until it is inserted or released.
 #[derive(Debug)]
 #[must_use = "a reservation is counted until it is inserted or released"]
 pub(super) struct Reservation {
@@ -58,14 +58,44 @@ pub(super) struct Reservation {
 /// A parked task, why, and the wakeup its policy may fire.
 struct Entry {
     task: TaskRef,
-    parked: Parked,
     wakeup: Option<Wakeup>,
+    /// Its key's `seq`: tells this occupant from earlier and later ones of the entry.
+    seq: u64,
+    parked: Parked,
 }
 
-/// Parked tasks in the order they are due, and the counts of parked tasks by kind.
+/// A parked task's place in the order: its moment, then the order it was parked in. Removing a task leaves its `Due` behind (lazy deletion): it is skipped when
+/// it comes to the top, so the heap's top is always a task still parked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Due {
+    at: Instant,
+    seq: u64,
+    index: u32,
+}
+
+impl Ord for Due {
+    /// Reversed, so the max-heap gives the earliest moment first (the earliest parked
+    /// among equal moments).
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Parked tasks in the order they are due, and the counts of parked tasks by kind: the
+/// tasks in a slab (reused entries, 40 bytes each), their order in a binary heap of 32-byte
+/// [`Due`]s — about 75 bytes a parked task, against 100 or more for an ordered map's nodes.
 #[derive(Default)]
 pub(super) struct ParkedSet {
-    by_moment: BTreeMap<ParkKey, Entry>,
+    entries: Slab<Entry>,
+    order: BinaryHeap<Due>,
+    /// `Due`s left behind by tasks that left before their moment.
+    stale: usize,
     next_seq: u64,
     /// Entries and reservations of each kind.
     retrying: usize,
@@ -75,7 +105,7 @@ pub(super) struct ParkedSet {
 impl std::fmt::Debug for ParkedSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ParkedSet")
-            .field("parked", &self.by_moment.len())
+            .field("parked", &self.entries.len())
             .field("retrying", &self.retrying)
             .field("deferred", &self.deferred)
             .field("next_due", &self.next_due())
@@ -119,6 +149,10 @@ impl ParkedSet {
     }
 
     /// Parks a reserved task until `until` (or its `wakeup`).
+    ///
+    /// # Panics
+    ///
+    /// With 2^32 tasks parked at once (hundreds of gigabytes of them).
     pub(super) fn insert(
         &mut self,
         reservation: Reservation,
@@ -126,35 +160,70 @@ impl ParkedSet {
         until: Instant,
         wakeup: Option<Wakeup>,
     ) -> ParkKey {
-        let key = ParkKey {
-            until,
-            seq: self.next_seq,
-        };
+        let seq = self.next_seq;
         self.next_seq += 1;
-        let parked = reservation.parked;
-        self.by_moment.insert(
-            key,
-            Entry {
-                task,
-                parked,
-                wakeup,
-            },
-        );
-        key
+        let index = self.entries.insert(Entry {
+            task,
+            wakeup,
+            seq,
+            parked: reservation.parked,
+        });
+        let index = u32::try_from(index).expect("fewer than 2^32 tasks parked at once");
+        self.order.push(Due {
+            at: until,
+            seq,
+            index,
+        });
+        ParkKey { index, seq }
+    }
+
+    /// Takes the entry `key` names out, if it is still that task's.
+    fn take(&mut self, key: ParkKey) -> Option<Entry> {
+        let index = key.index as usize;
+        if self.entries.get(index)?.seq != key.seq {
+            return None;
+        }
+        let entry = self.entries.remove(index);
+        self.uncount(entry.parked);
+        // Its `Due` stays behind until it comes to the top.
+        self.stale += 1;
+        self.drop_stale();
+        Some(entry)
+    }
+
+    /// Whether `due` belongs to a task still parked.
+    fn is_live(entries: &Slab<Entry>, due: &Due) -> bool {
+        entries
+            .get(due.index as usize)
+            .is_some_and(|entry| entry.seq == due.seq)
+    }
+
+    /// Keeps the heap's top live, and rebuilds the heap once most of it is stale (tasks that
+    /// left long before their moment), so stale `Due`s never outnumber parked tasks by much.
+    fn drop_stale(&mut self) {
+        while let Some(top) = self.order.peek() {
+            if Self::is_live(&self.entries, top) {
+                break;
+            }
+            self.order.pop();
+            self.stale = self.stale.saturating_sub(1);
+        }
+        if self.stale > 64 && self.stale > self.entries.len() {
+            let entries = &self.entries;
+            self.order.retain(|due| Self::is_live(entries, due));
+            self.stale = 0;
+        }
     }
 
     /// Takes the task parked at `key` out, because it was woken: its wakeup has served.
     pub(super) fn remove_woken(&mut self, key: ParkKey) -> Option<TaskRef> {
-        let entry = self.by_moment.remove(&key)?;
-        self.uncount(entry.parked);
-        Some(entry.task)
+        self.take(key).map(|entry| entry.task)
     }
 
     /// Takes the task parked at `key` out for good (it was cancelled): its wakeup, if any,
     /// is abandoned.
     pub(super) fn remove_leaving(&mut self, key: ParkKey) -> Option<TaskRef> {
-        let entry = self.by_moment.remove(&key)?;
-        self.uncount(entry.parked);
+        let entry = self.take(key)?;
         if let Some(wakeup) = entry.wakeup {
             wakeup.abandon();
         }
@@ -163,34 +232,49 @@ impl ParkedSet {
 
     /// The earliest moment a task is parked until.
     pub(super) fn next_due(&self) -> Option<Instant> {
-        self.by_moment.first_key_value().map(|(key, _)| key.until)
+        self.order.peek().map(|top| top.at)
     }
 
     /// Takes the first task due at or before `now`.
     pub(super) fn pop_due(&mut self, now: Instant) -> Option<TaskRef> {
-        let entry = self.by_moment.first_entry()?;
-        if entry.key().until > now {
-            return None;
+        loop {
+            let top = *self.order.peek()?;
+            if !Self::is_live(&self.entries, &top) {
+                // Kept off the top by `drop_stale`; skipped all the same.
+                self.order.pop();
+                self.stale = self.stale.saturating_sub(1);
+                continue;
+            }
+            if top.at > now {
+                return None;
+            }
+            self.order.pop();
+            let entry = self.entries.remove(top.index as usize);
+            self.uncount(entry.parked);
+            self.drop_stale();
+            return Some(entry.task);
         }
-        let entry = entry.remove();
-        self.uncount(entry.parked);
-        Some(entry.task)
     }
 
     /// Takes every task out for good, in the order they are due (their wakeups are
     /// abandoned). Reservations stay counted: their holders give them back.
     pub(super) fn drain_all(&mut self) -> Vec<TaskRef> {
-        let drained = std::mem::take(&mut self.by_moment);
+        let mut order = std::mem::take(&mut self.order).into_vec();
+        order.sort_unstable_by_key(|due| (due.at, due.seq));
+        self.stale = 0;
+        let mut drained = Vec::with_capacity(self.entries.len());
+        for due in order {
+            if !Self::is_live(&self.entries, &due) {
+                continue;
+            }
+            let entry = self.entries.remove(due.index as usize);
+            self.uncount(entry.parked);
+            if let Some(wakeup) = entry.wakeup {
+                wakeup.abandon();
+            }
+            drained.push(entry.task);
+        }
         drained
-            .into_values()
-            .map(|entry| {
-                self.uncount(entry.parked);
-                if let Some(wakeup) = entry.wakeup {
-                    wakeup.abandon();
-                }
-                entry.task
-            })
-            .collect()
     }
 }
 
@@ -471,6 +555,63 @@ mod tests {
         let abandoned: Vec<bool> = wakeups.iter().map(Wakeup::is_abandoned).collect();
         assert_eq!(abandoned, [false, false, true, true]);
         assert_eq!(set.deferred(), 0);
+    }
+
+    /// Tasks that leave before their moment leave their place in the order behind: it never
+    /// comes out, never hides the next task due, is swept before it outgrows the set, and a
+    /// stale key does not take the task that reuses its entry.
+    #[test]
+    fn tasks_that_left_early_are_skipped_and_their_keys_go_stale() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        let mut set = ParkedSet::default();
+        let keys: Vec<ParkKey> = (0..200)
+            .map(|i| {
+                let reservation = set.reserve(Parked::Retrying);
+                set.insert(reservation, task(), now + ms(i), None)
+            })
+            .collect();
+        for key in &keys[50..] {
+            assert!(set.remove_leaving(*key).is_some());
+        }
+        assert!(
+            set.order.len() <= set.entries.len() + 65,
+            "{} places in the order for {} tasks",
+            set.order.len(),
+            set.entries.len()
+        );
+        assert_eq!(set.next_due(), Some(now));
+        let reservation = set.reserve(Parked::Deferred);
+        let fresh = set.insert(reservation, task(), now + ms(500), None);
+        assert!(keys[50..]
+            .iter()
+            .all(|key| set.remove_woken(*key).is_none()));
+        for key in &keys[..10] {
+            assert!(set.remove_woken(*key).is_some());
+        }
+        assert_eq!(set.next_due(), Some(now + ms(10)));
+        let due = std::iter::from_fn(|| set.pop_due(now + ms(1_000))).count();
+        assert_eq!(due, 41, "the 40 left of the first 50, and the fresh one");
+        assert!(
+            set.remove_woken(fresh).is_none(),
+            "it came out by its moment"
+        );
+        assert_eq!((set.retrying(), set.deferred()), (0, 0));
+        assert!(set.order.is_empty() && set.entries.is_empty());
+    }
+
+    /// A retry "never" (a century after a moment later than the pool's epoch) is due exactly
+    /// when it was parked until: a timer woken earlier would find nothing due and spin.
+    #[test]
+    fn a_moment_a_century_after_a_later_now_is_kept_exactly() {
+        let epoch = Instant::now();
+        let mut set = ParkedSet::default();
+        let until = crate::deadline::after(epoch + Duration::from_millis(3), Duration::MAX);
+        let reservation = set.reserve(Parked::Retrying);
+        set.insert(reservation, task(), until, None);
+        assert_eq!(set.next_due(), Some(until));
+        assert!(set.pop_due(until - Duration::from_nanos(1)).is_none());
+        assert!(set.pop_due(until).is_some());
     }
 
     #[test]
