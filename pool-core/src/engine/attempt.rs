@@ -299,7 +299,8 @@ impl Engine {
         }
     }
 
-    /// Ends when `task` is aborted by its handle (at once if it was already).
+    /// Ends when `task` is aborted by its handle (at once if it was already): the wait for
+    /// admission and the running attempt both race it.
     async fn abort_of(&self, task: &TaskRef) -> AttemptEnd {
         loop {
             // Made before the check: an abort after it wakes it.
@@ -325,8 +326,7 @@ impl Engine {
         let mut timer: Option<BoxFuture<()>> = None;
         let mut stop_now: Option<BoxFuture<()>> = None;
         let mut cancelled: Option<BoxFuture<()>> = None;
-        // Made when the attempt first waits (no allocation); an abort before that is seen by
-        // the check right after it is made.
+        // The abort wait, on the stack (no allocation).
         let mut aborted = std::pin::pin!(None);
         let id = task.id();
         poll_fn(|cx| {
@@ -365,22 +365,15 @@ impl Engine {
                     return Poll::Ready(AttemptEnd::Cancelled);
                 }
             }
+            // Made when the attempt first waits (an abort before that is seen by its first
+            // check); every abort wakes every waiting attempt, only the aborted task's ends.
             if aborted.is_none() {
-                aborted.set(Some(self.abort_wake.notified()));
-                // An abort between the start and the wait's making: its wake-up came before.
-                if self.was_aborted(task) {
-                    return Poll::Ready(AttemptEnd::Cancelled);
-                }
+                aborted.set(Some(self.abort_of(task)));
             }
-            // Every abort wakes every waiting attempt; only the aborted task's ends.
-            while let Some(notified) = aborted.as_mut().as_pin_mut() {
-                if std::future::Future::poll(notified, cx).is_pending() {
-                    break;
-                }
-                if self.was_aborted(task) {
+            if let Some(aborted) = aborted.as_mut().as_pin_mut() {
+                if std::future::Future::poll(aborted, cx).is_ready() {
                     return Poll::Ready(AttemptEnd::Cancelled);
                 }
-                aborted.set(Some(self.abort_wake.notified()));
             }
             Poll::Pending
         })
