@@ -345,12 +345,14 @@ impl std::error::Error for Cause {
 }
 
 /// Why a pool refused or lost a call, as an error a [`PooledStore`](crate::PooledStore)
-/// can return inside `object_store::Error::Generic`. [`classify`](crate::classify) maps a
-/// timeout to retryable and the rest to fatal.
+/// can return inside `object_store::Error::Generic`. [`classify`](crate::classify) gives it
+/// the class [`ClientError`] gives the same ending: a timeout, and a retry declined after a
+/// retryable error, are retryable; the rest fatal.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct PoolFailure {
     kind: &'static str,
+    class: ErrorClass,
     message: String,
 }
 
@@ -362,10 +364,7 @@ impl PoolFailure {
     }
 
     pub(crate) fn class(&self) -> ErrorClass {
-        match self.kind {
-            "timed_out" | "retry_budget_exhausted" => ErrorClass::Retryable,
-            _ => ErrorClass::Fatal,
-        }
+        self.class
     }
 }
 
@@ -375,6 +374,7 @@ impl PoolFailure {
 /// why.
 pub(crate) fn into_store_error(error: TaskError<object_store::Error>) -> object_store::Error {
     let kind = error.kind();
+    let class = ending_class(&error);
     let mut message = error.to_string();
     if matches!(
         error,
@@ -387,21 +387,78 @@ pub(crate) fn into_store_error(error: TaskError<object_store::Error>) -> object_
         }
         return object_store::Error::Generic {
             store: "PooledStore",
-            source: Box::new(PoolFailure { kind, message }),
+            source: Box::new(PoolFailure {
+                kind,
+                class,
+                message,
+            }),
         };
     }
     match error.into_task_error() {
         Some(store_error) => store_error,
         None => object_store::Error::Generic {
             store: "PooledStore",
-            source: Box::new(PoolFailure { kind, message }),
+            source: Box::new(PoolFailure {
+                kind,
+                class,
+                message,
+            }),
         },
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::without_repeats;
+    use pool_core::{ErrorClass, LastFailure, Saturation, TaskError};
+
+    use super::{ending_class, into_store_error, without_repeats};
+    use crate::classify::classify;
+
+    fn slow_down() -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source: "503 SlowDown".into(),
+        }
+    }
+
+    /// A `PooledStore` error and a `ClientError` for the same ending must agree, so that a
+    /// retry layer above either one decides alike.
+    #[test]
+    fn a_pooled_store_error_classifies_as_the_client_error_of_the_same_ending() {
+        let saturation = Saturation::new(400, 100, 100, 4.0);
+        let endings = [
+            TaskError::RetrySkipped {
+                last: LastFailure::Error(slow_down()),
+                attempts: 1,
+                saturation,
+            },
+            TaskError::RetrySkipped {
+                last: LastFailure::TimedOut,
+                attempts: 2,
+                saturation,
+            },
+            TaskError::RetryBudgetExhausted {
+                last: LastFailure::Error(slow_down()),
+                attempts: 1,
+            },
+            TaskError::Failed {
+                error: slow_down(),
+                attempts: 3,
+            },
+            TaskError::Stopped,
+        ];
+        for ending in endings {
+            let expected = ending_class(&ending);
+            let kind = ending.kind();
+            assert_eq!(classify(&into_store_error(ending)), expected, "{kind}");
+        }
+        let skipped = TaskError::<object_store::Error>::RetrySkipped {
+            last: LastFailure::TimedOut,
+            attempts: 2,
+            saturation,
+        };
+        assert_eq!(classify(&into_store_error(skipped)), ErrorClass::Retryable);
+    }
 
     fn chain(messages: &[&str]) -> Vec<String> {
         without_repeats(messages.iter().map(|m| m.to_string()).collect())
