@@ -123,7 +123,9 @@ impl Engine {
             }
         };
         let finished_at = self.now();
-        self.complete(permits, &end);
+        if !permits.is_empty() {
+            self.complete(permits, &end);
+        }
         timeline.attempt_ended(finished_at);
         (end, finished_at)
     }

@@ -33,6 +33,8 @@ pub(super) enum Payment {
 pub(crate) struct BudgetBucket {
     settings: RetryBudget,
     capacity_milli: u64,
+    /// What a success pays in, in milli-tokens (worked out once, not per success).
+    refill_milli: u64,
     milli_tokens: AtomicU64,
     /// How many tasks owe a retry's cost (read without the lock on every attempt start and
     /// every success).
@@ -54,6 +56,7 @@ impl BudgetBucket {
     pub(crate) fn new(settings: RetryBudget, now: Instant) -> Self {
         let capacity_milli = (settings.capacity * MILLI) as u64;
         Self {
+            refill_milli: (settings.success_refill * MILLI) as u64,
             settings,
             capacity_milli,
             milli_tokens: AtomicU64::new(capacity_milli),
@@ -197,16 +200,23 @@ impl BudgetBucket {
     /// A success: refills the bucket, and pays waiting retries in order while it can.
     /// Returns the wakeups to fire — by the caller, holding no lock (a wakeup queues its
     /// task, which takes the engine's lock).
+    #[inline]
     pub(crate) fn refill(&self) -> Vec<Wakeup> {
-        let refill = (self.settings.success_refill * MILLI) as u64;
         if self.owing.load(Ordering::Acquire) == 0 {
+            // The usual case (nobody owes, the bucket full): two loads and no call.
             if self.milli_tokens.load(Ordering::Relaxed) < self.capacity_milli {
-                self.deposit(refill);
+                self.deposit(self.refill_milli);
             }
             return Vec::new();
         }
+        self.refill_owing()
+    }
+
+    /// [`refill`](Self::refill) while some task owes: pays the waiting retries in order.
+    #[cold]
+    fn refill_owing(&self) -> Vec<Wakeup> {
         let mut debts = self.lock();
-        self.deposit(refill);
+        self.deposit(self.refill_milli);
         let mut paid = Vec::new();
         while let Some((task, wakeup)) = debts.waiting.front() {
             let (task, wakeup) = (*task, wakeup.clone());
@@ -226,6 +236,7 @@ impl BudgetBucket {
     }
 
     /// `task` ended: whatever it owed is forgotten.
+    #[inline]
     pub(crate) fn forget(&self, task: TaskId) {
         if self.owing.load(Ordering::Acquire) > 0 {
             let mut debts = self.lock();

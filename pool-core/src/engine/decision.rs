@@ -91,8 +91,10 @@ impl Engine {
         };
         let idle = state.is_idle();
         drop(state);
-        for wakeup in paid {
-            wakeup.wake();
+        if !paid.is_empty() {
+            for wakeup in paid {
+                wakeup.wake();
+            }
         }
 
         let attempt_finished = info
