@@ -64,6 +64,7 @@ enum Kept {
 
 impl Kept {
     /// How `end` is kept: inline, or (`None` inline) in the cold box.
+    #[inline]
     fn keep(end: TaskEnd) -> (Kept, Option<TaskEnd>) {
         let kept = match end {
             TaskEnd::Succeeded => Kept::Succeeded,
@@ -83,6 +84,7 @@ impl Kept {
     }
 
     /// The ending back, given what the cold box kept. `None` once taken.
+    #[inline]
     fn restore(self, in_cold: Option<TaskEnd>) -> Option<TaskEnd> {
         Some(match self {
             Kept::Succeeded => TaskEnd::Succeeded,
@@ -250,6 +252,13 @@ impl<A: MakeAttempt, C> TaskCell<A, C> {
         kept: Kept,
     ) -> Result<A::Ok, TaskError<A::Error>> {
         body.phase = Phase::Ended(Kept::Taken);
+        // A success (the usual ending) is its value: no cold box to look in, no ending to
+        // translate.
+        if kept == Kept::Succeeded {
+            if let Some(Ok(value)) = body.last.take_if(|last| last.is_ok()) {
+                return Ok(value);
+            }
+        }
         let in_cold = body.cold.as_mut().and_then(|cold| cold.end.take());
         let Some(end) = kept.restore(in_cold) else {
             return Err(TaskError::Stopped);

@@ -53,12 +53,16 @@ impl Engine {
         let queued = state.queue.len();
         // If a slot is free the queue held nothing else, so at most this one task starts:
         // on a parked runner if there is one, else on a new one.
-        let wake_parked = state.can_start() && state.idle_runners > 0;
+        // A saturated pool (the usual case under load) starts nothing here.
+        let can_start = state.can_start();
+        let wake_parked = can_start && state.idle_runners > 0;
         let started = if wake_parked {
             state.idle_runners -= 1;
             None
-        } else {
+        } else if can_start {
             state.take_next(now, self.settings.aging_target_wait)
+        } else {
+            None
         };
         match waiting.deadline {
             // Still waiting: the timer must end it if its deadline passes first.
