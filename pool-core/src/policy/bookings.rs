@@ -4,24 +4,40 @@
 //! priority queue: a task of higher priority that arrives later would wait behind every task
 //! parked before it. So it takes over the earliest future moment held by a task of lower
 //! priority; that task books again, at the end, when it comes back and finds it gone.
+//!
+//! The schedule hands out moments in order, so the bookings are a queue sorted by moment:
+//! a new booking goes at the back, a taken-over moment changes hands where it is, and a
+//! booking that is used or dropped leaves a vacant place that is let go once it reaches the
+//! front. A task finds its booking by its place's number; a booking is a 32-byte place and
+//! a 16-byte map entry, against a hash map's and an ordered map's entries (≈ 135 bytes).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 
 use crate::task::TaskId;
 
-/// A booked moment; `seq` tells apart moments booked for the same instant (a burst).
-type Slot = (Instant, u64);
+/// A place in the queue of booked moments.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    at: Instant,
+    task: TaskId,
+    priority: i32,
+    /// `false` once the booking was used or dropped (the moment stays, to keep the order).
+    held: bool,
+}
 
 #[derive(Debug, Default)]
 pub(crate) struct Bookings {
-    /// foldhash, not SipHash: asked on every admission (task ids are the pool's own).
-    by_task: HashMap<TaskId, Slot, foldhash::fast::RandomState>,
-    by_moment: BTreeMap<Slot, (TaskId, i32)>,
+    /// Sorted by moment (then by booking order among equal moments).
+    places: VecDeque<Place>,
+    /// The number of `places[0]`: place `n` is at index `n - first`.
+    first: u64,
+    /// Each booked task's place number. foldhash, not SipHash: asked on every admission
+    /// (task ids are the pool's own).
+    by_task: HashMap<TaskId, u64, foldhash::fast::RandomState>,
     /// How many future-or-due bookings each priority holds: the scan for a moment to take
     /// over runs only if some booking has a lower priority than the newcomer.
     priorities: BTreeMap<i32, usize>,
-    next_seq: u64,
 }
 
 impl Bookings {
@@ -35,31 +51,45 @@ impl Bookings {
         if self.by_task.is_empty() {
             return None;
         }
-        self.by_task.get(&task).map(|&(at, _)| at)
+        let number = *self.by_task.get(&task)?;
+        self.place(number).map(|place| place.at)
     }
 
-    pub(crate) fn insert(&mut self, task: TaskId, priority: i32, at: Instant) {
+    /// Books `at` for `task`, after every moment booked so far, and returns the moment
+    /// booked: `at`, or the last booked moment if that is later (the schedule hands out
+    /// moments in order, so it never is; a later moment never breaks the limit).
+    pub(crate) fn insert(&mut self, task: TaskId, priority: i32, at: Instant) -> Instant {
         self.remove(task);
-        let slot = (at, self.next_seq);
-        self.next_seq += 1;
-        self.by_task.insert(task, slot);
-        self.by_moment.insert(slot, (task, priority));
+        let at = self.places.back().map_or(at, |last| at.max(last.at));
+        let number = self.first + self.places.len() as u64;
+        self.places.push_back(Place {
+            at,
+            task,
+            priority,
+            held: true,
+        });
+        self.by_task.insert(task, number);
         *self.priorities.entry(priority).or_default() += 1;
+        at
     }
 
     /// Removes `task`'s booking and returns its moment.
     pub(crate) fn remove(&mut self, task: TaskId) -> Option<Instant> {
-        let slot = self.by_task.remove(&task)?;
-        if let Some((_, priority)) = self.by_moment.remove(&slot) {
-            self.forget_priority(priority);
-        }
-        Some(slot.0)
+        let number = self.by_task.remove(&task)?;
+        let place = self.place_mut(number)?;
+        place.held = false;
+        let (at, priority) = (place.at, place.priority);
+        self.forget_priority(priority);
+        self.let_go_of_vacant_front();
+        Some(at)
     }
 
     /// Takes over, for a task of `priority`, the earliest moment after `now` (and at or before
-    /// `latest`) booked by a task of lower priority; that task loses its booking.
+    /// `latest`) booked by a task of lower priority; that task loses its booking. With
+    /// `keep_for`, the moment stays booked, for that task; without, it is used now.
     pub(crate) fn take_over(
         &mut self,
+        keep_for: Option<TaskId>,
         priority: i32,
         now: Instant,
         latest: Option<Instant>,
@@ -68,31 +98,75 @@ impl Bookings {
         if lowest >= priority {
             return None;
         }
-        let (&slot, &(victim, _)) = self
-            .by_moment
-            .range((now, u64::MAX)..)
-            .take_while(|((at, _), _)| latest.is_none_or(|latest| *at <= latest))
-            .find(|(_, (_, held_by))| *held_by < priority)?;
-        self.remove(victim);
-        Some(slot.0)
+        let start = self.places.partition_point(|place| place.at <= now);
+        let index = self
+            .places
+            .range(start..)
+            .take_while(|place| latest.is_none_or(|latest| place.at <= latest))
+            .position(|place| place.held && place.priority < priority)?
+            + start;
+        let number = self.first + index as u64;
+        let victim = self.places[index];
+        self.by_task.remove(&victim.task);
+        self.forget_priority(victim.priority);
+        match keep_for {
+            Some(task) => {
+                // (A task books anew only without a booking; if it had one, it is dropped.)
+                self.remove(task);
+                self.by_task.insert(task, number);
+                *self.priorities.entry(priority).or_default() += 1;
+                if let Some(place) = self.place_mut(number) {
+                    place.task = task;
+                    place.priority = priority;
+                }
+            }
+            None => {
+                self.places[index].held = false;
+                self.let_go_of_vacant_front();
+            }
+        }
+        Some(victim.at)
     }
 
     /// Drops bookings whose moment passed before `cutoff` (their tasks never came back).
     pub(crate) fn forget_before(&mut self, cutoff: Instant) {
-        let stale: Vec<TaskId> = self
-            .by_moment
-            .range(..(cutoff, 0))
-            .map(|(_, &(task, _))| task)
-            .collect();
-        for task in stale {
-            self.remove(task);
+        while let Some(place) = self.places.front().copied() {
+            if place.at >= cutoff {
+                break;
+            }
+            if place.held {
+                self.by_task.remove(&place.task);
+                self.forget_priority(place.priority);
+            }
+            self.places.pop_front();
+            self.first += 1;
         }
     }
 
     pub(crate) fn clear(&mut self) {
+        self.first += self.places.len() as u64;
+        self.places.clear();
         self.by_task.clear();
-        self.by_moment.clear();
         self.priorities.clear();
+    }
+
+    /// Place `number` (a booked task's place is never let go while it is booked).
+    fn place(&self, number: u64) -> Option<&Place> {
+        let index = usize::try_from(number.checked_sub(self.first)?).ok()?;
+        self.places.get(index)
+    }
+
+    fn place_mut(&mut self, number: u64) -> Option<&mut Place> {
+        let index = usize::try_from(number.checked_sub(self.first)?).ok()?;
+        self.places.get_mut(index)
+    }
+
+    /// Vacant places at the front are no longer needed to keep the order.
+    fn let_go_of_vacant_front(&mut self) {
+        while self.places.front().is_some_and(|place| !place.held) {
+            self.places.pop_front();
+            self.first += 1;
+        }
     }
 
     fn forget_priority(&mut self, priority: i32) {
@@ -120,25 +194,110 @@ mod tests {
         bookings.insert(TaskId(2), 0, now + s(2));
         bookings.insert(TaskId(3), 0, now + s(3));
         assert_eq!(
-            bookings.take_over(0, now, None),
+            bookings.take_over(None, 0, now, None),
             None,
             "equal priority waits its turn"
         );
-        assert_eq!(bookings.take_over(3, now, None), Some(now + s(2)));
+        assert_eq!(bookings.take_over(None, 3, now, None), Some(now + s(2)));
         assert_eq!(
             bookings.get(TaskId(2)),
             None,
             "the lower priority task lost its moment"
         );
         assert_eq!(
-            bookings.take_over(3, now, Some(now + s(2))),
+            bookings.take_over(None, 3, now, Some(now + s(2))),
             None,
             "too far"
         );
-        assert_eq!(bookings.take_over(3, now, None), Some(now + s(3)));
-        assert_eq!(bookings.take_over(9, now, None), Some(now + s(1)));
+        assert_eq!(bookings.take_over(None, 3, now, None), Some(now + s(3)));
+        assert_eq!(bookings.take_over(None, 9, now, None), Some(now + s(1)));
         assert_eq!(bookings.len(), 0);
         assert!(bookings.priorities.is_empty());
+        assert!(bookings.places.is_empty(), "every place was let go");
+    }
+
+    #[test]
+    fn a_moment_taken_over_stays_booked_for_its_new_task() {
+        let now = Instant::now();
+        let s = Duration::from_secs;
+        let mut bookings = Bookings::default();
+        for (id, at) in [(1, 1), (2, 2), (3, 3)] {
+            bookings.insert(TaskId(id), 0, now + s(at));
+        }
+        assert_eq!(
+            bookings.take_over(Some(TaskId(9)), 5, now, None),
+            Some(now + s(1))
+        );
+        assert_eq!(bookings.get(TaskId(1)), None);
+        assert_eq!(bookings.get(TaskId(9)), Some(now + s(1)));
+        assert_eq!(bookings.len(), 3);
+        // The moment is held at its new task's priority, by its new task.
+        assert_eq!(
+            bookings.take_over(Some(TaskId(11)), 3, now, Some(now + s(1))),
+            None
+        );
+        assert_eq!(
+            bookings.take_over(Some(TaskId(11)), 7, now, Some(now + s(1))),
+            Some(now + s(1))
+        );
+        assert_eq!(bookings.get(TaskId(9)), None, "task 9 lost it in turn");
+        assert_eq!(bookings.remove(TaskId(11)), Some(now + s(1)));
+        bookings.insert(TaskId(9), 5, now + s(4));
+        // A second newcomer of the same priority cannot take it back, but takes the next.
+        assert_eq!(
+            bookings.take_over(Some(TaskId(10)), 5, now, None),
+            Some(now + s(2))
+        );
+        assert_eq!(bookings.remove(TaskId(3)), Some(now + s(3)));
+        assert_eq!(bookings.get(TaskId(10)), Some(now + s(2)));
+        assert_eq!(
+            bookings.places.len(),
+            3,
+            "the front was let go, a hole behind stays"
+        );
+        assert_eq!(bookings.remove(TaskId(10)), Some(now + s(2)));
+        assert_eq!(bookings.remove(TaskId(9)), Some(now + s(4)));
+        assert!(bookings.places.is_empty());
+        assert!(bookings.priorities.is_empty());
+    }
+
+    #[test]
+    fn places_are_found_again_after_the_front_moved() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        let mut bookings = Bookings::default();
+        for id in 0..100 {
+            bookings.insert(TaskId(id), 0, now + ms(id));
+        }
+        // Tasks come back in another order than they booked.
+        for id in (0..100).filter(|id| id % 3 == 0) {
+            assert_eq!(bookings.remove(TaskId(id)), Some(now + ms(id)));
+        }
+        bookings.forget_before(now + ms(50));
+        for id in 0..100 {
+            let expected = (id >= 50 && id % 3 != 0).then(|| now + ms(id));
+            assert_eq!(bookings.get(TaskId(id)), expected, "task {id}");
+        }
+        bookings.clear();
+        bookings.insert(TaskId(7), 0, now);
+        assert_eq!(bookings.get(TaskId(7)), Some(now));
+        assert_eq!(bookings.len(), 1);
+    }
+
+    #[test]
+    fn a_moment_before_the_last_booked_one_is_booked_after_it() {
+        let now = Instant::now();
+        let s = Duration::from_secs;
+        let mut bookings = Bookings::default();
+        assert_eq!(bookings.insert(TaskId(1), 0, now + s(2)), now + s(2));
+        assert_eq!(bookings.insert(TaskId(2), 0, now + s(1)), now + s(2));
+        assert_eq!(bookings.get(TaskId(2)), Some(now + s(2)));
+    }
+
+    /// What a parked task costs here: a 32-byte place (and a 16-byte map entry).
+    #[test]
+    fn a_booking_is_small() {
+        assert_eq!(std::mem::size_of::<Place>(), 32);
     }
 
     #[test]
@@ -146,7 +305,7 @@ mod tests {
         let now = Instant::now();
         let mut bookings = Bookings::default();
         bookings.insert(TaskId(1), 0, now);
-        assert_eq!(bookings.take_over(1, now, None), None);
+        assert_eq!(bookings.take_over(None, 1, now, None), None);
         assert_eq!(bookings.remove(TaskId(1)), Some(now));
     }
 

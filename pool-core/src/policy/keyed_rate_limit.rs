@@ -223,15 +223,19 @@ impl RateCell {
             }
             return Ok(now);
         }
-        let at = match self.booked.take_over(task.priority, now, latest) {
-            Some(at) => at,
-            None if latest.is_some_and(|latest| earliest > latest) => return Err(earliest),
-            None => self.schedule.book(now, pace),
-        };
-        if !take {
-            self.booked.insert(task.id, task.priority, at);
+        // A precheck keeps the moment booked for the task; `acquire` uses it now.
+        let keep_for = (!take).then_some(task.id);
+        if let Some(at) = self.booked.take_over(keep_for, task.priority, now, latest) {
+            return Ok(at);
         }
-        Ok(at)
+        if latest.is_some_and(|latest| earliest > latest) {
+            return Err(earliest);
+        }
+        let at = self.schedule.book(now, pace);
+        Ok(match keep_for {
+            Some(task_id) => self.booked.insert(task_id, task.priority, at),
+            None => at,
+        })
     }
 
     fn throttled(&mut self, now: Instant) {
