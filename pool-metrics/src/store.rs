@@ -9,13 +9,20 @@
 //! [`recent_capacity`](crate::MetricsConfig::recent_capacity).
 //!
 //! A shard's part is a plain queue in (nearly) sequence order, with no index by id: recording
-//! is a push and a pop, and the rare lookup scans at most `capacity` records.
+//! is a push, and the rare lookup scans the queue. What fell out of the store leaves in
+//! batches: a record past its window stays until the queue has grown by [`EVICTION_BATCH`]
+//! since the last eviction, then all such records at its front leave at once (reads skip
+//! them meanwhile), which costs a task a fraction of one pop.
 
 use std::collections::VecDeque;
 
 use pool_core::TaskId;
 
 use crate::record::FinishedTask;
+
+/// How far a shard's queue grows past its last eviction before it evicts again (records
+/// past the window wait at most this long, a few KB per shard).
+pub(crate) const EVICTION_BATCH: usize = 64;
 
 /// The lowest sequence number still kept once `issued` numbers have been handed out.
 pub(crate) fn keep_from(issued: u64, capacity: usize) -> u64 {
@@ -24,25 +31,47 @@ pub(crate) fn keep_from(issued: u64, capacity: usize) -> u64 {
 
 /// One shard's records, oldest first (a task numbered just before another may land just
 /// after it: reads filter and sort by sequence number).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct StoreShard {
     records: VecDeque<FinishedTask>,
+    /// The length past which the next insert evicts.
+    evict_at: usize,
+}
+
+impl Default for StoreShard {
+    fn default() -> Self {
+        Self {
+            records: VecDeque::new(),
+            evict_at: EVICTION_BATCH,
+        }
+    }
 }
 
 impl StoreShard {
-    /// Evicts what fell out of the store, then keeps `task` unless it is already out.
+    /// Keeps `task` unless it is already out of the store; evicts what fell out once the
+    /// queue has grown by [`EVICTION_BATCH`] since the last eviction.
     #[inline]
     pub(crate) fn insert(&mut self, task: FinishedTask, keep_from: u64) {
-        while self
+        if task.sequence < keep_from {
+            return;
+        }
+        self.records.push_back(task);
+        if self.records.len() > self.evict_at {
+            self.evict(keep_from);
+        }
+    }
+
+    /// Drops the records numbered below `keep_from` at the front of the queue (one numbered
+    /// a little earlier than its neighbour may wait for the next eviction).
+    #[cold]
+    fn evict(&mut self, keep_from: u64) {
+        let out = self
             .records
-            .front()
-            .is_some_and(|oldest| oldest.sequence < keep_from)
-        {
-            self.records.pop_front();
-        }
-        if task.sequence >= keep_from {
-            self.records.push_back(task);
-        }
+            .iter()
+            .take_while(|task| task.sequence < keep_from)
+            .count();
+        self.records.drain(..out);
+        self.evict_at = self.records.len() + EVICTION_BATCH;
     }
 
     /// The latest record of `id` still kept (an id can repeat when two pools share a collector).
@@ -101,6 +130,23 @@ mod tests {
             .collect();
         kept.sort_unstable();
         assert_eq!(kept, vec![3, 4, 5]);
+    }
+
+    #[test]
+    fn evicted_records_leave_memory_in_batches() {
+        let capacity = 100;
+        let mut store = StoreShard::default();
+        let mut longest = 0;
+        for sequence in 0..10_000 {
+            store.insert(task(sequence, sequence), keep_from(sequence + 1, capacity));
+            longest = longest.max(store.records.len());
+        }
+        // Never more than the window and one batch; right after an eviction, the window.
+        assert!(longest <= capacity + EVICTION_BATCH + 1, "{longest}");
+        assert!(store.records.len() > capacity, "evicts in batches, not per insert");
+        assert_eq!(store.records(keep_from(10_000, capacity)).count(), capacity);
+        let first = store.records(keep_from(10_000, capacity)).next();
+        assert_eq!(first.map(|t| t.sequence), Some(9_900));
     }
 
     #[test]
