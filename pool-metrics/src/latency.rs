@@ -39,8 +39,8 @@ pub(crate) struct Buckets {
     half_magnitude: u32,
     /// The sub-buckets of bucket 0, as a mask (values under it land in bucket 0).
     mask: u64,
+    /// Grown to the highest bucket recorded so far (empty until the first value).
     counts: Vec<u64>,
-    recorded: u64,
 }
 
 impl Buckets {
@@ -52,7 +52,6 @@ impl Buckets {
             half_magnitude: magnitude - 1,
             mask: (1 << magnitude) - 1,
             counts: Vec::new(),
-            recorded: 0,
         }
     }
 
@@ -60,9 +59,9 @@ impl Buckets {
         // Powers of two by which `value` passes bucket 0 (the mask keeps small values there).
         let bucket = 63 - (value | self.mask).leading_zeros() - self.half_magnitude;
         let sub_bucket = value >> bucket;
-        // Each bucket past the first uses the top half of its sub-buckets.
-        (((bucket + 1) << self.half_magnitude) as usize) + (sub_bucket as usize)
-            - (1 << self.half_magnitude)
+        // Each bucket past the first uses the top half of its sub-buckets: bucket `b` starts
+        // at `(b + 1) · half - half`, and its sub-buckets count from `half`.
+        ((bucket as usize) << self.half_magnitude) + (sub_bucket as usize)
     }
 
     /// The lowest value of the bucket at `index`.
@@ -80,20 +79,23 @@ impl Buckets {
     #[inline]
     pub(crate) fn record_nanos(&mut self, nanos: u64) {
         let index = self.index(nanos / 1_000);
-        if index >= self.counts.len() {
-            // To the end of the value's bucket, as an HDR histogram grows.
-            let end = (index | ((1 << self.half_magnitude) - 1)) + 1;
-            self.counts.resize(end, 0);
+        match self.counts.get_mut(index) {
+            Some(count) => *count += 1,
+            None => self.grow_and_record(index),
         }
+    }
+
+    /// Records at `index`, past the counts so far: grows them to the end of the value's
+    /// bucket, as an HDR histogram grows.
+    #[cold]
+    fn grow_and_record(&mut self, index: usize) {
+        let end = (index | ((1 << self.half_magnitude) - 1)) + 1;
+        self.counts.resize(end, 0);
         self.counts[index] += 1;
-        self.recorded += 1;
     }
 
     /// Adds every count to `histogram` (of the same precision).
     pub(crate) fn fold_into(&self, histogram: &mut Histogram<u64>) {
-        if self.recorded == 0 {
-            return;
-        }
         for (index, &count) in self.counts.iter().enumerate() {
             if count > 0 {
                 let value = self.value_at(index);
@@ -106,10 +108,7 @@ impl Buckets {
 
     /// Empties the counts, keeping their buffer.
     pub(crate) fn clear(&mut self) {
-        if self.recorded > 0 {
-            self.counts.fill(0);
-            self.recorded = 0;
-        }
+        self.counts.fill(0);
     }
 }
 

@@ -52,7 +52,7 @@ impl TaskMetrics {
 }
 
 /// The compact form recorded on the hot path: durations as nanoseconds (converted once), and
-/// no metadata handle for a task without labels (so no reference count to touch and no
+/// the empty metadata for a task without labels (so no reference count to touch and no
 /// allocation kept alive for it).
 #[derive(Debug, Clone)]
 pub(crate) struct FinishedTask {
@@ -61,7 +61,7 @@ pub(crate) struct FinishedTask {
     pub(crate) priority: i32,
     pub(crate) attempts: u32,
     pub(crate) outcome: Outcome,
-    pub(crate) metadata: Option<Metadata>,
+    pub(crate) metadata: Metadata,
     pub(crate) queue_wait_nanos: u64,
     pub(crate) execution_nanos: u64,
     pub(crate) retry_delay_nanos: u64,
@@ -79,7 +79,11 @@ impl FinishedTask {
             priority: record.task.priority,
             attempts: record.attempts,
             outcome: record.outcome,
-            metadata: (!metadata.is_empty()).then(|| metadata.clone()),
+            metadata: if metadata.is_empty() {
+                Metadata::new()
+            } else {
+                metadata.clone()
+            },
             queue_wait_nanos: nanos(record.queue_wait),
             execution_nanos: nanos(record.execution),
             retry_delay_nanos: nanos(record.retry_delay),
@@ -92,7 +96,7 @@ impl FinishedTask {
         TaskMetrics {
             id: self.id,
             priority: self.priority,
-            metadata: self.metadata.clone().unwrap_or_default(),
+            metadata: self.metadata.clone(),
             outcome: self.outcome,
             attempts: self.attempts,
             queue_wait: Duration::from_nanos(self.queue_wait_nanos),
@@ -121,7 +125,7 @@ impl FinishedTask {
             priority: 0,
             attempts: 1,
             outcome: Outcome::Succeeded,
-            metadata: None,
+            metadata: Metadata::new(),
             queue_wait_nanos: 0,
             execution_nanos: nanos(execution),
             retry_delay_nanos: 0,

@@ -103,6 +103,15 @@ impl Shard {
         layout: &Layout,
     ) -> Option<Box<Slice>> {
         self.latest_finish = self.latest_finish.max(Some(finished_at));
+        // Stored first and counted from the store: the record is moved once.
+        let rejected;
+        let task = match self.store.insert(task, keep_from) {
+            Ok(stored) => stored,
+            Err(out_of_the_store) => {
+                rejected = out_of_the_store;
+                &rejected
+            }
+        };
         self.rolling
             .record(place.bucket, task.succeeded(), task.execution_nanos);
         let slice = place.slice;
@@ -113,11 +122,10 @@ impl Shard {
         // open slice rather than reopening a closed one.
         let closed =
             (open.index < slice).then(|| Box::new(open.close_and_open(slice, &layout.template)));
-        open.record(&task);
+        open.record(task);
         if let Some(closed) = &closed {
             self.retired.merge(&closed.tally);
         }
-        self.store.insert(task, keep_from);
         closed
     }
 }

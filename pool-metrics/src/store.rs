@@ -48,17 +48,26 @@ impl Default for StoreShard {
 }
 
 impl StoreShard {
-    /// Keeps `task` unless it is already out of the store; evicts what fell out once the
-    /// queue has grown by [`EVICTION_BATCH`] since the last eviction.
+    /// Keeps `task` and returns it, unless it is already out of the store (then hands it
+    /// back); evicts what fell out once the queue has grown by [`EVICTION_BATCH`] since the
+    /// last eviction.
     #[inline]
-    pub(crate) fn insert(&mut self, task: FinishedTask, keep_from: u64) {
+    pub(crate) fn insert(
+        &mut self,
+        task: FinishedTask,
+        keep_from: u64,
+    ) -> Result<&FinishedTask, FinishedTask> {
         if task.sequence < keep_from {
-            return;
+            return Err(task);
         }
         self.records.push_back(task);
         if self.records.len() > self.evict_at {
             self.evict(keep_from);
         }
+        // Just pushed, numbered at or above `keep_from`: eviction left it.
+        self.records
+            .back()
+            .ok_or_else(|| unreachable!("just pushed"))
     }
 
     /// Drops the records numbered below `keep_from` at the front of the queue (one numbered
@@ -102,7 +111,7 @@ mod tests {
         // Tasks finish out of id order: sequence is finishing order.
         for (sequence, id) in [7, 2, 9, 4, 5].into_iter().enumerate() {
             let sequence = sequence as u64;
-            store.insert(task(id, sequence), keep_from(sequence + 1, capacity));
+            let _ = store.insert(task(id, sequence), keep_from(sequence + 1, capacity));
         }
         let floor = keep_from(5, capacity);
         assert!(store.get(TaskId(7), floor).is_none());
@@ -122,7 +131,7 @@ mod tests {
         let mut store = StoreShard::default();
         // Sequence 3 arrives after 4 and 5 (another thread took its number first).
         for sequence in [1, 2, 4, 5, 3, 0] {
-            store.insert(task(sequence, sequence), keep_from(sequence + 1, capacity));
+            let _ = store.insert(task(sequence, sequence), keep_from(sequence + 1, capacity));
         }
         let mut kept: Vec<u64> = store
             .records(keep_from(6, capacity))
@@ -138,12 +147,15 @@ mod tests {
         let mut store = StoreShard::default();
         let mut longest = 0;
         for sequence in 0..10_000 {
-            store.insert(task(sequence, sequence), keep_from(sequence + 1, capacity));
+            let _ = store.insert(task(sequence, sequence), keep_from(sequence + 1, capacity));
             longest = longest.max(store.records.len());
         }
         // Never more than the window and one batch; right after an eviction, the window.
         assert!(longest <= capacity + EVICTION_BATCH + 1, "{longest}");
-        assert!(store.records.len() > capacity, "evicts in batches, not per insert");
+        assert!(
+            store.records.len() > capacity,
+            "evicts in batches, not per insert"
+        );
         assert_eq!(store.records(keep_from(10_000, capacity)).count(), capacity);
         let first = store.records(keep_from(10_000, capacity)).next();
         assert_eq!(first.map(|t| t.sequence), Some(9_900));
@@ -152,7 +164,7 @@ mod tests {
     #[test]
     fn capacity_zero_keeps_nothing() {
         let mut store = StoreShard::default();
-        store.insert(task(1, 0), keep_from(1, 0));
+        let _ = store.insert(task(1, 0), keep_from(1, 0));
         assert!(store.get(TaskId(1), keep_from(1, 0)).is_none());
     }
 }
