@@ -12,7 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{run, runtime, Variant, CONCURRENCY, TASKS};
+use common::{process_cpu_time, run, runtime, Variant, CONCURRENCY, TASKS};
 use criterion::Criterion;
 
 fn bench_variants(c: &mut Criterion, runtime: &tokio::runtime::Runtime) {
@@ -25,16 +25,6 @@ fn bench_variants(c: &mut Criterion, runtime: &tokio::runtime::Runtime) {
         });
     }
     group.finish();
-}
-
-/// CPU time used so far by every thread of this process, if the platform tells.
-fn process_cpu_time() -> Option<Duration> {
-    let mut nanos = 0u64;
-    for task in std::fs::read_dir("/proc/self/task").ok()? {
-        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
-        nanos += stat.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
-    Some(Duration::from_nanos(nanos))
 }
 
 fn median(runs: &mut [Duration]) -> Duration {

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each includer uses a different subset
 
 use std::hint::black_box;
+use std::time::Duration;
 
 use pool_core::{Event, Observer, Pool, PoolBuilder, TaskOptions};
 use pool_metrics::{MemoryMode, Metrics, MetricsConfig};
@@ -84,4 +85,15 @@ pub(crate) async fn run(variant: Variant) {
     for handle in handles {
         black_box(handle.await.expect("no-op tasks succeed"));
     }
+}
+
+/// CPU time used so far by every thread of this process, if the platform tells (Linux:
+/// summed over `/proc/self/task/*/schedstat`, in nanoseconds).
+pub(crate) fn process_cpu_time() -> Option<Duration> {
+    let mut nanos = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        nanos += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(nanos))
 }
