@@ -588,11 +588,17 @@ impl KneeTuner {
         let gentle = failing_f * self.config.gentlest_cut;
         // Evidence allows cutting twice as deep as a blind cut.
         let deepest = self.config.deepest_cut;
-        let served = self.served(now).filter(|&served| served < failing_f);
+        let served_now = self.served(now);
+        let served = served_now.filter(|&served| served < failing_f);
         let target = match served {
             Some(served) => (0.97 * served)
                 .min(failing_f - 1.0)
                 .max(failing_f * deepest * deepest),
+            // Refused, and nothing at all succeeded over the last two round trips (a start
+            // far above a rate cap, before its first answer): no level is known to be
+            // served, so the deepest blind cut, not the gentlest — each gentle step would be
+            // refused again, one cut per step.
+            None if served_now.is_none() => failing_f * deepest,
             None => gentle.max(failing_f * deepest),
         };
         let to = self.config.bounds.clamp_f64(target).min(self.limit);
@@ -670,8 +676,14 @@ impl KneeTuner {
         } else {
             self.config.deepest_cut
         };
-        if first_of_run {
-            // A level just seen clean is direct evidence: the first cut stops there.
+        // Deep beyond doubt: even the interval's low end is that far above the baseline's
+        // high end (a heavy tail's noisy median is not).
+        let deep_beyond_doubt = rtt.low > DEEP_QUEUEING * baseline.high;
+        if first_of_run && !deep_beyond_doubt {
+            // A level just seen clean is direct evidence: the first cut stops there. Not
+            // under queueing deep beyond doubt: the ratio is evidence enough, and a backend
+            // whose knee just fell far below that level queues every request until the cut
+            // lands.
             if let Some(clean) = self.last_clean_limit.filter(|&c| c < self.limit) {
                 target = target.max(clean as f64);
             }
@@ -1155,6 +1167,51 @@ mod tests {
 
     /// Load-independent throttling (a share of attempts refused whatever the limit) is not
     /// cut for: it is the background every level shows alike.
+    #[test]
+    fn refusals_before_any_success_cut_by_the_deepest_cut() {
+        // A start at 300 (a quarter: 75 in flight) against a rate cap serving 20 at once:
+        // the rest are refused in 5 ms, long before the first success (20 ms) says what is
+        // served. A gentle cut would be refused again, one 10 % step per refusal.
+        let mut sim = Loop::new(KneeConfig::default(), 300);
+        assert_eq!(sim.tuner.limit(), 75);
+        let adjustments = sim.run(MS * 10, |_, held| {
+            if held > 20 {
+                Fate::Throttled(MS * 5)
+            } else {
+                Fate::Success(MS * 20)
+            }
+        });
+        let first = adjustments.first().expect("the refusals cut");
+        assert_eq!((first.from, first.reason), (75, Reason::Throttled));
+        assert!(first.to <= 38, "{first:?}");
+    }
+
+    #[test]
+    fn a_deep_queue_is_cut_by_the_ratio_even_just_after_a_clean_window() {
+        // Clean at 143 a window ago, then the knee falls to 32: the round trip is 4.5 times
+        // the baseline. Stopping the first cut at the clean level would leave every request
+        // queueing for another window.
+        let mut tuner = KneeTuner::new(KneeConfig::default(), 144);
+        let now = Instant::now();
+        let rtt = |median: f64| Rtt {
+            low: median * 0.98,
+            median,
+            high: median * 1.02,
+        };
+        tuner.limit = 144;
+        tuner.baseline = Some((rtt(0.02), now));
+        tuner.last_clean_limit = Some(143);
+        let cut = tuner.on_queueing(rtt(0.09), now).expect("cuts");
+        assert!(cut.to <= 40, "{cut:?}");
+        // Marginal queueing still stops at the clean level.
+        let mut tuner = KneeTuner::new(KneeConfig::default(), 144);
+        tuner.limit = 144;
+        tuner.baseline = Some((rtt(0.02), now));
+        tuner.last_clean_limit = Some(143);
+        let cut = tuner.on_queueing(rtt(0.025), now).expect("cuts");
+        assert_eq!(cut.to, 143);
+    }
+
     #[test]
     fn background_throttling_does_not_drag_the_limit_down() {
         for share in [0.005, 0.01, 0.02] {
