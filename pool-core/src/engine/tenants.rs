@@ -74,10 +74,16 @@ impl Tenants {
     }
 
     /// The lane of `tenant`'s tasks and its weight, making the tenant known if it is not.
+    #[inline]
     pub(super) fn lane(&mut self, tenant: Option<&Tenant>) -> (LaneId, u32) {
-        let Some(tenant) = tenant else {
-            return (LaneId::DEFAULT, self.entries[0].weight);
-        };
+        match tenant {
+            None => (LaneId::DEFAULT, self.entries[0].weight),
+            Some(tenant) => self.tenant_lane(tenant),
+        }
+    }
+
+    /// [`lane`](Self::lane) of a named tenant.
+    fn tenant_lane(&mut self, tenant: &Tenant) -> (LaneId, u32) {
         let lane = match self.ids.get(tenant) {
             Some(lane) => *lane,
             None => {
@@ -94,17 +100,20 @@ impl Tenants {
     }
 
     /// Whether a task of `lane` may start: its tenant is below its own limit.
+    #[inline]
     pub(super) fn may_start(&self, lane: LaneId) -> bool {
         self.entries
             .get(lane.0 as usize)
             .is_none_or(|entry| entry.in_flight < entry.max_in_flight)
     }
 
+    #[inline]
     fn entry(&mut self, lane: LaneId) -> Option<&mut Entry> {
         self.entries.get_mut(lane.0 as usize)
     }
 
     /// A task of `lane` entered the queue.
+    #[inline]
     pub(super) fn queued(&mut self, lane: LaneId) {
         if let Some(entry) = self.entry(lane) {
             entry.queued += 1;
@@ -120,6 +129,7 @@ impl Tenants {
     }
 
     /// A task of `lane` left the queue with a slot.
+    #[inline]
     pub(super) fn started(&mut self, lane: LaneId) {
         if let Some(entry) = self.entry(lane) {
             entry.queued = entry.queued.saturating_sub(1);
@@ -128,6 +138,7 @@ impl Tenants {
     }
 
     /// A task of `lane` gave its slot back.
+    #[inline]
     pub(super) fn slot_freed(&mut self, lane: LaneId) {
         if let Some(entry) = self.entry(lane) {
             entry.in_flight = entry.in_flight.saturating_sub(1);
@@ -150,10 +161,16 @@ impl Tenants {
         }
     }
 
+    /// Forgets the tenant of `lane` once it has nothing queued or in flight (the lane of
+    /// tasks without one is kept).
+    #[inline]
     fn forget_if_idle(&mut self, lane: LaneId) {
-        if lane == LaneId::DEFAULT {
-            return;
+        if lane != LaneId::DEFAULT {
+            self.forget_tenant_if_idle(lane);
         }
+    }
+
+    fn forget_tenant_if_idle(&mut self, lane: LaneId) {
         let index = lane.0 as usize;
         if self
             .entries

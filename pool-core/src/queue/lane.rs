@@ -82,7 +82,7 @@ impl<J> Lane<J> {
     }
 
     /// When the task this lane would give next entered the queue.
-    #[inline]
+    #[inline(always)]
     pub(super) fn head(&mut self) -> Option<u64> {
         match &mut self.order {
             Order::Fifo(slots) => {
@@ -96,7 +96,7 @@ impl<J> Lane<J> {
     }
 
     /// Takes the task [`head`](Self::head) describes.
-    #[inline]
+    #[inline(always)]
     pub(super) fn pop(&mut self) -> Option<(J, u64)> {
         let (job, enqueued_at) = match &mut self.order {
             // Tombstones in front are passed (head() usually dropped them already).

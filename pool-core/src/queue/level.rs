@@ -150,7 +150,7 @@ impl<J> Level<J> {
     /// The task this level would start next — the first lane in the round that may start
     /// one — as (its place in the round, when it entered the queue). Lanes found dry leave
     /// the round on the way.
-    #[inline]
+    #[inline(always)]
     pub(super) fn candidate(&mut self, may_start: impl Fn(LaneId) -> bool) -> Option<(usize, u64)> {
         if self.named.is_empty() {
             // The round is the default lane or nothing.
@@ -178,7 +178,7 @@ impl<J> Level<J> {
 
     /// Takes the task of the lane at place `at` in the round (from [`candidate`](Self::candidate)),
     /// and moves the round on: the lane's turn ends when its credit is spent or it runs dry.
-    #[inline]
+    #[inline(always)]
     pub(super) fn pop_at(&mut self, at: usize) -> Option<(J, u64, LaneId)> {
         if self.named.is_empty() {
             // The default lane alone: its turn never passes.

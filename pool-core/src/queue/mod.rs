@@ -233,7 +233,10 @@ impl<J> AgingQueue<J> {
         self.pop_level(index, place)
     }
 
-    #[inline]
+    // `always` here and on the level's and lane's steps of a pop: with a plain hint they
+    // stayed calls whose prologues cost more than their bodies, under the engine's lock
+    // (callgrind: the engine's take_next, a pop and its bookkeeping, 290 -> 207 instructions).
+    #[inline(always)]
     fn pop_level(&mut self, index: usize, place: usize) -> Option<Popped<J>> {
         let level = &mut self.levels[index].1;
         let (job, enqueued_at, lane) = level.pop_at(place)?;
