@@ -1,9 +1,12 @@
 //! One run of 100,000 no-op tasks at concurrency 200 on 2 workers, for profilers and
 //! instruction counters (callgrind, `perf stat`): the plain pool, the admission path behind a
-//! rate limiter far above the load, and ten priority levels.
+//! rate limiter far above the load, and ten priority levels — task i at priority i mod 10
+//! (`ten-priorities`, as bench-overhead does), or in ten blocks of consecutive tasks
+//! (`ten-priority-blocks`: the same levels, but each level's tasks lie together in memory,
+//! which tells the cost of the pop order's jumps through memory from the cost of the levels).
 //!
 //! `cargo run --release -p pool-core --features tokio,rate-limit --example noop_profile --
-//! [plain|rate-limited|ten-priorities] [TASKS]`
+//! [plain|rate-limited|ten-priorities|ten-priority-blocks] [TASKS]`
 //!
 //! With callgrind, divide the instructions of a run by its task count, and subtract a run
 //! of a few tasks to leave the runtime's start-up out.
@@ -28,25 +31,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut builder = Pool::builder()
             .executor_arc(Arc::clone(&executor))
             .concurrency(200);
-        let levels = match variant.as_str() {
-            "plain" => 1,
-            "ten-priorities" => 10,
+        let (levels, blocks) = match variant.as_str() {
+            "plain" => (1, false),
+            "ten-priorities" => (10, false),
+            "ten-priority-blocks" => (10, true),
             "rate-limited" => {
                 let limit = RateLimit::new(1e9, 1_000)?;
                 builder = builder.admission(RateLimiter::new(limit, executor));
-                1
+                (1, false)
             }
             other => {
-                return Err(
-                    format!("expected plain, rate-limited or ten-priorities, got {other}").into(),
-                )
+                return Err(format!(
+                "expected plain, rate-limited, ten-priorities or ten-priority-blocks, got {other}"
+            )
+                .into())
             }
         };
         let pool = builder.build()?;
         let start = Instant::now();
         let handles: Vec<_> = (0..tasks)
             .map(|i| {
-                let options = TaskOptions::new().priority((i % levels) as i32);
+                let priority = if blocks {
+                    i * levels / tasks.max(1)
+                } else {
+                    i % levels
+                };
+                let options = TaskOptions::new().priority(priority as i32);
                 pool.enqueue(|| async { Ok::<(), Infallible>(()) }, options)
             })
             .collect();

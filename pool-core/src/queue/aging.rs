@@ -42,7 +42,18 @@ impl Scale {
     #[inline]
     pub(super) fn effective(self, priority: i32, enqueued_at: u64, now: u64) -> f64 {
         let boost = if self.max_boost > 0.0 {
-            (now.saturating_sub(enqueued_at) as f64 * self.per_nano).min(self.max_boost)
+            let waited = now.saturating_sub(enqueued_at);
+            // Below 2^63 ns (every real wait) the signed conversion gives the same value in
+            // one instruction; the unsigned one takes several.
+            let waited = i64::try_from(waited).map_or(waited as f64, |waited| waited as f64);
+            let boost = waited * self.per_nano;
+            // `min` without its NaN handling: the boost is NaN only for 0 × ∞ (a zero step),
+            // and then the cap is the answer either way, as with `min`.
+            if boost < self.max_boost {
+                boost
+            } else {
+                self.max_boost
+            }
         } else {
             0.0
         };

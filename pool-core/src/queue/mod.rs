@@ -98,6 +98,9 @@ pub(crate) struct AgingQueue<J> {
     next_lane_generation: u64,
     aging: AgingSettings,
     multiplier: f64,
+    /// The formula's constants at `multiplier`, worked out when it changes (a saturated
+    /// queue keeps the same multiplier pop after pop), not on every pop.
+    scale: Scale,
     /// Lanes order their tasks by deadline.
     edf: bool,
 }
@@ -112,6 +115,7 @@ impl<J> AgingQueue<J> {
             next_lane_generation: 0,
             aging,
             multiplier: 1.0,
+            scale: Self::scale_at(aging, 1.0),
             edf,
         }
     }
@@ -132,8 +136,12 @@ impl<J> AgingQueue<J> {
 
     /// The aging formula's constants at the current multiplier.
     fn scale(&self) -> Scale {
-        let step_secs = self.aging.interval.as_secs_f64() * self.multiplier;
-        Scale::new(step_secs, self.aging.max_boost)
+        self.scale
+    }
+
+    fn scale_at(aging: AgingSettings, multiplier: f64) -> Scale {
+        let step_secs = aging.interval.as_secs_f64() * multiplier;
+        Scale::new(step_secs, aging.max_boost)
     }
 
     #[cfg(test)]
@@ -306,8 +314,9 @@ impl<J> AgingQueue<J> {
 
     /// Changes the aging multiplier; it applies from the next pop.
     pub(crate) fn set_multiplier(&mut self, multiplier: f64) {
-        if multiplier.is_finite() && multiplier > 0.0 {
+        if multiplier.is_finite() && multiplier > 0.0 && multiplier != self.multiplier {
             self.multiplier = multiplier;
+            self.scale = Self::scale_at(self.aging, multiplier);
         }
     }
 }

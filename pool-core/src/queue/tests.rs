@@ -167,6 +167,60 @@ fn pop_order_matches_the_model_with(max_boost: f64) {
 }
 
 #[test]
+fn pop_order_with_removals_matches_the_model() {
+    for max_boost in [0.0, 3.0, 10.0] {
+        let (mut q, t0) = queue(max_boost);
+        let mut rng = fastrand::Rng::with_seed(11);
+        let mut model: Vec<(u32, i32, Ticks, u64, QueueKey)> = Vec::new();
+        let mut now = t0;
+        for id in 0..3_000u32 {
+            now += ms(rng.u64(0..40));
+            match rng.u8(0..6) {
+                // Removal, often of a level's head (the oldest of its priority).
+                0 | 1 if !model.is_empty() => {
+                    let victim = if rng.bool() {
+                        rng.usize(0..model.len())
+                    } else {
+                        let priority = model[rng.usize(0..model.len())].1;
+                        model.iter().position(|t| t.1 == priority).expect("exists")
+                    };
+                    let (job, .., key) = model.remove(victim);
+                    assert_eq!(q.remove(key).map(|p| p.job), Some(job), "at step {id}");
+                }
+                2 if !model.is_empty() => {
+                    let popped = q.pop(now, |_| true).expect("queue has tasks").job;
+                    let best = model
+                        .iter()
+                        .enumerate()
+                        .max_by(|(_, a), (_, b)| {
+                            q.effective(a.1, a.2, now)
+                                .total_cmp(&q.effective(b.1, b.2, now))
+                                .then(b.2.cmp(&a.2))
+                                .then(a.1.cmp(&b.1))
+                                .then(b.3.cmp(&a.3))
+                        })
+                        .map(|(i, _)| i)
+                        .expect("model has tasks");
+                    assert_eq!(
+                        popped,
+                        model.remove(best).0,
+                        "at step {id}, max boost {max_boost}"
+                    );
+                }
+                _ => {
+                    // Few priorities at times, many at others: levels empty, are swept and
+                    // come back.
+                    let spread = if id % 1_000 < 500 { 2 } else { 12 };
+                    let priority = rng.i32(0..spread);
+                    let key = q.push(id, Placement::plain(priority), now);
+                    model.push((id, priority, now, u64::from(id), key));
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn tombstones_do_not_accumulate() {
     let (mut q, t0) = queue(1.0);
     let keys: Vec<_> = (0..1_000)
@@ -348,4 +402,32 @@ fn drain_gives_every_task_of_every_lane() {
     drained.sort_unstable();
     assert_eq!(drained, (0..30).collect::<Vec<_>>());
     assert!(q.is_empty());
+}
+
+#[test]
+fn the_formula_holds_at_its_extremes() {
+    let reference = |scale_step: f64, cap: f64, waited: u64| {
+        (waited as f64 * (1.0 / (scale_step * 1e9))).min(cap)
+    };
+    for (step, cap) in [(0.25, 10.0), (1e-12, 3.0), (0.0, 2.0), (1e12, 5.0)] {
+        let scale = Scale::new(step, cap);
+        for waited in [
+            0,
+            1,
+            999,
+            1 << 40,
+            i64::MAX as u64,
+            (i64::MAX as u64) + 1,
+            u64::MAX,
+        ] {
+            let expected = 1.0 + reference(step, cap, waited);
+            assert_eq!(
+                scale.effective(1, 0, waited),
+                expected,
+                "step {step}, cap {cap}, waited {waited}"
+            );
+        }
+    }
+    // A task stamped after `now` (another thread's clock read) has waited nothing.
+    assert_eq!(Scale::new(0.25, 10.0).effective(2, 10, 5), 2.0);
 }
