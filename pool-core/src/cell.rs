@@ -502,9 +502,11 @@ where
 mod tests {
     use super::*;
 
-    /// The layout the memory goal (≤ 128 bytes per queued task) rests on: a waiting task's
-    /// phase shares the waker's space, and a no-op cell with `Arc`'s two counters is a
-    /// 72-byte request (an 80-byte malloc chunk). (Shuttle's mutex is larger than std's.)
+    /// The layout a queued task's 128 bytes rest on (this 80-byte chunk, a 24-byte queue
+    /// slot, the caller's 24-byte handle): a waiting task's phase shares the waker's space,
+    /// and a no-op cell with `Arc`'s two counters is a 72-byte request (an 80-byte malloc
+    /// chunk); one more byte would make it a 96-byte chunk. (Shuttle's mutex is larger than
+    /// std's.)
     #[cfg(not(shuttle))]
     #[test]
     fn a_plain_task_is_small() {

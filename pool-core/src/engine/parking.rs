@@ -627,4 +627,14 @@ mod tests {
         assert_eq!(due, 3);
         assert_eq!(set.next_due(), Some(now + Duration::from_millis(30)));
     }
+
+    /// What a parked task costs in the set: a 40-byte entry in the slab and a 32-byte place
+    /// in the heap. One more field grows either by 8 bytes and fails here.
+    #[cfg(not(shuttle))]
+    #[test]
+    fn a_parked_task_is_small() {
+        use std::mem::size_of;
+        assert_eq!(size_of::<Entry>(), 40);
+        assert_eq!(size_of::<Due>(), 32);
+    }
 }
