@@ -90,7 +90,10 @@ const LONGEST_HOLD: Duration = Duration::from_secs(6);
 ///   just below the concurrency successes are served at now — each recent success counts
 ///   how many others ended during its own round trip (Little's law per attempt, BBR's
 ///   delivery rate), so the figure ages within a round trip and a capacity drop is followed
-///   at once. When the refusals come late (slower than two round trips), the attempts in
+///   at once. For the round trip after a fall the successes still ending were let in
+///   before it, so fast refusals speak first: the attempts in flight less the slots the
+///   refusals hold (their rate times their latency) are what is served. With nothing
+///   served at all yet (a start far above a rate cap), the deepest blind cut. When the refusals come late (slower than two round trips), the attempts in
 ///   flight beyond that concurrency are refusals on their way, each holding a slot: the cut
 ///   *drains* — it leaves them their slots and takes one back per refusal that arrives (at
 ///   the latest after twice the refusals' delay), so the attempts that succeed keep the
@@ -199,6 +202,18 @@ struct Drain {
     until: Instant,
     reason: Reason,
 }
+
+/// The attempts in flight when a refusal arrived, and how late it came.
+#[derive(Debug, Clone, Copy)]
+enum InFlight {
+    /// Later than `LATE_FEEDBACK_RTTS` round trips: more refusals are on their way.
+    Late(usize),
+    /// Sooner, with the refusal's latency in seconds.
+    Fast(usize, f64),
+}
+
+/// The slots fast refusals hold are read over this many times a refusal's latency.
+const REFUSAL_SPAN_LATENCIES: f64 = 2.0;
 
 /// Throttles or timeouts slower than this many round trips are late: the backend held
 /// them back.
@@ -566,18 +581,21 @@ impl KneeTuner {
         // Refusals much slower than successes were held back by the backend: more are on
         // their way.
         let late = latency > LATE_FEEDBACK_RTTS * self.rtt_estimate();
-        let in_flight = late.then_some(in_flight);
+        let in_flight = if late {
+            InFlight::Late(in_flight)
+        } else {
+            InFlight::Fast(in_flight, latency)
+        };
         self.cut_for_overload(epoch.limit, in_flight, reason, now)
     }
 
     /// Cut below `failing`: to the concurrency successes are served at, by at least the
     /// gentlest cut, at most the deepest; never up; and do not climb back to `failing`.
-    /// With `late_in_flight` (the attempts in flight when refusals arrive late), the cut
-    /// drains: see [`Drain`].
+    /// When refusals arrive late, the cut drains: see [`Drain`].
     fn cut_for_overload(
         &mut self,
         failing: usize,
-        late_in_flight: Option<usize>,
+        in_flight: InFlight,
         reason: Reason,
         now: Instant,
     ) -> Option<Adjustment> {
@@ -599,14 +617,38 @@ impl KneeTuner {
             // served, so the deepest blind cut, not the gentlest — each gentle step would be
             // refused again, one cut per step.
             None if served_now.is_none() => failing_f * deepest,
-            None => gentle.max(failing_f * deepest),
+            None => match in_flight {
+                // More served than failed: the successes of the last round trips were let
+                // in before the backend began refusing (a rate cap that just fell), and
+                // fast refusals say more sooner. By Little's law the slots refusals hold
+                // are the rate they come at times how long they take; the rest are served.
+                InFlight::Fast(in_flight, latency) => {
+                    let span =
+                        seconds(REFUSAL_SPAN_LATENCIES * latency).max(self.config.min_window);
+                    let refusing = now
+                        .checked_sub(span)
+                        .and_then(|from| self.recent.refused_since(from, now))
+                        .unwrap_or(0.0);
+                    let served = in_flight as f64 - refusing;
+                    if served < failing_f {
+                        (0.97 * served)
+                            .min(gentle)
+                            .max(failing_f * deepest * deepest)
+                    } else {
+                        gentle.max(failing_f * deepest)
+                    }
+                }
+                InFlight::Late(_) => gentle.max(failing_f * deepest),
+            },
         };
         let to = self.config.bounds.clamp_f64(target).min(self.limit);
         // Attempts in flight beyond what the successes are served at are held back by the
         // backend (Little's law): their refusals are on their way. Leave them their slots
         // until they arrive, one slot back per refusal.
-        let held_back = match (served, late_in_flight) {
-            (Some(served), Some(in_flight)) => (in_flight as f64 - served).max(0.0) as usize,
+        let held_back = match (served, in_flight) {
+            (Some(served), InFlight::Late(in_flight)) => {
+                (in_flight as f64 - served).max(0.0) as usize
+            }
             _ => 0,
         };
         let longest =
@@ -1184,6 +1226,35 @@ mod tests {
         let first = adjustments.first().expect("the refusals cut");
         assert_eq!((first.from, first.reason), (75, Reason::Throttled));
         assert!(first.to <= 38, "{first:?}");
+    }
+
+    #[test]
+    fn a_cap_that_falls_is_followed_in_a_few_cuts_by_the_slots_refusals_hold() {
+        // Refused in 5 ms beyond what the backend serves, served in 20 ms: 64 at first…
+        let cap = |served: usize| {
+            move |_: &mut Loop, held: usize| {
+                if held > served {
+                    Fate::Throttled(MS * 5)
+                } else {
+                    Fate::Success(MS * 20)
+                }
+            }
+        };
+        let mut sim = Loop::new(KneeConfig::default(), 64);
+        sim.run(Duration::from_secs(5), cap(64));
+        let before = sim.tuner.limit();
+        assert!((48..=70).contains(&before), "limit {before}");
+        // … then 20. For a round trip the successes still ending were let in before the
+        // fall: what they say is served is stale, and gentle cuts would step down 10 % at
+        // a time, each refused again. The slots the refusals hold say it at once.
+        let cuts = sim.run(MS * 150, cap(20));
+        let refused = cuts
+            .iter()
+            .filter(|c| c.reason == Reason::Throttled)
+            .count();
+        let limit = sim.tuner.limit();
+        assert!(limit <= 22, "limit {limit} after {cuts:?}");
+        assert!(refused <= 5, "{refused} cuts: {cuts:?}");
     }
 
     #[test]

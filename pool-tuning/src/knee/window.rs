@@ -180,6 +180,30 @@ impl Recent {
         (count > 0).then(|| sum / f64::from(count))
     }
 
+    /// How many attempts that failed (throttled, timed out, failed) were in flight at once
+    /// over `[from, now]`, on average (Little's law: the time each spent in flight within
+    /// the span, summed, over the span), if any ended in it.
+    pub(super) fn refused_since(&self, from: Instant, now: Instant) -> Option<f64> {
+        let span = now.saturating_duration_since(from).as_secs_f64();
+        if span <= 0.0 {
+            return None;
+        }
+        let mut held = 0.0;
+        let mut any = false;
+        for &(ended, latency, succeeded, _, _) in self.outcomes.iter().rev() {
+            if ended < from {
+                break;
+            }
+            if succeeded || ended > now {
+                continue;
+            }
+            let since_from = ended.saturating_duration_since(from).as_secs_f64();
+            held += latency.min(since_from);
+            any = true;
+        }
+        any.then(|| held / span)
+    }
+
     /// The mean latency of every outcome that ended in `[from, now]`, in seconds.
     pub(super) fn mean_latency_since(&self, from: Instant) -> Option<f64> {
         let (sum, count) = self
@@ -268,6 +292,13 @@ mod tests {
             (mean - (0.005 * 100.0 + 0.02) / 101.0).abs() < 1e-9,
             "{mean}"
         );
+        // The throttles (5 ms each, ending a tenth of a millisecond apart from `now` on)
+        // held slots over these 15 ms: the first fifty only from `now` (i tenths of a
+        // millisecond each), the other fifty all their 5 ms.
+        let refused = recent.refused_since(now, now + MS * 15).unwrap();
+        let held = (0.0001 * (1..=50).sum::<u32>() as f64 + 50.0 * 0.005) / 0.015;
+        assert!((refused - held).abs() < 1e-6, "{refused} {held}");
+        assert_eq!(recent.refused_since(now - MS * 40, now - MS * 30), None);
         // Old outcomes are forgotten, and spans reaching before them are not read.
         recent.add(start + MS * 5_000, 0.02, true, keep);
         assert_eq!(recent.outcomes.len(), 1);
