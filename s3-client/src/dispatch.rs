@@ -1,7 +1,7 @@
 //! [`Dispatcher`]: the one place where a store call meets the pool (or skips it).
 
 use futures::future::BoxFuture;
-use pool_core::{MakeAttempt, Pool, TaskError};
+use pool_core::{MakeAttempt, Pool, TaskError, TaskHandle};
 
 use crate::classify::classify;
 use crate::group::PoolGroup;
@@ -74,7 +74,8 @@ impl Dispatcher {
         options: &CallOptions,
         attempt: Attempt<T>,
     ) -> Result<T, TaskError<object_store::Error>> {
-        self.start(operation, key, options, attempt).await
+        // Awaited in place: a call through the pool boxes no future of its own here.
+        self.submit(operation, key, options, attempt).outcome().await
     }
 
     /// [`run`](Self::run), queued on the pool now rather than when first polled: a
@@ -86,18 +87,24 @@ impl Dispatcher {
         options: &CallOptions,
         attempt: Attempt<T>,
     ) -> BoxFuture<'static, Result<T, TaskError<object_store::Error>>> {
+        Box::pin(self.submit(operation, key, options, attempt).outcome())
+    }
+
+    /// Queues `attempt` on the pool, or makes its one attempt when the call skips the pool.
+    fn submit<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        options: &CallOptions,
+        attempt: Attempt<T>,
+    ) -> Submitted<T> {
         match &self.pool {
             Some(pool) if !options.bypass_pool => {
                 let guarded = self.guarded(attempt, true);
-                Box::pin(pool.enqueue_with(guarded, options.task_options(operation, key), classify))
+                let options = options.task_options(operation, key);
+                Submitted::Pooled(pool.enqueue_with(guarded, options, classify))
             }
-            _ => {
-                let call = self.guarded(attempt, false)();
-                Box::pin(async move {
-                    call.await
-                        .map_err(|error| TaskError::Failed { error, attempts: 1 })
-                })
-            }
+            _ => Submitted::Direct(self.guarded(attempt, false)()),
         }
     }
 
@@ -127,6 +134,24 @@ impl Dispatcher {
 }
 
 /// One attempt of a store call, callable again for a retry.
+/// A call on its way: a pool task, or the one attempt of a call that skips the pool.
+enum Submitted<T> {
+    Pooled(TaskHandle<T, object_store::Error>),
+    Direct(BoxFuture<'static, object_store::Result<T>>),
+}
+
+impl<T> Submitted<T> {
+    /// The call's result, in the pool's terms.
+    async fn outcome(self) -> Result<T, TaskError<object_store::Error>> {
+        match self {
+            Submitted::Pooled(handle) => handle.await,
+            Submitted::Direct(attempt) => attempt
+                .await
+                .map_err(|error| TaskError::Failed { error, attempts: 1 }),
+        }
+    }
+}
+
 pub(crate) type Attempt<T> =
     Box<dyn FnMut() -> BoxFuture<'static, object_store::Result<T>> + Send + 'static>;
 
