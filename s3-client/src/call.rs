@@ -9,7 +9,8 @@ use std::time::Duration;
 use futures::future::{BoxFuture, FusedFuture};
 use pool_core::{CancellationToken, Metadata};
 
-use crate::error::ClientError;
+use crate::dispatch::{Attempt, Dispatcher};
+use crate::error::{ClientError, Operation};
 use crate::options::CallOptions;
 
 type Start<T> = Box<dyn FnOnce(CallOptions) -> BoxFuture<'static, Result<T, ClientError>> + Send>;
@@ -50,8 +51,62 @@ pub struct Call<T> {
 enum State<T> {
     /// Not polled yet.
     Ready(Start<T>),
+    /// A single store call, not polled yet: its pieces kept in place of a boxed closure.
+    Plain(PlainCall<T>),
     Running(BoxFuture<'static, Result<T, ClientError>>),
     Done,
+}
+
+/// What a single store call needs to start: one allocation (its running future) rather
+/// than two (a closure, then the future it makes).
+struct PlainCall<T> {
+    dispatcher: Dispatcher,
+    operation: Operation,
+    key: String,
+    attempt: Attempt<T>,
+    /// [`PlainCall::start`], taken where `T: Send + 'static` holds, so that polling a `Call`
+    /// asks nothing more of `T`.
+    start: fn(PlainCall<T>, CallOptions) -> BoxFuture<'static, Result<T, ClientError>>,
+}
+
+impl<T: Send + 'static> PlainCall<T> {
+    fn start(self, options: CallOptions) -> BoxFuture<'static, Result<T, ClientError>> {
+        let PlainCall {
+            dispatcher,
+            operation,
+            key,
+            attempt,
+            ..
+        } = self;
+        Box::pin(async move {
+            let result = dispatcher
+                .run(operation.as_str(), &key, &options, attempt)
+                .await;
+            result.map_err(|error| ClientError::new(operation, key, error))
+        })
+    }
+}
+
+impl<T: Send + 'static> Call<T> {
+    /// `operation` on `key`: `attempt` run by `dispatcher` with the call's options, its
+    /// error named after the operation and the key.
+    pub(crate) fn plain(
+        dispatcher: Dispatcher,
+        operation: Operation,
+        key: String,
+        attempt: Attempt<T>,
+    ) -> Self {
+        Call {
+            options: CallOptions::default(),
+            state: State::Plain(PlainCall {
+                dispatcher,
+                operation,
+                key,
+                attempt,
+                start: PlainCall::start,
+            }),
+        }
+    }
 }
 
 impl<T> Call<T> {
@@ -152,11 +207,13 @@ impl<T> Future for Call<T> {
     /// `FusedFuture`, whose `is_terminated` says when).
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if let State::Ready(_) = this.state {
-            let State::Ready(start) = std::mem::replace(&mut this.state, State::Done) else {
-                unreachable!("matched just above")
-            };
-            this.state = State::Running(start(std::mem::take(&mut this.options)));
+        if let State::Ready(_) | State::Plain(_) = this.state {
+            let options = std::mem::take(&mut this.options);
+            this.state = State::Running(match std::mem::replace(&mut this.state, State::Done) {
+                State::Ready(start) => start(options),
+                State::Plain(plain) => (plain.start)(plain, options),
+                State::Running(_) | State::Done => unreachable!("matched just above"),
+            });
         }
         let State::Running(running) = &mut this.state else {
             panic!("a Call was polled after it resolved");
@@ -176,7 +233,7 @@ impl<T> FusedFuture for Call<T> {
 impl<T> fmt::Debug for Call<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
-            State::Ready(_) => "not started",
+            State::Ready(_) | State::Plain(_) => "not started",
             State::Running(_) => "running",
             State::Done => "done",
         };

@@ -210,15 +210,7 @@ impl S3Client {
         key: String,
         run: Attempt<T>,
     ) -> Call<T> {
-        let dispatcher = self.inner.dispatcher.clone();
-        Call::new(move |options| {
-            Box::pin(async move {
-                let result = dispatcher
-                    .run(operation.as_str(), &key, &options, run)
-                    .await;
-                result.map_err(|error| ClientError::new(operation, key, error))
-            })
-        })
+        Call::plain(self.inner.dispatcher.clone(), operation, key, run)
     }
 
     /// Uploads `payload` to `path`, as a multipart upload when it is at least the multipart

@@ -75,7 +75,9 @@ impl Dispatcher {
         attempt: Attempt<T>,
     ) -> Result<T, TaskError<object_store::Error>> {
         // Awaited in place: a call through the pool boxes no future of its own here.
-        self.submit(operation, key, options, attempt).outcome().await
+        self.submit(operation, key, options, attempt)
+            .outcome()
+            .await
     }
 
     /// [`run`](Self::run), queued on the pool now rather than when first polled: a
