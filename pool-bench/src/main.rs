@@ -71,7 +71,8 @@ struct TransferArgs {
     /// Share of requests failed in the faults scenario (default 0.01).
     #[arg(long)]
     fault_rate: Option<f64>,
-    /// Interleaved rounds (default 3; 1 with --quick).
+    /// Interleaved rounds (default 4; 2 with --quick). Use an even count: the engines take
+    /// turns running first.
     #[arg(long)]
     rounds: Option<usize>,
     /// Workloads: large, many.
