@@ -65,6 +65,11 @@ pub(crate) struct Span {
 }
 
 impl Span {
+    /// The place of every instant in this span.
+    pub(crate) fn place(&self) -> Place {
+        self.place
+    }
+
     /// The place of `at` if it falls in this span.
     #[inline]
     pub(crate) fn place_of(&self, at: Instant) -> Option<Place> {

@@ -524,7 +524,7 @@ impl Inner {
         let mut window = WindowCounts::default();
         self.shards.for_each(|shard| {
             lifetime.merge(&shard.lifetime());
-            shard.rolling.sum_into(newest_bucket, &mut window);
+            shard.window_into(newest_bucket, &mut window);
         });
         let oldest_bucket = newest_bucket.saturating_sub(self.config.rolling_buckets as u64 - 1);
         let window_span = now.saturating_duration_since(grid.start_of(oldest_bucket));

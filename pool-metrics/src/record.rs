@@ -112,10 +112,6 @@ impl FinishedTask {
         self.attempts.saturating_sub(1)
     }
 
-    pub(crate) fn succeeded(&self) -> bool {
-        self.outcome.is_success()
-    }
-
     /// A succeeded single-attempt task that ran `execution`, for unit tests.
     #[cfg(test)]
     pub(crate) fn example(id: u64, sequence: u64, execution: Duration) -> Self {

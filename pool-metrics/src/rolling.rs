@@ -1,6 +1,8 @@
 //! The rolling window of live throughput and success rate: a ring of time buckets.
 //! Pure: bucket indices come from a [`TimeGrid`](crate::grid::TimeGrid) and are passed in.
 
+use crate::tally::Tally;
+
 /// Counts of one bucket.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct WindowCounts {
@@ -11,6 +13,24 @@ pub(crate) struct WindowCounts {
 }
 
 impl WindowCounts {
+    /// What the window counts of a set of tasks counted in `tally`.
+    pub(crate) fn of(tally: &Tally) -> Self {
+        Self {
+            finished: tally.finished,
+            succeeded: tally.succeeded(),
+            execution_nanos: tally.execution_nanos,
+        }
+    }
+
+    /// The counts added since `earlier` (counts only grow).
+    pub(crate) fn since(&self, earlier: &WindowCounts) -> Self {
+        Self {
+            finished: self.finished.saturating_sub(earlier.finished),
+            succeeded: self.succeeded.saturating_sub(earlier.succeeded),
+            execution_nanos: self.execution_nanos.saturating_sub(earlier.execution_nanos),
+        }
+    }
+
     pub(crate) fn merge(&mut self, other: &WindowCounts) {
         self.finished += other.finished;
         self.succeeded += other.succeeded;
@@ -28,16 +48,12 @@ struct Bucket {
 #[derive(Debug, Clone)]
 pub(crate) struct RollingWindow {
     buckets: Box<[Bucket]>,
-    /// The bucket last recorded into and its slot: the next task nearly always goes there too,
-    /// and then needs no division.
-    last: (u64, usize),
 }
 
 impl RollingWindow {
     pub(crate) fn new(buckets: usize) -> Self {
         Self {
             buckets: vec![Bucket::default(); buckets.max(1)].into_boxed_slice(),
-            last: (0, 0),
         }
     }
 
@@ -45,30 +61,48 @@ impl RollingWindow {
         self.buckets.len() as u64
     }
 
-    /// Counts a task that finished in bucket `index`.
-    #[inline]
-    pub(crate) fn record(&mut self, index: u64, succeeded: bool, execution_nanos: u64) {
-        let slot = if self.last.0 == index {
-            self.last.1
-        } else {
-            let slot = (index % self.len()) as usize;
-            self.last = (index, slot);
-            slot
-        };
+    fn slot(&self, index: u64) -> usize {
+        (index % self.len()) as usize
+    }
+
+    /// Whether counts of bucket `index` would be kept: its slot is free, or holds it or an
+    /// older bucket (which it replaces).
+    pub(crate) fn accepts(&self, index: u64) -> bool {
+        let bucket = &self.buckets[self.slot(index)];
+        bucket.index <= index || bucket.counts == WindowCounts::default()
+    }
+
+    /// Whether bucket `index` is in the window ending with bucket `newest`.
+    pub(crate) fn covers(&self, newest: u64, index: u64) -> bool {
+        (newest.saturating_sub(self.len() - 1)..=newest).contains(&index)
+    }
+
+    /// Counts tasks that finished in bucket `index` (a straggler older than the whole window,
+    /// whose slot a newer bucket holds, has nothing to be counted in).
+    pub(crate) fn add(&mut self, index: u64, counts: &WindowCounts) {
+        if counts.finished == 0 || !self.accepts(index) {
+            return;
+        }
+        let slot = self.slot(index);
         let bucket = &mut self.buckets[slot];
         if bucket.index != index {
-            if bucket.index > index && bucket.counts != WindowCounts::default() {
-                // A straggler older than the whole window: nothing to count it in.
-                return;
-            }
             *bucket = Bucket {
                 index,
                 counts: WindowCounts::default(),
             };
         }
-        bucket.counts.finished += 1;
-        bucket.counts.succeeded += u64::from(succeeded);
-        bucket.counts.execution_nanos += u128::from(execution_nanos);
+        bucket.counts.merge(counts);
+    }
+
+    /// Counts one task that finished in bucket `index`.
+    #[cfg(test)]
+    pub(crate) fn record(&mut self, index: u64, succeeded: bool, execution_nanos: u64) {
+        let counts = WindowCounts {
+            finished: 1,
+            succeeded: u64::from(succeeded),
+            execution_nanos: u128::from(execution_nanos),
+        };
+        self.add(index, &counts);
     }
 
     /// Adds the counts of the window ending with bucket `newest` (the `n` buckets up to and

@@ -9,7 +9,7 @@ use crate::grid::{Place, Span};
 use crate::history::{OpenSlice, Slice};
 use crate::latency::HistogramTemplate;
 use crate::record::FinishedTask;
-use crate::rolling::RollingWindow;
+use crate::rolling::{RollingWindow, WindowCounts};
 use crate::store::StoreShard;
 use crate::tally::Tally;
 
@@ -36,7 +36,11 @@ pub(crate) struct Shard {
     pub(crate) current: Option<OpenSlice>,
     /// The span of time the latest task here finished in (one bucket, one slice).
     span: Option<Span>,
-    pub(crate) rolling: RollingWindow,
+    /// The open slice's counts when the span began (zero if the slice opened since): the
+    /// tasks counted there since are the span's, added to the rolling window only when the
+    /// span moves on (a task is counted once, in its slice; reads add the span's share).
+    span_base: WindowCounts,
+    rolling: RollingWindow,
     /// The latest tasks: the per-task store and the recent ring.
     pub(crate) store: StoreShard,
 }
@@ -48,6 +52,7 @@ impl Shard {
             latest_finish: None,
             current: None,
             span: None,
+            span_base: WindowCounts::default(),
             rolling: RollingWindow::new(rolling_buckets),
             store: StoreShard::default(),
         }
@@ -60,6 +65,38 @@ impl Shard {
             lifetime.merge(open.tally());
         }
         lifetime
+    }
+
+    /// The open slice's counts, as the rolling window counts tasks.
+    fn open_counts(&self) -> WindowCounts {
+        self.current
+            .as_ref()
+            .map_or_else(WindowCounts::default, |open| WindowCounts::of(open.tally()))
+    }
+
+    /// The tasks of the current span, not yet in the rolling window.
+    fn span_counts(&self) -> WindowCounts {
+        self.open_counts().since(&self.span_base)
+    }
+
+    /// Adds the current span's tasks to the rolling window (in the span's bucket).
+    fn flush_span(&mut self) {
+        if let Some(span) = &self.span {
+            self.rolling.add(span.place().bucket, &self.span_counts());
+        }
+        self.span_base = self.open_counts();
+    }
+
+    /// Adds the counts of the rolling window ending with bucket `newest` to `into`: the
+    /// window's buckets and the current span's tasks if its bucket is in the window.
+    pub(crate) fn window_into(&self, newest: u64, into: &mut WindowCounts) {
+        self.rolling.sum_into(newest, into);
+        if let Some(span) = &self.span {
+            let bucket = span.place().bucket;
+            if self.rolling.covers(newest, bucket) && self.rolling.accepts(bucket) {
+                into.merge(&self.span_counts());
+            }
+        }
     }
 
     /// Where a task that finished at `at` goes, if it falls in the span of the latest task
@@ -78,6 +115,7 @@ impl Shard {
         until: u64,
         layout: &Layout,
     ) -> Place {
+        self.flush_span();
         let (span, place) = Span::around(
             origin,
             offset,
@@ -103,6 +141,15 @@ impl Shard {
         layout: &Layout,
     ) -> Option<Box<Slice>> {
         self.latest_finish = self.latest_finish.max(Some(finished_at));
+        let slice = place.slice;
+        let closes = self.current.as_ref().is_some_and(|open| open.index < slice);
+        if closes {
+            // Only the task that moved the span closes a slice (the span lies in one slice,
+            // the open one or an earlier one): nothing of the span is pending then, but the
+            // count restarts from the new slice's zero.
+            self.flush_span();
+            self.span_base = WindowCounts::default();
+        }
         // Stored first and counted from the store: the record is moved once.
         let rejected;
         let task = match self.store.insert(task, keep_from) {
@@ -112,16 +159,12 @@ impl Shard {
                 &rejected
             }
         };
-        self.rolling
-            .record(place.bucket, task.succeeded(), task.execution_nanos);
-        let slice = place.slice;
         let open = self
             .current
             .get_or_insert_with(|| OpenSlice::new(slice, &layout.template));
         // A task stamped a little in the past (another thread got here first) joins the
         // open slice rather than reopening a closed one.
-        let closed =
-            (open.index < slice).then(|| Box::new(open.close_and_open(slice, &layout.template)));
+        let closed = closes.then(|| Box::new(open.close_and_open(slice, &layout.template)));
         open.record(task);
         if let Some(closed) = &closed {
             self.retired.merge(&closed.tally);

@@ -24,6 +24,19 @@ fn events() -> impl Strategy<Value = Vec<(u64, bool, u32)>> {
     })
 }
 
+/// The rolling window's (finished, succeeded) by brute force: 20 buckets of 500 ms ending
+/// with the bucket holding `now_ms`.
+fn rolling_model(events: &[(u64, bool, u32)], now_ms: u64) -> (u64, u64) {
+    let newest_bucket = now_ms / 500;
+    let oldest_bucket = newest_bucket.saturating_sub(19);
+    let in_window: Vec<_> = events
+        .iter()
+        .filter(|(at, ..)| (oldest_bucket..=newest_bucket).contains(&(at / 500)))
+        .collect();
+    let succeeded = in_window.iter().filter(|e| e.1).count();
+    (in_window.len() as u64, succeeded as u64)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -44,20 +57,19 @@ proptest! {
                 .attempts(attempts)
                 .outcome(outcome)
                 .send_to(&metrics);
+            // Reads along the way see every task so far, the latest ones included.
+            if id % 5 == 4 {
+                let (finished, succeeded) = rolling_model(&events[..=id], at);
+                let rolling = metrics.stats_at(origin + Duration::from_millis(at)).rolling;
+                prop_assert_eq!((rolling.finished, rolling.succeeded), (finished, succeeded));
+            }
         }
         let now_ms = events.last().unwrap().0 + query_gap;
         let now = origin + Duration::from_millis(now_ms);
 
-        // Rolling window: 20 buckets of 500 ms ending with the bucket holding `now`.
-        let newest_bucket = now_ms / 500;
-        let oldest_bucket = newest_bucket.saturating_sub(19);
-        let in_window: Vec<_> = events
-            .iter()
-            .filter(|(at, ..)| (oldest_bucket..=newest_bucket).contains(&(at / 500)))
-            .collect();
         let stats = metrics.stats_at(now);
-        prop_assert_eq!(stats.rolling.finished, in_window.len() as u64);
-        prop_assert_eq!(stats.rolling.succeeded, in_window.iter().filter(|e| e.1).count() as u64);
+        let (finished, succeeded) = rolling_model(&events, now_ms);
+        prop_assert_eq!((stats.rolling.finished, stats.rolling.succeeded), (finished, succeeded));
 
         // Lifetime counters.
         prop_assert_eq!(stats.finished, events.len() as u64);
