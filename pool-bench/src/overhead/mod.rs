@@ -9,7 +9,7 @@ mod report;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 pub use peers::Peer;
 pub use queued::{measure_waiting_bytes, QueuedMemory, Waiting};
 pub use report::{
-    Comparison, GoalCheck, LatencyResult, OverheadReport, RoundSample, ORIGINAL_NOOP_OPS_PER_SEC,
+    Comparison, GoalCheck, LatencyResult, LatencySample, OverheadReport, RoundSample, SlotIdle,
+    ORIGINAL_NOOP_OPS_PER_SEC,
 };
 
 use crate::child::run_child;
@@ -87,7 +88,7 @@ pub fn run_overhead(
         .build()
         .map_err(|error| BenchError::Setup(format!("tokio runtime: {error}")))?;
     let mut noop: BTreeMap<Peer, Vec<Timing>> = BTreeMap::new();
-    let mut latency: BTreeMap<Peer, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut latency: BTreeMap<Peer, Vec<LatencySample>> = BTreeMap::new();
     runtime.block_on(async {
         // One untimed pass warms the allocator and the runtime's threads.
         for peer in Peer::ALL {
@@ -101,6 +102,11 @@ pub fn run_overhead(
                     .await?;
                 noop.entry(peer).or_default().push(timing);
             }
+            // An untimed pass first: the runtime's workers went idle during the last no-op
+            // run, and whichever engine came first here paid for waking them (s3pool, first
+            // in the list, stood idle 2–5 ms per slot before its first task against 0.6 ms
+            // for the same pool with ten priorities right after it).
+            latency_round(Peer::ChannelWorkers, options).await?;
             for peer in Peer::ALL {
                 let sample = latency_round(peer, options).await?;
                 latency.entry(peer).or_default().push(sample);
@@ -137,20 +143,29 @@ pub fn run_overhead(
     ))
 }
 
-/// One latency-bound run: (achieved tasks/s, mean service time in seconds measured
-/// inside the tasks).
-async fn latency_round(peer: Peer, options: &OverheadOptions) -> Result<(f64, f64), BenchError> {
+/// One latency-bound run: achieved tasks/s, the mean service time measured inside the
+/// tasks, and where the slots stood idle (each task notes when it started and ended).
+async fn latency_round(peer: Peer, options: &OverheadOptions) -> Result<LatencySample, BenchError> {
     let service_nanos = Arc::new(AtomicU64::new(0));
+    let spans = Arc::new(Mutex::new(Vec::with_capacity(options.latency_tasks)));
     let sleep = Duration::from_millis(options.latency_ms);
+    let origin = Instant::now();
     let work = {
         let service_nanos = Arc::clone(&service_nanos);
+        let spans = Arc::clone(&spans);
         move || {
             let service_nanos = Arc::clone(&service_nanos);
+            let spans = Arc::clone(&spans);
             async move {
                 let start = Instant::now();
                 tokio::time::sleep(sleep).await;
-                let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                let end = Instant::now();
+                let nanos = u64::try_from((end - start).as_nanos()).unwrap_or(u64::MAX);
                 service_nanos.fetch_add(nanos, Ordering::Relaxed);
+                spans
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push((start - origin, end - origin));
             }
         }
     };
@@ -158,12 +173,17 @@ async fn latency_round(peer: Peer, options: &OverheadOptions) -> Result<(f64, f6
         .run(options.latency_tasks, options.concurrency, work)
         .await?
         .wall;
+    // The engine's clock started after `origin` by the time to build it (microseconds), and
+    // stopped when the last result reached the caller, before the engine was dropped.
+    let until_stopped = elapsed;
     let mean_service =
         service_nanos.load(Ordering::Relaxed) as f64 / 1e9 / options.latency_tasks as f64;
-    Ok((
-        options.latency_tasks as f64 / elapsed.as_secs_f64(),
-        mean_service,
-    ))
+    let spans = spans.lock().unwrap_or_else(PoisonError::into_inner);
+    Ok(LatencySample {
+        achieved_ops_per_sec: options.latency_tasks as f64 / elapsed.as_secs_f64(),
+        mean_service_s: mean_service,
+        idle: SlotIdle::of(&spans, until_stopped, options.concurrency),
+    })
 }
 
 /// Runs `binary queued-bytes --tasks N --concurrency C [--parked]` in a child process
@@ -194,6 +214,23 @@ pub fn waiting_bytes_in_child(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slot_idle_splits_what_the_tasks_did_not_fill() {
+        let ms = Duration::from_millis;
+        // Two slots over 30 ms: one runs 1–11 and 11–21; the other 3–13 and, after a 1 ms
+        // gap, 14–24.
+        let spans = [
+            (ms(1), ms(11)),
+            (ms(3), ms(13)),
+            (ms(11), ms(21)),
+            (ms(14), ms(24)),
+        ];
+        let idle = SlotIdle::of(&spans, ms(30), 2);
+        assert!((idle.startup_ms - 2.0).abs() < 1e-9, "{idle:?}");
+        assert!((idle.tail_ms - 7.5).abs() < 1e-9, "{idle:?}");
+        assert!((idle.between_ms - 0.5).abs() < 1e-9, "{idle:?}");
+    }
 
     fn memory(waiting: Waiting, bytes: f64) -> QueuedMemory {
         QueuedMemory {
@@ -235,6 +272,11 @@ mod tests {
             // A task sleeps at least its 1 ms, and no limiter beats Little's law by much.
             assert!(latency.mean_service_ms >= 1.0, "{name}: {latency:?}");
             assert!(latency.littles_law_efficiency > 0.0, "{name}: {latency:?}");
+            let idle = latency.idle;
+            assert!(
+                idle.startup_ms >= 0.0 && idle.tail_ms >= 0.0,
+                "{name}: {idle:?}"
+            );
         }
         let expected =
             report.noop_ops_per_sec["s3pool"] / report.noop_ops_per_sec["semaphore-spawn"];

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +40,64 @@ impl RoundSample {
     }
 }
 
+/// Where the slots of a latency-bound run stood idle, in ms per slot: before their first
+/// task started (the clock starts just before the engine is built), between one task's end
+/// and the next one's start, and after their last task ended until the clock stopped (the
+/// last result reached the caller). Idle time is what keeps the efficiency below 1:
+/// `(startup + between + tail) / wall ≈ 1 − efficiency`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SlotIdle {
+    /// Before the slot's first task started.
+    pub startup_ms: f64,
+    /// Between one task's end and the next one's start, summed.
+    pub between_ms: f64,
+    /// After the slot's last task ended, until the clock stopped.
+    pub tail_ms: f64,
+}
+
+impl SlotIdle {
+    /// From each task's (start, end) since the clock started, the wall time, and the limit:
+    /// a slot's first task is one of the first `concurrency` to start, its last one of the
+    /// last `concurrency` to end, and what its tasks did not fill is idle.
+    pub fn of(spans: &[(Duration, Duration)], wall: Duration, concurrency: usize) -> Self {
+        let slots = concurrency.min(spans.len()).max(1);
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let mut starts: Vec<Duration> = spans.iter().map(|&(start, _)| start).collect();
+        let mut ends: Vec<Duration> = spans.iter().map(|&(_, end)| end).collect();
+        starts.sort_unstable();
+        ends.sort_unstable();
+        let startup_ms = starts.iter().take(slots).map(|&d| ms(d)).sum::<f64>() / slots as f64;
+        let tail_ms = ends
+            .iter()
+            .rev()
+            .take(slots)
+            .map(|&end| ms(wall.saturating_sub(end)))
+            .sum::<f64>()
+            / slots as f64;
+        let busy_ms = spans
+            .iter()
+            .map(|&(start, end)| ms(end.saturating_sub(start)))
+            .sum::<f64>()
+            / concurrency.max(1) as f64;
+        SlotIdle {
+            startup_ms,
+            between_ms: ms(wall) - busy_ms - startup_ms - tail_ms,
+            tail_ms,
+        }
+    }
+}
+
+/// One latency-bound round of one engine.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LatencySample {
+    /// Tasks / wall-clock time.
+    pub achieved_ops_per_sec: f64,
+    /// Mean time a task took, measured inside the task, s.
+    pub mean_service_s: f64,
+    /// Where the slots stood idle.
+    pub idle: SlotIdle,
+}
+
 /// The latency-bound result of one engine.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LatencyResult {
@@ -50,23 +109,32 @@ pub struct LatencyResult {
     pub ideal_ops_per_sec: f64,
     /// Achieved / ideal (median over rounds).
     pub littles_law_efficiency: f64,
+    /// Where the slots stood idle (each part the median over rounds).
+    #[serde(default)]
+    pub idle: SlotIdle,
 }
 
 impl LatencyResult {
-    /// From each round's (achieved tasks/s, mean service time in s) at limit `concurrency`.
-    pub fn of(samples: &[(f64, f64)], concurrency: usize) -> Option<Self> {
-        let achieved: Vec<f64> = samples.iter().map(|(achieved, _)| *achieved).collect();
-        let efficiency: Vec<f64> = samples
-            .iter()
-            .map(|(achieved, service)| achieved / (concurrency as f64 / service))
-            .collect();
+    /// From each round's sample at limit `concurrency`.
+    pub fn of(samples: &[LatencySample], concurrency: usize) -> Option<Self> {
+        let median = |part: &dyn Fn(&LatencySample) -> f64| {
+            let values: Vec<f64> = samples.iter().map(part).collect();
+            Summary::of(&values).map(|summary| summary.median)
+        };
         let mean_service_s =
-            samples.iter().map(|(_, service)| service).sum::<f64>() / samples.len() as f64;
+            samples.iter().map(|s| s.mean_service_s).sum::<f64>() / samples.len() as f64;
         Some(LatencyResult {
-            achieved_ops_per_sec: Summary::of(&achieved)?.median,
+            achieved_ops_per_sec: median(&|s| s.achieved_ops_per_sec)?,
             mean_service_ms: mean_service_s * 1e3,
             ideal_ops_per_sec: concurrency as f64 / mean_service_s,
-            littles_law_efficiency: Summary::of(&efficiency)?.median,
+            littles_law_efficiency: median(&|s| {
+                s.achieved_ops_per_sec * s.mean_service_s / concurrency as f64
+            })?,
+            idle: SlotIdle {
+                startup_ms: median(&|s| s.idle.startup_ms)?,
+                between_ms: median(&|s| s.idle.between_ms)?,
+                tail_ms: median(&|s| s.idle.tail_ms)?,
+            },
         })
     }
 }
@@ -394,8 +462,13 @@ impl OverheadReport {
         for (name, result) in &self.latency {
             let _ = writeln!(
                 out,
-                "  {name:<24} {:>8.0} tasks/s  service {:.2} ms  efficiency {:.4}",
-                result.achieved_ops_per_sec, result.mean_service_ms, result.littles_law_efficiency
+                "  {name:<24} {:>8.0} tasks/s  service {:.2} ms  efficiency {:.4}  idle ms per slot: startup {:.2}, between tasks {:.2}, tail {:.2}",
+                result.achieved_ops_per_sec,
+                result.mean_service_ms,
+                result.littles_law_efficiency,
+                result.idle.startup_ms,
+                result.idle.between_ms,
+                result.idle.tail_ms,
             );
         }
         let _ = writeln!(
