@@ -8,7 +8,7 @@
 //!
 //! Successes (the hot path) do one atomic load when the bucket is full and nobody owes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -46,10 +46,35 @@ pub(crate) struct BudgetBucket {
 struct Debts {
     /// When the floor last paid into the bucket.
     floor_paid_until: Instant,
-    /// What each owing task owes, in milli-tokens.
-    owed: HashMap<TaskId, u64>,
-    /// Owing tasks parked for a token, first come first paid.
-    waiting: VecDeque<(TaskId, Wakeup)>,
+    /// What each owing task owes, and its place in line once it waits.
+    owed: HashMap<TaskId, Debt>,
+    /// Owing tasks parked for a token, by place number: first come first paid. A map, not
+    /// a scanned list, so that each payment costs O(log n) however many retries wait (a
+    /// backend throttling nearly every attempt makes thousands wait).
+    waiting: BTreeMap<u64, (TaskId, Wakeup)>,
+    next_place: u64,
+    /// Milli-tokens owed by everyone who ever joined the line, and by everyone who left it:
+    /// what is owed ahead of a place (itself included) is `joined` at its joining minus
+    /// `left`. Someone behind who leaves early makes that an underestimate, which only
+    /// makes a waiting task check again sooner.
+    joined_milli: u64,
+    left_milli: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Debt {
+    /// In milli-tokens.
+    cost: u64,
+    place: Option<Place>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    number: u64,
+    /// `joined_milli` once this task joined: everything owed up to and including it.
+    owed_through: u64,
+    /// What it owed when it joined (what `left_milli` takes back when it leaves).
+    cost: u64,
 }
 
 impl BudgetBucket {
@@ -64,7 +89,10 @@ impl BudgetBucket {
             debts: Mutex::new(Debts {
                 floor_paid_until: now,
                 owed: HashMap::new(),
-                waiting: VecDeque::new(),
+                waiting: BTreeMap::new(),
+                next_place: 0,
+                joined_milli: 0,
+                left_milli: 0,
             }),
         }
     }
@@ -131,8 +159,13 @@ impl BudgetBucket {
     /// `task` owes the cost of the retry just scheduled for it.
     pub(crate) fn owe(&self, task: TaskId, after_timeout: bool) {
         let cost = self.cost_milli(after_timeout);
-        if self.lock().owed.insert(task, cost).is_none() {
-            self.owing.fetch_add(1, Ordering::AcqRel);
+        let mut debts = self.lock();
+        match debts.owed.get_mut(&task) {
+            Some(debt) => debt.cost = cost,
+            None => {
+                debts.owed.insert(task, Debt { cost, place: None });
+                self.owing.fetch_add(1, Ordering::AcqRel);
+            }
         }
     }
 
@@ -146,35 +179,41 @@ impl BudgetBucket {
     /// taken, never the reverse).
     pub(super) fn pay(&self, task: TaskId, now: Instant, limit: usize) -> Payment {
         let mut debts = self.lock();
-        let Some(&cost) = debts.owed.get(&task) else {
+        let Some(&Debt { cost, place }) = debts.owed.get(&task) else {
             return Payment::Paid;
         };
         self.pay_floor(&mut debts, now, limit);
         // Waiting retries are paid in order: only the first in line (or one not in line,
         // if nobody is) may take what the bucket holds.
-        let first = debts.waiting.front().map(|(id, _)| *id);
+        let first = debts.waiting.first_key_value().map(|(_, (id, _))| *id);
         if (first.is_none() || first == Some(task)) && self.withdraw(cost) {
             self.settle(&mut debts, task);
             return Payment::Paid;
         }
         let wakeup = Wakeup::new();
-        let position = match debts.waiting.iter().position(|(id, _)| *id == task) {
-            Some(position) => {
-                debts.waiting[position].1 = wakeup.clone();
-                position
+        let place = match place.filter(|place| debts.waiting.contains_key(&place.number)) {
+            Some(place) => {
+                debts.waiting.insert(place.number, (task, wakeup.clone()));
+                place
             }
             None => {
-                debts.waiting.push_back((task, wakeup.clone()));
-                debts.waiting.len() - 1
+                let number = debts.next_place;
+                debts.next_place += 1;
+                debts.joined_milli = debts.joined_milli.saturating_add(cost);
+                debts.waiting.insert(number, (task, wakeup.clone()));
+                let place = Place {
+                    number,
+                    owed_through: debts.joined_milli,
+                    cost,
+                };
+                if let Some(debt) = debts.owed.get_mut(&task) {
+                    debt.place = Some(place);
+                }
+                place
             }
         };
         // The floor alone pays for everyone up to this task by then.
-        let ahead: u64 = debts
-            .waiting
-            .iter()
-            .take(position + 1)
-            .filter_map(|(id, _)| debts.owed.get(id))
-            .sum();
+        let ahead = place.owed_through.saturating_sub(debts.left_milli);
         let short = ahead.saturating_sub(self.milli_tokens.load(Ordering::Acquire)) as f64;
         let per_sec = self.settings.floor_per_sec(limit) * MILLI;
         let wait = if per_sec > 0.0 {
@@ -187,13 +226,15 @@ impl BudgetBucket {
         Payment::Wait(until, wakeup)
     }
 
-    /// Marks `task`'s debt paid.
+    /// Marks `task`'s debt paid (or forgotten), and takes it out of the line.
     fn settle(&self, debts: &mut Debts, task: TaskId) {
-        if debts.owed.remove(&task).is_some() {
-            self.owing.fetch_sub(1, Ordering::AcqRel);
-        }
-        if let Some(position) = debts.waiting.iter().position(|(id, _)| *id == task) {
-            debts.waiting.remove(position);
+        let Some(debt) = debts.owed.remove(&task) else {
+            return;
+        };
+        self.owing.fetch_sub(1, Ordering::AcqRel);
+        if let Some(place) = debt.place {
+            debts.waiting.remove(&place.number);
+            debts.left_milli = debts.left_milli.saturating_add(place.cost);
         }
     }
 
@@ -218,19 +259,22 @@ impl BudgetBucket {
         let mut debts = self.lock();
         self.deposit(self.refill_milli);
         let mut paid = Vec::new();
-        while let Some((task, wakeup)) = debts.waiting.front() {
-            let (task, wakeup) = (*task, wakeup.clone());
+        while let Some((&number, &(task, ref wakeup))) = debts.waiting.first_key_value() {
+            let wakeup = wakeup.clone();
             if wakeup.is_abandoned() {
                 // The task left while waiting (cancelled, stopped).
                 self.settle(&mut debts, task);
-                continue;
+            } else {
+                let cost = debts.owed.get(&task).map_or(0, |debt| debt.cost);
+                if !self.withdraw(cost) {
+                    break;
+                }
+                self.settle(&mut debts, task);
+                paid.push(wakeup);
             }
-            let cost = debts.owed.get(&task).copied().unwrap_or(0);
-            if !self.withdraw(cost) {
-                break;
-            }
-            self.settle(&mut debts, task);
-            paid.push(wakeup);
+            // Settling takes the task out of the line; a place without a debt (which settling
+            // never leaves) must not stop the loop either.
+            debts.waiting.remove(&number);
         }
         paid
     }
@@ -347,6 +391,67 @@ mod tests {
         // the bucket is empty; at its moment the floor has paid.
         assert!(matches!(bucket.pay(b, now, 10), Payment::Wait(..)));
         assert!(matches!(bucket.pay(b, until_b, 10), Payment::Paid));
+        assert_eq!(bucket.owing.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn a_task_behind_one_that_left_waits_only_for_those_still_ahead() {
+        let (bucket, now) = bucket(RetryBudget {
+            capacity: 5.0,
+            min_per_sec: 0.1,
+            ..RetryBudget::default()
+        });
+        assert!(bucket.try_withdraw(false, now, 10));
+        let (a, b, c) = (TaskId(1), TaskId(2), TaskId(3));
+        for task in [a, b, c] {
+            bucket.owe(task, false);
+        }
+        let waits: Vec<Duration> = [a, b, c]
+            .map(|task| match bucket.pay(task, now, 10) {
+                Payment::Wait(until, _) => until - now,
+                Payment::Paid => panic!("{task} paid from an empty bucket"),
+            })
+            .into();
+        assert_eq!(waits, [1, 2, 3].map(Duration::from_secs));
+        // b leaves the middle of the line: c, checking again, waits for a only.
+        bucket.forget(b);
+        let Payment::Wait(until_c, _) = bucket.pay(c, now, 10) else {
+            panic!("c waits");
+        };
+        assert_eq!(until_c - now, Duration::from_secs(2));
+        // Ten successes pay a then c, in that order.
+        let paid: usize = (0..10).map(|_| bucket.refill().len()).sum();
+        assert_eq!(paid, 2);
+        assert_eq!(bucket.owing.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn thousands_of_waiting_retries_are_paid_in_the_order_they_came() {
+        let (bucket, now) = bucket(RetryBudget {
+            capacity: 5.0,
+            min_per_sec: 0.0,
+            ..RetryBudget::default()
+        });
+        assert!(bucket.try_withdraw(false, now, 1));
+        let tasks: Vec<TaskId> = (0..20_000).map(TaskId).collect();
+        let mut wakeups = Vec::new();
+        for &task in &tasks {
+            bucket.owe(task, false);
+            let Payment::Wait(_, wakeup) = bucket.pay(task, now, 1) else {
+                panic!("{task} paid from an empty bucket");
+            };
+            wakeups.push(wakeup);
+        }
+        // Every other task leaves; then five successes pay one retry (1 token each, 5 a retry).
+        for task in tasks.iter().skip(1).step_by(2) {
+            bucket.forget(*task);
+        }
+        for (n, task) in tasks.iter().step_by(2).enumerate() {
+            let paid: Vec<Wakeup> = (0..5).flat_map(|_| bucket.refill()).collect();
+            assert_eq!(paid.len(), 1, "the {n}th run of successes pays one retry");
+            paid[0].wake();
+            assert!(wakeups[task.0 as usize].is_woken(), "{task} paid in turn");
+        }
         assert_eq!(bucket.owing.load(Ordering::Acquire), 0);
     }
 
