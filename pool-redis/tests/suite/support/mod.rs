@@ -12,10 +12,18 @@ use std::time::Duration;
 pub use redis_server::RedisServer;
 
 /// A plain connection for the tests' own reads (sampling, TIME).
+///
+/// redis-rs answers a command with a timeout after 500 ms by default; the checks made through
+/// this connection are not under test, and on a loaded machine one can wait longer than that,
+/// so it waits up to a hang guard instead.
 pub async fn plain_connection(url: &str) -> redis::aio::MultiplexedConnection {
+    let patience = Some(Duration::from_secs(30));
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(patience)
+        .set_response_timeout(patience);
     redis::Client::open(url)
         .expect("url")
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&config)
         .await
         .expect("connect to the test redis-server")
 }
