@@ -129,7 +129,14 @@ async fn permits_on_a_cluster_survive_a_master_failover() {
     eprintln!(
         "failover: killed at {killed_at:?}, healthy at {healthy_at:?}; {ran} ran, {refused} refused"
     );
-    assert!(ran > 0);
+    // How many ran depends on when each agent next probes (up to a second after the cluster
+    // is healthy again: 0 of 270 in one run on a loaded machine); that they run again once
+    // the agents reach the new master is checked below, by rounds that must all run.
+    assert_eq!(
+        ran + refused,
+        3 * 3 * 30,
+        "every task of the three rounds resolved once"
+    );
 
     // Running tasks after the failover, from a moment on.
     let after = |from: Duration| {
