@@ -133,6 +133,26 @@ fn pop_order_matches_a_brute_force_model() {
     }
 }
 
+/// Which of the model's tasks (priority, enqueued at, arrival number) should pop next: the
+/// highest effective priority, then the oldest, then the higher base priority, then FIFO.
+fn model_next(
+    q: &AgingQueue<u32>,
+    tasks: impl Iterator<Item = (i32, Ticks, u64)>,
+    now: Ticks,
+) -> usize {
+    tasks
+        .enumerate()
+        .max_by(|(_, a), (_, b)| {
+            q.effective(a.0, a.1, now)
+                .total_cmp(&q.effective(b.0, b.1, now))
+                .then(b.1.cmp(&a.1))
+                .then(a.0.cmp(&b.0))
+                .then(b.2.cmp(&a.2))
+        })
+        .map(|(i, _)| i)
+        .expect("model has tasks")
+}
+
 fn pop_order_matches_the_model_with(max_boost: f64) {
     let (mut q, t0) = queue(max_boost);
     let mut rng = fastrand::Rng::with_seed(7);
@@ -143,18 +163,7 @@ fn pop_order_matches_the_model_with(max_boost: f64) {
         now += ms(rng.u64(0..40));
         if rng.u8(0..3) == 0 && !model.is_empty() {
             let popped = q.pop(now, |_| true).expect("queue has tasks").job;
-            let best = model
-                .iter()
-                .enumerate()
-                .max_by(|(_, a), (_, b)| {
-                    q.effective(a.1, a.2, now)
-                        .total_cmp(&q.effective(b.1, b.2, now))
-                        .then(b.2.cmp(&a.2))
-                        .then(a.1.cmp(&b.1))
-                        .then(b.3.cmp(&a.3))
-                })
-                .map(|(i, _)| i)
-                .expect("model has tasks");
+            let best = model_next(&q, model.iter().map(|t| (t.1, t.2, t.3)), now);
             let expected = model.remove(best).0;
             assert_eq!(popped, expected, "at step {id}, max boost {max_boost}");
         } else {
@@ -189,18 +198,7 @@ fn pop_order_with_removals_matches_the_model() {
                 }
                 2 if !model.is_empty() => {
                     let popped = q.pop(now, |_| true).expect("queue has tasks").job;
-                    let best = model
-                        .iter()
-                        .enumerate()
-                        .max_by(|(_, a), (_, b)| {
-                            q.effective(a.1, a.2, now)
-                                .total_cmp(&q.effective(b.1, b.2, now))
-                                .then(b.2.cmp(&a.2))
-                                .then(a.1.cmp(&b.1))
-                                .then(b.3.cmp(&a.3))
-                        })
-                        .map(|(i, _)| i)
-                        .expect("model has tasks");
+                    let best = model_next(&q, model.iter().map(|t| (t.1, t.2, t.3)), now);
                     assert_eq!(
                         popped,
                         model.remove(best).0,
