@@ -135,7 +135,6 @@ impl Dispatcher {
     }
 }
 
-/// One attempt of a store call, callable again for a retry.
 /// A call on its way: a pool task, or the one attempt of a call that skips the pool.
 enum Submitted<T> {
     Pooled(TaskHandle<T, object_store::Error>),
@@ -154,6 +153,7 @@ impl<T> Submitted<T> {
     }
 }
 
+/// One attempt of a store call, callable again for a retry.
 pub(crate) type Attempt<T> =
     Box<dyn FnMut() -> BoxFuture<'static, object_store::Result<T>> + Send + 'static>;
 

@@ -1,10 +1,11 @@
 //! Parking: tasks out of the queue until a moment — in retry backoff, or deferred by an
-//! admission policy — in one ordered set (a slab and a binary heap) with one timer per pool, instead of a sleeping
-//! future per task, so a parked task costs about what a queued one does. When a task is due
-//! the timer queues it again; a task deferred with a [`Wakeup`] is also queued again when its
-//! policy fires it, whichever comes first (the entry's key is unique, so a wakeup for a task
-//! that already left finds nothing and does nothing). A task cancelled or stopped while
-//! parked abandons its wakeup, which tells its policy not to wait for it.
+//! admission policy — in one ordered set (a slab and a binary heap) with one timer per pool,
+//! instead of a sleeping future per task, so a parked task costs about what a queued one
+//! does. When a task is due the timer queues it again; a task deferred with a [`Wakeup`] is
+//! also queued again when its policy fires it, whichever comes first (the entry's key is
+//! unique, so a wakeup for a task that already left finds nothing and does nothing). A task
+//! cancelled or stopped while parked abandons its wakeup, which tells its policy not to wait
+//! for it.
 //!
 //! The set is the only owner of the `retrying` and `deferred` counts. A task is counted from
 //! the moment the engine decides to park it ([`ParkedSet::reserve`], under the engine's lock)
@@ -64,8 +65,9 @@ struct Entry {
     parked: Parked,
 }
 
-/// A parked task's place in the order: its moment, then the order it was parked in. Removing a task leaves its `Due` behind (lazy deletion): it is skipped when
-/// it comes to the top, so the heap's top is always a task still parked.
+/// A parked task's place in the order: its moment, then the order it was parked in.
+/// Removing a task leaves its `Due` behind (lazy deletion): it is skipped when it comes to
+/// the top, so the heap's top is always a task still parked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Due {
     at: Instant,
