@@ -95,8 +95,8 @@ pub fn run_overhead(
             peer.run(options.noop_tasks / 10, options.concurrency, || async {})
                 .await?;
         }
-        for _ in 0..options.rounds {
-            for peer in Peer::ALL {
+        for round in 0..options.rounds {
+            for peer in Peer::round_order(round, options.rounds) {
                 let timing = peer
                     .run(options.noop_tasks, options.concurrency, || async {})
                     .await?;
@@ -107,7 +107,7 @@ pub fn run_overhead(
             // in the list, stood idle 2–5 ms per slot before its first task against 0.6 ms
             // for the same pool with ten priorities right after it).
             latency_round(Peer::ChannelWorkers, options).await?;
-            for peer in Peer::ALL {
+            for peer in Peer::round_order(round, options.rounds) {
                 let sample = latency_round(peer, options).await?;
                 latency.entry(peer).or_default().push(sample);
             }

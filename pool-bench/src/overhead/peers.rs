@@ -55,7 +55,8 @@ pub enum Peer {
 }
 
 impl Peer {
-    /// Every peer, s3pool first.
+    /// Every peer, s3pool first (the order of reports; rounds rotate it, see
+    /// [`Peer::round_order`]).
     pub const ALL: [Peer; 10] = [
         Peer::S3pool,
         Peer::S3poolMetrics,
@@ -68,6 +69,21 @@ impl Peer {
         Peer::TowerConcurrencyLimit,
         Peer::TowerBufferUnordered,
     ];
+
+    /// Every peer once, in the order round `round` of `rounds` runs them: [`Peer::ALL`]
+    /// rotated so that the rounds start at peers spread over the list. Whichever engine
+    /// runs first in a round meets the allocator and the runtime's workers as the previous
+    /// round left them; rotating shares that between the engines instead of always
+    /// charging it to s3pool.
+    pub fn round_order(round: usize, rounds: usize) -> impl Iterator<Item = Peer> {
+        let count = Peer::ALL.len();
+        let start = if rounds >= count {
+            round % count
+        } else {
+            round * count / rounds.max(1)
+        };
+        Peer::ALL.into_iter().cycle().skip(start).take(count)
+    }
 
     /// The name in results.
     pub fn name(self) -> &'static str {
@@ -310,6 +326,25 @@ where
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn each_round_runs_every_peer_once_and_rounds_start_at_different_peers() {
+        for rounds in [1, 2, 3, 5, 10, 11, usize::MAX] {
+            let shown = rounds.min(12);
+            let mut firsts = std::collections::BTreeSet::new();
+            for round in 0..shown {
+                let order: Vec<Peer> = Peer::round_order(round, rounds).collect();
+                let mut sorted = order.clone();
+                sorted.sort();
+                let mut all = Peer::ALL.to_vec();
+                all.sort();
+                assert_eq!(sorted, all, "round {round} of {rounds}");
+                firsts.insert(order[0]);
+            }
+            assert_eq!(firsts.len(), shown.min(Peer::ALL.len()), "{rounds} rounds");
+        }
+        assert_eq!(Peer::round_order(0, 0).count(), Peer::ALL.len());
+    }
 
     #[test]
     fn every_peer_runs_every_task_within_the_limit() {
