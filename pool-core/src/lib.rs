@@ -94,7 +94,7 @@ pub use executor::{BoxFuture, Executor};
 pub use executor::{Deadlock, SimExecutor};
 pub use handle::{IndexedHandle, TaskHandle};
 pub use make_attempt::MakeAttempt;
-pub use observer::{Event, EventKind, Observer, TaskInfo, TaskRecord};
+pub use observer::{Event, EventKind, FinishedTask, Observer, TaskInfo, TaskRecord};
 pub use outcome::{AttemptResult, Outcome};
 pub use pool::{Pool, PoolControl};
 pub use retry::{Jitter, RetryBudget, RetryPolicy};

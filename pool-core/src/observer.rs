@@ -13,6 +13,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::engine::ticks::{Epoch, Ticks};
+use crate::engine::timeline::Timeline;
 use crate::outcome::{AttemptResult, Outcome};
 use crate::pool::PoolControl;
 use crate::task::{ErrorClass, Metadata, TaskId};
@@ -28,6 +30,19 @@ pub trait Observer: Send + Sync + fmt::Debug + 'static {
 
     /// Called for each event of a kind this observer [wants](Self::wants).
     fn on_event(&self, event: &Event);
+
+    /// Called when a task resolves, if this observer wants [`EventKind::TaskFinished`]. The
+    /// default makes the owned [`Event::TaskFinished`] ([`FinishedTask::record`]) and hands it
+    /// to [`on_event`](Self::on_event).
+    ///
+    /// Override it to read only what you need: the view turns the engine's moments into
+    /// `Instant`s and copies the task's labels only when asked, so an observer that counts
+    /// outcomes or sums durations per task pays for neither (a metrics collector recording
+    /// every task is the case it is for). The pool calls either this or `on_event` for a
+    /// finished task, never both.
+    fn on_task_finished(&self, task: &FinishedTask<'_>) {
+        self.on_event(&Event::TaskFinished(task.record()));
+    }
 
     /// Whether this observer wants events of `kind`. Asked for every kind when the pool is
     /// built, right after [`on_attach`](Self::on_attach); the pool then builds an event only
@@ -175,6 +190,141 @@ impl TaskRecord {
     /// From enqueue to resolution.
     pub fn total(&self) -> Duration {
         self.finished_at.saturating_duration_since(self.queued_at)
+    }
+}
+
+/// A task that just resolved, as [`Observer::on_task_finished`] sees it: its whole timing,
+/// read on demand. Each moment becomes an `Instant` only when asked for; durations are read
+/// as they are kept. [`record`](Self::record) makes the owned [`TaskRecord`] of
+/// [`Event::TaskFinished`], with the same values.
+///
+/// ```
+/// use pool_core::{Event, FinishedTask, Observer};
+/// use std::sync::atomic::{AtomicU64, Ordering};
+///
+/// /// Sums how long tasks took from enqueue to resolution, without building a record.
+/// #[derive(Debug, Default)]
+/// struct TotalTime(AtomicU64);
+///
+/// impl Observer for TotalTime {
+///     fn on_event(&self, _event: &Event) {}
+///
+///     fn on_task_finished(&self, task: &FinishedTask<'_>) {
+///         let nanos = u64::try_from(task.total().as_nanos()).unwrap_or(u64::MAX);
+///         self.0.fetch_add(nanos, Ordering::Relaxed);
+///     }
+/// }
+/// ```
+pub struct FinishedTask<'a> {
+    task: &'a TaskInfo,
+    epoch: Epoch,
+    timeline: &'a Timeline,
+    finished_at: Ticks,
+    attempts: u32,
+    outcome: Outcome,
+}
+
+impl<'a> FinishedTask<'a> {
+    #[inline]
+    pub(crate) fn new(
+        task: &'a TaskInfo,
+        epoch: Epoch,
+        timeline: &'a Timeline,
+        finished_at: Ticks,
+        attempts: u32,
+        outcome: Outcome,
+    ) -> Self {
+        Self {
+            task,
+            epoch,
+            timeline,
+            finished_at,
+            attempts,
+            outcome,
+        }
+    }
+
+    /// The task.
+    #[inline]
+    pub fn task(&self) -> &'a TaskInfo {
+        self.task
+    }
+
+    /// When it was enqueued.
+    #[inline]
+    pub fn queued_at(&self) -> Instant {
+        self.epoch.instant(self.timeline.queued_at())
+    }
+
+    /// When its first attempt started (`None` if it never ran, e.g. stopped while queued).
+    #[inline]
+    pub fn first_started_at(&self) -> Option<Instant> {
+        let started = self.timeline.first_started_at()?;
+        Some(self.epoch.instant(started))
+    }
+
+    /// When it resolved.
+    #[inline]
+    pub fn finished_at(&self) -> Instant {
+        self.epoch.instant(self.finished_at)
+    }
+
+    /// From enqueue to resolution ([`TaskRecord::total`]), without making either moment an
+    /// `Instant`.
+    #[inline]
+    pub fn total(&self) -> Duration {
+        self.finished_at.saturating_since(self.timeline.queued_at())
+    }
+
+    /// Attempts that ran (0 if it never ran).
+    #[inline]
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// Time spent waiting in the queue, summed over attempts.
+    #[inline]
+    pub fn queue_wait(&self) -> Duration {
+        self.timeline.queue_wait()
+    }
+
+    /// Time spent running, summed over attempts.
+    #[inline]
+    pub fn execution(&self) -> Duration {
+        self.timeline.execution()
+    }
+
+    /// Time spent in retry backoff, summed.
+    #[inline]
+    pub fn retry_delay(&self) -> Duration {
+        self.timeline.retry_delay()
+    }
+
+    /// How it ended.
+    #[inline]
+    pub fn outcome(&self) -> Outcome {
+        self.outcome
+    }
+
+    /// The owned record, as [`Event::TaskFinished`] carries it (the task's identity cloned).
+    pub fn record(&self) -> TaskRecord {
+        TaskRecord {
+            task: self.task.clone(),
+            queued_at: self.queued_at(),
+            first_started_at: self.first_started_at(),
+            finished_at: self.finished_at(),
+            attempts: self.attempts,
+            queue_wait: self.queue_wait(),
+            execution: self.execution(),
+            retry_delay: self.retry_delay(),
+            outcome: self.outcome,
+        }
+    }
+}
+
+impl fmt::Debug for FinishedTask<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.record(), f)
     }
 }
 
@@ -374,15 +524,33 @@ impl ObserverSet {
 
     pub(crate) fn emit(&self, event: &Event) {
         tracing::trace!(target: "pool_core::events", ?event);
-        let bit = event.kind().bit();
+        self.deliver(event.kind(), |observer| observer.on_event(event));
+    }
+
+    /// Hands a finished task to the observers that want [`EventKind::TaskFinished`], as a
+    /// view: each reads what it needs ([`Observer::on_task_finished`]). `tracing` gets the
+    /// whole event, made only if it listens.
+    pub(crate) fn task_finished(&self, task: &FinishedTask<'_>) {
+        if Self::traced() {
+            let event = Event::TaskFinished(task.record());
+            tracing::trace!(target: "pool_core::events", ?event);
+        }
+        self.deliver(EventKind::TaskFinished, |observer| {
+            observer.on_task_finished(task);
+        });
+    }
+
+    /// Calls `deliver` with each observer that wants `kind` and has not panicked; mutes one
+    /// that panics.
+    fn deliver(&self, kind: EventKind, deliver: impl Fn(&dyn Observer)) {
+        let bit = kind.bit();
         for slot in &self.slots {
             if slot.muted.load(Ordering::Relaxed) || slot.wants.load(Ordering::Relaxed) & bit == 0 {
                 continue;
             }
-            let observer = &slot.observer;
-            let delivered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                observer.on_event(event);
-            }));
+            let observer = slot.observer.as_ref();
+            let delivered =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| deliver(observer)));
             if delivered.is_err() {
                 self.mute(slot);
             }

@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use pool_core::{Event, EventKind, Observer, PoolControl, TaskId, TaskRecord};
+use pool_core::{
+    Event, EventKind, FinishedTask as PoolFinished, Observer, PoolControl, TaskId, TaskRecord,
+};
 
 use crate::config::MetricsConfig;
 use crate::error::ConfigError;
@@ -16,7 +18,7 @@ use crate::latency::{HistogramTemplate, LatencySummary};
 use crate::memory::{MemoryProbe, MemorySampler};
 use crate::prometheus::PrometheusFormat;
 use crate::recent::{RecentSummary, RecentTask};
-use crate::record::{FinishedTask, TaskMetrics};
+use crate::record::{Ending, FinishedTask, TaskMetrics};
 use crate::rolling::WindowCounts;
 use crate::shard::{Layout, Shards};
 use crate::snapshot::{
@@ -156,7 +158,7 @@ impl Metrics {
     /// Records one finished task (what the observer does on `Event::TaskFinished`). Public for
     /// feeding records from elsewhere, e.g. a replay.
     pub fn record(&self, record: &TaskRecord) {
-        self.inner.record(record);
+        self.inner.record(&Ending::of_record(record));
     }
 
     /// Live counters, now.
@@ -386,9 +388,15 @@ impl Observer for Metrics {
         }
     }
 
+    /// The pool's view of the task, read without making the owned record: one moment made
+    /// an `Instant` (the finish), the total from the engine's clock.
+    fn on_task_finished(&self, task: &PoolFinished<'_>) {
+        self.inner.record(&Ending::of_view(task));
+    }
+
     fn on_event(&self, event: &Event) {
         match event {
-            Event::TaskFinished(record) => self.inner.record(record),
+            Event::TaskFinished(record) => self.inner.record(&Ending::of_record(record)),
             Event::ConcurrencyChanged { to, .. } => {
                 self.inner.limit.store(*to, Ordering::Relaxed);
             }
@@ -450,12 +458,12 @@ impl Inner {
     }
 
     /// The hot path: one atomic increment and one uncontended lock; the shared history lock
-    /// only when this thread's shard moves to a new slice (once per slice length). One clock
-    /// subtraction (from the enqueue, for the total): a task that finishes in the span of its
-    /// shard's previous one (same bucket, same slice, no memory sample due) is placed by
-    /// comparing instants; only the first task of a span works out its offset from the origin.
-    fn record(&self, record: &TaskRecord) {
-        let at = record.finished_at;
+    /// only when this thread's shard moves to a new slice (once per slice length). No clock
+    /// arithmetic: a task that finishes in the span of its shard's previous one (same bucket,
+    /// same slice, no memory sample due) is placed by comparing instants; only the first task
+    /// of a span works out its offset from the origin.
+    fn record(&self, ending: &Ending<'_>) {
+        let at = ending.finished_at;
         let origin = self.origin(at);
         // A plain counter: it numbers tasks and publishes no other data, so Relaxed.
         let sequence = self.issued.fetch_add(1, Ordering::Relaxed);
@@ -474,11 +482,11 @@ impl Inner {
                 )
             }
         };
-        let task = FinishedTask::from_record(record, sequence, rss_bytes);
+        let task = FinishedTask::from_ending(ending, sequence, rss_bytes);
         let closed = shard.record(task, at, place, keep_from, &self.layout);
         drop(shard);
-        if record.task.tenant.is_some() {
-            self.tenants.record(record, &self.layout.template);
+        if let Some(tenant) = &ending.task.tenant {
+            self.tenants.record(tenant, ending, &self.layout.template);
         }
         if let Some(closed) = closed {
             self.history

@@ -1,8 +1,8 @@
 //! The per-task record: everything measured about one finished task.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use pool_core::{Metadata, Outcome, TaskId, TaskRecord};
+use pool_core::{FinishedTask as PoolFinished, Metadata, Outcome, TaskId, TaskInfo, TaskRecord};
 use serde::{Deserialize, Serialize};
 
 /// How one finished task went, as kept in the bounded per-task store
@@ -37,7 +37,7 @@ pub struct TaskMetrics {
 impl TaskMetrics {
     /// Copies what an observer gets with [`Event::TaskFinished`](pool_core::Event::TaskFinished).
     pub fn from_record(record: &TaskRecord, sequence: u64, rss_bytes: Option<u64>) -> Self {
-        FinishedTask::from_record(record, sequence, rss_bytes).to_metrics()
+        FinishedTask::from_ending(&Ending::of_record(record), sequence, rss_bytes).to_metrics()
     }
 
     /// Attempts after the first.
@@ -48,6 +48,51 @@ impl TaskMetrics {
     /// True if it resolved with its value.
     pub fn succeeded(&self) -> bool {
         self.outcome.is_success()
+    }
+}
+
+/// What the collector reads of a finished task: from the pool's view of it
+/// ([`Observer::on_task_finished`](pool_core::Observer::on_task_finished), where the total
+/// comes from the engine's clock without making `Instant`s of enqueue and finish) or from an
+/// owned [`TaskRecord`] (a replay, or an observer that forwards events).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ending<'a> {
+    pub(crate) task: &'a TaskInfo,
+    pub(crate) finished_at: Instant,
+    pub(crate) total: Duration,
+    pub(crate) queue_wait: Duration,
+    pub(crate) execution: Duration,
+    pub(crate) retry_delay: Duration,
+    pub(crate) attempts: u32,
+    pub(crate) outcome: Outcome,
+}
+
+impl<'a> Ending<'a> {
+    #[inline]
+    pub(crate) fn of_view(finished: &PoolFinished<'a>) -> Self {
+        Self {
+            task: finished.task(),
+            finished_at: finished.finished_at(),
+            total: finished.total(),
+            queue_wait: finished.queue_wait(),
+            execution: finished.execution(),
+            retry_delay: finished.retry_delay(),
+            attempts: finished.attempts(),
+            outcome: finished.outcome(),
+        }
+    }
+
+    pub(crate) fn of_record(record: &'a TaskRecord) -> Self {
+        Self {
+            task: &record.task,
+            finished_at: record.finished_at,
+            total: record.total(),
+            queue_wait: record.queue_wait,
+            execution: record.execution,
+            retry_delay: record.retry_delay,
+            attempts: record.attempts,
+            outcome: record.outcome,
+        }
     }
 }
 
@@ -71,23 +116,23 @@ pub(crate) struct FinishedTask {
 
 impl FinishedTask {
     #[inline]
-    pub(crate) fn from_record(record: &TaskRecord, sequence: u64, rss_bytes: Option<u64>) -> Self {
-        let metadata = &record.task.metadata;
+    pub(crate) fn from_ending(ending: &Ending<'_>, sequence: u64, rss_bytes: Option<u64>) -> Self {
+        let metadata = &ending.task.metadata;
         Self {
-            id: record.task.id,
+            id: ending.task.id,
             sequence,
-            priority: record.task.priority,
-            attempts: record.attempts,
-            outcome: record.outcome,
+            priority: ending.task.priority,
+            attempts: ending.attempts,
+            outcome: ending.outcome,
             metadata: if metadata.is_empty() {
                 Metadata::new()
             } else {
                 metadata.clone()
             },
-            queue_wait_nanos: nanos(record.queue_wait),
-            execution_nanos: nanos(record.execution),
-            retry_delay_nanos: nanos(record.retry_delay),
-            total_nanos: nanos(record.total()),
+            queue_wait_nanos: nanos(ending.queue_wait),
+            execution_nanos: nanos(ending.execution),
+            retry_delay_nanos: nanos(ending.retry_delay),
+            total_nanos: nanos(ending.total),
             rss_bytes,
         }
     }

@@ -14,10 +14,11 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use pool_core::{TaskRecord, Tenant, TenantStats};
+use pool_core::{Tenant, TenantStats};
 use serde::{Deserialize, Serialize};
 
 use crate::latency::HistogramTemplate;
+use crate::record::Ending;
 
 /// The name under which tenants past the capacity are counted together.
 pub const OTHER_TENANTS: &str = "*";
@@ -78,10 +79,10 @@ impl Tally {
             .unwrap_or(at);
     }
 
-    fn record(&mut self, record: &TaskRecord, period: Duration) {
-        self.roll(record.finished_at, period);
+    fn record(&mut self, at: Instant, queue_wait: Duration, period: Duration) {
+        self.roll(at, period);
         self.served += 1;
-        let micros = u64::try_from(record.queue_wait.as_micros()).unwrap_or(u64::MAX);
+        let micros = u64::try_from(queue_wait.as_micros()).unwrap_or(u64::MAX);
         if self.current.record(micros).is_err() {
             self.current.saturating_record(micros);
         }
@@ -133,12 +134,14 @@ impl TenantBook {
         self.book.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Counts a finished task, if it names a tenant.
-    pub(crate) fn record(&self, record: &TaskRecord, template: &HistogramTemplate) {
-        let Some(tenant) = &record.task.tenant else {
-            return;
-        };
-        let at = record.finished_at;
+    /// Counts a finished task of `tenant`.
+    pub(crate) fn record(
+        &self,
+        tenant: &Tenant,
+        ending: &Ending<'_>,
+        template: &HistogramTemplate,
+    ) {
+        let at = ending.finished_at;
         let mut book = self.lock();
         let book = &mut *book;
         let named = book.tenants.contains_key(tenant) || book.tenants.len() < self.capacity;
@@ -149,7 +152,7 @@ impl TenantBook {
         } else {
             book.other.get_or_insert_with(|| Tally::new(template, at))
         };
-        tally.record(record, self.period);
+        tally.record(at, ending.queue_wait, self.period);
     }
 
     /// Every tenant's figures at `now`, with the counts `pool` gives for the tenants it knows

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::admission::{Rejection, Wakeup};
 use crate::error::{LastFailure, PanicMessage, Saturation, TaskError};
-use crate::observer::{Event, EventKind, TaskInfo};
+use crate::observer::{EventKind, FinishedTask, TaskInfo};
 use crate::outcome::{AttemptResult, Outcome};
 use crate::task::ErrorClass;
 
@@ -193,13 +193,15 @@ impl Engine {
         if self.observers.wants(EventKind::TaskFinished) {
             let task = job.task();
             let timeline = stay.after(task.stored_timeline());
-            self.observers.emit(&Event::TaskFinished(timeline.record(
+            let info = info.unwrap_or_else(|| task.info());
+            self.observers.task_finished(&FinishedTask::new(
+                &info,
                 self.epoch,
-                info.unwrap_or_else(|| task.info()),
+                &timeline,
                 now,
                 task.attempts(),
                 end.outcome(),
-            )));
+            ));
         }
         if job.resolve(end) {
             // Aborted by its handle: settled now.

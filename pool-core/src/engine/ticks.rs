@@ -17,6 +17,7 @@ pub(crate) struct Ticks(u64);
 
 impl Ticks {
     /// The time from `earlier` to this moment; zero if `earlier` is later.
+    #[inline]
     pub(crate) fn saturating_since(self, earlier: Ticks) -> Duration {
         Duration::from_nanos(self.0.saturating_sub(earlier.0))
     }

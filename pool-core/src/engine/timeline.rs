@@ -1,5 +1,5 @@
 //! One task's timeline: when it entered the queue, waited, ran and backed off, from enqueue
-//! to resolution — what its events and its [`TaskRecord`] report.
+//! to resolution — what its events and its [`TaskRecord`](crate::TaskRecord) report.
 //!
 //! A runner keeps the timeline of the stay it handles (from the task's entry into the queue
 //! to the end of its attempt) on its stack: a task that runs once needs nothing else. A task
@@ -7,14 +7,12 @@
 //! timeline so far in its cold box, and the next stay is added to it with
 //! [`Timeline::after`]: timelines compose, so the stored one and the current one are one type.
 //!
-//! Moments are the engine's [`Ticks`]; they become `Instant`s only in the [`TaskRecord`].
+//! Moments are the engine's [`Ticks`]; they become `Instant`s only when an observer asks
+//! ([`FinishedTask`](crate::FinishedTask), [`TaskRecord`](crate::TaskRecord)).
 
 use std::time::Duration;
 
-use crate::observer::{TaskInfo, TaskRecord};
-use crate::outcome::Outcome;
-
-use super::ticks::{Epoch, Ticks};
+use super::ticks::Ticks;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Timeline {
@@ -140,32 +138,43 @@ impl Timeline {
         self.previous_backoff
     }
 
-    /// The task's record, finished at `finished_at`, with moments counted from `epoch`.
-    pub(crate) fn record(
-        &self,
-        epoch: Epoch,
-        task: TaskInfo,
-        finished_at: Ticks,
-        attempts: u32,
-        outcome: Outcome,
-    ) -> TaskRecord {
-        TaskRecord {
-            task,
-            queued_at: epoch.instant(self.queued_at),
-            first_started_at: self.first_started_at.map(|at| epoch.instant(at)),
-            finished_at: epoch.instant(finished_at),
-            attempts,
-            queue_wait: self.queue_wait,
-            execution: self.execution,
-            retry_delay: self.retry_delay,
-            outcome,
-        }
+    /// When the task was first enqueued.
+    #[inline]
+    pub(crate) fn queued_at(&self) -> Ticks {
+        self.queued_at
+    }
+
+    /// When its first attempt started, if one has.
+    #[inline]
+    pub(crate) fn first_started_at(&self) -> Option<Ticks> {
+        self.first_started_at
+    }
+
+    /// Time spent waiting in the queue (or deferred by admission), summed over stays.
+    #[inline]
+    pub(crate) fn queue_wait(&self) -> Duration {
+        self.queue_wait
+    }
+
+    /// Time spent running, summed over attempts.
+    #[inline]
+    pub(crate) fn execution(&self) -> Duration {
+        self.execution
+    }
+
+    /// Time spent in retry backoff, summed.
+    #[inline]
+    pub(crate) fn retry_delay(&self) -> Duration {
+        self.retry_delay
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::ticks::Epoch;
     use super::*;
+    use crate::observer::{FinishedTask, TaskInfo};
+    use crate::outcome::Outcome;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -189,18 +198,11 @@ mod tests {
         second.started();
         second.attempt_ended(t0 + ms(170));
         let whole = second.after(Some(first));
-        let record = whole.record(
-            epoch,
-            TaskInfo {
-                id: crate::TaskId(1),
-                priority: 0,
-                metadata: Default::default(),
-                tenant: None,
-            },
-            t0 + ms(170),
-            2,
-            Outcome::Succeeded,
-        );
+        let info = TaskInfo::new(crate::TaskId(1));
+        let finished = FinishedTask::new(&info, epoch, &whole, t0 + ms(170), 2, Outcome::Succeeded);
+        let record = finished.record();
+        assert_eq!(finished.total(), ms(170));
+        assert_eq!(record.total(), ms(170));
         assert_eq!(record.queued_at, start);
         assert_eq!(record.first_started_at, Some(start + ms(15)));
         assert_eq!(record.finished_at, start + ms(170));

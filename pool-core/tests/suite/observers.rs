@@ -216,3 +216,109 @@ fn every_event_names_its_kind() {
     }
     assert_eq!(EventKind::ALL.len(), 11);
 }
+
+/// Reads each finished task through the view: what each accessor says, and the record it
+/// makes.
+#[derive(Debug, Clone, Default)]
+struct Viewer(Arc<Mutex<Vec<(pool_core::TaskRecord, std::time::Duration)>>>);
+
+impl Observer for Viewer {
+    fn on_event(&self, event: &Event) {
+        panic!("a finished task goes to on_task_finished only, not {event:?}");
+    }
+
+    fn wants(&self, kind: EventKind) -> bool {
+        kind == EventKind::TaskFinished
+    }
+
+    fn on_task_finished(&self, task: &pool_core::FinishedTask<'_>) {
+        let record = task.record();
+        assert_eq!(task.task().id, record.task.id);
+        assert_eq!(task.queued_at(), record.queued_at);
+        assert_eq!(task.first_started_at(), record.first_started_at);
+        assert_eq!(task.finished_at(), record.finished_at);
+        assert_eq!(
+            (task.queue_wait(), task.execution(), task.retry_delay()),
+            (record.queue_wait, record.execution, record.retry_delay)
+        );
+        assert_eq!(
+            (task.attempts(), task.outcome()),
+            (record.attempts, record.outcome)
+        );
+        self.0.lock().unwrap().push((record, task.total()));
+    }
+}
+
+/// Keeps every `TaskFinished` record it is given.
+#[derive(Debug, Clone, Default)]
+struct Records(Arc<Mutex<Vec<pool_core::TaskRecord>>>);
+
+impl Observer for Records {
+    fn on_event(&self, event: &Event) {
+        if let Event::TaskFinished(record) = event {
+            self.0.lock().unwrap().push(record.clone());
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_finished_task_view_reads_what_the_owned_record_holds() {
+    use std::time::Duration;
+    let (viewer, records) = (Viewer::default(), Records::default());
+    let pool = Pool::builder()
+        .concurrency(2)
+        .retries(1)
+        .retry_delay(Duration::from_millis(100))
+        .jitter(pool_core::Jitter::None)
+        .observer(viewer.clone())
+        .observer(records.clone())
+        .build()
+        .unwrap();
+    // Six tasks on two slots (most wait), every third failing its first attempt; a seventh
+    // cancelled while queued (never started).
+    let handles: Vec<_> = (0..6u64)
+        .map(|n| {
+            let tries = Arc::new(AtomicUsize::new(0));
+            let labels = pool_core::Metadata::new().with("n", n.to_string());
+            pool.enqueue(
+                move || {
+                    let first = tries.fetch_add(1, Ordering::SeqCst) == 0;
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(10 * (n + 1))).await;
+                        if first && n % 3 == 0 {
+                            Err(Transient("once"))
+                        } else {
+                            Ok(n)
+                        }
+                    }
+                },
+                TaskOptions::new().metadata(labels),
+            )
+        })
+        .collect();
+    let token = pool_core::CancellationToken::new();
+    let late = pool.enqueue(
+        || async { Ok::<_, Transient<&str>>(9) },
+        TaskOptions::new().cancellation(token.clone()),
+    );
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    token.cancel();
+    let _ = late.await;
+    for handle in handles {
+        let _ = handle.await;
+    }
+    let viewed = viewer.0.lock().unwrap().clone();
+    let owned = records.0.lock().unwrap().clone();
+    assert_eq!(viewed.len(), 7);
+    assert_eq!(viewed.len(), owned.len());
+    for ((from_view, total), record) in viewed.iter().zip(&owned) {
+        // The same task, in the same order, with the same figures: the view's record and the
+        // event's are built from one timeline.
+        assert_eq!(format!("{from_view:?}"), format!("{record:?}"));
+        assert_eq!(*total, record.total());
+    }
+    assert!(owned.iter().any(|r| r.first_started_at.is_none()));
+    assert!(owned
+        .iter()
+        .any(|r| r.queue_wait > Duration::ZERO && r.total() > r.execution));
+}

@@ -288,3 +288,81 @@ async fn parked_queued_and_retrying_tasks_are_gauges_of_an_attached_pool() {
     let waiting = metrics.stats().concurrency.waiting.unwrap();
     assert_eq!(waiting.deferred, 0);
 }
+
+/// Hands every event on to a collector through `on_event` only, as an observer that forwards
+/// owned events would: the collector then records from [`pool_core::TaskRecord`]s.
+#[derive(Debug)]
+struct ForwardEvents(Metrics);
+
+impl pool_core::Observer for ForwardEvents {
+    fn on_attach(&self, pool: pool_core::PoolControl) {
+        self.0.on_attach(pool);
+    }
+
+    fn wants(&self, kind: pool_core::EventKind) -> bool {
+        self.0.wants(kind)
+    }
+
+    fn on_event(&self, event: &pool_core::Event) {
+        self.0.on_event(event);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_pools_view_and_the_owned_record_give_the_same_figures() {
+    let config = || MetricsConfig::default().memory(MemoryMode::Light);
+    let (viewed, forwarded) = (
+        Metrics::new(config()).unwrap(),
+        Metrics::new(config()).unwrap(),
+    );
+    let pool = Pool::builder()
+        .concurrency(3)
+        .retries(2)
+        .retry_delay(ms(100))
+        .jitter(Jitter::None)
+        .timeout(Duration::from_secs(1))
+        .observer(viewed.clone())
+        .observer(ForwardEvents(forwarded.clone()))
+        .build()
+        .unwrap();
+    use ErrorClass::{Fatal, Retryable};
+    let scripts = [
+        Script::Succeed,
+        Script::FailFirst(1, Retryable),
+        Script::AlwaysFail(Fatal),
+        Script::AlwaysFail(Retryable),
+        Script::Hang,
+    ];
+    // Concurrency 3 for 20 tasks: most wait in the queue, so total, queue wait and execution
+    // all differ.
+    let handles: Vec<_> = (0..20)
+        .map(|n| {
+            let labels = pool_core::Metadata::new().with("n", n.to_string());
+            let options = TaskOptions::new().metadata(labels).priority(n % 3);
+            enqueue(&pool, scripts[n as usize % scripts.len()], options)
+        })
+        .collect();
+    for handle in handles {
+        let _ = handle.await;
+    }
+
+    let (from_view, from_records) = (viewed.tasks(), forwarded.tasks());
+    assert_eq!(from_view.len(), 20);
+    assert_eq!(from_view, from_records);
+    assert!(from_view
+        .iter()
+        .any(|t| t.queue_wait > Duration::ZERO && t.total > t.execution));
+    assert!(from_view.iter().all(|t| !t.metadata.is_empty()));
+    let now = pool.now();
+    let (live, replayed) = (viewed.stats_at(now), forwarded.stats_at(now));
+    assert_eq!(live.time_spent, replayed.time_spent);
+    assert_eq!(
+        (live.finished, live.failed, live.retries),
+        (replayed.finished, replayed.failed, replayed.retries)
+    );
+    let (aggregate, replayed) = (viewed.aggregate_all(), forwarded.aggregate_all());
+    assert_eq!(
+        (aggregate.queue_wait, aggregate.execution, aggregate.total),
+        (replayed.queue_wait, replayed.execution, replayed.total)
+    );
+}
