@@ -180,6 +180,18 @@ impl RunningChecksum {
         self.digest.update(bytes);
     }
 
+    /// An empty checksum of the same algorithm, for other bytes (a range of the object)
+    /// to be [`append`](Self::append)ed to this one later.
+    pub(crate) fn empty_like(&self) -> RunningChecksum {
+        RunningChecksum::new(self.algorithm)
+    }
+
+    /// This checksum continued over the bytes `next` covered, as if they had come right
+    /// after these (CRCs combine without the bytes).
+    pub(crate) fn append(&mut self, next: &RunningChecksum) {
+        self.digest.combine(&next.digest);
+    }
+
     /// The checksum of the bytes so far, as S3 writes it.
     pub(crate) fn finish(&self) -> String {
         let value = self.digest.finalize().to_be_bytes();

@@ -604,8 +604,15 @@ impl S3Client {
         })
     }
 
-    /// [`download_to`](Self::download_to) a new file at `file` (created or truncated),
-    /// written a range at a time from tokio's blocking pool.
+    /// [`download_to`](Self::download_to) a new file at `file` (created or truncated), each
+    /// range written at its offset as soon as it arrives (from tokio's blocking pool, several
+    /// at once), so that a slow range holds back nothing but itself. An object checked
+    /// against the MD5 of its ETag (a single-part object with no stored CRC) is written in
+    /// order, as the MD5 needs its bytes in order.
+    ///
+    /// # Cancel safety
+    /// Dropping the call stops the download; the file holds some of the object's ranges,
+    /// not necessarily a prefix of it.
     pub fn download_to_file(
         &self,
         path: &Path,

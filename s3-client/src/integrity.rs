@@ -18,6 +18,7 @@
 //! for every upload since 2025 (CRC64NVME); moto when the upload sent one, s3s-fs when a
 //! single-part upload did.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 
@@ -198,6 +199,81 @@ impl Verifier {
         }
     }
 
+    /// The same check for ranges that arrive in any order ([`RangesVerifier`]), if it needs
+    /// no order: a length or a stored CRC, not an ETag's MD5 (`Err(self)` then).
+    pub(crate) fn any_order(self) -> Result<RangesVerifier, Box<Verifier>> {
+        let whole = match self.digest {
+            None => None,
+            Some(WholeDigest::Crc(crc)) => Some(crc),
+            Some(WholeDigest::Md5(..)) => return Err(Box::new(self)),
+        };
+        Ok(RangesVerifier {
+            path: self.path,
+            expected_len: self.expected_len,
+            received: self.received,
+            crc: whole.map(|whole| (whole, BTreeMap::new())),
+        })
+    }
+
+    fn length_error(&self) -> IntegrityError {
+        IntegrityError::Length {
+            path: self.path.clone(),
+            expected: self.expected_len,
+            received: self.received,
+        }
+    }
+}
+
+/// Checks a whole object whose ranges arrive in any order: the length they add up to, and a
+/// stored CRC — each range's CRC is taken on its own as it arrives and the CRCs are combined
+/// in the ranges' order at the end, so no range waits for those before it.
+pub(crate) struct RangesVerifier {
+    path: String,
+    expected_len: u64,
+    received: u64,
+    /// The whole object's checksum (with its expected value), and each range's by offset.
+    crc: Option<(Box<RunningChecksum>, BTreeMap<u64, RunningChecksum>)>,
+}
+
+impl RangesVerifier {
+    /// Counts the range of the object at `offset` and takes its CRC. Ranges are distinct
+    /// (the download asks for each once).
+    pub(crate) fn update_at(&mut self, offset: u64, range: &[u8]) -> Result<(), IntegrityError> {
+        self.received += range.len() as u64;
+        if self.received > self.expected_len {
+            return Err(self.length_error());
+        }
+        if let Some((whole, ranges)) = &mut self.crc {
+            let mut crc = whole.empty_like();
+            crc.update(range);
+            ranges.insert(offset, crc);
+        }
+        Ok(())
+    }
+
+    /// Checks the length, then the CRC of the ranges put together in order (`delivered`: as
+    /// for [`Verifier::finish`]).
+    pub(crate) fn finish(&mut self, delivered: bool) -> Result<(), IntegrityError> {
+        if self.received != self.expected_len {
+            return Err(self.length_error());
+        }
+        let Some((mut whole, ranges)) = self.crc.take() else {
+            return Ok(());
+        };
+        for crc in ranges.values() {
+            whole.append(crc);
+        }
+        whole
+            .check()
+            .map_err(|(expected, actual)| IntegrityError::Checksum {
+                path: self.path.clone(),
+                algorithm: whole.algorithm().name(),
+                expected,
+                actual,
+                delivered,
+            })
+    }
+
     fn length_error(&self) -> IntegrityError {
         IntegrityError::Length {
             path: self.path.clone(),
@@ -322,5 +398,52 @@ mod tests {
         assert!(err.is_retryable());
         let part = Verifier::new(&object, &(1..3), &extensions);
         assert_eq!(part.algorithm(), None);
+    }
+
+    #[test]
+    fn ranges_in_any_order_are_checked_against_the_whole_objects_crc() {
+        let body: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let ranges = [(4_000, 7_000), (0, 1_500), (7_000, 10_000), (1_500, 4_000)];
+        for algorithm in crate::ChecksumAlgorithm::ALL {
+            let mut headers = object_store::HeaderMap::new();
+            let crc = algorithm.checksum(&body);
+            headers.insert(algorithm.header(), crc.parse().unwrap());
+            let checksums = ResponseChecksums::from_headers(&headers);
+            let object = meta(body.len() as u64, Some("\"0-3\""));
+            let verifier = |bytes: &[u8]| {
+                let mut verifier = Verifier::whole(&object, Some(&checksums))
+                    .any_order()
+                    .unwrap();
+                for (start, end) in ranges {
+                    verifier.update_at(start, &bytes[start as usize..end as usize])?;
+                }
+                verifier.finish(true)
+            };
+            verifier(&body).unwrap();
+            let mut changed = body.clone();
+            changed[5_000] ^= 1;
+            let err = verifier(&changed).unwrap_err();
+            assert!(
+                matches!(&err, IntegrityError::Checksum { algorithm: name, .. }
+                    if *name == algorithm.name()),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn ranges_in_any_order_are_checked_for_length_and_an_md5_needs_order() {
+        let object = meta(10, Some("\"a-2\""));
+        let mut short = Verifier::whole(&object, None).any_order().unwrap();
+        short.update_at(5, &[0; 5]).unwrap();
+        assert!(matches!(
+            short.finish(true),
+            Err(IntegrityError::Length { received: 5, .. })
+        ));
+        let mut long = Verifier::whole(&object, None).any_order().unwrap();
+        long.update_at(0, &[0; 6]).unwrap();
+        assert!(long.update_at(6, &[0; 6]).is_err());
+        let single = meta(3, Some("acbd18db4cc2f85cedef654fccc4a4d8"));
+        assert!(Verifier::whole(&single, None).any_order().is_err());
     }
 }

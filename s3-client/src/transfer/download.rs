@@ -1,23 +1,26 @@
-//! Downloads: an object as ranged GETs run in parallel through the pool, written in order.
+//! Downloads: an object as ranged GETs run in parallel through the pool, written at their
+//! offsets as they arrive (a file) or in order (any other sink).
 
+use std::collections::BTreeMap;
+use std::io;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures::future::{self, BoxFuture, Either};
-use futures::stream::{FuturesOrdered, StreamExt};
+use futures::stream::{FuturesUnordered, StreamExt};
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, GetResult, ObjectMeta, ObjectStoreExt};
 use pool_core::TaskError;
 
 use super::buffers::{PieceBuffer, PieceBuffers};
 use super::progress::Meter;
-use super::sink::RangeSink;
+use super::sink::{PositionedFile, RangeSink};
 use super::{io_failure, ByteBudget, TaskResult, TransferContext, TransferSummary};
 use crate::checksum::ResponseChecksums;
 use crate::dispatch::attempt;
 use crate::hedge::{HedgedRead, Leg, Race};
-use crate::integrity::{IntegrityError, Verifier};
+use crate::integrity::{IntegrityError, RangesVerifier, Verifier};
 use crate::options::CallOptions;
 
 /// A range as it came back: its bytes, the object's metadata, the attempts it took, and
@@ -146,18 +149,23 @@ fn fetch_checksums(
 
 /// Downloads `path` into `sink`: the first range tells the object's size and ETag, the rest
 /// go as ranged GETs (`If-Match` on that ETag) through the pool, as many at once as the pool
-/// and the byte budget allow, each retried alone; ranges are written in order.
+/// and the byte budget allow, each retried alone.
 ///
-/// Writing runs beside fetching: a range is written as soon as it and those before it have
-/// arrived, while later ranges are still fetched and new ones start as budget comes back.
+/// Writing runs beside fetching. A sink that takes writes at offsets (a file) gets each range
+/// as soon as it arrives, several at once, and the range's budget comes back once it is
+/// written: a slow range (a retry waiting out its backoff) holds its own budget and nothing
+/// else, while the ranges after it are written and new ones start. Other sinks get the
+/// ranges in order: one that arrives early waits, with its budget, for those before it.
 /// (Writing in the fetch loop stalled the network for as long as the ranges fetched meanwhile
 /// took to write — whole budgets of them at once.)
 ///
 /// Every range's length is checked. The whole object is checked as it is written: against
 /// the full-object CRC stored with it when the store reports checksums (a HEAD asks, while
-/// the ranges are fetched), else against the MD5 of a single-part S3 ETag; a multipart
-/// object on a store that reports no full-object checksum is checked by length only. An
-/// object that fits in the first range was checked whole by that read.
+/// the ranges are fetched; ranges written out of order have their CRCs combined in order),
+/// else against the MD5 of a single-part S3 ETag (which needs the bytes in order, so such an
+/// object is written in order); a multipart object on a store that reports no full-object
+/// checksum is checked by length only. An object that fits in the first range was checked
+/// whole by that read.
 pub(crate) async fn download(
     context: &TransferContext,
     path: &Path,
@@ -183,18 +191,19 @@ pub(crate) async fn download(
         .then(|| fetch_checksums(context, path, meta.e_tag.clone(), call));
     let after_first = (first.bytes.len() as u64).min(total);
 
-    // Ranges in order, each with its budget, from the fetching to the writing.
-    let (arrived, mut to_write) = futures::channel::mpsc::unbounded::<(Fetched, Permit)>();
+    // Ranges as they arrive, each with its offset and budget, from the fetching to the
+    // writing.
+    let (arrived, mut to_write) = futures::channel::mpsc::unbounded::<Arrived>();
     let fetching = async {
         // Owned here, so the writing sees the end of the ranges when the fetching ends.
         let arrived = arrived;
         let mut next = after_first;
-        let mut in_flight: FuturesOrdered<BoxFuture<'_, _>> = FuturesOrdered::new();
-        in_flight.push_back(Box::pin(future::ready((Ok(first), first_permit))));
+        let mut in_flight: FuturesUnordered<BoxFuture<'_, _>> = FuturesUnordered::new();
+        in_flight.push(Box::pin(future::ready((0, Ok(first), first_permit))));
         while next < total || !in_flight.is_empty() {
-            // Take budget for the next range, or hand on the next range in order, whichever
-            // comes first. Budget is taken in range order, so the range to be written next
-            // already has its own, and a fetched range keeps its budget until it is written.
+            // Take budget for the next range, or hand on a range that arrived, whichever
+            // comes first. Budget is taken in range order, so a sink written in order always
+            // has budget for the range it waits for.
             let remaining = total - next;
             let room = in_flight.len() < context.part_concurrency;
             let acquire = std::pin::pin!(async move {
@@ -213,55 +222,150 @@ pub(crate) async fn download(
                 }
             };
             match step {
-                Either::Left((fetched, permit)) => {
+                Either::Left((offset, fetched, permit)) => {
                     // The writing ended early only if it failed: its error is the one
                     // returned.
-                    if arrived.unbounded_send((fetched?, permit)).is_err() {
+                    if arrived.unbounded_send((offset, fetched?, permit)).is_err() {
                         return Ok(());
                     }
                 }
                 Either::Right(permit) => {
                     let range = next..(next + part).min(total);
                     next = range.end;
+                    let offset = range.start;
                     let fetching =
                         fetch_range(context, path, range, meta.e_tag.clone(), call, &buffers);
-                    in_flight.push_back(Box::pin(async move { (fetching.await, permit) }));
+                    in_flight.push(Box::pin(async move { (offset, fetching.await, permit) }));
                 }
             }
         }
         Ok(())
     };
     let writing = async {
-        let mut whole: Option<Verifier> = None;
+        // Decided when the first range arrives (the HEAD's answer is needed by then).
+        let mut order: Option<Order> = None;
         let mut stored_checksums = stored_checksums;
-        while let Some((fetched, permit)) = to_write.next().await {
-            let verifier = match &mut whole {
-                Some(verifier) => verifier,
-                None => whole.insert(match stored_checksums.take() {
-                    Some(head) => Verifier::whole(&meta, Some(&head.await?)),
-                    None if fetched.bytes.len() as u64 == total => Verifier::length(&meta),
-                    None => Verifier::whole(&meta, None),
-                }),
+        let mut writes = FuturesUnordered::new();
+        let mut arriving = true;
+        while arriving || !writes.is_empty() {
+            let event: Either<Option<Arrived>, Option<io::Result<(u64, u64)>>> = if !arriving {
+                Either::Right(writes.next().await)
+            } else if writes.is_empty() {
+                Either::Left(to_write.next().await)
+            } else {
+                match future::select(to_write.next(), writes.next()).await {
+                    Either::Left((arrival, _)) => Either::Left(arrival),
+                    Either::Right((written, _)) => Either::Right(written),
+                }
             };
-            verifier
-                .update(&fetched.bytes)
-                .map_err(|error| failed(IntegrityError::into_store_error(error)))?;
-            let len = fetched.bytes.len() as u64;
-            sink.write_range(fetched.bytes).await.map_err(io_failure)?;
-            meter.piece_done(len, fetched.attempts);
-            drop(permit);
+            let (offset, fetched, permit) = match event {
+                Either::Left(Some(arrival)) => arrival,
+                Either::Left(None) => {
+                    arriving = false;
+                    continue;
+                }
+                Either::Right(written) => {
+                    let (len, attempts) =
+                        written.expect("writes is not empty").map_err(io_failure)?;
+                    meter.piece_done(len, attempts);
+                    continue;
+                }
+            };
+            let order = match &mut order {
+                Some(order) => order,
+                None => {
+                    let checksums = match stored_checksums.take() {
+                        Some(head) => Some(head.await?),
+                        None => None,
+                    };
+                    let verifier = match checksums {
+                        Some(checksums) => Verifier::whole(&meta, Some(&checksums)),
+                        None if !several => Verifier::length(&meta),
+                        None => Verifier::whole(&meta, None),
+                    };
+                    order.insert(Order::new(verifier, sink.positioned()))
+                }
+            };
+            match order {
+                Order::AnyOrder { file, verifier } => {
+                    verifier
+                        .update_at(offset, &fetched.bytes)
+                        .map_err(|error| failed(IntegrityError::into_store_error(error)))?;
+                    let (file, len) = (file.clone(), fetched.bytes.len() as u64);
+                    writes.push(async move {
+                        file.write_at_holding(offset, fetched.bytes, permit)
+                            .await
+                            .map(|()| (len, fetched.attempts))
+                    });
+                }
+                Order::InOrder {
+                    next,
+                    early,
+                    verifier,
+                } => {
+                    early.insert(offset, (fetched, permit));
+                    while let Some(entry) = early.first_entry().filter(|e| *e.key() == *next) {
+                        let (fetched, permit) = entry.remove();
+                        verifier
+                            .update(&fetched.bytes)
+                            .map_err(|error| failed(IntegrityError::into_store_error(error)))?;
+                        let len = fetched.bytes.len() as u64;
+                        sink.write_range(fetched.bytes).await.map_err(io_failure)?;
+                        meter.piece_done(len, fetched.attempts);
+                        drop(permit);
+                        *next += len;
+                    }
+                }
+            }
         }
         sink.finish().await.map_err(io_failure)?;
-        if let Some(mut whole) = whole {
-            whole
-                .finish(true)
-                .map_err(|error| failed(IntegrityError::into_store_error(error)))?;
-        }
-        Ok(())
+        let checked = match &mut order {
+            Some(Order::AnyOrder { verifier, .. }) => verifier.finish(true),
+            Some(Order::InOrder { verifier, .. }) => verifier.finish(true),
+            None => Ok(()),
+        };
+        checked.map_err(|error| failed(IntegrityError::into_store_error(error)))
     };
     // Either one's failure ends both.
     future::try_join(fetching, writing).await?;
     Ok(meter.summary(meta.e_tag))
+}
+
+/// A range that arrived: its offset, its bytes, and its budget.
+type Arrived = (u64, Fetched, Permit);
+
+/// How a download's ranges are written.
+enum Order {
+    /// Each at its offset as it arrives, several at once.
+    AnyOrder {
+        file: PositionedFile,
+        verifier: RangesVerifier,
+    },
+    /// One after another: a range that arrives early waits in `early` (with its budget)
+    /// until the ranges before it are written; `next` is the offset written next.
+    InOrder {
+        next: u64,
+        early: BTreeMap<u64, (Fetched, Permit)>,
+        verifier: Verifier,
+    },
+}
+
+impl Order {
+    /// Any order if the sink takes writes at offsets and the check needs no order.
+    fn new(verifier: Verifier, file: Option<PositionedFile>) -> Self {
+        let in_order = |verifier| Order::InOrder {
+            next: 0,
+            early: BTreeMap::new(),
+            verifier,
+        };
+        match file {
+            Some(file) => match verifier.any_order() {
+                Ok(verifier) => Order::AnyOrder { file, verifier },
+                Err(verifier) => in_order(*verifier),
+            },
+            None => in_order(verifier),
+        }
+    }
 }
 
 type Permit = tokio::sync::OwnedSemaphorePermit;

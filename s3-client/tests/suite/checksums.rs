@@ -181,6 +181,26 @@ async fn a_download_in_ranges_is_checked_whole_against_the_stored_crc() {
         ),
         "{err}"
     );
+
+    // To a file the ranges are written as they arrive, each range's CRC taken alone and
+    // the CRCs combined in order: the same object passes, the same change is found.
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("ranged.out");
+    client.download_to_file(&path, &target).await.unwrap();
+    assert!(std::fs::read(&target).unwrap() == body);
+    server.faults().corrupt_bodies(2);
+    let err = client.download_to_file(&path, &target).await.unwrap_err();
+    assert!(
+        matches!(
+            integrity_error(&err),
+            IntegrityError::Checksum {
+                algorithm: "CRC64NVME",
+                delivered: true,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 /// A client for moto whose responses pass through `connector`, asking for stored checksums

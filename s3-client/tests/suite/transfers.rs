@@ -544,3 +544,127 @@ async fn downloads_of_large_and_tiny_objects_at_once_stay_within_the_budget() {
     );
     assert_eq!(open.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
+
+/// InMemory whose GET of the range starting at `held` waits until `release` is notified,
+/// and that counts the GETs answered.
+#[derive(Debug, Default)]
+struct HeldRange {
+    store: object_store::memory::InMemory,
+    held: u64,
+    release: tokio::sync::Notify,
+    answered: std::sync::atomic::AtomicUsize,
+}
+
+impl std::fmt::Display for HeldRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HeldRange")
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::ObjectStore for HeldRange {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.store.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.store.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        if let Some(object_store::GetRange::Bounded(range)) = &options.range {
+            if range.start == self.held {
+                self.release.notified().await;
+            }
+        }
+        let result = self.store.get_opts(location, options).await;
+        self.answered
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        result
+    }
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<'static, object_store::Result<Path>>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<Path>> {
+        self.store.delete_stream(locations)
+    }
+    fn list(
+        &self,
+        prefix: Option<&Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.store.list(prefix)
+    }
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.store.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.store.copy_opts(from, to, options).await
+    }
+}
+
+/// A file download writes each range at its offset as it arrives: with one range held back
+/// and a budget of two ranges, every range after it is fetched and written meanwhile (written
+/// in order, the held range's successor would keep the rest of the budget until the held
+/// one came, and nothing more would be fetched); then the held one completes the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_download_writes_the_ranges_after_a_slow_one_meanwhile() {
+    use object_store::ObjectStoreExt;
+    use std::sync::atomic::Ordering;
+    let store = Arc::new(HeldRange {
+        held: PART as u64,
+        ..HeldRange::default()
+    });
+    let client = S3Client::builder_arc(Arc::clone(&store) as Arc<dyn object_store::ObjectStore>)
+        .part_size(PART)
+        .concurrency(8)
+        .max_bytes_in_flight(2 * PART as u64)
+        .build()
+        .unwrap();
+    let path = Path::from("held/object.bin");
+    let body = random_bytes(70, 5 * PART + 3);
+    store.put(&path, body.clone().into()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("object.out");
+    let download = tokio::spawn({
+        let (client, path, target) = (client.clone(), path.clone(), target.clone());
+        async move { client.download_to_file(&path, &target).await }
+    });
+    // Six ranges: all but the held one answered, and written at their offsets.
+    until("the ranges after the held one are fetched", || {
+        store.answered.load(Ordering::SeqCst) == 5
+    })
+    .await;
+    until("the ranges after the held one are written", || {
+        std::fs::read(&target)
+            .is_ok_and(|file| file.len() == body.len() && file[2 * PART..] == body[2 * PART..])
+    })
+    .await;
+    assert!(!download.is_finished());
+    store.release.notify_one();
+    let summary = tokio::time::timeout(Duration::from_secs(60), download)
+        .await
+        .expect("the download ends once the held range is answered")
+        .unwrap()
+        .unwrap();
+    assert_eq!((summary.bytes, summary.pieces), (body.len() as u64, 6));
+    assert!(std::fs::read(&target).unwrap() == body);
+}
