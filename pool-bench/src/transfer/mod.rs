@@ -8,6 +8,7 @@ mod content;
 mod engines;
 mod report;
 mod run;
+mod threads;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -229,12 +230,16 @@ pub fn measure_transfer(spec: &TransferSpec) -> Result<TransferMeasurement, Benc
         let prepared = engines::prepare(spec)?;
         let baseline = memory.resident_bytes();
         let tracing = spec.trace.as_ref().map(|_| engines::trace(&prepared));
+        let threads = spec.trace.as_ref().map(|_| threads::ThreadTimes::now());
         let stopwatch = Stopwatch::start();
         let outcome = engines::run(spec, &prepared).await?;
         let timing = stopwatch.stop();
-        if let (Some(tracing), Some(path)) = (tracing, &spec.trace) {
+        if let (Some(tracing), Some(path), Some(threads)) = (tracing, &spec.trace, threads) {
+            let per_thread = threads::ThreadTimes::now().since_csv(&threads);
             let rows = tracing.finish().await;
             std::fs::write(path, rows).map_err(|e| BenchError::io(path, e))?;
+            let path = path.with_extension("threads.csv");
+            std::fs::write(&path, per_thread).map_err(|e| BenchError::io(&path, e))?;
         }
         Ok::<_, BenchError>((timing, baseline, outcome))
     })?;
