@@ -407,6 +407,24 @@ where
         self.lock().cold()?.timeline.as_deref().copied()
     }
 
+    fn info_and_timeline(&self) -> (TaskInfo, Option<Timeline>) {
+        let (metadata, tenant, timeline) = match self.lock().cold() {
+            Some(cold) => (
+                cold.metadata.clone(),
+                cold.tenant.clone(),
+                cold.timeline.as_deref().copied(),
+            ),
+            None => Default::default(),
+        };
+        let info = TaskInfo {
+            id: self.id,
+            priority: self.priority,
+            metadata,
+            tenant,
+        };
+        (info, timeline)
+    }
+
     fn store_timeline(&self, timeline: Timeline) {
         let mut body = self.lock();
         match &mut body.cold_mut().timeline {

@@ -479,10 +479,11 @@ impl ObserverSet {
         }
     }
 
-    /// Whether task events need a [`TaskInfo`] at all: someone wants one of them, or
-    /// `tracing` listens.
-    pub(crate) fn is_active(&self) -> bool {
-        self.wanted.load(Ordering::Relaxed) != 0 || Self::traced()
+    /// Whether every attempt has events that name its task ([`EventKind::TaskStarted`],
+    /// [`EventKind::AttemptFinished`]): someone wants one of them, or `tracing` listens.
+    pub(crate) fn wants_attempt_events(&self) -> bool {
+        let bits = EventKind::TaskStarted.bit() | EventKind::AttemptFinished.bit();
+        self.wanted.load(Ordering::Relaxed) & bits != 0 || Self::traced()
     }
 
     /// Whether an event of `kind` needs to be built: an observer wants it, or `tracing`

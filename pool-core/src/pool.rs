@@ -11,7 +11,7 @@ use crate::engine::Engine;
 use crate::error::ConfigError;
 use crate::handle::TaskHandle;
 use crate::make_attempt::MakeAttempt;
-use crate::observer::TaskInfo;
+use crate::observer::{EventKind, TaskInfo};
 use crate::stats::Stats;
 use crate::task::{ErrorClass, Retryable, TaskOptions};
 use crate::tenant::TenantStats;
@@ -215,12 +215,16 @@ impl Pool {
             cancellable: options.cancellation.is_some(),
             deadline: options.deadline,
         };
-        let info = engine.observers.is_active().then(|| TaskInfo {
-            id,
-            priority: options.priority,
-            metadata: options.metadata.clone(),
-            tenant: options.tenant.clone(),
-        });
+        // Only `TaskQueued` needs it here (a task finished at once asks for it itself).
+        let info = engine
+            .observers
+            .wants(EventKind::TaskQueued)
+            .then(|| TaskInfo {
+                id,
+                priority: options.priority,
+                metadata: options.metadata.clone(),
+                tenant: options.tenant.clone(),
+            });
         let task = Arc::new(TaskCell::new(id, options, task, classify, engine));
         engine.enqueue(Arc::clone(&task) as TaskRef, waiting, info);
         TaskHandle::new(task, Arc::downgrade(engine))

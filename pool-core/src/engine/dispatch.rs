@@ -202,8 +202,14 @@ impl Runner {
             // Built in place, and lent to the attempt and the decision after it.
             let mut timeline = claimed.timeline();
             let (job, _) = self.running.insert((claimed.job, claimed.lane));
-            // Asked once per stay and reused by every event of it.
-            let info = self.engine.observers.is_active().then(|| job.task().info());
+            // Asked once per stay and reused by every event of it, if the stay's attempt
+            // events need it; otherwise the rarer events that end a stay ask for it (a
+            // finished task's record reads it with the stored timeline, in one look).
+            let info = self
+                .engine
+                .observers
+                .wants_attempt_events()
+                .then(|| job.task().info());
             let end = self.engine.attempt(job, &mut timeline, info.as_ref()).await;
             let (job, lane) = self.running.take().expect("the runner holds its task");
             self.next = match self.engine.after_attempt(job, lane, &timeline, end, info) {

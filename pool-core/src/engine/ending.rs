@@ -192,8 +192,11 @@ impl Engine {
         }
         if self.observers.wants(EventKind::TaskFinished) {
             let task = job.task();
-            let timeline = stay.after(task.stored_timeline());
-            let info = info.unwrap_or_else(|| task.info());
+            let (info, stored) = match info {
+                Some(info) => (info, task.stored_timeline()),
+                None => task.info_and_timeline(),
+            };
+            let timeline = stay.after(stored);
             self.observers.task_finished(&FinishedTask::new(
                 &info,
                 self.epoch,
