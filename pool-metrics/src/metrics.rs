@@ -158,7 +158,7 @@ impl Metrics {
     /// Records one finished task (what the observer does on `Event::TaskFinished`). Public for
     /// feeding records from elsewhere, e.g. a replay.
     pub fn record(&self, record: &TaskRecord) {
-        self.inner.record(&Ending::of_record(record));
+        self.inner.record(record);
     }
 
     /// Live counters, now.
@@ -391,12 +391,12 @@ impl Observer for Metrics {
     /// The pool's view of the task, read without making the owned record: one moment made
     /// an `Instant` (the finish), the total from the engine's clock.
     fn on_task_finished(&self, task: &PoolFinished<'_>) {
-        self.inner.record(&Ending::of_view(task));
+        self.inner.record(task);
     }
 
     fn on_event(&self, event: &Event) {
         match event {
-            Event::TaskFinished(record) => self.inner.record(&Ending::of_record(record)),
+            Event::TaskFinished(record) => self.inner.record(record),
             Event::ConcurrencyChanged { to, .. } => {
                 self.inner.limit.store(*to, Ordering::Relaxed);
             }
@@ -462,9 +462,9 @@ impl Inner {
     /// arithmetic: a task that finishes in the span of its shard's previous one (same bucket,
     /// same slice, no memory sample due) is placed by comparing instants; only the first task
     /// of a span works out its offset from the origin.
-    fn record(&self, ending: &Ending<'_>) {
-        let at = ending.finished_at;
-        let origin = self.origin(at);
+    #[inline]
+    fn record(&self, ending: &impl Ending) {
+        let at = ending.finished_at();
         // A plain counter: it numbers tasks and publishes no other data, so Relaxed.
         let sequence = self.issued.fetch_add(1, Ordering::Relaxed);
         let keep_from = keep_from(sequence + 1, self.kept);
@@ -472,6 +472,7 @@ impl Inner {
         let (place, rss_bytes) = match shard.place_of(at) {
             Some(place) => (place, self.memory.on_task(at, None)),
             None => {
+                let origin = self.origin(at);
                 let offset = offset_nanos(origin, at);
                 // Sampled before the span is drawn, so that the span ends at the next due time.
                 let rss_bytes = self.memory.on_task(at, Some(offset));
@@ -485,8 +486,10 @@ impl Inner {
         let task = FinishedTask::from_ending(ending, sequence, rss_bytes);
         let closed = shard.record(task, at, place, keep_from, &self.layout);
         drop(shard);
-        if let Some(tenant) = &ending.task.tenant {
-            self.tenants.record(tenant, ending, &self.layout.template);
+        if let Some(tenant) = &ending.task().tenant {
+            let queue_wait = ending.queue_wait();
+            self.tenants
+                .record(tenant, at, queue_wait, &self.layout.template);
         }
         if let Some(closed) = closed {
             self.history

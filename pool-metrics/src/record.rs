@@ -37,7 +37,7 @@ pub struct TaskMetrics {
 impl TaskMetrics {
     /// Copies what an observer gets with [`Event::TaskFinished`](pool_core::Event::TaskFinished).
     pub fn from_record(record: &TaskRecord, sequence: u64, rss_bytes: Option<u64>) -> Self {
-        FinishedTask::from_ending(&Ending::of_record(record), sequence, rss_bytes).to_metrics()
+        FinishedTask::from_ending(record, sequence, rss_bytes).to_metrics()
     }
 
     /// Attempts after the first.
@@ -51,48 +51,82 @@ impl TaskMetrics {
     }
 }
 
-/// What the collector reads of a finished task: from the pool's view of it
-/// ([`Observer::on_task_finished`](pool_core::Observer::on_task_finished), where the total
-/// comes from the engine's clock without making `Instant`s of enqueue and finish) or from an
-/// owned [`TaskRecord`] (a replay, or an observer that forwards events).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Ending<'a> {
-    pub(crate) task: &'a TaskInfo,
-    pub(crate) finished_at: Instant,
-    pub(crate) total: Duration,
-    pub(crate) queue_wait: Duration,
-    pub(crate) execution: Duration,
-    pub(crate) retry_delay: Duration,
-    pub(crate) attempts: u32,
-    pub(crate) outcome: Outcome,
+/// What the collector reads of a finished task: the pool's view of it
+/// ([`Observer::on_task_finished`](pool_core::Observer::on_task_finished): the total comes
+/// from the engine's clock, and only the finish is made an `Instant`) or an owned
+/// [`TaskRecord`] (a replay, or an observer that forwards events). The collector is generic
+/// over the two, so it reads each figure where it is kept, with no copy in between.
+pub(crate) trait Ending {
+    fn task(&self) -> &TaskInfo;
+    fn finished_at(&self) -> Instant;
+    /// From enqueue to resolution.
+    fn total(&self) -> Duration;
+    fn queue_wait(&self) -> Duration;
+    fn execution(&self) -> Duration;
+    fn retry_delay(&self) -> Duration;
+    fn attempts(&self) -> u32;
+    fn outcome(&self) -> Outcome;
 }
 
-impl<'a> Ending<'a> {
+impl Ending for PoolFinished<'_> {
     #[inline]
-    pub(crate) fn of_view(finished: &PoolFinished<'a>) -> Self {
-        Self {
-            task: finished.task(),
-            finished_at: finished.finished_at(),
-            total: finished.total(),
-            queue_wait: finished.queue_wait(),
-            execution: finished.execution(),
-            retry_delay: finished.retry_delay(),
-            attempts: finished.attempts(),
-            outcome: finished.outcome(),
-        }
+    fn task(&self) -> &TaskInfo {
+        PoolFinished::task(self)
     }
+    #[inline]
+    fn finished_at(&self) -> Instant {
+        PoolFinished::finished_at(self)
+    }
+    #[inline]
+    fn total(&self) -> Duration {
+        PoolFinished::total(self)
+    }
+    #[inline]
+    fn queue_wait(&self) -> Duration {
+        PoolFinished::queue_wait(self)
+    }
+    #[inline]
+    fn execution(&self) -> Duration {
+        PoolFinished::execution(self)
+    }
+    #[inline]
+    fn retry_delay(&self) -> Duration {
+        PoolFinished::retry_delay(self)
+    }
+    #[inline]
+    fn attempts(&self) -> u32 {
+        PoolFinished::attempts(self)
+    }
+    #[inline]
+    fn outcome(&self) -> Outcome {
+        PoolFinished::outcome(self)
+    }
+}
 
-    pub(crate) fn of_record(record: &'a TaskRecord) -> Self {
-        Self {
-            task: &record.task,
-            finished_at: record.finished_at,
-            total: record.total(),
-            queue_wait: record.queue_wait,
-            execution: record.execution,
-            retry_delay: record.retry_delay,
-            attempts: record.attempts,
-            outcome: record.outcome,
-        }
+impl Ending for TaskRecord {
+    fn task(&self) -> &TaskInfo {
+        &self.task
+    }
+    fn finished_at(&self) -> Instant {
+        self.finished_at
+    }
+    fn total(&self) -> Duration {
+        TaskRecord::total(self)
+    }
+    fn queue_wait(&self) -> Duration {
+        self.queue_wait
+    }
+    fn execution(&self) -> Duration {
+        self.execution
+    }
+    fn retry_delay(&self) -> Duration {
+        self.retry_delay
+    }
+    fn attempts(&self) -> u32 {
+        self.attempts
+    }
+    fn outcome(&self) -> Outcome {
+        self.outcome
     }
 }
 
@@ -116,23 +150,23 @@ pub(crate) struct FinishedTask {
 
 impl FinishedTask {
     #[inline]
-    pub(crate) fn from_ending(ending: &Ending<'_>, sequence: u64, rss_bytes: Option<u64>) -> Self {
-        let metadata = &ending.task.metadata;
+    pub(crate) fn from_ending(ending: &impl Ending, sequence: u64, rss_bytes: Option<u64>) -> Self {
+        let task = ending.task();
         Self {
-            id: ending.task.id,
+            id: task.id,
             sequence,
-            priority: ending.task.priority,
-            attempts: ending.attempts,
-            outcome: ending.outcome,
-            metadata: if metadata.is_empty() {
+            priority: task.priority,
+            attempts: ending.attempts(),
+            outcome: ending.outcome(),
+            metadata: if task.metadata.is_empty() {
                 Metadata::new()
             } else {
-                metadata.clone()
+                task.metadata.clone()
             },
-            queue_wait_nanos: nanos(ending.queue_wait),
-            execution_nanos: nanos(ending.execution),
-            retry_delay_nanos: nanos(ending.retry_delay),
-            total_nanos: nanos(ending.total),
+            queue_wait_nanos: nanos(ending.queue_wait()),
+            execution_nanos: nanos(ending.execution()),
+            retry_delay_nanos: nanos(ending.retry_delay()),
+            total_nanos: nanos(ending.total()),
             rss_bytes,
         }
     }

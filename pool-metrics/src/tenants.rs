@@ -18,7 +18,6 @@ use pool_core::{Tenant, TenantStats};
 use serde::{Deserialize, Serialize};
 
 use crate::latency::HistogramTemplate;
-use crate::record::Ending;
 
 /// The name under which tenants past the capacity are counted together.
 pub const OTHER_TENANTS: &str = "*";
@@ -138,10 +137,10 @@ impl TenantBook {
     pub(crate) fn record(
         &self,
         tenant: &Tenant,
-        ending: &Ending<'_>,
+        at: Instant,
+        queue_wait: Duration,
         template: &HistogramTemplate,
     ) {
-        let at = ending.finished_at;
         let mut book = self.lock();
         let book = &mut *book;
         let named = book.tenants.contains_key(tenant) || book.tenants.len() < self.capacity;
@@ -152,7 +151,7 @@ impl TenantBook {
         } else {
             book.other.get_or_insert_with(|| Tally::new(template, at))
         };
-        tally.record(at, ending.queue_wait, self.period);
+        tally.record(at, queue_wait, self.period);
     }
 
     /// Every tenant's figures at `now`, with the counts `pool` gives for the tenants it knows
