@@ -3,18 +3,17 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
 use crate::cell::ResultSlot;
-use crate::engine::Engine;
 use crate::error::TaskError;
+use crate::raw_task::ResultRef;
 use crate::task::TaskId;
 
 /// Resolves exactly once with the task's value or a [`TaskError`].
 ///
-/// The handle shares the task's one allocation with the pool (beside a weak reference to
-/// the pool, for [`abort`](Self::abort)); there is no separate channel.
+/// The handle is one pointer to the task's one allocation, which it shares with the pool;
+/// there is no separate channel.
 ///
 /// Dropping the handle does not cancel the task (like a detached spawn): call
 /// [`abort`](Self::abort) first, or give the task a cancellation token in
@@ -22,23 +21,26 @@ use crate::task::TaskId;
 /// task at once, whether or not the handle is being awaited.
 #[must_use = "a handle does nothing unless awaited; dropping it lets the task run detached"]
 pub struct TaskHandle<T, E> {
-    task: Arc<dyn ResultSlot<T, E>>,
-    engine: Weak<Engine>,
+    task: ResultRef<T, E>,
 }
 
 impl<T, E> TaskHandle<T, E> {
-    pub(crate) fn new(task: Arc<dyn ResultSlot<T, E>>, engine: Weak<Engine>) -> Self {
-        Self { task, engine }
+    pub(crate) fn new(task: ResultRef<T, E>) -> Self {
+        Self { task }
+    }
+
+    fn slot(&self) -> &dyn ResultSlot<T, E> {
+        self.task.slot().0
     }
 
     /// The task's id (as seen in events and metrics).
     pub fn id(&self) -> TaskId {
-        self.task.id()
+        self.slot().id()
     }
 
     /// Whether the task has resolved: awaiting the handle now returns at once.
     pub fn is_finished(&self) -> bool {
-        self.task.is_resolved()
+        self.slot().is_resolved()
     }
 
     /// The result if the task has already resolved, without waiting; otherwise the handle
@@ -70,7 +72,8 @@ impl<T, E> TaskHandle<T, E> {
     /// # }
     /// ```
     pub fn try_result(self) -> Result<Result<T, TaskError<E>>, Self> {
-        match self.task.try_result() {
+        let (slot, attempts) = self.task.slot();
+        match slot.try_result(attempts) {
             Some(result) => Ok(result),
             None => Err(self),
         }
@@ -114,11 +117,8 @@ impl<T, E> TaskHandle<T, E> {
     /// # }
     /// ```
     pub fn abort(&self) {
-        if self.task.abort() {
-            if let Some(engine) = self.engine.upgrade() {
-                engine.aborted(self.task.id());
-            }
-        }
+        // The task tells the pool, if it resolved it.
+        self.slot().abort();
     }
 
     /// This handle, resolving to `(index, result)`: for many handles polled together (in a
@@ -136,7 +136,8 @@ impl<T, E> Future for TaskHandle<T, E> {
     type Output = Result<T, TaskError<E>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.task.poll_result(cx)
+        let (slot, attempts) = self.task.slot();
+        slot.poll_result(cx, attempts)
     }
 }
 

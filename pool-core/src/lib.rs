@@ -67,6 +67,7 @@ mod outcome;
 pub mod policy;
 mod pool;
 mod queue;
+mod raw_task;
 mod retry;
 mod stats;
 mod sync;

@@ -6,12 +6,13 @@ use std::time::Instant;
 
 use crate::builder::PoolBuilder;
 use crate::cell::TaskCell;
-use crate::engine::job::{TaskRef, Waiting};
+use crate::engine::job::Waiting;
 use crate::engine::Engine;
 use crate::error::ConfigError;
 use crate::handle::TaskHandle;
 use crate::make_attempt::MakeAttempt;
 use crate::observer::{EventKind, TaskInfo};
+use crate::raw_task;
 use crate::stats::Stats;
 use crate::task::{ErrorClass, Retryable, TaskOptions};
 use crate::tenant::TenantStats;
@@ -225,9 +226,9 @@ impl Pool {
                 metadata: options.metadata.clone(),
                 tenant: options.tenant.clone(),
             });
-        let task = Arc::new(TaskCell::new(id, options, task, classify, engine));
-        engine.enqueue(Arc::clone(&task) as TaskRef, waiting, info);
-        TaskHandle::new(task, Arc::downgrade(engine))
+        let (task, result) = raw_task::new_task(TaskCell::new(id, options, task, classify, engine));
+        engine.enqueue(task, waiting, info);
+        TaskHandle::new(result)
     }
 
     /// Changes the concurrency limit at once. Growing starts queued tasks now; shrinking

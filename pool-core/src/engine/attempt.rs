@@ -102,7 +102,7 @@ impl Engine {
         let start = catch(|| {
             let _polling = Polling::enter(self, task.id());
             let stopped_now = self.stopped_now.load(Ordering::Acquire);
-            Arc::clone(task).start_attempt(self.settings.timeout, stopped_now)
+            task.start_attempt(self.settings.timeout, stopped_now)
         });
         let end = match start {
             Err(message) => AttemptEnd::Panicked(message),

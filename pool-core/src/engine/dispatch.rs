@@ -45,7 +45,7 @@ impl Engine {
             self.finish(Job::new(task), TaskEnd::Stopped, now, &stay, info);
             return;
         }
-        let watched = cancellable.then(|| Arc::clone(&task));
+        let watched = cancellable.then(|| task.clone());
         if let Some(parent) = parent {
             state.loans.adopt(parent, task.id());
         }

@@ -8,12 +8,12 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::observer::TaskInfo;
+use crate::raw_task::Owned;
 use crate::task::{ErrorClass, TaskId};
 use crate::tenant::Tenant;
 use crate::unwind::drop_contained;
@@ -59,14 +59,11 @@ impl Waiting {
     }
 }
 
-/// A task with its closure, output and error types hidden, as the engine holds it.
-pub(crate) trait ErasedTask: Send + Sync {
+/// A task with its closure, output and error types hidden, as the engine holds it (through
+/// a [`TaskRef`], which also counts its attempts).
+pub(crate) trait ErasedTask: Send + Sync + 'static {
     fn id(&self) -> TaskId;
     fn priority(&self) -> i32;
-    /// Attempts started so far.
-    fn attempts(&self) -> u32;
-    /// Counts a new attempt and returns its number (1 for the first).
-    fn begin_attempt(&self) -> u32;
     fn info(&self) -> TaskInfo;
     fn cancellation(&self) -> Option<CancellationToken>;
     /// By when it must have resolved.
@@ -81,7 +78,10 @@ pub(crate) trait ErasedTask: Send + Sync {
     fn retries(&self, pool_default: u32) -> u32;
     /// Calls the closure for the next attempt, unless the task's token has fired or the
     /// pool was stopped with `stop_now` (checked in that order).
-    fn start_attempt(self: Arc<Self>, pool_timeout: Option<Duration>, stopped_now: bool) -> Start;
+    /// Called through [`TaskRef::start_attempt`], which makes `this`.
+    fn start_attempt(this: Owned<Self>, pool_timeout: Option<Duration>, stopped_now: bool) -> Start
+    where
+        Self: Sized;
     /// The timeline the task kept when it last left for a while (retry backoff, deferral).
     fn stored_timeline(&self) -> Option<Timeline>;
     /// [`info`](Self::info) and [`stored_timeline`](Self::stored_timeline) at once (what a
@@ -98,15 +98,18 @@ pub(crate) trait ErasedTask: Send + Sync {
     fn is_resolved(&self) -> bool;
 }
 
-/// What a task needs of the engine: to hear that its token fired, so a queued or parked
-/// task ends `Cancelled` at once. The engine implements it; a task holds it weakly.
+/// What a task needs of the engine: to hear that its token fired, or that its handle aborted
+/// it, so a queued or parked task ends `Cancelled` at once (and a running one at its next
+/// wake-up). The engine implements it; a task holds it weakly.
 pub(crate) trait CancelSink: Send + Sync {
     /// The token of task `id` fired.
     fn cancelled(&self, id: TaskId);
+    /// Task `id` was resolved by its handle's `abort`.
+    fn aborted(&self, id: TaskId);
 }
 
-/// The engine's reference to a task.
-pub(crate) type TaskRef = Arc<dyn ErasedTask>;
+/// The engine's reference to a task (8 bytes; see [`crate::raw_task`]).
+pub(crate) use crate::raw_task::TaskRef;
 
 /// A task taken out of the queue. Whoever holds it must resolve it: dropping it unresolved
 /// (a runtime shut down under a running task) resolves the handle with `Stopped`, so a
@@ -160,16 +163,6 @@ impl Drop for Job {
     }
 }
 
-impl std::fmt::Debug for dyn ErasedTask {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Task")
-            .field("id", &self.id())
-            .field("priority", &self.priority())
-            .field("attempts", &self.attempts())
-            .finish_non_exhaustive()
-    }
-}
-
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut debug = f.debug_struct("Job");
@@ -179,5 +172,70 @@ impl std::fmt::Debug for Job {
                 .field("attempts", &task.attempts());
         }
         debug.finish_non_exhaustive()
+    }
+}
+
+/// A task that is only ever held, never run: for tests of what holds tasks.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// Keeps `held` (say, something that counts its drops) as long as the task lives.
+    #[derive(Debug)]
+    pub(crate) struct Inert<D = ()> {
+        pub(crate) id: TaskId,
+        pub(crate) priority: i32,
+        pub(crate) _held: D,
+    }
+
+    impl Default for Inert {
+        fn default() -> Self {
+            Self {
+                id: TaskId(0),
+                priority: 0,
+                _held: (),
+            }
+        }
+    }
+
+    impl<D: Send + Sync + 'static> ErasedTask for Inert<D> {
+        fn id(&self) -> TaskId {
+            self.id
+        }
+        fn priority(&self) -> i32 {
+            self.priority
+        }
+        fn info(&self) -> TaskInfo {
+            unreachable!("an inert task is never observed")
+        }
+        fn cancellation(&self) -> Option<CancellationToken> {
+            None
+        }
+        fn deadline(&self) -> Option<Instant> {
+            None
+        }
+        fn waiting(&self) -> Waiting {
+            Waiting::default()
+        }
+        fn is_cancelled(&self) -> bool {
+            false
+        }
+        fn watch_cancellation(&self) {}
+        fn retries(&self, pool_default: u32) -> u32 {
+            pool_default
+        }
+        fn start_attempt(_: Owned<Self>, _: Option<Duration>, _: bool) -> Start {
+            unreachable!("an inert task is never run")
+        }
+        fn stored_timeline(&self) -> Option<Timeline> {
+            None
+        }
+        fn store_timeline(&self, _: Timeline) {}
+        fn resolve(&self, _: TaskEnd) -> bool {
+            true
+        }
+        fn is_resolved(&self) -> bool {
+            false
+        }
     }
 }

@@ -177,15 +177,6 @@ impl Engine {
         self.epoch.ticks(self.executor.now())
     }
 
-    /// Task `id` was resolved by its handle's `abort`: a queued or parked task with a token
-    /// leaves at once; a running attempt ends at its next wake-up; the others are dropped
-    /// unrun when the engine next meets them (see [`job::ErasedTask::is_resolved`]).
-    pub(crate) fn aborted(&self, id: TaskId) {
-        self.aborts.fetch_add(1, Ordering::SeqCst);
-        job::CancelSink::cancelled(self, id);
-        self.abort_wake.notify_waiters();
-    }
-
     /// Whether `task` was aborted (asked only while some abort is unsettled).
     fn was_aborted(&self, task: &job::TaskRef) -> bool {
         self.aborts.load(Ordering::SeqCst) > 0 && task.is_resolved()

@@ -28,6 +28,16 @@ impl CancelSink for Engine {
             self.notify_idle();
         }
     }
+
+    /// Task `id` was resolved by its handle's `abort`: a queued or parked task with a token
+    /// leaves at once; a running attempt ends at its next wake-up; the others are dropped
+    /// unrun when the engine next meets them (see
+    /// [`ErasedTask::is_resolved`](super::job::ErasedTask::is_resolved)).
+    fn aborted(&self, id: TaskId) {
+        self.aborts.fetch_add(1, Ordering::SeqCst);
+        self.cancelled(id);
+        self.abort_wake.notify_waiters();
+    }
 }
 
 impl Engine {

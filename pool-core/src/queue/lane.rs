@@ -3,8 +3,8 @@
 //! deadline after those with one).
 //!
 //! A FIFO lane numbers its slots consecutively, so a task is found again (to be removed on
-//! cancellation) by its position; removal leaves a tombstone that pops skip. A slot is 24
-//! bytes: the task reference and when it entered the queue.
+//! cancellation) by its position; removal leaves a tombstone that pops skip. A slot is 16
+//! bytes: the task reference (one pointer) and when it entered the queue.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -170,11 +170,11 @@ impl<J> Lane<J> {
 mod tests {
     use super::*;
 
-    /// A queued task's place: the task reference (16 bytes) and when it entered (8); the
-    /// tombstone is the reference's `None`. One more byte makes it 32 and fails here.
+    /// A queued task's place: the task reference (8 bytes) and when it entered (8); the
+    /// tombstone is the reference's `None`. One more byte makes it 24 and fails here.
     #[cfg(not(shuttle))]
     #[test]
-    fn a_queued_task_takes_24_bytes() {
-        assert_eq!(std::mem::size_of::<Slot<crate::engine::job::TaskRef>>(), 24);
+    fn a_queued_task_takes_16_bytes() {
+        assert_eq!(std::mem::size_of::<Slot<crate::engine::job::TaskRef>>(), 16);
     }
 }

@@ -14,7 +14,7 @@
 //! empty levels are allowed before they are swept. Removal (cancellation) finds the task by
 //! its lane and its position there.
 //!
-//! A slot is 24 bytes: the task reference and when it entered the queue, in the engine's
+//! A slot is 16 bytes: the task reference (one pointer) and when it entered the queue, in the engine's
 //! [`Ticks`] (nanoseconds since its epoch). Among next tasks with equal effective priority the
 //! one that entered earlier wins, then the higher base priority.
 //!
