@@ -93,7 +93,12 @@ const LONGEST_HOLD: Duration = Duration::from_secs(6);
 ///   at once. For the round trip after a fall the successes still ending were let in
 ///   before it, so fast refusals speak first: the attempts in flight less the slots the
 ///   refusals hold (their rate times their latency) are what is served. With nothing
-///   served at all yet (a start far above a rate cap), the deepest blind cut. When the refusals come late (slower than two round trips), the attempts in
+///   served at all yet (a start far above a rate cap), the deepest blind cut. Blind gentle
+///   steps whose level is refused at once again (a cap that fell far: a cascade) deepen
+///   from the third on — ×0.9, ×0.9, ×0.81, ×0.73, ×0.66 — since each step costs a burst of
+///   refusals; a deepened step is a guess, so the limit climbs straight back to where a
+///   gentle step from the last level refused would have landed, without a hold. When the
+///   refusals come late (slower than two round trips), the attempts in
 ///   flight beyond that concurrency are refusals on their way, each holding a slot: the cut
 ///   *drains* — it leaves them their slots and takes one back per refusal that arrives (at
 ///   the latest after twice the refusals' delay), so the attempts that succeed keep the
@@ -152,6 +157,9 @@ pub struct KneeTuner {
     feedback_delay: DecayingMax,
     /// The last cut for an overloaded limit: when, and that limit.
     last_overload_cut: Option<(Instant, usize)>,
+    /// How many blind refusal cuts in a row (no measure of what is served) each landed on
+    /// a level refused at once: a cascade down to a cap that fell. Steps deepen with it.
+    cascade: i32,
     /// The last level believed safe; climbs stop here until a hold has passed.
     ceiling: Option<usize>,
     clean_windows_at_ceiling: u32,
@@ -212,6 +220,10 @@ enum InFlight {
     Fast(usize, f64),
 }
 
+/// A cascade of blind refusal cuts deepens its gentle step at most this many times
+/// (×0.9⁴ ≈ ×0.66).
+const MOST_CASCADE: i32 = 4;
+
 /// The slots fast refusals hold are read over this many times a refusal's latency.
 const REFUSAL_SPAN_LATENCIES: f64 = 2.0;
 
@@ -257,6 +269,7 @@ impl KneeTuner {
             slowest: DecayingMax::default(),
             feedback_delay: DecayingMax::default(),
             last_overload_cut: None,
+            cascade: 0,
             ceiling: None,
             clean_windows_at_ceiling: 0,
             at_ceiling_since: None,
@@ -577,6 +590,14 @@ impl KneeTuner {
             found.overloaded = true;
         }
         self.background.overloaded_at(epoch.limit, now);
+        // The level the last cut aimed at was refused at once too: a cascade goes on (if
+        // that cut was a blind step, see `cut_for_overload`).
+        let consecutive = self
+            .last_overload_cut
+            .is_some_and(|(at, limit)| limit > 0 && epoch.start == at);
+        if !consecutive {
+            self.cascade = 0;
+        }
         self.last_overload_cut = Some((now, epoch.limit));
         // Refusals much slower than successes were held back by the backend: more are on
         // their way.
@@ -603,7 +624,13 @@ impl KneeTuner {
         // What is served now is the evidence of what the backend sustains (a rate cap, a
         // connection limit): aim just below it, off the cap's edge. Without it, or when
         // more is served than failed, the gentlest cut.
-        let gentle = failing_f * self.config.gentlest_cut;
+        // In a cascade of blind steps (the level the last one aimed at refused at once)
+        // each step from the third on is a gentle step further: ×0.9, ×0.9, ×0.81, ×0.73 …
+        // so a cap that fell to 40 % is reached in six steps, not ten (each costs a burst
+        // of refusals). The first two stay gentle: a probe over a token bucket's edge
+        // empties it, and the level below is refused once too.
+        let gentle = failing_f * self.config.gentlest_cut.powi(self.cascade.max(1));
+        let mut gentle_step = false;
         // Evidence allows cutting twice as deep as a blind cut.
         let deepest = self.config.deepest_cut;
         let served_now = self.served(now);
@@ -630,6 +657,7 @@ impl KneeTuner {
                         .and_then(|from| self.recent.refused_since(from, now))
                         .unwrap_or(0.0);
                     let served = in_flight as f64 - refusing;
+                    gentle_step = served >= failing_f || 0.97 * served >= gentle;
                     if served < failing_f {
                         (0.97 * served)
                             .min(gentle)
@@ -638,10 +666,28 @@ impl KneeTuner {
                         gentle.max(failing_f * deepest)
                     }
                 }
-                InFlight::Late(_) => gentle.max(failing_f * deepest),
+                InFlight::Late(_) => {
+                    gentle_step = true;
+                    gentle.max(failing_f * deepest)
+                }
             },
         };
         let to = self.config.bounds.clamp_f64(target).min(self.limit);
+        // A step deeper than a gentle one is a guess: climb back at once to where a gentle
+        // step would have landed (the cap lies between it and the level refused).
+        let guessed = (gentle_step && self.cascade > 1)
+            .then(|| {
+                self.config
+                    .bounds
+                    .clamp_f64(failing_f * self.config.gentlest_cut)
+            })
+            .filter(|&gentle_level| gentle_level > to);
+        // Only blind steps make a cascade deeper: a cut to what is measured served is not.
+        self.cascade = if gentle_step {
+            (self.cascade + 1).min(MOST_CASCADE)
+        } else {
+            0
+        };
         // Attempts in flight beyond what the successes are served at are held back by the
         // backend (Little's law): their refusals are on their way. Leave them their slots
         // until they arrive, one slot back per refusal.
@@ -664,6 +710,9 @@ impl KneeTuner {
         // failing limit nothing is known safe (late throttles of those levels may still be
         // on their way). Probes above it wait for the slowest back-pressure.
         self.note_cut(to);
+        if guessed.is_some() {
+            self.ceiling = guessed;
+        }
         self.latency_cuts = None;
         // Overload beats a probe in progress: do not jump back when it would have ended.
         self.probe = None;
@@ -1209,6 +1258,58 @@ mod tests {
 
     /// Load-independent throttling (a share of attempts refused whatever the limit) is not
     /// cut for: it is the background every level shows alike.
+    #[test]
+    fn a_rate_cap_that_falls_below_half_is_reached_in_a_cascade_of_deepening_steps() {
+        // A token bucket (burst 50 ms of its rate) in front of a backend answering in 50–150 ms;
+        // refusals come in 5 ms. 4,000 requests a second at first, then 40 % of what the
+        // limit sends. For a whole round trip the successes still ending were let in before
+        // the fall, so neither they nor the few refusals yet say how far it fell: each cut
+        // is a blind step, refused again at once. Ten 10 % steps each cost a burst of
+        // refusals; deepening ones (×0.9, ×0.9, ×0.81, ×0.73 …) take about five.
+        let bucket = |rate: f64| {
+            let mut tokens = rate * 0.05;
+            let mut at: Option<Instant> = None;
+            move |sim: &mut Loop, _: usize| {
+                let elapsed = at.map_or(0.0, |at| (sim.now - at).as_secs_f64());
+                at = Some(sim.now);
+                tokens = (tokens + elapsed * rate).min(rate * 0.05);
+                if tokens < 1.0 {
+                    Fate::Throttled(MS * 5)
+                } else {
+                    tokens -= 1.0;
+                    // Jitter, so that the closed loop's answers do not come in waves.
+                    Fate::Success(Duration::from_secs_f64(0.05 + 0.1 * sim.random()))
+                }
+            }
+        };
+        let mut sim = Loop::new(KneeConfig::default(), 300);
+        sim.run(Duration::from_secs(20), bucket(4_000.0));
+        let before = sim.tuner.limit();
+        assert!(before >= 200, "limit {before}");
+        // The cap falls to 40 % of what the limit was sending (10 a second per slot).
+        let served = 0.4 * before as f64;
+        let cuts = sim.run(MS * 300, bucket(10.0 * served));
+        let refused = cuts
+            .iter()
+            .filter(|c| c.reason == Reason::Throttled)
+            .count();
+        let landed = sim.tuner.limit() as f64;
+        assert!(
+            landed <= 1.05 * served,
+            "{before} -> {landed} after {cuts:?}"
+        );
+        assert!(refused <= 6, "{refused} cuts: {cuts:?}");
+        // A deepened step is a guess: the limit climbs back at once to where a gentle step
+        // from the last level refused would have landed, without the hold a measured cut
+        // earns.
+        let after = sim.run(Duration::from_secs(1), bucket(10.0 * served));
+        let back = sim.tuner.limit() as f64;
+        assert!(
+            back >= 0.8 * served && back <= 1.05 * served,
+            "{landed} -> {back}: {cuts:?} {after:?}"
+        );
+    }
+
     #[test]
     fn refusals_before_any_success_cut_by_the_deepest_cut() {
         // A start at 300 (a quarter: 75 in flight) against a rate cap serving 20 at once:
