@@ -31,6 +31,23 @@ fn furthest(mut at: Instant, mut wait: Duration) -> Instant {
     at
 }
 
+/// `at` as nanoseconds since `base` (0 if `at` is earlier): 96 bits hold any `Instant`'s
+/// distance exactly, so a moment kept as two integers (packed beside other fields, where an
+/// `Instant` takes 16 bytes) comes back as it went in ([`at_nanos`]).
+pub(crate) fn nanos_since(base: Instant, at: Instant) -> u128 {
+    at.saturating_duration_since(base).as_nanos()
+}
+
+/// The moment `nanos` nanoseconds after `base` (the inverse of [`nanos_since`]); saturating
+/// as [`after`] does where `Instant` cannot reach.
+pub(crate) fn at_nanos(base: Instant, nanos: u128) -> Instant {
+    const NANOS_PER_SEC: u128 = 1_000_000_000;
+    let secs = u64::try_from(nanos / NANOS_PER_SEC).unwrap_or(u64::MAX);
+    let since = Duration::new(secs, (nanos % NANOS_PER_SEC) as u32);
+    base.checked_add(since)
+        .unwrap_or_else(|| after(base, since))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +79,25 @@ mod tests {
         let end = furthest(now, Duration::MAX);
         assert!(end > now);
         assert!(end.checked_add(Duration::from_secs(1)).is_none());
+    }
+
+    #[test]
+    fn a_moment_in_nanoseconds_comes_back_exact() {
+        let base = Instant::now();
+        for wait in [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::from_secs(1) - Duration::from_nanos(1),
+            Duration::from_secs(100 * 365 * 24 * 3600 + 7),
+            Duration::from_secs(1_000_000_000_000) + Duration::from_nanos(999_999_999),
+        ] {
+            let at = base + wait;
+            assert_eq!(at_nanos(base, nanos_since(base, at)), at, "{wait:?}");
+        }
+        assert_eq!(
+            nanos_since(base + Duration::from_secs(1), base),
+            0,
+            "earlier: 0"
+        );
     }
 }

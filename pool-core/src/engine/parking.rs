@@ -24,6 +24,7 @@ use futures_util::future::select;
 use slab::Slab;
 
 use crate::admission::Wakeup;
+use crate::deadline;
 
 use super::ending::TaskEnd;
 use super::job::{Job, TaskRef};
@@ -60,26 +61,76 @@ pub(super) struct Reservation {
 struct Entry {
     task: TaskRef,
     wakeup: Option<Wakeup>,
-    /// Its key's `seq`: tells this occupant from earlier and later ones of the entry.
-    seq: u64,
-    parked: Parked,
+    /// Its key's `seq` (which tells this occupant from earlier and later ones of the entry)
+    /// shifted left by one, and in the lowest bit why it is parked (1: deferred): one word,
+    /// where the two fields apart padded the entry to 32 bytes.
+    seq_and_kind: u64,
+}
+
+impl Entry {
+    fn new(task: TaskRef, wakeup: Option<Wakeup>, seq: u64, parked: Parked) -> Self {
+        debug_assert!(seq < 1 << 63, "2^63 tasks parked");
+        let kind = match parked {
+            Parked::Retrying => 0,
+            Parked::Deferred => 1,
+        };
+        Self {
+            task,
+            wakeup,
+            seq_and_kind: seq << 1 | kind,
+        }
+    }
+
+    fn seq(&self) -> u64 {
+        self.seq_and_kind >> 1
+    }
+
+    fn parked(&self) -> Parked {
+        if self.seq_and_kind & 1 == 0 {
+            Parked::Retrying
+        } else {
+            Parked::Deferred
+        }
+    }
 }
 
 /// A parked task's place in the order: its moment, then the order it was parked in.
 /// Removing a task leaves its `Due` behind (lazy deletion): it is skipped when it comes to
 /// the top, so the heap's top is always a task still parked.
+///
+/// The moment is kept as nanoseconds since the set's epoch in 96 bits (`at_hi`, `at_lo`;
+/// see [`deadline::nanos_since`]), exact for every `Instant`, beside the index: 24 bytes
+/// where an `Instant` field made 32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Due {
-    at: Instant,
+    at_lo: u64,
     seq: u64,
+    at_hi: u32,
     index: u32,
+}
+
+impl Due {
+    fn new(nanos: u128, seq: u64, index: u32) -> Self {
+        Self {
+            at_lo: nanos as u64,
+            seq,
+            // An `Instant`'s distance from another fits in 96 bits.
+            at_hi: u32::try_from(nanos >> 64).unwrap_or(u32::MAX),
+            index,
+        }
+    }
+
+    /// Nanoseconds since the set's epoch.
+    fn nanos(&self) -> u128 {
+        u128::from(self.at_hi) << 64 | u128::from(self.at_lo)
+    }
 }
 
 impl Ord for Due {
     /// Reversed, so the max-heap gives the earliest moment first (the earliest parked
     /// among equal moments).
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
+        (other.at_hi, other.at_lo, other.seq).cmp(&(self.at_hi, self.at_lo, self.seq))
     }
 }
 
@@ -90,10 +141,12 @@ impl PartialOrd for Due {
 }
 
 /// Parked tasks in the order they are due, and the counts of parked tasks by kind: the
-/// tasks in a slab (reused entries, 32 bytes each), their order in a binary heap of 32-byte
-/// [`Due`]s — about 65 bytes a parked task, against 100 or more for an ordered map's nodes.
-#[derive(Default)]
+/// tasks in a slab (reused entries, 24 bytes each), their order in a binary heap of 24-byte
+/// [`Due`]s — about 50 bytes a parked task, against 100 or more for an ordered map's nodes.
 pub(super) struct ParkedSet {
+    /// Where the moments in `order` count from (the engine's epoch: nothing is parked
+    /// until earlier).
+    epoch: Instant,
     entries: Slab<Entry>,
     order: BinaryHeap<Due>,
     /// `Due`s left behind by tasks that left before their moment.
@@ -116,6 +169,19 @@ impl std::fmt::Debug for ParkedSet {
 }
 
 impl ParkedSet {
+    /// An empty set whose moments count from `epoch`.
+    pub(super) fn new(epoch: Instant) -> Self {
+        Self {
+            epoch,
+            entries: Slab::new(),
+            order: BinaryHeap::new(),
+            stale: 0,
+            next_seq: 0,
+            retrying: 0,
+            deferred: 0,
+        }
+    }
+
     /// Tasks in retry backoff (reserved or parked).
     pub(super) fn retrying(&self) -> usize {
         self.retrying
@@ -164,29 +230,26 @@ impl ParkedSet {
     ) -> ParkKey {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let index = self.entries.insert(Entry {
-            task,
-            wakeup,
-            seq,
-            parked: reservation.parked,
-        });
+        let index = self
+            .entries
+            .insert(Entry::new(task, wakeup, seq, reservation.parked));
         let index = u32::try_from(index).expect("fewer than 2^32 tasks parked at once");
-        self.order.push(Due {
-            at: until,
+        self.order.push(Due::new(
+            deadline::nanos_since(self.epoch, until),
             seq,
             index,
-        });
+        ));
         ParkKey { index, seq }
     }
 
     /// Takes the entry `key` names out, if it is still that task's.
     fn take(&mut self, key: ParkKey) -> Option<Entry> {
         let index = key.index as usize;
-        if self.entries.get(index)?.seq != key.seq {
+        if self.entries.get(index)?.seq() != key.seq {
             return None;
         }
         let entry = self.entries.remove(index);
-        self.uncount(entry.parked);
+        self.uncount(entry.parked());
         // Its `Due` stays behind until it comes to the top.
         self.stale += 1;
         self.drop_stale();
@@ -197,7 +260,7 @@ impl ParkedSet {
     fn is_live(entries: &Slab<Entry>, due: &Due) -> bool {
         entries
             .get(due.index as usize)
-            .is_some_and(|entry| entry.seq == due.seq)
+            .is_some_and(|entry| entry.seq() == due.seq)
     }
 
     /// Keeps the heap's top live, and rebuilds the heap once most of it is stale (tasks that
@@ -234,11 +297,14 @@ impl ParkedSet {
 
     /// The earliest moment a task is parked until.
     pub(super) fn next_due(&self) -> Option<Instant> {
-        self.order.peek().map(|top| top.at)
+        self.order
+            .peek()
+            .map(|top| deadline::at_nanos(self.epoch, top.nanos()))
     }
 
     /// Takes the first task due at or before `now`.
     pub(super) fn pop_due(&mut self, now: Instant) -> Option<TaskRef> {
+        let now = deadline::nanos_since(self.epoch, now);
         loop {
             let top = *self.order.peek()?;
             if !Self::is_live(&self.entries, &top) {
@@ -247,12 +313,12 @@ impl ParkedSet {
                 self.stale = self.stale.saturating_sub(1);
                 continue;
             }
-            if top.at > now {
+            if top.nanos() > now {
                 return None;
             }
             self.order.pop();
             let entry = self.entries.remove(top.index as usize);
-            self.uncount(entry.parked);
+            self.uncount(entry.parked());
             self.drop_stale();
             return Some(entry.task);
         }
@@ -262,7 +328,7 @@ impl ParkedSet {
     /// abandoned). Reservations stay counted: their holders give them back.
     pub(super) fn drain_all(&mut self) -> Vec<TaskRef> {
         let mut order = std::mem::take(&mut self.order).into_vec();
-        order.sort_unstable_by_key(|due| (due.at, due.seq));
+        order.sort_unstable_by_key(|due| (due.at_hi, due.at_lo, due.seq));
         self.stale = 0;
         let mut drained = Vec::with_capacity(self.entries.len());
         for due in order {
@@ -270,7 +336,7 @@ impl ParkedSet {
                 continue;
             }
             let entry = self.entries.remove(due.index as usize);
-            self.uncount(entry.parked);
+            self.uncount(entry.parked());
             if let Some(wakeup) = entry.wakeup {
                 wakeup.abandon();
             }
@@ -450,7 +516,7 @@ mod tests {
     #[test]
     fn a_task_is_counted_from_its_reservation_until_it_leaves() {
         let now = Instant::now();
-        let mut set = ParkedSet::default();
+        let mut set = ParkedSet::new(now);
         let retry = set.reserve(Parked::Retrying);
         let defer = set.reserve(Parked::Deferred);
         assert_eq!((set.retrying(), set.deferred()), (1, 1));
@@ -470,7 +536,7 @@ mod tests {
     #[test]
     fn a_drain_between_a_reservation_and_its_release_counts_each_task_out_once() {
         let now = Instant::now();
-        let mut set = ParkedSet::default();
+        let mut set = ParkedSet::new(now);
         let parked = set.reserve(Parked::Retrying);
         set.insert(parked, task(), now, None);
         let in_flight = set.reserve(Parked::Retrying);
@@ -487,7 +553,7 @@ mod tests {
     #[test]
     fn a_wakeup_is_abandoned_only_when_its_task_leaves_for_good() {
         let now = Instant::now();
-        let mut set = ParkedSet::default();
+        let mut set = ParkedSet::new(now);
         let wakeups: Vec<Wakeup> = (0..4).map(|_| Wakeup::new()).collect();
         let keys: Vec<ParkKey> = wakeups
             .iter()
@@ -514,7 +580,7 @@ mod tests {
     fn tasks_that_left_early_are_skipped_and_their_keys_go_stale() {
         let now = Instant::now();
         let ms = Duration::from_millis;
-        let mut set = ParkedSet::default();
+        let mut set = ParkedSet::new(now);
         let keys: Vec<ParkKey> = (0..200)
             .map(|i| {
                 let reservation = set.reserve(Parked::Retrying);
@@ -555,7 +621,7 @@ mod tests {
     #[test]
     fn a_moment_a_century_after_a_later_now_is_kept_exactly() {
         let epoch = Instant::now();
-        let mut set = ParkedSet::default();
+        let mut set = ParkedSet::new(epoch);
         let until = crate::deadline::after(epoch + Duration::from_millis(3), Duration::MAX);
         let reservation = set.reserve(Parked::Retrying);
         set.insert(reservation, task(), until, None);
@@ -564,10 +630,30 @@ mod tests {
         assert!(set.pop_due(until).is_some());
     }
 
+    /// Moments far past what 64 bits of nanoseconds reach (584 years) keep their order and
+    /// come back exact: a rate of one task in 10^12 seconds books them.
+    #[test]
+    fn moments_beyond_64_bits_of_nanoseconds_keep_their_order() {
+        let now = Instant::now();
+        let mut set = ParkedSet::new(now);
+        let far = |secs: u64| now + Duration::from_secs(secs);
+        for secs in [3_000_000_000_000, 1_000_000_000_000, 2_000_000_000_000] {
+            let reservation = set.reserve(Parked::Deferred);
+            set.insert(reservation, task(), far(secs), None);
+        }
+        assert_eq!(set.next_due(), Some(far(1_000_000_000_000)));
+        assert!(set
+            .pop_due(far(1_000_000_000_000) - Duration::from_nanos(1))
+            .is_none());
+        assert!(set.pop_due(far(1_000_000_000_000)).is_some());
+        assert_eq!(set.next_due(), Some(far(2_000_000_000_000)));
+        assert_eq!(set.deferred(), 2);
+    }
+
     #[test]
     fn tasks_leave_in_the_order_they_are_due() {
         let now = Instant::now();
-        let mut set = ParkedSet::default();
+        let mut set = ParkedSet::new(now);
         for ms in [30, 10, 20, 10] {
             let reservation = set.reserve(Parked::Retrying);
             set.insert(reservation, task(), now + Duration::from_millis(ms), None);
@@ -578,13 +664,13 @@ mod tests {
         assert_eq!(set.next_due(), Some(now + Duration::from_millis(30)));
     }
 
-    /// What a parked task costs in the set: a 32-byte entry in the slab and a 32-byte place
+    /// What a parked task costs in the set: a 24-byte entry in the slab and a 24-byte place
     /// in the heap. One more field grows either by 8 bytes and fails here.
     #[cfg(not(shuttle))]
     #[test]
     fn a_parked_task_is_small() {
         use std::mem::size_of;
-        assert_eq!(size_of::<Entry>(), 32);
-        assert_eq!(size_of::<Due>(), 32);
+        assert_eq!(size_of::<Entry>(), 24);
+        assert_eq!(size_of::<Due>(), 24);
     }
 }

@@ -148,7 +148,7 @@ impl State {
             epoch,
             places: HashMap::new(),
             deadlines: BTreeSet::new(),
-            parked: ParkedSet::default(),
+            parked: ParkedSet::new(epoch.instant(Ticks::default())),
             timer: None,
             active: 0,
             borrowed: 0,

@@ -144,7 +144,7 @@ impl RateCell {
             limit,
             pace: (rate, Self::pace_at(limit, rate)),
             schedule: Schedule::default(),
-            booked: Bookings::default(),
+            booked: Bookings::new(now),
             aimd: aimd.map(|aimd| AimdRate::new(aimd, limit.per_second(), now)),
             last_used: now,
         }
