@@ -220,7 +220,9 @@ impl PoolBuilder {
     }
 
     /// Default per-attempt timeout. Default 30 s. A timed-out attempt is dropped and counts as
-    /// a retryable failure.
+    /// a retryable failure. It counts from when the attempt left the queue, or (when the pool
+    /// read no clock then: a saturated pool's runner takes its next task without one unless
+    /// something needs the moment) from when its future first waits.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -247,7 +249,9 @@ impl PoolBuilder {
     }
 
     /// Queue wait the aging multiplier aims at: when tasks wait longer than this on average,
-    /// aging speeds up (multiplier down to 0.25); when shorter, it slows (up to 4).
+    /// aging speeds up (multiplier down to 0.25); when shorter, it slows (up to 4). The
+    /// average is of the tasks started while several priorities wait (a queue of one
+    /// priority does not age).
     /// Default 1 s.
     pub fn aging_target_wait(mut self, target: Duration) -> Self {
         self.aging_target_wait = target;

@@ -486,6 +486,16 @@ impl ObserverSet {
         self.wanted.load(Ordering::Relaxed) & bits != 0 || Self::traced()
     }
 
+    /// Whether some wanted event reports a task's waits or latencies (a start, an attempt's
+    /// end, a finished task's record): the engine then reads the clock at each attempt's
+    /// start and end.
+    pub(crate) fn wants_times(&self) -> bool {
+        let bits = EventKind::TaskStarted.bit()
+            | EventKind::AttemptFinished.bit()
+            | EventKind::TaskFinished.bit();
+        self.wanted.load(Ordering::Relaxed) & bits != 0 || Self::traced()
+    }
+
     /// Whether an event of `kind` needs to be built: an observer wants it, or `tracing`
     /// listens.
     pub(crate) fn wants(&self, kind: EventKind) -> bool {

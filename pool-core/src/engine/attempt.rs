@@ -35,24 +35,27 @@ use super::Engine;
 
 impl Engine {
     /// Runs one attempt of the claimed task `job`, noting it in the `timeline` of its stay,
-    /// and returns how it ended and when. The timer and the cancellation waits are only set
-    /// up if the future does not finish on its first poll, which keeps quick tasks cheap.
+    /// and returns how it ended and when, if the clock was read for it (`timed`: observers
+    /// or service times want the attempt's latency; otherwise whoever needs the moment reads
+    /// it). The timer and the cancellation waits are only set up if the future does not
+    /// finish on its first poll, which keeps quick tasks cheap.
     pub(super) async fn attempt(
         &self,
         job: &Job,
         timeline: &mut Timeline,
         info: Option<&TaskInfo>,
-    ) -> (AttemptEnd, Ticks) {
+        timed: bool,
+    ) -> (AttemptEnd, Option<Ticks>) {
         let task = job.task();
         let deadline = self.deadline_of(task);
         if let Some(end) = deadline.and_then(|deadline| self.doomed(deadline)) {
-            return (end, self.now());
+            return (end, Some(self.now()));
         }
         if let Some(budget) = self.budget.as_ref().filter(|budget| budget.anyone_owes()) {
             // A retry the budget could not pay when it was scheduled pays now, or waits.
             let (now, limit) = (self.executor.now(), self.limit());
             if let Payment::Wait(until, wakeup) = budget.pay(task.id(), now, limit) {
-                return (AttemptEnd::Deferred(until, Some(wakeup)), self.now());
+                return (AttemptEnd::Deferred(until, Some(wakeup)), Some(self.now()));
             }
         }
         let mut permits = Permits::new();
@@ -67,10 +70,10 @@ impl Engine {
             };
             match self.try_admit(admit_info) {
                 Some(Ok(permit)) => permits.push(permit),
-                Some(Err(end)) => return (end, self.now()),
+                Some(Err(end)) => return (end, Some(self.now())),
                 None => {
                     if let Some(end) = self.precheck(admit_info, timeline.started_at()) {
-                        return (end, self.now());
+                        return (end, Some(self.now()));
                     }
                     match self.admit(admit_info, task, deadline).await {
                         Ok((granted, waited)) => {
@@ -81,12 +84,13 @@ impl Engine {
                                 timeline.admitted(self.now());
                             }
                         }
-                        Err(end) => return (end, self.now()),
+                        Err(end) => return (end, Some(self.now())),
                     }
                 }
             }
         }
-        // Set when the task was popped (or admitted): the attempt starts right away.
+        // Set when the task was popped (or admitted), if the clock was read then: the
+        // attempt starts right away.
         let started_at = timeline.started_at();
         timeline.started();
         let attempt = task.begin_attempt();
@@ -96,7 +100,7 @@ impl Engine {
                 attempt,
                 queue_wait: timeline.stay_wait(),
                 in_flight: timeline.in_flight(),
-                at: self.epoch.instant(started_at),
+                at: started_at.map_or_else(|| self.executor.now(), |at| self.epoch.instant(at)),
             });
         }
         let start = catch(|| {
@@ -115,18 +119,25 @@ impl Engine {
             }) => {
                 let mut future = Some(future);
                 let deadline = deadline.map(|deadline| self.epoch.ticks(deadline));
-                let cut = cut_at(started_at, timeout, deadline);
+                let cut = Cuts {
+                    started_at,
+                    timeout,
+                    deadline,
+                };
                 let end = self.race(task, &mut future, cut, cancellation).await;
                 // Dropping a future can panic too; that must not take the runner down.
                 drop_contained("an attempt's future", future.take());
                 end
             }
         };
-        let finished_at = self.now();
+        // The end is read for the latency, when it is wanted; else by whoever needs it.
+        let finished_at = timed.then(|| self.now());
         if !permits.is_empty() {
             self.complete(permits, &end);
         }
-        timeline.attempt_ended(finished_at);
+        if let Some(finished_at) = finished_at {
+            timeline.attempt_ended(finished_at);
+        }
         (end, finished_at)
     }
 
@@ -180,10 +191,11 @@ impl Engine {
     /// Asks every admission policy's precheck in turn: the first that parks or rejects the
     /// task decides (moments set aside by policies before it stay set aside: the task comes
     /// back and takes them). A panicking precheck ends the attempt as a panic.
-    /// `popped_at`: when the task left the queue, before any precheck ran; a moment no later
-    /// than that has come (no clock read: the pop time is converted only for a moment named).
-    fn precheck(&self, info: &TaskInfo, popped_at: Ticks) -> Option<AttemptEnd> {
-        let popped = || self.epoch.instant(popped_at);
+    /// `popped_at`: when the task left the queue, before any precheck ran, if the clock was
+    /// read then; a moment no later than that has come (the pop time is converted only for a
+    /// moment named; without one, the clock is read then).
+    fn precheck(&self, info: &TaskInfo, popped_at: Option<Ticks>) -> Option<AttemptEnd> {
+        let popped = || popped_at.map_or_else(|| self.executor.now(), |at| self.epoch.instant(at));
         self.admission
             .iter()
             .find_map(|policy| match catch(|| policy.precheck(info)) {
@@ -322,10 +334,11 @@ impl Engine {
         &self,
         task: &TaskRef,
         future: &mut Option<AttemptFuture>,
-        cut: Option<(Ticks, Cut)>,
+        cuts: Cuts,
         task_token: Option<CancellationToken>,
     ) -> AttemptEnd {
-        let mut timer: Option<BoxFuture<()>> = None;
+        // Set up when the attempt first waits, with what cuts it.
+        let mut timer: Option<(BoxFuture<()>, Cut)> = None;
         let mut stop_now: Option<BoxFuture<()>> = None;
         let mut cancelled: Option<BoxFuture<()>> = None;
         // The abort wait, on the stack (no allocation).
@@ -345,11 +358,15 @@ impl Engine {
                 Ok(Poll::Ready(Some(class))) => return Poll::Ready(AttemptEnd::Failed(class)),
                 Ok(Poll::Pending) => {}
             }
-            if let Some((at, cut)) = cut {
-                let timer = timer
-                    .get_or_insert_with(|| self.executor.sleep(at.saturating_since(self.now())));
+            if timer.is_none() && cuts.any() {
+                let now = self.now();
+                timer = cuts
+                    .at(now)
+                    .map(|(at, cut)| (self.executor.sleep(at.saturating_since(now)), cut));
+            }
+            if let Some((timer, cut)) = timer.as_mut() {
                 if timer.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(match cut {
+                    return Poll::Ready(match *cut {
                         Cut::Timeout(timeout) => AttemptEnd::TimedOut(timeout),
                         Cut::Deadline => AttemptEnd::DeadlineCut,
                     });
@@ -394,6 +411,28 @@ enum Cut {
     Timeout(Duration),
     /// Its task's deadline, earlier than its timeout would end it.
     Deadline,
+}
+
+/// What may cut an attempt short, set up only if it first waits.
+#[derive(Debug, Clone, Copy)]
+struct Cuts {
+    /// When the attempt started, if the clock was read then; else its timeout counts from
+    /// when it first waits (the first poll of a task that waits is where its time starts
+    /// to be spent, and a runner that needed no moment did not read the clock before it).
+    started_at: Option<Ticks>,
+    timeout: Option<Duration>,
+    deadline: Option<Ticks>,
+}
+
+impl Cuts {
+    fn any(&self) -> bool {
+        self.timeout.is_some() || self.deadline.is_some()
+    }
+
+    /// When the attempt is cut and by what, `now` being its first wait.
+    fn at(&self, now: Ticks) -> Option<(Ticks, Cut)> {
+        cut_at(self.started_at.unwrap_or(now), self.timeout, self.deadline)
+    }
 }
 
 /// When an attempt that started at `started_at` is cut, and by what: its `timeout` capped by

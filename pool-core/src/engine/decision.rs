@@ -2,6 +2,7 @@
 //! parked until an admission policy's moment — and the slot it held goes to the next task.
 //! Then, outside the lock, observers hear of it and the task is finished or parked.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,7 @@ use super::parking::{Parked, Reservation};
 use super::state::{Claimed, State};
 use super::ticks::Ticks;
 use super::timeline::Timeline;
-use super::Engine;
+use super::{Engine, Now};
 
 /// What follows an attempt.
 enum Next {
@@ -51,17 +52,22 @@ struct Deferral {
 }
 
 impl Engine {
-    /// Decides what follows the attempt of `job` that ended with `end` at `now`, frees its
-    /// slot (counted against `lane`), and claims the next task for this runner if one may start — all under one lock;
-    /// the rest after it. Returns the runner's next task.
+    /// Decides what follows the attempt of `job` that ended with `end` (at `finished_at`, if
+    /// the clock was read then), frees its slot (counted against `lane`), and claims the
+    /// next task for this runner if one may start — all under one lock; the rest after it.
+    /// Returns the runner's next task. The moment is read only if something needs it.
     pub(super) fn after_attempt(
         self: &Arc<Self>,
         job: Job,
         lane: LaneId,
         timeline: &Timeline,
-        (end, now): (AttemptEnd, Ticks),
+        (end, finished_at): (AttemptEnd, Option<Ticks>),
         info: Option<TaskInfo>,
     ) -> Option<Claimed> {
+        let mut now = match finished_at {
+            Some(at) => Now::at(self, at),
+            None => Now::lazy(self),
+        };
         let result = end.result();
         if let (Some(service), Some(AttemptResult::Succeeded | AttemptResult::Failed(_))) =
             (&self.service, result)
@@ -76,21 +82,30 @@ impl Engine {
             (AttemptEnd::Succeeded, Some(budget)) => budget.refill(),
             _ => Vec::new(),
         };
+        // Read before the lock if the decision or the pop will need it: a failure's retry is
+        // weighed against its deadline and the budget; a queue that ages pops by the time.
+        if !matches!(end, AttemptEnd::Succeeded) || self.pops_need_time.load(Ordering::Relaxed) {
+            now.get();
+        }
         let mut state = self.lock();
         let in_flight = state.running();
         let queued = state.queue.len();
-        let next = self.decide(&mut state, &job, end, deadline, now);
+        let next = self.decide(&mut state, &job, end, deadline, &mut now);
         state.free_slot(lane, job.task().id());
-        let next_claim = state.take_next(now, self.settings.aging_target_wait);
+        let next_claim = state.take_next(&mut now, self.settings.aging_target_wait);
         // More than this runner's next task can start only if a slot is still free (the
         // limit grew, or the pool was resumed, with tasks queued).
         let extra = if state.can_start() {
-            state.take_startable(now, self.settings.aging_target_wait)
+            state.take_startable(&mut now, self.settings.aging_target_wait)
         } else {
             Vec::new()
         };
         let idle = state.is_idle();
+        let ages = state.queue.has_several_levels();
         drop(state);
+        if ages != self.pops_need_time.load(Ordering::Relaxed) {
+            self.pops_need_time.store(ages, Ordering::Relaxed);
+        }
         if !paid.is_empty() {
             for wakeup in paid {
                 wakeup.wake();
@@ -109,11 +124,11 @@ impl Engine {
                 result,
                 in_flight,
                 queued,
-                at: self.epoch.instant(now),
+                at: self.epoch.instant(now.get()),
             });
         }
         match next {
-            Next::End(end) => self.finish(job, end, now, timeline, info),
+            Next::End(end) => self.finish(job, end, &mut now, timeline, info),
             Next::Retry {
                 delay,
                 backoff,
@@ -128,7 +143,7 @@ impl Engine {
             Next::Park {
                 deferral,
                 reservation,
-            } => self.defer(job, deferral, now, timeline, info, reservation),
+            } => self.defer(job, deferral, now.get(), timeline, info, reservation),
         }
         if !extra.is_empty() {
             self.spawn_runners(extra);
@@ -150,7 +165,7 @@ impl Engine {
         job: &Job,
         end: AttemptEnd,
         deadline: Option<Ticks>,
-        now: Ticks,
+        now: &mut Now<'_>,
     ) -> Next {
         let task = job.task();
         if self.was_aborted(task) {
@@ -180,7 +195,7 @@ impl Engine {
                 reservation: state.parked.reserve(Parked::Deferred),
             },
             AttemptEnd::Failed(_) | AttemptEnd::TimedOut(_) => {
-                return self.after_failure(state, job, end, deadline, now);
+                return self.after_failure(state, job, end, deadline, now.get());
             }
         };
         if let Next::End(end) = &next {

@@ -15,7 +15,7 @@ use super::ending::TaskEnd;
 use super::job::{Job, TaskRef, Waiting};
 use super::state::Claimed;
 use super::timeline::Timeline;
-use super::Engine;
+use super::{Engine, Now};
 use crate::queue::LaneId;
 
 impl Engine {
@@ -42,7 +42,13 @@ impl Engine {
             state.counters.ended(&TaskEnd::Stopped);
             drop(state);
             let stay = Timeline::waiting(now);
-            self.finish(Job::new(task), TaskEnd::Stopped, now, &stay, info);
+            self.finish(
+                Job::new(task),
+                TaskEnd::Stopped,
+                &mut Now::at(self, now),
+                &stay,
+                info,
+            );
             return;
         }
         let watched = cancellable.then(|| task.clone());
@@ -60,7 +66,7 @@ impl Engine {
             state.idle_runners -= 1;
             None
         } else if can_start {
-            state.take_next(now, self.settings.aging_target_wait)
+            state.take_next(&mut Now::at(self, now), self.settings.aging_target_wait)
         } else {
             None
         };
@@ -115,12 +121,13 @@ impl Engine {
             // Registered before the check below, so a wake-up between them is not lost.
             notified.as_mut().enable();
             {
-                let now = self.now();
+                // Read under the lock only if the pop needs it (a queue that ages).
+                let mut now = Now::lazy(self);
                 let mut state = self.lock();
                 if state.stopped {
                     return None;
                 }
-                if let Some(claimed) = state.take_next(now, self.settings.aging_target_wait) {
+                if let Some(claimed) = state.take_next(&mut now, self.settings.aging_target_wait) {
                     return Some(claimed);
                 }
                 if state.idle_runners >= state.limit {
@@ -140,10 +147,12 @@ impl Engine {
         state.free_slot(lane, job.task().id());
         state.counters.ended(&TaskEnd::Stopped);
         // The slot may have gone back to a parent whose next child starts on it.
-        let started = state.take_startable(now, self.settings.aging_target_wait);
+        let started =
+            state.take_startable(&mut Now::at(self, now), self.settings.aging_target_wait);
         let idle = state.is_idle();
         drop(state);
-        self.finish(job, TaskEnd::Stopped, now, &Timeline::waiting(now), None);
+        let stay = Timeline::waiting(now);
+        self.finish(job, TaskEnd::Stopped, &mut Now::at(self, now), &stay, None);
         self.spawn_runners(started);
         if idle {
             self.notify_idle();
@@ -155,7 +164,8 @@ impl Engine {
         let mut state = self.lock();
         let from = state.limit;
         state.limit = limit;
-        let started = state.take_startable(now, self.settings.aging_target_wait);
+        let started =
+            state.take_startable(&mut Now::at(self, now), self.settings.aging_target_wait);
         drop(state);
         self.spawn_runners(started);
         if from != limit {
@@ -172,7 +182,8 @@ impl Engine {
             return;
         }
         state.paused = paused;
-        let started = state.take_startable(now, self.settings.aging_target_wait);
+        let started =
+            state.take_startable(&mut Now::at(self, now), self.settings.aging_target_wait);
         drop(state);
         self.spawn_runners(started);
         if paused {
@@ -210,7 +221,16 @@ impl Runner {
                 .observers
                 .wants_attempt_events()
                 .then(|| job.task().info());
-            let end = self.engine.attempt(job, &mut timeline, info.as_ref()).await;
+            // Asked once per stay: what follows needs each attempt's start and end.
+            let timed = self.engine.wants_times();
+            if timeline.started_at().is_none() && timed {
+                // The pop read no clock, but this stay's waits and latency are wanted.
+                timeline.left_queue(self.engine.now());
+            }
+            let end = self
+                .engine
+                .attempt(job, &mut timeline, info.as_ref(), timed)
+                .await;
             let (job, lane) = self.running.take().expect("the runner holds its task");
             self.next = match self.engine.after_attempt(job, lane, &timeline, end, info) {
                 Some(next) => Some(next),

@@ -15,9 +15,8 @@ use crate::outcome::{AttemptResult, Outcome};
 use crate::task::ErrorClass;
 
 use super::job::Job;
-use super::ticks::Ticks;
 use super::timeline::Timeline;
-use super::Engine;
+use super::{Engine, Now};
 
 /// How one attempt ended, before the engine decides what follows.
 #[derive(Debug)]
@@ -177,13 +176,14 @@ impl TaskEnd {
 
 impl Engine {
     /// Reports the task's whole timeline, then resolves its handle: whoever awaits the
-    /// handle and then reads an observer (metrics) finds the task there.
+    /// handle and then reads an observer (metrics) finds the task there. `now` is read only
+    /// for the report.
     /// `info`: the task's identity if the caller has it already (else asked here, if needed).
     pub(super) fn finish(
         &self,
         job: Job,
         end: TaskEnd,
-        now: Ticks,
+        now: &mut Now<'_>,
         stay: &Timeline,
         info: Option<TaskInfo>,
     ) {
@@ -201,7 +201,7 @@ impl Engine {
                 &info,
                 self.epoch,
                 &timeline,
-                now,
+                now.get(),
                 task.attempts(),
                 end.outcome(),
             ));

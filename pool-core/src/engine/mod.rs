@@ -114,6 +114,45 @@ pub(crate) struct Engine {
     /// one (it takes the task's lock). Set before the task is queued, so the lock the task
     /// passes through orders it before any runner's read.
     deadlines_used: AtomicBool,
+    /// The queue held several priority levels at the last runner's pop: the next pop reads
+    /// the clock (aging weighs waits), so a runner reads it before taking the lock.
+    pops_need_time: AtomicBool,
+}
+
+/// The moment of one step of the engine, read from the executor's clock the first time
+/// something needs it, then kept. A saturated pool's runner takes its next task as its
+/// attempt ends: the moment serves the attempt's end and the next pop, and is not read at
+/// all when nothing needs it — no observer, no failure to decide on, a queue of one level
+/// (which pops its oldest task whatever the time), an attempt that finishes on its first
+/// poll (its timeout then never needed a start).
+pub(crate) struct Now<'e> {
+    engine: &'e Engine,
+    at: Option<Ticks>,
+}
+
+impl<'e> Now<'e> {
+    /// Not read yet.
+    fn lazy(engine: &'e Engine) -> Self {
+        Self { engine, at: None }
+    }
+
+    /// Read already, at `at`.
+    fn at(engine: &'e Engine, at: Ticks) -> Self {
+        Self {
+            engine,
+            at: Some(at),
+        }
+    }
+
+    /// The moment, read now if it was not yet.
+    pub(crate) fn get(&mut self) -> Ticks {
+        *self.at.get_or_insert_with(|| self.engine.now())
+    }
+
+    /// The moment if it was read.
+    pub(crate) fn read(&self) -> Option<Ticks> {
+        self.at
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -163,6 +202,7 @@ impl Engine {
             aborts: AtomicU64::new(0),
             abort_wake: Notify::new(),
             deadlines_used: AtomicBool::new(false),
+            pops_need_time: AtomicBool::new(false),
         }
     }
 
@@ -175,6 +215,14 @@ impl Engine {
     /// The executor's clock, in ticks.
     fn now(&self) -> Ticks {
         self.epoch.ticks(self.executor.now())
+    }
+
+    /// Whether a runner must know when each attempt starts and ends: observers want
+    /// events that report waits, latencies or records, or the pool sheds doomed tasks
+    /// (service times). Otherwise a runner reads the clock only for what needs a moment
+    /// (see [`Now`]).
+    fn wants_times(&self) -> bool {
+        self.service.is_some() || self.observers.wants_times()
     }
 
     /// Whether `task` was aborted (asked only while some abort is unsettled).

@@ -30,7 +30,7 @@ use super::ending::TaskEnd;
 use super::job::{Job, TaskRef};
 use super::state::{Place, State, DEADLINE_PASSED};
 use super::timeline::Timeline;
-use super::Engine;
+use super::{Engine, Now};
 use crate::sync::MutexGuard;
 
 /// Why a task is parked.
@@ -385,7 +385,10 @@ impl Engine {
             };
             let waiting = task.waiting();
             state.push(task, &waiting, now);
-            state.take_startable(now, engine.settings.aging_target_wait)
+            state.take_startable(
+                &mut Now::at(&engine, now),
+                engine.settings.aging_target_wait,
+            )
         };
         engine.spawn_runners(started);
     }
@@ -416,7 +419,13 @@ impl Engine {
             let idle = state.is_idle();
             drop(state);
             let now = self.now();
-            self.finish(job, end, now, &Timeline::waiting(now), None);
+            self.finish(
+                job,
+                end,
+                &mut Now::at(self, now),
+                &Timeline::waiting(now),
+                None,
+            );
             if idle {
                 self.notify_idle();
             }
@@ -481,14 +490,21 @@ impl Engine {
                     let waiting = task.waiting();
                     state.push(task, &waiting, ticks);
                 }
-                let started = state.take_startable(ticks, self.settings.aging_target_wait);
+                let started = state
+                    .take_startable(&mut Now::at(&self, ticks), self.settings.aging_target_wait);
                 state.timer = state.next_wake();
                 let idle = !expired.is_empty() && state.is_idle();
                 (started, expired, idle, state.timer)
             };
             self.spawn_runners(started);
             for (task, stay) in expired {
-                self.finish(Job::new(task), DEADLINE_PASSED, ticks, &stay, None);
+                self.finish(
+                    Job::new(task),
+                    DEADLINE_PASSED,
+                    &mut Now::at(&self, ticks),
+                    &stay,
+                    None,
+                );
             }
             if idle {
                 self.notify_idle();

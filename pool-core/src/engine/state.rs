@@ -16,6 +16,7 @@ use super::parking::{ParkKey, ParkedSet};
 use super::tenants::Tenants;
 use super::ticks::{Epoch, Ticks};
 use super::timeline::Timeline;
+use super::Now;
 
 /// Tasks ever enqueued, and how the resolved ones ended.
 #[derive(Debug, Default)]
@@ -80,20 +81,15 @@ pub(super) struct Claimed {
     /// The lane (tenant) the slot is counted against.
     pub(super) lane: LaneId,
     entered_at: Ticks,
-    popped_at: Ticks,
-    queue_wait: Duration,
+    /// When it left the queue, if the clock was read for the pop (see [`Now`]).
+    popped_at: Option<Ticks>,
     in_flight: usize,
 }
 
 impl Claimed {
     /// The timeline of the stay that just left the queue.
     pub(super) fn timeline(&self) -> Timeline {
-        Timeline::popped(
-            self.entered_at,
-            self.popped_at,
-            self.queue_wait,
-            self.in_flight,
-        )
+        Timeline::popped(self.entered_at, self.popped_at, self.in_flight)
     }
 }
 
@@ -309,8 +305,14 @@ impl State {
         }
     }
 
-    /// Pops the next task and claims a slot for it, if one may start.
-    pub(super) fn take_next(&mut self, now: Ticks, aging_target_wait: Duration) -> Option<Claimed> {
+    /// Pops the next task and claims a slot for it, if one may start. The pop reads `now`
+    /// only if the queue weighs priorities against age (several levels); otherwise the
+    /// claim carries the moment only if it was read already.
+    pub(super) fn take_next(
+        &mut self,
+        now: &mut Now<'_>,
+        aging_target_wait: Duration,
+    ) -> Option<Claimed> {
         if !self.stopped {
             if let Some((task, lane, entered_at)) = self.on_loan.pop_front() {
                 // On its parent's slot (counted when lent): past the limit, the pause and the
@@ -320,8 +322,7 @@ impl State {
                     job: Job::new(task),
                     lane,
                     entered_at,
-                    popped_at: now,
-                    queue_wait: now.saturating_since(entered_at),
+                    popped_at: now.read(),
                     in_flight: self.active + self.borrowed,
                 });
             }
@@ -329,23 +330,30 @@ impl State {
         if !self.can_start() {
             return None;
         }
-        if self.queue.has_several_levels() {
+        let ages = self.queue.has_several_levels();
+        let popped_at = if ages {
             self.queue
                 .set_multiplier(self.aging_multiplier(aging_target_wait));
-        }
+            Some(now.get())
+        } else {
+            now.read()
+        };
         let tenants = &self.tenants;
-        let popped = self.queue.pop(now, |lane| tenants.may_start(lane))?;
+        // A queue of one level pops its oldest task whatever the time.
+        let popped = self.queue.pop(popped_at.unwrap_or_default(), |lane| {
+            tenants.may_start(lane)
+        })?;
         self.left(&popped.job);
         self.tenants.started(popped.lane);
         self.active += 1;
-        let wait = now.saturating_since(popped.enqueued_at);
-        self.observe_queue_wait(wait);
+        if let (true, Some(at)) = (ages, popped_at) {
+            self.observe_queue_wait(at.saturating_since(popped.enqueued_at));
+        }
         Some(Claimed {
             job: Job::new(popped.job),
             lane: popped.lane,
             entered_at: popped.enqueued_at,
-            popped_at: now,
-            queue_wait: wait,
+            popped_at,
             in_flight: self.active + self.borrowed,
         })
     }
@@ -381,13 +389,15 @@ impl State {
     /// Claims slots for as many queued tasks as may start.
     pub(super) fn take_startable(
         &mut self,
-        now: Ticks,
+        now: &mut Now<'_>,
         aging_target_wait: Duration,
     ) -> Vec<Claimed> {
         std::iter::from_fn(|| self.take_next(now, aging_target_wait)).collect()
     }
 
-    /// Keeps the average queue wait (an exponentially weighted moving average).
+    /// Keeps the average queue wait (an exponentially weighted moving average) of the pops
+    /// that weigh priorities against age: a queue of one level does not age, so its waits
+    /// do not steer aging (and its pops read no clock).
     fn observe_queue_wait(&mut self, wait: Duration) {
         let wait = wait.as_secs_f64();
         let ewma = match self.queue_wait_ewma {
@@ -400,7 +410,7 @@ impl State {
     /// The aging multiplier in step with queue wait against its target: `target / average
     /// wait`, clamped to [0.25, 4], so aging speeds up when tasks wait longer than the target
     /// and slows down when they don't. Only a queue of several priority levels ages, so it
-    /// is worked out only for those pops (from the waits of every pop before).
+    /// is worked out only for those pops (from the waits of those pops before).
     fn aging_multiplier(&self, target: Duration) -> f64 {
         match self.queue_wait_ewma {
             Some(ewma) => (target.as_secs_f64() / ewma.max(1e-9)).clamp(0.25, 4.0),

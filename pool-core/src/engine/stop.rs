@@ -9,7 +9,7 @@ use crate::task::TaskId;
 use super::ending::TaskEnd;
 use super::job::{CancelSink, Job};
 use super::timeline::Timeline;
-use super::Engine;
+use super::{Engine, Now};
 
 impl CancelSink for Engine {
     /// Ends a cancelled task at once if it waits in the queue or is parked. A running task's
@@ -23,7 +23,13 @@ impl CancelSink for Engine {
         state.counters.ended(&TaskEnd::Cancelled);
         let idle = state.is_idle();
         drop(state);
-        self.finish(Job::new(task), TaskEnd::Cancelled, now, &stay, None);
+        self.finish(
+            Job::new(task),
+            TaskEnd::Cancelled,
+            &mut Now::at(self, now),
+            &stay,
+            None,
+        );
         if idle {
             self.notify_idle();
         }
@@ -70,15 +76,33 @@ impl Engine {
         }
         for popped in queued {
             let stay = Timeline::waiting(popped.enqueued_at);
-            self.finish(Job::new(popped.job), TaskEnd::Stopped, now, &stay, None);
+            self.finish(
+                Job::new(popped.job),
+                TaskEnd::Stopped,
+                &mut Now::at(self, now),
+                &stay,
+                None,
+            );
         }
         for (task, entered_at) in on_loan {
             let stay = Timeline::waiting(entered_at);
-            self.finish(Job::new(task), TaskEnd::Stopped, now, &stay, None);
+            self.finish(
+                Job::new(task),
+                TaskEnd::Stopped,
+                &mut Now::at(self, now),
+                &stay,
+                None,
+            );
         }
         for task in parked {
             let stay = Timeline::waiting(now);
-            self.finish(Job::new(task), TaskEnd::Stopped, now, &stay, None);
+            self.finish(
+                Job::new(task),
+                TaskEnd::Stopped,
+                &mut Now::at(self, now),
+                &stay,
+                None,
+            );
         }
         if first_stop {
             tracing::debug!(target: "pool_core", cancel_running, "pool stopped");

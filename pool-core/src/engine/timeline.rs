@@ -9,6 +9,10 @@
 //!
 //! Moments are the engine's [`Ticks`]; they become `Instant`s only when an observer asks
 //! ([`FinishedTask`](crate::FinishedTask), [`TaskRecord`](crate::TaskRecord)).
+//! When the stay left the queue is known only if something read the clock then (observers
+//! listen, the queue weighs priorities against age, the pool was not saturated): a runner
+//! reads the clock only when something needs the time, so the plain path's stays have no
+//! start moment, and nothing of theirs is reported.
 
 use std::time::Duration;
 
@@ -21,8 +25,8 @@ pub(crate) struct Timeline {
     /// When it entered the queue for the current stay (enqueue, or back from parking).
     entered_at: Ticks,
     /// When the current stay's attempt started (after admission); the moment it left the
-    /// queue until then.
-    started_at: Ticks,
+    /// queue until then. `None`: nobody read the clock then (nothing needed the time).
+    started_at: Option<Ticks>,
     /// When its first attempt started; `None` while none has.
     first_started_at: Option<Ticks>,
     /// Tasks running when the current stay left the queue, this one included.
@@ -46,7 +50,7 @@ impl Timeline {
         Self {
             queued_at: entered_at,
             entered_at,
-            started_at: entered_at,
+            started_at: Some(entered_at),
             first_started_at: None,
             in_flight: 0,
             latency: Duration::ZERO,
@@ -57,35 +61,43 @@ impl Timeline {
         }
     }
 
-    /// A stay that entered the queue at `entered_at` and left it at `now` after `queue_wait`,
-    /// when `in_flight` tasks ran (this one included).
-    pub(crate) fn popped(
-        entered_at: Ticks,
-        now: Ticks,
-        queue_wait: Duration,
-        in_flight: usize,
-    ) -> Self {
-        Self {
-            started_at: now,
+    /// A stay that entered the queue at `entered_at` and left it at `popped_at` (if the
+    /// clock was read then), when `in_flight` tasks ran (this one included).
+    pub(crate) fn popped(entered_at: Ticks, popped_at: Option<Ticks>, in_flight: usize) -> Self {
+        let mut timeline = Self {
             in_flight,
-            queue_wait,
+            started_at: None,
             ..Self::waiting(entered_at)
+        };
+        if let Some(now) = popped_at {
+            timeline.left_queue(now);
         }
+        timeline
+    }
+
+    /// The stay left the queue at `now` (read after the pop, when the pop itself needed no
+    /// time but what follows does).
+    pub(crate) fn left_queue(&mut self, now: Ticks) {
+        self.started_at = Some(now);
+        self.queue_wait = now.saturating_since(self.entered_at);
     }
 
     /// Admission let the attempt start at `now` (its wait is not part of the attempt).
     pub(crate) fn admitted(&mut self, now: Ticks) {
-        self.started_at = now;
+        self.started_at = Some(now);
     }
 
     /// The attempt starts (at [`started_at`](Self::started_at)).
     pub(crate) fn started(&mut self) {
-        self.first_started_at.get_or_insert(self.started_at);
+        self.first_started_at = self.first_started_at.or(self.started_at);
     }
 
     /// The attempt ended at `now`.
     pub(crate) fn attempt_ended(&mut self, now: Ticks) {
-        self.latency = now.saturating_since(self.started_at);
+        let Some(started_at) = self.started_at else {
+            return;
+        };
+        self.latency = now.saturating_since(started_at);
         self.execution = self.execution.saturating_add(self.latency);
     }
 
@@ -117,13 +129,15 @@ impl Timeline {
         }
     }
 
-    pub(crate) fn started_at(&self) -> Ticks {
+    /// When the current stay's attempt started; `None` if the clock was not read then.
+    pub(crate) fn started_at(&self) -> Option<Ticks> {
         self.started_at
     }
 
     /// How long the current stay waited before its attempt started (admission included).
     pub(crate) fn stay_wait(&self) -> Duration {
-        self.started_at.saturating_since(self.entered_at)
+        self.started_at
+            .map_or(Duration::ZERO, |at| at.saturating_since(self.entered_at))
     }
 
     pub(crate) fn in_flight(&self) -> usize {
@@ -186,7 +200,7 @@ mod tests {
         let epoch = Epoch::new(start);
         let t0 = Ticks::default();
         // Queued 10 ms, admitted 5 ms later, ran 20 ms, backed off 100 ms.
-        let mut first = Timeline::popped(t0, t0 + ms(10), ms(10), 2);
+        let mut first = Timeline::popped(t0, Some(t0 + ms(10)), 2);
         first.admitted(t0 + ms(15));
         first.started();
         first.attempt_ended(t0 + ms(35));
@@ -194,7 +208,7 @@ mod tests {
         assert_eq!(first.stay_wait(), ms(15));
         assert_eq!(first.latency(), ms(20));
         // Back in the queue at 135 ms, left it at 140 ms, ran 30 ms.
-        let mut second = Timeline::popped(t0 + ms(135), t0 + ms(140), ms(5), 1);
+        let mut second = Timeline::popped(t0 + ms(135), Some(t0 + ms(140)), 1);
         second.started();
         second.attempt_ended(t0 + ms(170));
         let whole = second.after(Some(first));

@@ -6,6 +6,7 @@ mod support;
 
 mod admission;
 mod behaviour;
+mod clock;
 mod config;
 mod deadlines;
 mod errors;

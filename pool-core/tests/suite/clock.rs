@@ -1,0 +1,192 @@
+//! When the pool reads its executor's clock: a task's entry into the queue always; a runner's
+//! step only when something needs the moment (observers, a failure to decide on, a queue that
+//! ages, an attempt that waits under a timeout). What the moments feed stays right without
+//! the reads: timeouts, aging, observers' waits.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pool_core::{BoxFuture, Executor, Pool, SimExecutor, TaskError, TaskOptions};
+
+use crate::support::Recorder;
+
+/// A [`SimExecutor`] that counts its clock's reads.
+#[derive(Debug)]
+struct CountingClock {
+    sim: SimExecutor,
+    reads: AtomicUsize,
+}
+
+impl Executor for CountingClock {
+    fn spawn(&self, task: BoxFuture<()>) {
+        self.sim.spawn(task);
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFuture<()> {
+        self.sim.sleep(duration)
+    }
+
+    fn now(&self) -> Instant {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.sim.now()
+    }
+}
+
+fn counting() -> Arc<CountingClock> {
+    Arc::new(CountingClock {
+        sim: SimExecutor::with_seed(5),
+        reads: AtomicUsize::new(0),
+    })
+}
+
+/// Enqueues `tasks` no-op tasks into `pool` at once and awaits them all.
+async fn run_noops(pool: &Pool, tasks: usize, priority: impl Fn(usize) -> i32) {
+    let handles: Vec<_> = (0..tasks)
+        .map(|i| {
+            pool.enqueue(
+                || async { Ok::<(), Infallible>(()) },
+                TaskOptions::new().priority(priority(i)),
+            )
+        })
+        .collect();
+    for handle in handles {
+        handle.await.unwrap();
+    }
+}
+
+#[test]
+fn a_saturated_plain_pool_reads_the_clock_once_per_task() {
+    let clock = counting();
+    let sim = clock.sim.clone();
+    let tasks = 400;
+    let reads = sim.block_on(async {
+        // The defaults: a timeout, a retry budget, aging on; one priority, no observers.
+        let pool = Pool::builder()
+            .executor_arc(Arc::clone(&clock) as Arc<dyn Executor>)
+            .concurrency(4)
+            .build()
+            .unwrap();
+        let before = clock.reads.load(Ordering::SeqCst);
+        run_noops(&pool, tasks, |_| 0).await;
+        clock.reads.load(Ordering::SeqCst) - before
+    });
+    // One read as each task enters the queue; the runners' steps need none.
+    assert!(
+        reads <= tasks + 8,
+        "{reads} clock reads for {tasks} tasks (two per task before runners read lazily)"
+    );
+}
+
+#[test]
+fn a_queue_that_ages_still_pops_by_the_clock() {
+    let clock = counting();
+    let sim = clock.sim.clone();
+    let tasks = 400;
+    let reads = sim.block_on(async {
+        let pool = Pool::builder()
+            .executor_arc(Arc::clone(&clock) as Arc<dyn Executor>)
+            .concurrency(4)
+            .build()
+            .unwrap();
+        let before = clock.reads.load(Ordering::SeqCst);
+        run_noops(&pool, tasks, |i| (i % 3) as i32).await;
+        clock.reads.load(Ordering::SeqCst) - before
+    });
+    // Each pop of a queue of several levels weighs waits at its moment.
+    assert!(
+        reads >= 2 * tasks - 8,
+        "{reads} clock reads for {tasks} tasks of three priorities"
+    );
+}
+
+#[test]
+fn an_attempt_popped_without_a_clock_read_still_times_out() {
+    let sim = SimExecutor::with_seed(3);
+    let executor: Arc<dyn Executor> = Arc::new(sim.clone());
+    sim.block_on(async move {
+        let pool = Pool::builder()
+            .executor_arc(Arc::clone(&executor))
+            .concurrency(1)
+            .retries(0)
+            .timeout(Duration::from_millis(100))
+            .build()
+            .unwrap();
+        // The second task is popped by the runner of the first as that attempt ends, 50 ms
+        // in (no clock read then): its timeout counts from its first wait.
+        let sleeper = Arc::clone(&executor);
+        let first = pool.enqueue(
+            move || {
+                let sleep = sleeper.sleep(Duration::from_millis(50));
+                async move {
+                    sleep.await;
+                    Ok::<(), Infallible>(())
+                }
+            },
+            TaskOptions::new(),
+        );
+        let second = pool.enqueue(
+            std::future::pending::<Result<(), Infallible>>,
+            TaskOptions::new(),
+        );
+        let start = executor.now();
+        first.await.unwrap();
+        let result = second.await;
+        let took = executor.now() - start;
+        assert!(
+            matches!(result, Err(TaskError::TimedOut { attempts: 1, timeout }) if timeout == Duration::from_millis(100)),
+            "{result:?}"
+        );
+        assert_eq!(took, Duration::from_millis(150));
+    });
+}
+
+#[test]
+fn observers_still_see_each_wait_and_latency() {
+    let sim = SimExecutor::with_seed(9);
+    let executor: Arc<dyn Executor> = Arc::new(sim.clone());
+    let recorder = Recorder::default();
+    let events = Arc::clone(&recorder.events);
+    sim.block_on(async move {
+        let pool = Pool::builder()
+            .executor_arc(Arc::clone(&executor))
+            .concurrency(1)
+            .observer(recorder)
+            .build()
+            .unwrap();
+        let sleeper = Arc::clone(&executor);
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                let sleeper = Arc::clone(&sleeper);
+                pool.enqueue(
+                    move || {
+                        let sleep = sleeper.sleep(Duration::from_millis(10));
+                        async move {
+                            sleep.await;
+                            Ok::<(), Infallible>(())
+                        }
+                    },
+                    TaskOptions::new(),
+                )
+            })
+            .collect();
+        for handle in handles {
+            handle.await.unwrap();
+        }
+    });
+    let records: Vec<_> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|event| match event {
+            pool_core::Event::TaskFinished(record) => Some(record.clone()),
+            _ => None,
+        })
+        .collect();
+    let waits: Vec<_> = records.iter().map(|record| record.queue_wait).collect();
+    let ms = Duration::from_millis;
+    // One slot: each task waits for the ones before it, and runs 10 ms.
+    assert_eq!(waits, [ms(0), ms(10), ms(20)]);
+    assert!(records.iter().all(|record| record.execution == ms(10)));
+}
