@@ -61,7 +61,8 @@ const LONGEST_HOLD: Duration = Duration::from_secs(6);
 ///   (by more than the confidence interval of a median). A probe runs at the start (so a
 ///   first window already past the knee is never taken for the baseline), when cutting the
 ///   limit did not shorten the round trip (the backend itself may have slowed: the cuts are
-///   undone only if the baseline moved), when the round trip falls clearly below the
+///   undone only if the baseline moved; the first step goes deeper only if its round trip is
+///   clearly shorter than the one at the limit, else nothing queues even there), when the round trip falls clearly below the
 ///   baseline (the backend got faster), and when no window has been consistent with the
 ///   baseline for `baseline_refresh` — BBR's ProbeRTT, on evidence rather than a clock.
 /// - **Queueing, from the median.** Each window compares the median round trip of the
@@ -367,13 +368,17 @@ impl KneeTuner {
     }
 
     fn begin_probe(&mut self, return_to: usize, now: Instant) -> Option<Adjustment> {
-        self.begin_probe_unless(return_to, None, now)
+        self.begin_probe_unless(return_to, None, None, now)
     }
 
+    /// A probe that returns to `return_to` (or stays at `unless_unchanged` if the baseline
+    /// did not move); `at_limit`: the round trip just read at the limit, which the first
+    /// step is compared with like any step with the one before it.
     fn begin_probe_unless(
         &mut self,
         return_to: usize,
         unless_unchanged: Option<usize>,
+        at_limit: Option<Rtt>,
         now: Instant,
     ) -> Option<Adjustment> {
         let depth = self.probe_depth(return_to);
@@ -381,7 +386,7 @@ impl KneeTuner {
             return_to,
             unless_unchanged,
             depth,
-            previous: None,
+            previous: at_limit,
         });
         self.set_limit(depth, Reason::MeasuringRtt, now)
     }
@@ -800,7 +805,9 @@ impl KneeTuner {
         // Queueing: the round trip shrinks with the limit. A slower backend: it stays. Judge
         // once the run has cut enough to tell, at the midpoint of the two expectations.
         let shrink = self.limit as f64 / run.limit_before as f64;
-        if shrink <= 0.9 {
+        // (A gentle cut rounded to a whole limit counts: 61 -> 55 is one.)
+        let judged_at = self.config.gentlest_cut + 0.5 / run.limit_before as f64;
+        if shrink <= judged_at {
             if rtt.low > run.rtt_before * (1.0 + shrink) / 2.0 {
                 self.latency_cuts = None;
                 self.ceiling = None;
@@ -808,7 +815,10 @@ impl KneeTuner {
                 self.last_clean_limit = None;
                 // Did the backend slow, or was the round trip still draining a queue?
                 // Measure; undo the cuts only if the baseline moved.
-                return self.begin_probe_unless(run.limit_before, Some(self.limit), now);
+                // The first step, at a quarter, goes deeper only if its round trip is clearly
+                // shorter than this one: if it is not, the round trip does not depend on the
+                // depth (no queue even at the limit), and a quarter is already unloaded.
+                return self.begin_probe_unless(run.limit_before, Some(self.limit), Some(rtt), now);
             }
             self.latency_cuts = Some(here);
         }
@@ -1308,6 +1318,45 @@ mod tests {
             back >= 0.8 * served && back <= 1.05 * served,
             "{landed} -> {back}: {cuts:?} {after:?}"
         );
+    }
+
+    #[test]
+    fn a_backend_slowing_as_a_ramp_costs_one_probe_step_per_baseline_move() {
+        // The same knee (64), the round trip growing from 20 to 60 ms over 10 s: cutting
+        // does not shorten it. Each time it leaves the baseline's band, a cut shows the
+        // round trip did not follow the limit, and a probe moves the baseline. The probe's
+        // first step, at a quarter, reads the same round trip as the limit did: no queue at
+        // the limit, so none at a quarter — going deeper would only starve the backend.
+        let mut sim = Loop::new(KneeConfig::default(), 10);
+        sim.run(Duration::from_secs(8), queue(64, MS * 20));
+        let start = sim.elapsed();
+        let adjustments = sim.run(Duration::from_secs(10), |sim, held| {
+            let ramp = ((sim.elapsed() - start).as_secs_f64() / 10.0).min(1.0);
+            queue(64, MS * 20 + (MS * 40).mul_f64(ramp))(sim, held)
+        });
+        let probes = adjustments
+            .iter()
+            .filter(|a| a.reason == Reason::MeasuringRtt)
+            .count();
+        let deeper = adjustments
+            .windows(2)
+            .filter(|pair| pair.iter().all(|a| a.reason == Reason::MeasuringRtt))
+            .count();
+        assert!(probes >= 2, "{adjustments:?}");
+        assert_eq!(deeper, 0, "{adjustments:?}");
+        // And a gentle cut rounded to a whole limit (61 -> 55) is one: the run of cuts is
+        // judged after it, not after another.
+        let mut in_a_row = 0;
+        for adjustment in &adjustments {
+            match adjustment.reason {
+                Reason::RttGrowth => in_a_row += 1,
+                Reason::MeasuringRtt => {
+                    assert!(in_a_row <= 3, "{in_a_row} cuts: {adjustments:?}");
+                    in_a_row = 0;
+                }
+                _ => in_a_row = 0,
+            }
+        }
     }
 
     #[test]
