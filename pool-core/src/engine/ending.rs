@@ -196,11 +196,19 @@ impl Engine {
                 Some(info) => (info, task.stored_timeline()),
                 None => task.info_and_timeline(),
             };
-            let timeline = stay.after(stored);
+            // A task that never left (nearly all) is read from its stay as it is: no copy.
+            let merged;
+            let timeline = match stored {
+                None => stay,
+                Some(earlier) => {
+                    merged = stay.after(Some(earlier));
+                    &merged
+                }
+            };
             self.observers.task_finished(&FinishedTask::new(
                 &info,
                 self.epoch,
-                &timeline,
+                timeline,
                 now.get(),
                 task.attempts(),
                 end.outcome(),
