@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::ops::RangeInclusive;
 
 use crate::latency::{HistogramTemplate, Latencies, LatencyBuckets};
-use crate::record::FinishedTask;
+use crate::record::StoredTask;
 use crate::tally::Tally;
 
 /// Everything that finished during slice `index` of the history's [`TimeGrid`](crate::grid::TimeGrid).
@@ -30,7 +30,7 @@ impl Slice {
 
     /// Shards record into an [`OpenSlice`]; tests build slices directly.
     #[cfg(test)]
-    pub(crate) fn record(&mut self, task: &FinishedTask) {
+    pub(crate) fn record(&mut self, task: &StoredTask) {
         self.tally.add_task(task);
         self.latencies.record(task);
     }
@@ -60,7 +60,7 @@ impl OpenSlice {
     }
 
     #[inline]
-    pub(crate) fn record(&mut self, task: &FinishedTask) {
+    pub(crate) fn record(&mut self, task: &StoredTask) {
         self.tally.add_task(task);
         self.latencies.record(task);
     }
@@ -147,11 +147,7 @@ mod tests {
     fn slice(index: u64, tasks: u64, template: &HistogramTemplate) -> Slice {
         let mut slice = Slice::new(index, template);
         for _ in 0..tasks {
-            slice.record(&FinishedTask::example(
-                0,
-                0,
-                Duration::from_millis(index + 1),
-            ));
+            slice.record(&StoredTask::example(0, 0, Duration::from_millis(index + 1)));
         }
         slice
     }

@@ -4,7 +4,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
-use crate::record::FinishedTask;
+use crate::record::StoredTask;
 
 /// An empty, auto-resizing histogram that every other one is cloned from, so that building one
 /// on the hot path cannot fail (the precision was checked once, up front).
@@ -130,7 +130,7 @@ impl LatencyBuckets {
     }
 
     #[inline]
-    pub(crate) fn record(&mut self, task: &FinishedTask) {
+    pub(crate) fn record(&mut self, task: &StoredTask) {
         self.queue_wait.record_nanos(task.queue_wait_nanos);
         self.execution.record_nanos(task.execution_nanos);
         self.total.record_nanos(task.total_nanos);
@@ -167,7 +167,7 @@ impl Latencies {
     }
 
     #[cfg(test)]
-    pub(crate) fn record(&mut self, task: &FinishedTask) {
+    pub(crate) fn record(&mut self, task: &StoredTask) {
         record_nanos(&mut self.queue_wait, task.queue_wait_nanos);
         record_nanos(&mut self.execution, task.execution_nanos);
         record_nanos(&mut self.total, task.total_nanos);

@@ -5,9 +5,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use pool_core::{
-    Event, EventKind, FinishedTask as PoolFinished, Observer, PoolControl, TaskId, TaskRecord,
-};
+use pool_core::{Event, EventKind, FinishedTask, Observer, PoolControl, TaskId, TaskRecord};
 
 use crate::config::MetricsConfig;
 use crate::error::ConfigError;
@@ -18,7 +16,7 @@ use crate::latency::{HistogramTemplate, LatencySummary};
 use crate::memory::{MemoryProbe, MemorySampler};
 use crate::prometheus::PrometheusFormat;
 use crate::recent::{RecentSummary, RecentTask};
-use crate::record::{Ending, FinishedTask, TaskMetrics};
+use crate::record::{Ending, StoredTask, TaskMetrics};
 use crate::rolling::WindowCounts;
 use crate::shard::{Layout, Shards};
 use crate::snapshot::{
@@ -289,9 +287,9 @@ impl Metrics {
     pub fn tasks(&self) -> Vec<TaskMetrics> {
         let floor = self.inner.store_floor();
         let mut tasks = Vec::new();
-        self.inner.shards.for_each(|shard| {
-            tasks.extend(shard.store.records(floor).map(FinishedTask::to_metrics))
-        });
+        self.inner
+            .shards
+            .for_each(|shard| tasks.extend(shard.store.records(floor).map(StoredTask::to_metrics)));
         tasks.sort_unstable_by_key(|t| t.sequence);
         tasks
     }
@@ -390,7 +388,7 @@ impl Observer for Metrics {
 
     /// The pool's view of the task, read without making the owned record: one moment made
     /// an `Instant` (the finish), the total from the engine's clock.
-    fn on_task_finished(&self, task: &PoolFinished<'_>) {
+    fn on_task_finished(&self, task: &FinishedTask<'_>) {
         self.inner.record(task);
     }
 
@@ -483,7 +481,7 @@ impl Inner {
                 )
             }
         };
-        let task = FinishedTask::from_ending(ending, sequence, rss_bytes);
+        let task = StoredTask::from_ending(ending, sequence, rss_bytes);
         let closed = shard.record(task, at, place, keep_from, &self.layout);
         drop(shard);
         if let Some(tenant) = &ending.task().tenant {

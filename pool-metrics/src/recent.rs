@@ -6,7 +6,7 @@ use std::time::Duration;
 use pool_core::Outcome;
 use serde::{Deserialize, Serialize};
 
-use crate::record::FinishedTask;
+use crate::record::StoredTask;
 use crate::tally::ratio;
 
 /// A finished task as the recent ring keeps it: timings and outcome, no labels.
@@ -27,7 +27,7 @@ pub struct RecentTask {
 }
 
 impl RecentTask {
-    pub(crate) fn of(task: &FinishedTask) -> Self {
+    pub(crate) fn of(task: &StoredTask) -> Self {
         Self {
             sequence: task.sequence,
             queue_wait: Duration::from_nanos(task.queue_wait_nanos),

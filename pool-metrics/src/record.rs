@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use pool_core::{FinishedTask as PoolFinished, Metadata, Outcome, TaskId, TaskInfo, TaskRecord};
+use pool_core::{FinishedTask, Metadata, Outcome, TaskId, TaskInfo, TaskRecord};
 use serde::{Deserialize, Serialize};
 
 /// How one finished task went, as kept in the bounded per-task store
@@ -37,7 +37,7 @@ pub struct TaskMetrics {
 impl TaskMetrics {
     /// Copies what an observer gets with [`Event::TaskFinished`](pool_core::Event::TaskFinished).
     pub fn from_record(record: &TaskRecord, sequence: u64, rss_bytes: Option<u64>) -> Self {
-        FinishedTask::from_ending(record, sequence, rss_bytes).to_metrics()
+        StoredTask::from_ending(record, sequence, rss_bytes).to_metrics()
     }
 
     /// Attempts after the first.
@@ -68,38 +68,38 @@ pub(crate) trait Ending {
     fn outcome(&self) -> Outcome;
 }
 
-impl Ending for PoolFinished<'_> {
+impl Ending for FinishedTask<'_> {
     #[inline]
     fn task(&self) -> &TaskInfo {
-        PoolFinished::task(self)
+        FinishedTask::task(self)
     }
     #[inline]
     fn finished_at(&self) -> Instant {
-        PoolFinished::finished_at(self)
+        FinishedTask::finished_at(self)
     }
     #[inline]
     fn total(&self) -> Duration {
-        PoolFinished::total(self)
+        FinishedTask::total(self)
     }
     #[inline]
     fn queue_wait(&self) -> Duration {
-        PoolFinished::queue_wait(self)
+        FinishedTask::queue_wait(self)
     }
     #[inline]
     fn execution(&self) -> Duration {
-        PoolFinished::execution(self)
+        FinishedTask::execution(self)
     }
     #[inline]
     fn retry_delay(&self) -> Duration {
-        PoolFinished::retry_delay(self)
+        FinishedTask::retry_delay(self)
     }
     #[inline]
     fn attempts(&self) -> u32 {
-        PoolFinished::attempts(self)
+        FinishedTask::attempts(self)
     }
     #[inline]
     fn outcome(&self) -> Outcome {
-        PoolFinished::outcome(self)
+        FinishedTask::outcome(self)
     }
 }
 
@@ -134,7 +134,7 @@ impl Ending for TaskRecord {
 /// the empty metadata for a task without labels (so no reference count to touch and no
 /// allocation kept alive for it).
 #[derive(Debug, Clone)]
-pub(crate) struct FinishedTask {
+pub(crate) struct StoredTask {
     pub(crate) id: TaskId,
     pub(crate) sequence: u64,
     pub(crate) priority: i32,
@@ -148,7 +148,7 @@ pub(crate) struct FinishedTask {
     pub(crate) rss_bytes: Option<u64>,
 }
 
-impl FinishedTask {
+impl StoredTask {
     #[inline]
     pub(crate) fn from_ending(ending: &impl Ending, sequence: u64, rss_bytes: Option<u64>) -> Self {
         let task = ending.task();

@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::grid::{Place, Span};
 use crate::history::{OpenSlice, Slice};
 use crate::latency::HistogramTemplate;
-use crate::record::FinishedTask;
+use crate::record::StoredTask;
 use crate::rolling::{RollingWindow, WindowCounts};
 use crate::store::StoreShard;
 use crate::tally::Tally;
@@ -134,7 +134,7 @@ impl Shard {
     #[inline]
     pub(crate) fn record(
         &mut self,
-        task: FinishedTask,
+        task: StoredTask,
         finished_at: Instant,
         place: Place,
         keep_from: u64,

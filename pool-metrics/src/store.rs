@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 
 use pool_core::TaskId;
 
-use crate::record::FinishedTask;
+use crate::record::StoredTask;
 
 /// How far a shard's queue grows past its last eviction before it evicts again (records
 /// past the window wait at most this long, a few KB per shard).
@@ -33,7 +33,7 @@ pub(crate) fn keep_from(issued: u64, capacity: usize) -> u64 {
 /// after it: reads filter and sort by sequence number).
 #[derive(Debug)]
 pub(crate) struct StoreShard {
-    records: VecDeque<FinishedTask>,
+    records: VecDeque<StoredTask>,
     /// The length past which the next insert evicts.
     evict_at: usize,
 }
@@ -54,9 +54,9 @@ impl StoreShard {
     #[inline]
     pub(crate) fn insert(
         &mut self,
-        task: FinishedTask,
+        task: StoredTask,
         keep_from: u64,
-    ) -> Result<&FinishedTask, FinishedTask> {
+    ) -> Result<&StoredTask, StoredTask> {
         if task.sequence < keep_from {
             return Err(task);
         }
@@ -84,12 +84,12 @@ impl StoreShard {
     }
 
     /// The latest record of `id` still kept (an id can repeat when two pools share a collector).
-    pub(crate) fn get(&self, id: TaskId, keep_from: u64) -> Option<&FinishedTask> {
+    pub(crate) fn get(&self, id: TaskId, keep_from: u64) -> Option<&StoredTask> {
         self.records(keep_from).rev().find(|t| t.id == id)
     }
 
     /// The records numbered `keep_from` or later.
-    pub(crate) fn records(&self, keep_from: u64) -> impl DoubleEndedIterator<Item = &FinishedTask> {
+    pub(crate) fn records(&self, keep_from: u64) -> impl DoubleEndedIterator<Item = &StoredTask> {
         self.records.iter().filter(move |t| t.sequence >= keep_from)
     }
 }
@@ -100,8 +100,8 @@ mod tests {
 
     use super::*;
 
-    fn task(id: u64, sequence: u64) -> FinishedTask {
-        FinishedTask::example(id, sequence, Duration::ZERO)
+    fn task(id: u64, sequence: u64) -> StoredTask {
+        StoredTask::example(id, sequence, Duration::ZERO)
     }
 
     #[test]

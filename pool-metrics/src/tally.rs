@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use pool_core::{ErrorClass, Outcome};
 
-use crate::record::FinishedTask;
+use crate::record::StoredTask;
 
 /// Every [`Outcome::kind`], in the order of [`Outcome::index`].
 pub(crate) const OUTCOME_KINDS: [&str; Outcome::KINDS.len()] = Outcome::KINDS;
@@ -28,7 +28,7 @@ pub(crate) struct Tally {
 
 impl Tally {
     #[inline]
-    pub(crate) fn add_task(&mut self, task: &FinishedTask) {
+    pub(crate) fn add_task(&mut self, task: &StoredTask) {
         self.finished += 1;
         self.by_outcome[task.outcome.index()] += 1;
         if let Outcome::Failed(class) = task.outcome {
