@@ -233,12 +233,14 @@ impl TaskRef {
         self.header().attempts.load(Ordering::Acquire)
     }
 
-    /// Counts a new attempt and returns its number (1 for the first).
+    /// Counts a new attempt and returns its number (1 for the first). Only the holder of
+    /// the task's job begins its attempts (one runner at a time, handed on through the
+    /// engine's lock), so a load and a store count it: no read-modify-write per attempt.
     pub(crate) fn begin_attempt(&self) -> u32 {
-        self.header()
-            .attempts
-            .fetch_add(1, Ordering::AcqRel)
-            .saturating_add(1)
+        let attempts = &self.header().attempts;
+        let attempt = attempts.load(Ordering::Relaxed).saturating_add(1);
+        attempts.store(attempt, Ordering::Release);
+        attempt
     }
 
     /// Calls the closure for the next attempt: see [`ErasedTask::start_attempt`].
