@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::engine::ending::TaskEnd;
-use crate::engine::job::{CancelSink, ErasedTask, Start, Waiting};
+use crate::engine::job::{AttemptFuture, CancelSink, ErasedTask, Start, Waiting};
 use crate::engine::timeline::Timeline;
 use crate::error::TaskError;
 use crate::make_attempt::MakeAttempt;
@@ -413,7 +413,7 @@ where
         };
         let task = this;
         Start::Running {
-            future: Box::pin(async move { task.record(future.await) }),
+            future: AttemptFuture::new(async move { task.record(future.await) }),
             timeout,
             cancellation,
         }
@@ -585,6 +585,45 @@ mod tests {
             8,
             "the caller's handle is one pointer"
         );
+    }
+
+    /// A pool's tasks through their thin references, end to end: the allocation, the
+    /// handle's reference, aborts of a plain task and of one with a cold box, attempt
+    /// futures stored in place and boxed. For Miri (`cargo +nightly miri test -p pool-core
+    /// --lib -- raw_task cell::tests`); the suite's `handles` tests are the ones that fail
+    /// when an abort does not reach the pool.
+    #[test]
+    fn tasks_run_resolve_and_abort_through_their_references() {
+        use crate::{Pool, TaskError, Transient};
+        use tokio_util::sync::CancellationToken;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let pool = Pool::builder().concurrency(2).build().unwrap();
+            let quick = pool.enqueue(|| async { Ok::<_, Transient<&str>>(7) }, TaskOptions::new());
+            let ballast = [3u8; 100];
+            let large = pool.enqueue(
+                move || async move { Ok::<_, Transient<&str>>(ballast[5]) },
+                TaskOptions::new(),
+            );
+            let forever = || std::future::pending::<Result<(), Transient<&str>>>();
+            let plain = pool.enqueue(forever, TaskOptions::new());
+            let cold = pool.enqueue(
+                forever,
+                TaskOptions::new().cancellation(CancellationToken::new()),
+            );
+            tokio::task::yield_now().await;
+            plain.abort();
+            cold.abort();
+            assert!(matches!(plain.await, Err(TaskError::Cancelled)));
+            assert!(matches!(cold.await, Err(TaskError::Cancelled)));
+            assert_eq!(quick.await.unwrap(), 7);
+            assert_eq!(large.await.unwrap(), 3);
+            pool.drain().await;
+            assert_eq!(pool.stats().cancelled, 2);
+        });
     }
 
     #[test]

@@ -555,6 +555,125 @@ impl<K, S> Drop for ColdOrSink<K, S> {
     }
 }
 
+/// Words an attempt's future may take to be stored in place rather than boxed.
+const INLINE_WORDS: usize = 4;
+
+/// The future of one attempt with its type hidden: stored in place when it is small (a quick
+/// task's — no allocation per attempt), boxed otherwise. Once polled it stays where it is:
+/// it is `!Unpin` and polled only through `Pin<&mut Self>`.
+pub(crate) struct InlineFuture<O: 'static> {
+    inner: Inner<O>,
+    /// `Send` only as built by [`InlineFuture::new`] (from a `Send` future), never `Sync`.
+    _not_auto: PhantomData<*const ()>,
+    _pinned: std::marker::PhantomPinned,
+}
+
+enum Inner<O: 'static> {
+    /// The future's bytes, and the functions of its type.
+    Inline {
+        data: std::mem::MaybeUninit<[usize; INLINE_WORDS]>,
+        vtable: &'static InlineVtable<O>,
+    },
+    Boxed(std::pin::Pin<Box<dyn std::future::Future<Output = O> + Send>>),
+}
+
+struct InlineVtable<O> {
+    poll: unsafe fn(*mut (), &mut std::task::Context<'_>) -> std::task::Poll<O>,
+    drop: unsafe fn(*mut ()),
+}
+
+fn inline_vtable<F>() -> &'static InlineVtable<F::Output>
+where
+    F: std::future::Future,
+    F::Output: 'static,
+{
+    &InlineVtable {
+        poll: poll_inline::<F>,
+        drop: drop_inline::<F>,
+    }
+}
+
+/// # Safety
+/// `data` holds a live, pinned `F`.
+unsafe fn poll_inline<F: std::future::Future>(
+    data: *mut (),
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<F::Output> {
+    // SAFETY: the caller's promise: the `F` is never moved while this `InlineFuture` lives.
+    let future = unsafe { std::pin::Pin::new_unchecked(&mut *data.cast::<F>()) };
+    future.poll(cx)
+}
+
+/// # Safety
+/// `data` holds a live `F`, dropped here once.
+unsafe fn drop_inline<F>(data: *mut ()) {
+    // SAFETY: the caller's promise.
+    unsafe { std::ptr::drop_in_place(data.cast::<F>()) }
+}
+
+// SAFETY: built only from a `Send` future (`new`); the table is plain functions.
+unsafe impl<O: 'static> Send for InlineFuture<O> {}
+
+impl<O: 'static> InlineFuture<O> {
+    pub(crate) fn new<F>(future: F) -> Self
+    where
+        F: std::future::Future<Output = O> + Send + 'static,
+    {
+        let fits = std::mem::size_of::<F>() <= std::mem::size_of::<[usize; INLINE_WORDS]>()
+            && std::mem::align_of::<F>() <= std::mem::align_of::<[usize; INLINE_WORDS]>();
+        let inner = if fits {
+            let mut data = std::mem::MaybeUninit::<[usize; INLINE_WORDS]>::uninit();
+            // SAFETY: `F` fits in `data`'s size and alignment (checked above); `data` owns
+            // it from here, and `Drop` drops it once.
+            unsafe { data.as_mut_ptr().cast::<F>().write(future) };
+            Inner::Inline {
+                data,
+                vtable: inline_vtable::<F>(),
+            }
+        } else {
+            Inner::Boxed(Box::pin(future))
+        };
+        Self {
+            inner,
+            _not_auto: PhantomData,
+            _pinned: std::marker::PhantomPinned,
+        }
+    }
+
+    /// Whether the future is stored in place.
+    #[cfg(test)]
+    fn is_inline(&self) -> bool {
+        matches!(self.inner, Inner::Inline { .. })
+    }
+}
+
+impl<O: 'static> std::future::Future for InlineFuture<O> {
+    type Output = O;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<O> {
+        // SAFETY: nothing is moved out of `self`: an inline future is polled where it lies,
+        // which stays put since `self` is pinned (`InlineFuture` is `!Unpin`).
+        let this = unsafe { self.get_unchecked_mut() };
+        match &mut this.inner {
+            // SAFETY: `data` holds the live `F` that `vtable` was made for (`new`).
+            Inner::Inline { data, vtable } => unsafe {
+                (vtable.poll)(data.as_mut_ptr().cast::<()>(), cx)
+            },
+            Inner::Boxed(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<O: 'static> Drop for InlineFuture<O> {
+    fn drop(&mut self) {
+        if let Inner::Inline { data, vtable } = &mut self.inner {
+            // SAFETY: `data` holds the live `F` that `vtable` was made for, dropped once here
+            // (in place: a pinned future is never moved).
+            unsafe { (vtable.drop)(data.as_mut_ptr().cast::<()>()) }
+        }
+    }
+}
+
 /// Bytes of the allocation of a task of type `X` (header included).
 #[cfg(test)]
 pub(crate) fn allocation_size<X>() -> usize {
@@ -654,6 +773,58 @@ mod tests {
         assert_eq!(slot.upgrade_sink().as_deref(), Some(&5));
         drop(slot);
         assert_eq!(Arc::weak_count(&sink), 0);
+    }
+
+    #[test]
+    fn a_small_future_runs_in_place_and_a_large_one_boxed_each_dropped_once() {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+        let drops = Arc::new(AtomicU64::new(0));
+        let small = {
+            let probe = Probe(Arc::clone(&drops));
+            InlineFuture::new(async move {
+                let _probe = probe;
+                std::future::ready(7u8).await
+            })
+        };
+        let large = {
+            let probe = Probe(Arc::clone(&drops));
+            let ballast = [1u8; 64];
+            InlineFuture::new(async move {
+                let _probe = probe;
+                std::future::ready(ballast[3] + 7).await
+            })
+        };
+        assert!(small.is_inline());
+        assert!(!large.is_inline());
+        let mut cx = Context::from_waker(Waker::noop());
+        for future in [small, large] {
+            let mut future = std::pin::pin!(future);
+            assert_eq!(
+                future.as_mut().poll(&mut cx),
+                Poll::Ready(if future.is_inline() { 7 } else { 8 })
+            );
+        }
+        assert_eq!(drops.load(Ordering::SeqCst), 2);
+
+        // Dropped unpolled, and dropped after a pending poll.
+        let unpolled = InlineFuture::new({
+            let probe = Probe(Arc::clone(&drops));
+            async move {
+                let _probe = probe;
+            }
+        });
+        drop(unpolled);
+        let mut pending = std::pin::pin!(InlineFuture::new({
+            let probe = Probe(Arc::clone(&drops));
+            async move {
+                let _probe = probe;
+                std::future::pending::<()>().await
+            }
+        }));
+        assert!(pending.as_mut().poll(&mut cx).is_pending());
+        pending.set(InlineFuture::new(async {}));
+        assert_eq!(drops.load(Ordering::SeqCst), 4);
     }
 
     #[test]

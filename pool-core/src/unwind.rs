@@ -17,6 +17,17 @@ pub(crate) fn message(panic: &(dyn Any + Send)) -> PanicMessage {
     PanicMessage::from_payload(panic)
 }
 
+/// Drops the pinned `value` where it lies (a future that may be stored in place), containing
+/// a panic in its `Drop` as [`drop_contained`] does.
+pub(crate) fn drop_contained_in_place<T>(what: &str, mut value: std::pin::Pin<&mut Option<T>>) {
+    if catch(move || value.set(None)).is_err() {
+        tracing::error!(
+            target: "pool_core",
+            "{what} panicked while dropped; the panic was contained and the pool keeps running"
+        );
+    }
+}
+
 /// Drops `value` (user state: a future, a permit, a closure, a result), containing a panic
 /// in its `Drop`: it is reported through `tracing` and the engine goes on.
 pub(crate) fn drop_contained<T>(what: &str, value: T) {

@@ -6,7 +6,8 @@
 //! panics contained: whatever happens, the attempt returns an [`AttemptEnd`]. Each permit
 //! goes back to its policy with how the attempt ended ([`Admission::complete`]).
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
@@ -23,7 +24,7 @@ use crate::admission::{Admission, AdmissionPermit, Precheck};
 type Permits = smallvec::SmallVec<[AdmissionPermit; 2]>;
 use crate::executor::BoxFuture;
 use crate::observer::{Event, EventKind, TaskInfo};
-use crate::unwind::{catch, drop_contained, message};
+use crate::unwind::{catch, drop_contained, drop_contained_in_place, message};
 
 use super::budget::Payment;
 use super::ending::AttemptEnd;
@@ -117,16 +118,17 @@ impl Engine {
                 timeout,
                 cancellation,
             }) => {
-                let mut future = Some(future);
+                // Pinned here: a small attempt future is stored in place, not boxed.
+                let mut future = std::pin::pin!(Some(future));
                 let deadline = deadline.map(|deadline| self.epoch.ticks(deadline));
                 let cut = Cuts {
                     started_at,
                     timeout,
                     deadline,
                 };
-                let end = self.race(task, &mut future, cut, cancellation).await;
+                let end = self.race(task, future.as_mut(), cut, cancellation).await;
                 // Dropping a future can panic too; that must not take the runner down.
-                drop_contained("an attempt's future", future.take());
+                drop_contained_in_place("an attempt's future", future);
                 end
             }
         };
@@ -333,7 +335,7 @@ impl Engine {
     async fn race(
         &self,
         task: &TaskRef,
-        future: &mut Option<AttemptFuture>,
+        mut future: Pin<&mut Option<AttemptFuture>>,
         cuts: Cuts,
         task_token: Option<CancellationToken>,
     ) -> AttemptEnd {
@@ -345,12 +347,12 @@ impl Engine {
         let mut aborted = std::pin::pin!(None);
         let id = task.id();
         poll_fn(|cx| {
-            let Some(attempt) = future.as_mut() else {
+            let Some(attempt) = future.as_mut().as_pin_mut() else {
                 return Poll::Ready(AttemptEnd::Failed(crate::task::ErrorClass::Fatal));
             };
             let polled = catch(|| {
                 let _polling = Polling::enter(self, id);
-                attempt.as_mut().poll(cx)
+                attempt.poll(cx)
             });
             match polled {
                 Err(message) => return Poll::Ready(AttemptEnd::Panicked(message)),

@@ -6,8 +6,6 @@
 //! `CancelSink`; the engine never names it, so dependencies point one way: the cell on the
 //! engine's interfaces.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -22,8 +20,9 @@ use super::ending::TaskEnd;
 use super::timeline::Timeline;
 
 /// The future of one attempt; its output is how the attempt classifies (`None`: success).
-/// The attempt's value or error is kept in the task.
-pub(crate) type AttemptFuture = Pin<Box<dyn Future<Output = Option<ErrorClass>> + Send>>;
+/// The attempt's value or error is kept in the task. Stored in place when small (no
+/// allocation per attempt), boxed otherwise; it must be pinned where it is polled.
+pub(crate) type AttemptFuture = crate::raw_task::InlineFuture<Option<ErrorClass>>;
 
 /// What starting an attempt gave.
 pub(crate) enum Start {
