@@ -19,36 +19,61 @@ use bytes::Bytes;
 /// peaked at 229 MB of RSS that way, 144 MB with the threshold fixed (both ways the reads
 /// are copied out of the HTTP client's chunks, which pin its read buffers: holding the
 /// chunks peaked at 240 MB).
+///
+/// Once the source has ended ([`close`](PieceBuffers::close)), no piece will be read again:
+/// a buffer given back is freed at once rather than kept for the transfer's end. An upload's
+/// last buffers come back when its request is done, which can be well before whoever awaits
+/// the upload polls it (a caller with a thousand uploads in flight on one task, busy reading
+/// the next bodies); kept, they held a megabyte per finished upload of 1 MiB objects until
+/// then: 1,000 such uploads at a pool limit of 16 peaked anywhere from 47 to 137 MB of RSS
+/// from one run to the next, and at 48–49 MB in each of 12 runs since.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct PieceBuffers(Arc<Mutex<Vec<Vec<u8>>>>);
+pub(crate) struct PieceBuffers(Arc<Mutex<Free>>);
+
+/// The buffers free for reuse, and whether any piece will be read again.
+#[derive(Debug, Default)]
+struct Free {
+    buffers: Vec<Vec<u8>>,
+    closed: bool,
+}
 
 impl PieceBuffers {
     /// An empty buffer: a free one if there is one, else a new one.
     pub(crate) fn take(&self) -> PieceBuffer {
-        let bytes = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .pop()
-            .unwrap_or_default();
+        let bytes = lock(&self.0).buffers.pop().unwrap_or_default();
         PieceBuffer {
             bytes,
             home: Arc::clone(&self.0),
         }
     }
 
+    /// No piece will be read any more: the free buffers are freed, and so is each buffer
+    /// given back from now on.
+    pub(crate) fn close(&self) {
+        let free = {
+            let mut free = lock(&self.0);
+            free.closed = true;
+            std::mem::take(&mut free.buffers)
+        };
+        drop(free);
+    }
+
     /// Buffers free now.
     #[cfg(test)]
-    fn free(&self) -> usize {
-        self.0.lock().unwrap().len()
+    pub(crate) fn free(&self) -> usize {
+        lock(&self.0).buffers.len()
     }
+}
+
+fn lock(free: &Mutex<Free>) -> std::sync::MutexGuard<'_, Free> {
+    free.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A piece's bytes; back to its [`PieceBuffers`] when dropped (freed if it holds none).
 #[derive(Debug)]
 pub(crate) struct PieceBuffer {
     bytes: Vec<u8>,
-    home: Arc<Mutex<Vec<Vec<u8>>>>,
+    home: Arc<Mutex<Free>>,
 }
 
 impl PieceBuffer {
@@ -91,11 +116,14 @@ impl Drop for PieceBuffer {
             // kept for a piece that may never come.
             return;
         }
+        let mut free = lock(&self.home);
+        if free.closed {
+            // Freed outside the lock.
+            drop(free);
+            return;
+        }
         bytes.clear();
-        self.home
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(bytes);
+        free.buffers.push(bytes);
     }
 }
 
@@ -123,6 +151,21 @@ mod tests {
         assert_eq!(buffers.free(), 0);
         drop((again, other));
         assert_eq!(buffers.free(), 2);
+    }
+
+    #[test]
+    fn once_closed_a_buffer_given_back_is_freed_and_so_are_the_free_ones() {
+        let buffers = PieceBuffers::default();
+        let (mut kept, mut out) = (buffers.take(), buffers.take());
+        kept.bytes_mut().push(1);
+        out.bytes_mut().push(2);
+        drop(kept);
+        let out = out.into_bytes();
+        assert_eq!(buffers.free(), 1);
+        buffers.close();
+        assert_eq!(buffers.free(), 0);
+        drop(out);
+        assert_eq!(buffers.free(), 0, "given back after the close: freed");
     }
 
     #[test]

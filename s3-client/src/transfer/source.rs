@@ -51,6 +51,8 @@ impl<R: AsyncRead + Unpin + Send> PartSource for ReaderSource<'_, R> {
                 chunks.push(trimmed(chunk));
             }
             if ended {
+                // Nothing more will be read: the part's buffers are freed once it is sent.
+                self.buffers.close();
                 break;
             }
         }
@@ -110,7 +112,12 @@ impl PartSource for FileSource {
         .await
         .map_err(|error| io_failure(std::io::Error::other(error)))?;
         self.file = Some(file);
-        part.map_err(io_failure)
+        let part = part.map_err(io_failure)?;
+        if part.content_length() < size {
+            // The file ended: the part's buffers are freed once it is sent.
+            self.buffers.close();
+        }
+        Ok(part)
     }
 }
 
@@ -204,6 +211,29 @@ mod tests {
         assert_eq!(second.content_length(), CHUNK / 2 + 7);
         assert_eq!(end.content_length(), 0);
         assert_eq!([joined(&first), joined(&second)].concat(), body);
+    }
+
+    #[tokio::test]
+    async fn the_last_parts_buffers_are_freed_once_sent_not_kept() {
+        let body = vec![7u8; CHUNK * 3 / 2];
+        let mut cursor = std::io::Cursor::new(body.clone());
+        let mut reader = ReaderSource::new(&mut cursor);
+        let first = reader.next_part(CHUNK).await.unwrap();
+        drop(first);
+        assert_eq!(reader.buffers.free(), 1, "kept for the next part");
+        let last = reader.next_part(CHUNK).await.unwrap();
+        assert_eq!(last.content_length(), CHUNK / 2);
+        drop(last);
+        assert_eq!(reader.buffers.free(), 0, "the source ended: nothing kept");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, &body).unwrap();
+        let mut file = FileSource::new(std::fs::File::open(&path).unwrap());
+        drop(file.next_part(CHUNK).await.unwrap());
+        assert_eq!(file.buffers.free(), 1);
+        drop(file.next_part(CHUNK).await.unwrap());
+        assert_eq!(file.buffers.free(), 0);
     }
 
     #[tokio::test]
