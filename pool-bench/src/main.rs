@@ -92,7 +92,7 @@ struct TransferArgs {
     #[arg(long)]
     no_seed_checksum: bool,
     /// Write each run's trace (trace-<run>.csv in the output directory: a row every 10 ms
-    /// of s3pool's pool counts and the bodies being read; trace-<run>.threads.csv: each
+    /// of s3pool's pool counts, the bodies being read and the RSS; trace-<run>.threads.csv: each
     /// thread's CPU time and voluntary / involuntary context switches over the run).
     #[arg(long)]
     trace: bool,

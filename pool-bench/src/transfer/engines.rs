@@ -60,8 +60,9 @@ impl Tracing {
 }
 
 /// Samples, every 10 ms, s3pool's pool (tasks queued, running, waiting out a retry
-/// backoff; retries and tasks done so far) and the bodies being read: where a run's time
-/// goes when its CPU time is far below its wall time.
+/// backoff; retries and tasks done so far), the bodies being read and the process's
+/// resident memory: where a run's time goes when its CPU time is far below its wall time,
+/// and when its memory peaks.
 pub(crate) fn trace(prepared: &Prepared) -> Tracing {
     let client = match &prepared.with {
         With::S3pool(client) => Some(client.clone()),
@@ -71,7 +72,7 @@ pub(crate) fn trace(prepared: &Prepared) -> Tracing {
     let (stop, mut stopped) = tokio::sync::oneshot::channel();
     let rows = tokio::spawn(async move {
         let started = std::time::Instant::now();
-        let mut rows = String::from("ms,queued,active,retrying,retries,done,open_bodies\n");
+        let mut rows = String::from("ms,queued,active,retrying,retries,done,open_bodies,rss_mb\n");
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         loop {
             tokio::select! {
@@ -81,7 +82,7 @@ pub(crate) fn trace(prepared: &Prepared) -> Tracing {
             let stats = client.as_ref().and_then(S3Client::stats);
             let field = |value: Option<u64>| value.map(|v| v.to_string()).unwrap_or_default();
             rows.push_str(&format!(
-                "{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{}\n",
                 started.elapsed().as_millis(),
                 field(stats.map(|s| s.queued as u64)),
                 field(stats.map(|s| s.active as u64)),
@@ -89,11 +90,19 @@ pub(crate) fn trace(prepared: &Prepared) -> Tracing {
                 field(stats.map(|s| s.retries)),
                 field(stats.map(|s| s.succeeded + s.failed)),
                 open.now(),
+                resident_mb().map(|mb| mb.to_string()).unwrap_or_default(),
             ));
         }
         rows
     });
     Tracing { stop, rows }
+}
+
+/// This process's resident memory now, MB (Linux `/proc/self/statm`).
+fn resident_mb() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096 / 1_000_000)
 }
 
 /// The client or store a run goes through.

@@ -64,7 +64,7 @@ pub struct TransferOptions {
     /// Engines to run.
     pub engines: Vec<TransferEngine>,
     /// Write each run's trace (`trace-<run>.csv` in the output directory: a row every
-    /// 10 ms of s3pool's pool counts and the bodies being read; and
+    /// 10 ms of s3pool's pool counts, the bodies being read and the RSS; and
     /// `trace-<run>.threads.csv`: each thread's CPU time and context switches over the run).
     /// Default false.
     #[serde(default)]
