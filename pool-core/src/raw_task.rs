@@ -300,10 +300,11 @@ pub(crate) struct ResultRef<T, E> {
 }
 
 // SAFETY: the task behind it is a `ResultSlot`, which is `Send + Sync`; the count and the
-// attempts are atomics.
-unsafe impl<T, E> Send for ResultRef<T, E> {}
-// SAFETY: as above.
-unsafe impl<T, E> Sync for ResultRef<T, E> {}
+// attempts are atomics. The `T` and `E` it hands out move to whichever thread takes them, so
+// they must be `Send` (a `Send + Sync` task holding them implies it; the bound says it here).
+unsafe impl<T: Send, E: Send> Send for ResultRef<T, E> {}
+// SAFETY: as above: a shared reference may take the value out, on any thread.
+unsafe impl<T: Send, E: Send> Sync for ResultRef<T, E> {}
 
 impl<T, E> ResultRef<T, E> {
     fn header(&self) -> &Header {
