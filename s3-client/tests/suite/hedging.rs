@@ -152,8 +152,14 @@ async fn a_uniform_slowdown_spends_no_more_than_the_budget() {
     let objects = objects(&client, 10).await;
     server.faults().set_read_latency(ms(5), ms(5), 0.0, 1);
     read_all(&client, &objects, 3).await;
-    // Every read is now 10× slower: every one is late against the old first-byte times.
-    server.faults().set_read_latency(ms(50), ms(50), 0.0, 1);
+    // Every read is now far slower than the first-byte times known so far: at least 10× the
+    // 5 ms asked, and 3× the trigger they gave (on a loaded machine a 5 ms read may take
+    // 80 ms, and 50 ms reads would then not be late at all).
+    let trigger = stats(&client)
+        .trigger
+        .expect("enough first-byte times are known");
+    let slow = (trigger * 3).clamp(ms(50), ms(1_000));
+    server.faults().set_read_latency(slow, slow, 0.0, 1);
     let before = server.faults().requests();
     read_all(&client, &objects, 10).await;
     let after = stats(&client);
