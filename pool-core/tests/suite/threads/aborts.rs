@@ -363,6 +363,15 @@ async fn round(seed: u64, tasks: usize) {
         tenants.iter().all(|t| t.queued == 0 && t.in_flight == 0),
         "tenant counts back to nothing: {tenants:?}; {context}"
     );
+    // `drain` returns once the stats account for every task; an event may still be on its
+    // way (see `Pool::drain`): the child of an aborted parent has nobody awaiting its handle,
+    // which would otherwise wait for its report. Wait for them (a lost one is a hang).
+    within("every task reported", async {
+        while (tally.0.lock().unwrap().len() as u64) < enqueued {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
     {
         let finished = tally.0.lock().unwrap();
         assert_eq!(
