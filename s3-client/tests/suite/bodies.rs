@@ -14,6 +14,7 @@ use pool_core::Pool;
 use s3_client::testing::S3TestServer;
 use s3_client::{CallOptions, IntegrityError, PooledStore, S3Client};
 
+use crate::support::get_hook::{GetHook, Hooked};
 use crate::support::random_bytes;
 
 fn pool(concurrency: usize) -> Pool {
@@ -171,40 +172,20 @@ async fn s3_client_streams_resume_and_hold_their_slot() {
     assert_eq!(stats.active, 0);
 }
 
-/// A store whose bodies are not what their metadata says: every GET of `short` loses its
-/// last byte, and every GET of `corrupt` flips one (its ETag stays the MD5 of the truth).
+/// Bodies that are not what their metadata says: every GET of `short` loses its last byte,
+/// and every GET of `corrupt` flips one (its ETag stays the MD5 of the truth).
 #[derive(Debug)]
-struct Corrupting(InMemory);
-
-impl std::fmt::Display for Corrupting {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Corrupting")
-    }
-}
+struct Corrupting;
 
 #[async_trait::async_trait]
-impl ObjectStore for Corrupting {
-    async fn put_opts(
+impl GetHook for Corrupting {
+    async fn get(
         &self,
-        location: &Path,
-        payload: object_store::PutPayload,
-        opts: object_store::PutOptions,
-    ) -> object_store::Result<object_store::PutResult> {
-        self.0.put_opts(location, payload, opts).await
-    }
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: object_store::PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
-        self.0.put_multipart_opts(location, opts).await
-    }
-    async fn get_opts(
-        &self,
+        store: &InMemory,
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<object_store::GetResult> {
-        let mut result = self.0.get_opts(location, options).await?;
+        let mut result = store.get_opts(location, options).await?;
         let mut bytes = result.bytes_ref().await;
         match location.as_ref() {
             "short" => bytes.truncate(bytes.len() - 1),
@@ -216,32 +197,6 @@ impl ObjectStore for Corrupting {
             futures::stream::once(async move { Ok(Bytes::from(bytes)) }).boxed(),
         );
         Ok(result)
-    }
-    fn delete_stream(
-        &self,
-        locations: futures::stream::BoxStream<'static, object_store::Result<Path>>,
-    ) -> futures::stream::BoxStream<'static, object_store::Result<Path>> {
-        self.0.delete_stream(locations)
-    }
-    fn list(
-        &self,
-        prefix: Option<&Path>,
-    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
-        self.0.list(prefix)
-    }
-    async fn list_with_delimiter(
-        &self,
-        prefix: Option<&Path>,
-    ) -> object_store::Result<object_store::ListResult> {
-        self.0.list_with_delimiter(prefix).await
-    }
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: object_store::CopyOptions,
-    ) -> object_store::Result<()> {
-        self.0.copy_opts(from, to, options).await
     }
 }
 
@@ -268,7 +223,7 @@ impl BytesRef for object_store::GetResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_that_do_not_match_are_a_retryable_integrity_error() {
-    let client = S3Client::builder(Corrupting(InMemory::new()))
+    let client = S3Client::builder(Hooked::new(Corrupting))
         .retries(2)
         .retry_delay(Duration::from_millis(1))
         .build()

@@ -9,6 +9,7 @@ use object_store::path::Path;
 use s3_client::testing::{InjectedResponse, S3TestServer};
 use s3_client::{S3Client, TransferProgress};
 
+use crate::support::get_hook::{GetHook, Hooked};
 use crate::support::{random_bytes, Sink};
 
 const PART: usize = 5 * 1024 * 1024;
@@ -409,11 +410,10 @@ async fn a_cancelled_upload_is_aborted_and_resolves_cancelled() {
     assert_eq!((server.pending_uploads(), server.stored_parts()), (0, 0));
 }
 
-/// InMemory that counts the bytes of the GET responses open (from the response until its body
-/// is read or dropped; each held a little so that transfers overlap), and the most at once.
+/// Counts the bytes of the GET responses open (from the response until its body is read or
+/// dropped; each held a little so that transfers overlap), and the most at once.
 #[derive(Debug, Default)]
 struct BytesOpen {
-    store: object_store::memory::InMemory,
     open: Arc<std::sync::atomic::AtomicU64>,
     most: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -428,37 +428,17 @@ impl Drop for Closing {
     }
 }
 
-impl std::fmt::Display for BytesOpen {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("BytesOpen")
-    }
-}
-
 #[async_trait::async_trait]
-impl object_store::ObjectStore for BytesOpen {
-    async fn put_opts(
+impl GetHook for BytesOpen {
+    async fn get(
         &self,
-        location: &Path,
-        payload: object_store::PutPayload,
-        opts: object_store::PutOptions,
-    ) -> object_store::Result<object_store::PutResult> {
-        self.store.put_opts(location, payload, opts).await
-    }
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: object_store::PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
-        self.store.put_multipart_opts(location, opts).await
-    }
-    async fn get_opts(
-        &self,
+        store: &object_store::memory::InMemory,
         location: &Path,
         options: object_store::GetOptions,
     ) -> object_store::Result<object_store::GetResult> {
         use futures::StreamExt;
         use std::sync::atomic::Ordering;
-        let mut result = self.store.get_opts(location, options).await?;
+        let mut result = object_store::ObjectStore::get_opts(store, location, options).await?;
         let bytes = result.range.end - result.range.start;
         let now = self.open.fetch_add(bytes, Ordering::SeqCst) + bytes;
         self.most.fetch_max(now, Ordering::SeqCst);
@@ -476,32 +456,6 @@ impl object_store::ObjectStore for BytesOpen {
         );
         Ok(result)
     }
-    fn delete_stream(
-        &self,
-        locations: futures::stream::BoxStream<'static, object_store::Result<Path>>,
-    ) -> futures::stream::BoxStream<'static, object_store::Result<Path>> {
-        self.store.delete_stream(locations)
-    }
-    fn list(
-        &self,
-        prefix: Option<&Path>,
-    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
-        self.store.list(prefix)
-    }
-    async fn list_with_delimiter(
-        &self,
-        prefix: Option<&Path>,
-    ) -> object_store::Result<object_store::ListResult> {
-        self.store.list_with_delimiter(prefix).await
-    }
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: object_store::CopyOptions,
-    ) -> object_store::Result<()> {
-        self.store.copy_opts(from, to, options).await
-    }
 }
 
 /// Large and tiny downloads at once, under a pool limit far above what the budget holds: the
@@ -511,8 +465,8 @@ impl object_store::ObjectStore for BytesOpen {
 async fn downloads_of_large_and_tiny_objects_at_once_stay_within_the_budget() {
     use object_store::ObjectStoreExt;
     let budget = 2 * PART as u64;
-    let store = Arc::new(BytesOpen::default());
-    let (open, most) = (Arc::clone(&store.open), Arc::clone(&store.most));
+    let store = Arc::new(Hooked::<BytesOpen>::default());
+    let (open, most) = (Arc::clone(&store.hook.open), Arc::clone(&store.hook.most));
     let client = S3Client::builder_arc(store)
         .part_size(PART)
         .concurrency(32)
@@ -545,41 +499,20 @@ async fn downloads_of_large_and_tiny_objects_at_once_stay_within_the_budget() {
     assert_eq!(open.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
 
-/// InMemory whose GET of the range starting at `held` waits until `release` is notified,
-/// and that counts the GETs answered.
+/// Holds back the GET of the range starting at `held` until `release` is notified, and
+/// counts the GETs answered.
 #[derive(Debug, Default)]
 struct HeldRange {
-    store: object_store::memory::InMemory,
     held: u64,
     release: tokio::sync::Notify,
     answered: std::sync::atomic::AtomicUsize,
 }
 
-impl std::fmt::Display for HeldRange {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("HeldRange")
-    }
-}
-
 #[async_trait::async_trait]
-impl object_store::ObjectStore for HeldRange {
-    async fn put_opts(
+impl GetHook for HeldRange {
+    async fn get(
         &self,
-        location: &Path,
-        payload: object_store::PutPayload,
-        opts: object_store::PutOptions,
-    ) -> object_store::Result<object_store::PutResult> {
-        self.store.put_opts(location, payload, opts).await
-    }
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: object_store::PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
-        self.store.put_multipart_opts(location, opts).await
-    }
-    async fn get_opts(
-        &self,
+        store: &object_store::memory::InMemory,
         location: &Path,
         options: object_store::GetOptions,
     ) -> object_store::Result<object_store::GetResult> {
@@ -588,36 +521,10 @@ impl object_store::ObjectStore for HeldRange {
                 self.release.notified().await;
             }
         }
-        let result = self.store.get_opts(location, options).await;
+        let result = object_store::ObjectStore::get_opts(store, location, options).await;
         self.answered
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         result
-    }
-    fn delete_stream(
-        &self,
-        locations: futures::stream::BoxStream<'static, object_store::Result<Path>>,
-    ) -> futures::stream::BoxStream<'static, object_store::Result<Path>> {
-        self.store.delete_stream(locations)
-    }
-    fn list(
-        &self,
-        prefix: Option<&Path>,
-    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
-        self.store.list(prefix)
-    }
-    async fn list_with_delimiter(
-        &self,
-        prefix: Option<&Path>,
-    ) -> object_store::Result<object_store::ListResult> {
-        self.store.list_with_delimiter(prefix).await
-    }
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: object_store::CopyOptions,
-    ) -> object_store::Result<()> {
-        self.store.copy_opts(from, to, options).await
     }
 }
 
@@ -629,10 +536,10 @@ impl object_store::ObjectStore for HeldRange {
 async fn a_file_download_writes_the_ranges_after_a_slow_one_meanwhile() {
     use object_store::ObjectStoreExt;
     use std::sync::atomic::Ordering;
-    let store = Arc::new(HeldRange {
+    let store = Arc::new(Hooked::new(HeldRange {
         held: PART as u64,
         ..HeldRange::default()
-    });
+    }));
     let client = S3Client::builder_arc(Arc::clone(&store) as Arc<dyn object_store::ObjectStore>)
         .part_size(PART)
         .concurrency(8)
@@ -650,7 +557,7 @@ async fn a_file_download_writes_the_ranges_after_a_slow_one_meanwhile() {
     });
     // Six ranges: all but the held one answered, and written at their offsets.
     until("the ranges after the held one are fetched", || {
-        store.answered.load(Ordering::SeqCst) == 5
+        store.hook.answered.load(Ordering::SeqCst) == 5
     })
     .await;
     until("the ranges after the held one are written", || {
@@ -659,7 +566,7 @@ async fn a_file_download_writes_the_ranges_after_a_slow_one_meanwhile() {
     })
     .await;
     assert!(!download.is_finished());
-    store.release.notify_one();
+    store.hook.release.notify_one();
     let summary = tokio::time::timeout(Duration::from_secs(60), download)
         .await
         .expect("the download ends once the held range is answered")

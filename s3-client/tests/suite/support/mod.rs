@@ -4,6 +4,7 @@
 
 pub mod conformance;
 pub mod corrupt;
+pub mod get_hook;
 pub mod moto;
 
 use std::sync::{Arc, Mutex};
