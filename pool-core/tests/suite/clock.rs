@@ -56,22 +56,27 @@ async fn run_noops(pool: &Pool, tasks: usize, priority: impl Fn(usize) -> i32) {
     }
 }
 
-#[test]
-fn a_saturated_plain_pool_reads_the_clock_once_per_task() {
+/// Clock reads while a pool with the defaults (a timeout, a retry budget, aging on; no
+/// observers) at concurrency 4 runs `tasks` no-op tasks of `priority`.
+fn clock_reads(tasks: usize, priority: impl Fn(usize) -> i32) -> usize {
     let clock = counting();
     let sim = clock.sim.clone();
-    let tasks = 400;
-    let reads = sim.block_on(async {
-        // The defaults: a timeout, a retry budget, aging on; one priority, no observers.
+    sim.block_on(async {
         let pool = Pool::builder()
             .executor_arc(Arc::clone(&clock) as Arc<dyn Executor>)
             .concurrency(4)
             .build()
             .unwrap();
         let before = clock.reads.load(Ordering::SeqCst);
-        run_noops(&pool, tasks, |_| 0).await;
+        run_noops(&pool, tasks, priority).await;
         clock.reads.load(Ordering::SeqCst) - before
-    });
+    })
+}
+
+#[test]
+fn a_saturated_plain_pool_reads_the_clock_once_per_task() {
+    let tasks = 400;
+    let reads = clock_reads(tasks, |_| 0);
     // One read as each task enters the queue; the runners' steps need none.
     assert!(
         reads <= tasks + 8,
@@ -81,19 +86,8 @@ fn a_saturated_plain_pool_reads_the_clock_once_per_task() {
 
 #[test]
 fn a_queue_that_ages_still_pops_by_the_clock() {
-    let clock = counting();
-    let sim = clock.sim.clone();
     let tasks = 400;
-    let reads = sim.block_on(async {
-        let pool = Pool::builder()
-            .executor_arc(Arc::clone(&clock) as Arc<dyn Executor>)
-            .concurrency(4)
-            .build()
-            .unwrap();
-        let before = clock.reads.load(Ordering::SeqCst);
-        run_noops(&pool, tasks, |i| (i % 3) as i32).await;
-        clock.reads.load(Ordering::SeqCst) - before
-    });
+    let reads = clock_reads(tasks, |i| (i % 3) as i32);
     // Each pop of a queue of several levels weighs waits at its moment.
     assert!(
         reads >= 2 * tasks - 8,
