@@ -64,6 +64,11 @@ impl Epoch {
         Ticks(u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
     }
 
+    /// The moment ticks count from.
+    pub(crate) fn origin(self) -> Instant {
+        self.0
+    }
+
     /// The `Instant` of `ticks` (saturating, like every moment the engine makes).
     pub(crate) fn instant(self, ticks: Ticks) -> Instant {
         deadline::after(self.0, Duration::from_nanos(ticks.0))

@@ -220,6 +220,8 @@ mod tests {
         assert_eq!(record.queued_at, start);
         assert_eq!(record.first_started_at, Some(start + ms(15)));
         assert_eq!(record.finished_at, start + ms(170));
+        assert_eq!(finished.clock_origin(), start);
+        assert_eq!(finished.finished_since_origin(), ms(170));
         assert_eq!(record.queue_wait, ms(15));
         assert_eq!(record.execution, ms(50));
         assert_eq!(record.retry_delay, ms(100));
