@@ -52,15 +52,15 @@ pub(crate) struct Place {
     pub(crate) slice: u64,
 }
 
-/// A stretch of time `[start, end)` that lies in one rolling-window bucket and one history
-/// slice (two grids of one origin), and that ends before the next memory sample is due: a
-/// finishing time inside it is placed with two comparisons of instants, without any clock
-/// arithmetic. A shard keeps the span of its latest task; nearly every task falls in it (a
-/// bucket lasts half a second by default).
+/// A stretch of time `[start, end)`, in nanoseconds after the grids' origin, that lies in one
+/// rolling-window bucket and one history slice (two grids of one origin), and that ends before
+/// the next memory sample is due: a finishing time inside it is placed with two comparisons,
+/// without any division. A shard keeps the span of its latest task; nearly every task falls
+/// in it (a bucket lasts half a second by default).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Span {
-    start: Instant,
-    end: Instant,
+    start: u64,
+    end: u64,
     place: Place,
 }
 
@@ -70,18 +70,17 @@ impl Span {
         self.place
     }
 
-    /// The place of `at` if it falls in this span.
+    /// The place of the moment `offset` ns after the origin, if it falls in this span.
     #[inline]
-    pub(crate) fn place_of(&self, at: Instant) -> Option<Place> {
-        (self.start <= at && at < self.end).then_some(self.place)
+    pub(crate) fn place_of(&self, offset: u64) -> Option<Place> {
+        (self.start <= offset && offset < self.end).then_some(self.place)
     }
 
-    /// The span around the instant `offset` ns after `origin`, on grids whose slices are
-    /// `bucket_nanos` and `slice_nanos` wide (at least 1), ending no later than `until` ns after
-    /// `origin` (the next memory sample; an `until` not after `offset` makes a span that no
-    /// later task falls in). Returns it with `offset`'s place.
+    /// The span around the moment `offset` ns after the origin, on grids whose slices are
+    /// `bucket_nanos` and `slice_nanos` wide (at least 1), ending no later than `until` ns
+    /// after the origin (the next memory sample; an `until` not after `offset` makes a span
+    /// that no later task falls in). Returns it with `offset`'s place.
     pub(crate) fn around(
-        origin: Instant,
         offset: u64,
         bucket_nanos: u64,
         slice_nanos: u64,
@@ -98,12 +97,6 @@ impl Span {
             .saturating_add(bucket_nanos)
             .min(slice_start.saturating_add(slice_nanos))
             .min(until.max(offset));
-        let instant = |nanos| origin.checked_add(Duration::from_nanos(nanos));
-        let (start, end) = match (instant(start), instant(end)) {
-            (Some(start), Some(end)) => (start, end),
-            // Past what an Instant can hold: an empty span (every task places itself).
-            _ => (origin, origin),
-        };
         (Span { start, end, place }, place)
     }
 }
@@ -155,8 +148,7 @@ mod tests {
                 ms(7_321),
             ] {
                 for until in [u64::MAX, offset + 3, offset, 0] {
-                    let (span, place) =
-                        Span::around(origin, offset, ms(bucket_ms), ms(slice_ms), until);
+                    let (span, place) = Span::around(offset, ms(bucket_ms), ms(slice_ms), until);
                     let expected = |nanos: u64| Place {
                         bucket: buckets.index_of_offset(nanos),
                         slice: slices.index_of_offset(nanos),
@@ -168,15 +160,13 @@ mod tests {
                         .into_iter()
                         .chain([ms(500), ms(1_000), ms(5_000), ms(10_000)])
                     {
-                        let at = origin + Duration::from_nanos(probe);
-                        if let Some(found) = span.place_of(at) {
+                        if let Some(found) = span.place_of(probe) {
                             assert_eq!(found, expected(probe), "offset {offset}, probe {probe}");
                             assert!(probe < until.max(offset), "probe {probe} past {until}");
                         }
                     }
                     if until > offset {
-                        let at = origin + Duration::from_nanos(offset);
-                        assert_eq!(span.place_of(at), Some(place), "offset {offset}");
+                        assert_eq!(span.place_of(offset), Some(place), "offset {offset}");
                     }
                 }
             }

@@ -58,6 +58,7 @@ mod history;
 mod latency;
 mod memory;
 mod metrics;
+mod origin;
 mod prometheus;
 mod recent;
 mod record;

@@ -183,18 +183,23 @@ impl MemorySampler {
         }
     }
 
-    /// Called for every finished task, at `at`, `elapsed` nanoseconds after the origin: the
-    /// caller works that out only when the task is not before the [`next_due`](Self::next_due)
-    /// it last read, and passes `None` otherwise (no sample can be due then; no clock
-    /// arithmetic here). Returns the sample to store with the task (`Full` only). In `Balanced`
-    /// mode this is one atomic load unless a sample is due.
-    pub(crate) fn on_task(&self, at: Instant, elapsed: Option<u64>) -> Option<u64> {
+    /// Called for every finished task, `elapsed` nanoseconds after the origin, at the instant
+    /// `at` makes (called only for a sample). The caller passes `elapsed` only when the task
+    /// is not before the [`next_due`](Self::next_due) it last read, and `None` otherwise (no
+    /// sample can be due then). Returns the sample to store with the task (`Full` only). In
+    /// `Balanced` mode this is one atomic load unless a sample is due.
+    #[inline]
+    pub(crate) fn on_task(
+        &self,
+        elapsed: Option<u64>,
+        at: impl FnOnce() -> Instant,
+    ) -> Option<u64> {
         match self.mode {
             MemoryMode::Light => None,
-            MemoryMode::Full => self.sample(at),
+            MemoryMode::Full => self.sample(at()),
             MemoryMode::Balanced { interval } => {
                 if elapsed.is_some_and(|elapsed| self.claim_due(elapsed, interval)) {
-                    self.sample(at);
+                    self.sample(at());
                 }
                 None
             }
@@ -212,7 +217,7 @@ impl MemorySampler {
 
     /// Called before a snapshot is read: takes a fresh sample if one is due.
     pub(crate) fn on_read(&self, now: Instant, origin: Instant) {
-        self.on_task(now, Some(nanos(now.saturating_duration_since(origin))));
+        self.on_task(Some(nanos(now.saturating_duration_since(origin))), || now);
     }
 
     /// Only one of the workers that see the sample due wins the right to take it.
@@ -300,7 +305,7 @@ mod tests {
         let origin = Instant::now();
         for ms in 0..100 {
             assert_eq!(
-                sampler.on_task(origin + Duration::from_millis(ms), Some(ms * 1_000_000)),
+                sampler.on_task(Some(ms * 1_000_000), || origin + Duration::from_millis(ms)),
                 None
             );
         }
@@ -318,7 +323,7 @@ mod tests {
         let origin = Instant::now();
         // 5 s of tasks, one every 10 ms: samples at 0, 1, 2, 3, 4 s.
         for ms in (0..5_000).step_by(10) {
-            sampler.on_task(origin + Duration::from_millis(ms), Some(ms * 1_000_000));
+            sampler.on_task(Some(ms * 1_000_000), || origin + Duration::from_millis(ms));
         }
         assert_eq!(reads.load(Ordering::Relaxed), 5);
         let end = origin + Duration::from_secs(5);
@@ -333,8 +338,8 @@ mod tests {
         let (reads, probe) = counting_probe();
         let sampler = MemorySampler::new(MemoryMode::Full, Some(probe));
         let origin = Instant::now();
-        assert_eq!(sampler.on_task(origin, Some(0)), Some(1_000));
-        assert_eq!(sampler.on_task(origin, Some(0)), Some(2_000));
+        assert_eq!(sampler.on_task(Some(0), || origin), Some(1_000));
+        assert_eq!(sampler.on_task(Some(0), || origin), Some(2_000));
         assert_eq!(reads.load(Ordering::Relaxed), 2);
     }
 

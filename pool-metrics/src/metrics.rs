@@ -9,11 +9,12 @@ use pool_core::{Event, EventKind, FinishedTask, Observer, PoolControl, TaskId, T
 
 use crate::config::MetricsConfig;
 use crate::error::ConfigError;
-use crate::grid::{offset_nanos, slice_width, TimeGrid};
+use crate::grid::{slice_width, TimeGrid};
 use crate::hedges::{HedgeCounts, HedgeSource};
 use crate::history::{History, Slice};
 use crate::latency::{HistogramTemplate, LatencySummary};
 use crate::memory::{MemoryProbe, MemorySampler};
+use crate::origin::Origin;
 use crate::prometheus::PrometheusFormat;
 use crate::recent::{RecentSummary, RecentTask};
 use crate::record::{Ending, StoredTask, TaskMetrics};
@@ -69,7 +70,7 @@ struct Inner {
     /// How many of the latest records the shards keep: enough for the store and the ring.
     kept: usize,
     /// Where the time grids start: the pool's clock at attach, or the first instant seen.
-    origin: OnceLock<Instant>,
+    origin: Origin,
     control: OnceLock<PoolControl>,
     shards: Shards,
     history: Mutex<History>,
@@ -114,7 +115,7 @@ impl Metrics {
                 bucket_nanos: slice_width(config.rolling_window, config.rolling_buckets),
             },
             kept: config.task_store_capacity.max(config.recent_capacity),
-            origin: OnceLock::new(),
+            origin: Origin::default(),
             control: OnceLock::new(),
             shards: Shards::new(config.shard_count(), config.rolling_buckets),
             history: Mutex::new(History::new(config.history_slices)),
@@ -364,7 +365,7 @@ impl fmt::Debug for Metrics {
 impl Observer for Metrics {
     fn on_attach(&self, pool: PoolControl) {
         let now = pool.now();
-        self.inner.origin.get_or_init(|| now);
+        self.inner.origin.get_or_init(now);
         if let Some(limit) = std::num::NonZeroUsize::new(pool.concurrency()) {
             self.inner.limit.store(limit.get(), Ordering::Relaxed);
         }
@@ -416,7 +417,7 @@ impl Observer for Metrics {
 
 impl Inner {
     fn origin(&self, seen: Instant) -> Instant {
-        *self.origin.get_or_init(|| seen)
+        self.origin.get_or_init(seen)
     }
 
     fn history_grid(&self, origin: Instant) -> TimeGrid {
@@ -445,7 +446,7 @@ impl Inner {
         let mut latest = None;
         self.shards
             .for_each(|shard| latest = latest.max(shard.latest_finish));
-        latest
+        self.origin.instant(latest?)
     }
 
     fn tuner(&self) -> Option<TunerState> {
@@ -457,37 +458,38 @@ impl Inner {
 
     /// The hot path: one atomic increment and one uncontended lock; the shared history lock
     /// only when this thread's shard moves to a new slice (once per slice length). No clock
-    /// arithmetic: a task that finishes in the span of its shard's previous one (same bucket,
-    /// same slice, no memory sample due) is placed by comparing instants; only the first task
-    /// of a span works out its offset from the origin.
+    /// arithmetic: the finish is an offset from the origin (from the pool's own offset), and a
+    /// task that finishes in the span of its shard's previous one (same bucket, same slice,
+    /// no memory sample due) is placed with two comparisons; only the first task of a span
+    /// divides.
     #[inline]
     fn record(&self, ending: &impl Ending) {
-        let at = ending.finished_at();
+        let offset = ending.finished_offset(&self.origin);
+        let at = || self.origin.instant(offset).unwrap_or_else(Instant::now);
         // A plain counter: it numbers tasks and publishes no other data, so Relaxed.
         let sequence = self.issued.fetch_add(1, Ordering::Relaxed);
         let keep_from = keep_from(sequence + 1, self.kept);
         let mut shard = self.shards.lock_for_this_thread();
-        let (place, rss_bytes) = match shard.place_of(at) {
-            Some(place) => (place, self.memory.on_task(at, None)),
+        let (place, rss_bytes) = match shard.place_of(offset) {
+            Some(place) => (place, self.memory.on_task(None, at)),
             None => {
-                let origin = self.origin(at);
-                let offset = offset_nanos(origin, at);
                 // Sampled before the span is drawn, so that the span ends at the next due time.
-                let rss_bytes = self.memory.on_task(at, Some(offset));
+                let rss_bytes = self.memory.on_task(Some(offset), at);
                 let until = self.memory.next_due();
-                (
-                    shard.move_span(origin, offset, until, &self.layout),
-                    rss_bytes,
-                )
+                (shard.move_span(offset, until, &self.layout), rss_bytes)
             }
         };
         let task = StoredTask::from_ending(ending, sequence, rss_bytes);
-        let closed = shard.record(task, at, place, keep_from, &self.layout);
+        let closed = shard.record(task, offset, place, keep_from, &self.layout);
         drop(shard);
         if let Some(tenant) = &ending.task().tenant {
             let queue_wait = ending.queue_wait();
-            self.tenants
-                .record(tenant, at, queue_wait, &self.layout.template);
+            self.tenants.record(
+                tenant,
+                ending.finished_at(),
+                queue_wait,
+                &self.layout.template,
+            );
         }
         if let Some(closed) = closed {
             self.history

@@ -2,8 +2,8 @@
 //! lock nobody else wants (readers take each one briefly to merge).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
-use std::time::Instant;
+
+use try_lock::{Locked, TryLock};
 
 use crate::grid::{Place, Span};
 use crate::history::{OpenSlice, Slice};
@@ -30,8 +30,8 @@ pub(crate) struct Shard {
     /// The tasks of the slices handed to the history (the lifetime counts are these plus the
     /// open slice's: each task is counted once, in its slice).
     retired: Tally,
-    /// The latest finishing time recorded here.
-    pub(crate) latest_finish: Option<Instant>,
+    /// The latest finishing time recorded here, in nanoseconds after the origin.
+    pub(crate) latest_finish: Option<u64>,
     /// The history slice being filled; handed to the shared history when time moves on.
     pub(crate) current: Option<OpenSlice>,
     /// The span of time the latest task here finished in (one bucket, one slice).
@@ -99,50 +99,64 @@ impl Shard {
         }
     }
 
-    /// Where a task that finished at `at` goes, if it falls in the span of the latest task
-    /// here (nearly always): two comparisons, no clock arithmetic.
+    /// Where a task that finished `offset` ns after the origin goes, if it falls in the span
+    /// of the latest task here (nearly always): two comparisons, no division.
     #[inline]
-    pub(crate) fn place_of(&self, at: Instant) -> Option<Place> {
-        self.span.as_ref().and_then(|span| span.place_of(at))
+    pub(crate) fn place_of(&self, offset: u64) -> Option<Place> {
+        self.span.as_ref().and_then(|span| span.place_of(offset))
     }
 
-    /// Where a task that finished `offset` ns after `origin` goes, kept as the span for the
-    /// next tasks, which must not reach `until` (the next memory sample, ns after `origin`).
-    pub(crate) fn move_span(
-        &mut self,
-        origin: Instant,
-        offset: u64,
-        until: u64,
-        layout: &Layout,
-    ) -> Place {
+    /// Where a task that finished `offset` ns after the origin goes, kept as the span for the
+    /// next tasks, which must not reach `until` (the next memory sample, ns after the origin).
+    pub(crate) fn move_span(&mut self, offset: u64, until: u64, layout: &Layout) -> Place {
         self.flush_span();
-        let (span, place) = Span::around(
-            origin,
-            offset,
-            layout.bucket_nanos,
-            layout.slice_nanos,
-            until,
-        );
+        let (span, place) = Span::around(offset, layout.bucket_nanos, layout.slice_nanos, until);
         self.span = Some(span);
         place
     }
 
-    /// Records a task that finished at `finished_at`, at `place` on the grids; keeps its
-    /// record unless its sequence number is below `keep_from`. Returns the history
-    /// slice it closed, if it opened a new one (boxed: a slice is a few hundred bytes, which
-    /// every call would otherwise copy out, though one closes only once per slice length).
-    #[inline]
+    /// Records a task that finished `finished_at` ns after the origin, at `place` on the
+    /// grids; keeps its record unless its sequence number is below `keep_from`. Returns the
+    /// history slice it closed, if it opened a new one (boxed: a slice is a few hundred bytes,
+    /// which every call would otherwise copy out, though one closes only once per slice
+    /// length).
+    #[inline(always)]
     pub(crate) fn record(
         &mut self,
         task: StoredTask,
-        finished_at: Instant,
+        finished_at: u64,
         place: Place,
         keep_from: u64,
         layout: &Layout,
     ) -> Option<Box<Slice>> {
         self.latest_finish = self.latest_finish.max(Some(finished_at));
-        let slice = place.slice;
-        let closes = self.current.as_ref().is_some_and(|open| open.index < slice);
+        match &mut self.current {
+            // Nearly always: the slice is open already. A task stamped a little in the past
+            // (another thread got here first) joins the open slice rather than reopening a
+            // closed one.
+            Some(open) if open.index >= place.slice => {
+                // Stored first and counted from the store: the record is moved once.
+                match self.store.insert(task, keep_from) {
+                    Ok(stored) => open.record(stored),
+                    Err(out_of_the_store) => open.record(&out_of_the_store),
+                }
+                None
+            }
+            _ => self.record_opening(task, place.slice, keep_from, layout),
+        }
+    }
+
+    /// [`record`](Self::record) for the first task of slice `slice`: opens it, and hands
+    /// over the slice it closes.
+    #[cold]
+    fn record_opening(
+        &mut self,
+        task: StoredTask,
+        slice: u64,
+        keep_from: u64,
+        layout: &Layout,
+    ) -> Option<Box<Slice>> {
+        let closes = self.current.is_some();
         if closes {
             // Only the task that moved the span closes a slice (the span lies in one slice,
             // the open one or an earlier one): nothing of the span is pending then, but the
@@ -150,22 +164,14 @@ impl Shard {
             self.flush_span();
             self.span_base = WindowCounts::default();
         }
-        // Stored first and counted from the store: the record is moved once.
-        let rejected;
-        let task = match self.store.insert(task, keep_from) {
-            Ok(stored) => stored,
-            Err(out_of_the_store) => {
-                rejected = out_of_the_store;
-                &rejected
-            }
-        };
         let open = self
             .current
             .get_or_insert_with(|| OpenSlice::new(slice, &layout.template));
-        // A task stamped a little in the past (another thread got here first) joins the
-        // open slice rather than reopening a closed one.
         let closed = closes.then(|| Box::new(open.close_and_open(slice, &layout.template)));
-        open.record(task);
+        match self.store.insert(task, keep_from) {
+            Ok(stored) => open.record(stored),
+            Err(out_of_the_store) => open.record(&out_of_the_store),
+        }
         if let Some(closed) = &closed {
             self.retired.merge(&closed.tally);
         }
@@ -189,7 +195,7 @@ struct Padded<T>(T);
 /// The set of shards.
 #[derive(Debug)]
 pub(crate) struct Shards {
-    shards: Box<[Padded<Mutex<Shard>>]>,
+    shards: Box<[Padded<TryLock<Shard>>]>,
     /// `count - 1` when the count is a power of two (the default): a thread's shard is then
     /// found with a mask rather than a division.
     mask: Option<usize>,
@@ -199,7 +205,7 @@ impl Shards {
     pub(crate) fn new(count: usize, rolling_buckets: usize) -> Self {
         let count = count.max(1);
         let shards = (0..count)
-            .map(|_| Padded(Mutex::new(Shard::new(rolling_buckets))))
+            .map(|_| Padded(TryLock::new(Shard::new(rolling_buckets))))
             .collect();
         Self {
             shards,
@@ -207,10 +213,11 @@ impl Shards {
         }
     }
 
-    /// This thread's shard, or the first free one if another thread holds it (threads outnumber
-    /// shards, or a reader is merging); blocks on this thread's shard only if all are busy.
+    /// This thread's shard, or the first free one if another thread holds it (threads
+    /// outnumber shards, or a reader is merging); waits for this thread's shard only if all
+    /// are busy.
     #[inline]
-    pub(crate) fn lock_for_this_thread(&self) -> MutexGuard<'_, Shard> {
+    pub(crate) fn lock_for_this_thread(&self) -> Locked<'_, Shard> {
         let count = self.shards.len();
         let hint = SHARD_HINT.with(|hint| *hint);
         let hint = match self.mask {
@@ -218,31 +225,42 @@ impl Shards {
             None => hint % count,
         };
         // Nearly always free: only this thread records here.
-        match self.shards[hint].0.try_lock() {
-            Ok(guard) => return guard,
-            Err(TryLockError::Poisoned(poisoned)) => return poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => {}
+        if let Some(shard) = self.shards[hint].0.try_lock() {
+            return shard;
         }
-        for offset in 1..count {
-            match self.shards[(hint + offset) % count].0.try_lock() {
-                Ok(guard) => return guard,
-                Err(TryLockError::Poisoned(poisoned)) => return poisoned.into_inner(),
-                Err(TryLockError::WouldBlock) => continue,
-            }
-        }
-        lock(&self.shards[hint].0)
+        self.lock_another(hint)
+    }
+
+    #[cold]
+    fn lock_another(&self, hint: usize) -> Locked<'_, Shard> {
+        let count = self.shards.len();
+        (1..count)
+            .find_map(|offset| self.shards[(hint + offset) % count].0.try_lock())
+            .unwrap_or_else(|| wait_for(&self.shards[hint].0))
     }
 
     /// Visits every shard in turn (one lock at a time).
     pub(crate) fn for_each(&self, mut visit: impl FnMut(&Shard)) {
         for shard in self.shards.iter() {
-            visit(&lock(&shard.0));
+            visit(&wait_for(&shard.0));
         }
     }
 }
 
-/// A poisoned shard still holds valid counts (recording does not panic midway in practice, and
-/// a torn record would only skew a figure): keep using it.
-fn lock(mutex: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+/// Takes `shard` once whoever holds it lets go (a recorder for a few hundred nanoseconds, a
+/// reader for one merge): spins briefly, then yields the thread between tries, so that a
+/// holder descheduled on a busy machine gets to run.
+fn wait_for(shard: &TryLock<Shard>) -> Locked<'_, Shard> {
+    let mut tries = 0u32;
+    loop {
+        if let Some(locked) = shard.try_lock() {
+            return locked;
+        }
+        tries += 1;
+        if tries < 64 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
 }

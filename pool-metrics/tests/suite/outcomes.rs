@@ -356,6 +356,9 @@ async fn the_pools_view_and_the_owned_record_give_the_same_figures() {
     let now = pool.now();
     let (live, replayed) = (viewed.stats_at(now), forwarded.stats_at(now));
     assert_eq!(live.time_spent, replayed.time_spent);
+    // Placed in the same rolling buckets: the view's offsets from the pool's clock origin
+    // and the record's instants agree.
+    assert_eq!(live.rolling, replayed.rolling);
     assert_eq!(
         (live.finished, live.failed, live.retries),
         (replayed.finished, replayed.failed, replayed.retries)
