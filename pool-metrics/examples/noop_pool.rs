@@ -3,12 +3,14 @@
 //!
 //! `cargo run --release -p pool-metrics --example noop_pool -- metrics_light`
 //!
-//! Variants: `no_observer`, `ignoring_observer`, `metrics_light`.
+//! Variants: `no_observer`, `ignoring_observer`, `reading_finished` (an observer that wants
+//! finished tasks only and reads their figures: what observing costs the pool before any
+//! collector records), `metrics_light`.
 //!
-//! `noop_pool ratio [ROUNDS]` (default 11) measures what `Metrics` costs instead: each round
-//! runs the workload once without an observer and once with `Metrics` (`Light`), back to back
-//! and in alternating order, and the pair gives that round's ratio of throughput with metrics
-//! to without, on the wall clock and on the process's CPU time. It prints every round and the
+//! `noop_pool ratio [ROUNDS] [VARIANT]` (default 11 rounds, `metrics_light`) measures what a
+//! variant costs instead: each round runs the workload once without an observer and once with
+//! the variant, back to back and in alternating order, and the pair gives that round's ratio
+//! of throughput with it to without, on the wall clock and on the process's CPU time. It prints every round and the
 //! median, min and max of the ratios: a pair shares the machine's load of its moment, so the
 //! median of paired ratios moves far less than a ratio of separate medians.
 
@@ -52,14 +54,15 @@ fn ratio(plain: Duration, metrics: Duration) -> f64 {
     plain.as_secs_f64() / metrics.as_secs_f64()
 }
 
-fn ratios(runtime: &tokio::runtime::Runtime, rounds: usize) {
-    let (plain, metrics) = (Variant::NoObserver, Variant::MetricsLight);
+fn ratios(runtime: &tokio::runtime::Runtime, rounds: usize, metrics: Variant) {
+    let plain = Variant::NoObserver;
     // One untimed pass of each warms the allocator and the runtime's threads.
     timed(runtime, plain);
     timed(runtime, metrics);
     println!(
         "{TASKS} no-op tasks at concurrency {CONCURRENCY}, {rounds} rounds: throughput with \
-         Metrics (Light) / without, per round (pairs back to back, order alternating)"
+         {} / without, per round (pairs back to back, order alternating)",
+        metrics.name()
     );
     let (mut wall, mut cpu) = (Vec::new(), Vec::new());
     for round in 0..rounds {
@@ -108,16 +111,26 @@ fn main() {
         let rounds = args
             .next()
             .map_or(11, |n| n.parse().expect("ROUNDS: a number"));
-        ratios(&runtime, rounds);
+        let variant = args.next().map_or(Some(Variant::MetricsLight), |name| {
+            Variant::from_name(&name)
+        });
+        let Some(variant) = variant else {
+            eprintln!("unknown variant: {}", variant_names());
+            std::process::exit(2);
+        };
+        ratios(&runtime, rounds, variant);
         return;
     }
     let Some(variant) = Variant::from_name(&name) else {
-        eprintln!(
-            "unknown variant {name:?}: no_observer, ignoring_observer, metrics_light or ratio"
-        );
+        eprintln!("unknown variant {name:?}: {} or ratio", variant_names());
         std::process::exit(2);
     };
     let start = Instant::now();
     runtime.block_on(run(variant));
     println!("{}: {TASKS} tasks in {:?}", variant.name(), start.elapsed());
+}
+
+fn variant_names() -> String {
+    let names: Vec<&str> = Variant::ALL.into_iter().map(Variant::name).collect();
+    names.join(", ")
 }

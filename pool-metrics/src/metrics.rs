@@ -443,10 +443,13 @@ impl Inner {
     }
 
     fn latest_finish(&self) -> Option<Instant> {
-        let mut latest = None;
+        if self.issued.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut latest = 0;
         self.shards
             .for_each(|shard| latest = latest.max(shard.latest_finish));
-        self.origin.instant(latest?)
+        self.origin.instant(latest)
     }
 
     fn tuner(&self) -> Option<TunerState> {

@@ -30,8 +30,9 @@ pub(crate) struct Shard {
     /// The tasks of the slices handed to the history (the lifetime counts are these plus the
     /// open slice's: each task is counted once, in its slice).
     retired: Tally,
-    /// The latest finishing time recorded here, in nanoseconds after the origin.
-    pub(crate) latest_finish: Option<u64>,
+    /// The latest finishing time recorded here, in nanoseconds after the origin (0 before
+    /// the first).
+    pub(crate) latest_finish: u64,
     /// The history slice being filled; handed to the shared history when time moves on.
     pub(crate) current: Option<OpenSlice>,
     /// The span of time the latest task here finished in (one bucket, one slice).
@@ -49,7 +50,7 @@ impl Shard {
     fn new(rolling_buckets: usize) -> Self {
         Self {
             retired: Tally::default(),
-            latest_finish: None,
+            latest_finish: 0,
             current: None,
             span: None,
             span_base: WindowCounts::default(),
@@ -129,17 +130,15 @@ impl Shard {
         keep_from: u64,
         layout: &Layout,
     ) -> Option<Box<Slice>> {
-        self.latest_finish = self.latest_finish.max(Some(finished_at));
+        self.latest_finish = self.latest_finish.max(finished_at);
         match &mut self.current {
             // Nearly always: the slice is open already. A task stamped a little in the past
             // (another thread got here first) joins the open slice rather than reopening a
             // closed one.
             Some(open) if open.index >= place.slice => {
-                // Stored first and counted from the store: the record is moved once.
-                match self.store.insert(task, keep_from) {
-                    Ok(stored) => open.record(stored),
-                    Err(out_of_the_store) => open.record(&out_of_the_store),
-                }
+                // Counted, then moved into the store (once: no copy handed back and forth).
+                open.record(&task);
+                self.store.insert(task, keep_from);
                 None
             }
             _ => self.record_opening(task, place.slice, keep_from, layout),
@@ -168,10 +167,8 @@ impl Shard {
             .current
             .get_or_insert_with(|| OpenSlice::new(slice, &layout.template));
         let closed = closes.then(|| Box::new(open.close_and_open(slice, &layout.template)));
-        match self.store.insert(task, keep_from) {
-            Ok(stored) => open.record(stored),
-            Err(out_of_the_store) => open.record(&out_of_the_store),
-        }
+        open.record(&task);
+        self.store.insert(task, keep_from);
         if let Some(closed) = &closed {
             self.retired.merge(&closed.tally);
         }

@@ -48,26 +48,16 @@ impl Default for StoreShard {
 }
 
 impl StoreShard {
-    /// Keeps `task` and returns it, unless it is already out of the store (then hands it
-    /// back); evicts what fell out once the queue has grown by [`EVICTION_BATCH`] since the
-    /// last eviction.
+    /// Keeps `task`; evicts what fell out once the queue has grown by [`EVICTION_BATCH`]
+    /// since the last eviction. A task already out of the store (a capacity of 0) is pushed
+    /// too, and leaves with the next batch (reads skip it): one path, so the record is moved
+    /// straight into the queue.
     #[inline]
-    pub(crate) fn insert(
-        &mut self,
-        task: StoredTask,
-        keep_from: u64,
-    ) -> Result<&StoredTask, StoredTask> {
-        if task.sequence < keep_from {
-            return Err(task);
-        }
+    pub(crate) fn insert(&mut self, task: StoredTask, keep_from: u64) {
         self.records.push_back(task);
         if self.records.len() > self.evict_at {
             self.evict(keep_from);
         }
-        // Just pushed, numbered at or above `keep_from`: eviction left it.
-        self.records
-            .back()
-            .ok_or_else(|| unreachable!("just pushed"))
     }
 
     /// Drops the records numbered below `keep_from` at the front of the queue (one numbered
@@ -111,7 +101,7 @@ mod tests {
         // Tasks finish out of id order: sequence is finishing order.
         for (sequence, id) in [7, 2, 9, 4, 5].into_iter().enumerate() {
             let sequence = sequence as u64;
-            let _ = store.insert(task(id, sequence), keep_from(sequence + 1, capacity));
+            store.insert(task(id, sequence), keep_from(sequence + 1, capacity));
         }
         let floor = keep_from(5, capacity);
         assert!(store.get(TaskId(7), floor).is_none());
@@ -131,7 +121,7 @@ mod tests {
         let mut store = StoreShard::default();
         // Sequence 3 arrives after 4 and 5 (another thread took its number first).
         for sequence in [1, 2, 4, 5, 3, 0] {
-            let _ = store.insert(task(sequence, sequence), keep_from(sequence + 1, capacity));
+            store.insert(task(sequence, sequence), keep_from(sequence + 1, capacity));
         }
         let mut kept: Vec<u64> = store
             .records(keep_from(6, capacity))
@@ -147,7 +137,7 @@ mod tests {
         let mut store = StoreShard::default();
         let mut longest = 0;
         for sequence in 0..10_000 {
-            let _ = store.insert(task(sequence, sequence), keep_from(sequence + 1, capacity));
+            store.insert(task(sequence, sequence), keep_from(sequence + 1, capacity));
             longest = longest.max(store.records.len());
         }
         // Never more than the window and one batch; right after an eviction, the window.
@@ -164,7 +154,7 @@ mod tests {
     #[test]
     fn capacity_zero_keeps_nothing() {
         let mut store = StoreShard::default();
-        let _ = store.insert(task(1, 0), keep_from(1, 0));
+        store.insert(task(1, 0), keep_from(1, 0));
         assert!(store.get(TaskId(1), keep_from(1, 0)).is_none());
     }
 }

@@ -110,3 +110,19 @@ fn aggregate_since_counts_whole_slices_from_the_one_holding_since() {
     // since before the horizon is clamped to it: everything (30 s < 60 s).
     assert_eq!(metrics.aggregate_at(t0, now).finished, 30);
 }
+
+#[test]
+fn without_a_pool_now_is_never_before_the_latest_task() {
+    let metrics = light();
+    let system = Instant::now();
+    assert!(
+        metrics.now() >= system,
+        "nothing recorded: the system clock"
+    );
+    // Tasks stamped an hour ahead (a pool on virtual time, since dropped), out of order.
+    let ahead = system + Duration::from_secs(3_600);
+    for (id, before) in [(1, 5), (2, 0), (3, 9)] {
+        Finished::new(id, ahead - Duration::from_secs(before)).send_to(&metrics);
+    }
+    assert_eq!(metrics.now(), ahead);
+}
