@@ -117,7 +117,8 @@ const LONGEST_HOLD: Duration = Duration::from_secs(6);
 ///
 /// And how it grows, when a window is clean, the limit was in use and no overload lingers:
 /// ×2 per window until the first cut (a slow start from a quarter of the initial limit, see
-/// [`new`](Self::new)), then halfway back to the level the last cut measured as safe, a
+/// [`new`](Self::new); at long round trips a start's window closes after one round trip,
+/// judged on the successes let in once the doubled limit was full), then halfway back to the level the last cut measured as safe, a
 /// hold of `hold_windows` windows there (doubling, up to 32 times, while overloads keep
 /// coming at about the same level: a token bucket's burst can hide an overload for
 /// seconds; never longer than 6 s, so added capacity is found within seconds), then probes of +1, +2, +4 … (at most +1/4 per window; one at a time near the
@@ -171,6 +172,8 @@ pub struct KneeTuner {
     growth_step: usize,
     /// Doubling until the first cut.
     starting: bool,
+    /// The window closed after one round of a start's doubling (see `fast_round`).
+    judged_on_round: bool,
     /// A cut for back-pressure taking effect as the attempts it held back come back.
     drain: Option<Drain>,
     /// The last limit found overloaded, and how many times longer than `hold_windows` to
@@ -220,6 +223,11 @@ enum InFlight {
     /// Sooner, with the refusal's latency in seconds.
     Fast(usize, f64),
 }
+
+/// A window that would grow the limit lasts at least this many round trips.
+const FULL_WINDOW_RTTS: f64 = 3.0;
+/// Attempts started this share of a round trip (1/8) after a rise saw the limit full.
+const FULL_AFTER_RTT_PARTS: f64 = 8.0;
 
 /// A cascade of blind refusal cuts deepens its gentle step at most this many times
 /// (×0.9⁴ ≈ ×0.66).
@@ -276,6 +284,7 @@ impl KneeTuner {
             at_ceiling_since: None,
             growth_step: 1,
             starting: true,
+            judged_on_round: false,
             last_failing: None,
             drain: None,
             hold_factor: 1,
@@ -349,6 +358,7 @@ impl KneeTuner {
 
     fn restart_window(&mut self, now: Instant) {
         self.window.restart(now);
+        self.judged_on_round = false;
         self.window_counts_from = self
             .epochs
             .current()
@@ -439,6 +449,24 @@ impl KneeTuner {
         }
     }
 
+    /// Whether a start's window may close after one round trip, as BBR's startup grows
+    /// once per round: judged on the successes let in once the doubled limit was full (the
+    /// burst a doubling lets in at once queues behind fewer than the limit, so it would
+    /// hide a knee between the old limit and the new), `min_samples` of them. Only at the
+    /// start (doubling, the no-load round trip known), with no back-pressure seen arriving
+    /// late (one round is over before a late refusal could speak), and where a whole window
+    /// of three round trips outlasts `rate_window` (over 83 ms at the default): at shorter
+    /// round trips the start reaches any knee within a second anyway, and a whole window is
+    /// the surer verdict.
+    fn fast_round(&self, now: Instant) -> bool {
+        self.starting
+            && self.probe.is_none()
+            && self.baseline.is_some()
+            && seconds(FULL_WINDOW_RTTS * self.rtt_estimate()) > self.config.rate_window
+            && self.feedback_delay.get(now, FEEDBACK_HALF_LIFE)
+                <= LATE_FEEDBACK_RTTS * self.rtt_estimate()
+    }
+
     /// Whether the next clean window would grow past the last level known safe.
     fn would_probe_upwards(&self) -> bool {
         let held_enough = self.clean_windows_at_ceiling + 1 >= self.config.hold_windows.clamp(1, 2);
@@ -463,12 +491,19 @@ impl KneeTuner {
             rtt = self.window.rtt().map_or(0.0, |r| r.median);
         }
         let elapsed = self.window.elapsed(now);
+        if self.fast_round(now)
+            && elapsed >= seconds(rtt).max(self.config.min_window)
+            && self.window.full_successes() >= needed
+        {
+            self.judged_on_round = true;
+            return true;
+        }
         let mut shortest = seconds(2.0 * rtt).max(self.config.min_window);
         if self.would_probe_upwards() {
             // Long enough for attempts started after the change to be answered (the rate
             // samples unanswered attempts are judged by), and for late back-pressure.
             shortest = shortest
-                .max(seconds(3.0 * rtt))
+                .max(seconds(FULL_WINDOW_RTTS * rtt))
                 .max(seconds(self.feedback_delay.get(now, FEEDBACK_HALF_LIFE)));
         }
         if elapsed < shortest {
@@ -895,8 +930,22 @@ impl KneeTuner {
     /// yet. Until they arrive, do not grow.
     fn answers_lag(&self, now: Instant) -> bool {
         let fewest = (self.samples_needed() / 2).max(4);
-        let Some(rate) = self.window.rate(&self.recent, now, fewest) else {
-            return false;
+        let rate = match self.window.rate(&self.recent, now, fewest) {
+            Some(rate) => rate,
+            // One round after a doubling no attempt let in at the new limit has seen only
+            // its like end. Over the round every attempt in flight when it began has been
+            // answered, and those the doubling let in: the limit's worth, unless held back.
+            None if self.judged_on_round => {
+                let Some(rate) = self
+                    .window
+                    .started
+                    .and_then(|from| self.recent.rate_between(from, now))
+                else {
+                    return false;
+                };
+                rate
+            }
+            None => return false,
         };
         let span = self.rate_span().max(seconds(
             RECENT_SLOWEST_FACTOR * self.slowest.get(now, SLOWEST_HALF_LIFE),
@@ -950,7 +999,13 @@ impl KneeTuner {
     }
 
     fn close_window(&mut self, now: Instant) -> Option<Adjustment> {
-        let rtt = self.window.rtt()?;
+        // A round is judged on the attempts that saw the limit full: the burst a doubling
+        // lets in at once was queued behind fewer than the limit.
+        let rtt = if self.judged_on_round {
+            self.window.full_rtt()?
+        } else {
+            self.window.rtt()?
+        };
         self.smoothed_rtt = Some(
             self.smoothed_rtt
                 .map_or(rtt.median, |s| 0.75 * s + 0.25 * rtt.median),
@@ -1063,6 +1118,12 @@ impl Tuner for KneeTuner {
                     // Started a round trip after the change: its own round trip saw only
                     // attempts of this limit end.
                     let settled = at.checked_add(seconds(self.rtt_estimate()));
+                    // Let in after the rise's burst: the slots it opened were taken at once,
+                    // so anything later waited for one to free, with the limit full.
+                    let full = at.checked_add(seconds(self.rtt_estimate() / FULL_AFTER_RTT_PARTS));
+                    if full.is_some_and(|full| started >= full) {
+                        self.window.add_full(latency);
+                    }
                     if settled.is_some_and(|settled| started >= settled) {
                         self.window.add_settled(started, sample.finished_at);
                     }
@@ -1232,6 +1293,20 @@ mod tests {
         assert!((60..=80).contains(&limit), "limit {limit}");
         let baseline = sim.tuner.baseline_rtt().expect("measured");
         assert!((MS * 19..=MS * 22).contains(&baseline), "{baseline:?}");
+    }
+
+    #[test]
+    fn a_start_at_a_long_round_trip_doubles_per_round() {
+        // Knee 400 at 100 ms, from 10: with windows of three round trips the start reached
+        // 768 at 2.7 s and came back to the knee at 3.0 s; judged a round at a time on the
+        // attempts that saw the limit full, it is back by 2.3 s.
+        let mut sim = Loop::new(KneeConfig::default(), 10);
+        let adjustments = sim.run(MS * 2_500, queue(400, MS * 100));
+        let cut = adjustments.iter().find(|a| a.reason == Reason::RttGrowth);
+        assert!(
+            cut.is_some_and(|cut| cut.from == 768 && (380..=480).contains(&cut.to)),
+            "{adjustments:?}"
+        );
     }
 
     #[test]

@@ -12,6 +12,8 @@ use super::stats::median_interval;
 pub(super) struct Window {
     pub(super) started: Option<Instant>,
     latencies: Vec<f64>,
+    /// Of those, the ones let in once the limit was full (see `add_full`).
+    full: Vec<f64>,
     /// Successes that started after the window settled: (started, ended).
     settled: Vec<(Instant, Instant)>,
     pub(super) max_in_flight: usize,
@@ -42,6 +44,7 @@ impl Window {
     pub(super) fn restart(&mut self, at: Instant) {
         self.started = Some(at);
         self.latencies.clear();
+        self.full.clear();
         self.settled.clear();
         self.max_in_flight = 0;
         self.memory_sum = 0.0;
@@ -55,6 +58,22 @@ impl Window {
             self.memory_sum += memory;
             self.memory_samples += 1;
         }
+    }
+
+    /// A success let in after the burst a rise lets in at once: it saw the new limit full.
+    pub(super) fn add_full(&mut self, latency: f64) {
+        self.full.push(latency);
+    }
+
+    /// How many successes saw the limit full.
+    pub(super) fn full_successes(&self) -> usize {
+        self.full.len()
+    }
+
+    /// The round trips of the successes that saw the limit full.
+    pub(super) fn full_rtt(&mut self) -> Option<Rtt> {
+        let (low, median, high) = median_interval(&mut self.full)?;
+        Some(Rtt { low, median, high })
     }
 
     pub(super) fn add_settled(&mut self, started: Instant, ended: Instant) {
