@@ -29,6 +29,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crossbeam_utils::CachePadded;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -82,8 +83,13 @@ pub(crate) struct Settings {
 }
 
 /// Everything the pool, its runners, its timer and its tasks' cancellations share.
+///
+/// What every task writes sits apart from what runners only read: the lock with its state,
+/// and the counter of ids, each on cache lines of their own (`CachePadded`). Beside the
+/// lock, a field that runners read on every task (the executor, the settings) was lost from
+/// their cache whenever another thread took the lock: a miss on each read.
 pub(crate) struct Engine {
-    state: Mutex<State>,
+    state: CachePadded<Mutex<State>>,
     pub(crate) executor: Arc<dyn Executor>,
     /// Where the engine's [`Ticks`] count from.
     epoch: Epoch,
@@ -104,7 +110,8 @@ pub(crate) struct Engine {
     idle: Notify,
     /// Wakes one parked runner when work arrives (cheaper than spawning a new one).
     work_ready: Notify,
-    next_id: AtomicU64,
+    /// Written by every enqueue.
+    next_id: CachePadded<AtomicU64>,
     /// Tasks resolved by [`TaskHandle::abort`](crate::TaskHandle::abort) that the engine has
     /// not finished yet: while there are none, no decision asks a task whether it was.
     aborts: AtomicU64,
@@ -179,13 +186,13 @@ impl Engine {
             .budget
             .map(|budget| BudgetBucket::new(budget, executor.now()));
         Self {
-            state: Mutex::new(State::new(
+            state: CachePadded::new(Mutex::new(State::new(
                 queue,
                 tenants,
                 epoch,
                 settings.initial_limit,
                 seed,
-            )),
+            ))),
             epoch,
             executor,
             budget,
@@ -198,7 +205,7 @@ impl Engine {
             stopped_now: AtomicBool::new(false),
             idle: Notify::new(),
             work_ready: Notify::new(),
-            next_id: AtomicU64::new(0),
+            next_id: CachePadded::new(AtomicU64::new(0)),
             aborts: AtomicU64::new(0),
             abort_wake: Notify::new(),
             deadlines_used: AtomicBool::new(false),
@@ -257,5 +264,60 @@ impl Engine {
 
     pub(crate) fn budget_tokens(&self) -> Option<f64> {
         self.budget.as_ref().map(BudgetBucket::tokens)
+    }
+}
+
+#[cfg(all(test, not(shuttle)))]
+mod tests {
+    use super::*;
+    use std::mem::{align_of, offset_of, size_of};
+    use std::ops::Range;
+
+    /// The cache lines (64 bytes) a field at `offset` of `size` bytes spans.
+    fn lines(offset: usize, size: usize) -> Range<usize> {
+        offset / 64..(offset + size).div_ceil(64)
+    }
+
+    /// The fields a runner reads on every task never share a cache line with what every
+    /// task writes (the lock and its state, the id counter): in one build the executor and
+    /// the retry budget sat on the lock's line, and each of their reads missed.
+    #[test]
+    fn what_runners_read_is_apart_from_what_every_task_writes() {
+        macro_rules! field {
+            ($name:ident: $ty:ty) => {
+                (
+                    stringify!($name),
+                    lines(offset_of!(Engine, $name), size_of::<$ty>()),
+                )
+            };
+        }
+        assert!(align_of::<Engine>() >= 64, "offsets are cache-line offsets");
+        let written = [
+            field!(state: CachePadded<Mutex<State>>),
+            field!(next_id: CachePadded<AtomicU64>),
+        ];
+        let read = [
+            field!(settings: Settings),
+            field!(executor: Arc<dyn Executor>),
+            field!(epoch: Epoch),
+            field!(budget: Option<BudgetBucket>),
+            field!(service: Option<ServiceTimes>),
+            field!(observers: ObserverSet),
+            field!(admission: Vec<Arc<dyn Admission>>),
+            field!(stop_now_token: CancellationToken),
+            field!(stopped_now: AtomicBool),
+            field!(aborts: AtomicU64),
+            field!(deadlines_used: AtomicBool),
+            field!(pops_need_time: AtomicBool),
+        ];
+        for (hot, hot_lines) in &written {
+            for (name, lines) in &read {
+                let shared = hot_lines.start < lines.end && lines.start < hot_lines.end;
+                assert!(
+                    !shared,
+                    "{name} ({lines:?}) shares a cache line with {hot} ({hot_lines:?})"
+                );
+            }
+        }
     }
 }
