@@ -9,7 +9,9 @@
 //! [plain|rate-limited|ten-priorities|ten-priority-blocks] [TASKS]`
 //!
 //! With callgrind, divide the instructions of a run by its task count, and subtract a run
-//! of a few tasks to leave the runtime's start-up out.
+//! of a few tasks to leave the runtime's start-up out. At the end it prints how many tasks
+//! were still waiting when the last was enqueued, and each thread's CPU time and context
+//! switches (on Linux).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -60,10 +62,47 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 pool.enqueue(|| async { Ok::<(), Infallible>(()) }, options)
             })
             .collect();
+        // Whether the producer outran the runners: tasks still waiting when it was done.
+        let waiting = pool.stats().queued;
         for handle in handles {
             handle.await?;
         }
-        println!("{variant}: {tasks} tasks in {:?}", start.elapsed());
+        println!(
+            "{variant}: {tasks} tasks in {:?} ({waiting} waiting when the last was enqueued)",
+            start.elapsed()
+        );
+        print_threads();
         Ok::<_, Box<dyn std::error::Error>>(())
     })
+}
+
+/// Each thread's CPU time and context switches (Linux: `/proc/self/task`), so a profile says
+/// whether the producer (the main thread) or the runtime's workers slept or were preempted.
+fn print_threads() {
+    let Ok(threads) = std::fs::read_dir("/proc/self/task") else {
+        return;
+    };
+    for dir in threads.flatten().map(|entry| entry.path()) {
+        let read = |file: &str| std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+        let cpu_ns: u64 = read("schedstat")
+            .split_whitespace()
+            .next()
+            .and_then(|ns| ns.parse().ok())
+            .unwrap_or(0);
+        let status = read("status");
+        let switches = |key: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(key))
+                .map_or("?", str::trim)
+                .to_owned()
+        };
+        println!(
+            "  thread {}: {} ms CPU, context switches {} voluntary, {} involuntary",
+            read("comm").trim(),
+            cpu_ns / 1_000_000,
+            switches("voluntary_ctxt_switches:"),
+            switches("nonvoluntary_ctxt_switches:"),
+        );
+    }
 }
