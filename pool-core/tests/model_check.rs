@@ -29,9 +29,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pool_core::{
-    Admission, AdmissionPermit, BoxFuture, CancellationToken, ErrorClass, Event, Executor, Jitter,
-    Observer, Pool, Precheck, Rejection, Retryable, TaskError, TaskHandle, TaskId, TaskInfo,
-    TaskOptions, TenantConfig, Wakeup,
+    Admission, AdmissionPermit, BoxFuture, CancellationToken, ErrorClass, Event, EventKind,
+    Executor, Jitter, Observer, Pool, Precheck, Rejection, Retryable, TaskError, TaskHandle,
+    TaskId, TaskInfo, TaskOptions, TenantConfig, Wakeup,
 };
 use shuttle::rand::{thread_rng, Rng};
 use shuttle::scheduler::{PctScheduler, Scheduler, UrwRandomScheduler};
@@ -128,9 +128,11 @@ impl Admission for DeferOnce {
     }
 }
 
-/// How many times each task was reported finished.
+/// How many times each task was reported finished; the second field: it wants every kind
+/// of event, else only `TaskFinished` (then a saturated pool takes tasks into its intake
+/// without the lock, as it does for observers that do not want `TaskQueued`).
 #[derive(Debug, Default)]
-struct Tally(std::sync::Mutex<HashMap<TaskId, u32>>);
+struct Tally(std::sync::Mutex<HashMap<TaskId, u32>>, bool);
 
 impl Tally {
     fn reported(&self, id: TaskId) -> bool {
@@ -194,6 +196,10 @@ impl Aborts {
 }
 
 impl Observer for Tally {
+    fn wants(&self, kind: EventKind) -> bool {
+        self.1 || kind == EventKind::TaskFinished
+    }
+
     fn on_event(&self, event: &Event) {
         if let Event::TaskFinished(record) = event {
             *self.0.lock().unwrap().entry(record.task.id).or_insert(0) += 1;
@@ -326,7 +332,7 @@ fn enqueue(pool: &Pool, rng: &mut impl Rng, shared: &Shared, nesting: bool) -> H
 fn scenario() {
     SCHEDULES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let executor = ModelExecutor::new();
-    let tally = Arc::new(Tally::default());
+    let tally = Arc::new(Tally(Default::default(), thread_rng().gen_bool(0.5)));
     let wakeups = Arc::new(Mutex::new(Vec::new()));
     let mut builder = Pool::builder();
     if thread_rng().gen_bool(0.5) {

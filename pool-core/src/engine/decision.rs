@@ -92,7 +92,12 @@ impl Engine {
         let queued = state.queue.len();
         let next = self.decide(&mut state, &job, end, deadline, &mut now);
         state.free_slot(lane, job.task().id());
-        let next_claim = state.take_next(&mut now, self.settings.aging_target_wait);
+        let mut next_claim = state.take_next(&mut now, self.settings.aging_target_wait);
+        // Without a next task the slot stays free: the intake closes, and what was pushed
+        // while it closed may start.
+        if self.settle_intake(&mut state) && next_claim.is_none() {
+            next_claim = state.take_next(&mut now, self.settings.aging_target_wait);
+        }
         // More than this runner's next task can start only if a slot is still free (the
         // limit grew, or the pool was resumed, with tasks queued).
         let extra = if state.can_start() {

@@ -12,6 +12,7 @@ use crate::observer::{Event, EventKind, TaskInfo};
 use crate::unwind::catch;
 
 use super::ending::TaskEnd;
+use super::intake::Entry;
 use super::job::{Job, TaskRef, Waiting};
 use super::state::Claimed;
 use super::timeline::Timeline;
@@ -36,6 +37,34 @@ impl Engine {
         // Enqueued by a task of this pool from its attempt: its parent lends it its slot.
         let parent = super::nesting::parent_in(self);
         let now = self.now();
+        // A saturated pool would only queue the task: it goes into the intake, without the
+        // engine's lock (not a task with a deadline, which arms the timer, nor a child
+        // borrowing its parent's slot, nor one whose `TaskQueued` event reports the queue's
+        // length).
+        let (task, waiting) = if self.intake.is_open()
+            && waiting.deadline.is_none()
+            && parent.is_none()
+            && info.is_none()
+        {
+            let watched = cancellable.then(|| task.clone());
+            let entry = Entry {
+                task,
+                waiting,
+                at: now,
+            };
+            match self.intake.push(entry) {
+                Ok(()) => {
+                    if let Some(task) = watched {
+                        task.watch_cancellation();
+                    }
+                    return;
+                }
+                // Closed meanwhile: the engine's lock, as below.
+                Err(entry) => (entry.task, entry.waiting),
+            }
+        } else {
+            (task, waiting)
+        };
         let mut state = self.lock();
         state.counters.enqueued += 1;
         if state.stopped {
@@ -70,6 +99,8 @@ impl Engine {
         } else {
             None
         };
+        // Filling the last slot opens the intake.
+        self.settle_intake(&mut state);
         match waiting.deadline {
             // Still waiting: the timer must end it if its deadline passes first.
             Some(deadline) if started.is_none() => self.arm_timer(state, deadline),
@@ -146,6 +177,7 @@ impl Engine {
         let mut state = self.lock();
         state.free_slot(lane, job.task().id());
         state.counters.ended(&TaskEnd::Stopped);
+        self.settle_intake(&mut state);
         // The slot may have gone back to a parent whose next child starts on it.
         let started =
             state.take_startable(&mut Now::at(self, now), self.settings.aging_target_wait);
@@ -164,6 +196,7 @@ impl Engine {
         let mut state = self.lock();
         let from = state.limit;
         state.limit = limit;
+        self.settle_intake(&mut state);
         let started =
             state.take_startable(&mut Now::at(self, now), self.settings.aging_target_wait);
         drop(state);
@@ -182,6 +215,7 @@ impl Engine {
             return;
         }
         state.paused = paused;
+        self.settle_intake(&mut state);
         let started =
             state.take_startable(&mut Now::at(self, now), self.settings.aging_target_wait);
         drop(state);

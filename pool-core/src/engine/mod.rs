@@ -4,7 +4,8 @@
 //! One task's path, file by file:
 //! 1. [`dispatch`]: `enqueue` queues the task, or hands it to a runner at once; a runner runs
 //!    its task, then keeps taking queued ones while a slot is free (a saturated pool spawns
-//!    nothing per task).
+//!    nothing per task). Into a saturated pool the task goes through the [`intake`], without
+//!    the lock; the next acquisition of the lock queues it.
 //! 2. [`attempt`]: admission (precheck, acquire), then the task's future raced against its
 //!    timeout, its cancellation token and `stop_now`; how it ended is an
 //!    [`AttemptEnd`](ending::AttemptEnd).
@@ -23,7 +24,8 @@
 //!
 //! Every state change happens under one short lock; user code (closures, futures,
 //! observers, admission policies, drops of what they own) never runs under it, and its
-//! panics are contained ([`crate::unwind`]). Locks are taken engine first, then a task.
+//! panics are contained ([`crate::unwind`]). Locks are taken engine first, then a task or
+//! the intake's (which a producer also takes alone, for a push).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -49,6 +51,7 @@ mod budget;
 mod decision;
 mod dispatch;
 pub(crate) mod ending;
+mod intake;
 pub(crate) mod job;
 mod nesting;
 mod parking;
@@ -85,11 +88,14 @@ pub(crate) struct Settings {
 /// Everything the pool, its runners, its timer and its tasks' cancellations share.
 ///
 /// What every task writes sits apart from what runners only read: the lock with its state,
-/// and the counter of ids, each on cache lines of their own (`CachePadded`). Beside the
-/// lock, a field that runners read on every task (the executor, the settings) was lost from
-/// their cache whenever another thread took the lock: a miss on each read.
+/// the intake, and the counter of ids, each on cache lines of their own (`CachePadded`).
+/// Beside the lock, a field that runners read on every task (the executor, the settings)
+/// was lost from their cache whenever another thread took the lock: a miss on each read.
 pub(crate) struct Engine {
     state: CachePadded<Mutex<State>>,
+    /// Where `enqueue` leaves a task without the lock while the pool is saturated; every
+    /// acquisition of the lock moves it into the queue.
+    intake: CachePadded<intake::Intake>,
     pub(crate) executor: Arc<dyn Executor>,
     /// Where the engine's [`Ticks`] count from.
     epoch: Epoch,
@@ -193,6 +199,7 @@ impl Engine {
                 settings.initial_limit,
                 seed,
             ))),
+            intake: CachePadded::default(),
             epoch,
             executor,
             budget,
@@ -213,10 +220,25 @@ impl Engine {
         }
     }
 
+    /// Takes the engine's lock and moves the tasks waiting in the intake into the queue, so
+    /// that whoever holds the lock sees every task enqueued before.
     fn lock(&self) -> MutexGuard<'_, State> {
         // User code never runs under this lock, so poisoning can only come from a bug in
         // the engine itself; the counters are still consistent enough to keep serving.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.intake.take(&mut state.arrivals);
+        state.queue_arrivals();
+        state
+    }
+
+    /// Opens the intake if `state` is saturated, closes it if not; if it closed now, moves
+    /// in the tasks pushed meanwhile and says whether there were any (the caller starts
+    /// what may start). Call it after a change under the lock that may free a slot or stop
+    /// the pool, before starting what may start.
+    fn settle_intake(&self, state: &mut State) -> bool {
+        let open = state.saturated();
+        self.intake.set(open, &mut state.arrivals);
+        state.queue_arrivals()
     }
 
     /// The executor's clock, in ticks.
@@ -294,6 +316,7 @@ mod tests {
         assert!(align_of::<Engine>() >= 64, "offsets are cache-line offsets");
         let written = [
             field!(state: CachePadded<Mutex<State>>),
+            field!(intake: CachePadded<intake::Intake>),
             field!(next_id: CachePadded<AtomicU64>),
         ];
         let read = [

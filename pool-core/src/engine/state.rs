@@ -10,6 +10,7 @@ use crate::stats::Stats;
 use crate::task::TaskId;
 
 use super::ending::TaskEnd;
+use super::intake::Entry;
 use super::job::{Job, TaskRef, Waiting};
 use super::nesting::{Loans, SlotEnd};
 use super::parking::{ParkKey, ParkedSet};
@@ -128,6 +129,9 @@ pub(super) struct State {
     pub(super) loans: Loans,
     /// Children given a loan, about to start on it: before anything queued, past the limit.
     on_loan: VecDeque<(TaskRef, LaneId, Ticks)>,
+    /// Tasks taken from the intake, about to be queued (empty between acquisitions; its
+    /// buffer is swapped with the intake's, see `intake`).
+    pub(super) arrivals: Vec<Entry>,
 }
 
 impl State {
@@ -140,6 +144,7 @@ impl State {
     ) -> Self {
         Self {
             queue,
+            arrivals: Vec::new(),
             tenants,
             epoch,
             places: HashMap::new(),
@@ -158,6 +163,29 @@ impl State {
             loans: Loans::default(),
             on_loan: VecDeque::new(),
         }
+    }
+
+    /// Queues the tasks taken from the intake, in the order they were pushed; says whether
+    /// there were any.
+    #[inline]
+    pub(super) fn queue_arrivals(&mut self) -> bool {
+        if self.arrivals.is_empty() {
+            return false;
+        }
+        let mut arrivals = std::mem::take(&mut self.arrivals);
+        self.counters.enqueued += arrivals.len() as u64;
+        for entry in arrivals.drain(..) {
+            self.push(entry.task, &entry.waiting, entry.at);
+        }
+        // Kept for the next swap with the intake's buffer.
+        self.arrivals = arrivals;
+        true
+    }
+
+    /// Whether `enqueue` may leave tasks in the intake: no task could start at once, and
+    /// a runner holding a slot is sure to take the lock when its attempt ends.
+    pub(super) fn saturated(&self) -> bool {
+        !self.stopped && self.on_loan.is_empty() && self.active > 0 && self.active >= self.limit
     }
 
     pub(super) fn can_start(&self) -> bool {

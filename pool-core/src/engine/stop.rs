@@ -54,6 +54,8 @@ impl Engine {
         let mut state = self.lock();
         let first_stop = !state.stopped;
         state.stopped = true;
+        // Closed, with what was pushed meanwhile moved into the queue: it ends with it.
+        self.settle_intake(&mut state);
         let queued = state.queue.drain_all();
         let on_loan = state.drain_on_loan();
         state.tenants.queue_drained();

@@ -13,6 +13,7 @@ mod errors;
 mod extremes;
 mod forever;
 mod handles;
+mod intake;
 mod observers;
 mod policy_circuit_breaker;
 mod policy_rate_limit;

@@ -6,6 +6,7 @@
 mod aborts;
 mod cancellation;
 mod drain_and_observers;
+mod intake;
 mod nested;
 mod panics;
 mod races;
