@@ -256,3 +256,125 @@ async fn bytes_that_do_not_match_are_a_retryable_integrity_error() {
         );
     }
 }
+
+/// Records which task polls each chunk of every GET's body.
+#[derive(Debug, Default)]
+struct PolledBy(Arc<std::sync::Mutex<Vec<Option<tokio::task::Id>>>>);
+
+#[async_trait::async_trait]
+impl GetHook for PolledBy {
+    async fn get(
+        &self,
+        store: &InMemory,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        let mut result = store.get_opts(location, options).await?;
+        let polls = Arc::clone(&self.0);
+        let object_store::GetResultPayload::Stream(body) = result.payload else {
+            unreachable!("InMemory streams")
+        };
+        result.payload = object_store::GetResultPayload::Stream(
+            body.inspect(move |_| polls.lock().unwrap().push(tokio::task::try_id()))
+                .boxed(),
+        );
+        Ok(result)
+    }
+}
+
+/// A held read's body is read on the task that reads the stream, as a bare `get`'s is: no
+/// chunk is handed from the pool's task to the caller's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_body_is_read_on_the_callers_task() {
+    let store = Arc::new(Hooked::new(PolledBy::default()));
+    let client = S3Client::builder_arc(Arc::clone(&store) as Arc<dyn ObjectStore>)
+        .build()
+        .unwrap();
+    let pooled = PooledStore::new(Arc::clone(&store), pool(2));
+    let path = Path::from("read-here");
+    client.put(&path, random_bytes(8, 100_000)).await.unwrap();
+    // One reader after the other: each one's chunks are recorded alone.
+    let (client_path, pooled_path) = (path.clone(), path.clone());
+    let client_reader = tokio::spawn(async move {
+        let mut body = client.get_stream(&client_path).await.unwrap();
+        while let Some(chunk) = body.next().await {
+            chunk.unwrap();
+        }
+        tokio::task::id()
+    });
+    assert_polled_by(&store, client_reader.await.unwrap());
+    let pooled_reader = tokio::spawn(async move {
+        let mut body = pooled.get(&pooled_path).await.unwrap().into_stream();
+        while let Some(chunk) = body.next().await {
+            chunk.unwrap();
+        }
+        tokio::task::id()
+    });
+    assert_polled_by(&store, pooled_reader.await.unwrap());
+}
+
+fn assert_polled_by(store: &Hooked<PolledBy>, reader: tokio::task::Id) {
+    let polls = std::mem::take(&mut *store.hook.0.lock().unwrap());
+    assert!(!polls.is_empty());
+    assert!(
+        polls.iter().all(|task| *task == Some(reader)),
+        "chunks polled by {polls:?}, the reader is {reader:?}"
+    );
+}
+
+/// The first GET's body stops after its first chunk and never goes on; later GETs answer
+/// in full.
+#[derive(Debug, Default)]
+struct StallsOnce(AtomicUsize);
+
+#[async_trait::async_trait]
+impl GetHook for StallsOnce {
+    async fn get(
+        &self,
+        store: &InMemory,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        let mut result = store.get_opts(location, options).await?;
+        if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
+            let object_store::GetResultPayload::Stream(mut body) = result.payload else {
+                unreachable!("InMemory streams")
+            };
+            let first = body.next().await.unwrap()?;
+            let half = first.slice(..first.len() / 2);
+            result.payload = object_store::GetResultPayload::Stream(
+                futures::stream::once(async move { Ok(half) })
+                    .chain(futures::stream::pending())
+                    .boxed(),
+            );
+        }
+        Ok(result)
+    }
+}
+
+/// An attempt that times out while the caller reads its body takes the body with it: the
+/// caller's stream goes on with the next attempt's, from the last byte it has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_whose_attempt_timed_out_is_resumed() {
+    let store = Hooked::new(StallsOnce::default());
+    let client = S3Client::builder(store)
+        .retry_delay(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    let path = Path::from("stalls");
+    let body = random_bytes(9, 300_000);
+    client.put(&path, body.clone()).await.unwrap();
+    let read = client
+        .get_stream(&path)
+        .timeout(Duration::from_millis(200))
+        .await
+        .unwrap()
+        .bytes();
+    let read = tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("the stream kept waiting on the body of an attempt that had timed out")
+        .unwrap();
+    assert!(read == body, "the resumed body differs");
+    let stats = client.stats().unwrap();
+    assert_eq!(stats.retries, 1, "{stats:?}");
+}
