@@ -21,7 +21,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use pool_tuning::sim::{
-    load_scenarios, on_every_core, run, scenario_dir, worse_than, PhaseGoals, Scenario,
+    load_scenarios, on_every_core, run, scenario_dir, worse_than, PeerScore, PhaseGoals, Scenario,
     SeriesPoint, SimReport, TunerSpec, PEER_TOLERANCE,
 };
 
@@ -328,7 +328,9 @@ fn print_goals(all: &[Runs]) {
 }
 
 /// Prints the goal table: one row per throughput scenario, one column per tuner (fixed
-/// limits other than the best one left out), and the phases meeting every goal in all.
+/// limits other than the best one left out), the phases meeting every goal in all, and the
+/// scenarios on which no peer is ahead of the column's tuner (means over the seeds, see
+/// [`PeerScore`]), with the scenarios where one is, for the knee tuner.
 fn print_table(all: &[Runs], tuners: &[TunerSpec]) {
     let best = TunerSpec::BestFixed.to_string();
     let columns: Vec<String> = tuners
@@ -345,8 +347,12 @@ fn print_table(all: &[Runs], tuners: &[TunerSpec]) {
         }
     }
     let mut totals = vec![(0usize, 0usize); columns.len()];
-    for name in scenarios {
+    let peers: Vec<String> = TunerSpec::PEERS.iter().map(ToString::to_string).collect();
+    let mut level = vec![(0usize, 0usize); columns.len()];
+    let mut knee_behind = Vec::new();
+    for name in scenarios.iter().copied() {
         let mut cells = Vec::new();
+        let mut scores = vec![PeerScore::default(); columns.len()];
         for (column, tuner) in columns.iter().enumerate() {
             let (mut utilization, mut overload, mut p99, mut met, mut phases, mut seeds) =
                 (0.0, 0.0, 0.0, 0, 0, 0u32);
@@ -356,6 +362,9 @@ fn print_table(all: &[Runs], tuners: &[TunerSpec]) {
                     continue;
                 };
                 let goals = PhaseGoals::of(report, best_fixed);
+                let score = PeerScore::of(report);
+                scores[column].utilization += score.utilization;
+                scores[column].overload += score.overload;
                 utilization += report.utilization;
                 overload += report.overload_fraction;
                 p99 += goals.iter().map(|g| g.p99_ratio).fold(0.0, f64::max);
@@ -364,6 +373,8 @@ fn print_table(all: &[Runs], tuners: &[TunerSpec]) {
                 seeds += 1;
             }
             let n = f64::from(seeds.max(1));
+            scores[column].utilization /= n;
+            scores[column].overload /= n;
             totals[column].0 += met;
             totals[column].1 += phases;
             cells.push(format!(
@@ -374,7 +385,34 @@ fn print_table(all: &[Runs], tuners: &[TunerSpec]) {
             ));
         }
         println!("| {name} | {} |", cells.join(" | "));
+        for (column, tuner) in columns.iter().enumerate() {
+            let ahead: Vec<String> = columns
+                .iter()
+                .zip(&scores)
+                .filter(|(peer, _)| *peer != tuner && peers.contains(peer))
+                .filter_map(|(peer, score)| {
+                    let (utilization, overload) = scores[column].behind(score, PEER_TOLERANCE);
+                    let on = match (utilization, overload) {
+                        (true, true) => "utilization and overload",
+                        (true, false) => "utilization",
+                        (false, true) => "overload",
+                        (false, false) => return None,
+                    };
+                    Some(format!("{peer} on {on}"))
+                })
+                .collect();
+            level[column].0 += usize::from(ahead.is_empty());
+            level[column].1 += 1;
+            if *tuner == TunerSpec::Knee.to_string() && !ahead.is_empty() {
+                knee_behind.push(format!("{name}: {}", ahead.join(", ")));
+            }
+        }
     }
     let totals: Vec<String> = totals.iter().map(|(m, p)| format!("{m}/{p}")).collect();
     println!("| phases meeting every goal | {} |", totals.join(" | "));
+    let level: Vec<String> = level.iter().map(|(m, p)| format!("{m}/{p}")).collect();
+    println!("| scenarios no peer is ahead on | {} |", level.join(" | "));
+    for behind in knee_behind {
+        println!("\nA peer is ahead of the knee tuner on {behind}");
+    }
 }

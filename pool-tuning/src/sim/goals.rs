@@ -99,20 +99,52 @@ impl fmt::Display for PhaseGoals {
 /// of a point of overload.
 pub const PEER_TOLERANCE: f64 = 0.01;
 
-/// Where `report` does worse than `peer` on the same scenario and seed: lower utilization or
-/// a higher overload share (whole run), beyond `tolerance` (a share: 0.01 is a point of
-/// utilization, and a tenth of that on overload). Utilization counts up to the capacity
-/// only: above it a peer spends a rate cap's burst and pays in throttles (the overload
-/// share says so), or queues past the knee (the p99 goal says so).
+/// What the comparison with a peer reads of a run (or the mean of a scenario's runs over its
+/// seeds): utilization up to the capacity, and the load-caused overload share.
+///
+/// Utilization counts up to the capacity only: above it a tuner spends a rate cap's burst
+/// and pays in throttles (the overload share says so), or queues past the knee (the p99
+/// goal says so). Nothing else is forgiven: a peer that buys its utilization with throttles
+/// or latency is still ahead on utilization, and the tuner is behind it there.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PeerScore {
+    /// Utilization, at most 1.
+    pub utilization: f64,
+    /// Share of attempts throttled or timed out because of the load.
+    pub overload: f64,
+}
+
+impl PeerScore {
+    /// The score of one run.
+    pub fn of(report: &SimReport) -> Self {
+        Self {
+            utilization: report.utilization.min(1.0),
+            overload: report.overload_fraction,
+        }
+    }
+
+    /// Whether `peer` is ahead of this score beyond `tolerance` (a share: 0.01 is a point
+    /// of utilization, and a tenth of that on overload): (on utilization, on overload).
+    pub fn behind(&self, peer: &PeerScore, tolerance: f64) -> (bool, bool) {
+        (
+            self.utilization + tolerance < peer.utilization,
+            self.overload > peer.overload + tolerance / 10.0,
+        )
+    }
+}
+
+/// Where `report` does worse than `peer` on the same scenario and seed (see [`PeerScore`]):
+/// lower utilization or a higher overload share (whole run), beyond `tolerance`.
 pub fn worse_than(report: &SimReport, peer: &SimReport, tolerance: f64) -> Vec<String> {
+    let (utilization, overload) = PeerScore::of(report).behind(&PeerScore::of(peer), tolerance);
     let mut worse = Vec::new();
-    if report.utilization.min(1.0) + tolerance < peer.utilization.min(1.0) {
+    if utilization {
         worse.push(format!(
             "utilization {:.3} < {}'s {:.3}",
             report.utilization, peer.tuner, peer.utilization
         ));
     }
-    if report.overload_fraction > peer.overload_fraction + tolerance / 10.0 {
+    if overload {
         worse.push(format!(
             "overload {:.3} % > {}'s {:.3} %",
             report.overload_fraction * 100.0,

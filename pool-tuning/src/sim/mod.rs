@@ -48,8 +48,8 @@ mod server;
 mod tuner_spec;
 
 pub use goals::{
-    worse_than, PhaseGoals, GOAL_CONVERGED_S, GOAL_OVERLOAD, GOAL_P99_RATIO, GOAL_UTILIZATION,
-    PEER_TOLERANCE,
+    worse_than, PeerScore, PhaseGoals, GOAL_CONVERGED_S, GOAL_OVERLOAD, GOAL_P99_RATIO,
+    GOAL_UTILIZATION, PEER_TOLERANCE,
 };
 pub use latency::LatencyModel;
 pub use parallel::on_every_core;
