@@ -320,7 +320,7 @@ impl Engine {
     async fn abort_of(&self, task: &TaskRef) -> AttemptEnd {
         loop {
             // Made before the check: an abort after it wakes it.
-            let aborted = self.abort_wake.notified();
+            let aborted = self.interrupt.notified();
             if self.was_aborted(task) {
                 return AttemptEnd::Cancelled;
             }
@@ -332,6 +332,12 @@ impl Engine {
     /// token, polled in that order after the future itself (an attempt that finishes wins
     /// over a timeout that fires in the same poll), then against an abort of `task` by its
     /// handle. Each poll of the future marks the thread as polling `task` (see `nesting`).
+    ///
+    /// `stop_now` and an abort wake the attempt through one wait on the engine's
+    /// `interrupt` (registered when the attempt first waits), and it then reads which of
+    /// them came: one registration per waiting attempt, where a wait on the `stop_now`
+    /// token (a clone of the token, a boxed future, a registration with the token's lock)
+    /// beside the abort's cost as much again.
     async fn race(
         &self,
         task: &TaskRef,
@@ -341,10 +347,9 @@ impl Engine {
     ) -> AttemptEnd {
         // Set up when the attempt first waits, with what cuts it.
         let mut timer: Option<(BoxFuture<()>, Cut)> = None;
-        let mut stop_now: Option<BoxFuture<()>> = None;
         let mut cancelled: Option<BoxFuture<()>> = None;
-        // The abort wait, on the stack (no allocation).
-        let mut aborted = std::pin::pin!(None);
+        // The wait for `stop_now` and aborts, on the stack (no allocation).
+        let mut interrupt = std::pin::pin!(None);
         let id = task.id();
         poll_fn(|cx| {
             let Some(attempt) = future.as_mut().as_pin_mut() else {
@@ -374,29 +379,34 @@ impl Engine {
                     });
                 }
             }
-            let stop_now = stop_now
-                .get_or_insert_with(|| Box::pin(self.stop_now_token.clone().cancelled_owned()));
-            if stop_now.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(AttemptEnd::StoppedNow);
-            }
-            if let Some(token) = &task_token {
-                let cancelled =
-                    cancelled.get_or_insert_with(|| Box::pin(token.clone().cancelled_owned()));
-                if cancelled.as_mut().poll(cx).is_ready() {
+            loop {
+                // Made before the checks below (when the attempt first waits, and again after
+                // each wake-up): a `stop_now` or an abort after them wakes it. Every abort wakes
+                // every waiting attempt; only the aborted task's ends.
+                if interrupt.is_none() {
+                    interrupt.set(Some(self.interrupt.notified()));
+                }
+                if self.stopped_now.load(Ordering::SeqCst) {
+                    return Poll::Ready(AttemptEnd::StoppedNow);
+                }
+                if let Some(token) = &task_token {
+                    let cancelled =
+                        cancelled.get_or_insert_with(|| Box::pin(token.clone().cancelled_owned()));
+                    if cancelled.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(AttemptEnd::Cancelled);
+                    }
+                }
+                if self.was_aborted(task) {
                     return Poll::Ready(AttemptEnd::Cancelled);
                 }
-            }
-            // Made when the attempt first waits (an abort before that is seen by its first
-            // check); every abort wakes every waiting attempt, only the aborted task's ends.
-            if aborted.is_none() {
-                aborted.set(Some(self.abort_of(task)));
-            }
-            if let Some(aborted) = aborted.as_mut().as_pin_mut() {
-                if std::future::Future::poll(aborted, cx).is_ready() {
-                    return Poll::Ready(AttemptEnd::Cancelled);
+                let Some(woken) = interrupt.as_mut().as_pin_mut() else {
+                    return Poll::Pending;
+                };
+                if woken.poll(cx).is_pending() {
+                    return Poll::Pending;
                 }
+                interrupt.set(None);
             }
-            Poll::Pending
         })
         .await
     }

@@ -110,7 +110,7 @@ pub(crate) struct Engine {
     /// Fires on stop_now: running attempts are dropped.
     stop_now_token: CancellationToken,
     /// Mirrors `stop_now_token` for the check before every attempt (a token's own check
-    /// takes a lock).
+    /// takes a lock) and for waiting attempts, which `interrupt` wakes to read it.
     stopped_now: AtomicBool,
     /// Wakes `drain()` and `stop()` waiters when the engine becomes idle.
     idle: Notify,
@@ -121,8 +121,10 @@ pub(crate) struct Engine {
     /// Tasks resolved by [`TaskHandle::abort`](crate::TaskHandle::abort) that the engine has
     /// not finished yet: while there are none, no decision asks a task whether it was.
     aborts: AtomicU64,
-    /// Wakes every running attempt when a task is aborted (each checks whether it was).
-    abort_wake: Notify,
+    /// Wakes every waiting attempt (and wait for admission) when a task is aborted or the
+    /// pool is stopped with `stop_now`: each then checks which came, and whether it concerns
+    /// it.
+    interrupt: Notify,
     /// Some task with a deadline was ever enqueued: until then no attempt asks its task for
     /// one (it takes the task's lock). Set before the task is queued, so the lock the task
     /// passes through orders it before any runner's read.
@@ -214,7 +216,7 @@ impl Engine {
             work_ready: Notify::new(),
             next_id: CachePadded::new(AtomicU64::new(0)),
             aborts: AtomicU64::new(0),
-            abort_wake: Notify::new(),
+            interrupt: Notify::new(),
             deadlines_used: AtomicBool::new(false),
             pops_need_time: AtomicBool::new(false),
         }

@@ -42,7 +42,7 @@ impl CancelSink for Engine {
     fn aborted(&self, id: TaskId) {
         self.aborts.fetch_add(1, Ordering::SeqCst);
         self.cancelled(id);
-        self.abort_wake.notify_waiters();
+        self.interrupt.notify_waiters();
     }
 }
 
@@ -73,8 +73,10 @@ impl Engine {
         self.timer_wake.notify_one();
         self.work_ready.notify_waiters();
         if cancel_running {
-            self.stopped_now.store(true, Ordering::Release);
+            // Before the wake-up: a waiting attempt reads it when woken (`race`).
+            self.stopped_now.store(true, Ordering::SeqCst);
             self.stop_now_token.cancel();
+            self.interrupt.notify_waiters();
         }
         for popped in queued {
             let stay = Timeline::waiting(popped.enqueued_at);
