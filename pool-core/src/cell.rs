@@ -27,7 +27,7 @@ use crate::engine::timeline::Timeline;
 use crate::error::TaskError;
 use crate::make_attempt::MakeAttempt;
 use crate::observer::TaskInfo;
-use crate::raw_task::{ColdOrSink, Guard, Owned, Storage};
+use crate::raw_task::{AttemptBuffer, ColdOrSink, Guard, Storage};
 use crate::sync::AtomicU32;
 use crate::task::{ErrorClass, Metadata, TaskId, TaskOptions};
 use crate::tenant::Tenant;
@@ -380,13 +380,14 @@ where
             .unwrap_or(pool_default)
     }
 
-    fn start_attempt(
-        this: Owned<Self>,
+    fn start_attempt<'a>(
+        &'a self,
+        buffer: &'a mut AttemptBuffer,
         pool_timeout: Option<Duration>,
         stopped_now: bool,
-    ) -> Start {
+    ) -> Start<'a> {
         let (future, timeout, cancellation) = {
-            let mut body = this.lock();
+            let mut body = self.lock();
             let (phase, cold, last) = body.parts();
             let (timeout, cancellation) = match cold.get() {
                 Some(cold) => (
@@ -411,9 +412,8 @@ where
             };
             (make_attempt.make_attempt(), timeout, cancellation)
         };
-        let task = this;
         Start::Running {
-            future: AttemptFuture::new(async move { task.record(future.await) }),
+            future: AttemptFuture::new(async move { self.record(future.await) }, buffer),
             timeout,
             cancellation,
         }
@@ -589,9 +589,9 @@ mod tests {
 
     /// A pool's tasks through their thin references, end to end: the allocation, the
     /// handle's reference, aborts of a plain task and of one with a cold box, attempt
-    /// futures stored in place and boxed. For Miri (`cargo +nightly miri test -p pool-core
-    /// --lib -- raw_task cell::tests`); the suite's `handles` tests are the ones that fail
-    /// when an abort does not reach the pool.
+    /// futures stored in place and in the runner's buffer. For Miri (`cargo +nightly miri
+    /// test -p pool-core --lib -- raw_task cell::tests`); the suite's `handles` tests are the
+    /// ones that fail when an abort does not reach the pool.
     #[test]
     fn tasks_run_resolve_and_abort_through_their_references() {
         use crate::{Pool, TaskError, Transient};

@@ -7,8 +7,10 @@
 //! that header:
 //! - [`TaskRef`]: the engine's (queue slots, parked entries, jobs), the task as
 //!   [`ErasedTask`];
-//! - [`ResultRef`]: the caller's handle, the task as [`ResultSlot`] of its value and error;
-//! - [`Owned`]: the task's own attempt future's, the task as its concrete type.
+//! - [`ResultRef`]: the caller's handle, the task as [`ResultSlot`] of its value and error.
+//!
+//! An attempt's future borrows its task (the runner holds the task's [`TaskRef`] while the
+//! attempt runs): no reference is counted per attempt.
 //!
 //! `Arc<dyn ErasedTask>` was 16 bytes a reference, and its allocation carried a strong and a
 //! weak count where one count does (nothing holds a task weakly). Where tokio's `RawTask`
@@ -19,9 +21,14 @@
 //! its lock guards, with a one-byte lock. A `Mutex<Body>` keeps the lock, the body and the
 //! fixed fields in separate padded blocks; flat, a no-op task's cell packs into 56 bytes
 //! with its header (a 64-byte malloc chunk; see the size tests in `cell.rs`).
+//!
+//! [`InlineFuture`] is the third: an attempt's future with its type hidden, stored in place
+//! when small, else in its runner's [`AttemptBuffer`] — one allocation a runner keeps and
+//! reuses, not one per attempt.
 #![allow(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+use std::alloc::Layout;
 use std::cell::UnsafeCell;
 use std::fmt;
 use std::marker::PhantomData;
@@ -29,10 +36,9 @@ use std::ops::Deref;
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
 use crate::cell::ResultSlot;
-use crate::engine::job::{ErasedTask, Start};
+use crate::engine::job::ErasedTask;
 use crate::sync::{lock_task, AtomicU32, TaskLock, TaskLockGuard};
 use crate::task::TaskId;
 
@@ -44,8 +50,6 @@ const MAX_REFS: u32 = u32::MAX / 2;
 struct Vtable {
     /// The task as `&dyn ErasedTask`.
     erased: unsafe fn(NonNull<Header>) -> *const dyn ErasedTask,
-    /// [`ErasedTask::start_attempt`] with a new [`Owned`] reference.
-    start: unsafe fn(NonNull<Header>, Option<Duration>, bool) -> Start,
     /// Drops the task and frees the allocation.
     drop: unsafe fn(NonNull<Header>),
 }
@@ -83,7 +87,6 @@ struct Alloc<X> {
 fn vtable<X: ErasedTask>() -> &'static Vtable {
     &Vtable {
         erased: erased::<X>,
-        start: start::<X>,
         drop: drop_alloc::<X>,
     }
 }
@@ -98,7 +101,6 @@ where
     &ResultVtable {
         task: Vtable {
             erased: erased::<X>,
-            start: start::<X>,
             drop: drop_alloc::<X>,
         },
         slot: slot::<X, T, E>,
@@ -121,22 +123,6 @@ unsafe fn slot<X: ErasedTask + ResultSlot<T, E>, T, E>(
     // SAFETY: the caller's promise.
     let task: &X = unsafe { &(*ptr.cast::<Alloc<X>>().as_ptr()).task };
     task as *const X as *const dyn ResultSlot<T, E>
-}
-
-/// # Safety
-/// `ptr` is the header of a live `Alloc<X>` whose count the caller holds one reference of.
-unsafe fn start<X: ErasedTask>(
-    ptr: NonNull<Header>,
-    timeout: Option<Duration>,
-    stopped_now: bool,
-) -> Start {
-    // SAFETY: the caller holds a reference, so the allocation is live while we add ours.
-    unsafe { retain(ptr) };
-    let owned = Owned {
-        ptr: ptr.cast::<Alloc<X>>(),
-        _task: PhantomData,
-    };
-    X::start_attempt(owned, timeout, stopped_now)
 }
 
 /// # Safety
@@ -242,15 +228,6 @@ impl TaskRef {
         attempts.store(attempt, Ordering::Release);
         attempt
     }
-
-    /// Calls the closure for the next attempt: see [`ErasedTask::start_attempt`].
-    pub(crate) fn start_attempt(&self, pool_timeout: Option<Duration>, stopped_now: bool) -> Start {
-        // SAFETY: the table is the allocation's own, and this reference keeps it alive.
-        unsafe {
-            let start = self.header().vtable.as_ref().start;
-            start(self.ptr, pool_timeout, stopped_now)
-        }
-    }
 }
 
 impl Deref for TaskRef {
@@ -349,34 +326,6 @@ where
             _result: PhantomData,
         },
     )
-}
-
-/// A task's reference to itself, with its type known: what its attempt future holds to
-/// record the attempt's result.
-pub(crate) struct Owned<X> {
-    ptr: NonNull<Alloc<X>>,
-    _task: PhantomData<X>,
-}
-
-// SAFETY: it shares an `X` across threads, as `Arc<X>` does.
-unsafe impl<X: Send + Sync> Send for Owned<X> {}
-// SAFETY: as above.
-unsafe impl<X: Send + Sync> Sync for Owned<X> {}
-
-impl<X> Deref for Owned<X> {
-    type Target = X;
-
-    fn deref(&self) -> &X {
-        // SAFETY: this reference keeps the allocation alive, and it holds an `X`.
-        unsafe { &(*self.ptr.as_ptr()).task }
-    }
-}
-
-impl<X> Drop for Owned<X> {
-    fn drop(&mut self) {
-        // SAFETY: this reference is given up here, once.
-        unsafe { release(self.ptr.cast::<Header>()) }
-    }
 }
 
 /// A task's fields, stored flat so that they pack: the fixed ones (`id`, `priority`, its
@@ -556,26 +505,94 @@ impl<K, S> Drop for ColdOrSink<K, S> {
     }
 }
 
-/// Words an attempt's future may take to be stored in place rather than boxed.
+/// Words an attempt's future may take to be stored in place rather than in its runner's
+/// [`AttemptBuffer`].
 const INLINE_WORDS: usize = 4;
 
+/// Where a runner keeps the futures of its attempts that are too large to be stored in place:
+/// one allocation, reused by every attempt whose future fits it and replaced by a larger one
+/// when one does not. A runner runs one attempt at a time, so a pool's runners need as
+/// many of these as run at once — not an allocation per attempt, as a box would be (a real
+/// request's future is hundreds of bytes).
+#[derive(Default)]
+pub(crate) struct AttemptBuffer {
+    /// The kept allocation and its layout; taken by the future stored in it while that
+    /// future lives (a future leaked there keeps it: the buffer then makes another).
+    kept: Option<(NonNull<u8>, Layout)>,
+}
+
+// SAFETY: it owns its allocation (bytes, nothing in them while kept here), as a
+// `Box<[u8]>` would.
+unsafe impl Send for AttemptBuffer {}
+
+impl AttemptBuffer {
+    /// Memory for a value of `layout` (not zero-sized), taken out of the buffer: the kept
+    /// allocation if it fits, else a new one (the kept one freed).
+    fn take(&mut self, layout: Layout) -> (NonNull<u8>, Layout) {
+        if let Some((ptr, kept)) = self.kept.take() {
+            if kept.size() >= layout.size() && kept.align() >= layout.align() {
+                return (ptr, kept);
+            }
+            // SAFETY: allocated below with `kept`, and nothing lives in it while kept.
+            unsafe { std::alloc::dealloc(ptr.as_ptr(), kept) };
+        }
+        // SAFETY: `layout` is not zero-sized (a zero-sized future is stored in place).
+        let ptr = unsafe { std::alloc::alloc(layout) };
+        match NonNull::new(ptr) {
+            Some(ptr) => (ptr, layout),
+            None => std::alloc::handle_alloc_error(layout),
+        }
+    }
+
+    /// The allocation of the future stored in it is free again.
+    fn give_back(&mut self, memory: (NonNull<u8>, Layout)) {
+        if let Some((ptr, layout)) = self.kept.replace(memory) {
+            // SAFETY: allocated by `take` with `layout`, and nothing lives in it.
+            unsafe { std::alloc::dealloc(ptr.as_ptr(), layout) };
+        }
+    }
+
+    /// The kept allocation's size, if there is one.
+    #[cfg(test)]
+    fn kept_size(&self) -> Option<usize> {
+        self.kept.map(|(_, layout)| layout.size())
+    }
+}
+
+impl Drop for AttemptBuffer {
+    fn drop(&mut self) {
+        if let Some((ptr, layout)) = self.kept.take() {
+            // SAFETY: allocated by `take` with `layout`, and nothing lives in it.
+            unsafe { std::alloc::dealloc(ptr.as_ptr(), layout) };
+        }
+    }
+}
+
 /// The future of one attempt with its type hidden: stored in place when it is small (a quick
-/// task's — no allocation per attempt), boxed otherwise. Once polled it stays where it is:
-/// it is `!Unpin` and polled only through `Pin<&mut Self>`.
-pub(crate) struct InlineFuture<O: 'static> {
-    inner: Inner<O>,
+/// task's), in its runner's [`AttemptBuffer`] otherwise — no allocation per attempt either way.
+/// It may borrow (its task, for `'a`). Once polled it stays where it is: it is `!Unpin` and
+/// polled only through `Pin<&mut Self>`.
+pub(crate) struct InlineFuture<'a, O: 'static> {
+    inner: Inner<'a, O>,
     /// `Send` only as built by [`InlineFuture::new`] (from a `Send` future), never `Sync`.
     _not_auto: PhantomData<*const ()>,
     _pinned: std::marker::PhantomPinned,
 }
 
-enum Inner<O: 'static> {
+enum Inner<'a, O: 'static> {
     /// The future's bytes, and the functions of its type.
     Inline {
         data: std::mem::MaybeUninit<[usize; INLINE_WORDS]>,
         vtable: &'static InlineVtable<O>,
+        /// What the future borrows.
+        _borrows: PhantomData<&'a ()>,
     },
-    Boxed(std::pin::Pin<Box<dyn std::future::Future<Output = O> + Send>>),
+    /// The future lives in `memory`, taken from `buffer` (given back when it is dropped).
+    InBuffer {
+        memory: (NonNull<u8>, Layout),
+        vtable: &'static InlineVtable<O>,
+        buffer: &'a mut AttemptBuffer,
+    },
 }
 
 struct InlineVtable<O> {
@@ -612,17 +629,19 @@ unsafe fn drop_inline<F>(data: *mut ()) {
     unsafe { std::ptr::drop_in_place(data.cast::<F>()) }
 }
 
-// SAFETY: built only from a `Send` future (`new`); the table is plain functions.
-unsafe impl<O: 'static> Send for InlineFuture<O> {}
+// SAFETY: built only from a `Send` future (`new`); the table is plain functions, and the
+// buffer it may borrow is `Send`.
+unsafe impl<O: 'static> Send for InlineFuture<'_, O> {}
 
-impl<O: 'static> InlineFuture<O> {
-    pub(crate) fn new<F>(future: F) -> Self
+impl<'a, O: 'static> InlineFuture<'a, O> {
+    /// `future`, in place if it fits there, else in `buffer`.
+    pub(crate) fn new<F>(future: F, buffer: &'a mut AttemptBuffer) -> Self
     where
-        F: std::future::Future<Output = O> + Send + 'static,
+        F: std::future::Future<Output = O> + Send + 'a,
     {
-        let fits = std::mem::size_of::<F>() <= std::mem::size_of::<[usize; INLINE_WORDS]>()
-            && std::mem::align_of::<F>() <= std::mem::align_of::<[usize; INLINE_WORDS]>();
-        let inner = if fits {
+        let layout = Layout::new::<F>();
+        let words = Layout::new::<[usize; INLINE_WORDS]>();
+        let inner = if layout.size() <= words.size() && layout.align() <= words.align() {
             let mut data = std::mem::MaybeUninit::<[usize; INLINE_WORDS]>::uninit();
             // SAFETY: `F` fits in `data`'s size and alignment (checked above); `data` owns
             // it from here, and `Drop` drops it once.
@@ -630,9 +649,19 @@ impl<O: 'static> InlineFuture<O> {
             Inner::Inline {
                 data,
                 vtable: inline_vtable::<F>(),
+                _borrows: PhantomData,
             }
         } else {
-            Inner::Boxed(Box::pin(future))
+            // Not zero-sized: a zero-sized future fits in place.
+            let memory = buffer.take(layout);
+            // SAFETY: `memory` is at least `layout`'s size and alignment, and holds nothing;
+            // it is this future's until `Drop` drops the `F` (once) and gives it back.
+            unsafe { memory.0.as_ptr().cast::<F>().write(future) };
+            Inner::InBuffer {
+                memory,
+                vtable: inline_vtable::<F>(),
+                buffer,
+            }
         };
         Self {
             inner,
@@ -648,29 +677,59 @@ impl<O: 'static> InlineFuture<O> {
     }
 }
 
-impl<O: 'static> std::future::Future for InlineFuture<O> {
+impl<O: 'static> std::future::Future for InlineFuture<'_, O> {
     type Output = O;
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<O> {
         // SAFETY: nothing is moved out of `self`: an inline future is polled where it lies,
-        // which stays put since `self` is pinned (`InlineFuture` is `!Unpin`).
+        // which stays put since `self` is pinned (`InlineFuture` is `!Unpin`), and one in a
+        // buffer's memory never moves.
         let this = unsafe { self.get_unchecked_mut() };
         match &mut this.inner {
             // SAFETY: `data` holds the live `F` that `vtable` was made for (`new`).
-            Inner::Inline { data, vtable } => unsafe {
+            Inner::Inline { data, vtable, .. } => unsafe {
                 (vtable.poll)(data.as_mut_ptr().cast::<()>(), cx)
             },
-            Inner::Boxed(future) => future.as_mut().poll(cx),
+            // SAFETY: as above, in the buffer's memory.
+            Inner::InBuffer { memory, vtable, .. } => unsafe {
+                (vtable.poll)(memory.0.as_ptr().cast::<()>(), cx)
+            },
         }
     }
 }
 
-impl<O: 'static> Drop for InlineFuture<O> {
+impl<O: 'static> Drop for InlineFuture<'_, O> {
     fn drop(&mut self) {
-        if let Inner::Inline { data, vtable } = &mut self.inner {
+        match &mut self.inner {
             // SAFETY: `data` holds the live `F` that `vtable` was made for, dropped once here
             // (in place: a pinned future is never moved).
-            unsafe { (vtable.drop)(data.as_mut_ptr().cast::<()>()) }
+            Inner::Inline { data, vtable, .. } => unsafe {
+                (vtable.drop)(data.as_mut_ptr().cast::<()>())
+            },
+            Inner::InBuffer {
+                memory,
+                vtable,
+                buffer,
+            } => {
+                /// Gives the memory back even if the future's drop panics (its `F` counts as
+                /// dropped then: the memory is free to reuse).
+                struct GiveBack<'s> {
+                    buffer: &'s mut AttemptBuffer,
+                    memory: (NonNull<u8>, Layout),
+                }
+                impl Drop for GiveBack<'_> {
+                    fn drop(&mut self) {
+                        self.buffer.give_back(self.memory);
+                    }
+                }
+                let _give_back = GiveBack {
+                    buffer,
+                    memory: *memory,
+                };
+                // SAFETY: the memory holds the live `F` that `vtable` was made for, dropped
+                // once here, in place.
+                unsafe { (vtable.drop)(memory.0.as_ptr().cast::<()>()) }
+            }
         }
     }
 }
@@ -776,56 +835,113 @@ mod tests {
         assert_eq!(Arc::weak_count(&sink), 0);
     }
 
+    /// A future of `ballast` bytes (past the inline size when large) that gives `value`
+    /// and counts its drop in `drops`.
+    fn sized<const N: usize>(
+        drops: &Arc<AtomicU64>,
+        value: u8,
+    ) -> impl std::future::Future<Output = u8> + Send + use<N> {
+        let probe = Probe(Arc::clone(drops));
+        let ballast = [value; N];
+        async move {
+            let _probe = probe;
+            std::future::ready(ballast[N - 1]).await
+        }
+    }
+
     #[test]
-    fn a_small_future_runs_in_place_and_a_large_one_boxed_each_dropped_once() {
+    fn a_small_future_runs_in_place_and_a_large_one_in_the_buffer_each_dropped_once() {
         use std::future::Future;
         use std::task::{Context, Poll, Waker};
         let drops = Arc::new(AtomicU64::new(0));
-        let small = {
-            let probe = Probe(Arc::clone(&drops));
-            InlineFuture::new(async move {
-                let _probe = probe;
-                std::future::ready(7u8).await
-            })
-        };
-        let large = {
-            let probe = Probe(Arc::clone(&drops));
-            let ballast = [1u8; 64];
-            InlineFuture::new(async move {
-                let _probe = probe;
-                std::future::ready(ballast[3] + 7).await
-            })
-        };
-        assert!(small.is_inline());
-        assert!(!large.is_inline());
         let mut cx = Context::from_waker(Waker::noop());
-        for future in [small, large] {
+        let (mut one, mut other) = (AttemptBuffer::default(), AttemptBuffer::default());
+        let small = InlineFuture::new(sized::<1>(&drops, 7), &mut one);
+        assert!(small.is_inline());
+        let large = InlineFuture::new(sized::<64>(&drops, 8), &mut other);
+        assert!(!large.is_inline());
+        for (future, value) in [(small, 7), (large, 8)] {
             let mut future = std::pin::pin!(future);
-            assert_eq!(
-                future.as_mut().poll(&mut cx),
-                Poll::Ready(if future.is_inline() { 7 } else { 8 })
-            );
+            assert_eq!(future.as_mut().poll(&mut cx), Poll::Ready(value));
         }
         assert_eq!(drops.load(Ordering::SeqCst), 2);
+        assert!(
+            one.kept_size().is_none(),
+            "an inline future takes no allocation"
+        );
 
         // Dropped unpolled, and dropped after a pending poll.
-        let unpolled = InlineFuture::new({
-            let probe = Probe(Arc::clone(&drops));
-            async move {
-                let _probe = probe;
-            }
-        });
-        drop(unpolled);
-        let mut pending = std::pin::pin!(InlineFuture::new({
-            let probe = Probe(Arc::clone(&drops));
-            async move {
-                let _probe = probe;
-                std::future::pending::<()>().await
-            }
-        }));
+        drop(InlineFuture::new(sized::<64>(&drops, 1), &mut one));
+        let mut pending = std::pin::pin!(InlineFuture::new(
+            {
+                let probe = Probe(Arc::clone(&drops));
+                let ballast = [0u8; 64];
+                async move {
+                    let _probe = probe;
+                    std::future::pending::<()>().await;
+                    ballast[0]
+                }
+            },
+            &mut one,
+        ));
         assert!(pending.as_mut().poll(&mut cx).is_pending());
-        pending.set(InlineFuture::new(async {}));
+        pending.set(InlineFuture::new(async { 0 }, &mut other));
         assert_eq!(drops.load(Ordering::SeqCst), 4);
+    }
+
+    #[test]
+    fn a_buffer_keeps_its_allocation_for_the_next_future_that_fits() {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+        fn run(future: InlineFuture<'_, u8>) {
+            let mut future = std::pin::pin!(future);
+            let mut cx = Context::from_waker(Waker::noop());
+            assert!(matches!(future.as_mut().poll(&mut cx), Poll::Ready(_)));
+        }
+        let drops = Arc::new(AtomicU64::new(0));
+        let mut buffer = AttemptBuffer::default();
+        // Each future is its ballast, its probe and a byte or so of state.
+        let size = |ballast: usize| ballast + 16;
+        run(InlineFuture::new(sized::<100>(&drops, 1), &mut buffer));
+        let first = buffer.kept_size().expect("kept after its future ended");
+        assert!(first >= size(100) && first < size(200), "{first}");
+        run(InlineFuture::new(sized::<100>(&drops, 2), &mut buffer));
+        assert_eq!(buffer.kept_size(), Some(first), "the same size reuses it");
+        run(InlineFuture::new(sized::<60>(&drops, 3), &mut buffer));
+        assert_eq!(buffer.kept_size(), Some(first), "a smaller one reuses it");
+        run(InlineFuture::new(sized::<400>(&drops, 4), &mut buffer));
+        let larger = buffer.kept_size().unwrap();
+        assert!(larger >= size(400), "a larger one grows it: {larger}");
+        run(InlineFuture::new(sized::<300>(&drops, 5), &mut buffer));
+        assert_eq!(buffer.kept_size(), Some(larger));
+        assert_eq!(drops.load(Ordering::SeqCst), 5);
+    }
+
+    #[test]
+    fn a_future_that_panics_when_dropped_gives_the_buffer_back() {
+        struct Boom;
+        impl Drop for Boom {
+            fn drop(&mut self) {
+                panic!("boom");
+            }
+        }
+        let mut buffer = AttemptBuffer::default();
+        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let boom = Boom;
+            let ballast = [0u8; 64];
+            drop(InlineFuture::new(
+                async move {
+                    let _boom = boom;
+                    ballast[0]
+                },
+                &mut buffer,
+            ));
+        }));
+        assert!(dropped.is_err());
+        assert!(
+            buffer.kept_size().is_some(),
+            "its allocation is back in the buffer"
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ use crate::admission::{Admission, AdmissionPermit, Precheck};
 type Permits = smallvec::SmallVec<[AdmissionPermit; 2]>;
 use crate::executor::BoxFuture;
 use crate::observer::{Event, EventKind, TaskInfo};
+use crate::raw_task::AttemptBuffer;
 use crate::unwind::{catch, drop_contained, drop_contained_in_place, message};
 
 use super::budget::Payment;
@@ -39,13 +40,15 @@ impl Engine {
     /// and returns how it ended and when, if the clock was read for it (`timed`: observers
     /// or service times want the attempt's latency; otherwise whoever needs the moment reads
     /// it). The timer and the cancellation waits are only set up if the future does not
-    /// finish on its first poll, which keeps quick tasks cheap.
+    /// finish on its first poll, which keeps quick tasks cheap. A future too large to be
+    /// stored in place is stored in the runner's `buffer`.
     pub(super) async fn attempt(
         &self,
         job: &Job,
         timeline: &mut Timeline,
         info: Option<&TaskInfo>,
         timed: bool,
+        buffer: &mut AttemptBuffer,
     ) -> (AttemptEnd, Option<Ticks>) {
         let task = job.task();
         let deadline = self.deadline_of(task);
@@ -104,10 +107,10 @@ impl Engine {
                 at: started_at.map_or_else(|| self.executor.now(), |at| self.epoch.instant(at)),
             });
         }
-        let start = catch(|| {
+        let start = catch(move || {
             let _polling = Polling::enter(self, task.id());
             let stopped_now = self.stopped_now.load(Ordering::Acquire);
-            task.start_attempt(self.settings.timeout, stopped_now)
+            task.start_attempt(buffer, self.settings.timeout, stopped_now)
         });
         let end = match start {
             Err(message) => AttemptEnd::Panicked(message),
@@ -118,7 +121,8 @@ impl Engine {
                 timeout,
                 cancellation,
             }) => {
-                // Pinned here: a small attempt future is stored in place, not boxed.
+                // Pinned here: a small attempt future is stored in place (a large one in the
+                // runner's buffer), not boxed.
                 let mut future = std::pin::pin!(Some(future));
                 let deadline = deadline.map(|deadline| self.epoch.ticks(deadline));
                 let cut = Cuts {
@@ -341,7 +345,7 @@ impl Engine {
     async fn race(
         &self,
         task: &TaskRef,
-        mut future: Pin<&mut Option<AttemptFuture>>,
+        mut future: Pin<&mut Option<AttemptFuture<'_>>>,
         cuts: Cuts,
         task_token: Option<CancellationToken>,
     ) -> AttemptEnd {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::executor::BoxFuture;
 use crate::observer::{Event, EventKind, TaskInfo};
+use crate::raw_task::AttemptBuffer;
 use crate::unwind::catch;
 
 use super::ending::TaskEnd;
@@ -127,6 +128,7 @@ impl Engine {
                 engine: Arc::clone(self),
                 next: Some(claimed),
                 running: None,
+                buffer: AttemptBuffer::default(),
             };
             self.spawn("a runner", Box::pin(runner.run()));
         }
@@ -239,6 +241,9 @@ struct Runner {
     next: Option<Claimed>,
     /// The task whose attempt runs, and the lane its slot is counted against.
     running: Option<(Job, LaneId)>,
+    /// Where its attempts' futures live when they are too large to be stored in place: one
+    /// allocation for all of them.
+    buffer: AttemptBuffer,
 }
 
 impl Runner {
@@ -263,7 +268,7 @@ impl Runner {
             }
             let end = self
                 .engine
-                .attempt(job, &mut timeline, info.as_ref(), timed)
+                .attempt(job, &mut timeline, info.as_ref(), timed, &mut self.buffer)
                 .await;
             let (job, lane) = self.running.take().expect("the runner holds its task");
             self.next = match self.engine.after_attempt(job, lane, &timeline, end, info) {

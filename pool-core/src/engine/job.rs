@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::observer::TaskInfo;
-use crate::raw_task::Owned;
+use crate::raw_task::AttemptBuffer;
 use crate::task::{ErrorClass, TaskId};
 use crate::tenant::Tenant;
 use crate::unwind::drop_contained;
@@ -20,19 +20,20 @@ use super::ending::TaskEnd;
 use super::timeline::Timeline;
 
 /// The future of one attempt; its output is how the attempt classifies (`None`: success).
-/// The attempt's value or error is kept in the task. Stored in place when small (no
-/// allocation per attempt), boxed otherwise; it must be pinned where it is polled.
-pub(crate) type AttemptFuture = crate::raw_task::InlineFuture<Option<ErrorClass>>;
+/// The attempt's value or error is kept in the task, which it borrows. Stored in place when
+/// small, else in its runner's buffer (no allocation per attempt either way); it must be
+/// pinned where it is polled.
+pub(crate) type AttemptFuture<'a> = crate::raw_task::InlineFuture<'a, Option<ErrorClass>>;
 
 /// What starting an attempt gave.
-pub(crate) enum Start {
+pub(crate) enum Start<'a> {
     /// The task's token had fired: the closure was not called.
     Cancelled,
     /// The pool was stopped with `stop_now`: the closure was not called.
     StoppedNow,
     /// The closure was called.
     Running {
-        future: AttemptFuture,
+        future: AttemptFuture<'a>,
         /// The task's per-attempt timeout (its own or the pool's).
         timeout: Option<Duration>,
         cancellation: Option<CancellationToken>,
@@ -76,11 +77,15 @@ pub(crate) trait ErasedTask: Send + Sync + 'static {
     fn watch_cancellation(&self);
     fn retries(&self, pool_default: u32) -> u32;
     /// Calls the closure for the next attempt, unless the task's token has fired or the
-    /// pool was stopped with `stop_now` (checked in that order).
-    /// Called through [`TaskRef::start_attempt`], which makes `this`.
-    fn start_attempt(this: Owned<Self>, pool_timeout: Option<Duration>, stopped_now: bool) -> Start
-    where
-        Self: Sized;
+    /// pool was stopped with `stop_now` (checked in that order). The attempt's future
+    /// borrows the task (whoever runs it holds the task meanwhile), and is stored in `buffer`
+    /// if it is too large to be stored in place.
+    fn start_attempt<'a>(
+        &'a self,
+        buffer: &'a mut AttemptBuffer,
+        pool_timeout: Option<Duration>,
+        stopped_now: bool,
+    ) -> Start<'a>;
     /// The timeline the task kept when it last left for a while (retry backoff, deferral).
     fn stored_timeline(&self) -> Option<Timeline>;
     /// [`info`](Self::info) and [`stored_timeline`](Self::stored_timeline) at once (what a
@@ -223,7 +228,12 @@ pub(crate) mod testing {
         fn retries(&self, pool_default: u32) -> u32 {
             pool_default
         }
-        fn start_attempt(_: Owned<Self>, _: Option<Duration>, _: bool) -> Start {
+        fn start_attempt<'a>(
+            &'a self,
+            _: &'a mut AttemptBuffer,
+            _: Option<Duration>,
+            _: bool,
+        ) -> Start<'a> {
             unreachable!("an inert task is never run")
         }
         fn stored_timeline(&self) -> Option<Timeline> {
