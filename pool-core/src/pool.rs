@@ -145,7 +145,7 @@ impl Pool {
         pool
     }
 
-    fn engine(&self) -> &Arc<Engine> {
+    pub(crate) fn engine(&self) -> &Arc<Engine> {
         &self.owner.engine
     }
 

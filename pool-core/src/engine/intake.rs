@@ -68,6 +68,12 @@ impl Intake {
         self.inbox.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// How many tasks wait in it.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.inbox().entries.len()
+    }
+
     /// Whether the intake looked open a moment ago (a hint: [`push`](Self::push) decides).
     #[inline]
     pub(super) fn is_open(&self) -> bool {

@@ -345,4 +345,41 @@ mod tests {
             }
         }
     }
+
+    /// A burst that waited in the intake (every slot busy) leaves no buffer of its size
+    /// behind once it is queued: the intake's buffer and the arrivals' swap, and each would
+    /// otherwise keep 10,000 entries' room for the pool's life.
+    #[test]
+    fn a_burst_through_the_intake_leaves_no_buffer_of_its_size() {
+        use crate::{Pool, SimExecutor, TaskOptions, Transient};
+        let sim = SimExecutor::new();
+        let pool = Pool::builder()
+            .executor(sim.clone())
+            .concurrency(1)
+            .build()
+            .unwrap();
+        let blocker = pool.enqueue(
+            std::future::pending::<Result<(), Transient<&str>>>,
+            TaskOptions::new(),
+        );
+        let burst: Vec<_> = (0..10_000)
+            .map(|_| {
+                pool.enqueue(
+                    || async { Ok::<_, Transient<&str>>(()) },
+                    TaskOptions::new(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            pool.engine().intake.len(),
+            10_000,
+            "the burst waits in the intake"
+        );
+        // Taking the engine's lock queues the burst.
+        assert_eq!(pool.stats().queued, 10_000);
+        let kept = pool.engine().state.lock().unwrap().arrivals.capacity();
+        assert!(kept <= state::KEPT_ARRIVALS, "{kept} entries' room kept");
+        pool.stop_now();
+        drop((blocker, burst));
+    }
 }

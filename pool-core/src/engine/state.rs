@@ -94,6 +94,12 @@ impl Claimed {
     }
 }
 
+/// The most entries the buffer of arrivals keeps between batches. A burst (many tasks enqueued
+/// while every slot stays busy: all of them wait in the intake) grows it, and it swaps with
+/// the intake's, so without a cap both would hold the burst's size, 56 bytes an entry, for
+/// the pool's life.
+pub(super) const KEPT_ARRIVALS: usize = 1024;
+
 #[derive(Debug)]
 pub(super) struct State {
     pub(super) queue: AgingQueue<TaskRef>,
@@ -177,7 +183,8 @@ impl State {
         for entry in arrivals.drain(..) {
             self.push(entry.task, &entry.waiting, entry.at);
         }
-        // Kept for the next swap with the intake's buffer.
+        // Kept for the next swap with the intake's buffer, unless a burst grew it.
+        arrivals.shrink_to(KEPT_ARRIVALS);
         self.arrivals = arrivals;
         true
     }
