@@ -72,13 +72,7 @@ impl Engine {
             state.counters.ended(&TaskEnd::Stopped);
             drop(state);
             let stay = Timeline::waiting(now);
-            self.finish(
-                Job::new(task),
-                TaskEnd::Stopped,
-                &mut Now::at(self, now),
-                &stay,
-                info,
-            );
+            self.finish_waiting(task, TaskEnd::Stopped, now, &stay, info);
             return;
         }
         let watched = cancellable.then(|| task.clone());

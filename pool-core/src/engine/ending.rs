@@ -14,7 +14,8 @@ use crate::observer::{EventKind, FinishedTask, TaskInfo};
 use crate::outcome::{AttemptResult, Outcome};
 use crate::task::ErrorClass;
 
-use super::job::Job;
+use super::job::{Job, TaskRef};
+use super::ticks::Ticks;
 use super::timeline::Timeline;
 use super::{Engine, Now};
 
@@ -175,6 +176,19 @@ impl TaskEnd {
 }
 
 impl Engine {
+    /// [`finish`](Self::finish) for a task that ends while it waits (stopped, cancelled, past
+    /// its deadline), at `now`, a moment read already.
+    pub(super) fn finish_waiting(
+        &self,
+        task: TaskRef,
+        end: TaskEnd,
+        now: Ticks,
+        stay: &Timeline,
+        info: Option<TaskInfo>,
+    ) {
+        self.finish(Job::new(task), end, &mut Now::at(self, now), stay, info);
+    }
+
     /// Reports the task's whole timeline, then resolves its handle: whoever awaits the
     /// handle and then reads an observer (metrics) finds the task there. `now` is read only
     /// for the report.

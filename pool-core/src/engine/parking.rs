@@ -498,13 +498,7 @@ impl Engine {
             };
             self.spawn_runners(started);
             for (task, stay) in expired {
-                self.finish(
-                    Job::new(task),
-                    DEADLINE_PASSED,
-                    &mut Now::at(&self, ticks),
-                    &stay,
-                    None,
-                );
+                self.finish_waiting(task, DEADLINE_PASSED, ticks, &stay, None);
             }
             if idle {
                 self.notify_idle();

@@ -7,9 +7,9 @@ use crate::observer::Event;
 use crate::task::TaskId;
 
 use super::ending::TaskEnd;
-use super::job::{CancelSink, Job};
+use super::job::CancelSink;
 use super::timeline::Timeline;
-use super::{Engine, Now};
+use super::Engine;
 
 impl CancelSink for Engine {
     /// Ends a cancelled task at once if it waits in the queue or is parked. A running task's
@@ -23,13 +23,7 @@ impl CancelSink for Engine {
         state.counters.ended(&TaskEnd::Cancelled);
         let idle = state.is_idle();
         drop(state);
-        self.finish(
-            Job::new(task),
-            TaskEnd::Cancelled,
-            &mut Now::at(self, now),
-            &stay,
-            None,
-        );
+        self.finish_waiting(task, TaskEnd::Cancelled, now, &stay, None);
         if idle {
             self.notify_idle();
         }
@@ -80,33 +74,15 @@ impl Engine {
         }
         for popped in queued {
             let stay = Timeline::waiting(popped.enqueued_at);
-            self.finish(
-                Job::new(popped.job),
-                TaskEnd::Stopped,
-                &mut Now::at(self, now),
-                &stay,
-                None,
-            );
+            self.finish_waiting(popped.job, TaskEnd::Stopped, now, &stay, None);
         }
         for (task, entered_at) in on_loan {
             let stay = Timeline::waiting(entered_at);
-            self.finish(
-                Job::new(task),
-                TaskEnd::Stopped,
-                &mut Now::at(self, now),
-                &stay,
-                None,
-            );
+            self.finish_waiting(task, TaskEnd::Stopped, now, &stay, None);
         }
         for task in parked {
             let stay = Timeline::waiting(now);
-            self.finish(
-                Job::new(task),
-                TaskEnd::Stopped,
-                &mut Now::at(self, now),
-                &stay,
-                None,
-            );
+            self.finish_waiting(task, TaskEnd::Stopped, now, &stay, None);
         }
         if first_stop {
             tracing::debug!(target: "pool_core", cancel_running, "pool stopped");
