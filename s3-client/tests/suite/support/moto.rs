@@ -3,8 +3,9 @@
 //! loopback port, one bucket, killed on drop.
 //!
 //! `cargo xtask test` installs moto into a virtualenv under the target directory and names
-//! its `moto_server` in `S3POOL_MOTO_SERVER`; without it these tests look on PATH and in
-//! `target/moto-venv/bin`, and fail (never skip) with what to do when moto is nowhere.
+//! its `moto_server` in `S3POOL_MOTO_SERVER`; without it these tests look in
+//! `target/moto-venv/bin`, then on PATH, and fail (never skip) with what to do when moto is
+//! nowhere.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -154,21 +155,25 @@ impl Drop for MotoServer {
     }
 }
 
-/// `moto_server` from `S3POOL_MOTO_SERVER`, PATH or the workspace's `target/moto-venv`, or
+/// `moto_server` from `S3POOL_MOTO_SERVER`, the workspace's `target/moto-venv` or PATH, or
 /// a panic that says how to get it.
+///
+/// The workspace's virtualenv comes before PATH: `cargo xtask test` installs it with the extras
+/// the checksum tests need (CRC64NVME needs `awscrt`), which a `moto_server` found on PATH may
+/// lack, so a plain `cargo test` after one `cargo xtask test` runs against the same moto.
 fn find_moto_server() -> PathBuf {
     if let Some(binary) = std::env::var_os(MOTO_ENV) {
         return PathBuf::from(binary);
     }
+    let workspace_venv =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/moto-venv/bin/moto_server");
     let on_path = std::env::var_os("PATH")
         .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
         .unwrap_or_default()
         .into_iter()
         .map(|dir| dir.join("moto_server"));
-    let workspace_venv =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/moto-venv/bin/moto_server");
-    on_path
-        .chain(std::iter::once(workspace_venv))
+    std::iter::once(workspace_venv)
+        .chain(on_path)
         .find(|candidate| candidate.is_file())
         .unwrap_or_else(|| {
             panic!(
