@@ -8,7 +8,9 @@
 //! attempt ended ([`Admission::complete`], as tower's retry `Policy` sees the `Result` and
 //! Vector's response future adjusts its controller) and the permit is dropped (which is
 //! where a global permit is released). A policy is one piece: what it decides before an
-//! attempt and what it learns after meet in its permit, with no observer beside it.
+//! attempt and what it learns after meet in its permit, with no observer beside it. A policy
+//! that learns nothing says so once ([`Admission::wants_complete`]), and its attempts skip
+//! the call.
 //!
 //! A wait in [`Admission::acquire`] holds the task's slot. A policy that knows *when* a task
 //! may go (a rate limit) says so first, in [`Admission::precheck`]: the pool then gives the
@@ -83,15 +85,36 @@ pub trait Admission: Send + Sync + fmt::Debug + 'static {
     /// [`AdmissionPermit::downcast`]. The permit is dropped when this returns. Default: drops
     /// it.
     ///
-    /// Called once for every permit granted: right after the attempt ends and before the pool
-    /// decides what follows it, or with [`AttemptResult::Rejected`] (or `Cancelled`) when a
-    /// policy asked after this one refused the attempt (or it was cancelled) before it ran.
-    /// A permit whose runner the executor drops mid-attempt (runtime shutdown) is dropped
-    /// without a call. It runs on the pool's worker, outside the pool's lock: it must be
-    /// quick and must not block.
+    /// Called once for every permit granted (unless [`wants_complete`](Self::wants_complete)
+    /// says not to): right after the attempt ends and before the pool decides what follows
+    /// it, or with [`AttemptResult::Rejected`] (or `Cancelled`) when a policy asked after this
+    /// one refused the attempt (or it was cancelled) before it ran. A permit whose runner the
+    /// executor drops mid-attempt (runtime shutdown) is dropped without a call. It runs on
+    /// the pool's worker, outside the pool's lock: it must be quick and must not block.
     fn complete(&self, permit: AdmissionPermit, result: &AttemptResult) {
         let _ = result;
         drop(permit);
+    }
+
+    /// Whether the pool calls [`complete`](Self::complete) after the attempts this policy
+    /// admits. Asked once, when the pool is built: the answer must not change afterwards.
+    /// Default: `true`.
+    ///
+    /// Answer `false` when `complete` would do nothing but drop the permit: a fixed rate
+    /// limit (its token is spent on admission), a concurrency limit whose permit gives its
+    /// place back when dropped. The pool then skips the call on every attempt, with the
+    /// panic guard around it, and does not keep an [empty](AdmissionPermit::empty) permit at
+    /// all (what a policy far from its limit spends per attempt is mostly this). A permit
+    /// that holds a guard is still held while the attempt runs and dropped when it ends,
+    /// exactly when `complete` would have dropped it, so nothing is released early or late.
+    ///
+    /// Getting it wrong: `false` from a policy that learns in `complete` (a circuit breaker
+    /// counting failures, an adaptive rate limit backing off on throttling) silently turns
+    /// the learning off — `complete` is never called, though the permits are still released
+    /// on time; `true` from a policy that learns nothing only costs the call. When unsure,
+    /// keep the default. A policy that wraps others answers `true` if any of them does.
+    fn wants_complete(&self) -> bool {
+        true
     }
 }
 
@@ -245,6 +268,11 @@ impl AdmissionPermit {
     /// A permit that holds nothing (e.g. a rate limiter's: the token is spent on admission).
     pub fn empty() -> Self {
         Self { held: None }
+    }
+
+    /// Whether it holds nothing: dropping it does nothing.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.held.is_none()
     }
 
     /// A permit that keeps `guard` alive until the attempt ends, then drops it (after

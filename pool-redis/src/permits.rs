@@ -249,6 +249,12 @@ impl Admission for RedisPermits {
             }
         })
     }
+
+    /// A permit gives its place back when dropped, which the pool does when the attempt
+    /// ends; how the attempt ended changes nothing.
+    fn wants_complete(&self) -> bool {
+        false
+    }
 }
 
 impl fmt::Debug for RedisPermits {

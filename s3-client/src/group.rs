@@ -97,6 +97,11 @@ impl Admission for PoolGroup {
         let group = self.clone();
         Box::pin(async move { Ok(AdmissionPermit::holding(group.acquire().await)) })
     }
+
+    /// Its permit gives the group's place back when dropped, as the attempt ends.
+    fn wants_complete(&self) -> bool {
+        false
+    }
 }
 
 impl fmt::Debug for PoolGroup {

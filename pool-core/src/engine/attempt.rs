@@ -4,7 +4,10 @@
 //! Admission policies run under `catch_unwind` like task code, and everything user-provided
 //! that the attempt drops (the future, an admission future, permits) is dropped with its
 //! panics contained: whatever happens, the attempt returns an [`AttemptEnd`]. Each permit
-//! goes back to its policy with how the attempt ended ([`Admission::complete`]).
+//! goes back to its policy with how the attempt ended ([`Admission::complete`]), unless the
+//! policy said, once, that it learns nothing from it ([`Admission::wants_complete`]): then a
+//! permit that holds something is only dropped when the attempt ends, and an empty one is not
+//! kept at all.
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -19,9 +22,47 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::{Admission, AdmissionPermit, Precheck};
 
-/// The permits of one attempt, one per admission policy, in the policies' order (inline for
-/// up to two policies: no allocation per attempt).
-type Permits = smallvec::SmallVec<[AdmissionPermit; 2]>;
+/// What one attempt holds from its admission policies until it ends, in the policies' order:
+/// each permit with the policy it goes back to (`None`: the policy wants no
+/// [`Admission::complete`]; the permit is only dropped). Inline for up to two policies: no
+/// allocation per attempt.
+type Permits<'a> = smallvec::SmallVec<[(Option<&'a dyn Admission>, AdmissionPermit); 2]>;
+
+/// One of a pool's admission policies, with what it told the pool once, when the pool was
+/// built.
+pub(crate) struct Policy {
+    admission: Arc<dyn Admission>,
+    /// Its [`Admission::wants_complete`].
+    wants_complete: bool,
+}
+
+impl Policy {
+    pub(crate) fn new(admission: Arc<dyn Admission>) -> Self {
+        // A panic is the policy's bug; the default answer is the one that loses nothing.
+        let wants_complete = catch(|| admission.wants_complete()).unwrap_or(true);
+        Self {
+            admission,
+            wants_complete,
+        }
+    }
+
+    /// Keeps `permit` until the attempt ends if anything is to be done with it then: given
+    /// back to the policy, or dropped (a guard released). An empty permit of a policy that
+    /// wants no `complete` is dropped here: nothing would happen to it later.
+    fn keep<'a>(&'a self, permits: &mut Permits<'a>, permit: AdmissionPermit) {
+        if self.wants_complete {
+            permits.push((Some(self.admission.as_ref()), permit));
+        } else if !permit.is_empty() {
+            permits.push((None, permit));
+        }
+    }
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.admission.fmt(f)
+    }
+}
 use crate::executor::BoxFuture;
 use crate::observer::{Event, EventKind, TaskInfo};
 use crate::raw_task::AttemptBuffer;
@@ -73,7 +114,7 @@ impl Engine {
                 }
             };
             match self.try_admit(admit_info) {
-                Some(Ok(permit)) => permits.push(permit),
+                Some(Ok((policy, permit))) => policy.keep(&mut permits, permit),
                 Some(Err(end)) => return (end, Some(self.now())),
                 None => {
                     if let Some(end) = self.precheck(admit_info, timeline.started_at()) {
@@ -147,9 +188,10 @@ impl Engine {
         (end, finished_at)
     }
 
-    /// Gives each policy back the permit it granted, with how the attempt ended; a panic in
-    /// a policy's `complete` (or in the permit's drop) is contained.
-    fn complete(&self, mut permits: Permits, end: &AttemptEnd) {
+    /// Gives each policy that wants it back the permit it granted, with how the attempt
+    /// ended, and drops the other permits kept; a panic in a policy's `complete` (or in a
+    /// permit's drop) is contained.
+    fn complete(&self, permits: Permits<'_>, end: &AttemptEnd) {
         if permits.is_empty() {
             return;
         }
@@ -159,7 +201,11 @@ impl Engine {
             drop_contained("an admission permit", permits);
             return;
         };
-        let complete = |policy: &Arc<dyn Admission>, permit| {
+        for (policy, permit) in permits {
+            let Some(policy) = policy else {
+                drop_contained("an admission permit", permit);
+                continue;
+            };
             if catch(|| policy.complete(permit, &result)).is_err() {
                 tracing::error!(
                     target: "pool_core",
@@ -167,30 +213,23 @@ impl Engine {
                      was contained and the pool keeps running"
                 );
             }
-        };
-        // Permits are granted in the policies' order, one each.
-        if let ([policy], [_]) = (self.admission.as_slice(), permits.as_slice()) {
-            // One policy (the usual case): no iterator over the permits to build and drop.
-            if let Some(permit) = permits.pop() {
-                complete(policy, permit);
-            }
-            return;
-        }
-        for (policy, permit) in self.admission.iter().zip(permits) {
-            complete(policy, permit);
         }
     }
 
-    /// A pool with one admission policy asks its [`Admission::try_admit`] first: a permit or
-    /// a refusal at once, or `None` to go on with the precheck and the acquire. A panic ends
-    /// the attempt as a panic.
-    fn try_admit(&self, info: &TaskInfo) -> Option<Result<AdmissionPermit, AttemptEnd>> {
+    /// A pool with one admission policy asks its [`Admission::try_admit`] first: a permit
+    /// (with the policy that granted it) or a refusal at once, or `None` to go on with the
+    /// precheck and the acquire. A panic ends the attempt as a panic.
+    fn try_admit(&self, info: &TaskInfo) -> Option<Result<(&Policy, AdmissionPermit), AttemptEnd>> {
         let [policy] = self.admission.as_slice() else {
             return None;
         };
-        match catch(|| policy.try_admit(info)) {
+        match catch(|| policy.admission.try_admit(info)) {
             Err(message) => Some(Err(AttemptEnd::Panicked(message))),
-            Ok(answer) => answer.map(|answer| answer.map_err(AttemptEnd::Rejected)),
+            Ok(answer) => answer.map(|answer| {
+                answer
+                    .map(|permit| (policy, permit))
+                    .map_err(AttemptEnd::Rejected)
+            }),
         }
     }
 
@@ -204,7 +243,7 @@ impl Engine {
         let popped = || popped_at.map_or_else(|| self.executor.now(), |at| self.epoch.instant(at));
         self.admission
             .iter()
-            .find_map(|policy| match catch(|| policy.precheck(info)) {
+            .find_map(|policy| match catch(|| policy.admission.precheck(info)) {
                 Err(message) => Some(AttemptEnd::Panicked(message)),
                 Ok(Precheck::Proceed) => None,
                 Ok(Precheck::ParkUntil(until)) if until <= popped() => None,
@@ -237,13 +276,16 @@ impl Engine {
         info: &TaskInfo,
         task: &TaskRef,
         deadline: Option<Instant>,
-    ) -> Result<(Permits, bool), AttemptEnd> {
+    ) -> Result<(Permits<'_>, bool), AttemptEnd> {
         let mut permits = Permits::new();
         let mut waited = false;
         for policy in &self.admission {
-            match self.acquire(policy.as_ref(), info, task, deadline).await {
+            match self
+                .acquire(policy.admission.as_ref(), info, task, deadline)
+                .await
+            {
                 Ok((permit, policy_waited)) => {
-                    permits.push(permit);
+                    policy.keep(&mut permits, permit);
                     waited |= policy_waited;
                 }
                 Err(end) => {

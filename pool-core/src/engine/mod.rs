@@ -44,6 +44,7 @@ use crate::retry::{RetryBudget, RetryPolicy};
 use crate::stats::Stats;
 use crate::sync::{AtomicBool, AtomicU64, Mutex, MutexGuard};
 use crate::task::TaskId;
+use attempt::Policy;
 use budget::BudgetBucket;
 
 mod attempt;
@@ -104,7 +105,7 @@ pub(crate) struct Engine {
     /// Recent service times, kept only when the pool sheds doomed tasks.
     service: Option<ServiceTimes>,
     pub(crate) observers: ObserverSet,
-    admission: Vec<Arc<dyn Admission>>,
+    admission: Vec<Policy>,
     /// Wakes the timer when a task is parked until earlier than it sleeps, or on stop.
     timer_wake: Notify,
     /// Fires on stop_now: running attempts are dropped.
@@ -208,7 +209,7 @@ impl Engine {
             service: settings.shed_doomed.then(ServiceTimes::default),
             settings,
             observers,
-            admission,
+            admission: admission.into_iter().map(Policy::new).collect(),
             timer_wake: Notify::new(),
             stop_now_token: CancellationToken::new(),
             stopped_now: AtomicBool::new(false),
@@ -328,7 +329,7 @@ mod tests {
             field!(budget: Option<BudgetBucket>),
             field!(service: Option<ServiceTimes>),
             field!(observers: ObserverSet),
-            field!(admission: Vec<Arc<dyn Admission>>),
+            field!(admission: Vec<Policy>),
             field!(stop_now_token: CancellationToken),
             field!(stopped_now: AtomicBool),
             field!(aborts: AtomicU64),

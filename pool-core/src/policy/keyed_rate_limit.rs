@@ -455,6 +455,11 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Admission for KeyedRateLimite
             }
         }
     }
+
+    /// Only an adaptive limiter learns from its attempts; a fixed one's permits are empty.
+    fn wants_complete(&self) -> bool {
+        self.shared.aimd.is_some()
+    }
 }
 
 /// Settings of a [`KeyedRateLimiter`]. Every setter documents its default.

@@ -178,6 +178,10 @@ impl Admission for RateLimiter {
     fn complete(&self, permit: AdmissionPermit, result: &AttemptResult) {
         self.keyed.complete(permit, result);
     }
+
+    fn wants_complete(&self) -> bool {
+        self.keyed.wants_complete()
+    }
 }
 
 /// Settings of a [`RateLimiter`] beyond its limit.

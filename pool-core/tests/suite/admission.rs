@@ -3,6 +3,7 @@
 
 use crate::support;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -143,11 +144,61 @@ impl Admission for Combined {
     }
 }
 
+/// Says it learns nothing from its attempts (`wants_complete`: false), so its `complete`,
+/// which counts its calls, must never be called. Each permit holds a guard (counted while
+/// alive) unless `empty`; through `try_admit` when `at_once`, else through `acquire`.
+#[derive(Debug, Clone, Default)]
+struct Forgetful {
+    alive: Arc<AtomicUsize>,
+    completed: Arc<AtomicUsize>,
+    empty: bool,
+    at_once: bool,
+}
+
+/// Counted in [`Forgetful::alive`] until dropped.
+struct Guard(Arc<AtomicUsize>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Forgetful {
+    fn permit(&self) -> AdmissionPermit {
+        if self.empty {
+            return AdmissionPermit::empty();
+        }
+        self.alive.fetch_add(1, Ordering::SeqCst);
+        AdmissionPermit::holding(Guard(self.alive.clone()))
+    }
+}
+
+impl Admission for Forgetful {
+    fn acquire(&self, _task: &TaskInfo) -> BoxFuture<Result<AdmissionPermit, Rejection>> {
+        Box::pin(std::future::ready(Ok(self.permit())))
+    }
+
+    fn try_admit(&self, _task: &TaskInfo) -> Option<Result<AdmissionPermit, Rejection>> {
+        self.at_once.then(|| Ok(self.permit()))
+    }
+
+    fn complete(&self, permit: AdmissionPermit, _result: &AttemptResult) {
+        self.completed.fetch_add(1, Ordering::SeqCst);
+        drop(permit);
+    }
+
+    fn wants_complete(&self) -> bool {
+        false
+    }
+}
+
 on_every_executor!(
     a_lone_policy_answers_precheck_and_acquire_in_one_try_admit,
     each_permit_learns_how_its_attempt_ended,
     a_permit_granted_before_a_refusal_learns_the_attempt_was_rejected,
     an_answer_from_try_acquire_stands_for_acquire,
+    a_policy_that_wants_no_complete_is_not_called_and_its_permit_lives_as_long_as_the_attempt,
 );
 
 async fn a_lone_policy_answers_precheck_and_acquire_in_one_try_admit(env: Env) {
@@ -301,4 +352,80 @@ async fn an_answer_from_try_acquire_stands_for_acquire(env: Env) {
     ];
     expected.sort_by_key(|(id, _)| *id);
     assert_eq!(completed, expected, "each permit granted comes back once");
+}
+
+async fn a_policy_that_wants_no_complete_is_not_called_and_its_permit_lives_as_long_as_the_attempt(
+    env: Env,
+) {
+    for (empty, at_once) in [(false, false), (false, true), (true, true)] {
+        let forgetful = Forgetful {
+            empty,
+            at_once,
+            ..Forgetful::default()
+        };
+        let lone = env
+            .builder()
+            .concurrency(1)
+            .retries(0)
+            .admission(forgetful.clone())
+            .build()
+            .unwrap();
+        // Beside a policy that learns: it still hears of every attempt, the other not.
+        let ledger = Ledger::default();
+        let paired = env
+            .builder()
+            .concurrency(1)
+            .retries(1)
+            .retry_delay(ms(1))
+            .admission(forgetful.clone())
+            .admission(ledger.clone())
+            .build()
+            .unwrap();
+        let mut ids = Vec::new();
+        // One pool after the other, one attempt at a time: only this attempt's permit lives.
+        for pool in [&lone, &paired] {
+            let handles: Vec<_> = [false, true]
+                .into_iter()
+                .map(|fails| {
+                    let alive = forgetful.alive.clone();
+                    let handle = pool.enqueue(
+                        move || {
+                            let held = alive.load(Ordering::SeqCst);
+                            async move {
+                                assert_eq!(held, usize::from(!empty), "the permit is held");
+                                if fails {
+                                    Err(Oops(ErrorClass::Retryable))
+                                } else {
+                                    Ok(())
+                                }
+                            }
+                        },
+                        TaskOptions::new(),
+                    );
+                    (handle, fails)
+                })
+                .collect();
+            for (handle, fails) in handles {
+                ids.push(handle.id());
+                let result = handle.await;
+                assert_eq!(result.is_err(), fails, "{result:?}");
+            }
+            pool.drain().await;
+        }
+        assert_eq!(
+            forgetful.completed.load(Ordering::SeqCst),
+            0,
+            "never called"
+        );
+        assert_eq!(
+            forgetful.alive.load(Ordering::SeqCst),
+            0,
+            "every permit dropped when its attempt ended"
+        );
+        assert_eq!(ledger.results_of(ids[2]), [AttemptResult::Succeeded]);
+        assert_eq!(
+            ledger.results_of(ids[3]),
+            [AttemptResult::Failed(ErrorClass::Retryable); 2]
+        );
+    }
 }

@@ -378,6 +378,11 @@ where
             }
         }
     }
+
+    /// Only an adaptive limit learns from its attempts; a fixed one's permits are empty.
+    fn wants_complete(&self) -> bool {
+        self.inner.shared.adaptive
+    }
 }
 
 impl<K> KeyedRatePolicy<K> for RedisRateLimiter<K>
