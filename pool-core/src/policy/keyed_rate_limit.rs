@@ -9,6 +9,8 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crossbeam_utils::CachePadded;
+
 use super::aimd::{Aimd, AimdRate};
 use super::bookings::Bookings;
 use super::gcra::{Pace, Schedule};
@@ -79,13 +81,15 @@ type LimitFn<K> = Arc<dyn Fn(&K) -> RateLimit + Send + Sync>;
 /// assert_eq!(sim.now() - start, Duration::from_secs(1));
 /// ```
 pub struct KeyedRateLimiter<K> {
-    shared: Arc<KeyedShared<K>>,
+    shared: Arc<Shared<K, ByKey<K>>>,
+    key_of: KeyFn<K>,
 }
 
 impl<K> Clone for KeyedRateLimiter<K> {
     fn clone(&self) -> Self {
         Self {
             shared: Arc::clone(&self.shared),
+            key_of: Arc::clone(&self.key_of),
         }
     }
 }
@@ -94,39 +98,134 @@ impl<K> fmt::Debug for KeyedRateLimiter<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let cells = self.shared.lock();
         f.debug_struct("KeyedRateLimiter")
-            .field("keys", &cells.by_key.len())
-            .field("booked", &cells.booked())
+            .field("keys", &cells.store.len())
+            .field("booked", &cells.store.booked())
             .field("aimd", &self.shared.aimd)
             .field("max_wait", &self.shared.max_wait)
             .finish_non_exhaustive()
     }
 }
 
-struct KeyedShared<K> {
+/// A limiter's settings and cells, wherever it keeps them ([`Store`]): one per key
+/// ([`KeyedRateLimiter`]) or one for every task ([`RateLimiter`](super::RateLimiter)).
+///
+/// The cells' lock sits on cache lines of its own: every admission writes it, from whichever
+/// worker runs the task, and the settings beside it, read by every admission too, would be
+/// lost from each reader's cache at every write.
+pub(super) struct Shared<K, S> {
     executor: Arc<dyn Executor>,
-    key_of: KeyFn<K>,
     limit_of: LimitFn<K>,
     aimd: Option<Aimd>,
     max_wait: Option<Duration>,
     forget_idle_after: Duration,
-    cells: Mutex<Cells<K>>,
+    cells: CachePadded<Mutex<Cells<S>>>,
 }
 
-struct Cells<K> {
-    /// foldhash, not SipHash: looked up twice per admission, and its seed is random.
-    by_key: HashMap<K, RateCell, foldhash::fast::RandomState>,
+struct Cells<S> {
+    store: S,
     next_sweep: Instant,
 }
 
-impl<K> Cells<K> {
+/// Where a limiter keeps its cells.
+pub(super) trait Store: Send + 'static {
+    type Key: Clone + Send + Sync + 'static;
+
+    /// Runs `f` on `key`'s cell, if it has one.
+    fn with_existing<R>(
+        &mut self,
+        key: &Self::Key,
+        f: impl FnOnce(&mut RateCell) -> R,
+    ) -> Option<R>;
+
+    /// Runs `f` on `key`'s cell, made by `new` if it has none.
+    fn with_cell<R>(
+        &mut self,
+        key: &Self::Key,
+        new: impl FnOnce() -> RateCell,
+        f: impl FnOnce(&mut RateCell) -> R,
+    ) -> R;
+
+    /// Keeps the cells `keep` says to keep, and forgets the others.
+    fn retain(&mut self, keep: impl FnMut(&mut RateCell) -> bool);
+}
+
+/// A cell per key. foldhash, not SipHash: looked up on every admission, and its seed is
+/// random.
+pub(super) struct ByKey<K>(HashMap<K, RateCell, foldhash::fast::RandomState>);
+
+impl<K> Default for ByKey<K> {
+    fn default() -> Self {
+        Self(HashMap::default())
+    }
+}
+
+impl<K> ByKey<K> {
+    /// How many keys have a cell.
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Moments booked ahead, over all keys.
     fn booked(&self) -> usize {
-        self.by_key.values().map(|cell| cell.booked.len()).sum()
+        self.0.values().map(|cell| cell.booked.len()).sum()
+    }
+}
+
+impl<K: Hash + Eq + Clone + Send + Sync + 'static> Store for ByKey<K> {
+    type Key = K;
+
+    fn with_existing<R>(&mut self, key: &K, f: impl FnOnce(&mut RateCell) -> R) -> Option<R> {
+        self.0.get_mut(key).map(f)
+    }
+
+    fn with_cell<R>(
+        &mut self,
+        key: &K,
+        new: impl FnOnce() -> RateCell,
+        f: impl FnOnce(&mut RateCell) -> R,
+    ) -> R {
+        // Looked up first: the key is cloned only for a new cell.
+        if let Some(cell) = self.0.get_mut(key) {
+            return f(cell);
+        }
+        f(self.0.entry(key.clone()).or_insert_with(new))
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&mut RateCell) -> bool) {
+        self.0.retain(|_, cell| keep(cell));
+    }
+}
+
+/// One cell for every task: no key to work out, no map to look it up in.
+#[derive(Default)]
+pub(super) struct One(Option<RateCell>);
+
+impl Store for One {
+    type Key = ();
+
+    fn with_existing<R>(&mut self, _: &(), f: impl FnOnce(&mut RateCell) -> R) -> Option<R> {
+        self.0.as_mut().map(f)
+    }
+
+    fn with_cell<R>(
+        &mut self,
+        _: &(),
+        new: impl FnOnce() -> RateCell,
+        f: impl FnOnce(&mut RateCell) -> R,
+    ) -> R {
+        f(self.0.get_or_insert_with(new))
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&mut RateCell) -> bool) {
+        if self.0.as_mut().is_some_and(|cell| !keep(cell)) {
+            self.0 = None;
+        }
     }
 }
 
 /// One key's limit: its schedule, its adaptive rate, and the moments booked for tasks that
 /// have not taken them yet.
-struct RateCell {
+pub(super) struct RateCell {
     limit: RateLimit,
     /// The pace at a rate, kept while the rate holds (working it out takes a division and a
     /// float-to-`Duration` conversion, on every admission otherwise).
@@ -282,24 +381,18 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedRateLimiter<K> {
     /// The rate in force for `key` now; `None` if the key has not been seen (or was
     /// forgotten).
     pub fn current_rate(&self, key: &K) -> Option<f64> {
-        let now = self.shared.executor.now();
-        let mut cells = self.shared.lock();
-        let cell = cells.by_key.get_mut(key)?;
-        if let Some(rate) = cell.aimd.as_mut() {
-            rate.recover(now);
-        }
-        Some(cell.current_rate())
+        self.shared.current_rate(key)
     }
 
     /// Keys with state now.
     pub fn keys(&self) -> usize {
-        self.shared.lock().by_key.len()
+        self.shared.lock().store.len()
     }
 
     /// Moments booked ahead for tasks that are parked until then (or were, and have not
     /// come back yet).
     pub fn booked(&self) -> usize {
-        self.shared.lock().booked()
+        self.shared.lock().store.booked()
     }
 
     /// Lowers `key`'s rate as a throttled attempt under it does (adaptive limiters only; a
@@ -312,20 +405,65 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedRateLimiter<K> {
     }
 }
 
-impl<K> KeyedShared<K> {
-    fn lock(&self) -> MutexGuard<'_, Cells<K>> {
+impl<K, S> Shared<K, S> {
+    fn lock(&self) -> MutexGuard<'_, Cells<S>> {
         // Only this module's arithmetic runs under the lock.
         self.cells.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedShared<K> {
+impl<S: Store> Shared<S::Key, S> {
+    /// The rate in force for `key` now; `None` if the key has no cell.
+    pub(super) fn current_rate(&self, key: &S::Key) -> Option<f64> {
+        let now = self.executor.now();
+        self.lock().store.with_existing(key, |cell| {
+            if let Some(rate) = cell.aimd.as_mut() {
+                rate.recover(now);
+            }
+            cell.current_rate()
+        })
+    }
+
+    /// [`Admission::try_admit`] for a task under `key`: a permit if the task's moment has
+    /// come (then it is taken), `None` to be asked the usual way.
+    pub(super) fn try_admit(
+        &self,
+        task: &TaskInfo,
+        key: S::Key,
+    ) -> Option<Result<AdmissionPermit, Rejection>> {
+        self.go_if_due(task, &key).then(|| Ok(self.permit(key)))
+    }
+
+    /// [`Admission::precheck`] for a task under `key`.
+    pub(super) fn precheck(&self, task: &TaskInfo, key: &S::Key) -> Precheck {
+        match self.moment(task, key, false) {
+            Ok((at, now)) if at > now => Precheck::ParkUntil(at),
+            Ok(_) => Precheck::Proceed,
+            Err(rejection) => Precheck::Reject(rejection),
+        }
+    }
+
+    /// [`Admission::complete`]: a throttled attempt lowers its key's rate (adaptive limiters
+    /// only; a fixed one's permits are empty).
+    pub(super) fn complete(&self, permit: AdmissionPermit, result: &AttemptResult) {
+        if result.is_throttled() {
+            if let Ok(KeyedAttempt(key)) = permit.downcast::<KeyedAttempt<S::Key>>() {
+                self.throttled(&key);
+            }
+        }
+    }
+
+    /// [`Admission::wants_complete`]: only an adaptive limiter learns from its attempts.
+    pub(super) fn wants_complete(&self) -> bool {
+        self.aimd.is_some()
+    }
+
     /// The task's moment under `key`'s limit: the one booked for it, or a new one. A moment
     /// further than `max_wait` away is not booked: the task is rejected.
     fn moment(
         &self,
         task: &TaskInfo,
-        key: &K,
+        key: &S::Key,
         take: bool,
     ) -> Result<(Instant, Instant), Rejection> {
         let now = self.executor.now();
@@ -347,18 +485,18 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedShared<K> {
 
     /// Whether the task may go now without waiting (then it has gone: see
     /// [`RateCell::go_if_due`]).
-    fn go_if_due(&self, task: &TaskInfo, key: &K) -> bool {
+    fn go_if_due(&self, task: &TaskInfo, key: &S::Key) -> bool {
         let now = self.executor.now();
         self.with_cell(key, now, |cell| cell.go_if_due(task, now))
     }
 
     /// Runs `f` on `key`'s cell (made if it is new) under the lock, after forgetting idle
     /// cells when it is time to.
-    fn with_cell<R>(&self, key: &K, now: Instant, f: impl FnOnce(&mut RateCell) -> R) -> R {
+    fn with_cell<R>(&self, key: &S::Key, now: Instant, f: impl FnOnce(&mut RateCell) -> R) -> R {
         let mut cells = self.lock();
         if now >= cells.next_sweep {
             let idle_after = self.forget_idle_after;
-            cells.by_key.retain(|_, cell| {
+            cells.store.retain(|cell| {
                 // Moments long past belong to tasks that never came back (cancelled).
                 if let Some(cutoff) = now.checked_sub(idle_after) {
                     cell.booked.forget_before(cutoff);
@@ -367,22 +505,24 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedShared<K> {
             });
             cells.next_sweep = deadline::after(now, idle_after);
         }
-        // Looked up first: the key is cloned only for a new cell.
-        if let Some(cell) = cells.by_key.get_mut(key) {
-            return f(cell);
-        }
-        let cell = cells
-            .by_key
-            .entry(key.clone())
-            .or_insert_with(|| RateCell::new((self.limit_of)(key), self.aimd, now));
-        f(cell)
+        let new = || RateCell::new((self.limit_of)(key), self.aimd, now);
+        cells.store.with_cell(key, new, f)
+    }
+
+    /// [`Admission::acquire`] for a task under `key`.
+    pub(super) fn acquire(
+        self: &Arc<Self>,
+        task: &TaskInfo,
+        key: S::Key,
+    ) -> BoxFuture<Result<AdmissionPermit, Rejection>> {
+        Box::pin(Arc::clone(self).wait_for_moment(task.clone(), key))
     }
 
     /// Takes the task's moment (its booking, or a new one) and waits for it.
-    async fn acquire(
+    async fn wait_for_moment(
         self: Arc<Self>,
         task: TaskInfo,
-        key: K,
+        key: S::Key,
     ) -> Result<AdmissionPermit, Rejection> {
         let (at, now) = self.moment(&task, &key, true)?;
         if at > now {
@@ -393,18 +533,18 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedShared<K> {
 
     /// An adaptive key's permit names the key, so that a throttled attempt slows it down
     /// ([`Admission::complete`]); a fixed rate's holds nothing.
-    fn permit(&self, key: K) -> AdmissionPermit {
+    fn permit(&self, key: S::Key) -> AdmissionPermit {
         match self.aimd {
             Some(_) => AdmissionPermit::holding(KeyedAttempt(key)),
             None => AdmissionPermit::empty(),
         }
     }
 
-    fn throttled(&self, key: &K) {
+    fn throttled(&self, key: &S::Key) {
         let now = self.executor.now();
-        if let Some(cell) = self.lock().by_key.get_mut(key) {
-            cell.throttled(now);
-        }
+        self.lock()
+            .store
+            .with_existing(key, |cell| cell.throttled(now));
     }
 }
 
@@ -413,19 +553,17 @@ struct KeyedAttempt<K>(K);
 
 impl<K: Hash + Eq + Clone + Send + Sync + 'static> Admission for KeyedRateLimiter<K> {
     fn acquire(&self, task: &TaskInfo) -> BoxFuture<Result<AdmissionPermit, Rejection>> {
-        let shared = &self.shared;
-        match (shared.key_of)(task) {
-            Some(key) => Box::pin(Arc::clone(shared).acquire(task.clone(), key)),
+        match (self.key_of)(task) {
+            Some(key) => self.shared.acquire(task, key),
             None => Box::pin(std::future::ready(Ok(AdmissionPermit::empty()))),
         }
     }
 
     fn try_acquire(&self, task: &TaskInfo) -> Option<Result<AdmissionPermit, Rejection>> {
-        let shared = &self.shared;
-        let Some(key) = (shared.key_of)(task) else {
+        let Some(key) = (self.key_of)(task) else {
             return Some(Ok(AdmissionPermit::empty()));
         };
-        shared.go_if_due(task, &key).then(|| Ok(shared.permit(key)))
+        self.shared.try_admit(task, key)
     }
 
     /// The precheck would proceed exactly when the task's moment has come — a moment booked
@@ -436,29 +574,20 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Admission for KeyedRateLimite
     }
 
     fn precheck(&self, task: &TaskInfo) -> Precheck {
-        let shared = &self.shared;
-        let Some(key) = (shared.key_of)(task) else {
-            return Precheck::Proceed;
-        };
-        match shared.moment(task, &key, false) {
-            Ok((at, now)) if at > now => Precheck::ParkUntil(at),
-            Ok(_) => Precheck::Proceed,
-            Err(rejection) => Precheck::Reject(rejection),
+        match (self.key_of)(task) {
+            Some(key) => self.shared.precheck(task, &key),
+            None => Precheck::Proceed,
         }
     }
 
     /// A throttled attempt lowers its key's rate (adaptive limiters only).
     fn complete(&self, permit: AdmissionPermit, result: &AttemptResult) {
-        if result.is_throttled() {
-            if let Ok(KeyedAttempt(key)) = permit.downcast::<KeyedAttempt<K>>() {
-                self.shared.throttled(&key);
-            }
-        }
+        self.shared.complete(permit, result);
     }
 
     /// Only an adaptive limiter learns from its attempts; a fixed one's permits are empty.
     fn wants_complete(&self) -> bool {
-        self.shared.aimd.is_some()
+        self.shared.wants_complete()
     }
 }
 
@@ -522,6 +651,12 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedRateLimiterBuilder<K> {
 
     /// Checks the settings and builds the limiter.
     pub fn build(self) -> Result<KeyedRateLimiter<K>, ConfigError> {
+        self.check()?;
+        Ok(self.build_unchecked())
+    }
+
+    /// What [`build`](Self::build) checks.
+    pub(super) fn check(&self) -> Result<(), ConfigError> {
         if let Some(aimd) = &self.aimd {
             aimd.validate()?;
         }
@@ -530,25 +665,34 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedRateLimiterBuilder<K> {
                 field: "rate_limit.forget_idle_after",
             });
         }
-        Ok(self.build_unchecked())
+        Ok(())
     }
 
     /// Builds without checks: for settings known valid (no AIMD, default idle time).
     pub(crate) fn build_unchecked(self) -> KeyedRateLimiter<K> {
-        let now = self.executor.now();
+        let key_of = Arc::clone(&self.key_of);
         KeyedRateLimiter {
-            shared: Arc::new(KeyedShared {
-                executor: self.executor,
-                key_of: self.key_of,
-                limit_of: self.limit_of,
-                aimd: self.aimd,
-                max_wait: self.max_wait,
-                forget_idle_after: self.forget_idle_after,
-                cells: Mutex::new(Cells {
-                    by_key: HashMap::default(),
-                    next_sweep: deadline::after(now, self.forget_idle_after),
-                }),
-            }),
+            shared: self.shared(ByKey::default()),
+            key_of,
         }
+    }
+}
+
+impl<K: Clone + Send + Sync + 'static> KeyedRateLimiterBuilder<K> {
+    /// The limiter's settings and `store` for its cells, without checks (`build` checks);
+    /// the key function is not part of them.
+    pub(super) fn shared<S: Store<Key = K>>(self, store: S) -> Arc<Shared<K, S>> {
+        let now = self.executor.now();
+        Arc::new(Shared {
+            executor: self.executor,
+            limit_of: self.limit_of,
+            aimd: self.aimd,
+            max_wait: self.max_wait,
+            forget_idle_after: self.forget_idle_after,
+            cells: CachePadded::new(Mutex::new(Cells {
+                store,
+                next_sweep: deadline::after(now, self.forget_idle_after),
+            })),
+        })
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::aimd::Aimd;
 use super::gcra::Pace;
-use super::keyed_rate_limit::{KeyedRateLimiter, KeyedRateLimiterBuilder};
+use super::keyed_rate_limit::{KeyedRateLimiter, KeyedRateLimiterBuilder, One, Shared};
 use crate::admission::{Admission, AdmissionPermit, Precheck, Rejection};
 use crate::error::ConfigError;
 use crate::executor::{BoxFuture, Executor};
@@ -106,7 +106,8 @@ impl RateLimit {
 /// ```
 #[derive(Clone)]
 pub struct RateLimiter {
-    keyed: KeyedRateLimiter<()>,
+    /// A keyed limiter's machinery with a single cell: no key to work out, no map.
+    shared: Arc<Shared<(), One>>,
     limit: RateLimit,
 }
 
@@ -122,12 +123,7 @@ impl RateLimiter {
     /// A fixed limit timed by `executor` (use the pool's executor); waits as long as needed.
     pub fn new(limit: RateLimit, executor: Arc<dyn Executor>) -> Self {
         Self {
-            keyed: KeyedRateLimiter::builder(
-                executor,
-                |_: &TaskInfo| Some(()),
-                move |_: &()| limit,
-            )
-            .build_unchecked(),
+            shared: Self::settings(limit, executor).shared(One::default()),
             limit,
         }
     }
@@ -136,18 +132,19 @@ impl RateLimiter {
     pub fn builder(limit: RateLimit, executor: Arc<dyn Executor>) -> RateLimiterBuilder {
         RateLimiterBuilder {
             limit,
-            keyed: KeyedRateLimiter::builder(
-                executor,
-                |_: &TaskInfo| Some(()),
-                move |_: &()| limit,
-            ),
+            keyed: Self::settings(limit, executor),
         }
+    }
+
+    /// A keyed limiter's settings, with one key for every task.
+    fn settings(limit: RateLimit, executor: Arc<dyn Executor>) -> KeyedRateLimiterBuilder<()> {
+        KeyedRateLimiter::builder(executor, |_: &TaskInfo| Some(()), move |_: &()| limit)
     }
 
     /// The rate in force now (below the configured one while backing off).
     pub fn current_rate(&self) -> f64 {
         // Before the first attempt there is no cell yet: the configured rate is in force.
-        self.keyed
+        self.shared
             .current_rate(&())
             .unwrap_or(self.limit.per_second())
     }
@@ -160,27 +157,29 @@ impl RateLimiter {
 
 impl Admission for RateLimiter {
     fn acquire(&self, task: &TaskInfo) -> BoxFuture<Result<AdmissionPermit, Rejection>> {
-        self.keyed.acquire(task)
+        self.shared.acquire(task, ())
     }
 
     fn try_acquire(&self, task: &TaskInfo) -> Option<Result<AdmissionPermit, Rejection>> {
-        self.keyed.try_acquire(task)
+        self.shared.try_admit(task, ())
     }
 
+    /// See [`KeyedRateLimiter`]'s: the precheck proceeds exactly when the task's moment has
+    /// come, and then `try_acquire` takes it.
     fn try_admit(&self, task: &TaskInfo) -> Option<Result<AdmissionPermit, Rejection>> {
-        self.keyed.try_admit(task)
+        self.shared.try_admit(task, ())
     }
 
     fn precheck(&self, task: &TaskInfo) -> Precheck {
-        self.keyed.precheck(task)
+        self.shared.precheck(task, &())
     }
 
     fn complete(&self, permit: AdmissionPermit, result: &AttemptResult) {
-        self.keyed.complete(permit, result);
+        self.shared.complete(permit, result);
     }
 
     fn wants_complete(&self) -> bool {
-        self.keyed.wants_complete()
+        self.shared.wants_complete()
     }
 }
 
@@ -210,8 +209,9 @@ impl RateLimiterBuilder {
 
     /// Checks the settings and builds the limiter.
     pub fn build(self) -> Result<RateLimiter, ConfigError> {
+        self.keyed.check()?;
         Ok(RateLimiter {
-            keyed: self.keyed.build()?,
+            shared: self.keyed.shared(One::default()),
             limit: self.limit,
         })
     }

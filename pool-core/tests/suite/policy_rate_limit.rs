@@ -650,3 +650,69 @@ fn tasks_that_may_go_at_once_book_nothing_another_policy_could_strand() {
     });
     assert_eq!(limiter.booked(), 0);
 }
+
+/// A `RateLimiter` keeps one cell where a keyed limiter keeps a map of them: asked the same
+/// things at the same moments, it answers exactly as a keyed limiter that gives every task
+/// one key — tasks that go at once or are parked until their moment, turns taken over by
+/// higher priorities, waits too long to take, throttling and recovery, idle spells long
+/// enough to forget the cell.
+#[test]
+fn a_rate_limiter_answers_as_a_keyed_one_with_a_single_key() {
+    use futures::FutureExt;
+    use pool_core::AttemptResult;
+
+    for (seed, adaptive) in [(1, false), (2, true), (3, true)] {
+        let sim = SimExecutor::with_seed(seed);
+        let executor: Arc<dyn Executor> = Arc::new(sim.clone());
+        let limit = RateLimit::new(50.0, 4).unwrap();
+        let max_wait = Duration::from_millis(400);
+        let mut single = RateLimiter::builder(limit, executor.clone()).max_wait(max_wait);
+        let mut keyed = KeyedRateLimiter::builder(
+            executor.clone(),
+            |_: &TaskInfo| Some(()),
+            move |_: &()| limit,
+        )
+        .max_wait(max_wait);
+        if adaptive {
+            single = single.adaptive(Aimd::new());
+            keyed = keyed.adaptive(Aimd::new());
+        }
+        let (single, keyed) = (single.build().unwrap(), keyed.build().unwrap());
+        let mut rng = fastrand::Rng::with_seed(seed);
+        for step in 0..4_000 {
+            let task = TaskInfo::new(TaskId(rng.u64(0..40))).with_priority(rng.i32(0..3));
+            let (action, throttled) = (rng.u8(0..4), rng.u8(0..8) == 0);
+            let ask = |policy: &dyn Admission| -> String {
+                let finish = |permit: AdmissionPermit| {
+                    let shown = format!("{permit:?}");
+                    let result = if throttled {
+                        AttemptResult::Failed(ErrorClass::Throttled)
+                    } else {
+                        AttemptResult::Succeeded
+                    };
+                    policy.complete(permit, &result);
+                    shown
+                };
+                match action {
+                    0 => format!("{:?}", policy.try_admit(&task).map(|a| a.map(finish))),
+                    1 => format!("{:?}", policy.try_acquire(&task).map(|a| a.map(finish))),
+                    2 => format!("{:?}", policy.precheck(&task)),
+                    // A wait not over at once is dropped (its moment stays taken).
+                    _ => format!(
+                        "{:?}",
+                        policy.acquire(&task).now_or_never().map(|a| a.map(finish))
+                    ),
+                }
+            };
+            let (from_single, from_keyed) = (ask(&single), ask(&keyed));
+            assert_eq!(from_single, from_keyed, "seed {seed}, step {step}");
+            assert_eq!(
+                single.current_rate(),
+                keyed.current_rate(&()).unwrap_or(limit.per_second()),
+                "seed {seed}, step {step}"
+            );
+            let idle = if rng.u16(0..500) == 0 { 61_000 } else { 0 };
+            sim.advance(Duration::from_millis(rng.u64(0..30) + idle));
+        }
+    }
+}
