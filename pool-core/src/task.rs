@@ -1,5 +1,6 @@
 //! What a caller says about one task: identity, options, metadata, and how its errors classify.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,18 +22,25 @@ impl fmt::Display for TaskId {
 
 /// User labels carried from `enqueue` into events, metrics and task records.
 ///
-/// Cheap to clone (one `Arc`).
+/// Cheap to clone (one `Arc`). Keys and values are `Cow<'static, str>`: a string literal
+/// is kept as it is and a `String` is moved in, so labelling a task allocates only for the
+/// text that is not already owned (a borrowed `&str` that is not `'static` is copied by the
+/// caller, `.to_owned()`).
 ///
 /// ```
 /// use pool_core::Metadata;
-/// let meta = Metadata::new().with("op", "put").with("key", "photos/1.jpg");
+/// let key = String::from("photos/1.jpg");
+/// let meta = Metadata::new().with("op", "put").with("key", key);
 /// assert_eq!(meta.get("op"), Some("put"));
 /// ```
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Metadata {
     // `None` when empty, so tasks without labels cost no allocation.
-    labels: Option<Arc<Vec<(String, String)>>>,
+    labels: Option<Arc<Vec<(Label, Label)>>>,
 }
+
+/// A label's key or value.
+type Label = Cow<'static, str>;
 
 impl Metadata {
     /// No labels.
@@ -41,7 +49,7 @@ impl Metadata {
     }
 
     /// Adds (or replaces) a label.
-    pub fn with(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn with(mut self, key: impl Into<Label>, value: impl Into<Label>) -> Self {
         let key = key.into();
         let value = value.into();
         let labels = Arc::make_mut(self.labels.get_or_insert_with(Default::default));
@@ -62,7 +70,7 @@ impl Metadata {
         self.labels
             .iter()
             .flat_map(|labels| labels.iter())
-            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .map(|(k, v)| (k.as_ref(), v.as_ref()))
     }
 
     /// True if there are no labels.
@@ -71,7 +79,7 @@ impl Metadata {
     }
 }
 
-impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Metadata {
+impl<K: Into<Label>, V: Into<Label>> FromIterator<(K, V)> for Metadata {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
         iter.into_iter()
             .fold(Metadata::new(), |meta, (k, v)| meta.with(k, v))

@@ -134,7 +134,7 @@ impl CallOptions {
             metadata = metadata.with("op", operation);
         }
         if metadata.get("key").is_none() {
-            metadata = metadata.with("key", key);
+            metadata = metadata.with("key", key.to_owned());
         }
         self.task.clone().metadata(metadata)
     }

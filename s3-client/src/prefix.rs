@@ -181,9 +181,9 @@ mod tests {
     use pool_core::{Metadata, TaskId};
 
     fn task(op: Option<&str>, key: &str) -> TaskInfo {
-        let mut metadata = Metadata::new().with("key", key);
+        let mut metadata = Metadata::new().with("key", key.to_owned());
         if let Some(op) = op {
-            metadata = metadata.with("op", op);
+            metadata = metadata.with("op", op.to_owned());
         }
         TaskInfo::new(TaskId(0)).with_metadata(metadata)
     }

@@ -325,7 +325,9 @@ fn ten_ms(
     options: TaskOptions,
 ) -> TaskHandle<(), &'static str> {
     let executor = executor.clone();
-    let meta = tenant.map_or_else(Metadata::new, |t| Metadata::new().with("tenant", t));
+    let meta = tenant.map_or_else(Metadata::new, |t| {
+        Metadata::new().with("tenant", t.to_owned())
+    });
     pool.enqueue_with(
         move || {
             let sleep = executor.sleep(Duration::from_millis(10));

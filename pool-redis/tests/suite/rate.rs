@@ -37,11 +37,12 @@ async fn limiter(
 }
 
 fn task_of(tenant: &str) -> TaskInfo {
-    TaskInfo::new(pool_core::TaskId(u64::MAX)).with_metadata(Metadata::new().with("tenant", tenant))
+    TaskInfo::new(pool_core::TaskId(u64::MAX))
+        .with_metadata(Metadata::new().with("tenant", tenant.to_owned()))
 }
 
 fn labelled(tenant: &str) -> TaskOptions {
-    TaskOptions::new().metadata(Metadata::new().with("tenant", tenant))
+    TaskOptions::new().metadata(Metadata::new().with("tenant", tenant.to_owned()))
 }
 
 /// Runs `per_pool` tasks of tenant `a` through each of `pools`; returns when each started,
