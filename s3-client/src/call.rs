@@ -7,9 +7,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::future::{BoxFuture, FusedFuture};
-use pool_core::{CancellationToken, Metadata};
+use pool_core::{CancellationToken, MakeAttempt, Metadata};
 
-use crate::dispatch::{Attempt, Dispatcher};
+use crate::dispatch::{Dispatcher, Submitted};
 use crate::error::{ClientError, Operation};
 use crate::options::CallOptions;
 
@@ -53,57 +53,50 @@ enum State<T> {
     Ready(Start<T>),
     /// A single store call, not polled yet: its pieces kept in place of a boxed closure.
     Plain(PlainCall<T>),
+    /// A single store call on its way (a pool task, or its one direct attempt), polled in
+    /// place: no future of its own.
+    Submitted {
+        submitted: Submitted<T>,
+        operation: Operation,
+        key: String,
+    },
     Running(BoxFuture<'static, Result<T, ClientError>>),
     Done,
 }
 
-/// What a single store call needs to start: one allocation (its running future) rather
-/// than two (a closure, then the future it makes).
+/// Queues a single store call's attempt with the call's options (the attempt's own type
+/// inside, so the pool stores it and its futures unboxed).
+type Submit<T> = Box<dyn FnOnce(&Dispatcher, &str, &CallOptions) -> Submitted<T> + Send>;
+
+/// What a single store call needs to start: one allocation (the attempt, in `submit`).
 struct PlainCall<T> {
     dispatcher: Dispatcher,
     operation: Operation,
     key: String,
-    attempt: Attempt<T>,
-    /// [`PlainCall::start`], taken where `T: Send + 'static` holds, so that polling a `Call`
-    /// asks nothing more of `T`.
-    start: fn(PlainCall<T>, CallOptions) -> BoxFuture<'static, Result<T, ClientError>>,
-}
-
-impl<T: Send + 'static> PlainCall<T> {
-    fn start(self, options: CallOptions) -> BoxFuture<'static, Result<T, ClientError>> {
-        let PlainCall {
-            dispatcher,
-            operation,
-            key,
-            attempt,
-            ..
-        } = self;
-        Box::pin(async move {
-            let result = dispatcher
-                .run(operation.as_str(), &key, &options, attempt)
-                .await;
-            result.map_err(|error| ClientError::new(operation, key, error))
-        })
-    }
+    submit: Submit<T>,
 }
 
 impl<T: Send + 'static> Call<T> {
     /// `operation` on `key`: `attempt` run by `dispatcher` with the call's options, its
     /// error named after the operation and the key.
-    pub(crate) fn plain(
+    pub(crate) fn plain<A>(
         dispatcher: Dispatcher,
         operation: Operation,
         key: String,
-        attempt: Attempt<T>,
-    ) -> Self {
+        attempt: A,
+    ) -> Self
+    where
+        A: MakeAttempt<Ok = T, Error = object_store::Error>,
+    {
         Call {
             options: CallOptions::default(),
             state: State::Plain(PlainCall {
                 dispatcher,
                 operation,
                 key,
-                attempt,
-                start: PlainCall::start,
+                submit: Box::new(move |dispatcher, key, options| {
+                    dispatcher.run(operation.as_str(), key, options, attempt)
+                }),
             }),
         }
     }
@@ -209,16 +202,38 @@ impl<T> Future for Call<T> {
         let this = self.get_mut();
         if let State::Ready(_) | State::Plain(_) = this.state {
             let options = std::mem::take(&mut this.options);
-            this.state = State::Running(match std::mem::replace(&mut this.state, State::Done) {
-                State::Ready(start) => start(options),
-                State::Plain(plain) => (plain.start)(plain, options),
-                State::Running(_) | State::Done => unreachable!("matched just above"),
-            });
+            this.state = match std::mem::replace(&mut this.state, State::Done) {
+                State::Ready(start) => State::Running(start(options)),
+                State::Plain(PlainCall {
+                    dispatcher,
+                    operation,
+                    key,
+                    submit,
+                }) => State::Submitted {
+                    submitted: submit(&dispatcher, &key, &options),
+                    operation,
+                    key,
+                },
+                State::Submitted { .. } | State::Running(_) | State::Done => {
+                    unreachable!("matched just above")
+                }
+            };
         }
-        let State::Running(running) = &mut this.state else {
-            panic!("a Call was polled after it resolved");
+        let result = match &mut this.state {
+            State::Running(running) => std::task::ready!(running.as_mut().poll(cx)),
+            State::Submitted { submitted, .. } => {
+                let outcome = std::task::ready!(Pin::new(submitted).poll(cx));
+                let State::Submitted { operation, key, .. } =
+                    std::mem::replace(&mut this.state, State::Done)
+                else {
+                    unreachable!("matched just above")
+                };
+                outcome.map_err(|error| ClientError::new(operation, key, error))
+            }
+            State::Ready(_) | State::Plain(_) | State::Done => {
+                panic!("a Call was polled after it resolved")
+            }
         };
-        let result = std::task::ready!(running.as_mut().poll(cx));
         this.state = State::Done;
         Poll::Ready(result)
     }
@@ -234,7 +249,7 @@ impl<T> fmt::Debug for Call<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
             State::Ready(_) | State::Plain(_) => "not started",
-            State::Running(_) => "running",
+            State::Submitted { .. } | State::Running(_) => "running",
             State::Done => "done",
         };
         f.debug_struct("Call")

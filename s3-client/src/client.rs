@@ -11,7 +11,7 @@ use object_store::{
     GetOptions, GetResult, GetResultPayload, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode,
     PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
-use pool_core::{Batch, ConfigError, Pool, Stats, TaskOptions};
+use pool_core::{Batch, ConfigError, MakeAttempt, Pool, Stats, TaskOptions};
 
 use crate::body::{held_get, HeldGet};
 use crate::builder::{BuildError, S3ClientBuilder};
@@ -204,12 +204,10 @@ impl S3Client {
         )
     }
 
-    fn call<T: Send + 'static>(
-        &self,
-        operation: Operation,
-        key: String,
-        run: Attempt<T>,
-    ) -> Call<T> {
+    fn call<A>(&self, operation: Operation, key: String, run: A) -> Call<A::Ok>
+    where
+        A: MakeAttempt<Error = object_store::Error>,
+    {
         Call::plain(self.inner.dispatcher.clone(), operation, key, run)
     }
 
@@ -265,8 +263,18 @@ impl S3Client {
         {
             return self.put_in_parts(path, Bytes::from(payload), options);
         }
-        let (operation, run) = self.put_attempt(path.clone(), payload, options);
-        self.call(operation, path.to_string(), run)
+        if large && matches!(options.mode, PutMode::Overwrite) {
+            let (operation, run) = self.put_attempt(path.clone(), payload, options);
+            return self.call(operation, path.to_string(), run);
+        }
+        let run = put_once(
+            Arc::clone(&self.inner.store),
+            path.clone(),
+            payload,
+            options,
+        );
+        // The key is the path's text: taken as it is, not formatted.
+        self.call(Operation::Put, String::from(path.as_ref()), run)
     }
 
     /// A large body as a multipart upload whose parts are pool tasks.
@@ -317,12 +325,8 @@ impl S3Client {
             });
             return (Operation::PutMultipart, run);
         }
-        let run = attempt(move || {
-            let (store, path) = (Arc::clone(&store), path.clone());
-            let (payload, options) = (payload.clone(), options.clone());
-            async move { store.put_opts(&path, payload, options).await }
-        });
-        (Operation::Put, run)
+        let run = put_once(store, path, payload, options);
+        (Operation::Put, attempt(run))
     }
 
     /// What hedged reads did so far; `None` unless the client hedges
@@ -527,11 +531,11 @@ impl S3Client {
     pub fn delete(&self, path: &Path) -> Call<()> {
         let store = Arc::clone(&self.inner.store);
         let location = path.clone();
-        let run = attempt(move || {
+        let run = move || {
             let (store, path) = (Arc::clone(&store), location.clone());
             async move { store.delete(&path).await }
-        });
-        self.call(Operation::Delete, path.to_string(), run)
+        };
+        self.call(Operation::Delete, String::from(path.as_ref()), run)
     }
 
     /// Server-side copy, overwriting `to`.
@@ -548,7 +552,7 @@ impl S3Client {
     fn copy_with(&self, from: &Path, to: &Path, if_not_exists: bool) -> Call<()> {
         let store = Arc::clone(&self.inner.store);
         let (source, target) = (from.clone(), to.clone());
-        let run = attempt(move || {
+        let run = move || {
             let (store, from, to) = (Arc::clone(&store), source.clone(), target.clone());
             async move {
                 if if_not_exists {
@@ -557,8 +561,8 @@ impl S3Client {
                     store.copy(&from, &to).await
                 }
             }
-        });
-        self.call(Operation::Copy, to.to_string(), run)
+        };
+        self.call(Operation::Copy, String::from(to.as_ref()), run)
     }
 
     fn transfer_context(&self) -> TransferContext {
@@ -973,6 +977,20 @@ fn chunk_key(chunk: &[Path]) -> String {
         [] => String::new(),
         [only] => only.to_string(),
         [first, ..] => format!("{first} (+{} more)", chunk.len() - 1),
+    }
+}
+
+/// The attempts of a single-request upload.
+fn put_once(
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    payload: PutPayload,
+    options: PutOptions,
+) -> impl MakeAttempt<Ok = PutResult, Error = object_store::Error> {
+    move || {
+        let (store, path) = (Arc::clone(&store), path.clone());
+        let (payload, options) = (payload.clone(), options.clone());
+        async move { store.put_opts(&path, payload, options).await }
     }
 }
 

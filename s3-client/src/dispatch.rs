@@ -1,5 +1,9 @@
 //! [`Dispatcher`]: the one place where a store call meets the pool (or skips it).
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use futures::future::BoxFuture;
 use pool_core::{MakeAttempt, Pool, TaskError, TaskHandle};
 
@@ -40,73 +44,99 @@ impl Dispatcher {
         self.pool.as_ref()
     }
 
+    /// The group an attempt must hold a permit of while it runs: none without a group, or
+    /// when the attempt goes through a pool that already admits by it (`through_pool`).
+    fn group_for(&self, through_pool: bool) -> Option<PoolGroup> {
+        let group = self.group.as_ref()?;
+        if through_pool && self.pool_admits_group {
+            return None;
+        }
+        Some(group.clone())
+    }
+
     /// Wraps an attempt so that it holds a group permit while it runs, unless there is no
     /// group or the pool it runs through already admits it (`through_pool`).
     pub(crate) fn guarded<T: Send + 'static>(
         &self,
-        mut attempt: Attempt<T>,
+        attempt: Attempt<T>,
         through_pool: bool,
     ) -> Attempt<T> {
-        let Some(group) = self.group.clone() else {
-            return attempt;
-        };
-        if through_pool && self.pool_admits_group {
-            return attempt;
+        match self.group_for(through_pool) {
+            None => attempt,
+            Some(group) => {
+                let mut holding = holding(group, attempt);
+                Box::new(move || Box::pin(holding.make_attempt()))
+            }
         }
-        Box::new(move || {
-            let call = attempt();
-            let group = group.clone();
-            Box::pin(async move {
-                let _permit = group.acquire().await;
-                call.await
-            })
-        })
     }
 
-    /// Runs `attempt` (called once per attempt) for `operation` on `key`.
+    /// Runs `attempt` (called once per attempt) for `operation` on `key`: queued on the
+    /// pool now, its result when awaited.
     ///
     /// Through the pool unless the pool is disabled or the call bypasses it; then there is
     /// one attempt and its error comes back as `TaskError::Failed { attempts: 1 }`.
-    pub(crate) async fn run<T: Send + 'static>(
+    pub(crate) fn run<A>(
         &self,
         operation: &'static str,
         key: &str,
         options: &CallOptions,
-        attempt: Attempt<T>,
-    ) -> Result<T, TaskError<object_store::Error>> {
-        // Awaited in place: a call through the pool boxes no future of its own here.
+        attempt: A,
+    ) -> Submitted<A::Ok>
+    where
+        A: MakeAttempt<Error = object_store::Error>,
+    {
         self.submit(operation, key, options, attempt)
-            .outcome()
-            .await
     }
 
-    /// [`run`](Self::run), queued on the pool now rather than when first polled: a
-    /// transfer starts its parts this way, so each is on its way while the next is read.
-    pub(crate) fn start<T: Send + 'static>(
+    /// [`run`](Self::run), boxed: a transfer starts its parts this way, so each is on its
+    /// way while the next is read.
+    pub(crate) fn start<A>(
         &self,
         operation: &'static str,
         key: &str,
         options: &CallOptions,
-        attempt: Attempt<T>,
-    ) -> BoxFuture<'static, Result<T, TaskError<object_store::Error>>> {
-        Box::pin(self.submit(operation, key, options, attempt).outcome())
+        attempt: A,
+    ) -> BoxFuture<'static, Result<A::Ok, TaskError<object_store::Error>>>
+    where
+        A: MakeAttempt<Error = object_store::Error>,
+    {
+        Box::pin(self.submit(operation, key, options, attempt))
     }
 
     /// Queues `attempt` on the pool, or makes its one attempt when the call skips the pool.
-    fn submit<T: Send + 'static>(
+    ///
+    /// Generic over the attempt, so that the pool stores it and each attempt's future as
+    /// they are (no box per attempt); an attempt that must hold a group permit is wrapped.
+    fn submit<A>(
         &self,
         operation: &'static str,
         key: &str,
         options: &CallOptions,
-        attempt: Attempt<T>,
-    ) -> Submitted<T> {
+        attempt: A,
+    ) -> Submitted<A::Ok>
+    where
+        A: MakeAttempt<Error = object_store::Error>,
+    {
         match &self.pool {
             Some(pool) if !options.bypass_pool => {
-                let guarded = self.guarded(attempt, true);
                 let options = options.task_options(operation, key);
-                Submitted::Pooled(pool.enqueue_with(guarded, options, classify))
+                let handle = match self.group_for(true) {
+                    None => pool.enqueue_with(attempt, options, classify),
+                    Some(group) => pool.enqueue_with(holding(group, attempt), options, classify),
+                };
+                Submitted::Pooled(handle)
             }
-            _ => Submitted::Direct(self.guarded(attempt, false)()),
+            _ => {
+                let mut attempt = attempt;
+                let call = attempt.make_attempt();
+                Submitted::Direct(match self.group_for(false) {
+                    None => Box::pin(call),
+                    Some(group) => Box::pin(async move {
+                        let _permit = group.acquire().await;
+                        call.await
+                    }),
+                })
+            }
         }
     }
 
@@ -135,19 +165,40 @@ impl Dispatcher {
     }
 }
 
-/// A call on its way: a pool task, or the one attempt of a call that skips the pool.
-enum Submitted<T> {
+/// `attempt`, each of its attempts holding a permit of `group` while it runs.
+fn holding<A>(
+    group: PoolGroup,
+    mut attempt: A,
+) -> impl MakeAttempt<Ok = A::Ok, Error = object_store::Error>
+where
+    A: MakeAttempt<Error = object_store::Error>,
+{
+    move || {
+        let call = attempt.make_attempt();
+        let group = group.clone();
+        async move {
+            let _permit = group.acquire().await;
+            call.await
+        }
+    }
+}
+
+/// A call on its way: a pool task, or the one attempt of a call that skips the pool. Its
+/// output is the call's result, in the pool's terms.
+pub(crate) enum Submitted<T> {
     Pooled(TaskHandle<T, object_store::Error>),
     Direct(BoxFuture<'static, object_store::Result<T>>),
 }
 
-impl<T> Submitted<T> {
-    /// The call's result, in the pool's terms.
-    async fn outcome(self) -> Result<T, TaskError<object_store::Error>> {
-        match self {
-            Submitted::Pooled(handle) => handle.await,
+impl<T> Future for Submitted<T> {
+    type Output = Result<T, TaskError<object_store::Error>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Submitted::Pooled(handle) => Pin::new(handle).poll(cx),
             Submitted::Direct(attempt) => attempt
-                .await
+                .as_mut()
+                .poll(cx)
                 .map_err(|error| TaskError::Failed { error, attempts: 1 }),
         }
     }
