@@ -15,8 +15,11 @@
 //! than wall time.
 //!
 //! ```text
-//! cargo run --release -p s3-client --features testing --example put_bench [-- OPS CONCURRENCY ROUNDS] [--shared-runtime]
+//! cargo run --release -p s3-client --features testing --example put_bench [-- OPS CONCURRENCY ROUNDS] [--shared-runtime] [--only bare|s3client]
 //! ```
+//!
+//! `--only` runs one side alone (every round, no ratios): a profiler (`perf record`,
+//! `valgrind --tool=callgrind`) then sees that side's work and nothing else.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -344,12 +347,29 @@ impl Ratios {
     }
 }
 
+/// Which sides a run measures.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Sides {
+    Both,
+    Bare,
+    S3Client,
+}
+
 fn main() {
     let mut shared_runtime = false;
+    let mut sides = Sides::Both;
     let mut numbers = Vec::new();
-    for arg in std::env::args().skip(1) {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
         match arg.as_str() {
             "--shared-runtime" => shared_runtime = true,
+            "--only" => {
+                sides = match args.next().as_deref() {
+                    Some("bare") => Sides::Bare,
+                    Some("s3client") => Sides::S3Client,
+                    other => panic!("--only bare|s3client, not {other:?}"),
+                }
+            }
             number => numbers.push(number.parse::<usize>().expect("a number")),
         }
     }
@@ -388,8 +408,28 @@ fn main() {
 
         // Warm up connections and the server's directories on both paths.
         let warm_up = Setting { ops: 200, ..setting };
-        baseline(&store, usize::MAX, warm_up).await;
-        through_client(&client, &attempts, usize::MAX, warm_up).await;
+        if sides != Sides::S3Client {
+            baseline(&store, usize::MAX, warm_up).await;
+        }
+        if sides != Sides::Bare {
+            through_client(&client, &attempts, usize::MAX, warm_up).await;
+        }
+        if sides != Sides::Both {
+            for round in 0..rounds {
+                let (name, round) = if sides == Sides::Bare {
+                    ("buffer_unordered", baseline(&store, round, setting).await)
+                } else {
+                    let (round, _) = through_client(&client, &attempts, round, setting).await;
+                    ("S3Client", round)
+                };
+                println!(
+                    "{name}: {:>5.0} ops/s CPU {}",
+                    round.ops_per_sec,
+                    usage_text(round.usage)
+                );
+            }
+            return;
+        }
 
         let (ops, concurrency) = (setting.ops, setting.concurrency);
         let server_threads = if setting.split {
