@@ -58,8 +58,20 @@ pub trait Admission: Send + Sync + fmt::Debug + 'static {
     /// be asked the usual way (precheck, then `try_acquire` or `acquire`). A rate limiter far
     /// above its load answers with one lock and one clock read instead of two. It runs on
     /// the pool's worker: it must be quick and must not block. Default: `None`.
-    fn try_admit(&self, task: &TaskInfo) -> Option<Result<AdmissionPermit, Rejection>> {
-        let _ = task;
+    ///
+    /// `now` is the pool's clock (its executor's) as the task left the queue, when the pool
+    /// read it then — a queue that weighs priorities against waits does, and so does a pool
+    /// whose observers want times: a policy that needs the time takes it from here instead
+    /// of reading the clock a second time, and reads its own when it is `None`. The moment
+    /// may lie a few microseconds in the past (it was read before the runner took the
+    /// pool's lock); a policy deciding by it decides as if the task had come that much
+    /// earlier, as the pool itself does when it checks a precheck's moment against it.
+    fn try_admit(
+        &self,
+        task: &TaskInfo,
+        now: Option<Instant>,
+    ) -> Option<Result<AdmissionPermit, Rejection>> {
+        let _ = (task, now);
         None
     }
 

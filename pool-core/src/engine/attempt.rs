@@ -49,6 +49,7 @@ impl Policy {
     /// Keeps `permit` until the attempt ends if anything is to be done with it then: given
     /// back to the policy, or dropped (a guard released). An empty permit of a policy that
     /// wants no `complete` is dropped here: nothing would happen to it later.
+    #[inline(always)]
     fn keep<'a>(&'a self, permits: &mut Permits<'a>, permit: AdmissionPermit) {
         if self.wants_complete {
             permits.push((Some(self.admission.as_ref()), permit));
@@ -113,10 +114,10 @@ impl Engine {
                     &owned_info
                 }
             };
-            match self.try_admit(admit_info) {
-                Some(Ok((policy, permit))) => policy.keep(&mut permits, permit),
-                Some(Err(end)) => return (end, Some(self.now())),
-                None => {
+            match self.try_admit(admit_info, timeline.started_at(), &mut permits) {
+                Ok(true) => {}
+                Err(end) => return (end, Some(self.now())),
+                Ok(false) => {
                     if let Some(end) = self.precheck(admit_info, timeline.started_at()) {
                         return (end, Some(self.now()));
                     }
@@ -179,7 +180,11 @@ impl Engine {
         };
         // The end is read for the latency, when it is wanted; else by whoever needs it.
         let finished_at = timed.then(|| self.now());
-        if !permits.is_empty() {
+        if permits.is_empty() && !permits.spilled() {
+            // Nothing kept (no policy, or none that wants it back): an empty vector that
+            // never left the stack owns nothing, and forgetting it saves its drop's call.
+            std::mem::forget(permits);
+        } else {
             self.complete(permits, &end);
         }
         if let Some(finished_at) = finished_at {
@@ -216,20 +221,36 @@ impl Engine {
         }
     }
 
-    /// A pool with one admission policy asks its [`Admission::try_admit`] first: a permit
-    /// (with the policy that granted it) or a refusal at once, or `None` to go on with the
-    /// precheck and the acquire. A panic ends the attempt as a panic.
-    fn try_admit(&self, info: &TaskInfo) -> Option<Result<(&Policy, AdmissionPermit), AttemptEnd>> {
+    /// A pool with one admission policy asks its [`Admission::try_admit`] first.
+    /// `Ok(true)`: admitted at once (its permit kept in `permits` if anything is to be done
+    /// with it when the attempt ends); `Ok(false)`: no answer, the policy is asked the usual
+    /// way (precheck, then acquire); `Err`: refused, or the policy panicked. `popped_at`: when
+    /// the task left the queue, if the clock was read then (the policy need not read it).
+    fn try_admit<'a>(
+        &'a self,
+        info: &TaskInfo,
+        popped_at: Option<Ticks>,
+        permits: &mut Permits<'a>,
+    ) -> Result<bool, AttemptEnd> {
         let [policy] = self.admission.as_slice() else {
-            return None;
+            return Ok(false);
         };
-        match catch(|| policy.admission.try_admit(info)) {
-            Err(message) => Some(Err(AttemptEnd::Panicked(message))),
-            Ok(answer) => answer.map(|answer| {
-                answer
-                    .map(|permit| (policy, permit))
-                    .map_err(AttemptEnd::Rejected)
-            }),
+        let now = popped_at.map(|at| self.epoch.instant(at));
+        // The answer is made small within the panic guard, which copies it out (a refusal,
+        // rare on this path, is boxed): a permit is two words, a refusal about ten.
+        let answer = catch(|| match policy.admission.try_admit(info, now) {
+            Some(Ok(permit)) => Ok(Some(permit)),
+            Some(Err(rejection)) => Err(Box::new(rejection)),
+            None => Ok(None),
+        });
+        match answer {
+            Ok(Ok(Some(permit))) => {
+                policy.keep(permits, permit);
+                Ok(true)
+            }
+            Ok(Ok(None)) => Ok(false),
+            Ok(Err(rejection)) => Err(AttemptEnd::Rejected(*rejection)),
+            Err(message) => Err(AttemptEnd::Panicked(message)),
         }
     }
 

@@ -101,11 +101,17 @@ impl Bookings {
     }
 
     /// The moment booked for `task`, if any.
+    #[inline]
     pub(crate) fn get(&self, task: TaskId) -> Option<Instant> {
-        // Under the load's rate nothing is booked: no hashing for the common case.
+        // Under the load's rate nothing is booked: no hashing, and no call, for the common
+        // case.
         if self.by_task.is_empty() {
             return None;
         }
+        self.find(task)
+    }
+
+    fn find(&self, task: TaskId) -> Option<Instant> {
         let number = *self.by_task.get(&task)?;
         self.place(number).map(|place| self.instant(place.nanos()))
     }

@@ -47,6 +47,7 @@ impl Schedule {
     /// Books the earliest moment (see [`earliest`](Self::earliest)) and returns it.
     /// Books `now` if the limit allows a start now ([`earliest`](Self::earliest) is not
     /// later); one pass over the arithmetic instead of `earliest` then `book`.
+    #[inline]
     pub(crate) fn book_if_due(&mut self, now: Instant, pace: Pace) -> bool {
         let tat = match self.tat {
             // A TAT in the past (a limit above the load): due, whatever the tolerance.

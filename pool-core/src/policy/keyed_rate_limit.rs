@@ -256,7 +256,11 @@ impl RateCell {
     }
 
     fn pace(&mut self) -> Pace {
-        let rate = self.current_rate();
+        let Some(aimd) = &self.aimd else {
+            // A fixed rate: the pace worked out when the cell was made.
+            return self.pace.1;
+        };
+        let rate = aimd.current();
         if self.pace.0 != rate {
             self.pace = (rate, Self::pace_at(self.limit, rate));
         }
@@ -275,6 +279,7 @@ impl RateCell {
     /// Lets the task go now if it may without waiting — its booked moment has come, or it
     /// has none and the limit allows one now (booked here) — and says whether it did. If
     /// not, nothing is booked or taken: `acquire` does that.
+    #[inline]
     fn go_if_due(&mut self, task: &TaskInfo, now: Instant) -> bool {
         self.last_used = now;
         if let Some(rate) = self.aimd.as_mut() {
@@ -426,12 +431,16 @@ impl<S: Store> Shared<S::Key, S> {
 
     /// [`Admission::try_admit`] for a task under `key`: a permit if the task's moment has
     /// come (then it is taken), `None` to be asked the usual way.
+    /// At `now` if the pool read its clock already (see [`Admission::try_admit`]).
     pub(super) fn try_admit(
         &self,
         task: &TaskInfo,
         key: S::Key,
+        now: Option<Instant>,
     ) -> Option<Result<AdmissionPermit, Rejection>> {
-        self.go_if_due(task, &key).then(|| Ok(self.permit(key)))
+        let now = now.unwrap_or_else(|| self.executor.now());
+        self.go_if_due(task, &key, now)
+            .then(|| Ok(self.permit(key)))
     }
 
     /// [`Admission::precheck`] for a task under `key`.
@@ -485,8 +494,7 @@ impl<S: Store> Shared<S::Key, S> {
 
     /// Whether the task may go now without waiting (then it has gone: see
     /// [`RateCell::go_if_due`]).
-    fn go_if_due(&self, task: &TaskInfo, key: &S::Key) -> bool {
-        let now = self.executor.now();
+    fn go_if_due(&self, task: &TaskInfo, key: &S::Key, now: Instant) -> bool {
         self.with_cell(key, now, |cell| cell.go_if_due(task, now))
     }
 
@@ -560,17 +568,21 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Admission for KeyedRateLimite
     }
 
     fn try_acquire(&self, task: &TaskInfo) -> Option<Result<AdmissionPermit, Rejection>> {
-        let Some(key) = (self.key_of)(task) else {
-            return Some(Ok(AdmissionPermit::empty()));
-        };
-        self.shared.try_admit(task, key)
+        self.try_admit(task, None)
     }
 
     /// The precheck would proceed exactly when the task's moment has come — a moment booked
     /// for it that is due, or none booked and the limit allows one now — and then
     /// `try_acquire` takes it: one call does both.
-    fn try_admit(&self, task: &TaskInfo) -> Option<Result<AdmissionPermit, Rejection>> {
-        self.try_acquire(task)
+    fn try_admit(
+        &self,
+        task: &TaskInfo,
+        now: Option<Instant>,
+    ) -> Option<Result<AdmissionPermit, Rejection>> {
+        let Some(key) = (self.key_of)(task) else {
+            return Some(Ok(AdmissionPermit::empty()));
+        };
+        self.shared.try_admit(task, key, now)
     }
 
     fn precheck(&self, task: &TaskInfo) -> Precheck {

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::aimd::Aimd;
 use super::gcra::Pace;
@@ -161,13 +161,17 @@ impl Admission for RateLimiter {
     }
 
     fn try_acquire(&self, task: &TaskInfo) -> Option<Result<AdmissionPermit, Rejection>> {
-        self.shared.try_admit(task, ())
+        self.shared.try_admit(task, (), None)
     }
 
     /// See [`KeyedRateLimiter`]'s: the precheck proceeds exactly when the task's moment has
     /// come, and then `try_acquire` takes it.
-    fn try_admit(&self, task: &TaskInfo) -> Option<Result<AdmissionPermit, Rejection>> {
-        self.shared.try_admit(task, ())
+    fn try_admit(
+        &self,
+        task: &TaskInfo,
+        now: Option<Instant>,
+    ) -> Option<Result<AdmissionPermit, Rejection>> {
+        self.shared.try_admit(task, (), now)
     }
 
     fn precheck(&self, task: &TaskInfo) -> Precheck {

@@ -5,7 +5,7 @@ use crate::support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pool_core::{
     Admission, AdmissionPermit, AttemptResult, BoxFuture, ErrorClass, Precheck, Rejection,
@@ -129,7 +129,11 @@ impl Admission for Combined {
         Box::pin(std::future::ready(Ok(AdmissionPermit::empty())))
     }
 
-    fn try_admit(&self, task: &TaskInfo) -> Option<Result<AdmissionPermit, Rejection>> {
+    fn try_admit(
+        &self,
+        task: &TaskInfo,
+        _now: Option<Instant>,
+    ) -> Option<Result<AdmissionPermit, Rejection>> {
         self.note("try_admit", task);
         match task.priority {
             1 => Some(Ok(AdmissionPermit::empty())),
@@ -179,7 +183,11 @@ impl Admission for Forgetful {
         Box::pin(std::future::ready(Ok(self.permit())))
     }
 
-    fn try_admit(&self, _task: &TaskInfo) -> Option<Result<AdmissionPermit, Rejection>> {
+    fn try_admit(
+        &self,
+        _task: &TaskInfo,
+        _now: Option<Instant>,
+    ) -> Option<Result<AdmissionPermit, Rejection>> {
         self.at_once.then(|| Ok(self.permit()))
     }
 

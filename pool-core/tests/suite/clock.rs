@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pool_core::{BoxFuture, Executor, Pool, SimExecutor, TaskError, TaskOptions};
+use pool_core::{BoxFuture, Executor, Pool, PoolBuilder, SimExecutor, TaskError, TaskOptions};
 
 use crate::support::Recorder;
 
@@ -59,14 +59,23 @@ async fn run_noops(pool: &Pool, tasks: usize, priority: impl Fn(usize) -> i32) {
 /// Clock reads while a pool with the defaults (a timeout, a retry budget, aging on; no
 /// observers) at concurrency 4 runs `tasks` no-op tasks of `priority`.
 fn clock_reads(tasks: usize, priority: impl Fn(usize) -> i32) -> usize {
+    clock_reads_with(tasks, priority, |builder, _| builder)
+}
+
+/// [`clock_reads`] of a pool that `with` sets up further (given the pool's clock).
+fn clock_reads_with(
+    tasks: usize,
+    priority: impl Fn(usize) -> i32,
+    with: impl FnOnce(PoolBuilder, Arc<dyn Executor>) -> PoolBuilder,
+) -> usize {
     let clock = counting();
     let sim = clock.sim.clone();
     sim.block_on(async {
-        let pool = Pool::builder()
-            .executor_arc(Arc::clone(&clock) as Arc<dyn Executor>)
-            .concurrency(4)
-            .build()
-            .unwrap();
+        let executor = Arc::clone(&clock) as Arc<dyn Executor>;
+        let builder = Pool::builder()
+            .executor_arc(Arc::clone(&executor))
+            .concurrency(4);
+        let pool = with(builder, executor).build().unwrap();
         let before = clock.reads.load(Ordering::SeqCst);
         run_noops(&pool, tasks, priority).await;
         clock.reads.load(Ordering::SeqCst) - before
@@ -92,6 +101,38 @@ fn a_queue_that_ages_still_pops_by_the_clock() {
     assert!(
         reads >= 2 * tasks - 8,
         "{reads} clock reads for {tasks} tasks of three priorities"
+    );
+}
+
+/// A rate limiter far above the load, in a pool whose pops read the clock (a queue of
+/// several levels weighs waits), takes the pop's moment instead of reading the clock again:
+/// the pool reads it as often as without the limiter (the first pops, before the queue
+/// holds several levels, aside).
+#[cfg(feature = "rate-limit")]
+#[test]
+fn a_rate_limiter_takes_the_moment_the_pop_read() {
+    use pool_core::policy::{RateLimit, RateLimiter};
+    let tasks = 400;
+    let three_levels = |i: usize| (i % 3) as i32;
+    let without = clock_reads(tasks, three_levels);
+    let with = clock_reads_with(tasks, three_levels, |builder, clock| {
+        builder.admission(RateLimiter::new(RateLimit::new(1e9, 1_000).unwrap(), clock))
+    });
+    assert!(
+        with <= without + 8,
+        "{with} clock reads with the limiter, {without} without ({tasks} tasks)"
+    );
+    // Where the pops read no clock (one level), the limiter reads it once per task.
+    let one_level = clock_reads_with(
+        tasks,
+        |_| 0,
+        |builder, clock| {
+            builder.admission(RateLimiter::new(RateLimit::new(1e9, 1_000).unwrap(), clock))
+        },
+    );
+    assert!(
+        one_level >= 2 * tasks - 8,
+        "{one_level} clock reads, one level"
     );
 }
 

@@ -696,7 +696,14 @@ fn a_rate_limiter_answers_as_a_keyed_one_with_a_single_key() {
                     shown
                 };
                 match action {
-                    0 => format!("{:?}", policy.try_admit(&task).map(|a| a.map(finish))),
+                    0 => format!("{:?}", policy.try_admit(&task, None).map(|a| a.map(finish))),
+                    // The pool's clock, read as the task left the queue.
+                    1 if throttled => format!(
+                        "{:?}",
+                        policy
+                            .try_admit(&task, Some(sim.now()))
+                            .map(|a| a.map(finish))
+                    ),
                     1 => format!("{:?}", policy.try_acquire(&task).map(|a| a.map(finish))),
                     2 => format!("{:?}", policy.precheck(&task)),
                     // A wait not over at once is dropped (its moment stays taken).
