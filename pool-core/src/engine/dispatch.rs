@@ -48,12 +48,7 @@ impl Engine {
             && info.is_none()
         {
             let watched = cancellable.then(|| task.clone());
-            let entry = Entry {
-                task,
-                waiting,
-                at: now,
-            };
-            match self.intake.push(entry) {
+            match self.intake.push(Entry::new(task, waiting, now)) {
                 Ok(()) => {
                     if let Some(task) = watched {
                         task.watch_cancellation();
@@ -61,7 +56,10 @@ impl Engine {
                     return;
                 }
                 // Closed meanwhile: the engine's lock, as below.
-                Err(entry) => (entry.task, entry.waiting),
+                Err(entry) => {
+                    let (task, waiting, _) = entry.into_parts();
+                    (task, waiting)
+                }
             }
         } else {
             (task, waiting)

@@ -37,22 +37,83 @@ use std::sync::atomic::Ordering;
 
 use crate::sync::{AtomicBool, Mutex};
 
+use crossbeam_utils::CachePadded;
+
 use super::job::{TaskRef, Waiting};
 use super::ticks::Ticks;
+use crate::tenant::Tenant;
 
-/// A task in the intake, with what its queue push needs.
+/// A task in the intake, with what its queue push needs: 32 bytes, two to a cache line. The
+/// producer writes entries and a runner reads them on another core, so each line of them
+/// crosses between the cores twice (the buffers swap); at 56 bytes (the whole [`Waiting`]
+/// and the moment apart) an entry took nearly a line.
 pub(super) struct Entry {
     pub(super) task: TaskRef,
-    pub(super) waiting: Waiting,
-    /// When it was enqueued.
-    pub(super) at: Ticks,
+    /// Whose share of the slots it starts from.
+    tenant: Option<Tenant>,
+    stamp: Stamp,
+}
+
+/// When a task was enqueued, in ticks (the low 63 bits: 292 years from the engine's epoch),
+/// and whether it has a cancellation token (the top bit). A task in the intake has no
+/// deadline (one with a deadline takes the engine's lock), so this is all of its
+/// [`Waiting`] but the tenant.
+#[derive(Clone, Copy)]
+struct Stamp(u64);
+
+impl Stamp {
+    const CANCELLABLE: u64 = 1 << 63;
+
+    fn new(at: Ticks, cancellable: bool) -> Self {
+        let cancellable = if cancellable { Self::CANCELLABLE } else { 0 };
+        Self(at.nanos().min(!Self::CANCELLABLE) | cancellable)
+    }
+
+    fn at(self) -> Ticks {
+        Ticks::from_nanos(self.0 & !Self::CANCELLABLE)
+    }
+
+    fn cancellable(self) -> bool {
+        self.0 & Self::CANCELLABLE != 0
+    }
+}
+
+impl Entry {
+    /// `task`, enqueued at `at`, waiting as `waiting` says (without a deadline: the caller
+    /// checks).
+    #[inline]
+    pub(super) fn new(task: TaskRef, waiting: Waiting, at: Ticks) -> Self {
+        debug_assert!(
+            waiting.deadline.is_none(),
+            "a task with a deadline is not left here"
+        );
+        Self {
+            task,
+            stamp: Stamp::new(at, waiting.cancellable),
+            tenant: waiting.tenant,
+        }
+    }
+
+    /// The task, how it waits and when it was enqueued.
+    #[inline]
+    pub(super) fn into_parts(self) -> (TaskRef, Waiting, Ticks) {
+        let waiting = Waiting {
+            tenant: self.tenant,
+            cancellable: self.stamp.cancellable(),
+            deadline: None,
+        };
+        (self.task, waiting, self.stamp.at())
+    }
 }
 
 #[derive(Debug, Default)]
 pub(super) struct Intake {
     /// Mirrors `Inbox::open` for a look without the lock: a producer that finds it closed
-    /// takes the engine's lock at once. Written under both locks.
-    open: AtomicBool,
+    /// takes the engine's lock at once. Written under both locks, rarely (when the pool
+    /// fills its last slot or frees one); read by every enqueue and every acquisition of
+    /// the engine's lock. On a cache line of its own: beside the inbox's lock, which a
+    /// producer and the runners take in turn, every producer's look missed.
+    open: CachePadded<AtomicBool>,
     inbox: Mutex<Inbox>,
 }
 
@@ -128,7 +189,55 @@ impl std::fmt::Debug for Entry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Entry")
             .field("id", &self.task.id())
-            .field("at", &self.at)
+            .field("at", &self.stamp.at())
+            .field("cancellable", &self.stamp.cancellable())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(shuttle)))]
+mod tests {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    /// Two entries to a cache line: every line of them crosses between the producer's core
+    /// and a runner's, twice.
+    #[test]
+    fn an_entry_is_half_a_cache_line() {
+        assert_eq!(size_of::<Entry>(), 32);
+    }
+
+    /// The flag every enqueue reads is not on the line of the lock that a producer and the
+    /// runners take in turn.
+    #[test]
+    fn the_open_flag_is_apart_from_the_inbox_lock() {
+        let flag = offset_of!(Intake, open)
+            ..offset_of!(Intake, open) + size_of::<CachePadded<AtomicBool>>();
+        let inbox = offset_of!(Intake, inbox);
+        let line = |offset: usize| offset / 64;
+        assert!(
+            !flag.contains(&inbox)
+                && line(flag.start) != line(inbox)
+                && line(flag.end - 1) != line(inbox),
+            "open at {flag:?}, inbox at {inbox}"
+        );
+    }
+
+    #[test]
+    fn a_stamp_keeps_the_moment_and_the_token() {
+        for (nanos, cancellable) in [
+            (0, false),
+            (0, true),
+            (12_345, true),
+            (u64::MAX >> 1, false),
+        ] {
+            let stamp = Stamp::new(Ticks::from_nanos(nanos), cancellable);
+            assert_eq!(stamp.at(), Ticks::from_nanos(nanos));
+            assert_eq!(stamp.cancellable(), cancellable);
+        }
+        // Past 292 years the moment saturates rather than taking the token's bit.
+        let far = Stamp::new(Ticks::from_nanos(u64::MAX), false);
+        assert!(!far.cancellable());
+        assert_eq!(far.at(), Ticks::from_nanos(u64::MAX >> 1));
     }
 }

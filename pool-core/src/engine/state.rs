@@ -181,7 +181,8 @@ impl State {
         let mut arrivals = std::mem::take(&mut self.arrivals);
         self.counters.enqueued += arrivals.len() as u64;
         for entry in arrivals.drain(..) {
-            self.push(entry.task, &entry.waiting, entry.at);
+            let (task, waiting, at) = entry.into_parts();
+            self.push(task, &waiting, at);
         }
         // Kept for the next swap with the intake's buffer, unless a burst grew it.
         arrivals.shrink_to(KEPT_ARRIVALS);
