@@ -100,6 +100,10 @@ impl Observer for Buffered {
         self.inner.observer.wants(kind)
     }
 
+    fn reads_labels(&self) -> bool {
+        self.inner.observer.reads_labels()
+    }
+
     fn on_event(&self, event: &Event) {
         let inner = &self.inner;
         let capacity = inner.capacity;

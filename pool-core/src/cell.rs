@@ -189,11 +189,19 @@ type Last<A> = Option<Result<<A as MakeAttempt>::Ok, <A as MakeAttempt>::Error>>
 /// result under its lock. The classifier is generic, not boxed: the usual one
 /// (`E::error_class`) takes no space at all.
 pub(crate) struct TaskCell<A: MakeAttempt, C, S> {
-    fields: Storage<C, Phase<A>, ColdOrSink<Cold, S>, Last<A>>,
+    fields: Storage<Fixed<C>, Phase<A>, ColdOrSink<Cold, S>, Last<A>>,
+}
+
+/// What a task fixes when it is made besides its id and priority, read without its lock.
+struct Fixed<C> {
+    classify: C,
+    /// Made with no labels and no tenant (both fixed when a task is made: a cold box made
+    /// later has neither), so its identity is its id and priority, read without the lock.
+    anonymous: bool,
 }
 
 /// A task's guarded fields while its lock is held.
-type Body<'a, A, C, S> = Guard<'a, C, Phase<A>, ColdOrSink<Cold, S>, Last<A>>;
+type Body<'a, A, C, S> = Guard<'a, Fixed<C>, Phase<A>, ColdOrSink<Cold, S>, Last<A>>;
 
 impl<A: MakeAttempt, C, S: CancelSink + 'static> TaskCell<A, C, S> {
     /// A task with `options`; `sink` hears when the options' token fires or the handle
@@ -214,11 +222,11 @@ impl<A: MakeAttempt, C, S: CancelSink + 'static> TaskCell<A, C, S> {
             tenant,
             deadline,
         } = options;
-        let plain = retries.is_none()
+        let anonymous = metadata.is_empty() && tenant.is_none();
+        let plain = anonymous
+            && retries.is_none()
             && timeout.is_none()
-            && metadata.is_empty()
             && cancellation.is_none()
-            && tenant.is_none()
             && deadline.is_none();
         let cold = (!plain).then(|| {
             let watch = cancellation.as_ref().map(|token| {
@@ -250,7 +258,17 @@ impl<A: MakeAttempt, C, S: CancelSink + 'static> TaskCell<A, C, S> {
             waker: Waker::noop().clone(),
         };
         Self {
-            fields: Storage::new(id, priority, classify, phase, cold, None),
+            fields: Storage::new(
+                id,
+                priority,
+                Fixed {
+                    classify,
+                    anonymous,
+                },
+                phase,
+                cold,
+                None,
+            ),
         }
     }
 
@@ -296,7 +314,7 @@ where
 {
     /// Keeps an attempt's result and says how it classifies.
     fn record(&self, result: Result<A::Ok, A::Error>) -> Option<ErrorClass> {
-        let class = result.as_ref().err().map(&self.fields.classify);
+        let class = result.as_ref().err().map(&self.fields.classify.classify);
         *self.lock().last() = Some(result);
         class
     }
@@ -317,9 +335,12 @@ where
     }
 
     fn info(&self) -> TaskInfo {
-        let (metadata, tenant) = self
-            .cold(|cold| (cold.metadata.clone(), cold.tenant.clone()))
-            .unwrap_or_default();
+        let (metadata, tenant) = if self.fields.classify.anonymous {
+            Default::default()
+        } else {
+            self.cold(|cold| (cold.metadata.clone(), cold.tenant.clone()))
+                .unwrap_or_default()
+        };
         TaskInfo {
             id: self.fields.id,
             priority: self.fields.priority,
@@ -422,25 +443,6 @@ where
     fn stored_timeline(&self) -> Option<Timeline> {
         self.cold(|cold| cold.timeline.as_deref().copied())
             .flatten()
-    }
-
-    fn info_and_timeline(&self) -> (TaskInfo, Option<Timeline>) {
-        let (metadata, tenant, timeline) = self
-            .cold(|cold| {
-                (
-                    cold.metadata.clone(),
-                    cold.tenant.clone(),
-                    cold.timeline.as_deref().copied(),
-                )
-            })
-            .unwrap_or_default();
-        let info = TaskInfo {
-            id: self.fields.id,
-            priority: self.fields.priority,
-            metadata,
-            tenant,
-        };
-        (info, timeline)
     }
 
     fn store_timeline(&self, timeline: Timeline) {

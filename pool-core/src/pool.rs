@@ -298,6 +298,41 @@ impl Pool {
         self.engine().executor.now()
     }
 
+    /// Whether anything attached to this pool reads tasks' labels
+    /// ([`TaskOptions::metadata`]): an observer that [reads them](crate::Observer::reads_labels),
+    /// an admission policy (each is handed the task's [`TaskInfo`], labels included), or a
+    /// `tracing` subscriber listening to `pool_core::events` (it logs events whole; asked
+    /// each time). When it is `false` a task's labels are kept with it but nobody looks at
+    /// them, so a caller that builds labels only to be read (a client labelling each request
+    /// with its operation and key) may skip them.
+    ///
+    /// ```
+    /// use pool_core::{Event, EventKind, Observer, Pool};
+    ///
+    /// /// Counts finished tasks; never looks at their labels.
+    /// #[derive(Debug)]
+    /// struct Count;
+    ///
+    /// impl Observer for Count {
+    ///     fn on_event(&self, _event: &Event) {}
+    ///     fn wants(&self, kind: EventKind) -> bool {
+    ///         kind == EventKind::TaskFinished
+    ///     }
+    ///     fn reads_labels(&self) -> bool {
+    ///         false
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// assert!(!Pool::builder().build().unwrap().reads_labels());
+    /// assert!(!Pool::builder().observer(Count).build().unwrap().reads_labels());
+    /// # }
+    /// ```
+    pub fn reads_labels(&self) -> bool {
+        self.engine().reads_labels()
+    }
+
     /// Running tasks finish; none start until [`resume`](Self::resume).
     ///
     /// # Examples

@@ -91,6 +91,8 @@ impl Engine {
         let in_flight = state.running();
         let queued = state.queue.len();
         let next = self.decide(&mut state, &job, end, deadline, &mut now);
+        // A task that ends was counted last: its place in finishing order.
+        let sequence = state.counters.resolved().saturating_sub(1);
         state.free_slot(lane, job.task().id());
         let mut next_claim = state.take_next(&mut now, self.settings.aging_target_wait);
         // Without a next task the slot stays free: the intake closes, and what was pushed
@@ -133,7 +135,7 @@ impl Engine {
             });
         }
         match next {
-            Next::End(end) => self.finish(job, end, &mut now, timeline, info),
+            Next::End(end) => self.finish(job, end, &mut now, timeline, info, sequence),
             Next::Retry {
                 delay,
                 backoff,

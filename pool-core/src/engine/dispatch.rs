@@ -67,10 +67,11 @@ impl Engine {
         let mut state = self.lock();
         state.counters.enqueued += 1;
         if state.stopped {
+            let sequence = state.counters.resolved();
             state.counters.ended(&TaskEnd::Stopped);
             drop(state);
             let stay = Timeline::waiting(now);
-            self.finish_waiting(task, TaskEnd::Stopped, now, &stay, info);
+            self.finish_waiting(task, TaskEnd::Stopped, now, &stay, info, sequence);
             return;
         }
         let watched = cancellable.then(|| task.clone());
@@ -170,6 +171,7 @@ impl Engine {
         let now = self.now();
         let mut state = self.lock();
         state.free_slot(lane, job.task().id());
+        let sequence = state.counters.resolved();
         state.counters.ended(&TaskEnd::Stopped);
         self.settle_intake(&mut state);
         // The slot may have gone back to a parent whose next child starts on it.
@@ -178,7 +180,8 @@ impl Engine {
         let idle = state.is_idle();
         drop(state);
         let stay = Timeline::waiting(now);
-        self.finish(job, TaskEnd::Stopped, &mut Now::at(self, now), &stay, None);
+        let at = &mut Now::at(self, now);
+        self.finish(job, TaskEnd::Stopped, at, &stay, None, sequence);
         self.spawn_runners(started);
         if idle {
             self.notify_idle();

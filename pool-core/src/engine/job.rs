@@ -88,11 +88,6 @@ pub(crate) trait ErasedTask: Send + Sync + 'static {
     ) -> Start<'a>;
     /// The timeline the task kept when it last left for a while (retry backoff, deferral).
     fn stored_timeline(&self) -> Option<Timeline>;
-    /// [`info`](Self::info) and [`stored_timeline`](Self::stored_timeline) at once (what a
-    /// finished task's record needs: one look at the task instead of two).
-    fn info_and_timeline(&self) -> (TaskInfo, Option<Timeline>) {
-        (self.info(), self.stored_timeline())
-    }
     fn store_timeline(&self, timeline: Timeline);
     /// Ends the task and wakes its handle; says whether it did. A second call changes
     /// nothing (the first may come from [`TaskHandle::abort`](crate::TaskHandle::abort)).

@@ -257,6 +257,12 @@ impl Engine {
         self.service.is_some() || self.observers.wants_times()
     }
 
+    /// Whether anything reads tasks' labels: an observer that says so, `tracing`, or an
+    /// admission policy (each is handed the task's identity, labels included).
+    pub(crate) fn reads_labels(&self) -> bool {
+        !self.admission.is_empty() || self.observers.read_labels()
+    }
+
     /// Whether `task` was aborted (asked only while some abort is unsettled).
     fn was_aborted(&self, task: &job::TaskRef) -> bool {
         self.aborts.load(Ordering::SeqCst) > 0 && task.is_resolved()

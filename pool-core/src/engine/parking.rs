@@ -415,6 +415,7 @@ impl Engine {
             if let Some(wakeup) = wakeup {
                 wakeup.abandon();
             }
+            let sequence = state.counters.resolved();
             state.counters.ended(&end);
             let idle = state.is_idle();
             drop(state);
@@ -425,6 +426,7 @@ impl Engine {
                 &mut Now::at(self, now),
                 &Timeline::waiting(now),
                 None,
+                sequence,
             );
             if idle {
                 self.notify_idle();
@@ -482,9 +484,11 @@ impl Engine {
             notified.as_mut().enable();
             let now = self.executor.now();
             let ticks = self.epoch.ticks(now);
-            let (started, expired, idle, next) = {
+            let (started, (expired, expired_from), idle, next) = {
                 let mut state = self.lock();
                 // First, so a task due back from parking past its deadline is not queued.
+                // Each is counted as it expires, so numbered in this order.
+                let expired_from = state.counters.resolved();
                 let expired = state.expire(now);
                 while let Some(task) = state.parked.pop_due(now) {
                     let waiting = task.waiting();
@@ -494,11 +498,11 @@ impl Engine {
                     .take_startable(&mut Now::at(&self, ticks), self.settings.aging_target_wait);
                 state.timer = state.next_wake();
                 let idle = !expired.is_empty() && state.is_idle();
-                (started, expired, idle, state.timer)
+                (started, (expired, expired_from), idle, state.timer)
             };
             self.spawn_runners(started);
-            for (task, stay) in expired {
-                self.finish_waiting(task, DEADLINE_PASSED, ticks, &stay, None);
+            for ((task, stay), sequence) in expired.into_iter().zip(expired_from..) {
+                self.finish_waiting(task, DEADLINE_PASSED, ticks, &stay, None, sequence);
             }
             if idle {
                 self.notify_idle();

@@ -20,10 +20,11 @@ impl CancelSink for Engine {
         let Some((task, stay)) = state.withdraw(id, now) else {
             return;
         };
+        let sequence = state.counters.resolved();
         state.counters.ended(&TaskEnd::Cancelled);
         let idle = state.is_idle();
         drop(state);
-        self.finish_waiting(task, TaskEnd::Cancelled, now, &stay, None);
+        self.finish_waiting(task, TaskEnd::Cancelled, now, &stay, None, sequence);
         if idle {
             self.notify_idle();
         }
@@ -59,6 +60,8 @@ impl Engine {
         state.places.clear();
         state.deadlines.clear();
         state.idle_runners = 0;
+        // Numbered in the order they are finished below.
+        let sequences = state.counters.resolved()..;
         state
             .counters
             .stopped(queued.len() + on_loan.len() + parked.len());
@@ -72,17 +75,14 @@ impl Engine {
             self.stop_now_token.cancel();
             self.interrupt.notify_waiters();
         }
-        for popped in queued {
-            let stay = Timeline::waiting(popped.enqueued_at);
-            self.finish_waiting(popped.job, TaskEnd::Stopped, now, &stay, None);
-        }
-        for (task, entered_at) in on_loan {
+        let waited = queued
+            .into_iter()
+            .map(|popped| (popped.job, popped.enqueued_at))
+            .chain(on_loan)
+            .chain(parked.into_iter().map(|task| (task, now)));
+        for ((task, entered_at), sequence) in waited.zip(sequences) {
             let stay = Timeline::waiting(entered_at);
-            self.finish_waiting(task, TaskEnd::Stopped, now, &stay, None);
-        }
-        for task in parked {
-            let stay = Timeline::waiting(now);
-            self.finish_waiting(task, TaskEnd::Stopped, now, &stay, None);
+            self.finish_waiting(task, TaskEnd::Stopped, now, &stay, None, sequence);
         }
         if first_stop {
             tracing::debug!(target: "pool_core", cancel_running, "pool stopped");

@@ -213,7 +213,8 @@ mod tests {
         second.attempt_ended(t0 + ms(170));
         let whole = second.after(Some(first));
         let info = TaskInfo::new(crate::TaskId(1));
-        let finished = FinishedTask::new(&info, epoch, &whole, t0 + ms(170), 2, Outcome::Succeeded);
+        let finished =
+            FinishedTask::new(&info, epoch, &whole, t0 + ms(170), 2, Outcome::Succeeded, 4);
         let record = finished.record();
         assert_eq!(finished.total(), ms(170));
         assert_eq!(record.total(), ms(170));
@@ -222,6 +223,7 @@ mod tests {
         assert_eq!(record.finished_at, start + ms(170));
         assert_eq!(finished.clock_origin(), start);
         assert_eq!(finished.finished_since_origin(), ms(170));
+        assert_eq!(finished.sequence(), 4);
         assert_eq!(record.queue_wait, ms(15));
         assert_eq!(record.execution, ms(50));
         assert_eq!(record.retry_delay, ms(100));

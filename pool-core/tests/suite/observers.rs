@@ -322,3 +322,65 @@ async fn the_finished_task_view_reads_what_the_owned_record_holds() {
         .iter()
         .any(|r| r.queue_wait > Duration::ZERO && r.total() > r.execution));
 }
+
+/// Wants `kinds`, and says whether it reads labels.
+#[derive(Debug)]
+struct Declares {
+    kinds: &'static [EventKind],
+    reads_labels: bool,
+}
+
+impl Observer for Declares {
+    fn on_event(&self, _event: &Event) {}
+
+    fn wants(&self, kind: EventKind) -> bool {
+        self.kinds.contains(&kind)
+    }
+
+    fn reads_labels(&self) -> bool {
+        self.reads_labels
+    }
+}
+
+#[test]
+fn a_pool_reads_labels_only_if_an_observer_of_tasks_says_it_does() {
+    let reads = |observers: Vec<Declares>| {
+        let mut builder = Pool::builder().executor(SimExecutor::new());
+        for observer in observers {
+            builder = builder.observer(observer);
+        }
+        builder.build().unwrap().reads_labels()
+    };
+    let finished = &[EventKind::TaskFinished][..];
+    let limits = &[EventKind::ConcurrencyChanged][..];
+    assert!(!reads(vec![]), "no observer");
+    let counting = Declares {
+        kinds: finished,
+        reads_labels: false,
+    };
+    assert!(!reads(vec![counting]), "one that says it does not");
+    let labelling = Declares {
+        kinds: finished,
+        reads_labels: true,
+    };
+    assert!(reads(vec![labelling]), "one that says it does");
+    let no_tasks = Declares {
+        kinds: limits,
+        reads_labels: true,
+    };
+    assert!(!reads(vec![no_tasks]), "it hears of no task");
+    // Wrapped, the observer answers for itself.
+    let buffered = Buffered::new(
+        Declares {
+            kinds: finished,
+            reads_labels: false,
+        },
+        8,
+    );
+    let pool = Pool::builder()
+        .executor(SimExecutor::new())
+        .observer(buffered)
+        .build()
+        .unwrap();
+    assert!(!pool.reads_labels());
+}
