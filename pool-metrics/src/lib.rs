@@ -44,8 +44,10 @@
 //! - **Memory** per [`MemoryMode`]: never a system call per task unless `Full`.
 //!
 //! ## Cost
-//! Recording a finished task takes one atomic increment and one lock on a per-thread shard
-//! (uncontended: threads spread over twice as many shards as cores); readers merge the shards.
+//! Recording a finished task takes one lock on a per-thread shard (uncontended: threads
+//! spread over twice as many shards as cores) and writes nothing another thread writes: the
+//! task's place in finishing order is the pool's
+//! ([`FinishedTask::sequence`](pool_core::FinishedTask::sequence)). Readers merge the shards.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 mod config;
@@ -58,6 +60,7 @@ mod history;
 mod latency;
 mod memory;
 mod metrics;
+mod numbering;
 mod origin;
 mod prometheus;
 mod recent;

@@ -14,6 +14,7 @@ use crate::hedges::{HedgeCounts, HedgeSource};
 use crate::history::{History, Slice};
 use crate::latency::{HistogramTemplate, LatencySummary};
 use crate::memory::{MemoryProbe, MemorySampler};
+use crate::numbering::Numbering;
 use crate::origin::Origin;
 use crate::prometheus::PrometheusFormat;
 use crate::recent::{RecentSummary, RecentTask};
@@ -74,8 +75,8 @@ struct Inner {
     control: OnceLock<PoolControl>,
     shards: Shards,
     history: Mutex<History>,
-    /// Sequence numbers handed out so far (= tasks recorded).
-    issued: AtomicU64,
+    /// How tasks are numbered in finishing order: the pool's numbers, or the collector's own.
+    numbering: Numbering,
     memory: MemorySampler,
     /// Latest in-flight count seen in events (used when no pool is attached).
     in_flight: AtomicUsize,
@@ -119,7 +120,7 @@ impl Metrics {
             control: OnceLock::new(),
             shards: Shards::new(config.shard_count(), config.rolling_buckets),
             history: Mutex::new(History::new(config.history_slices)),
-            issued: AtomicU64::new(0),
+            numbering: Numbering::default(),
             memory: MemorySampler::new(config.memory, probe),
             in_flight: AtomicUsize::new(0),
             limit: AtomicUsize::new(0),
@@ -356,7 +357,7 @@ impl fmt::Debug for Metrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Metrics")
             .field("config", &self.inner.config)
-            .field("recorded", &self.inner.issued.load(Ordering::Relaxed))
+            .field("numbered", &self.inner.shards.next_sequence())
             .field("attached", &self.inner.control.get().is_some())
             .finish_non_exhaustive()
     }
@@ -369,8 +370,11 @@ impl Observer for Metrics {
         if let Some(limit) = std::num::NonZeroUsize::new(pool.concurrency()) {
             self.inner.limit.store(limit.get(), Ordering::Relaxed);
         }
-        // A collector attached to a second pool keeps reading the first one's clock.
-        let _ = self.inner.control.set(pool);
+        // A collector attached to a second pool keeps reading the first one's clock, and
+        // numbers tasks itself (two pools' numbers would collide).
+        if self.inner.control.set(pool).is_err() {
+            self.inner.numbering.take_over(&self.inner.shards);
+        }
     }
 
     /// Finished tasks, deferrals and limit changes; starts and attempt ends only while no
@@ -385,6 +389,11 @@ impl Observer for Metrics {
             }
             _ => false,
         }
+    }
+
+    /// Labels are kept only in the per-task store: with a capacity of 0, none are read.
+    fn reads_labels(&self) -> bool {
+        self.inner.config.task_store_capacity > 0
     }
 
     /// The pool's view of the task, read without making the owned record: one moment made
@@ -429,27 +438,20 @@ impl Inner {
     }
 
     fn store_floor(&self) -> u64 {
-        keep_from(
-            self.issued.load(Ordering::Relaxed),
-            self.config.task_store_capacity,
-        )
+        keep_from(self.shards.next_sequence(), self.config.task_store_capacity)
     }
 
     fn recent_floor(&self) -> u64 {
-        keep_from(
-            self.issued.load(Ordering::Relaxed),
-            self.config.recent_capacity,
-        )
+        keep_from(self.shards.next_sequence(), self.config.recent_capacity)
     }
 
     fn latest_finish(&self) -> Option<Instant> {
-        if self.issued.load(Ordering::Relaxed) == 0 {
-            return None;
-        }
-        let mut latest = 0;
-        self.shards
-            .for_each(|shard| latest = latest.max(shard.latest_finish));
-        self.origin.instant(latest)
+        let (mut latest, mut recorded) = (0, false);
+        self.shards.for_each(|shard| {
+            latest = latest.max(shard.latest_finish);
+            recorded |= shard.next_sequence > 0;
+        });
+        recorded.then(|| self.origin.instant(latest)).flatten()
     }
 
     fn tuner(&self) -> Option<TunerState> {
@@ -459,20 +461,24 @@ impl Inner {
             .clone()
     }
 
-    /// The hot path: one atomic increment and one uncontended lock; the shared history lock
-    /// only when this thread's shard moves to a new slice (once per slice length). No clock
-    /// arithmetic: the finish is an offset from the origin (from the pool's own offset), and a
-    /// task that finishes in the span of its shard's previous one (same bucket, same slice,
-    /// no memory sample due) is placed with two comparisons; only the first task of a span
-    /// divides.
+    /// The hot path: one uncontended lock, and nothing written that another thread writes
+    /// (the task's number is the pool's); the shared history lock only when this thread's
+    /// shard moves to a new slice (once per slice length). No clock arithmetic: the finish is
+    /// an offset from the origin (from the pool's own offset), and a task that finishes in the
+    /// span of its shard's previous one (same bucket, same slice, no memory sample due) is
+    /// placed with two comparisons; only the first task of a span divides.
     #[inline]
     fn record(&self, ending: &impl Ending) {
         let offset = ending.finished_offset(&self.origin);
         let at = || self.origin.instant(offset).unwrap_or_else(Instant::now);
-        // A plain counter: it numbers tasks and publishes no other data, so Relaxed.
-        let sequence = self.issued.fetch_add(1, Ordering::Relaxed);
-        let keep_from = keep_from(sequence + 1, self.kept);
+        let pool_sequence = ending.pool_sequence();
+        if pool_sequence.is_none() {
+            self.numbering.take_over(&self.shards);
+        }
         let mut shard = self.shards.lock_for_this_thread();
+        // Read under the shard: see `numbering`.
+        let sequence = self.numbering.number(pool_sequence);
+        let keep_from = keep_from(sequence.saturating_add(1), self.kept);
         let (place, rss_bytes) = match shard.place_of(offset) {
             Some(place) => (place, self.memory.on_task(None, at)),
             None => {

@@ -32,7 +32,11 @@ pub struct TaskMetrics {
     /// The process's resident memory right after it finished (only in
     /// [`MemoryMode::Full`](crate::MemoryMode::Full)).
     pub rss_bytes: Option<u64>,
-    /// Its place in finishing order as seen by this collector, from 0.
+    /// Its place in finishing order, from 0: the pool's number for it
+    /// ([`FinishedTask::sequence`](pool_core::FinishedTask::sequence)) while the collector
+    /// watches one pool; the collector's own (the order tasks reached it, continuing after the
+    /// highest number so far) once it is also fed records or a second pool's tasks. Unique
+    /// either way.
     pub sequence: u64,
 }
 
@@ -70,6 +74,8 @@ pub(crate) trait Ending {
     fn retry_delay(&self) -> Duration;
     fn attempts(&self) -> u32;
     fn outcome(&self) -> Outcome;
+    /// Its place in the pool's finishing order, if a pool numbered it.
+    fn pool_sequence(&self) -> Option<u64>;
 }
 
 impl Ending for FinishedTask<'_> {
@@ -112,6 +118,10 @@ impl Ending for FinishedTask<'_> {
     fn outcome(&self) -> Outcome {
         FinishedTask::outcome(self)
     }
+    #[inline]
+    fn pool_sequence(&self) -> Option<u64> {
+        Some(FinishedTask::sequence(self))
+    }
 }
 
 impl Ending for TaskRecord {
@@ -141,6 +151,9 @@ impl Ending for TaskRecord {
     }
     fn outcome(&self) -> Outcome {
         self.outcome
+    }
+    fn pool_sequence(&self) -> Option<u64> {
+        None
     }
 }
 

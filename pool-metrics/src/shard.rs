@@ -1,6 +1,7 @@
 //! Per-thread recorders: each worker thread records into "its" shard, so the hot path takes a
 //! lock nobody else wants (readers take each one briefly to merge).
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use try_lock::{Locked, TryLock};
@@ -33,6 +34,9 @@ pub(crate) struct Shard {
     /// The latest finishing time recorded here, in nanoseconds after the origin (0 before
     /// the first).
     pub(crate) latest_finish: u64,
+    /// One past the highest sequence number recorded here (0 before the first): the
+    /// numbers handed out so far are the highest of these.
+    pub(crate) next_sequence: u64,
     /// The history slice being filled; handed to the shared history when time moves on.
     pub(crate) current: Option<OpenSlice>,
     /// The span of time the latest task here finished in (one bucket, one slice).
@@ -51,6 +55,7 @@ impl Shard {
         Self {
             retired: Tally::default(),
             latest_finish: 0,
+            next_sequence: 0,
             current: None,
             span: None,
             span_base: WindowCounts::default(),
@@ -131,6 +136,7 @@ impl Shard {
         layout: &Layout,
     ) -> Option<Box<Slice>> {
         self.latest_finish = self.latest_finish.max(finished_at);
+        self.next_sequence = self.next_sequence.max(task.sequence.saturating_add(1));
         match &mut self.current {
             // Nearly always: the slice is open already. A task stamped a little in the past
             // (another thread got here first) joins the open slice rather than reopening a
@@ -177,11 +183,29 @@ impl Shard {
 }
 
 thread_local! {
-    /// This thread's preferred shard (modulo the shard count), handed out round-robin.
-    static SHARD_HINT: usize = {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    };
+    /// This thread's preferred shard (modulo the shard count), handed out round-robin on the
+    /// thread's first record; `usize::MAX` until then. A constant initial value makes each
+    /// read one load (a lazily initialised one checks its state first).
+    static SHARD_HINT: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// This thread's preferred shard (modulo the shard count).
+#[inline]
+fn shard_hint() -> usize {
+    let hint = SHARD_HINT.get();
+    if hint != usize::MAX {
+        return hint;
+    }
+    first_shard_hint()
+}
+
+#[cold]
+fn first_shard_hint() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    // Wraps below `usize::MAX`, which means "none yet".
+    let hint = NEXT.fetch_add(1, Ordering::Relaxed) % (usize::MAX / 2);
+    SHARD_HINT.set(hint);
+    hint
 }
 
 /// Keeps each shard's lock on its own cache line, so workers do not invalidate each other's.
@@ -216,7 +240,7 @@ impl Shards {
     #[inline]
     pub(crate) fn lock_for_this_thread(&self) -> Locked<'_, Shard> {
         let count = self.shards.len();
-        let hint = SHARD_HINT.with(|hint| *hint);
+        let hint = shard_hint();
         let hint = match self.mask {
             Some(mask) => hint & mask,
             None => hint % count,
@@ -241,6 +265,19 @@ impl Shards {
         for shard in self.shards.iter() {
             visit(&wait_for(&shard.0));
         }
+    }
+
+    /// One past the highest sequence number recorded: how many numbers were handed out.
+    pub(crate) fn next_sequence(&self) -> u64 {
+        let mut next = 0;
+        self.for_each(|shard| next = next.max(shard.next_sequence));
+        next
+    }
+
+    /// Every shard at once, taken in order (so that two callers cannot deadlock; a
+    /// recorder or a reader holds at most one shard at a time).
+    pub(crate) fn lock_all(&self) -> Vec<Locked<'_, Shard>> {
+        self.shards.iter().map(|shard| wait_for(&shard.0)).collect()
     }
 }
 

@@ -1,9 +1,10 @@
 //! The latest finished tasks, kept whole: the bounded per-task store and the recent ring are
 //! two views of this one queue.
 //!
-//! Each shard keeps its own part. A record stays while its sequence number is among the last
-//! `capacity` handed out (a global counter), `capacity` being the larger of the store's and the
-//! ring's, so eviction is first-in-first-out across shards even though no lock spans them.
+//! Each shard keeps its own part. A record stays while its sequence number (its place in
+//! finishing order, see `numbering`) is among the last `capacity` handed out, `capacity` being
+//! the larger of the store's and the ring's, so eviction is first-in-first-out across shards
+//! even though no lock spans them.
 //! A read picks the records of its view by sequence number: the store's are the last
 //! [`task_store_capacity`](crate::MetricsConfig::task_store_capacity), the ring's the last
 //! [`recent_capacity`](crate::MetricsConfig::recent_capacity).
@@ -24,9 +25,9 @@ use crate::record::StoredTask;
 /// past the window wait at most this long, a few KB per shard).
 pub(crate) const EVICTION_BATCH: usize = 64;
 
-/// The lowest sequence number still kept once `issued` numbers have been handed out.
-pub(crate) fn keep_from(issued: u64, capacity: usize) -> u64 {
-    issued.saturating_sub(capacity as u64)
+/// The lowest sequence number still kept once `numbered` numbers have been handed out.
+pub(crate) fn keep_from(numbered: u64, capacity: usize) -> u64 {
+    numbered.saturating_sub(capacity as u64)
 }
 
 /// One shard's records, oldest first (a task numbered just before another may land just

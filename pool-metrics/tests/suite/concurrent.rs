@@ -118,3 +118,108 @@ fn a_multi_threaded_pool_loses_no_counts() {
     assert_eq!(metrics.aggregate_all().finished, 5_000);
     assert_eq!(metrics.tasks().len(), 1_000);
 }
+
+/// A collector watching one pool takes the pool's numbers; fed records on another thread
+/// while the pool's workers record, it numbers every task itself from then on. Either way
+/// no number is given twice, nothing is lost, and the store keeps the latest numbers.
+#[test]
+fn numbers_stay_unique_when_the_collector_takes_over_numbering() {
+    const POOL_TASKS: u64 = 6_000;
+    const FED: u64 = 2_000;
+    let total = POOL_TASKS + FED;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    // Fewer shards than threads: recorders also fall back to other shards.
+    let config = MetricsConfig::default()
+        .memory(MemoryMode::Light)
+        .shards(2)
+        .task_store_capacity(total as usize);
+    let metrics = Metrics::new(config).unwrap();
+    let pool = runtime.block_on(async {
+        Pool::builder()
+            .concurrency(16)
+            .observer(metrics.clone())
+            .build()
+            .unwrap()
+    });
+    let now = Instant::now();
+    std::thread::scope(|scope| {
+        let feeder = scope.spawn(|| {
+            // Starts once the pool's numbers are in use.
+            while metrics.stats_at(now).finished < 500 {
+                std::thread::yield_now();
+            }
+            for id in 0..FED {
+                Finished::new(1_000_000 + id, now).send_to(&metrics);
+            }
+        });
+        runtime.block_on(async {
+            let handles: Vec<_> = (0..POOL_TASKS)
+                .map(|i| {
+                    pool.enqueue(
+                        move || async move {
+                            tokio::task::yield_now().await;
+                            Ok::<_, Scripted>(i)
+                        },
+                        TaskOptions::new(),
+                    )
+                })
+                .collect();
+            for handle in handles {
+                handle.await.unwrap();
+            }
+        });
+        feeder.join().unwrap();
+    });
+    // Joins the workers: the last reports may still be on their way.
+    drop(runtime);
+
+    assert_eq!(metrics.stats_at(now).finished, total);
+    let stored = metrics.tasks();
+    assert_eq!(stored.len() as u64, total, "every task kept");
+    let mut sequences: Vec<u64> = stored.iter().map(|t| t.sequence).collect();
+    sequences.dedup();
+    assert_eq!(sequences.len() as u64, total, "a number given twice");
+    // Fed records come after the take-over: all numbered above the pool's first 500.
+    let fed_lowest = stored
+        .iter()
+        .filter(|t| t.id.0 >= 1_000_000)
+        .map(|t| t.sequence)
+        .min();
+    assert!(fed_lowest >= Some(500), "{fed_lowest:?}");
+}
+
+/// A collector watching one pool stores the pool's own numbers: dense, in finishing order.
+#[test]
+fn a_collector_on_one_pool_keeps_the_pools_numbers() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    let metrics = Metrics::new(MetricsConfig::default().memory(MemoryMode::Light)).unwrap();
+    runtime.block_on(async {
+        let pool = Pool::builder()
+            .concurrency(8)
+            .observer(metrics.clone())
+            .build()
+            .unwrap();
+        let handles: Vec<_> = (0..3_000u64)
+            .map(|i| {
+                pool.enqueue(
+                    move || async move { Ok::<_, Scripted>(i) },
+                    TaskOptions::new(),
+                )
+            })
+            .collect();
+        for handle in handles {
+            handle.await.unwrap();
+        }
+    });
+    drop(runtime);
+    let sequences: Vec<u64> = metrics.tasks().iter().map(|t| t.sequence).collect();
+    assert_eq!(sequences, (2_000..3_000).collect::<Vec<_>>());
+}

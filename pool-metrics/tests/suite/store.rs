@@ -85,3 +85,18 @@ async fn eviction_follows_finishing_order_across_runs() {
     assert_eq!(metrics.recent_tasks().len(), 12);
     assert_eq!(metrics.stats().finished, 12);
 }
+
+/// Labels are kept only in the store: a collector that keeps no records reads none, and says
+/// so to the pool.
+#[tokio::test]
+async fn labels_are_read_only_while_the_store_keeps_records() {
+    let reads = |capacity| {
+        Pool::builder()
+            .observer(metrics_keeping(capacity))
+            .build()
+            .unwrap()
+            .reads_labels()
+    };
+    assert!(reads(1_000));
+    assert!(!reads(0));
+}
