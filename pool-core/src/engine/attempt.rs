@@ -226,6 +226,7 @@ impl Engine {
     /// with it when the attempt ends); `Ok(false)`: no answer, the policy is asked the usual
     /// way (precheck, then acquire); `Err`: refused, or the policy panicked. `popped_at`: when
     /// the task left the queue, if the clock was read then (the policy need not read it).
+    #[inline]
     fn try_admit<'a>(
         &'a self,
         info: &TaskInfo,

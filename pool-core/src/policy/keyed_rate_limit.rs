@@ -121,6 +121,8 @@ pub(super) struct Shared<K, S> {
     cells: CachePadded<Mutex<Cells<S>>>,
 }
 
+/// `repr(C)`: the cells first, right after the lock (see [`RateCell`]).
+#[repr(C)]
 struct Cells<S> {
     store: S,
     next_sweep: Instant,
@@ -225,15 +227,21 @@ impl Store for One {
 
 /// One key's limit: its schedule, its adaptive rate, and the moments booked for tasks that
 /// have not taken them yet.
+///
+/// `repr(C)`, what an admission writes first: a single cell's schedule and last use then
+/// share the cache line of the lock in front of them, the one line that moves between the
+/// workers admitting tasks; the rest is only read while nothing is booked or throttled, and
+/// stays in every worker's cache.
+#[repr(C)]
 pub(super) struct RateCell {
-    limit: RateLimit,
+    schedule: Schedule,
+    last_used: Instant,
     /// The pace at a rate, kept while the rate holds (working it out takes a division and a
     /// float-to-`Duration` conversion, on every admission otherwise).
     pace: (f64, Pace),
-    schedule: Schedule,
-    booked: Bookings,
     aimd: Option<AimdRate>,
-    last_used: Instant,
+    limit: RateLimit,
+    booked: Bookings,
 }
 
 impl RateCell {
@@ -503,18 +511,33 @@ impl<S: Store> Shared<S::Key, S> {
     fn with_cell<R>(&self, key: &S::Key, now: Instant, f: impl FnOnce(&mut RateCell) -> R) -> R {
         let mut cells = self.lock();
         if now >= cells.next_sweep {
-            let idle_after = self.forget_idle_after;
-            cells.store.retain(|cell| {
-                // Moments long past belong to tasks that never came back (cancelled).
-                if let Some(cutoff) = now.checked_sub(idle_after) {
-                    cell.booked.forget_before(cutoff);
-                }
-                cell.is_in_use(now, idle_after)
-            });
-            cells.next_sweep = deadline::after(now, idle_after);
+            self.sweep(&mut cells, now);
         }
-        let new = || RateCell::new((self.limit_of)(key), self.aimd, now);
+        let new = || self.new_cell(key, now);
         cells.store.with_cell(key, new, f)
+    }
+
+    /// Forgets idle cells, and moments long past. Once per `forget_idle_after`: kept out of
+    /// line, so that an admission's own path stays short.
+    #[cold]
+    #[inline(never)]
+    fn sweep(&self, cells: &mut Cells<S>, now: Instant) {
+        let idle_after = self.forget_idle_after;
+        cells.store.retain(|cell| {
+            // Moments long past belong to tasks that never came back (cancelled).
+            if let Some(cutoff) = now.checked_sub(idle_after) {
+                cell.booked.forget_before(cutoff);
+            }
+            cell.is_in_use(now, idle_after)
+        });
+        cells.next_sweep = deadline::after(now, idle_after);
+    }
+
+    /// The cell of a key seen for the first time (or again after it was forgotten).
+    #[cold]
+    #[inline(never)]
+    fn new_cell(&self, key: &S::Key, now: Instant) -> RateCell {
+        RateCell::new((self.limit_of)(key), self.aimd, now)
     }
 
     /// [`Admission::acquire`] for a task under `key`.
@@ -706,5 +729,47 @@ impl<K: Clone + Send + Sync + 'static> KeyedRateLimiterBuilder<K> {
                 next_sweep: deadline::after(now, self.forget_idle_after),
             })),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What an admission of a limit far above its load writes — the lock, the schedule's
+    /// next moment, when the cell was last used — lies on the lock's cache line: the line
+    /// moves between the workers that admit tasks, and a second line written would move too.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn what_an_admission_writes_shares_the_lock_s_cache_line() {
+        let now = Instant::now();
+        let limit = RateLimit::new(1e9, 1_000).unwrap();
+        let cells = CachePadded::new(Mutex::new(Cells {
+            store: One(Some(RateCell::new(limit, None, now))),
+            next_sweep: now,
+        }));
+        let lock = &*cells as *const Mutex<Cells<One>> as usize;
+        let guard = cells.lock().unwrap();
+        let cell = guard.store.0.as_ref().unwrap();
+        let written = [
+            (
+                "schedule",
+                &cell.schedule as *const Schedule as usize,
+                size_of::<Schedule>(),
+            ),
+            (
+                "last_used",
+                &cell.last_used as *const Instant as usize,
+                size_of::<Instant>(),
+            ),
+        ];
+        assert_eq!(lock % 64, 0, "the lock starts a cache line");
+        for (name, at, size) in written {
+            let end = at - lock + size;
+            assert!(
+                end <= 64,
+                "{name} ends {end} bytes after the lock's line starts"
+            );
+        }
     }
 }
