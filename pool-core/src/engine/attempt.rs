@@ -437,7 +437,7 @@ impl Engine {
                 let now = self.now();
                 timer = cuts
                     .at(now)
-                    .map(|(at, cut)| (self.executor.sleep(at.saturating_since(now)), cut));
+                    .map(|(at, cut)| (self.executor.sleep_in_task(at.saturating_since(now)), cut));
             }
             if let Some((timer, cut)) = timer.as_mut() {
                 if timer.as_mut().poll(cx).is_ready() {

@@ -42,6 +42,17 @@ pub trait Executor: Send + Sync + fmt::Debug + 'static {
     /// A future that completes after `duration`.
     fn sleep(&self, duration: Duration) -> BoxFuture<()>;
 
+    /// [`sleep`](Executor::sleep), called while this executor polls one of the futures given
+    /// to its [`spawn`](Executor::spawn): a pool's runners time their attempts with it, one
+    /// sleep per attempt that waits. An executor that must set something up around a sleep
+    /// made elsewhere can skip that here: tokio enters its runtime for `sleep` (a counted
+    /// reference to the runtime taken and given back, on a cache line that every thread of
+    /// the runtime writes), and a task it polls is in its runtime already. The same as
+    /// `sleep` unless overridden.
+    fn sleep_in_task(&self, duration: Duration) -> BoxFuture<()> {
+        self.sleep(duration)
+    }
+
     /// The current time on this executor's clock (virtual for test executors).
     fn now(&self) -> Instant;
 }
