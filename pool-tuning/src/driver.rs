@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use pool_core::{AttemptResult, ErrorClass, Event, Executor, Observer, PoolControl};
+use pool_core::{AttemptResult, ErrorClass, Event, EventKind, Executor, Observer, PoolControl};
 
 use crate::memory::SystemMemoryProbe;
 use crate::sample::{AttemptOutcome, Sample};
@@ -214,6 +214,17 @@ impl<T: Tuner + 'static> Observer for TuningObserver<T> {
             .queued(queued);
         sample.memory_fraction = driver.memory.as_ref().and_then(|m| m.fraction(at));
         driver.decide(|tuner| tuner.observe(&sample, at));
+    }
+
+    /// Only finished attempts: a pool with nothing else attached builds no other event (and
+    /// no finished-task view) for the tuner.
+    fn wants(&self, kind: EventKind) -> bool {
+        kind == EventKind::AttemptFinished
+    }
+
+    /// A sample carries no labels.
+    fn reads_labels(&self) -> bool {
+        false
     }
 }
 

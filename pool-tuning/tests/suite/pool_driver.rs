@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pool_core::{ErrorClass, Event, Observer, Pool, TaskOptions};
+use pool_core::{ErrorClass, Event, EventKind, Observer, Pool, TaskOptions};
 use pool_tuning::{
     AutoConcurrency, KneeConfig, KneeTuner, SystemMemoryProbe, SystemMemorySnapshot,
     TuningObserver, FALLBACK_INITIAL_CONCURRENCY,
@@ -380,4 +380,29 @@ async fn a_stalled_backend_moves_the_knee_tuners_limit() {
     );
     pool.stop_now();
     drop(calls);
+}
+
+/// The tuner asks a pool for nothing it does not read: a pool whose only observer is a
+/// `TuningObserver` builds no labels for it, and only finished attempts reach it.
+#[tokio::test(start_paused = true)]
+async fn a_tuned_pool_builds_only_what_the_tuner_reads() {
+    let tuner = KneeTuner::new(KneeConfig::builder().min(1).max(8).build().unwrap(), 4);
+    let observer = TuningObserver::new(tuner);
+    for kind in [
+        EventKind::TaskQueued,
+        EventKind::TaskStarted,
+        EventKind::TaskFinished,
+    ] {
+        assert!(!observer.wants(kind), "{kind:?}");
+    }
+    assert!(observer.wants(EventKind::AttemptFinished));
+    let pool = Pool::builder().observer(observer).build().unwrap();
+    assert!(!pool.reads_labels());
+    let answer = pool
+        .enqueue(
+            || async { Ok::<_, pool_core::Transient<SlowDown>>(7) },
+            TaskOptions::new(),
+        )
+        .await;
+    assert_eq!(answer.unwrap(), 7);
 }
