@@ -117,8 +117,10 @@ const LONGEST_HOLD: Duration = Duration::from_secs(6);
 ///
 /// And how it grows, when a window is clean, the limit was in use and no overload lingers:
 /// ×2 per window until the first cut (a slow start from a quarter of the initial limit, see
-/// [`new`](Self::new); at long round trips a start's window closes after one round trip,
-/// judged on the successes let in once the doubled limit was full), then halfway back to the level the last cut measured as safe, a
+/// [`new`](Self::new); at long round trips its first probe is read on two rounds' worth
+/// of successes and each window closes after one round trip, judged on the successes let
+/// in once the doubled limit was full, a limit's worth when that is fewer than
+/// `min_samples`), then halfway back to the level the last cut measured as safe, a
 /// hold of `hold_windows` windows there (doubling, up to 32 times, while overloads keep
 /// coming at about the same level: a token bucket's burst can hide an overload for
 /// seconds; never longer than 6 s, so added capacity is found within seconds), then probes of +1, +2, +4 … (at most +1/4 per window; one at a time near the
@@ -226,8 +228,13 @@ enum InFlight {
 
 /// A window that would grow the limit lasts at least this many round trips.
 const FULL_WINDOW_RTTS: f64 = 3.0;
-/// Attempts started this share of a round trip (1/8) after a rise saw the limit full.
+/// Attempts started this share of a round trip (1/8) after a rise saw the limit full…
 const FULL_AFTER_RTT_PARTS: f64 = 8.0;
+/// … or this long after it, if sooner: a rise lets its burst in at once. (A closed loop's
+/// answers may come as one wave, the old limit's replacements at the moment of the rise:
+/// an eighth of a long round trip would leave out the whole wave, and a round would last
+/// two.)
+const BURST_SPAN: Duration = Duration::from_millis(5);
 
 /// A cascade of blind refusal cuts deepens its gentle step at most this many times
 /// (×0.9⁴ ≈ ×0.66).
@@ -452,7 +459,9 @@ impl KneeTuner {
     /// Whether a start's window may close after one round trip, as BBR's startup grows
     /// once per round: judged on the successes let in once the doubled limit was full (the
     /// burst a doubling lets in at once queues behind fewer than the limit, so it would
-    /// hide a knee between the old limit and the new), `min_samples` of them. Only at the
+    /// hide a knee between the old limit and the new), `min_samples` of them, or a limit's
+    /// worth below that (a round of 6 attempts at 200 ms waited 16 successes, three rounds;
+    /// the limit's worth is all one round can give). Only at the
     /// start (doubling, the no-load round trip known), with no back-pressure seen arriving
     /// late (one round is over before a late refusal could speak), and where a whole window
     /// of three round trips outlasts `rate_window` (over 83 ms at the default): at shorter
@@ -482,6 +491,28 @@ impl KneeTuner {
         }
         let successes = self.window.successes();
         let needed = self.samples_needed();
+        // A round at a limit below `min_samples` is judged on a limit's worth of full
+        // successes: one round trip, not several.
+        let round_needed = needed.min(self.limit).max(4);
+        if self.fast_round(now)
+            && successes >= round_needed
+            && self.window.elapsed(now) >= seconds(self.rtt_estimate()).max(self.config.min_window)
+            && self.window.full_successes() >= round_needed
+        {
+            self.judged_on_round = true;
+            return true;
+        }
+        // The start's first probe at a long round trip: two rounds' worth of successes
+        // measure it (three attempts at 200 ms took four rounds, 0.8 s, to give twelve).
+        let start_probe = self.baseline.is_none() && self.probe.is_some();
+        if start_probe && successes >= (2 * self.limit).max(4) && successes < needed {
+            let long = self.window.rtt().is_some_and(|rtt| {
+                seconds(FULL_WINDOW_RTTS * rtt.median) > self.config.rate_window
+            });
+            if long {
+                return true;
+            }
+        }
         if successes < needed {
             return false;
         }
@@ -491,13 +522,6 @@ impl KneeTuner {
             rtt = self.window.rtt().map_or(0.0, |r| r.median);
         }
         let elapsed = self.window.elapsed(now);
-        if self.fast_round(now)
-            && elapsed >= seconds(rtt).max(self.config.min_window)
-            && self.window.full_successes() >= needed
-        {
-            self.judged_on_round = true;
-            return true;
-        }
         let mut shortest = seconds(2.0 * rtt).max(self.config.min_window);
         if self.would_probe_upwards() {
             // Long enough for attempts started after the change to be answered (the rate
@@ -1120,7 +1144,9 @@ impl Tuner for KneeTuner {
                     let settled = at.checked_add(seconds(self.rtt_estimate()));
                     // Let in after the rise's burst: the slots it opened were taken at once,
                     // so anything later waited for one to free, with the limit full.
-                    let full = at.checked_add(seconds(self.rtt_estimate() / FULL_AFTER_RTT_PARTS));
+                    let full = at.checked_add(
+                        seconds(self.rtt_estimate() / FULL_AFTER_RTT_PARTS).min(BURST_SPAN),
+                    );
                     if full.is_some_and(|full| started >= full) {
                         self.window.add_full(latency);
                     }
@@ -1306,6 +1332,29 @@ mod tests {
         assert!(
             cut.is_some_and(|cut| cut.from == 768 && (380..=480).contains(&cut.to)),
             "{adjustments:?}"
+        );
+    }
+
+    #[test]
+    fn a_start_at_a_long_round_trip_spends_a_round_per_doubling() {
+        // Knee 600 at 200 ms, from 10. The first probe (3 in flight) measured the no-load
+        // round trip on 12 successes (four rounds), and the rounds at 6 and 12 waited for 16
+        // successes each, let in a round trip's eighth after the doubling (25 ms: in a
+        // closed loop whose answers come as one wave, the whole wave): 768 at 4.0 s. On two
+        // rounds' worth for the probe and a limit's worth per round below `min_samples`,
+        // let in once the doubling's burst is in (5 ms), it is there by 3.3 s.
+        let mut sim = Loop::new(KneeConfig::default(), 10);
+        let mut reached = None;
+        let mut steps = Vec::new();
+        while sim.elapsed() < MS * 8_000 && reached.is_none() {
+            steps.extend(sim.run(MS * 100, queue(600, MS * 200)));
+            if sim.tuner.limit() >= 768 {
+                reached = Some(sim.elapsed());
+            }
+        }
+        assert!(
+            reached.is_some_and(|at| at <= MS * 3_600),
+            "{reached:?} {steps:?}"
         );
     }
 
