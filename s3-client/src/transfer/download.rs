@@ -5,13 +5,14 @@ use std::collections::BTreeMap;
 use std::io;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use futures::future::{self, BoxFuture, Either};
 use futures::stream::{FuturesUnordered, StreamExt};
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, GetResult, ObjectMeta, ObjectStoreExt};
 use pool_core::TaskError;
+use tokio::sync::oneshot;
 
 use super::buffers::{PieceBuffer, PieceBuffers};
 use super::progress::Meter;
@@ -43,6 +44,7 @@ fn fetch_range(
     if_match: Option<String>,
     call: &CallOptions,
     buffers: &PieceBuffers,
+    first: Option<Arc<FirstResponse>>,
 ) -> BoxFuture<'static, TaskResult<Fetched>> {
     let attempts = Arc::new(AtomicU64::new(0));
     let (store, location) = (Arc::clone(&context.store), path.clone());
@@ -54,25 +56,28 @@ fn fetch_range(
             Arc::clone(&counter),
             buffers.clone(),
         );
-        let (range, if_match) = (range.clone(), if_match.clone());
+        let (range, if_match, first) = (range.clone(), if_match.clone(), first.clone());
         attempt(move || {
             // A range's retries are its read's: a hedge is not one.
             if hedged.as_ref().is_none_or(|(_, leg)| *leg == Leg::Read) {
                 counter.fetch_add(1, Ordering::Relaxed);
             }
             let (store, path, buffers) = (Arc::clone(&store), location.clone(), buffers.clone());
+            // The first range's later attempts read the version its first response was of.
+            let pinned = first.as_ref().and_then(|first| first.etag.get().cloned());
             let options = GetOptions {
                 range: Some(GetRange::Bounded(range.clone())),
-                if_match: if_match.clone(),
+                if_match: if_match.clone().or(pinned),
                 ..GetOptions::default()
             };
-            let hedged = hedged.clone();
+            let (hedged, first) = (hedged.clone(), first.clone());
             async move {
                 let request = store.get_opts(&path, options);
+                let first = first.as_deref();
                 match hedged {
-                    None => read_range(request.await?, &buffers).await,
+                    None => read_range(request.await?, &buffers, first).await,
                     Some((race, leg)) => {
-                        race.attempt(leg, request, |result| read_range(result, &buffers))
+                        race.attempt(leg, request, |result| read_range(result, &buffers, first))
                             .await
                     }
                 }
@@ -107,16 +112,61 @@ fn fetch_range(
 }
 
 /// Reads a range's response into a buffer: its bytes, the object's metadata, and whether
-/// the store reports stored checksums.
+/// the store reports stored checksums. The first range's response is told to the download
+/// (`first`) before its body is read.
 async fn read_range(
     result: GetResult,
     buffers: &PieceBuffers,
+    first: Option<&FirstResponse>,
 ) -> object_store::Result<(PieceBuffer, ObjectMeta, bool)> {
     let mut buffer = buffers.take();
     let meta = result.meta.clone();
     let reports = result.extensions.get::<ResponseChecksums>().is_some();
+    if let Some(first) = first {
+        first.arrived(&meta, &result.range, reports);
+    }
     crate::client::read_verified_into(result, buffer.bytes_mut()).await?;
     Ok((buffer, meta, reports))
+}
+
+/// What the first response of a download's first range says, before its body: the object's
+/// metadata, the bytes the response covers, and whether the store reports stored checksums.
+/// With it the download knows the object's size and version, and starts the other ranges
+/// while the first one's body is still being read (a range's body takes as long to come as
+/// the ranges that could have been fetched beside it meanwhile).
+type Head = (ObjectMeta, Range<u64>, bool);
+
+/// Where the first range's attempts tell the download its first response, and the ETag
+/// that response had: the range's later attempts ask for that version (`If-Match`), as the
+/// other ranges do.
+struct FirstResponse {
+    head: Mutex<Option<oneshot::Sender<Head>>>,
+    etag: OnceLock<String>,
+}
+
+impl FirstResponse {
+    fn new(head: oneshot::Sender<Head>) -> Self {
+        FirstResponse {
+            head: Mutex::new(Some(head)),
+            etag: OnceLock::new(),
+        }
+    }
+
+    /// A response of the first range came: the first one is told to the download.
+    fn arrived(&self, meta: &ObjectMeta, range: &Range<u64>, reports: bool) {
+        let sender = self
+            .head
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(sender) = sender {
+            if let Some(etag) = &meta.e_tag {
+                let _ = self.etag.set(etag.clone());
+            }
+            // The download may have ended meanwhile: then nobody waits for it.
+            let _ = sender.send((meta.clone(), range.clone(), reports));
+        }
+    }
 }
 
 /// The checksums stored with the object (a HEAD of the version being downloaded), queued at
@@ -147,9 +197,10 @@ fn fetch_checksums(
     context.dispatcher.start("head", path.as_ref(), call, run)
 }
 
-/// Downloads `path` into `sink`: the first range tells the object's size and ETag, the rest
-/// go as ranged GETs (`If-Match` on that ETag) through the pool, as many at once as the pool
-/// and the byte budget allow, each retried alone.
+/// Downloads `path` into `sink`: the first range's response tells the object's size and
+/// ETag, and as soon as it starts (before its body is read) the rest go as ranged GETs
+/// (`If-Match` on that ETag, as the first range's own retries) through the pool, as many at
+/// once as the pool and the byte budget allow, each retried alone.
 ///
 /// Writing runs beside fetching. A sink that takes writes at offsets (a file) gets each range
 /// as soon as it arrives, several at once, and the range's budget comes back once it is
@@ -176,20 +227,55 @@ pub(crate) async fn download(
     let meter = Meter::new(None, call.progress.clone());
     let buffers = PieceBuffers::default();
     let mut first_permit = context.budget.acquire(part).await;
-    let first = match fetch_range(context, path, 0..part, None, call, &buffers).await {
-        Ok(first) => first,
-        Err(error) => return empty_object_or(context, path, call, error).await,
-    };
-    // A small object's only range gives back the budget it does not use.
-    ByteBudget::shrink(&mut first_permit, first.bytes.len() as u64);
-    let meta = first.meta.clone();
+    let (head, mut head_arrived) = oneshot::channel();
+    let first_response = Arc::new(FirstResponse::new(head));
+    let mut first = fetch_range(
+        context,
+        path,
+        0..part,
+        None,
+        call,
+        &buffers,
+        Some(first_response),
+    );
+    // The other ranges start once the first range's response starts, not once its body is
+    // read.
+    let (first, (meta, first_range, reports_checksums)) =
+        match future::select(&mut head_arrived, &mut first).await {
+            Either::Left((Ok(head), _)) => (first, head),
+            ended => {
+                // The range ended (or its attempts are gone) before a response was told:
+                // its outcome says what came.
+                let outcome = match ended {
+                    Either::Right((outcome, _)) => outcome,
+                    Either::Left(_) => first.await,
+                };
+                let fetched = match outcome {
+                    Ok(fetched) => fetched,
+                    Err(error) => return empty_object_or(context, path, call, error).await,
+                };
+                let head = match head_arrived.try_recv() {
+                    Ok(head) => head,
+                    Err(_) => (
+                        fetched.meta.clone(),
+                        0..fetched.bytes.len() as u64,
+                        fetched.reports_checksums,
+                    ),
+                };
+                let done: BoxFuture<'static, TaskResult<Fetched>> =
+                    Box::pin(future::ready(Ok(fetched)));
+                (done, head)
+            }
+        };
     let total = meta.size;
+    let after_first = first_range.end.min(total);
+    // A small object's only range gives back the budget it does not use.
+    ByteBudget::shrink(&mut first_permit, after_first);
     meter.set_total(total);
     // Several ranges: ask the store for the whole object's checksum while they are fetched.
-    let several = (first.bytes.len() as u64) < total;
-    let stored_checksums = (several && first.reports_checksums)
+    let several = after_first < total;
+    let stored_checksums = (several && reports_checksums)
         .then(|| fetch_checksums(context, path, meta.e_tag.clone(), call));
-    let after_first = (first.bytes.len() as u64).min(total);
 
     // Ranges as they arrive, each with its offset and budget, from the fetching to the
     // writing.
@@ -199,7 +285,7 @@ pub(crate) async fn download(
         let arrived = arrived;
         let mut next = after_first;
         let mut in_flight: FuturesUnordered<BoxFuture<'_, _>> = FuturesUnordered::new();
-        in_flight.push(Box::pin(future::ready((0, Ok(first), first_permit))));
+        in_flight.push(Box::pin(async move { (0, first.await, first_permit) }));
         while next < total || !in_flight.is_empty() {
             // Take budget for the next range, or hand on a range that arrived, whichever
             // comes first. Budget is taken in range order, so a sink written in order always
@@ -233,8 +319,15 @@ pub(crate) async fn download(
                     let range = next..(next + part).min(total);
                     next = range.end;
                     let offset = range.start;
-                    let fetching =
-                        fetch_range(context, path, range, meta.e_tag.clone(), call, &buffers);
+                    let fetching = fetch_range(
+                        context,
+                        path,
+                        range,
+                        meta.e_tag.clone(),
+                        call,
+                        &buffers,
+                        None,
+                    );
                     in_flight.push(Box::pin(async move { (offset, fetching.await, permit) }));
                 }
             }

@@ -575,3 +575,161 @@ async fn a_file_download_writes_the_ranges_after_a_slow_one_meanwhile() {
     assert_eq!((summary.bytes, summary.pieces), (body.len() as u64, 6));
     assert!(std::fs::read(&target).unwrap() == body);
 }
+
+/// Holds back the body of the first range (its response comes at once) until the range
+/// after it has been asked for.
+#[derive(Debug, Default)]
+struct FirstBodyAfterSecondRange {
+    second_asked: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait::async_trait]
+impl GetHook for FirstBodyAfterSecondRange {
+    async fn get(
+        &self,
+        store: &object_store::memory::InMemory,
+        location: &Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        use futures::StreamExt;
+        let start = match &options.range {
+            Some(object_store::GetRange::Bounded(range)) => Some(range.start),
+            _ => None,
+        };
+        if start == Some(PART as u64) {
+            self.second_asked.notify_one();
+        }
+        let mut result = object_store::ObjectStore::get_opts(store, location, options).await?;
+        if start == Some(0) {
+            let object_store::GetResultPayload::Stream(body) = result.payload else {
+                unreachable!("InMemory streams its bodies")
+            };
+            let second_asked = Arc::clone(&self.second_asked);
+            let held = futures::stream::once(async move {
+                second_asked.notified().await;
+                body
+            })
+            .flatten();
+            result.payload = object_store::GetResultPayload::Stream(held.boxed());
+        }
+        Ok(result)
+    }
+}
+
+/// A download starts its other ranges once the first range's response has started, not once
+/// its body has been read (the body of a range takes as long as the ranges that could be
+/// fetched beside it): with the first body held back until the second range is asked for,
+/// the download completes (it waited forever when the first body had to be read first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_asks_for_its_other_ranges_while_the_first_body_is_read() {
+    use object_store::ObjectStoreExt;
+    let store = Arc::new(Hooked::new(FirstBodyAfterSecondRange::default()));
+    let client = S3Client::builder_arc(Arc::clone(&store) as Arc<dyn object_store::ObjectStore>)
+        .part_size(PART)
+        .concurrency(4)
+        .max_bytes_in_flight(4 * PART as u64)
+        .build()
+        .unwrap();
+    let path = Path::from("first/object.bin");
+    let body = random_bytes(71, 3 * PART + 5);
+    store.put(&path, body.clone().into()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("object.out");
+    let summary = tokio::time::timeout(
+        Duration::from_secs(60),
+        client.download_to_file(&path, &target),
+    )
+    .await
+    .expect("the second range is asked for while the first body is held")
+    .unwrap();
+    assert_eq!((summary.bytes, summary.pieces), (body.len() as u64, 4));
+    assert!(std::fs::read(&target).unwrap() == body);
+}
+
+/// Cuts the body of the first range's first response short (a retryable length error)
+/// once `cut` is notified, and counts the other ranges answered.
+#[derive(Debug, Default)]
+struct CutFirstBody {
+    cut: Arc<tokio::sync::Notify>,
+    first_responses: std::sync::atomic::AtomicUsize,
+    others_answered: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl GetHook for CutFirstBody {
+    async fn get(
+        &self,
+        store: &object_store::memory::InMemory,
+        location: &Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        use futures::StreamExt;
+        use std::sync::atomic::Ordering;
+        let first_range = matches!(
+            &options.range,
+            Some(object_store::GetRange::Bounded(range)) if range.start == 0
+        );
+        let mut result = object_store::ObjectStore::get_opts(store, location, options).await?;
+        if !first_range {
+            self.others_answered.fetch_add(1, Ordering::SeqCst);
+        } else if self.first_responses.fetch_add(1, Ordering::SeqCst) == 0 {
+            let object_store::GetResultPayload::Stream(mut body) = result.payload else {
+                unreachable!("InMemory streams its bodies")
+            };
+            let cut = Arc::clone(&self.cut);
+            let short = futures::stream::once(async move {
+                cut.notified().await;
+                let chunk = body.next().await;
+                chunk.map(|chunk| chunk.map(|bytes| bytes.slice(..10)))
+            })
+            .filter_map(futures::future::ready);
+            result.payload = object_store::GetResultPayload::Stream(short.boxed());
+        }
+        Ok(result)
+    }
+}
+
+/// The first range's retries ask for the version its first response was of, as the other
+/// ranges do: with the other ranges read from one version and the object replaced before the
+/// first range's body broke, the retry finds that version gone and the download fails rather
+/// than stitching the new version's first range onto the old one's others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_range_retried_after_the_object_changed_does_not_mix_versions() {
+    use object_store::ObjectStoreExt;
+    use std::sync::atomic::Ordering;
+    let store = Arc::new(Hooked::new(CutFirstBody::default()));
+    let client = S3Client::builder_arc(Arc::clone(&store) as Arc<dyn object_store::ObjectStore>)
+        .part_size(PART)
+        .concurrency(4)
+        .retry_delay(Duration::from_millis(5))
+        .max_bytes_in_flight(4 * PART as u64)
+        .build()
+        .unwrap();
+    let path = Path::from("changing/object.bin");
+    let (old, new) = (
+        random_bytes(72, 3 * PART + 5),
+        random_bytes(73, 3 * PART + 5),
+    );
+    store.put(&path, old.clone().into()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("object.out");
+    let download = tokio::spawn({
+        let (client, path, target) = (client.clone(), path.clone(), target.clone());
+        async move { client.download_to_file(&path, &target).await }
+    });
+    until("the other ranges are read from the old version", || {
+        store.hook.others_answered.load(Ordering::SeqCst) == 3
+    })
+    .await;
+    store.put(&path, new.into()).await.unwrap();
+    store.hook.cut.notify_one();
+    let outcome = tokio::time::timeout(Duration::from_secs(60), download)
+        .await
+        .expect("the download ends")
+        .unwrap();
+    assert!(
+        outcome.is_err(),
+        "the first range was read again from another version: {outcome:?}"
+    );
+    assert_eq!(store.hook.first_responses.load(Ordering::SeqCst), 1);
+}
