@@ -50,6 +50,11 @@ impl Observer for AttemptLatencies {
             self.0.lock().unwrap().push(*latency);
         }
     }
+
+    /// It reads latencies only: the client then labels no call for it.
+    fn reads_labels(&self) -> bool {
+        false
+    }
 }
 
 impl AttemptLatencies {

@@ -119,7 +119,7 @@ impl Dispatcher {
     {
         match &self.pool {
             Some(pool) if !options.bypass_pool => {
-                let options = options.task_options(operation, key);
+                let options = options.task_options_on(pool, operation, key);
                 let handle = match self.group_for(true) {
                     None => pool.enqueue_with(attempt, options, classify),
                     Some(group) => pool.enqueue_with(holding(group, attempt), options, classify),
@@ -154,7 +154,11 @@ impl Dispatcher {
             Some(pool) if !options.bypass_pool => {
                 let guarded = self.guarded(attempt, true);
                 // A dropped handle leaves its task running, detached.
-                drop(pool.enqueue_with(guarded, options.task_options(operation, key), classify));
+                drop(pool.enqueue_with(
+                    guarded,
+                    options.task_options_on(pool, operation, key),
+                    classify,
+                ));
             }
             _ => tracing::warn!(
                 operation,

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use pool_core::{CancellationToken, Metadata, TaskOptions, Tenant};
+use pool_core::{CancellationToken, Metadata, Pool, TaskOptions, Tenant};
 
 use crate::transfer::{ProgressCallback, TransferProgress};
 
@@ -137,6 +137,24 @@ impl CallOptions {
             metadata = metadata.with("key", key.to_owned());
         }
         self.task.clone().metadata(metadata)
+    }
+
+    /// [`task_options`](Self::task_options) for a call queued on `pool`, with the `op` and
+    /// `key` labels only if something attached to the pool reads labels
+    /// ([`Pool::reads_labels`]): nobody would look at them, and they cost a call two
+    /// allocations (the key's copy and the labels' map). The caller's own labels are kept
+    /// either way.
+    pub(crate) fn task_options_on(
+        &self,
+        pool: &Pool,
+        operation: &'static str,
+        key: &str,
+    ) -> TaskOptions {
+        if pool.reads_labels() {
+            self.task_options(operation, key)
+        } else {
+            self.task.clone()
+        }
     }
 }
 

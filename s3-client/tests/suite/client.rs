@@ -12,7 +12,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use pool_core::{ConfigError, Metadata, Pool, TaskError};
+use pool_core::{ConfigError, Event, Metadata, Observer, Pool, TaskError};
 use s3_client::{
     BuildError, CallOptions, ChaosConfig, ChaosStore, ControlError, PoolGroup, PooledStore,
     S3Client,
@@ -112,6 +112,39 @@ async fn per_call_options_and_labels_reach_the_pool() {
             "{expected:?} missing from {labels:?}"
         );
     }
+}
+
+/// Records like `ClassRecorder` but says it reads no labels.
+#[derive(Debug, Clone, Default)]
+struct LabelBlind(ClassRecorder);
+
+impl Observer for LabelBlind {
+    fn on_event(&self, event: &Event) {
+        self.0.on_event(event);
+    }
+
+    fn reads_labels(&self) -> bool {
+        false
+    }
+}
+
+/// A pool on which nothing reads labels gets no `op` / `key` labels from the client (they
+/// would cost each call two allocations for nobody); the caller's own labels still reach it.
+#[tokio::test(start_paused = true)]
+async fn calls_are_labelled_only_when_something_reads_labels() {
+    let blind = LabelBlind::default();
+    let client = S3Client::builder(InMemory::new())
+        .observer(blind.clone())
+        .build()
+        .unwrap();
+    assert!(!client.pool().unwrap().reads_labels());
+    client
+        .put(&Path::from("unlabelled"), "v")
+        .metadata(Metadata::new().with("tenant", "acme"))
+        .await
+        .unwrap();
+    let labels = blind.0.snapshot(|r| r.labels.clone());
+    assert_eq!(labels, [("tenant".to_owned(), "acme".to_owned())]);
 }
 
 #[tokio::test(start_paused = true)]
