@@ -10,6 +10,7 @@ mod intake;
 mod nested;
 mod panics;
 mod races;
+mod rate_limit;
 mod stress;
 mod wakeups;
 
