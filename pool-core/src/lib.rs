@@ -89,7 +89,7 @@ pub use executor::SmolExecutor;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use executor::TokioExecutor;
-pub use executor::{BoxFuture, Executor};
+pub use executor::{BoxFuture, Executor, ResettableSleep};
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub use executor::{Deadlock, SimExecutor};

@@ -64,7 +64,7 @@ impl std::fmt::Debug for Policy {
         self.admission.fmt(f)
     }
 }
-use crate::executor::BoxFuture;
+use crate::executor::{BoxFuture, ResettableSleep};
 use crate::observer::{Event, EventKind, TaskInfo};
 use crate::raw_task::AttemptBuffer;
 use crate::unwind::{catch, drop_contained, drop_contained_in_place, message};
@@ -91,6 +91,7 @@ impl Engine {
         info: Option<&TaskInfo>,
         timed: bool,
         buffer: &mut AttemptBuffer,
+        kept: &mut KeptSleep,
     ) -> (AttemptEnd, Option<Ticks>) {
         let task = job.task();
         let deadline = self.deadline_of(task);
@@ -172,7 +173,9 @@ impl Engine {
                     timeout,
                     deadline,
                 };
-                let end = self.race(task, future.as_mut(), cut, cancellation).await;
+                let end = self
+                    .race(task, future.as_mut(), cut, cancellation, kept)
+                    .await;
                 // Dropping a future can panic too; that must not take the runner down.
                 drop_contained_in_place("an attempt's future", future);
                 end
@@ -412,9 +415,11 @@ impl Engine {
         mut future: Pin<&mut Option<AttemptFuture<'_>>>,
         cuts: Cuts,
         task_token: Option<CancellationToken>,
+        kept: &mut KeptSleep,
     ) -> AttemptEnd {
-        // Set up when the attempt first waits, with what cuts it.
-        let mut timer: Option<(BoxFuture<()>, Cut)> = None;
+        // Set up when the attempt first waits: what cuts it, and when (the runner's kept
+        // sleep, or a sleep of the attempt's own where the executor has no resettable one).
+        let mut timer: Option<(Cut, Option<BoxFuture<()>>)> = None;
         let mut cancelled: Option<BoxFuture<()>> = None;
         // The wait for `stop_now` and aborts, on the stack (no allocation).
         let mut interrupt = std::pin::pin!(None);
@@ -435,12 +440,16 @@ impl Engine {
             }
             if timer.is_none() && cuts.any() {
                 let now = self.now();
-                timer = cuts
-                    .at(now)
-                    .map(|(at, cut)| (self.executor.sleep_in_task(at.saturating_since(now)), cut));
+                timer = cuts.at(now).map(|(at, cut)| (cut, self.arm(kept, at, now)));
             }
-            if let Some((timer, cut)) = timer.as_mut() {
-                if timer.as_mut().poll(cx).is_ready() {
+            if let Some((cut, own)) = timer.as_mut() {
+                let fired = match own {
+                    Some(sleep) => sleep.as_mut().poll(cx).is_ready(),
+                    None => kept
+                        .as_mut()
+                        .is_some_and(|sleep| sleep.as_mut().poll_elapsed(cx).is_ready()),
+                };
+                if fired {
                     return Poll::Ready(match *cut {
                         Cut::Timeout(timeout) => AttemptEnd::TimedOut(timeout),
                         Cut::Deadline => AttemptEnd::DeadlineCut,
@@ -478,7 +487,28 @@ impl Engine {
         })
         .await
     }
+
+    /// Sets the runner's `kept` sleep to `at` (made now if the runner has none yet); `now` is
+    /// the attempt's first wait. Returns a sleep of the attempt's own instead when the
+    /// executor has no resettable sleep.
+    fn arm(&self, kept: &mut KeptSleep, at: Ticks, now: Ticks) -> Option<BoxFuture<()>> {
+        let deadline = self.epoch.instant(at);
+        match kept {
+            Some(sleep) => sleep.as_mut().reset(deadline),
+            None => match self.executor.resettable_sleep(deadline) {
+                Some(sleep) => *kept = Some(sleep),
+                None => return Some(self.executor.sleep_in_task(at.saturating_since(now))),
+            },
+        }
+        None
+    }
 }
+
+/// The sleep a runner keeps for the timeouts (and deadline cuts) of all the attempts it
+/// runs, moved to each one's cut when it first waits: one sleep for many attempts, where one
+/// per attempt would be registered with the executor's timer and taken out again. Dropped
+/// when the runner parks for want of work, so an idle pool holds no timer.
+pub(super) type KeptSleep = Option<Pin<Box<dyn ResettableSleep>>>;
 
 /// What ends a wait for admission early.
 type Interruption<'a> =

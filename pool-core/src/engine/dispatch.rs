@@ -12,6 +12,7 @@ use crate::observer::{Event, EventKind, TaskInfo};
 use crate::raw_task::AttemptBuffer;
 use crate::unwind::catch;
 
+use super::attempt::KeptSleep;
 use super::ending::TaskEnd;
 use super::intake::Entry;
 use super::job::{Job, TaskRef, Waiting};
@@ -122,6 +123,7 @@ impl Engine {
                 next: Some(claimed),
                 running: None,
                 buffer: AttemptBuffer::default(),
+                sleep: None,
             };
             self.spawn("a runner", Box::pin(runner.run()));
         }
@@ -239,6 +241,9 @@ struct Runner {
     /// Where its attempts' futures live when they are too large to be stored in place: one
     /// allocation for all of them.
     buffer: AttemptBuffer,
+    /// The timer of its attempts' timeouts, kept from one attempt to the next while it has
+    /// work (see [`KeptSleep`]).
+    sleep: KeptSleep,
 }
 
 impl Runner {
@@ -263,12 +268,23 @@ impl Runner {
             }
             let end = self
                 .engine
-                .attempt(job, &mut timeline, info.as_ref(), timed, &mut self.buffer)
+                .attempt(
+                    job,
+                    &mut timeline,
+                    info.as_ref(),
+                    timed,
+                    &mut self.buffer,
+                    &mut self.sleep,
+                )
                 .await;
             let (job, lane) = self.running.take().expect("the runner holds its task");
             self.next = match self.engine.after_attempt(job, lane, &timeline, end, info) {
                 Some(next) => Some(next),
-                None => self.engine.wait_for_work().await,
+                None => {
+                    // Parked, it holds no timer (nor wakes for one that fires meanwhile).
+                    self.sleep = None;
+                    self.engine.wait_for_work().await
+                }
             };
         }
     }

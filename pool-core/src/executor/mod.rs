@@ -9,6 +9,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 #[cfg(any(test, feature = "test-util"))]
@@ -29,6 +30,17 @@ pub use tokio::TokioExecutor;
 
 /// A boxed, sendable future: what an [`Executor`] runs and returns.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A sleep that can be moved to another deadline: from
+/// [`Executor::resettable_sleep`].
+pub trait ResettableSleep: Send {
+    /// Completes at `deadline` (on the executor's clock) instead, earlier or later than it
+    /// was set to, whether or not it had completed.
+    fn reset(self: Pin<&mut Self>, deadline: Instant);
+
+    /// `Ready` once the deadline has passed; otherwise `cx`'s waker is woken then.
+    fn poll_elapsed(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()>;
+}
 
 /// Spawning and timers for a pool.
 ///
@@ -51,6 +63,19 @@ pub trait Executor: Send + Sync + fmt::Debug + 'static {
     /// `sleep` unless overridden.
     fn sleep_in_task(&self, duration: Duration) -> BoxFuture<()> {
         self.sleep(duration)
+    }
+
+    /// A sleep until `deadline` (on [`now`](Executor::now)'s clock) that can be moved to
+    /// another deadline, made while this executor polls one of the futures given to its
+    /// [`spawn`](Executor::spawn) (as [`sleep_in_task`](Executor::sleep_in_task)). A pool's
+    /// runner keeps one for the timeouts of all the attempts it runs and moves it to each
+    /// attempt's end: with tokio, moving a registered timer later is one atomic
+    /// compare-and-swap, where a sleep per attempt is registered with the timer driver and
+    /// taken out again under its lock. `None` (the default): the runner makes a
+    /// `sleep_in_task` for each attempt that waits.
+    fn resettable_sleep(&self, deadline: Instant) -> Option<Pin<Box<dyn ResettableSleep>>> {
+        let _ = deadline;
+        None
     }
 
     /// The current time on this executor's clock (virtual for test executors).

@@ -1,8 +1,11 @@
 //! The tokio executor.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use super::{BoxFuture, Executor};
+use super::{BoxFuture, Executor, ResettableSleep};
 
 /// Runs the pool on a tokio runtime. Under `tokio::time::pause()` its clock is virtual, so
 /// tests of timeouts and backoff run instantly.
@@ -57,8 +60,25 @@ impl Executor for TokioExecutor {
         Box::pin(tokio::time::sleep(duration))
     }
 
+    /// tokio's own [`Sleep`](tokio::time::Sleep): reset to a later deadline while it is
+    /// registered, it stays in the timer wheel and only its deadline changes.
+    fn resettable_sleep(&self, deadline: Instant) -> Option<Pin<Box<dyn ResettableSleep>>> {
+        // Polled by this runtime (spawned through `self.handle`): its context is entered.
+        Some(Box::pin(tokio::time::sleep_until(deadline.into())))
+    }
+
     fn now(&self) -> Instant {
         tokio::time::Instant::now().into_std()
+    }
+}
+
+impl ResettableSleep for tokio::time::Sleep {
+    fn reset(self: Pin<&mut Self>, deadline: Instant) {
+        tokio::time::Sleep::reset(self, deadline.into());
+    }
+
+    fn poll_elapsed(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll(cx)
     }
 }
 
@@ -76,6 +96,20 @@ mod tests {
         tokio: TokioExecutor,
         sleeps: AtomicUsize,
         in_task: AtomicUsize,
+        /// Resettable sleeps made; `None`: it has none (the default), as an executor that
+        /// does not override `resettable_sleep`.
+        resettable: Option<AtomicUsize>,
+    }
+
+    impl Counting {
+        fn new(tokio: TokioExecutor, resettable: bool) -> Self {
+            Counting {
+                tokio,
+                sleeps: AtomicUsize::new(0),
+                in_task: AtomicUsize::new(0),
+                resettable: resettable.then(|| AtomicUsize::new(0)),
+            }
+        }
     }
 
     impl Executor for Counting {
@@ -93,6 +127,11 @@ mod tests {
             self.tokio.sleep_in_task(duration)
         }
 
+        fn resettable_sleep(&self, deadline: Instant) -> Option<Pin<Box<dyn ResettableSleep>>> {
+            self.resettable.as_ref()?.fetch_add(1, Ordering::SeqCst);
+            self.tokio.resettable_sleep(deadline)
+        }
+
         fn now(&self) -> Instant {
             self.tokio.now()
         }
@@ -107,11 +146,10 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let executor = Arc::new(Counting {
-            tokio: TokioExecutor::from_handle(runtime.handle().clone()),
-            sleeps: AtomicUsize::new(0),
-            in_task: AtomicUsize::new(0),
-        });
+        let executor = Arc::new(Counting::new(
+            TokioExecutor::from_handle(runtime.handle().clone()),
+            false,
+        ));
         let pool = Pool::builder()
             .executor_arc(Arc::clone(&executor) as Arc<dyn Executor>)
             .retries(0)
@@ -133,5 +171,66 @@ mod tests {
         );
         assert_eq!(executor.in_task.load(Ordering::SeqCst), 1);
         assert_eq!(executor.sleeps.load(Ordering::SeqCst), 0);
+    }
+
+    /// A runner with work keeps one sleep for all its attempts' timeouts, moved to each
+    /// attempt's end: twelve tasks run one after another by one runner, each waiting, make
+    /// one sleep (one per attempt before: fails with a sleep per attempt, 12 `in_task`).
+    /// Moved earlier (20 ms after 30 s) it fires at the earlier moment — virtual time ends
+    /// under a second, 30 s if the move were lost — and moved later it fires at the end of
+    /// the pool's 30 s timeout.
+    #[tokio::test(start_paused = true)]
+    async fn a_runner_keeps_one_sleep_for_its_attempts_timeouts() {
+        let executor = Arc::new(Counting::new(TokioExecutor::current(), true));
+        let pool = Pool::builder()
+            .executor_arc(Arc::clone(&executor) as Arc<dyn Executor>)
+            .concurrency(1)
+            .retries(0)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        pool.pause();
+        let waits_once = || async {
+            tokio::task::yield_now().await;
+            Ok::<_, Transient<&str>>(())
+        };
+        let quick: Vec<_> = (0..10)
+            .map(|_| pool.enqueue(waits_once, TaskOptions::new()))
+            .collect();
+        let short = pool.enqueue(
+            std::future::pending::<Result<(), Transient<&str>>>,
+            TaskOptions::new().timeout(Duration::from_millis(20)),
+        );
+        let long = pool.enqueue(
+            std::future::pending::<Result<(), Transient<&str>>>,
+            TaskOptions::new(),
+        );
+        let started = tokio::time::Instant::now();
+        pool.resume();
+        for handle in quick {
+            handle.await.unwrap();
+        }
+        let short = short.await;
+        assert!(
+            matches!(short, Err(TaskError::TimedOut { timeout, .. }) if timeout == Duration::from_millis(20)),
+            "{short:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "the 20 ms timeout fired after {:?}",
+            started.elapsed()
+        );
+        let long = long.await;
+        assert!(
+            matches!(long, Err(TaskError::TimedOut { timeout, .. }) if timeout == Duration::from_secs(30)),
+            "{long:?}"
+        );
+        let resettable = executor.resettable.as_ref().unwrap().load(Ordering::SeqCst);
+        let in_task = executor.in_task.load(Ordering::SeqCst);
+        assert_eq!(
+            (resettable, in_task),
+            (1, 0),
+            "one sleep for twelve attempts"
+        );
     }
 }
