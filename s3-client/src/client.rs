@@ -28,7 +28,7 @@ use crate::options::CallOptions;
 use crate::pooled_store::PooledStore;
 use crate::redact::redact;
 use crate::transfer::{
-    download, io_failure, upload, ByteBudget, BytesSource, FileSink, FileSource, ReadAhead,
+    download, download_to_file, io_failure, upload, ByteBudget, BytesSource, FileSource, ReadAhead,
     ReaderSource, TransferContext, TransferSummary, WriterSink,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -630,14 +630,35 @@ impl S3Client {
         Call::new(move |call| {
             Box::pin(async move {
                 let fail = |error| ClientError::new(Operation::Download, path.to_string(), error);
-                let sink = tokio::fs::File::create(&file)
+                let file = tokio::fs::File::create(&file)
                     .await
                     .map_err(|e| fail(io_failure(e)))?
                     .into_std()
                     .await;
-                download(&context, &path, FileSink::new(sink), &call)
+                download_to_file(&context, &path, file, &call)
                     .await
                     .map_err(fail)
+            })
+        })
+    }
+
+    /// [`download_to_file`](Self::download_to_file) into a file the caller opened for
+    /// writing (a temporary file to be persisted, a preallocated one, one to be
+    /// overwritten), in place: it is not truncated first, and once the download is complete
+    /// its length is set to the object's size. Overwriting a file whose pages are in memory
+    /// allocates none: on a virtual machine that hands its free memory back to the host, a
+    /// new file's pages are the dearest part of a download (see the pool-bench README).
+    ///
+    /// # Cancel safety
+    /// Dropping the call stops the download; the file holds some of the object's ranges
+    /// over what it held before.
+    pub fn download_to_open_file(&self, path: &Path, file: std::fs::File) -> Call<TransferSummary> {
+        let (context, path) = (self.transfer_context(), path.clone());
+        Call::new(move |call| {
+            Box::pin(async move {
+                download_to_file(&context, &path, file, &call)
+                    .await
+                    .map_err(|error| ClientError::new(Operation::Download, path.to_string(), error))
             })
         })
     }

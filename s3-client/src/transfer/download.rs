@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 
 use super::buffers::{PieceBuffer, PieceBuffers};
 use super::progress::Meter;
-use super::sink::{PositionedFile, RangeSink};
+use super::sink::{FileSink, PositionedFile, RangeSink};
 use super::{io_failure, ByteBudget, TaskResult, TransferContext, TransferSummary};
 use crate::checksum::ResponseChecksums;
 use crate::dispatch::attempt;
@@ -422,6 +422,33 @@ pub(crate) async fn download(
     // Either one's failure ends both.
     future::try_join(fetching, writing).await?;
     Ok(meter.summary(meta.e_tag))
+}
+
+/// Downloads `path` into `file`, each range written at its offset, in place: the file is
+/// not truncated first (the caller created it empty, or wants it overwritten), and once the
+/// download is complete its length is set to the object's size, so a longer file does not
+/// keep its old tail.
+///
+/// Writing over pages a file already has in memory costs a copy; a new file's pages are
+/// allocated as they are written, which is cheap on a machine whose memory is its own but
+/// not on a virtual machine that hands its free memory back to the host (free page
+/// reporting): there the first write to such a page waits for the host to back it again,
+/// and a new 1 GiB file cost 0.4 to 13 s of system time from one write to the next
+/// (pool-bench README, "the large download's stall").
+pub(crate) async fn download_to_file(
+    context: &TransferContext,
+    path: &Path,
+    file: std::fs::File,
+    call: &CallOptions,
+) -> TaskResult<TransferSummary> {
+    let cut = file.try_clone().map_err(io_failure)?;
+    let summary = download(context, path, FileSink::new(file), call).await?;
+    let len = summary.bytes;
+    tokio::task::spawn_blocking(move || cut.set_len(len))
+        .await
+        .map_err(|error| io_failure(io::Error::other(error)))?
+        .map_err(io_failure)?;
+    Ok(summary)
 }
 
 /// A range that arrived: its offset, its bytes, and its budget.

@@ -20,10 +20,10 @@ use pool_core::TaskError;
 
 pub(crate) use abort::AbortOnDrop;
 pub(crate) use budget::ByteBudget;
-pub(crate) use download::download;
+pub(crate) use download::{download, download_to_file};
 pub use progress::{ProgressCallback, TransferProgress, TransferSummary};
 pub(crate) use read_ahead::{ReadAhead, Staged};
-pub(crate) use sink::{FileSink, WriterSink};
+pub(crate) use sink::WriterSink;
 pub(crate) use source::{BytesSource, FileSource, ReaderSource};
 pub(crate) use upload::upload;
 

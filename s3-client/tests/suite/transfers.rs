@@ -120,6 +120,31 @@ async fn files_round_trip_empty_small_and_in_more_parts_than_the_budget_holds() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_into_an_open_file_overwrites_it_in_place_and_cuts_its_tail() {
+    let server = S3TestServer::start().await.unwrap();
+    let client = client(&server);
+    let dir = tempfile::tempdir().unwrap();
+    // Longer files than the objects, full of another byte: every byte of the object must
+    // be written over them, and their tails cut off (an empty object leaves an empty file).
+    for (name, len) in [("empty", 0), ("several", 2 * PART + 3)] {
+        let path = Path::from(name);
+        let body = random_bytes(15, len);
+        client.put(&path, body.clone()).await.unwrap();
+        let target = dir.path().join(format!("{name}.out"));
+        std::fs::write(&target, vec![0xAB; 3 * PART + 100]).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&target)
+            .unwrap();
+        let down = client.download_to_open_file(&path, file).await.unwrap();
+        assert_eq!(down.bytes, len as u64, "{name}");
+        let written = std::fs::read(&target).unwrap();
+        assert_eq!(written.len(), len, "{name}: the old tail is cut off");
+        assert!(written == body, "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_budget_smaller_than_a_part_still_completes() {
     let server = S3TestServer::start().await.unwrap();
     let client = s3_client::S3ClientBuilder::from_url(&server.connection_string())
