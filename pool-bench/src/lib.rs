@@ -54,7 +54,7 @@ pub use case::{
 };
 pub use chart::{write_charts, Metric};
 pub use child::{print_result, run_child};
-pub use cpu::{process_cpu_time, Stopwatch, Timing};
+pub use cpu::{process_cpu_time, ResourceUsage, Stopwatch, Timing};
 pub use engine::{deal_by_limit, run_case, split_concurrency, CaseRun, SEPARATE_POOLS};
 pub use error::BenchError;
 pub use machine::{MachineInfo, Versions};

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use report::{Goal, ServerDelta, TransferGoals, TransferReport, TransferRow, TransferRun};
 pub use run::{run_transfer, TransferOptions};
 
-use crate::cpu::Stopwatch;
+use crate::cpu::{ResourceUsage, Stopwatch};
 use crate::error::BenchError;
 use crate::measure::worker_threads;
 
@@ -215,6 +215,10 @@ pub struct TransferMeasurement {
     pub max_open_bodies: Option<usize>,
     /// Tokio worker threads.
     pub worker_threads: usize,
+    /// The child's resource usage over the transfer: CPU time split into user and system,
+    /// page faults, context switches.
+    #[serde(default)]
+    pub usage: Option<ResourceUsage>,
 }
 
 /// Runs `spec` in this process (the child side of `bench-transfer`).
@@ -226,14 +230,18 @@ pub fn measure_transfer(spec: &TransferSpec) -> Result<TransferMeasurement, Benc
         .build()
         .map_err(|error| BenchError::Setup(format!("tokio runtime: {error}")))?;
     let memory = ProcessRss::new();
-    let (timing, baseline, outcome) = runtime.block_on(async {
+    let (timing, usage, baseline, outcome) = runtime.block_on(async {
         let prepared = engines::prepare(spec)?;
         let baseline = memory.resident_bytes();
         let tracing = spec.trace.as_ref().map(|_| engines::trace(&prepared));
         let threads = spec.trace.as_ref().map(|_| threads::ThreadTimes::now());
+        let usage = ResourceUsage::now();
         let stopwatch = Stopwatch::start();
         let outcome = engines::run(spec, &prepared).await?;
         let timing = stopwatch.stop();
+        let usage = ResourceUsage::now()
+            .zip(usage)
+            .map(|(after, before)| after.since(&before));
         if let (Some(tracing), Some(path), Some(threads)) = (tracing, &spec.trace, threads) {
             let per_thread = threads::ThreadTimes::now().since_csv(&threads);
             let rows = tracing.finish().await;
@@ -241,7 +249,7 @@ pub fn measure_transfer(spec: &TransferSpec) -> Result<TransferMeasurement, Benc
             let path = path.with_extension("threads.csv");
             std::fs::write(&path, per_thread).map_err(|e| BenchError::io(&path, e))?;
         }
-        Ok::<_, BenchError>((timing, baseline, outcome))
+        Ok::<_, BenchError>((timing, usage, baseline, outcome))
     })?;
     let peak_rss_bytes = memory.peak_resident_bytes();
     let mut mismatches = outcome.mismatches;
@@ -264,5 +272,6 @@ pub fn measure_transfer(spec: &TransferSpec) -> Result<TransferMeasurement, Benc
         resent_bytes: outcome.resent_bytes,
         max_open_bodies: outcome.max_open_bodies,
         worker_threads: workers,
+        usage,
     })
 }

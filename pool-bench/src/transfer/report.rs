@@ -78,6 +78,14 @@ impl TransferRun {
         self.measurement.cpu_ms.map(|cpu| cpu / mib)
     }
 
+    /// The child's system CPU time per MiB moved, ms: the kernel's side of the client's
+    /// work (sockets, page faults, the file's pages). The large download's swung 4× from
+    /// one run to the next when its target was a new file (see the README).
+    pub fn system_cpu_ms_per_mib(&self) -> Option<f64> {
+        let mib = self.bytes as f64 / MIB;
+        self.measurement.usage.map(|usage| usage.system_ms / mib)
+    }
+
     /// The server process's CPU time per MiB moved, ms.
     pub fn server_cpu_ms_per_mib(&self) -> Option<f64> {
         let mib = self.bytes as f64 / MIB;
@@ -110,7 +118,21 @@ impl TransferRun {
             self.server.injected,
             self.resent_bytes() as f64 / MIB,
             if self.mismatches == 0 { "content identical" } else { "CONTENT DIFFERS" },
-        )
+        ) + &self
+            .measurement
+            .usage
+            .map(|usage| {
+                format!(
+                    "\n    client: user {:.0} ms, system {:.0} ms, {} minor faults, {} major, {} / {} switches (voluntary / involuntary)",
+                    usage.user_ms,
+                    usage.system_ms,
+                    usage.minor_faults,
+                    usage.major_faults,
+                    usage.voluntary_switches,
+                    usage.involuntary_switches,
+                )
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -133,6 +155,9 @@ pub struct TransferRow {
     pub wall_ms: Summary,
     /// The child's CPU time (user + system) per MiB, ms.
     pub cpu_ms_per_mib: Option<Summary>,
+    /// The child's system CPU time per MiB, ms (part of `cpu_ms_per_mib`).
+    #[serde(default)]
+    pub system_cpu_ms_per_mib: Option<Summary>,
     /// The server process's CPU time per MiB, ms.
     pub server_cpu_ms_per_mib: Option<Summary>,
     /// Both sides' CPU time per MiB (child + server), ms.
@@ -291,15 +316,18 @@ impl TransferReport {
              the CPU columns (the client's, and the client's plus the server's, per MiB, paired \
              the same way: below 1 is less work) say what each engine costs whatever the load. \
              Cores busy is both sides' CPU time over the wall time: a run below what the machine \
-             could give it waited.\n"
+             could give it waited. The client's system time (min–max over the runs) is the \
+             kernel's share of its CPU: a setting whose runs differ by several times there met \
+             the machine's memory in different states (a new file's pages on a virtual machine \
+             that hands free memory back to its host), not a different engine.\n"
         );
         let _ = writeln!(
             md,
-            "| workload | direction | scenario | engine | MiB/s (min–max) | × object-store (medians) | paired × (min–max) | CPU ms/MiB | paired CPU × | server CPU ms/MiB | client + server CPU ms/MiB | paired client + server CPU × | cores busy | peak RSS MB | injected | re-sent MiB | pieces re-sent / failure | identical | open bodies max |"
+            "| workload | direction | scenario | engine | MiB/s (min–max) | × object-store (medians) | paired × (min–max) | CPU ms/MiB | of it system (min–max) | paired CPU × | server CPU ms/MiB | client + server CPU ms/MiB | paired client + server CPU × | cores busy | peak RSS MB | injected | re-sent MiB | pieces re-sent / failure | identical | open bodies max |"
         );
         let _ = writeln!(
             md,
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
         );
         for row in &self.rows {
             let opt = |value: Option<f64>, digits: usize| {
@@ -312,7 +340,7 @@ impl TransferReport {
             };
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {:.0} ({:.0}–{:.0}) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {:.0} ({:.0}–{:.0}) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} | {} |",
                 row.workload,
                 row.direction,
                 row.scenario,
@@ -323,6 +351,9 @@ impl TransferReport {
                 opt(row.throughput_ratio_vs_object_store, 2),
                 paired(row.paired_ratio_vs_object_store),
                 opt(row.cpu_ms_per_mib.map(|s| s.median), 2),
+                row.system_cpu_ms_per_mib.map_or("–".to_owned(), |s| {
+                    format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max)
+                }),
                 paired(row.paired_cpu_ratio_vs_object_store),
                 opt(row.server_cpu_ms_per_mib.map(|s| s.median), 2),
                 opt(row.total_cpu_ms_per_mib.map(|s| s.median), 2),
@@ -409,6 +440,9 @@ fn rows(runs: &[TransferRun]) -> Vec<TransferRow> {
             )
             .expect("a group has runs"),
             cpu_ms_per_mib: summary(group.iter().map(|r| r.cpu_ms_per_mib()).collect()),
+            system_cpu_ms_per_mib: summary(
+                group.iter().map(|r| r.system_cpu_ms_per_mib()).collect(),
+            ),
             server_cpu_ms_per_mib: summary(
                 group.iter().map(|r| r.server_cpu_ms_per_mib()).collect(),
             ),
@@ -611,6 +645,7 @@ mod tests {
                 resent_bytes: None,
                 max_open_bodies: None,
                 worker_threads: 2,
+                usage: None,
             },
             server: ServerDelta {
                 requests: 100,
