@@ -177,7 +177,8 @@ pub struct TransferSpec {
     pub retry_delay_ms: u64,
     /// Large upload: the file sent.
     pub source: Option<PathBuf>,
-    /// Large download: the file written (checked, then removed, by the child).
+    /// Large download: the file written over, in place (the orchestrator made it the
+    /// object's size and zeroed it before the run; the child checks it afterwards).
     pub target: Option<PathBuf>,
     /// Where the child writes its trace (CSV, a row every 10 ms: s3pool's pool counts and
     /// the bodies being read), if one is wanted.
@@ -260,7 +261,6 @@ pub fn measure_transfer(spec: &TransferSpec) -> Result<TransferMeasurement, Benc
         let same = content::file_matches(target, key, spec.object_bytes)
             .map_err(|e| BenchError::io(target, e))?;
         mismatches += usize::from(!same);
-        std::fs::remove_file(target).map_err(|e| BenchError::io(target, e))?;
     }
     Ok(TransferMeasurement {
         wall_ms: timing.wall.as_secs_f64() * 1e3,

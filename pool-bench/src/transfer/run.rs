@@ -248,6 +248,31 @@ fn settle_disk() {
     nix::unistd::sync();
 }
 
+/// Makes the file at `path` `len` bytes of zeros, written over in place if it exists: a
+/// large download then writes over pages already in memory, the same for every run and
+/// either engine. Writing a new file instead made the download's cost depend on what ran
+/// before it: on the virtual machines this runs on, free memory is handed back to the host
+/// (free page reporting), and the first write to a page the host took back waits for it to
+/// be backed again — a new 1 GiB file took 0.4 to 13 s of system time from one write to
+/// the next, and the first large download of a round 2–3 times the second's. Zeros, not the
+/// object's content, so a range the download failed to write is a mismatch.
+fn zero_file(path: &FsPath, len: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    let zeros = vec![0u8; 8 << 20];
+    let mut offset = 0;
+    while offset < len {
+        let take = (len - offset).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..take], offset)?;
+        offset += take as u64;
+    }
+    file.set_len(len)
+}
+
 /// A client of the orchestrator's own, to seed objects and clean up.
 fn helper_client(server: &S3TestServer, checksum: bool) -> Result<S3Client, BenchError> {
     let checksum = checksum.then_some(object_store::aws::Checksum::CRC64NVME);
@@ -355,13 +380,16 @@ impl World<'_> {
             retry_delay_ms: options.retry_delay_ms,
             source: (workload == Workload::Large).then(|| self.source.clone()),
             target: (workload == Workload::Large && direction == Direction::Download)
-                .then(|| self.scratch.join(format!("download-{engine}.bin"))),
+                .then(|| self.scratch.join("download.bin")),
             trace: options.trace.then(|| {
                 self.out_dir.join(format!(
                     "trace-{round}-{workload}-{direction}-{scenario}-{engine}.csv"
                 ))
             }),
         };
+        if let Some(target) = &spec.target {
+            zero_file(target, spec.object_bytes).map_err(|e| BenchError::io(target, e))?;
+        }
         settle_disk();
         let faults = self.server.faults();
         let before = ServerCounters::read(self.server);
@@ -468,5 +496,26 @@ impl ServerCounters {
                 .zip(before.cpu)
                 .map(|(after, before)| after.saturating_sub(before).as_secs_f64() * 1e3),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_is_zeroed_in_place_to_the_objects_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("target.bin");
+        zero_file(&path, 10_000).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), vec![0; 10_000], "created");
+        // What a download left: the object's bytes, and a longer file than the next run's.
+        std::fs::write(&path, vec![7u8; 30_000]).unwrap();
+        zero_file(&path, 20_000).unwrap();
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            vec![0; 20_000],
+            "written over, cut"
+        );
     }
 }
