@@ -43,15 +43,16 @@
 //! - [`PoolBuilder`]: settings and defaults; [`Pool`]: enqueue and control.
 //! - [`MakeAttempt`]: a task (any `FnMut() -> impl Future<Output = Result<..>>`);
 //!   [`TaskOptions`], [`TaskHandle`], [`TaskError`]: one task's settings, future and errors.
-//! - [`Observer`], [`Event`]: the seam metrics and tuners plug into.
+//! - [`Observer`], [`Event`]: the seam metrics and tuners plug into ([`observer`] argues it).
 //! - [`Admission`]: what an attempt must obtain besides a slot (a rate limit's turn, a closed
-//!   circuit, a global permit); [`policy`] has the shipped ones.
+//!   circuit, a global permit); [`admission`] argues the seam, [`policy`] has the shipped ones.
+//! - [`TenantConfig`]: how tenants share a priority level ([`tenant`] argues the scheduler).
 //! - [`Executor`]: [`TokioExecutor`] (feature `tokio`, default), `SmolExecutor` (feature
 //!   `smol`) and `SimExecutor` (feature `test-util`: deterministic, on virtual time).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
-mod admission;
+pub mod admission;
 mod batch;
 mod buffered;
 mod builder;
@@ -62,7 +63,7 @@ mod error;
 mod executor;
 mod handle;
 mod make_attempt;
-mod observer;
+pub mod observer;
 mod outcome;
 pub mod policy;
 mod pool;
@@ -72,7 +73,7 @@ mod retry;
 mod stats;
 mod sync;
 mod task;
-mod tenant;
+pub mod tenant;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod tower;

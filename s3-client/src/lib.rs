@@ -12,6 +12,8 @@
 //! - [`classify`]: S3 errors → throttled (503 SlowDown, 429) / retryable (5xx, timeouts,
 //!   connection errors) / fatal (404, 403, 412, …). object_store's own retries are turned off
 //!   (`S3Config::store_retries` = 0) so the pool's retry policy is the only one in charge.
+//! - [`hedge`]: hedged reads and the three rules that keep them from adding load;
+//!   [`integrity`]: which bytes a read checks (length always, a checksum where S3 keeps one).
 //! - [`ChaosStore`]: seeded fault injection around any store, for tests and benches.
 //! - `testing` (feature): an in-process S3 server with a 503 switch.
 //! - `BucketAdmin` (feature `aws-sdk`): bucket creation and deletion on aws-sdk-s3.
@@ -49,8 +51,8 @@ mod dispatch;
 mod error;
 mod feature_hint;
 mod group;
-mod hedge;
-mod integrity;
+pub mod hedge;
+pub mod integrity;
 mod listing;
 mod multipart;
 mod object_body;

@@ -1,6 +1,6 @@
 //! # task-manager
 //!
-//! Bulk processing over an s3pool [`Pool`](pool_core::Pool): "do this to a million keys, at
+//! Bulk processing over an s3pool [`Pool`]: "do this to a million keys, at
 //! most N at a time, tell me what failed", with memory bounded by the concurrency rather
 //! than by the number of items.
 //!
@@ -41,7 +41,7 @@
 //!   `process_stream`, `enqueue`, `pause` / `resume` / `drain` / `stop` / `destroy`, `stats`.
 //! - [`Run`]: one run's options (fail-fast, callbacks, progress, priority) and its output:
 //!   a [`Stream`](futures::Stream) of [`ItemResult`]s, or an awaited
-//!   [`BatchResult`](pool_core::BatchResult) / `Vec<Result<..>>`.
+//!   [`BatchResult`] / `Vec<Result<..>>`.
 //! - [`Classified`]: the same with a custom error classifier
 //!   ([`TaskManager::classify_errors`]).
 //! - [`Processor`]: what a run does to each item (any `Fn(Item) -> impl Future<Output =

@@ -6,7 +6,8 @@
 //! and moto's S3 server (s3-client's tests start their own; see `moto.rs`). On Debian-like
 //! systems, as root or with password-less sudo, it installs Debian's packages; otherwise it
 //! stops and says how.
-//! After the suite it runs the engine's model check with its bounded budget (a few seconds
+//! After the suite it builds the API docs with rustdoc's warnings as errors (a link to a
+//! private or missing item is a dead link on docs.rs) and runs the engine's model check with its bounded budget (a few seconds
 //! per scheduler; `cargo xtask model-check --deep` is the long run).
 
 use std::path::{Path, PathBuf};
@@ -39,9 +40,19 @@ pub(crate) fn run(args: &TestArgs) -> Result<(), String> {
     // only with the whole suite.
     if args.rest.is_empty() {
         crate::feature_hints::check()?;
+        check_docs()?;
         crate::model_check::run(&crate::model_check::ModelCheckArgs::bounded())?;
     }
     Ok(())
+}
+
+/// The API docs as docs.rs builds them (every feature), with every rustdoc warning an error:
+/// a link to a private item or a broken one is a page a user cannot follow.
+fn check_docs() -> Result<(), String> {
+    crate::cargo_with_env(
+        &["doc", "--workspace", "--all-features", "--no-deps"],
+        &[("RUSTDOCFLAGS".into(), "-D warnings".into())],
+    )
 }
 
 /// What to tell people who must install `redis-server` themselves.

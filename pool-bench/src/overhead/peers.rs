@@ -36,7 +36,7 @@ pub enum Peer {
     S3poolTenPriorities,
     /// The floor for a pool with priorities and handles: a `Mutex<BinaryHeap>` of boxed
     /// closures, a `Notify`, C worker tasks and a oneshot per task, nothing else
-    /// ([`MinimalPriorityPool`]).
+    /// (`MinimalPriorityPool` in this module).
     MinimalPriorityPool,
     /// C worker tasks fed by one channel of task ids (`async-channel`, unbounded): no
     /// priorities, no per-task handle; done when every worker has drained the channel.
