@@ -132,15 +132,19 @@ fn numbers_stay_unique_when_the_collector_takes_over_numbering() {
         .enable_time()
         .build()
         .unwrap();
-    // Fewer shards than threads: recorders also fall back to other shards.
+    // Fewer shards than threads: recorders also fall back to other shards. The store keeps
+    // the last `capacity` numbers, and the take-over leaves a gap for each number the pool gave
+    // a task still on its way (at most one per slot, 16): room for those, so a gap never
+    // evicts a task and "every task kept" holds however the take-over lands.
+    const SLOTS: u64 = 16;
     let config = MetricsConfig::default()
         .memory(MemoryMode::Light)
         .shards(2)
-        .task_store_capacity(total as usize);
+        .task_store_capacity((total + SLOTS) as usize);
     let metrics = Metrics::new(config).unwrap();
     let pool = runtime.block_on(async {
         Pool::builder()
-            .concurrency(16)
+            .concurrency(SLOTS as usize)
             .observer(metrics.clone())
             .build()
             .unwrap()
@@ -183,6 +187,11 @@ fn numbers_stay_unique_when_the_collector_takes_over_numbering() {
     let mut sequences: Vec<u64> = stored.iter().map(|t| t.sequence).collect();
     sequences.dedup();
     assert_eq!(sequences.len() as u64, total, "a number given twice");
+    let highest = stored.iter().map(|t| t.sequence).max();
+    assert!(
+        highest < Some(total + SLOTS),
+        "more gaps than slots: {highest:?}"
+    );
     // Fed records come after the take-over: all numbered above the pool's first 500.
     let fed_lowest = stored
         .iter()
