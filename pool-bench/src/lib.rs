@@ -63,7 +63,7 @@ pub use measure::{measure_case, worker_threads, CaseMeasurement, Repetitions};
 pub use overhead::{
     measure_waiting_bytes, run_overhead, waiting_bytes_in_child, Comparison, GoalCheck,
     LatencyResult, LatencySample, OverheadOptions, OverheadReport, Peer, QueuedMemory, RoundSample,
-    SlotIdle, Waiting, ORIGINAL_NOOP_OPS_PER_SEC,
+    RoundsMet, SlotIdle, Waiting, ORIGINAL_NOOP_OPS_PER_SEC,
 };
 pub use payload::{build_payload, BYTES_PER_POSITION};
 pub use report::{CaseResult, FailedCase, MatrixReport, HEADLINE, MIB, POOLED_PEAK_GOAL_MB};

@@ -174,15 +174,18 @@ struct CaseArgs {
 
 #[derive(Debug, Args)]
 struct OverheadArgs {
-    /// 100,000 no-op tasks and 3 rounds instead of 1,000,000 and 5.
+    /// 100,000 no-op tasks and 3 rounds instead of 1,000,000 and 9.
     #[arg(long)]
     quick: bool,
     /// No-op tasks per run (and tasks queued for the memory figure).
     #[arg(long)]
     tasks: Option<usize>,
-    /// Interleaved rounds.
+    /// Interleaved rounds whose medians are reported.
     #[arg(long)]
     rounds: Option<usize>,
+    /// Rounds run first, exactly as the others, and thrown away (default 1).
+    #[arg(long)]
+    warmup_rounds: Option<usize>,
     /// Output directory.
     #[arg(long, default_value = "target/bench-overhead")]
     out: PathBuf,
@@ -339,14 +342,18 @@ fn overhead_command(args: OverheadArgs) -> Result<(), BenchError> {
     if let Some(rounds) = args.rounds {
         options.rounds = rounds;
     }
+    if let Some(warmup_rounds) = args.warmup_rounds {
+        options.warmup_rounds = warmup_rounds;
+    }
     let binary = this_binary()?;
     eprintln!(
-        "pool-bench: overhead, {} no-op tasks and {} × {} ms latency-bound tasks at C={}, {} rounds",
+        "pool-bench: overhead, {} no-op tasks and {} × {} ms latency-bound tasks at C={}, {} rounds after {} warm-up",
         options.noop_tasks,
         options.latency_tasks,
         options.latency_ms,
         options.concurrency,
-        options.rounds
+        options.rounds,
+        options.warmup_rounds
     );
     // First, in fresh processes: memory freed by the runs below would hide the cost.
     let queued = waiting_bytes_in_child(

@@ -71,10 +71,13 @@ impl Peer {
     ];
 
     /// Every peer once, in the order round `round` of `rounds` runs them: [`Peer::ALL`]
-    /// rotated so that the rounds start at peers spread over the list. Whichever engine
-    /// runs first in a round meets the allocator and the runtime's workers as the previous
-    /// round left them; rotating shares that between the engines instead of always
-    /// charging it to s3pool.
+    /// rotated so that the rounds start at peers spread over the list, walked forwards in
+    /// even rounds and backwards in odd ones. Whichever engine runs first in a round meets
+    /// the allocator and the runtime's workers as the previous round left them; rotating
+    /// shares that between the engines instead of always charging it to s3pool. And each
+    /// engine meets what the one before it left (its freed memory, its workers' state):
+    /// walking both ways gives every engine both neighbours in turn instead of always
+    /// following the same one.
     pub fn round_order(round: usize, rounds: usize) -> impl Iterator<Item = Peer> {
         let count = Peer::ALL.len();
         let start = if rounds >= count {
@@ -82,7 +85,15 @@ impl Peer {
         } else {
             round * count / rounds.max(1)
         };
-        Peer::ALL.into_iter().cycle().skip(start).take(count)
+        let backwards = round % 2 == 1;
+        (0..count).map(move |step| {
+            let index = if backwards {
+                (start + count - step) % count
+            } else {
+                (start + step) % count
+            };
+            Peer::ALL[index]
+        })
     }
 
     /// The name in results.
@@ -340,6 +351,19 @@ mod tests {
                 all.sort();
                 assert_eq!(sorted, all, "round {round} of {rounds}");
                 firsts.insert(order[0]);
+                // Each peer's predecessor: the next round walks the other way, so it runs
+                // after the peer that followed it in this one.
+                let next: Vec<Peer> = Peer::round_order(round + 1, rounds).collect();
+                let before = |order: &[Peer], peer: Peer| {
+                    let at = order.iter().position(|&p| p == peer).unwrap();
+                    order.get(at.wrapping_sub(1)).copied()
+                };
+                for peer in Peer::ALL {
+                    let (this, then) = (before(&order, peer), before(&next, peer));
+                    if let (Some(this), Some(then)) = (this, then) {
+                        assert_ne!(this, then, "{peer:?} after {this:?} twice in a row");
+                    }
+                }
             }
             assert_eq!(firsts.len(), shown.min(Peer::ALL.len()), "{rounds} rounds");
         }

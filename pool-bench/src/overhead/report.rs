@@ -152,6 +152,12 @@ pub struct Comparison {
     /// The baseline's CPU time per task over the engine's, per round: above 1 when the
     /// engine spends less CPU per task. `None` where CPU time cannot be read.
     pub cpu_ratio: Option<Summary>,
+    /// The throughput ratio of each round, in round order.
+    #[serde(default)]
+    pub throughput_by_round: Vec<f64>,
+    /// The CPU ratio of each round, in round order.
+    #[serde(default)]
+    pub cpu_by_round: Option<Vec<f64>>,
 }
 
 impl Comparison {
@@ -178,6 +184,8 @@ impl Comparison {
             baseline: baseline.name().to_owned(),
             throughput_ratio: Summary::of(&throughput)?,
             cpu_ratio: cpu.as_deref().and_then(Summary::of),
+            throughput_by_round: throughput,
+            cpu_by_round: cpu,
         })
     }
 }
@@ -206,6 +214,32 @@ pub struct GoalCheck {
     pub met_wall: bool,
     /// Met on CPU time per task (`None` when there is no CPU figure).
     pub met_cpu: Option<bool>,
+    /// For a goal on a ratio: in how many of the rounds the round's own ratio met it —
+    /// the spread behind a median, in the goal's terms.
+    #[serde(default)]
+    pub rounds_met: Option<RoundsMet>,
+}
+
+/// In how many rounds a ratio met its goal, on each clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoundsMet {
+    /// Rounds in all.
+    pub rounds: usize,
+    /// Rounds whose throughput ratio met the goal.
+    pub wall: usize,
+    /// Rounds whose CPU ratio met the goal (`None` when there is no CPU figure).
+    pub cpu: Option<usize>,
+}
+
+impl RoundsMet {
+    fn of(comparison: &Comparison, target: f64) -> Self {
+        let met = |ratios: &[f64]| ratios.iter().filter(|&&ratio| ratio >= target).count();
+        RoundsMet {
+            rounds: comparison.throughput_by_round.len(),
+            wall: met(&comparison.throughput_by_round),
+            cpu: comparison.cpu_by_round.as_deref().map(met),
+        }
+    }
 }
 
 /// An overhead run's results (`target/bench-overhead/results.json`).
@@ -359,6 +393,7 @@ impl OverheadReport {
                 cpu,
                 met_wall: wall >= target,
                 met_cpu: cpu.map(|cpu| cpu >= target),
+                rounds_met: Some(RoundsMet::of(comparison, target)),
             });
         }
         let mut at_most = |goal: &str, value: f64, limit: f64| {
@@ -368,6 +403,7 @@ impl OverheadReport {
                 cpu: None,
                 met_wall: value <= limit,
                 met_cpu: None,
+                rounds_met: None,
             });
         };
         at_most("bytes_per_queued_task", self.bytes_per_queued_task, 96.0);
@@ -385,6 +421,7 @@ impl OverheadReport {
             cpu: None,
             met_wall: efficiency >= 0.99,
             met_cpu: None,
+            rounds_met: None,
         });
         goals
     }
@@ -485,15 +522,23 @@ impl OverheadReport {
             self.ratio_vs_original
         );
         let verdict = |met: bool| if met { "met" } else { "MISSED" };
-        out.push_str("Goals (wall clock | CPU time per task):\n");
+        out.push_str(
+            "Goals (wall clock | CPU time per task; [rounds whose own ratio met it, wall | CPU]):\n",
+        );
         for goal in &self.goals {
             let cpu = match (goal.cpu, goal.met_cpu) {
                 (Some(cpu), Some(met)) => format!(" | {cpu:.3} {}", verdict(met)),
                 _ => String::new(),
             };
+            let rounds = goal.rounds_met.map_or_else(String::new, |met| {
+                let cpu = met
+                    .cpu
+                    .map_or_else(String::new, |cpu| format!(" | {cpu}/{}", met.rounds));
+                format!("  [{}/{}{cpu}]", met.wall, met.rounds)
+            });
             let _ = writeln!(
                 out,
-                "  {:<70} {:.3} {}{cpu}",
+                "  {:<70} {:.3} {}{cpu}{rounds}",
                 goal.goal,
                 goal.wall,
                 verdict(goal.met_wall)
