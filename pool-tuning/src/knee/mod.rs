@@ -374,10 +374,22 @@ impl KneeTuner {
 
     /// The first call: the starting limit (the probe depth of the start's aim) has been in
     /// force since before anything was seen, and the first windows probe the no-load RTT.
-    fn start(&mut self, now: Instant) -> Option<Adjustment> {
+    ///
+    /// Where the first answer (`first_latency`) says a whole window of three round trips
+    /// outlasts `rate_window` (over 83 ms at the default), the first wave is the probe's
+    /// first round: its attempts started at the probe's depth like any later ones, and
+    /// leaving them out made the probe wait a round more (at 200 ms, the start's first
+    /// 0.6 s instead of 0.4 s, with nothing else to do). At shorter round trips the probe
+    /// takes a few tens of milliseconds either way, and its window starts here, as it did.
+    fn start(&mut self, first_latency: Duration, now: Instant) -> Option<Adjustment> {
         let long_ago = now.checked_sub(Duration::from_secs(3_600)).unwrap_or(now);
         self.epochs.begin(long_ago, self.limit, Duration::MAX);
-        self.begin_probe(self.start_aim, now)
+        let adjustment = self.begin_probe(self.start_aim, now);
+        let long = first_latency.mul_f64(FULL_WINDOW_RTTS) > self.config.rate_window;
+        if adjustment.is_none() && long {
+            self.restart_window(long_ago);
+        }
+        adjustment
     }
 
     fn probe_depth(&self, limit: usize) -> usize {
@@ -1097,7 +1109,7 @@ impl Tuner for KneeTuner {
 
     fn observe(&mut self, sample: &Sample, now: Instant) -> Option<Adjustment> {
         let started_probe = if self.epochs.current().is_none() {
-            self.start(now)
+            self.start(sample.latency, now)
         } else {
             None
         };
@@ -1355,6 +1367,21 @@ mod tests {
         assert!(
             reached.is_some_and(|at| at <= MS * 3_600),
             "{reached:?} {steps:?}"
+        );
+    }
+
+    #[test]
+    fn a_start_at_a_long_round_trip_measures_the_first_wave() {
+        // Knee 600 at 200 ms, from 10: the first probe (3 in flight) closes on two rounds'
+        // worth of successes. Counting the first wave, which ran at the probe's depth, it
+        // leaves 3 after two rounds (0.4 s); leaving it out, after three (0.6 s).
+        let mut sim = Loop::new(KneeConfig::default(), 10);
+        let adjustments = sim.run(MS * 500, queue(600, MS * 200));
+        assert!(
+            adjustments
+                .first()
+                .is_some_and(|a| a.from == 3 && a.to == 6),
+            "{adjustments:?}"
         );
     }
 
