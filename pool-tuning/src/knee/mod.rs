@@ -19,6 +19,11 @@ use crate::tuner::{Adjustment, Reason, Tuner};
 /// twice, so the window spent there queues requests at most twice as long (×4 overshot a
 /// knee of 600 to 1,000 for a second, enough to set the p99 of a minute).
 const STARTUP_GROWTH: usize = 2;
+/// … except in a start's round judged after one round trip (see `fast_round`) at a limit
+/// below `min_samples`, where it grows ×4: at a long round trip a round at 6 or 12 costs
+/// 0.4 s at 200 ms with the backend nearly idle, and quadrupling a dozen overshoots a knee
+/// by at most a few dozen requests, for one round.
+const SMALL_ROUND_GROWTH: usize = 4;
 /// A round trip this many times the baseline is queueing deep enough to cut by the ratio.
 const DEEP_QUEUEING: f64 = 1.5;
 /// Probes of the no-load RTT run at this fraction of the limit (1/4), halving from there.
@@ -942,7 +947,12 @@ impl KneeTuner {
         let far_below = failing.is_some_and(|failing| (limit as f64) < 0.5 * failing);
         if self.starting {
             self.growth_step = 1;
-            return limit.saturating_mul(STARTUP_GROWTH);
+            let growth = if self.judged_on_round && limit < self.config.min_samples {
+                SMALL_ROUND_GROWTH
+            } else {
+                STARTUP_GROWTH
+            };
+            return limit.saturating_mul(growth);
         }
         if far_below {
             self.growth_step = 1;
@@ -966,11 +976,14 @@ impl KneeTuner {
     /// yet. Until they arrive, do not grow.
     fn answers_lag(&self, now: Instant) -> bool {
         let fewest = (self.samples_needed() / 2).max(4);
+        let mut expected = self.limit;
         let rate = match self.window.rate(&self.recent, now, fewest) {
             Some(rate) => rate,
             // One round after a doubling no attempt let in at the new limit has seen only
             // its like end. Over the round every attempt in flight when it began has been
-            // answered, and those the doubling let in: the limit's worth, unless held back.
+            // answered, unless held back: the limit before the rise (half this one, or
+            // less). Those the rise let in come back as the round ends, some just after:
+            // counting them too held rounds of 192 and 384 at 200 ms for a round more.
             None if self.judged_on_round => {
                 let Some(rate) = self
                     .window
@@ -979,6 +992,7 @@ impl KneeTuner {
                 else {
                     return false;
                 };
+                expected = self.limit / STARTUP_GROWTH;
                 rate
             }
             None => return false,
@@ -992,7 +1006,7 @@ impl KneeTuner {
         let Some(mean_latency) = self.recent.mean_latency_since(from) else {
             return false;
         };
-        rate * mean_latency * UNANSWERED_FACTOR < self.limit as f64
+        rate * mean_latency * UNANSWERED_FACTOR < expected as f64
     }
 
     /// Counts an ended attempt for the limit it started under; returns that epoch.
@@ -1366,6 +1380,29 @@ mod tests {
         }
         assert!(
             reached.is_some_and(|at| at <= MS * 3_600),
+            "{reached:?} {steps:?}"
+        );
+    }
+
+    #[test]
+    fn a_start_at_a_long_round_trip_quadruples_small_rounds() {
+        // Knee 600 at 200 ms, from 10 (the first probe at 3, then 6): doubling, the rounds
+        // at 6, 12 and 24 each waited two round trips, and the round at 192 one more for
+        // the answers of the attempts its rise let in. Quadrupling below `min_samples`
+        // (6 -> 24) and judging a round's answers against the limit before its rise, the
+        // start is at 768 by 2.5 s.
+        let mut sim = Loop::new(KneeConfig::default(), 10);
+        let mut reached = None;
+        let mut steps = Vec::new();
+        while sim.elapsed() < MS * 8_000 && reached.is_none() {
+            steps.extend(sim.run(MS * 100, queue(600, MS * 200)));
+            if sim.tuner.limit() >= 768 {
+                reached = Some(sim.elapsed());
+            }
+        }
+        assert!(steps.iter().any(|a| a.from == 6 && a.to == 24), "{steps:?}");
+        assert!(
+            reached.is_some_and(|at| at <= MS * 2_600),
             "{reached:?} {steps:?}"
         );
     }
