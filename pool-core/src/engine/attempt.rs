@@ -122,6 +122,9 @@ impl Engine {
                     if let Some(end) = self.precheck(admit_info, timeline.started_at()) {
                         return (end, Some(self.now()));
                     }
+                    // The wait has timers of its own: a sleep still set for the previous
+                    // attempt's cut would only wake this runner for nothing.
+                    *kept = None;
                     match self.admit(admit_info, task, deadline).await {
                         Ok((granted, waited)) => {
                             permits = granted;
@@ -438,9 +441,17 @@ impl Engine {
                 Ok(Poll::Ready(Some(class))) => return Poll::Ready(AttemptEnd::Failed(class)),
                 Ok(Poll::Pending) => {}
             }
-            if timer.is_none() && cuts.any() {
-                let now = self.now();
-                timer = cuts.at(now).map(|(at, cut)| (cut, self.arm(kept, at, now)));
+            if timer.is_none() {
+                if cuts.any() {
+                    let now = self.now();
+                    timer = cuts.at(now).map(|(at, cut)| (cut, self.arm(kept, at, now)));
+                }
+                if timer.is_none() {
+                    // Nothing cuts this attempt: a sleep still set for an earlier attempt's
+                    // cut would wake the runner for nothing, and a paused clock would jump
+                    // to it.
+                    *kept = None;
+                }
             }
             if let Some((cut, own)) = timer.as_mut() {
                 let fired = match own {

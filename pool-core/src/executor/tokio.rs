@@ -233,4 +233,53 @@ mod tests {
             "one sleep for twelve attempts"
         );
     }
+
+    /// An attempt that nothing cuts (no timeout, no deadline) drops the sleep its runner kept
+    /// for an earlier attempt's timeout: set 30 s ahead, it would wake the runner then for
+    /// nothing (the attempt polled a third time) and a paused clock would jump to it. Fails
+    /// with the kept sleep left set: 3 polls.
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_nothing_cuts_drops_the_runners_kept_sleep() {
+        let executor = Arc::new(Counting::new(TokioExecutor::current(), true));
+        let pool = Pool::builder()
+            .executor_arc(Arc::clone(&executor) as Arc<dyn Executor>)
+            .concurrency(1)
+            .retries(0)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let waits_once = || async {
+            tokio::task::yield_now().await;
+            Ok::<_, Transient<&str>>(())
+        };
+        // Both queued before the runner starts: it runs them one after the other, keeping
+        // its sleep between them (a runner that runs dry drops it).
+        pool.pause();
+        let first = pool.enqueue(waits_once, TaskOptions::new());
+        let (send, receive) = tokio::sync::oneshot::channel::<()>();
+        let receive = std::sync::Mutex::new(Some(receive));
+        let polls = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&polls);
+        let waits_for_the_message = move || {
+            let mut receive = receive.lock().unwrap().take().expect("one attempt");
+            let polls = Arc::clone(&counted);
+            std::future::poll_fn(move |cx| {
+                polls.fetch_add(1, Ordering::SeqCst);
+                std::pin::Pin::new(&mut receive)
+                    .poll(cx)
+                    .map(|_| Ok::<_, Transient<&str>>(()))
+            })
+        };
+        let handle = pool.enqueue(waits_for_the_message, TaskOptions::new().no_timeout());
+        pool.resume();
+        first.await.unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        send.send(()).unwrap();
+        handle.await.unwrap();
+        assert_eq!(polls.load(Ordering::SeqCst), 2, "woken for nothing");
+        assert_eq!(
+            executor.resettable.as_ref().unwrap().load(Ordering::SeqCst),
+            1
+        );
+    }
 }
