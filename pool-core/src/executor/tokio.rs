@@ -137,6 +137,20 @@ mod tests {
         }
     }
 
+    /// A pool of one runner, no retries and a 30 s timeout, on a counting executor that has a
+    /// resettable sleep.
+    fn one_runner_with_a_resettable_sleep() -> (Arc<Counting>, Pool) {
+        let executor = Arc::new(Counting::new(TokioExecutor::current(), true));
+        let pool = Pool::builder()
+            .executor_arc(Arc::clone(&executor) as Arc<dyn Executor>)
+            .concurrency(1)
+            .retries(0)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        (executor, pool)
+    }
+
     /// An attempt's timeout is a sleep made by the runner, in the runtime's context, though
     /// the task was enqueued from a thread outside any runtime: it fires.
     #[test]
@@ -181,14 +195,7 @@ mod tests {
     /// the pool's 30 s timeout.
     #[tokio::test(start_paused = true)]
     async fn a_runner_keeps_one_sleep_for_its_attempts_timeouts() {
-        let executor = Arc::new(Counting::new(TokioExecutor::current(), true));
-        let pool = Pool::builder()
-            .executor_arc(Arc::clone(&executor) as Arc<dyn Executor>)
-            .concurrency(1)
-            .retries(0)
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
+        let (executor, pool) = one_runner_with_a_resettable_sleep();
         pool.pause();
         let waits_once = || async {
             tokio::task::yield_now().await;
@@ -240,14 +247,7 @@ mod tests {
     /// with the kept sleep left set: 3 polls.
     #[tokio::test(start_paused = true)]
     async fn an_attempt_nothing_cuts_drops_the_runners_kept_sleep() {
-        let executor = Arc::new(Counting::new(TokioExecutor::current(), true));
-        let pool = Pool::builder()
-            .executor_arc(Arc::clone(&executor) as Arc<dyn Executor>)
-            .concurrency(1)
-            .retries(0)
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
+        let (executor, pool) = one_runner_with_a_resettable_sleep();
         let waits_once = || async {
             tokio::task::yield_now().await;
             Ok::<_, Transient<&str>>(())
