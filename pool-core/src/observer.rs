@@ -207,9 +207,11 @@ impl TaskRecord {
 }
 
 /// A task that just resolved, as [`Observer::on_task_finished`] sees it: its whole timing,
-/// read on demand. Each moment becomes an `Instant` only when asked for; durations are read
-/// as they are kept. [`record`](Self::record) makes the owned [`TaskRecord`] of
-/// [`Event::TaskFinished`], with the same values.
+/// read on demand. Each moment becomes an `Instant` only when asked for. The engine keeps
+/// waits and latencies as integer nanoseconds: the `*_nanos` readers hand them over as they
+/// are kept (an observer that sums or buckets nanoseconds pays nothing to convert), the
+/// `Duration` readers make a `Duration` of them. [`record`](Self::record) makes the owned
+/// [`TaskRecord`] of [`Event::TaskFinished`], with the same values.
 ///
 /// ```
 /// use pool_core::{Event, FinishedTask, Observer};
@@ -223,8 +225,7 @@ impl TaskRecord {
 ///     fn on_event(&self, _event: &Event) {}
 ///
 ///     fn on_task_finished(&self, task: &FinishedTask<'_>) {
-///         let nanos = u64::try_from(task.total().as_nanos()).unwrap_or(u64::MAX);
-///         self.0.fetch_add(nanos, Ordering::Relaxed);
+///         self.0.fetch_add(task.total_nanos(), Ordering::Relaxed);
 ///     }
 /// }
 /// ```
@@ -311,14 +312,27 @@ impl<'a> FinishedTask<'a> {
     /// nanoseconds with overflow checks).
     #[inline]
     pub fn finished_since_origin(&self) -> Duration {
-        Duration::from_nanos(self.finished_at.nanos())
+        Duration::from_nanos(self.finished_since_origin_nanos())
+    }
+
+    /// [`finished_since_origin`](Self::finished_since_origin) in nanoseconds, as the engine
+    /// keeps it.
+    #[inline]
+    pub fn finished_since_origin_nanos(&self) -> u64 {
+        self.finished_at.nanos()
     }
 
     /// From enqueue to resolution ([`TaskRecord::total`]), without making either moment an
     /// `Instant`.
     #[inline]
     pub fn total(&self) -> Duration {
-        self.finished_at.saturating_since(self.timeline.queued_at())
+        Duration::from_nanos(self.total_nanos())
+    }
+
+    /// [`total`](Self::total) in nanoseconds.
+    #[inline]
+    pub fn total_nanos(&self) -> u64 {
+        self.finished_at.nanos_since(self.timeline.queued_at())
     }
 
     /// Attempts that ran (0 if it never ran).
@@ -330,19 +344,38 @@ impl<'a> FinishedTask<'a> {
     /// Time spent waiting in the queue, summed over attempts.
     #[inline]
     pub fn queue_wait(&self) -> Duration {
-        self.timeline.queue_wait()
+        Duration::from_nanos(self.queue_wait_nanos())
+    }
+
+    /// [`queue_wait`](Self::queue_wait) in nanoseconds (saturating at 2^64, 584 years, as
+    /// every sum of the engine's).
+    #[inline]
+    pub fn queue_wait_nanos(&self) -> u64 {
+        self.timeline.queue_wait_nanos()
     }
 
     /// Time spent running, summed over attempts.
     #[inline]
     pub fn execution(&self) -> Duration {
-        self.timeline.execution()
+        Duration::from_nanos(self.execution_nanos())
+    }
+
+    /// [`execution`](Self::execution) in nanoseconds.
+    #[inline]
+    pub fn execution_nanos(&self) -> u64 {
+        self.timeline.execution_nanos()
     }
 
     /// Time spent in retry backoff, summed.
     #[inline]
     pub fn retry_delay(&self) -> Duration {
-        self.timeline.retry_delay()
+        Duration::from_nanos(self.retry_delay_nanos())
+    }
+
+    /// [`retry_delay`](Self::retry_delay) in nanoseconds.
+    #[inline]
+    pub fn retry_delay_nanos(&self) -> u64 {
+        self.timeline.retry_delay_nanos()
     }
 
     /// How it ended.

@@ -492,7 +492,7 @@ impl Inner {
         let closed = shard.record(task, offset, place, keep_from, &self.layout);
         drop(shard);
         if let Some(tenant) = &ending.task().tenant {
-            let queue_wait = ending.queue_wait();
+            let queue_wait = Duration::from_nanos(ending.queue_wait_nanos());
             self.tenants.record(
                 tenant,
                 ending.finished_at(),

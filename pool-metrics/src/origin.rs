@@ -2,7 +2,7 @@
 //! there: the hot path places tasks by nanoseconds after the origin, never by `Instant`s.
 //!
 //! A pool shows a finished task's moment as an offset from its own clock origin
-//! ([`FinishedTask::finished_since_origin`](pool_core::FinishedTask::finished_since_origin)).
+//! ([`FinishedTask::finished_since_origin_nanos`](pool_core::FinishedTask::finished_since_origin_nanos)).
 //! The collector keeps the distance from its origin to the first pool's clock origin, so that
 //! pool's offsets become the collector's with one addition; making an `Instant` and
 //! subtracting another (each normalising seconds and nanoseconds with overflow checks) cost
@@ -39,17 +39,17 @@ impl Origin {
         offset_nanos(self.get_or_init(at), at)
     }
 
-    /// Nanoseconds from the origin to the moment `since` after a pool's clock origin `clock`
-    /// (`at`: that moment as an `Instant`, made only for a pool not seen before).
+    /// Nanoseconds from the origin to the moment `since` ns after a pool's clock origin
+    /// `clock` (`at`: that moment as an `Instant`, made only for a pool not seen before).
     #[inline]
     pub(crate) fn offset_in_pool_clock(
         &self,
         clock: Instant,
-        since: Duration,
+        since: u64,
         at: impl FnOnce() -> Instant,
     ) -> u64 {
         match self.pool_clock.get() {
-            Some(&(known, shift)) if known == clock => nanos(since).saturating_add_signed(shift),
+            Some(&(known, shift)) if known == clock => since.saturating_add_signed(shift),
             _ => self.offset_in_new_pool_clock(clock, at()),
         }
     }
@@ -87,11 +87,6 @@ fn signed_nanos(from: Instant, to: Instant) -> Option<i64> {
     }
 }
 
-/// Nanoseconds, saturating at 584 years.
-fn nanos(duration: Duration) -> u64 {
-    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,14 +95,19 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    fn nanos(duration: Duration) -> u64 {
+        u64::try_from(duration.as_nanos()).unwrap()
+    }
+
     #[test]
     fn pool_offsets_become_offsets_from_the_origin() {
         let origin = Origin::default();
         let pool_clock = Instant::now();
         // The collector's origin 5 ms after the pool's (attached after the pool was built).
         origin.get_or_init(pool_clock + ms(5));
-        let offset =
-            |since: Duration| origin.offset_in_pool_clock(pool_clock, since, || pool_clock + since);
+        let offset = |since: Duration| {
+            origin.offset_in_pool_clock(pool_clock, nanos(since), || pool_clock + since)
+        };
         // The first call learns the distance, the later ones use it: the same answers.
         for _ in 0..2 {
             assert_eq!(offset(ms(12)), 7_000_000);
@@ -116,7 +116,7 @@ mod tests {
         }
         // A second pool, whose clock started later: the Instant path, the same figures.
         let second = pool_clock + ms(20);
-        let from_second = origin.offset_in_pool_clock(second, ms(1), || second + ms(1));
+        let from_second = origin.offset_in_pool_clock(second, nanos(ms(1)), || second + ms(1));
         assert_eq!(from_second, 16_000_000);
         assert_eq!(origin.offset_of(pool_clock + ms(12)), 7_000_000);
         assert_eq!(origin.instant(7_000_000), Some(pool_clock + ms(12)));
@@ -130,7 +130,7 @@ mod tests {
         let clock = start + ms(3);
         for _ in 0..2 {
             assert_eq!(
-                origin.offset_in_pool_clock(clock, ms(1), || clock + ms(1)),
+                origin.offset_in_pool_clock(clock, nanos(ms(1)), || clock + ms(1)),
                 4_000_000
             );
         }
@@ -141,12 +141,12 @@ mod tests {
         let origin = Origin::default();
         let clock = Instant::now();
         assert_eq!(
-            origin.offset_in_pool_clock(clock, ms(9), || clock + ms(9)),
+            origin.offset_in_pool_clock(clock, nanos(ms(9)), || clock + ms(9)),
             0
         );
         assert_eq!(origin.get(), Some(clock + ms(9)));
         assert_eq!(
-            origin.offset_in_pool_clock(clock, ms(10), || clock + ms(10)),
+            origin.offset_in_pool_clock(clock, nanos(ms(10)), || clock + ms(10)),
             1_000_000
         );
     }

@@ -58,20 +58,21 @@ impl TaskMetrics {
 }
 
 /// What the collector reads of a finished task: the pool's view of it
-/// ([`Observer::on_task_finished`](pool_core::Observer::on_task_finished): the total comes
-/// from the engine's clock, and only the finish is made an `Instant`) or an owned
-/// [`TaskRecord`] (a replay, or an observer that forwards events). The collector is generic
-/// over the two, so it reads each figure where it is kept, with no copy in between.
+/// ([`Observer::on_task_finished`](pool_core::Observer::on_task_finished): waits, latencies
+/// and the total in the engine's nanoseconds, as the collector counts them, and no moment
+/// made an `Instant`) or an owned [`TaskRecord`] (a replay, or an observer that forwards
+/// events). The collector is generic over the two, so it reads each figure where it is kept,
+/// with no copy or conversion in between.
 pub(crate) trait Ending {
     fn task(&self) -> &TaskInfo;
     fn finished_at(&self) -> Instant;
     /// When it finished, in nanoseconds after `origin` (0 if before it).
     fn finished_offset(&self, origin: &Origin) -> u64;
-    /// From enqueue to resolution.
-    fn total(&self) -> Duration;
-    fn queue_wait(&self) -> Duration;
-    fn execution(&self) -> Duration;
-    fn retry_delay(&self) -> Duration;
+    /// From enqueue to resolution, ns.
+    fn total_nanos(&self) -> u64;
+    fn queue_wait_nanos(&self) -> u64;
+    fn execution_nanos(&self) -> u64;
+    fn retry_delay_nanos(&self) -> u64;
     fn attempts(&self) -> u32;
     fn outcome(&self) -> Outcome;
     /// Its place in the pool's finishing order, if a pool numbered it.
@@ -90,25 +91,27 @@ impl Ending for FinishedTask<'_> {
     /// From the pool's offset, without making an `Instant` (but for a pool not seen before).
     #[inline]
     fn finished_offset(&self, origin: &Origin) -> u64 {
-        origin.offset_in_pool_clock(self.clock_origin(), self.finished_since_origin(), || {
-            FinishedTask::finished_at(self)
-        })
+        origin.offset_in_pool_clock(
+            self.clock_origin(),
+            self.finished_since_origin_nanos(),
+            || FinishedTask::finished_at(self),
+        )
     }
     #[inline]
-    fn total(&self) -> Duration {
-        FinishedTask::total(self)
+    fn total_nanos(&self) -> u64 {
+        FinishedTask::total_nanos(self)
     }
     #[inline]
-    fn queue_wait(&self) -> Duration {
-        FinishedTask::queue_wait(self)
+    fn queue_wait_nanos(&self) -> u64 {
+        FinishedTask::queue_wait_nanos(self)
     }
     #[inline]
-    fn execution(&self) -> Duration {
-        FinishedTask::execution(self)
+    fn execution_nanos(&self) -> u64 {
+        FinishedTask::execution_nanos(self)
     }
     #[inline]
-    fn retry_delay(&self) -> Duration {
-        FinishedTask::retry_delay(self)
+    fn retry_delay_nanos(&self) -> u64 {
+        FinishedTask::retry_delay_nanos(self)
     }
     #[inline]
     fn attempts(&self) -> u32 {
@@ -134,17 +137,17 @@ impl Ending for TaskRecord {
     fn finished_offset(&self, origin: &Origin) -> u64 {
         origin.offset_of(self.finished_at)
     }
-    fn total(&self) -> Duration {
-        TaskRecord::total(self)
+    fn total_nanos(&self) -> u64 {
+        nanos(TaskRecord::total(self))
     }
-    fn queue_wait(&self) -> Duration {
-        self.queue_wait
+    fn queue_wait_nanos(&self) -> u64 {
+        nanos(self.queue_wait)
     }
-    fn execution(&self) -> Duration {
-        self.execution
+    fn execution_nanos(&self) -> u64 {
+        nanos(self.execution)
     }
-    fn retry_delay(&self) -> Duration {
-        self.retry_delay
+    fn retry_delay_nanos(&self) -> u64 {
+        nanos(self.retry_delay)
     }
     fn attempts(&self) -> u32 {
         self.attempts
@@ -190,10 +193,10 @@ impl StoredTask {
             } else {
                 task.metadata.clone()
             },
-            queue_wait_nanos: nanos(ending.queue_wait()),
-            execution_nanos: nanos(ending.execution()),
-            retry_delay_nanos: nanos(ending.retry_delay()),
-            total_nanos: nanos(ending.total()),
+            queue_wait_nanos: ending.queue_wait_nanos(),
+            execution_nanos: ending.execution_nanos(),
+            retry_delay_nanos: ending.retry_delay_nanos(),
+            total_nanos: ending.total_nanos(),
             rss_bytes,
         }
     }

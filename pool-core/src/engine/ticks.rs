@@ -22,6 +22,12 @@ impl Ticks {
         Duration::from_nanos(self.0.saturating_sub(earlier.0))
     }
 
+    /// The nanoseconds from `earlier` to this moment; zero if `earlier` is later.
+    #[inline]
+    pub(crate) fn nanos_since(self, earlier: Ticks) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+
     /// Nanoseconds since the epoch.
     pub(crate) fn nanos(self) -> u64 {
         self.0
@@ -37,8 +43,7 @@ impl std::ops::Add<Duration> for Ticks {
 
     /// Saturating: the last tick is 584 years after the epoch.
     fn add(self, duration: Duration) -> Ticks {
-        let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
-        Ticks(self.0.saturating_add(nanos))
+        Ticks(self.0.saturating_add(saturating_nanos(duration)))
     }
 }
 
@@ -46,6 +51,13 @@ impl std::ops::AddAssign<Duration> for Ticks {
     fn add_assign(&mut self, duration: Duration) {
         *self = *self + duration;
     }
+}
+
+/// `duration` in nanoseconds, saturating at 2^64 ns (584 years): what the engine's sums of
+/// waits and latencies are kept in.
+#[inline]
+pub(crate) fn saturating_nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Where an engine's [`Ticks`] count from.
