@@ -427,7 +427,7 @@ impl Engine {
     ) -> AttemptEnd {
         // Set up when the attempt first waits: what cuts it, and when (the runner's kept
         // sleep, or a sleep of the attempt's own where the executor has no resettable one).
-        let mut timer: Option<(Cut, Option<BoxFuture<()>>)> = None;
+        let mut timer: Option<(Cut, Ticks, Option<BoxFuture<()>>)> = None;
         let mut cancelled: Option<BoxFuture<()>> = None;
         let id = task.id();
         poll_fn(|cx| {
@@ -447,7 +447,9 @@ impl Engine {
             if timer.is_none() {
                 if cuts.any() {
                     let now = self.now();
-                    timer = cuts.at(now).map(|(at, cut)| (cut, self.arm(kept, at, now)));
+                    timer = cuts
+                        .at(now)
+                        .map(|(at, cut)| (cut, at, self.arm(kept, at, now)));
                 }
                 if timer.is_none() {
                     // Nothing cuts this attempt: a sleep still set for an earlier attempt's
@@ -456,12 +458,12 @@ impl Engine {
                     *kept = None;
                 }
             }
-            if let Some((cut, own)) = timer.as_mut() {
+            if let Some((cut, at, own)) = timer.as_mut() {
                 let fired = match own {
                     Some(sleep) => sleep.as_mut().poll(cx).is_ready(),
                     None => kept
                         .as_mut()
-                        .is_some_and(|sleep| sleep.as_mut().poll_elapsed(cx).is_ready()),
+                        .is_some_and(|kept| self.cut_has_come(kept, *at, cx)),
                 };
                 if fired {
                     return Poll::Ready(match *cut {
@@ -492,27 +494,55 @@ impl Engine {
         .await
     }
 
-    /// Sets the runner's `kept` sleep to `at` (made now if the runner has none yet); `now` is
-    /// the attempt's first wait. Returns a sleep of the attempt's own instead when the
-    /// executor has no resettable sleep.
+    /// Makes the runner's `kept` sleep end no later than `at` (made now if the runner has
+    /// none yet); `now` is the attempt's first wait. A sleep set for an earlier moment (the
+    /// previous attempt's cut: with one timeout, each attempt's cut is later than the last)
+    /// is left as it is and moved on only if it fires while this attempt waits (see
+    /// [`Engine::cut_has_come`]): most attempts end long before, and skip the move. Returns
+    /// a sleep of the attempt's own instead when the executor has no resettable sleep.
     fn arm(&self, kept: &mut KeptSleep, at: Ticks, now: Ticks) -> Option<BoxFuture<()>> {
-        let deadline = self.epoch.instant(at);
         match kept {
-            Some(sleep) => sleep.as_mut().reset(deadline),
-            None => match self.executor.resettable_sleep(deadline) {
-                Some(sleep) => *kept = Some(sleep),
+            Some(kept) if kept.at <= at => {}
+            Some(kept) => {
+                kept.sleep.as_mut().reset(self.epoch.instant(at));
+                kept.at = at;
+            }
+            None => match self.executor.resettable_sleep(self.epoch.instant(at)) {
+                Some(sleep) => *kept = Some(Kept { sleep, at }),
                 None => return Some(self.executor.sleep_in_task(at.saturating_since(now))),
             },
         }
         None
     }
+
+    /// Whether the cut at `at` has come, the runner's `kept` sleep ending no later than it;
+    /// if it has not, `cx` is woken when it does. A sleep that fires for an earlier moment
+    /// (left set by [`Engine::arm`]) is moved to `at` and polled again.
+    fn cut_has_come(&self, kept: &mut Kept, at: Ticks, cx: &mut std::task::Context<'_>) -> bool {
+        loop {
+            if kept.sleep.as_mut().poll_elapsed(cx).is_pending() {
+                return false;
+            }
+            if kept.at >= at {
+                return true;
+            }
+            kept.sleep.as_mut().reset(self.epoch.instant(at));
+            kept.at = at;
+        }
+    }
 }
 
 /// The sleep a runner keeps for the timeouts (and deadline cuts) of all the attempts it
-/// runs, moved to each one's cut when it first waits: one sleep for many attempts, where one
+/// runs, set no later than each one's cut when it first waits: one sleep for many attempts, where one
 /// per attempt would be registered with the executor's timer and taken out again. Dropped
 /// when the runner parks for want of work, so an idle pool holds no timer.
-pub(super) type KeptSleep = Option<Pin<Box<dyn ResettableSleep>>>;
+pub(super) type KeptSleep = Option<Kept>;
+
+/// The runner's kept sleep and the moment it is set to.
+pub(super) struct Kept {
+    sleep: Pin<Box<dyn ResettableSleep>>,
+    at: Ticks,
+}
 
 /// What ends a wait for admission early.
 type Interruption<'a> =

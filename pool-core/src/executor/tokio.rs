@@ -241,6 +241,37 @@ mod tests {
         );
     }
 
+    /// A kept sleep still set for an earlier attempt's cut is moved to a later attempt's cut
+    /// only if it fires while that attempt waits; it then does not end it. The first task
+    /// waits 10 s (cut at 30 s), the second 25 s from 10 s (cut at 40 s): it outlives the
+    /// first's cut and succeeds. Fails if a sleep that fires for an earlier cut ends the
+    /// attempt (the second times out at 30 s).
+    #[tokio::test(start_paused = true)]
+    async fn an_earlier_attempts_cut_does_not_cut_a_later_one() {
+        let (executor, pool) = one_runner_with_a_resettable_sleep();
+        let sleeps = |seconds| {
+            move || async move {
+                tokio::time::sleep(Duration::from_secs(seconds)).await;
+                Ok::<_, Transient<&str>>(())
+            }
+        };
+        pool.pause();
+        let first = pool.enqueue(sleeps(10), TaskOptions::new());
+        let second = pool.enqueue(sleeps(25), TaskOptions::new());
+        let started = tokio::time::Instant::now();
+        pool.resume();
+        first.await.unwrap();
+        let second = second.await;
+        assert!(second.is_ok(), "{second:?}");
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= Duration::from_secs(35) && elapsed < Duration::from_secs(36),
+            "{elapsed:?}"
+        );
+        let resettable = executor.resettable.as_ref().unwrap().load(Ordering::SeqCst);
+        assert_eq!(resettable, 1, "one sleep for both attempts");
+    }
+
     /// An attempt that nothing cuts (no timeout, no deadline) drops the sleep its runner kept
     /// for an earlier attempt's timeout: set 30 s ahead, it would wake the runner then for
     /// nothing (the attempt polled a third time) and a paused clock would jump to it. Fails
