@@ -91,6 +91,9 @@ const MAX_EMPTY_LEVELS: usize = 8;
 pub(crate) struct AgingQueue<J> {
     /// Sorted by priority; may contain up to `MAX_EMPTY_LEVELS` empty levels.
     levels: Vec<(i32, Level<J>)>,
+    /// How many of `levels` are empty, kept as they empty and refill: a busy queue's
+    /// highest levels empty all the time, and counting them each time read every level.
+    empty_levels: usize,
     len: usize,
     /// No queued task entered before this (nanoseconds; `u64::MAX` when empty): bounds the
     /// boost any waiting task has earned, so a pop stops scanning at levels that cannot win.
@@ -110,6 +113,7 @@ impl<J> AgingQueue<J> {
     pub(crate) fn new(aging: AgingSettings, edf: bool) -> Self {
         Self {
             levels: Vec::new(),
+            empty_levels: 0,
             len: 0,
             oldest: u64::MAX,
             next_lane_generation: 0,
@@ -158,7 +162,12 @@ impl<J> AgingQueue<J> {
         };
         let priority = placement.priority;
         let index = match self.levels.binary_search_by_key(&priority, |(p, _)| *p) {
-            Ok(index) => index,
+            Ok(index) => {
+                if self.levels[index].1.live() == 0 {
+                    self.empty_levels -= 1;
+                }
+                index
+            }
             Err(index) => {
                 let level = Level::new(self.edf, &mut self.next_lane_generation);
                 self.levels.insert(index, (priority, level));
@@ -249,7 +258,7 @@ impl<J> AgingQueue<J> {
         let level = &mut self.levels[index].1;
         let (job, enqueued_at, lane) = level.pop_at(place)?;
         if level.live() == 0 {
-            self.sweep_empty_levels();
+            self.level_emptied();
         }
         self.taken();
         Some(Popped {
@@ -268,7 +277,7 @@ impl<J> AgingQueue<J> {
         let level = &mut self.levels[at].1;
         let (job, enqueued_at) = level.remove(key.lane, key.generation, key.pos)?;
         if level.live() == 0 {
-            self.sweep_empty_levels();
+            self.level_emptied();
         }
         self.taken();
         Some(Popped {
@@ -286,17 +295,25 @@ impl<J> AgingQueue<J> {
         }
     }
 
-    /// Drops empty levels once there are more than a few, so pops never scan many.
-    fn sweep_empty_levels(&mut self) {
-        let empty = self.levels.iter().filter(|(_, l)| l.live() == 0).count();
-        if empty > MAX_EMPTY_LEVELS {
+    /// A level ran dry: empty levels are dropped once there are more than a few, so pops
+    /// never scan many.
+    #[inline]
+    fn level_emptied(&mut self) {
+        self.empty_levels += 1;
+        debug_assert_eq!(
+            self.empty_levels,
+            self.levels.iter().filter(|(_, l)| l.live() == 0).count()
+        );
+        if self.empty_levels > MAX_EMPTY_LEVELS {
             self.levels.retain(|(_, level)| level.live() > 0);
+            self.empty_levels = 0;
         }
     }
 
     /// Removes every task, in no particular order.
     pub(crate) fn drain_all(&mut self) -> Vec<Popped<J>> {
         self.len = 0;
+        self.empty_levels = 0;
         self.oldest = u64::MAX;
         let mut tasks = Vec::new();
         for (_, level) in std::mem::take(&mut self.levels) {
