@@ -1282,6 +1282,23 @@ mod tests {
             self.now - self.start
         }
 
+        /// Runs in steps of 100 ms until the limit reaches `limit` (at most 8 s); returns
+        /// when it did, if it did, and every adjustment on the way.
+        fn time_to_reach(
+            &mut self,
+            limit: usize,
+            mut fate: impl FnMut(&mut Self, usize) -> Fate,
+        ) -> (Option<Duration>, Vec<Adjustment>) {
+            let mut steps = Vec::new();
+            while self.elapsed() < MS * 8_000 {
+                steps.extend(self.run(MS * 100, &mut fate));
+                if self.tuner.limit() >= limit {
+                    return (Some(self.elapsed()), steps);
+                }
+            }
+            (None, steps)
+        }
+
         /// Runs for `span`, starting attempts up to the limit; returns every adjustment.
         fn run(
             &mut self,
@@ -1370,14 +1387,7 @@ mod tests {
         // rounds' worth for the probe and a limit's worth per round below `min_samples`,
         // let in once the doubling's burst is in (5 ms), it is there by 3.3 s.
         let mut sim = Loop::new(KneeConfig::default(), 10);
-        let mut reached = None;
-        let mut steps = Vec::new();
-        while sim.elapsed() < MS * 8_000 && reached.is_none() {
-            steps.extend(sim.run(MS * 100, queue(600, MS * 200)));
-            if sim.tuner.limit() >= 768 {
-                reached = Some(sim.elapsed());
-            }
-        }
+        let (reached, steps) = sim.time_to_reach(768, queue(600, MS * 200));
         assert!(
             reached.is_some_and(|at| at <= MS * 3_600),
             "{reached:?} {steps:?}"
@@ -1392,14 +1402,7 @@ mod tests {
         // (6 -> 24) and judging a round's answers against the limit before its rise, the
         // start is at 768 by 2.5 s.
         let mut sim = Loop::new(KneeConfig::default(), 10);
-        let mut reached = None;
-        let mut steps = Vec::new();
-        while sim.elapsed() < MS * 8_000 && reached.is_none() {
-            steps.extend(sim.run(MS * 100, queue(600, MS * 200)));
-            if sim.tuner.limit() >= 768 {
-                reached = Some(sim.elapsed());
-            }
-        }
+        let (reached, steps) = sim.time_to_reach(768, queue(600, MS * 200));
         assert!(steps.iter().any(|a| a.from == 6 && a.to == 24), "{steps:?}");
         assert!(
             reached.is_some_and(|at| at <= MS * 2_600),
