@@ -71,7 +71,6 @@ use crate::unwind::{catch, drop_contained, drop_contained_in_place, message};
 
 use super::budget::Payment;
 use super::ending::AttemptEnd;
-use super::interrupt::InterruptWatch;
 use super::job::{AttemptFuture, Job, Start, TaskRef};
 use super::nesting::Polling;
 use super::ticks::Ticks;
@@ -85,16 +84,14 @@ impl Engine {
     /// it). The timer and the cancellation waits are only set up if the future does not
     /// finish on its first poll, which keeps quick tasks cheap. A future too large to be
     /// stored in place is stored in the runner's `buffer`.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn attempt<'e>(
-        &'e self,
+    pub(super) async fn attempt(
+        &self,
         job: &Job,
         timeline: &mut Timeline,
         info: Option<&TaskInfo>,
         timed: bool,
         buffer: &mut AttemptBuffer,
         kept: &mut KeptSleep,
-        watch: &mut InterruptWatch<'e>,
     ) -> (AttemptEnd, Option<Ticks>) {
         let task = job.task();
         let deadline = self.deadline_of(task);
@@ -180,7 +177,7 @@ impl Engine {
                     deadline,
                 };
                 let end = self
-                    .race(task, future.as_mut(), cut, cancellation, kept, watch)
+                    .race(task, future.as_mut(), cut, cancellation, kept)
                     .await;
                 // Dropping a future can panic too; that must not take the runner down.
                 drop_contained_in_place("an attempt's future", future);
@@ -410,25 +407,25 @@ impl Engine {
     /// over a timeout that fires in the same poll), then against an abort of `task` by its
     /// handle. Each poll of the future marks the thread as polling `task` (see `nesting`).
     ///
-    /// `stop_now` and an abort wake the attempt through the engine's `interrupt`, and it
-    /// then reads which of them came. The runner's `watch` is registered with it when its
-    /// first attempt waits and stays registered for the next ones (see [`super::interrupt`]):
-    /// no registration per attempt, where a wait on the `stop_now` token (a clone of the
-    /// token, a boxed future, a registration with the token's lock) beside the abort's
-    /// would cost two of them.
-    async fn race<'e>(
-        &'e self,
+    /// `stop_now` and an abort wake the attempt through one wait on the engine's
+    /// `interrupt` (registered when the attempt first waits), and it then reads which of
+    /// them came: one registration per waiting attempt, where a wait on the `stop_now`
+    /// token (a clone of the token, a boxed future, a registration with the token's lock)
+    /// beside the abort's cost as much again.
+    async fn race(
+        &self,
         task: &TaskRef,
         mut future: Pin<&mut Option<AttemptFuture<'_>>>,
         cuts: Cuts,
         task_token: Option<CancellationToken>,
         kept: &mut KeptSleep,
-        watch: &mut InterruptWatch<'e>,
     ) -> AttemptEnd {
         // Set up when the attempt first waits: what cuts it, and when (the runner's kept
         // sleep, or a sleep of the attempt's own where the executor has no resettable one).
         let mut timer: Option<(Cut, Ticks, Option<BoxFuture<()>>)> = None;
         let mut cancelled: Option<BoxFuture<()>> = None;
+        // The wait for `stop_now` and aborts, on the stack (no allocation).
+        let mut interrupt = std::pin::pin!(None);
         let id = task.id();
         poll_fn(|cx| {
             let Some(attempt) = future.as_mut().as_pin_mut() else {
@@ -472,24 +469,34 @@ impl Engine {
                     });
                 }
             }
-            // Checked before the reads below (on every poll that waits): a `stop_now` or an
-            // abort after it wakes the runner. Every abort wakes every waiting attempt; only
-            // the aborted task's ends.
-            watch.watch(&self.interrupt, cx);
-            if self.stopped_now.load(Ordering::SeqCst) {
-                return Poll::Ready(AttemptEnd::StoppedNow);
-            }
-            if let Some(token) = &task_token {
-                let cancelled =
-                    cancelled.get_or_insert_with(|| Box::pin(token.clone().cancelled_owned()));
-                if cancelled.as_mut().poll(cx).is_ready() {
+            loop {
+                // Made before the checks below (when the attempt first waits, and again after
+                // each wake-up): a `stop_now` or an abort after them wakes it. Every abort wakes
+                // every waiting attempt; only the aborted task's ends.
+                if interrupt.is_none() {
+                    interrupt.set(Some(self.interrupt.notified()));
+                }
+                if self.stopped_now.load(Ordering::SeqCst) {
+                    return Poll::Ready(AttemptEnd::StoppedNow);
+                }
+                if let Some(token) = &task_token {
+                    let cancelled =
+                        cancelled.get_or_insert_with(|| Box::pin(token.clone().cancelled_owned()));
+                    if cancelled.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(AttemptEnd::Cancelled);
+                    }
+                }
+                if self.was_aborted(task) {
                     return Poll::Ready(AttemptEnd::Cancelled);
                 }
+                let Some(woken) = interrupt.as_mut().as_pin_mut() else {
+                    return Poll::Pending;
+                };
+                if woken.poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                interrupt.set(None);
             }
-            if self.was_aborted(task) {
-                return Poll::Ready(AttemptEnd::Cancelled);
-            }
-            Poll::Pending
         })
         .await
     }

@@ -15,7 +15,6 @@ use crate::unwind::catch;
 use super::attempt::KeptSleep;
 use super::ending::TaskEnd;
 use super::intake::Entry;
-use super::interrupt::InterruptWatch;
 use super::job::{Job, TaskRef, Waiting};
 use super::state::Claimed;
 use super::timeline::Timeline;
@@ -249,8 +248,6 @@ struct Runner {
 
 impl Runner {
     async fn run(mut self) {
-        // Registered when an attempt first waits, kept while the runner has work.
-        let mut watch = InterruptWatch::default();
         while let Some(claimed) = self.next.take() {
             // Built in place, and lent to the attempt and the decision after it.
             let mut timeline = claimed.timeline();
@@ -278,17 +275,14 @@ impl Runner {
                     timed,
                     &mut self.buffer,
                     &mut self.sleep,
-                    &mut watch,
                 )
                 .await;
             let (job, lane) = self.running.take().expect("the runner holds its task");
             self.next = match self.engine.after_attempt(job, lane, &timeline, end, info) {
                 Some(next) => Some(next),
                 None => {
-                    // Parked, it holds no timer (nor wakes for one that fires meanwhile)
-                    // and is not woken by interrupts.
+                    // Parked, it holds no timer (nor wakes for one that fires meanwhile).
                     self.sleep = None;
-                    watch.stop();
                     self.engine.wait_for_work().await
                 }
             };

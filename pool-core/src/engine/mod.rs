@@ -53,7 +53,6 @@ mod decision;
 mod dispatch;
 pub(crate) mod ending;
 mod intake;
-mod interrupt;
 pub(crate) mod job;
 mod nesting;
 mod parking;
@@ -125,8 +124,8 @@ pub(crate) struct Engine {
     aborts: AtomicU64,
     /// Wakes every waiting attempt (and wait for admission) when a task is aborted or the
     /// pool is stopped with `stop_now`: each then checks which came, and whether it concerns
-    /// it. A runner stays registered with it across its attempts (see [`interrupt`]).
-    interrupt: interrupt::Interrupt,
+    /// it.
+    interrupt: Notify,
     /// Some task with a deadline was ever enqueued: until then no attempt asks its task for
     /// one (it takes the task's lock). Set before the task is queued, so the lock the task
     /// passes through orders it before any runner's read.
@@ -218,7 +217,7 @@ impl Engine {
             work_ready: Notify::new(),
             next_id: CachePadded::new(AtomicU64::new(0)),
             aborts: AtomicU64::new(0),
-            interrupt: interrupt::Interrupt::default(),
+            interrupt: Notify::new(),
             deadlines_used: AtomicBool::new(false),
             pops_need_time: AtomicBool::new(false),
         }

@@ -37,7 +37,7 @@ impl CancelSink for Engine {
     fn aborted(&self, id: TaskId) {
         self.aborts.fetch_add(1, Ordering::SeqCst);
         self.cancelled(id);
-        self.interrupt.send();
+        self.interrupt.notify_waiters();
     }
 }
 
@@ -73,7 +73,7 @@ impl Engine {
             // Before the wake-up: a waiting attempt reads it when woken (`race`).
             self.stopped_now.store(true, Ordering::SeqCst);
             self.stop_now_token.cancel();
-            self.interrupt.send();
+            self.interrupt.notify_waiters();
         }
         let waited = queued
             .into_iter()
