@@ -19,7 +19,7 @@ impl Ticks {
     /// The time from `earlier` to this moment; zero if `earlier` is later.
     #[inline]
     pub(crate) fn saturating_since(self, earlier: Ticks) -> Duration {
-        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+        Duration::from_nanos(self.nanos_since(earlier))
     }
 
     /// The nanoseconds from `earlier` to this moment; zero if `earlier` is later.
