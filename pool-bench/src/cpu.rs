@@ -104,6 +104,11 @@ pub struct Timing {
     /// CPU time of the whole process (user + system) over the same section; `None` where
     /// it cannot be read.
     pub cpu: Option<Duration>,
+    /// When the section started, on this process's clock: what moments measured inside the
+    /// section (a task's start, its end) count from, so that set-up done before the clock
+    /// started is not counted as part of it. Not kept in results (`None` once read back).
+    #[serde(skip)]
+    pub started: Option<Instant>,
 }
 
 impl Stopwatch {
@@ -122,7 +127,11 @@ impl Stopwatch {
             (Some(before), Some(after)) => Some(after.saturating_sub(before)),
             _ => None,
         };
-        Timing { wall, cpu }
+        Timing {
+            wall,
+            cpu,
+            started: Some(self.wall),
+        }
     }
 }
 

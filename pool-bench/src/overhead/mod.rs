@@ -8,7 +8,6 @@ mod report;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -159,44 +158,61 @@ pub fn run_overhead(
 /// One latency-bound run: achieved tasks/s, the mean service time measured inside the
 /// tasks, and where the slots stood idle (each task notes when it started and ended).
 async fn latency_round(peer: Peer, options: &OverheadOptions) -> Result<LatencySample, BenchError> {
-    let service_nanos = Arc::new(AtomicU64::new(0));
     let spans = Arc::new(Mutex::new(Vec::with_capacity(options.latency_tasks)));
     let sleep = Duration::from_millis(options.latency_ms);
-    let origin = Instant::now();
     let work = {
-        let service_nanos = Arc::clone(&service_nanos);
         let spans = Arc::clone(&spans);
         move || {
-            let service_nanos = Arc::clone(&service_nanos);
             let spans = Arc::clone(&spans);
             async move {
                 let start = Instant::now();
                 tokio::time::sleep(sleep).await;
                 let end = Instant::now();
-                let nanos = u64::try_from((end - start).as_nanos()).unwrap_or(u64::MAX);
-                service_nanos.fetch_add(nanos, Ordering::Relaxed);
                 spans
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .push((start - origin, end - origin));
+                    .push((start, end));
             }
         }
     };
-    let elapsed = peer
+    let timing = peer
         .run(options.latency_tasks, options.concurrency, work)
-        .await?
-        .wall;
-    // The engine's clock started after `origin` by the time to build it (microseconds), and
-    // stopped when the last result reached the caller, before the engine was dropped.
-    let until_stopped = elapsed;
-    let mean_service =
-        service_nanos.load(Ordering::Relaxed) as f64 / 1e9 / options.latency_tasks as f64;
+        .await?;
     let spans = spans.lock().unwrap_or_else(PoisonError::into_inner);
-    Ok(LatencySample {
-        achieved_ops_per_sec: options.latency_tasks as f64 / elapsed.as_secs_f64(),
-        mean_service_s: mean_service,
-        idle: SlotIdle::of(&spans, until_stopped, options.concurrency),
-    })
+    Ok(LatencySample::of(&spans, &timing, options.concurrency))
+}
+
+impl LatencySample {
+    /// From each task's (start, end) and the engine's own timing: the idle split counts from
+    /// the moment its clock started (`timing.started`), as its wall time does. A peer that
+    /// builds its workers before its clock starts (the minimal pool, the channel's workers)
+    /// did not have that set-up counted in its startup, nor taken from its tail.
+    fn of(spans: &[(Instant, Instant)], timing: &Timing, concurrency: usize) -> Self {
+        let tasks = spans.len().max(1);
+        let service: Duration = spans.iter().map(|&(start, end)| end - start).sum();
+        let mean_service = service.as_secs_f64() / tasks as f64;
+        let clock = timing.started.unwrap_or_else(|| {
+            spans
+                .iter()
+                .map(|&(start, _)| start)
+                .min()
+                .unwrap_or_else(Instant::now)
+        });
+        let since_clock: Vec<(Duration, Duration)> = spans
+            .iter()
+            .map(|&(start, end)| {
+                (
+                    start.saturating_duration_since(clock),
+                    end.saturating_duration_since(clock),
+                )
+            })
+            .collect();
+        LatencySample {
+            achieved_ops_per_sec: spans.len() as f64 / timing.wall.as_secs_f64(),
+            mean_service_s: mean_service,
+            idle: SlotIdle::of(&since_clock, timing.wall, concurrency),
+        }
+    }
 }
 
 /// Runs `binary queued-bytes --tasks N --concurrency C [--parked]` in a child process
@@ -243,6 +259,34 @@ mod tests {
         assert!((idle.startup_ms - 2.0).abs() < 1e-9, "{idle:?}");
         assert!((idle.tail_ms - 7.5).abs() < 1e-9, "{idle:?}");
         assert!((idle.between_ms - 0.5).abs() < 1e-9, "{idle:?}");
+    }
+
+    /// The idle split counts from the engine's own clock, as its wall time does: a peer
+    /// that built its workers for 5 ms before its clock started is not charged those 5 ms
+    /// as startup, and its tail ends where its clock stopped. Counted from before the
+    /// set-up (the harness once took its origin there), the startup read 6 ms and the tail
+    /// 0 (the ends fell past the wall time).
+    #[test]
+    fn the_idle_split_counts_from_the_engines_clock() {
+        let ms = Duration::from_millis;
+        let before_setup = Instant::now();
+        let clock = before_setup + ms(5);
+        // Two slots: 1–11 and 2–12 after the clock started, which stopped at 13.
+        let spans = [
+            (clock + ms(1), clock + ms(11)),
+            (clock + ms(2), clock + ms(12)),
+        ];
+        let timing = Timing {
+            wall: ms(13),
+            cpu: None,
+            started: Some(clock),
+        };
+        let sample = LatencySample::of(&spans, &timing, 2);
+        assert!((sample.idle.startup_ms - 1.5).abs() < 1e-6, "{sample:?}");
+        assert!((sample.idle.tail_ms - 1.5).abs() < 1e-6, "{sample:?}");
+        assert!(sample.idle.between_ms.abs() < 1e-6, "{sample:?}");
+        assert!((sample.mean_service_s - 0.010).abs() < 1e-9, "{sample:?}");
+        assert!((sample.achieved_ops_per_sec - 2.0 / 0.013).abs() < 1e-6);
     }
 
     fn memory(waiting: Waiting, bytes: f64) -> QueuedMemory {
