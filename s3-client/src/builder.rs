@@ -487,9 +487,7 @@ impl S3ClientBuilder {
             let hedger = Arc::clone(hedger);
             metrics.count_hedges_from(move || hedger.counts());
         }
-        // As many parts may wait for a slot as the pool has slots (a pass-through pool: no
-        // practical cap).
-        let read_ahead = ReadAhead::new(batch_pool.concurrency());
+        let read_ahead = ReadAhead::new(ReadAhead::WARM_BYTES);
         Ok(S3Client::from_inner(ClientInner {
             store: self.store,
             hedger,

@@ -40,7 +40,7 @@ pub(crate) struct TransferContext {
     /// Hedges a download's ranges, when the client hedges reads.
     pub(crate) hedger: Option<Arc<Hedger>>,
     pub(crate) budget: ByteBudget,
-    /// Parts read ahead of their send, at most (uploads).
+    /// How much uploads may have read ahead of their sends.
     pub(crate) read_ahead: ReadAhead,
     /// Size of a range or part (all parts but the last).
     pub(crate) part_size: u64,

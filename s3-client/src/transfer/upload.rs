@@ -37,8 +37,9 @@ pub(crate) async fn upload(
 ) -> TaskResult<(PutResult, TransferSummary)> {
     let part_size = context.part_size;
     let meter = Arc::new(Meter::new(total, call.progress.clone()));
-    let (staged, mut permit) = reserve(context).await;
+    let mut permit = reserve(context).await;
     let first = source.next_part(part_size as usize).await?;
+    let staged = context.read_ahead.stage(first.content_length() as u64);
     ByteBudget::shrink(&mut permit, first.content_length() as u64);
     let result = if (first.content_length() as u64) < part_size {
         let result = put_once(context, path, (first, staged), options, call, &meter).await?;
@@ -69,12 +70,12 @@ pub(crate) async fn upload(
     Ok((result, summary))
 }
 
-/// Room for one more part: a place among the parts read ahead, then its bytes in the
-/// budget (taken before the part is read, so reading waits rather than overshoots).
-async fn reserve(context: &TransferContext) -> (Staged, OwnedSemaphorePermit) {
-    let staged = context.read_ahead.acquire().await;
-    let permit = context.budget.acquire(context.part_size).await;
-    (staged, permit)
+/// Room for one more part: less waiting than the read-ahead cap, then the part's
+/// bytes in the budget (taken before the part is read, so reading waits rather than
+/// overshoots). Once read, the part is [staged](super::ReadAhead::stage).
+async fn reserve(context: &TransferContext) -> OwnedSemaphorePermit {
+    context.read_ahead.until_open().await;
+    context.budget.acquire(context.part_size).await
 }
 
 async fn put_once(
@@ -224,13 +225,14 @@ impl Parts<'_> {
                         Either::Right((None, _)) => break Some(acquire.as_mut().await),
                     }
                 };
-                if let (Some((staged, mut permit)), None) = (room, &failure) {
+                if let (Some(mut permit), None) = (room, &failure) {
                     match source.next_part(part_size as usize).await {
                         Ok(part) if part.content_length() == 0 => source_done = true,
                         Ok(part) => {
                             let len = part.content_length() as u64;
                             source_done = len < part_size;
                             ByteBudget::shrink(&mut permit, len);
+                            let staged = self.context.read_ahead.stage(len);
                             next = Some((part, permit, staged));
                         }
                         Err(error) => failure = Some(error),
