@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::queue::{AgingQueue, LaneId, Placement, QueueKey};
+use crate::queue::{nanos_as_f64, AgingQueue, LaneId, Placement, QueueKey};
 use crate::stats::Stats;
 use crate::task::TaskId;
 
@@ -138,6 +138,7 @@ pub(super) struct State {
     pub(super) stopped: bool,
     pub(super) counters: Counters,
     pub(super) rng: fastrand::Rng,
+    /// The average queue wait, nanoseconds (see `observe_queue_wait`).
     queue_wait_ewma: Option<f64>,
     /// Running parents' slots, lent to their children (see `nesting`).
     pub(super) loans: Loans,
@@ -391,7 +392,7 @@ impl State {
         self.tenants.started(popped.lane);
         self.active += 1;
         if let (true, Some(at)) = (ages, popped_at) {
-            self.observe_queue_wait(at.saturating_since(popped.enqueued_at));
+            self.observe_queue_wait(at.nanos_since(popped.enqueued_at));
         }
         Some(Claimed {
             job: Job::new(popped.job),
@@ -439,11 +440,12 @@ impl State {
         std::iter::from_fn(|| self.take_next(now, aging_target_wait)).collect()
     }
 
-    /// Keeps the average queue wait (an exponentially weighted moving average) of the pops
-    /// that weigh priorities against age: a queue of one level does not age, so its waits
-    /// do not steer aging (and its pops read no clock).
-    fn observe_queue_wait(&mut self, wait: Duration) {
-        let wait = wait.as_secs_f64();
+    /// Keeps the average queue wait (an exponentially weighted moving average, in
+    /// nanoseconds) of the pops that weigh priorities against age: a queue of one level does
+    /// not age, so its waits do not steer aging (and its pops read no clock).
+    #[inline]
+    fn observe_queue_wait(&mut self, wait_nanos: u64) {
+        let wait = nanos_as_f64(wait_nanos);
         let ewma = match self.queue_wait_ewma {
             Some(ewma) => 0.95 * ewma + 0.05 * wait,
             None => wait,
@@ -454,10 +456,16 @@ impl State {
     /// The aging multiplier in step with queue wait against its target: `target / average
     /// wait`, clamped to [0.25, 4], so aging speeds up when tasks wait longer than the target
     /// and slows down when they don't. Only a queue of several priority levels ages, so it
-    /// is worked out only for those pops (from the waits of those pops before).
+    /// is worked out only for those pops (from the waits of those pops before). One
+    /// division: the average is kept in nanoseconds, and the queue turns the multiplier into
+    /// its step with multiplications.
+    #[inline]
     fn aging_multiplier(&self, target: Duration) -> f64 {
         match self.queue_wait_ewma {
-            Some(ewma) => (target.as_secs_f64() / ewma.max(1e-9)).clamp(0.25, 4.0),
+            Some(ewma) => {
+                let target = target.as_secs() as f64 * 1e9 + f64::from(target.subsec_nanos());
+                (target / ewma.max(1.0)).clamp(0.25, 4.0)
+            }
             None => 1.0,
         }
     }

@@ -6,6 +6,18 @@
 //!
 //! The multiplier follows the queue's wait against its target (the engine works it out);
 //! the queue evaluates the formula only when it compares levels, at the moment of a pop.
+//!
+//! A pop compares, rather than effective priorities, their *ranks*: the effective priority
+//! times the step (the wait that earns one point, in nanoseconds),
+//!
+//! ```text
+//! rank = base × step + min(max_boost × step, waited)
+//! ```
+//!
+//! The step is positive, so ranks order tasks exactly as effective priorities do, and a rank
+//! costs no division: the wait in nanoseconds is added as it is. Whole-nanosecond steps and
+//! waits (below 2^53 ns, 104 days) are exact in it, so equal effective priorities tie
+//! exactly, where `waited / step` rounds.
 
 use std::time::Duration;
 
@@ -18,45 +30,68 @@ pub(crate) struct AgingSettings {
     pub(crate) max_boost: f64,
 }
 
-/// The formula's constants for one pop: what a nanosecond of wait earns, and the cap. Worked
-/// out once per pop, so comparing a level costs a multiplication, not two divisions.
+/// The formula's constants at one multiplier: the step and the cap in nanoseconds of wait.
+/// Worked out when the multiplier changes, with two multiplications.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Scale {
-    /// Priority points per nanosecond of wait (`1 / step` in nanoseconds).
-    per_nano: f64,
-    /// The cap; 0 (or less) is strict priority.
-    max_boost: f64,
+    /// Nanoseconds of wait per priority point (`aging_interval × multiplier`); positive.
+    step: f64,
+    /// The cap in nanoseconds of wait (`max_boost × step`); 0 is strict priority.
+    cap: f64,
 }
 
 impl Scale {
-    /// `step_secs`: seconds of wait per priority point.
-    pub(super) fn new(step_secs: f64, max_boost: f64) -> Self {
+    /// The constants at `multiplier` (positive) of an interval of `interval_nanos` and a cap
+    /// of `max_boost` points.
+    #[inline]
+    pub(super) fn new(interval_nanos: f64, max_boost: f64, multiplier: f64) -> Self {
+        // A zero interval is refused by the builder; the smallest step keeps ranks ordered
+        // by base priority then.
+        let step = (interval_nanos * multiplier).max(f64::MIN_POSITIVE);
         Self {
-            per_nano: 1.0 / (step_secs * 1e9),
-            max_boost: max_boost.max(0.0),
+            step,
+            cap: max_boost.max(0.0) * step,
         }
     }
 
-    /// `base + min(max_boost, waited / step)`; `max_boost == 0` is strict priority. Times in
-    /// nanoseconds.
+    /// The rank of base priority `priority`: its effective priority before aging, times the
+    /// step.
     #[inline]
-    pub(super) fn effective(self, priority: i32, enqueued_at: u64, now: u64) -> f64 {
-        let boost = if self.max_boost > 0.0 {
-            let waited = now.saturating_sub(enqueued_at);
-            // Below 2^63 ns (every real wait) the signed conversion gives the same value in
-            // one instruction; the unsigned one takes several.
-            let waited = i64::try_from(waited).map_or(waited as f64, |waited| waited as f64);
-            let boost = waited * self.per_nano;
-            // `min` without its NaN handling: the boost is NaN only for 0 × ∞ (a zero step),
-            // and then the cap is the answer either way, as with `min`.
-            if boost < self.max_boost {
-                boost
-            } else {
-                self.max_boost
-            }
-        } else {
-            0.0
-        };
-        f64::from(priority) + boost
+    pub(super) fn base(self, priority: i32) -> f64 {
+        f64::from(priority) * self.step
     }
+
+    /// What `base` (from [`base`](Self::base)) is worth after waiting from `enqueued_at` to
+    /// `now` (nanoseconds): the effective priority times the step.
+    #[inline]
+    pub(super) fn rank(self, base: f64, enqueued_at: u64, now: u64) -> f64 {
+        base + self.boost(enqueued_at, now)
+    }
+
+    /// The boost of a task that entered at `enqueued_at`, at `now`, in nanoseconds of wait:
+    /// the wait, up to the cap.
+    #[inline]
+    pub(super) fn boost(self, enqueued_at: u64, now: u64) -> f64 {
+        let waited = now.saturating_sub(enqueued_at);
+        let waited = nanos_as_f64(waited);
+        // `min` without its NaN handling: neither is NaN.
+        if waited < self.cap {
+            waited
+        } else {
+            self.cap
+        }
+    }
+
+    /// The effective priority itself (for tests of the formula).
+    #[cfg(test)]
+    pub(super) fn effective(self, priority: i32, enqueued_at: u64, now: u64) -> f64 {
+        self.rank(self.base(priority), enqueued_at, now) / self.step
+    }
+}
+
+/// `nanos` as a float, up to 2^63 ns (292 years; a longer wait counts as that long): the
+/// signed conversion is one instruction, the unsigned one several.
+#[inline(always)]
+pub(crate) fn nanos_as_f64(nanos: u64) -> f64 {
+    nanos.min(i64::MAX as u64) as i64 as f64
 }

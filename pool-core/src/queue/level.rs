@@ -17,7 +17,7 @@ use std::collections::{HashMap, VecDeque};
 use slab::Slab;
 
 use super::lane::{Lane, LanePos};
-use super::LaneId;
+use super::{LaneId, Next};
 
 /// The round's name for the lane of tasks without a tenant (named lanes are slab indices).
 const DEFAULT_LANE: usize = usize::MAX;
@@ -135,15 +135,21 @@ impl<J> Level<J> {
         (member.generation, member.lane.push(job, enqueued_at, order))
     }
 
-    /// When the task this level would start next entered the queue, if the level holds only
-    /// tasks without a tenant (and at least one): then that task is the default lane's head
-    /// and nothing needs to be looked up. `None` otherwise: ask [`candidate`](Self::candidate).
-    #[inline]
-    pub(super) fn untenanted_head(&mut self) -> Option<u64> {
-        if self.named.is_empty() {
-            self.default.lane.head()
+    /// What the queue's scan keeps of this level ([`LevelHead`](super::LevelHead)): whether
+    /// it holds tasks, and if it holds only tasks without a tenant, when the one it would
+    /// start next entered the queue — that task is then the default lane's head, and nothing
+    /// needs to be looked up.
+    #[inline(always)]
+    pub(super) fn scan_head(&mut self) -> (Next, u64) {
+        if self.live == 0 {
+            (Next::Empty, 0)
+        } else if !self.named.is_empty() {
+            (Next::Ask, 0)
         } else {
-            None
+            match self.default.lane.head() {
+                Some(at) => (Next::Head, at),
+                None => (Next::Empty, 0),
+            }
         }
     }
 

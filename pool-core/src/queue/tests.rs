@@ -135,16 +135,21 @@ fn pop_order_matches_a_brute_force_model() {
 
 /// Which of the model's tasks (priority, enqueued at, arrival number) should pop next: the
 /// highest effective priority, then the oldest, then the higher base priority, then FIFO.
-fn model_next(
-    q: &AgingQueue<u32>,
-    tasks: impl Iterator<Item = (i32, Ticks, u64)>,
-    now: Ticks,
-) -> usize {
+/// Effective priorities are compared exactly, in integers: times the aging step (250 ms at
+/// multiplier 1, the tests' queue), `base + min(max_boost, waited / step)` is
+/// `base × step + min(max_boost × step, waited)` nanoseconds (for a whole `max_boost`).
+fn model_next(max_boost: f64, tasks: impl Iterator<Item = (i32, Ticks, u64)>, now: Ticks) -> usize {
+    const STEP: i128 = 250_000_000;
+    assert_eq!(max_boost.fract(), 0.0, "the model takes whole caps");
+    let cap = max_boost as i128 * STEP;
+    let times_step = |priority: i32, at: Ticks| {
+        i128::from(priority) * STEP + i128::from(now.nanos_since(at)).min(cap)
+    };
     tasks
         .enumerate()
         .max_by(|(_, a), (_, b)| {
-            q.effective(a.0, a.1, now)
-                .total_cmp(&q.effective(b.0, b.1, now))
+            times_step(a.0, a.1)
+                .cmp(&times_step(b.0, b.1))
                 .then(b.1.cmp(&a.1))
                 .then(a.0.cmp(&b.0))
                 .then(b.2.cmp(&a.2))
@@ -163,7 +168,7 @@ fn pop_order_matches_the_model_with(max_boost: f64) {
         now += ms(rng.u64(0..40));
         if rng.u8(0..3) == 0 && !model.is_empty() {
             let popped = q.pop(now, |_| true).expect("queue has tasks").job;
-            let best = model_next(&q, model.iter().map(|t| (t.1, t.2, t.3)), now);
+            let best = model_next(max_boost, model.iter().map(|t| (t.1, t.2, t.3)), now);
             let expected = model.remove(best).0;
             assert_eq!(popped, expected, "at step {id}, max boost {max_boost}");
         } else {
@@ -178,41 +183,62 @@ fn pop_order_matches_the_model_with(max_boost: f64) {
 #[test]
 fn pop_order_with_removals_matches_the_model() {
     for max_boost in [0.0, 3.0, 10.0] {
-        let (mut q, t0) = queue(max_boost);
-        let mut rng = fastrand::Rng::with_seed(11);
-        let mut model: Vec<(u32, i32, Ticks, u64, QueueKey)> = Vec::new();
-        let mut now = t0;
-        for id in 0..3_000u32 {
-            now += ms(rng.u64(0..40));
-            match rng.u8(0..6) {
-                // Removal, often of a level's head (the oldest of its priority).
-                0 | 1 if !model.is_empty() => {
-                    let victim = if rng.bool() {
-                        rng.usize(0..model.len())
-                    } else {
-                        let priority = model[rng.usize(0..model.len())].1;
-                        model.iter().position(|t| t.1 == priority).expect("exists")
-                    };
-                    let (job, .., key) = model.remove(victim);
-                    assert_eq!(q.remove(key).map(|p| p.job), Some(job), "at step {id}");
-                }
-                2 if !model.is_empty() => {
-                    let popped = q.pop(now, |_| true).expect("queue has tasks").job;
-                    let best = model_next(&q, model.iter().map(|t| (t.1, t.2, t.3)), now);
-                    assert_eq!(
-                        popped,
-                        model.remove(best).0,
-                        "at step {id}, max boost {max_boost}"
-                    );
-                }
-                _ => {
-                    // Few priorities at times, many at others: levels empty, are swept and
-                    // come back.
-                    let spread = if id % 1_000 < 500 { 2 } else { 12 };
-                    let priority = rng.i32(0..spread);
-                    let key = q.push(id, Placement::plain(priority), now);
-                    model.push((id, priority, now, u64::from(id), key));
-                }
+        pop_order_with_removals_matches_the_model_with(max_boost, false);
+    }
+}
+
+/// Levels whose tasks are a tenant's (every even priority its own tenant: one lane per
+/// level, so the model's order still holds) beside levels without tenants: the scan asks the
+/// former and reads the latter's heads.
+#[test]
+fn pop_order_with_tenants_levels_matches_the_model() {
+    for max_boost in [0.0, 3.0, 10.0] {
+        pop_order_with_removals_matches_the_model_with(max_boost, true);
+    }
+}
+
+fn pop_order_with_removals_matches_the_model_with(max_boost: f64, tenants: bool) {
+    let (mut q, t0) = queue(max_boost);
+    let mut rng = fastrand::Rng::with_seed(11);
+    let mut model: Vec<(u32, i32, Ticks, u64, QueueKey)> = Vec::new();
+    let mut now = t0;
+    for id in 0..3_000u32 {
+        now += ms(rng.u64(0..40));
+        match rng.u8(0..6) {
+            // Removal, often of a level's head (the oldest of its priority).
+            0 | 1 if !model.is_empty() => {
+                let victim = if rng.bool() {
+                    rng.usize(0..model.len())
+                } else {
+                    let priority = model[rng.usize(0..model.len())].1;
+                    model.iter().position(|t| t.1 == priority).expect("exists")
+                };
+                let (job, .., key) = model.remove(victim);
+                assert_eq!(q.remove(key).map(|p| p.job), Some(job), "at step {id}");
+            }
+            2 if !model.is_empty() => {
+                let popped = q.pop(now, |_| true).expect("queue has tasks").job;
+                let best = model_next(max_boost, model.iter().map(|t| (t.1, t.2, t.3)), now);
+                assert_eq!(
+                    popped,
+                    model.remove(best).0,
+                    "at step {id}, max boost {max_boost}"
+                );
+            }
+            _ => {
+                // Few priorities at times, many at others: levels empty, are swept and
+                // come back.
+                let spread = if id % 1_000 < 500 { 2 } else { 12 };
+                let priority = rng.i32(0..spread);
+                let placement = match priority % 2 {
+                    0 if tenants => Placement {
+                        lane: LaneId(priority as u32 + 1),
+                        ..Placement::plain(priority)
+                    },
+                    _ => Placement::plain(priority),
+                };
+                let key = q.push(id, placement, now);
+                model.push((id, priority, now, u64::from(id), key));
             }
         }
     }
@@ -230,7 +256,7 @@ fn tombstones_do_not_accumulate() {
     assert_eq!(q.len(), 1);
     assert_eq!(pop_all(&mut q, t0), vec![0]);
     assert!(
-        q.levels.iter().all(|(_, level)| level.slots() == 0),
+        q.levels.iter().all(|level| level.slots() == 0),
         "emptied levels hold no tombstones"
     );
 }
@@ -404,11 +430,19 @@ fn drain_gives_every_task_of_every_lane() {
 
 #[test]
 fn the_formula_holds_at_its_extremes() {
-    let reference = |scale_step: f64, cap: f64, waited: u64| {
-        (waited as f64 * (1.0 / (scale_step * 1e9))).min(cap)
-    };
-    for (step, cap) in [(0.25, 10.0), (1e-12, 3.0), (0.0, 2.0), (1e12, 5.0)] {
-        let scale = Scale::new(step, cap);
+    // Waits past 2^63 ns (292 years) count as 2^63 ns.
+    let as_float = |waited: u64| waited.min(1 << 63) as f64;
+    let reference =
+        |step_nanos: f64, cap: f64, waited: u64| 1.0 + (as_float(waited) / step_nanos).min(cap);
+    // Steps of 250 ms, 1 ns, 1e-3 ns, 10^21 ns.
+    for (interval, multiplier, cap) in [
+        (250e6, 1.0, 10.0),
+        (1.0, 1.0, 3.0),
+        (1.0, 1e-3, 2.0),
+        (1e21, 1.0, 5.0),
+    ] {
+        let scale = Scale::new(interval, cap, multiplier);
+        let step = interval * multiplier;
         for waited in [
             0,
             1,
@@ -418,14 +452,60 @@ fn the_formula_holds_at_its_extremes() {
             (i64::MAX as u64) + 1,
             u64::MAX,
         ] {
-            let expected = 1.0 + reference(step, cap, waited);
+            let expected = reference(step, cap, waited);
+            let effective = scale.effective(1, 0, waited);
+            assert!(
+                (effective - expected).abs() <= expected * 1e-15,
+                "step {step}, cap {cap}, waited {waited}: {effective} against {expected}"
+            );
+            // The rank is the effective priority times the step.
             assert_eq!(
-                scale.effective(1, 0, waited),
-                expected,
-                "step {step}, cap {cap}, waited {waited}"
+                scale.rank(scale.base(1), 0, waited),
+                step + as_float(waited).min(cap * step)
             );
         }
     }
     // A task stamped after `now` (another thread's clock read) has waited nothing.
-    assert_eq!(Scale::new(0.25, 10.0).effective(2, 10, 5), 2.0);
+    assert_eq!(Scale::new(250e6, 10.0, 1.0).effective(2, 10, 5), 2.0);
+    // No aging: the base priority alone.
+    assert_eq!(Scale::new(250e6, 0.0, 1.0).effective(2, 0, u64::MAX), 2.0);
+}
+
+#[test]
+fn equal_effective_priorities_tie_exactly() {
+    // Priority 0 after 250 ms and priority 1 fresh are both at 1: the earlier enqueued wins.
+    let (mut q, t0) = queue(10.0);
+    q.push(1, Placement::plain(1), t0 + ms(250));
+    q.push(2, Placement::plain(0), t0);
+    assert_eq!(pop_all(&mut q, t0 + ms(250)), vec![2, 1]);
+    // At multiplier 0.4 (100 ms per point), 0 after 250 ms, 1 after 150 ms and 2 after 50 ms
+    // are all at 2.5; one more nanosecond of wait would put the latest first.
+    q.set_multiplier(0.4);
+    let now = t0 + ms(250);
+    q.push(3, Placement::plain(0), t0);
+    q.push(4, Placement::plain(1), t0 + ms(100));
+    q.push(5, Placement::plain(2), t0 + ms(200));
+    assert_eq!(pop_all(&mut q, now), vec![3, 4, 5]);
+    q.push(6, Placement::plain(0), t0);
+    q.push(
+        7,
+        Placement::plain(2),
+        t0 + Duration::from_nanos(199_999_999),
+    );
+    assert_eq!(pop_all(&mut q, now), vec![7, 6]);
+}
+
+#[test]
+fn tasks_stamped_at_the_last_ticks_still_pop() {
+    // A clock 584 years on saturates at the last tick: such tasks are waiting like any other
+    // (a head that took the last tick for "empty" left them queued forever).
+    let (mut q, _) = queue(10.0);
+    let last = Ticks::from_nanos(u64::MAX);
+    let before = Ticks::from_nanos(u64::MAX - 1);
+    q.push(1, Placement::plain(i32::MIN), last);
+    q.push(2, Placement::plain(i32::MAX), before);
+    q.push(3, Placement::plain(0), last);
+    q.push(4, tenant(7, 1), before);
+    assert_eq!(pop_all(&mut q, last), vec![2, 3, 4, 1]);
+    assert!(q.is_empty());
 }
