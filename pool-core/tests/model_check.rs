@@ -340,7 +340,9 @@ fn scenario() {
     }
     let pool = builder
         .executor(executor.clone())
-        .concurrency(thread_rng().gen_range(1..3))
+        // Up to 3: four tasks into an idle pool of 3 claim a slot more than the two runners an
+        // enqueue spawns, and the third claim waits for one of them to start (`handoff`).
+        .concurrency(thread_rng().gen_range(1..4))
         .retries(1)
         .retry_delay(Duration::from_millis(1))
         .jitter(Jitter::None)

@@ -4,6 +4,14 @@
 //! Runners are spawned only when there is a free slot and a queued task, and a runner that
 //! finds the queue empty parks (holding no slot) until an enqueue wakes it, so neither a
 //! saturated pool nor one whose queue keeps running dry spawns a runner per task.
+//!
+//! A burst into an idle pool claims a slot per task, and each claim needs a runner. The
+//! producer spawns two ([`RUNNERS_ON_THEIR_WAY`]); the tasks claimed before either starts wait
+//! for it (`State::handoff`), and the first to start spawns their runners, from the executor's
+//! worker thread, and the producer may spawn another. A producer that spawned a runner per claim (a task allocated, the runtime's queue
+//! pushed, an idle worker woken) set the pace of the first wave: 2,000 tasks at C=200 from
+//! `block_on`, its first 200 enqueues took 0.15–0.59 ms, 0.04–0.14 ms with a hand-off to one
+//! runner (a scratch probe, load ~8.5).
 
 use std::sync::Arc;
 
@@ -16,7 +24,7 @@ use super::attempt::KeptSleep;
 use super::ending::TaskEnd;
 use super::intake::Entry;
 use super::job::{Job, TaskRef, Waiting};
-use super::state::Claimed;
+use super::state::{Claimed, RUNNERS_ON_THEIR_WAY};
 use super::timeline::Timeline;
 use super::{Engine, Now};
 use crate::queue::LaneId;
@@ -86,13 +94,26 @@ impl Engine {
         // A saturated pool (the usual case under load) starts nothing here.
         let can_start = state.can_start();
         let wake_parked = can_start && state.idle_runners > 0;
-        let started = if wake_parked {
+        let claimed = if wake_parked {
             state.idle_runners -= 1;
             None
         } else if can_start {
             state.take_next(&mut Now::at(self, now), self.settings.aging_target_wait)
         } else {
             None
+        };
+        // Runners spawned by earlier enqueues have not started: the first to start spawns
+        // this task's runner, from a worker thread, instead of this producer.
+        let started = match claimed {
+            Some(claimed) if state.runners_on_their_way >= RUNNERS_ON_THEIR_WAY => {
+                state.handoff.push(claimed);
+                None
+            }
+            Some(claimed) => {
+                state.runners_on_their_way += 1;
+                Some(claimed)
+            }
+            None => None,
         };
         // Filling the last slot opens the intake.
         self.settle_intake(&mut state);
@@ -109,23 +130,41 @@ impl Engine {
                 self.observers.emit(&Event::TaskQueued { task, queued });
             }
         }
-        self.spawn_runners(started);
+        if let Some(claimed) = started {
+            self.spawn_runner(claimed, true);
+        }
         if let Some(task) = watched {
             task.watch_cancellation();
         }
     }
 
+    /// A runner on its way has started (or was dropped before it could): spawns the
+    /// runners of the tasks claimed meanwhile.
+    fn hand_out(self: &Arc<Self>) {
+        let handoff = {
+            let mut state = self.lock();
+            state.runners_on_their_way -= 1;
+            std::mem::take(&mut state.handoff)
+        };
+        self.spawn_runners(handoff);
+    }
+
+    fn spawn_runner(self: &Arc<Self>, claimed: Claimed, hands_out: bool) {
+        let runner = Runner {
+            engine: Arc::clone(self),
+            next: Some(claimed),
+            running: None,
+            buffer: AttemptBuffer::default(),
+            sleep: None,
+            hands_out,
+        };
+        self.spawn("a runner", Box::pin(runner.run()));
+    }
+
     /// A runner for each claimed task.
     pub(super) fn spawn_runners(self: &Arc<Self>, claimed: impl IntoIterator<Item = Claimed>) {
         for claimed in claimed {
-            let runner = Runner {
-                engine: Arc::clone(self),
-                next: Some(claimed),
-                running: None,
-                buffer: AttemptBuffer::default(),
-                sleep: None,
-            };
-            self.spawn("a runner", Box::pin(runner.run()));
+            self.spawn_runner(claimed, false);
         }
     }
 
@@ -244,10 +283,16 @@ struct Runner {
     /// The timer of its attempts' timeouts, kept from one attempt to the next while it has
     /// work (see [`KeptSleep`]).
     sleep: KeptSleep,
+    /// Spawned by an enqueue: it spawns the runners of the tasks claimed before it started
+    /// (`State::handoff`).
+    hands_out: bool,
 }
 
 impl Runner {
     async fn run(mut self) {
+        if std::mem::take(&mut self.hands_out) {
+            self.engine.hand_out();
+        }
         while let Some(claimed) = self.next.take() {
             // Built in place, and lent to the attempt and the decision after it.
             let mut timeline = claimed.timeline();
@@ -292,6 +337,9 @@ impl Runner {
 
 impl Drop for Runner {
     fn drop(&mut self) {
+        if std::mem::take(&mut self.hands_out) {
+            self.engine.hand_out();
+        }
         if let Some(claimed) = self.next.take() {
             self.engine.abandon(claimed.job, claimed.lane);
         }

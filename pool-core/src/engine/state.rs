@@ -102,6 +102,12 @@ impl Claimed {
     }
 }
 
+/// How many runners an enqueue spawns before the next claims wait for one of them to start.
+/// Two, not one: a producer on one of tokio's worker threads puts the runner it spawns in
+/// that worker's LIFO slot, which no other worker steals; the second spawn moves the first
+/// to the worker's queue, where an idle worker takes it while the producer goes on.
+pub(super) const RUNNERS_ON_THEIR_WAY: usize = 2;
+
 /// The most entries the buffer of arrivals keeps between batches. A burst (many tasks enqueued
 /// while every slot stays busy: all of them wait in the intake) grows it, and it swaps with
 /// the intake's, so without a cap both would hold the burst's size, 56 bytes an entry, for
@@ -133,6 +139,12 @@ pub(super) struct State {
     borrowed: usize,
     /// Runners parked waiting for work (they hold no slot).
     pub(super) idle_runners: usize,
+    /// Runners spawned by enqueues that have not started yet. While there are
+    /// [`RUNNERS_ON_THEIR_WAY`] of them, the tasks the next enqueues claim wait in `handoff`
+    /// for the first of them to start and spawn their runners (see `dispatch`).
+    pub(super) runners_on_their_way: usize,
+    /// Claimed tasks whose runners the next runner on its way to start spawns.
+    pub(super) handoff: Vec<Claimed>,
     pub(super) limit: usize,
     pub(super) paused: bool,
     pub(super) stopped: bool,
@@ -169,6 +181,8 @@ impl State {
             active: 0,
             borrowed: 0,
             idle_runners: 0,
+            runners_on_their_way: 0,
+            handoff: Vec::new(),
             limit,
             paused: false,
             stopped: false,

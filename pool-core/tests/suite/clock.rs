@@ -225,3 +225,83 @@ fn observers_still_see_each_wait_and_latency() {
     assert_eq!(waits, [ms(0), ms(10), ms(20)]);
     assert!(records.iter().all(|record| record.execution == ms(10)));
 }
+
+/// A [`SimExecutor`] that counts the futures spawned on it.
+#[derive(Debug)]
+struct CountingSpawns {
+    sim: SimExecutor,
+    spawns: AtomicUsize,
+}
+
+impl Executor for CountingSpawns {
+    fn spawn(&self, task: BoxFuture<()>) {
+        self.spawns.fetch_add(1, Ordering::SeqCst);
+        self.sim.spawn(task);
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFuture<()> {
+        self.sim.sleep(duration)
+    }
+
+    fn now(&self) -> Instant {
+        self.sim.now()
+    }
+}
+
+/// A burst into an idle pool spawns two runners from the producer; the tasks claimed before
+/// either starts wait for it, and the first to start spawns their runners (a producer that
+/// spawned a runner per task made the first wave start at its own pace). Every task runs
+/// once, at most `limit` at a time. Without the hand-off the producer spawns 5 runners.
+#[test]
+fn a_burst_into_an_idle_pool_spawns_two_runners_from_the_producer() {
+    let executor = Arc::new(CountingSpawns {
+        sim: SimExecutor::with_seed(3),
+        spawns: AtomicUsize::new(0),
+    });
+    let pool = Pool::builder()
+        .executor_arc(executor.clone())
+        .concurrency(5)
+        .build()
+        .unwrap();
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let (running, most) = (running.clone(), most.clone());
+            let clock = executor.clone();
+            pool.enqueue(
+                move || {
+                    let (running, most, clock) = (running.clone(), most.clone(), clock.clone());
+                    async move {
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        clock.sleep(Duration::from_millis(10)).await;
+                        running.fetch_sub(1, Ordering::SeqCst);
+                        Ok::<_, Infallible>(i)
+                    }
+                },
+                TaskOptions::new(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        executor.spawns.load(Ordering::SeqCst),
+        2,
+        "the producer spawned two runners"
+    );
+    let sim = executor.sim.clone();
+    let results = sim.block_on(async move {
+        let mut results = Vec::new();
+        for handle in handles {
+            results.push(handle.await.unwrap());
+        }
+        results
+    });
+    assert_eq!(results, (0..8).collect::<Vec<_>>());
+    assert_eq!(most.load(Ordering::SeqCst), 5);
+    assert_eq!(
+        executor.spawns.load(Ordering::SeqCst),
+        5,
+        "one runner per slot, the other three spawned by the first to start"
+    );
+}
