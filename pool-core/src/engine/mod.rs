@@ -67,7 +67,7 @@ use service::ServiceTimes;
 use state::State;
 pub(crate) use tenants::TenantSettings;
 use tenants::Tenants;
-use ticks::{Epoch, Ticks};
+use ticks::{Epoch, SystemTicks, Ticks};
 
 /// Settings fixed at build time.
 #[derive(Debug, Clone)]
@@ -100,6 +100,9 @@ pub(crate) struct Engine {
     pub(crate) executor: Arc<dyn Executor>,
     /// Where the engine's [`Ticks`] count from.
     epoch: Epoch,
+    /// The system's clock read as ticks, if the executor's clock is that clock (see
+    /// [`Executor::now_is_system_clock`]); `None`: the executor's `now` is read.
+    system_ticks: Option<SystemTicks>,
     settings: Settings,
     budget: Option<BudgetBucket>,
     /// Recent service times, kept only when the pool sheds doomed tasks.
@@ -189,7 +192,14 @@ impl Engine {
         seed: u64,
     ) -> Self {
         let queue = AgingQueue::new(settings.aging, settings.earliest_deadline_first);
-        let epoch = Epoch::new(executor.now());
+        let (epoch, system_ticks) = match executor
+            .now_is_system_clock()
+            .then(SystemTicks::start)
+            .flatten()
+        {
+            Some((epoch, system_ticks)) => (epoch, Some(system_ticks)),
+            None => (Epoch::new(executor.now()), None),
+        };
         let tenants = Tenants::new(settings.tenants.clone());
         let budget = settings
             .budget
@@ -204,6 +214,7 @@ impl Engine {
             ))),
             intake: CachePadded::default(),
             epoch,
+            system_ticks,
             executor,
             budget,
             service: settings.shed_doomed.then(ServiceTimes::default),
@@ -244,9 +255,14 @@ impl Engine {
         state.queue_arrivals()
     }
 
-    /// The executor's clock, in ticks.
+    /// The executor's clock, in ticks: read straight from the system's clock when that is
+    /// the executor's.
+    #[inline]
     fn now(&self) -> Ticks {
-        self.epoch.ticks(self.executor.now())
+        match self.system_ticks {
+            Some(system_ticks) => system_ticks.now(),
+            None => self.epoch.ticks(self.executor.now()),
+        }
     }
 
     /// Whether a runner must know when each attempt starts and ends: observers want
@@ -332,6 +348,7 @@ mod tests {
             field!(settings: Settings),
             field!(executor: Arc<dyn Executor>),
             field!(epoch: Epoch),
+            field!(system_ticks: Option<SystemTicks>),
             field!(budget: Option<BudgetBucket>),
             field!(service: Option<ServiceTimes>),
             field!(observers: ObserverSet),

@@ -34,4 +34,9 @@ impl Executor for SmolExecutor {
     fn now(&self) -> Instant {
         Instant::now()
     }
+
+    /// async-io's timers run on `Instant::now()`, which has no virtual mode.
+    fn now_is_system_clock(&self) -> bool {
+        true
+    }
 }

@@ -21,6 +21,9 @@ use super::{BoxFuture, Executor, ResettableSleep};
 #[derive(Debug, Clone)]
 pub struct TokioExecutor {
     handle: tokio::runtime::Handle,
+    /// The runtime is multi-threaded: its clock cannot be paused (tokio refuses
+    /// `time::pause()` and `start_paused` there), so its time is the system's.
+    system_clock: bool,
 }
 
 impl TokioExecutor {
@@ -41,7 +44,11 @@ impl TokioExecutor {
 
     /// A given runtime.
     pub fn from_handle(handle: tokio::runtime::Handle) -> Self {
-        Self { handle }
+        let system_clock = handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread;
+        Self {
+            handle,
+            system_clock,
+        }
     }
 }
 
@@ -67,8 +74,20 @@ impl Executor for TokioExecutor {
         Some(Box::pin(tokio::time::sleep_until(deadline.into())))
     }
 
+    /// The system's clock on a multi-threaded runtime, whose timers run on it whatever
+    /// runtime the caller is in; otherwise the caller's tokio clock (virtual if paused).
     fn now(&self) -> Instant {
-        tokio::time::Instant::now().into_std()
+        if self.system_clock {
+            Instant::now()
+        } else {
+            tokio::time::Instant::now().into_std()
+        }
+    }
+
+    /// Only on a multi-threaded runtime: a current-thread one can be paused at any time
+    /// (`tokio::time::pause`), after the pool was built too.
+    fn now_is_system_clock(&self) -> bool {
+        self.system_clock
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pool_core::{BoxFuture, Executor, Pool, PoolBuilder, SimExecutor, TaskError, TaskOptions};
@@ -210,7 +210,17 @@ fn observers_still_see_each_wait_and_latency() {
             handle.await.unwrap();
         }
     });
-    let records: Vec<_> = events
+    let records = finished(&events);
+    let waits: Vec<_> = records.iter().map(|record| record.queue_wait).collect();
+    let ms = Duration::from_millis;
+    // One slot: each task waits for the ones before it, and runs 10 ms.
+    assert_eq!(waits, [ms(0), ms(10), ms(20)]);
+    assert!(records.iter().all(|record| record.execution == ms(10)));
+}
+
+/// The records of the tasks finished among `events`, in finishing order.
+fn finished(events: &Mutex<Vec<pool_core::Event>>) -> Vec<pool_core::TaskRecord> {
+    events
         .lock()
         .unwrap()
         .iter()
@@ -218,12 +228,101 @@ fn observers_still_see_each_wait_and_latency() {
             pool_core::Event::TaskFinished(record) => Some(record.clone()),
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+/// Runs `run` on a pool on the `TokioExecutor` of a runtime built by `runtime` (with time
+/// on), set up further by `with`, with a recorder attached, and returns the records of the
+/// tasks that finished. Checks that the executor says its clock is the system's exactly when
+/// `system_clock`.
+fn finished_on_tokio<Fut: std::future::Future<Output = ()>>(
+    runtime: &mut tokio::runtime::Builder,
+    system_clock: bool,
+    with: impl FnOnce(PoolBuilder) -> PoolBuilder,
+    run: impl FnOnce(Pool) -> Fut,
+) -> Vec<pool_core::TaskRecord> {
+    let recorder = Recorder::default();
+    let events = Arc::clone(&recorder.events);
+    let runtime = runtime.enable_time().build().unwrap();
+    runtime.block_on(async move {
+        let executor = pool_core::TokioExecutor::current();
+        assert_eq!(executor.now_is_system_clock(), system_clock);
+        let builder = Pool::builder().executor(executor).observer(recorder);
+        run(with(builder).build().unwrap()).await;
+    });
+    finished(&events)
+}
+
+/// A task that sleeps `duration` on tokio's clock.
+fn sleeps(duration: Duration) -> impl Fn() -> BoxFuture<Result<(), Infallible>> + Send + 'static {
+    move || {
+        Box::pin(async move {
+            tokio::time::sleep(duration).await;
+            Ok(())
+        })
+    }
+}
+
+/// Three tasks of 10 s each on tokio's paused clock, one slot: the pool times them on that
+/// clock, not on the system's. Were the engine to read the system clock here (a
+/// `TokioExecutor` on a current-thread runtime saying its clock is the system's), the waits
+/// and executions would be the microseconds the test really takes, not 0 / 10 / 20 s and
+/// 10 s.
+#[test]
+fn tokio_paused_time_times_tasks_on_the_virtual_clock() {
+    let s = Duration::from_secs;
+    let records = finished_on_tokio(
+        tokio::runtime::Builder::new_current_thread().start_paused(true),
+        false,
+        |builder| builder.concurrency(1).timeout(s(60)),
+        |pool| async move {
+            let handles: Vec<_> = (0..3)
+                .map(|_| pool.enqueue(sleeps(s(10)), TaskOptions::new()))
+                .collect();
+            for handle in handles {
+                handle.await.unwrap();
+            }
+        },
+    );
     let waits: Vec<_> = records.iter().map(|record| record.queue_wait).collect();
+    assert_eq!(waits, [s(0), s(10), s(20)]);
+    assert!(
+        records.iter().all(|record| record.execution == s(10)),
+        "{records:?}"
+    );
+}
+
+/// On a multi-threaded runtime (its clock cannot be paused) the engine reads the system's
+/// clock itself, and what it measures agrees with the runtime's timers, which run on
+/// `Instant`s: a task that sleeps 30 ms ran at least 30 ms, and a task cut by a 50 ms
+/// timeout ran at least 50 ms and was cut (its sleep is 60 s). Fails if `TokioExecutor`
+/// did not say so here, or if the engine's reads ran slower than the timers' clock. (That
+/// the engine's reads and the `Instant`s it turns deadlines into are one clock is
+/// `engine::ticks`' unit test.)
+#[test]
+fn a_multi_threaded_tokio_runtime_is_timed_on_the_system_clock() {
     let ms = Duration::from_millis;
-    // One slot: each task waits for the ones before it, and runs 10 ms.
-    assert_eq!(waits, [ms(0), ms(10), ms(20)]);
-    assert!(records.iter().all(|record| record.execution == ms(10)));
+    let records = finished_on_tokio(
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2),
+        true,
+        |builder| builder.concurrency(2).retries(0).timeout(ms(50)),
+        |pool| async move {
+            let short = pool.enqueue(sleeps(ms(30)), TaskOptions::new());
+            let long = pool.enqueue(sleeps(ms(60_000)), TaskOptions::new());
+            short.await.unwrap();
+            assert!(matches!(long.await, Err(TaskError::TimedOut { .. })));
+        },
+    );
+    assert_eq!(records.len(), 2, "{records:?}");
+    let (short, long): (Vec<_>, Vec<_>) = records
+        .iter()
+        .partition(|record| matches!(record.outcome, pool_core::Outcome::Succeeded));
+    assert!(short[0].execution >= ms(30), "{short:?}");
+    assert!(long[0].execution >= ms(50), "{long:?}");
+    for record in &records {
+        assert!(record.first_started_at.unwrap() >= record.queued_at);
+        assert!(record.finished_at >= record.first_started_at.unwrap() + record.execution);
+    }
 }
 
 /// A [`SimExecutor`] that counts the futures spawned on it.
