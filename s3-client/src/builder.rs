@@ -487,7 +487,7 @@ impl S3ClientBuilder {
             let hedger = Arc::clone(hedger);
             metrics.count_hedges_from(move || hedger.counts());
         }
-        let read_ahead = ReadAhead::new(ReadAhead::WARM_BYTES);
+        let read_ahead = ReadAhead::new(ReadAhead::AHEAD_BYTES);
         Ok(S3Client::from_inner(ClientInner {
             store: self.store,
             hedger,

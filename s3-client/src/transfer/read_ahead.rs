@@ -10,15 +10,17 @@ use tokio::sync::Notify;
 /// is read only while less than the cap waits (so at least one part may always wait).
 /// Parts being read do not count.
 ///
-/// The bytes budget bounds the memory parts hold; this bounds how long a part waits between
-/// its read and its send. A part that waits goes cold: a thousand 1 MiB uploads from a fast
-/// source, read as far ahead as a pool of 16 has slots, kept 16 parts behind 16 running
-/// PUTs, and each was hashed (SigV4) and sent from memory rather than from cache — the
-/// client spent 1.22–1.26 × the CPU per MiB of bare object_store's `buffer_unordered` of
-/// PUTs, which sends each body as it is made; with one part waiting, 1.16. The cap is in
-/// bytes, about a core's cache ([`WARM_BYTES`](Self::WARM_BYTES)): one part of 1 MiB or more
-/// waits, while small parts, which stay warm anyway and whose sends end faster than a
-/// reader is woken, wait by the hundred.
+/// The bytes budget bounds the memory parts hold; this bounds how far reading runs ahead of
+/// sending. Parts that wait are a cushion: when several slots free at once, a part is ready
+/// for each while the reader, often one task reading for many uploads, is woken. They also
+/// go cold before they are hashed (SigV4) and sent. Both were measured on 1,000 uploads of
+/// 1 MiB from a fast source at a pool limit of 16 (`pool-bench transfer --workloads many
+/// --directions upload --trace`, load 9, two rounds each): with one part waiting the client
+/// spent 1.16–1.19 × bare object_store's CPU per MiB, against 1.19–1.26 × with 16, but a slot
+/// stood idle with nothing queued in 18 % of the trace's samples (mean running 14.9–15.1), 8–9
+/// % with two parts (15.4–15.5), 2–3 % with 16 (15.8). The cushion wins:
+/// [`AHEAD_BYTES`](Self::AHEAD_BYTES) is 16 parts of 1 MiB, two of the default 8 MiB. The cap is
+/// in bytes so that small parts, whose sends end fastest, get the deepest cushion.
 ///
 /// Counting only the parts that wait, not those being read, is what keeps a slow source
 /// (a socket, a pipe) fed: its reads take longer than a send, so many are under way at once
@@ -39,9 +41,8 @@ struct Gate {
 }
 
 impl ReadAhead {
-    /// What a client's uploads may have waiting: about what a core's cache (L2, 1–2 MiB on
-    /// current x86 server cores) holds beside the code that hashes and sends it.
-    pub(crate) const WARM_BYTES: u64 = 1 << 20;
+    /// What a client's uploads may have waiting: 16 parts of 1 MiB (see above).
+    pub(crate) const AHEAD_BYTES: u64 = 16 << 20;
 
     /// A part read while less than `bytes` waits (at least 1 byte: one part at least).
     pub(crate) fn new(bytes: u64) -> Self {
