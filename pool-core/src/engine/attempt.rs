@@ -540,9 +540,9 @@ impl Engine {
 }
 
 /// The sleep a runner keeps for the timeouts (and deadline cuts) of all the attempts it
-/// runs, set no later than each one's cut when it first waits: one sleep for many attempts, where one
-/// per attempt would be registered with the executor's timer and taken out again. Dropped
-/// when the runner parks for want of work, so an idle pool holds no timer.
+/// runs, set no later than each one's cut when it first waits: one sleep for many attempts,
+/// where one per attempt would be registered with the executor's timer and taken out again.
+/// Dropped when the runner parks for want of work, so an idle pool holds no timer.
 pub(super) type KeptSleep = Option<Kept>;
 
 /// The runner's kept sleep and the moment it is set to.

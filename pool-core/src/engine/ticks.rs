@@ -101,12 +101,12 @@ impl Epoch {
 /// What it saves, per read, in `/tmp` programs of 20 M reads (CPU time, load 5–7): 24.2 ns
 /// for `Instant::now()` and `saturating_duration_since`, 20.5 ns for this read and one
 /// subtraction; in the engine, also the call through the executor (tokio's `Instant::now`
-/// behind a `dyn Executor`). A TSC read scaled to nanoseconds (`quanta`) costs 12 ns, but it is another
-/// clock: the system's is slewed by NTP and the TSC is not, so ticks read from it would drift
-/// away from the deadlines and sleeps that come and go as `Instant`s on the system clock
-/// (500 ppm at most: 43 s a day), and keeping them together takes re-anchoring that moves
-/// ticks backwards. This one is the same clock, so ticks from here and ticks turned from
-/// `Instant`s agree, whatever the pool's age.
+/// behind a `dyn Executor`). A TSC read scaled to nanoseconds (`quanta`) costs 12 ns, but it
+/// is another clock: the system's is slewed by NTP and the TSC is not, so ticks read from it
+/// would drift away from the deadlines and sleeps that come and go as `Instant`s on the
+/// system clock (500 ppm at most: 43 s a day), and keeping them together takes re-anchoring
+/// that moves ticks backwards. This one is the same clock, so ticks from here and ticks
+/// turned from `Instant`s agree, whatever the pool's age.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SystemTicks {
     /// The epoch's moment on the system clock, in nanoseconds.
