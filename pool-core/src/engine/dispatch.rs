@@ -99,7 +99,7 @@ impl Engine {
             state.idle_runners -= 1;
             None
         } else if can_start {
-            state.take_next(&mut Now::at(self, now), self.settings.aging_target_wait)
+            state.take_next(&mut Now::at(self, now))
         } else {
             None
         };
@@ -195,7 +195,7 @@ impl Engine {
                 if state.stopped {
                     return None;
                 }
-                if let Some(claimed) = state.take_next(&mut now, self.settings.aging_target_wait) {
+                if let Some(claimed) = state.take_next(&mut now) {
                     return Some(claimed);
                 }
                 if state.idle_runners >= state.limit {
@@ -217,8 +217,7 @@ impl Engine {
         state.counters.ended(&TaskEnd::Stopped);
         self.settle_intake(&mut state);
         // The slot may have gone back to a parent whose next child starts on it.
-        let started =
-            state.take_startable(&mut Now::at(self, now), self.settings.aging_target_wait);
+        let started = state.take_startable(&mut Now::at(self, now));
         let idle = state.is_idle();
         drop(state);
         let stay = Timeline::waiting(now);
@@ -236,8 +235,7 @@ impl Engine {
         let from = state.limit;
         state.limit = limit;
         self.settle_intake(&mut state);
-        let started =
-            state.take_startable(&mut Now::at(self, now), self.settings.aging_target_wait);
+        let started = state.take_startable(&mut Now::at(self, now));
         drop(state);
         self.spawn_runners(started);
         if from != limit {
@@ -255,8 +253,7 @@ impl Engine {
         }
         state.paused = paused;
         self.settle_intake(&mut state);
-        let started =
-            state.take_startable(&mut Now::at(self, now), self.settings.aging_target_wait);
+        let started = state.take_startable(&mut Now::at(self, now));
         drop(state);
         self.spawn_runners(started);
         if paused {

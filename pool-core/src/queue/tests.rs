@@ -187,6 +187,33 @@ fn pop_order_with_removals_matches_the_model() {
     }
 }
 
+/// More levels than the scan's bitmask of occupied levels holds (100 priorities, all
+/// waiting): the scan of them all takes over, and the mask stays in step as the levels
+/// drain below its size and fill again.
+#[test]
+fn pop_order_with_more_levels_than_the_mask_matches_the_model() {
+    for max_boost in [0.0, 10.0] {
+        let (mut q, t0) = queue(max_boost);
+        let mut rng = fastrand::Rng::with_seed(5);
+        let mut model: Vec<(u32, i32, Ticks, u64)> = Vec::new();
+        let mut now = t0;
+        for id in 0..4_000u32 {
+            now += ms(rng.u64(0..40));
+            // Filling for a while, then draining, twice.
+            let fill = if id % 2_000 < 1_000 { 4 } else { 1 };
+            if rng.u8(0..5) >= fill && !model.is_empty() {
+                let popped = q.pop(now, |_| true).expect("queue has tasks").job;
+                let best = model_next(max_boost, model.iter().map(|t| (t.1, t.2, t.3)), now);
+                assert_eq!(popped, model.remove(best).0, "at step {id}");
+            } else {
+                let priority = rng.i32(0..100);
+                q.push(id, Placement::plain(priority), now);
+                model.push((id, priority, now, u64::from(id)));
+            }
+        }
+    }
+}
+
 /// Levels whose tasks are a tenant's (every even priority its own tenant: one lane per
 /// level, so the model's order still holds) beside levels without tenants: the scan asks the
 /// former and reads the latter's heads.
