@@ -15,7 +15,7 @@ use crate::group::{PoolGroup, ZeroGroupLimit};
 use crate::hedge::{HedgeConfig, Hedger};
 use crate::multipart::{MultipartSettings, MAX_PART_SIZE, MIN_PART_SIZE};
 use crate::redact::redact;
-use crate::transfer::{ByteBudget, ReadAhead};
+use crate::transfer::{ByteBudget, PieceBuffers, ReadAhead, KEPT_CHUNKS};
 use object_store::multipart::MultipartStore;
 
 /// Why an [`S3Client`] could not be built: s3-client's one error for building and
@@ -500,6 +500,7 @@ impl S3ClientBuilder {
                     .unwrap_or_else(ByteBudget::default_bytes),
             ),
             read_ahead,
+            buffers: PieceBuffers::shared(KEPT_CHUNKS),
             #[cfg(feature = "metrics")]
             metrics: self.metrics,
             #[cfg(feature = "protection")]

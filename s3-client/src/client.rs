@@ -28,8 +28,8 @@ use crate::options::CallOptions;
 use crate::pooled_store::PooledStore;
 use crate::redact::redact;
 use crate::transfer::{
-    download, download_to_file, io_failure, upload, ByteBudget, BytesSource, FileSource, ReadAhead,
-    ReaderSource, TransferContext, TransferSummary, WriterSink,
+    download, download_to_file, io_failure, upload, ByteBudget, BytesSource, FileSource,
+    PieceBuffers, ReadAhead, ReaderSource, TransferContext, TransferSummary, WriterSink,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -76,6 +76,8 @@ pub(crate) struct ClientInner {
     pub(crate) hedger: Option<Arc<Hedger>>,
     /// Parts read from a source while they wait for a slot, at most.
     pub(crate) read_ahead: ReadAhead,
+    /// Buffers of the parts read from readers (`upload_from`), reused across uploads.
+    pub(crate) buffers: PieceBuffers,
     #[cfg(feature = "metrics")]
     pub(crate) metrics: Option<pool_metrics::Metrics>,
     #[cfg(feature = "protection")]
@@ -573,6 +575,7 @@ impl S3Client {
             hedger: self.inner.hedger.clone(),
             budget: self.inner.budget.clone(),
             read_ahead: self.inner.read_ahead.clone(),
+            buffers: self.inner.buffers.clone(),
             part_size: self.inner.multipart.part_size as u64,
             part_concurrency: self.inner.multipart.part_concurrency.unwrap_or(usize::MAX),
         }
@@ -666,7 +669,10 @@ impl S3Client {
     /// Uploads everything `source` yields (a file, a socket, any `AsyncRead`): one PUT if
     /// it is smaller than a part, otherwise a multipart upload whose parts (8 MiB by default)
     /// are read as budget allows and sent as pool tasks, several at once, each with the
-    /// call's retries: a failed part re-sends that part only. If the upload finally fails
+    /// call's retries: a failed part re-sends that part only. The first part (all of a
+    /// body smaller than a part) is read by its pool task once it has a slot; that task has
+    /// no pool timeout unless the call sets one (the source sets its pace, the HTTP
+    /// client's timeout bounds its request). If the upload finally fails
     /// it is aborted, so no parts are left behind. Without a store whose multipart API the
     /// client knows (a client built from a connection string or with
     /// [`S3Client::builder_multipart`] has it), a failed part fails the upload (aborted).
@@ -682,14 +688,14 @@ impl S3Client {
     /// or, dropped outside a tokio runtime, as a detached task of the client's pool; a
     /// cancelled call awaits it before it resolves. A failed abort is logged at WARN; a
     /// bucket lifecycle rule for incomplete uploads is the backstop.
-    pub fn upload_from<R>(&self, path: &Path, mut source: R) -> Call<TransferSummary>
+    pub fn upload_from<R>(&self, path: &Path, source: R) -> Call<TransferSummary>
     where
         R: AsyncRead + Unpin + Send + 'static,
     {
         let (context, path) = (self.transfer_context(), path.clone());
         Call::new(move |call| {
             Box::pin(async move {
-                let source = ReaderSource::new(&mut source);
+                let source = ReaderSource::new(source, context.buffers.clone());
                 upload(&context, &path, source, None, Default::default(), &call)
                     .await
                     .map(|(_, summary)| summary)

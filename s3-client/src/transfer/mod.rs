@@ -20,11 +20,12 @@ use pool_core::TaskError;
 
 pub(crate) use abort::AbortOnDrop;
 pub(crate) use budget::ByteBudget;
+pub(crate) use buffers::PieceBuffers;
 pub(crate) use download::{download, download_to_file};
 pub use progress::{ProgressCallback, TransferProgress, TransferSummary};
 pub(crate) use read_ahead::{ReadAhead, Staged};
 pub(crate) use sink::WriterSink;
-pub(crate) use source::{BytesSource, FileSource, ReaderSource};
+pub(crate) use source::{BytesSource, FileSource, ReaderSource, KEPT_CHUNKS};
 pub(crate) use upload::upload;
 
 use crate::dispatch::Dispatcher;
@@ -42,6 +43,8 @@ pub(crate) struct TransferContext {
     pub(crate) budget: ByteBudget,
     /// How much uploads may have read ahead of their sends.
     pub(crate) read_ahead: ReadAhead,
+    /// The buffers readers' parts are read into, shared by the client's uploads.
+    pub(crate) buffers: PieceBuffers,
     /// Size of a range or part (all parts but the last).
     pub(crate) part_size: u64,
     /// Ranges or parts of one transfer in flight at most (`usize::MAX`: no cap of its own).

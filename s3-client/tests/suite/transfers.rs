@@ -758,3 +758,61 @@ async fn a_first_range_retried_after_the_object_changed_does_not_mix_versions() 
     );
     assert_eq!(store.hook.first_responses.load(Ordering::SeqCst), 1);
 }
+
+/// A reader that notes whether it has been read.
+struct Watched {
+    inner: std::io::Cursor<Vec<u8>>,
+    read: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.read.store(true, std::sync::atomic::Ordering::SeqCst);
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+/// A body smaller than a part is read by its pool task, when it gets a slot, not ahead of
+/// it on the caller's task. Fails if the caller reads it first: the slow first upload then
+/// holds no slot (its source is read outside the pool), so the second never queues.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_uploads_body_is_read_when_its_task_starts() {
+    use tokio::io::AsyncWriteExt;
+    let client = s3_client::S3ClientBuilder::from_url("memory://")
+        .unwrap()
+        .concurrency(1)
+        .build()
+        .unwrap();
+    let (mut writer, slow) = tokio::io::duplex(64);
+    let first = tokio::spawn(client.upload_from(&Path::from("slow"), slow).into_future());
+    until("the slow upload's task holds the slot", || {
+        client.stats().unwrap().active == 1
+    })
+    .await;
+    let read = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watched = Watched {
+        inner: std::io::Cursor::new(b"second".to_vec()),
+        read: Arc::clone(&read),
+    };
+    let second = tokio::spawn(
+        client
+            .upload_from(&Path::from("second"), watched)
+            .into_future(),
+    );
+    until("the second upload queued", || {
+        client.stats().unwrap().queued == 1
+    })
+    .await;
+    assert!(!read.load(std::sync::atomic::Ordering::SeqCst));
+    writer.write_all(b"slow body").await.unwrap();
+    drop(writer);
+    first.await.unwrap().unwrap();
+    second.await.unwrap().unwrap();
+    assert!(read.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(client.get(&Path::from("slow")).await.unwrap(), "slow body");
+    assert_eq!(client.get(&Path::from("second")).await.unwrap(), "second");
+}
