@@ -66,10 +66,11 @@ const LONGEST_HOLD: Duration = Duration::from_secs(6);
 ///   (by more than the confidence interval of a median). A probe runs at the start (so a
 ///   first window already past the knee is never taken for the baseline), when cutting the
 ///   limit did not shorten the round trip (the backend itself may have slowed: the cuts are
-///   undone only if the baseline moved; the first step goes deeper only if its round trip is
-///   clearly shorter than the one at the limit, else nothing queues even there), when the round trip falls clearly below the
-///   baseline (the backend got faster), and when no window has been consistent with the
-///   baseline for `baseline_refresh` — BBR's ProbeRTT, on evidence rather than a clock.
+///   undone only if the baseline moved, all of them since the limit last grew; the first
+///   step goes deeper only if its round trip is clearly shorter than the one at the limit,
+///   else nothing queues even there), when the round trip falls clearly below the baseline
+///   (the backend got faster), and when no window has been consistent with the baseline for
+///   `baseline_refresh` — BBR's ProbeRTT, on evidence rather than a clock.
 /// - **Queueing, from the median.** Each window compares the median round trip of the
 ///   attempts started in it with the baseline, both with confidence intervals from order
 ///   statistics (no assumption about the distribution: heavy tails and bimodal latency
@@ -188,6 +189,9 @@ pub struct KneeTuner {
     last_failing: Option<usize>,
     hold_factor: u32,
     latency_cuts: Option<LatencyCut>,
+    /// The limit before the first RTT-growth cut since the limit last grew: where a
+    /// backend found to have slowed is returned to.
+    rtt_cuts_from: Option<usize>,
     probe: Option<Probe>,
     last_clean_limit: Option<usize>,
     last_sample_at: Option<Instant>,
@@ -301,6 +305,7 @@ impl KneeTuner {
             drain: None,
             hold_factor: 1,
             latency_cuts: None,
+            rtt_cuts_from: None,
             probe: None,
             last_clean_limit: None,
             last_sample_at: None,
@@ -795,6 +800,7 @@ impl KneeTuner {
             self.ceiling = guessed;
         }
         self.latency_cuts = None;
+        self.rtt_cuts_from = None;
         // Overload beats a probe in progress: do not jump back when it would have ended.
         self.probe = None;
         self.drain = drain;
@@ -864,6 +870,7 @@ impl KneeTuner {
         // would cross and panic).
         let target = target.round().min(limit - 1.0).max(limit * deepest);
         let to = self.config.bounds.clamp_f64(target);
+        self.rtt_cuts_from.get_or_insert(self.limit);
         self.note_failing(self.limit, false);
         self.note_cut(to);
         self.set_limit(to, Reason::RttGrowth, now)
@@ -894,7 +901,12 @@ impl KneeTuner {
                 // The first step, at a quarter, goes deeper only if its round trip is clearly
                 // shorter than this one: if it is not, the round trip does not depend on the
                 // depth (no queue even at the limit), and a quarter is already unloaded.
-                return self.begin_probe_unless(run.limit_before, Some(self.limit), Some(rtt), now);
+                // Every cut since the limit last grew, not only those since the run's last
+                // judged step: a window that neither queues nor grows (a hold) ends a run,
+                // and a backend slowing as a ramp makes several.
+                let undo_to = self.rtt_cuts_from.unwrap_or(run.limit_before);
+                self.rtt_cuts_from = None;
+                return self.begin_probe_unless(undo_to, Some(self.limit), Some(rtt), now);
             }
             self.latency_cuts = Some(here);
         }
@@ -902,6 +914,14 @@ impl KneeTuner {
     }
 
     fn grow(&mut self, now: Instant) -> Option<Adjustment> {
+        let grown = self.grow_unless_held(now);
+        if grown.is_some() {
+            self.rtt_cuts_from = None;
+        }
+        grown
+    }
+
+    fn grow_unless_held(&mut self, now: Instant) -> Option<Adjustment> {
         let limit = self.limit;
         match self.ceiling {
             Some(ceiling) if limit < ceiling => {
@@ -1080,6 +1100,7 @@ impl KneeTuner {
                 let to = (self.limit as f64 * self.config.gentlest_cut) as usize;
                 self.note_cut(self.config.bounds.clamp(to));
                 self.latency_cuts = None;
+                self.rtt_cuts_from = None;
                 return self.set_limit(to, Reason::MemoryPressure, now);
             }
         }
@@ -1215,6 +1236,7 @@ impl Tuner for KneeTuner {
         // Once answers come again, climb back towards where the stall found it.
         self.ceiling = Some(before.max(to));
         self.latency_cuts = None;
+        self.rtt_cuts_from = None;
         self.probe = None;
         self.set_limit(to, Reason::Stalled, now)
     }
@@ -1498,6 +1520,18 @@ mod tests {
         );
     }
 
+    /// Settled at a knee of 64 (20 ms), then the round trip grows to 60 ms over 10 s at the
+    /// same knee; the adjustments of the ramp.
+    fn slowing_ramp() -> Vec<Adjustment> {
+        let mut sim = Loop::new(KneeConfig::default(), 10);
+        sim.run(Duration::from_secs(8), queue(64, MS * 20));
+        let start = sim.elapsed();
+        sim.run(Duration::from_secs(10), |sim, held| {
+            let ramp = ((sim.elapsed() - start).as_secs_f64() / 10.0).min(1.0);
+            queue(64, MS * 20 + (MS * 40).mul_f64(ramp))(sim, held)
+        })
+    }
+
     #[test]
     fn a_backend_slowing_as_a_ramp_costs_one_probe_step_per_baseline_move() {
         // The same knee (64), the round trip growing from 20 to 60 ms over 10 s: cutting
@@ -1505,13 +1539,7 @@ mod tests {
         // round trip did not follow the limit, and a probe moves the baseline. The probe's
         // first step, at a quarter, reads the same round trip as the limit did: no queue at
         // the limit, so none at a quarter — going deeper would only starve the backend.
-        let mut sim = Loop::new(KneeConfig::default(), 10);
-        sim.run(Duration::from_secs(8), queue(64, MS * 20));
-        let start = sim.elapsed();
-        let adjustments = sim.run(Duration::from_secs(10), |sim, held| {
-            let ramp = ((sim.elapsed() - start).as_secs_f64() / 10.0).min(1.0);
-            queue(64, MS * 20 + (MS * 40).mul_f64(ramp))(sim, held)
-        });
+        let adjustments = slowing_ramp();
         let probes = adjustments
             .iter()
             .filter(|a| a.reason == Reason::MeasuringRtt)
@@ -1535,6 +1563,40 @@ mod tests {
                 _ => in_a_row = 0,
             }
         }
+    }
+
+    #[test]
+    fn a_backend_found_slower_gets_back_every_cut_since_the_limit_last_grew() {
+        // The ramp of the test above. A run of cuts is judged against the limit of its last
+        // judged step, and a window that neither queues nor grows (a hold) ends the run:
+        // once a probe showed the backend had slowed, the limit went back only to where the
+        // last run began (here 69 -> 68 -> 61 -> 55, probe, back to 61; in the simulator's
+        // `slowdown-ramp` 76 -> 75 -> 68 -> 61 -> 55, back to 61, utilisation 0.94 over the
+        // ramp). Every cut since the limit last grew was the slowdown's: all are undone.
+        let adjustments = slowing_ramp();
+        let mut cuts_from = None;
+        let mut undone = 0;
+        for pair in adjustments.windows(2) {
+            let (before, this) = (pair[0], pair[1]);
+            match this.reason {
+                Reason::RttGrowth => {
+                    cuts_from.get_or_insert(this.from);
+                }
+                Reason::Recovering if before.reason == Reason::MeasuringRtt => {
+                    let from = cuts_from
+                        .take()
+                        .expect("a probe for a slower backend follows cuts");
+                    assert!(
+                        this.to >= from,
+                        "{this:?} after cuts from {from}: {adjustments:?}"
+                    );
+                    undone += 1;
+                }
+                _ if this.to > this.from => cuts_from = None,
+                _ => {}
+            }
+        }
+        assert!(undone >= 2, "{adjustments:?}");
     }
 
     #[test]
