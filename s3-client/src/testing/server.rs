@@ -128,6 +128,9 @@ struct ReadLatency {
     slow: Duration,
     slow_share: f64,
     rng: fastrand::Rng,
+    /// Only the first request for each object and range draws; these were asked for
+    /// already (see [`ServerFaults::set_first_read_latency`]). `None`: every request draws.
+    asked: Option<std::collections::HashSet<String>>,
 }
 
 impl ServerFaults {
@@ -217,6 +220,29 @@ impl ServerFaults {
             slow,
             slow_share: slow_share.clamp(0.0, 1.0),
             rng: fastrand::Rng::with_seed(seed),
+            asked: None,
+        });
+    }
+
+    /// Like [`set_read_latency`](Self::set_read_latency), but only the first request for
+    /// each object and byte range draws its wait: a request for bytes asked for already
+    /// (a hedge, a retry) waits `fast` — a slow first try, not a slow object. Which reads
+    /// are slow then does not depend on the order in which the requests of concurrent reads
+    /// arrive, nor on how many of them were hedged: every hedge of a slow read is answered
+    /// first unless the machine stalls for `slow`.
+    pub fn set_first_read_latency(
+        &self,
+        fast: Duration,
+        slow: Duration,
+        slow_share: f64,
+        seed: u64,
+    ) {
+        self.plan().read_latency = Some(ReadLatency {
+            fast,
+            slow,
+            slow_share: slow_share.clamp(0.0, 1.0),
+            rng: fastrand::Rng::with_seed(seed),
+            asked: Some(std::collections::HashSet::new()),
         });
     }
 
@@ -226,10 +252,16 @@ impl ServerFaults {
         self.open_responses.load(Ordering::Relaxed)
     }
 
-    /// How long the read being answered waits before its response starts.
-    fn read_latency(&self) -> Option<Duration> {
+    /// How long the read being answered (of `bytes`: its method, URI and range) waits
+    /// before its response starts.
+    fn read_latency(&self, bytes: impl FnOnce() -> String) -> Option<Duration> {
         let mut plan = self.plan();
         let latency = plan.read_latency.as_mut()?;
+        if let Some(asked) = latency.asked.as_mut() {
+            if !asked.insert(bytes()) {
+                return Some(latency.fast);
+            }
+        }
         let slow = latency.rng.f64() < latency.slow_share;
         Some(if slow { latency.slow } else { latency.fast })
     }
@@ -616,7 +648,11 @@ async fn handle(
         let request = request.map(|body| s3s::Body::http_body_unsync(Metered::new(body, received)));
         let is_get = request.method() == hyper::Method::GET;
         let is_read = is_get || request.method() == hyper::Method::HEAD;
-        if let Some(wait) = is_read.then(|| faults.read_latency()).flatten() {
+        let bytes = || {
+            let range = request.headers().get(hyper::header::RANGE);
+            format!("{} {} {range:?}", request.method(), request.uri())
+        };
+        if let Some(wait) = is_read.then(|| faults.read_latency(bytes)).flatten() {
             tokio::time::sleep(wait).await;
         }
         let response = s3.call(request).await?;
