@@ -452,6 +452,7 @@ impl S3Client {
     pub fn get_stream_opts(&self, path: &Path, options: GetOptions) -> Call<ObjectBody> {
         let store = Arc::clone(&self.inner.store);
         let dispatcher = self.inner.dispatcher.clone();
+        let budget = self.inner.budget.clone();
         let location = path.clone();
         Call::new(move |call| {
             Box::pin(async move {
@@ -468,7 +469,11 @@ impl S3Client {
                         .map(HeldGet::Whole)
                 } else {
                     let operation = Operation::Get.as_str();
-                    held_get(store, dispatcher, location, options, call, operation).await
+                    let budget = Some(budget);
+                    held_get(
+                        store, dispatcher, location, options, call, operation, budget,
+                    )
+                    .await
                 };
                 match read {
                     Ok(read) => Ok(ObjectBody::new(read, key)),

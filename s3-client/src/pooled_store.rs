@@ -243,7 +243,8 @@ impl<S: ObjectStore> ObjectStore for PooledStore<S> {
         if !options.head && !call.release_slot_at_response {
             let store = Arc::clone(&self.inner);
             let (dispatcher, path) = (self.dispatcher.clone(), location.clone());
-            return held_get(store, dispatcher, path, options, call, "get")
+            // No bytes budget here: its bodies stream as they come.
+            return held_get(store, dispatcher, path, options, call, "get", None)
                 .await
                 .map(HeldGet::into_get_result)
                 .map_err(into_store_error);

@@ -58,6 +58,16 @@ impl ByteBudget {
             .await
             .expect("the budget's semaphore is never closed")
     }
+
+    /// Takes `bytes` (capped at the whole budget) if they are free now, without waiting: a
+    /// read that can do without them (a small body read whole rather than streamed) asks
+    /// this way. Bytes owed to a waiting part are not free.
+    pub(crate) fn try_acquire(&self, bytes: u64) -> Option<OwnedSemaphorePermit> {
+        let units = bytes.div_ceil(UNIT).clamp(1, u64::from(self.units)) as u32;
+        Arc::clone(&self.semaphore)
+            .try_acquire_many_owned(units)
+            .ok()
+    }
 }
 
 impl ByteBudget {
