@@ -94,16 +94,16 @@ impl Engine {
         // A task that ends was counted last: its place in finishing order.
         let sequence = state.counters.resolved().saturating_sub(1);
         state.free_slot(lane, job.task().id());
-        let mut next_claim = state.take_next(&mut now);
+        let mut next_claim = state.take_next(&mut now, self.settings.aging_target_wait);
         // Without a next task the slot stays free: the intake closes, and what was pushed
         // while it closed may start.
         if self.settle_intake(&mut state) && next_claim.is_none() {
-            next_claim = state.take_next(&mut now);
+            next_claim = state.take_next(&mut now, self.settings.aging_target_wait);
         }
         // More than this runner's next task can start only if a slot is still free (the
         // limit grew, or the pool was resumed, with tasks queued).
         let extra = if state.can_start() {
-            state.take_startable(&mut now)
+            state.take_startable(&mut now, self.settings.aging_target_wait)
         } else {
             Vec::new()
         };

@@ -99,7 +99,7 @@ impl Engine {
             state.idle_runners -= 1;
             None
         } else if can_start {
-            state.take_next(&mut Now::at(self, now))
+            state.take_next(&mut Now::at(self, now), self.settings.aging_target_wait)
         } else {
             None
         };
@@ -195,7 +195,7 @@ impl Engine {
                 if state.stopped {
                     return None;
                 }
-                if let Some(claimed) = state.take_next(&mut now) {
+                if let Some(claimed) = state.take_next(&mut now, self.settings.aging_target_wait) {
                     return Some(claimed);
                 }
                 if state.idle_runners >= state.limit {
@@ -217,7 +217,8 @@ impl Engine {
         state.counters.ended(&TaskEnd::Stopped);
         self.settle_intake(&mut state);
         // The slot may have gone back to a parent whose next child starts on it.
-        let started = state.take_startable(&mut Now::at(self, now));
+        let started =
+            state.take_startable(&mut Now::at(self, now), self.settings.aging_target_wait);
         let idle = state.is_idle();
         drop(state);
         let stay = Timeline::waiting(now);
@@ -235,7 +236,8 @@ impl Engine {
         let from = state.limit;
         state.limit = limit;
         self.settle_intake(&mut state);
-        let started = state.take_startable(&mut Now::at(self, now));
+        let started =
+            state.take_startable(&mut Now::at(self, now), self.settings.aging_target_wait);
         drop(state);
         self.spawn_runners(started);
         if from != limit {
@@ -253,7 +255,8 @@ impl Engine {
         }
         state.paused = paused;
         self.settle_intake(&mut state);
-        let started = state.take_startable(&mut Now::at(self, now));
+        let started =
+            state.take_startable(&mut Now::at(self, now), self.settings.aging_target_wait);
         drop(state);
         self.spawn_runners(started);
         if paused {

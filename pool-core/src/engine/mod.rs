@@ -210,7 +210,6 @@ impl Engine {
                 tenants,
                 epoch,
                 settings.initial_limit,
-                settings.aging_target_wait,
                 seed,
             ))),
             intake: CachePadded::default(),

@@ -385,7 +385,10 @@ impl Engine {
             };
             let waiting = task.waiting();
             state.push(task, &waiting, now);
-            state.take_startable(&mut Now::at(&engine, now))
+            state.take_startable(
+                &mut Now::at(&engine, now),
+                engine.settings.aging_target_wait,
+            )
         };
         engine.spawn_runners(started);
     }
@@ -491,7 +494,8 @@ impl Engine {
                     let waiting = task.waiting();
                     state.push(task, &waiting, ticks);
                 }
-                let started = state.take_startable(&mut Now::at(&self, ticks));
+                let started = state
+                    .take_startable(&mut Now::at(&self, ticks), self.settings.aging_target_wait);
                 state.timer = state.next_wake();
                 let idle = !expired.is_empty() && state.is_idle();
                 (started, (expired, expired_from), idle, state.timer)

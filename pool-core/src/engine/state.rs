@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::queue::{duration_as_nanos, nanos_as_f64, AgingQueue, LaneId, Placement, QueueKey};
+use crate::queue::{nanos_as_f64, AgingQueue, LaneId, Placement, QueueKey};
 use crate::stats::Stats;
 use crate::task::TaskId;
 
@@ -152,9 +152,6 @@ pub(super) struct State {
     pub(super) rng: fastrand::Rng,
     /// The average queue wait, nanoseconds (see `observe_queue_wait`).
     queue_wait_ewma: Option<f64>,
-    /// The queue wait aging aims at, nanoseconds (see `aging_multiplier`): converted once,
-    /// not on every pop.
-    aging_target_nanos: f64,
     /// Running parents' slots, lent to their children (see `nesting`).
     pub(super) loans: Loans,
     /// Children given a loan, about to start on it: before anything queued, past the limit.
@@ -170,7 +167,6 @@ impl State {
         tenants: Tenants,
         epoch: Epoch,
         limit: usize,
-        aging_target_wait: Duration,
         seed: u64,
     ) -> Self {
         Self {
@@ -193,7 +189,6 @@ impl State {
             counters: Counters::default(),
             rng: fastrand::Rng::with_seed(seed),
             queue_wait_ewma: None,
-            aging_target_nanos: duration_as_nanos(aging_target_wait),
             loans: Loans::default(),
             on_loan: VecDeque::new(),
         }
@@ -372,7 +367,11 @@ impl State {
     /// Pops the next task and claims a slot for it, if one may start. The pop reads `now`
     /// only if the queue weighs priorities against age (several levels); otherwise the
     /// claim carries the moment only if it was read already.
-    pub(super) fn take_next(&mut self, now: &mut Now<'_>) -> Option<Claimed> {
+    pub(super) fn take_next(
+        &mut self,
+        now: &mut Now<'_>,
+        aging_target_wait: Duration,
+    ) -> Option<Claimed> {
         if !self.stopped {
             if let Some((task, lane, entered_at)) = self.on_loan.pop_front() {
                 // On its parent's slot (counted when lent): past the limit, the pause and the
@@ -392,7 +391,8 @@ impl State {
         }
         let ages = self.queue.has_several_levels();
         let popped_at = if ages {
-            self.queue.set_multiplier(self.aging_multiplier());
+            self.queue
+                .set_multiplier(self.aging_multiplier(aging_target_wait));
             Some(now.get())
         } else {
             now.read()
@@ -446,8 +446,12 @@ impl State {
     }
 
     /// Claims slots for as many queued tasks as may start.
-    pub(super) fn take_startable(&mut self, now: &mut Now<'_>) -> Vec<Claimed> {
-        std::iter::from_fn(|| self.take_next(now)).collect()
+    pub(super) fn take_startable(
+        &mut self,
+        now: &mut Now<'_>,
+        aging_target_wait: Duration,
+    ) -> Vec<Claimed> {
+        std::iter::from_fn(|| self.take_next(now, aging_target_wait)).collect()
     }
 
     /// Keeps the average queue wait (an exponentially weighted moving average, in
@@ -470,9 +474,12 @@ impl State {
     /// division: the average is kept in nanoseconds, and the queue turns the multiplier into
     /// its step with multiplications.
     #[inline]
-    fn aging_multiplier(&self) -> f64 {
+    fn aging_multiplier(&self, target: Duration) -> f64 {
         match self.queue_wait_ewma {
-            Some(ewma) => (self.aging_target_nanos / ewma.max(1.0)).clamp(0.25, 4.0),
+            Some(ewma) => {
+                let target = target.as_secs() as f64 * 1e9 + f64::from(target.subsec_nanos());
+                (target / ewma.max(1.0)).clamp(0.25, 4.0)
+            }
             None => 1.0,
         }
     }

@@ -89,12 +89,6 @@ impl Scale {
     }
 }
 
-/// `duration` in nanoseconds, as a float: for settings, converted once (a pop's arithmetic
-/// then takes them as they are).
-pub(crate) fn duration_as_nanos(duration: Duration) -> f64 {
-    duration.as_nanos() as f64
-}
-
 /// `nanos` as a float, up to 2^63 ns (292 years; a longer wait counts as that long): the
 /// signed conversion is one instruction, the unsigned one several.
 #[inline(always)]

@@ -116,39 +116,6 @@ impl<J> Lane<J> {
         Some((job, enqueued_at))
     }
 
-    /// Takes the task [`head`](Self::head) describes, with when the one after it entered
-    /// (`None`: the lane ran dry). A FIFO finds the next one right behind, in the same walk;
-    /// asking [`head`](Self::head) afterwards would start it again.
-    #[inline(always)]
-    pub(super) fn pop_and_head(&mut self) -> Option<(J, u64, Option<u64>)> {
-        let Order::Fifo(slots) = &mut self.order else {
-            let (job, enqueued_at) = self.pop()?;
-            return Some((job, enqueued_at, self.head()));
-        };
-        let (job, enqueued_at) = loop {
-            let slot = slots.pop_front()?;
-            if let Some(job) = slot.job {
-                break (job, slot.enqueued_at);
-            }
-        };
-        self.live -= 1;
-        if self.live == 0 {
-            // Only tombstones can be left: dropped, the buffer kept (as `taken` does).
-            slots.clear();
-            return Some((job, enqueued_at, None));
-        }
-        // A live task is left, so the walk past tombstones ends at it.
-        let next = loop {
-            match slots.front() {
-                Some(slot) if slot.job.is_none() => {
-                    slots.pop_front();
-                }
-                slot => break slot.map(|slot| slot.enqueued_at),
-            }
-        };
-        Some((job, enqueued_at, next))
-    }
-
     /// Takes the task at `pos`, if it is still there.
     pub(super) fn remove(&mut self, pos: LanePos) -> Option<(J, u64)> {
         let (job, enqueued_at) = match &mut self.order {

@@ -19,9 +19,6 @@ use slab::Slab;
 use super::lane::{Lane, LanePos};
 use super::{LaneId, Next};
 
-/// A task taken from a level: the task, when it entered the queue, and its lane.
-pub(super) type Taken<J> = (J, u64, LaneId);
-
 /// The round's name for the lane of tasks without a tenant (named lanes are slab indices).
 const DEFAULT_LANE: usize = usize::MAX;
 
@@ -188,7 +185,7 @@ impl<J> Level<J> {
     /// Takes the task of the lane at place `at` in the round (from [`candidate`](Self::candidate)),
     /// and moves the round on: the lane's turn ends when its credit is spent or it runs dry.
     #[inline(always)]
-    pub(super) fn pop_at(&mut self, at: usize) -> Option<Taken<J>> {
+    pub(super) fn pop_at(&mut self, at: usize) -> Option<(J, u64, LaneId)> {
         if self.named.is_empty() {
             // The default lane alone: its turn never passes.
             let (job, enqueued_at) = self.default.lane.pop()?;
@@ -216,26 +213,6 @@ impl<J> Level<J> {
             self.round.push_back(index);
         }
         Some((job, enqueued_at, id))
-    }
-
-    /// [`pop_at`](Self::pop_at), and then what [`scan_head`](Self::scan_head) would say:
-    /// a level without tenants' lanes learns its next head from the lane's pop itself.
-    #[inline(always)]
-    pub(super) fn pop_at_and_scan(&mut self, at: usize) -> Option<(Taken<J>, (Next, u64))> {
-        if !self.named.is_empty() {
-            let popped = self.pop_at(at)?;
-            return Some((popped, self.scan_head()));
-        }
-        let (job, enqueued_at, next) = self.default.lane.pop_and_head()?;
-        self.live -= 1;
-        let head = match next {
-            Some(next_at) => (Next::Head, next_at),
-            None => {
-                self.leave_round(0);
-                (Next::Empty, 0)
-            }
-        };
-        Some(((job, enqueued_at, LaneId::DEFAULT), head))
     }
 
     /// Takes the lane at place `at` out of the round (it is dry); a named tenant's lane is

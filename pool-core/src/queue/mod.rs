@@ -12,8 +12,7 @@
 //! is the number of distinct priorities waiting (usually a handful) — never O(n) in queued
 //! tasks. The pop's scan reads a small array beside the levels, each level's priority and
 //! the moment its next task entered (`LevelHead`), not the levels themselves: ten levels are
-//! three cache lines, and the one a pop takes from is the only level it touches. It visits
-//! only the levels that hold a task, by a bitmask of them; it compares
+//! three cache lines, and the one a pop takes from is the only level it touches; it compares
 //! ranks (effective priority times the aging step), which take a multiplication, a
 //! conversion and an addition, no division. Levels are kept (with their buffers)
 //! after they empty, so a queue that keeps draining and refilling allocates nothing; a few
@@ -34,7 +33,7 @@ mod lane;
 mod level;
 
 use aging::Scale;
-pub(crate) use aging::{duration_as_nanos, nanos_as_f64, AgingSettings};
+pub(crate) use aging::{nanos_as_f64, AgingSettings};
 use lane::LanePos;
 use level::Level;
 
@@ -92,29 +91,6 @@ impl Placement {
 
 /// Empty levels tolerated before they are swept out of the scan.
 const MAX_EMPTY_LEVELS: usize = 8;
-
-/// Levels the pop's scan finds through [`AgingQueue::occupied`]'s bits; a queue with more
-/// levels than this scans them all, in the scan that asks tenants' rounds.
-const MASKED_LEVELS: usize = u64::BITS as usize;
-
-/// The bit of level `index` in [`AgingQueue::occupied`]; none past [`MASKED_LEVELS`].
-#[inline(always)]
-fn level_bit(index: usize) -> u64 {
-    if index < MASKED_LEVELS {
-        1 << index
-    } else {
-        0
-    }
-}
-
-/// The levels of `heads` that hold a task, as [`AgingQueue::occupied`] keeps them.
-fn occupied_of(heads: &[LevelHead]) -> u64 {
-    let occupied = heads
-        .iter()
-        .enumerate()
-        .filter(|(_, h)| h.next != Next::Empty);
-    occupied.fold(0, |bits, (index, _)| bits | level_bit(index))
-}
 
 /// What a pop needs to know of a level to compare it with the others, kept beside the other
 /// levels' in one small array: scanning ten levels reads two or three cache lines, not the
@@ -186,11 +162,6 @@ pub(crate) struct AgingQueue<J> {
     levels: Vec<Level<J>>,
     /// Each level's priority and next task, for the pop's scan and the push's search.
     heads: Vec<LevelHead>,
-    /// Bit `i` is set while level `i` holds a task (`heads[i].next` is not
-    /// [`Next::Empty`]), for the first [`MASKED_LEVELS`] levels: the scan goes from the top
-    /// bit down and never reads an empty level's head (a busy queue's highest levels empty
-    /// all the time). Kept with `heads`.
-    occupied: u64,
     /// How many of `levels` are empty, kept as they empty and refill: a busy queue's
     /// highest levels empty all the time, and counting them each time read every level.
     empty_levels: usize,
@@ -211,11 +182,10 @@ pub(crate) struct AgingQueue<J> {
 impl<J> AgingQueue<J> {
     /// An empty queue. `edf`: each lane orders its tasks by deadline.
     pub(crate) fn new(aging: AgingSettings, edf: bool) -> Self {
-        let interval_nanos = duration_as_nanos(aging.interval);
+        let interval_nanos = aging.interval.as_nanos() as f64;
         Self {
             levels: Vec::new(),
             heads: Vec::new(),
-            occupied: 0,
             empty_levels: 0,
             len: 0,
             oldest: u64::MAX,
@@ -329,21 +299,8 @@ impl<J> AgingQueue<J> {
     /// Level `index`'s entry in `heads`, after its tasks changed.
     #[inline(always)]
     fn refresh_head(&mut self, index: usize) {
-        let scanned = self.levels[index].scan_head();
-        self.set_head(index, scanned);
-    }
-
-    /// Level `index`'s entry in `heads` (and its bit in `occupied`) is now `scanned`.
-    #[inline(always)]
-    fn set_head(&mut self, index: usize, (next, at): (Next, u64)) {
         let head = &mut self.heads[index];
-        (head.next, head.at) = (next, at);
-        let bit = level_bit(index);
-        if next == Next::Empty {
-            self.occupied &= !bit;
-        } else {
-            self.occupied |= bit;
-        }
+        (head.next, head.at) = self.levels[index].scan_head();
     }
 
     #[cold]
@@ -352,7 +309,6 @@ impl<J> AgingQueue<J> {
         for (head, level) in self.heads.iter_mut().zip(&mut self.levels) {
             (head.next, head.at) = level.scan_head();
         }
-        self.occupied = occupied_of(&self.heads);
     }
 
     /// Removes and returns the task with the highest effective priority at `now` among the
@@ -373,32 +329,26 @@ impl<J> AgingQueue<J> {
     }
 
     /// The level whose next task has the highest effective priority at `now`, and that task's
-    /// place in its level's round. Levels are scanned from the highest
+    /// place in its level's round. Not inlined into the pop (and the engine's lock holder):
+    /// on its own the scan keeps its state in registers. Levels are scanned from the highest
     /// priority, so on a full tie the higher base priority stays best, and once the best is
     /// above what a level could reach with the boost of the oldest waiting task, no lower
-    /// level can win. Only levels that hold a task are visited (`occupied`'s bits). Inlined
-    /// into the pop: the loop makes no call, so its floats stay in registers there too, and
-    /// a call's prologue and its answer through memory cost a fifth of the scan.
-    #[inline(always)]
+    /// level can win.
+    #[inline(never)]
     fn choose(&mut self, now: Ticks, may_start: impl Fn(LaneId) -> bool) -> Option<(usize, usize)> {
-        debug_assert_eq!(self.occupied, occupied_of(&self.heads));
         let now = now.nanos();
         let scale = self.scale;
         let most_boost = scale.boost(self.oldest, now);
         // Levels without tenants (the usual case) are compared by their head in `heads`
         // alone, and whether the lane without a tenant may start is asked once for all.
         let default_may_start = may_start(LaneId::DEFAULT);
-        if self.heads.len() > MASKED_LEVELS {
-            return self.choose_asking(now, most_boost, default_may_start, may_start);
-        }
         let mut best = Best::NONE;
-        let mut occupied = self.occupied;
         // No call in this loop (its floats would be saved around it): a level with tenants
         // sends the pop to the scan that asks them.
-        while occupied != 0 {
-            let index = (u64::BITS - 1 - occupied.leading_zeros()) as usize;
-            occupied ^= 1 << index;
-            let head = self.heads[index];
+        for (index, head) in self.heads.iter().enumerate().rev() {
+            if head.next == Next::Empty {
+                continue;
+            }
             let base = scale.base(head.priority);
             if best.rank > base + most_boost {
                 break;
@@ -451,8 +401,6 @@ impl<J> AgingQueue<J> {
             };
             best.offer(index, place, scale.rank(base, at, now), at);
         }
-        // A round asked above may have turned its level's head from `Ask` to `Head`, never to
-        // `Empty` (the level still holds tasks): `occupied` holds.
         best.found()
     }
 
@@ -461,17 +409,12 @@ impl<J> AgingQueue<J> {
     // (callgrind: the engine's take_next, a pop and its bookkeeping, 290 -> 207 instructions).
     #[inline(always)]
     fn pop_level(&mut self, index: usize, place: usize) -> Option<Popped<J>> {
-        let several = self.levels.len() > 1;
         let level = &mut self.levels[index];
-        let (job, enqueued_at, lane) = if several {
-            // The pop says what the level's next task is: no second walk to its head.
-            let (popped, scanned) = level.pop_at_and_scan(place)?;
-            self.set_head(index, scanned);
-            popped
-        } else {
-            level.pop_at(place)?
-        };
-        let emptied = self.levels[index].live() == 0;
+        let (job, enqueued_at, lane) = level.pop_at(place)?;
+        let emptied = level.live() == 0;
+        if self.levels.len() > 1 {
+            self.refresh_head(index);
+        }
         if emptied {
             self.level_emptied();
         }
@@ -524,7 +467,6 @@ impl<J> AgingQueue<J> {
             let mut kept = self.levels.iter().map(|level| level.live() > 0);
             self.heads.retain(|_| kept.next().unwrap_or(false));
             self.levels.retain(|level| level.live() > 0);
-            self.occupied = occupied_of(&self.heads);
             self.empty_levels = 0;
         }
     }
@@ -535,7 +477,6 @@ impl<J> AgingQueue<J> {
         self.empty_levels = 0;
         self.oldest = u64::MAX;
         self.heads.clear();
-        self.occupied = 0;
         let mut tasks = Vec::new();
         for level in std::mem::take(&mut self.levels) {
             level.drain_into(&mut tasks);
