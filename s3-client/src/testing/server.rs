@@ -75,8 +75,8 @@ impl InjectedResponse {
 
 /// The fault switch of an [`S3TestServer`], and its request counters.
 ///
-/// Faults apply in this order: first the `fail_next` / `fail_after` budget, then the always-on switch, then
-/// the seeded probability.
+/// Faults apply in this order: first the `fail_next` / `fail_after` budget, then the
+/// always-on switch, then the seeded probability.
 #[derive(Debug)]
 pub struct ServerFaults {
     requests: AtomicU64,

@@ -146,11 +146,12 @@ enum Attempted {
 /// it, rather than read ahead on the caller's task and left to wait, cold, for a slot:
 /// 1,000 uploads of 1 MiB spent 30 % more time hashing that way than object_store's idiom,
 /// which hashes each body right after making it (`perf record -e cpu-clock`: 1,766–1,779
-/// samples in SHA-256 against 1,337–1,371; 1,465–1,570 read in the task). It also leaves no task between the
-/// source and the pool's slots to keep them fed. The source sets the pace, as a body's
-/// reader does for a pooled `get`: the task has no timeout unless the call sets one (the
-/// HTTP client's own timeout bounds the request), and a slow source holds its slot while
-/// its part is read. A source that fails fails the upload, without a retry.
+/// samples in SHA-256 against 1,337–1,371; 1,465–1,570 read in the task). It also leaves
+/// no task between the source and the pool's slots to keep them fed. The source sets the
+/// pace, as a body's reader does for a pooled `get`: the task has no timeout unless the
+/// call sets one (the HTTP client's own timeout bounds the request), and a slow source
+/// holds its slot while its part is read. A source that fails fails the upload, without a
+/// retry.
 async fn first_part<S: PartSource + 'static>(
     context: &TransferContext,
     path: &Path,
