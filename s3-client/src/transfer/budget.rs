@@ -52,9 +52,8 @@ impl ByteBudget {
     /// Waits until `bytes` (capped at the whole budget) are free and takes them until the
     /// permit is dropped.
     pub(crate) async fn acquire(&self, bytes: u64) -> OwnedSemaphorePermit {
-        let units = bytes.div_ceil(UNIT).clamp(1, u64::from(self.units)) as u32;
         Arc::clone(&self.semaphore)
-            .acquire_many_owned(units)
+            .acquire_many_owned(self.units_for(bytes))
             .await
             .expect("the budget's semaphore is never closed")
     }
@@ -63,10 +62,14 @@ impl ByteBudget {
     /// read that can do without them (a small body read whole rather than streamed) asks
     /// this way. Bytes owed to a waiting part are not free.
     pub(crate) fn try_acquire(&self, bytes: u64) -> Option<OwnedSemaphorePermit> {
-        let units = bytes.div_ceil(UNIT).clamp(1, u64::from(self.units)) as u32;
         Arc::clone(&self.semaphore)
-            .try_acquire_many_owned(units)
+            .try_acquire_many_owned(self.units_for(bytes))
             .ok()
+    }
+
+    /// The units that hold `bytes`: at least one, at most the whole budget.
+    fn units_for(&self, bytes: u64) -> u32 {
+        bytes.div_ceil(UNIT).clamp(1, u64::from(self.units)) as u32
     }
 }
 
